@@ -1,0 +1,103 @@
+"""One msgpack codec for every command and event.
+
+A message travels as ``[tag, field1, field2, …]`` in the attrs field order of its class. Tags
+are fixed in :data:`exness_actors.commands.COMMAND_TYPES` and
+:data:`exness_actors.events.EVENT_TYPES`; fields are only ever appended (with defaults), so old
+journals keep decoding. Decoding checks the shape strictly and raises
+:class:`~exness_actors.errors.InvalidCommand` on anything else — the journal and the Redis edge
+never hand the engine a malformed message.
+"""
+
+from __future__ import annotations
+
+from operator import attrgetter
+from typing import Any, Callable
+
+import attrs
+import msgpack
+
+from exness_actors.commands import COMMAND_TYPES
+from exness_actors.errors import InvalidCommand
+from exness_actors.events import EVENT_TYPES
+
+__all__ = ["encode", "encode_many", "decode", "to_wire", "from_wire", "pack", "unpack", "TAGS", "wire_schema"]
+
+_REGISTRY: dict[int, type] = {**COMMAND_TYPES, **EVENT_TYPES}
+TAGS: dict[type, int] = {cls: tag for tag, cls in _REGISTRY.items()}
+_FIELDS: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in attrs.fields(cls)) for cls in _REGISTRY.values()}
+_GETTERS: dict[type, Callable[[Any], Any]] = {}
+for _cls, _names in _FIELDS.items():
+    _getter = attrgetter(*_names)
+    if len(_names) == 1:
+        _GETTERS[_cls] = (lambda g: (lambda obj: (g(obj),)))(_getter)
+    else:
+        _GETTERS[_cls] = _getter
+_REQUIRED: dict[type, int] = {
+    cls: sum(1 for f in attrs.fields(cls) if f.default is attrs.NOTHING) for cls in _REGISTRY.values()}
+
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def to_wire(message: Any) -> list[Any]:
+    cls = type(message)
+    return [TAGS[cls], *_GETTERS[cls](message)]
+
+
+def from_wire(data: Any) -> Any:
+    if not isinstance(data, (list, tuple)) or not data:
+        raise InvalidCommand(f"a message must be a non-empty array, got {type(data).__name__}")
+    tag = data[0]
+    cls = _REGISTRY.get(tag) if isinstance(tag, int) else None
+    if cls is None:
+        raise InvalidCommand(f"unknown message tag {tag!r}")
+    names = _FIELDS[cls]
+    values = data[1:]
+    if not _REQUIRED[cls] <= len(values) <= len(names):
+        raise InvalidCommand(f"{cls.__name__}: expected {len(names)} fields, got {len(values)}")
+    try:
+        return cls(**dict(zip(names, values)))
+    except (TypeError, ValueError) as exc:
+        raise InvalidCommand(f"{cls.__name__}: {exc}") from None
+
+
+def encode(message: Any) -> bytes:
+    """Pack one message to bytes."""
+    cls = type(message)
+    return _packer.pack((TAGS[cls], *_GETTERS[cls](message)))
+
+
+def encode_many(messages: list[Any]) -> bytes:
+    """Pack a list of messages as one msgpack array (one call for a whole reply)."""
+    return _packer.pack([(TAGS[type(m)], *_GETTERS[type(m)](m)) for m in messages])
+
+
+def decode(payload: bytes) -> Any:
+    try:
+        data = msgpack.unpackb(payload, raw=False, use_list=True, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise InvalidCommand(f"undecodable message: {exc}") from None
+    return from_wire(data)
+
+
+def pack(obj: Any) -> bytes:
+    """Pack a plain msgpack-able object (used for states and headers)."""
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def unpack(payload: bytes) -> Any:
+    return msgpack.unpackb(payload, raw=False, use_list=True, strict_map_key=False)
+
+
+def wire_schema() -> dict[str, Any]:
+    """The wire layout of every message, for ``schemas/`` and for clients in other languages."""
+    out: dict[str, Any] = {}
+    for tag, cls in sorted(_REGISTRY.items()):
+        out[cls.__name__] = {
+            "tag": tag,
+            "fields": [
+                {"name": f.name, "type": str(f.type), "required": f.default is attrs.NOTHING}
+                for f in attrs.fields(cls)
+            ],
+        }
+    return out

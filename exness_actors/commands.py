@@ -1,0 +1,183 @@
+"""Inputs of the core.
+
+Sender → receiver: the **edge** (gateway, WebSocket server, price feed, supervisor's clock)
+builds these; the **engine actor's sequencer** stamps ``seq`` and ``ts`` (integer ns) and hands
+them to :meth:`exness_actors.engine.Engine.apply`; the journal records them exactly as applied.
+
+Every amount is already an integer at its scale (cents, ticks, quantity units, ns); the edge
+parses decimal strings with :func:`exness_actors.money.parse_fixed`. Optional fields use
+``None`` for "not given". In the ``Modify*`` commands ``None`` means "leave unchanged" and ``0``
+means "remove" (no valid price, distance or expiry is zero).
+
+They are mutable slotted attrs classes rather than frozen ones: the sequencer stamps
+``seq``/``ts`` in place, and a frozen class costs three times as much to build on the quote path
+(DESIGN.md §6b). Nothing mutates a command after it is sequenced.
+"""
+
+from __future__ import annotations
+
+from typing import NewType, Optional, Union
+
+import attrs
+
+__all__ = [
+    "AccountId", "OrderId", "PositionId", "ClientOrderId",
+    "Quote", "Clock", "CreateAccount", "Deposit", "Withdraw", "PlaceOrder", "CancelOrder",
+    "ModifyOrder", "ClosePosition", "ModifyPosition", "AddMargin", "HaltSymbol", "ResumeSymbol",
+    "Command", "COMMAND_TYPES", "MAX_CLIENT_ID",
+]
+
+AccountId = NewType("AccountId", int)
+OrderId = NewType("OrderId", int)
+PositionId = NewType("PositionId", int)
+ClientOrderId = NewType("ClientOrderId", str)
+
+#: Longest client_order_id / idempotency key accepted.
+MAX_CLIENT_ID = 64
+
+_define = attrs.define(slots=True, kw_only=True, eq=True, repr=True)
+
+
+# --- market data: price feed → engine -------------------------------------------------------
+
+@_define
+class Quote:
+    """A raw top-of-book quote in ticks; the engine applies the instrument's spread markup."""
+    symbol: str
+    bid: int
+    ask: int
+    seq: int = 0
+    ts: int = 0
+
+
+@_define
+class Clock:
+    """A heartbeat: lets expiries happen when no other input arrives."""
+    seq: int = 0
+    ts: int = 0
+
+
+# --- accounts: gateway → engine -------------------------------------------------------------
+
+@_define
+class CreateAccount:
+    account_id: int
+    initial_deposit: int = 0
+    seq: int = 0
+    ts: int = 0
+
+
+@_define
+class Deposit:
+    account_id: int
+    amount: int
+    idempotency_key: str = ""
+    seq: int = 0
+    ts: int = 0
+
+
+@_define
+class Withdraw:
+    account_id: int
+    amount: int
+    idempotency_key: str = ""
+    seq: int = 0
+    ts: int = 0
+
+
+# --- trading: gateway / WebSocket lane → engine -----------------------------------------------
+
+@_define
+class PlaceOrder:
+    account_id: int
+    symbol: str
+    side: str          # "buy" | "sell"
+    type: str          # "market" | "limit" | "stop"
+    margin: int        # cents
+    leverage: int
+    price: Optional[int] = None           # ticks; required for limit/stop
+    take_profit: Optional[int] = None
+    stop_loss: Optional[int] = None
+    trailing_stop: Optional[int] = None   # distance in ticks
+    slippage_bps: Optional[int] = None
+    expected_price: Optional[int] = None
+    expires_at: Optional[int] = None      # ns
+    client_order_id: str = ""
+    seq: int = 0
+    ts: int = 0
+
+
+@_define
+class CancelOrder:
+    account_id: int
+    order_id: int
+    seq: int = 0
+    ts: int = 0
+
+
+@_define
+class ModifyOrder:
+    account_id: int
+    order_id: int
+    price: Optional[int] = None
+    take_profit: Optional[int] = None
+    stop_loss: Optional[int] = None
+    expires_at: Optional[int] = None
+    seq: int = 0
+    ts: int = 0
+
+
+@_define
+class ClosePosition:
+    account_id: int
+    position_id: int
+    qty: Optional[int] = None   # None closes the whole position
+    seq: int = 0
+    ts: int = 0
+
+
+@_define
+class ModifyPosition:
+    account_id: int
+    position_id: int
+    take_profit: Optional[int] = None
+    stop_loss: Optional[int] = None
+    trailing_stop: Optional[int] = None
+    seq: int = 0
+    ts: int = 0
+
+
+@_define
+class AddMargin:
+    account_id: int
+    position_id: int
+    amount: int
+    seq: int = 0
+    ts: int = 0
+
+
+# --- operations: admin / supervisor → engine --------------------------------------------------
+
+@_define
+class HaltSymbol:
+    symbol: str
+    seq: int = 0
+    ts: int = 0
+
+
+@_define
+class ResumeSymbol:
+    symbol: str
+    seq: int = 0
+    ts: int = 0
+
+
+Command = Union[Quote, Clock, CreateAccount, Deposit, Withdraw, PlaceOrder, CancelOrder,
+                ModifyOrder, ClosePosition, ModifyPosition, AddMargin, HaltSymbol, ResumeSymbol]
+
+#: Wire tags: stable forever (they are in every journal). Append only.
+COMMAND_TYPES: dict[int, type] = {
+    1: Quote, 2: Clock, 3: CreateAccount, 4: Deposit, 5: Withdraw, 6: PlaceOrder,
+    7: CancelOrder, 8: ModifyOrder, 9: ClosePosition, 10: ModifyPosition, 11: AddMargin,
+    12: HaltSymbol, 13: ResumeSymbol,
+}

@@ -1,0 +1,223 @@
+"""Outputs of the core.
+
+Sender → receiver: :meth:`exness_actors.engine.Engine.apply` returns these; the **engine actor**
+routes the events of one command back to its caller as the reply, and fans every event out to
+subscribers (candles, persister, WebSocket server) once the batch that caused them is durable.
+
+Each command yields exactly one outcome: accepted (its effect events), rejected
+(``OrderRejected`` / ``CommandRejected`` and nothing else) or a duplicate (``DuplicateCommand``
+and nothing else). Quotes yield ``QuoteUpdated`` (or ``QuoteRejected``) followed by whatever the
+quote triggered.
+
+Amounts are integers at their scale; the edge formats them as decimal strings.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import attrs
+
+__all__ = [
+    "QuoteUpdated", "QuoteRejected", "AccountCreated", "BalanceChanged", "CommandRejected",
+    "DuplicateCommand", "OrderAccepted", "OrderRejected", "OrderTriggered", "OrderCancelled",
+    "OrderModified", "PositionOpened", "PositionUpdated", "PositionClosed", "SymbolHalted",
+    "SymbolResumed", "Event", "EVENT_TYPES", "REJECTIONS",
+]
+
+_define = attrs.define(slots=True, kw_only=True, eq=True, repr=True)
+
+
+@_define
+class QuoteUpdated:
+    """The marked-up quote the engine now trades on."""
+    symbol: str
+    bid: int
+    ask: int
+    ts: int
+
+
+@_define
+class QuoteRejected:
+    symbol: str
+    bid: int
+    ask: int
+    reason: str
+
+
+@_define
+class AccountCreated:
+    account_id: int
+    balance: int
+
+
+@_define
+class BalanceChanged:
+    """One ledger line: how the free and locked balances of an account moved and why."""
+    account_id: int
+    kind: str            # BalanceKind
+    free_delta: int
+    locked_delta: int
+    free: int
+    locked: int
+    ref: str             # order/position id or idempotency key, as text
+    ts: int
+
+
+@_define
+class CommandRejected:
+    """A non-order command (deposit, withdraw, close, modify, add margin, …) was refused."""
+    command: str
+    account_id: Optional[int]
+    reason: str
+    message: str
+    ref: Optional[int] = None   # the order/position id the command named
+
+
+@_define
+class DuplicateCommand:
+    """A repeated ``client_order_id``/idempotency key: nothing happened this time.
+
+    ``order_id`` is the order the original created (if any) and ``reason`` the original
+    rejection (if it was rejected).
+    """
+    command: str
+    account_id: int
+    key: str
+    order_id: Optional[int]
+    reason: Optional[str]
+
+
+@_define
+class OrderAccepted:
+    order_id: int
+    account_id: int
+    symbol: str
+    side: str
+    type: str
+    status: str
+    price: Optional[int]
+    margin: int
+    leverage: int
+    qty: int
+    take_profit: Optional[int]
+    stop_loss: Optional[int]
+    trailing_stop: Optional[int]
+    expires_at: Optional[int]
+    client_order_id: str
+    ts: int
+
+
+@_define
+class OrderRejected:
+    account_id: int
+    client_order_id: str
+    reason: str
+    message: str
+
+
+@_define
+class OrderTriggered:
+    """A pending order's price was crossed: it filled at ``price`` into ``position_id``."""
+    order_id: int
+    account_id: int
+    position_id: int
+    price: int
+    ts: int
+
+
+@_define
+class OrderCancelled:
+    order_id: int
+    account_id: int
+    reason: str          # CancelReason
+    ts: int
+
+
+@_define
+class OrderModified:
+    order_id: int
+    account_id: int
+    price: Optional[int]
+    qty: int
+    take_profit: Optional[int]
+    stop_loss: Optional[int]
+    expires_at: Optional[int]
+
+
+@_define
+class PositionOpened:
+    position_id: int
+    account_id: int
+    order_id: int
+    symbol: str
+    side: str
+    qty: int
+    open_price: int
+    margin: int
+    leverage: int
+    liquidation_price: int
+    take_profit: Optional[int]
+    stop_loss: Optional[int]
+    trailing_stop: Optional[int]
+    ts: int
+
+
+@_define
+class PositionUpdated:
+    """TP/SL/trailing modified, margin added or part closed: the position as it now stands."""
+    position_id: int
+    account_id: int
+    cause: str           # "modify" | "add_margin" | "partial_close"
+    qty: int
+    margin: int
+    liquidation_price: int
+    take_profit: Optional[int]
+    stop_loss: Optional[int]
+    trailing_stop: Optional[int]
+
+
+@_define
+class PositionClosed:
+    """A position (or part of it) closed. ``credit`` went back to free balance:
+    ``max(0, margin_released + pnl)`` — negative balance protection."""
+    position_id: int
+    account_id: int
+    symbol: str
+    side: str
+    reason: str          # CloseReason
+    price: int
+    qty: int
+    open_price: int
+    margin: int          # the margin released by this close
+    pnl: int
+    credit: int
+    remaining_qty: int
+    ts: int
+
+
+@_define
+class SymbolHalted:
+    symbol: str
+
+
+@_define
+class SymbolResumed:
+    symbol: str
+
+
+Event = Union[QuoteUpdated, QuoteRejected, AccountCreated, BalanceChanged, CommandRejected,
+              DuplicateCommand, OrderAccepted, OrderRejected, OrderTriggered, OrderCancelled,
+              OrderModified, PositionOpened, PositionUpdated, PositionClosed, SymbolHalted,
+              SymbolResumed]
+
+#: Wire tags: stable forever. Append only.
+EVENT_TYPES: dict[int, type] = {
+    101: QuoteUpdated, 102: QuoteRejected, 103: AccountCreated, 104: BalanceChanged,
+    105: CommandRejected, 106: DuplicateCommand, 107: OrderAccepted, 108: OrderRejected,
+    109: OrderTriggered, 110: OrderCancelled, 111: OrderModified, 112: PositionOpened,
+    113: PositionUpdated, 114: PositionClosed, 115: SymbolHalted, 116: SymbolResumed,
+}
+
+#: The events that mean "this command was refused".
+REJECTIONS = (OrderRejected, CommandRejected)

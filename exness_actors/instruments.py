@@ -1,0 +1,130 @@
+"""Instruments and the engine's configuration, parsed exactly from config data.
+
+An :class:`Instrument` fixes the scales of one symbol (price and quantity decimals) and its
+trading limits. :class:`CoreConfig` is everything the pure core needs to know; the supervisor
+builds it from ``config.toml`` through :func:`core_config_from_mapping`. The scales are written
+into every snapshot so a snapshot is never restored under different scales.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import attrs
+
+from exness_actors.errors import InvalidValue
+from exness_actors.money import parse_fixed
+
+__all__ = ["Instrument", "CoreConfig", "core_config_from_mapping", "DEFAULT_INSTRUMENTS"]
+
+_NS_PER_MS = 1_000_000
+
+
+@attrs.frozen(kw_only=True)
+class Instrument:
+    symbol: str
+    price_decimals: int = 2
+    qty_decimals: int = 8
+    max_leverage: int = 100
+    spread_bps: int = 0
+    min_qty: int = 1  # in quantity units
+    maintenance_bps: int = 0  # maintenance ratio in basis points of the margin
+
+    def __attrs_post_init__(self) -> None:
+        if not self.symbol or not self.symbol.isalnum() or not self.symbol.isupper():
+            raise InvalidValue("symbol", f"{self.symbol!r} must be upper-case letters and digits")
+        for name in ("price_decimals", "qty_decimals"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 0 <= value <= 12:
+                raise InvalidValue(name, f"{value!r} must be an integer in 0..12")
+        if not isinstance(self.max_leverage, int) or not 1 <= self.max_leverage <= 1000:
+            raise InvalidValue("max_leverage", f"{self.max_leverage!r} must be an integer in 1..1000")
+        if not isinstance(self.spread_bps, int) or not 0 <= self.spread_bps < 10_000:
+            raise InvalidValue("spread_bps", f"{self.spread_bps!r} must be an integer in 0..9999")
+        if not isinstance(self.min_qty, int) or self.min_qty < 1:
+            raise InvalidValue("min_qty", f"{self.min_qty!r} must be at least one quantity unit")
+        if not isinstance(self.maintenance_bps, int) or not 0 <= self.maintenance_bps < 10_000:
+            raise InvalidValue("maintenance_ratio", "must be in [0, 1)")
+
+    def scales(self) -> list[Any]:
+        return [self.symbol, self.price_decimals, self.qty_decimals]
+
+    def to_wire(self) -> list[Any]:
+        return [self.symbol, self.price_decimals, self.qty_decimals, self.max_leverage,
+                self.spread_bps, self.min_qty, self.maintenance_bps]
+
+    @classmethod
+    def from_wire(cls, data: list[Any]) -> "Instrument":
+        symbol, pd, qd, lev, spread, min_qty, mm = data
+        return cls(symbol=symbol, price_decimals=pd, qty_decimals=qd, max_leverage=lev,
+                   spread_bps=spread, min_qty=min_qty, maintenance_bps=mm)
+
+
+@attrs.frozen(kw_only=True)
+class CoreConfig:
+    instruments: tuple[Instrument, ...]
+    stale_after_ns: int = 5_000 * _NS_PER_MS
+    idempotency_window: int = 1000
+
+    def __attrs_post_init__(self) -> None:
+        symbols = [i.symbol for i in self.instruments]
+        if len(set(symbols)) != len(symbols):
+            raise InvalidValue("instruments", "symbols must be unique")
+        if self.stale_after_ns <= 0:
+            raise InvalidValue("stale_after_ms", "must be positive")
+        if self.idempotency_window < 1:
+            raise InvalidValue("idempotency_window", "must be at least 1")
+
+    def scales(self) -> list[Any]:
+        return [i.scales() for i in self.instruments]
+
+    def to_wire(self) -> list[Any]:
+        return [[i.to_wire() for i in self.instruments], self.stale_after_ns, self.idempotency_window]
+
+    @classmethod
+    def from_wire(cls, data: list[Any]) -> "CoreConfig":
+        instruments, stale, window = data
+        return cls(instruments=tuple(Instrument.from_wire(i) for i in instruments),
+                   stale_after_ns=stale, idempotency_window=window)
+
+
+DEFAULT_INSTRUMENTS = (
+    Instrument(symbol="BTCUSDT", price_decimals=2, qty_decimals=8, max_leverage=100,
+               spread_bps=2, min_qty=1_000),
+    Instrument(symbol="ETHUSDT", price_decimals=2, qty_decimals=8, max_leverage=100,
+               spread_bps=2, min_qty=10_000),
+    Instrument(symbol="SOLUSDT", price_decimals=3, qty_decimals=8, max_leverage=50,
+               spread_bps=3, min_qty=1_000_000),
+)
+
+
+def _ratio_to_bps(value: object, field: str) -> int:
+    bps = parse_fixed(value, 4, field=field, allow_zero=True)
+    if bps >= 10_000:
+        raise InvalidValue(field, f"{value!r} must be below 1")
+    return bps
+
+
+def core_config_from_mapping(engine: Mapping[str, Any],
+                             instruments: Mapping[str, Mapping[str, Any]]) -> CoreConfig:
+    """Build the core's config from the ``[engine]`` and ``[instruments.*]`` tables."""
+    parsed = []
+    for symbol, spec in instruments.items():
+        qty_decimals = int(spec.get("qty_decimals", 8))
+        parsed.append(Instrument(
+            symbol=symbol,
+            price_decimals=int(spec.get("price_decimals", 2)),
+            qty_decimals=qty_decimals,
+            max_leverage=int(spec.get("max_leverage", 100)),
+            spread_bps=int(spec.get("spread_bps", 0)),
+            min_qty=parse_fixed(spec.get("min_qty", "0." + "0" * (qty_decimals - 1) + "1"
+                                         if qty_decimals else "1"),
+                                qty_decimals, field=f"instruments.{symbol}.min_qty"),
+            maintenance_bps=_ratio_to_bps(spec.get("maintenance_ratio", "0"),
+                                          f"instruments.{symbol}.maintenance_ratio"),
+        ))
+    return CoreConfig(
+        instruments=tuple(parsed),
+        stale_after_ns=int(engine.get("stale_after_ms", 5000)) * _NS_PER_MS,
+        idempotency_window=int(engine.get("idempotency_window", 1000)),
+    )

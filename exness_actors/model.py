@@ -1,0 +1,138 @@
+"""The mutable records the engine keeps, and the status transition tables.
+
+Records are slotted classes (not attrs): they are created on the order path and must stay
+small — an open position costs one ``Position`` plus its index entries (see ``bench/core.py``
+for the measured bytes per position).
+
+Transitions are data (STYLE.md §2): an order or position may only move along an edge of
+:data:`ORDER_TRANSITIONS` / :data:`POSITION_TRANSITIONS`; anything else is an
+:class:`~exness_actors.errors.InvariantViolation`. ``docs/`` renders these tables.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from exness_actors.errors import InvariantViolation
+from exness_actors.instruments import Instrument
+from exness_actors.reasons import OrderStatus
+from exness_actors.triggers import TrailingBook, TriggerIndex
+
+__all__ = ["Account", "Position", "Order", "Book", "ORDER_TRANSITIONS", "POSITION_TRANSITIONS",
+           "check_order_transition"]
+
+ORDER_TRANSITIONS: dict[str, frozenset[str]] = {
+    # A market order is born filled (or rejected); a pending one waits for its trigger.
+    "new": frozenset({OrderStatus.FILLED.value, OrderStatus.PENDING.value, OrderStatus.REJECTED.value}),
+    OrderStatus.PENDING.value: frozenset({OrderStatus.FILLED.value, OrderStatus.CANCELLED.value,
+                                          OrderStatus.EXPIRED.value}),
+    OrderStatus.FILLED.value: frozenset(),
+    OrderStatus.CANCELLED.value: frozenset(),
+    OrderStatus.EXPIRED.value: frozenset(),
+    OrderStatus.REJECTED.value: frozenset(),
+}
+
+POSITION_TRANSITIONS: dict[str, frozenset[str]] = {
+    "new": frozenset({"open"}),
+    "open": frozenset({"open", "closed"}),   # open → open: partial close, modify, add margin
+    "closed": frozenset(),
+}
+
+
+def check_order_transition(current: str, target: str) -> None:
+    if target not in ORDER_TRANSITIONS[current]:
+        raise InvariantViolation(f"order cannot move from {current} to {target}")
+
+
+class Account:
+    __slots__ = ("id", "free", "locked", "positions", "orders", "recent_keys", "finished_orders")
+
+    def __init__(self, account_id: int, free: int = 0, locked: int = 0) -> None:
+        self.id = account_id
+        self.free = free
+        self.locked = locked
+        self.positions: dict[int, Position] = {}
+        self.orders: dict[int, Order] = {}
+        # client_order_id / idempotency key -> (order_id or None, reject reason or None)
+        self.recent_keys: Optional[dict[str, tuple[Optional[int], Optional[str]]]] = None
+        # finished order id -> final status (bounded, for ORDER_NOT_PENDING)
+        self.finished_orders: Optional[dict[int, str]] = None
+
+
+class Position:
+    __slots__ = ("id", "account_id", "symbol", "is_long", "qty", "open_price", "margin", "leverage",
+                 "liquidation_price", "take_profit", "stop_loss", "trailing_stop", "order_id",
+                 "opened_at")
+
+    def __init__(self, position_id: int, account_id: int, symbol: str, is_long: bool, qty: int,
+                 open_price: int, margin: int, leverage: int, liquidation_price: int,
+                 take_profit: Optional[int], stop_loss: Optional[int],
+                 trailing_stop: Optional[int], order_id: int, opened_at: int) -> None:
+        self.id = position_id
+        self.account_id = account_id
+        self.symbol = symbol
+        self.is_long = is_long
+        self.qty = qty
+        self.open_price = open_price
+        self.margin = margin
+        self.leverage = leverage
+        self.liquidation_price = liquidation_price
+        self.take_profit = take_profit
+        self.stop_loss = stop_loss
+        self.trailing_stop = trailing_stop
+        self.order_id = order_id
+        self.opened_at = opened_at
+
+    @property
+    def side(self) -> str:
+        return "buy" if self.is_long else "sell"
+
+
+class Order:
+    __slots__ = ("id", "account_id", "symbol", "is_long", "type", "price", "margin", "leverage",
+                 "qty", "take_profit", "stop_loss", "trailing_stop", "expires_at",
+                 "client_order_id", "created_at")
+
+    def __init__(self, order_id: int, account_id: int, symbol: str, is_long: bool, type: str,
+                 price: int, margin: int, leverage: int, qty: int, take_profit: Optional[int],
+                 stop_loss: Optional[int], trailing_stop: Optional[int],
+                 expires_at: Optional[int], client_order_id: str, created_at: int) -> None:
+        self.id = order_id
+        self.account_id = account_id
+        self.symbol = symbol
+        self.is_long = is_long
+        self.type = type
+        self.price = price
+        self.margin = margin
+        self.leverage = leverage
+        self.qty = qty
+        self.take_profit = take_profit
+        self.stop_loss = stop_loss
+        self.trailing_stop = trailing_stop
+        self.expires_at = expires_at
+        self.client_order_id = client_order_id
+        self.created_at = created_at
+
+    @property
+    def side(self) -> str:
+        return "buy" if self.is_long else "sell"
+
+
+class Book:
+    """Per-symbol market state: the marked-up quote, the halt flag and the trigger indexes."""
+
+    __slots__ = ("instrument", "bid", "ask", "quote_ts", "halted", "bid_falls", "bid_rises",
+                 "ask_rises", "ask_falls", "long_trailing", "short_trailing")
+
+    def __init__(self, instrument: Instrument) -> None:
+        self.instrument = instrument
+        self.bid: Optional[int] = None
+        self.ask: Optional[int] = None
+        self.quote_ts = 0
+        self.halted = False
+        self.bid_falls = TriggerIndex(fires_on_fall=True)
+        self.bid_rises = TriggerIndex(fires_on_fall=False)
+        self.ask_rises = TriggerIndex(fires_on_fall=False)
+        self.ask_falls = TriggerIndex(fires_on_fall=True)
+        self.long_trailing = TrailingBook()
+        self.short_trailing = TrailingBook()
