@@ -20,7 +20,7 @@ from exness_actors.commands import COMMAND_TYPES
 from exness_actors.errors import InvalidCommand
 from exness_actors.events import EVENT_TYPES
 
-__all__ = ["encode", "encode_many", "decode", "to_wire", "from_wire", "pack", "unpack", "TAGS", "wire_schema"]
+__all__ = ["encode", "encode_many", "encode_each", "packer", "decode", "to_wire", "from_wire", "pack", "unpack", "TAGS", "wire_schema"]
 
 _REGISTRY: dict[int, type] = {**COMMAND_TYPES, **EVENT_TYPES}
 TAGS: dict[type, int] = {cls: tag for tag, cls in _REGISTRY.items()}
@@ -70,6 +70,16 @@ def encode(message: Any) -> bytes:
 def encode_many(messages: list[Any]) -> bytes:
     """Pack a list of messages as one msgpack array (one call for a whole reply)."""
     return _packer.pack([(TAGS[type(m)], *_GETTERS[type(m)](m)) for m in messages])
+
+
+def encode_each(messages: list[Any]) -> bytes:
+    """The concatenation of :func:`encode` of each message (the rolling-hash stream)."""
+    return b"".join([_packer.pack((TAGS[type(m)], *_GETTERS[type(m)](m))) for m in messages])
+
+
+def packer() -> msgpack.Packer:
+    """A packer configured like the codec's (for hot paths that pack a tuple themselves)."""
+    return msgpack.Packer(use_bin_type=True)
 
 
 def decode(payload: bytes) -> Any:

@@ -62,7 +62,8 @@ from exness_actors.money import liquidation_price, mark_up_ask, mark_up_bid, pnl
 from exness_actors.reasons import (
     BalanceKind, CancelReason, CloseReason, OrderStatus, QuoteRejectReason, RejectReason,
 )
-from exness_actors.triggers import NONE
+_pack = codec.packer().pack
+_QUOTE_UPDATED_TAG = codec.TAGS[QuoteUpdated]
 
 __all__ = ["Engine", "STATE_FORMAT"]
 
@@ -77,6 +78,12 @@ _MARKET, _LIMIT, _STOP = "market", "limit", "stop"
 _MAX_LEVEL = 10**30
 
 _R = RejectReason
+_KIND_POSITION_MARGIN = BalanceKind.POSITION_MARGIN.value
+_KIND_POSITION_CLOSE = BalanceKind.POSITION_CLOSE.value
+_KIND_ORDER_MARGIN = BalanceKind.ORDER_MARGIN.value
+_KIND_ORDER_RELEASE = BalanceKind.ORDER_RELEASE.value
+#: the rolling hash folds its buffer into the digest every this many inputs
+HASH_BLOCK = 4096
 _FILLED = OrderStatus.FILLED.value
 _PENDING = OrderStatus.PENDING.value
 _CANCELLED = OrderStatus.CANCELLED.value
@@ -90,6 +97,9 @@ class _Reject(Exception):
     def __init__(self, reason: RejectReason, message: str) -> None:
         self.reason = reason.value
         self.message = message
+
+
+_OPTIONAL_INT = frozenset({int, type(None)})
 
 
 def _int(value: Any) -> bool:
@@ -118,7 +128,12 @@ class Engine:
         self.total_withdrawals = 0
         self.now = 0
         self.last_seq = 0
-        self.rolling_hash = bytes(16)
+        # Rolling hash of the output events: the encoded events of the current block of
+        # HASH_BLOCK inputs are buffered and folded into ``_hash_base`` at each block boundary,
+        # so a per-input BLAKE2b is avoided; :attr:`rolling_hash` is
+        # BLAKE2b(base ‖ buffer) and depends only on the events, never on when it is read.
+        self._hash_base = bytes(16)
+        self._hash_buffer = bytearray()
         #: index in the last ``apply`` result where the command's own outcome begins
         self.reply_start = 0
         #: statistics (not part of the state)
@@ -155,9 +170,20 @@ class Engine:
         self.reply_start = len(events)
         handler(command, events)
         self.last_seq = seq
-        self.rolling_hash = hashlib.blake2b(
-            self.rolling_hash + codec.encode_many(events), digest_size=16).digest()
+        if len(events) == 1 and type(events[0]) is QuoteUpdated:
+            event = events[0]
+            self._hash_buffer += _pack((_QUOTE_UPDATED_TAG, event.symbol, event.bid, event.ask, event.ts))
+        else:
+            self._hash_buffer += codec.encode_each(events)
+        if not seq % HASH_BLOCK:
+            self._hash_base = hashlib.blake2b(self._hash_base + self._hash_buffer, digest_size=16).digest()
+            self._hash_buffer = bytearray()
         return events
+
+    @property
+    def rolling_hash(self) -> bytes:
+        """Digest of every event emitted so far (journal checkpoints record it with the seq)."""
+        return hashlib.blake2b(self._hash_base + self._hash_buffer, digest_size=16).digest()
 
     def submit(self, command: Any, ts: Optional[int] = None) -> list:
         """Stamp the next ``seq`` (and ``ts``, never going back in time) and apply.
@@ -195,7 +221,7 @@ class Engine:
         book.bid = bid
         book.ask = ask
         book.quote_ts = ts = quote.ts
-        events.append(QuoteUpdated(symbol=quote.symbol, bid=bid, ask=ask, ts=ts))
+        events.append(QuoteUpdated(quote.symbol, bid, ask, ts))
 
         crossed: list[tuple[int, int]] = []
         long_trailing = book.long_trailing
@@ -353,9 +379,11 @@ class Engine:
             raise _Reject(_R.INVALID_COMMAND, f"side must be 'buy' or 'sell', not {side!r}")
         if order_type not in (_MARKET, _LIMIT, _STOP):
             raise _Reject(_R.INVALID_COMMAND, f"type must be market, limit or stop, not {order_type!r}")
-        if not (_opt_int(cmd.price) and _opt_int(cmd.take_profit) and _opt_int(cmd.stop_loss)
-                and _opt_int(cmd.trailing_stop) and _opt_int(cmd.slippage_bps)
-                and _opt_int(cmd.expected_price) and _opt_int(cmd.expires_at)):
+        optional = _OPTIONAL_INT
+        if (type(cmd.price) not in optional or type(cmd.take_profit) not in optional
+                or type(cmd.stop_loss) not in optional or type(cmd.trailing_stop) not in optional
+                or type(cmd.slippage_bps) not in optional or type(cmd.expected_price) not in optional
+                or type(cmd.expires_at) not in optional):
             raise _Reject(_R.INVALID_COMMAND, "prices, distances and times must be integers at their scale")
         if book.halted:
             raise _Reject(_R.MARKET_HALTED, f"{cmd.symbol} is halted")
@@ -392,14 +420,13 @@ class Engine:
             self.next_order_id = order_id + 1
             account.free -= margin
             account.locked += margin
+            # positional construction: see the events module docstring
             events.append(OrderAccepted(
-                order_id=order_id, account_id=account.id, symbol=cmd.symbol, side=side, type=_MARKET,
-                status=_FILLED, price=price, margin=margin, leverage=leverage, qty=qty,
-                take_profit=cmd.take_profit, stop_loss=cmd.stop_loss, trailing_stop=cmd.trailing_stop,
-                expires_at=None, client_order_id=cmd.client_order_id, ts=now))
+                order_id, account.id, cmd.symbol, side, _MARKET, _FILLED, price, margin, leverage,
+                qty, cmd.take_profit, cmd.stop_loss, cmd.trailing_stop, None, cmd.client_order_id, now))
             events.append(BalanceChanged(
-                account_id=account.id, kind=BalanceKind.POSITION_MARGIN.value, free_delta=-margin,
-                locked_delta=margin, free=account.free, locked=account.locked, ref=str(order_id), ts=now))
+                account.id, _KIND_POSITION_MARGIN, -margin, margin, account.free, account.locked,
+                str(order_id), now))
             self._remember_finished(account, order_id, _FILLED)
             self._open(account, book, order_id, is_long, qty, price, margin, leverage, liq,
                        cmd.take_profit, cmd.stop_loss, cmd.trailing_stop, events)
@@ -439,13 +466,12 @@ class Engine:
         if expires_at is not None:
             self.expiries.add((expires_at, order_id))
         events.append(OrderAccepted(
-            order_id=order_id, account_id=account.id, symbol=cmd.symbol, side=side, type=order_type,
-            status=_PENDING, price=price, margin=margin, leverage=leverage, qty=qty,
-            take_profit=cmd.take_profit, stop_loss=cmd.stop_loss, trailing_stop=cmd.trailing_stop,
-            expires_at=expires_at, client_order_id=cmd.client_order_id, ts=now))
+            order_id, account.id, cmd.symbol, side, order_type, _PENDING, price, margin, leverage,
+            qty, cmd.take_profit, cmd.stop_loss, cmd.trailing_stop, expires_at,
+            cmd.client_order_id, now))
         events.append(BalanceChanged(
-            account_id=account.id, kind=BalanceKind.ORDER_MARGIN.value, free_delta=-margin,
-            locked_delta=margin, free=account.free, locked=account.locked, ref=str(order_id), ts=now))
+            account.id, _KIND_ORDER_MARGIN, -margin, margin, account.free, account.locked,
+            str(order_id), now))
 
     @staticmethod
     def _check_slippage(cmd: PlaceOrder, is_long: bool, price: int) -> None:
@@ -592,11 +618,10 @@ class Engine:
         account.free += order.margin
         account.locked -= order.margin
         self._remember_finished(account, order.id, status)
-        events.append(OrderCancelled(order_id=order.id, account_id=account.id, reason=reason, ts=self.now))
+        events.append(OrderCancelled(order.id, account.id, reason, self.now))
         events.append(BalanceChanged(
-            account_id=account.id, kind=BalanceKind.ORDER_RELEASE.value, free_delta=order.margin,
-            locked_delta=-order.margin, free=account.free, locked=account.locked,
-            ref=str(order.id), ts=self.now))
+            account.id, _KIND_ORDER_RELEASE, order.margin, -order.margin, account.free,
+            account.locked, str(order.id), self.now))
 
     @staticmethod
     def _entry_index(book: Book, order: Order):
@@ -626,10 +651,8 @@ class Engine:
         account.positions[position_id] = position
         self._index_position(book, position)
         events.append(PositionOpened(
-            position_id=position_id, account_id=account.id, order_id=order_id,
-            symbol=position.symbol, side="buy" if is_long else "sell", qty=qty, open_price=price,
-            margin=margin, leverage=leverage, liquidation_price=liq, take_profit=take_profit,
-            stop_loss=stop_loss, trailing_stop=trailing_stop, ts=self.now))
+            position_id, account.id, order_id, position.symbol, "buy" if is_long else "sell", qty,
+            price, margin, leverage, liq, take_profit, stop_loss, trailing_stop, self.now))
         return position
 
     def _index_position(self, book: Book, position: Position, *, trailing_peak: Optional[int] = None) -> None:
@@ -703,14 +726,11 @@ class Engine:
             self._reprice_liquidation(book, position)
             remaining = position.qty
         events.append(PositionClosed(
-            position_id=position.id, account_id=account.id, symbol=position.symbol,
-            side="buy" if position.is_long else "sell", reason=reason, price=price, qty=qty,
-            open_price=position.open_price, margin=margin, pnl=pnl, credit=credit,
-            remaining_qty=remaining, ts=now))
+            position.id, account.id, position.symbol, "buy" if position.is_long else "sell", reason,
+            price, qty, position.open_price, margin, pnl, credit, remaining, now))
         events.append(BalanceChanged(
-            account_id=account.id, kind=BalanceKind.POSITION_CLOSE.value, free_delta=credit,
-            locked_delta=-margin, free=account.free, locked=account.locked,
-            ref=str(position.id), ts=now))
+            account.id, _KIND_POSITION_CLOSE, credit, -margin, account.free, account.locked,
+            str(position.id), now))
         if not full:
             events.append(self._position_updated(position, "partial_close"))
 
@@ -895,7 +915,7 @@ class Engine:
         books = [[s, b.bid, b.ask, b.quote_ts, b.halted] for s, b in sorted(self.books.items())]
         return [STATE_FORMAT, self.config.to_wire(), self.now, self.last_seq, self.next_order_id,
                 self.next_position_id, self.house, self.total_deposits, self.total_withdrawals,
-                self.rolling_hash, accounts, positions, orders, books]
+                [self._hash_base, bytes(self._hash_buffer)], accounts, positions, orders, books]
 
     def state_hash(self) -> bytes:
         """BLAKE2b of the canonical state encoding."""
@@ -911,7 +931,7 @@ class Engine:
         engine.now, engine.last_seq = now, last_seq
         engine.next_order_id, engine.next_position_id = next_order_id, next_position_id
         engine.house, engine.total_deposits, engine.total_withdrawals = house, deposits, withdrawals
-        engine.rolling_hash = bytes(rolling)
+        engine._hash_base, engine._hash_buffer = bytes(rolling[0]), bytearray(rolling[1])
         for symbol, bid, ask, quote_ts, halted in books:
             book = engine.books[symbol]
             book.bid, book.ask, book.quote_ts, book.halted = bid, ask, quote_ts, halted
