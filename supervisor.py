@@ -1,1 +1,311 @@
-def main(): print("stub")
+"""The composition root: configuration, recovery, the actor nursery, signals and the CLI.
+
+``exness-actors run`` recovers the engine (newest valid snapshot + journal tail), then starts the
+actors in dependency order with ``nursery.start`` — engine → consumers (persister, candles) →
+feed → snapshotter — and prints where it listens. The engine is fail-fast: if it dies, the
+process stops taking orders and exits non-zero; every other actor is restarted with exponential
+backoff. SIGTERM/SIGINT stop intake, drain the engine, flush the journal, let the consumers
+finish, write a final snapshot and exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Optional
+
+import trio
+
+from actors import engine as engine_actor
+from actors import snapshotter
+from actors.config import Config, ConfigError, load_config
+from actors.engine import EngineHandle
+from actors.keys import KeyError_, load_or_create_key
+from actors.recovery import RecoveryError, journal_dir, recover
+from actors.snapshot_worker import write_engine_snapshot
+from exness_actors.journal import JournalError, JournalWriter
+
+__all__ = ["main", "run_system", "System", "supervised"]
+
+log = logging.getLogger("exness.supervisor")
+
+
+class StartupError(Exception):
+    """The system cannot start; the message tells the operator what to do."""
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+
+
+async def supervised(name: str, actor: Callable[..., Awaitable[Any]], *,
+                     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+                     max_backoff_s: float = 30.0, **kwargs: Any) -> None:
+    """Run ``actor`` and restart it with exponential backoff whenever it fails."""
+    delay = 0.5
+    started = False
+    while True:
+        began = trio.current_time()
+        try:
+            async with trio.open_nursery() as nursery:
+                info = await nursery.start(functools.partial(actor, **kwargs))
+                if not started:
+                    task_status.started(info)
+                    started = True
+            return
+        except Exception as exc:  # a non-critical actor failed: log it and restart
+            log.error("event=actor_failed actor=%s error=%r restart_in_s=%.1f", name, exc, delay)
+        if trio.current_time() - began > 60:
+            delay = 0.5            # it had been healthy for a while: start the backoff afresh
+        await trio.sleep(delay)
+        delay = min(delay * 2, max_backoff_s)
+
+
+class System:
+    """Handles of a running system (what tests, the gateway and simulations reach for)."""
+
+    def __init__(self, cfg: Config, handle: EngineHandle, key: bytes) -> None:
+        self.cfg = cfg
+        self.handle = handle
+        self.key = key
+        self.actors: dict[str, Any] = {}
+        self.shutdown_requested = trio.Event()
+
+    def statistics(self) -> dict[str, Any]:
+        out = {"engine": self.handle.statistics()}
+        for name, info in self.actors.items():
+            if hasattr(info, "statistics"):
+                out[name] = info.statistics()
+        return out
+
+    def request_shutdown(self) -> None:
+        self.shutdown_requested.set()
+
+
+def _prepare_data_dir(data_dir: Path) -> None:
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / ".write-probe"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise StartupError(f"data dir {data_dir} is not writable: {exc.strerror or exc}") from None
+
+
+async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] = None,
+                     handle_signals: bool = True, clock: Callable[[], int] = time.time_ns,
+                     task_status: trio.TaskStatus[System] = trio.TASK_STATUS_IGNORED) -> None:
+    """Recover and run every actor until a signal or :meth:`System.request_shutdown`."""
+    data_dir = cfg.data_dir
+    _prepare_data_dir(data_dir)
+    try:
+        key = load_or_create_key(data_dir, cfg.get("snapshot", "key"))
+        core_config = cfg.core
+    except (KeyError_, ConfigError) as exc:
+        raise StartupError(str(exc)) from None
+
+    from actors.store_sqlite import SqliteStore   # the embedded store
+    store = SqliteStore(data_dir / "exness.sqlite3")
+    await store.open()
+    persisted_seq = await store.last_persisted_seq()
+    backlog: list[tuple[int, int, list]] = []
+    try:
+        recovered = await trio.to_thread.run_sync(functools.partial(
+            recover, data_dir, core_config, key, repair=repair, persisted_seq=persisted_seq,
+            on_events=lambda seq, ts, events: backlog.append((seq, ts, events))))
+        journal = JournalWriter(journal_dir(data_dir),
+                                segment_bytes=int(cfg.get("journal", "segment_mb", 64)) * 1024 * 1024)
+    except (RecoveryError, JournalError) as exc:
+        await store.close()
+        raise StartupError(str(exc)) from None
+    engine = recovered.engine
+    handle = EngineHandle(engine, int(cfg.get("engine", "inbox_size", 10_000)))
+    system = System(cfg, handle, key)
+    keep = int(cfg.get("snapshot", "keep", 5))
+
+    from actors import candles as candles_actor
+    from actors import persister as persister_actor
+    from actors import price_feed
+    from actors.messages import EventBatch
+
+    try:
+        async with trio.open_nursery() as nursery:
+            # consumers first, so they see every batch the engine publishes
+            persister_sub = handle.subscribe("persister", max_buffer=256, lossless=True)
+            candles_sub = handle.subscribe("candles", max_buffer=256, lossless=True)
+            if backlog:   # events recovered from the journal that the store has not persisted
+                await store.apply_batch(EventBatch(backlog, backlog[-1][0]))
+                log.info("event=store_caught_up batches=%d last_seq=%d", len(backlog), backlog[-1][0])
+            system.actors["persister"] = await nursery.start(functools.partial(
+                supervised, "persister", persister_actor.run, inbox=persister_sub.receive, cfg=cfg, store=store))
+            system.actors["candles"] = await nursery.start(functools.partial(
+                supervised, "candles", candles_actor.run, inbox=candles_sub.receive, cfg=cfg, store=store))
+            fsync = str(cfg.get("journal", "fsync", "batch"))
+            await nursery.start(functools.partial(
+                engine_actor.run, handle=handle, journal=journal, cfg=cfg, fsync=fsync,
+                fsync_interval_ms=int(cfg.get("journal", "fsync_interval_ms", 5)), clock=clock))
+            system.actors["engine"] = handle
+
+            intake = trio.CancelScope()
+            async def _intake(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                with intake:
+                    async with trio.open_nursery() as inner:
+                        system.actors["price_feed"] = await inner.start(functools.partial(
+                            supervised, "price_feed", price_feed.run, outbox=handle.inbox_sender(),
+                            cfg=cfg, source=feed))
+                        system.actors["snapshotter"] = await inner.start(functools.partial(
+                            supervised, "snapshotter", snapshotter.run, handle=handle, cfg=cfg, key=key))
+                        if handle_signals:
+                            inner.start_soon(_watch_signals, system)
+                        task_status.started()
+            await nursery.start(_intake)
+
+            print(f"exness-actors: engine ready at seq {engine.last_seq} "
+                  f"({len(engine.accounts)} accounts, {len(engine.positions)} open positions; "
+                  f"recovered in {recovered.elapsed_s * 1000:.0f} ms); data dir {data_dir.resolve()}; "
+                  f"feed {feed or cfg.get('feed', 'source')}", flush=True)
+            log.info("event=ready last_seq=%d data_dir=%s", engine.last_seq, data_dir)
+            task_status.started(system)
+
+            await system.shutdown_requested.wait()
+
+            # graceful shutdown: stop intake, drain and flush, let consumers finish
+            log.info("event=shutdown_begin last_seq=%d", engine.last_seq)
+            intake.cancel()
+            await handle.stop()
+    finally:
+        journal.close()
+    # The engine has stopped and closed its subscriptions; consumers have flushed and exited.
+    path = await trio.to_thread.run_sync(write_engine_snapshot, data_dir, engine, key, keep)
+    await store.close()
+    log.info("event=shutdown_complete last_seq=%d final_snapshot=%s", engine.last_seq, path)
+
+
+async def _watch_signals(system: System) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("event=signal_received signal=%s", signal.Signals(signum).name)
+            system.request_shutdown()
+            return
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="exness-actors", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the platform (embedded by default)")
+    run.add_argument("--config", help="a TOML file merged over the shipped config.toml")
+    run.add_argument("--data-dir", help="journal, snapshots, key file and SQLite store")
+    run.add_argument("--role", default="all", choices=["all"], help="split-mode roles arrive with the Redis edge")
+    run.add_argument("--bus", choices=["memory"], help="memory (redis arrives with the Redis edge)")
+    run.add_argument("--store", choices=["sqlite"], help="sqlite (postgres arrives with the production stores)")
+    run.add_argument("--feed", help="synthetic | replay:FILE | binance")
+    run.add_argument("--http-port", type=int)
+    run.add_argument("--ws-port", type=int)
+    run.add_argument("--repair", action="store_true",
+                     help="truncate a corrupt journal at the first bad frame (the rest is set aside as *.corrupt)")
+    run.add_argument("--log-level", default="INFO")
+
+    replay = commands.add_parser("replay", help="replay a data dir's journal and verify its checkpoints")
+    replay.add_argument("data_dir")
+    replay.add_argument("--config", help="only used when the data dir has no pinned core config")
+
+    migrate = commands.add_parser("migrate", help="apply the store's schema migrations")
+    migrate.add_argument("--config")
+    migrate.add_argument("--data-dir")
+
+    for name in ("backtest", "simulate"):
+        commands.add_parser(name, help=f"{name} (not built yet)")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if getattr(args, "data_dir", None):
+        out.setdefault("data", {})["dir"] = args.data_dir
+    if getattr(args, "bus", None):
+        out.setdefault("bus", {})["kind"] = args.bus
+    if getattr(args, "store", None):
+        out.setdefault("store", {})["kind"] = args.store
+    if getattr(args, "feed", None):
+        out.setdefault("feed", {})["source"] = args.feed
+    if getattr(args, "http_port", None):
+        out.setdefault("http", {})["port"] = args.http_port
+    if getattr(args, "ws_port", None):
+        out.setdefault("ws", {})["port"] = args.ws_port
+    return out
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    import msgpack
+    from exness_actors.engine import Engine
+    from exness_actors.instruments import CoreConfig
+    from exness_actors.journal import iter_payloads
+    from exness_actors.replay import ReplayDivergence, replay
+
+    data_dir = Path(args.data_dir)
+    pinned = data_dir / "core-config.msgpack"
+    if pinned.exists():
+        config = CoreConfig.from_wire(msgpack.unpackb(pinned.read_bytes(), raw=False, use_list=True))
+    else:
+        config = load_config(args.config).core
+    engine = Engine(config)
+    started = time.perf_counter()
+    try:
+        result = replay(engine, iter_payloads(journal_dir(data_dir)))
+    except ReplayDivergence as exc:
+        print(f"exness-actors replay: {exc}", file=sys.stderr)
+        return 1
+    elapsed = time.perf_counter() - started
+    print(f"replayed {result.inputs} inputs to seq {engine.last_seq} in {elapsed:.2f} s "
+          f"({result.inputs / elapsed if elapsed else 0:.0f} inputs/s); "
+          f"{result.checkpoints_verified} checkpoints verified; state hash {engine.state_hash().hex()}")
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = _build_parser().parse_args(argv)
+    if args.command == "replay":
+        return _cmd_replay(args)
+    if args.command in ("backtest", "simulate"):
+        print(f"exness-actors {args.command}: not built yet (see the open issues)", file=sys.stderr)
+        return 2
+    setup_logging(getattr(args, "log_level", "INFO"))
+    try:
+        cfg = load_config(args.config, overrides=_overrides(args))
+    except ConfigError as exc:
+        print(f"exness-actors: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "migrate":
+        from actors.store_sqlite import SqliteStore
+
+        async def _migrate() -> None:
+            cfg.data_dir.mkdir(parents=True, exist_ok=True)
+            store = SqliteStore(cfg.data_dir / "exness.sqlite3")
+            await store.open()
+            await store.close()
+        trio.run(_migrate)
+        print(f"exness-actors migrate: {cfg.data_dir / 'exness.sqlite3'} is up to date")
+        return 0
+    try:
+        trio.run(functools.partial(run_system, cfg, repair=args.repair))
+    except StartupError as exc:
+        print(f"exness-actors: cannot start: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -919,7 +919,12 @@ class Engine:
 
     def state_hash(self) -> bytes:
         """BLAKE2b of the canonical state encoding."""
-        return hashlib.blake2b(codec.pack(self.to_state()), digest_size=32).digest()
+        return self.hash_state(self.to_state())
+
+    @staticmethod
+    def hash_state(state: list[Any]) -> bytes:
+        """BLAKE2b of a state from :meth:`to_state` (to hash and store it without encoding twice)."""
+        return hashlib.blake2b(codec.pack(state), digest_size=32).digest()
 
     @classmethod
     def from_state(cls, state: list[Any]) -> "Engine":

@@ -1,0 +1,137 @@
+"""Recovery: newest valid snapshot + journal tail → the engine as it was at the last durable seq.
+
+Layout of a data dir::
+
+    <data_dir>/journal/journal-<first_seq>.seg    journal segments (the source of truth)
+    <data_dir>/snapshots/snapshot-<seq>.snap      encrypted snapshots (AES-256-GCM)
+    <data_dir>/core-config.msgpack                the core configuration the journal began with
+    <data_dir>/snapshot.key                       embedded mode's key file (0600)
+
+A torn tail (the frame being written when the process died) is truncated. Mid-journal
+corruption refuses to start with a message naming the file and offset; ``--repair`` truncates
+there (setting the damaged bytes aside as ``*.corrupt``). A corrupt or wrongly-keyed snapshot
+is skipped (logged) and an older one, or the journal from the beginning, is used instead.
+
+The core configuration (instruments, scales) is pinned at the first start: replaying a journal
+under other instruments would not reproduce it, so a changed configuration refuses to start
+(docs/decisions.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import attrs
+import msgpack
+
+from exness_actors.engine import Engine
+from exness_actors.instruments import CoreConfig
+from exness_actors.journal import scan_journal, truncate_torn_tail
+from exness_actors.replay import replay
+from exness_actors.snapshot import list_snapshots, load_newest_valid, read_snapshot, SnapshotError
+
+__all__ = ["recover", "Recovered", "RecoveryError", "journal_dir", "snapshot_dir", "pin_core_config"]
+
+log = logging.getLogger("exness.recovery")
+
+
+class RecoveryError(Exception):
+    """The data dir cannot be recovered as it is; the message says what to do."""
+
+
+def journal_dir(data_dir: Path) -> Path:
+    return data_dir / "journal"
+
+
+def snapshot_dir(data_dir: Path) -> Path:
+    return data_dir / "snapshots"
+
+
+def pin_core_config(data_dir: Path, config: CoreConfig) -> CoreConfig:
+    """Record the core config on first start; refuse a different one later."""
+    path = data_dir / "core-config.msgpack"
+    wire = config.to_wire()
+    if path.exists():
+        pinned = msgpack.unpackb(path.read_bytes(), raw=False, use_list=True)
+        if pinned != msgpack.unpackb(msgpack.packb(wire), raw=False, use_list=True):
+            raise RecoveryError(
+                f"the instrument/engine configuration differs from the one {data_dir} was started "
+                f"with ({path}); replaying its journal under other instruments would not reproduce "
+                f"it. Start with a fresh --data-dir, or restore the original [engine]/[instruments].")
+        return config
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(msgpack.packb(wire))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return config
+
+
+@attrs.define
+class Recovered:
+    engine: Engine
+    snapshot_seq: int
+    replayed: int
+    skipped_snapshots: list
+    torn_tail: Optional[object]
+    repaired: list
+    elapsed_s: float
+
+
+def recover(data_dir: Path, config: CoreConfig, key: bytes, *, repair: bool = False,
+            persisted_seq: Optional[int] = None,
+            on_events: Optional[Callable[[int, int, list], None]] = None) -> Recovered:
+    """Rebuild the engine. With ``persisted_seq``, start from a snapshot no newer than it, so
+    ``on_events`` sees every event the store has not persisted yet."""
+    started = time.perf_counter()
+    pin_core_config(data_dir, config)
+    snapshots = snapshot_dir(data_dir)
+    snapshot, skipped = load_newest_valid(snapshots, key=key)
+    if snapshot is not None and persisted_seq is not None and snapshot.last_seq > persisted_seq:
+        snapshot = _newest_at_or_before(snapshots, key, persisted_seq, skipped)
+    for path, reason in skipped:
+        log.warning("event=snapshot_skipped path=%s reason=%r", path, reason)
+    if snapshot is not None:
+        engine = Engine.from_state(snapshot.state)
+        if engine.config.to_wire() != config.to_wire():
+            raise RecoveryError(f"snapshot {snapshot.path} was taken under another instrument configuration")
+        snapshot_seq = snapshot.last_seq
+    else:
+        engine = Engine(config)
+        snapshot_seq = 0
+    try:
+        scan = scan_journal(journal_dir(data_dir), repair=repair, after_seq=engine.last_seq or None)
+    except Exception as exc:
+        raise RecoveryError(str(exc)) from None
+    if scan.torn_tail is not None:
+        log.warning("event=journal_torn_tail path=%s offset=%d dropped_bytes=%d",
+                    scan.torn_tail.path, scan.torn_tail.offset, scan.torn_tail.dropped_bytes)
+        truncate_torn_tail(scan)
+    for line in scan.repaired:
+        log.warning("event=journal_repaired detail=%r", line)
+    wanted = on_events
+    if on_events is not None and persisted_seq is not None:
+        def wanted(seq: int, ts: int, events: list) -> None:
+            if seq > persisted_seq:
+                on_events(seq, ts, events)
+    result = replay(engine, scan.payloads, on_events=wanted)
+    elapsed = time.perf_counter() - started
+    log.info("event=recovered snapshot_seq=%d replayed=%d last_seq=%d checkpoints=%d elapsed_ms=%.1f",
+             snapshot_seq, result.inputs, engine.last_seq, result.checkpoints_verified, elapsed * 1000)
+    return Recovered(engine, snapshot_seq, result.inputs, skipped, scan.torn_tail, scan.repaired, elapsed)
+
+
+def _newest_at_or_before(directory: Path, key: bytes, seq: int, skipped: list):
+    for last_seq, path in reversed(list_snapshots(directory)):
+        if last_seq > seq:
+            continue
+        try:
+            return read_snapshot(path, key=key)
+        except SnapshotError as exc:
+            skipped.append((path, exc.reason))
+    return None

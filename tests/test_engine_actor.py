@@ -1,0 +1,172 @@
+"""The engine actor: durable acknowledgement, group commit, overload, queries, fan-out."""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+import pytest
+import trio
+
+from actors import engine as engine_actor
+from actors.engine import EngineHandle
+from actors.messages import Overloaded
+from core_helpers import SYMBOL, make_engine
+from exness_actors.commands import CreateAccount, PlaceOrder, Quote
+from exness_actors.engine import HASH_BLOCK, Engine
+from exness_actors.errors import InvalidCommand
+from exness_actors.events import AccountCreated, OrderAccepted, OrderCancelled, QuoteUpdated
+from exness_actors.journal import JournalWriter, scan_journal
+from exness_actors.replay import Checkpoint, decode_record, replay
+
+
+def trio_clock() -> int:
+    return int(trio.current_time() * 1_000_000_000)
+
+
+class GatedJournal(JournalWriter):
+    """A real journal whose fsync waits for the test to open a gate (from a worker thread)."""
+
+    def __init__(self, directory) -> None:
+        super().__init__(directory)
+        self.gate = threading.Event()
+        self.fsync_started = threading.Event()
+
+    def fsync(self) -> None:
+        self.fsync_started.set()
+        self.gate.wait(timeout=10)
+        super().fsync()
+
+
+async def start(nursery, tmp_path, *, journal=None, inbox_size=100, fsync="batch", engine=None):
+    engine = engine or make_engine()
+    journal = journal or JournalWriter(tmp_path / "journal")
+    handle = EngineHandle(engine, inbox_size)
+    await nursery.start(functools.partial(engine_actor.run, handle=handle, journal=journal,
+                                          fsync=fsync, clock=trio_clock))
+    return handle, journal
+
+
+async def test_reply_carries_the_commands_own_outcome(tmp_path):
+    async with trio.open_nursery() as nursery:
+        handle, _ = await start(nursery, tmp_path)
+        reply = await handle.request(CreateAccount(account_id=7, initial_deposit=100))
+        assert reply.seq == 1
+        assert isinstance(reply.events[0], AccountCreated)
+        await handle.stop()
+    journaled = [decode_record(p) for p in scan_journal(tmp_path / "journal").payloads]
+    assert [type(r) for r in journaled] == [CreateAccount]
+    assert journaled[0].account_id == 7 and journaled[0].seq == 1
+
+
+async def test_no_reply_or_event_leaves_before_the_batch_is_durable(tmp_path):
+    journal = GatedJournal(tmp_path / "journal")
+    async with trio.open_nursery() as nursery:
+        handle, _ = await start(nursery, tmp_path, journal=journal)
+        subscription = handle.subscribe("watcher", max_buffer=10)
+        replies = []
+
+        async def ask() -> None:
+            replies.append(await handle.request(CreateAccount(account_id=1)))
+        nursery.start_soon(ask)
+        await trio.to_thread.run_sync(journal.fsync_started.wait, 10)
+        await trio.sleep(0.05)
+        assert replies == []                                   # applied, written, not yet fsynced
+        with pytest.raises(trio.WouldBlock):
+            subscription.receive.receive_nowait()
+        assert handle.durable_seq == 0
+        journal.gate.set()
+        batch = await subscription.receive.receive()
+        assert batch.last_seq == 1
+        await trio.sleep(0)
+        assert len(replies) == 1 and handle.durable_seq == 1
+        await handle.stop()
+
+
+async def test_queries_see_the_state_in_order_with_commands(tmp_path):
+    async with trio.open_nursery() as nursery:
+        handle, _ = await start(nursery, tmp_path)
+        await handle.request(CreateAccount(account_id=1, initial_deposit=500))
+        summary = await handle.query(lambda engine: engine.account_summary(1))
+        assert summary["free"] == 500
+        with pytest.raises(ZeroDivisionError):
+            await handle.query(lambda engine: 1 // 0)
+        await handle.stop()
+
+
+async def test_full_inbox_is_overload_not_a_queue(tmp_path):
+    journal = GatedJournal(tmp_path / "journal")
+    async with trio.open_nursery() as nursery:
+        handle, _ = await start(nursery, tmp_path, journal=journal, inbox_size=2)
+        # Hold the pipeline at the fsync so the inbox fills up.
+        for account in range(1, 20):
+            try:
+                handle.send_nowait(CreateAccount(account_id=account))
+            except Overloaded:
+                break
+            await trio.sleep(0.01)
+        else:
+            pytest.fail("the inbox never reported overload")
+        assert handle.overloads == 1
+        journal.gate.set()
+        await handle.stop()
+
+
+async def test_unencodable_command_is_refused_and_its_seq_reused(tmp_path):
+    async with trio.open_nursery() as nursery:
+        handle, _ = await start(nursery, tmp_path)
+        with pytest.raises(InvalidCommand):
+            await handle.request(CreateAccount(account_id=object()))   # type: ignore[arg-type]
+        reply = await handle.request(CreateAccount(account_id=1))
+        assert reply.seq == 1
+        await handle.stop()
+
+
+async def test_lagging_lossy_subscriber_is_dropped_without_slowing_the_engine(tmp_path):
+    async with trio.open_nursery() as nursery:
+        handle, _ = await start(nursery, tmp_path, fsync="off")
+        slow = handle.subscribe("slow-ws-client", max_buffer=1)
+        await handle.request(CreateAccount(account_id=1, initial_deposit=10**9))
+        for _ in range(5):
+            await handle.request(Quote(symbol=SYMBOL, bid=6_500_000, ask=6_500_000))
+        assert slow.lagged
+        assert slow not in handle.subscriptions
+        await handle.stop()
+
+
+async def test_clock_is_injected_for_a_due_expiry(tmp_path, autojump_clock):
+    async with trio.open_nursery() as nursery:
+        handle, _ = await start(nursery, tmp_path, fsync="off")
+        watcher = handle.subscribe("watcher", max_buffer=100, lossless=True)
+        await handle.request(CreateAccount(account_id=1, initial_deposit=10**9))
+        await handle.request(Quote(symbol=SYMBOL, bid=6_500_000, ask=6_500_000))
+        expires = trio_clock() + 5_000_000_000
+        reply = await handle.request(PlaceOrder(account_id=1, symbol=SYMBOL, side="buy", type="limit",
+                                                margin=10_000, leverage=10, price=6_000_000, expires_at=expires))
+        assert reply.events[0].status == "pending"
+        cancelled = []
+        with trio.move_on_after(10):
+            async for batch in watcher.receive:
+                cancelled += [e for _s, _t, events in batch.items for e in events if isinstance(e, OrderCancelled)]
+                if cancelled:
+                    break
+        assert cancelled and cancelled[0].reason == "expired"
+        assert trio_clock() >= expires
+        await handle.stop()
+
+
+async def test_journal_replays_to_the_same_state_with_verified_checkpoints(tmp_path):
+    async with trio.open_nursery() as nursery:
+        handle, _ = await start(nursery, tmp_path, fsync="off", inbox_size=HASH_BLOCK * 3)
+        await handle.request(CreateAccount(account_id=1, initial_deposit=10**9))
+        for index in range(HASH_BLOCK + 10):
+            handle.send_nowait(Quote(symbol=SYMBOL, bid=6_500_000 + index % 50, ask=6_500_100 + index % 50))
+        await handle.request(PlaceOrder(account_id=1, symbol=SYMBOL, side="buy", type="market",
+                                        margin=10_000, leverage=10))
+        live_hash = await handle.query(lambda engine: engine.state_hash())
+        await handle.stop()
+    payloads = scan_journal(tmp_path / "journal").payloads
+    assert any(isinstance(decode_record(p), Checkpoint) for p in payloads)
+    result = replay(make_engine(), payloads)
+    assert result.checkpoints_verified >= 1
+    assert result.engine.state_hash() == live_hash
