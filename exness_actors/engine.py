@@ -95,7 +95,7 @@ class _Reject(Exception):
     """Raised inside a handler's validation phase; turned into one rejection event."""
 
     def __init__(self, reason: RejectReason, message: str) -> None:
-        self.reason = reason.value
+        self.reason = reason._value_   # plain attribute: Enum.value is a slow descriptor
         self.message = message
 
 
@@ -201,18 +201,18 @@ class Engine:
         raw_bid, raw_ask = quote.bid, quote.ask
         reason = None
         if book is None:
-            reason = QuoteRejectReason.UNKNOWN_SYMBOL.value
+            reason = QuoteRejectReason.UNKNOWN_SYMBOL._value_
         elif type(raw_bid) is not int or type(raw_ask) is not int or raw_bid <= 0 or raw_ask <= 0 \
                 or raw_ask > _MAX_LEVEL:
-            reason = QuoteRejectReason.NON_POSITIVE.value
+            reason = QuoteRejectReason.NON_POSITIVE._value_
         elif raw_bid > raw_ask:
-            reason = QuoteRejectReason.CROSSED.value
+            reason = QuoteRejectReason.CROSSED._value_
         else:
             spread = book.instrument.spread_bps
             bid = raw_bid * (10_000 - spread) // 10_000 if spread else raw_bid
             ask = -(-raw_ask * (10_000 + spread) // 10_000) if spread else raw_ask
             if bid <= 0:
-                reason = QuoteRejectReason.NON_POSITIVE.value
+                reason = QuoteRejectReason.NON_POSITIVE._value_
         if reason is not None:
             self.quotes_rejected += 1
             events.append(QuoteRejected(symbol=quote.symbol, bid=raw_bid, ask=raw_ask, reason=reason))
@@ -275,7 +275,7 @@ class Engine:
             _at, order_id = expiries.pop(0)
             order = self.orders[order_id]
             self._unindex_order(self.books[order.symbol], order, expiry=False)
-            self._finish_order(order, _EXPIRED, CancelReason.EXPIRED.value, events)
+            self._finish_order(order, _EXPIRED, CancelReason.EXPIRED._value_, events)
 
     # ------------------------------------------------------------------ accounts
 
@@ -321,7 +321,7 @@ class Engine:
             reason, message = _R.INSUFFICIENT_BALANCE, f"free balance {account.free} cents is less than {amount}"
         if reason is not None:
             if key:
-                self._remember(account, key, None, reason.value)
+                self._remember(account, key, None, reason._value_)
             return self._reject_command(cmd, account.id, reason, message, events)
         if key:
             self._remember(account, key, None, None)
@@ -343,11 +343,11 @@ class Engine:
         client_id = cmd.client_order_id
         if account is None:
             events.append(OrderRejected(account_id=cmd.account_id, client_order_id=client_id if type(client_id) is str else "",
-                                        reason=_R.UNKNOWN_ACCOUNT.value, message="no such account"))
+                                        reason=_R.UNKNOWN_ACCOUNT._value_, message="no such account"))
             return
         if type(client_id) is not str or len(client_id) > MAX_CLIENT_ID:
             events.append(OrderRejected(account_id=account.id, client_order_id="",
-                                        reason=_R.INVALID_COMMAND.value,
+                                        reason=_R.INVALID_COMMAND._value_,
                                         message=f"client_order_id must be a string of at most {MAX_CLIENT_ID} characters"))
             return
         key = "o:" + client_id if client_id else ""
@@ -510,7 +510,7 @@ class Engine:
         if order is None:
             return self._reject_missing_order(cmd, account, events)
         self._unindex_order(self.books[order.symbol], order, expiry=True)
-        self._finish_order(order, _CANCELLED, CancelReason.USER.value, events)
+        self._finish_order(order, _CANCELLED, CancelReason.USER._value_, events)
 
     def _on_modify_order(self, cmd: ModifyOrder, events: list) -> None:
         account = self.accounts.get(cmd.account_id)
@@ -581,7 +581,7 @@ class Engine:
         pd, qd = instrument.price_decimals, instrument.qty_decimals
         qty = qty_for_margin(order.margin, order.leverage, price, pd, qd)
         if qty < instrument.min_qty:   # a gap moved the fill so far that the margin buys too little
-            self._finish_order(order, _CANCELLED, CancelReason.SIZE_TOO_SMALL.value, events)
+            self._finish_order(order, _CANCELLED, CancelReason.SIZE_TOO_SMALL._value_, events)
             return
         account = self.accounts[order.account_id]
         del self.orders[order.id]
@@ -781,7 +781,7 @@ class Engine:
             return self._reject_command(cmd, position.account_id, reason, message, events, ref=position.id)
         price = book.bid if position.is_long else book.ask
         assert price is not None
-        self._close(position, qty, price, CloseReason.USER.value, events)
+        self._close(position, qty, price, CloseReason.USER._value_, events)
 
     def _on_modify_position(self, cmd: ModifyPosition, events: list) -> None:
         position = self._owned_position(cmd, events)
@@ -884,7 +884,7 @@ class Engine:
                         events: list, *, ref: Optional[int] = None) -> None:
         events.append(CommandRejected(command=type(cmd).__name__,
                                       account_id=account_id if _int(account_id) else None,
-                                      reason=reason.value, message=message, ref=ref))
+                                      reason=reason._value_, message=message, ref=ref))
 
     # ------------------------------------------------------------------ state, hashing, restore
 
