@@ -98,6 +98,7 @@ class EngineHandle:
         self.engine = engine
         self._send, self._receive = trio.open_memory_channel[Any](inbox_size)
         self.accepting = True
+        self.rotate_requested = False
         self.durable_seq = engine.last_seq
         self.subscriptions: list[Subscription] = []
         # statistics
@@ -307,6 +308,9 @@ async def _journal_task(handle: EngineHandle, journal: JournalWriter,
             first_seq = next((p.first_seq for p in ready if p.data), ready[0].first_seq)
             do_fsync = fsync == "batch" or (
                 fsync == "interval" and time.monotonic() - last_fsync >= fsync_interval_ms / 1000)
+            if handle.rotate_requested:
+                handle.rotate_requested = False
+                journal.rotate_before_next_append()
             if data or do_fsync:
                 started = time.monotonic()
                 await trio.to_thread.run_sync(_write, journal, data, first_seq, do_fsync)

@@ -63,7 +63,10 @@ async def run(*, handle: EngineHandle, cfg: Any, key: bytes, stats: SnapshotterS
             stats.failed += 1
             log.error("event=snapshot_failed target_seq=%d error=%r", target, str(exc))
             continue
-        stats.written += report.get("event") == "snapshot_written"
+        if report.get("event") == "snapshot_written":
+            stats.written += 1
+            # a fresh segment lets the next recovery skip every segment this snapshot covers
+            handle.rotate_requested = True
         stats.last_seq = report.get("last_seq", target)
         stats.last_elapsed_ms = report.get("elapsed_ms", 0.0)
         log.info("event=%s last_seq=%s elapsed_ms=%s", report.get("event"), stats.last_seq,

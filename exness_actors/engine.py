@@ -947,6 +947,10 @@ class Engine:
             if finished:
                 account.finished_orders = {o: s for o, s in finished}
             engine.accounts[account_id] = account
+        indexes = [index for book in engine.books.values()
+                   for index in (book.bid_falls, book.bid_rises, book.ask_rises, book.ask_falls)]
+        for index in indexes:
+            index.begin_bulk()        # one sort per index instead of an insort per entry
         for (pid, account_id, symbol, is_long, qty, open_price, margin, leverage, liq, tp, sl,
              trailing, peak, order_id, opened_at) in positions:
             position = Position(pid, account_id, symbol, is_long, qty, open_price, margin, leverage,
@@ -963,6 +967,8 @@ class Engine:
             engine._index_order(engine.books[symbol], order)
             if expires_at is not None:
                 engine.expiries.add((expires_at, oid))
+        for index in indexes:
+            index.end_bulk()
         return engine
 
     # ------------------------------------------------------------------ invariants

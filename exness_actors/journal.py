@@ -471,6 +471,7 @@ class JournalWriter:
         self._directory_dirty = False
         self._failed: BaseException | None = None
         self._closed = False
+        self._rotate_next = False
         self._bytes_written = 0
         self.recovered_torn_tail: TornTail | None = None
         """The torn tail truncated when this writer opened, if any (for the engine to log)."""
@@ -537,7 +538,8 @@ class JournalWriter:
         self._check_usable()
         if not data:
             return
-        if self._fd is None or self._segment_size >= self._segment_bytes:
+        if self._fd is None or self._segment_size >= self._segment_bytes or self._rotate_next:
+            self._rotate_next = False
             self._start_segment(first_seq)
         assert self._fd is not None
         try:
@@ -549,6 +551,12 @@ class JournalWriter:
             raise
         self._segment_size += len(data)
         self._bytes_written += len(data)
+
+    def rotate_before_next_append(self) -> None:
+        """Start a new segment at the next append (after a snapshot, so recovery can skip whole
+        segments the snapshot covers instead of decoding and skipping their records)."""
+        if self._segment_size:
+            self._rotate_next = True
 
     def fsync(self) -> None:
         """Make every appended byte durable, and the entry of any segment created since the last fsync."""

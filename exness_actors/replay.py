@@ -40,17 +40,25 @@ def encode_checkpoint(seq: int, rolling_hash: bytes) -> bytes:
     return msgpack.packb((CHECKPOINT_TAG, seq, rolling_hash), use_bin_type=True)
 
 
-def decode_record(payload: bytes) -> Any:
-    """A command or a :class:`Checkpoint`; :class:`InvalidCommand` for anything else."""
+def decode_record(payload: bytes, *, after_seq: int = -1) -> Any:
+    """A command or a :class:`Checkpoint`; :class:`InvalidCommand` for anything else.
+
+    A command at or before ``after_seq`` is returned as ``None`` without being built (every
+    command's wire form ends with ``seq, ts``), which makes skipping a covered prefix cheap.
+    """
     try:
         data = msgpack.unpackb(payload, raw=False, use_list=True, strict_map_key=False)
     except Exception as exc:
         raise InvalidCommand(f"undecodable journal record: {exc}") from None
-    if isinstance(data, list) and data and data[0] == CHECKPOINT_TAG:
-        if len(data) != 3 or not isinstance(data[1], int) or not isinstance(data[2], bytes):
-            raise InvalidCommand("malformed checkpoint record")
-        return Checkpoint(data[1], data[2])
-    return codec.from_wire(data)
+    if not isinstance(data, list) or not data:
+        raise InvalidCommand("a journal record must be a non-empty array")
+    if data[0] != CHECKPOINT_TAG:
+        if len(data) >= 3 and type(data[-2]) is int and data[-2] <= after_seq:
+            return None
+        return codec.from_wire(data)
+    if len(data) != 3 or not isinstance(data[1], int) or not isinstance(data[2], bytes):
+        raise InvalidCommand("malformed checkpoint record")
+    return Checkpoint(data[1], data[2])
 
 
 class ReplayDivergence(CoreError):
@@ -88,7 +96,10 @@ def replay(engine: Engine, payloads: Iterable[bytes], *, until_seq: Optional[int
     apply = engine.apply
     last_input: Any = None
     for payload in payloads:
-        record = decode_record(payload)
+        record = decode_record(payload, after_seq=engine.last_seq)
+        if record is None:
+            result.skipped += 1
+            continue
         if type(record) is Checkpoint:
             if record.seq < engine.last_seq:
                 continue      # before our starting point (a snapshot covered it)

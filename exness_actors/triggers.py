@@ -52,7 +52,7 @@ PRIORITY = {"liquidation": 0, "stop_loss": 1, "trailing_stop": 2, "take_profit":
 class TriggerIndex:
     """Entries ``(level, priority, id)`` that fire when the price crosses ``level``."""
 
-    __slots__ = ("sign", "best", "_entries")
+    __slots__ = ("sign", "best", "_entries", "_bulk")
 
     def __init__(self, *, fires_on_fall: bool) -> None:
         # falls: fires when price <= level  ⇔  level >= price          (sign +1)
@@ -60,15 +60,29 @@ class TriggerIndex:
         self.sign = 1 if fires_on_fall else -1
         self.best = NONE
         self._entries: SortedList = SortedList()
+        self._bulk: list | None = None
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def add(self, level: int, priority: int, ident: int) -> None:
         key = self.sign * level
+        if self._bulk is not None:
+            self._bulk.append((key, priority, ident))
+            return
         self._entries.add((key, priority, ident))
         if key > self.best:
             self.best = key
+
+    def begin_bulk(self) -> None:
+        """Buffer :meth:`add` calls until :meth:`end_bulk` sorts them in once (restores)."""
+        self._bulk = []
+
+    def end_bulk(self) -> None:
+        bulk, self._bulk = self._bulk, None
+        if bulk:
+            self._entries.update(bulk)
+        self.best = self._entries[-1][0] if self._entries else NONE
 
     def discard(self, level: int, priority: int, ident: int) -> None:
         entries = self._entries
