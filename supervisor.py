@@ -112,9 +112,8 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
     except (KeyError_, ConfigError) as exc:
         raise StartupError(str(exc)) from None
 
-    from actors.store_sqlite import SqliteStore   # the embedded store
-    store = SqliteStore(data_dir / "exness.sqlite3")
-    await store.open()
+    from actors.store import open_store
+    store = await open_store(cfg)
     persisted_seq = await store.last_persisted_seq()
     backlog: list[tuple[int, int, list]] = []
     try:
@@ -287,15 +286,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"exness-actors: configuration error: {exc}", file=sys.stderr)
         return 2
     if args.command == "migrate":
-        from actors.store_sqlite import SqliteStore
+        from actors.store import open_store
 
-        async def _migrate() -> None:
-            cfg.data_dir.mkdir(parents=True, exist_ok=True)
-            store = SqliteStore(cfg.data_dir / "exness.sqlite3")
-            await store.open()
+        async def _migrate() -> list[str]:
+            store = await open_store(cfg)
+            applied = getattr(store, "migrations_applied", [])
             await store.close()
-        trio.run(_migrate)
-        print(f"exness-actors migrate: {cfg.data_dir / 'exness.sqlite3'} is up to date")
+            return applied
+        applied = trio.run(_migrate)
+        print(f"exness-actors migrate: applied {len(applied)} migration(s) {applied}; "
+              f"the {cfg.get('store', 'kind', 'sqlite')} store is up to date")
         return 0
     try:
         trio.run(functools.partial(run_system, cfg, repair=args.repair))

@@ -1,0 +1,337 @@
+"""The store: what the platform keeps in a database, behind one async protocol.
+
+Two implementations share this contract and one test suite (``tests/test_store.py``):
+:class:`actors.store_sqlite.SqliteStore` (embedded mode: one SQLite file in the data dir) and
+the PostgreSQL store (asyncpg, a later issue). Everything crossing the protocol is a plain Python
+value: ``int`` for money (cents), prices (ticks), quantities (units), seqs and times (ns since the
+epoch); ``str`` for symbols, sides, kinds, statuses and reasons (the core's enum values);
+:class:`~exness_actors.candles.Candle` for candles. The edge converts to decimal strings and
+milliseconds.
+
+What is stored (DESIGN.md §4 persister and candles, §5 history resources):
+
+* ``candles_1m`` — written by the candles actor (:meth:`Store.write_candles`, an upsert: a candle
+  may be rewritten); larger intervals are folded from 1m when read.
+* trade history, order history, the ledger and the positions ever opened — written by the
+  persister from the engine's :class:`~actors.messages.EventBatch` through
+  :meth:`Store.apply_batch`. The event → row translation is :func:`rows_from_items` here, shared by
+  every implementation, so they cannot disagree about what an event means.
+* ``persister_state.last_seq`` — the last engine seq whose rows are all stored. ``apply_batch``
+  writes a batch's rows and this seq in **one transaction** and skips inputs at or below it, so
+  re-sending batches (a restart, a rebuild from the journal) never duplicates a row.
+* users and refresh tokens — added by the gateway issue (migration 0002 and a ``# -- users``
+  section of this protocol); nothing here depends on them.
+
+Pages: list queries return a :class:`Page` — newest first, ``limit`` items at most, and an opaque
+``next_cursor`` (None on the last page) that encodes the last returned key. Orderings are total
+(ties broken by id), so walking the cursors yields every row exactly once even while new rows
+arrive (new rows sort before the first page and are not seen by a walk already under way).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any, Generic, Iterable, Optional, Protocol, Sequence, TypeVar
+
+import attrs
+
+from actors.messages import EventBatch
+from exness_actors.candles import Candle
+from exness_actors.events import (
+    BalanceChanged, OrderAccepted, OrderCancelled, OrderModified, PositionClosed, PositionOpened,
+)
+from exness_actors.reasons import CancelReason, OrderStatus
+
+__all__ = [
+    "Store", "Page", "LedgerEntry", "ClosedPosition", "OrderRecord", "BatchRows",
+    "InvalidCursor", "StoreClosed", "rows_from_items", "encode_cursor", "decode_cursor",
+    "check_limit", "open_store", "MAX_PAGE_LIMIT", "DEFAULT_PAGE_LIMIT",
+]
+
+DEFAULT_PAGE_LIMIT = 50
+MAX_PAGE_LIMIT = 1000
+
+T = TypeVar("T")
+
+
+class InvalidCursor(ValueError):
+    """A ``cursor`` that this store did not hand out for this query (the edge answers 400)."""
+
+
+class StoreClosed(RuntimeError):
+    """The store was used after :meth:`Store.close`."""
+
+
+# ---------------------------------------------------------------------------------- row types
+
+_row = attrs.define(slots=True, kw_only=True, eq=True, repr=True)
+
+
+@_row
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: Optional[str]
+
+
+@_row
+class LedgerEntry:
+    """One ``BalanceChanged``: ``index`` is the event's position among its input's events."""
+    account_id: int
+    seq: int
+    index: int
+    kind: str
+    free_delta: int
+    locked_delta: int
+    free: int
+    locked: int
+    ref: str
+    ts: int
+
+
+@_row
+class ClosedPosition:
+    """One ``PositionClosed`` (a partial close is its own row, keyed by ``(position_id, seq)``).
+
+    ``leverage`` and ``opened_at`` come from the position's ``PositionOpened``; they are None when
+    that event is older than the persisted history (a rebuild from a journal tail).
+    """
+    position_id: int
+    seq: int
+    account_id: int
+    symbol: str
+    side: str
+    reason: str
+    qty: int
+    open_price: int
+    close_price: int
+    margin: int
+    pnl: int
+    credit: int
+    remaining_qty: int
+    leverage: Optional[int]
+    opened_at: Optional[int]
+    closed_at: int
+
+
+@_row
+class OrderRecord:
+    """An order as its events left it. ``status``: pending, filled, cancelled or expired.
+
+    ``price`` is the entry price of a pending order (the fill price of a market order);
+    ``fill_price`` and ``position_id`` are set once it filled; ``cancel_reason`` once it was
+    cancelled or expired. ``seq`` is the seq of the last event that changed the order.
+    """
+    order_id: int
+    account_id: int
+    symbol: str
+    side: str
+    type: str
+    status: str
+    price: Optional[int]
+    margin: int
+    leverage: int
+    qty: int
+    take_profit: Optional[int]
+    stop_loss: Optional[int]
+    trailing_stop: Optional[int]
+    expires_at: Optional[int]
+    client_order_id: str
+    position_id: Optional[int]
+    fill_price: Optional[int]
+    cancel_reason: Optional[str]
+    created_at: int
+    updated_at: int
+    created_seq: int
+    seq: int
+
+
+#: Column order of the tuples in :class:`BatchRows` (and of the SELECTs building the row types).
+ORDER_COLUMNS = tuple(attrs.fields_dict(OrderRecord))
+LEDGER_COLUMNS = ("account_id", "seq", "idx", "kind", "free_delta", "locked_delta", "free",
+                  "locked", "ref", "ts")
+CLOSED_COLUMNS = tuple(name for name in attrs.fields_dict(ClosedPosition)
+                       if name not in ("leverage", "opened_at"))
+POSITION_COLUMNS = ("position_id", "account_id", "order_id", "symbol", "side", "qty", "open_price",
+                    "margin", "leverage", "liquidation_price", "take_profit", "stop_loss",
+                    "trailing_stop", "opened_at", "seq")
+
+
+# ---------------------------------------------------------------------- event → row translation
+
+@attrs.define(slots=True)
+class BatchRows:
+    """The rows of some engine inputs, per statement, each list in event order.
+
+    Applying them in the field order below reproduces the events' effect: an order's insert comes
+    before its modifications, which come before its fill or cancellation (an order is modified
+    only while pending, and filled or cancelled once); a position's open comes before its closes.
+    An order is marked filled from its ``PositionOpened`` (market and triggered orders alike).
+    """
+    orders_accepted: list[tuple] = attrs.Factory(list)     # ORDER_COLUMNS
+    positions_opened: list[tuple] = attrs.Factory(list)    # POSITION_COLUMNS
+    orders_modified: list[tuple] = attrs.Factory(list)     # price, qty, take_profit, stop_loss, expires_at, updated_at, seq, order_id
+    orders_filled: list[tuple] = attrs.Factory(list)       # fill_price, position_id, updated_at, seq, order_id
+    orders_finished: list[tuple] = attrs.Factory(list)     # status, cancel_reason, updated_at, seq, order_id
+    positions_closed: list[tuple] = attrs.Factory(list)    # CLOSED_COLUMNS
+    ledger: list[tuple] = attrs.Factory(list)              # LEDGER_COLUMNS
+
+    def count(self) -> int:
+        return (len(self.orders_accepted) + len(self.positions_opened) + len(self.orders_modified)
+                + len(self.orders_filled) + len(self.orders_finished) + len(self.positions_closed)
+                + len(self.ledger))
+
+
+_EXPIRED = CancelReason.EXPIRED.value
+_STATUS_EXPIRED = OrderStatus.EXPIRED.value
+_STATUS_CANCELLED = OrderStatus.CANCELLED.value
+_STATUS_FILLED = OrderStatus.FILLED.value
+
+
+def rows_from_items(items: Iterable[tuple[int, int, list]]) -> BatchRows:
+    """Translate ``(seq, ts, events)`` items into rows. Events that are not history (quotes,
+    rejections, duplicates, halts, position updates) produce none."""
+    rows = BatchRows()
+    orders_accepted = rows.orders_accepted
+    ledger = rows.ledger
+    for seq, ts, events in items:
+        for index, event in enumerate(events):
+            kind = type(event)
+            if kind is BalanceChanged:
+                ledger.append((event.account_id, seq, index, event.kind, event.free_delta,
+                               event.locked_delta, event.free, event.locked, event.ref, event.ts))
+            elif kind is OrderAccepted:
+                filled = event.status == _STATUS_FILLED
+                orders_accepted.append((
+                    event.order_id, event.account_id, event.symbol, event.side, event.type,
+                    event.status, event.price, event.margin, event.leverage, event.qty,
+                    event.take_profit, event.stop_loss, event.trailing_stop, event.expires_at,
+                    event.client_order_id, None, event.price if filled else None, None,
+                    event.ts, event.ts, seq, seq))
+            elif kind is PositionOpened:
+                rows.positions_opened.append((
+                    event.position_id, event.account_id, event.order_id, event.symbol, event.side,
+                    event.qty, event.open_price, event.margin, event.leverage,
+                    event.liquidation_price, event.take_profit, event.stop_loss,
+                    event.trailing_stop, event.ts, seq))
+                # The fill of market and triggered orders alike (OrderTriggered carries the same
+                # price and position id, so it needs no row of its own).
+                rows.orders_filled.append((event.open_price, event.position_id, event.ts, seq,
+                                           event.order_id))
+            elif kind is PositionClosed:
+                rows.positions_closed.append((
+                    event.position_id, seq, event.account_id, event.symbol, event.side,
+                    event.reason, event.qty, event.open_price, event.price, event.margin,
+                    event.pnl, event.credit, event.remaining_qty, event.ts))
+            elif kind is OrderCancelled:
+                status = _STATUS_EXPIRED if event.reason == _EXPIRED else _STATUS_CANCELLED
+                rows.orders_finished.append((status, event.reason, event.ts, seq, event.order_id))
+            elif kind is OrderModified:
+                rows.orders_modified.append((event.price, event.qty, event.take_profit,
+                                             event.stop_loss, event.expires_at, ts, seq,
+                                             event.order_id))
+    return rows
+
+
+# ------------------------------------------------------------------------------------- cursors
+
+def encode_cursor(query: str, *keys: int) -> str:
+    """An opaque cursor for ``query`` (``ledger``, ``positions``, ``orders``) after ``keys``."""
+    text = ":".join([query, *(str(int(key)) for key in keys)])
+    return base64.urlsafe_b64encode(text.encode("ascii")).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str, query: str, count: int) -> tuple[int, ...]:
+    """The keys inside a cursor from :func:`encode_cursor` for the same query; else InvalidCursor."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        text = base64.urlsafe_b64decode(padded.encode("ascii")).decode("ascii")
+        name, *keys = text.split(":")
+        if name != query or len(keys) != count:
+            raise ValueError(text)
+        return tuple(int(key) for key in keys)
+    except (ValueError, TypeError, UnicodeError, binascii.Error, AttributeError):
+        raise InvalidCursor(f"cursor {cursor!r} is not a {query} cursor from this API; "
+                            "start again without a cursor") from None
+
+
+def check_limit(limit: int) -> int:
+    if type(limit) is not int or not 1 <= limit <= MAX_PAGE_LIMIT:
+        raise ValueError(f"limit must be an integer from 1 to {MAX_PAGE_LIMIT}, not {limit!r}")
+    return limit
+
+
+# ------------------------------------------------------------------------------------ protocol
+
+class Store(Protocol):
+    """What the actors and the gateway need from a database. All methods may block on I/O, so
+    all are async; implementations keep the event loop free (a worker thread, or an async
+    driver) and batch their writes."""
+
+    # -- lifecycle
+    async def migrate(self) -> list[str]:
+        """Apply the schema migrations not applied yet; return their versions ([] = no-op)."""
+        ...
+
+    async def close(self) -> None:
+        ...
+
+    # -- candles (candles actor)
+    async def write_candles(self, candles: Sequence[Candle]) -> int:
+        """Upsert 1m candles (one transaction); return how many were written."""
+        ...
+
+    async def read_candles(self, symbol: str, interval: str, start: Optional[int] = None,
+                           end: Optional[int] = None, limit: Optional[int] = None) -> list[Candle]:
+        """``interval`` candles whose open_time is in ``[start, end)`` (ns; None = unbounded),
+        each folded from all the stored 1m candles of its bucket; the most recent ``limit`` of
+        them (None = all), ascending by open_time. ``ValueError`` for an unknown interval."""
+        ...
+
+    # -- engine events (persister)
+    async def last_persisted_seq(self) -> int:
+        ...
+
+    async def apply_batch(self, batch: EventBatch) -> int:
+        """Store the rows of the batch's inputs above :meth:`last_persisted_seq` and move it to
+        ``batch.last_seq``, in one transaction; return the number of rows written (0 when the
+        whole batch was already stored)."""
+        ...
+
+    # -- history queries (gateway)
+    async def ledger(self, account_id: int, *, cursor: Optional[str] = None,
+                     limit: int = DEFAULT_PAGE_LIMIT) -> Page[LedgerEntry]:
+        """Newest first: ``ORDER BY seq DESC, index DESC``."""
+        ...
+
+    async def closed_positions(self, account_id: int, *, symbol: Optional[str] = None,
+                               reason: Optional[str] = None, start: Optional[int] = None,
+                               end: Optional[int] = None, cursor: Optional[str] = None,
+                               limit: int = DEFAULT_PAGE_LIMIT) -> Page[ClosedPosition]:
+        """Newest first: ``ORDER BY seq DESC, position_id DESC``; ``start``/``end`` bound
+        ``closed_at`` (ns, start inclusive, end exclusive)."""
+        ...
+
+    async def orders(self, account_id: int, *, status: Optional[str] = None,
+                     symbol: Optional[str] = None, cursor: Optional[str] = None,
+                     limit: int = DEFAULT_PAGE_LIMIT) -> Page[OrderRecord]:
+        """Newest first: ``ORDER BY order_id DESC`` (ids are allocated in sequence order, so
+        this is creation order)."""
+        ...
+
+    async def order(self, account_id: int, order_id: int) -> Optional[OrderRecord]:
+        """The order, or None when it does not exist or belongs to another account."""
+        ...
+
+    # -- users: the gateway issue adds users and refresh tokens here (migration 0002).
+
+
+async def open_store(cfg: Any) -> Store:
+    """The store ``cfg`` asks for (``[store] kind``), migrated and ready."""
+    kind = cfg.get("store", "kind", "sqlite")
+    if kind == "sqlite":
+        from actors.store_sqlite import SqliteStore
+        return await SqliteStore.open(cfg.data_dir)
+    if kind == "postgres":
+        raise NotImplementedError("store.kind = 'postgres' is not implemented yet (asyncpg store issue)")
+    raise ValueError(f"[store] kind must be 'sqlite' or 'postgres', not {kind!r}")

@@ -1,0 +1,446 @@
+"""One suite for every :class:`actors.store.Store` implementation.
+
+The ``store_kind`` fixture lists the implementations; today only ``sqlite``. The PostgreSQL store
+adds ``"postgres"`` to its params and a branch in ``open_store`` (connect to ``database_url``,
+reset the schema once per test) — every test below then runs against both.
+
+Events are built by hand here (the persister tests drive a real engine), so each test controls
+exactly which seqs, times and ids the store sees.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Awaitable, Callable, Optional
+
+import pytest
+
+from actors.messages import EventBatch
+from actors.store import InvalidCursor, Page, Store
+from actors.store_sqlite import SqliteStore
+from exness_actors.candles import INTERVAL_NAMES, MINUTE_NS, Candle, aggregate, bucket_start
+from exness_actors.events import (
+    BalanceChanged, OrderAccepted, OrderCancelled, OrderModified, OrderTriggered, PositionClosed,
+    PositionOpened, QuoteUpdated,
+)
+
+SECOND = 1_000_000_000
+MINUTE = MINUTE_NS
+DAY = 24 * 60 * MINUTE
+BTC, ETH = "BTCUSDT", "ETHUSDT"
+MONDAY = 1_704_067_200 * SECOND     # 2024-01-01 00:00 UTC
+
+
+# ------------------------------------------------------------------ fixtures
+
+@pytest.fixture(params=["sqlite"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+async def open_store(store_kind: str, tmp_path) -> Any:
+    """Opens (or re-opens) this test's store; everything opened is closed afterwards."""
+    opened: list[Store] = []
+
+    async def opener() -> Store:
+        if store_kind == "sqlite":
+            store = await SqliteStore.open(tmp_path)
+        else:  # pragma: no cover - the next implementation goes here
+            raise AssertionError(store_kind)
+        opened.append(store)
+        return store
+
+    yield opener
+    for store in opened:
+        await store.close()
+
+
+@pytest.fixture
+async def store(open_store: Callable[[], Awaitable[Store]]) -> Store:
+    return await open_store()
+
+
+# ------------------------------------------------------------------ event tape
+
+class Tape:
+    """Sequenced inputs: each ``input(...)`` is one seq (ts = seq seconds after MONDAY)."""
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.pending: list[tuple[int, int, list]] = []
+        self.ids = itertools.count(1)
+
+    @property
+    def ts(self) -> int:
+        return MONDAY + self.seq * SECOND
+
+    def input(self, *events: Any) -> int:
+        self.seq += 1
+        self.pending.append((self.seq, self.ts, list(events)))
+        return self.seq
+
+    def batch(self) -> EventBatch:
+        items, self.pending = self.pending, []
+        return EventBatch(items=items, last_seq=self.seq)
+
+    # event factories, ts = the next input's ts
+    def next_ts(self) -> int:
+        return MONDAY + (self.seq + 1) * SECOND
+
+    def deposit(self, account: int, amount: int, free: int) -> BalanceChanged:
+        return BalanceChanged(account_id=account, kind="deposit", free_delta=amount, locked_delta=0,
+                              free=free, locked=0, ref=f"dep{self.seq + 1}", ts=self.next_ts())
+
+    def accepted(self, order_id: int, account: int = 1, *, symbol: str = BTC, type: str = "limit",
+                 status: str = "pending", price: Optional[int] = 6_000_000,
+                 expires_at: Optional[int] = None) -> OrderAccepted:
+        return OrderAccepted(order_id=order_id, account_id=account, symbol=symbol, side="buy",
+                             type=type, status=status, price=price, margin=10_000, leverage=10,
+                             qty=1_666_666, take_profit=None, stop_loss=None, trailing_stop=None,
+                             expires_at=expires_at, client_order_id=f"c{order_id}", ts=self.next_ts())
+
+    def opened(self, position_id: int, order_id: int, account: int = 1, *, symbol: str = BTC,
+               price: int = 6_000_000) -> PositionOpened:
+        return PositionOpened(position_id=position_id, account_id=account, order_id=order_id,
+                              symbol=symbol, side="buy", qty=1_000, open_price=price, margin=10_000,
+                              leverage=10, liquidation_price=price - 600_000, take_profit=None,
+                              stop_loss=None, trailing_stop=None, ts=self.next_ts())
+
+    def closed(self, position_id: int, account: int = 1, *, symbol: str = BTC, reason: str = "user",
+               qty: int = 1_000, remaining: int = 0, price: int = 6_100_000) -> PositionClosed:
+        return PositionClosed(position_id=position_id, account_id=account, symbol=symbol, side="buy",
+                              reason=reason, price=price, qty=qty, open_price=6_000_000,
+                              margin=10_000, pnl=1_000, credit=11_000, remaining_qty=remaining,
+                              ts=self.next_ts())
+
+
+async def walk(fetch: Callable[..., Awaitable[Page]], limit: int, **filters: Any) -> list:
+    """Every item of every page, following the cursors."""
+    items: list = []
+    cursor = None
+    for _ in range(1000):
+        page = await fetch(cursor=cursor, limit=limit, **filters)
+        assert len(page.items) <= limit
+        items.extend(page.items)
+        if page.next_cursor is None:
+            return items
+        assert len(page.items) == limit
+        cursor = page.next_cursor
+    raise AssertionError("the cursors never ended")
+
+
+# ------------------------------------------------------------------ migrations
+
+async def test_migrations_rerun_is_a_no_op_and_data_survives_a_reopen(store, open_store) -> None:
+    assert await store.migrate() == []
+    await store.write_candles([Candle(BTC, "1m", MONDAY, 1, 2, 1, 2, 3)])
+    await store.apply_batch(EventBatch(items=[], last_seq=5))
+    await store.close()
+
+    again = await open_store()
+
+    assert await again.migrate() == []
+    assert await again.last_persisted_seq() == 5
+    assert [c.as_tuple() for c in await again.read_candles(BTC, "1m")] == [(MONDAY, 1, 2, 1, 2, 3)]
+
+
+async def test_sqlite_applies_each_migration_once(tmp_path) -> None:
+    first = SqliteStore(tmp_path / "db")
+    second_open = None
+    try:
+        assert first.migrations_applied == ["0001_init"]
+        await first.close()
+        second_open = SqliteStore(tmp_path / "db")
+        assert second_open.migrations_applied == []
+    finally:
+        await first.close()
+        if second_open is not None:
+            await second_open.close()
+
+
+# ------------------------------------------------------------------ candles
+
+def minute(offset: int, o: int, h: int, low: int, c: int, v: int, symbol: str = BTC) -> Candle:
+    return Candle(symbol, "1m", MONDAY + offset * MINUTE, o, h, low, c, v)
+
+
+async def test_candles_are_upserted(store) -> None:
+    await store.write_candles([minute(0, 1, 2, 1, 2, 3), minute(1, 2, 2, 2, 2, 1)])
+
+    await store.write_candles([minute(1, 2, 9, 1, 5, 4)])
+
+    assert [c.as_tuple() for c in await store.read_candles(BTC, "1m")] == [
+        (MONDAY, 1, 2, 1, 2, 3), (MONDAY + MINUTE, 2, 9, 1, 5, 4)]
+    assert await store.read_candles(ETH, "1m") == []
+
+
+def irregular_minutes() -> list[Candle]:
+    """~3 weeks of 1m candles with gaps, starting on a Sunday evening (crosses Mondays)."""
+    candles = []
+    offset = -5 * 60
+    step = itertools.cycle([1, 1, 2, 7, 1, 61, 3, 240, 1, 1, 1500])
+    for i in range(600):
+        offset += next(step)
+        price = 1000 + (i * 53) % 97
+        candles.append(minute(offset, price, price + i % 7, price - i % 5, price + 1, 1 + i % 4))
+    return candles
+
+
+async def test_read_candles_aggregates_every_interval(store) -> None:
+    candles = irregular_minutes()
+    await store.write_candles(candles + [minute(0, 5, 5, 5, 5, 1, symbol=ETH)])
+
+    for interval in INTERVAL_NAMES:
+        expected = [c.as_tuple() for c in aggregate(candles, interval)]
+        stored = await store.read_candles(BTC, interval)
+        assert [c.as_tuple() for c in stored] == expected, interval
+        assert {(c.symbol, c.interval, c.closed) for c in stored} == {(BTC, interval, True)}
+        assert [c.as_tuple() for c in await store.read_candles(BTC, interval, limit=2)] == expected[-2:]
+
+
+async def test_week_candles_open_on_monday(store) -> None:
+    await store.write_candles([minute(-1, 1, 1, 1, 1, 1), minute(0, 2, 2, 2, 2, 1),
+                               minute(7 * 24 * 60 - 1, 3, 3, 3, 3, 1)])
+
+    weeks = await store.read_candles(BTC, "1w")
+
+    assert [(c.open_time, c.open, c.close, c.volume) for c in weeks] == [
+        (MONDAY - 7 * DAY, 1, 1, 1), (MONDAY, 2, 3, 2)]
+
+
+async def test_read_candles_range_is_by_bucket_open_time(store) -> None:
+    candles = [minute(i, 10 + i, 10 + i, 10 + i, 10 + i, 1) for i in range(0, 180)]
+    await store.write_candles(candles)
+    hour = 60 * MINUTE
+
+    # start mid-bucket: that bucket opened before start, so it is left out; end is exclusive
+    hours = await store.read_candles(BTC, "1h", start=MONDAY + 1, end=MONDAY + 2 * hour)
+    assert [(c.open_time, c.volume) for c in hours] == [(MONDAY + hour, 60)]
+    hours = await store.read_candles(BTC, "1h", start=MONDAY, end=MONDAY + 2 * hour + 1)
+    assert [(c.open_time, c.volume) for c in hours] == [(MONDAY, 60), (MONDAY + hour, 60),
+                                                        (MONDAY + 2 * hour, 60)]
+    minutes = await store.read_candles(BTC, "1m", start=MONDAY + 10 * MINUTE, end=MONDAY + 20 * MINUTE, limit=3)
+    assert [c.open_time for c in minutes] == [MONDAY + m * MINUTE for m in (17, 18, 19)]
+    assert bucket_start(hours[0].open_time, "1h") == hours[0].open_time
+
+
+async def test_candle_arguments_are_checked(store) -> None:
+    with pytest.raises(ValueError, match="interval"):
+        await store.read_candles(BTC, "3m")
+    with pytest.raises(ValueError, match="only 1m"):
+        await store.write_candles([Candle(BTC, "1h", MONDAY, 1, 1, 1, 1, 1)])
+
+
+# ------------------------------------------------------------------ apply_batch
+
+async def test_apply_batch_writes_rows_and_last_seq_once(store) -> None:
+    tape = Tape()
+    tape.input(QuoteUpdated(BTC, 6_000_000, 6_000_100, tape.next_ts()))
+    tape.input(tape.deposit(1, 500, 500))
+    tape.input(tape.accepted(1, type="market", status="filled"), tape.opened(1, 1))
+    batch = tape.batch()
+
+    assert await store.last_persisted_seq() == 0
+    assert await store.apply_batch(batch) == 4          # ledger, order, position, order fill
+    assert await store.apply_batch(batch) == 0
+    assert await store.last_persisted_seq() == 3
+
+    # a batch that overlaps the stored ones writes only what is new
+    tape.input(tape.closed(1))
+    overlapping = EventBatch(items=batch.items[1:] + tape.batch().items, last_seq=tape.seq)
+    assert await store.apply_batch(overlapping) == 1
+    assert await store.last_persisted_seq() == 4
+
+    assert len((await store.ledger(1)).items) == 1
+    assert len((await store.orders(1)).items) == 1
+    assert len((await store.closed_positions(1)).items) == 1
+
+    # a batch with no events still moves last_seq; an old one never moves it back
+    assert await store.apply_batch(EventBatch(items=[], last_seq=10)) == 0
+    assert await store.apply_batch(EventBatch(items=[], last_seq=7)) == 0
+    assert await store.last_persisted_seq() == 10
+
+
+async def test_a_failing_batch_writes_nothing(store) -> None:
+    tape = Tape()
+    tape.input(tape.accepted(1))
+    broken = tape.deposit(1, 5, 5)
+    broken.kind = None                     # NOT NULL: the ledger insert fails after the order's
+    tape.input(broken)
+
+    with pytest.raises(Exception, match="(?i)null"):
+        await store.apply_batch(tape.batch())
+
+    assert await store.last_persisted_seq() == 0
+    assert (await store.orders(1)).items == []
+
+
+async def test_orders_follow_their_events(store) -> None:
+    tape = Tape()
+    tape.input(tape.accepted(1), tape.accepted(2), tape.accepted(3, expires_at=MONDAY + DAY))
+    created = tape.ts
+    tape.input(OrderModified(order_id=1, account_id=1, price=5_900_000, qty=1_700_000,
+                             take_profit=7_000_000, stop_loss=None, expires_at=None))
+    modified_at = tape.ts
+    tape.input(OrderTriggered(order_id=1, account_id=1, position_id=9, price=5_899_000, ts=tape.next_ts()),
+               tape.opened(9, 1, price=5_899_000))
+    filled_seq, filled_at = tape.seq, tape.ts
+    tape.input(OrderCancelled(order_id=2, account_id=1, reason="user", ts=tape.next_ts()))
+    tape.input(OrderCancelled(order_id=3, account_id=1, reason="expired", ts=tape.next_ts()))
+    tape.input(tape.accepted(4, type="market", status="filled", price=6_000_100),
+               tape.opened(10, 4, price=6_000_100))
+    await store.apply_batch(tape.batch())
+
+    one = await store.order(1, 1)
+    assert (one.status, one.price, one.qty, one.take_profit, one.fill_price, one.position_id) == (
+        "filled", 5_900_000, 1_700_000, 7_000_000, 5_899_000, 9)
+    assert (one.created_at, one.updated_at, one.seq, one.created_seq) == (created, filled_at, filled_seq, 1)
+    assert modified_at < filled_at
+    two, three, four = await store.order(1, 2), await store.order(1, 3), await store.order(1, 4)
+    assert (two.status, two.cancel_reason, two.fill_price) == ("cancelled", "user", None)
+    assert (three.status, three.cancel_reason, three.expires_at) == ("expired", "expired", MONDAY + DAY)
+    assert (four.type, four.status, four.fill_price, four.position_id) == ("market", "filled", 6_000_100, 10)
+    assert four.client_order_id == "c4"
+    assert await store.order(2, 1) is None               # another account's order is not revealed
+    assert await store.order(1, 99) is None
+
+
+async def test_closed_positions_keep_partial_closes_and_open_facts(store) -> None:
+    tape = Tape()
+    tape.input(tape.accepted(1, type="market", status="filled"), tape.opened(1, 1))
+    opened_at = tape.ts
+    tape.input(tape.closed(1, qty=400, remaining=600))
+    tape.input(tape.closed(1, qty=600, remaining=0, reason="take_profit"))
+    tape.input(tape.closed(77))                          # opened before the persisted history
+    await store.apply_batch(tape.batch())
+
+    rows = (await store.closed_positions(1)).items
+
+    assert [(r.position_id, r.seq, r.qty, r.remaining_qty, r.reason) for r in rows] == [
+        (77, 4, 1_000, 0, "user"), (1, 3, 600, 0, "take_profit"), (1, 2, 400, 600, "user")]
+    assert (rows[1].leverage, rows[1].opened_at, rows[1].closed_at) == (10, opened_at, MONDAY + 3 * SECOND)
+    assert (rows[1].open_price, rows[1].close_price, rows[1].pnl, rows[1].credit) == (6_000_000, 6_100_000, 1_000, 11_000)
+    assert (rows[0].leverage, rows[0].opened_at) == (None, None)
+
+
+# ------------------------------------------------------------------ pagination and filters
+
+async def history(store: Store) -> Tape:
+    """Two accounts; account 1 has 40 deposits, 30 orders over 2 symbols, 24 closes."""
+    tape = Tape()
+    free = 0
+    for i in range(40):
+        free += 100 + i
+        tape.input(tape.deposit(1, 100 + i, free), tape.deposit(2, 1, i + 1))
+    for order_id in range(1, 31):
+        symbol = BTC if order_id % 3 else ETH
+        tape.input(tape.accepted(order_id, symbol=symbol), tape.accepted(100 + order_id, account=2))
+        if order_id % 4 == 0:
+            tape.input(OrderCancelled(order_id=order_id, account_id=1, reason="user", ts=tape.next_ts()))
+        elif order_id % 4 == 1:
+            tape.input(OrderTriggered(order_id=order_id, account_id=1, position_id=order_id,
+                                      price=6_000_000, ts=tape.next_ts()),
+                       tape.opened(order_id, order_id, symbol=symbol))
+            reasons = ["user", "stop_loss", "take_profit", "liquidation"]
+            tape.input(tape.closed(order_id, symbol=symbol, qty=500, remaining=500,
+                                   reason=reasons[order_id % 4 - 1]),
+                       tape.closed(order_id + 1000, symbol=symbol, reason=reasons[(order_id // 4) % 4]))
+            tape.input(tape.closed(order_id, symbol=symbol, qty=500, reason="user"))
+        if order_id % 10 == 0:
+            await store.apply_batch(tape.batch())
+    await store.apply_batch(tape.batch())
+    return tape
+
+
+@pytest.mark.parametrize("limit", [1, 7, 50])
+async def test_ledger_pages_walk_everything_newest_first(store, limit: int) -> None:
+    await history(store)
+
+    entries = await walk(lambda **kw: store.ledger(1, **kw), limit)
+
+    keys = [(e.seq, e.index) for e in entries]
+    assert len(keys) == 40 and len(set(keys)) == 40
+    assert keys == sorted(keys, reverse=True)
+    assert {e.account_id for e in entries} == {1}
+    assert entries[0].free == sum(100 + i for i in range(40))
+    assert [(e.seq, e.index) for e in await walk(lambda **kw: store.ledger(2, **kw), limit)] == [
+        (seq, 1) for seq in range(40, 0, -1)]
+
+
+@pytest.mark.parametrize("limit", [1, 4, 50])
+async def test_closed_position_pages_and_filters(store, limit: int) -> None:
+    await history(store)
+    everything = await walk(lambda **kw: store.closed_positions(1, **kw), 1000)
+    assert len(everything) == 8 * 3
+    keys = [(r.seq, r.position_id) for r in everything]
+    assert keys == sorted(keys, reverse=True) and len(set(keys)) == len(keys)
+
+    assert await walk(lambda **kw: store.closed_positions(1, **kw), limit) == everything
+    for filters in ({"symbol": ETH}, {"reason": "user"}, {"symbol": BTC, "reason": "stop_loss"},
+                    {"start": everything[10].closed_at, "end": everything[3].closed_at},
+                    {"start": everything[5].closed_at, "reason": "user"}):
+        expected = [r for r in everything
+                    if r.symbol == filters.get("symbol", r.symbol)
+                    and r.reason == filters.get("reason", r.reason)
+                    and r.closed_at >= filters.get("start", r.closed_at)
+                    and r.closed_at < filters.get("end", r.closed_at + 1)]
+        assert expected, filters
+        assert await walk(lambda **kw: store.closed_positions(1, **kw), limit, **filters) == expected, filters
+    assert (await store.closed_positions(2)).items == []
+
+
+@pytest.mark.parametrize("limit", [1, 6, 50])
+async def test_order_pages_and_filters(store, limit: int) -> None:
+    await history(store)
+
+    everything = await walk(lambda **kw: store.orders(1, **kw), limit)
+
+    assert [o.order_id for o in everything] == list(range(30, 0, -1))
+    by_status = {status: [o.order_id for o in everything if o.status == status]
+                 for status in ("pending", "filled", "cancelled")}
+    assert by_status["cancelled"] == [i for i in range(30, 0, -1) if i % 4 == 0]
+    assert by_status["filled"] == [i for i in range(30, 0, -1) if i % 4 == 1]
+    for status, expected in by_status.items():
+        page = await walk(lambda **kw: store.orders(1, **kw), limit, status=status)
+        assert [o.order_id for o in page] == expected
+    eth = await walk(lambda **kw: store.orders(1, **kw), limit, symbol=ETH, status="pending")
+    assert [o.order_id for o in eth] == [i for i in range(30, 0, -1) if i % 3 == 0 and i % 4 in (2, 3)]
+    assert [o.order_id for o in await walk(lambda **kw: store.orders(2, **kw), limit)] == list(range(130, 100, -1))
+
+
+async def test_pages_stay_stable_while_new_rows_arrive(store) -> None:
+    tape = await history(store)
+    first = await store.ledger(1, limit=15)
+
+    for i in range(5):
+        tape.input(tape.deposit(1, 1, 10_000 + i))
+    await store.apply_batch(tape.batch())
+    rest = []
+    cursor = first.next_cursor
+    while cursor is not None:
+        page = await store.ledger(1, cursor=cursor, limit=15)
+        rest.extend(page.items)
+        cursor = page.next_cursor
+
+    walked = [(e.seq, e.index) for e in first.items + rest]
+    assert len(walked) == 40 and len(set(walked)) == 40
+    assert len((await store.ledger(1, limit=100)).items) == 45
+
+
+async def test_cursors_and_limits_are_checked(store) -> None:
+    await history(store)
+    ledger_cursor = (await store.ledger(1, limit=2)).next_cursor
+    orders_cursor = (await store.orders(1, limit=2)).next_cursor
+    assert ledger_cursor and orders_cursor
+
+    for bad in ("", "garbage!", "bGVkZ2VyOng6eQ", orders_cursor):
+        with pytest.raises(InvalidCursor):
+            await store.ledger(1, cursor=bad)
+    with pytest.raises(InvalidCursor):
+        await store.orders(1, cursor=ledger_cursor)
+    with pytest.raises(InvalidCursor):
+        await store.closed_positions(1, cursor=ledger_cursor)
+    for limit in (0, -1, 1001):
+        with pytest.raises(ValueError, match="limit"):
+            await store.orders(1, limit=limit)
