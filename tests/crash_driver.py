@@ -22,7 +22,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from actors.config import load_config  # noqa: E402
-from actors.messages import Overloaded  # noqa: E402
+from actors.messages import EngineStopped, Overloaded  # noqa: E402
 from exness_actors import codec  # noqa: E402
 from exness_actors.commands import ClosePosition, CreateAccount, Deposit, PlaceOrder  # noqa: E402
 from exness_actors.events import PositionOpened  # noqa: E402
@@ -80,6 +80,8 @@ async def drive(data_dir: str, ack_log: str, seed: int) -> None:
             except Overloaded:
                 await trio.sleep(0.01)
                 continue
+            except EngineStopped:
+                return      # SIGTERM: the system is shutting down gracefully
             ack(reply, command, key)
             for event in reply.events:
                 if type(event) is PositionOpened:

@@ -94,3 +94,28 @@ def test_sigkill_loses_no_acknowledged_command(tmp_path, seed):
     assert os.stat(data_dir / "snapshot.key").st_mode & 0o777 == 0o600
     print(f"seed {seed}: {len(acknowledged)} acks, last seq {recovered.engine.last_seq}, "
           f"{len(snapshots)} snapshots, recovered from seq {recovered.snapshot_seq}")
+
+
+def test_sigterm_drains_snapshots_and_exits_zero(tmp_path):
+    data_dir, ack_log = tmp_path / "data", tmp_path / "acks.jsonl"
+    process = subprocess.Popen([sys.executable, str(DRIVER), str(data_dir), str(ack_log), "5"],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while len(acks(ack_log)) < 300 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.01)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, process.stderr.read().decode(errors="replace")[-2000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.stderr.close()
+    acknowledged = acks(ack_log)
+    assert len(acknowledged) >= 300
+    cfg = driver_config(str(data_dir))
+    recovered = recover(data_dir, cfg.core, load_or_create_key(data_dir))
+    # the final snapshot covers everything: nothing left to replay
+    assert recovered.replayed == 0
+    assert recovered.snapshot_seq == recovered.engine.last_seq >= max(a["seq"] for a in acknowledged)
+    full = replay(Engine(cfg.core), iter_payloads(journal_dir(data_dir)))
+    assert full.engine.state_hash() == recovered.engine.state_hash()

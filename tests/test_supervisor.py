@@ -1,0 +1,125 @@
+"""The supervisor: restart policy, configuration precedence, startup errors, the replay CLI."""
+
+from __future__ import annotations
+
+import trio
+import pytest
+
+import supervisor
+from actors.config import ConfigError, load_config
+from actors.recovery import journal_dir
+from exness_actors import codec
+from exness_actors.commands import CreateAccount, Quote
+from exness_actors.engine import Engine
+from exness_actors.journal import JournalWriter, encode_frame
+from exness_actors.replay import encode_checkpoint
+from core_helpers import make_engine
+
+
+async def test_failing_actor_is_restarted_with_growing_backoff(autojump_clock):
+    starts: list[float] = []
+
+    async def flaky(*, task_status=trio.TASK_STATUS_IGNORED):
+        starts.append(trio.current_time())
+        task_status.started("info")
+        if len(starts) < 4:
+            raise RuntimeError("boom")
+
+    async with trio.open_nursery() as nursery:
+        info = await nursery.start(lambda task_status: supervisor.supervised("flaky", flaky, task_status=task_status))
+    assert info == "info"
+    gaps = [round(b - a, 3) for a, b in zip(starts, starts[1:])]
+    assert gaps == [0.5, 1.0, 2.0]
+
+
+async def test_supervised_actor_that_fails_before_starting_is_retried(autojump_clock):
+    attempts = []
+
+    async def late(*, task_status=trio.TASK_STATUS_IGNORED):
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise OSError("port busy")
+        task_status.started(len(attempts))
+
+    async with trio.open_nursery() as nursery:
+        assert await nursery.start(lambda task_status: supervisor.supervised("late", late, task_status=task_status)) == 3
+
+
+def test_config_precedence_flags_over_env_over_file(tmp_path):
+    file = tmp_path / "extra.toml"
+    file.write_text('[http]\nport = 8100\nhost = "0.0.0.0"\n[ws]\nport = 7100\n')
+    cfg = load_config(file, environ={"EXNESS_HTTP__PORT": "8200", "DATABASE_URL": "postgresql://x/y"},
+                      overrides={"http": {"port": 8300}})
+    assert cfg["http"]["port"] == 8300          # flag
+    assert cfg["http"]["host"] == "0.0.0.0"     # file
+    assert cfg["ws"]["port"] == 7100            # file over shipped
+    assert cfg["store"]["database_url"] == "postgresql://x/y"
+    assert cfg["feed"]["source"] == "synthetic"  # shipped default
+    env_only = load_config(file, environ={"EXNESS_HTTP__PORT": "8200"})
+    assert env_only["http"]["port"] == 8200
+
+
+@pytest.mark.parametrize("text, match", [
+    ("[instruments.BTCUSDT]\nmax_leverage = 0\n", "max_leverage"),
+    ("[instruments.BTCUSDT]\nmin_qty = 0.5\n", "min_qty"),           # a TOML float: refused
+    ("[instruments.BTCUSDT]\nmin_qty = \"0.000000001\"\n", "decimal places"),
+    ("not toml at all [", "not valid TOML"),
+])
+def test_bad_config_is_a_clear_error(tmp_path, text, match):
+    file = tmp_path / "bad.toml"
+    file.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_config(file, environ={})
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "nope.toml", environ={})
+
+
+async def test_unwritable_data_dir_refuses_to_start(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the data dir should be")
+    cfg = load_config(overrides={"data": {"dir": str(blocker / "data")}}, environ={})
+    with pytest.raises(supervisor.StartupError, match="not writable"):
+        await supervisor.run_system(cfg, handle_signals=False)
+
+
+def _journal(data_dir, *, corrupt_checkpoint: bool) -> Engine:
+    engine = make_engine()
+    frames = []
+    for account in range(1, 6):
+        command = CreateAccount(account_id=account, initial_deposit=1000)
+        engine.submit(command, ts=account)
+        frames.append(codec.encode(command))
+    quote = Quote(symbol="BTCUSDT", bid=100, ask=101)
+    engine.submit(quote, ts=10)
+    frames.append(codec.encode(quote))
+    rolling = engine.rolling_hash if not corrupt_checkpoint else bytes(16)
+    frames.append(encode_checkpoint(engine.last_seq, rolling))
+    with JournalWriter(journal_dir(data_dir)) as writer:
+        writer.append(b"".join(encode_frame(f) for f in frames), first_seq=1)
+        writer.fsync()
+    from actors.recovery import pin_core_config
+    pin_core_config(data_dir, engine.config)
+    return engine
+
+
+def test_replay_cli_verifies_a_journal(tmp_path, capsys):
+    engine = _journal(tmp_path, corrupt_checkpoint=False)
+    assert supervisor.main(["replay", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 checkpoints verified" in out and engine.state_hash().hex() in out
+
+
+def test_replay_cli_reports_the_first_divergence(tmp_path, capsys):
+    _journal(tmp_path, corrupt_checkpoint=True)
+    assert supervisor.main(["replay", str(tmp_path)]) == 1
+    assert "diverged at seq 6" in capsys.readouterr().err
+
+
+def test_cli_config_error_exits_2(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[instruments.BTCUSDT]\nmax_leverage = -1\n")
+    assert supervisor.main(["run", "--config", str(bad), "--data-dir", str(tmp_path / "d")]) == 2
+    assert "configuration error" in capsys.readouterr().err
