@@ -62,6 +62,10 @@ async def supervised(name: str, actor: Callable[..., Awaitable[Any]], *,
                     started = True
             return
         except Exception as exc:  # a non-critical actor failed: log it and restart
+            config_errors = exc.split(ConfigError)[0] if isinstance(exc, BaseExceptionGroup) else (
+                exc if isinstance(exc, ConfigError) else None)
+            if config_errors is not None:
+                raise StartupError(f"{name}: {config_errors!r}") from None   # restarting cannot help
             log.error("event=actor_failed actor=%s error=%r restart_in_s=%.1f", name, exc, delay)
         if trio.current_time() - began > 60:
             delay = 0.5            # it had been healthy for a while: start the backoff afresh

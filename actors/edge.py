@@ -1,0 +1,353 @@
+"""The edge codec: JSON requests → core commands, core state/events → JSON, errors → HTTP.
+
+Shared by the HTTP gateway and the WebSocket order lane so that both validate identically.
+
+* Amounts and prices arrive as decimal strings or JSON numbers and are parsed **exactly**
+  (JSON numbers must be decoded with ``parse_float=Decimal``; a float is never accepted); more
+  decimals than the field allows, out of range, wrong type, unknown field, missing field: each is
+  an :class:`EdgeError` naming the field (HTTP 400, code ``VALIDATION_ERROR``).
+* Responses carry every amount and price as a decimal string, timestamps as integer
+  milliseconds since the epoch, sides ``buy``/``sell``.
+* Core rejections keep their reason as the error code; :func:`status_for` maps it to HTTP.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Iterable, Mapping, Optional
+
+from exness_actors.commands import (
+    MAX_CLIENT_ID, AddMargin, CancelOrder, ClosePosition, Deposit, ModifyOrder, ModifyPosition,
+    PlaceOrder, Withdraw,
+)
+from exness_actors.engine import Engine
+from exness_actors.errors import InvalidValue
+from exness_actors.events import CommandRejected, DuplicateCommand, OrderRejected
+from exness_actors.instruments import Instrument
+from exness_actors.model import Order, Position
+from exness_actors.money import format_fixed, parse_fixed
+from exness_actors.reasons import RejectReason
+
+__all__ = [
+    "EdgeError", "status_for", "parse_place_order", "parse_modify_order", "parse_close",
+    "parse_modify_position", "parse_add_margin", "parse_funding", "order_json", "position_json",
+    "account_json", "quote_json", "instrument_json", "rejection_of", "ms_to_ns", "ns_to_ms",
+    "error_body",
+]
+
+_NS_PER_MS = 1_000_000
+MAX_TIMESTAMP_MS = 253_402_300_799_999   # 9999-12-31
+
+
+class EdgeError(Exception):
+    """An error a client sees: ``{"error": {"code", "message", "details"}}`` with ``status``."""
+
+    def __init__(self, status: int, code: str, message: str, details: Optional[dict] = None,
+                 headers: Optional[dict] = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return error_body(self.code, self.message, self.details)
+
+
+def error_body(code: str, message: str, details: Optional[dict] = None) -> dict:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def _invalid(field: str, problem: str) -> EdgeError:
+    return EdgeError(400, "VALIDATION_ERROR", f"{field}: {problem}", {"field": field, "problem": problem})
+
+
+_STATUS = {
+    RejectReason.UNKNOWN_ACCOUNT.value: 404, RejectReason.UNKNOWN_ORDER.value: 404,
+    RejectReason.UNKNOWN_POSITION.value: 404, RejectReason.UNKNOWN_SYMBOL.value: 400,
+    RejectReason.ORDER_NOT_PENDING.value: 409, RejectReason.ACCOUNT_EXISTS.value: 409,
+    RejectReason.INVALID_COMMAND.value: 400,
+}
+
+
+def status_for(reason: str) -> int:
+    """HTTP status of a core reject reason: 404 unknown ids, 409 conflicts, 422 business rules."""
+    return _STATUS.get(reason, 422)
+
+
+def rejection_of(events: list) -> Optional[EdgeError]:
+    """The :class:`EdgeError` for a reply that is a rejection, else ``None``."""
+    for event in events:
+        if type(event) in (OrderRejected, CommandRejected):
+            details = {"reason": event.reason}
+            if type(event) is CommandRejected and event.ref is not None:
+                details["ref"] = str(event.ref)
+            return EdgeError(status_for(event.reason), event.reason, event.message, details)
+    return None
+
+
+def duplicate_of(events: list) -> Optional[DuplicateCommand]:
+    for event in events:
+        if type(event) is DuplicateCommand:
+            return event
+    return None
+
+
+# ------------------------------------------------------------------------------ field parsing
+
+def _check_fields(body: Any, allowed: Iterable[str], required: Iterable[str] = ()) -> Mapping[str, Any]:
+    if not isinstance(body, Mapping):
+        raise EdgeError(400, "VALIDATION_ERROR", "the request body must be a JSON object", {})
+    allowed = set(allowed)
+    unknown = sorted(k for k in body if k not in allowed)
+    if unknown:
+        raise _invalid(unknown[0], f"unknown field (allowed: {', '.join(sorted(allowed))})")
+    for name in required:
+        if body.get(name) is None:
+            raise _invalid(name, "is required")
+    return body
+
+
+def _decimal(body: Mapping[str, Any], name: str, decimals: int, *, optional: bool = False,
+             allow_zero: bool = False) -> Optional[int]:
+    value = body.get(name)
+    if value is None:
+        if optional:
+            return None
+        raise _invalid(name, "is required")
+    if isinstance(value, float):
+        raise _invalid(name, "must be a decimal string or exact number")
+    try:
+        return parse_fixed(value, decimals, field=name, allow_zero=allow_zero)
+    except InvalidValue as exc:
+        raise _invalid(name, exc.problem) from None
+
+
+def _integer(body: Mapping[str, Any], name: str, low: int, high: int, *, optional: bool = False) -> Optional[int]:
+    value = body.get(name)
+    if value is None:
+        if optional:
+            return None
+        raise _invalid(name, "is required")
+    if isinstance(value, Decimal) and value == value.to_integral_value() and value.is_finite():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid(name, "must be an integer")
+    if not low <= value <= high:
+        raise _invalid(name, f"must be between {low} and {high}")
+    return value
+
+
+def _choice(body: Mapping[str, Any], name: str, choices: tuple[str, ...]) -> str:
+    value = body.get(name)
+    if value is None:
+        raise _invalid(name, "is required")
+    if value not in choices:
+        raise _invalid(name, f"must be one of {', '.join(choices)}")
+    return value
+
+
+def _text(body: Mapping[str, Any], name: str, max_length: int) -> str:
+    value = body.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _invalid(name, "must be a string")
+    if len(value) > max_length:
+        raise _invalid(name, f"must be at most {max_length} characters")
+    if not value.isprintable():
+        raise _invalid(name, "must be printable text")
+    return value
+
+
+def ms_to_ns(value: int) -> int:
+    return value * _NS_PER_MS
+
+
+def ns_to_ms(value: Optional[int]) -> Optional[int]:
+    return None if value is None else value // _NS_PER_MS
+
+
+def _timestamp(body: Mapping[str, Any], name: str, *, optional: bool = True) -> Optional[int]:
+    value = _integer(body, name, 1, MAX_TIMESTAMP_MS, optional=optional)
+    return None if value is None else ms_to_ns(value)
+
+
+def _instrument(body: Mapping[str, Any], instruments: Mapping[str, Instrument]) -> Instrument:
+    symbol = body.get("symbol")
+    if symbol is None:
+        raise _invalid("symbol", "is required")
+    if not isinstance(symbol, str):
+        raise _invalid("symbol", "must be a string")
+    instrument = instruments.get(symbol.upper())
+    if instrument is None:
+        raise EdgeError(400, RejectReason.UNKNOWN_SYMBOL.value, f"unknown symbol {symbol!r}",
+                        {"field": "symbol", "known": sorted(instruments)})
+    return instrument
+
+
+# ------------------------------------------------------------------------------ commands
+
+_ORDER_FIELDS = ("symbol", "side", "type", "margin", "leverage", "price", "take_profit", "stop_loss",
+                 "trailing_stop", "slippage_bps", "expected_price", "expires_at", "client_order_id")
+
+
+def parse_place_order(body: Any, account_id: int, instruments: Mapping[str, Instrument]) -> PlaceOrder:
+    body = _check_fields(body, _ORDER_FIELDS, ("symbol", "side", "type", "margin", "leverage"))
+    instrument = _instrument(body, instruments)
+    pd = instrument.price_decimals
+    side = _choice(body, "side", ("buy", "sell"))
+    order_type = _choice(body, "type", ("market", "limit", "stop"))
+    price = _decimal(body, "price", pd, optional=True)
+    if order_type != "market" and price is None:
+        raise _invalid("price", f"is required for a {order_type} order")
+    if order_type == "market" and price is not None:
+        raise _invalid("price", "is not allowed on a market order (use expected_price with slippage_bps)")
+    slippage = _integer(body, "slippage_bps", 0, 9_999, optional=True)
+    expected = _decimal(body, "expected_price", pd, optional=True)
+    if (slippage is None) != (expected is None):
+        raise _invalid("slippage_bps" if slippage is None else "expected_price",
+                       "slippage_bps and expected_price go together")
+    return PlaceOrder(
+        account_id=account_id, symbol=instrument.symbol, side=side, type=order_type,
+        margin=_decimal(body, "margin", 2),
+        leverage=_integer(body, "leverage", 1, instrument.max_leverage),
+        price=price,
+        take_profit=_decimal(body, "take_profit", pd, optional=True),
+        stop_loss=_decimal(body, "stop_loss", pd, optional=True),
+        trailing_stop=_decimal(body, "trailing_stop", pd, optional=True),
+        slippage_bps=slippage, expected_price=expected,
+        expires_at=_timestamp(body, "expires_at"),
+        client_order_id=_text(body, "client_order_id", MAX_CLIENT_ID))
+
+
+def _clearable(body: Mapping[str, Any], name: str, decimals: int) -> Optional[int]:
+    """``absent`` → None (unchanged); ``null`` → 0 (remove); a value → the value."""
+    if name not in body:
+        return None
+    if body[name] is None:
+        return 0
+    return _decimal(body, name, decimals)
+
+
+def parse_modify_order(body: Any, account_id: int, order_id: int, instrument: Instrument) -> ModifyOrder:
+    body = _check_fields(body, ("price", "take_profit", "stop_loss", "expires_at"))
+    if not body:
+        raise EdgeError(400, "VALIDATION_ERROR", "nothing to modify: give price, take_profit, stop_loss or expires_at", {})
+    pd = instrument.price_decimals
+    if "price" in body and body["price"] is None:
+        raise _invalid("price", "cannot be removed from a pending order")
+    expires = None
+    if "expires_at" in body:
+        expires = 0 if body["expires_at"] is None else _timestamp(body, "expires_at", optional=False)
+    return ModifyOrder(account_id=account_id, order_id=order_id,
+                       price=_decimal(body, "price", pd, optional=True),
+                       take_profit=_clearable(body, "take_profit", pd),
+                       stop_loss=_clearable(body, "stop_loss", pd), expires_at=expires)
+
+
+def parse_close(body: Any, account_id: int, position_id: int, instrument: Instrument) -> ClosePosition:
+    body = _check_fields(body or {}, ("qty",))
+    return ClosePosition(account_id=account_id, position_id=position_id,
+                         qty=_decimal(body, "qty", instrument.qty_decimals, optional=True))
+
+
+def parse_modify_position(body: Any, account_id: int, position_id: int, instrument: Instrument) -> ModifyPosition:
+    body = _check_fields(body, ("take_profit", "stop_loss", "trailing_stop"))
+    if not body:
+        raise EdgeError(400, "VALIDATION_ERROR", "nothing to modify: give take_profit, stop_loss or trailing_stop", {})
+    pd = instrument.price_decimals
+    return ModifyPosition(account_id=account_id, position_id=position_id,
+                          take_profit=_clearable(body, "take_profit", pd),
+                          stop_loss=_clearable(body, "stop_loss", pd),
+                          trailing_stop=_clearable(body, "trailing_stop", pd))
+
+
+def parse_add_margin(body: Any, account_id: int, position_id: int) -> AddMargin:
+    body = _check_fields(body, ("amount",), ("amount",))
+    return AddMargin(account_id=account_id, position_id=position_id, amount=_decimal(body, "amount", 2))
+
+
+def parse_funding(body: Any, account_id: int, *, deposit: bool) -> Deposit | Withdraw:
+    body = _check_fields(body, ("amount", "idempotency_key"), ("amount",))
+    cls = Deposit if deposit else Withdraw
+    return cls(account_id=account_id, amount=_decimal(body, "amount", 2),
+               idempotency_key=_text(body, "idempotency_key", MAX_CLIENT_ID))
+
+
+def parse_path_id(value: str, name: str) -> int:
+    """A resource id from the URL: a positive integer, else 404 (never 500)."""
+    if not value.isdigit() or len(value) > 18 or int(value) <= 0:
+        raise EdgeError(404, f"UNKNOWN_{name.upper()}", f"no {name} {value!r}", {"field": f"{name}_id"})
+    return int(value)
+
+
+# ------------------------------------------------------------------------------ responses
+
+def _price(value: Optional[int], instrument: Instrument) -> Optional[str]:
+    return None if value is None else format_fixed(value, instrument.price_decimals)
+
+
+def money(value: Optional[int]) -> Optional[str]:
+    return None if value is None else format_fixed(value, 2)
+
+
+def order_json(order: Order, instrument: Instrument, status: str = "pending") -> dict:
+    return {
+        "id": str(order.id), "symbol": order.symbol, "side": order.side, "type": order.type,
+        "status": status, "price": _price(order.price, instrument), "margin": money(order.margin),
+        "leverage": order.leverage, "qty": format_fixed(order.qty, instrument.qty_decimals),
+        "take_profit": _price(order.take_profit, instrument),
+        "stop_loss": _price(order.stop_loss, instrument),
+        "trailing_stop": _price(order.trailing_stop, instrument),
+        "expires_at": ns_to_ms(order.expires_at), "client_order_id": order.client_order_id or None,
+        "created_at": ns_to_ms(order.created_at),
+    }
+
+
+def position_json(position: Position, engine: Engine) -> dict:
+    instrument = engine.instruments[position.symbol]
+    return {
+        "id": str(position.id), "symbol": position.symbol, "side": position.side,
+        "qty": format_fixed(position.qty, instrument.qty_decimals),
+        "open_price": _price(position.open_price, instrument), "margin": money(position.margin),
+        "leverage": position.leverage,
+        "liquidation_price": _price(max(position.liquidation_price, 0), instrument),
+        "take_profit": _price(position.take_profit, instrument),
+        "stop_loss": _price(position.stop_loss, instrument),
+        "trailing_stop": _price(position.trailing_stop, instrument),
+        "trailing_stop_price": _price(engine.trailing_level(position), instrument),
+        "unrealized_pnl": money(engine.unrealized_pnl(position)),
+        "opened_at": ns_to_ms(position.opened_at), "order_id": str(position.order_id),
+    }
+
+
+def account_json(summary: Mapping[str, Any]) -> dict:
+    level = summary["margin_level"]
+    margin_level = None
+    if level is not None:
+        equity, locked = level
+        margin_level = format_fixed(equity * 10_000 // locked, 2)   # percent, 2 decimals, floored
+    return {
+        "balance": money(summary["balance"]), "locked": money(summary["locked"]),
+        "equity": money(summary["equity"]), "free_margin": money(summary["free_margin"]),
+        "margin_level": margin_level, "unrealized_pnl": money(summary["unrealized_pnl"]),
+        "currency": "USD",
+    }
+
+
+def quote_json(symbol: str, quote: tuple[int, int, int], instrument: Instrument) -> dict:
+    bid, ask, ts = quote
+    return {"symbol": symbol, "bid": _price(bid, instrument), "ask": _price(ask, instrument),
+            "ts": ns_to_ms(ts)}
+
+
+def instrument_json(instrument: Instrument) -> dict:
+    return {
+        "symbol": instrument.symbol, "price_decimals": instrument.price_decimals,
+        "qty_decimals": instrument.qty_decimals, "max_leverage": instrument.max_leverage,
+        "spread_bps": instrument.spread_bps,
+        "min_qty": format_fixed(instrument.min_qty, instrument.qty_decimals),
+        "maintenance_ratio": format_fixed(instrument.maintenance_bps, 4),
+    }
