@@ -1,0 +1,92 @@
+"""Access tokens (JWT, HS256 via PyJWT) shared by the HTTP gateway and the WebSocket server.
+
+Access tokens are short-lived and stateless: ``sub`` = user id, ``acc`` = trading account id,
+``iat``/``exp`` seconds, ``typ = "access"``. Refresh tokens are opaque random strings kept
+(hashed) in the store by the gateway, rotated on every use.
+
+The signing secret comes from ``[auth] jwt_secret`` / ``EXNESS_AUTH__JWT_SECRET``; in embedded mode
+a random secret is generated once into ``<data_dir>/jwt.secret`` (mode 0600). Never hard-coded.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+import attrs
+import jwt
+
+__all__ = ["TokenIssuer", "AccessClaims", "AuthError", "load_or_create_secret"]
+
+ALGORITHM = "HS256"
+
+
+class AuthError(Exception):
+    """Authentication failed: ``code`` is the API error code (401)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@attrs.frozen
+class AccessClaims:
+    user_id: int
+    account_id: int
+    expires_at: int
+
+
+class TokenIssuer:
+    def __init__(self, secret: bytes, *, access_ttl_s: int = 900, issuer: str = "exness-actors") -> None:
+        if len(secret) < 32:
+            raise ValueError("the JWT secret must be at least 32 bytes")
+        self._secret = secret
+        self.access_ttl_s = access_ttl_s
+        self.issuer = issuer
+
+    def issue_access(self, user_id: int, account_id: int, *, now: Optional[float] = None) -> str:
+        issued = int(time.time() if now is None else now)
+        claims = {"sub": str(user_id), "acc": account_id, "iat": issued,
+                  "exp": issued + self.access_ttl_s, "iss": self.issuer, "typ": "access"}
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def verify_access(self, token: object, *, now: Optional[float] = None) -> AccessClaims:
+        if not isinstance(token, str) or not token or len(token) > 4096:
+            raise AuthError("INVALID_TOKEN", "a bearer access token is required")
+        options = {"require": ["exp", "iat", "sub"], "verify_exp": now is None}
+        try:
+            claims = jwt.decode(token, self._secret, algorithms=[ALGORITHM], issuer=self.issuer,
+                                options=options)
+        except jwt.ExpiredSignatureError:
+            raise AuthError("TOKEN_EXPIRED", "the access token has expired: refresh it") from None
+        except jwt.InvalidTokenError as exc:
+            raise AuthError("INVALID_TOKEN", f"the access token is not valid ({exc})") from None
+        if now is not None and claims["exp"] <= now:
+            raise AuthError("TOKEN_EXPIRED", "the access token has expired: refresh it")
+        if claims.get("typ") != "access" or not isinstance(claims.get("acc"), int):
+            raise AuthError("INVALID_TOKEN", "not an access token")
+        try:
+            user_id = int(claims["sub"])
+        except (TypeError, ValueError):
+            raise AuthError("INVALID_TOKEN", "the access token has a malformed subject") from None
+        return AccessClaims(user_id=user_id, account_id=claims["acc"], expires_at=claims["exp"])
+
+
+def load_or_create_secret(data_dir: Path, configured: Optional[str] = None) -> bytes:
+    """The configured secret (text, ≥ 32 characters), else ``<data_dir>/jwt.secret`` (0600)."""
+    if configured:
+        secret = configured.encode()
+        if len(secret) < 32:
+            raise ValueError("[auth] jwt_secret must be at least 32 characters")
+        return secret
+    path = data_dir / "jwt.secret"
+    if path.exists():
+        return path.read_text().strip().encode()
+    secret = os.urandom(32).hex()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    return secret.encode()
