@@ -76,10 +76,11 @@ async def supervised(name: str, actor: Callable[..., Awaitable[Any]], *,
 class System:
     """Handles of a running system (what tests, the gateway and simulations reach for)."""
 
-    def __init__(self, cfg: Config, handle: EngineHandle, key: bytes) -> None:
+    def __init__(self, cfg: Config, handle: EngineHandle, key: bytes, store: Any) -> None:
         self.cfg = cfg
         self.handle = handle
         self.key = key
+        self.store = store
         self.actors: dict[str, Any] = {}
         self.shutdown_requested = trio.Event()
 
@@ -131,7 +132,7 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
         raise StartupError(str(exc)) from None
     engine = recovered.engine
     handle = EngineHandle(engine, int(cfg.get("engine", "inbox_size", 10_000)))
-    system = System(cfg, handle, key)
+    system = System(cfg, handle, key, store)
     keep = int(cfg.get("snapshot", "keep", 5))
 
     from actors import candles as candles_actor
@@ -161,9 +162,10 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
             async def _intake(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
                 with intake:
                     async with trio.open_nursery() as inner:
-                        system.actors["price_feed"] = await inner.start(functools.partial(
-                            supervised, "price_feed", price_feed.run, outbox=handle.inbox_sender(),
-                            cfg=cfg, source=feed))
+                        if (feed or cfg.get("feed", "source")) != "none":   # "none": quotes come from elsewhere (tests)
+                            system.actors["price_feed"] = await inner.start(functools.partial(
+                                supervised, "price_feed", price_feed.run, outbox=handle.inbox_sender(),
+                                cfg=cfg, source=feed))
                         system.actors["snapshotter"] = await inner.start(functools.partial(
                             supervised, "snapshotter", snapshotter.run, handle=handle, cfg=cfg, key=key))
                         if handle_signals:
