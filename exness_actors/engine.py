@@ -63,6 +63,7 @@ from exness_actors.reasons import (
     BalanceKind, CancelReason, CloseReason, OrderStatus, QuoteRejectReason, RejectReason,
 )
 _pack = codec.packer().pack
+_NEVER = 1 << 127   # after any expires_at (ns timestamps are far smaller)
 _QUOTE_UPDATED_TAG = codec.TAGS[QuoteUpdated]
 
 __all__ = ["Engine", "STATE_FORMAT"]
@@ -121,6 +122,8 @@ class Engine:
         self.positions: dict[int, Position] = {}
         self.orders: dict[int, Order] = {}
         self.expiries: SortedList = SortedList()       # (expires_at, order_id)
+        #: expires_at of the earliest pending expiry (a plain int: checked on every input)
+        self.next_expiry = _NEVER
         self.next_order_id = 1
         self.next_position_id = 1
         self.house = 0
@@ -164,8 +167,7 @@ class Engine:
         if ts > self.now:
             self.now = ts
         events: list = []
-        expiries = self.expiries
-        if expiries and expiries[0][0] <= self.now:
+        if self.next_expiry <= self.now:
             self._expire(events)
         self.reply_start = len(events)
         handler(command, events)
@@ -273,6 +275,7 @@ class Engine:
         now = self.now
         while expiries and expiries[0][0] <= now:
             _at, order_id = expiries.pop(0)
+            self._refresh_next_expiry()
             order = self.orders[order_id]
             self._unindex_order(self.books[order.symbol], order, expiry=False)
             self._finish_order(order, _EXPIRED, CancelReason.EXPIRED._value_, events)
@@ -464,7 +467,7 @@ class Engine:
         account.locked += margin
         self._index_order(book, order)
         if expires_at is not None:
-            self.expiries.add((expires_at, order_id))
+            self._add_expiry(expires_at, order_id)
         events.append(OrderAccepted(
             order_id, account.id, cmd.symbol, side, order_type, _PENDING, price, margin, leverage,
             qty, cmd.take_profit, cmd.stop_loss, cmd.trailing_stop, expires_at,
@@ -556,7 +559,7 @@ class Engine:
         order.take_profit, order.stop_loss, order.expires_at = take_profit, stop_loss, expires_at
         self._index_order(book, order)
         if expires_at is not None:
-            self.expiries.add((expires_at, order.id))
+            self._add_expiry(expires_at, order.id)
         events.append(OrderModified(order_id=order.id, account_id=account.id, price=price, qty=qty,
                                     take_profit=take_profit, stop_loss=stop_loss, expires_at=expires_at))
 
@@ -573,7 +576,7 @@ class Engine:
     def _trigger_entry(self, book: Book, order: Order, events: list) -> None:
         """A pending entry was crossed: open its position at the triggering quote."""
         if order.expires_at is not None:
-            self.expiries.discard((order.expires_at, order.id))
+            self._discard_expiry(order.expires_at, order.id)
         instrument = book.instrument
         is_long = order.is_long
         price = book.ask if is_long else book.bid
@@ -629,13 +632,26 @@ class Engine:
             return book.ask_falls if order.type == _LIMIT else book.ask_rises
         return book.bid_rises if order.type == _LIMIT else book.bid_falls
 
+    def _add_expiry(self, expires_at: int, order_id: int) -> None:
+        self.expiries.add((expires_at, order_id))
+        if expires_at < self.next_expiry:
+            self.next_expiry = expires_at
+
+    def _discard_expiry(self, expires_at: int, order_id: int) -> None:
+        self.expiries.discard((expires_at, order_id))
+        self._refresh_next_expiry()
+
+    def _refresh_next_expiry(self) -> None:
+        expiries = self.expiries
+        self.next_expiry = expiries[0][0] if expiries else _NEVER
+
     def _index_order(self, book: Book, order: Order) -> None:
         self._entry_index(book, order).add(order.price, _ENTRY, order.id)
 
     def _unindex_order(self, book: Book, order: Order, *, expiry: bool) -> None:
         self._entry_index(book, order).discard(order.price, _ENTRY, order.id)
         if expiry and order.expires_at is not None:
-            self.expiries.discard((order.expires_at, order.id))
+            self._discard_expiry(order.expires_at, order.id)
 
     # ------------------------------------------------------------------ positions
 
@@ -966,7 +982,7 @@ class Engine:
             engine.accounts[account_id].orders[oid] = order
             engine._index_order(engine.books[symbol], order)
             if expires_at is not None:
-                engine.expiries.add((expires_at, oid))
+                engine._add_expiry(expires_at, oid)
         for index in indexes:
             index.end_bulk()
         return engine
