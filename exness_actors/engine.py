@@ -62,7 +62,7 @@ from exness_actors.money import liquidation_price, mark_up_ask, mark_up_bid, pnl
 from exness_actors.reasons import (
     BalanceKind, CancelReason, CloseReason, OrderStatus, QuoteRejectReason, RejectReason,
 )
-_pack = codec.packer().pack
+_pack = codec.pack_fast
 _NEVER = 1 << 127   # after any expires_at (ns timestamps are far smaller)
 _QUOTE_UPDATED_TAG = codec.TAGS[QuoteUpdated]
 
@@ -76,7 +76,14 @@ _CLOSE_REASON = {
     _TRAIL: CloseReason.TRAILING_STOP.value, _TP: CloseReason.TAKE_PROFIT.value,
 }
 _MARKET, _LIMIT, _STOP = "market", "limit", "stop"
-_MAX_LEVEL = 10**30
+# Bounds on what the core accepts, so that balances, sizes and prices stay well inside the
+# 64-bit integers the journal and every client can carry (the codec still carries any int
+# exactly, for outcomes such as the pnl of an absurd price move).
+_MAX_LEVEL = 10**12                 # ticks: a price, TP/SL level or trailing distance
+MAX_AMOUNT = 10**13                 # cents: one deposit, withdrawal or margin (100 bn USD)
+MAX_BALANCE = 10**15                # cents: an account's free + locked after a deposit
+MAX_QTY = 1 << 62                   # quantity units of one position
+MAX_ID = (1 << 63) - 1
 
 _R = RejectReason
 _KIND_POSITION_MARGIN = BalanceKind.POSITION_MARGIN.value
@@ -173,10 +180,10 @@ class Engine:
         handler(command, events)
         self.last_seq = seq
         if len(events) == 1 and type(events[0]) is QuoteUpdated:
-            event = events[0]
-            self._hash_buffer += _pack((_QUOTE_UPDATED_TAG, event.symbol, event.bid, event.ask, event.ts))
+            event = events[0]   # the common case, packed without the generic dispatch
+            self._hash_buffer += _pack([(_QUOTE_UPDATED_TAG, event.symbol, event.bid, event.ask, event.ts)])
         else:
-            self._hash_buffer += codec.encode_each(events)
+            self._hash_buffer += codec.encode_many_fast(events)
         if not seq % HASH_BLOCK:
             self._hash_base = hashlib.blake2b(self._hash_base + self._hash_buffer, digest_size=16).digest()
             self._hash_buffer = bytearray()
@@ -204,9 +211,10 @@ class Engine:
         reason = None
         if book is None:
             reason = QuoteRejectReason.UNKNOWN_SYMBOL._value_
-        elif type(raw_bid) is not int or type(raw_ask) is not int or raw_bid <= 0 or raw_ask <= 0 \
-                or raw_ask > _MAX_LEVEL:
+        elif type(raw_bid) is not int or type(raw_ask) is not int or raw_bid <= 0 or raw_ask <= 0:
             reason = QuoteRejectReason.NON_POSITIVE._value_
+        elif raw_ask > _MAX_LEVEL:
+            reason = QuoteRejectReason.OUT_OF_RANGE._value_
         elif raw_bid > raw_ask:
             reason = QuoteRejectReason.CROSSED._value_
         else:
@@ -284,11 +292,11 @@ class Engine:
 
     def _on_create_account(self, cmd: CreateAccount, events: list) -> None:
         account_id, deposit = cmd.account_id, cmd.initial_deposit
-        if not _int(account_id) or account_id <= 0:
+        if not _int(account_id) or not 0 < account_id <= MAX_ID:
             return self._reject_command(cmd, None, _R.INVALID_COMMAND, "account_id must be a positive integer", events)
         if account_id in self.accounts:
             return self._reject_command(cmd, account_id, _R.ACCOUNT_EXISTS, f"account {account_id} already exists", events)
-        if not _int(deposit) or deposit < 0:
+        if not _int(deposit) or not 0 <= deposit <= MAX_AMOUNT:
             return self._reject_command(cmd, account_id, _R.INVALID_AMOUNT, "initial_deposit must be a non-negative number of cents", events)
         account = Account(account_id, free=deposit)
         self.accounts[account_id] = account
@@ -318,8 +326,10 @@ class Engine:
                 return
         amount = cmd.amount
         reason = None
-        if not _int(amount) or amount <= 0:
-            reason, message = _R.INVALID_AMOUNT, "amount must be a positive number of cents"
+        if not _int(amount) or not 0 < amount <= MAX_AMOUNT:
+            reason, message = _R.INVALID_AMOUNT, f"amount must be a positive number of cents, at most {MAX_AMOUNT}"
+        elif deposit and account.free + account.locked + amount > MAX_BALANCE:
+            reason, message = _R.INVALID_AMOUNT, f"the balance would exceed {MAX_BALANCE} cents"
         elif not deposit and amount > account.free:
             reason, message = _R.INSUFFICIENT_BALANCE, f"free balance {account.free} cents is less than {amount}"
         if reason is not None:
@@ -394,8 +404,8 @@ class Engine:
         if not _int(leverage) or not 1 <= leverage <= instrument.max_leverage:
             raise _Reject(_R.INVALID_LEVERAGE, f"leverage must be an integer from 1 to {instrument.max_leverage}")
         margin = cmd.margin
-        if not _int(margin) or margin <= 0:
-            raise _Reject(_R.INVALID_MARGIN, "margin must be a positive number of cents")
+        if not _int(margin) or not 0 < margin <= MAX_AMOUNT:
+            raise _Reject(_R.INVALID_MARGIN, f"margin must be a positive number of cents, at most {MAX_AMOUNT}")
         bid, ask = book.bid, book.ask
         if bid is None or ask is None:
             raise _Reject(_R.NO_QUOTE, f"no quote for {cmd.symbol} yet")
@@ -411,6 +421,8 @@ class Engine:
             qty = qty_for_margin(margin, leverage, price, pd, qd)
             if qty < instrument.min_qty:
                 raise _Reject(_R.SIZE_TOO_SMALL, "margin × leverage buys less than the minimum size")
+            if qty > MAX_QTY:
+                raise _Reject(_R.INVALID_MARGIN, "margin × leverage buys more than the largest position size")
             close_price = bid if is_long else ask
             self._check_tpsl(is_long, close_price, cmd.take_profit, cmd.stop_loss, cmd.trailing_stop)
             liq = liquidation_price(is_long, qty, price, margin, instrument.maintenance_bps, pd, qd)
@@ -447,11 +459,13 @@ class Engine:
         if immediate:
             raise _Reject(_R.INVALID_PRICE, f"a {side} {order_type} at that price would trigger at once (market {market})")
         expires_at = cmd.expires_at
-        if expires_at is not None and expires_at <= now:
+        if expires_at is not None and not now < expires_at <= MAX_ID:
             raise _Reject(_R.INVALID_EXPIRY, "expires_at must be in the future")
         qty = qty_for_margin(margin, leverage, price, pd, qd)
         if qty < instrument.min_qty:
             raise _Reject(_R.SIZE_TOO_SMALL, "margin × leverage buys less than the minimum size")
+        if qty > MAX_QTY:
+            raise _Reject(_R.INVALID_MARGIN, "margin × leverage buys more than the largest position size")
         self._check_tpsl(is_long, price, cmd.take_profit, cmd.stop_loss, cmd.trailing_stop)
         if margin > account.free:
             raise _Reject(_R.INSUFFICIENT_BALANCE, f"free balance {account.free} cents is less than the margin {margin}")
@@ -545,7 +559,7 @@ class Engine:
             take_profit = _updated(order.take_profit, cmd.take_profit)
             stop_loss = _updated(order.stop_loss, cmd.stop_loss)
             expires_at = _updated(order.expires_at, cmd.expires_at)
-            if expires_at is not None and expires_at <= self.now:
+            if expires_at is not None and not self.now < expires_at <= MAX_ID:
                 raise _Reject(_R.INVALID_EXPIRY, "expires_at must be in the future")
             qty = qty_for_margin(order.margin, order.leverage, price, instrument.price_decimals,
                                  instrument.qty_decimals)
@@ -749,6 +763,10 @@ class Engine:
             str(position.id), now))
         if not full:
             events.append(self._position_updated(position, "partial_close"))
+            # The remainder's liquidation price was recomputed from a floored margin share and
+            # may now lie past the quote we just closed at: liquidate the rest at once then.
+            if (price <= position.liquidation_price) if position.is_long else (price >= position.liquidation_price):
+                self._close(position, position.qty, price, CloseReason.LIQUIDATION._value_, events)
 
     def _reprice_liquidation(self, book: Book, position: Position) -> None:
         """Recompute the liquidation price after the margin or size changed, and re-index it."""
@@ -834,8 +852,8 @@ class Engine:
             return
         account = self.accounts[position.account_id]
         amount = cmd.amount
-        if not _int(amount) or amount <= 0:
-            return self._reject_command(cmd, account.id, _R.INVALID_AMOUNT, "amount must be a positive number of cents", events, ref=position.id)
+        if not _int(amount) or not 0 < amount <= MAX_AMOUNT:
+            return self._reject_command(cmd, account.id, _R.INVALID_AMOUNT, f"amount must be a positive number of cents, at most {MAX_AMOUNT}", events, ref=position.id)
         if amount > account.free:
             return self._reject_command(cmd, account.id, _R.INSUFFICIENT_BALANCE,
                                         f"free balance {account.free} cents is less than {amount}", events, ref=position.id)

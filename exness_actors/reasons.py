@@ -40,6 +40,7 @@ class QuoteRejectReason(str, enum.Enum):
     CROSSED = "CROSSED"
     NON_POSITIVE = "NON_POSITIVE"
     UNKNOWN_SYMBOL = "UNKNOWN_SYMBOL"
+    OUT_OF_RANGE = "OUT_OF_RANGE"
 
 
 class CloseReason(str, enum.Enum):

@@ -47,7 +47,7 @@ def decode_record(payload: bytes, *, after_seq: int = -1) -> Any:
     command's wire form ends with ``seq, ts``), which makes skipping a covered prefix cheap.
     """
     try:
-        data = msgpack.unpackb(payload, raw=False, use_list=True, strict_map_key=False)
+        data = codec.unpack(payload)
     except Exception as exc:
         raise InvalidCommand(f"undecodable journal record: {exc}") from None
     if not isinstance(data, list) or not data:

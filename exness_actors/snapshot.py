@@ -42,6 +42,8 @@ import msgpack
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from exness_actors import codec
+
 __all__ = [
     "FORMAT_VERSION",
     "KEY_SIZE",
@@ -165,7 +167,7 @@ def write_snapshot(
         "state_hash": state_hash,
         "state": state,
     }
-    plaintext = msgpack.packb(content, use_bin_type=True)
+    plaintext = codec.pack(content)
     ciphertext_length = len(plaintext) + TAG_SIZE
     header = _HEADER.pack(MAGIC, last_seq, ciphertext_length)
     ciphertext = AESGCM(key).encrypt(nonce, plaintext, header)
@@ -239,7 +241,7 @@ def read_snapshot(path: StrPath, *, key: bytes) -> Snapshot:
 
 def _decode_content(path: Path, plaintext: bytes, header_seq: int) -> Snapshot:
     try:
-        content = msgpack.unpackb(plaintext, raw=False, strict_map_key=False)
+        content = codec.unpack(plaintext)
     except (ValueError, TypeError, msgpack.UnpackException) as error:
         raise SnapshotCorrupt(path, f"content is not valid msgpack ({error.__class__.__name__}: {error})") from None
     if not isinstance(content, dict):

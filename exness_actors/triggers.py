@@ -45,12 +45,22 @@ __all__ = ["TriggerIndex", "TrailingBook", "NONE", "PRIORITY"]
 #: Below any key a real price can produce (prices are bounded by the edge to 30 digits).
 NONE = -(10**40)
 
+_KEY_SHIFT = 48
+_PRIORITY_SHIFT = 44
+_PRIORITY_MASK = 0xF
+_ID_MASK = (1 << _PRIORITY_SHIFT) - 1
+
 #: Processing order within one quote; ties are broken by id.
 PRIORITY = {"liquidation": 0, "stop_loss": 1, "trailing_stop": 2, "take_profit": 3, "entry": 4}
 
 
 class TriggerIndex:
-    """Entries ``(level, priority, id)`` that fire when the price crosses ``level``."""
+    """Entries ``(level, priority, id)`` that fire when the price crosses ``level``.
+
+    Each entry is stored as one int, ``key << 48 | priority << 44 | id`` with ``key = sign·level``:
+    ints compare and bisect several times faster than tuples and take a third of the memory, and
+    the order is the same as the tuple's (priority < 16, id < 2**44).
+    """
 
     __slots__ = ("sign", "best", "_entries", "_bulk")
 
@@ -67,10 +77,11 @@ class TriggerIndex:
 
     def add(self, level: int, priority: int, ident: int) -> None:
         key = self.sign * level
+        entry = key << _KEY_SHIFT | priority << _PRIORITY_SHIFT | ident
         if self._bulk is not None:
-            self._bulk.append((key, priority, ident))
+            self._bulk.append(entry)
             return
-        self._entries.add((key, priority, ident))
+        self._entries.add(entry)
         if key > self.best:
             self.best = key
 
@@ -82,12 +93,11 @@ class TriggerIndex:
         bulk, self._bulk = self._bulk, None
         if bulk:
             self._entries.update(bulk)
-        self.best = self._entries[-1][0] if self._entries else NONE
+        self._refresh()
 
     def discard(self, level: int, priority: int, ident: int) -> None:
-        entries = self._entries
-        entries.discard((self.sign * level, priority, ident))
-        self.best = entries[-1][0] if entries else NONE
+        self._entries.discard(self.sign * level << _KEY_SHIFT | priority << _PRIORITY_SHIFT | ident)
+        self._refresh()
 
     def crossed(self, price: int) -> bool:
         return self.best >= self.sign * price
@@ -96,15 +106,20 @@ class TriggerIndex:
         """Append ``(priority, id)`` of every entry the price crosses and remove them."""
         threshold = self.sign * price
         entries = self._entries
-        while entries and entries[-1][0] >= threshold:
-            _key, priority, ident = entries.pop()
-            out.append((priority, ident))
-        self.best = entries[-1][0] if entries else NONE
+        while entries and entries[-1] >> _KEY_SHIFT >= threshold:
+            entry = entries.pop()
+            out.append((entry >> _PRIORITY_SHIFT & _PRIORITY_MASK, entry & _ID_MASK))
+        self._refresh()
+
+    def _refresh(self) -> None:
+        entries = self._entries
+        self.best = entries[-1] >> _KEY_SHIFT if entries else NONE
 
     def items(self) -> Iterator[tuple[int, int, int]]:
         """``(level, priority, id)`` of every entry (for tests and audits)."""
-        for key, priority, ident in self._entries:
-            yield self.sign * key, priority, ident
+        for entry in self._entries:
+            yield (self.sign * (entry >> _KEY_SHIFT), entry >> _PRIORITY_SHIFT & _PRIORITY_MASK,
+                   entry & _ID_MASK)
 
 
 class _Group:
