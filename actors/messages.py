@@ -50,10 +50,10 @@ class ReplySlot:
 
     def __init__(self) -> None:
         self._event = trio.Event()
-        self.value: Optional[Reply] = None
+        self.value: Any = None
         self.error: Optional[BaseException] = None
 
-    def set(self, value: Reply) -> None:
+    def set(self, value: Any) -> None:
         self.value = value
         self._event.set()
 
@@ -61,11 +61,11 @@ class ReplySlot:
         self.error = error
         self._event.set()
 
-    async def wait(self) -> Reply:
+    async def wait(self) -> Any:
+        """The reply (a :class:`Reply`, or a query's answer — which may be ``None``)."""
         await self._event.wait()
         if self.error is not None:
             raise self.error
-        assert self.value is not None
         return self.value
 
 

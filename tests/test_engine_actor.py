@@ -170,3 +170,10 @@ async def test_journal_replays_to_the_same_state_with_verified_checkpoints(tmp_p
     result = replay(make_engine(), payloads)
     assert result.checkpoints_verified >= 1
     assert result.engine.state_hash() == live_hash
+
+
+async def test_a_query_may_answer_none(tmp_path):
+    async with trio.open_nursery() as nursery:
+        handle, _ = await start(nursery, tmp_path)
+        assert await handle.query(lambda engine: engine.quote("BTCUSDT")) is None
+        await handle.stop()
