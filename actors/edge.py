@@ -13,6 +13,7 @@ Shared by the HTTP gateway and the WebSocket order lane so that both validate id
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any, Iterable, Mapping, Optional
 
@@ -22,7 +23,9 @@ from exness_actors.commands import (
 )
 from exness_actors.engine import Engine
 from exness_actors.errors import InvalidValue
-from exness_actors.events import CommandRejected, DuplicateCommand, OrderRejected
+from exness_actors.events import (
+    CommandRejected, DuplicateCommand, OrderAccepted, OrderRejected, PositionClosed, PositionOpened,
+)
 from exness_actors.instruments import Instrument
 from exness_actors.model import Order, Position
 from exness_actors.money import format_fixed, parse_fixed
@@ -32,11 +35,16 @@ __all__ = [
     "EdgeError", "status_for", "parse_place_order", "parse_modify_order", "parse_close",
     "parse_modify_position", "parse_add_margin", "parse_funding", "order_json", "position_json",
     "account_json", "quote_json", "instrument_json", "rejection_of", "ms_to_ns", "ns_to_ms",
-    "error_body",
+    "error_body", "parse_json_body", "parse_path_id", "duplicate_of", "money", "MAX_WIRE_INT",
+    "order_accepted_json", "order_record_json", "pending_order_json", "position_opened_json",
+    "position_closed_json", "closed_position_json", "ledger_entry_json", "candle_json",
 ]
 
 _NS_PER_MS = 1_000_000
 MAX_TIMESTAMP_MS = 253_402_300_799_999   # 9999-12-31
+#: The largest scaled integer an amount, price or quantity may be: the journal's msgpack frames
+#: carry signed 64-bit integers, so anything larger could not be journaled.
+MAX_WIRE_INT = 2**63 - 1
 
 
 class EdgeError(Exception):
@@ -94,6 +102,27 @@ def duplicate_of(events: list) -> Optional[DuplicateCommand]:
     return None
 
 
+# ------------------------------------------------------------------------------ JSON bodies
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in JSON (numbers must be finite)")
+
+
+def parse_json_body(raw: bytes | str) -> Any:
+    """Decode a request body exactly: JSON numbers with a fraction or exponent become
+    :class:`~decimal.Decimal` (never ``float``), integers ``int``; ``NaN``/``Infinity``, invalid
+    UTF-8, bad syntax and absurd nesting are a 400 ``MALFORMED_JSON``."""
+    try:
+        return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        problem = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        details: dict[str, Any] = {"problem": problem}
+        if isinstance(exc, json.JSONDecodeError):
+            details.update(line=exc.lineno, column=exc.colno)
+        raise EdgeError(400, "MALFORMED_JSON", f"the request body is not valid JSON: {problem}",
+                        details) from None
+
+
 # ------------------------------------------------------------------------------ field parsing
 
 def _check_fields(body: Any, allowed: Iterable[str], required: Iterable[str] = ()) -> Mapping[str, Any]:
@@ -119,9 +148,12 @@ def _decimal(body: Mapping[str, Any], name: str, decimals: int, *, optional: boo
     if isinstance(value, float):
         raise _invalid(name, "must be a decimal string or exact number")
     try:
-        return parse_fixed(value, decimals, field=name, allow_zero=allow_zero)
+        scaled = parse_fixed(value, decimals, field=name, allow_zero=allow_zero)
     except InvalidValue as exc:
         raise _invalid(name, exc.problem) from None
+    if scaled > MAX_WIRE_INT:
+        raise _invalid(name, f"{value!r} is out of range")
+    return scaled
 
 
 def _integer(body: Mapping[str, Any], name: str, low: int, high: int, *, optional: bool = False) -> Optional[int]:
@@ -278,7 +310,8 @@ def parse_funding(body: Any, account_id: int, *, deposit: bool) -> Deposit | Wit
 
 def parse_path_id(value: str, name: str) -> int:
     """A resource id from the URL: a positive integer, else 404 (never 500)."""
-    if not value.isdigit() or len(value) > 18 or int(value) <= 0:
+    # isascii: str.isdigit also accepts "①" and "²" (int() then raises) and other scripts' digits
+    if not (value.isascii() and value.isdigit()) or len(value) > 18 or int(value) <= 0:
         raise EdgeError(404, f"UNKNOWN_{name.upper()}", f"no {name} {value!r}", {"field": f"{name}_id"})
     return int(value)
 
@@ -350,4 +383,123 @@ def instrument_json(instrument: Instrument) -> dict:
         "spread_bps": instrument.spread_bps,
         "min_qty": format_fixed(instrument.min_qty, instrument.qty_decimals),
         "maintenance_ratio": format_fixed(instrument.maintenance_bps, 4),
+    }
+
+
+# ------------------------------------------------------------------------------ history and events
+#
+# Every rendering of an order has the same keys: order_json's, plus ``fill_price``,
+# ``position_id`` and ``cancel_reason`` (null while they do not apply).
+
+def _order_extras(fill_price: Optional[int], position_id: Optional[int],
+                  cancel_reason: Optional[str], instrument: Instrument) -> dict:
+    return {"fill_price": _price(fill_price, instrument),
+            "position_id": None if position_id is None else str(position_id),
+            "cancel_reason": cancel_reason}
+
+
+def pending_order_json(order: Order, instrument: Instrument) -> dict:
+    """A pending order held by the engine (:func:`order_json` with the history keys)."""
+    out = order_json(order, instrument, "pending")
+    out.update(_order_extras(None, None, None, instrument))
+    return out
+
+
+def order_accepted_json(event: OrderAccepted, instrument: Instrument,
+                        position_id: Optional[int] = None) -> dict:
+    """An order as its :class:`OrderAccepted` event describes it (a market order is born filled)."""
+    filled = event.status == "filled"
+    out = {
+        "id": str(event.order_id), "symbol": event.symbol, "side": event.side, "type": event.type,
+        "status": event.status, "price": _price(event.price, instrument),
+        "margin": money(event.margin), "leverage": event.leverage,
+        "qty": format_fixed(event.qty, instrument.qty_decimals),
+        "take_profit": _price(event.take_profit, instrument),
+        "stop_loss": _price(event.stop_loss, instrument),
+        "trailing_stop": _price(event.trailing_stop, instrument),
+        "expires_at": ns_to_ms(event.expires_at), "client_order_id": event.client_order_id or None,
+        "created_at": ns_to_ms(event.ts),
+    }
+    out.update(_order_extras(event.price if filled else None, position_id, None, instrument))
+    return out
+
+
+def order_record_json(record: Any, instrument: Instrument) -> dict:
+    """An order from the store's history (:class:`actors.store.OrderRecord`)."""
+    out = {
+        "id": str(record.order_id), "symbol": record.symbol, "side": record.side,
+        "type": record.type, "status": record.status, "price": _price(record.price, instrument),
+        "margin": money(record.margin), "leverage": record.leverage,
+        "qty": format_fixed(record.qty, instrument.qty_decimals),
+        "take_profit": _price(record.take_profit, instrument),
+        "stop_loss": _price(record.stop_loss, instrument),
+        "trailing_stop": _price(record.trailing_stop, instrument),
+        "expires_at": ns_to_ms(record.expires_at),
+        "client_order_id": record.client_order_id or None,
+        "created_at": ns_to_ms(record.created_at),
+    }
+    out.update(_order_extras(record.fill_price, record.position_id, record.cancel_reason, instrument))
+    return out
+
+
+def position_opened_json(event: PositionOpened, instrument: Instrument) -> dict:
+    """A position as its :class:`PositionOpened` event describes it: :func:`position_json`'s
+    keys, with ``unrealized_pnl`` and ``trailing_stop_price`` null (they need the live quote)."""
+    return {
+        "id": str(event.position_id), "symbol": event.symbol, "side": event.side,
+        "qty": format_fixed(event.qty, instrument.qty_decimals),
+        "open_price": _price(event.open_price, instrument), "margin": money(event.margin),
+        "leverage": event.leverage,
+        "liquidation_price": _price(max(event.liquidation_price, 0), instrument),
+        "take_profit": _price(event.take_profit, instrument),
+        "stop_loss": _price(event.stop_loss, instrument),
+        "trailing_stop": _price(event.trailing_stop, instrument),
+        "trailing_stop_price": None, "unrealized_pnl": None,
+        "opened_at": ns_to_ms(event.ts), "order_id": str(event.order_id),
+    }
+
+
+def position_closed_json(event: PositionClosed, instrument: Instrument) -> dict:
+    """The closed part of a position (a close, partial close, TP/SL, liquidation)."""
+    return {
+        "position_id": str(event.position_id), "symbol": event.symbol, "side": event.side,
+        "close_reason": event.reason, "close_price": _price(event.price, instrument),
+        "qty": format_fixed(event.qty, instrument.qty_decimals),
+        "remaining_qty": format_fixed(event.remaining_qty, instrument.qty_decimals),
+        "open_price": _price(event.open_price, instrument), "margin": money(event.margin),
+        "pnl": money(event.pnl), "credit": money(event.credit), "closed_at": ns_to_ms(event.ts),
+    }
+
+
+def closed_position_json(record: Any, instrument: Instrument) -> dict:
+    """One row of the trade history (:class:`actors.store.ClosedPosition`)."""
+    return {
+        "position_id": str(record.position_id), "symbol": record.symbol, "side": record.side,
+        "close_reason": record.reason, "close_price": _price(record.close_price, instrument),
+        "qty": format_fixed(record.qty, instrument.qty_decimals),
+        "remaining_qty": format_fixed(record.remaining_qty, instrument.qty_decimals),
+        "open_price": _price(record.open_price, instrument), "margin": money(record.margin),
+        "pnl": money(record.pnl), "credit": money(record.credit), "leverage": record.leverage,
+        "opened_at": ns_to_ms(record.opened_at), "closed_at": ns_to_ms(record.closed_at),
+    }
+
+
+def ledger_entry_json(entry: Any) -> dict:
+    """One ledger line (:class:`actors.store.LedgerEntry`): how free and locked moved."""
+    return {
+        "id": f"{entry.seq}-{entry.index}", "kind": entry.kind,
+        "free_delta": money(entry.free_delta), "locked_delta": money(entry.locked_delta),
+        "free": money(entry.free), "locked": money(entry.locked),
+        "balance": money(entry.free + entry.locked), "ref": entry.ref or None,
+        "ts": ns_to_ms(entry.ts),
+    }
+
+
+def candle_json(candle: Any, instrument: Instrument) -> dict:
+    """``{ts, open, high, low, close, volume}``: prices as decimal strings, ``volume`` the tick
+    count (an integer), ``ts`` the open time in ms."""
+    return {
+        "ts": ns_to_ms(candle.open_time), "open": _price(candle.open, instrument),
+        "high": _price(candle.high, instrument), "low": _price(candle.low, instrument),
+        "close": _price(candle.close, instrument), "volume": candle.volume,
     }

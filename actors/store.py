@@ -19,8 +19,10 @@ What is stored (DESIGN.md §4 persister and candles, §5 history resources):
 * ``persister_state.last_seq`` — the last engine seq whose rows are all stored. ``apply_batch``
   writes a batch's rows and this seq in **one transaction** and skips inputs at or below it, so
   re-sending batches (a restart, a rebuild from the journal) never duplicates a row.
-* users and refresh tokens — added by the gateway issue (migration 0002 and a ``# -- users``
-  section of this protocol); nothing here depends on them.
+* ``users`` and ``refresh_tokens`` — written and read by the gateway (migration 0002). A user's
+  trading account has the user's id. Refresh tokens are kept as SHA-256 digests only; rotation
+  and family revocation are single transactions (:meth:`Store.rotate_refresh_token`), so two
+  concurrent uses of one token can never both succeed.
 
 Pages: list queries return a :class:`Page` — newest first, ``limit`` items at most, and an opaque
 ``next_cursor`` (None on the last page) that encodes the last returned key. Orderings are total
@@ -47,6 +49,7 @@ __all__ = [
     "Store", "Page", "LedgerEntry", "ClosedPosition", "OrderRecord", "BatchRows",
     "InvalidCursor", "StoreClosed", "rows_from_items", "encode_cursor", "decode_cursor",
     "check_limit", "open_store", "MAX_PAGE_LIMIT", "DEFAULT_PAGE_LIMIT",
+    "UserRecord", "DuplicateEmail", "RefreshRotation", "ROTATION_OUTCOMES",
 ]
 
 DEFAULT_PAGE_LIMIT = 50
@@ -61,6 +64,10 @@ class InvalidCursor(ValueError):
 
 class StoreClosed(RuntimeError):
     """The store was used after :meth:`Store.close`."""
+
+
+class DuplicateEmail(ValueError):
+    """:meth:`Store.create_user` with an e-mail address that already has a user (HTTP 409)."""
 
 
 # ---------------------------------------------------------------------------------- row types
@@ -144,6 +151,37 @@ class OrderRecord:
     updated_at: int
     created_seq: int
     seq: int
+
+
+@_row
+class UserRecord:
+    """A trader. ``email`` is normalised (trimmed, lower-case); ``password_hash`` an argon2id PHC
+    string; ``account_ready`` is true once the engine confirmed the trading account."""
+    user_id: int
+    email: str
+    password_hash: str
+    account_id: int
+    account_ready: bool
+    created_at: int
+
+
+#: What :meth:`Store.rotate_refresh_token` can answer.
+ROTATION_OUTCOMES = ("rotated", "unknown", "expired", "revoked", "reused")
+
+
+@_row
+class RefreshRotation:
+    """The outcome of presenting a refresh token.
+
+    ``outcome``: ``rotated`` (the token is now spent and its child stored), ``unknown`` (no such
+    token), ``expired``, ``revoked`` (its family was revoked earlier) or ``reused`` (it had been
+    spent already: its whole family is now revoked). ``user_id``/``account_id``/``family_id`` are
+    set whenever the token was known.
+    """
+    outcome: str
+    user_id: Optional[int] = None
+    account_id: Optional[int] = None
+    family_id: Optional[str] = None
 
 
 #: Column order of the tuples in :class:`BatchRows` (and of the SELECTs building the row types).
@@ -323,7 +361,42 @@ class Store(Protocol):
         """The order, or None when it does not exist or belongs to another account."""
         ...
 
-    # -- users: the gateway issue adds users and refresh tokens here (migration 0002).
+    # -- users and refresh tokens (gateway)
+    async def create_user(self, email: str, password_hash: str, *, created_at: int) -> UserRecord:
+        """Insert a user (``account_id`` = the new ``user_id``, ``account_ready`` false);
+        :class:`DuplicateEmail` when the (normalised) e-mail is taken."""
+        ...
+
+    async def user_by_email(self, email: str) -> Optional[UserRecord]:
+        ...
+
+    async def user_by_id(self, user_id: int) -> Optional[UserRecord]:
+        ...
+
+    async def mark_account_ready(self, user_id: int) -> None:
+        """Record that the engine has the user's trading account."""
+        ...
+
+    async def add_refresh_token(self, token_hash: bytes, *, user_id: int, family_id: str,
+                                issued_at: int, expires_at: int) -> None:
+        """Store the first token of a new family (a sign-in)."""
+        ...
+
+    async def rotate_refresh_token(self, token_hash: bytes, *, new_hash: bytes, now: int,
+                                   expires_at: int) -> RefreshRotation:
+        """In one transaction: if ``token_hash`` is live (known, unspent, unrevoked, not
+        expired at ``now``) mark it spent and store ``new_hash`` as its child in the same family
+        (``rotated``); if it was spent already revoke its whole family (``reused``); otherwise
+        change nothing (``unknown``, ``revoked``, ``expired``)."""
+        ...
+
+    async def revoke_refresh_family(self, token_hash: bytes, *, now: int) -> bool:
+        """Revoke every token of ``token_hash``'s family (sign-out); False if it is unknown."""
+        ...
+
+    async def purge_refresh_tokens(self, *, before: int) -> int:
+        """Delete tokens that expired before ``before`` (ns); return how many."""
+        ...
 
 
 async def open_store(cfg: Any) -> Store:

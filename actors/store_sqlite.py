@@ -33,8 +33,8 @@ import trio
 from actors.messages import EventBatch
 from actors.store import (
     CLOSED_COLUMNS, DEFAULT_PAGE_LIMIT, LEDGER_COLUMNS, ORDER_COLUMNS, POSITION_COLUMNS,
-    ClosedPosition, LedgerEntry, OrderRecord, Page, StoreClosed, check_limit, decode_cursor,
-    encode_cursor, rows_from_items,
+    ClosedPosition, DuplicateEmail, LedgerEntry, OrderRecord, Page, RefreshRotation, StoreClosed,
+    UserRecord, check_limit, decode_cursor, encode_cursor, rows_from_items,
 )
 from exness_actors.candles import Candle, bucket_start, interval_ns
 
@@ -81,6 +81,8 @@ _LEDGER_SELECT = f"SELECT {', '.join(LEDGER_COLUMNS)} FROM ledger"
 _CLOSED_FIELDS = ", ".join(CLOSED_COLUMNS[:-1] + ("leverage", "opened_at", "closed_at"))
 _CLOSED_SELECT = f"SELECT {_CLOSED_FIELDS} FROM closed_positions"
 _ORDER_SELECT = f"SELECT {', '.join(ORDER_COLUMNS)} FROM orders"
+_USER_SELECT = ("SELECT user_id, email, password_hash, account_id, account_ready, created_at "
+                "FROM users")
 
 
 class SqliteStore:
@@ -314,8 +316,104 @@ class SqliteStore:
                                 [order_id, account_id])
         return OrderRecord(**dict(zip(ORDER_COLUMNS, rows[0]))) if rows else None
 
+    # ------------------------------------------------------------------ users and refresh tokens
+
+    async def create_user(self, email: str, password_hash: str, *,
+                          created_at: int) -> UserRecord:
+        return await self._call(self._transaction, functools.partial(
+            _create_user, email=email, password_hash=password_hash, created_at=created_at))
+
+    async def user_by_email(self, email: str) -> Optional[UserRecord]:
+        rows = await self._call(self._query, f"{_USER_SELECT} WHERE email = ?", [email])
+        return _user(rows[0]) if rows else None
+
+    async def user_by_id(self, user_id: int) -> Optional[UserRecord]:
+        rows = await self._call(self._query, f"{_USER_SELECT} WHERE user_id = ?", [user_id])
+        return _user(rows[0]) if rows else None
+
+    async def mark_account_ready(self, user_id: int) -> None:
+        await self._call(self._transaction, lambda connection: connection.execute(
+            "UPDATE users SET account_ready = 1 WHERE user_id = ?", (user_id,)))
+
+    async def add_refresh_token(self, token_hash: bytes, *, user_id: int,
+                                family_id: str, issued_at: int, expires_at: int) -> None:
+        await self._call(self._transaction, lambda connection: connection.execute(
+            "INSERT INTO refresh_tokens (token_hash, user_id, family_id, parent_hash, issued_at, "
+            "expires_at) VALUES (?, ?, ?, NULL, ?, ?)",
+            (token_hash, user_id, family_id, issued_at, expires_at)))
+
+    async def rotate_refresh_token(self, token_hash: bytes, *, new_hash: bytes,
+                                   now: int, expires_at: int) -> RefreshRotation:
+        return await self._call(self._transaction, functools.partial(
+            _rotate, token_hash=token_hash, new_hash=new_hash, now=now, expires_at=expires_at))
+
+    async def revoke_refresh_family(self, token_hash: bytes, *, now: int) -> bool:
+        return await self._call(self._transaction, functools.partial(
+            _revoke_family, token_hash=token_hash, now=now))
+
+    async def purge_refresh_tokens(self, *, before: int) -> int:
+        return await self._call(self._transaction, lambda connection: connection.execute(
+            "DELETE FROM refresh_tokens WHERE expires_at < ?", (before,)).rowcount)
+
 
 def _closed_position(row: tuple) -> ClosedPosition:
     names = CLOSED_COLUMNS[:-1] + ("leverage", "opened_at", "closed_at")
     return ClosedPosition(**dict(zip(names, row)))
 
+
+def _user(row: tuple) -> UserRecord:
+    return UserRecord(user_id=row[0], email=row[1], password_hash=row[2], account_id=row[3],
+                      account_ready=bool(row[4]), created_at=row[5])
+
+
+def _create_user(connection: sqlite3.Connection, email: str, password_hash: str,
+                 created_at: int) -> UserRecord:
+    try:
+        # The account id is the user id; AUTOINCREMENT never reuses an id, so an account id is
+        # never handed to a second user even after a row is deleted.
+        cursor = connection.execute(
+            "INSERT INTO users (email, password_hash, account_id, account_ready, created_at) "
+            "VALUES (?, ?, 0, 0, ?)", (email, password_hash, created_at))
+    except sqlite3.IntegrityError:
+        raise DuplicateEmail(f"a user with e-mail {email!r} exists") from None
+    user_id = cursor.lastrowid
+    connection.execute("UPDATE users SET account_id = ? WHERE user_id = ?", (user_id, user_id))
+    return UserRecord(user_id=user_id, email=email, password_hash=password_hash,
+                      account_id=user_id, account_ready=False, created_at=created_at)
+
+
+def _rotate(connection: sqlite3.Connection, token_hash: bytes, new_hash: bytes, now: int,
+            expires_at: int) -> RefreshRotation:
+    row = connection.execute(
+        "SELECT t.user_id, t.family_id, t.expires_at, t.spent_at, t.revoked_at, u.account_id "
+        "FROM refresh_tokens AS t JOIN users AS u ON u.user_id = t.user_id "
+        "WHERE t.token_hash = ?", (token_hash,)).fetchone()
+    if row is None:
+        return RefreshRotation(outcome="unknown")
+    user_id, family_id, token_expires, spent_at, revoked_at, account_id = row
+    known = dict(user_id=user_id, account_id=account_id, family_id=family_id)
+    if revoked_at is not None:
+        return RefreshRotation(outcome="revoked", **known)
+    if spent_at is not None:
+        connection.execute("UPDATE refresh_tokens SET revoked_at = ? "
+                           "WHERE family_id = ? AND revoked_at IS NULL", (now, family_id))
+        return RefreshRotation(outcome="reused", **known)
+    if token_expires <= now:
+        return RefreshRotation(outcome="expired", **known)
+    connection.execute("UPDATE refresh_tokens SET spent_at = ? WHERE token_hash = ?",
+                       (now, token_hash))
+    connection.execute(
+        "INSERT INTO refresh_tokens (token_hash, user_id, family_id, parent_hash, issued_at, "
+        "expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (new_hash, user_id, family_id, token_hash, now, expires_at))
+    return RefreshRotation(outcome="rotated", **known)
+
+
+def _revoke_family(connection: sqlite3.Connection, token_hash: bytes, now: int) -> bool:
+    row = connection.execute("SELECT family_id FROM refresh_tokens WHERE token_hash = ?",
+                             (token_hash,)).fetchone()
+    if row is None:
+        return False
+    connection.execute("UPDATE refresh_tokens SET revoked_at = ? "
+                       "WHERE family_id = ? AND revoked_at IS NULL", (now, row[0]))
+    return True

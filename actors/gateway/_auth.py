@@ -1,0 +1,264 @@
+"""Sign-up, sign-in, token refresh and sign-out.
+
+* **Passwords**: argon2id (argon2-cffi's ``PasswordHasher``), hashed and verified in worker
+  threads (at most ``[auth] hash_threads`` at once) so the event loop never stalls. Unknown
+  e-mails are checked against a dummy hash, so both failures cost the same and answer the same
+  ``INVALID_CREDENTIALS``.
+* **Accounts**: a new user's trading account (id = user id) is created through the engine with
+  the demo deposit. If that step fails (engine overloaded or stopping) the sign-up still succeeds
+  and the first sign-in creates the account; ``ACCOUNT_EXISTS`` counts as success, so the step
+  is idempotent. ``users.account_ready`` records that it is done.
+* **Tokens**: a short-lived JWT access token (stateless) and an opaque refresh token
+  (``secrets.token_urlsafe(32)``) stored only as its SHA-256. Refresh spends the token and issues
+  its child in the same family; presenting a spent token again revokes the whole family (someone
+  holds a copy: every session descended from that sign-in ends). Sign-out revokes the family.
+  Access tokens already issued stay valid until they expire (``[auth] access_ttl_s``).
+* **Throttling**: sign-up per IP; failed sign-ins per e-mail and per IP (a failure budget, see
+  :mod:`actors.ratelimit`): past it, 429 with ``Retry-After`` before the password is even checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+from typing import Any, Optional
+
+import trio
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError
+from quart import Response, request
+
+from actors import edge
+from actors.gateway._common import API, Gateway, NoContent, doc, json_response, rate_limited
+from actors.gateway._params import invalid
+from actors.gateway._schemas import Credentials, RefreshRequest, SignupResult, TokenPair
+from actors.gateway._settings import GatewaySettings
+from actors.messages import EngineStopped, Overloaded
+from actors.store import DuplicateEmail, UserRecord
+from exness_actors.commands import CreateAccount
+from exness_actors.reasons import RejectReason
+
+__all__ = ["register", "Passwords", "normalise_email"]
+
+log = logging.getLogger("exness.gateway.auth")
+
+MIN_PASSWORD = 8
+MAX_PASSWORD = 128
+MAX_EMAIL = 254
+MAX_REFRESH_TOKEN = 256
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_EMAIL = re.compile(rf"^[^@\s\x00-\x1f\x7f]{{1,64}}@{_LABEL}(?:\.{_LABEL})+$")
+
+
+class Passwords:
+    """argon2id hashing off the event loop."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.hasher = PasswordHasher(time_cost=settings.argon2_time_cost,
+                                     memory_cost=settings.argon2_memory_kib,
+                                     parallelism=settings.argon2_parallelism, type=Type.ID)
+        self.limiter = trio.CapacityLimiter(settings.hash_threads)
+        self._dummy: Optional[str] = None
+
+    async def hash(self, password: str) -> str:
+        return await trio.to_thread.run_sync(self.hasher.hash, password, limiter=self.limiter)
+
+    async def verify(self, password_hash: Optional[str], password: str) -> bool:
+        """True when ``password`` matches; with no hash (unknown user) a dummy is checked so the
+        answer takes as long, and is always False."""
+        if password_hash is None:
+            if self._dummy is None:
+                self._dummy = await self.hash(secrets.token_urlsafe(16))
+            candidate = self._dummy
+        else:
+            candidate = password_hash
+        try:
+            matched = await trio.to_thread.run_sync(self.hasher.verify, candidate, password,
+                                                    limiter=self.limiter)
+        except (VerificationError, InvalidHashError):
+            return False
+        return bool(matched) and password_hash is not None
+
+
+def _encodable(name: str, value: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid(name, "must be valid Unicode text (no lone surrogates)") from None
+
+
+def normalise_email(value: Any) -> str:
+    if not isinstance(value, str):
+        raise invalid("email", "must be a string")
+    _encodable("email", value)
+    email = value.strip().lower()
+    if len(email) > MAX_EMAIL or not _EMAIL.match(email):
+        raise invalid("email", "must be an e-mail address such as trader@example.com")
+    return email
+
+
+def _credentials(body: Any, *, signup: bool) -> tuple[str, str]:
+    if not isinstance(body, dict):
+        raise edge.EdgeError(400, "VALIDATION_ERROR", "the request body must be a JSON object", {})
+    for name in body:
+        if name not in ("email", "password"):
+            raise invalid(name, "unknown field (allowed: email, password)")
+    for name in ("email", "password"):
+        if body.get(name) is None:
+            raise invalid(name, "is required")
+    email = normalise_email(body["email"])
+    password = body["password"]
+    if not isinstance(password, str):
+        raise invalid("password", "must be a string")
+    _encodable("password", password)
+    if len(password) > MAX_PASSWORD:
+        raise invalid("password", f"must be at most {MAX_PASSWORD} characters")
+    if signup and len(password) < MIN_PASSWORD:
+        raise invalid("password", f"must be at least {MIN_PASSWORD} characters")
+    return email, password
+
+
+def _refresh_token(body: Any) -> str:
+    if not isinstance(body, dict):
+        raise edge.EdgeError(400, "VALIDATION_ERROR", "the request body must be a JSON object", {})
+    for name in body:
+        if name != "refresh_token":
+            raise invalid(name, "unknown field (allowed: refresh_token)")
+    token = body.get("refresh_token")
+    if token is None:
+        raise invalid("refresh_token", "is required")
+    if not isinstance(token, str) or not token or len(token) > MAX_REFRESH_TOKEN:
+        raise invalid("refresh_token", "must be the refresh_token string from sign-in or refresh")
+    return token
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+def _unauthorized(code: str, message: str) -> edge.EdgeError:
+    return edge.EdgeError(401, code, message, {}, headers={"WWW-Authenticate": 'Bearer realm="exness"'})
+
+
+def register(app: Any, gw: Gateway) -> None:
+    passwords = Passwords(gw.settings)
+    store = gw.store
+    settings = gw.settings
+
+    async def ensure_account(user: UserRecord) -> None:
+        """Create the user's trading account in the engine (idempotent)."""
+        reply = await gw.handle.request(CreateAccount(account_id=user.account_id,
+                                                      initial_deposit=gw.cfg.demo_deposit_cents))
+        rejection = edge.rejection_of(reply.events)
+        if rejection is not None and rejection.code != RejectReason.ACCOUNT_EXISTS.value:
+            log.error("event=account_create_failed user_id=%d code=%s", user.user_id, rejection.code)
+            raise rejection
+        await store.mark_account_ready(user.user_id)
+
+    async def issue_pair(user_id: int, account_id: int, refresh_token: str) -> Response:
+        assert gw.tokens is not None
+        return json_response({
+            "access_token": gw.tokens.issue_access(user_id, account_id),
+            "refresh_token": refresh_token, "token_type": "Bearer",
+            "expires_in": gw.tokens.access_ttl_s, "refresh_expires_in": settings.refresh_ttl_s,
+            "user_id": str(user_id), "account_id": str(account_id),
+        })
+
+    @app.post(f"{API}/auth/signup")
+    @doc(request_model=Credentials, response=SignupResult, status=201, errors=(400, 409, 413, 415, 429),
+         auth=False, tag="auth")
+    async def signup() -> Response:
+        """Create a user and a trading account with the demo deposit.
+
+        The e-mail is trimmed and lower-cased; the password needs 8 to 128 characters. A taken
+        e-mail is 409 EMAIL_TAKEN."""
+        wait = gw.signup_limiter.acquire(request.remote_addr)
+        if wait:
+            gw.metrics.rate_limited.labels("signup").inc()
+            raise rate_limited("signup", wait, "too many sign-ups from this address; try again later")
+        email, password = _credentials(await gw.json_body(), signup=True)
+        password_hash = await passwords.hash(password)
+        try:
+            user = await store.create_user(email, password_hash, created_at=gw.clock())
+        except DuplicateEmail:
+            raise edge.EdgeError(409, "EMAIL_TAKEN", "a user with this e-mail already exists; sign in instead",
+                                 {"field": "email"}) from None
+        try:
+            await ensure_account(user)
+        except (Overloaded, EngineStopped) as exc:
+            # The user exists; the first sign-in creates the account.
+            log.warning("event=account_create_deferred user_id=%d reason=%s", user.user_id, type(exc).__name__)
+        log.info("event=signup user_id=%d", user.user_id)
+        return json_response({"user_id": str(user.user_id)}, 201)
+
+    @app.post(f"{API}/auth/signin")
+    @doc(request_model=Credentials, response=TokenPair, errors=(400, 401, 413, 415, 429, 503),
+         auth=False, tag="auth")
+    async def signin() -> Response:
+        """Exchange e-mail and password for an access token and a refresh token.
+
+        Wrong e-mail and wrong password answer the same 401 INVALID_CREDENTIALS. Repeated
+        failures for one e-mail or from one address are throttled (429 with Retry-After)."""
+        email, password = _credentials(await gw.json_body(), signup=False)
+        address = request.remote_addr
+        wait = max(gw.signin_email_failures.retry_after(email), gw.signin_ip_failures.retry_after(address))
+        if wait:
+            gw.metrics.rate_limited.labels("signin").inc()
+            raise rate_limited("signin", wait, "too many failed sign-ins; wait before trying again")
+        user = await store.user_by_email(email)
+        if not await passwords.verify(user.password_hash if user else None, password) or user is None:
+            gw.signin_email_failures.acquire(email)
+            gw.signin_ip_failures.acquire(address)
+            raise _unauthorized("INVALID_CREDENTIALS", "wrong e-mail or password")
+        if not user.account_ready:
+            await ensure_account(user)
+        refresh_token = secrets.token_urlsafe(32)
+        now = gw.clock()
+        await store.add_refresh_token(_digest(refresh_token), user_id=user.user_id,
+                                      family_id=secrets.token_hex(16), issued_at=now,
+                                      expires_at=now + settings.refresh_ttl_s * 1_000_000_000)
+        log.info("event=signin user_id=%d", user.user_id)
+        return await issue_pair(user.user_id, user.account_id, refresh_token)
+
+    @app.post(f"{API}/auth/refresh")
+    @doc(request_model=RefreshRequest, response=TokenPair, errors=(400, 401, 413, 415, 429),
+         auth=False, tag="auth")
+    async def refresh() -> Response:
+        """Spend a refresh token for a new access token and a new refresh token.
+
+        A refresh token works once. Presenting a spent one again revokes every token descended
+        from the same sign-in (401 REFRESH_TOKEN_REUSED): sign in again."""
+        old = _refresh_token(await gw.json_body())
+        new = secrets.token_urlsafe(32)
+        now = gw.clock()
+        rotation = await store.rotate_refresh_token(
+            _digest(old), new_hash=_digest(new), now=now,
+            expires_at=now + settings.refresh_ttl_s * 1_000_000_000)
+        outcome = rotation.outcome
+        if outcome == "rotated":
+            assert rotation.user_id is not None and rotation.account_id is not None
+            return await issue_pair(rotation.user_id, rotation.account_id, new)
+        if outcome == "reused":
+            log.warning("event=refresh_token_reused user_id=%s family=%s action=family_revoked",
+                        rotation.user_id, rotation.family_id)
+            raise _unauthorized("REFRESH_TOKEN_REUSED", "this refresh token was already used; every "
+                                "session from the same sign-in is now revoked: sign in again")
+        if outcome == "revoked":
+            raise _unauthorized("REFRESH_TOKEN_REVOKED", "this refresh token was revoked: sign in again")
+        if outcome == "expired":
+            raise _unauthorized("REFRESH_TOKEN_EXPIRED", "this refresh token has expired: sign in again")
+        raise _unauthorized("INVALID_REFRESH_TOKEN", "unknown refresh token: sign in again")
+
+    @app.post(f"{API}/auth/signout")
+    @doc(request_model=RefreshRequest, response=NoContent, status=204, errors=(400, 401, 413, 415, 429),
+         auth=False, tag="auth")
+    async def signout() -> Response:
+        """Revoke the refresh token and every token from the same sign-in (204).
+
+        Signing out twice with the same token is fine; an unknown token is 401."""
+        token = _refresh_token(await gw.json_body())
+        if not await store.revoke_refresh_family(_digest(token), now=gw.clock()):
+            raise _unauthorized("INVALID_REFRESH_TOKEN", "unknown refresh token")
+        return Response("", status=204)

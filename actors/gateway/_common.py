@@ -1,0 +1,237 @@
+"""What every route module shares: the :class:`Gateway` (one app's dependencies and helpers),
+JSON responses and the documentation decorator."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Callable, Iterable, Optional
+
+import trio
+from quart import Response, g, request
+from quart_schema import document_querystring, document_request, document_response, security_scheme
+from quart_schema import tag as schema_tag
+
+from actors import edge
+from actors.auth_tokens import AccessClaims, AuthError, TokenIssuer
+from actors.engine import Query
+from actors.gateway._schemas import ErrorBody
+from actors.gateway._settings import GatewaySettings
+from actors.messages import EngineStopped, Overloaded, Reply, ReplySlot, Request
+from actors.metrics import GatewayMetrics
+from actors.ratelimit import RateLimiter, retry_after_header
+from exness_actors.instruments import Instrument
+
+__all__ = ["Gateway", "json_response", "doc", "NoContent", "PlainText", "rate_limited", "API"]
+
+log = logging.getLogger("exness.gateway")
+
+API = "/api/v1"
+#: How many verified access tokens :meth:`Gateway.authenticate` remembers.
+VERIFIED_TOKENS_KEPT = 10_000
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def json_response(data: Any, status: int = 200, headers: Optional[dict] = None) -> Response:
+    return Response(_dumps(data), status=status, headers=headers, content_type="application/json")
+
+
+def rate_limited(scope: str, wait_s: float, message: str) -> edge.EdgeError:
+    return edge.EdgeError(429, "RATE_LIMITED", message, {"scope": scope, "retry_after_s": round(wait_s, 3)},
+                          headers={"Retry-After": retry_after_header(wait_s)})
+
+
+class NoContent:
+    """Documents a response without a body (204)."""
+
+
+class PlainText:
+    """Documents a text/plain response (``/metrics``)."""
+
+
+def doc(*, request_model: Any = None, response: Any = None, status: int = 200,
+        query: Any = None, errors: Iterable[int] = (400,), auth: bool = True,
+        tag: Optional[str] = None) -> Callable:
+    """Attach the OpenAPI description of a route (quart-schema's ``document_*``)."""
+    def decorate(function: Callable) -> Callable:
+        if request_model is not None:
+            function = document_request(request_model)(function)
+        if response is not None:
+            function = document_response(response, status)(function)
+        codes = set(errors) | ({401, 429} if auth else set())
+        for code in sorted(codes):
+            function = document_response(ErrorBody, code)(function)
+        if query is not None:
+            function = document_querystring(query)(function)
+        if auth:
+            function = security_scheme([{"bearer": []}])(function)
+        if tag is not None:
+            function = schema_tag([tag])(function)
+        return function
+    return decorate
+
+
+def _boxed(function: Callable, *args: Any) -> Callable:
+    """``function`` answering a 1-tuple: a reply slot holds only non-None values, and "not
+    found" (None) is a normal answer of the gateway's queries."""
+    return lambda engine: (function(engine, *args),)
+
+
+class Gateway:
+    """One app's dependencies (engine handle, store, candles, tokens, settings) and the helpers
+    its handlers share: authentication, body parsing, engine round trips, history consistency.
+    Each ``create_app`` builds its own, so apps never share state."""
+
+    def __init__(self, *, handle: Any, store: Any, candles: Any, cfg: Any, tokens: Optional[TokenIssuer],
+                 settings: GatewaySettings, metrics: GatewayMetrics, persister: Any = None,
+                 clock: Callable[[], int] = time.time_ns) -> None:
+        self.handle = handle
+        self.store = store
+        self.candles = candles
+        self.cfg = cfg
+        self.tokens = tokens
+        self.settings = settings
+        self.metrics = metrics
+        self.persister = persister
+        self.clock = clock
+        if handle is not None:
+            instruments = handle.engine.instruments
+        else:   # documentation export: no engine
+            instruments = {i.symbol: i for i in cfg.core.instruments}
+        self.instruments: dict[str, Instrument] = dict(instruments)
+        self.symbols: tuple[str, ...] = tuple(sorted(self.instruments))
+        self.ip_limiter = RateLimiter(settings.ip_rate_per_s, settings.ip_burst)
+        self.account_limiter = RateLimiter(settings.account_rate_per_s, settings.account_burst)
+        per_minute = settings.signup_per_minute
+        self.signup_limiter = RateLimiter(per_minute / 60, per_minute)
+        per_minute = settings.signin_failures_per_minute
+        self.signin_email_failures = RateLimiter(per_minute / 60, per_minute)
+        per_minute = settings.signin_ip_failures_per_minute
+        self.signin_ip_failures = RateLimiter(per_minute / 60, per_minute)
+        # Access tokens already verified -> claims. A client presents the same token for up to
+        # [auth] access_ttl_s; re-checking its HMAC (and PyJWT's per-character base64 checks)
+        # on every request is most of the cost of authenticating. Expiry is still checked on
+        # every use; the oldest entries go first when the cache is full.
+        self._verified: dict[str, AccessClaims] = {}
+        self.internal_errors = 0
+        self.history_waits_timed_out = 0
+
+    # ------------------------------------------------------------------ requests
+
+    def authenticate(self) -> AccessClaims:
+        """The caller's verified access token (JWT only: no database), rate-limited per account.
+
+        The claims come from a token's verification the first time it is seen, then from a
+        bounded cache (until it expires)."""
+        header = request.headers.get("Authorization")
+        if not header:
+            raise AuthError("MISSING_TOKEN", "this endpoint needs `Authorization: Bearer <access_token>` "
+                                             "(POST /api/v1/auth/signin gives one)")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthError("INVALID_TOKEN", "the Authorization header must be `Bearer <access_token>`")
+        token = token.strip()
+        claims = self._verified.get(token)
+        if claims is None or claims.expires_at <= time.time():
+            assert self.tokens is not None
+            claims = self.tokens.verify_access(token)        # raises AuthError
+            verified = self._verified
+            if len(verified) >= VERIFIED_TOKENS_KEPT:
+                del verified[next(iter(verified))]
+            verified[token] = claims
+        g.account_id = claims.account_id
+        wait = self.account_limiter.acquire(claims.account_id)
+        if wait:
+            self.metrics.rate_limited.labels("account").inc()
+            raise rate_limited("account", wait, "too many requests for this account; slow down")
+        return claims
+
+    async def json_body(self, *, optional: bool = False) -> Any:
+        """The request's JSON body, decoded exactly (:func:`actors.edge.parse_json_body`).
+        ``None`` for an empty body when ``optional``; 415 when it is not declared JSON; 413 past
+        ``[http] max_body_bytes`` (raised by Quart while reading)."""
+        raw = await request.get_data(cache=False)
+        if not raw or not raw.strip():
+            if optional:
+                return None
+            raise edge.EdgeError(400, "VALIDATION_ERROR", "body: a JSON object is required",
+                                 {"field": "body", "problem": "is required"})
+        mimetype = request.mimetype
+        if mimetype != "application/json" and not mimetype.endswith("+json"):
+            raise edge.EdgeError(415, "UNSUPPORTED_MEDIA_TYPE",
+                                 f"send the body as Content-Type: application/json, not {mimetype or 'nothing'!r}",
+                                 {"content_type": mimetype})
+        return edge.parse_json_body(raw)
+
+    def instrument(self, symbol: str) -> Instrument:
+        """The instrument of ``symbol``; for a symbol no longer configured (old history), the
+        default scales, so its rows still render."""
+        instrument = self.instruments.get(symbol)
+        return instrument if instrument is not None else Instrument(symbol=symbol)
+
+    # ------------------------------------------------------------------ engine
+
+    async def query(self, function: Callable, *args: Any) -> Any:
+        """Run ``function(engine, *args)`` in the engine (one round trip); it may return None."""
+        (value,) = await self.handle.query(_boxed(function, *args))
+        return value
+
+    async def submit(self, command: Any, *, before: Optional[Callable] = None,
+                     after: Optional[Callable] = None) -> tuple[Any, Reply, Any]:
+        """Submit ``command`` with optional queries right before and after it, in one go.
+
+        The three items enter the inbox back to back (no checkpoint in between, so nothing
+        interleaves) and are normally answered by the same durable batch: ``before`` sees the
+        state the command will act on, ``after`` the state it left — without a second round
+        trip. Overloaded/EngineStopped are raised only if the *command* could not be queued; if
+        just the ``after`` query could not, its value is None and the caller falls back.
+        """
+        handle = self.handle
+        before_slot = after_slot = None
+        if before is not None:
+            before_slot = ReplySlot()
+            handle.send_nowait(Query(_boxed(before), before_slot))
+        slot = ReplySlot()
+        handle.send_nowait(Request(command, slot))
+        if after is not None:
+            after_slot = ReplySlot()
+            try:
+                handle.send_nowait(Query(_boxed(after), after_slot))
+            except (Overloaded, EngineStopped):
+                after_slot = None
+        before_value = (await before_slot.wait())[0] if before_slot is not None else None
+        reply = await slot.wait()
+        after_value = (await after_slot.wait())[0] if after_slot is not None else None
+        return before_value, reply, after_value
+
+    async def history_caught_up(self) -> None:
+        """Wait (at most ``[http] history_wait_ms``) until the store holds everything the engine
+        had made durable when the request arrived, so a history read sees the caller's own
+        acknowledged commands (read-your-writes). Past the bound, read what is there."""
+        if self.handle is None:
+            return
+        target = self.handle.durable_seq
+        persister = self.persister
+        if persister is not None and persister.last_seq >= target:
+            return
+        deadline = trio.current_time() + self.settings.history_wait_s
+        while True:
+            if persister is not None and persister.last_seq >= target:
+                return
+            if await self.store.last_persisted_seq() >= target:
+                return
+            if trio.current_time() >= deadline:
+                self.history_waits_timed_out += 1
+                log.warning("event=history_wait_timeout target_seq=%d", target)
+                return
+            await trio.sleep(0.005)
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "internal_errors": self.internal_errors,
+            "history_waits_timed_out": self.history_waits_timed_out,
+            "ip_limiter": self.ip_limiter.statistics(),
+            "account_limiter": self.account_limiter.statistics(),
+        }
