@@ -111,9 +111,11 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
     """Recover and run every actor until a signal or :meth:`System.request_shutdown`."""
     data_dir = cfg.data_dir
     _prepare_data_dir(data_dir)
+    from actors import gateway as gateway_actor
     try:
         key = load_or_create_key(data_dir, cfg.get("snapshot", "key"))
         core_config = cfg.core
+        tokens = gateway_actor.token_issuer_from_config(cfg)   # one issuer for HTTP and WS
     except (KeyError_, ConfigError) as exc:
         raise StartupError(str(exc)) from None
 
@@ -168,22 +170,38 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
                                 cfg=cfg, source=feed))
                         system.actors["snapshotter"] = await inner.start(functools.partial(
                             supervised, "snapshotter", snapshotter.run, handle=handle, cfg=cfg, key=key))
+                        # The API is essential: it is not restarted; failing to bind stops the start.
+                        try:
+                            system.actors["gateway"] = await inner.start(functools.partial(
+                                gateway_actor.run, handle=handle, store=store,
+                                candles=system.actors["candles"], cfg=cfg, tokens=tokens,
+                                feed_stats=system.actors.get("price_feed"),
+                                ws_stats=lambda: system.actors["ws"].statistics() if "ws" in system.actors else {},
+                                persister=system.actors["persister"], shutdown=system.shutdown_requested))
+                        except OSError as exc:
+                            raise StartupError(f"cannot serve HTTP on {cfg.get('http', 'host')}:"
+                                               f"{cfg.get('http', 'port')}: {exc.strerror or exc}") from None
                         if handle_signals:
                             inner.start_soon(_watch_signals, system)
                         task_status.started()
             await nursery.start(_intake)
 
+            gateway = system.actors["gateway"]
             print(f"exness-actors: engine ready at seq {engine.last_seq} "
                   f"({len(engine.accounts)} accounts, {len(engine.positions)} open positions; "
                   f"recovered in {recovered.elapsed_s * 1000:.0f} ms); data dir {data_dir.resolve()}; "
-                  f"feed {feed or cfg.get('feed', 'source')}", flush=True)
+                  f"feed {feed or cfg.get('feed', 'source')}\n"
+                  f"exness-actors: HTTP API {gateway.url}/api/v1 — docs {gateway.url}/docs", flush=True)
             log.info("event=ready last_seq=%d data_dir=%s", engine.last_seq, data_dir)
             task_status.started(system)
 
             await system.shutdown_requested.wait()
 
-            # graceful shutdown: stop intake, drain and flush, let consumers finish
+            # graceful shutdown: requests in flight finish while the engine still runs; then stop
+            # intake, drain and flush, let consumers finish
             log.info("event=shutdown_begin last_seq=%d", engine.last_seq)
+            with trio.move_on_after(float(cfg.get("http", "graceful_timeout_s", 5)) + 1):
+                await gateway.stopped.wait()
             intake.cancel()
             await handle.stop()
     finally:

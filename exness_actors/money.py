@@ -64,6 +64,7 @@ def parse_fixed(value: object, decimals: int, *, field: str, allow_zero: bool = 
     Accepts ``str``, ``int`` and ``Decimal``. Rejects floats (they cannot carry money exactly),
     booleans, NaN/inf, more than ``decimals`` fractional digits, and out-of-range values.
     """
+    shown = str(value) if isinstance(value, Decimal) else repr(value)
     if isinstance(value, bool) or isinstance(value, float):
         raise InvalidValue(field, f"must be a decimal string or integer, not {type(value).__name__}")
     if isinstance(value, int):
@@ -81,23 +82,23 @@ def parse_fixed(value: object, decimals: int, *, field: str, allow_zero: bool = 
     else:
         raise InvalidValue(field, f"must be a decimal string or integer, not {type(value).__name__}")
     if not number.is_finite():
-        raise InvalidValue(field, f"{value!r} is not a finite number")
+        raise InvalidValue(field, f"{shown} is not a finite number")
     sign, digits, exponent = number.as_tuple()
     assert isinstance(exponent, int)
     if len(digits) + max(exponent, 0) > MAX_DIGITS:
-        raise InvalidValue(field, f"{value!r} is out of range")
+        raise InvalidValue(field, f"{shown} is out of range")
     if exponent < -decimals:
         # Trailing zeros beyond the scale are harmless ("1.500" for 2 decimals).
         normalized = number.normalize()
         norm_exp = normalized.as_tuple().exponent
         assert isinstance(norm_exp, int)
         if norm_exp < -decimals:
-            raise InvalidValue(field, f"{value!r} has more than {decimals} decimal places")
+            raise InvalidValue(field, f"{shown} has more than {decimals} decimal places")
     scaled = int(number.scaleb(decimals))
     if scaled < 0 and not allow_negative:
-        raise InvalidValue(field, f"{value!r} must not be negative")
+        raise InvalidValue(field, f"{shown} must not be negative")
     if scaled == 0 and not allow_zero:
-        raise InvalidValue(field, f"{value!r} must be greater than zero")
+        raise InvalidValue(field, f"{shown} must be greater than zero")
     return scaled
 
 
