@@ -33,9 +33,12 @@ for _cls, _names in _FIELDS.items():
         _GETTERS[_cls] = (lambda g: (lambda obj: (g(obj),)))(_getter)
     else:
         _GETTERS[_cls] = _getter
+# Each class carries its tag as a class attribute, so one attrgetter call (in C) builds the whole
+# wire tuple ``(tag, field1, …)`` — the rolling hash packs every event of every input this way.
+for _cls, _tag in TAGS.items():
+    _cls._wire_tag = _tag
 _WIRE: dict[type, Callable[[Any], tuple]] = {
-    cls: (lambda tag, getter: (lambda obj: (tag, *getter(obj))))(TAGS[cls], _GETTERS[cls])
-    for cls in _REGISTRY.values()}
+    cls: attrgetter("_wire_tag", *_FIELDS[cls]) for cls in _REGISTRY.values()}
 _REQUIRED: dict[type, int] = {
     cls: sum(1 for f in attrs.fields(cls) if f.default is attrs.NOTHING) for cls in _REGISTRY.values()}
 
