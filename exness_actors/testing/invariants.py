@@ -1,0 +1,215 @@
+"""Independent checks of an engine's state, and replay, for property tests.
+
+Theory of operation
+-------------------
+:func:`check_all` runs the engine's own :meth:`~exness_actors.engine.Engine.check_invariants`
+and then recomputes the same facts **from scratch**, from the global ``positions``/``orders``
+tables rather than from the per-account copies the engine maintains, and recomputes derived
+values (liquidation prices, pending quantities) with :mod:`exness_actors.money`:
+
+* conservation: ``Σ free + Σ locked + house == deposits − withdrawals`` to the cent (against the
+  caller's own ledger when it passes one);
+* no free or locked balance is negative;
+* ``locked`` of each account = Σ its positions' margins + Σ its pending orders' margins;
+* each record is where its owner says it is, with the derived values the money functions give.
+
+:func:`assert_triggers_respected` states what must hold right after a quote: nothing the quote
+crossed is still open or pending (pending entries excepted while the symbol is halted).
+
+:func:`replay` re-applies a recorded list of sequenced inputs to a fresh engine; every input is
+copied through the codec first, so the recording is never shared with (or mutated by) the
+replaying engine.
+
+Every failed check raises :class:`AssertionError` naming the account, position or order.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+from exness_actors import codec
+from exness_actors.engine import Engine
+from exness_actors.instruments import CoreConfig
+from exness_actors.money import liquidation_price, qty_for_margin
+
+__all__ = ["check_all", "assert_triggers_respected", "replay", "copy_input"]
+
+
+def _fail(message: str) -> None:
+    raise AssertionError(message)
+
+
+def check_all(engine: Engine, *, deposits: Optional[int] = None,
+              withdrawals: Optional[int] = None) -> None:
+    """Every state invariant, checked by the engine and independently recomputed.
+
+    ``deposits``/``withdrawals`` are the caller's own totals (e.g. summed from the
+    ``BalanceChanged`` events it saw); when given, the engine's totals must match them.
+    """
+    engine.check_invariants()
+
+    if deposits is not None and engine.total_deposits != deposits:
+        _fail(f"engine counts {engine.total_deposits} cents deposited, the ledger {deposits}")
+    if withdrawals is not None and engine.total_withdrawals != withdrawals:
+        _fail(f"engine counts {engine.total_withdrawals} cents withdrawn, the ledger {withdrawals}")
+
+    margins: dict[int, int] = {account_id: 0 for account_id in engine.accounts}
+    positions_of: dict[int, set[int]] = {account_id: set() for account_id in engine.accounts}
+    orders_of: dict[int, set[int]] = {account_id: set() for account_id in engine.accounts}
+
+    for position_id, position in engine.positions.items():
+        if position.id != position_id:
+            _fail(f"position {position.id} is filed under id {position_id}")
+        if position.account_id not in engine.accounts:
+            _fail(f"position {position_id} belongs to unknown account {position.account_id}")
+        instrument = engine.instruments.get(position.symbol)
+        if instrument is None:
+            _fail(f"position {position_id} is on unknown symbol {position.symbol!r}")
+            return
+        if position.margin <= 0:
+            _fail(f"position {position_id} has margin {position.margin}")
+        if position.qty < instrument.min_qty:
+            _fail(f"position {position_id} has qty {position.qty} below the minimum {instrument.min_qty}")
+        expected_liq = liquidation_price(position.is_long, position.qty, position.open_price,
+                                         position.margin, instrument.maintenance_bps,
+                                         instrument.price_decimals, instrument.qty_decimals)
+        if position.liquidation_price != expected_liq:
+            _fail(f"position {position_id}: liquidation price {position.liquidation_price}, "
+                  f"recomputed {expected_liq}")
+        for level_name in ("take_profit", "stop_loss", "trailing_stop"):
+            level = getattr(position, level_name)
+            if level is not None and (type(level) is not int or level <= 0):
+                _fail(f"position {position_id}: {level_name} {level!r} is not a positive integer")
+        margins[position.account_id] += position.margin
+        positions_of[position.account_id].add(position_id)
+
+    expiring = set()
+    for order_id, order in engine.orders.items():
+        if order.id != order_id:
+            _fail(f"order {order.id} is filed under id {order_id}")
+        if order.account_id not in engine.accounts:
+            _fail(f"order {order_id} belongs to unknown account {order.account_id}")
+        instrument = engine.instruments.get(order.symbol)
+        if instrument is None:
+            _fail(f"order {order_id} is on unknown symbol {order.symbol!r}")
+            return
+        if order.type not in ("limit", "stop"):
+            _fail(f"pending order {order_id} has type {order.type!r}")
+        if order.margin <= 0 or order.price <= 0:
+            _fail(f"pending order {order_id} has margin {order.margin} and price {order.price}")
+        expected_qty = qty_for_margin(order.margin, order.leverage, order.price,
+                                      instrument.price_decimals, instrument.qty_decimals)
+        if order.qty != expected_qty:
+            _fail(f"pending order {order_id}: qty {order.qty}, recomputed {expected_qty}")
+        if order.qty < instrument.min_qty:
+            _fail(f"pending order {order_id} has qty {order.qty} below the minimum {instrument.min_qty}")
+        if order.expires_at is not None:
+            if order.expires_at <= engine.now:
+                _fail(f"pending order {order_id} expired at {order.expires_at} but is still pending at {engine.now}")
+            expiring.add((order.expires_at, order_id))
+        margins[order.account_id] += order.margin
+        orders_of[order.account_id].add(order_id)
+
+    if set(engine.expiries) != expiring or len(engine.expiries) != len(expiring):
+        _fail(f"expiry schedule {list(engine.expiries)} != pending orders' expiries {sorted(expiring)}")
+
+    free_total = locked_total = 0
+    for account_id, account in engine.accounts.items():
+        if account.id != account_id:
+            _fail(f"account {account.id} is filed under id {account_id}")
+        if type(account.free) is not int or account.free < 0:
+            _fail(f"account {account_id} has free balance {account.free!r}")
+        if type(account.locked) is not int or account.locked < 0:
+            _fail(f"account {account_id} has locked balance {account.locked!r}")
+        if account.locked != margins[account_id]:
+            _fail(f"account {account_id}: locked {account.locked} != Σ position and pending-order "
+                  f"margins {margins[account_id]}")
+        if set(account.positions) != positions_of[account_id]:
+            _fail(f"account {account_id} lists positions {sorted(account.positions)}, "
+                  f"the book has {sorted(positions_of[account_id])}")
+        if set(account.orders) != orders_of[account_id]:
+            _fail(f"account {account_id} lists orders {sorted(account.orders)}, "
+                  f"the book has {sorted(orders_of[account_id])}")
+        free_total += account.free
+        locked_total += account.locked
+
+    net_funding = engine.total_deposits - engine.total_withdrawals
+    if free_total + locked_total + engine.house != net_funding:
+        _fail(f"money is not conserved: free {free_total} + locked {locked_total} + house "
+              f"{engine.house} = {free_total + locked_total + engine.house} != deposits − "
+              f"withdrawals {net_funding}")
+
+    for symbol, book in engine.books.items():
+        if (book.bid is None) != (book.ask is None):
+            _fail(f"{symbol}: half a quote (bid {book.bid}, ask {book.ask})")
+        if book.bid is not None and not 0 < book.bid <= book.ask:
+            _fail(f"{symbol}: the engine trades on a bad quote (bid {book.bid}, ask {book.ask})")
+
+
+def assert_triggers_respected(engine: Engine, symbol: str) -> None:
+    """After a quote on ``symbol``: no open position or pending entry it crossed survives.
+
+    Longs are checked on the bid (liquidation ``bid <= liq``, stop-loss ``bid <= sl``,
+    take-profit ``bid >= tp``, trailing ``bid <= level``), shorts on the ask symmetrically.
+    Pending entries (buy limit ``ask <= price``, buy stop ``ask >= price``, sell limit
+    ``bid >= price``, sell stop ``bid <= price``) may only wait while the symbol is halted.
+    """
+    book = engine.books[symbol]
+    bid, ask = book.bid, book.ask
+    if bid is None or ask is None:
+        if any(p.symbol == symbol for p in engine.positions.values()) or \
+                any(o.symbol == symbol for o in engine.orders.values()):
+            _fail(f"{symbol} has positions or orders but no quote")
+        return
+    for position in engine.positions.values():
+        if position.symbol != symbol:
+            continue
+        pid = position.id
+        trailing = engine.trailing_level(position)
+        if position.is_long:
+            if bid <= position.liquidation_price:
+                _fail(f"long {pid} is open with bid {bid} <= liquidation price {position.liquidation_price}")
+            if position.stop_loss is not None and bid <= position.stop_loss:
+                _fail(f"long {pid} is open with bid {bid} <= stop-loss {position.stop_loss}")
+            if position.take_profit is not None and bid >= position.take_profit:
+                _fail(f"long {pid} is open with bid {bid} >= take-profit {position.take_profit}")
+            if trailing is not None and bid <= trailing:
+                _fail(f"long {pid} is open with bid {bid} <= trailing-stop level {trailing}")
+        else:
+            if ask >= position.liquidation_price:
+                _fail(f"short {pid} is open with ask {ask} >= liquidation price {position.liquidation_price}")
+            if position.stop_loss is not None and ask >= position.stop_loss:
+                _fail(f"short {pid} is open with ask {ask} >= stop-loss {position.stop_loss}")
+            if position.take_profit is not None and ask <= position.take_profit:
+                _fail(f"short {pid} is open with ask {ask} <= take-profit {position.take_profit}")
+            if trailing is not None and ask >= trailing:
+                _fail(f"short {pid} is open with ask {ask} >= trailing-stop level {trailing}")
+    if book.halted:
+        return
+    for order in engine.orders.values():
+        if order.symbol != symbol:
+            continue
+        if order.is_long:
+            crossed = ask <= order.price if order.type == "limit" else ask >= order.price
+            market = ask
+        else:
+            crossed = bid >= order.price if order.type == "limit" else bid <= order.price
+            market = bid
+        if crossed:
+            _fail(f"{order.side} {order.type} {order.id} at {order.price} is still pending with the "
+                  f"market at {market}")
+
+
+def copy_input(command: Any) -> Any:
+    """A fresh copy of a sequenced input, through the wire codec (as a journal would give it)."""
+    return codec.decode(codec.encode(command))
+
+
+def replay(inputs: Iterable[Any], config: CoreConfig) -> tuple[Engine, list[list[Any]]]:
+    """Apply copies of recorded, sequenced ``inputs`` to an empty engine.
+
+    Returns the engine and the list of event lists, one per input.
+    """
+    engine = Engine(config)
+    outputs = [engine.apply(copy_input(command)) for command in inputs]
+    return engine, outputs

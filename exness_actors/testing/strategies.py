@@ -1,0 +1,534 @@
+"""Hypothesis strategies for the core's values and inputs, for users' own property tests.
+
+Theory of operation
+-------------------
+Every strategy draws integers at the core's scales (cents, ticks, quantity units, ns) — never a
+float. The command strategies draw *mostly valid* commands: ids come from the pools the caller
+passes (the accounts, orders and positions it knows about), sizes from a sensible range, prices
+around a reference price. A fraction ``invalid_percent`` of the fields is drawn invalid instead
+(an unknown id, a zero or negative amount, a leverage out of range, a take-profit on the wrong
+side, a key that is too long, …), so rejections are exercised too. Draws shrink towards the
+valid, simple end: a failing example is reported with as few oddities as possible.
+
+Pools are plain sequences (ids, or the engine's own ``Position``/``Order`` records, which carry
+their owner and symbol): a strategy is built for one step of a test, with the pools of that
+moment. With an empty pool the id is drawn from :func:`account_ids` or an unknown range.
+
+Quotes are *raw* feed quotes (the engine adds the spread markup). :func:`quotes` and
+:func:`price_paths` draw random walks with occasional gaps of many percent and, unless told
+otherwise, occasional crossed (bid > ask) or non-positive quotes, which the engine must reject
+without changing anything.
+
+The values stay inside the range the msgpack codec can carry (64-bit integers), so every drawn
+command can be journaled.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from hypothesis import strategies as st
+
+from exness_actors.commands import (
+    MAX_CLIENT_ID, AddMargin, CancelOrder, Clock, ClosePosition, CreateAccount, Deposit,
+    HaltSymbol, ModifyOrder, ModifyPosition, PlaceOrder, Quote, ResumeSymbol, Withdraw,
+)
+from exness_actors.instruments import CoreConfig, Instrument
+
+__all__ = [
+    "symbols", "instruments", "core_configs", "prices", "quotes", "price_paths", "time_steps",
+    "account_ids", "client_order_ids", "clocks", "create_accounts", "deposits", "withdraws",
+    "place_orders", "cancel_orders", "modify_orders", "close_positions", "modify_positions",
+    "add_margins", "halt_symbols", "resume_symbols", "commands", "command_strategies",
+    "UNKNOWN_SYMBOL",
+]
+
+#: A symbol no generated configuration contains (it has a lower-case letter).
+UNKNOWN_SYMBOL = "NOSUCHx"
+
+_NS_PER_MS = 1_000_000
+_NS_PER_S = 1_000_000_000
+_BPS = 10_000
+#: Reference price when the caller gives none: 10 000.00 at two decimals.
+_DEFAULT_REFERENCE = 1_000_000
+#: Highest price drawn (ticks); the engine refuses levels above 10**12, so valid draws stay
+#: valid and every value stays far inside the codec's 64-bit integers.
+_MAX_PRICE = 10**12
+
+_UPPER = string.ascii_uppercase
+_UPPER_ALNUM = string.ascii_uppercase + string.digits
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _invalid(draw: Callable[[Any], Any], invalid_percent: int) -> bool:
+    """Draw whether this field is invalid; shrinks towards "valid"."""
+    if invalid_percent <= 0:
+        return False
+    return draw(st.integers(0, 99)) >= 100 - invalid_percent
+
+
+def _maybe(draw: Callable[[Any], Any], percent_present: int) -> bool:
+    """Draw whether an optional field is given; shrinks towards "absent"."""
+    return draw(st.integers(0, 99)) >= 100 - percent_present
+
+
+#: Trailing distances in basis points of the price: mostly close, sometimes far.
+_TRAILING_BPS = st.one_of(st.integers(5, 150), st.integers(5, 1_500))
+
+#: How far from the reference a pending price is drawn (basis points): mostly near, sometimes far.
+_PENDING_RANGE = st.sampled_from(((-200, 200), (-200, 200), (-2_000, 2_000)))
+
+_UNKNOWN_IDS = st.one_of(st.integers(10**9, 10**9 + 1_000), st.integers(-3, 0))
+
+
+def _pick_id(draw: Callable[[Any], Any], pool: Sequence[int], invalid_percent: int) -> int:
+    """An id from ``pool`` (any valid account id when it is empty), or sometimes an unknown one."""
+    if _invalid(draw, invalid_percent):
+        return draw(_UNKNOWN_IDS)
+    return draw(st.sampled_from(tuple(pool))) if pool else draw(account_ids())
+
+
+def _owner_and_id(draw: Callable[[Any], Any], records: Sequence[Any], accounts: Sequence[int],
+                  invalid_percent: int) -> tuple[int, int, Any]:
+    """``(account_id, id, record)`` of a record, sometimes with a wrong owner or an unknown id."""
+    if records and not _invalid(draw, invalid_percent):
+        record = draw(st.sampled_from(tuple(records)))
+        return record.account_id, record.id, record
+    if records and accounts and draw(st.booleans()):
+        # a real id named by another (or the same) account: UNKNOWN_* unless it is the owner
+        record = draw(st.sampled_from(tuple(records)))
+        return draw(st.sampled_from(tuple(accounts))), record.id, record
+    account = draw(st.sampled_from(tuple(accounts))) if accounts else draw(account_ids())
+    return account, draw(_UNKNOWN_IDS), None
+
+
+def _around(draw: Callable[[Any], Any], reference: int, low_bps: int, high_bps: int) -> int:
+    """A price ``reference·(1 + x)`` with ``x`` drawn in basis points from ``[low, high]``."""
+    moved = reference * (_BPS + draw(st.integers(low_bps, high_bps))) // _BPS
+    return min(max(moved, 1), _MAX_PRICE)
+
+
+def _reference(reference_prices: Optional[Mapping[str, int]], symbol: str) -> int:
+    if reference_prices and symbol in reference_prices and reference_prices[symbol]:
+        return reference_prices[symbol]
+    return _DEFAULT_REFERENCE
+
+
+# --------------------------------------------------------------------------- configuration
+
+def symbols() -> st.SearchStrategy[str]:
+    """Valid instrument symbols: upper-case letters and digits, starting with a letter."""
+    return st.builds(lambda head, tail: head + tail, st.sampled_from(_UPPER),
+                     st.text(alphabet=_UPPER_ALNUM, max_size=7))
+
+
+@st.composite
+def instruments(draw: Callable[[Any], Any], symbol: Optional[str] = None) -> Instrument:
+    """Valid instruments with small scales (0–4 price decimals, 0–8 quantity decimals)."""
+    qty_decimals = draw(st.integers(0, 8))
+    return Instrument(
+        symbol=symbol if symbol is not None else draw(symbols()),
+        price_decimals=draw(st.integers(0, 4)),
+        qty_decimals=qty_decimals,
+        max_leverage=draw(st.integers(1, 200)),
+        spread_bps=draw(st.one_of(st.just(0), st.integers(1, 50))),
+        min_qty=draw(st.integers(1, max(1, 10 ** min(qty_decimals, 3)))),
+        maintenance_bps=draw(st.one_of(st.just(0), st.integers(1, 5_000))),
+    )
+
+
+@st.composite
+def core_configs(draw: Callable[[Any], Any], *, min_instruments: int = 1,
+                 max_instruments: int = 3) -> CoreConfig:
+    """Valid engine configurations: a few instruments, a staleness limit, an idempotency window."""
+    chosen = draw(st.lists(instruments(), min_size=min_instruments, max_size=max_instruments,
+                           unique_by=lambda instrument: instrument.symbol))
+    return CoreConfig(
+        instruments=tuple(chosen),
+        stale_after_ns=draw(st.integers(1, 60_000)) * _NS_PER_MS,
+        idempotency_window=draw(st.one_of(st.integers(1, 8), st.just(1000))),
+    )
+
+
+def prices(instrument: Instrument) -> st.SearchStrategy[int]:
+    """Positive prices in ticks of ``instrument`` (up to a million units of the quote currency)."""
+    return st.integers(1, 10 ** (instrument.price_decimals + 6))
+
+
+def account_ids() -> st.SearchStrategy[int]:
+    """Valid (positive) account ids."""
+    return st.integers(1, 1_000_000)
+
+
+def client_order_ids() -> st.SearchStrategy[str]:
+    """Short client ids from a tiny alphabet, so that repeats (duplicates) are common."""
+    return st.text(alphabet="abc", min_size=1, max_size=3)
+
+
+def time_steps(stale_after_ns: int = 5 * _NS_PER_S, *, max_step_ns: int = _NS_PER_S,
+               stale_percent: int = 10) -> st.SearchStrategy[int]:
+    """How far the clock moves between two inputs (ns): mostly up to ``max_step_ns``,
+    sometimes not at all, and with ``stale_percent`` past ``stale_after_ns`` (the last quote
+    goes stale)."""
+
+    @st.composite
+    def step(draw: Callable[[Any], Any]) -> int:
+        roll = draw(st.integers(0, 99))
+        if roll >= 100 - stale_percent:
+            return draw(st.integers(stale_after_ns + 1, 3 * stale_after_ns))
+        if roll < 10:
+            return 0
+        return draw(st.integers(1, max_step_ns))
+
+    return step()
+
+
+# --------------------------------------------------------------------------- market data
+
+def _raw_quote(draw: Callable[[Any], Any], symbol: str, around: int, *, invalid_percent: int,
+               gap_percent: int, max_gap_bps: int) -> tuple[Quote, Optional[int]]:
+    """One raw quote and the mid it was built around (``None`` for an invalid quote)."""
+    roll = draw(st.integers(0, 99))
+    if roll >= 100 - invalid_percent:
+        if draw(st.booleans()):
+            # crossed: bid above ask
+            ask = _around(draw, around, -200, 200)
+            return Quote(symbol=symbol, bid=ask + draw(st.integers(1, max(1, ask // 100))), ask=ask), None
+        bid = draw(st.integers(-2, 0))
+        ask = draw(st.one_of(st.integers(-2, 0), st.just(around)))
+        if draw(st.booleans()):
+            bid, ask = around, draw(st.integers(-2, 0))
+        return Quote(symbol=symbol, bid=bid, ask=ask), None
+    if roll >= 100 - invalid_percent - gap_percent:
+        # a gap of many percent, either way (down to -95 %, up to +max_gap_bps)
+        move = draw(st.one_of(st.integers(-min(max_gap_bps, 9_500), -500), st.integers(500, max_gap_bps)))
+    else:
+        move = draw(st.one_of(st.integers(-40, 40), st.integers(-150, 150)))
+    mid = min(max(around * (_BPS + move) // _BPS, 1), _MAX_PRICE)
+    half_spread = draw(st.integers(0, max(0, mid // 2_000)))
+    bid = max(mid - half_spread, 1)
+    return Quote(symbol=symbol, bid=bid, ask=mid + half_spread), mid
+
+
+@st.composite
+def quotes(draw: Callable[[Any], Any], symbol: str, around: Optional[int] = None, *,
+           invalid_percent: int = 6, gap_percent: int = 8, max_gap_bps: int = 5_000) -> Quote:
+    """A raw quote near ``around`` (ticks): a small move, sometimes a gap of many percent, and
+    with ``invalid_percent`` a crossed or non-positive quote."""
+    reference = around if around is not None else draw(st.integers(100, 10**8))
+    quote, _mid = _raw_quote(draw, symbol, reference, invalid_percent=invalid_percent,
+                             gap_percent=gap_percent, max_gap_bps=max_gap_bps)
+    return quote
+
+
+@st.composite
+def price_paths(draw: Callable[[Any], Any], symbol: str, start: Optional[int] = None, *,
+                min_size: int = 1, max_size: int = 50, invalid_percent: int = 6,
+                gap_percent: int = 8, max_gap_bps: int = 5_000) -> list[Quote]:
+    """A random walk of raw quotes from ``start``: each valid quote moves the walk; gaps and
+    invalid quotes as in :func:`quotes`."""
+    mid = start if start is not None else draw(st.integers(100, 10**8))
+    size = draw(st.integers(min_size, max_size))
+    path = []
+    for _ in range(size):
+        quote, new_mid = _raw_quote(draw, symbol, mid, invalid_percent=invalid_percent,
+                                    gap_percent=gap_percent, max_gap_bps=max_gap_bps)
+        if new_mid is not None:
+            mid = new_mid
+        path.append(quote)
+    return path
+
+
+# --------------------------------------------------------------------------- commands
+
+def clocks() -> st.SearchStrategy[Clock]:
+    """Clock heartbeats (the sequencer stamps their time)."""
+    return st.builds(Clock)
+
+
+@st.composite
+def create_accounts(draw: Callable[[Any], Any], *, accounts: Sequence[int] = (),
+                    new_ids: Optional[st.SearchStrategy[int]] = None,
+                    invalid_percent: int = 10) -> CreateAccount:
+    """Mostly a new account (``new_ids``, default :func:`account_ids`) with an initial deposit;
+    sometimes an existing id (``ACCOUNT_EXISTS``), a non-positive id or a negative deposit."""
+    if _invalid(draw, invalid_percent):
+        choices = [st.integers(-3, 0)] + ([st.sampled_from(tuple(accounts))] if accounts else [])
+        account = draw(st.one_of(choices))
+    else:
+        account = draw(new_ids if new_ids is not None else account_ids())
+    if _invalid(draw, invalid_percent):
+        deposit = draw(st.integers(-10_000, -1))
+    else:
+        deposit = draw(st.one_of(st.just(0), st.integers(1, 10**8)))
+    return CreateAccount(account_id=account, initial_deposit=deposit)
+
+
+def _idempotency_key(draw: Callable[[Any], Any], keys: Optional[st.SearchStrategy[str]],
+                     invalid_percent: int) -> str:
+    if _invalid(draw, invalid_percent // 2):
+        return "k" * (MAX_CLIENT_ID + 1)
+    if not _maybe(draw, 50):
+        return ""
+    return draw(keys if keys is not None else client_order_ids())
+
+
+def _funding(draw: Callable[[Any], Any], cls: type, accounts: Sequence[int],
+             keys: Optional[st.SearchStrategy[str]], max_amount: int, invalid_percent: int) -> Any:
+    account = _pick_id(draw, accounts, invalid_percent)
+    if _invalid(draw, invalid_percent):
+        amount = draw(st.integers(-1_000, 0))
+    else:
+        amount = draw(st.integers(1, max_amount))
+    return cls(account_id=account, amount=amount,
+               idempotency_key=_idempotency_key(draw, keys, invalid_percent))
+
+
+@st.composite
+def deposits(draw: Callable[[Any], Any], *, accounts: Sequence[int] = (),
+             keys: Optional[st.SearchStrategy[str]] = None, max_amount: int = 10**7,
+             invalid_percent: int = 10) -> Deposit:
+    """Deposits to an account of the pool; about half carry an idempotency key from ``keys``."""
+    return _funding(draw, Deposit, accounts, keys, max_amount, invalid_percent)
+
+
+@st.composite
+def withdraws(draw: Callable[[Any], Any], *, accounts: Sequence[int] = (),
+              keys: Optional[st.SearchStrategy[str]] = None, max_amount: int = 10**7,
+              invalid_percent: int = 10) -> Withdraw:
+    """Withdrawals from an account of the pool (some larger than the balance)."""
+    return _funding(draw, Withdraw, accounts, keys, max_amount, invalid_percent)
+
+
+def _protective(draw: Callable[[Any], Any], reference: int, *, above: bool,
+                invalid_percent: int) -> int:
+    """A take-profit or stop-loss level strictly ``above`` (or below) ``reference``; with
+    ``invalid_percent`` on the wrong side, exactly at the reference or non-positive."""
+    if _invalid(draw, invalid_percent):
+        kind = draw(st.integers(0, 2))
+        if kind == 0:
+            return draw(st.integers(-2, -1))
+        if kind == 1:
+            return reference
+        above = not above
+    distance_bps = draw(st.one_of(st.integers(1, 100), st.integers(1, 3_000)))
+    level = _around(draw, reference, distance_bps, distance_bps) if above else \
+        _around(draw, reference, -distance_bps, -distance_bps)
+    if above:
+        return level if level > reference else reference + 1
+    return level if level < reference else max(reference - 1, 1)
+
+
+@st.composite
+def place_orders(draw: Callable[[Any], Any], *, accounts: Sequence[int] = (),
+                 symbols: Sequence[str] = ("BTCUSD",),
+                 reference_prices: Optional[Mapping[str, int]] = None,
+                 types: Sequence[str] = ("market", "market", "limit", "stop"),
+                 sides: Sequence[str] = ("buy", "sell"), max_leverage: int = 100,
+                 margins: Optional[st.SearchStrategy[int]] = None, now: int = 0,
+                 client_ids: Optional[st.SearchStrategy[str]] = None,
+                 invalid_percent: int = 10) -> PlaceOrder:
+    """Orders of every kind: market and pending limit/stop, both sides, leverage ``1..max``,
+    with or without take-profit, stop-loss, trailing stop, slippage guard and expiry.
+
+    Pending prices are drawn within ±2 % (sometimes ±20 %) of the symbol's reference price, so
+    about half of the limit and stop prices would trigger at once (``INVALID_PRICE``).
+    """
+    symbol = UNKNOWN_SYMBOL if _invalid(draw, invalid_percent // 2) else draw(st.sampled_from(tuple(symbols)))
+    side = "hold" if _invalid(draw, invalid_percent // 3) else draw(st.sampled_from(tuple(sides)))
+    order_type = "iceberg" if _invalid(draw, invalid_percent // 3) else draw(st.sampled_from(tuple(types)))
+    is_long = side != "sell"
+    if _invalid(draw, invalid_percent):
+        leverage = draw(st.sampled_from((0, -1, max_leverage + 1)))
+    else:
+        # mostly modest leverage (positions live a while), sometimes anything up to the maximum
+        leverage = draw(st.one_of(st.integers(1, min(10, max_leverage)), st.integers(1, max_leverage)))
+    if _invalid(draw, invalid_percent):
+        margin = draw(st.integers(-100, 0))
+    else:
+        margin = draw(margins if margins is not None else st.integers(100, 1_000_000))
+    reference = _reference(reference_prices, symbol)
+    price = None
+    if order_type in ("limit", "stop"):
+        price = draw(st.integers(-1, 0)) if _invalid(draw, invalid_percent // 2) else \
+            _around(draw, reference, *draw(_PENDING_RANGE))
+    entry = price if price is not None and price > 0 else reference
+    take_profit = stop_loss = trailing_stop = None
+    if _maybe(draw, 35):
+        take_profit = _protective(draw, entry, above=is_long, invalid_percent=invalid_percent)
+    if _maybe(draw, 35):
+        stop_loss = _protective(draw, entry, above=not is_long, invalid_percent=invalid_percent)
+    if _maybe(draw, 30):
+        trailing_stop = draw(st.integers(-1, 0)) if _invalid(draw, invalid_percent) else \
+            max(1, entry * draw(_TRAILING_BPS) // _BPS)
+    slippage_bps = expected_price = None
+    if _maybe(draw, 20):
+        slippage_bps = draw(st.integers(0, 300))
+        expected_price = _around(draw, reference, -300, 300)
+        if _invalid(draw, invalid_percent):
+            if draw(st.booleans()):
+                slippage_bps = None   # half a slippage guard
+            else:
+                slippage_bps = draw(st.sampled_from((-1, _BPS)))
+    expires_at = None
+    if order_type != "market" and _maybe(draw, 30):
+        if _invalid(draw, invalid_percent):
+            expires_at = max(0, now - draw(st.integers(0, _NS_PER_S)))
+        else:
+            expires_at = now + draw(st.integers(_NS_PER_MS, 10 * _NS_PER_S))
+    client_order_id = ""
+    if _invalid(draw, invalid_percent // 3):
+        client_order_id = "x" * (MAX_CLIENT_ID + 1)
+    elif _maybe(draw, 60):
+        client_order_id = draw(client_ids if client_ids is not None else client_order_ids())
+    return PlaceOrder(
+        account_id=_pick_id(draw, accounts, invalid_percent), symbol=symbol, side=side,
+        type=order_type, margin=margin, leverage=leverage, price=price, take_profit=take_profit,
+        stop_loss=stop_loss, trailing_stop=trailing_stop, slippage_bps=slippage_bps,
+        expected_price=expected_price, expires_at=expires_at, client_order_id=client_order_id)
+
+
+@st.composite
+def cancel_orders(draw: Callable[[Any], Any], *, orders: Sequence[Any] = (),
+                  accounts: Sequence[int] = (), invalid_percent: int = 10) -> CancelOrder:
+    """Cancels of pending orders (records with ``account_id`` and ``id``, e.g. the engine's
+    ``Order``), sometimes named by another account or with an unknown id."""
+    account, order_id, _order = _owner_and_id(draw, orders, accounts, invalid_percent)
+    return CancelOrder(account_id=account, order_id=order_id)
+
+
+@st.composite
+def modify_orders(draw: Callable[[Any], Any], *, orders: Sequence[Any] = (),
+                  accounts: Sequence[int] = (), reference_prices: Optional[Mapping[str, int]] = None,
+                  now: int = 0, invalid_percent: int = 10) -> ModifyOrder:
+    """New price / take-profit / stop-loss / expiry for a pending order; ``0`` removes a level."""
+    account, order_id, order = _owner_and_id(draw, orders, accounts, invalid_percent)
+    is_long = order.is_long if order is not None else True
+    reference = _reference(reference_prices, order.symbol) if order is not None else _DEFAULT_REFERENCE
+    price = take_profit = stop_loss = expires_at = None
+    if _maybe(draw, 60):
+        price = draw(st.integers(-1, 0)) if _invalid(draw, invalid_percent // 2) else \
+            _around(draw, reference, *draw(_PENDING_RANGE))
+    entry = price if price is not None and price > 0 else (order.price if order is not None else reference)
+    if _maybe(draw, 40):
+        take_profit = 0 if draw(st.integers(0, 3)) == 0 else \
+            _protective(draw, entry, above=is_long, invalid_percent=invalid_percent)
+    if _maybe(draw, 40):
+        stop_loss = 0 if draw(st.integers(0, 3)) == 0 else \
+            _protective(draw, entry, above=not is_long, invalid_percent=invalid_percent)
+    if _maybe(draw, 25):
+        expires_at = draw(st.sampled_from((0, max(1, now - 1)))) if _invalid(draw, invalid_percent) \
+            else now + draw(st.integers(_NS_PER_MS, 10 * _NS_PER_S))
+    return ModifyOrder(account_id=account, order_id=order_id, price=price,
+                       take_profit=take_profit, stop_loss=stop_loss, expires_at=expires_at)
+
+
+@st.composite
+def close_positions(draw: Callable[[Any], Any], *, positions: Sequence[Any] = (),
+                    accounts: Sequence[int] = (), invalid_percent: int = 10) -> ClosePosition:
+    """Full closes (``qty=None``) and partial closes (``1..qty`` of a position record with
+    ``account_id``, ``id`` and ``qty``), sometimes a zero, negative or too large quantity."""
+    account, position_id, position = _owner_and_id(draw, positions, accounts, invalid_percent)
+    qty = None
+    if _maybe(draw, 40):
+        whole = position.qty if position is not None else 10**6
+        if _invalid(draw, invalid_percent):
+            qty = draw(st.sampled_from((0, -1, whole + 1)))
+        else:
+            qty = draw(st.integers(1, whole))
+    return ClosePosition(account_id=account, position_id=position_id, qty=qty)
+
+
+@st.composite
+def modify_positions(draw: Callable[[Any], Any], *, positions: Sequence[Any] = (),
+                     accounts: Sequence[int] = (),
+                     reference_prices: Optional[Mapping[str, int]] = None,
+                     invalid_percent: int = 10) -> ModifyPosition:
+    """New take-profit / stop-loss / trailing distance for an open position; ``0`` removes."""
+    account, position_id, position = _owner_and_id(draw, positions, accounts, invalid_percent)
+    is_long = position.is_long if position is not None else True
+    if position is not None:
+        reference = _reference(reference_prices, position.symbol) if reference_prices and \
+            position.symbol in reference_prices else position.open_price
+    else:
+        reference = _DEFAULT_REFERENCE
+    take_profit = stop_loss = trailing_stop = None
+    if _maybe(draw, 50):
+        take_profit = 0 if draw(st.integers(0, 3)) == 0 else \
+            _protective(draw, reference, above=is_long, invalid_percent=invalid_percent)
+    if _maybe(draw, 50):
+        stop_loss = 0 if draw(st.integers(0, 3)) == 0 else \
+            _protective(draw, reference, above=not is_long, invalid_percent=invalid_percent)
+    if _maybe(draw, 40):
+        if draw(st.integers(0, 3)) == 0:
+            trailing_stop = 0
+        elif _invalid(draw, invalid_percent):
+            trailing_stop = -1
+        elif position is not None and position.trailing_stop is not None and draw(st.booleans()):
+            trailing_stop = position.trailing_stop   # the same distance: keeps the peak
+        else:
+            trailing_stop = max(1, reference * draw(_TRAILING_BPS) // _BPS)
+    return ModifyPosition(account_id=account, position_id=position_id, take_profit=take_profit,
+                          stop_loss=stop_loss, trailing_stop=trailing_stop)
+
+
+@st.composite
+def add_margins(draw: Callable[[Any], Any], *, positions: Sequence[Any] = (),
+                accounts: Sequence[int] = (), max_amount: int = 1_000_000,
+                invalid_percent: int = 10) -> AddMargin:
+    """Margin added to an open position (some more than the free balance, some non-positive)."""
+    account, position_id, _position = _owner_and_id(draw, positions, accounts, invalid_percent)
+    amount = draw(st.integers(-100, 0)) if _invalid(draw, invalid_percent) else draw(st.integers(1, max_amount))
+    return AddMargin(account_id=account, position_id=position_id, amount=amount)
+
+
+def _symbol_command(cls: type, symbols: Sequence[str], invalid_percent: int) -> st.SearchStrategy[Any]:
+    @st.composite
+    def build(draw: Callable[[Any], Any]) -> Any:
+        if not symbols or _invalid(draw, invalid_percent):
+            return cls(symbol=UNKNOWN_SYMBOL)
+        return cls(symbol=draw(st.sampled_from(tuple(symbols))))
+
+    return build()
+
+
+def halt_symbols(symbols: Sequence[str] = ("BTCUSD",), *, invalid_percent: int = 10) -> st.SearchStrategy[HaltSymbol]:
+    return _symbol_command(HaltSymbol, symbols, invalid_percent)
+
+
+def resume_symbols(symbols: Sequence[str] = ("BTCUSD",), *, invalid_percent: int = 10) -> st.SearchStrategy[ResumeSymbol]:
+    return _symbol_command(ResumeSymbol, symbols, invalid_percent)
+
+
+def command_strategies(*, accounts: Sequence[int] = (), symbols: Sequence[str] = ("BTCUSD",),
+                       orders: Sequence[Any] = (), positions: Sequence[Any] = (),
+                       reference_prices: Optional[Mapping[str, int]] = None, now: int = 0,
+                       invalid_percent: int = 10) -> dict[type, st.SearchStrategy[Any]]:
+    """One strategy per core input type, all drawing from the same pools."""
+    around = reference_prices or {}
+    return {
+        Quote: st.sampled_from(tuple(symbols) or (UNKNOWN_SYMBOL,)).flatmap(
+            lambda symbol: quotes(symbol, around.get(symbol))),
+        Clock: clocks(),
+        CreateAccount: create_accounts(accounts=accounts, invalid_percent=invalid_percent),
+        Deposit: deposits(accounts=accounts, invalid_percent=invalid_percent),
+        Withdraw: withdraws(accounts=accounts, invalid_percent=invalid_percent),
+        PlaceOrder: place_orders(accounts=accounts, symbols=symbols, reference_prices=reference_prices,
+                                 now=now, invalid_percent=invalid_percent),
+        CancelOrder: cancel_orders(orders=orders, accounts=accounts, invalid_percent=invalid_percent),
+        ModifyOrder: modify_orders(orders=orders, accounts=accounts, reference_prices=reference_prices,
+                                   now=now, invalid_percent=invalid_percent),
+        ClosePosition: close_positions(positions=positions, accounts=accounts, invalid_percent=invalid_percent),
+        ModifyPosition: modify_positions(positions=positions, accounts=accounts,
+                                         reference_prices=reference_prices, invalid_percent=invalid_percent),
+        AddMargin: add_margins(positions=positions, accounts=accounts, invalid_percent=invalid_percent),
+        HaltSymbol: halt_symbols(symbols, invalid_percent=invalid_percent),
+        ResumeSymbol: resume_symbols(symbols, invalid_percent=invalid_percent),
+    }
+
+
+def commands(**pools: Any) -> st.SearchStrategy[Any]:
+    """Any core input, drawn from the pools (see :func:`command_strategies` for the keywords)."""
+    return st.one_of(*command_strategies(**pools).values())
