@@ -112,6 +112,7 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
     data_dir = cfg.data_dir
     _prepare_data_dir(data_dir)
     from actors import gateway as gateway_actor
+    from actors import ws as ws_actor
     try:
         key = load_or_create_key(data_dir, cfg.get("snapshot", "key"))
         core_config = cfg.core
@@ -152,8 +153,11 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
                 log.info("event=store_caught_up batches=%d last_seq=%d", len(backlog), backlog[-1][0])
             system.actors["persister"] = await nursery.start(functools.partial(
                 supervised, "persister", persister_actor.run, inbox=persister_sub.receive, cfg=cfg, store=store))
+            # live candle updates for the WebSocket server (bounded; dropped and counted when full)
+            candle_updates_send, candle_updates_receive = trio.open_memory_channel[Any](1024)
             system.actors["candles"] = await nursery.start(functools.partial(
-                supervised, "candles", candles_actor.run, inbox=candles_sub.receive, cfg=cfg, store=store))
+                supervised, "candles", candles_actor.run, inbox=candles_sub.receive, cfg=cfg, store=store,
+                outbox=candle_updates_send))
             fsync = str(cfg.get("journal", "fsync", "batch"))
             await nursery.start(functools.partial(
                 engine_actor.run, handle=handle, journal=journal, cfg=cfg, fsync=fsync,
@@ -181,6 +185,10 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
                         except OSError as exc:
                             raise StartupError(f"cannot serve HTTP on {cfg.get('http', 'host')}:"
                                                f"{cfg.get('http', 'port')}: {exc.strerror or exc}") from None
+                        system.actors["ws"] = await inner.start(functools.partial(
+                            supervised, "ws", ws_actor.run, handle=handle, cfg=cfg, tokens=tokens,
+                            candles_inbox=candle_updates_receive, candles=system.actors["candles"],
+                            store=store))
                         if handle_signals:
                             inner.start_soon(_watch_signals, system)
                         task_status.started()
@@ -191,7 +199,8 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
                   f"({len(engine.accounts)} accounts, {len(engine.positions)} open positions; "
                   f"recovered in {recovered.elapsed_s * 1000:.0f} ms); data dir {data_dir.resolve()}; "
                   f"feed {feed or cfg.get('feed', 'source')}\n"
-                  f"exness-actors: HTTP API {gateway.url}/api/v1 — docs {gateway.url}/docs", flush=True)
+                  f"exness-actors: HTTP API {gateway.url}/api/v1 — docs {gateway.url}/docs — "
+                  f"WebSocket {system.actors['ws'].url}", flush=True)
             log.info("event=ready last_seq=%d data_dir=%s", engine.last_seq, data_dir)
             task_status.started(system)
 
@@ -233,8 +242,8 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bus", choices=["memory"], help="memory (redis arrives with the Redis edge)")
     run.add_argument("--store", choices=["sqlite"], help="sqlite (postgres arrives with the production stores)")
     run.add_argument("--feed", help="synthetic | replay:FILE | binance")
-    run.add_argument("--http-port", type=int)
-    run.add_argument("--ws-port", type=int)
+    run.add_argument("--http-port", type=int, help="HTTP API port (0 picks a free one)")
+    run.add_argument("--ws-port", type=int, help="WebSocket port (0 picks a free one)")
     run.add_argument("--repair", action="store_true",
                      help="truncate a corrupt journal at the first bad frame (the rest is set aside as *.corrupt)")
     run.add_argument("--log-level", default="INFO")
@@ -262,9 +271,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out.setdefault("store", {})["kind"] = args.store
     if getattr(args, "feed", None):
         out.setdefault("feed", {})["source"] = args.feed
-    if getattr(args, "http_port", None):
+    if getattr(args, "http_port", None) is not None:
         out.setdefault("http", {})["port"] = args.http_port
-    if getattr(args, "ws_port", None):
+    if getattr(args, "ws_port", None) is not None:
         out.setdefault("ws", {})["port"] = args.ws_port
     return out
 

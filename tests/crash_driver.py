@@ -32,7 +32,7 @@ from supervisor import run_system, setup_logging  # noqa: E402
 def driver_config(data_dir: str, **extra):
     overrides = {"data": {"dir": data_dir}, "snapshot": {"interval_s": 0.5, "keep": 3},
                  "feed": {"source": "synthetic", "seed": 7, "ticks_per_s": 50},
-                 "journal": {"fsync": "batch"}}
+                 "journal": {"fsync": "batch"}, "http": {"port": 0}, "ws": {"port": 0}}
     for section, values in extra.items():
         overrides.setdefault(section, {}).update(values)
     return load_config(overrides=overrides, environ={})
