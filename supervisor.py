@@ -28,6 +28,7 @@ from actors.config import Config, ConfigError, load_config
 from actors.engine import EngineHandle
 from actors.keys import KeyError_, load_or_create_key
 from actors.recovery import RecoveryError, journal_dir, recover
+from actors.runtime import tune_gc
 from actors.snapshot_worker import write_engine_snapshot
 from exness_actors.journal import JournalError, JournalWriter
 
@@ -134,6 +135,7 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
         await store.close()
         raise StartupError(str(exc)) from None
     engine = recovered.engine
+    tune_gc()   # the recovered book is long-lived: keep the cyclic collector off it
     handle = EngineHandle(engine, int(cfg.get("engine", "inbox_size", 10_000)))
     system = System(cfg, handle, key, store)
     keep = int(cfg.get("snapshot", "keep", 5))

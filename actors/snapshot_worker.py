@@ -9,6 +9,7 @@ The pure core makes this free of coordination: the same inputs give the same sta
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import msgpack
 
-from actors.recovery import journal_dir, snapshot_dir
+from actors.recovery import gc_paused, journal_dir, snapshot_dir
 from exness_actors.engine import Engine
 from exness_actors.instruments import CoreConfig
 from exness_actors.journal import iter_payloads
@@ -29,8 +30,9 @@ __all__ = ["build_snapshot", "write_engine_snapshot"]
 
 def write_engine_snapshot(data_dir: Path, engine: Engine, key: bytes, keep: int) -> Path:
     """Write ``engine``'s state as a snapshot (also used for the final snapshot on shutdown)."""
-    state = engine.to_state()
-    state_hash = Engine.hash_state(state)
+    with gc_paused():
+        state = engine.to_state()
+        state_hash = Engine.hash_state(state)
     path = write_snapshot(snapshot_dir(data_dir), key=key, nonce=os.urandom(12),
                           last_seq=engine.last_seq, state_hash=state_hash,
                           scales=engine.config.scales(), state=state)
@@ -59,6 +61,7 @@ def build_snapshot(data_dir: Path, target_seq: int, key: bytes, keep: int) -> di
 
 
 def main(argv: list[str]) -> int:
+    gc.disable()   # a short-lived process building one large state: the collector only costs time
     data_dir, target_seq, keep = Path(argv[0]), int(argv[1]), int(argv[2])
     key = bytes.fromhex(sys.stdin.readline().strip())
     print(json.dumps(build_snapshot(data_dir, target_seq, key, keep)), flush=True)

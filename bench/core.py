@@ -75,6 +75,7 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
+from actors.runtime import GC_THRESHOLDS  # noqa: E402  (the engine process's collector settings)
 from exness_actors.commands import (  # noqa: E402
     CancelOrder, ClosePosition, CreateAccount, PlaceOrder, Quote,
 )
@@ -157,14 +158,18 @@ class Emitter:
 
 
 class _Timed:
-    """Collect, then freeze the heap so pre-built inputs are not GC-scanned in the timed loop."""
+    """Collect, then freeze the heap so pre-built inputs are not GC-scanned in the timed loop, and
+    use the collector thresholds the engine process runs with (actors.runtime.GC_THRESHOLDS)."""
 
     def __enter__(self) -> "_Timed":
         gc.collect()
         gc.freeze()
+        self._thresholds = gc.get_threshold()
+        gc.set_threshold(*GC_THRESHOLDS)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        gc.set_threshold(*self._thresholds)
         gc.unfreeze()
 
 
