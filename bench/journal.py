@@ -147,8 +147,13 @@ async def run_pipelined(directory: Path, seconds: float) -> dict:
             for _ in range(512):
                 index += 1
                 account = 1 + index % ACCOUNTS
-                await handle.send(PlaceOrder(account_id=account, symbol="BTCUSDT", side="buy" if index % 2 else "sell",
-                                             type="market", margin=10_000, leverage=10))
+                command = PlaceOrder(account_id=account, symbol="BTCUSDT", side="buy" if index % 2 else "sell",
+                                     type="market", margin=10_000, leverage=10)
+                try:
+                    handle.send_nowait(command)       # no scheduling round trip per command...
+                except Overloaded:
+                    await handle.send(command)        # ...blocking only when the inbox is full
+            await trio.sleep(0)
         sent_seq = start_seq + index
         while handle.durable_seq < sent_seq:
             await trio.sleep(0.001)
