@@ -685,45 +685,43 @@ class Engine:
             price, margin, leverage, liq, take_profit, stop_loss, trailing_stop, self.now))
         return position
 
+    @staticmethod
+    def _position_triggers(book: Book, position: Position) -> list[tuple[Any, int, int]]:
+        """``(index, level, priority)`` of every fixed-level trigger of the position."""
+        triggers = []
+        if position.is_long:
+            triggers.append((book.bid_falls, position.liquidation_price, _LIQ))
+            if position.stop_loss is not None:
+                triggers.append((book.bid_falls, position.stop_loss, _SL))
+            if position.take_profit is not None:
+                triggers.append((book.bid_rises, position.take_profit, _TP))
+        else:
+            triggers.append((book.ask_rises, position.liquidation_price, _LIQ))
+            if position.stop_loss is not None:
+                triggers.append((book.ask_rises, position.stop_loss, _SL))
+            if position.take_profit is not None:
+                triggers.append((book.ask_falls, position.take_profit, _TP))
+        return triggers
+
     def _index_position(self, book: Book, position: Position, *, trailing_peak: Optional[int] = None) -> None:
         pid = position.id
-        if position.is_long:
-            book.bid_falls.add(position.liquidation_price, _LIQ, pid)
-            if position.stop_loss is not None:
-                book.bid_falls.add(position.stop_loss, _SL, pid)
-            if position.take_profit is not None:
-                book.bid_rises.add(position.take_profit, _TP, pid)
-            if position.trailing_stop is not None:
+        for index, level, priority in self._position_triggers(book, position):
+            index.add(level, priority, pid)
+        if position.trailing_stop is not None:
+            if position.is_long:
                 peak = book.bid if trailing_peak is None else trailing_peak
                 book.long_trailing.add(pid, position.trailing_stop, peak)
-        else:
-            book.ask_rises.add(position.liquidation_price, _LIQ, pid)
-            if position.stop_loss is not None:
-                book.ask_rises.add(position.stop_loss, _SL, pid)
-            if position.take_profit is not None:
-                book.ask_falls.add(position.take_profit, _TP, pid)
-            if position.trailing_stop is not None:
+            else:
                 peak = -book.ask if trailing_peak is None else trailing_peak
                 book.short_trailing.add(pid, position.trailing_stop, peak)
 
     def _unindex_position(self, book: Book, position: Position) -> None:
         pid = position.id
-        if position.is_long:
-            book.bid_falls.discard(position.liquidation_price, _LIQ, pid)
-            if position.stop_loss is not None:
-                book.bid_falls.discard(position.stop_loss, _SL, pid)
-            if position.take_profit is not None:
-                book.bid_rises.discard(position.take_profit, _TP, pid)
-            if position.trailing_stop is not None:
-                book.long_trailing.discard(pid, position.trailing_stop)
-        else:
-            book.ask_rises.discard(position.liquidation_price, _LIQ, pid)
-            if position.stop_loss is not None:
-                book.ask_rises.discard(position.stop_loss, _SL, pid)
-            if position.take_profit is not None:
-                book.ask_falls.discard(position.take_profit, _TP, pid)
-            if position.trailing_stop is not None:
-                book.short_trailing.discard(pid, position.trailing_stop)
+        for index, level, priority in self._position_triggers(book, position):
+            index.discard(level, priority, pid)
+        if position.trailing_stop is not None:
+            trailing = book.long_trailing if position.is_long else book.short_trailing
+            trailing.discard(pid, position.trailing_stop)
 
     def _close(self, position: Position, qty: int, price: int, reason: str, events: list) -> None:
         """Close ``qty`` of ``position`` at ``price`` (the whole of it when qty == position.qty)."""

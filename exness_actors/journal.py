@@ -46,6 +46,8 @@ from pathlib import Path
 
 import attrs
 
+from exness_actors._fsio import fsync_directory
+
 __all__ = [
     "DEFAULT_SEGMENT_BYTES",
     "FRAME_HEADER_SIZE",
@@ -76,7 +78,6 @@ DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 _SEGMENT_NAME = re.compile(r"journal-(\d{20})\.seg")
 _CORRUPT_SUFFIX = ".corrupt"
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 
 
 # --------------------------------------------------------------------------------------------- errors
@@ -408,7 +409,7 @@ def _set_aside(path: Path, data: bytes, offset: int, reason: str, *, later: list
         target = _unused_path(segment.with_name(segment.name + _CORRUPT_SUFFIX))
         os.replace(segment, target)
         done.append(f"set aside later segment {segment.name} as {target.name}")
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
     return done
 
 
@@ -436,15 +437,6 @@ def _write_all(fd: int, data: bytes) -> int:
     while view:
         view = view[os.write(fd, view) :]
     return len(data)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a created, renamed or removed directory entry durable."""
-    fd = os.open(directory, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -564,7 +556,7 @@ class JournalWriter:
         if self._fd is not None:
             os.fsync(self._fd)
         if self._directory_dirty:
-            _fsync_directory(self._directory)
+            fsync_directory(self._directory)
             self._directory_dirty = False
 
     def close(self) -> None:

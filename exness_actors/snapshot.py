@@ -43,6 +43,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from exness_actors import codec
+from exness_actors._fsio import fsync_directory
 
 __all__ = [
     "FORMAT_VERSION",
@@ -74,7 +75,6 @@ _MAX_SEQ = 2**64 - 1
 _SNAPSHOT_NAME = re.compile(r"snapshot-(\d{20})\.snap")
 _CONTENT_FIELDS = ("format_version", "scales", "last_seq", "state_hash", "state")
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 
 
 # --------------------------------------------------------------------------------------------- errors
@@ -192,7 +192,7 @@ def write_snapshot(
     except BaseException:
         temp_path.unlink(missing_ok=True)
         raise
-    _fsync_directory(directory)
+    fsync_directory(directory)
     return final_path
 
 
@@ -302,7 +302,7 @@ def prune_snapshots(directory: StrPath, *, keep: int) -> list[Path]:
     for path in doomed:
         path.unlink(missing_ok=True)
     if doomed:
-        _fsync_directory(Path(directory))
+        fsync_directory(Path(directory))
     return doomed
 
 
@@ -326,12 +326,3 @@ def _describe_length(value: object) -> str:
     if isinstance(value, bytes):
         return f"{len(value)} bytes"
     return f"a {type(value).__name__}"
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a created, renamed or removed directory entry durable."""
-    fd = os.open(directory, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
