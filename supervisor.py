@@ -108,6 +108,7 @@ def _prepare_data_dir(data_dir: Path) -> None:
 
 async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] = None,
                      handle_signals: bool = True, clock: Callable[[], int] = time.time_ns,
+                     announce: bool = False,
                      task_status: trio.TaskStatus[System] = trio.TASK_STATUS_IGNORED) -> None:
     """Recover and run every actor until a signal or :meth:`System.request_shutdown`."""
     data_dir = cfg.data_dir
@@ -197,12 +198,13 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
             await nursery.start(_intake)
 
             gateway = system.actors["gateway"]
-            print(f"exness-actors: engine ready at seq {engine.last_seq} "
-                  f"({len(engine.accounts)} accounts, {len(engine.positions)} open positions; "
-                  f"recovered in {recovered.elapsed_s * 1000:.0f} ms); data dir {data_dir.resolve()}; "
-                  f"feed {feed or cfg.get('feed', 'source')}\n"
-                  f"exness-actors: HTTP API {gateway.url}/api/v1 — docs {gateway.url}/docs — "
-                  f"WebSocket {system.actors['ws'].url}", flush=True)
+            if announce:   # the CLI says where it listens; embedded users (tests, benchmarks) read System
+                print(f"exness-actors: engine ready at seq {engine.last_seq} "
+                      f"({len(engine.accounts)} accounts, {len(engine.positions)} open positions; "
+                      f"recovered in {recovered.elapsed_s * 1000:.0f} ms); data dir {data_dir.resolve()}; "
+                      f"feed {feed or cfg.get('feed', 'source')}\n"
+                      f"exness-actors: HTTP API {gateway.url}/api/v1 — docs {gateway.url}/docs — "
+                      f"WebSocket {system.actors['ws'].url}", flush=True)
             log.info("event=ready last_seq=%d data_dir=%s", engine.last_seq, data_dir)
             task_status.started(system)
 
@@ -333,7 +335,7 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"the {cfg.get('store', 'kind', 'sqlite')} store is up to date")
         return 0
     try:
-        trio.run(functools.partial(run_system, cfg, repair=args.repair))
+        trio.run(functools.partial(run_system, cfg, repair=args.repair, announce=True))
     except StartupError as exc:
         print(f"exness-actors: cannot start: {exc}", file=sys.stderr)
         return 2
