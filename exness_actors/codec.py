@@ -90,7 +90,7 @@ def from_wire(data: Any) -> Any:
     if not _REQUIRED[cls] <= len(values) <= len(names):
         raise InvalidCommand(f"{cls.__name__}: expected {len(names)} fields, got {len(values)}")
     try:
-        return cls(**dict(zip(names, values)))
+        return cls(*values)     # the wire order is the field order
     except (TypeError, ValueError) as exc:
         raise InvalidCommand(f"{cls.__name__}: {exc}") from None
 
