@@ -255,6 +255,9 @@ def _build_parser() -> argparse.ArgumentParser:
     replay = commands.add_parser("replay", help="replay a data dir's journal and verify its checkpoints")
     replay.add_argument("data_dir")
     replay.add_argument("--config", help="only used when the data dir has no pinned core config")
+    replay.add_argument("--until", type=int, metavar="SEQ", help="stop after this seq")
+    replay.add_argument("--from-snapshot", action="store_true",
+                        help="start from the newest readable snapshot (at or before --until) instead of empty")
 
     migrate = commands.add_parser("migrate", help="apply the store's schema migrations")
     migrate.add_argument("--config")
@@ -283,29 +286,75 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
+    """Replay a data dir's journal, verify its checkpoints, print a summary (exit 1 on divergence)."""
+    import collections
+    import os
+
     import msgpack
     from exness_actors.engine import Engine
+    from exness_actors.events import OrderAccepted, OrderRejected, PositionClosed
     from exness_actors.instruments import CoreConfig
-    from exness_actors.journal import iter_payloads
+    from exness_actors.journal import JournalError, iter_payloads
+    from exness_actors.money import format_fixed
     from exness_actors.replay import ReplayDivergence, replay
+    from exness_actors.snapshot import SnapshotError, list_snapshots, read_snapshot
+    from actors.recovery import snapshot_dir
 
     data_dir = Path(args.data_dir)
+    if not (data_dir / "journal").is_dir():
+        print(f"exness-actors replay: {data_dir} has no journal/ directory", file=sys.stderr)
+        return 2
     pinned = data_dir / "core-config.msgpack"
     if pinned.exists():
         config = CoreConfig.from_wire(msgpack.unpackb(pinned.read_bytes(), raw=False, use_list=True))
     else:
         config = load_config(args.config).core
     engine = Engine(config)
+    if args.from_snapshot:
+        key_text = os.environ.get("EXNESS_SNAPSHOT__KEY") or (
+            (data_dir / "snapshot.key").read_text() if (data_dir / "snapshot.key").exists() else "")
+        try:
+            key = bytes.fromhex(key_text.strip())
+        except ValueError:
+            key = b""
+        for seq, path in reversed(list_snapshots(snapshot_dir(data_dir))):
+            if args.until is not None and seq > args.until:
+                continue
+            try:
+                engine = Engine.from_state(read_snapshot(path, key=key).state)
+                print(f"starting from snapshot {path.name} (seq {seq})")
+                break
+            except (SnapshotError, ValueError) as exc:
+                print(f"skipping snapshot {path.name}: {exc}", file=sys.stderr)
+    counts: collections.Counter = collections.Counter()
+
+    def tally(_seq: int, _ts: int, events: list) -> None:
+        for event in events:
+            kind = type(event)
+            if kind is OrderAccepted:
+                counts["orders accepted"] += 1
+            elif kind is OrderRejected:
+                counts[f"orders rejected {event.reason}"] += 1
+            elif kind is PositionClosed:
+                counts[f"closes {event.reason}"] += 1
+
     started = time.perf_counter()
     try:
-        result = replay(engine, iter_payloads(journal_dir(data_dir)))
+        result = replay(engine, iter_payloads(journal_dir(data_dir)), until_seq=args.until, on_events=tally)
     except ReplayDivergence as exc:
         print(f"exness-actors replay: {exc}", file=sys.stderr)
         return 1
+    except JournalError as exc:
+        print(f"exness-actors replay: {exc}", file=sys.stderr)
+        return 2
     elapsed = time.perf_counter() - started
-    print(f"replayed {result.inputs} inputs to seq {engine.last_seq} in {elapsed:.2f} s "
-          f"({result.inputs / elapsed if elapsed else 0:.0f} inputs/s); "
+    rate = result.inputs / elapsed if elapsed else 0.0
+    print(f"replayed {result.inputs} inputs to seq {engine.last_seq} in {elapsed:.2f} s ({rate:.0f} inputs/s); "
           f"{result.checkpoints_verified} checkpoints verified; state hash {engine.state_hash().hex()}")
+    print(f"accounts {len(engine.accounts)}, open positions {len(engine.positions)}, pending orders "
+          f"{len(engine.orders)}, house pnl {format_fixed(engine.house, 2)} USD")
+    for name, count in sorted(counts.items()):
+        print(f"  {name}: {count}")
     return 0
 
 

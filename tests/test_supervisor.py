@@ -123,3 +123,30 @@ def test_cli_config_error_exits_2(tmp_path, capsys):
     bad.write_text("[instruments.BTCUSDT]\nmax_leverage = -1\n")
     assert supervisor.main(["run", "--config", str(bad), "--data-dir", str(tmp_path / "d")]) == 2
     assert "configuration error" in capsys.readouterr().err
+
+
+def test_replay_cli_stops_at_until(tmp_path, capsys):
+    _journal(tmp_path, corrupt_checkpoint=False)
+    assert supervisor.main(["replay", str(tmp_path), "--until", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "replayed 3 inputs to seq 3" in out and "accounts 3" in out
+
+
+def test_replay_cli_can_start_from_a_snapshot(tmp_path, capsys):
+    from actors.keys import load_or_create_key
+    from actors.snapshot_worker import write_engine_snapshot
+    from exness_actors.journal import iter_payloads
+    from exness_actors.replay import replay
+    live = _journal(tmp_path, corrupt_checkpoint=False)
+    halfway = make_engine()
+    replay(halfway, iter_payloads(journal_dir(tmp_path)), until_seq=4)
+    write_engine_snapshot(tmp_path, halfway, load_or_create_key(tmp_path), keep=2)
+    assert supervisor.main(["replay", str(tmp_path), "--from-snapshot"]) == 0
+    out = capsys.readouterr().out
+    assert "starting from snapshot" in out and "(seq 4)" in out
+    assert "replayed 2 inputs to seq 6" in out and live.state_hash().hex() in out
+
+
+def test_replay_cli_without_a_journal_is_a_clear_error(tmp_path, capsys):
+    assert supervisor.main(["replay", str(tmp_path / "nowhere")]) == 2
+    assert "has no journal/ directory" in capsys.readouterr().err
