@@ -258,13 +258,28 @@ def _build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--until", type=int, metavar="SEQ", help="stop after this seq")
     replay.add_argument("--from-snapshot", action="store_true",
                         help="start from the newest readable snapshot (at or before --until) instead of empty")
+    replay.add_argument("--what-if", metavar="FILE",
+                        help="JSON Lines of edits (drop/insert/replace inputs); compare outcomes with the original")
+    replay.add_argument("--export-events", metavar="PATH", help="write every event (one row each)")
+    replay.add_argument("--export-positions", metavar="PATH", help="write the closed positions")
+    replay.add_argument("--format", choices=["csv", "jsonl", "parquet"],
+                        help="export format (default: from the file suffix, else csv; parquet needs pyarrow)")
 
     migrate = commands.add_parser("migrate", help="apply the store's schema migrations")
     migrate.add_argument("--config")
     migrate.add_argument("--data-dir")
 
-    for name in ("backtest", "simulate"):
-        commands.add_parser(name, help=f"{name} (not built yet)")
+    backtest = commands.add_parser("backtest", help="run a strategy over recorded or CSV ticks on the real core")
+    backtest.add_argument("--ticks", required=True, help="recorded Binance JSONL or CSV (timestamp,[symbol,]bid,ask)")
+    backtest.add_argument("--strategy", required=True, metavar="MODULE:NAME",
+                          help="e.g. exness_actors.strategies.examples:MovingAverageCross")
+    backtest.add_argument("--symbol", default="BTCUSDT", help="symbol of a CSV without a symbol column")
+    backtest.add_argument("--deposit", default="5000.00", help="starting balance, USD")
+    backtest.add_argument("--out", default="backtest-out", help="trades.csv, equity.csv/.svg(.png), summary.json")
+    backtest.add_argument("--data-dir", help="also write a journal here, so `exness-actors replay DIR` reproduces the run")
+    backtest.add_argument("--config", help="instruments: a TOML merged over config.toml")
+
+    commands.add_parser("simulate", help="whole-system simulation (not built yet)")
     return parser
 
 
@@ -355,6 +370,108 @@ def _cmd_replay(args: argparse.Namespace) -> int:
           f"{len(engine.orders)}, house pnl {format_fixed(engine.house, 2)} USD")
     for name, count in sorted(counts.items()):
         print(f"  {name}: {count}")
+    return _replay_tools(args, data_dir, config)
+
+
+def _parquet_writer() -> Optional[Callable[..., None]]:
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        return None
+
+    def write(rows: list[dict], columns: tuple[str, ...], path: str) -> None:
+        table = pyarrow.Table.from_pylist([{column: row.get(column) for column in columns} for row in rows])
+        pyarrow.parquet.write_table(table, path)
+    return write
+
+
+def _replay_tools(args: argparse.Namespace, data_dir: Path, config: Any) -> int:
+    """--export-events, --export-positions and --what-if (exness_actors.notebook)."""
+    from exness_actors import notebook
+    from exness_actors.replay import ReplayDivergence
+
+    journal = notebook.Journal.open(data_dir, config=config)
+    for path, export in ((args.export_events, notebook.export_events),
+                         (args.export_positions, notebook.export_closed_positions)):
+        if not path:
+            continue
+        fmt = args.format or {".jsonl": "jsonl", ".parquet": "parquet"}.get(Path(path).suffix, "csv")
+        try:
+            rows = export(journal, path, fmt, parquet_writer=_parquet_writer())
+        except notebook.ExportError as exc:
+            print(f"exness-actors replay: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {rows} rows to {path} ({fmt})")
+    if args.what_if:
+        try:
+            report = notebook.what_if(journal, notebook.load_edits(args.what_if))
+        except notebook.EditError as exc:
+            print(f"exness-actors replay --what-if: {exc}", file=sys.stderr)
+            return 2
+        except ReplayDivergence as exc:
+            print(f"exness-actors replay: {exc}", file=sys.stderr)
+            return 1
+        print(report)
+    return 0
+
+
+def _plot_png(points: list[tuple[int, int]], path: Path) -> None:
+    """An equity-curve PNG when matplotlib is installed (it is optional)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    figure, axes = plt.subplots(figsize=(10, 4))
+    axes.plot([ts // 1_000_000_000 for ts, _ in points], [cents // 100 for _, cents in points])
+    axes.set_xlabel("time (s since epoch)")
+    axes.set_ylabel("equity (USD)")
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    import importlib
+    import json
+
+    from exness_actors.backtest import LoadStats, load_ticks, run_backtest, write_outputs
+    from exness_actors.errors import InvalidValue
+    from exness_actors.money import parse_fixed
+
+    try:
+        config = load_config(args.config).core
+        deposit = parse_fixed(args.deposit, 2, field="--deposit")
+    except (ConfigError, InvalidValue) as exc:
+        print(f"exness-actors backtest: {exc}", file=sys.stderr)
+        return 2
+    module_name, _, name = args.strategy.partition(":")
+    try:
+        strategy = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        print(f"exness-actors backtest: cannot load strategy {args.strategy!r} ({exc}); "
+              f"give MODULE:NAME, e.g. exness_actors.strategies.examples:MovingAverageCross", file=sys.stderr)
+        return 2
+    if not Path(args.ticks).exists():
+        print(f"exness-actors backtest: --ticks {args.ticks}: no such file", file=sys.stderr)
+        return 2
+    journal_dir = None
+    if args.data_dir:
+        journal_dir = Path(args.data_dir) / "journal"
+    stats = LoadStats()
+    started = time.perf_counter()
+    try:
+        result = run_backtest(load_ticks(args.ticks, config, symbol=args.symbol, stats=stats), strategy,
+                              config=config, deposit_cents=deposit, load_stats=stats, journal_dir=journal_dir)
+    except ValueError as exc:
+        print(f"exness-actors backtest: {exc}", file=sys.stderr)
+        return 2
+    elapsed = time.perf_counter() - started
+    write_outputs(result, Path(args.out), config, plot=_plot_png)
+    print(json.dumps(result.summary, indent=2))
+    print(f"backtest: {result.summary.get('inputs')} inputs in {elapsed:.2f} s; outputs in {args.out}"
+          + (f"; journal in {args.data_dir} (exness-actors replay {args.data_dir})" if args.data_dir else ""))
     return 0
 
 
@@ -362,8 +479,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "replay":
         return _cmd_replay(args)
-    if args.command in ("backtest", "simulate"):
-        print(f"exness-actors {args.command}: not built yet (see the open issues)", file=sys.stderr)
+    if args.command == "backtest":
+        return _cmd_backtest(args)
+    if args.command == "simulate":
+        print("exness-actors simulate: not built yet (see the open issues)", file=sys.stderr)
         return 2
     setup_logging(getattr(args, "log_level", "INFO"))
     try:

@@ -150,3 +150,55 @@ def test_replay_cli_can_start_from_a_snapshot(tmp_path, capsys):
 def test_replay_cli_without_a_journal_is_a_clear_error(tmp_path, capsys):
     assert supervisor.main(["replay", str(tmp_path / "nowhere")]) == 2
     assert "has no journal/ directory" in capsys.readouterr().err
+
+
+def test_replay_cli_exports_and_what_if(tmp_path, capsys):
+    _journal(tmp_path, corrupt_checkpoint=False)
+    edits = tmp_path / "edits.jsonl"
+    edits.write_text('{"op": "drop", "seq": 2}\n')
+    events_csv, positions_jsonl = tmp_path / "events.csv", tmp_path / "positions.jsonl"
+    assert supervisor.main(["replay", str(tmp_path), "--export-events", str(events_csv),
+                            "--export-positions", str(positions_jsonl), "--what-if", str(edits)]) == 0
+    out = capsys.readouterr().out
+    assert f"rows to {events_csv} (csv)" in out and f"to {positions_jsonl} (jsonl)" in out
+    assert events_csv.read_text().splitlines()[0].startswith("seq,")
+    assert "2" in out    # the report names the changed account
+
+
+def test_replay_cli_bad_what_if_file_is_a_clear_error(tmp_path, capsys):
+    _journal(tmp_path, corrupt_checkpoint=False)
+    edits = tmp_path / "edits.jsonl"
+    edits.write_text('{"op": "explode"}\n')
+    assert supervisor.main(["replay", str(tmp_path), "--what-if", str(edits)]) == 2
+    assert "line 1" in capsys.readouterr().err
+
+
+def test_backtest_cli_writes_outputs_and_a_replayable_journal(tmp_path, capsys):
+    from pathlib import Path
+    sample = Path(supervisor.__file__).parent / "actors" / "data" / "sample_ticks.csv"
+    out, data = tmp_path / "out", tmp_path / "data"
+    assert supervisor.main(["backtest", "--ticks", str(sample), "--strategy",
+                            "exness_actors.strategies.examples:MovingAverageCross",
+                            "--out", str(out), "--data-dir", str(data)]) == 0
+    printed = capsys.readouterr().out
+    state_hash = next(line for line in printed.splitlines() if '"state_hash"' in line).split('"')[3]
+    assert {"trades.csv", "equity.csv", "summary.json", "equity.svg"} <= {p.name for p in out.iterdir()}
+    assert supervisor.main(["replay", str(data)]) == 0
+    assert state_hash in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--strategy", "no_such_module:thing"], "cannot load strategy"),
+    (["--strategy", "exness_actors.strategies.examples:Nope"], "cannot load strategy"),
+    (["--deposit", "12.345"], "--deposit"),
+])
+def test_backtest_cli_bad_arguments_are_clear_errors(tmp_path, capsys, argv, message):
+    from pathlib import Path
+    sample = Path(supervisor.__file__).parent / "actors" / "data" / "sample_ticks.csv"
+    base = {"--ticks": str(sample), "--strategy": "exness_actors.strategies.examples:MovingAverageCross",
+            "--out": str(tmp_path / "out")}
+    for flag, value in zip(argv[::2], argv[1::2]):
+        base[flag] = value
+    args = ["backtest"] + [item for pair in base.items() for item in pair]
+    assert supervisor.main(args) == 2
+    assert message in capsys.readouterr().err
