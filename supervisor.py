@@ -303,7 +303,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_replay(args: argparse.Namespace) -> int:
     """Replay a data dir's journal, verify its checkpoints, print a summary (exit 1 on divergence)."""
     import collections
-    import os
 
     import msgpack
     from exness_actors.engine import Engine

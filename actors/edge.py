@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any, Iterable, Mapping, Optional
 
 from exness_actors.commands import (
-    MAX_CLIENT_ID, AddMargin, CancelOrder, ClosePosition, Deposit, ModifyOrder, ModifyPosition,
+    MAX_CLIENT_ID, AddMargin, ClosePosition, Deposit, ModifyOrder, ModifyPosition,
     PlaceOrder, Withdraw,
 )
 from exness_actors.engine import Engine

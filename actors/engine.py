@@ -288,8 +288,7 @@ async def _apply_task(handle: EngineHandle, to_journal: trio.MemorySendChannel, 
 def _until_next_expiry(engine: Engine, clock: Callable[[], int]) -> Optional[float]:
     if not engine.expiries:
         return None
-    due_ns = engine.expiries[0][0] - clock()
-    return max(due_ns, 0) / 1e9
+    return max(engine.next_expiry - clock(), 0) / 1e9
 
 
 async def _journal_task(handle: EngineHandle, journal: JournalWriter,

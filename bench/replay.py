@@ -30,7 +30,7 @@ from actors.runtime import GC_THRESHOLDS  # noqa: E402
 from exness_actors import codec  # noqa: E402
 from exness_actors.commands import CancelOrder, ClosePosition, CreateAccount, PlaceOrder, Quote  # noqa: E402
 from exness_actors.engine import HASH_BLOCK, Engine  # noqa: E402
-from exness_actors.events import OrderAccepted, OrderCancelled, OrderTriggered, PositionClosed, PositionOpened  # noqa: E402
+from exness_actors.events import OrderAccepted, PositionOpened  # noqa: E402
 from exness_actors.instruments import DEFAULT_INSTRUMENTS, CoreConfig  # noqa: E402
 from exness_actors.journal import JournalWriter, encode_frame, iter_payloads  # noqa: E402
 from exness_actors.replay import encode_checkpoint, replay  # noqa: E402
