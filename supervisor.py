@@ -108,9 +108,16 @@ def _prepare_data_dir(data_dir: Path) -> None:
 
 async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] = None,
                      handle_signals: bool = True, clock: Callable[[], int] = time.time_ns,
-                     announce: bool = False,
+                     announce: bool = False, role: str = "all", shard: int = 0,
                      task_status: trio.TaskStatus[System] = trio.TASK_STATUS_IGNORED) -> None:
-    """Recover and run every actor until a signal or :meth:`System.request_shutdown`."""
+    """Recover and run every actor until a signal or :meth:`System.request_shutdown`.
+
+    ``role="all"`` is the embedded platform. ``role="engine"`` (split mode, ``[bus] kind =
+    "redis"``) runs the engine shard ``shard`` with its journal, snapshotter, persister and
+    candles, and serves the command stream over Redis instead of HTTP/WebSocket; with ``[feed]
+    source = "redis"`` its quotes come from the feed role (actors/redis_edge.py)."""
+    if role not in ("all", "engine"):
+        raise StartupError(f"run_system runs the roles all and engine, not {role!r}")
     data_dir = cfg.data_dir
     _prepare_data_dir(data_dir)
     from actors import gateway as gateway_actor
@@ -166,17 +173,29 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
                 engine_actor.run, handle=handle, journal=journal, cfg=cfg, fsync=fsync,
                 fsync_interval_ms=int(cfg.get("journal", "fsync_interval_ms", 5)), clock=clock))
             system.actors["engine"] = handle
+            if role == "engine":
+                from actors import roles
+                system.actors["edge"] = await nursery.start(functools.partial(
+                    roles.serve_engine_edge, cfg=cfg, handle=handle, shard=shard,
+                    quotes=(feed or cfg.get("feed", "source")) == "redis",
+                    stopping=system.shutdown_requested))
 
             intake = trio.CancelScope()
             async def _intake(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
                 with intake:
                     async with trio.open_nursery() as inner:
-                        if (feed or cfg.get("feed", "source")) != "none":   # "none": quotes come from elsewhere (tests)
+                        if (feed or cfg.get("feed", "source")) not in ("none", "redis"):
+                            # "none": quotes come from elsewhere (tests); "redis": from the feed role
                             system.actors["price_feed"] = await inner.start(functools.partial(
                                 supervised, "price_feed", price_feed.run, outbox=handle.inbox_sender(),
                                 cfg=cfg, source=feed))
                         system.actors["snapshotter"] = await inner.start(functools.partial(
                             supervised, "snapshotter", snapshotter.run, handle=handle, cfg=cfg, key=key))
+                        if role == "engine":   # split mode: no HTTP/WS here (the gateway/ws roles)
+                            if handle_signals:
+                                inner.start_soon(_watch_signals, system)
+                            task_status.started()
+                            return
                         # The API is essential: it is not restarted; failing to bind stops the start.
                         try:
                             system.actors["gateway"] = await inner.start(functools.partial(
@@ -197,8 +216,13 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
                         task_status.started()
             await nursery.start(_intake)
 
-            gateway = system.actors["gateway"]
-            if announce:   # the CLI says where it listens; embedded users (tests, benchmarks) read System
+            gateway = system.actors.get("gateway")
+            if announce and gateway is None:
+                print(f"exness-actors: engine shard {shard} ready at seq {engine.last_seq} "
+                      f"({len(engine.accounts)} accounts, {len(engine.positions)} open positions; "
+                      f"recovered in {recovered.elapsed_s * 1000:.0f} ms); data dir {data_dir.resolve()}; "
+                      f"commands from Redis stream {system.actors['edge']['stream']}", flush=True)
+            elif announce:   # the CLI says where it listens; embedded users (tests, benchmarks) read System
                 print(f"exness-actors: engine ready at seq {engine.last_seq} "
                       f"({len(engine.accounts)} accounts, {len(engine.positions)} open positions; "
                       f"recovered in {recovered.elapsed_s * 1000:.0f} ms); data dir {data_dir.resolve()}; "
@@ -213,8 +237,9 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
             # graceful shutdown: requests in flight finish while the engine still runs; then stop
             # intake, drain and flush, let consumers finish
             log.info("event=shutdown_begin last_seq=%d", engine.last_seq)
-            with trio.move_on_after(float(cfg.get("http", "graceful_timeout_s", 5)) + 1):
-                await gateway.stopped.wait()
+            if gateway is not None:
+                with trio.move_on_after(float(cfg.get("http", "graceful_timeout_s", 5)) + 1):
+                    await gateway.stopped.wait()
             intake.cancel()
             await handle.stop()
     finally:
@@ -242,10 +267,16 @@ def _build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the platform (embedded by default)")
     run.add_argument("--config", help="a TOML file merged over the shipped config.toml")
     run.add_argument("--data-dir", help="journal, snapshots, key file and SQLite store")
-    run.add_argument("--role", default="all", choices=["all"], help="split-mode roles arrive with the Redis edge")
-    run.add_argument("--bus", choices=["memory"], help="memory (redis arrives with the Redis edge)")
-    run.add_argument("--store", choices=["sqlite"], help="sqlite (postgres arrives with the production stores)")
-    run.add_argument("--feed", help="synthetic | replay:FILE | binance")
+    run.add_argument("--role", default="all",
+                     choices=["all", "engine", "gateway", "ws", "feed", "candles", "persister", "snapshotter"],
+                     help="all = the embedded platform; the others are split-mode processes over Redis "
+                          "(docs/operations.md)")
+    run.add_argument("--bus", choices=["memory", "redis"],
+                     help="memory (embedded) | redis (split mode; REDIS_URL)")
+    run.add_argument("--store", choices=["sqlite", "postgres"], help="sqlite (embedded) | postgres (DATABASE_URL)")
+    run.add_argument("--shard", type=int, default=None,
+                     help="engine role: which shard of [bus] shards this engine is (default 0)")
+    run.add_argument("--feed", help="synthetic | replay:FILE | binance | redis (the engine role: quotes from the feed role)")
     run.add_argument("--http-port", type=int, help="HTTP API port (0 picks a free one)")
     run.add_argument("--ws-port", type=int, help="WebSocket port (0 picks a free one)")
     run.add_argument("--repair", action="store_true",
@@ -279,6 +310,12 @@ def _build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--data-dir", help="also write a journal here, so `exness-actors replay DIR` reproduces the run")
     backtest.add_argument("--config", help="instruments: a TOML merged over config.toml")
 
+    health = commands.add_parser("health", help="exit 0 when this host's ROLE process reports ready (split mode)")
+    health.add_argument("--role", required=True,
+                        choices=["engine", "gateway", "ws", "feed", "candles", "persister", "snapshotter"])
+    health.add_argument("--instance", help="the instance name (default: EXNESS_INSTANCE or the host name)")
+    health.add_argument("--config")
+
     commands.add_parser("simulate", help="whole-system simulation (not built yet)")
     return parser
 
@@ -297,6 +334,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out.setdefault("http", {})["port"] = args.http_port
     if getattr(args, "ws_port", None) is not None:
         out.setdefault("ws", {})["port"] = args.ws_port
+    if getattr(args, "shard", None) is not None:
+        out.setdefault("bus", {})["shard"] = args.shard
     return out
 
 
@@ -501,8 +540,35 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"exness-actors migrate: applied {len(applied)} migration(s) {applied}; "
               f"the {cfg.get('store', 'kind', 'sqlite')} store is up to date")
         return 0
+    if args.command == "health":
+        from actors.redis_edge import check_health
+        url = cfg.get("bus", "redis_url", None)
+        if not url:
+            print("exness-actors health: set REDIS_URL (split mode keeps heartbeats in Redis)", file=sys.stderr)
+            return 1
+        ok, message = check_health(str(url), args.role, args.instance)
+        print(message, file=sys.stdout if ok else sys.stderr)
+        return 0 if ok else 1
+    role = args.role
+    bus = str(cfg.get("bus", "kind", "memory"))
+    if role != "all" and bus != "redis":
+        print(f"exness-actors: --role {role} is a split-mode process: it needs --bus redis "
+              "(or [bus] kind = \"redis\") and REDIS_URL", file=sys.stderr)
+        return 2
+    if role == "all" and bus == "redis":
+        print("exness-actors: --role all is the embedded platform (--bus memory); in split mode run "
+              "each role as its own process (docs/operations.md)", file=sys.stderr)
+        return 2
     try:
-        trio.run(functools.partial(run_system, cfg, repair=args.repair, announce=True))
+        if role in ("all", "engine"):
+            trio.run(functools.partial(run_system, cfg, repair=args.repair, announce=True, role=role,
+                                       shard=int(cfg.get("bus", "shard", 0))))
+        else:
+            from actors import roles
+            trio.run(functools.partial(roles.run_role, cfg, role))
+    except ConfigError as exc:
+        print(f"exness-actors: configuration error: {exc}", file=sys.stderr)
+        return 2
     except StartupError as exc:
         print(f"exness-actors: cannot start: {exc}", file=sys.stderr)
         return 2

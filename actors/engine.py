@@ -34,7 +34,7 @@ from typing import Any, Callable, Optional
 
 import trio
 
-from actors.messages import EngineStopped, EventBatch, Overloaded, Reply, ReplySlot, Request
+from actors.messages import Burst, EngineStopped, EventBatch, Overloaded, Reply, ReplySlot, Request
 from exness_actors import codec
 from exness_actors.commands import Clock
 from exness_actors.engine import HASH_BLOCK, Engine
@@ -193,14 +193,24 @@ class EngineHandle:
 
 async def run(*, handle: EngineHandle, journal: JournalWriter, cfg: Any = None,
               fsync: str = "batch", fsync_interval_ms: int = 5, max_batch: int = 4096,
-              clock: Callable[[], int] = time.time_ns,
+              clock: Callable[[], int] = time.time_ns, journal_io: str = "thread",
               task_status: trio.TaskStatus[EngineHandle] = trio.TASK_STATUS_IGNORED) -> None:
-    """Run the engine until :meth:`EngineHandle.stop`; fail fast on any error."""
+    """Run the engine until :meth:`EngineHandle.stop`; fail fast on any error.
+
+    ``journal_io``: ``"thread"`` (the default) writes and fsyncs each group commit in a worker
+    thread, so the event loop keeps running meanwhile; ``"inline"`` does it on the event loop.
+    Inline is for deterministic simulation (``exness-actors simulate``): under trio's mock clock
+    a thread finishes at a *real* time, so which commands share the next batch would depend on
+    the machine; inline, the write is one step of the journal task and nothing else can vary.
+    """
     if fsync not in ("batch", "interval", "off"):
         raise ValueError(f"journal.fsync must be batch, interval or off, not {fsync!r}")
+    if journal_io not in ("thread", "inline"):
+        raise ValueError(f"journal_io must be thread or inline, not {journal_io!r}")
     to_journal, from_apply = trio.open_memory_channel[_Pending](2)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_journal_task, handle, journal, from_apply, fsync, fsync_interval_ms)
+        nursery.start_soon(_journal_task, handle, journal, from_apply, fsync, fsync_interval_ms,
+                           journal_io == "inline")
         task_status.started(handle)
         await _apply_task(handle, to_journal, max_batch, clock)
     for subscription in handle.subscriptions:
@@ -232,6 +242,16 @@ async def _apply_task(handle: EngineHandle, to_journal: trio.MemorySendChannel, 
                     items.append(receive.receive_nowait())
                 except trio.WouldBlock:
                     break
+            if any(type(item) is Burst for item in items):
+                # A burst (split mode: a stream entry's cursor and commands) is applied whole
+                # within this batch, so it lands in the journal with one write.
+                flat: list[Any] = []
+                for item in items:
+                    if type(item) is Burst:
+                        flat.extend(item.items)
+                    else:
+                        flat.append(item)
+                items = flat
             frames: list[bytes] = []
             replies: list[tuple[ReplySlot, Any]] = []
             published: list[tuple[int, int, list]] = []
@@ -293,7 +313,7 @@ def _until_next_expiry(engine: Engine, clock: Callable[[], int]) -> Optional[flo
 
 async def _journal_task(handle: EngineHandle, journal: JournalWriter,
                         from_apply: trio.MemoryReceiveChannel, fsync: str,
-                        fsync_interval_ms: int) -> None:
+                        fsync_interval_ms: int, inline: bool = False) -> None:
     last_fsync = time.monotonic()
     async with from_apply:
         async for pending in from_apply:
@@ -312,7 +332,11 @@ async def _journal_task(handle: EngineHandle, journal: JournalWriter,
                 journal.rotate_before_next_append()
             if data or do_fsync:
                 started = time.monotonic()
-                await trio.to_thread.run_sync(_write, journal, data, first_seq, do_fsync)
+                if inline:
+                    _write(journal, data, first_seq, do_fsync)
+                    await trio.lowlevel.checkpoint()   # still a scheduling point, as the thread was
+                else:
+                    await trio.to_thread.run_sync(_write, journal, data, first_seq, do_fsync)
                 elapsed = time.monotonic() - started
                 if do_fsync:
                     last_fsync = started + elapsed

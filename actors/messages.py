@@ -21,7 +21,8 @@ from typing import Any, Optional
 import attrs
 import trio
 
-__all__ = ["Request", "Reply", "ReplySlot", "EventBatch", "Overloaded", "EngineStopped"]
+__all__ = ["Request", "Reply", "ReplySlot", "EventBatch", "Burst", "Overloaded", "EngineStopped",
+           "EngineTimeout"]
 
 
 class Overloaded(Exception):
@@ -30,6 +31,12 @@ class Overloaded(Exception):
 
 class EngineStopped(Exception):
     """The engine is not taking commands (shutting down, or it failed)."""
+
+
+class EngineTimeout(Exception):
+    """Split mode: the engine did not answer within ``[bus] request_timeout_s`` (HTTP 504).
+    The command may or may not have been applied; retrying with the same ``client_order_id``
+    is safe (it is never applied twice)."""
 
 
 @attrs.define(slots=True)
@@ -82,3 +89,14 @@ class EventBatch:
     sequence number even when it produced no events."""
     items: list[tuple[int, int, list]]
     last_seq: int
+
+
+class Burst:
+    """Inbox items the engine must apply back to back in one batch, never split between two
+    journal writes: the process edge's ``EdgeCursor`` followed by the requests and queries of
+    one stream entry (actors/redis_edge.py)."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list) -> None:
+        self.items = items

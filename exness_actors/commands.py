@@ -26,7 +26,7 @@ __all__ = [
     "AccountId", "OrderId", "PositionId", "ClientOrderId",
     "Quote", "Clock", "CreateAccount", "Deposit", "Withdraw", "PlaceOrder", "CancelOrder",
     "ModifyOrder", "ClosePosition", "ModifyPosition", "AddMargin", "HaltSymbol", "ResumeSymbol",
-    "Command", "COMMAND_TYPES", "MAX_CLIENT_ID",
+    "EdgeCursor", "Command", "COMMAND_TYPES", "MAX_CLIENT_ID",
 ]
 
 AccountId = NewType("AccountId", int)
@@ -174,12 +174,33 @@ class ResumeSymbol:
     ts: int = 0
 
 
+# --- process edge: the engine's stream reader → engine -------------------------------------
+
+@_define
+class EdgeCursor:
+    """The process edge's position in a command stream (split mode, DESIGN.md §6).
+
+    The engine's Redis reader puts one ``EdgeCursor`` in front of the commands of each stream
+    entry it hands to the engine, in the same atomic burst, so the core's state (journaled and
+    snapshotted) records the last stream entry whose commands were applied. After a crash,
+    entries the consumer group redelivers at or below the cursor are acknowledged without being
+    applied again: exactly-once effect. ``source`` names the stream; ``entry_ms``/``entry_seq``
+    are the two parts of a Redis stream id (``<ms>-<seq>``). A cursor never moves backwards.
+    """
+    source: str
+    entry_ms: int
+    entry_seq: int
+    seq: int = 0
+    ts: int = 0
+
+
 Command = Union[Quote, Clock, CreateAccount, Deposit, Withdraw, PlaceOrder, CancelOrder,
-                ModifyOrder, ClosePosition, ModifyPosition, AddMargin, HaltSymbol, ResumeSymbol]
+                ModifyOrder, ClosePosition, ModifyPosition, AddMargin, HaltSymbol, ResumeSymbol,
+                EdgeCursor]
 
 #: Wire tags: stable forever (they are in every journal). Append only.
 COMMAND_TYPES: dict[int, type] = {
     1: Quote, 2: Clock, 3: CreateAccount, 4: Deposit, 5: Withdraw, 6: PlaceOrder,
     7: CancelOrder, 8: ModifyOrder, 9: ClosePosition, 10: ModifyPosition, 11: AddMargin,
-    12: HaltSymbol, 13: ResumeSymbol,
+    12: HaltSymbol, 13: ResumeSymbol, 14: EdgeCursor,
 }

@@ -48,7 +48,7 @@ from sortedcontainers import SortedList
 from exness_actors import codec
 from exness_actors.commands import (
     MAX_CLIENT_ID, AddMargin, CancelOrder, Clock, ClosePosition, CreateAccount, Deposit,
-    HaltSymbol, ModifyOrder, ModifyPosition, PlaceOrder, Quote, ResumeSymbol, Withdraw,
+    EdgeCursor, HaltSymbol, ModifyOrder, ModifyPosition, PlaceOrder, Quote, ResumeSymbol, Withdraw,
 )
 from exness_actors.errors import InvalidCommand, InvariantViolation
 from exness_actors.events import (
@@ -137,6 +137,9 @@ class Engine:
         self.total_withdrawals = 0
         self.now = 0
         self.last_seq = 0
+        #: split mode: the last applied entry of each command stream, ``source -> (ms, seq)``
+        #: (:class:`~exness_actors.commands.EdgeCursor`); empty in embedded mode
+        self.edge_cursors: dict[str, tuple[int, int]] = {}
         # Rolling hash of the output events: the encoded events of the current block of
         # HASH_BLOCK inputs are buffered and folded into ``_hash_base`` at each block boundary,
         # so a per-input BLAKE2b is avoided; :attr:`rolling_hash` is
@@ -155,6 +158,7 @@ class Engine:
             CancelOrder: self._on_cancel, ModifyOrder: self._on_modify_order,
             ClosePosition: self._on_close, ModifyPosition: self._on_modify_position,
             AddMargin: self._on_add_margin, HaltSymbol: self._on_halt, ResumeSymbol: self._on_resume,
+            EdgeCursor: self._on_edge_cursor,
         }
 
     # ------------------------------------------------------------------ entry points
@@ -278,6 +282,22 @@ class Engine:
 
     def _on_clock(self, _clock: Clock, _events: list) -> None:
         """Time moved on; expiries already ran in :meth:`apply`."""
+
+    def _on_edge_cursor(self, cmd: EdgeCursor, events: list) -> None:
+        """Record the process edge's stream position; it never moves backwards (no events)."""
+        source, ms, entry = cmd.source, cmd.entry_ms, cmd.entry_seq
+        if (type(source) is not str or not source or len(source) > MAX_CLIENT_ID
+                or type(ms) is not int or type(entry) is not int
+                or not 0 <= ms < 2**63 or not 0 <= entry < 2**63):
+            events.append(CommandRejected("EdgeCursor", None, RejectReason.INVALID_COMMAND,
+                                          "source must be a short string and the entry id two ints"))
+            return
+        if (ms, entry) > self.edge_cursors.get(source, (-1, -1)):
+            self.edge_cursors[source] = (ms, entry)
+
+    def edge_cursor(self, source: str) -> Optional[tuple[int, int]]:
+        """The last applied entry id of ``source`` as ``(ms, seq)``, None if none."""
+        return self.edge_cursors.get(source)
 
     def _expire(self, events: list) -> None:
         expiries = self.expiries
@@ -946,9 +966,13 @@ class Engine:
                            o.leverage, o.qty, o.take_profit, o.stop_loss, o.trailing_stop,
                            o.expires_at, o.client_order_id, o.created_at])
         books = [[s, b.bid, b.ask, b.quote_ts, b.halted] for s, b in sorted(self.books.items())]
-        return [STATE_FORMAT, self.config.to_wire(), self.now, self.last_seq, self.next_order_id,
-                self.next_position_id, self.house, self.total_deposits, self.total_withdrawals,
-                [self._hash_base, bytes(self._hash_buffer)], accounts, positions, orders, books]
+        state = [STATE_FORMAT, self.config.to_wire(), self.now, self.last_seq, self.next_order_id,
+                 self.next_position_id, self.house, self.total_deposits, self.total_withdrawals,
+                 [self._hash_base, bytes(self._hash_buffer)], accounts, positions, orders, books]
+        if self.edge_cursors:
+            # Only in split mode: embedded states (and their hashes) are unchanged by the field.
+            state.append([[s, ms, n] for s, (ms, n) in sorted(self.edge_cursors.items())])
+        return state
 
     def state_hash(self) -> bytes:
         """BLAKE2b of the canonical state encoding."""
@@ -962,13 +986,15 @@ class Engine:
     @classmethod
     def from_state(cls, state: list[Any]) -> "Engine":
         (fmt, config_wire, now, last_seq, next_order_id, next_position_id, house, deposits,
-         withdrawals, rolling, accounts, positions, orders, books) = state
+         withdrawals, rolling, accounts, positions, orders, books) = state[:14]
+        cursors = state[14] if len(state) > 14 else []
         if fmt != STATE_FORMAT:
             raise InvalidCommand(f"unsupported state format {fmt}")
         engine = cls(CoreConfig.from_wire(config_wire))
         engine.now, engine.last_seq = now, last_seq
         engine.next_order_id, engine.next_position_id = next_order_id, next_position_id
         engine.house, engine.total_deposits, engine.total_withdrawals = house, deposits, withdrawals
+        engine.edge_cursors = {source: (ms, n) for source, ms, n in cursors}
         engine._hash_base, engine._hash_buffer = bytes(rolling[0]), bytearray(rolling[1])
         for symbol, bid, ask, quote_ts, halted in books:
             book = engine.books[symbol]

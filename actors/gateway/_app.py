@@ -9,7 +9,7 @@ Handlers authenticate by verifying the JWT only (no database), parse bodies exac
 
 Errors: every failure is a JSON ``{"error": {"code", "message", "details"}}`` body.
 :class:`~actors.edge.EdgeError` carries its own status; auth failures are 401, ``Overloaded`` and
-``EngineStopped`` 503 with ``Retry-After``; Quart/werkzeug HTTP errors (404 route, 405, 413
+``EngineStopped`` 503 with ``Retry-After``, ``EngineTimeout`` (split mode) 504; Quart/werkzeug HTTP errors (404 route, 405, 413
 body too large, …) keep their status with a JSON body. Anything else is a bug: it is logged with
 its traceback and answered 500 ``INTERNAL_ERROR`` (counted in
 ``exness_http_internal_errors_total``; the tests assert that malformed input never gets there).
@@ -35,7 +35,7 @@ from actors.auth_tokens import AuthError, TokenIssuer
 from actors.gateway import _auth, _market, _ops, _trading
 from actors.gateway._common import Gateway, NoContent, PlainText, json_response, rate_limited
 from actors.gateway._settings import GatewaySettings
-from actors.messages import EngineStopped, Overloaded
+from actors.messages import EngineStopped, EngineTimeout, Overloaded
 from actors.metrics import GatewayMetrics
 from actors.store import InvalidCursor, StoreClosed
 from exness_actors.errors import InvalidCommand
@@ -251,6 +251,10 @@ def _install_error_handlers(app: QuartTrio, gateway: Gateway) -> None:
     async def _stopped(error: EngineStopped) -> Response:
         return _error(503, "ENGINE_STOPPED", "the engine is not taking commands (shutting down or restarting)",
                       {}, {"Retry-After": "5"})
+
+    @app.errorhandler(EngineTimeout)
+    async def _timeout(error: EngineTimeout) -> Response:
+        return _error(504, "ENGINE_TIMEOUT", str(error), {}, {"Retry-After": "1"})
 
     @app.errorhandler(StoreClosed)
     async def _store_closed(error: StoreClosed) -> Response:

@@ -21,6 +21,7 @@ from actors.gateway._settings import GatewaySettings
 from actors.messages import EngineStopped, Overloaded, Reply, ReplySlot, Request
 from actors.metrics import GatewayMetrics
 from actors.ratelimit import RateLimiter, retry_after_header
+from actors.redis_edge import BoxedView
 from exness_actors.instruments import Instrument
 
 __all__ = ["Gateway", "json_response", "doc", "NoContent", "PlainText", "rate_limited", "API"]
@@ -75,8 +76,9 @@ def doc(*, request_model: Any = None, response: Any = None, status: int = 200,
 
 def _boxed(function: Callable, *args: Any) -> Callable:
     """``function`` answering a 1-tuple: a reply slot holds only non-None values, and "not
-    found" (None) is a normal answer of the gateway's queries."""
-    return lambda engine: (function(engine, *args),)
+    found" (None) is a normal answer of the gateway's queries. A :class:`BoxedView` names the
+    view and its arguments, so a remote engine (split mode) can run it too."""
+    return BoxedView(function, args)
 
 
 class Gateway:

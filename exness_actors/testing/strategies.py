@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 
 from exness_actors.commands import (
     MAX_CLIENT_ID, AddMargin, CancelOrder, Clock, ClosePosition, CreateAccount, Deposit,
-    HaltSymbol, ModifyOrder, ModifyPosition, PlaceOrder, Quote, ResumeSymbol, Withdraw,
+    EdgeCursor, HaltSymbol, ModifyOrder, ModifyPosition, PlaceOrder, Quote, ResumeSymbol, Withdraw,
 )
 from exness_actors.instruments import CoreConfig, Instrument
 
@@ -40,7 +40,7 @@ __all__ = [
     "symbols", "instruments", "core_configs", "prices", "quotes", "price_paths", "time_steps",
     "account_ids", "client_order_ids", "clocks", "create_accounts", "deposits", "withdraws",
     "place_orders", "cancel_orders", "modify_orders", "close_positions", "modify_positions",
-    "add_margins", "halt_symbols", "resume_symbols", "commands", "command_strategies",
+    "add_margins", "halt_symbols", "resume_symbols", "edge_cursors", "commands", "command_strategies",
     "UNKNOWN_SYMBOL",
 ]
 
@@ -502,6 +502,17 @@ def resume_symbols(symbols: Sequence[str] = ("BTCUSD",), *, invalid_percent: int
     return _symbol_command(ResumeSymbol, symbols, invalid_percent)
 
 
+@st.composite
+def edge_cursors(draw: Callable[[Any], Any], *, sources: Sequence[str] = ("stream:exness",),
+                 invalid_percent: int = 10) -> EdgeCursor:
+    """A process-edge stream position (split mode); sometimes malformed or going backwards."""
+    if _invalid(draw, invalid_percent):
+        return EdgeCursor(source=draw(st.sampled_from(("", "x" * 65))), entry_ms=draw(st.integers(-5, 5)),
+                          entry_seq=draw(st.integers(-5, 5)))
+    return EdgeCursor(source=draw(st.sampled_from(tuple(sources))),
+                      entry_ms=draw(st.integers(0, 2**63 - 1)), entry_seq=draw(st.integers(0, 2**20)))
+
+
 def command_strategies(*, accounts: Sequence[int] = (), symbols: Sequence[str] = ("BTCUSD",),
                        orders: Sequence[Any] = (), positions: Sequence[Any] = (),
                        reference_prices: Optional[Mapping[str, int]] = None, now: int = 0,
@@ -526,6 +537,7 @@ def command_strategies(*, accounts: Sequence[int] = (), symbols: Sequence[str] =
         AddMargin: add_margins(positions=positions, accounts=accounts, invalid_percent=invalid_percent),
         HaltSymbol: halt_symbols(symbols, invalid_percent=invalid_percent),
         ResumeSymbol: resume_symbols(symbols, invalid_percent=invalid_percent),
+        EdgeCursor: edge_cursors(invalid_percent=invalid_percent),
     }
 
 
