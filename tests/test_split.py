@@ -1,0 +1,385 @@
+"""Split mode end to end, in subprocesses, over a real Redis and PostgreSQL (issue: process edge).
+
+One private ``redis-server`` per test module on a free port (so it can be killed and restarted
+without touching the machine's shared Redis), a fresh PostgreSQL schema, and the real CLI:
+``exness-actors run --role engine|gateway|ws|feed --bus redis --store postgres``.
+
+* a trader journey through two gateways and the WebSocket server;
+* kill -9 the engine under load and restart it: every acknowledged order is present, none twice;
+* restart Redis under load: the processes reconnect and nothing acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Optional
+
+import httpx
+import pytest
+import trio
+from trio_websocket import open_websocket_url
+
+from conftest import services_required
+
+ROOT = Path(__file__).resolve().parent.parent
+STARTUP_S = 30.0
+PASSWORD = "correct horse battery staple"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """A private redis-server (no persistence, like the machine's)."""
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            message = "redis-server is not installed (needed to restart Redis in the split-mode tests)"
+            if services_required():
+                pytest.fail(message, pytrace=False)
+            pytest.skip(message)
+        self.binary = binary
+        self.port = _free_port()
+        self.workdir = workdir
+        self.process: Optional[subprocess.Popen] = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
+
+
+class Role:
+    """One ``exness-actors run --role …`` subprocess; its announce line gives its URL."""
+
+    def __init__(self, role: str, env: dict[str, str], *args: str, log_dir: Path) -> None:
+        self.role = role
+        self.args = args
+        self.env = env
+        self.log_path = log_dir / f"{role}-{uuid.uuid4().hex[:6]}.log"
+        self.process: Optional[subprocess.Popen] = None
+        self.url: Optional[str] = None
+
+    def start(self, pattern: Optional[str] = None) -> "Role":
+        self.log = open(self.log_path, "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "supervisor", "run", "--role", self.role, "--bus", "redis", *self.args],
+            cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        deadline = time.monotonic() + STARTUP_S
+        assert self.process.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                if self.process.poll() is not None:
+                    raise AssertionError(f"{self.role} exited {self.process.returncode}: {self.log_path.read_text()[-3000:]}")
+                continue
+            if line.startswith("exness-actors:"):
+                if pattern is not None:
+                    match = re.search(pattern, line)
+                    assert match, line
+                    self.url = match.group(1)
+                # keep draining stdout so the child never blocks on a full pipe
+                threading.Thread(target=self._drain, daemon=True).start()
+                return self
+        raise AssertionError(f"{self.role} did not announce itself: {self.log_path.read_text()[-3000:]}")
+
+    def _drain(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for _ in self.process.stdout:
+            pass
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def terminate(self) -> int:
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                return self.process.wait(10)
+        return self.process.returncode
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, database_url: str):
+    """Redis + a PostgreSQL schema + env for the roles; yields a small namespace."""
+    import asyncpg  # noqa: F401  (the store's driver; a clear ImportError if missing)
+
+    redis = RedisServer(tmp_path)
+    redis.start()
+    schema = f"split_{uuid.uuid4().hex[:10]}"
+    _psql(database_url, f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in database_url else "?"
+    env = {
+        **os.environ,
+        "REDIS_URL": redis.url,
+        "DATABASE_URL": f"{database_url}{separator}search_path={schema}",
+        "EXNESS_STORE__KIND": "postgres",
+        "EXNESS_BUS__REQUEST_TIMEOUT_S": "3",
+        "EXNESS_AUTH__JWT_SECRET": "split-test-secret-" + "x" * 32,
+        "EXNESS_AUTH__ARGON2_TIME_COST": "1",
+        "EXNESS_AUTH__ARGON2_MEMORY_KIB": "8",
+        "EXNESS_AUTH__ARGON2_PARALLELISM": "1",
+        "EXNESS_LIMITS__ACCOUNT_RATE_PER_S": "100000",
+        "EXNESS_LIMITS__ACCOUNT_BURST": "100000",
+        "EXNESS_SNAPSHOT__INTERVAL_S": "3600",
+        "EXNESS_HTTP__PORT": "0",
+        "EXNESS_WS__PORT": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("EXNESS_REQUIRE_SERVICES", None)
+    roles: list[Role] = []
+
+    class Cluster:
+        def role(self, role: str, *args: str, pattern: Optional[str] = None, **extra_env: str) -> Role:
+            process = Role(role, {**env, **extra_env}, *args, log_dir=tmp_path).start(pattern)
+            roles.append(process)
+            return process
+
+        def engine(self) -> Role:
+            return self.role("engine", "--data-dir", str(tmp_path / "engine"), "--feed", "redis")
+
+        def gateway(self) -> Role:
+            return self.role("gateway", "--data-dir", str(tmp_path / "gw"), pattern=r"HTTP API (\S+)/api/v1")
+
+    c = Cluster()
+    c.redis = redis
+    c.tmp = tmp_path
+    try:
+        yield c
+    finally:
+        for process in roles:
+            process.kill()
+        redis.stop()
+        _psql(database_url, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def _psql(url: str, sql: str) -> None:
+    import asyncpg
+
+    async def run() -> None:
+        import asyncio  # noqa: F401
+        connection = await asyncpg.connect(url)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    import asyncio
+    asyncio.run(run())
+
+
+def _sign_up(client: httpx.Client, email: str) -> dict[str, str]:
+    response = client.post("/api/v1/auth/signup", json={"email": email, "password": PASSWORD})
+    assert response.status_code == 201, response.text
+    return _sign_in(client, email)
+
+
+def _sign_in(client: httpx.Client, email: str) -> dict[str, str]:
+    response = client.post("/api/v1/auth/signin", json={"email": email, "password": PASSWORD})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def _wait_ready(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = httpx.get(f"{url}/readyz", timeout=2)
+            if last.status_code == 200:
+                return
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.2)
+    raise AssertionError(f"{url} never became ready: {getattr(last, 'text', last)}")
+
+
+def _order(client: httpx.Client, headers: dict, client_order_id: str) -> httpx.Response:
+    return client.post("/api/v1/orders", headers=headers, timeout=10, json={
+        "symbol": "BTCUSDT", "side": "buy", "type": "market", "margin": "10.00", "leverage": 5,
+        "client_order_id": client_order_id})
+
+
+def test_trader_journey_through_two_gateways_and_the_ws_server(cluster) -> None:
+    cluster.engine()
+    cluster.role("feed", "--feed", "synthetic", EXNESS_FEED__TICKS_PER_S="50")
+    gw1, gw2 = cluster.gateway(), cluster.gateway()
+    ws = cluster.role("ws", "--data-dir", str(cluster.tmp / "ws"), pattern=r"WebSocket (\S+)")
+    _wait_ready(gw1.url)
+    _wait_ready(gw2.url)
+    with httpx.Client(base_url=gw1.url, timeout=10) as one, httpx.Client(base_url=gw2.url, timeout=10) as two:
+        headers = _sign_up(one, "trader@example.com")
+        headers_two = _sign_in(two, "trader@example.com")      # tokens work on every gateway
+        placed = _order(one, headers, "journey-1")
+        assert placed.status_code == 201, placed.text
+        position_id = placed.json()["position"]["id"]
+        again = _order(two, headers_two, "journey-1")            # the same client id, the other gateway
+        assert again.status_code == 200 and again.json()["order"]["id"] == placed.json()["order"]["id"]
+        positions = two.get("/api/v1/positions", headers=headers_two).json()["positions"]
+        assert [p["id"] for p in positions] == [position_id]
+        closed = two.post(f"/api/v1/positions/{position_id}/close", headers=headers_two, json={})
+        assert closed.status_code == 200, closed.text
+        account = one.get("/api/v1/account", headers=headers).json()
+        assert account["locked"] == "0.00"
+        # history (persisted by the engine's persister into PostgreSQL) through the other gateway
+        deadline = time.monotonic() + 10
+        while True:
+            history = two.get("/api/v1/history/positions", headers=headers_two).json()
+            if history.get("positions") or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert [p["position_id"] for p in history["positions"]] == [position_id]
+        bad = one.post("/api/v1/orders", headers=headers, json={"symbol": "BTCUSDT", "side": "up"})
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "VALIDATION_ERROR"
+        token = headers["Authorization"].split()[1]
+
+    async def watch() -> tuple[dict, dict]:
+        async with open_websocket_url(ws.url) as socket_:
+            await socket_.send_message(json.dumps({"op": "auth", "token": token}))
+            await socket_.send_message(json.dumps({"op": "subscribe", "channels": ["quotes:BTCUSDT", "account"]}))
+            quote = account_update = None
+            ordered = False
+            with trio.fail_after(15):
+                while quote is None or account_update is None:
+                    frame = json.loads(await socket_.get_message())
+                    for message in frame if isinstance(frame, list) else [frame]:
+                        channel = str(message.get("channel", ""))
+                        if channel == "quotes:BTCUSDT" and "data" in message:
+                            quote = message
+                        if channel.startswith("account") and "data" in message:
+                            account_update = message
+                    if quote is not None and not ordered:
+                        # make an account event happen through a gateway while we listen
+                        ordered = True
+                        with httpx.Client(base_url=gw2.url, timeout=10) as client:
+                            assert _order(client, headers, "ws-1").status_code in (200, 201)
+            return quote, account_update
+
+    quote, account_update = trio.run(watch)
+    assert quote["data"]["symbol"] == "BTCUSDT"
+    assert account_update["channel"].startswith("account")
+
+
+def _load(urls: list[str], headers: dict, stop: threading.Event, acked: dict[str, str],
+          errors: list, worker: int) -> None:
+    """Place market orders with fresh client ids; retry each until it is acknowledged."""
+    clients = [httpx.Client(base_url=url, timeout=10) for url in urls]
+    index = 0
+    try:
+        while not stop.is_set():
+            client_order_id = f"w{worker}-{index}"
+            index += 1
+            attempt = 0
+            while True:
+                client = clients[(index + attempt) % len(clients)]
+                attempt += 1
+                try:
+                    response = _order(client, headers, client_order_id)
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+                    continue
+                if response.status_code in (200, 201):
+                    acked[client_order_id] = response.json()["order"]["id"]
+                    break
+                if response.status_code in (503, 504):
+                    time.sleep(0.1)     # engine or Redis away: retry the same client id
+                    continue
+                errors.append((client_order_id, response.status_code, response.text))
+                break
+    finally:
+        for client in clients:
+            client.close()
+
+
+def _check_exactly_once(url: str, headers: dict, acked: dict[str, str]) -> None:
+    with httpx.Client(base_url=url, timeout=20) as client:
+        response = client.get("/api/v1/positions", headers=headers)
+        assert response.status_code == 200, response.text
+        positions = response.json()["positions"]
+    order_ids = [p["order_id"] for p in positions]
+    assert len(order_ids) == len(set(order_ids))
+    # every acknowledged order opened exactly one position, and nothing else did
+    assert sorted(order_ids, key=int) == sorted(set(acked.values()), key=int)
+
+
+def test_engine_kill_9_and_redis_restart_under_load_lose_nothing_and_apply_nothing_twice(cluster) -> None:
+    engine = cluster.engine()
+    cluster.role("feed", "--feed", "synthetic", EXNESS_FEED__TICKS_PER_S="50")
+    gw1, gw2 = cluster.gateway(), cluster.gateway()
+    _wait_ready(gw1.url)
+    with httpx.Client(base_url=gw1.url, timeout=10) as client:
+        headers = _sign_up(client, "load@example.com")
+        deposit = client.post("/api/v1/account/deposit", headers=headers,
+                              json={"amount": "1000000.00", "idempotency_key": "d1"})
+        assert deposit.status_code == 200, deposit.text
+    acked: dict[str, str] = {}
+    errors: list = []
+    stop = threading.Event()
+    workers = [threading.Thread(target=_load, args=([gw1.url, gw2.url], headers, stop, acked, errors, n))
+               for n in range(4)]
+    for thread in workers:
+        thread.start()
+    try:
+        time.sleep(2)
+        before_kill = len(acked)
+        assert before_kill > 0
+        engine.kill()                               # kill -9 mid-load
+        time.sleep(1)
+        cluster.engine()                            # restart: recovery + redelivered entries
+        _wait_ready(gw1.url)
+        time.sleep(2)
+        after_restart = len(acked)
+        assert after_restart > before_kill
+        cluster.redis.stop()                        # Redis goes away (and loses everything: no persistence)
+        time.sleep(1)
+        cluster.redis.start()
+        _wait_ready(gw1.url)
+        _wait_ready(gw2.url)
+        time.sleep(2)
+        assert len(acked) > after_restart
+    finally:
+        stop.set()
+        for thread in workers:
+            thread.join(60)
+    assert not errors, errors[:5]
+    _check_exactly_once(gw2.url, headers, acked)
