@@ -357,7 +357,12 @@ async def _command_reader(handle: Any, bus: RedisBus, stream: str, read_count: i
                     continue
                 reply_stream, outs, items = _decode_burst(fields.get(b"b"), views, handle)
                 items.insert(0, EdgeCursor(stream, ident[0], ident[1]))
-                await handle.send(Burst(items))
+                try:
+                    await handle.send(Burst(items))
+                except EngineStopped:
+                    # shutting down: this entry stays pending and goes to the next engine
+                    log.info("event=edge_reader_stopped stream=%s", stream)
+                    return
                 submitted = ident
                 stats["entries"] += 1
                 await to_replier.send((entry_id, reply_stream, outs))
@@ -377,7 +382,7 @@ def _decode_burst(raw: Optional[bytes], views: dict[str, Callable], handle: Any
         if not isinstance(reply_stream, str) or not reply_stream.startswith(REPLY_PREFIX):
             raise ValueError("bad reply stream")
     except Exception as exc:
-        log.warning("event=bad_entry error=%r", str(exc))
+        log.warning("event=bad_entry error=%r", f"{type(exc).__name__}: {exc}")
         return None, outs, items
     for request in requests:
         try:

@@ -1,0 +1,184 @@
+"""The Redis edge in one process: exactly-once redelivery, replies, timeouts, bus outages."""
+
+from __future__ import annotations
+
+import functools
+
+import msgpack
+import pytest
+import redis
+import trio
+
+from actors import redis_edge
+from actors.aio_bridge import open_bridge
+from actors.engine import EngineHandle
+from actors.engine import run as run_engine
+from actors.messages import EngineStopped, EngineTimeout, Request, ReplySlot
+from exness_actors import codec
+from exness_actors.commands import CreateAccount, Deposit, EdgeCursor
+from exness_actors.engine import Engine
+from exness_actors.events import CommandRejected
+from exness_actors.instruments import CoreConfig, DEFAULT_INSTRUMENTS
+from exness_actors.journal import JournalWriter
+from exness_actors.replay import replay
+from exness_actors.journal import scan_journal
+
+DB = 14   # a database of its own on the shared Redis, flushed by every test here
+
+
+def make_engine() -> Engine:
+    return Engine(CoreConfig(instruments=DEFAULT_INSTRUMENTS))
+
+
+@pytest.fixture
+def url(redis_url: str) -> str:
+    base = redis_url.rsplit("/", 1)[0] if redis_url.count("/") > 2 else redis_url
+    url = f"{base}/{DB}"
+    redis.Redis.from_url(url).flushdb()
+    yield url
+    redis.Redis.from_url(url).flushdb()
+
+
+# ------------------------------------------------------------------------------------ core
+
+def test_edge_cursor_moves_forward_only_and_is_part_of_the_state() -> None:
+    engine = make_engine()
+    empty_state = engine.to_state()
+    assert len(empty_state) == 14          # embedded states (and hashes) are unchanged
+    engine.submit(EdgeCursor("stream:exness", 5, 2))
+    engine.submit(EdgeCursor("stream:exness", 5, 1))      # backwards: ignored
+    assert engine.edge_cursor("stream:exness") == (5, 2)
+    engine.submit(EdgeCursor("stream:exness", 6, 0))
+    assert engine.edge_cursor("stream:exness") == (6, 0)
+    restored = Engine.from_state(engine.to_state())
+    assert restored.edge_cursor("stream:exness") == (6, 0)
+    assert restored.state_hash() == engine.state_hash()
+    events = engine.submit(EdgeCursor("", -1, 0))
+    assert isinstance(events[0], CommandRejected) and events[0].reason == "INVALID_COMMAND"
+    assert engine.edge_cursor("") is None
+
+
+# ------------------------------------------------------------------------------------ edge
+
+def _burst(reply_stream: str, commands: list) -> bytes:
+    return msgpack.packb({"r": reply_stream, "i": [[n, 0, codec.encode(c)] for n, c in enumerate(commands, 1)]},
+                         use_bin_type=True)
+
+
+async def _run_engine_and_edge(nursery, tmp_path, url, engine, *, name="edge"):
+    handle = EngineHandle(engine, 1000)
+    journal = JournalWriter(tmp_path / "journal")
+    await nursery.start(functools.partial(run_engine, handle=handle, journal=journal, fsync="batch"))
+    bridge = await nursery_bridge(nursery, name)
+    bus = redis_edge.RedisBus(url, bridge)
+    await bus.connect()
+    stats = await nursery.start(functools.partial(redis_edge.run_engine_edge, handle=handle, bus=bus,
+                                                  quotes=False))
+    return handle, journal, stats
+
+
+async def nursery_bridge(nursery, name):
+    async def hold(task_status=trio.TASK_STATUS_IGNORED):
+        async with open_bridge(name) as bridge:
+            task_status.started(bridge)
+            await trio.sleep_forever()
+    return await nursery.start(hold)
+
+
+async def _wait(predicate, timeout=10):
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.02)
+
+
+async def test_entries_are_applied_once_replied_and_acknowledged_and_redelivery_applies_nothing(tmp_path, url):
+    client = redis.Redis.from_url(url)
+    reply_stream = redis_edge.REPLY_PREFIX + "test"
+    stream = redis_edge.command_stream()
+    client.xadd(stream, {"b": _burst(reply_stream, [CreateAccount(account_id=1, initial_deposit=100)])})
+    client.xadd(stream, {"b": _burst(reply_stream, [Deposit(account_id=1, amount=50)])})
+    client.xadd(stream, {"b": b"\xc1 not msgpack"})       # garbage: acknowledged, nothing applied
+    async with trio.open_nursery() as nursery:
+        handle, journal, stats = await _run_engine_and_edge(nursery, tmp_path, url, make_engine())
+        await _wait(lambda: stats["acks"] == 3)
+        assert handle.engine.accounts[1].free == 150
+        replies = client.xrange(reply_stream)
+        wires = [wire for _id, fields in replies for wire in msgpack.unpackb(fields[b"b"], raw=False)]
+        assert [wire[1] for wire in wires] == ["reply", "reply"]
+        assert client.xpending(stream, redis_edge.GROUP)["pending"] == 0
+        cursor = handle.engine.edge_cursor(stream)
+        assert cursor is not None
+        state = handle.engine.to_state()
+        await handle.stop()
+        nursery.cancel_scope.cancel()
+    journal.close()
+
+    # A crash after the journal write but before XACK: the entries are pending again. Re-deliver
+    # them to a restarted engine (recovered from the journal): nothing is applied twice.
+    client.xgroup_setid(stream, redis_edge.GROUP, id="0")
+    entries = client.xreadgroup(redis_edge.GROUP, f"engine-{stream}", {stream: ">"})
+    assert len(entries[0][1]) == 3    # delivered, never acknowledged
+    recovered = replay(make_engine(), scan_journal(tmp_path / "journal").payloads).engine
+    assert recovered.to_state() == state
+    last_seq = recovered.last_seq
+    async with trio.open_nursery() as nursery:
+        handle, journal, stats = await _run_engine_and_edge(nursery, tmp_path / "again", url, recovered)
+        await _wait(lambda: stats["acks"] >= 3)
+        assert stats["skipped_redelivered"] == 3     # the garbage entry too (its cursor was applied)
+        assert handle.engine.last_seq == last_seq          # nothing applied
+        assert handle.engine.accounts[1].free == 150
+        assert client.xpending(stream, redis_edge.GROUP)["pending"] == 0
+        await handle.stop()
+        nursery.cancel_scope.cancel()
+    journal.close()
+
+
+async def test_remote_requests_round_trip_and_time_out_cleanly(tmp_path, url):
+    async with trio.open_nursery() as nursery:
+        handle, journal, _stats = await _run_engine_and_edge(nursery, tmp_path, url, make_engine())
+        bridge = await nursery_bridge(nursery, "gateway")
+        bus = redis_edge.RedisBus(url, bridge)
+        await bus.connect()
+        assert await bus.ping()
+        remote = redis_edge.RemoteEngineHandle(bus=bus, core=handle.engine.config, request_timeout_s=1.0)
+        await nursery.start(remote.run)
+        reply = await remote.request(CreateAccount(account_id=9, initial_deposit=500))
+        assert reply.seq >= 2 and remote.durable_seq == reply.seq      # the cursor took seq 1
+        from actors.gateway import _views as views
+        summary = await remote.query(redis_edge.BoxedView(views.account_summary, (9,)))
+        assert summary[0]["account_id"] == "9" and summary[0]["balance"] == "5.00"
+        # the engine goes away: requests end in EngineTimeout (HTTP 504), not a hang
+        await handle.stop()
+        with trio.fail_after(5):
+            with pytest.raises(EngineTimeout):
+                await remote.request(Deposit(account_id=9, amount=1))
+        assert remote.timeouts == 1
+        await remote.cleanup()
+        nursery.cancel_scope.cancel()
+    journal.close()
+
+
+async def test_bus_down_means_engine_stopped_not_a_hang():
+    async with open_bridge("down") as bridge:
+        bus = redis_edge.RedisBus("redis://127.0.0.1:1/0", bridge)   # nothing listens on port 1
+        await bus.connect()
+        assert not await bus.ping()
+        remote = redis_edge.RemoteEngineHandle(bus=bus, core=CoreConfig(instruments=DEFAULT_INSTRUMENTS))
+        with pytest.raises(EngineStopped):
+            remote.send_nowait(Request(CreateAccount(account_id=1), ReplySlot()))
+        assert not remote.accepting
+        await bus.close()
+
+
+def test_health_check_reports_missing_and_present_heartbeats(url):
+    ok, message = redis_edge.check_health(url, "engine", "test-host")
+    assert not ok and "no heartbeat" in message
+    redis.Redis.from_url(url).set(redis_edge.health_key("engine", "test-host"), b'{"ready": true}', ex=10)
+    ok, _ = redis_edge.check_health(url, "engine", "test-host")
+    assert ok
+    redis.Redis.from_url(url).set(redis_edge.health_key("engine", "test-host"),
+                                  b'{"ready": false, "reason": "Redis unreachable"}', ex=10)
+    ok, message = redis_edge.check_health(url, "engine", "test-host")
+    assert not ok and "Redis unreachable" in message
+    ok, message = redis_edge.check_health("redis://127.0.0.1:1/0", "engine", "test-host")
+    assert not ok and "unreachable" in message
