@@ -155,19 +155,27 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
 
     try:
         async with trio.open_nursery() as nursery:
-            # consumers first, so they see every batch the engine publishes
-            persister_sub = handle.subscribe("persister", max_buffer=256, lossless=True)
-            candles_sub = handle.subscribe("candles", max_buffer=256, lossless=True)
-            if backlog:   # events recovered from the journal that the store has not persisted
+            # consumers first, so they see every batch the engine publishes. In split mode the
+            # candles/persister roles may do their work instead ([bus] candles_role/persister_role).
+            local_persister = role == "all" or not cfg.get("bus", "persister_role", False)
+            local_candles = role == "all" or not cfg.get("bus", "candles_role", False)
+            if local_persister:
+                persister_sub = handle.subscribe("persister", max_buffer=256, lossless=True)
+            if local_candles:
+                candles_sub = handle.subscribe("candles", max_buffer=256, lossless=True)
+            if backlog and local_persister:   # recovered events the store has not persisted
                 await store.apply_batch(EventBatch(backlog, backlog[-1][0]))
                 log.info("event=store_caught_up batches=%d last_seq=%d", len(backlog), backlog[-1][0])
-            system.actors["persister"] = await nursery.start(functools.partial(
-                supervised, "persister", persister_actor.run, inbox=persister_sub.receive, cfg=cfg, store=store))
+            if local_persister:
+                system.actors["persister"] = await nursery.start(functools.partial(
+                    supervised, "persister", persister_actor.run, inbox=persister_sub.receive, cfg=cfg,
+                    store=store))
             # live candle updates for the WebSocket server (bounded; dropped and counted when full)
             candle_updates_send, candle_updates_receive = trio.open_memory_channel[Any](1024)
-            system.actors["candles"] = await nursery.start(functools.partial(
-                supervised, "candles", candles_actor.run, inbox=candles_sub.receive, cfg=cfg, store=store,
-                outbox=candle_updates_send))
+            if local_candles:
+                system.actors["candles"] = await nursery.start(functools.partial(
+                    supervised, "candles", candles_actor.run, inbox=candles_sub.receive, cfg=cfg, store=store,
+                    outbox=candle_updates_send))
             fsync = str(cfg.get("journal", "fsync", "batch"))
             await nursery.start(functools.partial(
                 engine_actor.run, handle=handle, journal=journal, cfg=cfg, fsync=fsync,
@@ -298,7 +306,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="apply the store's schema migrations")
     migrate.add_argument("--config")
-    migrate.add_argument("--data-dir")
+    migrate.add_argument("--data-dir", help="the SQLite store's directory")
+    migrate.add_argument("--store", choices=["sqlite", "postgres"],
+                         help="sqlite (the data dir's file) | postgres (DATABASE_URL; [store] schema)")
 
     backtest = commands.add_parser("backtest", help="run a strategy over recorded or CSV ticks on the real core")
     backtest.add_argument("--ticks", required=True, help="recorded Binance JSONL or CSV (timestamp,[symbol,]bid,ask)")
@@ -316,7 +326,26 @@ def _build_parser() -> argparse.ArgumentParser:
     health.add_argument("--instance", help="the instance name (default: EXNESS_INSTANCE or the host name)")
     health.add_argument("--config")
 
-    commands.add_parser("simulate", help="whole-system simulation (not built yet)")
+    simulate = commands.add_parser(
+        "simulate", help="deterministic whole-system simulation: seeded traders, faults, invariants, replay")
+    simulate.add_argument("--traders", type=int, default=5, help="simulated traders (default 5)")
+    simulate.add_argument("--seconds", type=float, default=30.0, help="simulated seconds (default 30)")
+    simulate.add_argument("--seed", type=int, default=1, help="the same seed gives the same report (default 1)")
+    simulate.add_argument("--data-dir", help="journal, snapshots and store of the run: a new or empty "
+                                             "directory (default: a new temporary one)")
+    simulate.add_argument("--crash-every", type=float, metavar="SECONDS",
+                          help="crash abruptly about every SECONDS simulated seconds, recover and check")
+    simulate.add_argument("--feed-gaps", action="store_true",
+                          help="pause the feed now and then and make its price jumps larger")
+    simulate.add_argument("--slow-consumers", action="store_true",
+                          help="add an event subscriber that never reads and one that reads slowly")
+    simulate.add_argument("--fsync", choices=["batch", "off"], default="batch",
+                          help="journal fsync policy (off: faster; a crash then keeps the page cache)")
+    simulate.add_argument("--config", help="instruments: a TOML merged over config.toml (the environment is ignored)")
+    simulate.add_argument("--report", metavar="FILE", help="also write the report as JSON")
+    simulate.add_argument("--no-timings", action="store_true",
+                          help="leave out the wall-clock section: same seed, byte-identical output")
+    simulate.add_argument("--log-level", default="WARNING")
     return parser
 
 
@@ -337,6 +366,66 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "shard", None) is not None:
         out.setdefault("bus", {})["shard"] = args.shard
     return out
+
+
+def _progress_bar(description: str, unit: str, total: Optional[float] = None) -> Any:
+    """A progress bar on stderr for work that may take more than a second, or None.
+
+    Only when stderr is a terminal and not under CI, so logs, pipes and test output never carry
+    one; tqdm's ``delay`` keeps it hidden for work that ends within a second.
+    """
+    if os.environ.get("CI") or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=description, unit=unit, delay=1.0, file=sys.stderr, leave=False,
+                dynamic_ncols=True, unit_scale=total is None)
+
+
+def _advance(bar: Any) -> Optional[Callable[[float], None]]:
+    """A ``progress(position)`` callback that moves ``bar`` to an absolute position."""
+    if bar is None:
+        return None
+
+    def progress(position: float) -> None:
+        if position > bar.n:
+            bar.update(position - bar.n)
+    return progress
+
+
+def _cmd_simulate(args: argparse.Namespace, *, reexec: bool) -> int:
+    """Run the deterministic whole-system simulation (actors.simulation); exit 1 on any violation."""
+    import tempfile
+
+    from actors.simulation import SimulationError, SimulationOptions, format_report, report_json, run_simulation
+    from actors.simulation_runtime import REEXEC_ENV
+
+    if reexec and any(os.environ.get(name) != value for name, value in REEXEC_ENV.items()):
+        # Same seed, same report: iterating sets of strings depends on PYTHONHASHSEED, so the
+        # command line always runs with it fixed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, [sys.executable, "-m", "supervisor", *sys.argv[1:]], {**os.environ, **REEXEC_ENV})
+    setup_logging(args.log_level)
+    data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="exness-simulate-"))
+    options = SimulationOptions(data_dir=data_dir, seed=args.seed, traders=args.traders, seconds=args.seconds,
+                                crash_every=args.crash_every, feed_gaps=args.feed_gaps,
+                                slow_consumers=args.slow_consumers, fsync=args.fsync, config_file=args.config)
+    bar = _progress_bar("simulating", "simulated s", total=args.seconds)
+    try:
+        report = run_simulation(options, progress=_advance(bar))
+    except SimulationError as exc:
+        print(f"exness-actors simulate: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if bar is not None:
+            bar.close()
+    timings = not args.no_timings
+    sys.stdout.write(format_report(report, timings=timings))
+    if args.report:
+        Path(args.report).write_text(report_json(report, timings=timings))
+    print(f"exness-actors simulate: data dir {data_dir} (verify it: exness-actors replay {data_dir})",
+          file=sys.stderr)
+    return 0 if report["verdict"] == "clean" else 1
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -392,14 +481,19 @@ def _cmd_replay(args: argparse.Namespace) -> int:
                 counts[f"closes {event.reason}"] += 1
 
     started = time.perf_counter()
+    bar = _progress_bar("replaying", "inputs")
     try:
-        result = replay(engine, iter_payloads(journal_dir(data_dir)), until_seq=args.until, on_events=tally)
+        result = replay(engine, iter_payloads(journal_dir(data_dir)), until_seq=args.until, on_events=tally,
+                        progress=_advance(bar))
     except ReplayDivergence as exc:
         print(f"exness-actors replay: {exc}", file=sys.stderr)
         return 1
     except JournalError as exc:
         print(f"exness-actors replay: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if bar is not None:
+            bar.close()
     elapsed = time.perf_counter() - started
     rate = result.inputs / elapsed if elapsed else 0.0
     print(f"replayed {result.inputs} inputs to seq {engine.last_seq} in {elapsed:.2f} s ({rate:.0f} inputs/s); "
@@ -499,17 +593,72 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         journal_dir = Path(args.data_dir) / "journal"
     stats = LoadStats()
     started = time.perf_counter()
+    bar = _progress_bar("backtesting", "quotes")
     try:
         result = run_backtest(load_ticks(args.ticks, config, symbol=args.symbol, stats=stats), strategy,
-                              config=config, deposit_cents=deposit, load_stats=stats, journal_dir=journal_dir)
+                              config=config, deposit_cents=deposit, load_stats=stats, journal_dir=journal_dir,
+                              progress=_advance(bar))
     except ValueError as exc:
         print(f"exness-actors backtest: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if bar is not None:
+            bar.close()
     elapsed = time.perf_counter() - started
     write_outputs(result, Path(args.out), config, plot=_plot_png)
     print(json.dumps(result.summary, indent=2))
     print(f"backtest: {result.summary.get('inputs')} inputs in {elapsed:.2f} s; outputs in {args.out}"
           + (f"; journal in {args.data_dir} (exness-actors replay {args.data_dir})" if args.data_dir else ""))
+    return 0
+
+
+def _cmd_migrate(cfg: Config) -> int:
+    """Apply the configured store's pending migrations; say which ran (exit 1 on failure)."""
+    kind = cfg.get("store", "kind", "sqlite")
+    if kind == "postgres":
+        from actors.store_postgres import describe_url, migrate_postgres
+        url = cfg.get("store", "database_url")
+        if not url:
+            print("exness-actors migrate: --store postgres needs DATABASE_URL "
+                  "(or [store] database_url), e.g. postgresql://user@host:5432/dbname", file=sys.stderr)
+            return 1
+        schema = cfg.get("store", "schema") or None
+        where = describe_url(url) + (f" schema {schema}" if schema else "")
+        try:
+            store = trio.run(functools.partial(migrate_postgres, url, schema=schema))
+        except Exception as exc:   # connection refused, auth, a failing or changed migration
+            print(f"exness-actors migrate: the postgres store at {where} was not migrated: "
+                  f"{type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        applied = store.migrations_applied
+        candles = ("candles_1m is a TimescaleDB hypertable" if store.timescaledb else
+                   "candles_1m is a plain indexed table (TimescaleDB is not available on this server)")
+    elif kind == "sqlite":
+        from actors.store import open_store
+
+        async def _migrate_sqlite() -> list[str]:
+            store = await open_store(cfg)       # SQLite migrates when it opens
+            await store.close()
+            return store.migrations_applied
+        where = str(cfg.data_dir)
+        try:
+            applied = trio.run(_migrate_sqlite)
+        except Exception as exc:
+            print(f"exness-actors migrate: the sqlite store in {where} was not migrated: "
+                  f"{type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        candles = ""
+    else:
+        print(f"exness-actors migrate: [store] kind must be 'sqlite' or 'postgres', not {kind!r}",
+              file=sys.stderr)
+        return 2
+    if applied:
+        print(f"exness-actors migrate: applied {len(applied)} migration(s) to the {kind} store at "
+              f"{where}: {', '.join(applied)}; it is up to date")
+    else:
+        print(f"exness-actors migrate: no pending migrations; the {kind} store at {where} is up to date")
+    if candles:
+        print(f"exness-actors migrate: {candles}")
     return 0
 
 
@@ -520,8 +669,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.command == "backtest":
         return _cmd_backtest(args)
     if args.command == "simulate":
-        print("exness-actors simulate: not built yet (see the open issues)", file=sys.stderr)
-        return 2
+        return _cmd_simulate(args, reexec=argv is None)
     setup_logging(getattr(args, "log_level", "INFO"))
     try:
         cfg = load_config(args.config, overrides=_overrides(args))
@@ -529,17 +677,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"exness-actors: configuration error: {exc}", file=sys.stderr)
         return 2
     if args.command == "migrate":
-        from actors.store import open_store
-
-        async def _migrate() -> list[str]:
-            store = await open_store(cfg)
-            applied = getattr(store, "migrations_applied", [])
-            await store.close()
-            return applied
-        applied = trio.run(_migrate)
-        print(f"exness-actors migrate: applied {len(applied)} migration(s) {applied}; "
-              f"the {cfg.get('store', 'kind', 'sqlite')} store is up to date")
-        return 0
+        return _cmd_migrate(cfg)
     if args.command == "health":
         from actors.redis_edge import check_health
         url = cfg.get("bus", "redis_url", None)
