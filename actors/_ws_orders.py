@@ -24,15 +24,32 @@ from typing import Any, Mapping, Optional
 import trio
 
 from actors import edge
-from actors._ws_format import cancelled_order_json, modified_order_json, position_now_json
-from actors.edge import (
-    EdgeError, duplicate_of, parse_add_margin, parse_close, parse_modify_order,
-    parse_modify_position, parse_place_order, rejection_of,
+from actors._ws_format import (
+    cancelled_order_json,
+    modified_order_json,
+    position_now_json,
 )
+from actors.edge import (
+    EdgeError,
+    duplicate_of,
+    parse_add_margin,
+    parse_close,
+    parse_modify_order,
+    parse_modify_position,
+    parse_place_order,
+    rejection_of,
+)
+from actors.gateway import _views as views
+from actors.redis_edge import BoxedView
 from exness_actors.commands import CancelOrder, ModifyOrder
 from exness_actors.engine import Engine
 from exness_actors.events import (
-    OrderAccepted, OrderCancelled, OrderModified, PositionClosed, PositionOpened, PositionUpdated,
+    OrderAccepted,
+    OrderCancelled,
+    OrderModified,
+    PositionClosed,
+    PositionOpened,
+    PositionUpdated,
 )
 from exness_actors.instruments import Instrument
 
@@ -172,19 +189,9 @@ async def duplicate_outcome(events: list, account_id: int, handle: Any, store: A
     order_id = duplicate.order_id
     assert order_id is not None
 
-    # (queries answer a 1-tuple: a query's answer cannot be None)
-    def pending(engine: Engine) -> tuple[Optional[dict]]:
-        account = engine.accounts.get(account_id)
-        order = account.orders.get(order_id) if account is not None else None
-        return (None if order is None else edge.pending_order_json(order, instruments[order.symbol]),)
-
-    def open_position(engine: Engine, position_id: int) -> tuple[Optional[dict]]:
-        position = engine.positions.get(position_id)
-        if position is None or position.account_id != account_id:
-            return (None,)
-        return (edge.position_json(position, engine),)
-
-    (order_json,) = await handle.query(pending)
+    # The gateway's named views (a 1-tuple each: a query's answer cannot be None), so a remote
+    # engine in split mode can answer them too.
+    (order_json,) = await handle.query(BoxedView(views.pending_order, (account_id, order_id)))
     position_json = None
     if order_json is None and store is not None:
         with trio.move_on_after(DUPLICATE_LOOKUP_S):
@@ -194,7 +201,7 @@ async def duplicate_outcome(events: list, account_id: int, handle: Any, store: A
                     order_json = edge.order_record_json(record, instruments[record.symbol])
                     if record.position_id is not None:
                         (position_json,) = await handle.query(
-                            lambda engine: open_position(engine, record.position_id))
+                            BoxedView(views.open_position, (account_id, record.position_id)))
                     break
                 await trio.sleep(0.05)
     if order_json is None:

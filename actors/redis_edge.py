@@ -54,7 +54,14 @@ import trio
 from actors.aio_bridge import AsyncioBridge
 from actors.engine import Query
 from actors.messages import (
-    Burst, EngineStopped, EngineTimeout, EventBatch, Overloaded, Reply, ReplySlot, Request,
+    Burst,
+    EngineStopped,
+    EngineTimeout,
+    EventBatch,
+    Overloaded,
+    Reply,
+    ReplySlot,
+    Request,
 )
 from exness_actors import codec
 from exness_actors.commands import EdgeCursor, Quote

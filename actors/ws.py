@@ -1036,6 +1036,14 @@ class WsServer:
                               f"at most {self.options.max_inflight_orders} orders in flight per "
                               "connection: wait for results", {"retry_after_ms": 10})
             return
+        if action not in SPLIT_MODE_ACTIONS and getattr(self.handle, "bus", None) is not None:
+            # Split mode: the WS server has no copy of the engine's orders and positions to check
+            # these against; the HTTP API does them (documented in docs/operations.md).
+            self._order_error(client, request_id, "UNSUPPORTED_IN_SPLIT_MODE",
+                              f"action: {action} goes through the HTTP API when the engine runs in its "
+                              "own process; the WebSocket lane takes place and cancel",
+                              {"field": "action", "problem": "not available in split mode"})
+            return
         try:
             command, context = build_command(action, message, claims.account_id, self.handle.engine)
         except EdgeError as error:
@@ -1112,6 +1120,10 @@ class WsServer:
             client.request_close(code, reason)
         while self.clients:
             await trio.sleep(0.01)
+
+
+#: order-lane actions a WS server can check without the engine's state (split mode)
+SPLIT_MODE_ACTIONS = ("place", "cancel")
 
 
 def _is_id(value: Any) -> bool:

@@ -13,15 +13,14 @@ from actors import redis_edge
 from actors.aio_bridge import open_bridge
 from actors.engine import EngineHandle
 from actors.engine import run as run_engine
-from actors.messages import EngineStopped, EngineTimeout, Request, ReplySlot
+from actors.messages import EngineStopped, EngineTimeout, ReplySlot, Request
 from exness_actors import codec
 from exness_actors.commands import CreateAccount, Deposit, EdgeCursor
 from exness_actors.engine import Engine
 from exness_actors.events import CommandRejected
-from exness_actors.instruments import CoreConfig, DEFAULT_INSTRUMENTS
-from exness_actors.journal import JournalWriter
+from exness_actors.instruments import DEFAULT_INSTRUMENTS, CoreConfig
+from exness_actors.journal import JournalWriter, scan_journal
 from exness_actors.replay import replay
-from exness_actors.journal import scan_journal
 
 DB = 14   # a database of its own on the shared Redis, flushed by every test here
 

@@ -23,14 +23,13 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import httpx
 import pytest
 import trio
-from trio_websocket import open_websocket_url
-
 from conftest import services_required
+from trio_websocket import open_websocket_url
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP_S = 30.0
@@ -293,6 +292,22 @@ def test_trader_journey_through_two_gateways_and_the_ws_server(cluster) -> None:
                         ordered = True
                         with httpx.Client(base_url=gw2.url, timeout=10) as client:
                             assert _order(client, headers, "ws-1").status_code in (200, 201)
+            # the order lane over the remote engine
+            await socket_.send_message(json.dumps({
+                "op": "order", "id": "lane-1", "action": "place", "symbol": "BTCUSDT", "side": "sell",
+                "type": "market", "margin": "10.00", "leverage": 5, "client_order_id": "lane-1"}))
+            await socket_.send_message(json.dumps({"op": "order", "id": "lane-2", "action": "close",
+                                                   "position_id": "1"}))
+            results: dict[str, dict] = {}
+            with trio.fail_after(15):
+                while len(results) < 2:
+                    frame = json.loads(await socket_.get_message())
+                    for message in frame if isinstance(frame, list) else [frame]:
+                        if message.get("op") in ("order_result", "error") and message.get("id") in ("lane-1", "lane-2"):
+                            results[message["id"]] = message
+            assert results["lane-1"]["ok"] is True, results["lane-1"]
+            assert results["lane-1"]["order"]["status"] == "filled"
+            assert results["lane-2"]["error"]["code"] == "UNSUPPORTED_IN_SPLIT_MODE", results["lane-2"]
             return quote, account_update
 
     quote, account_update = trio.run(watch)
