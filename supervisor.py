@@ -197,8 +197,9 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
                             system.actors["price_feed"] = await inner.start(functools.partial(
                                 supervised, "price_feed", price_feed.run, outbox=handle.inbox_sender(),
                                 cfg=cfg, source=feed))
-                        system.actors["snapshotter"] = await inner.start(functools.partial(
-                            supervised, "snapshotter", snapshotter.run, handle=handle, cfg=cfg, key=key))
+                        if role == "all" or not cfg.get("bus", "snapshotter_role", False):
+                            system.actors["snapshotter"] = await inner.start(functools.partial(
+                                supervised, "snapshotter", snapshotter.run, handle=handle, cfg=cfg, key=key))
                         if role == "engine":   # split mode: no HTTP/WS here (the gateway/ws roles)
                             if handle_signals:
                                 inner.start_soon(_watch_signals, system)
@@ -345,7 +346,8 @@ def _build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--report", metavar="FILE", help="also write the report as JSON")
     simulate.add_argument("--no-timings", action="store_true",
                           help="leave out the wall-clock section: same seed, byte-identical output")
-    simulate.add_argument("--log-level", default="WARNING")
+    simulate.add_argument("--log-level", default="ERROR",
+                          help="stderr logging (ERROR by default: the report says what happened)")
     return parser
 
 

@@ -119,7 +119,7 @@ class StatisticsCollector:
             queued.add_metric([str(subscription.get("name"))], float(subscription.get("queued", 0)))
         yield queued
         engine = getattr(self.handle, "engine", None)
-        if engine is not None:
+        if engine is not None and hasattr(engine, "quote"):   # split mode: the engine is remote
             age = GaugeMetricFamily("exness_quote_age_seconds",
                                     "age of the last quote the engine traded on, per symbol",
                                     labels=["symbol"])

@@ -34,7 +34,7 @@ ENV_EXAMPLE_PATH = ROOT / ".env.example"
 OPERATIONS_DOC_PATH = ROOT / "docs" / "operations.md"
 
 EXPECTED_SERVICES = {"redis", "postgres", "migrate", "engine", "gateway-1", "gateway-2", "ws", "feed",
-                     "candles", "persister", "snapshotter"}
+                     "candles", "snapshotter"}
 ONE_SHOT_SERVICES = {"migrate"}
 DEPENDS_ON_CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|(^|_)KEY$|TOKEN", re.IGNORECASE)
@@ -278,7 +278,7 @@ def test_compose_defines_the_whole_topology(compose: dict[str, Any]) -> None:
     assert compose["services"]["postgres"]["image"] == "timescale/timescaledb:latest-pg15"
     roles = {name: role_of(argv) for name, argv in app_services(compose).items()}
     assert roles == {"migrate": None, "engine": "engine", "gateway-1": "gateway", "gateway-2": "gateway",
-                     "ws": "ws", "feed": "feed", "candles": "candles", "persister": "persister",
+                     "ws": "ws", "feed": "feed", "candles": "candles",
                      "snapshotter": "snapshotter"}
     assert app_services(compose)["migrate"][:1] == ["migrate"]
 
@@ -352,9 +352,9 @@ def test_start_order_is_a_valid_dependency_graph(compose: dict[str, Any]) -> Non
                 assert dependency in ONE_SHOT_SERVICES, f"{name} waits for long-running {dependency} to exit"
     order = _topological_order(graph)
     position = {name: index for index, name in enumerate(order)}
-    for later in ("migrate", "engine", "gateway-1", "gateway-2", "ws", "candles", "persister"):
+    for later in ("migrate", "engine", "gateway-1", "gateway-2", "ws", "candles"):
         assert position["postgres"] < position[later]
-    for later in ("engine", "gateway-1", "gateway-2", "ws", "feed", "candles", "persister", "snapshotter"):
+    for later in ("engine", "gateway-1", "gateway-2", "ws", "feed", "candles", "snapshotter"):
         assert position["redis"] < position[later]
     assert graph["migrate"].get("postgres") == "service_healthy"
     assert graph["snapshotter"].get("engine") == "service_healthy"
@@ -402,16 +402,17 @@ def test_services_get_the_environment_their_role_needs(compose: dict[str, Any]) 
             assert "EXNESS_AUTH__JWT_SECRET" in environment, f"{name}: gateways and ws servers share the JWT secret"
         if role_of(argv) in ROLES_WITH_DATA_VOLUME:
             assert "EXNESS_SNAPSHOT__KEY" in environment, name
-    # the candles and persister services do that work, so the engine must not do it as well
+    # a service that does the engine's candles/snapshots/history work means the engine must not
     roles = {role_of(argv) for argv in app_services(compose).values()}
-    for role, key in (("candles", "EXNESS_BUS__CANDLES_ROLE"), ("persister", "EXNESS_BUS__PERSISTER_ROLE")):
+    for role, key in (("candles", "EXNESS_BUS__CANDLES_ROLE"), ("persister", "EXNESS_BUS__PERSISTER_ROLE"),
+                      ("snapshotter", "EXNESS_BUS__SNAPSHOTTER_ROLE")):
         assert (_environment(services["engine"]).get(key) == "true") == (role in roles), key
     # the snapshotter follows its engine's heartbeat, named by the engine's EXNESS_INSTANCE
     assert _environment(services["engine"])["EXNESS_INSTANCE"] == \
         _environment(services["snapshotter"])["EXNESS_BUS__ENGINE_INSTANCE"]
     assert _environment(services["gateway-1"])["EXNESS_HTTP__HOST"] == "0.0.0.0"
     assert _environment(services["ws"])["EXNESS_WS__HOST"] == "0.0.0.0"
-    for name in ("feed", "snapshotter", "migrate", "engine", "candles", "persister"):
+    for name in ("feed", "snapshotter", "migrate", "engine", "candles"):
         assert "EXNESS_AUTH__JWT_SECRET" not in _environment(services[name]), f"{name} has no use for the JWT secret"
 
 
