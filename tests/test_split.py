@@ -268,6 +268,8 @@ def test_trader_journey_through_two_gateways_and_the_ws_server(cluster) -> None:
                 break
             time.sleep(0.2)
         assert [p["position_id"] for p in history["positions"]] == [position_id]
+        assert one.get("/metrics").status_code == 200
+        assert two.get("/readyz").status_code == 200
         bad = one.post("/api/v1/orders", headers=headers, json={"symbol": "BTCUSDT", "side": "up"})
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "VALIDATION_ERROR"
         token = headers["Authorization"].split()[1]
