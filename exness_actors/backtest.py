@@ -76,6 +76,8 @@ DEFAULT_SYMBOL = "BTCUSDT"
 TRADING_COMMANDS = (PlaceOrder, CancelOrder, ModifyOrder, ClosePosition, ModifyPosition, AddMargin)
 _LIQUIDATION = CloseReason.LIQUIDATION.value
 _FLUSH_FRAMES = 4096
+#: ``run_backtest(progress=…)`` is told the number of quotes applied this often.
+PROGRESS_EVERY = 4096
 
 
 # ---------------------------------------------------------------------------------------------- input
@@ -426,11 +428,14 @@ def run_backtest(ticks: Iterable[Tick], strategy: Any, *, config: CoreConfig,
                  deposit_cents: int = 500_000, account_id: int = 1,
                  journal_dir: Union[str, Path, None] = None, equity_every: int = 1,
                  load_stats: Optional[LoadStats] = None, keep_events: bool = False,
-                 segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> BacktestResult:
+                 segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+                 progress: Optional[Callable[[int], None]] = None) -> BacktestResult:
     """Run ``strategy`` over ``ticks`` on a fresh engine; see the module docstring.
 
     ``equity_every`` samples the equity curve every that many accepted quotes (the drawdown is
     still computed over every quote, and the last quote is always sampled).
+    ``progress(quotes)`` is called every :data:`PROGRESS_EVERY` accepted quotes (the CLI's
+    progress bar).
     """
     if equity_every < 1:
         raise ValueError("equity_every must be at least 1")
@@ -503,6 +508,8 @@ def run_backtest(ticks: Iterable[Tick], strategy: Any, *, config: CoreConfig,
             if type(events[-1]) is QuoteRejected:
                 continue
             quotes += 1
+            if progress is not None and not quotes % PROGRESS_EVERY:
+                progress(quotes)
             view.symbol = tick.symbol
             view.raw_bid, view.raw_ask = tick.bid, tick.ask
             book = engine.books[tick.symbol]

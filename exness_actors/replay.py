@@ -85,10 +85,12 @@ class ReplayResult:
 
 def replay(engine: Engine, payloads: Iterable[bytes], *, until_seq: Optional[int] = None,
            on_events: Optional[Callable[[int, int, list], None]] = None,
-           verify: bool = True) -> ReplayResult:
+           verify: bool = True, progress: Optional[Callable[[int], None]] = None) -> ReplayResult:
     """Apply journal ``payloads`` to ``engine`` (records at or before its ``last_seq`` are skipped).
 
     ``on_events(seq, ts, events)`` sees every input's events (for rebuilding stores).
+    ``progress(seq)`` is called at every checkpoint record (every ``HASH_BLOCK`` inputs), so a
+    caller can show how far replay got without a cost per input (the CLI's progress bar).
     Raises :class:`ReplayDivergence` at the first checkpoint that does not match, and
     :class:`InvalidCommand` for a record that does not decode or is out of sequence.
     """
@@ -110,6 +112,8 @@ def replay(engine: Engine, payloads: Iterable[bytes], *, until_seq: Optional[int
                 if actual != record.rolling_hash:
                     raise ReplayDivergence(record.seq, record.rolling_hash, actual, last_input)
                 result.checkpoints_verified += 1
+            if progress is not None:
+                progress(record.seq)
             continue
         seq = record.seq
         if seq <= engine.last_seq:
