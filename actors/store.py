@@ -2,11 +2,11 @@
 
 Two implementations share this contract and one test suite (``tests/test_store.py``):
 :class:`actors.store_sqlite.SqliteStore` (embedded mode: one SQLite file in the data dir) and
-the PostgreSQL store (asyncpg, a later issue). Everything crossing the protocol is a plain Python
-value: ``int`` for money (cents), prices (ticks), quantities (units), seqs and times (ns since the
-epoch); ``str`` for symbols, sides, kinds, statuses and reasons (the core's enum values);
-:class:`~exness_actors.candles.Candle` for candles. The edge converts to decimal strings and
-milliseconds.
+:class:`actors.store_postgres.PostgresStore` (asyncpg; see docs/storage.md). Everything crossing
+the protocol is a plain Python value: ``int`` for money (cents), prices (ticks), quantities
+(units), seqs and times (ns since the epoch); ``str`` for symbols, sides, kinds, statuses and
+reasons (the core's enum values); :class:`~exness_actors.candles.Candle` for candles. The edge
+converts to decimal strings and milliseconds.
 
 What is stored (DESIGN.md §4 persister and candles, §5 history resources):
 
@@ -406,5 +406,17 @@ async def open_store(cfg: Any) -> Store:
         from actors.store_sqlite import SqliteStore
         return await SqliteStore.open(cfg.data_dir)
     if kind == "postgres":
-        raise NotImplementedError("store.kind = 'postgres' is not implemented yet (asyncpg store issue)")
+        # [store] database_url (DATABASE_URL fills it), optional schema (tables go there,
+        # created when missing), pool_size, migrate_on_open (false: fail at open while
+        # migrations are pending, for deployments that run `exness-actors migrate` as a step).
+        from actors.config import ConfigError
+        from actors.store_postgres import DEFAULT_POOL_SIZE, open_postgres_store
+        url = cfg.get("store", "database_url")
+        if not url:
+            raise ConfigError("[store] kind = 'postgres' needs a database URL: set DATABASE_URL "
+                              "(or [store] database_url), e.g. postgresql://user@host:5432/dbname")
+        return await open_postgres_store(
+            url, schema=cfg.get("store", "schema") or None,
+            migrate=bool(cfg.get("store", "migrate_on_open", True)),
+            max_size=int(cfg.get("store", "pool_size", DEFAULT_POOL_SIZE)))
     raise ValueError(f"[store] kind must be 'sqlite' or 'postgres', not {kind!r}")

@@ -1,8 +1,9 @@
 """One suite for every :class:`actors.store.Store` implementation.
 
-The ``store_kind`` fixture lists the implementations; today only ``sqlite``. The PostgreSQL store
-adds ``"postgres"`` to its params and a branch in ``open_store`` (connect to ``database_url``,
-reset the schema once per test) — every test below then runs against both.
+The ``store_kind`` fixture lists the implementations: ``sqlite`` (a file in the test's tmp dir)
+and ``postgres`` (the real server at ``database_url``; each test gets a fresh, uniquely named
+schema that is dropped afterwards, and is skipped — or fails under EXNESS_REQUIRE_SERVICES=1 — when
+the server is not reachable). Every test below runs against both.
 
 Events are built by hand here (the persister tests drive a real engine), so each test controls
 exactly which seqs, times and ids the store sees.
@@ -10,13 +11,25 @@ exactly which seqs, times and ids the store sees.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import itertools
+import re
+import uuid
 from typing import Any, Awaitable, Callable, Optional
 
+import asyncpg
 import pytest
+import trio
 
+from actors.config import ConfigError, load_config
 from actors.messages import EventBatch
-from actors.store import InvalidCursor, Page, Store
+from actors.store import DuplicateEmail, InvalidCursor, Page, Store, StoreClosed, encode_cursor
+from actors.store import open_store as open_store_from_config
+from actors.store_postgres import (
+    MigrationError, PostgresStore, candles_query, closed_positions_query, ledger_query,
+    load_migrations, open_postgres_store, orders_query,
+)
 from actors.store_sqlite import SqliteStore
 from exness_actors.candles import INTERVAL_NAMES, MINUTE_NS, Candle, aggregate, bucket_start
 from exness_actors.events import (
@@ -33,21 +46,43 @@ MONDAY = 1_704_067_200 * SECOND     # 2024-01-01 00:00 UTC
 
 # ------------------------------------------------------------------ fixtures
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
 def store_kind(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
 @pytest.fixture
-async def open_store(store_kind: str, tmp_path) -> Any:
+def postgres_schema(store_kind: str, request: pytest.FixtureRequest) -> Optional[str]:
+    """A fresh schema name for a postgres test (None for sqlite); dropped after the test."""
+    if store_kind != "postgres":
+        yield None
+        return
+    url = request.getfixturevalue("database_url")
+    schema = f"test_store_{uuid.uuid4().hex[:12]}"
+    yield schema
+    asyncio.run(drop_schema(url, schema))
+
+
+async def drop_schema(url: str, schema: str) -> None:
+    connection = await asyncpg.connect(url, timeout=5)
+    try:
+        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+async def open_store(store_kind: str, postgres_schema: Optional[str], tmp_path,
+                     request: pytest.FixtureRequest) -> Any:
     """Opens (or re-opens) this test's store; everything opened is closed afterwards."""
     opened: list[Store] = []
 
     async def opener() -> Store:
         if store_kind == "sqlite":
             store = await SqliteStore.open(tmp_path)
-        else:  # pragma: no cover - the next implementation goes here
-            raise AssertionError(store_kind)
+        else:
+            store = await open_postgres_store(request.getfixturevalue("database_url"),
+                                              schema=postgres_schema, max_size=4)
         opened.append(store)
         return store
 
@@ -444,3 +479,275 @@ async def test_cursors_and_limits_are_checked(store) -> None:
     for limit in (0, -1, 1001):
         with pytest.raises(ValueError, match="limit"):
             await store.orders(1, limit=limit)
+
+
+async def test_an_order_modified_twice_in_one_batch_keeps_the_last_change(store) -> None:
+    tape = Tape()
+    tape.input(tape.accepted(1))
+    for price in (5_900_000, 5_800_000, 5_850_000):
+        tape.input(OrderModified(order_id=1, account_id=1, price=price, qty=1_700_000,
+                                 take_profit=None, stop_loss=price - 100_000, expires_at=None))
+    await store.apply_batch(tape.batch())
+
+    order = await store.order(1, 1)
+
+    assert (order.price, order.stop_loss, order.seq, order.updated_at) == (
+        5_850_000, 5_750_000, 4, tape.ts)
+
+
+async def test_a_candle_written_twice_in_one_call_keeps_the_last(store) -> None:
+    assert await store.write_candles([minute(0, 1, 1, 1, 1, 1), minute(0, 1, 4, 1, 3, 2),
+                                      minute(1, 3, 3, 3, 3, 1)]) == 3
+
+    assert [c.as_tuple() for c in await store.read_candles(BTC, "1m")] == [
+        (MONDAY, 1, 4, 1, 3, 2), (MONDAY + MINUTE, 3, 3, 3, 3, 1)]
+
+
+async def test_a_closed_store_refuses_calls(store) -> None:
+    await store.close()
+    await store.close()                    # closing twice is fine
+
+    for call in (store.last_persisted_seq(), store.ledger(1), store.read_candles(BTC, "1m"),
+                 store.user_by_id(1), store.apply_batch(EventBatch(items=[], last_seq=1))):
+        with pytest.raises(StoreClosed):
+            await call
+
+
+# ------------------------------------------------------------------ users and refresh tokens
+
+def digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+async def test_users_get_their_own_account_id_and_unique_emails(store) -> None:
+    alice = await store.create_user("alice@example.com", "hash-a", created_at=1)
+    bob = await store.create_user("bob@example.com", "hash-b", created_at=2)
+    assert (alice.user_id, alice.account_id, alice.account_ready) == (1, 1, False)
+    assert bob.account_id == bob.user_id == 2
+
+    with pytest.raises(DuplicateEmail):
+        await store.create_user("alice@example.com", "other", created_at=3)
+
+    assert await store.user_by_email("alice@example.com") == alice
+    assert await store.user_by_email("nobody@example.com") is None
+    await store.mark_account_ready(alice.user_id)
+    assert (await store.user_by_id(alice.user_id)).account_ready
+    assert await store.user_by_id(99) is None
+    third = await store.create_user("carol@example.com", "hash-c", created_at=4)
+    assert third.user_id == 3                 # the refused duplicate used no id
+    assert await store.user_by_id(3) == third
+
+
+async def test_refresh_rotation_outcomes(store) -> None:
+    user = await store.create_user("rot@example.com", "h", created_at=0)
+    await store.add_refresh_token(digest("t1"), user_id=user.user_id, family_id="fam", issued_at=0,
+                                  expires_at=100 * SECOND)
+
+    rotated = await store.rotate_refresh_token(digest("t1"), new_hash=digest("t2"), now=SECOND,
+                                               expires_at=200 * SECOND)
+
+    assert (rotated.outcome, rotated.user_id, rotated.account_id, rotated.family_id) == (
+        "rotated", user.user_id, user.account_id, "fam")
+    assert (await store.rotate_refresh_token(digest("nope"), new_hash=digest("x"), now=SECOND,
+                                             expires_at=SECOND)).outcome == "unknown"
+    # the spent t1 again: the family (t1, t2) is revoked
+    reused = await store.rotate_refresh_token(digest("t1"), new_hash=digest("t3"), now=2 * SECOND,
+                                              expires_at=200 * SECOND)
+    assert (reused.outcome, reused.family_id) == ("reused", "fam")
+    assert (await store.rotate_refresh_token(digest("t2"), new_hash=digest("t4"), now=3 * SECOND,
+                                             expires_at=300 * SECOND)).outcome == "revoked"
+    assert (await store.rotate_refresh_token(digest("t3"), new_hash=digest("t5"), now=3 * SECOND,
+                                             expires_at=300 * SECOND)).outcome == "unknown"
+
+
+async def test_refresh_expiry_signout_and_purge(store) -> None:
+    user = await store.create_user("exp@example.com", "h", created_at=0)
+    await store.add_refresh_token(digest("a"), user_id=user.user_id, family_id="f1", issued_at=0,
+                                  expires_at=10 * SECOND)
+    await store.add_refresh_token(digest("b"), user_id=user.user_id, family_id="f2", issued_at=0,
+                                  expires_at=100 * SECOND)
+
+    assert (await store.rotate_refresh_token(digest("a"), new_hash=digest("a2"), now=10 * SECOND,
+                                             expires_at=20 * SECOND)).outcome == "expired"
+    assert await store.revoke_refresh_family(digest("b"), now=SECOND)
+    assert not await store.revoke_refresh_family(digest("zzz"), now=SECOND)
+    assert (await store.rotate_refresh_token(digest("b"), new_hash=digest("b2"), now=2 * SECOND,
+                                             expires_at=20 * SECOND)).outcome == "revoked"
+    assert await store.purge_refresh_tokens(before=50 * SECOND) == 1
+    assert (await store.rotate_refresh_token(digest("a"), new_hash=digest("a3"), now=SECOND,
+                                             expires_at=20 * SECOND)).outcome == "unknown"
+
+
+async def test_concurrent_rotations_of_one_token_cannot_both_win(store) -> None:
+    user = await store.create_user("race@example.com", "h", created_at=0)
+    await store.add_refresh_token(digest("r"), user_id=user.user_id, family_id="race", issued_at=0,
+                                  expires_at=100 * SECOND)
+    outcomes: list[str] = []
+
+    async def rotate(new: str) -> None:
+        result = await store.rotate_refresh_token(digest("r"), new_hash=digest(new), now=SECOND,
+                                                  expires_at=50 * SECOND)
+        outcomes.append(result.outcome)
+
+    async with trio.open_nursery() as nursery:
+        for index in range(4):
+            nursery.start_soon(rotate, f"new{index}")
+
+    assert sorted(outcomes) == ["reused", "revoked", "revoked", "rotated"]
+    # whichever child was issued belongs to the revoked family now
+    children = [(await store.rotate_refresh_token(digest(f"new{index}"), new_hash=digest("x"),
+                                                  now=2 * SECOND, expires_at=60 * SECOND)).outcome
+                for index in range(4)]
+    assert sorted(children) == ["revoked", "unknown", "unknown", "unknown"]
+
+
+# ------------------------------------------------------------------ PostgreSQL only
+
+@pytest.fixture
+async def postgres_url_and_schema(database_url: str) -> tuple[str, str]:
+    """The server and a fresh schema (dropped afterwards) for tests of the PostgreSQL store."""
+    schema = f"test_store_{uuid.uuid4().hex[:12]}"
+    yield database_url, schema
+    await trio.to_thread.run_sync(asyncio.run, drop_schema(database_url, schema))
+
+
+@pytest.fixture
+async def postgres_store(postgres_url_and_schema: tuple[str, str]) -> Any:
+    url, schema = postgres_url_and_schema
+    store = await open_postgres_store(url, schema=schema, max_size=4)
+    yield store
+    await store.close()
+
+
+@pytest.mark.services
+async def test_postgres_keeps_money_beyond_64_bits_exactly(postgres_store) -> None:
+    # A pnl is bounded only by qty (2^62 units) times a price move (1e12 ticks): NUMERIC columns.
+    huge = 2**62 * 10**12
+    tape = Tape()
+    tape.input(tape.accepted(1, type="market", status="filled"), tape.opened(1, 1))
+    closed = tape.closed(1)
+    closed.pnl, closed.credit = huge, huge + 10_000
+    tape.input(closed, BalanceChanged(account_id=1, kind="position_close", free_delta=huge + 10_000,
+                                      locked_delta=-10_000, free=huge + 10_000, locked=0,
+                                      ref="p1", ts=tape.next_ts()))
+    await postgres_store.apply_batch(tape.batch())
+
+    row = (await postgres_store.closed_positions(1)).items[0]
+    entry = (await postgres_store.ledger(1)).items[0]
+
+    assert (row.pnl, row.credit, type(row.pnl), type(row.margin)) == (huge, huge + 10_000, int, int)
+    assert (entry.free_delta, entry.free, entry.locked_delta) == (huge + 10_000, huge + 10_000, -10_000)
+    assert type(entry.free) is int
+
+
+def plan_of(rows: list) -> str:
+    return "\n".join(row[0] for row in rows)
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("query, index", [
+    pytest.param(lambda: ledger_query(1, None, 50), "ledger_pkey", id="ledger"),
+    pytest.param(lambda: ledger_query(1, encode_cursor("ledger", 60, 1), 50), "ledger_pkey",
+                 id="ledger-cursor"),
+    pytest.param(lambda: closed_positions_query(1, symbol=None, reason=None, start=None, end=None,
+                                                cursor=None, limit=50),
+                 "closed_positions_by_account", id="closed"),
+    pytest.param(lambda: closed_positions_query(1, symbol=ETH, reason=None, start=None, end=None,
+                                                cursor=encode_cursor("positions", 100, 9), limit=50),
+                 "closed_positions_by_symbol", id="closed-symbol-cursor"),
+    pytest.param(lambda: closed_positions_query(1, symbol=None, reason="user", start=None, end=None,
+                                                cursor=None, limit=50),
+                 "closed_positions_by_reason", id="closed-reason"),
+    pytest.param(lambda: orders_query(1, status=None, symbol=None, cursor=None, limit=50),
+                 "orders_by_account", id="orders"),
+    pytest.param(lambda: orders_query(1, status="pending", symbol=None, cursor=None, limit=50),
+                 "orders_by_status", id="orders-status"),
+    pytest.param(lambda: orders_query(1, status=None, symbol=BTC, cursor=None, limit=50),
+                 "orders_by_symbol", id="orders-symbol"),
+    pytest.param(lambda: candles_query(BTC, "1m", MONDAY, MONDAY + DAY, 100), "candles_1m_pkey",
+                 id="candles-1m"),
+])
+async def test_postgres_list_queries_walk_an_index_in_page_order(postgres_store, query, index) -> None:
+    """Each page query is an index scan in the page's order: no sort, no sequential scan, even
+    when the planner would rather scan a table this small (sequential and bitmap scans off)."""
+    await history(postgres_store)
+    sql, args = query()
+
+    async def explain(connection: asyncpg.Connection) -> list:
+        async with connection.transaction():
+            await connection.execute("SET LOCAL enable_seqscan = off")
+            await connection.execute("SET LOCAL enable_bitmapscan = off")
+            return await connection.fetch(f"EXPLAIN {sql}", *args)
+
+    plan = plan_of(await postgres_store.run_with_connection(explain))
+
+    # (on a TimescaleDB hypertable the candles' index is each chunk's copy of the primary key)
+    assert re.search(rf"Index Scan( Backward)? using \S*{index} ", plan), plan
+    assert "Sort" not in plan and "Seq Scan" not in plan, plan
+
+
+@pytest.mark.services
+async def test_postgres_candle_buckets_use_the_primary_key(postgres_store) -> None:
+    await postgres_store.write_candles(irregular_minutes())
+    sql, args = candles_query(BTC, "1w", MONDAY, MONDAY + 21 * DAY, 10)
+
+    plan = plan_of(await postgres_store.run_with_connection(
+        lambda connection: connection.fetch(f"EXPLAIN {sql}", *args)))
+
+    assert "candles_1m_pkey" in plan and "Seq Scan" not in plan, plan
+
+
+@pytest.mark.services
+async def test_postgres_two_writers_apply_a_batch_once(postgres_url_and_schema) -> None:
+    url, schema = postgres_url_and_schema
+    first = await open_postgres_store(url, schema=schema)
+    second = await open_postgres_store(url, schema=schema)
+    try:
+        tape = Tape()
+        for i in range(1, 200):
+            tape.input(tape.deposit(1, 1, i), tape.accepted(i, type="market", status="filled"),
+                       tape.opened(i, i))
+        batch = tape.batch()
+        written: list[int] = []
+
+        async def apply(store: Store) -> None:
+            written.append(await store.apply_batch(batch))
+
+        async with trio.open_nursery() as nursery:
+            for store in (first, second, first, second):
+                nursery.start_soon(apply, store)
+
+        assert sorted(written) == [0, 0, 0, 199 * 4]
+        assert await second.last_persisted_seq() == 199
+        assert len(await walk(lambda **kw: first.orders(1, **kw), 1000)) == 199
+    finally:
+        await first.close()
+        await second.close()
+
+
+@pytest.mark.services
+async def test_open_store_reads_the_postgres_settings(postgres_url_and_schema, tmp_path) -> None:
+    url, schema = postgres_url_and_schema
+    cfg = load_config(environ={"DATABASE_URL": url, "EXNESS_STORE__KIND": "postgres",
+                               "EXNESS_STORE__SCHEMA": schema},
+                      overrides={"data": {"dir": str(tmp_path)}})
+
+    store = await open_store_from_config(cfg)
+    try:
+        assert isinstance(store, PostgresStore)
+        assert store.migrations_applied == [m.stem for m in load_migrations()]
+        assert store.schema == schema and "@" not in store.where
+        await store.write_candles([minute(0, 1, 1, 1, 1, 1)])
+    finally:
+        await store.close()
+
+    # migrate_on_open = false: a current schema opens, a schema behind the code is refused
+    current = await open_store_from_config(cfg.with_overrides({"store": {"migrate_on_open": False}}))
+    assert len(await current.read_candles(BTC, "1m")) == 1
+    await current.close()
+    behind = cfg.with_overrides({"store": {"migrate_on_open": False, "schema": schema + "_empty"}})
+    with pytest.raises(MigrationError, match="pending.*exness-actors migrate"):
+        await open_store_from_config(behind)
+
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        await open_store_from_config(load_config(environ={"EXNESS_STORE__KIND": "postgres"}))
