@@ -379,7 +379,7 @@ def _progress_bar(description: str, unit: str, total: Optional[float] = None) ->
     if os.environ.get("CI") or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
-    return tqdm(total=total, desc=description, unit=unit, delay=1.0, file=sys.stderr, leave=False,
+    return tqdm(total=total, desc=description, unit=f" {unit}", delay=1.0, file=sys.stderr, leave=False,
                 dynamic_ncols=True, unit_scale=total is None)
 
 
@@ -389,8 +389,9 @@ def _advance(bar: Any) -> Optional[Callable[[float], None]]:
         return None
 
     def progress(position: float) -> None:
-        if position > bar.n:
-            bar.update(position - bar.n)
+        whole = int(position)   # simulated seconds, seqs, quotes: whole units read best
+        if whole > bar.n:
+            bar.update(whole - bar.n)
     return progress
 
 

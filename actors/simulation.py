@@ -145,7 +145,13 @@ def run_simulation(options: SimulationOptions, *,
             log.error("event=simulation_aborted error=%r", exc, exc_info=exc)
             world.violation("aborted", f"the simulation stopped: {type(exc).__name__}: {_describe(exc)}")
     simulated = time.perf_counter()
-    final = _final_checks(world, cfg) if world.engine is not None else {}
+    final: dict[str, Any] = {}
+    if world.engine is not None:
+        try:
+            final = _final_checks(world)
+        except Exception as exc:   # e.g. an aborted run left no readable journal
+            log.error("event=final_checks_failed error=%r", exc, exc_info=exc)
+            world.violation("final_checks_failed", f"{type(exc).__name__}: {exc}")
     finished = time.perf_counter()
     report = _report(world, final)
     report["timings"] = {
@@ -165,7 +171,7 @@ def _describe(exc: BaseException) -> str:
     return str(exc)
 
 
-def _final_checks(world: World, cfg: Config) -> dict[str, Any]:
+def _final_checks(world: World) -> dict[str, Any]:
     """Acknowledged ⇒ journaled; full replay ≡ live; final snapshot ≡ live. Counts for the report."""
     live = world.engine
     assert live is not None

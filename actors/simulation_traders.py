@@ -126,6 +126,8 @@ class Trader:
         self.auth: Optional[dict[str, str]] = None
         self.refresh_token: Optional[str] = None
         self.spent_refresh_tokens: list[str] = []
+        #: a refresh was cut off by a crash: the store may have spent the token we still hold
+        self.refresh_uncertain = False
         self.instruments: dict[str, dict] = {}
         self.next_at = self.rng.uniform(0.0, min(1.0, interval_s))
         self.counter = 0
@@ -250,11 +252,11 @@ class Trader:
         """Maybe add take-profit, stop-loss and a trailing stop around ``reference``."""
         rng = self.rng
         if rng.random() < 0.35:
-            body["take_profit"] = self._price_text(symbol, self._moved(reference, 20, 400, up=is_buy))
+            body["take_profit"] = self._price_text(symbol, self._moved(reference, 5, 150, up=is_buy))
         if rng.random() < 0.35:
-            body["stop_loss"] = self._price_text(symbol, self._moved(reference, 20, 300, up=not is_buy))
+            body["stop_loss"] = self._price_text(symbol, self._moved(reference, 5, 150, up=not is_buy))
         if rng.random() < 0.15:
-            body["trailing_stop"] = self._price_text(symbol, reference * Decimal(rng.randint(10, 200)) / 10_000)
+            body["trailing_stop"] = self._price_text(symbol, reference * Decimal(rng.randint(3, 80)) / 10_000)
 
     # ------------------------------------------------------------------ orders
 
@@ -301,7 +303,7 @@ class Trader:
         reference = ask if is_buy else bid
         # buy limit below the ask, buy stop above it; sell limit above the bid, sell stop below it
         up = (kind == "stop") == is_buy
-        price = self._moved(reference, 5, 200, up=up)
+        price = self._moved(reference, 2, 80, up=up)
         body: dict[str, Any] = {"symbol": symbol, "side": "buy" if is_buy else "sell", "type": kind,
                                 "price": self._price_text(symbol, price), "margin": self._margin_text(),
                                 "leverage": self._leverage(symbol), "client_order_id": self._next_client_id()}
@@ -418,13 +420,13 @@ class Trader:
         body: dict[str, Any] = {}
         if rng.random() < 0.5:
             body["take_profit"] = None if rng.random() < 0.2 else \
-                self._price_text(symbol, self._moved(reference, 10, 400, up=is_long))
+                self._price_text(symbol, self._moved(reference, 5, 150, up=is_long))
         if rng.random() < 0.5:
             body["stop_loss"] = None if rng.random() < 0.2 else \
-                self._price_text(symbol, self._moved(reference, 10, 300, up=not is_long))
+                self._price_text(symbol, self._moved(reference, 5, 150, up=not is_long))
         if not body or rng.random() < 0.3:
             body["trailing_stop"] = None if rng.random() < 0.2 else \
-                self._price_text(symbol, reference * Decimal(rng.randint(10, 200)) / 10_000)
+                self._price_text(symbol, reference * Decimal(rng.randint(3, 80)) / 10_000)
         await self.request("modify_position", "PATCH", f"{API}/positions/{position['id']}", json=body)
 
     async def _add_margin(self) -> None:
@@ -481,14 +483,21 @@ class Trader:
             if status == 200:
                 self._take_tokens(body)
             return
+        uncertain, self.refresh_uncertain = self.refresh_uncertain, True
         status, body = await self.request("refresh_token", "POST", f"{API}/auth/refresh",
                                           json={"refresh_token": self.refresh_token}, auth=False)
+        self.refresh_uncertain = False
         if status == 200:
             assert self.refresh_token is not None
             self.spent_refresh_tokens.append(self.refresh_token)
             self._take_tokens(body)
-        else:
+            return
+        if not (uncertain and status == 401):
             self.world.violation("auth", f"trader {self.index}: refreshing a fresh token answered {status}")
+        status, body = await self.request("signin", "POST", f"{API}/auth/signin",
+                                          json={"email": self.email, "password": self.password}, auth=False)
+        if status == 200:
+            self._take_tokens(body)
 
     # ------------------------------------------------------------------ invalid input
 

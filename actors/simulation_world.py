@@ -238,7 +238,6 @@ class World:
         self.traders = [Trader(index, options.seed, self, interval_s=options.action_interval_s)
                         for index in range(1, options.traders + 1)]
         self.engine: Optional[Engine] = None
-        self.final: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ recording
 
@@ -262,7 +261,6 @@ class World:
     # ------------------------------------------------------------------ the run
 
     async def run(self) -> None:
-        options = self.options
         crash_times = self._crash_times()
         key = load_or_create_key(self.data_dir, None)
         index = 0
@@ -450,9 +448,10 @@ class World:
             journal.close()
             if path is not None and path.exists():
                 synced_path, synced_size = journal.synced
-                if self.options.fsync == "batch" and synced_path == path and size > synced_size:
-                    os.truncate(path, synced_size)
-                    record["unsynced_bytes_dropped"] = size - synced_size
+                durable = synced_size if synced_path == path else 0   # a segment never synced
+                if self.options.fsync == "batch" and size > durable:
+                    os.truncate(path, durable)
+                    record["unsynced_bytes_dropped"] = size - durable
                 if rng.random() < 0.5:
                     frame = encode_frame(rng.randbytes(rng.randint(8, 64)))
                     torn = frame[:rng.randint(1, len(frame) - 1)]

@@ -122,12 +122,33 @@ def _crash_a_view(monkeypatch):
     monkeypatch.setattr(_views, "open_positions", broken)
 
 
-@pytest.mark.parametrize("breakage, kind", [(_credit_a_cent, "invariant"), (_crash_a_view, "http_5xx")])
-def test_a_broken_system_is_reported_and_exits_1(tmp_path, capsys, monkeypatch, breakage, kind):
+def _forget_client_ids(monkeypatch):
+    """An engine bug: the idempotency memory never finds a repeat."""
+    from exness_actors.engine import Engine
+    monkeypatch.setattr(Engine, "_duplicate", lambda self, account, key, cmd, events: False)
+
+
+def _fsync_that_syncs_nothing(monkeypatch):
+    """A storage bug: replies are released after an "fsync" that made nothing durable."""
+    from actors.simulation_world import _TrackedJournal
+    from exness_actors.journal import JournalWriter
+    monkeypatch.setattr(_TrackedJournal, "fsync", JournalWriter.fsync)
+
+
+SHORT = ["--seed", "2", "--traders", "3", "--seconds", "6", "--fsync", "off"]
+
+
+@pytest.mark.parametrize("breakage, argv, kind", [
+    (_credit_a_cent, SHORT, "invariant"),
+    (_crash_a_view, SHORT, "http_5xx"),
+    (_forget_client_ids, ["--seed", "2", "--traders", "5", "--seconds", "15", "--fsync", "off"], "idempotency"),
+    (_fsync_that_syncs_nothing, ["--seed", "2", "--traders", "3", "--seconds", "6", "--crash-every", "4"],
+     "acknowledged_lost"),
+])
+def test_a_broken_system_is_reported_and_exits_1(tmp_path, capsys, monkeypatch, breakage, argv, kind):
     breakage(monkeypatch)
     report_file = tmp_path / "report.json"
-    code = supervisor.main(["simulate", "--seed", "2", "--traders", "3", "--seconds", "6", "--fsync", "off",
-                            "--data-dir", str(tmp_path / "data"), "--report", str(report_file)])
+    code = supervisor.main(["simulate", *argv, "--data-dir", str(tmp_path / "data"), "--report", str(report_file)])
     assert code == 1
     out = capsys.readouterr().out
     assert "verdict: VIOLATIONS" in out and f" {kind}: " in out
