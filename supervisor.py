@@ -379,6 +379,7 @@ def _progress_bar(description: str, unit: str, total: Optional[float] = None) ->
     if os.environ.get("CI") or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
+    tqdm.monitor_interval = 0   # no monitor thread: nothing runs beside a deterministic simulation
     return tqdm(total=total, desc=description, unit=f" {unit}", delay=1.0, file=sys.stderr, leave=False,
                 dynamic_ncols=True, unit_scale=total is None)
 
