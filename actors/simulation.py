@@ -104,7 +104,7 @@ def simulation_config(options: SimulationOptions) -> Config:
     tables: dict[str, Any] = {
         "data": {"dir": str(options.data_dir)},
         "journal": {"fsync": options.fsync},
-        "engine": {"inbox_size": 256},
+        "engine": {"inbox_size": 256},   # a burst past it is shed with 503 (allowed, counted)
         "feed": {"source": "synthetic", "ticks_per_s": options.ticks_per_s, "unchanged_refresh_s": 1.0},
         "snapshot": {"interval_s": options.snapshot_every_s, "keep": 3},
         # rate limiters read time.monotonic: off, so no answer depends on the wall clock

@@ -82,7 +82,6 @@ MAX_VIOLATIONS_KEPT = 50
 RESTART_DELAY_S = 0.5
 #: The slow lossless subscriber reads one batch this often (simulated seconds).
 SLOW_READER_DELAY_S = 0.05
-_INBOX_SIZE = 256
 _SNAPSHOTS_KEPT = 3
 
 
@@ -304,7 +303,7 @@ class World:
         engine = self.engine = recovered.engine
         cfg = self._epoch_config(epoch.index, engine)
         journal = epoch.journal = _TrackedJournal(journal_dir(data_dir))
-        handle = epoch.handle = _AckingHandle(engine, _INBOX_SIZE, self.acks)
+        handle = epoch.handle = _AckingHandle(engine, int(cfg.get("engine", "inbox_size", 256)), self.acks)
         async with trio.open_nursery() as nursery:
             persister_sub = handle.subscribe("persister", max_buffer=256, lossless=True)
             candles_sub = handle.subscribe("candles", max_buffer=256, lossless=True)
