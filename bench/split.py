@@ -216,10 +216,19 @@ def main() -> None:
             cluster.up()
             log(f"split cluster up: gateways on {cluster.ports}")
             tokens = http_orders.setup_users(cluster.ports[0], users)
+            pids = {"engine": cluster.processes[0].pid, "gateway_1": cluster.gateway_pids[0],
+                    "gateway_2": cluster.gateway_pids[1], "redis": cluster.redis.pid}
             for connections in (32, 256):
+                before = {name: http_orders.process_cpu_s(pid) for name, pid in pids.items()}
+                wall = time.perf_counter()
                 results[f"split_c{connections}"] = run_load(
                     tmp, ports=cluster.ports, server_pid=cluster.gateway_pids[0], connections=connections,
                     seconds=seconds, warmup_s=warmup_s, tokens=tokens, label="split")
+                wall = time.perf_counter() - wall
+                cpu = {name: round(100 * (http_orders.process_cpu_s(pid) - before[name]) / wall, 1)
+                       for name, pid in pids.items()}
+                results[f"split_c{connections}"]["cpu_pct"] = cpu
+                log(f"  CPU % of one core over the phase (incl. warm-up and set-up): {cpu}")
         finally:
             cluster.down()
         single_tmp = tmp / "single"
@@ -239,7 +248,7 @@ def main() -> None:
         split, single = results[f"split_c{connections}"], results[f"single_c{connections}"]
         c = f"c{connections}"
         emit(f"orders_per_s_{c}", split["per_s"], "1/s", None, "higher", gateways=2, engines=1,
-             errors=split["error_count"])
+             errors=split["error_count"], cpu_pct=split.get("cpu_pct"))
         emit(f"single_orders_per_s_{c}", single["per_s"], "1/s", None, "higher", errors=single["error_count"])
         ratio = split["per_s"] / single["per_s"] if single["per_s"] else float("nan")
         emit("ratio_to_single" if connections == 32 else f"ratio_to_single_{c}", ratio, "ratio",
