@@ -52,7 +52,7 @@ import msgpack
 import trio
 
 from actors.aio_bridge import AsyncioBridge
-from actors.engine import Query
+from actors.engine import Query, Subscription
 from actors.messages import (
     Burst,
     EngineStopped,
@@ -115,6 +115,18 @@ def parse_id(entry_id: Any) -> tuple[int, int]:
     text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
     ms, _, seq = text.partition("-")
     return int(ms), int(seq or 0)
+
+
+def _drain(receive: trio.MemoryReceiveChannel, first: Any, limit: int) -> list:
+    """``first`` and whatever else ``receive`` holds right now, up to ``limit`` items: one batch,
+    so the batch crosses into Redis once."""
+    items = [first]
+    while len(items) < limit:
+        try:
+            items.append(receive.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
+    return items
 
 
 class BusUnavailable(Exception):
@@ -264,10 +276,6 @@ def _view_account(view: BoxedView) -> Optional[int]:
         return int(view.args[0])
     account = view.kwargs.get("account_id")
     return int(account) if account is not None else None
-
-
-def _encode_value(value: Any) -> Any:
-    return value
 
 
 # ------------------------------------------------------------------------------- engine side
@@ -428,12 +436,7 @@ async def _replier(bus: RedisBus, stream: str, from_reader: trio.MemoryReceiveCh
     backoff = Backoff()
     async with from_reader:
         async for first in from_reader:
-            work = [first]
-            while len(work) < 1024:
-                try:
-                    work.append(from_reader.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
+            work = _drain(from_reader, first, 1024)
             replies: dict[str, list] = {}
             acks: list[bytes] = []
             for entry_id, reply_stream, outs in work:
@@ -490,12 +493,7 @@ async def _events_publisher(bus: RedisBus, subscription: Any, stream: str, stats
     backoff = Backoff()
     receive = subscription.receive
     async for first in receive:
-        batches = [first]
-        while len(batches) < 256:
-            try:
-                batches.append(receive.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
+        batches = _drain(receive, first, 256)
         payloads = [encode_event_batch(batch) for batch in batches]
 
         async def send(client: Any) -> None:
@@ -562,12 +560,7 @@ async def run_quote_publisher(*, bus: RedisBus, receive: trio.MemoryReceiveChann
     task_status.started(stats)
     async with receive:
         async for first in receive:
-            quotes = [first]
-            while len(quotes) < 1024:
-                try:
-                    quotes.append(receive.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
+            quotes = _drain(receive, first, 1024)
             rows = [[q.symbol, q.bid, q.ask] for q in quotes if type(q) is Quote]
             if not rows:
                 continue
@@ -674,19 +667,6 @@ class RemoteEngineView:
         self.accounts: dict = {}
 
 
-class _Subscription:
-    def __init__(self, name: str, max_buffer: int, lossless: bool) -> None:
-        self.name = name
-        self.lossless = lossless
-        self.lagged = False
-        self._send, self.receive = trio.open_memory_channel[EventBatch](max_buffer)
-
-    def statistics(self) -> dict[str, Any]:
-        stats = self._send.statistics()
-        return {"name": self.name, "queued": stats.current_buffer_used,
-                "capacity": stats.max_buffer_size, "lossless": self.lossless, "lagged": self.lagged}
-
-
 class RemoteEngineHandle:
     """The :class:`actors.engine.EngineHandle` interface of a remote engine (gateways, WS).
 
@@ -707,7 +687,7 @@ class RemoteEngineHandle:
         self.reply_stream = f"{REPLY_PREFIX}{ident}-{os.getpid()}-{random.getrandbits(32):08x}"
         self.durable_seq = 0
         self.rotate_requested = False
-        self.subscriptions: list[_Subscription] = []
+        self.subscriptions: list[Subscription] = []
         self._outbox: list[list] = [[] for _ in range(self.shards)]
         self._pending: dict[int, tuple[ReplySlot, float]] = {}
         self._next_corr = 1
@@ -769,12 +749,14 @@ class RemoteEngineHandle:
         self.send_nowait(Query(fn if isinstance(fn, BoxedView) else BoxedView(fn), slot))
         return await slot.wait()
 
-    def subscribe(self, name: str, *, max_buffer: int = 1024, lossless: bool = False) -> _Subscription:
-        subscription = _Subscription(name, max_buffer, lossless)
+    def subscribe(self, name: str, *, max_buffer: int = 1024, lossless: bool = False) -> Subscription:
+        # Lossless or not, a remote subscriber is fed from the events stream without waiting:
+        # one that falls behind is dropped (lagged) and re-syncs, as WebSocket clients do.
+        subscription = Subscription(name, max_buffer=max_buffer, lossless=lossless)
         self.subscriptions.append(subscription)
         return subscription
 
-    def unsubscribe(self, subscription: _Subscription) -> None:
+    def unsubscribe(self, subscription: Subscription) -> None:
         if subscription in self.subscriptions:
             self.subscriptions.remove(subscription)
             subscription._send.close()
