@@ -41,14 +41,20 @@ import attrs
 from actors.messages import EventBatch
 from exness_actors.candles import Candle
 from exness_actors.events import (
-    BalanceChanged, OrderAccepted, OrderCancelled, OrderModified, PositionClosed, PositionOpened,
+    BalanceChanged,
+    OrderAccepted,
+    OrderCancelled,
+    OrderModified,
+    PositionClosed,
+    PositionOpened,
 )
 from exness_actors.reasons import CancelReason, OrderStatus
 
 __all__ = [
     "Store", "Page", "LedgerEntry", "ClosedPosition", "OrderRecord", "BatchRows",
     "InvalidCursor", "StoreClosed", "rows_from_items", "encode_cursor", "decode_cursor",
-    "check_limit", "open_store", "MAX_PAGE_LIMIT", "DEFAULT_PAGE_LIMIT",
+    "check_limit", "open_store", "MAX_PAGE_LIMIT", "DEFAULT_PAGE_LIMIT", "ledger_page",
+    "closed_positions_page", "orders_page",
     "UserRecord", "DuplicateEmail", "RefreshRotation", "ROTATION_OUTCOMES",
 ]
 
@@ -297,6 +303,32 @@ def check_limit(limit: int) -> int:
     if type(limit) is not int or not 1 <= limit <= MAX_PAGE_LIMIT:
         raise ValueError(f"limit must be an integer from 1 to {MAX_PAGE_LIMIT}, not {limit!r}")
     return limit
+
+
+# ------------------------------------------------------------------------------------ pages
+# Every store fetches ``limit + 1`` rows of a list query, newest first; these turn them into the
+# page and its cursor, the same way for every implementation.
+
+def _page(items: list, more: bool, query: str, key: Any) -> Page:
+    return Page(items=items, next_cursor=encode_cursor(query, *key(items[-1])) if more else None)
+
+
+def ledger_page(rows: Sequence[Sequence[Any]], limit: int) -> Page[LedgerEntry]:
+    """Rows in ``LEDGER_COLUMNS`` order."""
+    items = [LedgerEntry(account_id=r[0], seq=r[1], index=r[2], kind=r[3], free_delta=r[4],
+                         locked_delta=r[5], free=r[6], locked=r[7], ref=r[8], ts=r[9])
+             for r in rows[:limit]]
+    return _page(items, len(rows) > limit, "ledger", lambda e: (e.seq, e.index))
+
+
+def closed_positions_page(items: list[ClosedPosition], more: bool) -> Page[ClosedPosition]:
+    return _page(items, more, "positions", lambda p: (p.seq, p.position_id))
+
+
+def orders_page(rows: Sequence[Sequence[Any]], limit: int) -> Page[OrderRecord]:
+    """Rows in ``ORDER_COLUMNS`` order."""
+    items = [OrderRecord(**dict(zip(ORDER_COLUMNS, row))) for row in rows[:limit]]
+    return _page(items, len(rows) > limit, "orders", lambda o: (o.order_id,))
 
 
 # ------------------------------------------------------------------------------------ protocol

@@ -54,9 +54,25 @@ import trio
 from actors.aio_bridge import AsyncioBridge, open_bridge
 from actors.messages import EventBatch
 from actors.store import (
-    CLOSED_COLUMNS, DEFAULT_PAGE_LIMIT, LEDGER_COLUMNS, ORDER_COLUMNS, POSITION_COLUMNS,
-    ClosedPosition, DuplicateEmail, LedgerEntry, OrderRecord, Page, RefreshRotation, StoreClosed,
-    UserRecord, check_limit, decode_cursor, encode_cursor, rows_from_items,
+    CLOSED_COLUMNS,
+    DEFAULT_PAGE_LIMIT,
+    LEDGER_COLUMNS,
+    ORDER_COLUMNS,
+    POSITION_COLUMNS,
+    ClosedPosition,
+    DuplicateEmail,
+    LedgerEntry,
+    OrderRecord,
+    Page,
+    RefreshRotation,
+    StoreClosed,
+    UserRecord,
+    check_limit,
+    closed_positions_page,
+    decode_cursor,
+    ledger_page,
+    orders_page,
+    rows_from_items,
 )
 from exness_actors.candles import WEEK_OFFSET_NS, Candle, bucket_start, interval_ns
 
@@ -708,12 +724,7 @@ class PostgresStore:
         check_limit(limit)
         sql, args = ledger_query(account_id, cursor, limit)
         rows = await self._call(_db_fetch, sql, args)
-        items = [LedgerEntry(account_id=r[0], seq=r[1], index=r[2], kind=r[3], free_delta=r[4],
-                             locked_delta=r[5], free=r[6], locked=r[7], ref=r[8], ts=r[9])
-                 for r in rows[:limit]]
-        next_cursor = (encode_cursor("ledger", items[-1].seq, items[-1].index)
-                       if len(rows) > limit else None)
-        return Page(items=items, next_cursor=next_cursor)
+        return ledger_page(rows, limit)
 
     async def closed_positions(self, account_id: int, *, symbol: Optional[str] = None,
                                reason: Optional[str] = None, start: Optional[int] = None,
@@ -723,10 +734,7 @@ class PostgresStore:
         sql, args = closed_positions_query(account_id, symbol=symbol, reason=reason, start=start,
                                            end=end, cursor=cursor, limit=limit)
         rows = await self._call(_db_fetch, sql, args)
-        items = [ClosedPosition(**dict(zip(_CLOSED_NAMES, row))) for row in rows[:limit]]
-        next_cursor = (encode_cursor("positions", items[-1].seq, items[-1].position_id)
-                       if len(rows) > limit else None)
-        return Page(items=items, next_cursor=next_cursor)
+        return closed_positions_page([ClosedPosition(**dict(zip(_CLOSED_NAMES, row))) for row in rows[:limit]], len(rows) > limit)
 
     async def orders(self, account_id: int, *, status: Optional[str] = None,
                      symbol: Optional[str] = None, cursor: Optional[str] = None,
@@ -735,9 +743,7 @@ class PostgresStore:
         sql, args = orders_query(account_id, status=status, symbol=symbol, cursor=cursor,
                                  limit=limit)
         rows = await self._call(_db_fetch, sql, args)
-        items = [OrderRecord(**dict(zip(ORDER_COLUMNS, row))) for row in rows[:limit]]
-        next_cursor = encode_cursor("orders", items[-1].order_id) if len(rows) > limit else None
-        return Page(items=items, next_cursor=next_cursor)
+        return orders_page(rows, limit)
 
     async def order(self, account_id: int, order_id: int) -> Optional[OrderRecord]:
         rows = await self._call(_db_fetch, f"{_ORDER_SELECT} WHERE order_id = $1 AND account_id = $2",

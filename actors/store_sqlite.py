@@ -32,9 +32,25 @@ import trio
 
 from actors.messages import EventBatch
 from actors.store import (
-    CLOSED_COLUMNS, DEFAULT_PAGE_LIMIT, LEDGER_COLUMNS, ORDER_COLUMNS, POSITION_COLUMNS,
-    ClosedPosition, DuplicateEmail, LedgerEntry, OrderRecord, Page, RefreshRotation, StoreClosed,
-    UserRecord, check_limit, decode_cursor, encode_cursor, rows_from_items,
+    CLOSED_COLUMNS,
+    DEFAULT_PAGE_LIMIT,
+    LEDGER_COLUMNS,
+    ORDER_COLUMNS,
+    POSITION_COLUMNS,
+    ClosedPosition,
+    DuplicateEmail,
+    LedgerEntry,
+    OrderRecord,
+    Page,
+    RefreshRotation,
+    StoreClosed,
+    UserRecord,
+    check_limit,
+    closed_positions_page,
+    decode_cursor,
+    ledger_page,
+    orders_page,
+    rows_from_items,
 )
 from exness_actors.candles import Candle, bucket_start, interval_ns
 
@@ -264,12 +280,7 @@ class SqliteStore:
         sql = (f"{_LEDGER_SELECT} WHERE {' AND '.join(conditions)} "
                f"ORDER BY seq DESC, idx DESC LIMIT ?")
         rows = await self._call(self._query, sql, [*parameters, limit + 1])
-        items = [LedgerEntry(account_id=r[0], seq=r[1], index=r[2], kind=r[3], free_delta=r[4],
-                             locked_delta=r[5], free=r[6], locked=r[7], ref=r[8], ts=r[9])
-                 for r in rows[:limit]]
-        next_cursor = (encode_cursor("ledger", items[-1].seq, items[-1].index)
-                       if len(rows) > limit else None)
-        return Page(items=items, next_cursor=next_cursor)
+        return ledger_page(rows, limit)
 
     async def closed_positions(self, account_id: int, *, symbol: Optional[str] = None,
                                reason: Optional[str] = None, start: Optional[int] = None,
@@ -288,10 +299,7 @@ class SqliteStore:
         sql = (f"{_CLOSED_SELECT} WHERE {' AND '.join(conditions)} "
                f"ORDER BY seq DESC, position_id DESC LIMIT ?")
         rows = await self._call(self._query, sql, [*parameters, limit + 1])
-        items = [_closed_position(row) for row in rows[:limit]]
-        next_cursor = (encode_cursor("positions", items[-1].seq, items[-1].position_id)
-                       if len(rows) > limit else None)
-        return Page(items=items, next_cursor=next_cursor)
+        return closed_positions_page([_closed_position(row) for row in rows[:limit]], len(rows) > limit)
 
     async def orders(self, account_id: int, *, status: Optional[str] = None,
                      symbol: Optional[str] = None, cursor: Optional[str] = None,
@@ -307,9 +315,7 @@ class SqliteStore:
             parameters.extend(decode_cursor(cursor, "orders", 1))
         sql = f"{_ORDER_SELECT} WHERE {' AND '.join(conditions)} ORDER BY order_id DESC LIMIT ?"
         rows = await self._call(self._query, sql, [*parameters, limit + 1])
-        items = [OrderRecord(**dict(zip(ORDER_COLUMNS, row))) for row in rows[:limit]]
-        next_cursor = encode_cursor("orders", items[-1].order_id) if len(rows) > limit else None
-        return Page(items=items, next_cursor=next_cursor)
+        return orders_page(rows, limit)
 
     async def order(self, account_id: int, order_id: int) -> Optional[OrderRecord]:
         rows = await self._call(self._query, f"{_ORDER_SELECT} WHERE order_id = ? AND account_id = ?",
