@@ -30,6 +30,7 @@ from actors.keys import KeyError_, load_or_create_key
 from actors.recovery import RecoveryError, journal_dir, recover
 from actors.runtime import tune_gc
 from actors.snapshot_worker import write_engine_snapshot
+from exness_actors.errors import InvalidValue
 from exness_actors.journal import JournalError, JournalWriter
 
 __all__ = ["main", "run_system", "System", "supervised"]
@@ -125,13 +126,18 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
     try:
         key = load_or_create_key(data_dir, cfg.get("snapshot", "key"))
         core_config = cfg.core
+        if role == "engine":
+            shards = int(cfg.get("bus", "shards", 1))
+            if not 0 <= shard < shards:
+                raise ConfigError(f"--shard {shard}: must be in 0..{shards - 1} (bus.shards = {shards})")
+            core_config = core_config.for_shard(shard)   # ids disjoint from every other shard's
         tokens = gateway_actor.token_issuer_from_config(cfg)   # one issuer for HTTP and WS
-    except (KeyError_, ConfigError) as exc:
+    except (KeyError_, ConfigError, InvalidValue) as exc:
         raise StartupError(str(exc)) from None
 
     from actors.store import open_store
     store = await open_store(cfg)
-    persisted_seq = await store.last_persisted_seq()
+    persisted_seq = await store.last_persisted_seq(shard)
     backlog: list[tuple[int, int, list]] = []
     try:
         recovered = await trio.to_thread.run_sync(functools.partial(
@@ -164,12 +170,12 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
             if local_candles:
                 candles_sub = handle.subscribe("candles", max_buffer=256, lossless=True)
             if backlog and local_persister:   # recovered events the store has not persisted
-                await store.apply_batch(EventBatch(backlog, backlog[-1][0]))
+                await store.apply_batch(EventBatch(backlog, backlog[-1][0]), shard=shard)
                 log.info("event=store_caught_up batches=%d last_seq=%d", len(backlog), backlog[-1][0])
             if local_persister:
                 system.actors["persister"] = await nursery.start(functools.partial(
                     supervised, "persister", persister_actor.run, inbox=persister_sub.receive, cfg=cfg,
-                    store=store))
+                    store=store, shard=shard))
             # live candle updates for the WebSocket server (bounded; dropped and counted when full)
             candle_updates_send, candle_updates_receive = trio.open_memory_channel[Any](1024)
             if local_candles:
@@ -284,7 +290,7 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="memory (embedded) | redis (split mode; REDIS_URL)")
     run.add_argument("--store", choices=["sqlite", "postgres"], help="sqlite (embedded) | postgres (DATABASE_URL)")
     run.add_argument("--shard", type=int, default=None,
-                     help="engine role: which shard of [bus] shards this engine is (default 0)")
+                     help="engine, persister and snapshotter roles: which shard of [bus] shards (default 0)")
     run.add_argument("--feed", help="synthetic | replay:FILE | binance | redis (the engine role: quotes from the feed role)")
     run.add_argument("--http-port", type=int, help="HTTP API port (0 picks a free one)")
     run.add_argument("--ws-port", type=int, help="WebSocket port (0 picks a free one)")
@@ -573,7 +579,6 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     import json
 
     from exness_actors.backtest import LoadStats, load_ticks, run_backtest, write_outputs
-    from exness_actors.errors import InvalidValue
     from exness_actors.money import parse_fixed
 
     try:

@@ -110,6 +110,16 @@ class EngineHandle:
         self.overloads = 0
         self.fsync_latencies: deque[float] = deque(maxlen=1024)
 
+    #: one engine in this process: every account is on "shard" 0 (a remote handle may have more)
+    shards = 1
+
+    def shard_of(self, account_id: Optional[int]) -> int:
+        return 0
+
+    def durable_seq_of(self, shard: int) -> int:
+        """The seq up to which ``shard``'s journal is durable (what its persister catches up to)."""
+        return self.durable_seq
+
     # -- producers ---------------------------------------------------------------------------
 
     def send_nowait(self, command: Any) -> None:

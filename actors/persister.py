@@ -5,7 +5,7 @@ Theory of operation
 The engine publishes an :class:`~actors.messages.EventBatch` per durable journal batch. The
 persister takes one from its inbox, then whatever else is already waiting (``receive_nowait``, up
 to ``[persister] max_batches`` batches / ``max_items`` inputs), and writes them all with a single
-:meth:`Store.apply_batch` — one transaction for the rows **and** ``persister_state.last_seq``.
+:meth:`Store.apply_batch` — one transaction for the rows **and** its shard's watermark (``persister_shards``).
 Under load the batches coalesce into fewer, larger transactions; when idle each batch is written
 at once.
 
@@ -59,9 +59,11 @@ class PersisterStatistics:
 class Persister:
     """The write path shared by the actor and :func:`rebuild`; also the actor's handle."""
 
-    def __init__(self, store: Store, *, last_seq: int = 0,
+    def __init__(self, store: Store, *, last_seq: int = 0, shard: int = 0,
                  inbox: Optional[trio.MemoryReceiveChannel] = None) -> None:
         self.store = store
+        #: the engine shard whose batches these are (its own watermark in the store)
+        self.shard = shard
         #: every input up to this seq is in the store
         self.last_seq = last_seq
         self._inbox = inbox
@@ -97,7 +99,7 @@ class Persister:
         while True:
             started = time.perf_counter()
             try:
-                rows = await self.store.apply_batch(combined)
+                rows = await self.store.apply_batch(combined, shard=self.shard)
                 break
             except Exception as error:
                 failures += 1
@@ -119,18 +121,19 @@ class Persister:
         return rows
 
 
-async def run(*, inbox: trio.MemoryReceiveChannel[EventBatch], cfg: Any, store: Store,
+async def run(*, inbox: trio.MemoryReceiveChannel[EventBatch], cfg: Any, store: Store, shard: int = 0,
               task_status: trio.TaskStatus[Persister] = trio.TASK_STATUS_IGNORED) -> None:
-    """Persist the engine's batches until the inbox closes (see the module docstring).
+    """Persist the batches of engine shard ``shard`` until the inbox closes (see the module
+    docstring).
 
     ``[persister] max_batches`` (default 64) and ``max_items`` (default 20000) bound how much
     one transaction coalesces.
     """
     max_batches = int(cfg.get("persister", "max_batches", DEFAULT_MAX_BATCHES))
     max_items = int(cfg.get("persister", "max_items", DEFAULT_MAX_ITEMS))
-    persister = Persister(store, last_seq=await store.last_persisted_seq(), inbox=inbox)
-    logger.info("event=started last_seq=%d max_batches=%d max_items=%d",
-                persister.last_seq, max_batches, max_items)
+    persister = Persister(store, last_seq=await store.last_persisted_seq(shard), shard=shard, inbox=inbox)
+    logger.info("event=started shard=%d last_seq=%d max_batches=%d max_items=%d",
+                shard, persister.last_seq, max_batches, max_items)
     task_status.started(persister)
     try:
         async for batch in inbox:
@@ -151,11 +154,11 @@ async def run(*, inbox: trio.MemoryReceiveChannel[EventBatch], cfg: Any, store: 
 
 
 async def rebuild(store: Store, events_by_seq: Iterable[tuple[int, int, list]], *,
-                  chunk_items: int = REBUILD_CHUNK_ITEMS) -> PersisterStatistics:
+                  chunk_items: int = REBUILD_CHUNK_ITEMS, shard: int = 0) -> PersisterStatistics:
     """Apply ``(seq, ts, events)`` in seq order (a journal replay) through the live write path,
     ``chunk_items`` inputs per transaction. Inputs already stored are skipped, so this is safe
     over a store that has part or all of them."""
-    persister = Persister(store, last_seq=await store.last_persisted_seq())
+    persister = Persister(store, last_seq=await store.last_persisted_seq(shard), shard=shard)
     started_at = persister.last_seq
     chunk: list[tuple[int, int, list]] = []
     for item in events_by_seq:

@@ -31,7 +31,7 @@ import attrs
 import msgpack
 
 from exness_actors.engine import Engine
-from exness_actors.instruments import CoreConfig
+from exness_actors.instruments import SHARD_ID_SPAN, CoreConfig
 from exness_actors.journal import scan_journal, truncate_torn_tail
 from exness_actors.replay import replay
 from exness_actors.snapshot import list_snapshots, load_newest_valid, read_snapshot, SnapshotError
@@ -61,6 +61,15 @@ def pin_core_config(data_dir: Path, config: CoreConfig) -> CoreConfig:
     if path.exists():
         pinned = msgpack.unpackb(path.read_bytes(), raw=False, use_list=True)
         if pinned != msgpack.unpackb(msgpack.packb(wire), raw=False, use_list=True):
+            try:
+                pinned_base = CoreConfig.from_wire(pinned).id_base
+            except Exception:
+                pinned_base = config.id_base
+            if pinned_base != config.id_base:
+                raise RecoveryError(
+                    f"{data_dir} holds the journal of engine shard {pinned_base // SHARD_ID_SPAN}, "
+                    f"not of shard {config.id_base // SHARD_ID_SPAN}: give each shard its own "
+                    f"--data-dir and start it with its own --shard.")
             raise RecoveryError(
                 f"the instrument/engine configuration differs from the one {data_dir} was started "
                 f"with ({path}); replaying its journal under other instruments would not reproduce "

@@ -685,11 +685,12 @@ class RemoteEngineHandle:
         self.max_inflight = max_inflight
         ident = instance or default_instance()
         self.reply_stream = f"{REPLY_PREFIX}{ident}-{os.getpid()}-{random.getrandbits(32):08x}"
-        self.durable_seq = 0
+        #: per shard: the newest seq a reply of that shard carried (its journal is durable up to it)
+        self.durable_seqs = [0] * self.shards
         self.rotate_requested = False
         self.subscriptions: list[Subscription] = []
         self._outbox: list[list] = [[] for _ in range(self.shards)]
-        self._pending: dict[int, tuple[ReplySlot, float]] = {}
+        self._pending: dict[int, tuple[ReplySlot, float, int]] = {}   # corr -> slot, deadline, shard
         self._next_corr = 1
         self._wake = trio.Event()
         self.stopped = False
@@ -705,10 +706,19 @@ class RemoteEngineHandle:
     def accepting(self) -> bool:
         return self.bus.connected and not self.stopped
 
-    def _route(self, account_id: Optional[int]) -> int:
+    def shard_of(self, account_id: Optional[int]) -> int:
+        """The engine shard that holds ``account_id`` (requests about no account go to shard 0)."""
         if account_id is None or self.shards == 1:
             return 0
         return account_id % self.shards
+
+    @property
+    def durable_seq(self) -> int:
+        """Shard 0's durable seq (the one an unsharded deployment has)."""
+        return self.durable_seqs[0]
+
+    def durable_seq_of(self, shard: int) -> int:
+        return self.durable_seqs[shard]
 
     def send_nowait(self, item: Any) -> None:
         if not self.accepting:
@@ -719,20 +729,20 @@ class RemoteEngineHandle:
         if type(item) is Request:
             command, slot = item.command, item.reply
             payload = codec.encode(command)
-            shard = self._route(getattr(command, "account_id", None))
+            shard = self.shard_of(getattr(command, "account_id", None))
             kind = 0
         elif type(item) is Query:
             view = item.fn if isinstance(item.fn, BoxedView) else None
             if view is None:
                 raise TypeError("a remote engine answers only BoxedView queries")
             payload = view.wire()
-            shard = self._route(_view_account(view))
+            shard = self.shard_of(_view_account(view))
             slot, kind = item.reply, 1
         else:
             raise TypeError(f"cannot send {type(item).__name__} to a remote engine")
         corr = self._next_corr
         self._next_corr += 1
-        self._pending[corr] = (slot, trio.current_time() + self.request_timeout_s)
+        self._pending[corr] = (slot, trio.current_time() + self.request_timeout_s, shard)
         self._outbox[shard].append([corr, kind, payload])
         self._wake.set()
 
@@ -768,7 +778,7 @@ class RemoteEngineHandle:
         return {"remote": True, "bus_connected": self.bus.connected, "reply_stream": self.reply_stream,
                 "in_flight": len(self._pending), "sent": self.sent, "bursts": self.bursts,
                 "timeouts": self.timeouts, "overloads": self.overloads, "durable_seq": self.durable_seq,
-                "shards": self.shards, "subscriptions": [s.statistics() for s in self.subscriptions]}
+                "durable_seqs": list(self.durable_seqs), "shards": self.shards, "subscriptions": [s.statistics() for s in self.subscriptions]}
 
     # -- tasks ------------------------------------------------------------------------------
 
@@ -857,8 +867,8 @@ class RemoteEngineHandle:
         kind = wire[1]
         if kind == "reply":
             seq, ts, events = wire[2], wire[3], wire[4]
-            if seq > self.durable_seq:
-                self.durable_seq = seq
+            if seq > self.durable_seqs[entry[2]]:
+                self.durable_seqs[entry[2]] = seq
             slot.set(Reply(seq, ts, [codec.decode(e) for e in events]))
         elif kind == "value":
             slot.set(wire[2])
@@ -871,7 +881,7 @@ class RemoteEngineHandle:
         while True:
             await trio.sleep(0.1)
             now = trio.current_time()
-            expired = [corr for corr, (_slot, deadline) in self._pending.items() if deadline <= now]
+            expired = [corr for corr, (_slot, deadline, _shard) in self._pending.items() if deadline <= now]
             if expired:
                 self.timeouts += len(expired)
                 self._fail(expired, EngineTimeout(

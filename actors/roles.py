@@ -10,7 +10,8 @@ gateway        the HTTP API over a :class:`~actors.redis_edge.RemoteEngineHandle
 ws             the WebSocket server over a remote handle and the events stream
 feed           the price feed, publishing to ``stream:exness:quotes``
 candles        1m candles from the events stream (consumer group ``candles``) into the store
-persister      history from the events stream (consumer group ``persister``) into the store
+persister      one shard's history from its events stream (consumer group ``persister``) into
+               the store; one per shard (``--shard K``)
 snapshotter    snapshots of an engine's journal (shares the engine's data volume)
 =============  ===========================================================================
 
@@ -282,9 +283,13 @@ async def _run_consumer(kind: str, *, cfg: Any, bus: redis_edge.RedisBus, announ
     try:
         async with trio.open_nursery() as nursery:
             send, receive = trio.open_memory_channel[EventBatch](256)
-            # the candles role needs only the quotes: shard 0 sees every quote
-            streams = ([redis_edge.events_stream(0, shards)] if kind == "candles"
-                       else [redis_edge.events_stream(k, shards) for k in range(shards)])
+            # the candles role needs only the quotes: shard 0 sees every quote. A persister keeps
+            # one shard's history (its watermark is per shard): one persister per shard, --shard K
+            shard = 0 if kind == "candles" else int(cfg.get("bus", "shard", 0))
+            if not 0 <= shard < shards:
+                from actors.config import ConfigError
+                raise ConfigError(f"--shard {shard}: must be in 0..{shards - 1} (bus.shards = {shards})")
+            streams = [redis_edge.events_stream(shard, shards)]
             reader_stats: dict = {}
             nursery.start_soon(functools.partial(
                 redis_edge.events_reader, bus=bus, streams=streams, send=send, group=kind,
@@ -292,7 +297,8 @@ async def _run_consumer(kind: str, *, cfg: Any, bus: redis_edge.RedisBus, announ
             if kind == "candles":
                 actor = await nursery.start(functools.partial(candles_actor.run, inbox=receive, cfg=cfg, store=store))
             else:
-                actor = await nursery.start(functools.partial(persister_actor.run, inbox=receive, cfg=cfg, store=store))
+                actor = await nursery.start(functools.partial(persister_actor.run, inbox=receive, cfg=cfg, store=store,
+                                                              shard=shard))
 
             def status() -> dict:
                 return {"ready": bus.connected, "reason": "" if bus.connected else "Redis unreachable",

@@ -16,9 +16,10 @@ What is stored (DESIGN.md §4 persister and candles, §5 history resources):
   persister from the engine's :class:`~actors.messages.EventBatch` through
   :meth:`Store.apply_batch`. The event → row translation is :func:`rows_from_items` here, shared by
   every implementation, so they cannot disagree about what an event means.
-* ``persister_state.last_seq`` — the last engine seq whose rows are all stored. ``apply_batch``
-  writes a batch's rows and this seq in **one transaction** and skips inputs at or below it, so
-  re-sending batches (a restart, a rebuild from the journal) never duplicates a row.
+* ``persister_shards.last_seq`` — per engine shard (0 unless split mode has ``[bus] shards`` >
+  1), the last engine seq whose rows are all stored. ``apply_batch`` writes a batch's rows and
+  this seq in **one transaction** and skips inputs at or below it, so re-sending batches (a
+  restart, a rebuild from the journal) never duplicates a row.
 * ``users`` and ``refresh_tokens`` — written and read by the gateway (migration 0002). A user's
   trading account has the user's id. Refresh tokens are kept as SHA-256 digests only; rotation
   and family revocation are single transactions (:meth:`Store.rotate_refresh_token`), so two
@@ -48,12 +49,13 @@ from exness_actors.events import (
     PositionClosed,
     PositionOpened,
 )
+from exness_actors.instruments import MAX_SHARD
 from exness_actors.reasons import CancelReason, OrderStatus
 
 __all__ = [
     "Store", "Page", "LedgerEntry", "ClosedPosition", "OrderRecord", "BatchRows",
     "InvalidCursor", "StoreClosed", "rows_from_items", "encode_cursor", "decode_cursor",
-    "check_limit", "open_store", "MAX_PAGE_LIMIT", "DEFAULT_PAGE_LIMIT", "ledger_page",
+    "check_limit", "check_shard", "open_store", "MAX_PAGE_LIMIT", "DEFAULT_PAGE_LIMIT", "ledger_page",
     "closed_positions_page", "orders_page",
     "UserRecord", "DuplicateEmail", "RefreshRotation", "ROTATION_OUTCOMES",
 ]
@@ -299,6 +301,12 @@ def decode_cursor(cursor: str, query: str, count: int) -> tuple[int, ...]:
                             "start again without a cursor") from None
 
 
+def check_shard(shard: int) -> int:
+    if type(shard) is not int or not 0 <= shard <= MAX_SHARD:
+        raise ValueError(f"shard must be an integer from 0 to {MAX_SHARD}, not {shard!r}")
+    return shard
+
+
 def check_limit(limit: int) -> int:
     if type(limit) is not int or not 1 <= limit <= MAX_PAGE_LIMIT:
         raise ValueError(f"limit must be an integer from 1 to {MAX_PAGE_LIMIT}, not {limit!r}")
@@ -359,13 +367,16 @@ class Store(Protocol):
         ...
 
     # -- engine events (persister)
-    async def last_persisted_seq(self) -> int:
+    async def last_persisted_seq(self, shard: int = 0) -> int:
+        """The last seq of engine shard ``shard`` whose rows are all stored (0: none yet)."""
         ...
 
-    async def apply_batch(self, batch: EventBatch) -> int:
-        """Store the rows of the batch's inputs above :meth:`last_persisted_seq` and move it to
-        ``batch.last_seq``, in one transaction; return the number of rows written (0 when the
-        whole batch was already stored)."""
+    async def apply_batch(self, batch: EventBatch, shard: int = 0) -> int:
+        """Store the rows of the batch's inputs above ``last_persisted_seq(shard)`` and move it
+        to ``batch.last_seq``, in one transaction; return the number of rows written (0 when the
+        whole batch was already stored). Each engine shard numbers its inputs from 1, so each
+        has its own watermark; their rows never collide (shards hold disjoint accounts, and
+        their order and position ids are disjoint: ``CoreConfig.id_base``)."""
         ...
 
     # -- history queries (gateway)

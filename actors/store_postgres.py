@@ -68,6 +68,7 @@ from actors.store import (
     StoreClosed,
     UserRecord,
     check_limit,
+    check_shard,
     closed_positions_page,
     decode_cursor,
     ledger_page,
@@ -520,10 +521,13 @@ async def _db_write_candles(pool: asyncpg.Pool, rows: list[tuple]) -> int:
     return len(rows)
 
 
-async def _db_apply_batch(pool: asyncpg.Pool, items: list, last_seq: int) -> int:
+async def _db_apply_batch(pool: asyncpg.Pool, items: list, last_seq: int, shard: int) -> int:
     async with pool.acquire() as connection, connection.transaction():
+        # the shard's watermark row, created at its first batch and locked for the transaction
+        await connection.execute("INSERT INTO persister_shards (shard, last_seq) VALUES ($1, 0) "
+                                 "ON CONFLICT (shard) DO NOTHING", shard)
         stored = await connection.fetchval(
-            "SELECT last_seq FROM persister_state WHERE id = 1 FOR UPDATE")
+            "SELECT last_seq FROM persister_shards WHERE shard = $1 FOR UPDATE", shard)
         if last_seq <= stored:
             return 0
         if items and items[0][0] <= stored:
@@ -540,7 +544,7 @@ async def _db_apply_batch(pool: asyncpg.Pool, items: list, last_seq: int) -> int
                                 (_INSERT_LEDGER, rows.ledger)):
             if parameters:
                 await connection.execute(sql, *zip(*parameters))    # rows -> column arrays
-        await connection.execute("UPDATE persister_state SET last_seq = $1 WHERE id = 1", last_seq)
+        await connection.execute("UPDATE persister_shards SET last_seq = $1 WHERE shard = $2", last_seq, shard)
     return rows.count()
 
 
@@ -710,12 +714,14 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ engine events
 
-    async def last_persisted_seq(self) -> int:
-        rows = await self._call(_db_fetch, "SELECT last_seq FROM persister_state WHERE id = 1", ())
-        return rows[0][0]
+    async def last_persisted_seq(self, shard: int = 0) -> int:
+        check_shard(shard)
+        rows = await self._call(_db_fetch, "SELECT last_seq FROM persister_shards WHERE shard = $1", (shard,))
+        return rows[0][0] if rows else 0
 
-    async def apply_batch(self, batch: EventBatch) -> int:
-        return await self._call(_db_apply_batch, batch.items, batch.last_seq)
+    async def apply_batch(self, batch: EventBatch, shard: int = 0) -> int:
+        check_shard(shard)
+        return await self._call(_db_apply_batch, batch.items, batch.last_seq, shard)
 
     # ------------------------------------------------------------------ history queries
 

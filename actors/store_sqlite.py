@@ -46,6 +46,7 @@ from actors.store import (
     StoreClosed,
     UserRecord,
     check_limit,
+    check_shard,
     closed_positions_page,
     decode_cursor,
     ledger_page,
@@ -239,17 +240,21 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ engine events
 
-    async def last_persisted_seq(self) -> int:
-        return await self._call(self._last_seq)
+    async def last_persisted_seq(self, shard: int = 0) -> int:
+        check_shard(shard)
+        return await self._call(self._last_seq, self._connection, shard)
 
-    def _last_seq(self) -> int:
-        return self._connection.execute("SELECT last_seq FROM persister_state WHERE id = 1").fetchone()[0]
+    @staticmethod
+    def _last_seq(connection: sqlite3.Connection, shard: int) -> int:
+        row = connection.execute("SELECT last_seq FROM persister_shards WHERE shard = ?", (shard,)).fetchone()
+        return row[0] if row is not None else 0
 
-    async def apply_batch(self, batch: EventBatch) -> int:
-        return await self._call(self._transaction, functools.partial(self._apply, batch))
+    async def apply_batch(self, batch: EventBatch, shard: int = 0) -> int:
+        check_shard(shard)
+        return await self._call(self._transaction, functools.partial(self._apply, batch, shard))
 
-    def _apply(self, batch: EventBatch, connection: sqlite3.Connection) -> int:
-        last_seq = connection.execute("SELECT last_seq FROM persister_state WHERE id = 1").fetchone()[0]
+    def _apply(self, batch: EventBatch, shard: int, connection: sqlite3.Connection) -> int:
+        last_seq = self._last_seq(connection, shard)
         if batch.last_seq <= last_seq:
             return 0
         items = batch.items
@@ -265,7 +270,9 @@ class SqliteStore:
                                 (_INSERT_LEDGER, rows.ledger)):
             if parameters:
                 connection.executemany(sql, parameters)
-        connection.execute("UPDATE persister_state SET last_seq = ? WHERE id = 1", (batch.last_seq,))
+        connection.execute("INSERT INTO persister_shards (shard, last_seq) VALUES (?, ?) "
+                           "ON CONFLICT (shard) DO UPDATE SET last_seq = excluded.last_seq",
+                           (shard, batch.last_seq))
         return rows.count()
 
     # ------------------------------------------------------------------ history queries

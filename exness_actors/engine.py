@@ -62,6 +62,7 @@ from exness_actors.money import liquidation_price, pnl_cents, qty_for_margin, sh
 from exness_actors.reasons import (
     BalanceKind, CancelReason, CloseReason, OrderStatus, QuoteRejectReason, RejectReason,
 )
+
 _pack = codec.pack_fast
 _NEVER = 1 << 127   # after any expires_at (ns timestamps are far smaller)
 _QUOTE_UPDATED_TAG = codec.TAGS[QuoteUpdated]
@@ -130,8 +131,8 @@ class Engine:
         self.expiries: SortedList = SortedList()       # (expires_at, order_id)
         #: expires_at of the earliest pending expiry (a plain int: checked on every input)
         self.next_expiry = _NEVER
-        self.next_order_id = 1
-        self.next_position_id = 1
+        self.next_order_id = config.id_base + 1
+        self.next_position_id = config.id_base + 1
         self.house = 0
         self.total_deposits = 0
         self.total_withdrawals = 0

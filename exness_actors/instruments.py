@@ -15,7 +15,8 @@ import attrs
 from exness_actors.errors import InvalidValue
 from exness_actors.money import parse_fixed
 
-__all__ = ["Instrument", "CoreConfig", "core_config_from_mapping", "DEFAULT_INSTRUMENTS"]
+__all__ = ["Instrument", "CoreConfig", "core_config_from_mapping", "DEFAULT_INSTRUMENTS", "SHARD_ID_SPAN",
+           "MAX_SHARD"]
 
 _NS_PER_MS = 1_000_000
 
@@ -60,11 +61,21 @@ class Instrument:
                    spread_bps=spread, min_qty=min_qty, maintenance_bps=mm)
 
 
+#: ids one engine shard may allocate (10**12 orders and as many positions). Shard ids stay below
+#: 2**53, so a JavaScript client reads every id exactly: at most MAX_SHARD + 1 shards.
+SHARD_ID_SPAN = 10**12
+MAX_SHARD = 9006
+MAX_ID_BASE = MAX_SHARD * SHARD_ID_SPAN
+
+
 @attrs.frozen(kw_only=True)
 class CoreConfig:
     instruments: tuple[Instrument, ...]
     stale_after_ns: int = 5_000 * _NS_PER_MS
     idempotency_window: int = 1000
+    #: order and position ids start at ``id_base + 1``: engine shard ``k`` of a split deployment
+    #: uses ``k * SHARD_ID_SPAN``, so ids never collide between shards (0 everywhere else)
+    id_base: int = 0
 
     def __attrs_post_init__(self) -> None:
         symbols = [i.symbol for i in self.instruments]
@@ -74,18 +85,29 @@ class CoreConfig:
             raise InvalidValue("stale_after_ms", "must be positive")
         if self.idempotency_window < 1:
             raise InvalidValue("idempotency_window", "must be at least 1")
+        if type(self.id_base) is not int or not 0 <= self.id_base <= MAX_ID_BASE:
+            raise InvalidValue("id_base", f"must be an integer in 0..{MAX_ID_BASE}")
 
     def scales(self) -> list[Any]:
         return [i.scales() for i in self.instruments]
 
     def to_wire(self) -> list[Any]:
-        return [[i.to_wire() for i in self.instruments], self.stale_after_ns, self.idempotency_window]
+        wire = [[i.to_wire() for i in self.instruments], self.stale_after_ns, self.idempotency_window]
+        if self.id_base:     # absent when 0: an unsharded engine's state (and hash) is unchanged
+            wire.append(self.id_base)
+        return wire
 
     @classmethod
     def from_wire(cls, data: list[Any]) -> "CoreConfig":
-        instruments, stale, window = data
+        instruments, stale, window, *rest = data
         return cls(instruments=tuple(Instrument.from_wire(i) for i in instruments),
-                   stale_after_ns=stale, idempotency_window=window)
+                   stale_after_ns=stale, idempotency_window=window, id_base=rest[0] if rest else 0)
+
+    def for_shard(self, shard: int) -> "CoreConfig":
+        """This config for engine shard ``shard``: ids from ``shard * SHARD_ID_SPAN + 1``."""
+        if type(shard) is not int or not 0 <= shard <= MAX_SHARD:
+            raise InvalidValue("shard", f"must be an integer in 0..{MAX_SHARD}")
+        return attrs.evolve(self, id_base=shard * SHARD_ID_SPAN)
 
 
 DEFAULT_INSTRUMENTS = (

@@ -6,7 +6,9 @@ without touching the machine's shared Redis), a fresh PostgreSQL schema, and the
 
 * a trader journey through two gateways and the WebSocket server;
 * kill -9 the engine under load and restart it: every acknowledged order is present, none twice;
-* restart Redis under load: the processes reconnect and nothing acknowledged is lost.
+* restart Redis under load: the processes reconnect and nothing acknowledged is lost;
+* two engine shards: accounts routed by id, disjoint order/position ids, each shard's history
+  in the one PostgreSQL store, and one shard down leaves the other trading.
 """
 
 from __future__ import annotations
@@ -174,8 +176,11 @@ def cluster(tmp_path: Path, database_url: str):
             roles.append(process)
             return process
 
-        def engine(self) -> Role:
-            return self.role("engine", "--data-dir", str(tmp_path / "engine"), "--feed", "redis")
+        def engine(self, shard: Optional[int] = None, **extra_env: str) -> Role:
+            if shard is None:
+                return self.role("engine", "--data-dir", str(tmp_path / "engine"), "--feed", "redis", **extra_env)
+            return self.role("engine", "--data-dir", str(tmp_path / f"engine{shard}"), "--feed", "redis",
+                             "--shard", str(shard), **extra_env)
 
         def gateway(self) -> Role:
             return self.role("gateway", "--data-dir", str(tmp_path / "gw"), pattern=r"HTTP API (\S+)/api/v1")
@@ -400,3 +405,55 @@ def test_engine_kill_9_and_redis_restart_under_load_lose_nothing_and_apply_nothi
             thread.join(60)
     assert not errors, errors[:5]
     _check_exactly_once(gw2.url, headers, acked)
+
+
+def test_two_engine_shards_route_accounts_keep_ids_apart_and_persist_both_histories(cluster) -> None:
+    shards = {"EXNESS_BUS__SHARDS": "2"}
+    cluster.engine(0, **shards)
+    shard_one = cluster.engine(1, **shards)
+    cluster.role("feed", "--feed", "synthetic", EXNESS_FEED__TICKS_PER_S="50", **shards)
+    gateway = cluster.role("gateway", "--data-dir", str(cluster.tmp / "gw"),
+                           pattern=r"HTTP API (\S+)/api/v1", **shards)
+    _wait_ready(gateway.url)
+    span = 10**12      # exness_actors.instruments.SHARD_ID_SPAN: shard k's ids start at k * span + 1
+    with httpx.Client(base_url=gateway.url, timeout=10) as client:
+        odd = _sign_up(client, "odd@example.com")       # user (= account) 1: shard 1
+        even = _sign_up(client, "even@example.com")     # user 2: shard 0
+        opened = {}
+        for name, headers in (("odd", odd), ("even", even)):
+            placed = _order(client, headers, f"{name}-1")
+            assert placed.status_code == 201, placed.text
+            opened[name] = placed.json()
+        assert int(opened["odd"]["order"]["id"]) == span + 1
+        assert int(opened["odd"]["position"]["id"]) == span + 1
+        assert int(opened["even"]["order"]["id"]) == 1
+        assert int(opened["even"]["position"]["id"]) == 1
+        for name, headers in (("odd", odd), ("even", even)):
+            position_id = opened[name]["position"]["id"]
+            closed = client.post(f"/api/v1/positions/{position_id}/close", headers=headers, json={})
+            assert closed.status_code == 200, closed.text
+            # history waits for this account's shard's persister (read-your-writes, per shard)
+            history = client.get("/api/v1/history/positions", headers=headers).json()
+            assert [p["position_id"] for p in history["positions"]] == [position_id], history
+            order = client.get(f"/api/v1/orders/{opened[name]['order']['id']}", headers=headers)
+            assert order.status_code == 200 and order.json()["status"] == "filled", order.text
+        # one account never sees the other shard's ids
+        other = client.get(f"/api/v1/orders/{opened['odd']['order']['id']}", headers=even)
+        assert other.status_code == 404, other.text
+
+        shard_one.kill()                                 # shard 1 down: shard 0 keeps trading
+        assert _order(client, even, "even-2").status_code == 201
+        stalled = _order(client, odd, "odd-2")
+        assert stalled.status_code == 504, stalled.text
+        assert stalled.json()["error"]["code"] == "ENGINE_TIMEOUT"
+        cluster.engine(1, **shards)                      # restarted from its own journal
+        deadline = time.monotonic() + 20
+        while True:                                      # the retried request is applied once
+            retried = _order(client, odd, "odd-2")
+            if retried.status_code in (200, 201) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert retried.status_code in (200, 201), retried.text
+        assert int(retried.json()["order"]["id"]) == span + 2
+        positions = client.get("/api/v1/positions", headers=odd).json()["positions"]
+        assert [int(p["id"]) for p in positions] == [span + 2]

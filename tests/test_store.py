@@ -36,6 +36,7 @@ from exness_actors.events import (
     BalanceChanged, OrderAccepted, OrderCancelled, OrderModified, OrderTriggered, PositionClosed,
     PositionOpened, QuoteUpdated,
 )
+from exness_actors.instruments import MAX_SHARD, SHARD_ID_SPAN
 
 SECOND = 1_000_000_000
 MINUTE = MINUTE_NS
@@ -184,7 +185,7 @@ async def test_sqlite_applies_each_migration_once(tmp_path) -> None:
     first = SqliteStore(tmp_path / "db")
     second_open = None
     try:
-        assert first.migrations_applied == ["0001_init", "0002_users"]
+        assert first.migrations_applied == ["0001_init", "0002_users", "0003_shards"]
         await first.close()
         second_open = SqliteStore(tmp_path / "db")
         assert second_open.migrations_applied == []
@@ -295,6 +296,40 @@ async def test_apply_batch_writes_rows_and_last_seq_once(store) -> None:
     assert await store.apply_batch(EventBatch(items=[], last_seq=10)) == 0
     assert await store.apply_batch(EventBatch(items=[], last_seq=7)) == 0
     assert await store.last_persisted_seq() == 10
+
+
+async def test_each_engine_shard_has_its_own_watermark(store) -> None:
+    """Split mode with [bus] shards = 2: both shards number their inputs from 1 and write one
+    store. Shard 1's accounts are odd and its ids start at SHARD_ID_SPAN + 1 (CoreConfig.id_base),
+    so nothing collides; each shard's seqs are skipped against its own watermark only."""
+    base = SHARD_ID_SPAN
+    zero, one = Tape(), Tape()
+    zero.input(zero.deposit(2, 500, 500))
+    zero.input(zero.accepted(1, 2, type="market", status="filled"), zero.opened(1, 1, 2))
+    one.input(one.deposit(3, 700, 700))
+    one.input(one.accepted(base + 1, 3, type="market", status="filled"), one.opened(base + 1, base + 1, 3))
+    one.input(one.closed(base + 1, 3))
+    batch_zero, batch_one = zero.batch(), one.batch()
+
+    assert await store.apply_batch(batch_zero, shard=0) == 4
+    assert (await store.last_persisted_seq(0), await store.last_persisted_seq(1)) == (2, 0)
+    assert await store.apply_batch(batch_one, shard=1) == 5      # seqs 1..3 again, another shard
+    assert (await store.last_persisted_seq(0), await store.last_persisted_seq(1)) == (2, 3)
+    assert await store.apply_batch(batch_one, shard=1) == 0      # re-sent: skipped
+    assert await store.apply_batch(batch_zero, shard=0) == 0
+
+    assert [o.order_id for o in (await store.orders(2)).items] == [1]
+    assert [o.order_id for o in (await store.orders(3)).items] == [base + 1]
+    assert (await store.order(3, base + 1)).position_id == base + 1
+    assert (await store.order(2, base + 1)) is None
+    assert [p.position_id for p in (await store.closed_positions(3)).items] == [base + 1]
+    assert len((await store.ledger(2)).items) == len((await store.ledger(3)).items) == 1
+
+    for bad in (-1, "0", None, MAX_SHARD + 1):
+        with pytest.raises(ValueError, match="shard must be"):
+            await store.last_persisted_seq(bad)
+        with pytest.raises(ValueError, match="shard must be"):
+            await store.apply_batch(batch_zero, shard=bad)
 
 
 async def test_a_failing_batch_writes_nothing(store) -> None:

@@ -208,13 +208,15 @@ class Gateway:
         after_value = (await after_slot.wait())[0] if after_slot is not None else None
         return before_value, reply, after_value
 
-    async def history_caught_up(self) -> None:
-        """Wait (at most ``[http] history_wait_ms``) until the store holds everything the engine
-        had made durable when the request arrived, so a history read sees the caller's own
-        acknowledged commands (read-your-writes). Past the bound, read what is there."""
+    async def history_caught_up(self, account_id: int) -> None:
+        """Wait (at most ``[http] history_wait_ms``) until the store holds everything the
+        account's engine shard had made durable when the request arrived, so a history read sees
+        the caller's own acknowledged commands (read-your-writes). Past the bound, read what is
+        there."""
         if self.handle is None:
             return
-        target = self.handle.durable_seq
+        shard = self.handle.shard_of(account_id)
+        target = self.handle.durable_seq_of(shard)
         persister = self.persister
         if persister is not None and persister.last_seq >= target:
             return
@@ -222,11 +224,11 @@ class Gateway:
         while True:
             if persister is not None and persister.last_seq >= target:
                 return
-            if await self.store.last_persisted_seq() >= target:
+            if await self.store.last_persisted_seq(shard) >= target:
                 return
             if trio.current_time() >= deadline:
                 self.history_waits_timed_out += 1
-                log.warning("event=history_wait_timeout target_seq=%d", target)
+                log.warning("event=history_wait_timeout shard=%d target_seq=%d", shard, target)
                 return
             await trio.sleep(0.005)
 

@@ -85,7 +85,7 @@ def register(app: Any, gw: Gateway) -> None:
         state = await gw.query(views.order_state, account_id, order_id)
         if state is not None and state[0] == "pending":
             return state[1], None
-        await gw.history_caught_up()
+        await gw.history_caught_up(account_id)
         record = await store.order(account_id, order_id)
         if record is None:
             raise _unknown_order(order_id)
@@ -143,7 +143,7 @@ def register(app: Any, gw: Gateway) -> None:
         claims = gw.authenticate()
         params = QueryParams(request.args, ("cursor", "limit"))
         cursor, limit = params.cursor(), params.limit()
-        await gw.history_caught_up()
+        await gw.history_caught_up(claims.account_id)
         page = await store.ledger(claims.account_id, cursor=cursor, limit=limit)
         return json_response({"entries": [edge.ledger_entry_json(entry) for entry in page.items],
                               "next_cursor": page.next_cursor})
@@ -225,7 +225,7 @@ def register(app: Any, gw: Gateway) -> None:
             orders, last_id = await gw.query(views.pending_orders, claims.account_id, symbol, before, limit)
             next_cursor = encode_cursor("orders", last_id) if last_id is not None else None
             return json_response({"orders": orders, "next_cursor": next_cursor})
-        await gw.history_caught_up()
+        await gw.history_caught_up(claims.account_id)
         page = await store.orders(claims.account_id, status=None if status == "all" else status,
                                   symbol=symbol, cursor=cursor, limit=limit)
         return json_response({
@@ -392,7 +392,7 @@ def register(app: Any, gw: Gateway) -> None:
         reason = params.choice("reason", _CLOSE_REASONS)
         start, end = params.time_range()
         cursor, limit = params.cursor(), params.limit()
-        await gw.history_caught_up()
+        await gw.history_caught_up(claims.account_id)
         page = await store.closed_positions(
             claims.account_id, symbol=instrument.symbol if instrument is not None else None,
             reason=reason, start=start, end=end, cursor=cursor, limit=limit)
