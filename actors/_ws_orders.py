@@ -25,12 +25,16 @@ import trio
 
 from actors import edge
 from actors._ws_format import (
+    _price,
+    _qty,
     cancelled_order_json,
     modified_order_json,
     position_now_json,
 )
 from actors.edge import (
     EdgeError,
+    money,
+    ns_to_ms,
     duplicate_of,
     parse_add_margin,
     parse_close,
@@ -39,6 +43,7 @@ from actors.edge import (
     parse_place_order,
     rejection_of,
 )
+from actors.engine import submit_between
 from actors.gateway import _views as views
 from actors.redis_edge import BoxedView
 from exness_actors.commands import CancelOrder, ModifyOrder
@@ -53,7 +58,7 @@ from exness_actors.events import (
 )
 from exness_actors.instruments import Instrument
 
-__all__ = ["ACTIONS", "build_command", "outcome", "duplicate_outcome", "error_json"]
+__all__ = ["ACTIONS", "build_command", "outcome", "duplicate_outcome", "remote_outcome", "error_json"]
 
 #: action → the id field it names (None: place)
 ACTIONS: dict[str, Optional[str]] = {
@@ -87,30 +92,29 @@ def _unknown_position(position_id: int) -> EdgeError:
                      {"reason": "UNKNOWN_POSITION", "ref": str(position_id)})
 
 
-def build_command(action: str, message: Mapping[str, Any], account_id: int,
-                  engine: Engine) -> tuple[Any, Any]:
-    """``(command, context)`` for one order-lane message; :class:`EdgeError` on bad input.
-
-    ``context`` is what :func:`outcome` needs besides the reply: the order or position record
-    the action names (None when it is not this account's).
-    """
+def _target(action: str, message: Mapping[str, Any]) -> tuple[Optional[int], dict]:
+    """The id the action names (None for a placement) and the rest of the message."""
     id_field = ACTIONS[action]
     body = {k: v for k, v in message.items() if k not in _ENVELOPE and k != id_field}
-    instruments = engine.instruments
     if id_field is None:
-        return parse_place_order(body, account_id, instruments), None
+        return None, body
     if message.get(id_field) is None:
         raise _invalid(id_field, "is required")
-    target = _parse_id(message[id_field], id_field)
-    if id_field == "order_id":
-        order = engine.orders.get(target)
-        if order is not None and order.account_id != account_id:
-            order = None
-        if action == "cancel":
-            if body:
-                raise _invalid(sorted(body)[0], "unknown field (allowed: order_id)")
-            return CancelOrder(account_id=account_id, order_id=target), order
-        if order is None:
+    return _parse_id(message[id_field], id_field), body
+
+
+def _command(action: str, body: dict, account_id: int, target: Optional[int],
+             instruments: Mapping[str, Instrument], symbol: Optional[str]) -> Any:
+    """The core command; ``symbol`` is the named order's or position's, None when this account
+    has no such pending order / open position."""
+    if target is None:
+        return parse_place_order(body, account_id, instruments)
+    if action == "cancel":
+        if body:
+            raise _invalid(sorted(body)[0], "unknown field (allowed: order_id)")
+        return CancelOrder(account_id=account_id, order_id=target)
+    if action == "modify_order":
+        if symbol is None:
             # Not pending on this account: let the engine say UNKNOWN_ORDER or ORDER_NOT_PENDING
             # (a bare ModifyOrder changes nothing), after checking the field names.
             unknown = sorted(k for k in body if k not in _MODIFY_ORDER_FIELDS)
@@ -119,17 +123,35 @@ def build_command(action: str, message: Mapping[str, Any], account_id: int,
             if not body:
                 raise EdgeError(400, "VALIDATION_ERROR",
                                 "nothing to modify: give price, take_profit, stop_loss or expires_at", {})
-            return ModifyOrder(account_id=account_id, order_id=target), None
-        return parse_modify_order(body, account_id, target, instruments[order.symbol]), order
-    position = engine.positions.get(target)
-    if position is None or position.account_id != account_id:
+            return ModifyOrder(account_id=account_id, order_id=target)
+        return parse_modify_order(body, account_id, target, instruments[symbol])
+    if symbol is None:
         raise _unknown_position(target)
-    instrument = instruments[position.symbol]
+    instrument = instruments[symbol]
     if action == "close":
-        return parse_close(body, account_id, target, instrument), position
+        return parse_close(body, account_id, target, instrument)
     if action == "modify_position":
-        return parse_modify_position(body, account_id, target, instrument), position
-    return parse_add_margin(body, account_id, target), position
+        return parse_modify_position(body, account_id, target, instrument)
+    return parse_add_margin(body, account_id, target)
+
+
+def build_command(action: str, message: Mapping[str, Any], account_id: int,
+                  engine: Engine) -> tuple[Any, Any]:
+    """``(command, context)`` for one order-lane message; :class:`EdgeError` on bad input.
+
+    ``context`` is what :func:`outcome` needs besides the reply: the order or position record
+    the action names (None when it is not this account's).
+    """
+    target, body = _target(action, message)
+    record: Any = None
+    if target is not None:
+        records = engine.orders if ACTIONS[action] == "order_id" else engine.positions
+        record = records.get(target)
+        if record is not None and record.account_id != account_id:
+            record = None
+    command = _command(action, body, account_id, target, engine.instruments,
+                       record.symbol if record is not None else None)
+    return command, record
 
 
 def outcome(action: str, context: Any, events: list, engine: Engine) -> Optional[dict]:
@@ -207,3 +229,75 @@ async def duplicate_outcome(events: list, account_id: int, handle: Any, store: A
     if order_json is None:
         order_json = {"id": str(order_id)}
     return {"ok": True, "duplicate": True, "order": order_json, "position": position_json}
+
+
+# ----------------------------------------------------------------- split mode (remote engine)
+
+async def remote_outcome(action: str, message: Mapping[str, Any], account_id: int, handle: Any,
+                         instruments: Mapping[str, Instrument]) -> Optional[dict]:
+    """The ``order_result`` fields of an action on an existing order or position when the
+    engine is remote (split mode), where this process holds no copy of the engine's state.
+
+    The named order/position is read with a view first (its instrument scales the message's
+    prices and quantities, and another account's position is UNKNOWN_POSITION before anything
+    else is checked, as in embedded mode) — for a cancel, right before the command in the same
+    stream entry — and a modified order or position is read again right after the command in
+    the same entry. The answer is rendered from the views' JSON and the events, as the HTTP API
+    does in split mode. A placement goes through :func:`outcome`.
+    Raises what the handle raises (Overloaded, EngineStopped, EngineTimeout)."""
+    try:
+        target, body = _target(action, message)
+        assert target is not None, "placements take the synchronous path"
+        on_order = ACTIONS[action] == "order_id"
+        named = BoxedView(views.pending_order if on_order else views.open_position, (account_id, target))
+        record = None
+        if action != "cancel":
+            (record,) = await handle.query(named)
+        command = _command(action, body, account_id, target, instruments,
+                           record["symbol"] if record is not None else None)
+    except EdgeError as error:
+        return {"ok": False, "error": error_json(error)}
+    before = named if action == "cancel" else None
+    after = named if action in ("modify_order", "modify_position", "add_margin") else None
+    before_value, reply, after_value = await submit_between(handle, command, before=before, after=after)
+    if before is not None:
+        record = before_value
+    rejection = rejection_of(reply.events)
+    if rejection is not None:
+        return {"ok": False, "error": error_json(rejection)}
+    order_json = position_json = None
+    for event in reply.events:
+        kind = type(event)
+        if kind is PositionClosed and position_json is None:
+            position_json = edge.position_closed_json(event, instruments[event.symbol])
+        elif kind is OrderCancelled:
+            order_json = dict(record) if record is not None else {"id": str(event.order_id)}
+            order_json.update(status="cancelled", cancel_reason=event.reason)
+        elif kind is OrderModified:
+            if after_value is not None:
+                order_json = after_value
+            elif record is not None:      # it filled or expired right after the change
+                order_json = dict(record)
+                instrument = instruments[record["symbol"]]
+                order_json.update(price=_price(event.price, instrument), qty=_qty(event.qty, instrument),
+                                  take_profit=_price(event.take_profit, instrument),
+                                  stop_loss=_price(event.stop_loss, instrument),
+                                  expires_at=ns_to_ms(event.expires_at))
+            else:
+                order_json = {"id": str(event.order_id), "status": "pending"}
+        elif kind is PositionUpdated and action in ("modify_position", "add_margin"):
+            if after_value is not None:
+                position_json = after_value
+            elif record is not None:      # closed by a trigger right after the change
+                instrument = instruments[record["symbol"]]
+                position_json = dict(record)
+                position_json.update(
+                    qty=_qty(event.qty, instrument), margin=money(event.margin),
+                    liquidation_price=_price(max(event.liquidation_price, 0), instrument),
+                    take_profit=_price(event.take_profit, instrument),
+                    stop_loss=_price(event.stop_loss, instrument),
+                    trailing_stop=_price(event.trailing_stop, instrument),
+                    trailing_stop_price=None, unrealized_pnl=None)
+            else:
+                position_json = {"id": str(event.position_id)}
+    return {"ok": True, "order": order_json, "position": position_json}

@@ -42,7 +42,7 @@ from exness_actors.errors import InvalidCommand
 from exness_actors.journal import JournalWriter, encode_frame
 from exness_actors.replay import encode_checkpoint
 
-__all__ = ["run", "EngineHandle", "Query", "Subscription"]
+__all__ = ["run", "EngineHandle", "Query", "Subscription", "submit_between"]
 
 log = logging.getLogger("exness.engine")
 
@@ -89,6 +89,34 @@ class _Pending:
         self.last_seq = last_seq
         self.replies = replies     # (slot, Reply | value)
         self.items = items         # (seq, ts, events)
+
+
+async def submit_between(handle: Any, command: Any, *, before: Optional[Callable] = None,
+                         after: Optional[Callable] = None) -> tuple[Any, Reply, Any]:
+    """Submit ``command`` with optional read queries right before and after it, in one go.
+
+    ``before``/``after`` answer 1-tuples (a :class:`~actors.redis_edge.BoxedView`: a reply slot
+    holds only non-None values). The three items enter the inbox back to back — for a remote
+    engine, one stream entry — so nothing interleaves: ``before`` sees the state the command
+    will act on, ``after`` the state it left, without a second round trip. Overloaded and
+    EngineStopped are raised only if the *command* could not be queued; if just the ``after``
+    query could not, its value is None and the caller falls back."""
+    before_slot = after_slot = None
+    if before is not None:
+        before_slot = ReplySlot()
+        handle.send_nowait(Query(before, before_slot))
+    slot = ReplySlot()
+    handle.send_nowait(Request(command, slot))
+    if after is not None:
+        after_slot = ReplySlot()
+        try:
+            handle.send_nowait(Query(after, after_slot))
+        except (Overloaded, EngineStopped):
+            after_slot = None
+    before_value = (await before_slot.wait())[0] if before_slot is not None else None
+    reply = await slot.wait()
+    after_value = (await after_slot.wait())[0] if after_slot is not None else None
+    return before_value, reply, after_value
 
 
 class EngineHandle:

@@ -82,13 +82,14 @@ from wsproto.utilities import LocalProtocolError
 from actors._ws_candles import IntervalFolder
 from actors._ws_channels import ACCOUNT, Channel, ChannelError, Channels
 from actors._ws_format import ACCOUNT_EVENT_TYPES, account_event_json, candle_json
-from actors._ws_orders import ACTIONS, build_command, duplicate_outcome, error_json, outcome
+from actors._ws_orders import ACTIONS, build_command, duplicate_outcome, error_json, outcome, remote_outcome
 from actors.auth_tokens import AccessClaims, AuthError, TokenIssuer
 from actors.config import ConfigError
 from actors.edge import EdgeError
 from actors.engine import EngineHandle
-from actors.messages import EngineStopped, EventBatch, Overloaded, Reply, Request
+from actors.messages import EngineStopped, EngineTimeout, EventBatch, Overloaded, Reply, Request
 from exness_actors.candles import Candle, bucket_start
+from exness_actors.errors import InvalidCommand
 from exness_actors.events import (
     OrderAccepted, OrderCancelled, OrderTriggered, PositionClosed, PositionOpened, QuoteUpdated,
 )
@@ -1036,13 +1037,12 @@ class WsServer:
                               f"at most {self.options.max_inflight_orders} orders in flight per "
                               "connection: wait for results", {"retry_after_ms": 10})
             return
-        if action not in SPLIT_MODE_ACTIONS and getattr(self.handle, "bus", None) is not None:
-            # Split mode: the WS server has no copy of the engine's orders and positions to check
-            # these against; the HTTP API does them (documented in docs/operations.md).
-            self._order_error(client, request_id, "UNSUPPORTED_IN_SPLIT_MODE",
-                              f"action: {action} goes through the HTTP API when the engine runs in its "
-                              "own process; the WebSocket lane takes place and cancel",
-                              {"field": "action", "problem": "not available in split mode"})
+        if action != "place" and getattr(self.handle, "bus", None) is not None:
+            # Split mode: this process has no copy of the engine's orders and positions, so an
+            # action on one reads it from the engine first (one more round trip over the bus).
+            assert self._nursery is not None
+            client.inflight += 1
+            self._nursery.start_soon(self._order_remote, client, request_id, action, message, claims.account_id)
             return
         try:
             command, context = build_command(action, message, claims.account_id, self.handle.engine)
@@ -1083,7 +1083,7 @@ class WsServer:
                     continue
                 if isinstance(value, BaseException):
                     self.orders_rejected += 1
-                    fields: Optional[dict] = {"ok": False, "error": {
+                    fields: Optional[dict] = _failure_fields(value) or {"ok": False, "error": {
                         "code": "INVALID_COMMAND", "message": str(value), "details": {}}}
                 else:
                     fields = outcome(slot.action, slot.context, value.events, engine)
@@ -1095,6 +1095,23 @@ class WsServer:
                 if not fields["ok"]:
                     self.orders_rejected += 1
                 client.push(_text({"op": "order_result", "id": slot.request_id} | fields))
+
+    async def _order_remote(self, client: _Client, request_id: Any, action: str, message: dict,
+                            account_id: int) -> None:
+        try:
+            fields = await remote_outcome(action, message, account_id, self.handle, self.instruments)
+        except Exception as error:
+            fields = _failure_fields(error)
+            if fields is None:   # a bug must cost this answer, not the whole server
+                log.exception("event=remote_order_failed client=%d action=%s", client.id, action)
+                fields = {"ok": False, "error": {"code": "INTERNAL_ERROR",
+                                                 "message": "the order could not be processed", "details": {}}}
+        finally:
+            client.inflight -= 1
+        if not fields["ok"]:
+            self.orders_rejected += 1
+        if client.closing is None:
+            client.push(_text({"op": "order_result", "id": request_id} | fields))
 
     async def _deliver_duplicate(self, slot: _ResultSlot, reply: Reply) -> None:
         client = slot.client
@@ -1122,8 +1139,19 @@ class WsServer:
             await trio.sleep(0.01)
 
 
-#: order-lane actions a WS server can check without the engine's state (split mode)
-SPLIT_MODE_ACTIONS = ("place", "cancel")
+def _failure_fields(error: BaseException) -> Optional[dict]:
+    """The ``order_result`` of a request the engine did not answer (None: not one of those)."""
+    if isinstance(error, EngineTimeout):     # split mode: applied or not, a retry is safe
+        code, message, details = "ENGINE_TIMEOUT", str(error), {"retry_after_ms": 1000}
+    elif isinstance(error, Overloaded):
+        code, message, details = "OVERLOADED", "the engine is busy: retry shortly", {"retry_after_ms": 100}
+    elif isinstance(error, EngineStopped):
+        code, message, details = "UNAVAILABLE", "the engine is not taking orders", {}
+    elif isinstance(error, InvalidCommand):
+        code, message, details = "INVALID_COMMAND", str(error), {}
+    else:
+        return None
+    return {"ok": False, "error": {"code": code, "message": message, "details": details}}
 
 
 def _is_id(value: Any) -> bool:

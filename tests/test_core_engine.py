@@ -595,3 +595,34 @@ def test_place_order_with_float_fields_is_rejected_not_crashed():
     events = market.run(PlaceOrder(account_id=1, symbol=SYMBOL, side="buy", type="market",
                                    margin=100.0, leverage=10))  # type: ignore[arg-type]
     assert only(events, OrderRejected).reason == "INVALID_MARGIN"
+
+
+# ------------------------------------------------------------------ engine shards (split mode)
+
+def test_a_shard_numbers_orders_and_positions_from_its_id_base():
+    from exness_actors.instruments import MAX_SHARD, SHARD_ID_SPAN
+    from exness_actors.errors import InvalidValue
+
+    base_config = make_engine().config
+    assert base_config.for_shard(0) == base_config           # shard 0 is the unsharded engine
+    shard = base_config.for_shard(3)
+    assert shard.id_base == 3 * SHARD_ID_SPAN
+    market = Market(Engine(shard))
+    market.quote(6_000_000)
+    opened = market.open()
+    assert opened.position_id == opened.order_id == 3 * SHARD_ID_SPAN + 1
+    pending = market.pending(type="limit", price=5_000_000)
+    assert pending.order_id == 3 * SHARD_ID_SPAN + 2
+    # the base travels with the config: a snapshot restores it, the wire keeps old states unchanged
+    restored = Engine.from_state(market.engine.to_state())
+    assert restored.config.id_base == shard.id_base
+    assert restored.next_order_id == market.engine.next_order_id
+    assert len(base_config.to_wire()) == 3 and shard.to_wire()[3] == shard.id_base
+    assert type(base_config).from_wire(shard.to_wire()) == shard
+    # every id stays exact as a JavaScript number
+    assert (base_config.for_shard(MAX_SHARD).id_base + SHARD_ID_SPAN - 1) < 2**53
+    for bad in (-1, MAX_SHARD + 1, "1"):
+        with pytest.raises(InvalidValue):
+            base_config.for_shard(bad)
+    with pytest.raises(InvalidValue):
+        type(base_config)(instruments=base_config.instruments, id_base=-5)

@@ -247,9 +247,9 @@ async def test_statistics_show_the_lag_while_the_store_is_slow(stores, cfg) -> N
     gate = trio.Event()
     real_apply = store.apply_batch
 
-    async def slow_apply(batch: EventBatch) -> int:
+    async def slow_apply(batch: EventBatch, shard: int = 0) -> int:
         await gate.wait()
-        return await real_apply(batch)
+        return await real_apply(batch, shard)
 
     store.apply_batch = slow_apply                       # type: ignore[method-assign]
     send, receive = trio.open_memory_channel(64)

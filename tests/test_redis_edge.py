@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+import attrs
 import msgpack
 import pytest
 import redis
@@ -152,6 +153,96 @@ async def test_remote_requests_round_trip_and_time_out_cleanly(tmp_path, url):
             with pytest.raises(EngineTimeout):
                 await remote.request(Deposit(account_id=9, amount=1))
         assert remote.timeouts == 1
+        await remote.cleanup()
+        nursery.cancel_scope.cancel()
+    journal.close()
+
+
+async def test_ws_order_lane_actions_on_a_remote_engine_answer_as_in_embedded_mode(tmp_path, url):
+    """actors._ws_orders.remote_outcome (the WS lane in split mode) against the embedded lane's
+    build_command/outcome on an identical local engine: same oks, same error codes, same
+    rendered fields (times aside)."""
+    from actors._ws_orders import build_command, error_json, outcome, remote_outcome
+    from actors.edge import EdgeError
+    from actors.ws import _failure_fields
+    from exness_actors.commands import Quote
+
+    def prepare(engine: Engine) -> Engine:   # quotes never go stale: the actor's clock is the wall's
+        engine = Engine(attrs.evolve(engine.config, stale_after_ns=10**19))
+        engine.submit(Quote(symbol="BTCUSDT", bid=6_000_000, ask=6_000_100), ts=1)
+        engine.submit(CreateAccount(account_id=9, initial_deposit=1_000_000), ts=2)
+        engine.submit(CreateAccount(account_id=8, initial_deposit=1_000_000), ts=3)
+        return engine
+
+    local = prepare(make_engine())
+    steps = [
+        ("place", {"symbol": "BTCUSDT", "side": "buy", "type": "market", "margin": "10.00", "leverage": 5,
+                   "client_order_id": "p1"}, 9),
+        ("modify_position", {"position_id": "1", "take_profit": "70000.00"}, 9),
+        ("add_margin", {"position_id": "1", "amount": "2.50"}, 9),
+        ("add_margin", {"position_id": "1", "amount": "2.50"}, 8),          # not account 8's
+        ("modify_position", {"position_id": "1", "take_profit": "oops"}, 9),
+        ("close", {"position_id": "1", "qty": "0.00001"}, 9),
+        ("close", {"position_id": "1"}, 9),
+        ("close", {"position_id": "1"}, 9),
+        ("place", {"symbol": "BTCUSDT", "side": "buy", "type": "limit", "price": "50000.00",
+                   "margin": "10.00", "leverage": 5, "client_order_id": "p2"}, 9),
+        ("modify_order", {"order_id": "2", "price": "51000.00", "stop_loss": "40000.00"}, 9),
+        ("modify_order", {"order_id": "2", "price": "51000.00"}, 8),
+        ("modify_order", {"order_id": "2", "bogus": "1"}, 9),
+        ("cancel", {"order_id": "2"}, 8),
+        ("cancel", {"order_id": "2"}, 9),
+        ("cancel", {"order_id": "2"}, 9),
+        ("cancel", {"order_id": "zz"}, 9),
+    ]
+
+    def strip(fields: dict) -> dict:
+        def clean(value):
+            if isinstance(value, dict):
+                return {k: clean(v) for k, v in value.items()
+                        if k not in ("opened_at", "closed_at", "created_at", "updated_at", "message")}
+            return value
+        return clean(fields)
+
+    expected = []
+    ts = 10
+    for action, message, account in steps:
+        try:
+            command, context = build_command(action, message, account, local)
+        except EdgeError as error:
+            expected.append({"ok": False, "error": error_json(error)})
+            continue
+        ts += 1
+        expected.append(outcome(action, context, local.submit(command, ts=ts), local))
+    assert [(e["ok"], e.get("error", {}).get("code")) for e in expected] == [
+        (True, None), (True, None), (True, None), (False, "UNKNOWN_POSITION"), (False, "VALIDATION_ERROR"),
+        (True, None), (True, None), (False, "UNKNOWN_POSITION"), (True, None), (True, None),
+        (False, "UNKNOWN_ORDER"), (False, "VALIDATION_ERROR"), (False, "UNKNOWN_ORDER"), (True, None),
+        (False, "ORDER_NOT_PENDING"), (False, "VALIDATION_ERROR")]
+
+    async with trio.open_nursery() as nursery:
+        handle, journal, _stats = await _run_engine_and_edge(nursery, tmp_path, url, prepare(make_engine()))
+        bridge = await nursery_bridge(nursery, "ws")
+        bus = redis_edge.RedisBus(url, bridge)
+        await bus.connect()
+        assert await bus.ping()
+        remote = redis_edge.RemoteEngineHandle(bus=bus, core=handle.engine.config, request_timeout_s=1.0)
+        await nursery.start(remote.run)
+        instruments = handle.engine.instruments
+        for (action, message, account), want in zip(steps, expected):
+            if action == "place":     # placements take the embedded path in split mode too
+                command, context = build_command(action, message, account, remote.engine)
+                reply = await remote.request(command)
+                got = outcome(action, context, reply.events, handle.engine)
+            else:
+                got = await remote_outcome(action, message, account, remote, instruments)
+            assert strip(got) == strip(want), (action, message, account)
+        # the engine goes away: the lane answers ENGINE_TIMEOUT (a retry is safe), never hangs
+        await handle.stop()
+        with trio.fail_after(5):
+            with pytest.raises(EngineTimeout) as raised:
+                await remote_outcome("close", {"position_id": "1"}, 9, remote, instruments)
+        assert _failure_fields(raised.value)["error"]["code"] == "ENGINE_TIMEOUT"
         await remote.cleanup()
         nursery.cancel_scope.cancel()
     journal.close()

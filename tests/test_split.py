@@ -299,22 +299,45 @@ def test_trader_journey_through_two_gateways_and_the_ws_server(cluster) -> None:
                         ordered = True
                         with httpx.Client(base_url=gw2.url, timeout=10) as client:
                             assert _order(client, headers, "ws-1").status_code in (200, 201)
-            # the order lane over the remote engine
-            await socket_.send_message(json.dumps({
-                "op": "order", "id": "lane-1", "action": "place", "symbol": "BTCUSDT", "side": "sell",
-                "type": "market", "margin": "10.00", "leverage": 5, "client_order_id": "lane-1"}))
-            await socket_.send_message(json.dumps({"op": "order", "id": "lane-2", "action": "close",
-                                                   "position_id": "1"}))
-            results: dict[str, dict] = {}
-            with trio.fail_after(15):
-                while len(results) < 2:
-                    frame = json.loads(await socket_.get_message())
-                    for message in frame if isinstance(frame, list) else [frame]:
-                        if message.get("op") in ("order_result", "error") and message.get("id") in ("lane-1", "lane-2"):
-                            results[message["id"]] = message
-            assert results["lane-1"]["ok"] is True, results["lane-1"]
-            assert results["lane-1"]["order"]["status"] == "filled"
-            assert results["lane-2"]["error"]["code"] == "UNSUPPORTED_IN_SPLIT_MODE", results["lane-2"]
+            # the whole order lane over the remote engine: each answer as in embedded mode
+            async def lane(request_id: str, **fields: object) -> dict:
+                await socket_.send_message(json.dumps({"op": "order", "id": request_id, **fields}))
+                with trio.fail_after(15):
+                    while True:
+                        frame = json.loads(await socket_.get_message())
+                        for message in frame if isinstance(frame, list) else [frame]:
+                            if message.get("op") == "order_result" and message.get("id") == request_id:
+                                return message
+
+            placed = await lane("lane-1", action="place", symbol="BTCUSDT", side="sell", type="market",
+                                margin="10.00", leverage=5, client_order_id="lane-1")
+            assert placed["ok"] is True and placed["order"]["status"] == "filled", placed
+            lane_position = placed["position"]["id"]
+            modified = await lane("lane-2", action="modify_position", position_id=lane_position,
+                                  stop_loss="1000000.00")
+            assert modified["ok"] is True, modified
+            assert modified["position"]["stop_loss"] == "1000000.00"
+            assert modified["position"]["unrealized_pnl"] is not None
+            margin = await lane("lane-3", action="add_margin", position_id=lane_position, amount="5.00")
+            assert margin["ok"] is True and margin["position"]["margin"] == "15.00", margin
+            closed = await lane("lane-4", action="close", position_id=lane_position)
+            assert closed["ok"] is True and closed["position"]["position_id"] == lane_position, closed
+            gone = await lane("lane-5", action="close", position_id=lane_position)
+            assert gone["ok"] is False and gone["error"]["code"] == "UNKNOWN_POSITION", gone
+            limit = await lane("lane-6", action="place", symbol="BTCUSDT", side="buy", type="limit",
+                               price="1000.00", margin="10.00", leverage=5, client_order_id="lane-6")
+            assert limit["ok"] is True and limit["order"]["status"] == "pending", limit
+            order_id = limit["order"]["id"]
+            repriced = await lane("lane-7", action="modify_order", order_id=order_id, price="1100.00")
+            assert repriced["ok"] is True and repriced["order"]["price"] == "1100.00", repriced
+            assert repriced["order"]["symbol"] == "BTCUSDT"
+            bad = await lane("lane-8", action="modify_order", order_id=order_id, price="-1")
+            assert bad["ok"] is False and bad["error"]["details"]["field"] == "price", bad
+            cancelled = await lane("lane-9", action="cancel", order_id=order_id)
+            assert cancelled["ok"] is True, cancelled
+            assert cancelled["order"]["status"] == "cancelled" and cancelled["order"]["price"] == "1100.00"
+            again = await lane("lane-10", action="cancel", order_id=order_id)
+            assert again["ok"] is False and again["error"]["code"] == "ORDER_NOT_PENDING", again
             return quote, account_update
 
     quote, account_update = trio.run(watch)

@@ -15,10 +15,10 @@ from quart_schema import tag as schema_tag
 
 from actors import edge
 from actors.auth_tokens import AccessClaims, AuthError, TokenIssuer
-from actors.engine import Query
+from actors.engine import submit_between
 from actors.gateway._schemas import ErrorBody
 from actors.gateway._settings import GatewaySettings
-from actors.messages import EngineStopped, Overloaded, Reply, ReplySlot, Request
+from actors.messages import Reply
 from actors.metrics import GatewayMetrics
 from actors.ratelimit import RateLimiter, retry_after_header
 from actors.redis_edge import BoxedView
@@ -190,23 +190,9 @@ class Gateway:
         trip. Overloaded/EngineStopped are raised only if the *command* could not be queued; if
         just the ``after`` query could not, its value is None and the caller falls back.
         """
-        handle = self.handle
-        before_slot = after_slot = None
-        if before is not None:
-            before_slot = ReplySlot()
-            handle.send_nowait(Query(_boxed(before), before_slot))
-        slot = ReplySlot()
-        handle.send_nowait(Request(command, slot))
-        if after is not None:
-            after_slot = ReplySlot()
-            try:
-                handle.send_nowait(Query(_boxed(after), after_slot))
-            except (Overloaded, EngineStopped):
-                after_slot = None
-        before_value = (await before_slot.wait())[0] if before_slot is not None else None
-        reply = await slot.wait()
-        after_value = (await after_slot.wait())[0] if after_slot is not None else None
-        return before_value, reply, after_value
+        return await submit_between(self.handle, command,
+                                    before=_boxed(before) if before is not None else None,
+                                    after=_boxed(after) if after is not None else None)
 
     async def history_caught_up(self, account_id: int) -> None:
         """Wait (at most ``[http] history_wait_ms``) until the store holds everything the

@@ -34,7 +34,7 @@ from exness_actors.commands import (
     MAX_CLIENT_ID, AddMargin, CancelOrder, Clock, ClosePosition, CreateAccount, Deposit,
     EdgeCursor, HaltSymbol, ModifyOrder, ModifyPosition, PlaceOrder, Quote, ResumeSymbol, Withdraw,
 )
-from exness_actors.instruments import CoreConfig, Instrument
+from exness_actors.instruments import MAX_SHARD, SHARD_ID_SPAN, CoreConfig, Instrument
 
 __all__ = [
     "symbols", "instruments", "core_configs", "prices", "quotes", "price_paths", "time_steps",
@@ -149,6 +149,8 @@ def core_configs(draw: Callable[[Any], Any], *, min_instruments: int = 1,
         instruments=tuple(chosen),
         stale_after_ns=draw(st.integers(1, 60_000)) * _NS_PER_MS,
         idempotency_window=draw(st.one_of(st.integers(1, 8), st.just(1000))),
+        # mostly an unsharded engine; sometimes engine shard k of a split deployment
+        id_base=draw(st.one_of(st.just(0), st.integers(1, MAX_SHARD).map(lambda k: k * SHARD_ID_SPAN))),
     )
 
 
