@@ -32,24 +32,20 @@ RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml
         > /tmp/requirements.txt \
     && /opt/venv/bin/pip install --requirement /tmp/requirements.txt
 
-# The project itself, installed from a wheel (not editable): only what the runtime needs.
-COPY README.md config.toml supervisor.py ./
+# The project itself, installed from a wheel (not editable): only what the runtime needs. The
+# wheel carries config.toml and the SQL migrations as package data (setup.py copies them to
+# actors/_shipped/). Prove that the installed package (python -I, run from /: not the sources in
+# /src) loads its configuration and finds its migrations: a build that would start with no
+# instruments or no schema fails here instead of at run time.
+COPY README.md config.toml setup.py MANIFEST.in supervisor.py ./
 COPY exness_actors ./exness_actors
 COPY actors ./actors
 COPY schemas ./schemas
 RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /tmp/wheels . \
     && /opt/venv/bin/pip install --no-deps /tmp/wheels/*.whl \
-    && /opt/venv/bin/pip check
-
-# The code finds the shipped config.toml and schemas/ (SQL migrations, openapi.json) relative to
-# the installed modules (<site-packages>/config.toml, <site-packages>/schemas/...), and the wheel
-# does not carry them (they are not package data). Put them there, then prove that the installed
-# package (python -I: not the sources in /src) loads its configuration: a build that would start
-# with no instruments fails here instead of at run time.
-RUN site_packages="$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
-    && cp config.toml "$site_packages/config.toml" \
-    && cp -R schemas "$site_packages/schemas" \
-    && /opt/venv/bin/python -I -c 'from actors.config import load_config; cfg = load_config(); assert cfg["instruments"], "the installed package has no [instruments]"' \
+    && /opt/venv/bin/pip check \
+    && cd / \
+    && /opt/venv/bin/python -I -c 'from actors.config import load_config; from actors.store_postgres import load_migrations; assert load_config()["instruments"], "no [instruments]"; assert load_migrations(), "no migrations"' \
     && /opt/venv/bin/exness-actors --help > /dev/null
 
 # ---------------------------------------------------------------------------------- runtime

@@ -16,13 +16,13 @@ import tomllib
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from actors._shipped import shipped_path
 from exness_actors.instruments import CoreConfig, core_config_from_mapping
 from exness_actors.money import parse_fixed
 
 __all__ = ["Config", "load_config", "ConfigError", "SHIPPED_CONFIG"]
 
-SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
-_PACKAGED_CONFIG = Path(__file__).resolve().parent / "default_config.toml"
+SHIPPED_CONFIG = shipped_path("config.toml")
 
 
 class ConfigError(Exception):
@@ -107,9 +107,8 @@ def load_config(path: Optional[os.PathLike[str] | str] = None, *,
                 overrides: Optional[Mapping[str, Any]] = None) -> Config:
     """Merge the shipped defaults, an optional file, the environment and explicit overrides."""
     tables: dict[str, Any] = {}
-    shipped = SHIPPED_CONFIG if SHIPPED_CONFIG.exists() else _PACKAGED_CONFIG
-    if shipped.exists():
-        with shipped.open("rb") as handle:
+    if SHIPPED_CONFIG.exists():
+        with SHIPPED_CONFIG.open("rb") as handle:
             tables = tomllib.load(handle)
     if path is not None:
         try:

@@ -51,6 +51,7 @@ import asyncpg
 import attrs
 import trio
 
+from actors._shipped import shipped_path
 from actors.aio_bridge import AsyncioBridge, open_bridge
 from actors.messages import EventBatch
 from actors.store import (
@@ -84,7 +85,7 @@ __all__ = [
     "describe_url", "DEFAULT_POOL_SIZE",
 ]
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "schemas" / "migrations" / "postgres"
+MIGRATIONS_DIR = shipped_path("schemas/migrations/postgres")
 DEFAULT_POOL_SIZE = 8
 CLOSE_TIMEOUT_S = 10.0
 

@@ -30,6 +30,7 @@ from typing import Any, Callable, Optional, Sequence, TypeVar
 
 import trio
 
+from actors._shipped import shipped_path
 from actors.messages import EventBatch
 from actors.store import (
     CLOSED_COLUMNS,
@@ -58,7 +59,7 @@ from exness_actors.candles import Candle, bucket_start, interval_ns
 __all__ = ["SqliteStore", "DATABASE_FILE", "MIGRATIONS_DIR"]
 
 DATABASE_FILE = "exness.sqlite3"
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "schemas" / "migrations" / "sqlite"
+MIGRATIONS_DIR = shipped_path("schemas/migrations/sqlite")
 
 logger = logging.getLogger("exness.store")
 

@@ -601,3 +601,44 @@ def test_the_operations_guide_covers_every_service_and_variable(env_example: dic
     for topic in ("/healthz", "/readyz", "/metrics", "docker compose up -d", "cp .env.example .env",
                   "exness-actors migrate", "--shard", "pg_dump", "exness-actors run"):
         assert topic in guide, f"docs/operations.md does not mention {topic}"
+
+
+# ----------------------------------------------------------------------------------- the wheel
+
+def test_an_installed_wheel_carries_its_config_and_migrations(tmp_path: Path) -> None:
+    """What the Docker image installs: a wheel, not the sources. It must find config.toml and the
+    SQL migrations inside the package (actors/_shipped, copied by setup.py), not beside a
+    checkout."""
+    import subprocess
+    import sys
+    import zipfile
+
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "wheels"),
+                            str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-3000:]
+    (wheel,) = (tmp_path / "wheels").glob("exness_actors-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {f"actors/_shipped/{path.relative_to(ROOT).as_posix()}"
+               for path in [ROOT / "config.toml", *sorted((ROOT / "schemas" / "migrations").rglob("*.sql"))]}
+    assert shipped <= names, sorted(shipped - names)
+    assert "actors/data/binance_sample.jsonl" in names and "actors/static/swagger-ui-bundle.js" in names
+
+    site = tmp_path / "site"
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
+                                str(wheel)], capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    probe = (
+        "import actors, actors.config as c, actors.store_postgres as p, actors.store_sqlite as s\n"
+        f"assert actors.__file__.startswith({str(site)!r}), actors.__file__\n"
+        "assert list(c.load_config()['instruments']) == ['BTCUSDT', 'ETHUSDT', 'SOLUSDT']\n"
+        "assert [m.stem for m in p.load_migrations()][:4] == "
+        "['0001_init', '0002_users', '0003_timescale', '0004_shards']\n"
+        "assert sorted(f.name for f in s.MIGRATIONS_DIR.glob('*.sql'))[0] == '0001_init.sql'\n")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site), "HOME": str(tmp_path)}
+    ran = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    migrated = subprocess.run([sys.executable, "-m", "supervisor", "migrate", "--store", "sqlite", "--data-dir",
+                               str(tmp_path / "data")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=60)
+    assert migrated.returncode == 0 and "0003_shards" in migrated.stdout, migrated.stdout + migrated.stderr
