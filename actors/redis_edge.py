@@ -51,7 +51,6 @@ from typing import Any, Callable, Optional
 import msgpack
 import trio
 
-from actors.aio_bridge import AsyncioBridge
 from actors.engine import Query, Subscription
 from actors.messages import (
     Burst,
@@ -136,16 +135,17 @@ class BusUnavailable(Exception):
 # ------------------------------------------------------------------------------- the client
 
 class RedisBus:
-    """One redis-py asyncio client living on an :class:`AsyncioBridge` loop.
+    """The process's Redis client (:class:`actors.redis_trio.TrioRedis`: trio sockets, a small
+    connection pool, redis-py's command shapes).
 
-    ``await bus.call(fn)`` runs ``fn(client)`` (an ``async def`` taking the client) on the
-    bridge: callers put a whole batch (a pipeline) into one ``fn``. Connection errors become
-    :class:`BusUnavailable` and clear :attr:`connected` until a call succeeds again.
+    ``await bus.call(fn)`` runs ``fn(client)`` (an ``async def`` taking the client): callers put
+    a whole batch (a pipeline) into one ``fn``. Connection errors become :class:`BusUnavailable`
+    and clear :attr:`connected` until a call succeeds again; a command Redis refuses raises
+    redis-py's ``ResponseError`` as it is.
     """
 
-    def __init__(self, url: str, bridge: AsyncioBridge, *, name: str = "exness") -> None:
+    def __init__(self, url: str, *, name: str = "exness") -> None:
         self.url = url
-        self.bridge = bridge
         self.name = name
         self.client: Any = None
         self.connected = False
@@ -153,28 +153,19 @@ class RedisBus:
         self.calls = 0
 
     async def connect(self) -> None:
-        import redis.asyncio as aioredis
-
-        async def make() -> Any:
-            client = aioredis.Redis.from_url(self.url, decode_responses=False,
-                                             socket_connect_timeout=2, health_check_interval=5,
-                                             client_name=self.name)
-            return client
-
-        self.client = await self.bridge.run(make)
+        """Make the client (connections are opened by the first calls)."""
+        from actors.redis_trio import TrioRedis
+        try:
+            self.client = TrioRedis(self.url, name=self.name)
+        except ValueError as exc:
+            from actors.config import ConfigError
+            raise ConfigError(f"bus.redis_url: {exc}") from None
 
     async def close(self) -> None:
         if self.client is not None:
             client, self.client = self.client, None
-
-            async def close() -> None:
+            with trio.CancelScope(shield=True):
                 await client.aclose()
-
-            try:
-                with trio.move_on_after(2):
-                    await self.bridge.run(close)
-            except Exception:   # closing a broken connection: nothing to do
-                pass
 
     async def call(self, fn: Callable[[Any], Any]) -> Any:
         from redis.exceptions import ConnectionError as RedisConnectionError
@@ -182,13 +173,8 @@ class RedisBus:
         if self.client is None:
             raise BusUnavailable("the Redis client is closed")
         self.calls += 1
-        client = self.client
-
-        async def run() -> Any:
-            return await fn(client)
-
         try:
-            value = await self.bridge.run(run)
+            value = await fn(self.client)
         except (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError) as exc:
             if self.connected:
                 log.warning("event=bus_down url=%s error=%r", _redact(self.url), str(exc))
@@ -362,7 +348,7 @@ async def _command_reader(handle: Any, bus: RedisBus, stream: str, read_count: i
                 pending_from = entries[-1][0].decode()
             skipped: list[bytes] = []
             for entry_id, fields in entries:
-                if fields is None:      # deleted by trimming while pending
+                if not fields:          # deleted by trimming while pending
                     skipped.append(entry_id)
                     continue
                 ident = parse_id(entry_id)
@@ -671,7 +657,7 @@ class RemoteEngineHandle:
     """The :class:`actors.engine.EngineHandle` interface of a remote engine (gateways, WS).
 
     ``send_nowait`` queues a request or query; a flusher sends everything queued since the
-    last flush as one burst per shard (one bridge crossing for all); a reader resolves the
+    last flush as one burst per shard (one pipelined write for all); a reader resolves the
     reply slots from this process's own reply stream; a sweeper fails requests older than
     ``request_timeout_s`` with :class:`EngineTimeout` (HTTP 504)."""
 

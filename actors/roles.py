@@ -31,9 +31,9 @@ from typing import Any, Optional
 import trio
 
 from actors import redis_edge
-from actors.aio_bridge import open_bridge
 from actors.candles import CandlesHandle
 from actors.messages import EventBatch
+from actors.runtime import tune_gc
 
 __all__ = ["serve_engine_edge", "run_role", "ROLES", "MirrorCandles"]
 
@@ -59,17 +59,15 @@ def _shards(cfg: Any) -> int:
 
 
 class _Bus:
-    """``async with _Bus(cfg, name) as bus``: a bridge, a connected :class:`RedisBus`."""
+    """``async with _Bus(cfg, name) as bus``: a :class:`RedisBus`, closed on the way out."""
 
     def __init__(self, cfg: Any, name: str) -> None:
         self.url = _redis_url(cfg)
         self.name = name
-        self._bridge_cm = open_bridge(f"redis-{name}")
         self.bus: Optional[redis_edge.RedisBus] = None
 
     async def __aenter__(self) -> redis_edge.RedisBus:
-        bridge = await self._bridge_cm.__aenter__()
-        self.bus = redis_edge.RedisBus(self.url, bridge, name=f"exness-{self.name}")
+        self.bus = redis_edge.RedisBus(self.url, name=f"exness-{self.name}")
         await self.bus.connect()
         if not await self.bus.ping():
             log.warning("event=bus_unreachable_at_start url=%s (retrying in the background)",
@@ -80,7 +78,6 @@ class _Bus:
         with trio.CancelScope(shield=True):
             if self.bus is not None:
                 await self.bus.close()
-            await self._bridge_cm.__aexit__(*exc)
 
 
 async def serve_engine_edge(*, cfg: Any, handle: Any, shard: int, quotes: bool,
@@ -146,6 +143,7 @@ async def run_role(cfg: Any, role: str, *, announce: bool = True, handle_signals
                 nursery.start_soon(_signals, done)
             info = await nursery.start(functools.partial(runner, cfg=cfg, bus=bus, done=done,
                                                          announce=announce))
+            tune_gc()   # the started app (routes, schemas, caches) is long-lived: keep the collector off it
             task_status.started(info)
             await done.wait()
             log.info("event=shutdown role=%s", role)

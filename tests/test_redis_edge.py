@@ -11,7 +11,6 @@ import redis
 import trio
 
 from actors import redis_edge
-from actors.aio_bridge import open_bridge
 from actors.engine import EngineHandle
 from actors.engine import run as run_engine
 from actors.messages import EngineStopped, EngineTimeout, ReplySlot, Request
@@ -69,20 +68,11 @@ async def _run_engine_and_edge(nursery, tmp_path, url, engine, *, name="edge"):
     handle = EngineHandle(engine, 1000)
     journal = JournalWriter(tmp_path / "journal")
     await nursery.start(functools.partial(run_engine, handle=handle, journal=journal, fsync="batch"))
-    bridge = await nursery_bridge(nursery, name)
-    bus = redis_edge.RedisBus(url, bridge)
+    bus = redis_edge.RedisBus(url, name=name)
     await bus.connect()
     stats = await nursery.start(functools.partial(redis_edge.run_engine_edge, handle=handle, bus=bus,
                                                   quotes=False))
     return handle, journal, stats
-
-
-async def nursery_bridge(nursery, name):
-    async def hold(task_status=trio.TASK_STATUS_IGNORED):
-        async with open_bridge(name) as bridge:
-            task_status.started(bridge)
-            await trio.sleep_forever()
-    return await nursery.start(hold)
 
 
 async def _wait(predicate, timeout=10):
@@ -136,8 +126,7 @@ async def test_entries_are_applied_once_replied_and_acknowledged_and_redelivery_
 async def test_remote_requests_round_trip_and_time_out_cleanly(tmp_path, url):
     async with trio.open_nursery() as nursery:
         handle, journal, _stats = await _run_engine_and_edge(nursery, tmp_path, url, make_engine())
-        bridge = await nursery_bridge(nursery, "gateway")
-        bus = redis_edge.RedisBus(url, bridge)
+        bus = redis_edge.RedisBus(url, name="gateway")
         await bus.connect()
         assert await bus.ping()
         remote = redis_edge.RemoteEngineHandle(bus=bus, core=handle.engine.config, request_timeout_s=1.0)
@@ -222,8 +211,7 @@ async def test_ws_order_lane_actions_on_a_remote_engine_answer_as_in_embedded_mo
 
     async with trio.open_nursery() as nursery:
         handle, journal, _stats = await _run_engine_and_edge(nursery, tmp_path, url, prepare(make_engine()))
-        bridge = await nursery_bridge(nursery, "ws")
-        bus = redis_edge.RedisBus(url, bridge)
+        bus = redis_edge.RedisBus(url, name="ws")
         await bus.connect()
         assert await bus.ping()
         remote = redis_edge.RemoteEngineHandle(bus=bus, core=handle.engine.config, request_timeout_s=1.0)
@@ -249,15 +237,14 @@ async def test_ws_order_lane_actions_on_a_remote_engine_answer_as_in_embedded_mo
 
 
 async def test_bus_down_means_engine_stopped_not_a_hang():
-    async with open_bridge("down") as bridge:
-        bus = redis_edge.RedisBus("redis://127.0.0.1:1/0", bridge)   # nothing listens on port 1
-        await bus.connect()
-        assert not await bus.ping()
-        remote = redis_edge.RemoteEngineHandle(bus=bus, core=CoreConfig(instruments=DEFAULT_INSTRUMENTS))
-        with pytest.raises(EngineStopped):
-            remote.send_nowait(Request(CreateAccount(account_id=1), ReplySlot()))
-        assert not remote.accepting
-        await bus.close()
+    bus = redis_edge.RedisBus("redis://127.0.0.1:1/0")   # nothing listens on port 1
+    await bus.connect()
+    assert not await bus.ping()
+    remote = redis_edge.RemoteEngineHandle(bus=bus, core=CoreConfig(instruments=DEFAULT_INSTRUMENTS))
+    with pytest.raises(EngineStopped):
+        remote.send_nowait(Request(CreateAccount(account_id=1), ReplySlot()))
+    assert not remote.accepting
+    await bus.close()
 
 
 def test_health_check_reports_missing_and_present_heartbeats(url):
