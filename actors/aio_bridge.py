@@ -1,4 +1,8 @@
-"""The bridge from trio to asyncio libraries (redis-py's asyncio client, asyncpg).
+"""The bridge from trio to asyncio libraries (asyncpg: the PostgreSQL store).
+
+Redis does not use it any more: the process edge talks to Redis on trio's own sockets
+(actors/redis_trio.py), because it makes several calls per request and each crossing here
+costs two thread wake-ups (docs/decisions.md).
 
 Choice (DESIGN.md §6): **an asyncio event loop in one dedicated thread**, driven from trio.
 ``await bridge.run(fn, *args)`` schedules ``fn(*args)`` (an ``async def`` of the asyncio
@@ -12,8 +16,8 @@ Why not trio-asyncio: it runs asyncio *inside* the trio loop, which is tidy, but
 library's version of both loops. A loop in a thread has a fixed, measured cost per crossing (two
 thread wake-ups, ~40–120 µs here), keeps the asyncio libraries on a stock asyncio loop (where
 they are tested), and isolates their latency spikes from the trio scheduler. The rule that
-follows from the cost: **cross once per batch** — the callers here pipeline whole batches of
-Redis commands or SQL statements into one ``fn``.
+follows from the cost: **cross once per batch** — the callers here put whole batches of SQL
+statements (a transaction) into one ``fn``.
 
 Cancellation: cancelling the trio caller cancels the asyncio task and waits for it to finish,
 so a connection is never left mid-command by a caller that went away.
@@ -125,7 +129,7 @@ class AsyncioBridge:
 
 
 class open_bridge:
-    """``async with open_bridge("redis") as bridge: await bridge.run(client.ping)``."""
+    """``async with open_bridge("postgres") as bridge: await bridge.run(pool.fetch, sql)``."""
 
     def __init__(self, name: str = "aio-bridge") -> None:
         self.bridge = AsyncioBridge(name)
