@@ -54,10 +54,24 @@ def cancelled_order_json(order: Order, instrument: Instrument, event: OrderCance
 def modified_order_json(order: Order, instrument: Instrument, event: OrderModified) -> dict:
     """The pending order with the fields the modification set (``PATCH /orders/{id}``)."""
     data = edge.pending_order_json(order, instrument)
-    data.update(price=_price(event.price, instrument), qty=_qty(event.qty, instrument),
-                take_profit=_price(event.take_profit, instrument),
-                stop_loss=_price(event.stop_loss, instrument), expires_at=ns_to_ms(event.expires_at))
+    data.update(order_modification_json(event, instrument))
     return data
+
+
+def order_modification_json(event: OrderModified, instrument: Instrument) -> dict:
+    """The order fields an :class:`OrderModified` sets, rendered."""
+    return {"price": _price(event.price, instrument), "qty": _qty(event.qty, instrument),
+            "take_profit": _price(event.take_profit, instrument),
+            "stop_loss": _price(event.stop_loss, instrument), "expires_at": ns_to_ms(event.expires_at)}
+
+
+def position_update_json(event: PositionUpdated, instrument: Instrument) -> dict:
+    """The position fields a :class:`PositionUpdated` sets, rendered."""
+    return {"qty": _qty(event.qty, instrument), "margin": money(event.margin),
+            "liquidation_price": _price(max(event.liquidation_price, 0), instrument),
+            "take_profit": _price(event.take_profit, instrument),
+            "stop_loss": _price(event.stop_loss, instrument),
+            "trailing_stop": _price(event.trailing_stop, instrument)}
 
 
 def position_now_json(position: Position, engine: Engine) -> dict:
@@ -127,21 +141,12 @@ def account_event_json(event: Any, instruments: Mapping[str, Instrument],
         symbol = order_symbol(event.order_id)
         if symbol is None:
             return None
-        instrument = instruments[symbol]
         return {"event": "order_modified", "order_id": str(event.order_id),
-                "price": _price(event.price, instrument), "qty": _qty(event.qty, instrument),
-                "take_profit": _price(event.take_profit, instrument),
-                "stop_loss": _price(event.stop_loss, instrument),
-                "expires_at": ns_to_ms(event.expires_at)}
+                **order_modification_json(event, instruments[symbol])}
     if kind is PositionUpdated:
         symbol = position_symbol(event.position_id)
         if symbol is None:
             return None
-        instrument = instruments[symbol]
-        return {"event": "position_updated", "position_id": str(event.position_id),
-                "cause": event.cause, "qty": _qty(event.qty, instrument), "margin": money(event.margin),
-                "liquidation_price": _price(max(event.liquidation_price, 0), instrument),
-                "take_profit": _price(event.take_profit, instrument),
-                "stop_loss": _price(event.stop_loss, instrument),
-                "trailing_stop": _price(event.trailing_stop, instrument)}
+        return {"event": "position_updated", "position_id": str(event.position_id), "cause": event.cause,
+                **position_update_json(event, instruments[symbol])}
     return None

@@ -25,16 +25,14 @@ import trio
 
 from actors import edge
 from actors._ws_format import (
-    _price,
-    _qty,
     cancelled_order_json,
     modified_order_json,
+    order_modification_json,
     position_now_json,
+    position_update_json,
 )
 from actors.edge import (
     EdgeError,
-    money,
-    ns_to_ms,
     duplicate_of,
     parse_add_margin,
     parse_close,
@@ -278,26 +276,16 @@ async def remote_outcome(action: str, message: Mapping[str, Any], account_id: in
                 order_json = after_value
             elif record is not None:      # it filled or expired right after the change
                 order_json = dict(record)
-                instrument = instruments[record["symbol"]]
-                order_json.update(price=_price(event.price, instrument), qty=_qty(event.qty, instrument),
-                                  take_profit=_price(event.take_profit, instrument),
-                                  stop_loss=_price(event.stop_loss, instrument),
-                                  expires_at=ns_to_ms(event.expires_at))
+                order_json.update(order_modification_json(event, instruments[record["symbol"]]))
             else:
                 order_json = {"id": str(event.order_id), "status": "pending"}
         elif kind is PositionUpdated and action in ("modify_position", "add_margin"):
             if after_value is not None:
                 position_json = after_value
             elif record is not None:      # closed by a trigger right after the change
-                instrument = instruments[record["symbol"]]
                 position_json = dict(record)
-                position_json.update(
-                    qty=_qty(event.qty, instrument), margin=money(event.margin),
-                    liquidation_price=_price(max(event.liquidation_price, 0), instrument),
-                    take_profit=_price(event.take_profit, instrument),
-                    stop_loss=_price(event.stop_loss, instrument),
-                    trailing_stop=_price(event.trailing_stop, instrument),
-                    trailing_stop_price=None, unrealized_pnl=None)
+                position_json.update(position_update_json(event, instruments[record["symbol"]]),
+                                     trailing_stop_price=None, unrealized_pnl=None)
             else:
                 position_json = {"id": str(event.position_id)}
     return {"ok": True, "order": order_json, "position": position_json}
