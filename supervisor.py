@@ -127,10 +127,8 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
         key = load_or_create_key(data_dir, cfg.get("snapshot", "key"))
         core_config = cfg.core
         if role == "engine":
-            shards = int(cfg.get("bus", "shards", 1))
-            if not 0 <= shard < shards:
-                raise ConfigError(f"--shard {shard}: must be in 0..{shards - 1} (bus.shards = {shards})")
-            core_config = core_config.for_shard(shard)   # ids disjoint from every other shard's
+            from actors.roles import check_shard
+            core_config = core_config.for_shard(check_shard(cfg, shard))   # ids disjoint from every other shard's
         tokens = gateway_actor.token_issuer_from_config(cfg)   # one issuer for HTTP and WS
     except (KeyError_, ConfigError, InvalidValue) as exc:
         raise StartupError(str(exc)) from None

@@ -35,7 +35,7 @@ from actors.candles import CandlesHandle
 from actors.messages import EventBatch
 from actors.runtime import tune_gc
 
-__all__ = ["serve_engine_edge", "run_role", "ROLES", "MirrorCandles"]
+__all__ = ["serve_engine_edge", "run_role", "ROLES", "MirrorCandles", "check_shard"]
 
 log = logging.getLogger("exness.roles")
 
@@ -56,6 +56,15 @@ def _shards(cfg: Any) -> int:
         from actors.config import ConfigError
         raise ConfigError(f"bus.shards: must be at least 1, not {shards}")
     return shards
+
+
+def check_shard(cfg: Any, shard: int) -> int:
+    """``shard`` when it is one of ``[bus] shards``, else a :class:`ConfigError` saying so."""
+    shards = _shards(cfg)
+    if not 0 <= shard < shards:
+        from actors.config import ConfigError
+        raise ConfigError(f"--shard {shard}: must be in 0..{shards - 1} (bus.shards = {shards})")
+    return shard
 
 
 class _Bus:
@@ -85,9 +94,7 @@ async def serve_engine_edge(*, cfg: Any, handle: Any, shard: int, quotes: bool,
                             task_status: trio.TaskStatus[dict] = trio.TASK_STATUS_IGNORED) -> None:
     """The engine role's Redis side, until ``stopping`` is set (then the engine drains)."""
     shards = _shards(cfg)
-    if not 0 <= shard < shards:
-        from actors.config import ConfigError
-        raise ConfigError(f"--shard {shard}: must be in 0..{shards - 1} (bus.shards = {shards})")
+    check_shard(cfg, shard)
     async with _Bus(cfg, f"engine-{shard}") as bus:
         async with trio.open_nursery() as nursery:
             stats = await nursery.start(functools.partial(
@@ -283,10 +290,7 @@ async def _run_consumer(kind: str, *, cfg: Any, bus: redis_edge.RedisBus, announ
             send, receive = trio.open_memory_channel[EventBatch](256)
             # the candles role needs only the quotes: shard 0 sees every quote. A persister keeps
             # one shard's history (its watermark is per shard): one persister per shard, --shard K
-            shard = 0 if kind == "candles" else int(cfg.get("bus", "shard", 0))
-            if not 0 <= shard < shards:
-                from actors.config import ConfigError
-                raise ConfigError(f"--shard {shard}: must be in 0..{shards - 1} (bus.shards = {shards})")
+            shard = 0 if kind == "candles" else check_shard(cfg, int(cfg.get("bus", "shard", 0)))
             streams = [redis_edge.events_stream(shard, shards)]
             reader_stats: dict = {}
             nursery.start_soon(functools.partial(

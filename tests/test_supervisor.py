@@ -85,6 +85,23 @@ async def test_unwritable_data_dir_refuses_to_start(tmp_path):
         await supervisor.run_system(cfg, handle_signals=False)
 
 
+async def test_an_engine_shard_outside_bus_shards_refuses_to_start(tmp_path):
+    cfg = load_config(overrides={"data": {"dir": str(tmp_path / "data")}, "bus": {"shards": 2}}, environ={})
+    with pytest.raises(supervisor.StartupError, match=r"--shard 2: must be in 0\.\.1 \(bus.shards = 2\)"):
+        await supervisor.run_system(cfg, handle_signals=False, role="engine", shard=2)
+
+
+async def test_a_shards_data_dir_refuses_to_start_as_another_shard(tmp_path):
+    from actors.recovery import RecoveryError, pin_core_config
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    cfg = load_config(overrides={"data": {"dir": str(data_dir)}, "bus": {"shards": 2}}, environ={})
+    pin_core_config(data_dir, cfg.core.for_shard(1))
+    with pytest.raises(RecoveryError, match="journal of engine shard 1, not of shard 0"):
+        pin_core_config(data_dir, cfg.core.for_shard(0))
+    assert pin_core_config(data_dir, cfg.core.for_shard(1)).id_base == cfg.core.for_shard(1).id_base
+
+
 def _journal(data_dir, *, corrupt_checkpoint: bool) -> Engine:
     engine = make_engine()
     frames = []
