@@ -2,6 +2,7 @@
 at run time from the repository root — config.toml and the SQL migrations, see
 actors/_shipped.py — into the wheel as ``actors/_shipped/…``."""
 
+import runpy
 import shutil
 from pathlib import Path
 
@@ -9,7 +10,8 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-SHIPPED = ("config.toml", "schemas/migrations")   # keep in step with actors/_shipped.py
+# the list the code looks up (read from the file: importing the package would need its dependencies)
+SHIPPED = runpy.run_path(str(ROOT / "actors" / "_shipped.py"))["SHIPPED"]
 
 
 class BuildWithShippedFiles(build_py):

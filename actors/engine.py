@@ -138,10 +138,8 @@ class EngineHandle:
         self.overloads = 0
         self.fsync_latencies: deque[float] = deque(maxlen=1024)
 
-    #: one engine in this process: every account is on "shard" 0 (a remote handle may have more)
-    shards = 1
-
     def shard_of(self, account_id: Optional[int]) -> int:
+        """One engine in this process: every account is on "shard" 0 (a remote handle may have more)."""
         return 0
 
     def durable_seq_of(self, shard: int) -> int:

@@ -51,7 +51,7 @@ from typing import Any, Callable, Optional
 import msgpack
 import trio
 
-from actors.engine import Query, Subscription
+from actors.engine import EngineHandle, Query, Subscription
 from actors.messages import (
     Burst,
     EngineStopped,
@@ -745,17 +745,11 @@ class RemoteEngineHandle:
         self.send_nowait(Query(fn if isinstance(fn, BoxedView) else BoxedView(fn), slot))
         return await slot.wait()
 
-    def subscribe(self, name: str, *, max_buffer: int = 1024, lossless: bool = False) -> Subscription:
-        # Lossless or not, a remote subscriber is fed from the events stream without waiting:
-        # one that falls behind is dropped (lagged) and re-syncs, as WebSocket clients do.
-        subscription = Subscription(name, max_buffer=max_buffer, lossless=lossless)
-        self.subscriptions.append(subscription)
-        return subscription
-
-    def unsubscribe(self, subscription: Subscription) -> None:
-        if subscription in self.subscriptions:
-            self.subscriptions.remove(subscription)
-            subscription._send.close()
+    # The engine handle's own bookkeeping. Lossless or not, a remote subscriber is fed from the
+    # events stream without waiting: one that falls behind is dropped (lagged) and re-syncs, as
+    # WebSocket clients do.
+    subscribe = EngineHandle.subscribe
+    unsubscribe = EngineHandle.unsubscribe
 
     async def stop(self) -> None:
         self.stopped = True

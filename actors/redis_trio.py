@@ -18,8 +18,9 @@ connection), URLs are parsed by redis-py's ``parse_url`` (``redis://``, ``rediss
   value}), …]], …]``, ``{}`` for a pending entry trimmed away; ``[]`` when a blocking read times
   out), ``get``, ``set``,
   ``delete``, ``pexpire``, ``ping``;
-* ``pipeline(transaction=False)``: the queued commands go out in one write and their replies are
-  read back in order; ``execute()`` raises the first ``ResponseError`` like redis-py.
+* ``pipeline(transaction=False)`` with ``xadd``, ``xack``, ``pexpire``: the queued commands go out
+  in one write and their replies are read back in order; ``execute()`` raises the first
+  ``ResponseError`` like redis-py.
 
 Connections: a small pool. A call takes an idle connection (or opens one: connect, AUTH, SELECT,
 CLIENT SETNAME in one round trip) and gives it back when the call completed; a blocking read
@@ -104,13 +105,9 @@ class _Pipeline:
     def __init__(self, client: "TrioRedis") -> None:
         self._client = client
         self._commands: list[tuple[Sequence[Any], Callable[[Any], Any]]] = []
-        self._block_s = 0.0
 
-    def _queue(self, args: Sequence[Any], shape: Callable[[Any], Any] = _identity, block_ms: Optional[int] = None
-               ) -> "_Pipeline":
+    def _queue(self, args: Sequence[Any], shape: Callable[[Any], Any] = _identity) -> "_Pipeline":
         self._commands.append((args, shape))
-        if block_ms:
-            self._block_s += block_ms / 1000
         return self
 
     def xadd(self, name: Any, fields: Mapping[Any, Any], id: Any = "*", maxlen: Optional[int] = None,
@@ -123,17 +120,11 @@ class _Pipeline:
     def pexpire(self, name: Any, milliseconds: int) -> "_Pipeline":
         return self._queue(("PEXPIRE", name, int(milliseconds)), _ok)
 
-    def set(self, name: Any, value: Any, ex: Optional[int] = None) -> "_Pipeline":
-        return self._queue(_set_args(name, value, ex), _ok)
-
-    def delete(self, *names: Any) -> "_Pipeline":
-        return self._queue(("DEL", *names))
-
     async def execute(self) -> list:
         commands, self._commands = self._commands, []
         if not commands:
             return []
-        replies = await self._client.execute([args for args, _shape in commands], block_s=self._block_s)
+        replies = await self._client.execute([args for args, _shape in commands])
         for reply in replies:
             if isinstance(reply, ResponseError):
                 raise reply

@@ -1054,13 +1054,11 @@ class WsServer:
         slot = _ResultSlot(client, request_id, action, context, claims.account_id)
         try:
             self.handle.send_nowait(Request(command, slot))  # type: ignore[arg-type]
-        except Overloaded:
-            self.orders_overloaded += 1
-            self._order_error(client, request_id, "OVERLOADED",
-                              "the engine is busy: retry shortly", {"retry_after_ms": 100})
-            return
-        except EngineStopped:
-            self._order_error(client, request_id, "UNAVAILABLE", "the engine is not taking orders")
+        except (Overloaded, EngineStopped) as error:
+            if isinstance(error, Overloaded):
+                self.orders_overloaded += 1
+            self.orders_rejected += 1
+            client.push(_text({"op": "order_result", "id": request_id} | _failure_fields(error)))
             return
         client.inflight += 1
 
