@@ -141,6 +141,7 @@ class CandlesQuery(msgspec.Struct, kw_only=True):
                         Meta(description="default 1m")] = None
     start: Annotated[Optional[int], Meta(description="ms, inclusive (candle open time)")] = None
     end: Annotated[Optional[int], Meta(description="ms, exclusive")] = None
+    cursor: Cursor = None
     limit: Optional[Annotated[int, Meta(ge=1, le=1000, description="the most recent N (default 500)")]] = None
 
 
@@ -151,6 +152,11 @@ class Candle(msgspec.Struct, kw_only=True):
     low: str
     close: str
     volume: Annotated[int, Meta(description="number of quotes (tick volume)")]
+
+
+class CandlePage(msgspec.Struct, kw_only=True):
+    candles: Annotated[list[Candle], Meta(description="oldest first")]
+    next_cursor: Annotated[Optional[str], Meta(description="the page of older candles; null when none")]
 
 
 # ------------------------------------------------------------------------------------- orders
