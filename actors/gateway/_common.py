@@ -109,6 +109,8 @@ class Gateway:
         per_minute = settings.signup_per_minute
         self.signup_limiter = RateLimiter(per_minute / 60, per_minute)
         per_minute = settings.signin_failures_per_minute
+        self.signin_client_failures = RateLimiter(per_minute / 60, per_minute)
+        per_minute = settings.signin_email_failures_per_minute
         self.signin_email_failures = RateLimiter(per_minute / 60, per_minute)
         per_minute = settings.signin_ip_failures_per_minute
         self.signin_ip_failures = RateLimiter(per_minute / 60, per_minute)
