@@ -48,14 +48,14 @@ def register(app: Any, gw: Gateway) -> None:
         return json_response({"quotes": await gw.query(views.quotes, gw.symbols)})
 
     @app.get(f"{API}/quotes/<symbol>")
-    @doc(response=Quote, auth=False, errors=(404, 503), tag="market")
+    @doc(response=Quote, auth=False, errors=(400, 404, 503), tag="market")
     async def get_quote(symbol: str) -> Response:
         """The current bid and ask of one symbol (null until its first quote); unknown symbol: 404."""
         QueryParams(request.args, ())
         instrument = gw.instruments.get(symbol.strip().upper())
         if instrument is None:
             raise EdgeError(404, "UNKNOWN_SYMBOL", f"unknown symbol {symbol[:32]!r}",
-                            {"known": list(gw.symbols)})
+                            {**edge.not_found_details("symbol", symbol[:32]), "known": list(gw.symbols)})
         quotes = await gw.query(views.quotes, (instrument.symbol,))
         return json_response(quotes[0])
 
