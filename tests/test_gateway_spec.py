@@ -12,10 +12,9 @@ from typing import Any, AsyncIterator
 import httpx
 import trio
 
-from actors.gateway import openapi_text
-from exness_actors.candles import Candle
 from actors import gateway as gateway_module
-from actors.gateway import token_issuer_from_config
+from actors.gateway import openapi_text, token_issuer_from_config
+from exness_actors.candles import Candle
 from gateway_helpers import API, PASSWORD, gateway_config, running_gateway
 from supervisor import run_system
 

@@ -100,7 +100,9 @@ class _OpenAPI(OpenAPIProvider):
     """quart-schema's provider with msgspec schemas built whole: quart-schema keeps only the
     first component of a msgspec model, which loses nested structs (``PlacedOrder`` → ``Order``)
     and leaves dangling references. Also: body-less responses (:class:`NoContent`), required
-    query parameters, and descriptions without the blank line after the summary."""
+    query parameters, descriptions without the blank line after the summary, request examples,
+    cross-field rules (``SCHEMA_RULES``), the configured symbols as an ``enum`` and links
+    (:mod:`actors.gateway._links`)."""
 
     def build_response_object(self, model: Any, headers_model: Any) -> tuple[dict, dict]:
         if model is NoContent:
