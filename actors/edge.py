@@ -84,6 +84,14 @@ def status_for(reason: str) -> int:
     return _STATUS.get(reason, 422)
 
 
+def not_found_details(resource: str, identifier: Any) -> dict[str, str]:
+    """The ``details`` of every 404 that names a resource: ``{"resource", "id"}``."""
+    return {"resource": resource, "id": str(identifier)}
+
+
+_RESOURCE_OF = {RejectReason.UNKNOWN_ORDER.value: "order", RejectReason.UNKNOWN_POSITION.value: "position"}
+
+
 def rejection_of(events: list) -> Optional[EdgeError]:
     """The :class:`EdgeError` for a reply that is a rejection, else ``None``."""
     for event in events:
@@ -91,6 +99,10 @@ def rejection_of(events: list) -> Optional[EdgeError]:
             details = {"reason": event.reason}
             if type(event) is CommandRejected and event.ref is not None:
                 details["ref"] = str(event.ref)
+                if event.reason in _RESOURCE_OF:
+                    details.update(not_found_details(_RESOURCE_OF[event.reason], event.ref))
+            if event.reason == RejectReason.UNKNOWN_ACCOUNT.value and event.account_id is not None:
+                details.update(not_found_details("account", event.account_id))
             return EdgeError(status_for(event.reason), event.reason, event.message, details)
     return None
 
@@ -312,7 +324,8 @@ def parse_path_id(value: str, name: str) -> int:
     """A resource id from the URL: a positive integer, else 404 (never 500)."""
     # isascii: str.isdigit also accepts "①" and "²" (int() then raises) and other scripts' digits
     if not (value.isascii() and value.isdigit()) or len(value) > 18 or int(value) <= 0:
-        raise EdgeError(404, f"UNKNOWN_{name.upper()}", f"no {name} {value!r}", {"field": f"{name}_id"})
+        raise EdgeError(404, f"UNKNOWN_{name.upper()}", f"no {name} {value[:64]!r}",
+                        {"field": f"{name}_id", **not_found_details(name, value[:64])})
     return int(value)
 
 

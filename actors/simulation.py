@@ -109,7 +109,8 @@ def simulation_config(options: SimulationOptions) -> Config:
         "snapshot": {"interval_s": options.snapshot_every_s, "keep": 3},
         # rate limiters read time.monotonic: off, so no answer depends on the wall clock
         "limits": {"ip_rate_per_s": 0, "account_rate_per_s": 0, "signup_per_minute": 0,
-                   "signin_failures_per_minute": 0, "signin_ip_failures_per_minute": 0},
+                   "signin_failures_per_minute": 0, "signin_email_failures_per_minute": 0,
+                   "signin_ip_failures_per_minute": 0},
         # the cheapest argon2id, and access tokens that outlive any run (JWT expiry is wall time)
         "auth": {"argon2_time_cost": 1, "argon2_memory_kib": 8, "argon2_parallelism": 1,
                  "access_ttl_s": _TEN_YEARS_S,

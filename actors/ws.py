@@ -40,7 +40,8 @@ One broadcaster, bounded everywhere, never in the engine's way:
   order, any number of orders in flight per connection (up to ``max_inflight_orders``). A full
   engine inbox is an ``OVERLOADED`` error at once (load shedding), never a queue.
 * **Keepalive**: every ``ping_interval_s`` the server pings; no pong within ``pong_timeout_s``
-  closes with 4001. A connection with no subscription that sends nothing for
+  closes with 4001. The same task ends private delivery when the access token expires (its wait
+  is cut short at the expiry): ``TOKEN_EXPIRED`` asks the client to authenticate again. A connection with no subscription that sends nothing for
   ``idle_timeout_s`` is closed with 4002. Client mistakes are answered with
   ``{"op":"error"}`` and never close the connection, unless abusive: more than
   ``max_errors_per_minute`` errors close with 1008; a frame over ``max_message_bytes`` closes
@@ -64,6 +65,7 @@ client socket), ``flush_interval_ms`` (0: the shortest time between two flush ro
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import socket
@@ -211,7 +213,7 @@ class _Client:
     __slots__ = ("id", "ws", "server", "pending", "pending_bytes", "wake", "closing", "close_event",
                  "channels", "claims", "inflight", "last_message_at", "error_times", "cancel_scope",
                  "ping_scope", "frames", "messages", "fd", "partial", "holds_lock",
-                 "drain_wake", "gone")
+                 "drain_wake", "gone", "wait_scope")
 
     def __init__(self, client_id: int, ws: WebSocketConnection, server: "WsServer") -> None:
         self.id = client_id
@@ -237,6 +239,7 @@ class _Client:
         self.holds_lock = False                   # the flusher holds trio-websocket's send lock
         self.drain_wake = trio.Event()
         self.gone = False
+        self.wait_scope: Optional[trio.CancelScope] = None   # keepalive's wait between checks
 
     def push(self, text: str) -> None:
         if self.closing is not None:
@@ -776,8 +779,7 @@ class WsServer:
         options = self.options
         ws = client.ws
         while client.closing is None:
-            with trio.move_on_after(options.ping_interval_s):
-                await client.close_event.wait()
+            await self._wait_until_ping(client, trio.current_time() + options.ping_interval_s)
             if client.closing is not None:
                 break
             now = trio.current_time()
@@ -786,7 +788,6 @@ class WsServer:
                 client.request_close(CLOSE_IDLE, f"idle timeout: no subscription and no message "
                                                  f"for {options.idle_timeout_s:g} s")
                 break
-            self._check_token(client)
             with trio.move_on_after(options.pong_timeout_s) as scope:
                 client.ping_scope = scope
                 try:
@@ -806,6 +807,24 @@ class WsServer:
                 pass
         if client.cancel_scope is not None:
             client.cancel_scope.cancel()
+
+    async def _wait_until_ping(self, client: _Client, ping_at: float) -> None:
+        """Sleep until ``ping_at`` (trio time) or a close request, ending private delivery the
+        moment the access token expires: the wait is cut short at the expiry, and re-armed
+        when an ``auth`` brings another token."""
+        while client.closing is None and trio.current_time() < ping_at:
+            with trio.move_on_at(min(ping_at, self._token_deadline(client))) as scope:
+                client.wait_scope = scope
+                await client.close_event.wait()
+            client.wait_scope = None
+            self._check_token(client)
+
+    def _token_deadline(self, client: _Client) -> float:
+        """When (trio time) the client's access token expires; +inf without one."""
+        claims = client.claims
+        if claims is None:
+            return math.inf
+        return trio.current_time() + max(0.0, claims.expires_at - self.wall_clock())
 
     def _check_token(self, client: _Client) -> None:
         claims = client.claims
@@ -998,6 +1017,8 @@ class WsServer:
                 channel.subscribers.pop(client, None)
                 self.channels.touch(channel)
         client.claims = claims
+        if client.wait_scope is not None:   # the keepalive re-arms for this token's expiry
+            client.wait_scope.cancel()
         client.push(_text({"op": "authenticated", "user_id": str(claims.user_id),
                            "account_id": str(claims.account_id), "expires_at": claims.expires_at * 1000}
                           | ({"id": message["id"]} if _is_id(message.get("id")) else {})))

@@ -363,6 +363,7 @@ account_rate_per_s = 10000000
 account_burst = 20000000
 signup_per_minute = 10000000
 signin_failures_per_minute = 10000
+signin_email_failures_per_minute = 10000
 signin_ip_failures_per_minute = 10000
 
 [auth]

@@ -33,6 +33,7 @@ def gateway_config(data_dir: Path, overrides: Optional[dict] = None) -> Config:
         "feed": {"source": "none"},
         "snapshot": {"interval_s": 3600},
         "http": {"port": 0},
+        "ws": {"port": 0},
         "auth": {"argon2_time_cost": 1, "argon2_memory_kib": 8, "argon2_parallelism": 1},
     }
     return load_config(overrides=tables, environ={}).with_overrides(overrides or {})

@@ -116,11 +116,14 @@ async def test_trader_journey_from_signup_to_liquidation_history_and_candles(tmp
         assert [e["id"] for e in page["entries"] + rest["entries"]] == [e["id"] for e in ledger["entries"]]
 
         # candles of the bid, the live one included
-        _, candles = await h.call("GET", f"{API}/candles?symbol=BTCUSDT&interval=1m", expect=200)
+        _, page = await h.call("GET", f"{API}/candles?symbol=BTCUSDT&interval=1m", expect=200)
+        candles = page["candles"]
+        assert page["next_cursor"] is None
         assert candles[-1]["close"] == "49990.00" and candles[-1]["low"] == "49990.00"
         assert sum(candle["volume"] for candle in candles) == 2
         assert set(candles[-1]) == {"ts", "open", "high", "low", "close", "volume"}
-        _, weekly = await h.call("GET", f"{API}/candles?symbol=BTCUSDT&interval=1w&limit=1", expect=200)
+        _, page = await h.call("GET", f"{API}/candles?symbol=BTCUSDT&interval=1w&limit=1", expect=200)
+        weekly = page["candles"]
         assert len(weekly) == 1 and weekly[0]["high"] == "64987.00"
 
         assert h.gateway.internal_errors == 0

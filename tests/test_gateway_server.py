@@ -161,7 +161,7 @@ async def test_security_headers_and_cors(tmp_path) -> None:
         preflight = await h.client.options(f"{API}/orders", headers={
             "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
             "Access-Control-Request-Headers": "authorization, content-type"})
-        assert preflight.status_code == 200
+        assert preflight.status_code == 204
         assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
         assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
         other = await h.client.get(f"{API}/instruments", headers={"Origin": "https://evil.example"})

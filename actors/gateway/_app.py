@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional
 
 import msgspec
 from quart import Response, g, request
+from quart.globals import request_ctx
 from quart_schema import QuartSchema
 from quart_schema.openapi import OpenAPIProvider
 from quart_trio import QuartTrio
@@ -33,7 +34,9 @@ from werkzeug.exceptions import HTTPException
 from actors import edge
 from actors.auth_tokens import AuthError, TokenIssuer
 from actors.gateway import _auth, _market, _ops, _trading
-from actors.gateway._common import Gateway, NoContent, PlainText, json_response, rate_limited
+from actors.gateway._common import MISSING_TOKEN, Gateway, NoContent, PlainText, json_response, rate_limited
+from actors.gateway._links import add_links
+from actors.gateway._schemas import REQUEST_EXAMPLES, SCHEMA_RULES, SYMBOL_MARKER, CloseRequest
 from actors.gateway._settings import GatewaySettings
 from actors.messages import EngineStopped, EngineTimeout, Overloaded
 from actors.metrics import GatewayMetrics
@@ -71,13 +74,19 @@ _REF_TEMPLATE = "#/components/schemas/{name}"
 _RESPONSE_DESCRIPTIONS = {
     400: "Invalid input: VALIDATION_ERROR (details.field names the field), MALFORMED_JSON, UNKNOWN_SYMBOL",
     401: "Missing, invalid or expired credentials or token",
-    404: "No such resource on this account (UNKNOWN_ORDER, UNKNOWN_POSITION, UNKNOWN_SYMBOL, …)",
+    404: "No such resource on this account (UNKNOWN_ORDER, UNKNOWN_POSITION, UNKNOWN_SYMBOL, …); "
+         "details.resource and details.id name it",
     409: "Conflict (EMAIL_TAKEN, ORDER_NOT_PENDING)",
     413: "Body larger than [http] max_body_bytes",
     415: "Body not sent as application/json",
     422: "Business rejection: the code is the core's reject reason",
     429: "Rate limited; see Retry-After",
+    431: "Request headers larger than the server accepts (HEADERS_TOO_LARGE); the connection closes",
     503: "Engine overloaded or stopping (OVERLOADED, ENGINE_STOPPED), or not ready; see Retry-After",
+    504: "Split mode: the engine did not answer in time (ENGINE_TIMEOUT); see Retry-After",
+}
+_OPERATION_RESPONSE_DESCRIPTIONS = {
+    ("post_place_order", 200): "A repeated client_order_id: the original order; nothing new was created",
 }
 
 
@@ -91,7 +100,9 @@ class _OpenAPI(OpenAPIProvider):
     """quart-schema's provider with msgspec schemas built whole: quart-schema keeps only the
     first component of a msgspec model, which loses nested structs (``PlacedOrder`` → ``Order``)
     and leaves dangling references. Also: body-less responses (:class:`NoContent`), required
-    query parameters, and descriptions without the blank line after the summary."""
+    query parameters, descriptions without the blank line after the summary, request examples,
+    cross-field rules (``SCHEMA_RULES``), the configured symbols as an ``enum`` and links
+    (:mod:`actors.gateway._links`)."""
 
     def build_response_object(self, model: Any, headers_model: Any) -> tuple[dict, dict]:
         if model is NoContent:
@@ -103,7 +114,10 @@ class _OpenAPI(OpenAPIProvider):
 
     def build_request_body(self, model: Any, source: Any) -> tuple[dict, dict]:
         schema, components = _schema(model)
-        return {"content": {"application/json": {"schema": schema}}, "required": True}, components
+        media: dict[str, Any] = {"schema": schema}
+        if model in REQUEST_EXAMPLES:
+            media["examples"] = REQUEST_EXAMPLES[model]
+        return {"content": {"application/json": media}, "required": model is not CloseRequest}, components
 
     def build_querystring_parameters(self, model: Any) -> tuple[list, dict]:
         _, components = _schema(model)
@@ -124,13 +138,57 @@ class _OpenAPI(OpenAPIProvider):
         for operations in paths.values():
             for operation in operations.values():
                 for status, response in operation["responses"].items():
-                    response["description"] = _RESPONSE_DESCRIPTIONS.get(
-                        int(status), HTTPStatus(int(status)).phrase)
+                    response["description"] = _OPERATION_RESPONSE_DESCRIPTIONS.get(
+                        (operation["operationId"], int(status)),
+                        _RESPONSE_DESCRIPTIONS.get(int(status), HTTPStatus(int(status)).phrase))
                 if "description" in operation:
                     operation["description"] = operation["description"].strip()
                     if not operation["description"]:
                         del operation["description"]
         return paths, components
+
+    def schema(self) -> dict[str, Any]:
+        document = super().schema()
+        components = document["components"]["schemas"]
+        for name, component in components.items():
+            if "description" in component:
+                component["description"] = " ".join(component["description"].split())
+            component.update(SCHEMA_RULES.get(name, {}))
+        gateway = self._app.extensions["exness_gateway"]
+        _fill_symbols(document, list(gateway.symbols))
+        add_links(document)
+        return document
+
+
+def _fill_symbols(node: Any, symbols: list[str]) -> None:
+    """Replace every symbol marker with an ``enum`` of the configured symbols."""
+    if isinstance(node, dict):
+        if node.pop(SYMBOL_MARKER, False):
+            node["enum"] = symbols
+        for value in node.values():
+            _fill_symbols(value, symbols)
+    elif isinstance(node, list):
+        for value in node:
+            _fill_symbols(value, symbols)
+
+
+class _App(QuartTrio):
+    """Quart-Trio answering OPTIONS with 204 and ``Allow`` (Quart's default is an empty
+    text/html 200)."""
+
+    async def make_default_options_response(self) -> Response:
+        allowed = ", ".join(sorted(request_ctx.url_adapter.allowed_methods()))
+        response = Response(b"", status=204, headers={"Allow": allowed})
+        del response.headers["Content-Type"]
+        return response
+
+
+def _challenge(code: str) -> str:
+    """``WWW-Authenticate`` of a 401: RFC 6750 section 3.1 gives no error code when the request
+    carried no credentials at all."""
+    if code == MISSING_TOKEN:
+        return 'Bearer realm="exness"'
+    return 'Bearer realm="exness", error="invalid_token"'
 
 
 def _error(status: int, code: str, message: str, details: Optional[dict] = None,
@@ -159,7 +217,7 @@ def create_app(*, handle: Any, store: Any, candles: Any, cfg: Any, tokens: Optio
     gateway = Gateway(handle=handle, store=store, candles=candles, cfg=cfg, tokens=tokens,
                       settings=settings, metrics=metrics, persister=persister, clock=clock)
 
-    app = QuartTrio("exness_actors_gateway", static_folder=str(STATIC_DIR), static_url_path="/static")
+    app = _App("exness_actors_gateway", static_folder=str(STATIC_DIR), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["BODY_TIMEOUT"] = 30
     QuartSchema(app, openapi_path="/openapi.json", swagger_ui_path=None, redoc_ui_path=None,
@@ -240,8 +298,7 @@ def _install_error_handlers(app: QuartTrio, gateway: Gateway) -> None:
 
     @app.errorhandler(AuthError)
     async def _auth_error(error: AuthError) -> Response:
-        return _error(401, error.code, error.message, {},
-                      {"WWW-Authenticate": 'Bearer realm="exness", error="invalid_token"'})
+        return _error(401, error.code, error.message, {}, {"WWW-Authenticate": _challenge(error.code)})
 
     @app.errorhandler(Overloaded)
     async def _overloaded(error: Overloaded) -> Response:

@@ -13,8 +13,11 @@
   its child in the same family; presenting a spent token again revokes the whole family (someone
   holds a copy: every session descended from that sign-in ends). Sign-out revokes the family.
   Access tokens already issued stay valid until they expire (``[auth] access_ttl_s``).
-* **Throttling**: sign-up per IP; failed sign-ins per e-mail and per IP (a failure budget, see
-  :mod:`actors.ratelimit`): past it, 429 with ``Retry-After`` before the password is even checked.
+* **Throttling**: sign-up per IP; failed sign-ins (a failure budget, see :mod:`actors.ratelimit`)
+  first per (e-mail, client IP), so a stranger guessing someone's password spends only their own
+  budget and the owner can still sign in from elsewhere; then, much larger, per e-mail from all
+  addresses (a distributed guess) and per IP. Past a budget: 429 with ``Retry-After`` and the wait
+  in the message, before the password is even checked.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from actors.gateway._params import invalid
 from actors.gateway._schemas import Credentials, RefreshRequest, SignupResult, TokenPair
 from actors.gateway._settings import GatewaySettings
 from actors.messages import EngineStopped, Overloaded
+from actors.ratelimit import retry_after_header
 from actors.store import DuplicateEmail, UserRecord
 from exness_actors.commands import CreateAccount
 from exness_actors.reasons import RejectReason
@@ -200,15 +204,20 @@ def register(app: Any, gw: Gateway) -> None:
         """Exchange e-mail and password for an access token and a refresh token.
 
         Wrong e-mail and wrong password answer the same 401 INVALID_CREDENTIALS. Repeated
-        failures for one e-mail or from one address are throttled (429 with Retry-After)."""
+        failures for one e-mail from one address are throttled first (429 with Retry-After), so a
+        stranger cannot lock the owner out; failures for one e-mail from many addresses, or from
+        one address for many e-mails, are throttled past larger budgets."""
         email, password = _credentials(await gw.json_body(), signup=False)
         address = request.remote_addr
-        wait = max(gw.signin_email_failures.retry_after(email), gw.signin_ip_failures.retry_after(address))
+        wait = max(gw.signin_client_failures.retry_after((email, address)),
+                   gw.signin_email_failures.retry_after(email), gw.signin_ip_failures.retry_after(address))
         if wait:
             gw.metrics.rate_limited.labels("signin").inc()
-            raise rate_limited("signin", wait, "too many failed sign-ins; wait before trying again")
+            raise rate_limited("signin", wait, f"too many failed sign-ins; wait {retry_after_header(wait)} s "
+                                               "before trying again")
         user = await store.user_by_email(email)
         if not await passwords.verify(user.password_hash if user else None, password) or user is None:
+            gw.signin_client_failures.acquire((email, address))
             gw.signin_email_failures.acquire(email)
             gw.signin_ip_failures.acquire(address)
             raise _unauthorized("INVALID_CREDENTIALS", "wrong e-mail or password")

@@ -24,11 +24,13 @@ from actors.ratelimit import RateLimiter, retry_after_header
 from actors.redis_edge import BoxedView
 from exness_actors.instruments import Instrument
 
-__all__ = ["Gateway", "json_response", "doc", "NoContent", "PlainText", "rate_limited", "API"]
+__all__ = ["Gateway", "json_response", "doc", "NoContent", "PlainText", "rate_limited", "API", "MISSING_TOKEN"]
 
 log = logging.getLogger("exness.gateway")
 
 API = "/api/v1"
+#: The 401 code of a request without an Authorization header.
+MISSING_TOKEN = "MISSING_TOKEN"
 #: How many verified access tokens :meth:`Gateway.authenticate` remembers.
 VERIFIED_TOKENS_KEPT = 10_000
 
@@ -52,16 +54,26 @@ class PlainText:
     """Documents a text/plain response (``/metrics``)."""
 
 
+#: Statuses any route can answer: the per-IP rate limit and request headers too large (hypercorn).
+ANY_ROUTE_ERRORS = frozenset({429, 431})
+
+
 def doc(*, request_model: Any = None, response: Any = None, status: int = 200,
         query: Any = None, errors: Iterable[int] = (400,), auth: bool = True,
-        tag: Optional[str] = None) -> Callable:
-    """Attach the OpenAPI description of a route (quart-schema's ``document_*``)."""
+        tag: Optional[str] = None, also: Optional[dict[int, Any]] = None) -> Callable:
+    """Attach the OpenAPI description of a route (quart-schema's ``document_*``).
+
+    ``also`` documents further success responses (status -> model). Every route also lists
+    :data:`ANY_ROUTE_ERRORS`, 401 when ``auth``, and 504 (split mode: the engine did not answer)
+    wherever 503 is listed."""
     def decorate(function: Callable) -> Callable:
         if request_model is not None:
             function = document_request(request_model)(function)
         if response is not None:
             function = document_response(response, status)(function)
-        codes = set(errors) | ({401, 429} if auth else set())
+        for other_status, model in (also or {}).items():
+            function = document_response(model, other_status)(function)
+        codes = set(errors) | ANY_ROUTE_ERRORS | ({401} if auth else set()) | ({504} if 503 in errors else set())
         for code in sorted(codes):
             function = document_response(ErrorBody, code)(function)
         if query is not None:
@@ -109,6 +121,8 @@ class Gateway:
         per_minute = settings.signup_per_minute
         self.signup_limiter = RateLimiter(per_minute / 60, per_minute)
         per_minute = settings.signin_failures_per_minute
+        self.signin_client_failures = RateLimiter(per_minute / 60, per_minute)
+        per_minute = settings.signin_email_failures_per_minute
         self.signin_email_failures = RateLimiter(per_minute / 60, per_minute)
         per_minute = settings.signin_ip_failures_per_minute
         self.signin_ip_failures = RateLimiter(per_minute / 60, per_minute)
@@ -129,7 +143,7 @@ class Gateway:
         bounded cache (until it expires)."""
         header = request.headers.get("Authorization")
         if not header:
-            raise AuthError("MISSING_TOKEN", "this endpoint needs `Authorization: Bearer <access_token>` "
+            raise AuthError(MISSING_TOKEN, "this endpoint needs `Authorization: Bearer <access_token>` "
                                              "(POST /api/v1/auth/signin gives one)")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():

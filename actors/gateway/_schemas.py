@@ -8,21 +8,38 @@ accept and return — the API tests keep the two in step.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 import msgspec
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
+
+from actors.edge import MAX_TIMESTAMP_MS
+
+#: A positive decimal: what the edge parses exactly (it also takes a JSON number, a leading "+"
+#: or zeros; the pattern documents the plain form every client can send).
+DECIMAL_PATTERN = r"^(?:[1-9][0-9]{0,17}(?:\.[0-9]{1,18})?|0\.[0-9]{0,17}[1-9][0-9]{0,17})$"
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,256}$"
+#: Marks a request field whose values are the configured symbols; the OpenAPI provider replaces
+#: it with an ``enum`` of the running gateway's instruments.
+SYMBOL_MARKER = "x-exness-symbols"
 
 Decimal = Annotated[str, Meta(
-    description="a decimal string (requests also accept a JSON number, parsed exactly; more "
-                "decimals than the field allows is a 400)", examples=["100.00"])]
-OptionalDecimal = Annotated[Optional[str], Meta(description="a decimal string, or null")]
-Millis = Annotated[int, Meta(description="milliseconds since the Unix epoch", examples=[1718064000000])]
+    pattern=DECIMAL_PATTERN, max_length=37,
+    description="a decimal string greater than zero with at most the field's decimals (the "
+                "instrument's price_decimals or qty_decimals, 2 for money); requests also accept "
+                "a JSON number, parsed exactly", examples=["100.00"])]
+Removable = Annotated[Optional[Decimal], Meta(
+    description="absent: unchanged; null: removes it; a decimal string: sets it")]
+OptionalDecimal = Optional[Decimal]
+Millis = Annotated[int, Meta(ge=0, le=MAX_TIMESTAMP_MS, description="milliseconds since the Unix epoch",
+                             examples=[1718064000000])]
 Id = Annotated[str, Meta(description="an id (digits, as a string)", examples=["42"])]
-Cursor = Annotated[Optional[str], Meta(
-    description="opaque; pass the previous page's next_cursor to get the next page")]
+Cursor = Optional[Annotated[str, Meta(
+    pattern=CURSOR_PATTERN, description="opaque; pass the previous page's next_cursor to get the next page")]]
 Limit = Optional[Annotated[int, Meta(ge=1, le=1000, description="page size (default 50)")]]
 Symbol = Annotated[str, Meta(examples=["BTCUSDT"], description="an instrument symbol")]
+SymbolParam = Annotated[str, Meta(examples=["BTCUSDT"], extra_json_schema={SYMBOL_MARKER: True},
+                                  description="a configured instrument symbol (case-insensitive)")]
 Side = Literal["buy", "sell"]
 
 _struct = dict(kw_only=True, forbid_unknown_fields=True)
@@ -43,7 +60,8 @@ class ErrorBody(msgspec.Struct, kw_only=True):
 
 class Credentials(msgspec.Struct, **_struct):
     email: Annotated[str, Meta(max_length=254, examples=["trader@example.com"],
-                               description="trimmed and lower-cased before use")]
+                               extra_json_schema={"format": "email"},
+                               description="an e-mail address; trimmed and lower-cased before use")]
     password: Annotated[str, Meta(min_length=8, max_length=128)]
 
 
@@ -136,11 +154,12 @@ class QuoteList(msgspec.Struct, kw_only=True):
 
 
 class CandlesQuery(msgspec.Struct, kw_only=True):
-    symbol: Symbol
+    symbol: SymbolParam
     interval: Annotated[Optional[Literal["1m", "5m", "15m", "30m", "1h", "4h", "1d", "1w"]],
                         Meta(description="default 1m")] = None
-    start: Annotated[Optional[int], Meta(description="ms, inclusive (candle open time)")] = None
-    end: Annotated[Optional[int], Meta(description="ms, exclusive")] = None
+    start: Annotated[Optional[Millis], Meta(description="ms, inclusive (candle open time)")] = None
+    end: Annotated[Optional[Millis], Meta(description="ms, exclusive; not before start")] = None
+    cursor: Cursor = None
     limit: Optional[Annotated[int, Meta(ge=1, le=1000, description="the most recent N (default 500)")]] = None
 
 
@@ -153,21 +172,30 @@ class Candle(msgspec.Struct, kw_only=True):
     volume: Annotated[int, Meta(description="number of quotes (tick volume)")]
 
 
+class CandlePage(msgspec.Struct, kw_only=True):
+    candles: Annotated[list[Candle], Meta(description="oldest first")]
+    next_cursor: Annotated[Optional[str], Meta(description="the page of older candles; null when none")]
+
+
 # ------------------------------------------------------------------------------------- orders
 
 class PlaceOrderRequest(msgspec.Struct, **_struct):
-    symbol: Symbol
+    """A new order. price is required for limit and stop orders and not allowed (absent or null)
+    on a market order; slippage_bps and expected_price go together."""
+    symbol: SymbolParam
     side: Side
     type: Literal["market", "limit", "stop"]
     margin: Decimal
     leverage: Annotated[int, Meta(ge=1, description="1..the instrument's max_leverage")]
-    price: Annotated[Optional[str], Meta(description="required for limit and stop orders")] = None
+    price: Annotated[OptionalDecimal, Meta(description="the entry price: required for limit and stop "
+                                                       "orders, absent or null for market")] = None
     take_profit: OptionalDecimal = None
     stop_loss: OptionalDecimal = None
-    trailing_stop: Annotated[Optional[str], Meta(description="a price distance")] = None
+    trailing_stop: Annotated[OptionalDecimal, Meta(description="a price distance")] = None
     slippage_bps: Optional[Annotated[int, Meta(ge=0, le=9999, description="with expected_price")]] = None
     expected_price: OptionalDecimal = None
-    expires_at: Annotated[Optional[int], Meta(description="ms; pending orders only")] = None
+    expires_at: Annotated[Optional[Annotated[int, Meta(ge=1, le=MAX_TIMESTAMP_MS)]], Meta(
+        description="ms; pending orders only; in the future")] = None
     client_order_id: Optional[Annotated[str, Meta(
         max_length=64, description="idempotency key: a repeat returns the original order (200)")]] = None
 
@@ -219,7 +247,7 @@ class PlacedOrder(msgspec.Struct, kw_only=True):
 class OrdersQuery(msgspec.Struct, kw_only=True):
     status: Annotated[Optional[Literal["pending", "filled", "cancelled", "expired", "all"]], Meta(
         description="pending (default): live from the engine; others: the order history")] = None
-    symbol: Optional[str] = None
+    symbol: Optional[SymbolParam] = None
     cursor: Cursor = None
     limit: Limit = None
 
@@ -230,16 +258,20 @@ class OrderList(msgspec.Struct, kw_only=True):
 
 
 class ModifyOrderRequest(msgspec.Struct, **_struct):
-    price: OptionalDecimal = None
-    take_profit: Annotated[Optional[str], Meta(description="null removes it")] = None
-    stop_loss: Annotated[Optional[str], Meta(description="null removes it")] = None
-    expires_at: Annotated[Optional[int], Meta(description="ms; null removes it")] = None
+    """Give only what changes: an absent field is left unchanged, null removes it (take_profit,
+    stop_loss, expires_at), a value sets it. At least one field."""
+    price: Union[Annotated[Decimal, Meta(description="a new entry price; absent: unchanged (it cannot "
+                                                     "be removed)")], UnsetType] = UNSET
+    take_profit: Union[Removable, UnsetType] = UNSET
+    stop_loss: Union[Removable, UnsetType] = UNSET
+    expires_at: Union[Annotated[Optional[Annotated[int, Meta(ge=1, le=MAX_TIMESTAMP_MS)]], Meta(
+        description="ms, in the future; absent: unchanged; null: removes it")], UnsetType] = UNSET
 
 
 # ------------------------------------------------------------------------------------- positions
 
 class PositionsQuery(msgspec.Struct, kw_only=True):
-    symbol: Optional[str] = None
+    symbol: Optional[SymbolParam] = None
 
 
 class PositionList(msgspec.Struct, kw_only=True):
@@ -247,7 +279,9 @@ class PositionList(msgspec.Struct, kw_only=True):
 
 
 class CloseRequest(msgspec.Struct, **_struct):
-    qty: Annotated[Optional[str], Meta(description="part to close; absent or null closes all")] = None
+    """The body may be left out: the whole position closes."""
+    qty: Annotated[OptionalDecimal, Meta(description="part to close (qty_decimals); absent or null "
+                                                     "closes all")] = None
 
 
 class ClosedPart(msgspec.Struct, kw_only=True):
@@ -266,9 +300,13 @@ class ClosedPart(msgspec.Struct, kw_only=True):
 
 
 class ModifyPositionRequest(msgspec.Struct, **_struct):
-    take_profit: Annotated[Optional[str], Meta(description="null removes it")] = None
-    stop_loss: Annotated[Optional[str], Meta(description="null removes it")] = None
-    trailing_stop: Annotated[Optional[str], Meta(description="a distance; null removes it")] = None
+    """Give only what changes: an absent field is left unchanged, null removes it, a value sets
+    it. {"take_profit": "72000.00"} moves the take-profit and keeps the stop-loss. At least one
+    field."""
+    take_profit: Union[Removable, UnsetType] = UNSET
+    stop_loss: Union[Removable, UnsetType] = UNSET
+    trailing_stop: Union[Annotated[Optional[Decimal], Meta(
+        description="a price distance; absent: unchanged; null: removes it")], UnsetType] = UNSET
 
 
 class AddMarginRequest(msgspec.Struct, **_struct):
@@ -276,10 +314,10 @@ class AddMarginRequest(msgspec.Struct, **_struct):
 
 
 class HistoryQuery(msgspec.Struct, kw_only=True):
-    symbol: Optional[str] = None
+    symbol: Optional[SymbolParam] = None
     reason: Optional[Literal["user", "take_profit", "stop_loss", "trailing_stop", "liquidation"]] = None
-    start: Annotated[Optional[int], Meta(description="closed at or after (ms)")] = None
-    end: Annotated[Optional[int], Meta(description="closed before (ms)")] = None
+    start: Annotated[Optional[Millis], Meta(description="closed at or after (ms)")] = None
+    end: Annotated[Optional[Millis], Meta(description="closed before (ms); not before start")] = None
     cursor: Cursor = None
     limit: Limit = None
 
@@ -316,3 +354,63 @@ class Readiness(msgspec.Struct, kw_only=True):
     status: Literal["ready"]
     quote_age_ms: dict[str, int]
 
+
+
+# ------------------------------------------------------------------------------------- documentation
+
+def _example(summary: str, value: Any) -> dict[str, Any]:
+    return {"summary": summary, "value": value}
+
+
+#: Request examples, shown and prefilled by /docs ("Try it out"). The exported document sorts
+#: keys, so each model's default example is the one whose name sorts first.
+#: Each works as is against a fresh account with BTCUSDT near 65000 (a test sends every one).
+REQUEST_EXAMPLES: dict[type, dict[str, dict[str, Any]]] = {
+    Credentials: {"credentials": _example("e-mail and password", {
+        "email": "trader@example.com", "password": "correct horse battery"})},
+    RefreshRequest: {"refresh_token": _example("the refresh_token from sign-in or the last refresh", {
+        "refresh_token": "paste-the-refresh_token-from-signin"})},
+    FundingRequest: {
+        "amount": _example("an amount in USD", {"amount": "100.00"}),
+        "idempotent": _example("with an idempotency key: a repeat changes nothing",
+                               {"amount": "100.00", "idempotency_key": "funding-0001"}),
+    },
+    PlaceOrderRequest: {
+        "buy_market": _example("market buy with a stop-loss and a take-profit", {
+            "symbol": "BTCUSDT", "side": "buy", "type": "market", "margin": "100.00", "leverage": 10,
+            "stop_loss": "60000.00", "take_profit": "72000.00"}),
+        "limit_entry": _example("buy limit below the market (price is required for limit and stop)", {
+            "symbol": "BTCUSDT", "side": "buy", "type": "limit", "price": "60000.00",
+            "margin": "100.00", "leverage": 10, "client_order_id": "my-order-0001"}),
+        "stop_entry": _example("sell stop below the market", {
+            "symbol": "BTCUSDT", "side": "sell", "type": "stop", "price": "58000.00",
+            "margin": "100.00", "leverage": 5}),
+    },
+    ModifyOrderRequest: {
+        "move_price": _example("move the entry price (everything else unchanged)", {"price": "61000.00"}),
+        "set_take_profit": _example("set the take-profit, remove the expiry", {
+            "take_profit": "75000.00", "expires_at": None}),
+    },
+    CloseRequest: {
+        "part": _example("close part of the position", {"qty": "0.00100000"}),
+        "whole": _example("close the whole position", {}),
+    },
+    ModifyPositionRequest: {
+        "move_take_profit": _example("move only the take-profit (the stop-loss stays)", {"take_profit": "75000.00"}),
+        "trailing_stop": _example("add a trailing stop 500.00 behind the best price", {"trailing_stop": "500.00"}),
+        "remove_stop_loss": _example("remove the stop-loss (null removes)", {"stop_loss": None}),
+    },
+    AddMarginRequest: {"amount": _example("move 50.00 USD of free balance into the margin", {"amount": "50.00"})},
+}
+
+#: JSON Schema rules that span fields, added to the component of the same name.
+SCHEMA_RULES: dict[str, dict[str, Any]] = {
+    "PlaceOrderRequest": {
+        "if": {"properties": {"type": {"enum": ["limit", "stop"]}}, "required": ["type"]},
+        "then": {"required": ["price"], "properties": {"price": {"type": "string"}}},
+        "else": {"properties": {"price": {"type": "null"}}},
+        "dependentRequired": {"slippage_bps": ["expected_price"], "expected_price": ["slippage_bps"]},
+    },
+    "ModifyOrderRequest": {"minProperties": 1},
+    "ModifyPositionRequest": {"minProperties": 1},
+}

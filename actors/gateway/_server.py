@@ -14,6 +14,7 @@ from hypercorn.trio import serve
 from quart_trio import QuartTrio
 
 from actors.auth_tokens import TokenIssuer
+from actors.gateway import _early_errors
 from actors.gateway._app import create_app
 from actors.gateway._settings import GatewaySettings
 
@@ -76,6 +77,7 @@ async def run(*, handle: Any, store: Any, candles: Any, cfg: Any, tokens: TokenI
                      feed_stats=feed_stats, ws_stats=ws_stats, persister=persister, clock=clock)
     settings = GatewaySettings.from_config(cfg)
     config = hypercorn_config(settings)
+    _early_errors.install()
     stop = shutdown if shutdown is not None else trio.Event()
     info: Optional[GatewayInfo] = None
     try:

@@ -11,7 +11,8 @@ to catch up with what was acknowledged before it], ``ready_timeout_ms`` [1000].
 
 ``[limits]`` (token buckets; a rate of 0 disables the limit): ``ip_rate_per_s`` [10000],
 ``ip_burst`` [20000], ``account_rate_per_s`` [10000], ``account_burst`` [20000],
-``signup_per_minute`` [600, per IP], ``signin_failures_per_minute`` [5, per e-mail],
+``signup_per_minute`` [600, per IP], ``signin_failures_per_minute`` [5, per e-mail and client
+IP], ``signin_email_failures_per_minute`` [50, per e-mail from any address],
 ``signin_ip_failures_per_minute`` [20, per IP].
 
 ``[auth]``: ``jwt_secret`` (else ``<data_dir>/jwt.secret``), ``access_ttl_s`` [900],
@@ -57,6 +58,7 @@ class GatewaySettings:
     account_burst: float = 20_000.0
     signup_per_minute: float = 600.0
     signin_failures_per_minute: float = 5.0
+    signin_email_failures_per_minute: float = 50.0
     signin_ip_failures_per_minute: float = 20.0
     refresh_ttl_s: int = 30 * 24 * 3600
     argon2_time_cost: int = 3
@@ -85,6 +87,8 @@ class GatewaySettings:
             account_burst=float(_read(cfg, "limits", "account_burst", 20_000, number, low=1)),
             signup_per_minute=float(_read(cfg, "limits", "signup_per_minute", 600, number, low=0)),
             signin_failures_per_minute=float(_read(cfg, "limits", "signin_failures_per_minute", 5, number, low=0)),
+            signin_email_failures_per_minute=float(
+                _read(cfg, "limits", "signin_email_failures_per_minute", 50, number, low=0)),
             signin_ip_failures_per_minute=float(_read(cfg, "limits", "signin_ip_failures_per_minute", 20, number, low=0)),
             refresh_ttl_s=_read(cfg, "auth", "refresh_ttl_s", 30 * 24 * 3600, int, low=60),
             argon2_time_cost=_read(cfg, "auth", "argon2_time_cost", 3, int, low=1),

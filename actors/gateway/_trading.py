@@ -49,12 +49,17 @@ _CLOSE_REASONS = tuple(reason.value for reason in CloseReason)
 
 def _unknown_order(order_id: int) -> EdgeError:
     return EdgeError(404, RejectReason.UNKNOWN_ORDER.value, f"no order {order_id} on this account",
-                     {"order_id": str(order_id)})
+                     edge.not_found_details("order", order_id))
 
 
 def _unknown_position(position_id: int) -> EdgeError:
     return EdgeError(404, RejectReason.UNKNOWN_POSITION.value,
-                     f"no open position {position_id} on this account", {"position_id": str(position_id)})
+                     f"no open position {position_id} on this account", edge.not_found_details("position", position_id))
+
+
+def _unknown_account(account_id: int) -> EdgeError:
+    return EdgeError(404, RejectReason.UNKNOWN_ACCOUNT.value, "no trading account for this user",
+                     edge.not_found_details("account", account_id))
 
 
 def _not_pending(order_id: int, status: str) -> EdgeError:
@@ -77,7 +82,7 @@ def register(app: Any, gw: Gateway) -> None:
         if summary is None:   # the pipelined query could not be queued (inbox full): ask again
             summary = await gw.query(views.account_summary, account_id)
         if summary is None:
-            raise EdgeError(404, RejectReason.UNKNOWN_ACCOUNT.value, "no trading account for this user", {})
+            raise _unknown_account(account_id)
         return summary
 
     async def order_with_history(account_id: int, order_id: int) -> tuple[dict, Optional[int]]:
@@ -97,14 +102,14 @@ def register(app: Any, gw: Gateway) -> None:
     # ------------------------------------------------------------------ account
 
     @app.get(f"{API}/account")
-    @doc(response=AccountSummary, errors=(404, 503), tag="account")
+    @doc(response=AccountSummary, errors=(400, 404, 503), tag="account")
     async def get_account() -> Response:
         """Balance, locked margin, equity, free margin, margin level and unrealized pnl."""
         claims = gw.authenticate()
         QueryParams(request.args, ())
         summary = await gw.query(views.account_summary, claims.account_id)
         if summary is None:
-            raise EdgeError(404, RejectReason.UNKNOWN_ACCOUNT.value, "no trading account for this user", {})
+            raise _unknown_account(claims.account_id)
         return json_response(summary)
 
     async def funding(deposit: bool) -> Response:
@@ -151,7 +156,7 @@ def register(app: Any, gw: Gateway) -> None:
     # ------------------------------------------------------------------ orders
 
     @app.post(f"{API}/orders")
-    @doc(request_model=PlaceOrderRequest, response=PlacedOrder, status=201,
+    @doc(request_model=PlaceOrderRequest, response=PlacedOrder, status=201, also={200: PlacedOrder},
          errors=(400, 404, 409, 413, 415, 422, 503), tag="orders")
     async def place_order() -> Response:
         """Place a market, limit or stop order (201).
@@ -233,7 +238,7 @@ def register(app: Any, gw: Gateway) -> None:
             "next_cursor": page.next_cursor})
 
     @app.get(f"{API}/orders/<order_id>")
-    @doc(response=Order, errors=(404, 503), tag="orders")
+    @doc(response=Order, errors=(400, 404, 503), tag="orders")
     async def get_order(order_id: str) -> Response:
         """One order: pending from the engine, finished from the history."""
         claims = gw.authenticate()
@@ -299,7 +304,7 @@ def register(app: Any, gw: Gateway) -> None:
         return json_response({"positions": positions})
 
     @app.get(f"{API}/positions/<position_id>")
-    @doc(response=Position, errors=(404, 503), tag="positions")
+    @doc(response=Position, errors=(400, 404, 503), tag="positions")
     async def get_position(position_id: str) -> Response:
         """One open position (closed ones are in /history/positions)."""
         claims = gw.authenticate()
