@@ -402,6 +402,7 @@ def _advance(bar: Any) -> Optional[Callable[[float], None]]:
 
 def _cmd_simulate(args: argparse.Namespace, *, reexec: bool) -> int:
     """Run the deterministic whole-system simulation (actors.simulation); exit 1 on any violation."""
+    import shutil
     import tempfile
 
     from actors.simulation import SimulationError, SimulationOptions, format_report, report_json, run_simulation
@@ -422,6 +423,8 @@ def _cmd_simulate(args: argparse.Namespace, *, reexec: bool) -> int:
     try:
         report = run_simulation(options, progress=_advance(bar))
     except SimulationError as exc:
+        if not args.data_dir:   # the temporary dir made above holds nothing worth keeping
+            shutil.rmtree(data_dir, ignore_errors=True)
         print(f"exness-actors simulate: {exc}", file=sys.stderr)
         return 2
     finally:
