@@ -11,6 +11,7 @@ finish, write a final snapshot and exit 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
 import os
@@ -18,7 +19,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, Iterator, Optional
 
 import trio
 
@@ -318,7 +319,9 @@ def _build_parser() -> argparse.ArgumentParser:
     backtest = commands.add_parser("backtest", help="run a strategy over recorded or CSV ticks on the real core")
     backtest.add_argument("--ticks", required=True, help="recorded Binance JSONL or CSV (timestamp,[symbol,]bid,ask)")
     backtest.add_argument("--strategy", required=True, metavar="MODULE:NAME",
-                          help="e.g. exness_actors.strategies.examples:MovingAverageCross")
+                          help="MODULE:NAME imports MODULE from the current directory first, then from the "
+                               "installed packages (e.g. exness_actors.strategies.examples:MovingAverageCross); "
+                               "FILE.py:NAME loads a Python file by its path")
     backtest.add_argument("--symbol", default="BTCUSDT", help="symbol of a CSV without a symbol column")
     backtest.add_argument("--deposit", default="5000.00", help="starting balance, USD")
     backtest.add_argument("--out", default="backtest-out", help="trades.csv, equity.csv/.svg(.png), summary.json")
@@ -457,6 +460,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     if not (data_dir / "journal").is_dir():
         print(f"exness-actors replay: {data_dir} has no journal/ directory", file=sys.stderr)
         return 2
+    if _parquet_writer() is None and "parquet" in _export_formats(args).values():
+        print("exness-actors replay: parquet export needs pyarrow: pip install 'exness-actors[parquet]' "
+              "(or export csv/jsonl with --format or a .csv/.jsonl suffix)", file=sys.stderr)
+        return 2
     pinned = data_dir / "core-config.msgpack"
     if pinned.exists():
         config = CoreConfig.from_wire(msgpack.unpackb(pinned.read_bytes(), raw=False, use_list=True))
@@ -529,17 +536,25 @@ def _parquet_writer() -> Optional[Callable[..., None]]:
     return write
 
 
+def _export_formats(args: argparse.Namespace) -> dict[str, str]:
+    """Each export path asked for, with its format (--format, else from the suffix, else csv)."""
+    paths = [path for path in (args.export_events, args.export_positions) if path]
+    return {path: args.format or {".jsonl": "jsonl", ".parquet": "parquet"}.get(Path(path).suffix, "csv")
+            for path in paths}
+
+
 def _replay_tools(args: argparse.Namespace, data_dir: Path, config: Any) -> int:
     """--export-events, --export-positions and --what-if (exness_actors.notebook)."""
     from exness_actors import notebook
     from exness_actors.replay import ReplayDivergence
 
     journal = notebook.Journal.open(data_dir, config=config)
+    formats = _export_formats(args)
     for path, export in ((args.export_events, notebook.export_events),
                          (args.export_positions, notebook.export_closed_positions)):
         if not path:
             continue
-        fmt = args.format or {".jsonl": "jsonl", ".parquet": "parquet"}.get(Path(path).suffix, "csv")
+        fmt = formats[path]
         try:
             rows = export(journal, path, fmt, parquet_writer=_parquet_writer())
         except notebook.ExportError as exc:
@@ -575,11 +590,67 @@ def _plot_png(points: list[tuple[int, int]], path: Path) -> None:
     plt.close(figure)
 
 
-def _cmd_backtest(args: argparse.Namespace) -> int:
-    import importlib
-    import json
+def _load_strategy(spec: str) -> Any:
+    """``MODULE:NAME`` (the working directory first, then the installed packages) or ``FILE.py:NAME``.
 
-    from exness_actors.backtest import LoadStats, load_ticks, run_backtest, write_outputs
+    Raises LookupError saying what was not found."""
+    source, colon, name = spec.rpartition(":")
+    if not (colon and source and name):
+        raise LookupError("give MODULE:NAME or FILE.py:NAME, e.g. exness_actors.strategies.examples:MovingAverageCross")
+    if source.endswith(".py"):
+        module = _import_file(Path(source))
+    else:
+        with _first_on_path(Path.cwd()):
+            module = _import_module(source, where=f"the current directory ({Path.cwd()}) or the installed packages")
+    try:
+        return getattr(module, name)
+    except AttributeError:
+        raise LookupError(f"{source} has no attribute {name!r}") from None
+
+
+@contextlib.contextmanager
+def _first_on_path(directory: Path) -> Iterator[None]:
+    """Search ``directory`` first for imports inside the block (as ``python -m`` searches its cwd)."""
+    entry = str(directory.resolve())
+    sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        sys.path.remove(entry)
+
+
+def _import_module(name: str, *, where: str) -> Any:
+    import importlib
+    importlib.invalidate_caches()   # a module written since the last import is seen
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        raise LookupError(f"no module named {exc.name!r} in {where}") from None
+    except Exception as exc:   # the strategy's own code failed while importing
+        raise LookupError(f"importing {name} failed: {type(exc).__name__}: {exc}") from None
+
+
+def _import_file(path: Path) -> Any:
+    """Load a strategy file as a module (its directory is searched first while it imports)."""
+    import importlib.util
+    if not path.is_file():
+        raise LookupError(f"{path}: no such file")
+    module_name = "exness_strategy_" + "".join(c if c.isalnum() else "_" for c in path.stem)
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        with _first_on_path(path.parent):
+            spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[module_name]
+        raise LookupError(f"importing {path} failed: {type(exc).__name__}: {exc}") from None
+    return module
+
+
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    from exness_actors.backtest import LoadStats, load_ticks, run_backtest, summary_json, write_outputs
     from exness_actors.money import parse_fixed
 
     try:
@@ -588,12 +659,10 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     except (ConfigError, InvalidValue) as exc:
         print(f"exness-actors backtest: {exc}", file=sys.stderr)
         return 2
-    module_name, _, name = args.strategy.partition(":")
     try:
-        strategy = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError, ValueError) as exc:
-        print(f"exness-actors backtest: cannot load strategy {args.strategy!r} ({exc}); "
-              f"give MODULE:NAME, e.g. exness_actors.strategies.examples:MovingAverageCross", file=sys.stderr)
+        strategy = _load_strategy(args.strategy)
+    except LookupError as exc:
+        print(f"exness-actors backtest: cannot load strategy {args.strategy!r}: {exc}", file=sys.stderr)
         return 2
     if not Path(args.ticks).exists():
         print(f"exness-actors backtest: --ticks {args.ticks}: no such file", file=sys.stderr)
@@ -616,7 +685,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
             bar.close()
     elapsed = time.perf_counter() - started
     write_outputs(result, Path(args.out), config, plot=_plot_png)
-    print(json.dumps(result.summary, indent=2))
+    sys.stdout.write(summary_json(result.summary))
     print(f"backtest: {result.summary.get('inputs')} inputs in {elapsed:.2f} s; outputs in {args.out}"
           + (f"; journal in {args.data_dir} (exness-actors replay {args.data_dir})" if args.data_dir else ""))
     return 0

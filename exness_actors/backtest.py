@@ -66,7 +66,7 @@ from exness_actors.replay import encode_checkpoint
 __all__ = [
     "Tick", "LoadStats", "load_ticks", "StrategyView", "Strategy", "resolve_strategy",
     "Trade", "BacktestResult", "run_backtest", "equity_metrics", "percent", "write_outputs",
-    "CORE_CONFIG_FILE", "TRADING_COMMANDS",
+    "summary_json", "CORE_CONFIG_FILE", "TRADING_COMMANDS",
 ]
 
 _NS_PER_MS = 1_000_000
@@ -580,6 +580,14 @@ def run_backtest(ticks: Iterable[Tick], strategy: Any, *, config: CoreConfig,
 _MONEY_KEYS = ("start_equity", "end_equity", "realized_pnl")
 
 
+def summary_json(summary: dict[str, Any]) -> str:
+    """The summary as people read it (``summary.json`` and the CLI): money in USD decimal strings."""
+    readable = dict(summary)
+    for key in _MONEY_KEYS:
+        readable[key] = format_fixed(readable[key], CENT_DECIMALS)
+    return json.dumps(readable, indent=2, sort_keys=True) + "\n"
+
+
 def write_outputs(result: BacktestResult, out_dir: Union[str, Path],
                   instruments: Union[CoreConfig, Iterable[Instrument]], *,
                   plot: Optional[Callable[[list[tuple[int, int]], Path], None]] = None) -> list[Path]:
@@ -616,11 +624,8 @@ def write_outputs(result: BacktestResult, out_dir: Union[str, Path],
             writer.writerow([ts // _NS_PER_MS, format_fixed(equity, CENT_DECIMALS)])
     written.append(path)
 
-    summary = dict(result.summary)
-    for key in _MONEY_KEYS:
-        summary[key] = format_fixed(summary[key], CENT_DECIMALS)
     path = out / "summary.json"
-    path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    path.write_text(summary_json(result.summary), encoding="utf-8")
     written.append(path)
 
     path = out / "equity.svg"
