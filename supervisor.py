@@ -148,6 +148,8 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
         await store.close()
         raise StartupError(str(exc)) from None
     engine = recovered.engine
+    recovered_state = (f"seq {engine.last_seq} ({len(engine.accounts)} accounts, {len(engine.positions)} open "
+                       f"positions; recovered in {recovered.elapsed_s * 1000:.0f} ms)")   # before the feed moves it
     tune_gc()   # the recovered book is long-lived: keep the cyclic collector off it
     handle = EngineHandle(engine, int(cfg.get("engine", "inbox_size", 10_000)))
     system = System(cfg, handle, key, store)
@@ -232,14 +234,10 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
 
             gateway = system.actors.get("gateway")
             if announce and gateway is None:
-                print(f"exness-actors: engine shard {shard} ready at seq {engine.last_seq} "
-                      f"({len(engine.accounts)} accounts, {len(engine.positions)} open positions; "
-                      f"recovered in {recovered.elapsed_s * 1000:.0f} ms); data dir {data_dir.resolve()}; "
-                      f"commands from Redis stream {system.actors['edge']['stream']}", flush=True)
+                print(f"exness-actors: engine shard {shard} ready at {recovered_state}; "
+                      f"data dir {data_dir.resolve()}; commands from Redis stream {system.actors['edge']['stream']}", flush=True)
             elif announce:   # the CLI says where it listens; embedded users (tests, benchmarks) read System
-                print(f"exness-actors: engine ready at seq {engine.last_seq} "
-                      f"({len(engine.accounts)} accounts, {len(engine.positions)} open positions; "
-                      f"recovered in {recovered.elapsed_s * 1000:.0f} ms); data dir {data_dir.resolve()}; "
+                print(f"exness-actors: engine ready at {recovered_state}; data dir {data_dir.resolve()}; "
                       f"feed {feed or cfg.get('feed', 'source')}\n"
                       f"exness-actors: HTTP API {gateway.url}/api/v1 — docs {gateway.url}/docs — "
                       f"WebSocket {system.actors['ws'].url}", flush=True)
