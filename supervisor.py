@@ -572,19 +572,41 @@ def _replay_tools(args: argparse.Namespace, data_dir: Path, config: Any) -> int:
     return 0
 
 
-def _plot_png(points: list[tuple[int, int]], path: Path) -> None:
-    """An equity-curve PNG when matplotlib is installed (it is optional)."""
+def _plot_png(result: Any, path: Path) -> None:
+    """``equity.png`` beside ``equity.svg`` when matplotlib is installed (the ``plot`` extra):
+    equity in USD with the trades' closes marked, drawdown below, UTC time."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    figure, axes = plt.subplots(figsize=(10, 4))
-    axes.plot([ts // 1_000_000_000 for ts, _ in points], [cents // 100 for _, cents in points])
-    axes.set_xlabel("time (s since epoch)")
-    axes.set_ylabel("equity (USD)")
-    figure.savefig(path)
+    import datetime
+
+    from exness_actors.equity_chart import drawdown_ppm, equity_at, summary_line
+
+    def when(ts: int) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(ts // 1_000_000_000, tz=datetime.timezone.utc)
+
+    points = result.equity      # exact integers up to here; floats only to draw
+    figure, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(11, 6), height_ratios=(3, 1))
+    top.plot([when(ts) for ts, _ in points], [cents / 100 for _, cents in points], linewidth=1)
+    for label, colour, trades in (("close with a gain", "tab:green", [t for t in result.trades if t.pnl > 0]),
+                                  ("close without a gain", "tab:red", [t for t in result.trades if t.pnl <= 0])):
+        top.scatter([when(t.closed_ts) for t in trades], [equity_at(points, t.closed_ts) / 100 for t in trades],
+                    s=14, color=colour, label=label, zorder=3)
+    drawdown = drawdown_ppm(points)
+    bottom.fill_between([when(ts) for ts, _ in drawdown], [-ppm / 10_000 for _, ppm in drawdown], 0,
+                        color="tab:red", alpha=0.3)
+    top.set_ylabel("equity (USD)")
+    top.legend(loc="best", fontsize="small")
+    top.set_title(summary_line(result.summary), fontsize="small")
+    bottom.set_ylabel("drawdown (%)")
+    bottom.set_xlabel("time (UTC)")
+    for axes in (top, bottom):
+        axes.grid(alpha=0.3)
+    figure.suptitle("Backtest equity")
+    figure.savefig(path, dpi=100)
     plt.close(figure)
 
 

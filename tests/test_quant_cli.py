@@ -45,6 +45,12 @@ def test_backtest_prints_the_summary_in_the_units_of_summary_json(tmp_path, caps
     assert printed["start_equity"] == "5000.00" and "." in printed["realized_pnl"]
 
 
+def test_with_matplotlib_the_backtest_also_draws_equity_png(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="the optional plot extra: pip install 'exness-actors[plot]'")
+    assert _backtest(tmp_path, EXAMPLE) == 0
+    assert (tmp_path / "out" / "equity.png").read_bytes().startswith(b"\x89PNG")
+
+
 # ------------------------------------------------------------------------------------ strategy loading
 
 def test_a_strategy_module_in_the_working_directory_is_found(tmp_path, monkeypatch, capsys):
