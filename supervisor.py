@@ -234,8 +234,9 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
 
             gateway = system.actors.get("gateway")
             if announce and gateway is None:
-                print(f"exness-actors: engine shard {shard} ready at {recovered_state}; "
-                      f"data dir {data_dir.resolve()}; commands from Redis stream {system.actors['edge']['stream']}", flush=True)
+                print(f"exness-actors: engine shard {shard} ready at {recovered_state}; data dir "
+                      f"{data_dir.resolve()}; commands from Redis stream {system.actors['edge']['stream']}",
+                      flush=True)
             elif announce:   # the CLI says where it listens; embedded users (tests, benchmarks) read System
                 print(f"exness-actors: engine ready at {recovered_state}; data dir {data_dir.resolve()}; "
                       f"feed {feed or cfg.get('feed', 'source')}\n"
@@ -616,7 +617,8 @@ def _load_strategy(spec: str) -> Any:
     Raises LookupError saying what was not found."""
     source, colon, name = spec.rpartition(":")
     if not (colon and source and name):
-        raise LookupError("give MODULE:NAME or FILE.py:NAME, e.g. exness_actors.strategies.examples:MovingAverageCross")
+        raise LookupError("give MODULE:NAME or FILE.py:NAME, "
+                          "e.g. exness_actors.strategies.examples:MovingAverageCross")
     if source.endswith(".py"):
         module = _import_file(Path(source))
     else:
