@@ -11,6 +11,7 @@ finish, write a final snapshot and exit 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
 import os
@@ -18,7 +19,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, Iterator, Optional
 
 import trio
 
@@ -147,6 +148,8 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
         await store.close()
         raise StartupError(str(exc)) from None
     engine = recovered.engine
+    recovered_state = (f"seq {engine.last_seq} ({len(engine.accounts)} accounts, {len(engine.positions)} open "
+                       f"positions; recovered in {recovered.elapsed_s * 1000:.0f} ms)")   # before the feed moves it
     tune_gc()   # the recovered book is long-lived: keep the cyclic collector off it
     handle = EngineHandle(engine, int(cfg.get("engine", "inbox_size", 10_000)))
     system = System(cfg, handle, key, store)
@@ -231,14 +234,11 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
 
             gateway = system.actors.get("gateway")
             if announce and gateway is None:
-                print(f"exness-actors: engine shard {shard} ready at seq {engine.last_seq} "
-                      f"({len(engine.accounts)} accounts, {len(engine.positions)} open positions; "
-                      f"recovered in {recovered.elapsed_s * 1000:.0f} ms); data dir {data_dir.resolve()}; "
-                      f"commands from Redis stream {system.actors['edge']['stream']}", flush=True)
+                print(f"exness-actors: engine shard {shard} ready at {recovered_state}; data dir "
+                      f"{data_dir.resolve()}; commands from Redis stream {system.actors['edge']['stream']}",
+                      flush=True)
             elif announce:   # the CLI says where it listens; embedded users (tests, benchmarks) read System
-                print(f"exness-actors: engine ready at seq {engine.last_seq} "
-                      f"({len(engine.accounts)} accounts, {len(engine.positions)} open positions; "
-                      f"recovered in {recovered.elapsed_s * 1000:.0f} ms); data dir {data_dir.resolve()}; "
+                print(f"exness-actors: engine ready at {recovered_state}; data dir {data_dir.resolve()}; "
                       f"feed {feed or cfg.get('feed', 'source')}\n"
                       f"exness-actors: HTTP API {gateway.url}/api/v1 — docs {gateway.url}/docs — "
                       f"WebSocket {system.actors['ws'].url}", flush=True)
@@ -318,7 +318,9 @@ def _build_parser() -> argparse.ArgumentParser:
     backtest = commands.add_parser("backtest", help="run a strategy over recorded or CSV ticks on the real core")
     backtest.add_argument("--ticks", required=True, help="recorded Binance JSONL or CSV (timestamp,[symbol,]bid,ask)")
     backtest.add_argument("--strategy", required=True, metavar="MODULE:NAME",
-                          help="e.g. exness_actors.strategies.examples:MovingAverageCross")
+                          help="MODULE:NAME imports MODULE from the current directory first, then from the "
+                               "installed packages (e.g. exness_actors.strategies.examples:MovingAverageCross); "
+                               "FILE.py:NAME loads a Python file by its path")
     backtest.add_argument("--symbol", default="BTCUSDT", help="symbol of a CSV without a symbol column")
     backtest.add_argument("--deposit", default="5000.00", help="starting balance, USD")
     backtest.add_argument("--out", default="backtest-out", help="trades.csv, equity.csv/.svg(.png), summary.json")
@@ -402,6 +404,7 @@ def _advance(bar: Any) -> Optional[Callable[[float], None]]:
 
 def _cmd_simulate(args: argparse.Namespace, *, reexec: bool) -> int:
     """Run the deterministic whole-system simulation (actors.simulation); exit 1 on any violation."""
+    import shutil
     import tempfile
 
     from actors.simulation import SimulationError, SimulationOptions, format_report, report_json, run_simulation
@@ -422,6 +425,8 @@ def _cmd_simulate(args: argparse.Namespace, *, reexec: bool) -> int:
     try:
         report = run_simulation(options, progress=_advance(bar))
     except SimulationError as exc:
+        if not args.data_dir:   # the temporary dir made above holds nothing worth keeping
+            shutil.rmtree(data_dir, ignore_errors=True)
         print(f"exness-actors simulate: {exc}", file=sys.stderr)
         return 2
     finally:
@@ -453,6 +458,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir)
     if not (data_dir / "journal").is_dir():
         print(f"exness-actors replay: {data_dir} has no journal/ directory", file=sys.stderr)
+        return 2
+    if _parquet_writer() is None and "parquet" in _export_formats(args).values():
+        print("exness-actors replay: parquet export needs pyarrow: pip install 'exness-actors[parquet]' "
+              "(or export csv/jsonl with --format or a .csv/.jsonl suffix)", file=sys.stderr)
         return 2
     pinned = data_dir / "core-config.msgpack"
     if pinned.exists():
@@ -526,17 +535,25 @@ def _parquet_writer() -> Optional[Callable[..., None]]:
     return write
 
 
+def _export_formats(args: argparse.Namespace) -> dict[str, str]:
+    """Each export path asked for, with its format (--format, else from the suffix, else csv)."""
+    paths = [path for path in (args.export_events, args.export_positions) if path]
+    return {path: args.format or {".jsonl": "jsonl", ".parquet": "parquet"}.get(Path(path).suffix, "csv")
+            for path in paths}
+
+
 def _replay_tools(args: argparse.Namespace, data_dir: Path, config: Any) -> int:
     """--export-events, --export-positions and --what-if (exness_actors.notebook)."""
     from exness_actors import notebook
     from exness_actors.replay import ReplayDivergence
 
     journal = notebook.Journal.open(data_dir, config=config)
+    formats = _export_formats(args)
     for path, export in ((args.export_events, notebook.export_events),
                          (args.export_positions, notebook.export_closed_positions)):
         if not path:
             continue
-        fmt = args.format or {".jsonl": "jsonl", ".parquet": "parquet"}.get(Path(path).suffix, "csv")
+        fmt = formats[path]
         try:
             rows = export(journal, path, fmt, parquet_writer=_parquet_writer())
         except notebook.ExportError as exc:
@@ -556,27 +573,106 @@ def _replay_tools(args: argparse.Namespace, data_dir: Path, config: Any) -> int:
     return 0
 
 
-def _plot_png(points: list[tuple[int, int]], path: Path) -> None:
-    """An equity-curve PNG when matplotlib is installed (it is optional)."""
+def _plot_png(result: Any, path: Path) -> None:
+    """``equity.png`` beside ``equity.svg`` when matplotlib is installed (the ``plot`` extra):
+    equity in USD with the trades' closes marked, drawdown below, UTC time."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    figure, axes = plt.subplots(figsize=(10, 4))
-    axes.plot([ts // 1_000_000_000 for ts, _ in points], [cents // 100 for _, cents in points])
-    axes.set_xlabel("time (s since epoch)")
-    axes.set_ylabel("equity (USD)")
-    figure.savefig(path)
+    import datetime
+
+    from exness_actors.equity_chart import drawdown_ppm, equity_at, summary_line
+
+    def when(ts: int) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(ts // 1_000_000_000, tz=datetime.timezone.utc)
+
+    points = result.equity      # exact integers up to here; floats only to draw
+    figure, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(11, 6), height_ratios=(3, 1))
+    top.plot([when(ts) for ts, _ in points], [cents / 100 for _, cents in points], linewidth=1)
+    for label, colour, trades in (("close with a gain", "tab:green", [t for t in result.trades if t.pnl > 0]),
+                                  ("close without a gain", "tab:red", [t for t in result.trades if t.pnl <= 0])):
+        top.scatter([when(t.closed_ts) for t in trades], [equity_at(points, t.closed_ts) / 100 for t in trades],
+                    s=14, color=colour, label=label, zorder=3)
+    drawdown = drawdown_ppm(points)
+    bottom.fill_between([when(ts) for ts, _ in drawdown], [-ppm / 10_000 for _, ppm in drawdown], 0,
+                        color="tab:red", alpha=0.3)
+    top.set_ylabel("equity (USD)")
+    top.legend(loc="best", fontsize="small")
+    top.set_title(summary_line(result.summary), fontsize="small")
+    bottom.set_ylabel("drawdown (%)")
+    bottom.set_xlabel("time (UTC)")
+    for axes in (top, bottom):
+        axes.grid(alpha=0.3)
+    figure.suptitle("Backtest equity")
+    figure.savefig(path, dpi=100)
     plt.close(figure)
 
 
-def _cmd_backtest(args: argparse.Namespace) -> int:
-    import importlib
-    import json
+def _load_strategy(spec: str) -> Any:
+    """``MODULE:NAME`` (the working directory first, then the installed packages) or ``FILE.py:NAME``.
 
-    from exness_actors.backtest import LoadStats, load_ticks, run_backtest, write_outputs
+    Raises LookupError saying what was not found."""
+    source, colon, name = spec.rpartition(":")
+    if not (colon and source and name):
+        raise LookupError("give MODULE:NAME or FILE.py:NAME, "
+                          "e.g. exness_actors.strategies.examples:MovingAverageCross")
+    if source.endswith(".py"):
+        module = _import_file(Path(source))
+    else:
+        with _first_on_path(Path.cwd()):
+            module = _import_module(source, where=f"the current directory ({Path.cwd()}) or the installed packages")
+    try:
+        return getattr(module, name)
+    except AttributeError:
+        raise LookupError(f"{source} has no attribute {name!r}") from None
+
+
+@contextlib.contextmanager
+def _first_on_path(directory: Path) -> Iterator[None]:
+    """Search ``directory`` first for imports inside the block (as ``python -m`` searches its cwd)."""
+    entry = str(directory.resolve())
+    sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        sys.path.remove(entry)
+
+
+def _import_module(name: str, *, where: str) -> Any:
+    import importlib
+    importlib.invalidate_caches()   # a module written since the last import is seen
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        raise LookupError(f"no module named {exc.name!r} in {where}") from None
+    except Exception as exc:   # the strategy's own code failed while importing
+        raise LookupError(f"importing {name} failed: {type(exc).__name__}: {exc}") from None
+
+
+def _import_file(path: Path) -> Any:
+    """Load a strategy file as a module (its directory is searched first while it imports)."""
+    import importlib.util
+    if not path.is_file():
+        raise LookupError(f"{path}: no such file")
+    module_name = "exness_strategy_" + "".join(c if c.isalnum() else "_" for c in path.stem)
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        with _first_on_path(path.parent):
+            spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[module_name]
+        raise LookupError(f"importing {path} failed: {type(exc).__name__}: {exc}") from None
+    return module
+
+
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    from exness_actors.backtest import LoadStats, load_ticks, run_backtest, summary_json, write_outputs
     from exness_actors.money import parse_fixed
 
     try:
@@ -585,12 +681,10 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     except (ConfigError, InvalidValue) as exc:
         print(f"exness-actors backtest: {exc}", file=sys.stderr)
         return 2
-    module_name, _, name = args.strategy.partition(":")
     try:
-        strategy = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError, ValueError) as exc:
-        print(f"exness-actors backtest: cannot load strategy {args.strategy!r} ({exc}); "
-              f"give MODULE:NAME, e.g. exness_actors.strategies.examples:MovingAverageCross", file=sys.stderr)
+        strategy = _load_strategy(args.strategy)
+    except LookupError as exc:
+        print(f"exness-actors backtest: cannot load strategy {args.strategy!r}: {exc}", file=sys.stderr)
         return 2
     if not Path(args.ticks).exists():
         print(f"exness-actors backtest: --ticks {args.ticks}: no such file", file=sys.stderr)
@@ -613,7 +707,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
             bar.close()
     elapsed = time.perf_counter() - started
     write_outputs(result, Path(args.out), config, plot=_plot_png)
-    print(json.dumps(result.summary, indent=2))
+    sys.stdout.write(summary_json(result.summary))
     print(f"backtest: {result.summary.get('inputs')} inputs in {elapsed:.2f} s; outputs in {args.out}"
           + (f"; journal in {args.data_dir} (exness-actors replay {args.data_dir})" if args.data_dir else ""))
     return 0

@@ -78,6 +78,7 @@ log = logging.getLogger("exness.redis_edge")
 PREFIX = "stream:exness"
 REPLY_PREFIX = "stream:exnessReceive:"
 QUOTES_STREAM = "stream:exness:quotes"
+HEALTH_PREFIX = "exness:health"
 GROUP = "engine"
 HEALTH_TTL_S = 10
 #: Redis stream trimming (``MAXLEN ~``): commands are kept long enough for any engine restart
@@ -103,7 +104,7 @@ def events_stream(shard: int = 0, shards: int = 1) -> str:
 
 
 def health_key(role: str, instance: str) -> str:
-    return f"exness:health:{role}:{instance}"
+    return f"{HEALTH_PREFIX}:{role}:{instance}"
 
 
 def default_instance() -> str:

@@ -53,6 +53,7 @@ from exness_actors.commands import (
     Quote,
 )
 from exness_actors.engine import HASH_BLOCK, Engine
+from exness_actors.equity_chart import equity_svg
 from exness_actors.events import (
     CommandRejected, OrderRejected, PositionClosed, PositionOpened, QuoteRejected,
 )
@@ -66,7 +67,7 @@ from exness_actors.replay import encode_checkpoint
 __all__ = [
     "Tick", "LoadStats", "load_ticks", "StrategyView", "Strategy", "resolve_strategy",
     "Trade", "BacktestResult", "run_backtest", "equity_metrics", "percent", "write_outputs",
-    "CORE_CONFIG_FILE", "TRADING_COMMANDS",
+    "summary_json", "CORE_CONFIG_FILE", "TRADING_COMMANDS",
 ]
 
 _NS_PER_MS = 1_000_000
@@ -580,14 +581,23 @@ def run_backtest(ticks: Iterable[Tick], strategy: Any, *, config: CoreConfig,
 _MONEY_KEYS = ("start_equity", "end_equity", "realized_pnl")
 
 
+def summary_json(summary: dict[str, Any]) -> str:
+    """The summary as people read it (``summary.json`` and the CLI): money in USD decimal strings."""
+    readable = dict(summary)
+    for key in _MONEY_KEYS:
+        readable[key] = format_fixed(readable[key], CENT_DECIMALS)
+    return json.dumps(readable, indent=2, sort_keys=True) + "\n"
+
+
 def write_outputs(result: BacktestResult, out_dir: Union[str, Path],
                   instruments: Union[CoreConfig, Iterable[Instrument]], *,
-                  plot: Optional[Callable[[list[tuple[int, int]], Path], None]] = None) -> list[Path]:
+                  plot: Optional[Callable[["BacktestResult", Path], None]] = None) -> list[Path]:
     """Write ``trades.csv``, ``equity.csv``, ``summary.json`` and ``equity.svg`` into ``out_dir``.
 
-    Money, prices and quantities are decimal strings. ``plot(points, path)``, when given, is
-    called with the equity points and ``out_dir/equity.png`` (the caller's matplotlib, which the
-    core may not import). Returns the paths written.
+    Money, prices and quantities are decimal strings; ``equity.svg`` is drawn by
+    :mod:`exness_actors.equity_chart`. ``plot(result, path)``, when given, is called with
+    ``out_dir/equity.png`` (the caller's matplotlib, which the core may not import). Returns the
+    paths written.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -616,43 +626,16 @@ def write_outputs(result: BacktestResult, out_dir: Union[str, Path],
             writer.writerow([ts // _NS_PER_MS, format_fixed(equity, CENT_DECIMALS)])
     written.append(path)
 
-    summary = dict(result.summary)
-    for key in _MONEY_KEYS:
-        summary[key] = format_fixed(summary[key], CENT_DECIMALS)
     path = out / "summary.json"
-    path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    path.write_text(summary_json(result.summary), encoding="utf-8")
     written.append(path)
 
     path = out / "equity.svg"
-    path.write_text(equity_svg(result.equity), encoding="utf-8")
+    path.write_text(equity_svg(result.equity, result.trades, result.summary), encoding="utf-8")
     written.append(path)
 
     if plot is not None and result.equity:
         path = out / "equity.png"
-        plot(result.equity, path)
+        plot(result, path)
         written.append(path)
     return written
-
-
-def equity_svg(points: list[tuple[int, int]], width: int = 800, height: int = 300) -> str:
-    """A minimal SVG line chart of the equity curve (integer arithmetic; no dependencies)."""
-    pad = 40
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}"><rect width="100%" height="100%" fill="white"/>']
-    if points:
-        t0, t1 = points[0][0], points[-1][0]
-        lo = min(e for _, e in points)
-        hi = max(e for _, e in points)
-        span_t = max(t1 - t0, 1)
-        span_e = max(hi - lo, 1)
-        step = max(1, len(points) // 2000)
-        coords = []
-        for ts, equity in points[::step] + ([points[-1]] if (len(points) - 1) % step else []):
-            x = pad + (ts - t0) * (width - 2 * pad) // span_t
-            y = height - pad - (equity - lo) * (height - 2 * pad) // span_e
-            coords.append(f"{x},{y}")
-        parts.append(f'<polyline fill="none" stroke="#1f77b4" stroke-width="1" points="{" ".join(coords)}"/>')
-        parts.append(f'<text x="{pad}" y="{pad - 10}" font-size="12">equity {format_fixed(lo, 2)} .. '
-                     f'{format_fixed(hi, 2)}</text>')
-    parts.append("</svg>\n")
-    return "".join(parts)

@@ -247,8 +247,9 @@ def write_rows(rows: Iterable[dict[str, Any]], columns: tuple[str, ...], path: s
     if fmt == "parquet":
         if parquet_writer is None:
             raise ExportError(
-                "parquet export needs pyarrow, which the pure core cannot import: install pyarrow and use "
-                "the CLI (or pass parquet_writer=), or export csv/jsonl instead")
+                "parquet export needs pyarrow (pip install 'exness-actors[parquet]'), which the pure core "
+                "cannot import: pass parquet_writer= (exness-actors replay --export-* builds one), or "
+                "export csv/jsonl instead")
         materialized = list(rows)
         parquet_writer(materialized, columns, path)
         return len(materialized)

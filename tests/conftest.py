@@ -4,17 +4,26 @@ Service fixtures (`redis_url`, `database_url`) point at the real Redis and Postg
 127.0.0.1. When a server does not answer, a test that needs it is skipped with the reason — unless
 `EXNESS_REQUIRE_SERVICES=1` is set (as `.ci/run` does), in which case it fails: in CI a missing
 service is a broken environment, not a reason to pass quietly.
+
+Redis is shared with whoever else uses it: tests use the database `REDIS_URL` names, put their keys
+under `redis_prefix` (unique per test; `exness-test:<run id>:…`) and delete only those keys — no test
+flushes a database.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import uuid
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: names this run's Redis keys (EXNESS_TEST_RUN_ID lets a test find the keys of a run it started).
+#: Kept short: a prefixed command stream's name must fit an EdgeCursor source (64 characters).
+RUN_ID = os.environ.get("EXNESS_TEST_RUN_ID") or uuid.uuid4().hex[:8]
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 CONNECT_TIMEOUT_S = 1.0
 
@@ -59,3 +68,18 @@ def database_url() -> str:
     return _require_service(
         name="PostgreSQL", env_var="DATABASE_URL", default_url=DEFAULT_DATABASE_URL, default_port=5432
     )
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own in REDIS_URL's database; every key under it is deleted afterwards."""
+    import redis
+    prefix = f"exness-test:{RUN_ID}:{uuid.uuid4().hex[:8]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

@@ -241,7 +241,7 @@ def test_write_outputs(tmp_path):
     result = _run(equity_every=10)
     plotted = []
     paths = write_outputs(result, tmp_path / "out", CONFIG,
-                          plot=lambda points, path: plotted.append((len(points), path.name)))
+                          plot=lambda result, path: plotted.append((len(result.equity), path.name)))
     names = sorted(p.name for p in paths)
     assert names == ["equity.csv", "equity.png", "equity.svg", "summary.json", "trades.csv"]
     assert plotted == [(len(result.equity), "equity.png")]

@@ -22,7 +22,8 @@ from exness_actors.instruments import DEFAULT_INSTRUMENTS, CoreConfig
 from exness_actors.journal import JournalWriter, scan_journal
 from exness_actors.replay import replay
 
-DB = 14   # a database of its own on the shared Redis, flushed by every test here
+#: the edge's stream and key names, moved under each test's own prefix
+EDGE_NAMES = ("PREFIX", "REPLY_PREFIX", "QUOTES_STREAM", "HEALTH_PREFIX")
 
 
 def make_engine() -> Engine:
@@ -30,12 +31,12 @@ def make_engine() -> Engine:
 
 
 @pytest.fixture
-def url(redis_url: str) -> str:
-    base = redis_url.rsplit("/", 1)[0] if redis_url.count("/") > 2 else redis_url
-    url = f"{base}/{DB}"
-    redis.Redis.from_url(url).flushdb()
-    yield url
-    redis.Redis.from_url(url).flushdb()
+def url(redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """REDIS_URL as it is, the edge's streams and keys under ``redis_prefix`` (conftest; deleted after
+    the test): another run, or a split-mode system on the same database, is never touched."""
+    for name in EDGE_NAMES:
+        monkeypatch.setattr(redis_edge, name, redis_prefix + getattr(redis_edge, name))
+    return redis_url
 
 
 # ------------------------------------------------------------------------------------ core

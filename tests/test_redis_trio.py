@@ -12,56 +12,52 @@ from redis.exceptions import ResponseError
 
 from actors.redis_trio import TrioRedis
 
-DB = 13   # a database of its own on the shared Redis, flushed around every test here
-
 
 @pytest.fixture
 def url(redis_url: str) -> str:
-    base = redis_url.rsplit("/", 1)[0] if redis_url.count("/") > 2 else redis_url
-    url = f"{base}/{DB}"
-    redis.Redis.from_url(url).flushdb()
-    yield url
-    redis.Redis.from_url(url).flushdb()
+    """REDIS_URL as it is: the tests' keys are under ``redis_prefix`` (conftest), deleted after each test."""
+    return redis_url
 
 
-async def test_stream_commands_answer_in_redis_py_shapes(url: str) -> None:
+async def test_stream_commands_answer_in_redis_py_shapes(url: str, redis_prefix: str) -> None:
+    s, p, k, nothing = (redis_prefix + name for name in ("s", "p", "k", "nothing"))
     sync = redis.Redis.from_url(url)
     client = TrioRedis(url, name="trio-test")
     try:
         assert await client.ping() is True
-        first = await client.xadd("s", {"b": b"\x00\xffbinary", "n": 7}, maxlen=100, approximate=True)
-        second = sync.xadd("s", {"b": b"two"})
-        assert sync.xrange("s")[0] == (first, {b"b": b"\x00\xffbinary", b"n": b"7"})
-        assert await client.xread({"s": "0"}, count=10) == sync.xread({"s": "0"}, count=10)
-        assert await client.xread({"s": second.decode()}, block=50) == []      # timed out: empty
+        first = await client.xadd(s, {"b": b"\x00\xffbinary", "n": 7}, maxlen=100, approximate=True)
+        second = sync.xadd(s, {"b": b"two"})
+        assert sync.xrange(s)[0] == (first, {b"b": b"\x00\xffbinary", b"n": b"7"})
+        assert await client.xread({s: "0"}, count=10) == sync.xread({s: "0"}, count=10)
+        assert await client.xread({s: second.decode()}, block=50) == []      # timed out: empty
 
-        assert await client.xgroup_create("s", "g", id="0", mkstream=True) is True
+        assert await client.xgroup_create(s, "g", id="0", mkstream=True) is True
         with pytest.raises(ResponseError, match="BUSYGROUP"):
-            await client.xgroup_create("s", "g", id="0")
-        got = await client.xreadgroup("g", "c1", {"s": ">"}, count=1)
-        assert got == [[b"s", [(first, {b"b": b"\x00\xffbinary", b"n": b"7"})]]]
-        assert await client.xack("s", "g", first) == 1
-        sync.xreadgroup("g", "c1", {"s": ">"})         # the second entry is pending now...
-        sync.xtrim("s", maxlen=0)                      # ...and deleted: its fields are {}
-        pending = await client.xreadgroup("g", "c1", {"s": "0"})
-        assert pending == [[b"s", [(second, {})]]] == sync.xreadgroup("g", "c1", {"s": "0"})
+            await client.xgroup_create(s, "g", id="0")
+        got = await client.xreadgroup("g", "c1", {s: ">"}, count=1)
+        assert got == [[s.encode(), [(first, {b"b": b"\x00\xffbinary", b"n": b"7"})]]]
+        assert await client.xack(s, "g", first) == 1
+        sync.xreadgroup("g", "c1", {s: ">"})           # the second entry is pending now...
+        sync.xtrim(s, maxlen=0)                        # ...and deleted: its fields are {}
+        pending = await client.xreadgroup("g", "c1", {s: "0"})
+        assert pending == [[s.encode(), [(second, {})]]] == sync.xreadgroup("g", "c1", {s: "0"})
         with pytest.raises(ResponseError, match="NOGROUP"):
-            await client.xreadgroup("missing", "c", {"s": ">"})
+            await client.xreadgroup("missing", "c", {s: ">"})
 
-        assert await client.set("k", b"v", ex=30) is True and sync.ttl("k") > 0
-        assert await client.get("k") == b"v" and await client.get("nothing") is None
-        assert await client.pexpire("k", 60_000) is True
-        assert await client.delete("k", "nothing") == 1
+        assert await client.set(k, b"v", ex=30) is True and sync.ttl(k) > 0
+        assert await client.get(k) == b"v" and await client.get(nothing) is None
+        assert await client.pexpire(k, 60_000) is True
+        assert await client.delete(k, nothing) == 1
 
         pipe = client.pipeline(transaction=False)
-        pipe.xadd("p", {"x": 1}).pexpire("p", 5000).xadd("p", {"x": 2}, maxlen=1, approximate=False)
+        pipe.xadd(p, {"x": 1}).pexpire(p, 5000).xadd(p, {"x": 2}, maxlen=1, approximate=False)
         one, expired, two = await pipe.execute()
-        assert expired is True and sync.xrange("p") == [(two, {b"x": b"2"})] and one < two
+        assert expired is True and sync.xrange(p) == [(two, {b"x": b"2"})] and one < two
         bad = client.pipeline()
-        bad.xadd("p", {"x": 3}).xack("p", "no-such-group")   # XACK without ids: Redis refuses it
+        bad.xadd(p, {"x": 3}).xack(p, "no-such-group")   # XACK without ids: Redis refuses it
         with pytest.raises(ResponseError):
             await bad.execute()
-        assert sync.xlen("p") == 2                     # "2" (MAXLEN 1 kept it alone) + the good "3"
+        assert sync.xlen(p) == 2                       # "2" (MAXLEN 1 kept it alone) + the good "3"
         with pytest.raises(ValueError):
             client.pipeline(transaction=True)
         assert sync.client_list(_type="normal") and any(
@@ -70,7 +66,9 @@ async def test_stream_commands_answer_in_redis_py_shapes(url: str) -> None:
         await client.aclose()
 
 
-async def test_connections_are_pooled_and_concurrent_blocking_reads_get_their_own(url: str) -> None:
+async def test_connections_are_pooled_and_concurrent_blocking_reads_get_their_own(url: str,
+                                                                                 redis_prefix: str) -> None:
+    b = redis_prefix + "b"
     client = TrioRedis(url)
     try:
         for _ in range(5):
@@ -79,26 +77,28 @@ async def test_connections_are_pooled_and_concurrent_blocking_reads_get_their_ow
         results: list = []
 
         async def blocking_read() -> None:
-            results.append(await client.xread({"b": "$"}, block=2000))
+            results.append(await client.xread({b: "$"}, block=2000))
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(blocking_read)
             nursery.start_soon(blocking_read)
             await trio.sleep(0.2)
-            await client.xadd("b", {"v": 1})              # a third connection while two block
+            await client.xadd(b, {"v": 1})                # a third connection while two block
         assert client.connections_opened == 3
         assert [len(result[0][1]) for result in results] == [1, 1]
     finally:
         await client.aclose()
 
 
-async def test_a_killed_connection_fails_one_call_and_the_next_reconnects(url: str) -> None:
+async def test_a_killed_connection_fails_one_call_and_the_next_reconnects(url: str,
+                                                                          redis_prefix: str) -> None:
+    name = redis_prefix + "to-be-killed"     # no other run's connection has this name
     sync = redis.Redis.from_url(url)
-    client = TrioRedis(url, name="to-be-killed")
+    client = TrioRedis(url, name=name)
     try:
         assert await client.ping()
         killed = [sync.client_kill_filter(_id=entry["id"]) for entry in sync.client_list()
-                  if entry["name"] == "to-be-killed"]
+                  if entry["name"] == name]
         assert killed == [1]
         with pytest.raises(RedisConnectionError):
             await client.ping()
@@ -108,15 +108,16 @@ async def test_a_killed_connection_fails_one_call_and_the_next_reconnects(url: s
         await client.aclose()
 
 
-async def test_a_cancelled_call_never_leaves_a_connection_out_of_step(url: str) -> None:
+async def test_a_cancelled_call_never_leaves_a_connection_out_of_step(url: str, redis_prefix: str) -> None:
+    nothing, after, missing = (redis_prefix + name for name in ("nothing", "after", "missing"))
     client = TrioRedis(url)
     try:
         with trio.move_on_after(0.1):
-            await client.xread({"nothing": "$"}, block=5000)     # cancelled mid-read
-        await client.xadd("after", {"v": 1})
+            await client.xread({nothing: "$"}, block=5000)       # cancelled mid-read
+        await client.xadd(after, {"v": 1})
         # had the cancelled connection gone back to the pool, this would read the late XREAD reply
-        assert await client.get("missing") is None
-        assert (await client.xread({"after": "0"}))[0][0] == b"after"
+        assert await client.get(missing) is None
+        assert (await client.xread({after: "0"}))[0][0] == after.encode()
     finally:
         await client.aclose()
 

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -223,3 +224,10 @@ def test_engine_journal_io_must_be_thread_or_inline():
                                journal_io="sometimes")
     with pytest.raises(ValueError, match="journal_io"):
         trio.run(start)
+
+
+def test_rejected_options_leave_no_temporary_data_dir_behind(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert supervisor.main(["simulate", "--traders", "0"]) == 2
+    assert "--traders" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
