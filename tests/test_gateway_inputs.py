@@ -7,6 +7,7 @@ per-test event loop); each row is ``body → status, code, field``.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 
@@ -25,6 +26,11 @@ JSON = {"Content-Type": "application/json"}
 
 def _raw(body: str | bytes) -> bytes:
     return body.encode() if isinstance(body, str) else body
+
+
+def _forged(text: str) -> str:
+    """A cursor a client made up: the API's encoding around keys it never handed out."""
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
 # (label, body: dict → json / bytes → raw, status, code, field)
@@ -83,6 +89,18 @@ ORDER_ROWS = [
      "client_order_id"),
     ("client_order_id number", {**MARKET, "client_order_id": 12}, 400, "VALIDATION_ERROR", "client_order_id"),
     ("take_profit float-ish text", {**MARKET, "take_profit": "7e4.5"}, 400, "VALIDATION_ERROR", "take_profit"),
+    ("leverage 1e600000", b'{"symbol": "BTCUSDT", "side": "buy", "type": "market", "margin": "100", '
+                          b'"leverage": 1e600000}', 400, "VALIDATION_ERROR", "leverage"),
+    ("expires_at 1e999999999", b'{"symbol": "BTCUSDT", "side": "buy", "type": "limit", "price": "60000", '
+                               b'"margin": "100", "leverage": 10, "expires_at": 1e999999999}', 400,
+     "VALIDATION_ERROR", "expires_at"),
+    ("expires_at past 2262 (ns beyond 64 bits)", {**MARKET, "type": "limit", "price": "60000",
+                                                  "expires_at": 9_223_372_036_855}, 400,
+     "VALIDATION_ERROR", "expires_at"),
+    ("margin in Arabic-Indic digits", {**MARKET, "margin": "١٠٠"}, 400, "VALIDATION_ERROR", "margin"),
+    ("margin in fullwidth digits", {**MARKET, "margin": "１００"}, 400, "VALIDATION_ERROR", "margin"),
+    ("margin with an underscore", {**MARKET, "margin": "1_00"}, 400, "VALIDATION_ERROR", "margin"),
+    ("price in fullwidth digits", {**MARKET, "type": "limit", "price": "６００００"}, 400, "VALIDATION_ERROR", "price"),
     ("oversize body", {**MARKET, "client_order_id": "x" * 20_000}, 413, "PAYLOAD_TOO_LARGE", None),
 ]
 
@@ -178,6 +196,16 @@ async def test_other_endpoints_bad_input_table(tmp_path) -> None:
             ("POST", f"{API}/positions/{position_id}/close", {"qty": "0.000000001"}, 400, "VALIDATION_ERROR", "qty"),
             ("POST", f"{API}/positions/{position_id}/close", {"all": True}, 400, "VALIDATION_ERROR", "all"),
             ("POST", f"{API}/positions/{position_id}/close", b"[]", 400, "VALIDATION_ERROR", None),
+            ("POST", f"{API}/positions/{position_id}/close", b"null", 400, "VALIDATION_ERROR", None),
+            ("POST", f"{API}/positions/{position_id}/close", b"false", 400, "VALIDATION_ERROR", None),
+            ("POST", f"{API}/positions/{position_id}/close", {"qty": "０.１"}, 400, "VALIDATION_ERROR", "qty"),
+            ("POST", f"{API}/account/deposit", {"amount": "١٠"}, 400, "VALIDATION_ERROR", "amount"),
+            ("POST", f"{API}/account/deposit", {"amount": "１０"}, 400, "VALIDATION_ERROR", "amount"),
+            ("POST", f"{API}/account/deposit", {"amount": "1_0"}, 400, "VALIDATION_ERROR", "amount"),
+            ("POST", f"{API}/positions/{position_id}/margin", {"amount": "1_0"}, 400, "VALIDATION_ERROR", "amount"),
+            ("PATCH", f"{API}/positions/{position_id}", {"stop_loss": "１"}, 400, "VALIDATION_ERROR", "stop_loss"),
+            ("PATCH", f"{API}/orders/{order_id}", {"expires_at": 9_223_372_036_855}, 400, "VALIDATION_ERROR",
+             "expires_at"),
             ("POST", f"{API}/positions/{position_id}/close", {"qty": "99"}, 422, "INVALID_QTY", None),
             ("POST", f"{API}/positions/{position_id}/margin", {"amount": -1}, 400, "VALIDATION_ERROR", "amount"),
             ("POST", f"{API}/positions/{position_id}/margin", {"amount": "999999"}, 422, "INSUFFICIENT_BALANCE", None),
@@ -208,6 +236,23 @@ async def test_other_endpoints_bad_input_table(tmp_path) -> None:
             ("GET", f"{API}/history/positions?start=yesterday", None, 400, "VALIDATION_ERROR", "start"),
             ("GET", f"{API}/history/positions?start=10&end=5", None, 400, "VALIDATION_ERROR", "end"),
             ("GET", f"{API}/history/positions?end=99999999999999999999", None, 400, "VALIDATION_ERROR", "end"),
+            ("GET", f"{API}/history/positions?start=9223372036855", None, 400, "VALIDATION_ERROR", "start"),
+            ("GET", f"{API}/history/positions?end=253402300799999", None, 400, "VALIDATION_ERROR", "end"),
+            ("GET", f"{API}/history/positions?start=1_0", None, 400, "VALIDATION_ERROR", "start"),
+            ("GET", f"{API}/candles?symbol=BTCUSDT&start=9223372036855", None, 400, "VALIDATION_ERROR", "start"),
+            ("GET", f"{API}/orders?limit=%EF%BC%91", None, 400, "VALIDATION_ERROR", "limit"),
+            ("GET", f"{API}/orders?cursor={_forged('orders:99999999999999999999')}", None, 400,
+             "VALIDATION_ERROR", "cursor"),
+            ("GET", f"{API}/orders?status=all&cursor={_forged('orders:9223372036854775808')}", None, 400,
+             "VALIDATION_ERROR", "cursor"),
+            ("GET", f"{API}/account/ledger?cursor={_forged('ledger:18446744073709551616:0')}", None, 400,
+             "VALIDATION_ERROR", "cursor"),
+            ("GET", f"{API}/account/ledger?cursor={_forged('ledger:1:' + '9' * 100)}", None, 400,
+             "VALIDATION_ERROR", "cursor"),
+            ("GET", f"{API}/history/positions?cursor={_forged('positions:99999999999999999999:1')}", None, 400,
+             "VALIDATION_ERROR", "cursor"),
+            ("GET", f"{API}/history/positions?cursor={_forged('positions:1:-1')}", None, 400,
+             "VALIDATION_ERROR", "cursor"),
             ("GET", f"{API}/candles", None, 400, "VALIDATION_ERROR", "symbol"),
             ("GET", f"{API}/candles?symbol=BTCUSDT&interval=2m", None, 400, "VALIDATION_ERROR", "interval"),
             ("GET", f"{API}/candles?symbol=BTCUSDT&limit=1001", None, 400, "VALIDATION_ERROR", "limit"),
