@@ -25,6 +25,8 @@ async def test_malformed_frames_get_errors_and_the_connection_stays_open(tmp_pat
     async with running_stack(tmp_path) as stack, stack.client() as client:
         cases = [
             ("not json", "BAD_JSON"),
+            ("[" * 5000, "BAD_JSON"),                       # too deep to decode: not a crash
+            ('{"a":' * 5000 + "1" + "}" * 5000, "BAD_JSON"),
             ("[]", "BAD_MESSAGE"),
             ("[1]", "BAD_MESSAGE"),
             ('"subscribe"', "BAD_MESSAGE"),
