@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 
 import pytest
@@ -133,6 +134,14 @@ async def test_order_body_table(tmp_path) -> None:
                                  data=b'{"symbol": "btcusdt", "side": "buy", "type": "market", '
                                       b'"margin": 100.10, "leverage": 10}')
         assert placed["order"]["margin"] == "100.10" and placed["order"]["id"] == "1"
+        # business rejections speak the API's units too (decimal strings, not cents or ticks)
+        _, poor = await h.call("POST", f"{API}/orders", headers=auth, expect=422,
+                               json={**MARKET, "margin": "99999999.00"})
+        assert re.fullmatch(r"free balance \d+\.\d\d is less than the margin 99999999\.00",
+                            poor["error"]["message"]), poor
+        _, wrong = await h.call("POST", f"{API}/orders", headers=auth, expect=422,
+                                json={**MARKET, "take_profit": "1.00"})
+        assert re.fullmatch(r"take_profit must be above \d+\.\d\d", wrong["error"]["message"]), wrong
 
 
 async def test_content_type_and_methods(tmp_path) -> None:
