@@ -70,6 +70,12 @@ _DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+
 _INTEGER_TEXT = re.compile(r"-?[0-9]+")
 
 
+def _shown(value: object) -> str:
+    """A client's value quoted in an error, cut short (it may be kilobytes long)."""
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 48 else text[:45] + "..."
+
+
 def parse_fixed(value: object, decimals: int, *, field: str, allow_zero: bool = False,
                 allow_negative: bool = False) -> int:
     """Parse an edge value into an integer scaled by ``10**decimals``.
@@ -77,7 +83,6 @@ def parse_fixed(value: object, decimals: int, *, field: str, allow_zero: bool = 
     Accepts ``str``, ``int`` and ``Decimal``. Rejects floats (they cannot carry money exactly),
     booleans, NaN/inf, more than ``decimals`` fractional digits, and out-of-range values.
     """
-    shown = str(value) if isinstance(value, Decimal) else repr(value)
     if isinstance(value, bool) or isinstance(value, float):
         raise InvalidValue(field, f"must be a decimal string or integer, not {type(value).__name__}")
     if isinstance(value, int):
@@ -87,10 +92,11 @@ def parse_fixed(value: object, decimals: int, *, field: str, allow_zero: bool = 
     elif isinstance(value, str):
         text = value.strip()
         if len(text) > MAX_DIGITS + 3 or not _DECIMAL_TEXT.fullmatch(text):
-            raise InvalidValue(field, f"{value!r} is not a decimal number (ASCII digits, one point)")
+            raise InvalidValue(field, f"{_shown(value)} is not a decimal number (ASCII digits, one point)")
         number = Decimal(text)
     else:
         raise InvalidValue(field, f"must be a decimal string or integer, not {type(value).__name__}")
+    shown = _shown(value)
     if not number.is_finite():
         raise InvalidValue(field, f"{shown} is not a finite number")
     sign, digits, exponent = number.as_tuple()

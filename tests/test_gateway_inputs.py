@@ -22,6 +22,11 @@ from exness_actors.engine import Engine
 from gateway_helpers import API, gateway_config, running_gateway
 
 MARKET = {"symbol": "BTCUSDT", "side": "buy", "type": "market", "margin": "100", "leverage": 10}
+
+
+def _with_deep(name: str, depth: int) -> bytes:
+    """MARKET with ``name`` set to a list nested ``depth`` deep (a repeated key: the last wins)."""
+    return (json.dumps(MARKET)[:-1] + f', "{name}": {"[" * depth}{"]" * depth}}}').encode()
 JSON = {"Content-Type": "application/json"}
 
 
@@ -142,6 +147,25 @@ async def test_order_body_table(tmp_path) -> None:
         _, wrong = await h.call("POST", f"{API}/orders", headers=auth, expect=422,
                                 json={**MARKET, "take_profit": "1.00"})
         assert re.fullmatch(r"take_profit must be above \d+\.\d\d", wrong["error"]["message"]), wrong
+
+
+async def test_values_nested_as_deep_as_json_allows_are_400s(tmp_path) -> None:
+    """Past some depth the decoder refuses the body (MALFORMED_JSON); just below it a value
+    decodes but is too deep to repr or compare: still a 400 naming the field, never a 500."""
+    async with running_gateway(tmp_path, {"limits": {"account_burst": 10_000}}) as h:
+        auth = await h.trader("deep@example.com")
+        seen = set()
+        for name in ("margin", "leverage", "side", "symbol", "client_order_id", "take_profit"):
+            for depth in range(600, 1000, 10):
+                status, body = await h.call("POST", f"{API}/orders", headers={**auth, **JSON},
+                                            data=_with_deep(name, depth))
+                error = body["error"]
+                assert status == 400 and error["code"] in ("MALFORMED_JSON", "VALIDATION_ERROR"), (name, depth, body)
+                if error["code"] == "VALIDATION_ERROR":
+                    assert error["details"]["field"] == name, (name, depth, body)
+                seen.add(error["code"])
+        assert seen == {"MALFORMED_JSON", "VALIDATION_ERROR"}
+        assert h.gateway.internal_errors == 0
 
 
 async def test_content_type_and_methods(tmp_path) -> None:
