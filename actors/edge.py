@@ -157,7 +157,7 @@ def _decimal(body: Mapping[str, Any], name: str, decimals: int, *, optional: boo
     except InvalidValue as exc:
         raise _invalid(name, exc.problem) from None
     if scaled > MAX_WIRE_INT:
-        raise _invalid(name, f"{value!r} is out of range")
+        raise _invalid(name, f"{value!r} is out of range" if isinstance(value, str) else f"{value} is out of range")
     return scaled
 
 

@@ -123,3 +123,12 @@ def test_cursors_round_trip_up_to_64_bits() -> None:
 def test_json_numbers_keep_their_exact_value() -> None:
     body = edge.parse_json_body(b'{"amount": 100.10, "n": 7}')
     assert body == {"amount": Decimal("100.10"), "n": 7}
+
+
+@pytest.mark.parametrize("raw", [b"1e28", b'"1e28"', b"100000000000000000000000000"])
+def test_out_of_range_messages_quote_the_number_as_sent(raw: bytes) -> None:
+    body = edge.parse_json_body(b'{"amount": ' + raw + b"}")
+    with pytest.raises(EdgeError) as raised:
+        edge.parse_funding(body, 1, deposit=True)
+    assert "out of range" in raised.value.message
+    assert "Decimal(" not in raised.value.message, raised.value.message
