@@ -57,17 +57,17 @@ from exness_actors.reasons import CancelReason, OrderStatus
 __all__ = [
     "Store", "Page", "LedgerEntry", "ClosedPosition", "OrderRecord", "BatchRows",
     "InvalidCursor", "StoreClosed", "rows_from_items", "encode_cursor", "decode_cursor",
-    "check_limit", "check_shard", "candle_bound", "open_store", "MAX_PAGE_LIMIT", "DEFAULT_PAGE_LIMIT", "ledger_page",
-    "closed_positions_page", "orders_page",
+    "check_limit", "check_shard", "open_store", "MAX_PAGE_LIMIT", "DEFAULT_PAGE_LIMIT", "ledger_page",
+    "closed_positions_page", "orders_page", "candle_bound", "MAX_TIME_NS",
     "UserRecord", "DuplicateEmail", "RefreshRotation", "ROTATION_OUTCOMES",
 ]
 
 DEFAULT_PAGE_LIMIT = 50
 MAX_PAGE_LIMIT = 1000
-#: The largest value of each key a cursor carries, by query: what the store columns it is
-#: compared with can hold (BIGINT; the ledger's ``idx`` is an INTEGER in PostgreSQL).
 #: The latest time (ns) a store column holds.
 MAX_TIME_NS = 2**63 - 1
+#: The largest value of each key a cursor carries, by query: what the store columns it is
+#: compared with can hold (BIGINT; the ledger's ``idx`` is an INTEGER in PostgreSQL).
 _CURSOR_KEY_LIMITS = {"ledger": (2**63 - 1, 2**31 - 1), "positions": (2**63 - 1, 2**63 - 1),
                       "orders": (2**63 - 1,)}
 
