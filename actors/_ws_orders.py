@@ -36,6 +36,7 @@ from actors.edge import (
     duplicate_of,
     parse_add_margin,
     parse_close,
+    parse_message_id,
     parse_modify_order,
     parse_modify_position,
     parse_place_order,
@@ -76,14 +77,6 @@ def _invalid(field: str, problem: str) -> EdgeError:
     return EdgeError(400, "VALIDATION_ERROR", f"{field}: {problem}", {"field": field, "problem": problem})
 
 
-def _parse_id(value: Any, field: str) -> int:
-    if isinstance(value, str) and value.isdigit() and len(value) <= 18:
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 10**18:
-        raise _invalid(field, "must be a positive integer id (a string like \"42\" or a number)")
-    return value
-
-
 def _unknown_position(position_id: int) -> EdgeError:
     # the engine's own wording for a position that is not (or no longer) this account's
     return EdgeError(404, "UNKNOWN_POSITION", f"no open position {position_id!r} on this account",
@@ -98,7 +91,7 @@ def _target(action: str, message: Mapping[str, Any]) -> tuple[Optional[int], dic
         return None, body
     if message.get(id_field) is None:
         raise _invalid(id_field, "is required")
-    return _parse_id(message[id_field], id_field), body
+    return parse_message_id(message[id_field], id_field), body
 
 
 def _command(action: str, body: dict, account_id: int, target: Optional[int],

@@ -28,7 +28,7 @@ from exness_actors.events import (
 )
 from exness_actors.instruments import Instrument
 from exness_actors.model import Order, Position
-from exness_actors.money import format_fixed, parse_fixed
+from exness_actors.money import format_fixed, parse_fixed, parse_integer, parse_integer_text
 from exness_actors.reasons import RejectReason
 
 __all__ = [
@@ -36,15 +36,20 @@ __all__ = [
     "parse_modify_position", "parse_add_margin", "parse_funding", "order_json", "position_json",
     "account_json", "quote_json", "instrument_json", "rejection_of", "ms_to_ns", "ns_to_ms",
     "error_body", "parse_json_body", "parse_path_id", "duplicate_of", "money", "MAX_WIRE_INT",
+    "MAX_RESOURCE_ID", "parse_message_id",
     "order_accepted_json", "order_record_json", "pending_order_json", "position_opened_json",
     "position_closed_json", "closed_position_json", "ledger_entry_json", "candle_json",
 ]
 
 _NS_PER_MS = 1_000_000
-MAX_TIMESTAMP_MS = 253_402_300_799_999   # 9999-12-31
+#: The latest timestamp the API takes (2262-04-11T23:47:16.854Z): in ns it is the largest that
+#: fits the signed 64-bit integers of the stores and the journal (see docs/decisions.md).
+MAX_TIMESTAMP_MS = (2**63 - 1) // _NS_PER_MS
 #: The largest scaled integer an amount, price or quantity may be: the journal's msgpack frames
 #: carry signed 64-bit integers, so anything larger could not be journaled.
 MAX_WIRE_INT = 2**63 - 1
+#: The largest id a path or message may name (ids are 18 digits at most).
+MAX_RESOURCE_ID = 10**18 - 1
 
 
 class EdgeError(Exception):
@@ -164,7 +169,7 @@ def _decimal(body: Mapping[str, Any], name: str, decimals: int, *, optional: boo
     except InvalidValue as exc:
         raise _invalid(name, exc.problem) from None
     if scaled > MAX_WIRE_INT:
-        raise _invalid(name, f"{value!r} is out of range")
+        raise _invalid(name, f"{value!r} is out of range" if isinstance(value, str) else f"{value} is out of range")
     return scaled
 
 
@@ -174,13 +179,10 @@ def _integer(body: Mapping[str, Any], name: str, low: int, high: int, *, optiona
         if optional:
             return None
         raise _invalid(name, "is required")
-    if isinstance(value, Decimal) and value == value.to_integral_value() and value.is_finite():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _invalid(name, "must be an integer")
-    if not low <= value <= high:
-        raise _invalid(name, f"must be between {low} and {high}")
-    return value
+    try:
+        return parse_integer(value, low, high, field=name)
+    except InvalidValue as exc:
+        raise _invalid(name, exc.problem) from None
 
 
 def _choice(body: Mapping[str, Any], name: str, choices: tuple[str, ...]) -> str:
@@ -292,7 +294,8 @@ def parse_modify_order(body: Any, account_id: int, order_id: int, instrument: In
 
 
 def parse_close(body: Any, account_id: int, position_id: int, instrument: Instrument) -> ClosePosition:
-    body = _check_fields(body or {}, ("qty",))
+    """``body`` None (no body at all) closes the whole position, like ``{}``."""
+    body = _check_fields({} if body is None else body, ("qty",))
     return ClosePosition(account_id=account_id, position_id=position_id,
                          qty=_decimal(body, "qty", instrument.qty_decimals, optional=True))
 
@@ -322,11 +325,23 @@ def parse_funding(body: Any, account_id: int, *, deposit: bool) -> Deposit | Wit
 
 def parse_path_id(value: str, name: str) -> int:
     """A resource id from the URL: a positive integer, else 404 (never 500)."""
-    # isascii: str.isdigit also accepts "①" and "²" (int() then raises) and other scripts' digits
-    if not (value.isascii() and value.isdigit()) or len(value) > 18 or int(value) <= 0:
+    try:
+        return parse_integer_text(value, 1, MAX_RESOURCE_ID, field=f"{name}_id")
+    except InvalidValue:
         raise EdgeError(404, f"UNKNOWN_{name.upper()}", f"no {name} {value[:64]!r}",
-                        {"field": f"{name}_id", **not_found_details(name, value[:64])})
-    return int(value)
+                        {"field": f"{name}_id", **not_found_details(name, value[:64])}) from None
+
+
+def parse_message_id(value: Any, field: str) -> int:
+    """An id named in a WebSocket message: a positive JSON integer or its ASCII digits."""
+    try:
+        if isinstance(value, str):
+            return parse_integer_text(value, 1, MAX_RESOURCE_ID, field=field)
+        if isinstance(value, int):
+            return parse_integer(value, 1, MAX_RESOURCE_ID, field=field)
+    except InvalidValue:
+        pass
+    raise _invalid(field, "must be a positive integer id (a string like \"42\" or a number)")
 
 
 # ------------------------------------------------------------------------------ responses

@@ -393,7 +393,7 @@ class Trader:
         if position is None:
             return await self._market_order()
         await self.request("close_position", "POST", f"{API}/positions/{position['id']}/close",
-                           json={} if self.rng.random() < 0.5 else None)
+                           json={} if self.rng.random() < 0.5 else _MISSING)   # {} or no body: close all
 
     async def _partial_close(self) -> None:
         position = await self._position()

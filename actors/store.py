@@ -40,7 +40,7 @@ from typing import Any, Generic, Iterable, Optional, Protocol, Sequence, TypeVar
 import attrs
 
 from actors.messages import EventBatch
-from exness_actors.candles import Candle
+from exness_actors.candles import Candle, bucket_start, interval_ns
 from exness_actors.events import (
     BalanceChanged,
     OrderAccepted,
@@ -49,19 +49,27 @@ from exness_actors.events import (
     PositionClosed,
     PositionOpened,
 )
+from exness_actors.errors import InvalidValue
 from exness_actors.instruments import MAX_SHARD
+from exness_actors.money import parse_integer_text
 from exness_actors.reasons import CancelReason, OrderStatus
 
 __all__ = [
     "Store", "Page", "LedgerEntry", "ClosedPosition", "OrderRecord", "BatchRows",
     "InvalidCursor", "StoreClosed", "rows_from_items", "encode_cursor", "decode_cursor",
     "check_limit", "check_shard", "open_store", "MAX_PAGE_LIMIT", "DEFAULT_PAGE_LIMIT", "ledger_page",
-    "closed_positions_page", "orders_page",
+    "closed_positions_page", "orders_page", "candle_bound", "MAX_TIME_NS",
     "UserRecord", "DuplicateEmail", "RefreshRotation", "ROTATION_OUTCOMES",
 ]
 
 DEFAULT_PAGE_LIMIT = 50
 MAX_PAGE_LIMIT = 1000
+#: The latest time (ns) a store column holds.
+MAX_TIME_NS = 2**63 - 1
+#: The largest value of each key a cursor carries, by query: what the store columns it is
+#: compared with can hold (BIGINT; the ledger's ``idx`` is an INTEGER in PostgreSQL).
+_CURSOR_KEY_LIMITS = {"ledger": (2**63 - 1, 2**31 - 1), "positions": (2**63 - 1, 2**63 - 1),
+                      "orders": (2**63 - 1,)}
 
 T = TypeVar("T")
 
@@ -293,12 +301,19 @@ def decode_cursor(cursor: str, query: str, count: int) -> tuple[int, ...]:
         padded = cursor + "=" * (-len(cursor) % 4)
         text = base64.urlsafe_b64decode(padded.encode("ascii")).decode("ascii")
         name, *keys = text.split(":")
-        if name != query or len(keys) != count:
+        limits = _CURSOR_KEY_LIMITS[query]
+        if name != query or len(keys) != count or len(limits) != count:
             raise ValueError(text)
-        return tuple(int(key) for key in keys)
-    except (ValueError, TypeError, UnicodeError, binascii.Error, AttributeError):
+        return tuple(parse_integer_text(key, 0, limit, field="cursor") for key, limit in zip(keys, limits))
+    except (ValueError, TypeError, UnicodeError, binascii.Error, AttributeError, InvalidValue):
         raise InvalidCursor(f"cursor {cursor!r} is not a {query} cursor from this API; "
                             "start again without a cursor") from None
+
+
+def candle_bound(time: int, interval: str) -> int:
+    """The first 1m open_time of the first ``interval`` bucket opening at or after ``time``
+    (ns), capped at the largest 64-bit integer (every stored open_time is below it)."""
+    return min(bucket_start(time - 1, interval) + interval_ns(interval), MAX_TIME_NS)
 
 
 def check_shard(shard: int) -> int:

@@ -68,6 +68,7 @@ from actors.store import (
     RefreshRotation,
     StoreClosed,
     UserRecord,
+    candle_bound,
     check_limit,
     check_shard,
     closed_positions_page,
@@ -358,9 +359,9 @@ def candles_query(symbol: str, interval: str, start: Optional[int], end: Optiona
     # A bucket is in [start, end) iff its 1m candles are in [align_up(start), align_up(end)).
     conditions = [f"symbol = {symbol_param}"]
     if start is not None:
-        conditions.append(f"open_time >= {param(bucket_start(start - 1, interval) + length)}")
+        conditions.append(f"open_time >= {param(candle_bound(start, interval))}")
     if end is not None:
-        conditions.append(f"open_time < {param(bucket_start(end - 1, interval) + length)}")
+        conditions.append(f"open_time < {param(candle_bound(end, interval))}")
     where = " AND ".join(conditions)
     limit_param = param(limit)         # LIMIT NULL = no limit
     if interval == "1m":

@@ -46,6 +46,7 @@ from actors.store import (
     RefreshRotation,
     StoreClosed,
     UserRecord,
+    candle_bound,
     check_limit,
     check_shard,
     closed_positions_page,
@@ -212,10 +213,10 @@ class SqliteStore:
         conditions, parameters = ["symbol = ?"], [symbol]
         if start is not None:
             conditions.append("open_time >= ?")
-            parameters.append(bucket_start(start - 1, interval) + length)
+            parameters.append(candle_bound(start, interval))
         if end is not None:
             conditions.append("open_time < ?")
-            parameters.append(bucket_start(end - 1, interval) + length)
+            parameters.append(candle_bound(end, interval))
         where = " AND ".join(conditions)
         if interval == "1m":
             sql = (f"SELECT open_time, open, high, low, close, volume FROM candles_1m "

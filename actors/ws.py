@@ -861,6 +861,9 @@ class WsServer:
         except msgspec.DecodeError as exc:
             self._error(client, None, "BAD_JSON", f"the frame is not valid JSON: {exc}")
             return
+        except RecursionError:      # msgspec raises it for nesting deeper than it recurses
+            self._error(client, None, "BAD_JSON", "the frame is not valid JSON: nested too deeply")
+            return
         if isinstance(parsed, list):
             if not parsed or len(parsed) > self.options.max_batch_ops:
                 self._error(client, None, "BAD_MESSAGE",

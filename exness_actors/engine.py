@@ -56,9 +56,11 @@ from exness_actors.events import (
     OrderCancelled, OrderModified, OrderRejected, OrderTriggered, PositionClosed, PositionOpened,
     PositionUpdated, QuoteRejected, QuoteUpdated, SymbolHalted, SymbolResumed,
 )
-from exness_actors.instruments import CoreConfig
+from exness_actors.instruments import CoreConfig, Instrument
 from exness_actors.model import Account, Book, Order, Position, check_order_transition
-from exness_actors.money import liquidation_price, pnl_cents, qty_for_margin, share_floor
+from exness_actors.money import (
+    CENT_DECIMALS, format_fixed, liquidation_price, pnl_cents, qty_for_margin, share_floor,
+)
 from exness_actors.reasons import (
     BalanceKind, CancelReason, CloseReason, OrderStatus, QuoteRejectReason, RejectReason,
 )
@@ -108,6 +110,22 @@ class _Reject(Exception):
 
 
 _OPTIONAL_INT = frozenset({int, type(None)})
+
+
+# Rejection messages reach clients verbatim, so every amount, price and quantity in them is
+# written in the API's units (decimal strings at the instrument's scale), never as the core's
+# cents, ticks or units. See docs/decisions.md ("issue 15, item 9").
+
+def _money(cents: int) -> str:
+    return format_fixed(cents, CENT_DECIMALS)
+
+
+def _price(ticks: int, instrument: Instrument) -> str:
+    return format_fixed(ticks, instrument.price_decimals)
+
+
+def _qty(units: int, instrument: Instrument) -> str:
+    return format_fixed(units, instrument.qty_decimals)
 
 
 def _int(value: Any) -> bool:
@@ -349,11 +367,11 @@ class Engine:
         amount = cmd.amount
         reason = None
         if not _int(amount) or not 0 < amount <= MAX_AMOUNT:
-            reason, message = _R.INVALID_AMOUNT, f"amount must be a positive number of cents, at most {MAX_AMOUNT}"
+            reason, message = _R.INVALID_AMOUNT, f"amount must be positive and at most {_money(MAX_AMOUNT)}"
         elif deposit and account.free + account.locked + amount > MAX_BALANCE:
-            reason, message = _R.INVALID_AMOUNT, f"the balance would exceed {MAX_BALANCE} cents"
+            reason, message = _R.INVALID_AMOUNT, f"the balance would exceed {_money(MAX_BALANCE)}"
         elif not deposit and amount > account.free:
-            reason, message = _R.INSUFFICIENT_BALANCE, f"free balance {account.free} cents is less than {amount}"
+            reason, message = _R.INSUFFICIENT_BALANCE, f"free balance {_money(account.free)} is less than {_money(amount)}"
         if reason is not None:
             if key:
                 self._remember(account, key, None, reason._value_)
@@ -427,7 +445,7 @@ class Engine:
             raise _Reject(_R.INVALID_LEVERAGE, f"leverage must be an integer from 1 to {instrument.max_leverage}")
         margin = cmd.margin
         if not _int(margin) or not 0 < margin <= MAX_AMOUNT:
-            raise _Reject(_R.INVALID_MARGIN, f"margin must be a positive number of cents, at most {MAX_AMOUNT}")
+            raise _Reject(_R.INVALID_MARGIN, f"margin must be positive and at most {_money(MAX_AMOUNT)}")
         bid, ask = book.bid, book.ask
         if bid is None or ask is None:
             raise _Reject(_R.NO_QUOTE, f"no quote for {cmd.symbol} yet")
@@ -439,19 +457,19 @@ class Engine:
                 raise _Reject(_R.STALE_QUOTE, f"the last {cmd.symbol} quote is too old to trade on")
             price = ask if is_long else bid
             if cmd.slippage_bps is not None or cmd.expected_price is not None:
-                self._check_slippage(cmd, is_long, price)
+                self._check_slippage(cmd, is_long, price, instrument)
             qty = qty_for_margin(margin, leverage, price, pd, qd)
             if qty < instrument.min_qty:
-                raise _Reject(_R.SIZE_TOO_SMALL, "margin × leverage buys less than the minimum size")
+                raise _Reject(_R.SIZE_TOO_SMALL, f"margin × leverage buys less than the minimum size {_qty(instrument.min_qty, instrument)}")
             if qty > MAX_QTY:
-                raise _Reject(_R.INVALID_MARGIN, "margin × leverage buys more than the largest position size")
+                raise _Reject(_R.INVALID_MARGIN, f"margin × leverage buys more than the largest position size {_qty(MAX_QTY, instrument)}")
             close_price = bid if is_long else ask
-            self._check_tpsl(is_long, close_price, cmd.take_profit, cmd.stop_loss, cmd.trailing_stop)
+            self._check_tpsl(is_long, close_price, cmd.take_profit, cmd.stop_loss, cmd.trailing_stop, instrument)
             liq = liquidation_price(is_long, qty, price, margin, instrument.maintenance_bps, pd, qd)
             if (bid <= liq) if is_long else (ask >= liq):
                 raise _Reject(_R.WOULD_LIQUIDATE, "the position would be liquidated at the current quote; lower the leverage")
             if margin > account.free:
-                raise _Reject(_R.INSUFFICIENT_BALANCE, f"free balance {account.free} cents is less than the margin {margin}")
+                raise _Reject(_R.INSUFFICIENT_BALANCE, f"free balance {_money(account.free)} is less than the margin {_money(margin)}")
             # ---- mutate
             order_id = self.next_order_id
             self.next_order_id = order_id + 1
@@ -472,25 +490,25 @@ class Engine:
         # pending limit / stop entry
         price = cmd.price
         if price is None or price <= 0 or price > _MAX_LEVEL:
-            raise _Reject(_R.INVALID_PRICE, f"a {order_type} order needs a positive price")
+            raise _Reject(_R.INVALID_PRICE, f"a {order_type} order needs a positive price of at most {_price(_MAX_LEVEL, instrument)}")
         market = ask if is_long else bid
         if order_type == _LIMIT:
             immediate = price >= market if is_long else price <= market
         else:
             immediate = price <= market if is_long else price >= market
         if immediate:
-            raise _Reject(_R.INVALID_PRICE, f"a {side} {order_type} at that price would trigger at once (market {market})")
+            raise _Reject(_R.INVALID_PRICE, f"a {side} {order_type} at that price would trigger at once (market {_price(market, instrument)})")
         expires_at = cmd.expires_at
         if expires_at is not None and not now < expires_at <= MAX_ID:
             raise _Reject(_R.INVALID_EXPIRY, "expires_at must be in the future")
         qty = qty_for_margin(margin, leverage, price, pd, qd)
         if qty < instrument.min_qty:
-            raise _Reject(_R.SIZE_TOO_SMALL, "margin × leverage buys less than the minimum size")
+            raise _Reject(_R.SIZE_TOO_SMALL, f"margin × leverage buys less than the minimum size {_qty(instrument.min_qty, instrument)}")
         if qty > MAX_QTY:
-            raise _Reject(_R.INVALID_MARGIN, "margin × leverage buys more than the largest position size")
-        self._check_tpsl(is_long, price, cmd.take_profit, cmd.stop_loss, cmd.trailing_stop)
+            raise _Reject(_R.INVALID_MARGIN, f"margin × leverage buys more than the largest position size {_qty(MAX_QTY, instrument)}")
+        self._check_tpsl(is_long, price, cmd.take_profit, cmd.stop_loss, cmd.trailing_stop, instrument)
         if margin > account.free:
-            raise _Reject(_R.INSUFFICIENT_BALANCE, f"free balance {account.free} cents is less than the margin {margin}")
+            raise _Reject(_R.INSUFFICIENT_BALANCE, f"free balance {_money(account.free)} is less than the margin {_money(margin)}")
         # ---- mutate
         order_id = self.next_order_id
         self.next_order_id = order_id + 1
@@ -513,7 +531,7 @@ class Engine:
             str(order_id), now))
 
     @staticmethod
-    def _check_slippage(cmd: PlaceOrder, is_long: bool, price: int) -> None:
+    def _check_slippage(cmd: PlaceOrder, is_long: bool, price: int, instrument: Instrument) -> None:
         bps, expected = cmd.slippage_bps, cmd.expected_price
         if bps is None or expected is None:
             raise _Reject(_R.INVALID_PRICE, "slippage_bps and expected_price go together")
@@ -524,20 +542,20 @@ class Engine:
         else:
             moved = price * 10_000 < expected * (10_000 - bps)
         if moved:
-            raise _Reject(_R.SLIPPAGE_EXCEEDED, f"fill price {price} moved more than {bps} bps from {expected}")
+            raise _Reject(_R.SLIPPAGE_EXCEEDED, f"fill price {_price(price, instrument)} moved more than {bps} bps from {_price(expected, instrument)}")
 
     @staticmethod
     def _check_tpsl(is_long: bool, reference: int, take_profit: Optional[int],
-                    stop_loss: Optional[int], trailing_stop: Optional[int]) -> None:
+                    stop_loss: Optional[int], trailing_stop: Optional[int], instrument: Instrument) -> None:
         """TP/SL must lie on the right side of the price a close would fill at."""
         if take_profit is not None:
             if take_profit <= 0 or take_profit > _MAX_LEVEL or (
                     take_profit <= reference if is_long else take_profit >= reference):
-                raise _Reject(_R.INVALID_TPSL, f"take_profit must be {'above' if is_long else 'below'} {reference}")
+                raise _Reject(_R.INVALID_TPSL, f"take_profit must be {'above' if is_long else 'below'} {_price(reference, instrument)}")
         if stop_loss is not None:
             if stop_loss <= 0 or stop_loss > _MAX_LEVEL or (
                     stop_loss >= reference if is_long else stop_loss <= reference):
-                raise _Reject(_R.INVALID_TPSL, f"stop_loss must be {'below' if is_long else 'above'} {reference}")
+                raise _Reject(_R.INVALID_TPSL, f"stop_loss must be {'below' if is_long else 'above'} {_price(reference, instrument)}")
         if trailing_stop is not None and not 0 < trailing_stop <= _MAX_LEVEL:
             raise _Reject(_R.INVALID_TPSL, "trailing_stop must be a positive distance")
 
@@ -566,7 +584,7 @@ class Engine:
             instrument = book.instrument
             price = order.price if cmd.price is None else cmd.price
             if price <= 0 or price > _MAX_LEVEL:
-                raise _Reject(_R.INVALID_PRICE, "price must be positive")
+                raise _Reject(_R.INVALID_PRICE, f"price must be positive and at most {_price(_MAX_LEVEL, instrument)}")
             if book.halted:
                 raise _Reject(_R.MARKET_HALTED, f"{order.symbol} is halted")
             market = book.ask if order.is_long else book.bid
@@ -577,7 +595,7 @@ class Engine:
                 else:
                     immediate = price <= market if order.is_long else price >= market
                 if immediate:
-                    raise _Reject(_R.INVALID_PRICE, f"that price would trigger at once (market {market})")
+                    raise _Reject(_R.INVALID_PRICE, f"that price would trigger at once (market {_price(market, instrument)})")
             take_profit = _updated(order.take_profit, cmd.take_profit)
             stop_loss = _updated(order.stop_loss, cmd.stop_loss)
             expires_at = _updated(order.expires_at, cmd.expires_at)
@@ -586,8 +604,8 @@ class Engine:
             qty = qty_for_margin(order.margin, order.leverage, price, instrument.price_decimals,
                                  instrument.qty_decimals)
             if qty < instrument.min_qty:
-                raise _Reject(_R.SIZE_TOO_SMALL, "at that price the margin buys less than the minimum size")
-            self._check_tpsl(order.is_long, price, take_profit, stop_loss, None)
+                raise _Reject(_R.SIZE_TOO_SMALL, f"at that price the margin buys less than the minimum size {_qty(instrument.min_qty, instrument)}")
+            self._check_tpsl(order.is_long, price, take_profit, stop_loss, None, instrument)
         except _Reject as rejection:
             return self._reject_command(cmd, account.id, _R(rejection.reason), rejection.message, events, ref=order.id)
         self._unindex_order(book, order, expiry=True)
@@ -826,9 +844,9 @@ class Engine:
         qty = position.qty if cmd.qty is None else cmd.qty
         reason = None
         if not _int(qty) or not 0 < qty <= position.qty:
-            reason, message = _R.INVALID_QTY, f"qty must be between one unit and the position's {position.qty}"
+            reason, message = _R.INVALID_QTY, f"qty must be between {_qty(1, book.instrument)} and the position's {_qty(position.qty, book.instrument)}"
         elif qty < book.instrument.min_qty or (qty < position.qty and position.qty - qty < book.instrument.min_qty):
-            reason, message = _R.SIZE_TOO_SMALL, "both the closed part and the rest must be at least the minimum size"
+            reason, message = _R.SIZE_TOO_SMALL, f"both the closed part and the rest must be at least the minimum size {_qty(book.instrument.min_qty, book.instrument)}"
         elif self.now - book.quote_ts > self._stale_after:
             reason, message = _R.STALE_QUOTE, f"the last {position.symbol} quote is too old to close on"
         if reason is not None:
@@ -853,7 +871,8 @@ class Engine:
         try:
             self._check_tpsl(position.is_long, reference,
                              take_profit if take_profit != position.take_profit else None,
-                             stop_loss if stop_loss != position.stop_loss else None, trailing)
+                             stop_loss if stop_loss != position.stop_loss else None, trailing,
+                             book.instrument)
         except _Reject as rejection:
             return self._reject_command(cmd, position.account_id, _R(rejection.reason),
                                         rejection.message, events, ref=position.id)
@@ -873,10 +892,10 @@ class Engine:
         account = self.accounts[position.account_id]
         amount = cmd.amount
         if not _int(amount) or not 0 < amount <= MAX_AMOUNT:
-            return self._reject_command(cmd, account.id, _R.INVALID_AMOUNT, f"amount must be a positive number of cents, at most {MAX_AMOUNT}", events, ref=position.id)
+            return self._reject_command(cmd, account.id, _R.INVALID_AMOUNT, f"amount must be positive and at most {_money(MAX_AMOUNT)}", events, ref=position.id)
         if amount > account.free:
             return self._reject_command(cmd, account.id, _R.INSUFFICIENT_BALANCE,
-                                        f"free balance {account.free} cents is less than {amount}", events, ref=position.id)
+                                        f"free balance {_money(account.free)} is less than {_money(amount)}", events, ref=position.id)
         book = self.books[position.symbol]
         account.free -= amount
         account.locked += amount

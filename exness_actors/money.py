@@ -12,7 +12,13 @@ Inside the core every amount is a plain ``int``:
 Values enter from the edge as ``str``/``int``/``Decimal`` through :func:`parse_fixed`, which
 refuses floats, booleans, non-finite values and anything with more decimals than the field
 allows, naming the field in the error. They leave as decimal strings through
-:func:`format_fixed`.
+:func:`format_fixed`. Plain integers (leverage, bps, times, ids, cursor keys) enter through
+:func:`parse_integer` (JSON values) and :func:`parse_integer_text` (query strings, paths).
+
+These are the only number parsers at the edge. Text is ASCII only (``Decimal()`` and ``int()``
+would also take ``"١٠"``, ``"１０"`` and ``"1_0"``), and every magnitude is checked on the digits
+and the exponent **before** anything is converted: ``int(Decimal("1e600000"))`` alone costs
+seconds, so a tiny request could otherwise stall the process.
 
 Arithmetic that mixes kinds is only done by the named functions below, each of which states
 its rounding. **Rounding always favours the house**: a trader never gains a fraction of a cent,
@@ -23,7 +29,8 @@ The ``NewType`` aliases document which kind a value holds; they cost nothing at 
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+import re
+from decimal import Decimal
 from typing import NewType
 
 from exness_actors.errors import InvalidValue
@@ -34,6 +41,8 @@ __all__ = [
     "Units",
     "Nanos",
     "parse_fixed",
+    "parse_integer",
+    "parse_integer_text",
     "format_fixed",
     "qty_for_margin",
     "pnl_cents",
@@ -56,6 +65,16 @@ MAX_DIGITS = 30
 
 CENT_DECIMALS = 2
 
+# What a decimal string may look like: ASCII digits, one optional point, an optional exponent.
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_INTEGER_TEXT = re.compile(r"-?[0-9]+")
+
+
+def _shown(value: object) -> str:
+    """A client's value quoted in an error, cut short (it may be kilobytes long)."""
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 48 else text[:45] + "..."
+
 
 def parse_fixed(value: object, decimals: int, *, field: str, allow_zero: bool = False,
                 allow_negative: bool = False) -> int:
@@ -64,7 +83,6 @@ def parse_fixed(value: object, decimals: int, *, field: str, allow_zero: bool = 
     Accepts ``str``, ``int`` and ``Decimal``. Rejects floats (they cannot carry money exactly),
     booleans, NaN/inf, more than ``decimals`` fractional digits, and out-of-range values.
     """
-    shown = str(value) if isinstance(value, Decimal) else repr(value)
     if isinstance(value, bool) or isinstance(value, float):
         raise InvalidValue(field, f"must be a decimal string or integer, not {type(value).__name__}")
     if isinstance(value, int):
@@ -73,14 +91,12 @@ def parse_fixed(value: object, decimals: int, *, field: str, allow_zero: bool = 
         number = value
     elif isinstance(value, str):
         text = value.strip()
-        if not text or len(text) > MAX_DIGITS + 3:
-            raise InvalidValue(field, f"{value!r} is not a decimal number")
-        try:
-            number = Decimal(text)
-        except InvalidOperation:
-            raise InvalidValue(field, f"{value!r} is not a decimal number") from None
+        if len(text) > MAX_DIGITS + 3 or not _DECIMAL_TEXT.fullmatch(text):
+            raise InvalidValue(field, f"{_shown(value)} is not a decimal number (ASCII digits, one point)")
+        number = Decimal(text)
     else:
         raise InvalidValue(field, f"must be a decimal string or integer, not {type(value).__name__}")
+    shown = _shown(value)
     if not number.is_finite():
         raise InvalidValue(field, f"{shown} is not a finite number")
     sign, digits, exponent = number.as_tuple()
@@ -100,6 +116,39 @@ def parse_fixed(value: object, decimals: int, *, field: str, allow_zero: bool = 
     if scaled == 0 and not allow_zero:
         raise InvalidValue(field, f"{shown} must be greater than zero")
     return scaled
+
+
+def parse_integer(value: object, low: int, high: int, *, field: str) -> int:
+    """An integer from a decoded JSON value (``int`` or an integral ``Decimal``) in ``low..high``.
+
+    A ``Decimal`` is judged on its digits and exponent first, so ``1e999999999`` is refused
+    without ever being built as an ``int``.
+    """
+    if isinstance(value, Decimal):
+        if not value.is_finite() or value != value.to_integral_value():
+            raise InvalidValue(field, "must be an integer")
+        _, digits, exponent = value.as_tuple()
+        assert isinstance(exponent, int)
+        if len(digits) + exponent > len(str(max(abs(low), abs(high)))):
+            raise InvalidValue(field, f"must be between {low} and {high}")
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidValue(field, "must be an integer")
+    if not low <= value <= high:
+        raise InvalidValue(field, f"must be between {low} and {high}")
+    return value
+
+
+def parse_integer_text(text: str, low: int, high: int, *, field: str) -> int:
+    """An integer written in ASCII digits (``-`` allowed when ``low`` < 0) in ``low..high``;
+    no sign, spaces, underscores or other scripts' digits."""
+    longest = len(str(max(abs(low), abs(high)))) + 1
+    if len(text) > longest or not _INTEGER_TEXT.fullmatch(text):
+        raise InvalidValue(field, f"must be an integer from {low} to {high}")
+    number = int(text)
+    if not low <= number <= high:
+        raise InvalidValue(field, f"must be an integer from {low} to {high}")
+    return number
 
 
 def format_fixed(amount: int, decimals: int) -> str:

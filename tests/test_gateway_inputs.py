@@ -7,7 +7,9 @@ per-test event loop); each row is ``body → status, code, field``.
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import time
 
 import pytest
@@ -20,11 +22,21 @@ from exness_actors.engine import Engine
 from gateway_helpers import API, gateway_config, running_gateway
 
 MARKET = {"symbol": "BTCUSDT", "side": "buy", "type": "market", "margin": "100", "leverage": 10}
+
+
+def _with_deep(name: str, depth: int) -> bytes:
+    """MARKET with ``name`` set to a list nested ``depth`` deep (a repeated key: the last wins)."""
+    return (json.dumps(MARKET)[:-1] + f', "{name}": {"[" * depth}{"]" * depth}}}').encode()
 JSON = {"Content-Type": "application/json"}
 
 
 def _raw(body: str | bytes) -> bytes:
     return body.encode() if isinstance(body, str) else body
+
+
+def _forged(text: str) -> str:
+    """A cursor a client made up: the API's encoding around keys it never handed out."""
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
 # (label, body: dict → json / bytes → raw, status, code, field)
@@ -83,6 +95,18 @@ ORDER_ROWS = [
      "client_order_id"),
     ("client_order_id number", {**MARKET, "client_order_id": 12}, 400, "VALIDATION_ERROR", "client_order_id"),
     ("take_profit float-ish text", {**MARKET, "take_profit": "7e4.5"}, 400, "VALIDATION_ERROR", "take_profit"),
+    ("leverage 1e600000", b'{"symbol": "BTCUSDT", "side": "buy", "type": "market", "margin": "100", '
+                          b'"leverage": 1e600000}', 400, "VALIDATION_ERROR", "leverage"),
+    ("expires_at 1e999999999", b'{"symbol": "BTCUSDT", "side": "buy", "type": "limit", "price": "60000", '
+                               b'"margin": "100", "leverage": 10, "expires_at": 1e999999999}', 400,
+     "VALIDATION_ERROR", "expires_at"),
+    ("expires_at past 2262 (ns beyond 64 bits)", {**MARKET, "type": "limit", "price": "60000",
+                                                  "expires_at": 9_223_372_036_855}, 400,
+     "VALIDATION_ERROR", "expires_at"),
+    ("margin in Arabic-Indic digits", {**MARKET, "margin": "١٠٠"}, 400, "VALIDATION_ERROR", "margin"),
+    ("margin in fullwidth digits", {**MARKET, "margin": "１００"}, 400, "VALIDATION_ERROR", "margin"),
+    ("margin with an underscore", {**MARKET, "margin": "1_00"}, 400, "VALIDATION_ERROR", "margin"),
+    ("price in fullwidth digits", {**MARKET, "type": "limit", "price": "６００００"}, 400, "VALIDATION_ERROR", "price"),
     ("oversize body", {**MARKET, "client_order_id": "x" * 20_000}, 413, "PAYLOAD_TOO_LARGE", None),
 ]
 
@@ -115,6 +139,33 @@ async def test_order_body_table(tmp_path) -> None:
                                  data=b'{"symbol": "btcusdt", "side": "buy", "type": "market", '
                                       b'"margin": 100.10, "leverage": 10}')
         assert placed["order"]["margin"] == "100.10" and placed["order"]["id"] == "1"
+        # business rejections speak the API's units too (decimal strings, not cents or ticks)
+        _, poor = await h.call("POST", f"{API}/orders", headers=auth, expect=422,
+                               json={**MARKET, "margin": "99999999.00"})
+        assert re.fullmatch(r"free balance \d+\.\d\d is less than the margin 99999999\.00",
+                            poor["error"]["message"]), poor
+        _, wrong = await h.call("POST", f"{API}/orders", headers=auth, expect=422,
+                                json={**MARKET, "take_profit": "1.00"})
+        assert re.fullmatch(r"take_profit must be above \d+\.\d\d", wrong["error"]["message"]), wrong
+
+
+async def test_values_nested_as_deep_as_json_allows_are_400s(tmp_path) -> None:
+    """Past some depth the decoder refuses the body (MALFORMED_JSON); just below it a value
+    decodes but is too deep to repr or compare: still a 400 naming the field, never a 500."""
+    async with running_gateway(tmp_path, {"limits": {"account_burst": 10_000}}) as h:
+        auth = await h.trader("deep@example.com")
+        seen = set()
+        for name in ("margin", "leverage", "side", "symbol", "client_order_id", "take_profit"):
+            for depth in range(600, 1000, 10):
+                status, body = await h.call("POST", f"{API}/orders", headers={**auth, **JSON},
+                                            data=_with_deep(name, depth))
+                error = body["error"]
+                assert status == 400 and error["code"] in ("MALFORMED_JSON", "VALIDATION_ERROR"), (name, depth, body)
+                if error["code"] == "VALIDATION_ERROR":
+                    assert error["details"]["field"] == name, (name, depth, body)
+                seen.add(error["code"])
+        assert seen == {"MALFORMED_JSON", "VALIDATION_ERROR"}
+        assert h.gateway.internal_errors == 0
 
 
 async def test_content_type_and_methods(tmp_path) -> None:
@@ -178,6 +229,16 @@ async def test_other_endpoints_bad_input_table(tmp_path) -> None:
             ("POST", f"{API}/positions/{position_id}/close", {"qty": "0.000000001"}, 400, "VALIDATION_ERROR", "qty"),
             ("POST", f"{API}/positions/{position_id}/close", {"all": True}, 400, "VALIDATION_ERROR", "all"),
             ("POST", f"{API}/positions/{position_id}/close", b"[]", 400, "VALIDATION_ERROR", None),
+            ("POST", f"{API}/positions/{position_id}/close", b"null", 400, "VALIDATION_ERROR", None),
+            ("POST", f"{API}/positions/{position_id}/close", b"false", 400, "VALIDATION_ERROR", None),
+            ("POST", f"{API}/positions/{position_id}/close", {"qty": "０.１"}, 400, "VALIDATION_ERROR", "qty"),
+            ("POST", f"{API}/account/deposit", {"amount": "١٠"}, 400, "VALIDATION_ERROR", "amount"),
+            ("POST", f"{API}/account/deposit", {"amount": "１０"}, 400, "VALIDATION_ERROR", "amount"),
+            ("POST", f"{API}/account/deposit", {"amount": "1_0"}, 400, "VALIDATION_ERROR", "amount"),
+            ("POST", f"{API}/positions/{position_id}/margin", {"amount": "1_0"}, 400, "VALIDATION_ERROR", "amount"),
+            ("PATCH", f"{API}/positions/{position_id}", {"stop_loss": "１"}, 400, "VALIDATION_ERROR", "stop_loss"),
+            ("PATCH", f"{API}/orders/{order_id}", {"expires_at": 9_223_372_036_855}, 400, "VALIDATION_ERROR",
+             "expires_at"),
             ("POST", f"{API}/positions/{position_id}/close", {"qty": "99"}, 422, "INVALID_QTY", None),
             ("POST", f"{API}/positions/{position_id}/margin", {"amount": -1}, 400, "VALIDATION_ERROR", "amount"),
             ("POST", f"{API}/positions/{position_id}/margin", {"amount": "999999"}, 422, "INSUFFICIENT_BALANCE", None),
@@ -208,6 +269,23 @@ async def test_other_endpoints_bad_input_table(tmp_path) -> None:
             ("GET", f"{API}/history/positions?start=yesterday", None, 400, "VALIDATION_ERROR", "start"),
             ("GET", f"{API}/history/positions?start=10&end=5", None, 400, "VALIDATION_ERROR", "end"),
             ("GET", f"{API}/history/positions?end=99999999999999999999", None, 400, "VALIDATION_ERROR", "end"),
+            ("GET", f"{API}/history/positions?start=9223372036855", None, 400, "VALIDATION_ERROR", "start"),
+            ("GET", f"{API}/history/positions?end=253402300799999", None, 400, "VALIDATION_ERROR", "end"),
+            ("GET", f"{API}/history/positions?start=1_0", None, 400, "VALIDATION_ERROR", "start"),
+            ("GET", f"{API}/candles?symbol=BTCUSDT&start=9223372036855", None, 400, "VALIDATION_ERROR", "start"),
+            ("GET", f"{API}/orders?limit=%EF%BC%91", None, 400, "VALIDATION_ERROR", "limit"),
+            ("GET", f"{API}/orders?cursor={_forged('orders:99999999999999999999')}", None, 400,
+             "VALIDATION_ERROR", "cursor"),
+            ("GET", f"{API}/orders?status=all&cursor={_forged('orders:9223372036854775808')}", None, 400,
+             "VALIDATION_ERROR", "cursor"),
+            ("GET", f"{API}/account/ledger?cursor={_forged('ledger:18446744073709551616:0')}", None, 400,
+             "VALIDATION_ERROR", "cursor"),
+            ("GET", f"{API}/account/ledger?cursor={_forged('ledger:1:' + '9' * 100)}", None, 400,
+             "VALIDATION_ERROR", "cursor"),
+            ("GET", f"{API}/history/positions?cursor={_forged('positions:99999999999999999999:1')}", None, 400,
+             "VALIDATION_ERROR", "cursor"),
+            ("GET", f"{API}/history/positions?cursor={_forged('positions:1:-1')}", None, 400,
+             "VALIDATION_ERROR", "cursor"),
             ("GET", f"{API}/candles", None, 400, "VALIDATION_ERROR", "symbol"),
             ("GET", f"{API}/candles?symbol=BTCUSDT&interval=2m", None, 400, "VALIDATION_ERROR", "interval"),
             ("GET", f"{API}/candles?symbol=BTCUSDT&limit=1001", None, 400, "VALIDATION_ERROR", "limit"),

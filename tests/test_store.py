@@ -261,6 +261,14 @@ async def test_read_candles_range_is_by_bucket_open_time(store) -> None:
     assert bucket_start(hours[0].open_time, "1h") == hours[0].open_time
 
 
+@pytest.mark.parametrize("interval", INTERVAL_NAMES)
+async def test_candle_ranges_up_to_the_last_64_bit_time(store, interval: str) -> None:
+    await store.write_candles([minute(i, 10, 10, 10, 10, 1) for i in range(3)])
+    latest = 2**63 - 1      # the API's latest time in ns; a bucket after it is past 64 bits
+    assert await store.read_candles(BTC, interval, start=latest) == []
+    assert len(await store.read_candles(BTC, interval, end=latest)) >= 1
+
+
 async def test_candle_arguments_are_checked(store) -> None:
     with pytest.raises(ValueError, match="interval"):
         await store.read_candles(BTC, "3m")
@@ -514,6 +522,24 @@ async def test_cursors_and_limits_are_checked(store) -> None:
     for limit in (0, -1, 1001):
         with pytest.raises(ValueError, match="limit"):
             await store.orders(1, limit=limit)
+
+
+async def test_forged_cursor_keys_beyond_64_bits_are_invalid_cursors(store) -> None:
+    await history(store)
+    huge, negative = 2**63, -1
+    for fetch, query, count in ((store.ledger, "ledger", 2), (store.closed_positions, "positions", 2),
+                                (store.orders, "orders", 1)):
+        for key in (huge, 2**64, 10**40, negative):
+            keys = (1,) * (count - 1) + (key,)
+            with pytest.raises(InvalidCursor):
+                await fetch(1, cursor=encode_cursor(query, *keys))
+    with pytest.raises(InvalidCursor):     # a ledger index is a 32-bit column in PostgreSQL
+        await store.ledger(1, cursor=encode_cursor("ledger", 1, 2**31))
+    edge = 2**63 - 1       # the largest key and time a store column holds still works
+    assert (await store.orders(1, cursor=encode_cursor("orders", edge))).items
+    assert not (await store.closed_positions(1, start=edge)).items
+    assert (await store.closed_positions(1, end=edge)).items
+    assert (await store.ledger(1, cursor=encode_cursor("ledger", edge, 2**31 - 1))).items
 
 
 async def test_an_order_modified_twice_in_one_batch_keeps_the_last_change(store) -> None:

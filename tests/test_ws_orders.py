@@ -91,6 +91,11 @@ async def test_validation_errors_name_the_field(tmp_path):
                 ({"position_id": "abc"}, "close", "position_id"),
                 ({}, "cancel", "order_id"),
                 ({"order_id": "1", "price": "1.00"}, "cancel", "price"),
+                ({**MARKET, "type": "limit", "price": "６００００"}, "place", "price"),
+                ({**MARKET, "margin": "1_0"}, "place", "margin"),
+                ({**MARKET, "margin": "١٠"}, "place", "margin"),
+                ({"position_id": "１"}, "close", "position_id"),
+                ({"order_id": "1_0"}, "cancel", "order_id"),
             ]
             for index, (fields, action, field) in enumerate(cases):
                 result = await client.order(f"v{index}", action, **fields)
@@ -123,6 +128,10 @@ async def test_business_rejections_keep_the_core_reason(tmp_path):
             for index, (fields, code) in enumerate(cases):
                 result = await client.order(f"b{index}", "place", **fields)
                 assert not result["ok"] and result["error"]["code"] == code, (fields, result)
+            poor = await client.order("m1", "place", **{**MARKET, "margin": "500.00"})
+            assert poor["error"]["message"] == "free balance 100.00 is less than the margin 500.00"
+            wrong_side = await client.order("m2", "place", **{**MARKET, "stop_loss": "70000.00"})
+            assert wrong_side["error"]["message"] == "stop_loss must be below 64987.00"   # the marked-up bid
 
             rejected = await client.order("r1", "place", **{**MARKET, "margin": "500.00"}, client_order_id="k")
             repeat = await client.order("r2", "place", **MARKET, client_order_id="k")   # now affordable

@@ -25,6 +25,8 @@ async def test_malformed_frames_get_errors_and_the_connection_stays_open(tmp_pat
     async with running_stack(tmp_path) as stack, stack.client() as client:
         cases = [
             ("not json", "BAD_JSON"),
+            ("[" * 5000, "BAD_JSON"),                       # too deep to decode: not a crash
+            ('{"a":' * 5000 + "1" + "}" * 5000, "BAD_JSON"),
             ("[]", "BAD_MESSAGE"),
             ("[1]", "BAD_MESSAGE"),
             ('"subscribe"', "BAD_MESSAGE"),
@@ -57,6 +59,26 @@ async def test_malformed_frames_get_errors_and_the_connection_stays_open(tmp_pat
         await stack.quote(6_500_000, 6_500_100)
         assert (await client.recv())["channel"] == BTC
         assert client.connection.closed is None
+
+
+async def test_values_nested_as_deep_as_json_allows_are_errors_not_crashes(tmp_path):
+    """Past some depth a frame does not decode (BAD_JSON); just below it a value decodes but is
+    too deep to repr: an error naming what was wrong, and the connection stays open."""
+    templates = [('{"op": %s}', "UNKNOWN_OP"),
+                 ('{"op": "subscribe", "channels": [%s]}', "UNKNOWN_CHANNEL"),
+                 ('{"op": "subscribe", "channels": ["quotes:BTCUSDT"], "since": %s}', "VALIDATION_ERROR"),
+                 ('{"op": "auth", "token": %s}', "INVALID_TOKEN")]
+    async with running_stack(tmp_path, ws={"max_errors_per_minute": 1000}) as stack, stack.client() as client:
+        seen = set()
+        for template, code in templates:
+            for depth in range(600, 1000, 10):
+                await client.send(template % ("[" * depth + "]" * depth))
+                reply = await client.recv()
+                assert reply["op"] == "error" and reply["code"] in ("BAD_JSON", code), (template, depth, reply)
+                seen.add(reply["code"] == "BAD_JSON")
+        assert seen == {True, False}
+        await client.send({"op": "ping"})
+        assert (await client.recv())["op"] == "pong"
 
 
 async def test_abusive_clients_are_closed_with_1008_and_oversize_frames_with_1009(tmp_path):

@@ -179,7 +179,10 @@ class Gateway:
             raise edge.EdgeError(415, "UNSUPPORTED_MEDIA_TYPE",
                                  f"send the body as Content-Type: application/json, not {mimetype or 'nothing'!r}",
                                  {"content_type": mimetype})
-        return edge.parse_json_body(raw)
+        body = edge.parse_json_body(raw)
+        if body is None and optional:   # a JSON null is a body that is not an object, not "no body"
+            raise edge.EdgeError(400, "VALIDATION_ERROR", "the request body must be a JSON object", {})
+        return body
 
     def instrument(self, symbol: str) -> Instrument:
         """The instrument of ``symbol``; for a symbol no longer configured (old history), the

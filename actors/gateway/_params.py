@@ -11,7 +11,9 @@ from typing import Any, Iterable, Mapping, Optional
 
 from actors.edge import MAX_TIMESTAMP_MS, EdgeError, ms_to_ns
 from actors.store import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT
+from exness_actors.errors import InvalidValue
 from exness_actors.instruments import Instrument
+from exness_actors.money import parse_integer_text
 
 __all__ = ["QueryParams", "invalid"]
 
@@ -52,13 +54,10 @@ class QueryParams:
         value = self.values.get(name)
         if value is None or value == "":
             return default
-        text = value.strip()
-        if not (text.isascii() and text.lstrip("-").isdigit()) or len(text) > 20:
-            raise invalid(name, f"must be an integer from {low} to {high}")
-        number = int(text)
-        if not low <= number <= high:
-            raise invalid(name, f"must be an integer from {low} to {high}")
-        return number
+        try:
+            return parse_integer_text(value.strip(), low, high, field=name)
+        except InvalidValue as exc:
+            raise invalid(name, exc.problem) from None
 
     def choice(self, name: str, choices: Iterable[str], default: Optional[str] = None) -> Optional[str]:
         value = self.values.get(name)
@@ -78,7 +77,7 @@ class QueryParams:
         return self.text("cursor", max_length=MAX_CURSOR_LENGTH)
 
     def time_ns(self, name: str) -> Optional[int]:
-        """A timestamp in ms (0 .. year 9999) as ns."""
+        """A timestamp in ms (0 .. MAX_TIMESTAMP_MS, year 2262) as ns."""
         value = self.integer(name, 0, MAX_TIMESTAMP_MS)
         return None if value is None else ms_to_ns(value)
 
