@@ -53,6 +53,7 @@ __all__ = [
     "FRAME_HEADER_SIZE",
     "MAX_PAYLOAD_BYTES",
     "JournalCorruption",
+    "JournalCut",
     "JournalError",
     "JournalScan",
     "JournalWriter",
@@ -61,6 +62,7 @@ __all__ = [
     "encode_frames",
     "iter_payloads",
     "list_segments",
+    "salvage_payloads",
     "scan_journal",
     "segment_first_seq",
     "segment_name",
@@ -170,6 +172,18 @@ class TornTail:
     reason: str
 
 
+@attrs.frozen(kw_only=True)
+class JournalCut:
+    """Where ``repair=True`` cut the journal at mid-journal corruption, and what it could still read after."""
+
+    path: Path
+    offset: int
+    reason: str
+    salvaged: list[bytes]
+    """Payloads with a good CRC found past the bad frame (in the cut-off bytes and later segments),
+    in file order: evidence of what the cut lost (their seqs, ids, accounts), never replayed."""
+
+
 @attrs.define(kw_only=True)
 class JournalScan:
     """What `scan_journal` read and found."""
@@ -182,6 +196,8 @@ class JournalScan:
     """Human-readable descriptions of what ``repair=True`` changed on disk."""
     end_offset: int
     """Where good data ends in the last segment (0 when there is none)."""
+    cut: JournalCut | None = None
+    """Set when ``repair=True`` cut the journal at mid-journal corruption."""
 
 
 @attrs.frozen
@@ -246,19 +262,20 @@ def _classify(data: bytes, offset: int) -> _Defect:
     computed_crc = zlib.crc32(memoryview(data)[offset + FRAME_HEADER_SIZE : stop])
     reason = f"CRC mismatch (stored {stored_crc:#010x}, computed {computed_crc:#010x}) on a {length}-byte frame"
     # A torn write explains a bad frame only if nothing after it still decodes.
-    following = _count_good_frames(data, stop)
+    following = len(salvage_payloads(data, stop))
     if following:
         return _Defect(offset, f"{reason}, followed by {following} good frame(s)", torn=False)
     return _Defect(offset, reason, torn=True)
 
 
-def _count_good_frames(data: bytes, offset: int) -> int:
-    """Count frames with a good CRC from `offset` on, stepping over bad-CRC frames by their length field.
+def salvage_payloads(data: bytes, offset: int = 0) -> list[bytes]:
+    """Payloads with a good CRC from `offset` on, stepping over bad frames by their length field.
 
+    For reports only: a frame after a bad one may be anything, so nothing salvaged is replayed.
     Stops where the boundaries can no longer be followed (incomplete frame or impossible length).
     """
     end = len(data)
-    good = 0
+    payloads: list[bytes] = []
     while end - offset >= FRAME_HEADER_SIZE:
         length, crc = FRAME_HEADER.unpack_from(data, offset)
         start = offset + FRAME_HEADER_SIZE
@@ -266,9 +283,9 @@ def _count_good_frames(data: bytes, offset: int) -> int:
         if stop > end or not 0 < length <= MAX_PAYLOAD_BYTES:
             break
         if zlib.crc32(memoryview(data)[start:stop]) == crc:
-            good += 1
+            payloads.append(data[start:stop])
         offset = stop
-    return good
+    return payloads
 
 
 def _check_after_seq(after_seq: int | None) -> None:
@@ -305,6 +322,7 @@ def scan_journal(directory: StrPath, *, repair: bool = False, after_seq: int | N
     scanned: list[Path] = []
     repaired: list[str] = []
     torn_tail: TornTail | None = None
+    cut: JournalCut | None = None
     end_offset = 0
     for index, path in enumerate(segments):
         data = _read_file(path)
@@ -327,10 +345,16 @@ def scan_journal(directory: StrPath, *, repair: bool = False, after_seq: int | N
         reason = defect.reason if is_last else f"{defect.reason}, in a segment followed by later segments"
         if not repair:
             raise JournalCorruption(path, end_offset, reason)
-        repaired.extend(_set_aside(path, data, end_offset, reason, later=segments[index + 1 :]))
+        later = segments[index + 1 :]
+        salvaged = salvage_payloads(data, end_offset)
+        for segment in later:
+            salvaged.extend(salvage_payloads(_read_file(segment)))
+        cut = JournalCut(path=path, offset=end_offset, reason=reason, salvaged=salvaged)
+        repaired.extend(_set_aside(path, data, end_offset, reason, later=later))
         break
     return JournalScan(
-        payloads=payloads, segments=scanned, torn_tail=torn_tail, repaired=repaired, end_offset=end_offset
+        payloads=payloads, segments=scanned, torn_tail=torn_tail, repaired=repaired, end_offset=end_offset,
+        cut=cut,
     )
 
 
