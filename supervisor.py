@@ -23,11 +23,12 @@ from typing import Any, Awaitable, Callable, Optional
 import trio
 
 from actors import engine as engine_actor
+from actors import repair as repair_journal
 from actors import snapshotter
 from actors.config import Config, ConfigError, load_config
 from actors.engine import EngineHandle
 from actors.keys import KeyError_, load_or_create_key
-from actors.recovery import RecoveryError, journal_dir, recover
+from actors.recovery import Recovered, RecoveryError, journal_dir, recover
 from actors.runtime import tune_gc
 from actors.snapshot_worker import write_engine_snapshot
 from exness_actors.errors import InvalidValue
@@ -137,12 +138,25 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
     store = await open_store(cfg)
     persisted_seq = await store.last_persisted_seq(shard)
     backlog: list[tuple[int, int, list]] = []
-    try:
-        recovered = await trio.to_thread.run_sync(functools.partial(
-            recover, data_dir, core_config, key, repair=repair, persisted_seq=persisted_seq,
+
+    async def recover_from(stored_seq: int, *, cut: bool = False) -> Recovered:
+        backlog.clear()
+        return await trio.to_thread.run_sync(functools.partial(
+            recover, data_dir, core_config, key, repair=cut, persisted_seq=stored_seq,
             on_events=lambda seq, ts, events: backlog.append((seq, ts, events))))
+
+    repaired = None
+    try:
+        recovered = await recover_from(persisted_seq, cut=repair)
+        if recovered.cut is not None:   # --repair cut the journal: cut the history, raise the id floor
+            repaired = await repair_journal.reconcile(
+                recovered, store=store, shard=shard, shards=int(cfg.get("bus", "shards", 1)) if role == "engine" else 1,
+                stored_seq=persisted_seq, recover_again=recover_from)
+            recovered = repaired.recovered
         journal = JournalWriter(journal_dir(data_dir),
                                 segment_bytes=int(cfg.get("journal", "segment_mb", 64)) * 1024 * 1024)
+        if repaired is not None:
+            repair_journal.finish(repaired, data_dir, journal, ts=clock())
     except (RecoveryError, JournalError) as exc:
         await store.close()
         raise StartupError(str(exc)) from None

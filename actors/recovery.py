@@ -32,11 +32,11 @@ import msgpack
 
 from exness_actors.engine import Engine
 from exness_actors.instruments import SHARD_ID_SPAN, CoreConfig
-from exness_actors.journal import scan_journal, truncate_torn_tail
-from exness_actors.replay import replay
+from exness_actors.journal import JournalCut, scan_journal, truncate_torn_tail
+from exness_actors.replay import Checkpoint, decode_record, replay
 from exness_actors.snapshot import list_snapshots, load_newest_valid, read_snapshot, SnapshotError
 
-__all__ = ["recover", "Recovered", "RecoveryError", "journal_dir", "snapshot_dir", "pin_core_config",
+__all__ = ["recover", "Recovered", "RecoveryError", "LostInput", "journal_dir", "snapshot_dir", "pin_core_config",
            "gc_paused"]
 
 log = logging.getLogger("exness.recovery")
@@ -84,6 +84,14 @@ def pin_core_config(data_dir: Path, config: CoreConfig) -> CoreConfig:
     return config
 
 
+@attrs.frozen
+class LostInput:
+    """An input past a repair's cut whose frame could still be read (evidence, never replayed)."""
+    seq: int
+    command: str
+    account_id: Optional[int]
+
+
 @attrs.define
 class Recovered:
     engine: Engine
@@ -93,6 +101,9 @@ class Recovered:
     torn_tail: Optional[object]
     repaired: list
     elapsed_s: float
+    cut: Optional[JournalCut] = None
+    """Set when ``repair`` cut the journal at mid-journal corruption (actors/repair.py reconciles)."""
+    lost: list[LostInput] = attrs.Factory(list)
 
 
 @contextlib.contextmanager
@@ -163,7 +174,24 @@ def _recover(data_dir: Path, config: CoreConfig, key: bytes, *, repair: bool = F
     elapsed = time.perf_counter() - started
     log.info("event=recovered snapshot_seq=%d replayed=%d last_seq=%d checkpoints=%d elapsed_ms=%.1f",
              snapshot_seq, result.inputs, engine.last_seq, result.checkpoints_verified, elapsed * 1000)
-    return Recovered(engine, snapshot_seq, result.inputs, skipped, scan.torn_tail, scan.repaired, elapsed)
+    lost = lost_inputs(scan.cut, engine.last_seq) if scan.cut is not None else []
+    return Recovered(engine, snapshot_seq, result.inputs, skipped, scan.torn_tail, scan.repaired, elapsed,
+                     scan.cut, lost)
+
+
+def lost_inputs(cut: JournalCut, kept_through_seq: int) -> list[LostInput]:
+    """The readable inputs past a cut (seq order, one per seq); undecodable frames are skipped."""
+    found: dict[int, LostInput] = {}
+    for payload in cut.salvaged:
+        try:
+            record = decode_record(payload)
+        except Exception:
+            continue
+        if type(record) is Checkpoint or record.seq <= kept_through_seq:
+            continue
+        found.setdefault(record.seq, LostInput(record.seq, type(record).__name__,
+                                               getattr(record, "account_id", None)))
+    return [found[seq] for seq in sorted(found)]
 
 
 def _newest_at_or_before(directory: Path, key: bytes, seq: int, skipped: list):
