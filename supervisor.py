@@ -520,11 +520,22 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     rate = result.inputs / elapsed if elapsed else 0.0
     print(f"replayed {result.inputs} inputs to seq {engine.last_seq} in {elapsed:.2f} s ({rate:.0f} inputs/s); "
           f"{result.checkpoints_verified} checkpoints verified; state hash {engine.state_hash().hex()}")
+    print(_state_verdict(result.last_state_verified, engine.last_seq))
     print(f"accounts {len(engine.accounts)}, open positions {len(engine.positions)}, pending orders "
           f"{len(engine.orders)}, house pnl {format_fixed(engine.house, 2)} USD")
     for name, count in sorted(counts.items()):
         print(f"  {name}: {count}")
     return _replay_tools(args, data_dir, config)
+
+
+def _state_verdict(verified_seq: Optional[int], last_seq: int) -> str:
+    """Whether a clean shutdown's state hash vouches for the replayed end state."""
+    if verified_seq == last_seq:
+        return f"final state hash verified at seq {last_seq} (the clean shutdown's checkpoint)"
+    if verified_seq is None:
+        return "no state hash checkpoint in the journal (no clean shutdown recorded); the rolling hash only"
+    return (f"state hash last verified at seq {verified_seq}; the {last_seq - verified_seq} inputs after it "
+            "are checked by the rolling hash only (no clean shutdown since)")
 
 
 def _parquet_writer() -> Optional[Callable[..., None]]:

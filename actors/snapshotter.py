@@ -67,6 +67,7 @@ async def run(*, handle: EngineHandle, cfg: Any, key: bytes, stats: SnapshotterS
             stats.written += 1
             # a fresh segment lets the next recovery skip every segment this snapshot covers
             handle.rotate_requested = True
+            handle.request_checkpoint()   # and the journal verifies itself there (short ones too)
         stats.last_seq = report.get("last_seq", target)
         stats.last_elapsed_ms = report.get("elapsed_ms", 0.0)
         log.info("event=%s last_seq=%s elapsed_ms=%s", report.get("event"), stats.last_seq,
