@@ -128,6 +128,8 @@ class EngineHandle:
         self.accepting = True
         self.rotate_requested = False
         self.checkpoint_requested = False
+        #: damaged journal segments the last scrub found (actors/scrubber.py), one line each
+        self.journal_damage: list[str] = []
         self.durable_seq = engine.last_seq
         self.subscriptions: list[Subscription] = []
         # statistics
@@ -228,6 +230,7 @@ class EngineHandle:
             "open_positions": len(self.engine.positions),
             "pending_orders": len(self.engine.orders),
             "quotes_rejected": self.engine.quotes_rejected,
+            "journal_damaged_segments": len(self.journal_damage),
             "subscriptions": [s.statistics() for s in self.subscriptions],
         }
 

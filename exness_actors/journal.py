@@ -57,7 +57,9 @@ __all__ = [
     "JournalError",
     "JournalScan",
     "JournalWriter",
+    "SegmentCheck",
     "TornTail",
+    "check_segment",
     "encode_frame",
     "encode_frames",
     "iter_payloads",
@@ -96,8 +98,9 @@ class JournalCorruption(JournalError):
         self.path = path
         self.offset = offset
         self.reason = reason
+        self.where = f"journal segment {path} is corrupt at byte offset {offset}: {reason}"
         super().__init__(
-            f"journal segment {path} is corrupt at byte offset {offset}: {reason}. "
+            f"{self.where}. "
             "Refusing to start, because records after this point may have been acknowledged. "
             "`exness-actors run --repair` truncates the journal at this point: everything from byte "
             f"{offset} of {path.name} onwards, and every later segment, is lost (set aside as *.corrupt files)."
@@ -286,6 +289,39 @@ def salvage_payloads(data: bytes, offset: int = 0) -> list[bytes]:
             payloads.append(data[start:stop])
         offset = stop
     return payloads
+
+
+@attrs.frozen(kw_only=True)
+class SegmentCheck:
+    """One segment's frames verified end to end (a scrub, ``exness-actors verify``)."""
+
+    path: Path
+    size: int
+    frames: int
+    defect_offset: int | None = None
+    defect: str | None = None
+    torn: bool = False
+    """The defect is one a crash during an append explains (harmless only in the last segment)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.defect is None
+
+    def describe(self) -> str:
+        if self.defect is None:
+            return f"{self.path.name}: {self.frames} frames, {self.size} bytes, ok"
+        return f"{self.path.name} at byte {self.defect_offset}: {self.defect}"
+
+
+def check_segment(path: Path) -> SegmentCheck:
+    """Read every frame of one segment and check its framing and CRC; never modifies it."""
+    data = _read_file(path)
+    payloads: list[bytes] = []
+    end_offset, defect = _read_frames(data, 0, payloads)
+    if defect is None:
+        return SegmentCheck(path=path, size=len(data), frames=len(payloads))
+    return SegmentCheck(path=path, size=len(data), frames=len(payloads), defect_offset=end_offset,
+                        defect=defect.reason, torn=defect.torn)
 
 
 def _check_after_seq(after_seq: int | None) -> None:
