@@ -55,10 +55,12 @@ class RepairReport:
     history: HistoryCut
     next_order_id: int
     next_position_id: int
+    accounts: list[int]
+    """Accounts the lost inputs touched, as far as the history and the salvaged frames tell."""
+    accounts_gone: list[int]
+    """Those of them the engine no longer has (the cut-off inputs created them)."""
 
     def to_json(self) -> dict[str, Any]:
-        accounts = set(self.history.accounts)
-        accounts.update(lost.account_id for lost in self.lost_readable if lost.account_id is not None)
         lost_seqs = ({"first": self.kept_through_seq + 1, "last": self.lost_last_seq}
                      if self.lost_last_seq > self.kept_through_seq else None)
         return {
@@ -68,7 +70,8 @@ class RepairReport:
             "lost_commands_readable": [attrs.asdict(lost) for lost in self.lost_readable],
             "lost_commands_unreadable": (self.lost_last_seq - self.kept_through_seq
                                          - len(self.lost_readable)) if lost_seqs else 0,
-            "accounts": sorted(accounts),
+            "accounts": self.accounts,
+            "accounts_gone": self.accounts_gone,
             "history_rows_removed": self.history.removed,
             "history_rebuilt_after_seq": self.history.rebuild_after_seq,
             "next_order_id": self.next_order_id,
@@ -97,11 +100,13 @@ async def reconcile(recovered: Recovered, *, store: Any, shard: int, shards: int
     floor = id_floor(again.engine, history, last_seq)
     cut = recovered.cut
     assert cut is not None
+    concerned = set(history.accounts) | {lost.account_id for lost in recovered.lost if lost.account_id is not None}
     report = RepairReport(
         damage={"segment": cut.path.name, "offset": cut.offset, "reason": cut.reason,
                 "set_aside": list(recovered.repaired)},
         kept_through_seq=kept, lost_last_seq=last_seq, lost_readable=recovered.lost, history=history,
-        next_order_id=floor.next_order_id, next_position_id=floor.next_position_id)
+        next_order_id=floor.next_order_id, next_position_id=floor.next_position_id, accounts=sorted(concerned),
+        accounts_gone=sorted(account for account in concerned if account not in again.engine.accounts))
     return Repaired(again, report, floor)
 
 

@@ -102,6 +102,8 @@ class JournalCorruption(JournalError):
         super().__init__(
             f"{self.where}. "
             "Refusing to start, because records after this point may have been acknowledged. "
+            "If a verified copy of the segment exists (`[journal] archive_dir`, `exness-actors verify --archive`), "
+            "copy it back: nothing is lost. Otherwise "
             "`exness-actors run --repair` truncates the journal at this point: everything from byte "
             f"{offset} of {path.name} onwards, and every later segment, is lost (set aside as *.corrupt files)."
         )

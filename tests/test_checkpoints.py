@@ -7,14 +7,15 @@ import functools
 import pytest
 import trio
 
+import supervisor
 from actors import engine as engine_actor
 from actors.engine import EngineHandle
+from actors.recovery import journal_dir, pin_core_config
 from core_helpers import SYMBOL, make_engine
+from exness_actors import codec
 from exness_actors.commands import CreateAccount, PlaceOrder, Quote
-from exness_actors.journal import JournalWriter, scan_journal
+from exness_actors.journal import JournalWriter, encode_frame, scan_journal
 from exness_actors.replay import Checkpoint, ReplayDivergence, decode_record, encode_checkpoint, replay
-
-import supervisor
 
 
 def trio_clock() -> int:
@@ -44,7 +45,6 @@ def checkpoints(tmp_path) -> list[Checkpoint]:
 def inputs_then_checkpoint(state_hash: bytes | None = None, *, rolling_hash: bytes | None = None) -> list[bytes]:
     engine = make_engine()
     payloads = []
-    from exness_actors import codec
     for command in (CreateAccount(account_id=1, initial_deposit=500), Quote(symbol=SYMBOL, bid=10, ask=11)):
         engine.submit(command, ts=engine.now + 1)
         payloads.append(codec.encode(command))
@@ -93,8 +93,6 @@ def test_old_checkpoints_without_a_state_hash_still_verify():
 
 
 def test_replay_cli_verifies_a_short_journal_and_its_final_state(tmp_path, capsys):
-    from exness_actors.journal import encode_frame
-    from actors.recovery import journal_dir, pin_core_config
     pin_core_config(tmp_path, make_engine().config)
     with JournalWriter(journal_dir(tmp_path)) as writer:
         writer.append(b"".join(encode_frame(p) for p in inputs_then_checkpoint()), first_seq=1)

@@ -78,7 +78,8 @@ def drop_snapshots(data_dir: Path) -> None:
 
 
 async def history_run(data_dir: Path) -> dict[int, list[tuple[int, int]]]:
-    """Two accounts, ten orders each (account 1 first); returns account -> [(seq, order_id)]."""
+    """Two accounts, ten orders each (account 1 first), then a third account; returns
+    account -> [(seq, order_id)]."""
     placed: dict[int, list[tuple[int, int]]] = {1: [], 2: []}
     async with running(data_dir) as system:
         for account in placed:
@@ -87,13 +88,14 @@ async def history_run(data_dir: Path) -> dict[int, list[tuple[int, int]]]:
         for account in placed:
             for _ in range(10):
                 placed[account].append(await place(system, account))
+        await system.handle.request(CreateAccount(account_id=3, initial_deposit=1_000_000))
     return placed
 
 
 async def test_repair_truncates_the_history_and_never_reuses_an_id(tmp_path):
     placed = await history_run(tmp_path)
     cut_seq = placed[1][4][0]                       # account 1's fifth order is damaged
-    last_seq = placed[2][-1][0]
+    last_seq = placed[2][-1][0] + 1                 # account 3's creation
     issued = max(order_id for orders in placed.values() for _seq, order_id in orders)
     drop_snapshots(tmp_path)
     flip_byte_in_frame_of(tmp_path, cut_seq)
@@ -119,7 +121,7 @@ async def test_repair_truncates_the_history_and_never_reuses_an_id(tmp_path):
     report = json.loads(reports[0].read_text())
     assert report["kept_through_seq"] == cut_seq - 1
     assert report["lost_seqs"] == {"first": cut_seq, "last": last_seq}
-    assert report["accounts"] == [1, 2]
+    assert report["accounts"] == [1, 2, 3] and report["accounts_gone"] == [3]
     assert report["next_order_id"] > issued
 
     async with running(tmp_path) as system:       # the floor is journaled: a plain restart keeps it
