@@ -22,7 +22,11 @@ Recovery reads the segments in order and tells apart two kinds of damage:
 * **mid-journal corruption**: a bad frame in a segment that has later segments, or a bad frame followed by
   frames that still decode. Acknowledged records may be lost, so recovery refuses to guess and raises
   `JournalCorruption`; ``repair=True`` (``exness-actors run --repair``) truncates the journal at that point
-  and sets everything after it aside as ``*.corrupt`` files.
+  and sets everything after it aside as ``*.corrupt`` files; the scan reports the cut
+  (`JournalCut`) with the frames past it that still pass their CRC, as evidence of what was lost.
+
+`check_segment` reads one segment end to end without modifying it: the scrub and
+``exness-actors verify`` use it to find damage in segments recovery no longer reads.
 
 Invariants
 ----------
@@ -213,7 +217,21 @@ class _Defect:
     """True when a crash during an append explains it (only meaningful for the last segment)."""
 
 
-def _read_frames(data: bytes, offset: int, payloads: list[bytes] | None) -> tuple[int, _Defect | None]:
+class _FrameCounter:
+    """Stands in for the payload list where only the number of good frames matters (a scrub)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def append(self, _payload: bytes) -> None:
+        self.count += 1
+
+
+def _read_frames(
+    data: bytes, offset: int, payloads: list[bytes] | _FrameCounter | None
+) -> tuple[int, _Defect | None]:
     """Walk frames from `offset`, appending payloads; return where good data ends and the defect there.
 
     The hot loop of recovery: one unpack, one slice and one crc per frame, nothing else.
@@ -318,11 +336,11 @@ class SegmentCheck:
 def check_segment(path: Path) -> SegmentCheck:
     """Read every frame of one segment and check its framing and CRC; never modifies it."""
     data = _read_file(path)
-    payloads: list[bytes] = []
-    end_offset, defect = _read_frames(data, 0, payloads)
+    frames = _FrameCounter()
+    end_offset, defect = _read_frames(data, 0, frames)
     if defect is None:
-        return SegmentCheck(path=path, size=len(data), frames=len(payloads))
-    return SegmentCheck(path=path, size=len(data), frames=len(payloads), defect_offset=end_offset,
+        return SegmentCheck(path=path, size=len(data), frames=frames.count)
+    return SegmentCheck(path=path, size=len(data), frames=frames.count, defect_offset=end_offset,
                         defect=defect.reason, torn=defect.torn)
 
 
