@@ -83,12 +83,13 @@ class ReplayDivergence(CoreError):
         self.last_input = last_input
 
 
-def verify_checkpoint(engine: Engine, checkpoint: Checkpoint, last_input: Any) -> None:
+def verify_checkpoint(engine: Engine, checkpoint: Checkpoint, last_input: Any, *,
+                      check_state: bool = True) -> None:
     """:class:`ReplayDivergence` unless ``engine`` (at the checkpoint's seq) matches it."""
     actual = engine.rolling_hash
     if actual != checkpoint.rolling_hash:
         raise ReplayDivergence(checkpoint.seq, checkpoint.rolling_hash, actual, last_input)
-    if checkpoint.state_hash is not None:
+    if check_state and checkpoint.state_hash is not None:
         actual = engine.state_hash()
         if actual != checkpoint.state_hash:
             raise ReplayDivergence(checkpoint.seq, checkpoint.state_hash, actual, last_input, what="state hash")
@@ -107,12 +108,15 @@ class ReplayResult:
 
 def replay(engine: Engine, payloads: Iterable[bytes], *, until_seq: Optional[int] = None,
            on_events: Optional[Callable[[int, int, list], None]] = None,
-           verify: bool = True, progress: Optional[Callable[[int], None]] = None) -> ReplayResult:
+           verify: bool = True, verify_state: bool = True,
+           progress: Optional[Callable[[int], None]] = None) -> ReplayResult:
     """Apply journal ``payloads`` to ``engine`` (records at or before its ``last_seq`` are skipped).
 
     ``on_events(seq, ts, events)`` sees every input's events (for rebuilding stores).
     ``progress(seq)`` is called at every checkpoint record (every ``HASH_BLOCK`` inputs), so a
     caller can show how far replay got without a cost per input (the CLI's progress bar).
+    ``verify_state=False`` skips the state hashes (a pass over the whole state each; recovery,
+    which must be fast, leaves them to ``exness-actors replay`` and the snapshot worker).
     Raises :class:`ReplayDivergence` at the first checkpoint that does not match, and
     :class:`InvalidCommand` for a record that does not decode or is out of sequence.
     """
@@ -130,9 +134,9 @@ def replay(engine: Engine, payloads: Iterable[bytes], *, until_seq: Optional[int
             if record.seq > engine.last_seq:
                 raise InvalidCommand(f"checkpoint for seq {record.seq} after seq {engine.last_seq}: inputs are missing")
             if verify:
-                verify_checkpoint(engine, record, last_input)
+                verify_checkpoint(engine, record, last_input, check_state=verify_state)
                 result.checkpoints_verified += 1
-                if record.state_hash is not None:
+                if verify_state and record.state_hash is not None:
                     result.states_verified += 1
                     result.last_state_verified = record.seq
             if progress is not None:

@@ -100,3 +100,10 @@ def test_replay_cli_verifies_a_short_journal_and_its_final_state(tmp_path, capsy
     out = capsys.readouterr().out
     assert "1 checkpoints verified" in out
     assert "final state hash verified at seq 2" in out
+
+
+def test_recovery_leaves_the_state_hash_to_replay_but_checks_the_rolling_hash():
+    payloads = inputs_then_checkpoint(bytes(16))             # a wrong state hash, a right rolling hash
+    assert replay(make_engine(), payloads, verify_state=False).checkpoints_verified == 1
+    with pytest.raises(ReplayDivergence, match="rolling hash"):
+        replay(make_engine(), inputs_then_checkpoint(rolling_hash=bytes(16)), verify_state=False)
