@@ -151,7 +151,7 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
         if recovered.cut is not None:   # --repair cut the journal: cut the history, raise the id floor
             repaired = await repair_journal.reconcile(
                 recovered, store=store, shard=shard, shards=int(cfg.get("bus", "shards", 1)) if role == "engine" else 1,
-                stored_seq=persisted_seq, recover_again=recover_from)
+                stored_seq=persisted_seq, recover_again=functools.partial(recover_from, cut=True))
             recovered = repaired.recovered
         journal = JournalWriter(journal_dir(data_dir),
                                 segment_bytes=int(cfg.get("journal", "segment_mb", 64)) * 1024 * 1024)

@@ -21,6 +21,10 @@ every input after the cut, but the world has not:
 * the **operator** gets a report, logged and written to ``repair-<seq>.json`` in the data dir:
   the damage, the seqs kept and lost, the lost inputs that could still be read, the accounts
   concerned, the history rows removed and the id floor.
+
+The report is written last and names the ``*.corrupt`` files of the cut: until a report names them,
+recovery refuses a plain start (actors/recovery.py), and ``--repair`` rebuilds the cut from those
+files and runs these steps again, so a repair killed half-way is finished, never forgotten.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ log = logging.getLogger("exness.repair")
 class RepairReport:
     """What a repair lost and what it did about it (written as JSON for the operator)."""
     damage: dict[str, Any]
+    evidence: list[str]
+    """The ``*.corrupt`` files of this cut (recovery refuses a plain start while one is unreported)."""
     kept_through_seq: int
     lost_last_seq: int
     lost_readable: list[LostInput]
@@ -65,6 +71,7 @@ class RepairReport:
                      if self.lost_last_seq > self.kept_through_seq else None)
         return {
             "damage": self.damage,
+            "evidence": self.evidence,      # a report naming them marks the repair finished
             "kept_through_seq": self.kept_through_seq,
             "lost_seqs": lost_seqs,
             "lost_commands_readable": [attrs.asdict(lost) for lost in self.lost_readable],
@@ -93,7 +100,7 @@ async def reconcile(recovered: Recovered, *, store: Any, shard: int, shards: int
 
     ``recover_again(persisted_seq)`` recovers the (now clean) journal with the store caught up
     to ``persisted_seq``; its events after that seq rebuild the rows the cut removed."""
-    kept = recovered.engine.last_seq
+    kept = recovered.kept_through_seq
     history = await store.cut_history(shard, kept, shards=shards)
     again = await recover_again(history.rebuild_after_seq)
     last_seq = max([kept, stored_seq, *(lost.seq for lost in recovered.lost)])
@@ -104,6 +111,7 @@ async def reconcile(recovered: Recovered, *, store: Any, shard: int, shards: int
     report = RepairReport(
         damage={"segment": cut.path.name, "offset": cut.offset, "reason": cut.reason,
                 "set_aside": list(recovered.repaired)},
+        evidence=[path.name for path in cut.evidence],
         kept_through_seq=kept, lost_last_seq=last_seq, lost_readable=recovered.lost, history=history,
         next_order_id=floor.next_order_id, next_position_id=floor.next_position_id, accounts=sorted(concerned),
         accounts_gone=sorted(account for account in concerned if account not in again.engine.accounts))

@@ -191,6 +191,8 @@ class JournalCut:
     salvaged: list[bytes]
     """Payloads with a good CRC found past the bad frame (in the cut-off bytes and later segments),
     in file order: evidence of what the cut lost (their seqs, ids, accounts), never replayed."""
+    evidence: list[Path]
+    """The ``*.corrupt`` files the cut-off bytes and segments were set aside as."""
 
 
 @attrs.define(kw_only=True)
@@ -405,8 +407,8 @@ def scan_journal(directory: StrPath, *, repair: bool = False, after_seq: int | N
         salvaged = salvage_payloads(data, end_offset)
         for segment in later:
             salvaged.extend(salvage_payloads(_read_file(segment)))
-        cut = JournalCut(path=path, offset=end_offset, reason=reason, salvaged=salvaged)
-        repaired.extend(_set_aside(path, data, end_offset, reason, later=later))
+        evidence = _set_aside(path, data, end_offset, reason, later=later, done=repaired)
+        cut = JournalCut(path=path, offset=end_offset, reason=reason, salvaged=salvaged, evidence=evidence)
         break
     return JournalScan(
         payloads=payloads, segments=scanned, torn_tail=torn_tail, repaired=repaired, end_offset=end_offset,
@@ -471,12 +473,13 @@ def _truncate(path: Path, size: int) -> None:
         os.close(fd)
 
 
-def _set_aside(path: Path, data: bytes, offset: int, reason: str, *, later: list[Path]) -> list[str]:
-    """Repair: keep `path` up to `offset`, move the rest and every later segment to ``*.corrupt`` files.
+def _set_aside(path: Path, data: bytes, offset: int, reason: str, *, later: list[Path],
+               done: list[str]) -> list[Path]:
+    """Repair: keep `path` up to `offset`, move the rest and every later segment to ``*.corrupt`` files;
+    describe each step in `done`; return the ``*.corrupt`` files.
 
     The bad bytes are kept as evidence rather than deleted: an operator may want to inspect them.
     """
-    done: list[str] = []
     tail = data[offset:]
     evidence = _unused_path(path.with_name(f"{path.name}.from-{offset}{_CORRUPT_SUFFIX}"))
     _write_durably(evidence, tail)
@@ -485,12 +488,14 @@ def _set_aside(path: Path, data: bytes, offset: int, reason: str, *, later: list
         f"truncated {path.name} at byte {offset} ({reason}); "
         f"the {len(tail)} bytes after it were saved to {evidence.name}"
     )
+    evidence_files = [evidence]
     for segment in later:
         target = _unused_path(segment.with_name(segment.name + _CORRUPT_SUFFIX))
         os.replace(segment, target)
         done.append(f"set aside later segment {segment.name} as {target.name}")
+        evidence_files.append(target)
     fsync_directory(path.parent)
-    return done
+    return evidence_files
 
 
 def _unused_path(path: Path) -> Path:

@@ -12,15 +12,18 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
 
+import pytest
 import trio
 
+from actors import repair as repair_journal
 from actors.recovery import journal_dir, snapshot_dir
+from actors.store_sqlite import SqliteStore
 from exness_actors.commands import CreateAccount, PlaceOrder, Quote
 from exness_actors.events import OrderAccepted
 from exness_actors.journal import FRAME_HEADER, FRAME_HEADER_SIZE, list_segments
 from exness_actors.replay import Checkpoint, decode_record
 from gateway_helpers import gateway_config
-from supervisor import run_system
+from supervisor import StartupError, run_system
 
 SYMBOL = "BTCUSDT"
 
@@ -127,3 +130,47 @@ async def test_repair_truncates_the_history_and_never_reuses_an_id(tmp_path):
     async with running(tmp_path) as system:       # the floor is journaled: a plain restart keeps it
         _seq, after_restart = await place(system, 2)
         assert after_restart > new_order
+
+
+class Killed(Exception):
+    """Stands for kill -9 at a point of the repair (nothing after it runs)."""
+
+
+def kill_at(monkeypatch, target: Any, name: str) -> None:
+    def killed(*args: Any, **kwargs: Any) -> Any:
+        raise Killed(name)
+    monkeypatch.setattr(target, name, killed)
+
+
+@pytest.mark.parametrize("stage", ["cut_history", "write_report"])
+async def test_a_repair_killed_half_way_blocks_a_plain_start_and_finishes_when_run_again(tmp_path, monkeypatch,
+                                                                                       stage):
+    placed = await history_run(tmp_path)
+    cut_seq = placed[1][4][0]
+    issued = max(order_id for orders in placed.values() for _seq, order_id in orders)
+    drop_snapshots(tmp_path)
+    flip_byte_in_frame_of(tmp_path, cut_seq)
+    with monkeypatch.context() as patch:
+        kill_at(patch, SqliteStore if stage == "cut_history" else repair_journal, stage)
+        with pytest.raises(BaseException) as killed:
+            async with running(tmp_path, repair=True):
+                pass
+        assert killed.group_contains(Killed)
+
+    with pytest.raises(BaseException) as refused:
+        async with running(tmp_path):
+            pass
+    assert refused.group_contains(StartupError, match="interrupted repair")
+
+    async with running(tmp_path, repair=True) as system:
+        for account, orders in placed.items():
+            for seq, order_id in orders:
+                assert ((await system.store.order(account, order_id)) is not None) == (seq < cut_seq)
+        seq, new_order = await place(system, 1)
+        assert new_order > issued
+        await persisted(system, seq)
+    report = json.loads(max(tmp_path.glob("repair-*.json")).read_text())
+    assert report["kept_through_seq"] == cut_seq - 1
+    assert report["accounts"] == [1, 2, 3] and report["next_order_id"] > issued
+    async with running(tmp_path):                  # finished: plain starts work again
+        pass
