@@ -24,11 +24,12 @@ from typing import Any, Awaitable, Callable, Iterator, Optional
 import trio
 
 from actors import engine as engine_actor
+from actors import repair as repair_journal
 from actors import snapshotter
 from actors.config import Config, ConfigError, load_config
 from actors.engine import EngineHandle
 from actors.keys import KeyError_, load_or_create_key
-from actors.recovery import RecoveryError, journal_dir, recover
+from actors.recovery import Recovered, RecoveryError, journal_dir, recover
 from actors.runtime import tune_gc
 from actors.snapshot_worker import write_engine_snapshot
 from exness_actors.errors import InvalidValue
@@ -138,12 +139,25 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
     store = await open_store(cfg)
     persisted_seq = await store.last_persisted_seq(shard)
     backlog: list[tuple[int, int, list]] = []
-    try:
-        recovered = await trio.to_thread.run_sync(functools.partial(
-            recover, data_dir, core_config, key, repair=repair, persisted_seq=persisted_seq,
+
+    async def recover_from(stored_seq: int, *, cut: bool = False) -> Recovered:
+        backlog.clear()
+        return await trio.to_thread.run_sync(functools.partial(
+            recover, data_dir, core_config, key, repair=cut, persisted_seq=stored_seq,
             on_events=lambda seq, ts, events: backlog.append((seq, ts, events))))
+
+    repaired = None
+    try:
+        recovered = await recover_from(persisted_seq, cut=repair)
+        if recovered.cut is not None:   # --repair cut the journal: cut the history, raise the id floor
+            repaired = await repair_journal.reconcile(
+                recovered, store=store, shard=shard, shards=int(cfg.get("bus", "shards", 1)) if role == "engine" else 1,
+                stored_seq=persisted_seq, recover_again=functools.partial(recover_from, cut=True))
+            recovered = repaired.recovered
         journal = JournalWriter(journal_dir(data_dir),
                                 segment_bytes=int(cfg.get("journal", "segment_mb", 64)) * 1024 * 1024)
+        if repaired is not None:
+            repair_journal.finish(repaired, data_dir, journal, ts=clock())
     except (RecoveryError, JournalError) as exc:
         await store.close()
         raise StartupError(str(exc)) from None
@@ -309,6 +323,11 @@ def _build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--format", choices=["csv", "jsonl", "parquet"],
                         help="export format (default: from the file suffix, else csv; parquet needs pyarrow)")
 
+    verify = commands.add_parser("verify", help="check every frame of a data dir's journal; keep verified copies")
+    verify.add_argument("data_dir")
+    verify.add_argument("--archive", metavar="DIR",
+                        help="copy every verified segment here (a segment already there at its size is skipped)")
+
     migrate = commands.add_parser("migrate", help="apply the store's schema migrations")
     migrate.add_argument("--config")
     migrate.add_argument("--data-dir", help="the SQLite store's directory")
@@ -449,7 +468,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from exness_actors.engine import Engine
     from exness_actors.events import OrderAccepted, OrderRejected, PositionClosed
     from exness_actors.instruments import CoreConfig
-    from exness_actors.journal import JournalError, iter_payloads
+    from exness_actors.journal import JournalCorruption, JournalError, iter_payloads
     from exness_actors.money import format_fixed
     from exness_actors.replay import ReplayDivergence, replay
     from exness_actors.snapshot import SnapshotError, list_snapshots, read_snapshot
@@ -500,11 +519,14 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     bar = _progress_bar("replaying", "inputs")
     try:
-        result = replay(engine, iter_payloads(journal_dir(data_dir)), until_seq=args.until, on_events=tally,
-                        progress=_advance(bar))
+        result = replay(engine, iter_payloads(journal_dir(data_dir), after_seq=engine.last_seq or None),
+                        until_seq=args.until, on_events=tally, progress=_advance(bar))
     except ReplayDivergence as exc:
         print(f"exness-actors replay: {exc}", file=sys.stderr)
         return 1
+    except JournalCorruption as exc:
+        print(f"exness-actors replay: {exc.where}. {_damage_advice(data_dir, exc.path)}", file=sys.stderr)
+        return 2
     except JournalError as exc:
         print(f"exness-actors replay: {exc}", file=sys.stderr)
         return 2
@@ -515,11 +537,66 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     rate = result.inputs / elapsed if elapsed else 0.0
     print(f"replayed {result.inputs} inputs to seq {engine.last_seq} in {elapsed:.2f} s ({rate:.0f} inputs/s); "
           f"{result.checkpoints_verified} checkpoints verified; state hash {engine.state_hash().hex()}")
+    print(_state_verdict(result.last_state_verified, engine.last_seq))
     print(f"accounts {len(engine.accounts)}, open positions {len(engine.positions)}, pending orders "
           f"{len(engine.orders)}, house pnl {format_fixed(engine.house, 2)} USD")
     for name, count in sorted(counts.items()):
         print(f"  {name}: {count}")
     return _replay_tools(args, data_dir, config)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    """Check every frame of every segment (exit 1 on damage); copy verified segments with --archive."""
+    from actors.recovery import journal_dir
+    from actors.scrubber import scrub
+
+    data_dir = Path(args.data_dir)
+    if not journal_dir(data_dir).is_dir():
+        print(f"exness-actors verify: {data_dir} has no journal/ directory", file=sys.stderr)
+        return 2
+    report = scrub(journal_dir(data_dir), include_last=True,
+                   archive_dir=Path(args.archive) if args.archive else None)
+    damaged = report.damaged
+    for check in report.checked:
+        torn_tail = not check.ok and check not in damaged
+        print(check.describe() + (" (a torn tail: harmless, the next start truncates it)" if torn_tail else ""))
+    for path in report.archived:
+        print(f"archived {path}")
+    for check in damaged:
+        print(f"exness-actors verify: {check.describe()}. {_damage_advice(data_dir, check.path)}", file=sys.stderr)
+    if damaged:
+        return 1
+    print(f"{len(report.checked)} segments verified, no damage")
+    return 0
+
+
+def _damage_advice(data_dir: Path, segment: Path) -> str:
+    """What to do about a damaged segment: depends on whether a snapshot already covers it."""
+    from actors.recovery import snapshot_dir
+    from exness_actors.journal import list_segments, segment_first_seq
+    from exness_actors.snapshot import list_snapshots
+
+    restore = ("Restore the segment from a verified copy (`exness-actors verify --archive`, "
+               "`[journal] archive_dir`) and check it with `exness-actors verify`")
+    later = [path for path in list_segments(journal_dir(data_dir)) if path.name > segment.name]
+    snapshots = list_snapshots(snapshot_dir(data_dir))
+    newest = snapshots[-1][0] if snapshots else 0
+    if later and segment_first_seq(later[0]) - 1 <= newest:
+        return (f"The newest snapshot (seq {newest}) covers this segment: `run` starts without reading it "
+                f"and `run --repair` would not change it. {restore} so the journal replays from the start "
+                "again; meanwhile `replay --from-snapshot` starts after it.")
+    return (f"`run` refuses to start on it. {restore}; without a copy, `run --repair` truncates the journal "
+            "there, losing every later input (it writes what was lost to repair-<seq>.json).")
+
+
+def _state_verdict(verified_seq: Optional[int], last_seq: int) -> str:
+    """Whether a clean shutdown's state hash vouches for the replayed end state."""
+    if verified_seq == last_seq:
+        return f"final state hash verified at seq {last_seq} (the clean shutdown's checkpoint)"
+    if verified_seq is None:
+        return "no state hash checkpoint in the journal (no clean shutdown recorded); the rolling hash only"
+    return (f"state hash last verified at seq {verified_seq}; the {last_seq - verified_seq} inputs after it "
+            "are checked by the rolling hash only (no clean shutdown since)")
 
 
 def _parquet_writer() -> Optional[Callable[..., None]]:
@@ -767,6 +844,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "replay":
         return _cmd_replay(args)
+    if args.command == "verify":
+        return _cmd_verify(args)
     if args.command == "backtest":
         return _cmd_backtest(args)
     if args.command == "simulate":

@@ -127,6 +127,9 @@ class EngineHandle:
         self._send, self._receive = trio.open_memory_channel[Any](inbox_size)
         self.accepting = True
         self.rotate_requested = False
+        self.checkpoint_requested = False
+        #: damaged journal segments the last scrub found (actors/scrubber.py), one line each
+        self.journal_damage: list[str] = []
         self.durable_seq = engine.last_seq
         self.subscriptions: list[Subscription] = []
         # statistics
@@ -196,6 +199,10 @@ class EngineHandle:
             self.subscriptions.remove(subscription)
             subscription._send.close()
 
+    def request_checkpoint(self) -> None:
+        """Journal a checkpoint at the end of the next batch (the snapshotter asks after a snapshot)."""
+        self.checkpoint_requested = True
+
     async def stop(self) -> None:
         """Stop intake; the engine drains what it has, makes it durable and returns."""
         if self.accepting:
@@ -223,6 +230,7 @@ class EngineHandle:
             "open_positions": len(self.engine.positions),
             "pending_orders": len(self.engine.orders),
             "quotes_rejected": self.engine.quotes_rejected,
+            "journal_damaged_segments": len(self.journal_damage),
             "subscriptions": [s.statistics() for s in self.subscriptions],
         }
 
@@ -334,11 +342,27 @@ async def _apply_task(handle: EngineHandle, to_journal: trio.MemorySendChannel, 
                 if events:
                     published.append((command.seq, command.ts, events))
             last_seq = engine.last_seq
-            if last_seq >= first_seq and (last_seq // HASH_BLOCK) != ((first_seq - 1) // HASH_BLOCK):
-                frames.append(encode_checkpoint(last_seq, engine.rolling_hash))
+            checkpoint = _checkpoint(handle, first_seq, stopping)
+            if checkpoint is not None:
+                frames.append(checkpoint)
             data = b"".join([encode_frame(frame) for frame in frames])
             handle.commands += last_seq - first_seq + 1
             await to_journal.send(_Pending(data, first_seq, last_seq, replies, published))
+
+
+def _checkpoint(handle: EngineHandle, first_seq: int, stopping: bool) -> Optional[bytes]:
+    """The checkpoint ending this batch, if one is due: at a HASH_BLOCK boundary, when asked
+    (after a snapshot), and at a clean stop — that one with the state hash, whose cost (a pass
+    over the whole state) a stopping engine can afford."""
+    engine = handle.engine
+    last_seq = engine.last_seq
+    if stopping and last_seq:
+        return encode_checkpoint(last_seq, engine.rolling_hash, engine.state_hash())
+    crossed = last_seq >= first_seq and (last_seq // HASH_BLOCK) != ((first_seq - 1) // HASH_BLOCK)
+    if not (crossed or (handle.checkpoint_requested and last_seq >= first_seq)):
+        return None
+    handle.checkpoint_requested = False
+    return encode_checkpoint(last_seq, engine.rolling_hash)
 
 
 def _until_next_expiry(engine: Engine, clock: Callable[[], int]) -> Optional[float]:

@@ -97,6 +97,8 @@ class StatisticsCollector:
             "exness_engine_pending_orders": ("pending orders in the engine", "pending_orders"),
             "exness_journal_fsync_seconds_max": ("slowest journal fsync so far", "fsync_seconds_max"),
             "exness_journal_fsync_seconds_p99": ("p99 of the last 1024 journal fsyncs", "fsync_p99_seconds"),
+            "exness_journal_damaged_segments": ("journal segments the last scrub found damaged",
+                                                "journal_damaged_segments"),
         }
         for name, (help_text, key) in gauges.items():
             yield GaugeMetricFamily(name, help_text, value=float(stats.get(key) or 0))

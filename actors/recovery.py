@@ -9,7 +9,9 @@ Layout of a data dir::
 
 A torn tail (the frame being written when the process died) is truncated. Mid-journal
 corruption refuses to start with a message naming the file and offset; ``--repair`` truncates
-there (setting the damaged bytes aside as ``*.corrupt``). A corrupt or wrongly-keyed snapshot
+there (setting the damaged bytes aside as ``*.corrupt``; actors/repair.py reconciles the rest). A
+``*.corrupt`` file that no ``repair-*.json`` report names means a repair did not finish: a plain
+start refuses, ``--repair`` finishes it. A corrupt or wrongly-keyed snapshot
 is skipped (logged) and an older one, or the journal from the beginning, is used instead.
 
 The core configuration (instruments, scales) is pinned at the first start: replaying a journal
@@ -21,8 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -32,11 +36,12 @@ import msgpack
 
 from exness_actors.engine import Engine
 from exness_actors.instruments import SHARD_ID_SPAN, CoreConfig
-from exness_actors.journal import scan_journal, truncate_torn_tail
-from exness_actors.replay import replay
+from exness_actors.commands import RaiseIdFloor
+from exness_actors.journal import JournalCut, salvage_payloads, scan_journal, truncate_torn_tail
+from exness_actors.replay import Checkpoint, decode_record, replay
 from exness_actors.snapshot import list_snapshots, load_newest_valid, read_snapshot, SnapshotError
 
-__all__ = ["recover", "Recovered", "RecoveryError", "journal_dir", "snapshot_dir", "pin_core_config",
+__all__ = ["recover", "Recovered", "RecoveryError", "LostInput", "journal_dir", "snapshot_dir", "pin_core_config",
            "gc_paused"]
 
 log = logging.getLogger("exness.recovery")
@@ -84,6 +89,14 @@ def pin_core_config(data_dir: Path, config: CoreConfig) -> CoreConfig:
     return config
 
 
+@attrs.frozen
+class LostInput:
+    """An input past a repair's cut whose frame could still be read (evidence, never replayed)."""
+    seq: int
+    command: str
+    account_id: Optional[int]
+
+
 @attrs.define
 class Recovered:
     engine: Engine
@@ -93,6 +106,12 @@ class Recovered:
     torn_tail: Optional[object]
     repaired: list
     elapsed_s: float
+    cut: Optional[JournalCut] = None
+    """Set when ``repair`` cut the journal at mid-journal corruption, or finds the evidence of a
+    cut whose repair was interrupted (actors/repair.py reconciles)."""
+    lost: list[LostInput] = attrs.Factory(list)
+    kept_through_seq: int = 0
+    """With a cut: the last input kept (a repair's own RaiseIdFloor after it does not count)."""
 
 
 @contextlib.contextmanager
@@ -130,6 +149,13 @@ def _recover(data_dir: Path, config: CoreConfig, key: bytes, *, repair: bool = F
     ``on_events`` sees every event the store has not persisted yet."""
     started = time.perf_counter()
     pin_core_config(data_dir, config)
+    pending = unreported_evidence(data_dir)
+    if pending and not repair:
+        raise RecoveryError(
+            f"an interrupted repair: {', '.join(path.name for path in pending)} in {journal_dir(data_dir)} "
+            "were set aside by `--repair`, but no repair-<seq>.json report says the repair finished, so "
+            "the history and the id counters may not match the cut journal yet. Run `exness-actors run "
+            "--repair` again to finish it (the journal is not cut any further).")
     snapshots = snapshot_dir(data_dir)
     snapshot, skipped = load_newest_valid(snapshots, key=key)
     if snapshot is not None and persisted_seq is not None and snapshot.last_seq > persisted_seq:
@@ -159,11 +185,69 @@ def _recover(data_dir: Path, config: CoreConfig, key: bytes, *, repair: bool = F
         def wanted(seq: int, ts: int, events: list) -> None:
             if seq > persisted_seq:
                 on_events(seq, ts, events)
-    result = replay(engine, scan.payloads, on_events=wanted)
+    result = replay(engine, scan.payloads, on_events=wanted, verify_state=False)   # the restart budget
     elapsed = time.perf_counter() - started
     log.info("event=recovered snapshot_seq=%d replayed=%d last_seq=%d checkpoints=%d elapsed_ms=%.1f",
              snapshot_seq, result.inputs, engine.last_seq, result.checkpoints_verified, elapsed * 1000)
-    return Recovered(engine, snapshot_seq, result.inputs, skipped, scan.torn_tail, scan.repaired, elapsed)
+    cut = scan.cut if scan.cut is not None or not pending else evidence_cut(pending)
+    if cut is None:
+        return Recovered(engine, snapshot_seq, result.inputs, skipped, scan.torn_tail, scan.repaired, elapsed)
+    kept = kept_through_seq(engine, scan.payloads)
+    return Recovered(engine, snapshot_seq, result.inputs, skipped, scan.torn_tail, scan.repaired, elapsed,
+                     cut, lost_inputs(cut, kept), kept)
+
+
+_EVIDENCE = re.compile(r"journal-\d{20}\.seg(?:\.from-(\d+))?\.corrupt(?:\.\d+)?")
+
+
+def unreported_evidence(data_dir: Path) -> list[Path]:
+    """``*.corrupt`` files a repair set aside that no ``repair-*.json`` report names (the repair
+    was interrupted before it finished, or predates the reports)."""
+    reported: set[str] = set()
+    for report in data_dir.glob("repair-*.json"):
+        try:
+            reported.update(json.loads(report.read_text()).get("evidence", ()))
+        except (OSError, ValueError, AttributeError):
+            continue
+    try:
+        names = sorted(os.listdir(journal_dir(data_dir)))
+    except FileNotFoundError:
+        return []
+    return [journal_dir(data_dir) / name for name in names if _EVIDENCE.fullmatch(name) and name not in reported]
+
+
+def evidence_cut(evidence: list[Path]) -> JournalCut:
+    """The cut an interrupted repair made, rebuilt from the files it set aside."""
+    salvaged: list[bytes] = []
+    for path in evidence:
+        salvaged.extend(salvage_payloads(path.read_bytes()))
+    match = _EVIDENCE.fullmatch(evidence[0].name)
+    return JournalCut(path=evidence[0], offset=int(match.group(1) or 0) if match else 0,
+                      reason="set aside by a repair that did not finish", salvaged=salvaged, evidence=evidence)
+
+
+def kept_through_seq(engine: Engine, payloads: list[bytes]) -> int:
+    """The last input before the journal's trailing RaiseIdFloor inputs (an interrupted repair's)."""
+    for payload in reversed(payloads):
+        record = decode_record(payload)
+        if type(record) is not Checkpoint and type(record) is not RaiseIdFloor:
+            return record.seq
+    return engine.last_seq
+
+
+def lost_inputs(cut: JournalCut, kept_through_seq: int) -> list[LostInput]:
+    """The readable inputs past a cut (seq order, one per seq); undecodable frames are skipped."""
+    found: dict[int, LostInput] = {}
+    for payload in cut.salvaged:
+        try:
+            record = decode_record(payload)
+        except Exception:
+            continue
+        if type(record) is Checkpoint or record.seq <= kept_through_seq:
+            continue
+        found.setdefault(record.seq, LostInput(record.seq, type(record).__name__,
+                                               getattr(record, "account_id", None)))
+    return [found[seq] for seq in sorted(found)]
 
 
 def _newest_at_or_before(directory: Path, key: bytes, seq: int, skipped: list):

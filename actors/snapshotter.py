@@ -4,10 +4,14 @@ Every ``snapshot.interval_s`` it asks a child process to replay the journal up t
 durable seq and write a snapshot; the engine keeps running meanwhile. Failures are logged and
 retried at the next interval (the supervisor also restarts the actor with backoff). The final
 snapshot on graceful shutdown is written by the supervisor from the stopped engine.
+
+When it starts and after every snapshot it also scrubs the journal's sealed segments
+(:mod:`actors.scrubber`) and records what is damaged on the engine handle.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -17,6 +21,8 @@ from typing import Any
 import trio
 
 from actors.engine import EngineHandle
+from actors.recovery import journal_dir
+from actors.scrubber import scrub
 
 __all__ = ["run", "SnapshotterStats", "snapshot_now"]
 
@@ -29,10 +35,29 @@ class SnapshotterStats:
         self.failed = 0
         self.last_seq = 0
         self.last_elapsed_ms = 0.0
+        self.scrubs = 0
+        self.damaged_segments = 0
 
     def statistics(self) -> dict[str, Any]:
         return {"written": self.written, "failed": self.failed, "last_seq": self.last_seq,
-                "last_elapsed_ms": self.last_elapsed_ms}
+                "last_elapsed_ms": self.last_elapsed_ms, "scrubs": self.scrubs,
+                "damaged_segments": self.damaged_segments}
+
+
+async def scrub_journal(handle: EngineHandle, cfg: Any, stats: SnapshotterStats) -> None:
+    """Verify the sealed segments in a worker thread; record the damage on ``handle``."""
+    archive = cfg.get("journal", "archive_dir", "")
+    try:
+        report = await trio.to_thread.run_sync(functools.partial(
+            scrub, journal_dir(Path(cfg.data_dir)), archive_dir=Path(archive) if archive else None))
+    except OSError as exc:
+        log.error("event=scrub_failed error=%r", str(exc))
+        return
+    handle.journal_damage = [check.describe() for check in report.damaged]
+    stats.scrubs += 1
+    stats.damaged_segments = len(report.damaged)
+    log.info("event=scrub_done segments=%d damaged=%d archived=%d", len(report.checked),
+             len(report.damaged), len(report.archived))
 
 
 async def snapshot_now(data_dir: Path, target_seq: int, key: bytes, keep: int) -> dict:
@@ -52,6 +77,7 @@ async def run(*, handle: EngineHandle, cfg: Any, key: bytes, stats: SnapshotterS
     interval = float(cfg.get("snapshot", "interval_s", 60))
     keep = int(cfg.get("snapshot", "keep", 5))
     task_status.started(stats)
+    await scrub_journal(handle, cfg, stats)
     while True:
         await trio.sleep(interval)
         target = handle.durable_seq
@@ -67,6 +93,8 @@ async def run(*, handle: EngineHandle, cfg: Any, key: bytes, stats: SnapshotterS
             stats.written += 1
             # a fresh segment lets the next recovery skip every segment this snapshot covers
             handle.rotate_requested = True
+            handle.request_checkpoint()   # and the journal verifies itself there (short ones too)
+            await scrub_journal(handle, cfg, stats)
         stats.last_seq = report.get("last_seq", target)
         stats.last_elapsed_ms = report.get("elapsed_ms", 0.0)
         log.info("event=%s last_seq=%s elapsed_ms=%s", report.get("event"), stats.last_seq,

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import Any, Generic, Iterable, Optional, Protocol, Sequence, TypeVar
 
 import attrs
@@ -50,7 +51,7 @@ from exness_actors.events import (
     PositionOpened,
 )
 from exness_actors.errors import InvalidValue
-from exness_actors.instruments import MAX_SHARD
+from exness_actors.instruments import MAX_SHARD, SHARD_ID_SPAN
 from exness_actors.money import parse_integer_text
 from exness_actors.reasons import CancelReason, OrderStatus
 
@@ -59,6 +60,7 @@ __all__ = [
     "InvalidCursor", "StoreClosed", "rows_from_items", "encode_cursor", "decode_cursor",
     "check_limit", "check_shard", "open_store", "MAX_PAGE_LIMIT", "DEFAULT_PAGE_LIMIT", "ledger_page",
     "closed_positions_page", "orders_page", "candle_bound", "MAX_TIME_NS",
+    "HistoryCut", "HISTORY_CUT_TABLES", "history_cut_sql", "history_cut_args",
     "UserRecord", "DuplicateEmail", "RefreshRotation", "ROTATION_OUTCOMES",
 ]
 
@@ -316,6 +318,64 @@ def candle_bound(time: int, interval: str) -> int:
     return min(bucket_start(time - 1, interval) + interval_ns(interval), MAX_TIME_NS)
 
 
+# ------------------------------------------------------------------------- repair (history cut)
+
+@attrs.frozen(kw_only=True)
+class HistoryCut:
+    """What :meth:`Store.cut_history` removed, and what it found before removing it."""
+    rebuild_after_seq: int
+    """The shard's watermark now: the persister re-applies every event after it, which rebuilds
+    the orders created before the cut but changed after it (their rows were removed)."""
+    max_order_id: int
+    """The largest order id of the shard the history held before the cut (0: none)."""
+    max_position_id: int
+    accounts: list[int]
+    """Accounts that lost rows, ascending."""
+    removed: dict[str, int]
+    """Rows removed per table."""
+
+
+#: the shard's rows past the cut, per table (``{seq}`` = the last kept seq)
+HISTORY_CUT_TABLES = {
+    "orders": "FROM orders WHERE order_id > {low} AND order_id <= {high} AND seq > {seq}",
+    "positions": "FROM positions WHERE position_id > {low} AND position_id <= {high} AND seq > {seq}",
+    "closed_positions": ("FROM closed_positions WHERE position_id > {low} AND position_id <= {high} "
+                         "AND seq > {seq}"),
+    "ledger": "FROM ledger WHERE seq > {seq} AND account_id % {shards} = {shard}",
+}
+HISTORY_CUT_QUERIES = {
+    "max_order_id": "SELECT max(order_id) FROM orders WHERE order_id > {low} AND order_id <= {high}",
+    "max_position_id": "SELECT max(position_id) FROM positions WHERE position_id > {low} AND position_id <= {high}",
+    "rebuild_from": ("SELECT min(created_seq) FROM orders WHERE order_id > {low} AND order_id <= {high} "
+                     "AND seq > {seq} AND created_seq <= {seq}"),
+}
+
+
+def history_cut_sql(template: str, placeholder: str) -> tuple[str, list[str]]:
+    """Render a ``{name}`` template with numbered placeholders (``?`` for SQLite, ``$`` for
+    PostgreSQL); return the SQL and the names of its arguments in order."""
+    names: list[str] = []
+
+    def number(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in names:
+            names.append(name)
+        return f"{placeholder}{names.index(name) + 1}"
+
+    return re.sub(r"\{(\w+)\}", number, template), names
+
+
+def history_cut_args(shard: int, after_seq: int, shards: int) -> dict[str, int]:
+    """The values of a cut's template names: the shard's id range and account residue class."""
+    check_shard(shard)
+    if type(after_seq) is not int or after_seq < 0:
+        raise ValueError(f"after_seq must be a non-negative integer, not {after_seq!r}")
+    if type(shards) is not int or not shard < shards <= MAX_SHARD + 1:
+        raise ValueError(f"shards must be an integer above shard {shard}, not {shards!r}")
+    low = shard * SHARD_ID_SPAN
+    return {"seq": after_seq, "low": low, "high": low + SHARD_ID_SPAN, "shards": shards, "shard": shard}
+
+
 def check_shard(shard: int) -> int:
     if type(shard) is not int or not 0 <= shard <= MAX_SHARD:
         raise ValueError(f"shard must be an integer from 0 to {MAX_SHARD}, not {shard!r}")
@@ -392,6 +452,13 @@ class Store(Protocol):
         whole batch was already stored). Each engine shard numbers its inputs from 1, so each
         has its own watermark; their rows never collide (shards hold disjoint accounts, and
         their order and position ids are disjoint: ``CoreConfig.id_base``)."""
+        ...
+
+    async def cut_history(self, shard: int, after_seq: int, *, shards: int = 1) -> HistoryCut:
+        """``run --repair`` cut shard ``shard``'s journal after ``after_seq``: in one transaction,
+        remove the shard's history rows written by later inputs (its order and position id
+        range; ledger rows of its accounts, ``account_id % shards == shard``) and lower its
+        watermark to :attr:`HistoryCut.rebuild_after_seq`, so the persister rebuilds from there."""
         ...
 
     # -- history queries (gateway)

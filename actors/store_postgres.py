@@ -55,6 +55,8 @@ from actors._shipped import shipped_path
 from actors.aio_bridge import AsyncioBridge, open_bridge
 from actors.messages import EventBatch
 from actors.store import (
+    HISTORY_CUT_QUERIES,
+    HISTORY_CUT_TABLES,
     CLOSED_COLUMNS,
     DEFAULT_PAGE_LIMIT,
     LEDGER_COLUMNS,
@@ -62,6 +64,7 @@ from actors.store import (
     POSITION_COLUMNS,
     ClosedPosition,
     DuplicateEmail,
+    HistoryCut,
     LedgerEntry,
     OrderRecord,
     Page,
@@ -73,6 +76,8 @@ from actors.store import (
     check_shard,
     closed_positions_page,
     decode_cursor,
+    history_cut_args,
+    history_cut_sql,
     ledger_page,
     orders_page,
     rows_from_items,
@@ -550,6 +555,29 @@ async def _db_apply_batch(pool: asyncpg.Pool, items: list, last_seq: int, shard:
     return rows.count()
 
 
+async def _db_cut_history(pool: asyncpg.Pool, args: dict[str, int]) -> HistoryCut:
+    async with pool.acquire() as connection, connection.transaction():
+        async def fetch(template: str) -> list:
+            sql, names = history_cut_sql(template, "$")
+            return await connection.fetch(sql, *[args[name] for name in names])
+
+        found = {name: (await fetch(template))[0][0] for name, template in HISTORY_CUT_QUERIES.items()}
+        accounts: set[int] = set()
+        removed: dict[str, int] = {}
+        for table, rows in HISTORY_CUT_TABLES.items():
+            accounts.update(row[0] for row in await fetch(f"SELECT DISTINCT account_id {rows}"))
+            removed[table] = (await fetch(f"SELECT count(*) {rows}"))[0][0]
+            await fetch(f"DELETE {rows}")
+        stored = await connection.fetchval(
+            "SELECT last_seq FROM persister_shards WHERE shard = $1 FOR UPDATE", args["shard"]) or 0
+        rebuild_after = min(stored, args["seq"], (found["rebuild_from"] or args["seq"] + 1) - 1)
+        await connection.execute("UPDATE persister_shards SET last_seq = $1 WHERE shard = $2",
+                                 rebuild_after, args["shard"])
+    return HistoryCut(rebuild_after_seq=rebuild_after, max_order_id=found["max_order_id"] or 0,
+                      max_position_id=found["max_position_id"] or 0, accounts=sorted(accounts),
+                      removed=removed)
+
+
 async def _db_create_user(pool: asyncpg.Pool, email: str, password_hash: str,
                           created_at: int) -> Optional[int]:
     """The new user's id, or None when the e-mail is taken. The NOT EXISTS guard keeps a
@@ -724,6 +752,9 @@ class PostgresStore:
     async def apply_batch(self, batch: EventBatch, shard: int = 0) -> int:
         check_shard(shard)
         return await self._call(_db_apply_batch, batch.items, batch.last_seq, shard)
+
+    async def cut_history(self, shard: int, after_seq: int, *, shards: int = 1) -> HistoryCut:
+        return await self._call(_db_cut_history, history_cut_args(shard, after_seq, shards))
 
     # ------------------------------------------------------------------ history queries
 

@@ -33,6 +33,8 @@ import trio
 from actors._shipped import shipped_path
 from actors.messages import EventBatch
 from actors.store import (
+    HISTORY_CUT_QUERIES,
+    HISTORY_CUT_TABLES,
     CLOSED_COLUMNS,
     DEFAULT_PAGE_LIMIT,
     LEDGER_COLUMNS,
@@ -40,6 +42,7 @@ from actors.store import (
     POSITION_COLUMNS,
     ClosedPosition,
     DuplicateEmail,
+    HistoryCut,
     LedgerEntry,
     OrderRecord,
     Page,
@@ -51,6 +54,8 @@ from actors.store import (
     check_shard,
     closed_positions_page,
     decode_cursor,
+    history_cut_args,
+    history_cut_sql,
     ledger_page,
     orders_page,
     rows_from_items,
@@ -277,6 +282,10 @@ class SqliteStore:
                            (shard, batch.last_seq))
         return rows.count()
 
+    async def cut_history(self, shard: int, after_seq: int, *, shards: int = 1) -> HistoryCut:
+        args = history_cut_args(shard, after_seq, shards)
+        return await self._call(self._transaction, functools.partial(_cut_history, args))
+
     # ------------------------------------------------------------------ history queries
 
     async def ledger(self, account_id: int, *, cursor: Optional[str] = None,
@@ -432,3 +441,23 @@ def _revoke_family(connection: sqlite3.Connection, token_hash: bytes, now: int) 
     connection.execute("UPDATE refresh_tokens SET revoked_at = ? "
                        "WHERE family_id = ? AND revoked_at IS NULL", (now, row[0]))
     return True
+
+
+def _cut_history(args: dict[str, int], connection: sqlite3.Connection) -> HistoryCut:
+    def fetch(template: str) -> list[tuple]:
+        sql, names = history_cut_sql(template, "?")
+        return connection.execute(sql, [args[name] for name in names]).fetchall()
+
+    found = {name: fetch(template)[0][0] for name, template in HISTORY_CUT_QUERIES.items()}
+    accounts: set[int] = set()
+    removed: dict[str, int] = {}
+    for table, rows in HISTORY_CUT_TABLES.items():
+        accounts.update(row[0] for row in fetch(f"SELECT DISTINCT account_id {rows}"))
+        removed[table] = fetch(f"SELECT count(*) {rows}")[0][0]
+        fetch(f"DELETE {rows}")
+    stored = SqliteStore._last_seq(connection, args["shard"])
+    rebuild_after = min(stored, args["seq"], (found["rebuild_from"] or args["seq"] + 1) - 1)
+    connection.execute("UPDATE persister_shards SET last_seq = ? WHERE shard = ?", (rebuild_after, args["shard"]))
+    return HistoryCut(rebuild_after_seq=rebuild_after, max_order_id=found["max_order_id"] or 0,
+                      max_position_id=found["max_position_id"] or 0, accounts=sorted(accounts),
+                      removed=removed)

@@ -26,7 +26,7 @@ __all__ = [
     "AccountId", "OrderId", "PositionId", "ClientOrderId",
     "Quote", "Clock", "CreateAccount", "Deposit", "Withdraw", "PlaceOrder", "CancelOrder",
     "ModifyOrder", "ClosePosition", "ModifyPosition", "AddMargin", "HaltSymbol", "ResumeSymbol",
-    "EdgeCursor", "Command", "COMMAND_TYPES", "MAX_CLIENT_ID",
+    "EdgeCursor", "RaiseIdFloor", "Command", "COMMAND_TYPES", "MAX_CLIENT_ID",
 ]
 
 AccountId = NewType("AccountId", int)
@@ -194,13 +194,30 @@ class EdgeCursor:
     ts: int = 0
 
 
+# --- repair: the supervisor → engine ---------------------------------------------------------
+
+@_define
+class RaiseIdFloor:
+    """Never issue an order or position id below these again (``exness-actors run --repair``).
+
+    A repair that cuts the journal back forgets the ids issued by the cut-off inputs, although
+    clients and the history store saw them. The supervisor journals one ``RaiseIdFloor`` right
+    after the cut, so the counters pass every id ever issued and replay stays exact. A floor
+    below a counter leaves that counter alone (counters never move backwards).
+    """
+    next_order_id: int
+    next_position_id: int
+    seq: int = 0
+    ts: int = 0
+
+
 Command = Union[Quote, Clock, CreateAccount, Deposit, Withdraw, PlaceOrder, CancelOrder,
                 ModifyOrder, ClosePosition, ModifyPosition, AddMargin, HaltSymbol, ResumeSymbol,
-                EdgeCursor]
+                EdgeCursor, RaiseIdFloor]
 
 #: Wire tags: stable forever (they are in every journal). Append only.
 COMMAND_TYPES: dict[int, type] = {
     1: Quote, 2: Clock, 3: CreateAccount, 4: Deposit, 5: Withdraw, 6: PlaceOrder,
     7: CancelOrder, 8: ModifyOrder, 9: ClosePosition, 10: ModifyPosition, 11: AddMargin,
-    12: HaltSymbol, 13: ResumeSymbol, 14: EdgeCursor,
+    12: HaltSymbol, 13: ResumeSymbol, 14: EdgeCursor, 15: RaiseIdFloor,
 }

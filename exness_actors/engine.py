@@ -48,7 +48,8 @@ from sortedcontainers import SortedList
 from exness_actors import codec
 from exness_actors.commands import (
     MAX_CLIENT_ID, AddMargin, CancelOrder, Clock, ClosePosition, CreateAccount, Deposit,
-    EdgeCursor, HaltSymbol, ModifyOrder, ModifyPosition, PlaceOrder, Quote, ResumeSymbol, Withdraw,
+    EdgeCursor, HaltSymbol, ModifyOrder, ModifyPosition, PlaceOrder, Quote, RaiseIdFloor, ResumeSymbol,
+    Withdraw,
 )
 from exness_actors.errors import InvalidCommand, InvariantViolation
 from exness_actors.events import (
@@ -177,7 +178,7 @@ class Engine:
             CancelOrder: self._on_cancel, ModifyOrder: self._on_modify_order,
             ClosePosition: self._on_close, ModifyPosition: self._on_modify_position,
             AddMargin: self._on_add_margin, HaltSymbol: self._on_halt, ResumeSymbol: self._on_resume,
-            EdgeCursor: self._on_edge_cursor,
+            EdgeCursor: self._on_edge_cursor, RaiseIdFloor: self._on_raise_id_floor,
         }
 
     # ------------------------------------------------------------------ entry points
@@ -313,6 +314,17 @@ class Engine:
             return
         if (ms, entry) > self.edge_cursors.get(source, (-1, -1)):
             self.edge_cursors[source] = (ms, entry)
+
+    def _on_raise_id_floor(self, cmd: RaiseIdFloor, events: list) -> None:
+        """Move the id counters up to the floor (a repair's cut-off ids); no events."""
+        low, high = self.config.id_base + 1, MAX_ID
+        orders, positions = cmd.next_order_id, cmd.next_position_id
+        if not (_int(orders) and _int(positions) and low <= orders <= high and low <= positions <= high):
+            events.append(CommandRejected("RaiseIdFloor", None, RejectReason.INVALID_COMMAND,
+                                          f"next_order_id and next_position_id must be integers in {low}..{high}"))
+            return
+        self.next_order_id = max(self.next_order_id, orders)
+        self.next_position_id = max(self.next_position_id, positions)
 
     def edge_cursor(self, source: str) -> Optional[tuple[int, int]]:
         """The last applied entry id of ``source`` as ``(ms, seq)``, None if none."""

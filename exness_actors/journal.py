@@ -22,7 +22,11 @@ Recovery reads the segments in order and tells apart two kinds of damage:
 * **mid-journal corruption**: a bad frame in a segment that has later segments, or a bad frame followed by
   frames that still decode. Acknowledged records may be lost, so recovery refuses to guess and raises
   `JournalCorruption`; ``repair=True`` (``exness-actors run --repair``) truncates the journal at that point
-  and sets everything after it aside as ``*.corrupt`` files.
+  and sets everything after it aside as ``*.corrupt`` files; the scan reports the cut
+  (`JournalCut`) with the frames past it that still pass their CRC, as evidence of what was lost.
+
+`check_segment` reads one segment end to end without modifying it: the scrub and
+``exness-actors verify`` use it to find damage in segments recovery no longer reads.
 
 Invariants
 ----------
@@ -53,14 +57,18 @@ __all__ = [
     "FRAME_HEADER_SIZE",
     "MAX_PAYLOAD_BYTES",
     "JournalCorruption",
+    "JournalCut",
     "JournalError",
     "JournalScan",
     "JournalWriter",
+    "SegmentCheck",
     "TornTail",
+    "check_segment",
     "encode_frame",
     "encode_frames",
     "iter_payloads",
     "list_segments",
+    "salvage_payloads",
     "scan_journal",
     "segment_first_seq",
     "segment_name",
@@ -94,9 +102,12 @@ class JournalCorruption(JournalError):
         self.path = path
         self.offset = offset
         self.reason = reason
+        self.where = f"journal segment {path} is corrupt at byte offset {offset}: {reason}"
         super().__init__(
-            f"journal segment {path} is corrupt at byte offset {offset}: {reason}. "
+            f"{self.where}. "
             "Refusing to start, because records after this point may have been acknowledged. "
+            "If a verified copy of the segment exists (`[journal] archive_dir`, `exness-actors verify --archive`), "
+            "copy it back: nothing is lost. Otherwise "
             "`exness-actors run --repair` truncates the journal at this point: everything from byte "
             f"{offset} of {path.name} onwards, and every later segment, is lost (set aside as *.corrupt files)."
         )
@@ -170,6 +181,20 @@ class TornTail:
     reason: str
 
 
+@attrs.frozen(kw_only=True)
+class JournalCut:
+    """Where ``repair=True`` cut the journal at mid-journal corruption, and what it could still read after."""
+
+    path: Path
+    offset: int
+    reason: str
+    salvaged: list[bytes]
+    """Payloads with a good CRC found past the bad frame (in the cut-off bytes and later segments),
+    in file order: evidence of what the cut lost (their seqs, ids, accounts), never replayed."""
+    evidence: list[Path]
+    """The ``*.corrupt`` files the cut-off bytes and segments were set aside as."""
+
+
 @attrs.define(kw_only=True)
 class JournalScan:
     """What `scan_journal` read and found."""
@@ -182,6 +207,8 @@ class JournalScan:
     """Human-readable descriptions of what ``repair=True`` changed on disk."""
     end_offset: int
     """Where good data ends in the last segment (0 when there is none)."""
+    cut: JournalCut | None = None
+    """Set when ``repair=True`` cut the journal at mid-journal corruption."""
 
 
 @attrs.frozen
@@ -192,7 +219,21 @@ class _Defect:
     """True when a crash during an append explains it (only meaningful for the last segment)."""
 
 
-def _read_frames(data: bytes, offset: int, payloads: list[bytes] | None) -> tuple[int, _Defect | None]:
+class _FrameCounter:
+    """Stands in for the payload list where only the number of good frames matters (a scrub)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def append(self, _payload: bytes) -> None:
+        self.count += 1
+
+
+def _read_frames(
+    data: bytes, offset: int, payloads: list[bytes] | _FrameCounter | None
+) -> tuple[int, _Defect | None]:
     """Walk frames from `offset`, appending payloads; return where good data ends and the defect there.
 
     The hot loop of recovery: one unpack, one slice and one crc per frame, nothing else.
@@ -246,19 +287,20 @@ def _classify(data: bytes, offset: int) -> _Defect:
     computed_crc = zlib.crc32(memoryview(data)[offset + FRAME_HEADER_SIZE : stop])
     reason = f"CRC mismatch (stored {stored_crc:#010x}, computed {computed_crc:#010x}) on a {length}-byte frame"
     # A torn write explains a bad frame only if nothing after it still decodes.
-    following = _count_good_frames(data, stop)
+    following = len(salvage_payloads(data, stop))
     if following:
         return _Defect(offset, f"{reason}, followed by {following} good frame(s)", torn=False)
     return _Defect(offset, reason, torn=True)
 
 
-def _count_good_frames(data: bytes, offset: int) -> int:
-    """Count frames with a good CRC from `offset` on, stepping over bad-CRC frames by their length field.
+def salvage_payloads(data: bytes, offset: int = 0) -> list[bytes]:
+    """Payloads with a good CRC from `offset` on, stepping over bad frames by their length field.
 
+    For reports only: a frame after a bad one may be anything, so nothing salvaged is replayed.
     Stops where the boundaries can no longer be followed (incomplete frame or impossible length).
     """
     end = len(data)
-    good = 0
+    payloads: list[bytes] = []
     while end - offset >= FRAME_HEADER_SIZE:
         length, crc = FRAME_HEADER.unpack_from(data, offset)
         start = offset + FRAME_HEADER_SIZE
@@ -266,9 +308,42 @@ def _count_good_frames(data: bytes, offset: int) -> int:
         if stop > end or not 0 < length <= MAX_PAYLOAD_BYTES:
             break
         if zlib.crc32(memoryview(data)[start:stop]) == crc:
-            good += 1
+            payloads.append(data[start:stop])
         offset = stop
-    return good
+    return payloads
+
+
+@attrs.frozen(kw_only=True)
+class SegmentCheck:
+    """One segment's frames verified end to end (a scrub, ``exness-actors verify``)."""
+
+    path: Path
+    size: int
+    frames: int
+    defect_offset: int | None = None
+    defect: str | None = None
+    torn: bool = False
+    """The defect is one a crash during an append explains (harmless only in the last segment)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.defect is None
+
+    def describe(self) -> str:
+        if self.defect is None:
+            return f"{self.path.name}: {self.frames} frames, {self.size} bytes, ok"
+        return f"{self.path.name} at byte {self.defect_offset}: {self.defect}"
+
+
+def check_segment(path: Path) -> SegmentCheck:
+    """Read every frame of one segment and check its framing and CRC; never modifies it."""
+    data = _read_file(path)
+    frames = _FrameCounter()
+    end_offset, defect = _read_frames(data, 0, frames)
+    if defect is None:
+        return SegmentCheck(path=path, size=len(data), frames=frames.count)
+    return SegmentCheck(path=path, size=len(data), frames=frames.count, defect_offset=end_offset,
+                        defect=defect.reason, torn=defect.torn)
 
 
 def _check_after_seq(after_seq: int | None) -> None:
@@ -305,6 +380,7 @@ def scan_journal(directory: StrPath, *, repair: bool = False, after_seq: int | N
     scanned: list[Path] = []
     repaired: list[str] = []
     torn_tail: TornTail | None = None
+    cut: JournalCut | None = None
     end_offset = 0
     for index, path in enumerate(segments):
         data = _read_file(path)
@@ -327,10 +403,16 @@ def scan_journal(directory: StrPath, *, repair: bool = False, after_seq: int | N
         reason = defect.reason if is_last else f"{defect.reason}, in a segment followed by later segments"
         if not repair:
             raise JournalCorruption(path, end_offset, reason)
-        repaired.extend(_set_aside(path, data, end_offset, reason, later=segments[index + 1 :]))
+        later = segments[index + 1 :]
+        salvaged = salvage_payloads(data, end_offset)
+        for segment in later:
+            salvaged.extend(salvage_payloads(_read_file(segment)))
+        evidence = _set_aside(path, data, end_offset, reason, later=later, done=repaired)
+        cut = JournalCut(path=path, offset=end_offset, reason=reason, salvaged=salvaged, evidence=evidence)
         break
     return JournalScan(
-        payloads=payloads, segments=scanned, torn_tail=torn_tail, repaired=repaired, end_offset=end_offset
+        payloads=payloads, segments=scanned, torn_tail=torn_tail, repaired=repaired, end_offset=end_offset,
+        cut=cut,
     )
 
 
@@ -391,12 +473,13 @@ def _truncate(path: Path, size: int) -> None:
         os.close(fd)
 
 
-def _set_aside(path: Path, data: bytes, offset: int, reason: str, *, later: list[Path]) -> list[str]:
-    """Repair: keep `path` up to `offset`, move the rest and every later segment to ``*.corrupt`` files.
+def _set_aside(path: Path, data: bytes, offset: int, reason: str, *, later: list[Path],
+               done: list[str]) -> list[Path]:
+    """Repair: keep `path` up to `offset`, move the rest and every later segment to ``*.corrupt`` files;
+    describe each step in `done`; return the ``*.corrupt`` files.
 
     The bad bytes are kept as evidence rather than deleted: an operator may want to inspect them.
     """
-    done: list[str] = []
     tail = data[offset:]
     evidence = _unused_path(path.with_name(f"{path.name}.from-{offset}{_CORRUPT_SUFFIX}"))
     _write_durably(evidence, tail)
@@ -405,12 +488,14 @@ def _set_aside(path: Path, data: bytes, offset: int, reason: str, *, later: list
         f"truncated {path.name} at byte {offset} ({reason}); "
         f"the {len(tail)} bytes after it were saved to {evidence.name}"
     )
+    evidence_files = [evidence]
     for segment in later:
         target = _unused_path(segment.with_name(segment.name + _CORRUPT_SUFFIX))
         os.replace(segment, target)
         done.append(f"set aside later segment {segment.name} as {target.name}")
+        evidence_files.append(target)
     fsync_directory(path.parent)
-    return done
+    return evidence_files
 
 
 def _unused_path(path: Path) -> Path:

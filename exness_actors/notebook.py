@@ -44,7 +44,7 @@ from exness_actors.events import EVENT_TYPES, PositionClosed
 from exness_actors.instruments import CoreConfig
 from exness_actors.journal import iter_payloads
 from exness_actors.reasons import CloseReason
-from exness_actors.replay import Checkpoint, ReplayDivergence, decode_record, replay
+from exness_actors.replay import Checkpoint, decode_record, replay, verify_checkpoint
 
 __all__ = [
     "Journal", "Stepper", "ExportError", "EditError", "Edit", "AccountOutcome", "WhatIfReport",
@@ -109,9 +109,7 @@ class Stepper:
                     raise InvalidCommand(
                         f"checkpoint for seq {record.seq} after seq {engine.last_seq}: inputs are missing")
                 if self._verify:
-                    actual = engine.rolling_hash
-                    if actual != record.rolling_hash:
-                        raise ReplayDivergence(record.seq, record.rolling_hash, actual, self._last_input)
+                    verify_checkpoint(engine, record, self._last_input)
                     self.checkpoints_verified += 1
                 continue
             if record.seq <= engine.last_seq:

@@ -56,7 +56,7 @@ async def test_reply_carries_the_commands_own_outcome(tmp_path):
         assert isinstance(reply.events[0], AccountCreated)
         await handle.stop()
     journaled = [decode_record(p) for p in scan_journal(tmp_path / "journal").payloads]
-    assert [type(r) for r in journaled] == [CreateAccount]
+    assert [type(r) for r in journaled] == [CreateAccount, Checkpoint]     # the clean stop's checkpoint
     assert journaled[0].account_id == 7 and journaled[0].seq == 1
 
 

@@ -278,6 +278,38 @@ async def test_candle_arguments_are_checked(store) -> None:
 
 # ------------------------------------------------------------------ apply_batch
 
+async def test_cut_history_removes_rows_past_the_cut_and_rebuilds_orders_changed_after_it(store) -> None:
+    tape = Tape()
+    tape.input(tape.deposit(1, 500, 500))                                               # 1
+    tape.input(tape.accepted(1))                                                        # 2: pending
+    tape.input(tape.accepted(2, type="market", status="filled"), tape.opened(1, 2))     # 3: the cut
+    tape.input(tape.deposit(2, 700, 700), tape.deposit(3, 900, 900))                    # 4
+    tape.input(tape.opened(2, 1))                                                       # 5: order 1 fills
+    tape.input(tape.closed(1))                                                          # 6
+    batch = tape.batch()
+    await store.apply_batch(batch)
+
+    cut = await store.cut_history(0, 3, shards=2)      # account 3 is on the other shard
+
+    assert (cut.rebuild_after_seq, cut.max_order_id, cut.max_position_id) == (1, 2, 2)
+    assert cut.accounts == [1, 2]
+    assert cut.removed == {"orders": 1, "positions": 1, "closed_positions": 1, "ledger": 1}
+    assert await store.last_persisted_seq() == 1
+    assert [order.order_id for order in (await store.orders(1)).items] == [2]
+    assert (await store.ledger(2)).items == [] and len((await store.ledger(3)).items) == 1
+    assert (await store.closed_positions(1)).items == []
+    await store.apply_batch(EventBatch(items=batch.items[:3], last_seq=3))   # the persister rebuilds
+    assert (await store.order(1, 1)).status == "pending"
+    assert len((await store.ledger(1)).items) == 1
+
+
+async def test_cut_history_arguments_are_checked(store) -> None:
+    with pytest.raises(ValueError, match="after_seq"):
+        await store.cut_history(0, -1)
+    with pytest.raises(ValueError, match="shards"):
+        await store.cut_history(2, 5, shards=2)
+
+
 async def test_apply_batch_writes_rows_and_last_seq_once(store) -> None:
     tape = Tape()
     tape.input(QuoteUpdated(BTC, 6_000_000, 6_000_100, tape.next_ts()))

@@ -4,6 +4,8 @@
 * ``/readyz`` — 200 only when the engine takes commands *and answers* a query within
   ``[http] ready_timeout_ms``, *and* every instrument has a quote newer than
   ``[engine] stale_after_ms`` (the feed is alive); else 503 ``NOT_READY`` with the reasons.
+  Journal damage the scrub found is reported in ``journal_damage`` either way (a detail: old
+  damage does not stop trading, see :mod:`actors.scrubber`).
 * ``/metrics`` — Prometheus text from the app's own registry (:mod:`actors.metrics`).
 * ``/docs`` — Swagger UI served from ``actors/static`` (vendored, no CDN) over ``/openapi.json``.
 * ``/api/v1/ping`` — the cheapest possible API route, the benchmark's no-op baseline.
@@ -42,6 +44,13 @@ DOCS_HTML = """<!doctype html>
 """
 
 _PING = b'{"status":"ok"}'
+
+
+def _journal_damage(handle: Any) -> dict[str, list[str]]:
+    """The scrub's findings, a detail that does not by itself make the process unready
+    (``{}`` when none, or when the engine is remote: its journal is not ours to see)."""
+    damage = getattr(handle, "journal_damage", None)
+    return {"journal_damage": list(damage)} if damage else {}
 
 
 def register(app: Any, gw: Gateway) -> None:
@@ -97,8 +106,9 @@ def register(app: Any, gw: Gateway) -> None:
                 reasons["stale_after_ms"] = limit_ms
         if reasons:
             message = "; ".join(f"{key}: {value}" for key, value in reasons.items() if key != "stale_after_ms")
-            raise EdgeError(503, "NOT_READY", f"not ready: {message}", reasons, headers={"Retry-After": "1"})
-        return json_response({"status": "ready", "quote_age_ms": ages})
+            raise EdgeError(503, "NOT_READY", f"not ready: {message}", {**reasons, **_journal_damage(handle)},
+                            headers={"Retry-After": "1"})
+        return json_response({"status": "ready", "quote_age_ms": ages, **_journal_damage(handle)})
 
     @app.get("/metrics")
     @doc(response=PlainText, auth=False, errors=(), tag="operations")

@@ -353,6 +353,8 @@ class Status(msgspec.Struct, kw_only=True):
 class Readiness(msgspec.Struct, kw_only=True):
     status: Literal["ready"]
     quote_age_ms: dict[str, int]
+    journal_damage: Optional[list[str]] = None
+    """Damaged journal segments the last scrub found, one line each (absent when none)."""
 
 
 

@@ -32,7 +32,8 @@ from hypothesis import strategies as st
 
 from exness_actors.commands import (
     MAX_CLIENT_ID, AddMargin, CancelOrder, Clock, ClosePosition, CreateAccount, Deposit,
-    EdgeCursor, HaltSymbol, ModifyOrder, ModifyPosition, PlaceOrder, Quote, ResumeSymbol, Withdraw,
+    EdgeCursor, HaltSymbol, ModifyOrder, ModifyPosition, PlaceOrder, Quote, RaiseIdFloor, ResumeSymbol,
+    Withdraw,
 )
 from exness_actors.instruments import MAX_SHARD, SHARD_ID_SPAN, CoreConfig, Instrument
 
@@ -40,7 +41,7 @@ __all__ = [
     "symbols", "instruments", "core_configs", "prices", "quotes", "price_paths", "time_steps",
     "account_ids", "client_order_ids", "clocks", "create_accounts", "deposits", "withdraws",
     "place_orders", "cancel_orders", "modify_orders", "close_positions", "modify_positions",
-    "add_margins", "halt_symbols", "resume_symbols", "edge_cursors", "commands", "command_strategies",
+    "add_margins", "halt_symbols", "resume_symbols", "edge_cursors", "raise_id_floors", "commands", "command_strategies",
     "UNKNOWN_SYMBOL",
 ]
 
@@ -515,6 +516,13 @@ def edge_cursors(draw: Callable[[Any], Any], *, sources: Sequence[str] = ("strea
                       entry_ms=draw(st.integers(0, 2**63 - 1)), entry_seq=draw(st.integers(0, 2**20)))
 
 
+@st.composite
+def raise_id_floors(draw: Callable[[Any], Any], *, invalid_percent: int = 10) -> RaiseIdFloor:
+    """A repair's id floor; sometimes out of range."""
+    low, high = (-5, 0) if _invalid(draw, invalid_percent) else (1, 2**40)
+    return RaiseIdFloor(next_order_id=draw(st.integers(low, high)), next_position_id=draw(st.integers(1, 2**40)))
+
+
 def command_strategies(*, accounts: Sequence[int] = (), symbols: Sequence[str] = ("BTCUSD",),
                        orders: Sequence[Any] = (), positions: Sequence[Any] = (),
                        reference_prices: Optional[Mapping[str, int]] = None, now: int = 0,
@@ -540,6 +548,7 @@ def command_strategies(*, accounts: Sequence[int] = (), symbols: Sequence[str] =
         HaltSymbol: halt_symbols(symbols, invalid_percent=invalid_percent),
         ResumeSymbol: resume_symbols(symbols, invalid_percent=invalid_percent),
         EdgeCursor: edge_cursors(invalid_percent=invalid_percent),
+        RaiseIdFloor: raise_id_floors(invalid_percent=invalid_percent),
     }
 
 
