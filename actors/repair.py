@@ -108,13 +108,15 @@ async def reconcile(recovered: Recovered, *, store: Any, shard: int, shards: int
     cut = recovered.cut
     assert cut is not None
     concerned = set(history.accounts) | {lost.account_id for lost in recovered.lost if lost.account_id is not None}
+    gone = sorted(account for account in concerned if account not in again.engine.accounts)
+    await store.forget_accounts_ready(gone)
     report = RepairReport(
         damage={"segment": cut.path.name, "offset": cut.offset, "reason": cut.reason,
                 "set_aside": list(recovered.repaired)},
         evidence=[path.name for path in cut.evidence],
         kept_through_seq=kept, lost_last_seq=last_seq, lost_readable=recovered.lost, history=history,
         next_order_id=floor.next_order_id, next_position_id=floor.next_position_id, accounts=sorted(concerned),
-        accounts_gone=sorted(account for account in concerned if account not in again.engine.accounts))
+        accounts_gone=gone)
     return Repaired(again, report, floor)
 
 

@@ -502,6 +502,11 @@ class Store(Protocol):
         """Record that the engine has the user's trading account."""
         ...
 
+    async def forget_accounts_ready(self, account_ids: list[int]) -> None:
+        """Record that the engine no longer has these accounts (a repair cut off their
+        creation): the owners' next sign-in creates them again."""
+        ...
+
     async def add_refresh_token(self, token_hash: bytes, *, user_id: int, family_id: str,
                                 issued_at: int, expires_at: int) -> None:
         """Store the first token of a new family (a sign-in)."""

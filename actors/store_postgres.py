@@ -811,6 +811,10 @@ class PostgresStore:
         await self._call(_db_execute, "UPDATE users SET account_ready = true WHERE user_id = $1",
                          (user_id,))
 
+    async def forget_accounts_ready(self, account_ids: list[int]) -> None:
+        await self._call(_db_execute, "UPDATE users SET account_ready = false WHERE account_id = ANY($1::bigint[])",
+                         (list(account_ids),))
+
     async def add_refresh_token(self, token_hash: bytes, *, user_id: int,
                                 family_id: str, issued_at: int, expires_at: int) -> None:
         await self._call(_db_execute,

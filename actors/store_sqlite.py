@@ -359,6 +359,10 @@ class SqliteStore:
         await self._call(self._transaction, lambda connection: connection.execute(
             "UPDATE users SET account_ready = 1 WHERE user_id = ?", (user_id,)))
 
+    async def forget_accounts_ready(self, account_ids: list[int]) -> None:
+        await self._call(self._transaction, lambda connection: connection.executemany(
+            "UPDATE users SET account_ready = 0 WHERE account_id = ?", [(account,) for account in account_ids]))
+
     async def add_refresh_token(self, token_hash: bytes, *, user_id: int,
                                 family_id: str, issued_at: int, expires_at: int) -> None:
         await self._call(self._transaction, lambda connection: connection.execute(

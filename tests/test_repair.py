@@ -92,6 +92,10 @@ async def history_run(data_dir: Path) -> dict[int, list[tuple[int, int]]]:
             for _ in range(10):
                 placed[account].append(await place(system, account))
         await system.handle.request(CreateAccount(account_id=3, initial_deposit=1_000_000))
+        for number in (1, 2, 3):                    # users 1..3 own accounts 1..3, all confirmed
+            user = await system.store.create_user(f"trader{number}@example.com", "hash", created_at=0)
+            assert user.account_id == number
+            await system.store.mark_account_ready(user.user_id)
     return placed
 
 
@@ -114,6 +118,8 @@ async def test_repair_truncates_the_history_and_never_reuses_an_id(tmp_path):
         assert new_order > issued
         await persisted(system, seq)
         assert (await system.store.order(1, new_order)).account_id == 1
+        ready = {user_id: (await system.store.user_by_id(user_id)).account_ready for user_id in (1, 2, 3)}
+        assert ready == {1: True, 2: True, 3: False}    # the next sign-in re-creates account 3
         for account in placed:
             free = await system.handle.query(lambda engine, a=account: engine.accounts[a].free)
             ledger = await system.store.ledger(account, limit=1)

@@ -631,6 +631,16 @@ async def test_users_get_their_own_account_id_and_unique_emails(store) -> None:
     assert await store.user_by_id(3) == third
 
 
+async def test_forgetting_accounts_ready_after_a_repair(store) -> None:
+    users = [await store.create_user(f"user{n}@example.com", "hash", created_at=n) for n in range(3)]
+    for user in users:
+        await store.mark_account_ready(user.user_id)
+    await store.forget_accounts_ready([users[0].account_id, users[2].account_id, 99])
+    await store.forget_accounts_ready([])
+    ready = [(await store.user_by_id(user.user_id)).account_ready for user in users]
+    assert ready == [False, True, False]
+
+
 async def test_refresh_rotation_outcomes(store) -> None:
     user = await store.create_user("rot@example.com", "h", created_at=0)
     await store.add_refresh_token(digest("t1"), user_id=user.user_id, family_id="fam", issued_at=0,
