@@ -17,6 +17,7 @@ from exness_actors.events import (
     QuoteRejected, QuoteUpdated,
 )
 from exness_actors.money import pnl_cents
+from exness_actors.triggers import ID_BITS
 
 OPEN = 6_500_000   # 65000.00
 MARGIN = 10_000    # 100.00
@@ -619,10 +620,26 @@ def test_a_shard_numbers_orders_and_positions_from_its_id_base():
     assert restored.next_order_id == market.engine.next_order_id
     assert len(base_config.to_wire()) == 3 and shard.to_wire()[3] == shard.id_base
     assert type(base_config).from_wire(shard.to_wire()) == shard
-    # every id stays exact as a JavaScript number
+    # every id stays exact as a JavaScript number, and fits the trigger indexes' id field
     assert (base_config.for_shard(MAX_SHARD).id_base + SHARD_ID_SPAN - 1) < 2**53
+    assert base_config.for_shard(MAX_SHARD).id_base + SHARD_ID_SPAN < 2**ID_BITS
     for bad in (-1, MAX_SHARD + 1, "1"):
         with pytest.raises(InvalidValue):
             base_config.for_shard(bad)
     with pytest.raises(InvalidValue):
         type(base_config)(instruments=base_config.instruments, id_base=-5)
+
+
+@pytest.mark.parametrize("shard", [17, 18, 100, 9006])
+@pytest.mark.parametrize("side, crash", [("buy", 5_000_000), ("sell", 8_000_000)])
+def test_every_shard_fires_its_liquidations_and_stop_losses_by_their_own_ids(shard, side, crash):
+    market = Market(Engine(make_engine().config.for_shard(shard)))
+    market.quote(OPEN)
+    stop_loss = 6_400_000 if side == "buy" else 6_600_000
+    liquidated = market.open(side=side, leverage=100)
+    stopped = market.open(side=side, leverage=1, stop_loss=stop_loss)
+    closed = of_type(market.quote(crash), PositionClosed)
+    assert [(c.position_id, c.reason) for c in closed] == [
+        (liquidated.position_id, "liquidation"), (stopped.position_id, "stop_loss")]
+    assert market.engine.positions == {}
+    market.engine.check_invariants()

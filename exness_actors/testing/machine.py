@@ -3,9 +3,10 @@
 Theory of operation
 -------------------
 :class:`TradingMachine` owns one :class:`~exness_actors.engine.Engine` (a small fixed set of
-instruments with spreads; config variants with and without a maintenance ratio and with a tiny
-idempotency window). Every rule builds one input with the strategies of
-:mod:`exness_actors.testing.strategies` and hands it to :meth:`TradingMachine.submit`, which
+instruments with spreads; config variants with and without a maintenance ratio, with a tiny
+idempotency window, and as engine shards whose ids need all 53 bits). Every rule builds one
+input with the strategies of :mod:`exness_actors.testing.strategies` and hands it to
+:meth:`TradingMachine.submit`, which
 advances the machine's clock, stamps ``seq``/``ts`` through ``Engine.submit``, records a codec
 copy of the sequenced input and its events, and checks the step:
 
@@ -49,7 +50,7 @@ from exness_actors.events import (
     OrderRejected, OrderTriggered, PositionClosed, PositionOpened, PositionUpdated, QuoteRejected,
     QuoteUpdated,
 )
-from exness_actors.instruments import CoreConfig, Instrument
+from exness_actors.instruments import MAX_SHARD, CoreConfig, Instrument
 from exness_actors.money import liquidation_price, mark_up_ask, mark_up_bid, pnl_cents, qty_for_margin
 from exness_actors.testing.invariants import assert_triggers_respected, check_all, copy_input, replay
 from exness_actors.testing.strategies import (
@@ -86,10 +87,11 @@ _MAX_ACCOUNTS = 5
 _MAX_SNAPSHOTS = 3
 
 
-def machine_config(*, maintenance_bps: int = 0, idempotency_window: int = 1000) -> CoreConfig:
+def machine_config(*, maintenance_bps: int = 0, idempotency_window: int = 1000, shard: int = 0) -> CoreConfig:
     """The machine's instruments: a BTC-like one (2 price and 6 quantity decimals, 2 bps spread)
-    and an XRP-like one (4 price decimals, whole units, 15 bps spread, leverage up to 20)."""
-    return CoreConfig(
+    and an XRP-like one (4 price decimals, whole units, 15 bps spread, leverage up to 20), as
+    engine ``shard`` of a split deployment (its ids start at ``shard × SHARD_ID_SPAN + 1``)."""
+    config = CoreConfig(
         instruments=(
             Instrument(symbol="BTCUSD", price_decimals=2, qty_decimals=6, max_leverage=100,
                        spread_bps=2, min_qty=100, maintenance_bps=maintenance_bps),
@@ -99,6 +101,7 @@ def machine_config(*, maintenance_bps: int = 0, idempotency_window: int = 1000) 
         stale_after_ns=STALE_AFTER_NS,
         idempotency_window=idempotency_window,
     )
+    return config.for_shard(shard)
 
 
 class TradingMachine(RuleBasedStateMachine):
@@ -110,6 +113,8 @@ class TradingMachine(RuleBasedStateMachine):
         machine_config(maintenance_bps=500),
         machine_config(idempotency_window=3),
         machine_config(maintenance_bps=2_500, idempotency_window=3),
+        machine_config(shard=18),
+        machine_config(maintenance_bps=500, shard=MAX_SHARD),
     )
 
     def __init__(self) -> None:
