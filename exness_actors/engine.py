@@ -67,7 +67,7 @@ _pack = codec.pack_fast
 _NEVER = 1 << 127   # after any expires_at (ns timestamps are far smaller)
 _QUOTE_UPDATED_TAG = codec.TAGS[QuoteUpdated]
 
-__all__ = ["Engine", "STATE_FORMAT"]
+__all__ = ["Engine", "STATE_FORMAT", "TRANSIENT_REASONS"]
 
 STATE_FORMAT = 1
 
@@ -87,6 +87,10 @@ MAX_QTY = 1 << 62                   # quantity units of one position
 MAX_ID = (1 << 63) - 1
 
 _R = RejectReason
+#: Rejections caused by the market's plumbing rather than by the command (no or stale quote, a
+#: halt): a retry with the same client id or idempotency key is applied afresh, never answered
+#: with the remembered rejection, so a retry after a restart or an outage can succeed.
+TRANSIENT_REASONS = frozenset({_R.NO_QUOTE._value_, _R.STALE_QUOTE._value_, _R.MARKET_HALTED._value_})
 _KIND_POSITION_MARGIN = BalanceKind.POSITION_MARGIN.value
 _KIND_POSITION_CLOSE = BalanceKind.POSITION_CLOSE.value
 _KIND_ORDER_MARGIN = BalanceKind.ORDER_MARGIN.value
@@ -914,6 +918,9 @@ class Engine:
         if recent is None or key not in recent:
             return False
         order_id, reason = recent[key]
+        if reason in TRANSIENT_REASONS:
+            del recent[key]   # tried again: remembered anew, counted in the window from now
+            return False
         events.append(DuplicateCommand(command=type(cmd).__name__, account_id=account.id,
                                        key=key[2:], order_id=order_id, reason=reason))
         return True

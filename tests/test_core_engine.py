@@ -520,6 +520,36 @@ def test_repeated_client_order_id_returns_the_original_and_creates_nothing():
     assert rejected_again.reason == only(rejected_first, OrderRejected).reason == "INVALID_LEVERAGE"
 
 
+@pytest.mark.parametrize("condition, reason", [
+    ("no quote yet", "NO_QUOTE"), ("stale quote", "STALE_QUOTE"), ("halted", "MARKET_HALTED")])
+def test_a_transient_rejection_is_not_the_remembered_outcome_so_a_retry_can_fill(condition, reason):
+    market = Market()
+    if condition != "no quote yet":
+        market.quote(OPEN)
+    if condition == "stale quote":
+        market.run(Clock(), after=6 * SECOND)
+    if condition == "halted":
+        market.run(HaltSymbol(symbol=SYMBOL))
+    assert only(market.order(client_order_id="retry-me"), OrderRejected).reason == reason
+    market.run(ResumeSymbol(symbol=SYMBOL))
+    market.quote(OPEN)
+    filled = only(market.order(client_order_id="retry-me"), OrderAccepted)
+    duplicate = only(market.order(client_order_id="retry-me"), DuplicateCommand)
+    assert (duplicate.order_id, duplicate.reason) == (filled.order_id, None)
+    assert len(market.engine.positions) == 1
+    market.engine.check_invariants()
+
+
+def test_a_retried_transient_rejection_counts_in_the_window_from_its_last_attempt():
+    market = Market(window=2)
+    market.order(client_order_id="a")                     # NO_QUOTE
+    market.quote(OPEN)
+    market.order(client_order_id="b")
+    market.order(client_order_id="a")                     # filled: now the newest key
+    market.order(client_order_id="c")                     # evicts "b", not "a"
+    assert list(market.account.recent_keys) == ["o:a", "o:c"]
+
+
 def test_idempotency_window_is_bounded():
     market = Market(window=2)
     market.quote(OPEN)

@@ -17,7 +17,8 @@ copy of the sequenced input and its events, and checks the step:
 * **rejections change nothing**: balances, positions, orders and books are as before (the
   idempotency memory may record the rejection — that is how a repeat returns it);
 * **idempotency**: a model of each account's bounded key window predicts exactly which
-  ``client_order_id``/idempotency keys are duplicates and what they answer;
+  ``client_order_id``/idempotency keys are duplicates and what they answer (a transient
+  rejection is tried afresh);
 * **quotes**: the spread markup, which quotes are refused, and that every close or fill the
   quote caused was really crossed (by the new bid for longs, the ask for shorts) with the right
   reason, in the documented order; afterwards nothing crossed survives
@@ -44,7 +45,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from exness_actors import codec
 from exness_actors.commands import MAX_CLIENT_ID, Clock, CreateAccount, Deposit, PlaceOrder, Quote, Withdraw
-from exness_actors.engine import Engine
+from exness_actors.engine import TRANSIENT_REASONS, Engine
 from exness_actors.events import (
     BalanceChanged, CommandRejected, DuplicateCommand, OrderAccepted, OrderCancelled,
     OrderRejected, OrderTriggered, PositionClosed, PositionOpened, PositionUpdated, QuoteRejected,
@@ -335,7 +336,8 @@ class TradingMachine(RuleBasedStateMachine):
     @rule(data=st.data(), advance=_STEP)
     def repeat_key(self, data: st.DataObject, advance: int) -> None:
         """Repeat a remembered client_order_id / idempotency key: exactly one DuplicateCommand
-        answering the original outcome, and nothing else changes."""
+        answering the original outcome, and nothing else changes — unless the original was a
+        transient rejection, which is tried afresh (the step's own idempotency check holds it)."""
         account_id = data.draw(st.sampled_from([a for a, keys in sorted(self.recent.items()) if keys]))
         key = data.draw(st.sampled_from(list(self.recent[account_id])))
         order_id, reason = self.recent[account_id][key]
@@ -352,6 +354,8 @@ class TradingMachine(RuleBasedStateMachine):
         counts = (len(self.engine.positions), len(self.engine.orders),
                   {a.id: (a.free, a.locked) for a in self.engine.accounts.values()})
         events = self.submit(command, advance=advance)
+        if reason in TRANSIENT_REASONS:
+            return
         reply = events[self.engine.reply_start:]
         expected = DuplicateCommand(command=type(command).__name__, account_id=account_id,
                                     key=key[2:], order_id=order_id, reason=reason)
@@ -502,6 +506,8 @@ class TradingMachine(RuleBasedStateMachine):
             return
         account_id = command.account_id
         window = self.recent.setdefault(account_id, {})
+        if key in window and window[key][1] in TRANSIENT_REASONS:
+            del window[key]   # a transient rejection is tried again, not repeated
         if key in window:
             order_id, reason = window[key]
             expected = DuplicateCommand(command=type(command).__name__, account_id=account_id,
