@@ -1085,6 +1085,12 @@ class Engine:
             return None
         return book.bid, book.ask, book.quote_ts
 
+    def stale_symbols(self) -> list[str]:
+        """Symbols whose last quote is too old to trade on now (never-quoted ones are left out)."""
+        now, stale_after = self.now, self._stale_after
+        return [symbol for symbol, book in self.books.items()
+                if book.bid is not None and now - book.quote_ts > stale_after]
+
     def unrealized_pnl(self, position: Position) -> int:
         """Pnl if closed now at the current quote, floored, never below −margin."""
         book = self.books[position.symbol]
