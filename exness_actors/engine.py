@@ -454,6 +454,8 @@ class Engine:
             liq = liquidation_price(is_long, qty, price, margin, instrument.maintenance_bps, pd, qd)
             if (bid <= liq) if is_long else (ask >= liq):
                 raise _Reject(_R.WOULD_LIQUIDATE, "the position would be liquidated at the current quote; lower the leverage")
+            if cmd.stop_loss is not None:
+                _check_stop_loss_before_liquidation(is_long, cmd.stop_loss, liq)
             if margin > account.free:
                 raise _Reject(_R.INSUFFICIENT_BALANCE, f"free balance {account.free} cents is less than the margin {margin}")
             # ---- mutate
@@ -493,6 +495,9 @@ class Engine:
         if qty > MAX_QTY:
             raise _Reject(_R.INVALID_MARGIN, "margin × leverage buys more than the largest position size")
         self._check_tpsl(is_long, price, cmd.take_profit, cmd.stop_loss, cmd.trailing_stop)
+        if cmd.stop_loss is not None:
+            _check_stop_loss_before_liquidation(is_long, cmd.stop_loss, liquidation_price(
+                is_long, qty, price, margin, instrument.maintenance_bps, pd, qd))
         if margin > account.free:
             raise _Reject(_R.INSUFFICIENT_BALANCE, f"free balance {account.free} cents is less than the margin {margin}")
         # ---- mutate
@@ -592,6 +597,10 @@ class Engine:
             if qty < instrument.min_qty:
                 raise _Reject(_R.SIZE_TOO_SMALL, "at that price the margin buys less than the minimum size")
             self._check_tpsl(order.is_long, price, take_profit, stop_loss, None)
+            if stop_loss is not None:
+                _check_stop_loss_before_liquidation(order.is_long, stop_loss, liquidation_price(
+                    order.is_long, qty, price, order.margin, instrument.maintenance_bps,
+                    instrument.price_decimals, instrument.qty_decimals))
         except _Reject as rejection:
             return self._reject_command(cmd, account.id, _R(rejection.reason), rejection.message, events, ref=order.id)
         self._unindex_order(book, order, expiry=True)
@@ -631,10 +640,13 @@ class Engine:
         del account.orders[order.id]
         self._remember_finished(account, order.id, _FILLED)
         liq = liquidation_price(is_long, qty, price, order.margin, instrument.maintenance_bps, pd, qd)
+        stop_loss = order.stop_loss
+        if stop_loss is not None and _stop_loss_inert(is_long, stop_loss, liq):
+            stop_loss = None   # a gap moved the fill so far that the stop could never fire
         events.append(OrderTriggered(order_id=order.id, account_id=account.id,
                                      position_id=self.next_position_id, price=price, ts=self.now))
         position = self._open(account, book, order.id, is_long, qty, price, order.margin,
-                              order.leverage, liq, order.take_profit, order.stop_loss,
+                              order.leverage, liq, order.take_profit, stop_loss,
                               order.trailing_stop, events)
         # The fill may already be past the position's own triggers (a gap): act on it now.
         bid, ask = book.bid, book.ask
@@ -778,6 +790,7 @@ class Engine:
             position.qty -= qty
             position.margin -= margin
             self._reprice_liquidation(book, position)
+            self._drop_inert_stop_loss(book, position)
             remaining = position.qty
         events.append(PositionClosed(
             position.id, account.id, position.symbol, "buy" if position.is_long else "sell", reason,
@@ -802,6 +815,15 @@ class Engine:
             book.bid_falls.add(position.liquidation_price, _LIQ, position.id)
         else:
             book.ask_rises.add(position.liquidation_price, _LIQ, position.id)
+
+    @staticmethod
+    def _drop_inert_stop_loss(book: Book, position: Position) -> None:
+        """A stop-loss the new liquidation price has overtaken could never fire: remove it."""
+        stop_loss = position.stop_loss
+        if stop_loss is None or not _stop_loss_inert(position.is_long, stop_loss, position.liquidation_price):
+            return
+        (book.bid_falls if position.is_long else book.ask_rises).discard(stop_loss, _SL, position.id)
+        position.stop_loss = None
 
     def _position_updated(self, position: Position, cause: str) -> PositionUpdated:
         return PositionUpdated(position_id=position.id, account_id=position.account_id, cause=cause,
@@ -858,6 +880,8 @@ class Engine:
             self._check_tpsl(position.is_long, reference,
                              take_profit if take_profit != position.take_profit else None,
                              stop_loss if stop_loss != position.stop_loss else None, trailing)
+            if stop_loss is not None and stop_loss != position.stop_loss:
+                _check_stop_loss_before_liquidation(position.is_long, stop_loss, position.liquidation_price)
         except _Reject as rejection:
             return self._reject_command(cmd, position.account_id, _R(rejection.reason),
                                         rejection.message, events, ref=position.id)
@@ -1137,6 +1161,17 @@ class Engine:
     def pending_orders(self, account_id: int) -> list[Order]:
         account = self.accounts.get(account_id)
         return sorted(account.orders.values(), key=lambda o: o.id) if account else []
+
+
+def _stop_loss_inert(is_long: bool, stop_loss: int, liquidation: int) -> bool:
+    """True when liquidation would always fire first (it wins a tie: it is processed first)."""
+    return stop_loss <= liquidation if is_long else stop_loss >= liquidation
+
+
+def _check_stop_loss_before_liquidation(is_long: bool, stop_loss: int, liquidation: int) -> None:
+    if _stop_loss_inert(is_long, stop_loss, liquidation):
+        raise _Reject(_R.INVALID_TPSL, f"stop_loss must be {'above' if is_long else 'below'} the "
+                      f"liquidation price {liquidation}, or the position is liquidated before it fires")
 
 
 def _updated(current: Optional[int], change: Optional[int]) -> Optional[int]:

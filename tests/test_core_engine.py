@@ -434,6 +434,70 @@ def test_modify_position_sets_and_removes_tpsl():
     market.engine.check_invariants()
 
 
+@pytest.mark.parametrize("side", ["buy", "sell"])
+def test_a_stop_loss_at_or_beyond_the_liquidation_price_is_rejected_when_placed(side):
+    market = Market()
+    market.quote(OPEN)
+    liq = market.open(side=side, leverage=100).liquidation_price          # same order, same liq
+    beyond, inside = (liq, liq + 1) if side == "buy" else (liq, liq - 1)
+    rejected = only(market.order(side=side, leverage=100, stop_loss=beyond), OrderRejected)
+    assert rejected.reason == "INVALID_TPSL" and "liquidation" in rejected.message
+    assert only(market.order(side=side, leverage=100, stop_loss=inside), PositionOpened).stop_loss == inside
+
+
+@pytest.mark.parametrize("side, type_, price", [("buy", "limit", 6_000_000), ("sell", "limit", 7_000_000),
+                                                 ("buy", "stop", 7_000_000), ("sell", "stop", 6_000_000)])
+def test_a_pending_order_with_a_stop_loss_beyond_its_liquidation_price_is_rejected(side, type_, price):
+    market = Market()
+    market.quote(OPEN)
+    beyond = price * 98 // 100 if side == "buy" else price * 102 // 100   # 2 % away at leverage 100
+    rejected = only(market.order(side=side, type=type_, price=price, leverage=100, stop_loss=beyond),
+                    OrderRejected)
+    assert rejected.reason == "INVALID_TPSL" and "liquidation" in rejected.message
+    order = market.pending(side=side, type=type_, price=price, leverage=100)
+    modified = only(market.run(ModifyOrder(account_id=1, order_id=order.order_id, stop_loss=beyond)),
+                    CommandRejected)
+    assert modified.reason == "INVALID_TPSL" and "liquidation" in modified.message
+
+
+@pytest.mark.parametrize("side", ["buy", "sell"])
+def test_modify_position_rejects_a_stop_loss_beyond_the_liquidation_price(side):
+    market = Market()
+    market.quote(OPEN)
+    position = market.open(side=side, leverage=100)
+    liq = position.liquidation_price
+    beyond = liq - 1 if side == "buy" else liq + 1
+    rejected = only(market.run(ModifyPosition(account_id=1, position_id=position.position_id, stop_loss=beyond)),
+                    CommandRejected)
+    assert rejected.reason == "INVALID_TPSL" and "liquidation" in rejected.message
+    assert market.engine.positions[position.position_id].stop_loss is None
+
+
+def test_a_gap_fill_that_puts_the_stop_loss_past_liquidation_drops_the_stop_loss():
+    market = Market()
+    market.quote(OPEN)
+    # a buy stop at 66000 with leverage 100 liquidates near 65340; its stop-loss 65400 is valid there
+    market.pending(type="stop", price=6_600_000, leverage=100, stop_loss=6_540_000)
+    events = market.quote(6_700_000)                       # a gap: filled at 67000, liq near 66330
+    opened = only(events, PositionOpened)
+    assert opened.open_price == 6_700_000 and opened.liquidation_price > 6_540_000
+    assert opened.stop_loss is None
+    market.engine.check_invariants()
+
+
+def test_a_partial_close_that_moves_liquidation_past_the_stop_loss_drops_the_stop_loss():
+    market = Market()
+    market.quote(OPEN)
+    position = market.open(margin=10_002, leverage=100, stop_loss=6_435_010)
+    assert position.liquidation_price == 6_435_006
+    events = market.run(ClosePosition(account_id=1, position_id=position.position_id, qty=7_693_846))
+    updated = only(events, PositionUpdated)
+    assert updated.liquidation_price == 6_435_012     # the floored margin share moved it up 6 ticks
+    assert updated.stop_loss is None and market.engine.positions[position.position_id].stop_loss is None
+    market.engine.check_invariants()
+    assert only(market.quote(6_435_012), PositionClosed).reason == "liquidation"
+
+
 # --------------------------------------------------------------------------- closes and margin
 
 def test_partial_close_releases_a_proportional_margin():
