@@ -323,18 +323,27 @@ async def _await_fresh_quotes(handle: Any, wait_s: float, stream: str) -> None:
     would otherwise meet the restored book's old quotes first and be refused ``STALE_QUOTE``.
     Each check sends a ``Clock``, so the core judges staleness at the current time (an engine
     that never had a quote has nothing to wait for, and is sent none)."""
-    if not await handle.query(_has_quotes):
-        return
     stale: list[str] = []
     with trio.move_on_after(wait_s):
+        if not await _query_when_room(handle, _has_quotes):
+            return
         while True:
             await handle.send(Clock())
-            stale = await handle.query(_stale_symbols)
+            stale = await _query_when_room(handle, _stale_symbols)
             if not stale:
                 return
             await trio.sleep(_FRESH_QUOTES_POLL_S)
     log.warning("event=commands_before_fresh_quotes stream=%s stale=%s waited_s=%g",
-                stream, ",".join(stale), wait_s)
+                stream, ",".join(stale) or "unknown", wait_s)
+
+
+async def _query_when_room(handle: Any, view: Callable[[Any], Any]) -> Any:
+    """``handle.query(view)``, waiting while the inbox is full (a burst of quotes at start)."""
+    while True:
+        try:
+            return await handle.query(view)
+        except Overloaded:
+            await trio.sleep(_FRESH_QUOTES_POLL_S)
 
 
 async def _command_reader(handle: Any, bus: RedisBus, stream: str, read_count: int,

@@ -14,9 +14,9 @@ import trio
 from actors import redis_edge
 from actors.engine import EngineHandle
 from actors.engine import run as run_engine
-from actors.messages import EngineStopped, EngineTimeout, ReplySlot, Request
+from actors.messages import EngineStopped, EngineTimeout, Overloaded, ReplySlot, Request
 from exness_actors import codec
-from exness_actors.commands import CreateAccount, Deposit, EdgeCursor, PlaceOrder, Quote
+from exness_actors.commands import Clock, CreateAccount, Deposit, EdgeCursor, PlaceOrder, Quote
 from exness_actors.engine import Engine
 from exness_actors.events import CommandRejected, DuplicateCommand, OrderAccepted, OrderRejected
 from exness_actors.instruments import DEFAULT_INSTRUMENTS, CoreConfig
@@ -200,6 +200,27 @@ async def test_without_quotes_the_wait_is_bounded_and_a_retry_after_stale_quote_
         nursery.cancel_scope.cancel()
 
 
+async def test_the_wait_for_fresh_quotes_rides_out_a_full_inbox() -> None:
+    class FloodedHandle:
+        """Answers the wait's queries in turn; ``Overloaded`` is an inbox full of quotes."""
+        answers: list = [Overloaded, True, Overloaded, ["BTCUSDT"], []]
+        clocks = 0
+
+        async def query(self, view):
+            answer = self.answers.pop(0)
+            if answer is Overloaded:
+                raise Overloaded("engine inbox is full")
+            return answer
+
+        async def send(self, item):
+            assert isinstance(item, Clock)
+            self.clocks += 1
+
+    handle = FloodedHandle()
+    await redis_edge._await_fresh_quotes(handle, 10, "stream:exness")
+    assert handle.answers == [] and handle.clocks == 2
+
+
 async def test_remote_requests_round_trip_and_time_out_cleanly(tmp_path, url):
     async with trio.open_nursery() as nursery:
         handle, journal, _stats = await _run_engine_and_edge(nursery, tmp_path, url, make_engine())
@@ -253,7 +274,7 @@ async def test_ws_order_lane_actions_on_a_remote_engine_answer_as_in_embedded_mo
         ("close", {"position_id": "1"}, 9),
         ("place", {"symbol": "BTCUSDT", "side": "buy", "type": "limit", "price": "50000.00",
                    "margin": "10.00", "leverage": 5, "client_order_id": "p2"}, 9),
-        ("modify_order", {"order_id": "2", "price": "51000.00", "stop_loss": "40000.00"}, 9),
+        ("modify_order", {"order_id": "2", "price": "51000.00", "stop_loss": "45000.00"}, 9),
         ("modify_order", {"order_id": "2", "price": "51000.00"}, 8),
         ("modify_order", {"order_id": "2", "bogus": "1"}, 9),
         ("cancel", {"order_id": "2"}, 8),
