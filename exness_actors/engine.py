@@ -29,7 +29,9 @@ processes it in a fixed order — liquidations, stop-losses, trailing stops, tak
 pending entries — ties by id. Long positions close at the bid, shorts at the ask. While a symbol
 is halted its pending entries do not fire, but protective triggers and closes still work.
 A position opened by a triggered entry is checked against the triggering quote at once, so no
-position survives a quote that crossed its liquidation, stop-loss or take-profit.
+position survives a quote that crossed its liquidation, stop-loss or take-profit. A stop-loss at
+or beyond the liquidation price could never fire: it is refused when set (``INVALID_TPSL``) and
+removed when a gapped fill or a partial close leaves it there.
 
 Invariants (checked by :meth:`check_invariants`, asserted by the property tests):
 
