@@ -63,7 +63,7 @@ from actors.messages import (
     Request,
 )
 from exness_actors import codec
-from exness_actors.commands import EdgeCursor, Quote
+from exness_actors.commands import Clock, EdgeCursor, Quote
 from exness_actors.errors import InvalidCommand
 from exness_actors.instruments import CoreConfig
 
@@ -268,10 +268,11 @@ def _view_account(view: BoxedView) -> Optional[int]:
 # ------------------------------------------------------------------------------- engine side
 
 async def run_engine_edge(*, handle: Any, bus: RedisBus, shard: int = 0, shards: int = 1,
-                          read_count: int = 512, quotes: bool = True,
+                          read_count: int = 512, quotes: bool = True, fresh_quotes_wait_s: float = 10.0,
                           task_status: trio.TaskStatus[dict] = trio.TASK_STATUS_IGNORED) -> None:
     """Feed one engine shard from its command stream, answer on the gateways' reply streams,
-    publish its durable events, and (``quotes``) apply the feed's quotes stream."""
+    publish its durable events, and (``quotes``) apply the feed's quotes stream. Commands are
+    read only once the engine's quotes are fresh, or ``fresh_quotes_wait_s`` has passed."""
     stream = command_stream(shard, shards)
     stats: dict[str, Any] = {"entries": 0, "skipped_redelivered": 0, "replies": 0, "acks": 0,
                              "events_published": 0, "quotes": 0, "bad_items": 0,
@@ -280,7 +281,8 @@ async def run_engine_edge(*, handle: Any, bus: RedisBus, shard: int = 0, shards:
     to_replier, from_reader = trio.open_memory_channel[Any](64)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_command_reader, handle, bus, stream, read_count, to_replier, stats)
+            nursery.start_soon(_command_reader, handle, bus, stream, read_count, to_replier, stats,
+                               fresh_quotes_wait_s)
             nursery.start_soon(_replier, bus, stream, from_reader, stats)
             nursery.start_soon(_events_publisher, bus, events_sub, events_stream(shard, shards), stats)
             if quotes:
@@ -304,10 +306,56 @@ async def _ensure_group(bus: RedisBus, stream: str) -> None:
     await bus.call(create)
 
 
+#: how often the start-up wait for fresh quotes asks the engine again
+_FRESH_QUOTES_POLL_S = 0.05
+
+
+def _stale_symbols(engine: Any) -> list[str]:
+    return engine.stale_symbols()
+
+
+def _has_quotes(engine: Any) -> bool:
+    return any(engine.quote(symbol) is not None for symbol in engine.books)
+
+
+async def _await_fresh_quotes(handle: Any, wait_s: float, stream: str) -> None:
+    """Hold the commands back after a start until no symbol the engine had quoted is stale, for
+    at most ``wait_s``. A command redelivered from before a crash (its gateway answered 504)
+    would otherwise meet the restored book's old quotes first and be refused ``STALE_QUOTE``.
+    Each check sends a ``Clock``, so the core judges staleness at the current time (an engine
+    that never had a quote has nothing to wait for, and is sent none)."""
+    stale: list[str] = []
+    with trio.move_on_after(wait_s):
+        if not await _query_when_room(handle, _has_quotes):
+            return
+        while True:
+            await handle.send(Clock())
+            stale = await _query_when_room(handle, _stale_symbols)
+            if not stale:
+                return
+            await trio.sleep(_FRESH_QUOTES_POLL_S)
+    log.warning("event=commands_before_fresh_quotes stream=%s stale=%s waited_s=%g",
+                stream, ",".join(stale) or "unknown", wait_s)
+
+
+async def _query_when_room(handle: Any, view: Callable[[Any], Any]) -> Any:
+    """``handle.query(view)``, waiting while the inbox is full (a burst of quotes at start)."""
+    while True:
+        try:
+            return await handle.query(view)
+        except Overloaded:
+            await trio.sleep(_FRESH_QUOTES_POLL_S)
+
+
 async def _command_reader(handle: Any, bus: RedisBus, stream: str, read_count: int,
-                          to_replier: trio.MemorySendChannel, stats: dict) -> None:
+                          to_replier: trio.MemorySendChannel, stats: dict,
+                          fresh_quotes_wait_s: float) -> None:
     from redis.exceptions import ResponseError
     views = _views()
+    try:
+        await _await_fresh_quotes(handle, fresh_quotes_wait_s, stream)
+    except EngineStopped:
+        return
     consumer = f"engine-{stream}"
     cursor = handle.engine.edge_cursor(stream)
     submitted: tuple[int, int] = cursor if cursor is not None else (-1, -1)

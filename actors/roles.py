@@ -99,7 +99,8 @@ async def serve_engine_edge(*, cfg: Any, handle: Any, shard: int, quotes: bool,
         async with trio.open_nursery() as nursery:
             stats = await nursery.start(functools.partial(
                 redis_edge.run_engine_edge, handle=handle, bus=bus, shard=shard, shards=shards,
-                quotes=quotes))
+                quotes=quotes,
+                fresh_quotes_wait_s=float(cfg.get("bus", "fresh_quotes_wait_s", 10.0))))
 
             def status() -> dict:
                 ready = bus.connected and handle.accepting

@@ -19,7 +19,8 @@ What every answer is checked against (a miss is a violation, see ``World.violati
 * never a 5xx, except 503 ``OVERLOADED``/``ENGINE_STOPPED`` (load shedding, counted);
 * a deliberately invalid request gets a 4xx, never a 2xx; a well-formed one never a 400;
 * idempotency: a repeated ``client_order_id`` answers the order it first created (or its first
-  rejection) and creates nothing; a request cut off by a crash and retried after recovery answers
+  rejection, unless that was transient — no or stale quote, halt — and the repeat is applied
+  afresh) and creates nothing; a request cut off by a crash and retried after recovery answers
   the outcome the engine had acknowledged before the crash, if it had.
 
 The trader's state (ids, tokens, pending retry, the random generator) outlives crashes: after a
@@ -38,6 +39,7 @@ from quart_trio.testing import TrioClient
 from quart_trio.testing.connections import TestHTTPConnection
 
 from actors.simulation_runtime import seeded_random, simulated_ns
+from exness_actors.engine import TRANSIENT_REASONS
 
 __all__ = ["Trader", "ACTIONS", "test_client"]
 
@@ -326,6 +328,9 @@ class Trader:
         if expected is None:
             return
         kind, value = expected
+        if kind == "rejected" and value in TRANSIENT_REASONS:
+            self._tried_afresh(coid, status, answer)
+            return
         if kind == "order":
             got = answer["order"]["id"] if status == 200 else f"{status} {_error_code(answer)}"
             if got != value:
@@ -335,6 +340,14 @@ class Trader:
             self.world.violation("idempotency", f"trader {self.index}: {what} client_order_id {coid!r} "
                                                 f"answered {status} {_error_code(answer)}, expected the "
                                                 f"original rejection {value}")
+
+    def _tried_afresh(self, coid: str, status: int, answer: Any) -> None:
+        """A transient rejection (no or stale quote, halt) is not what a repeat answers: the repeat
+        was applied anew, and its outcome is what the next repeat must answer."""
+        if status in (200, 201):
+            self.outcomes[coid] = ("order", answer["order"]["id"])
+        elif status in (404, 409, 422):
+            self.outcomes[coid] = ("rejected", _error_code(answer))
 
     async def _retry_in_flight(self) -> None:
         """After a crash: send again what was cut off, with the same idempotency key."""

@@ -64,7 +64,7 @@ from actors.snapshot_worker import build_snapshot, write_engine_snapshot
 from actors.store_sqlite import SqliteStore
 from exness_actors import codec
 from exness_actors.commands import PlaceOrder
-from exness_actors.engine import Engine
+from exness_actors.engine import TRANSIENT_REASONS, Engine
 from exness_actors.errors import InvariantViolation
 from exness_actors.events import BalanceChanged, OrderAccepted, OrderRejected
 from exness_actors.journal import JournalWriter, encode_frame, iter_payloads
@@ -93,8 +93,9 @@ class AckLog:
     """What the engine acknowledged: each released reply's seq and the command's journal bytes.
 
     ``pending`` holds the acknowledgements not yet checked against a recovered journal;
-    ``orders`` maps ``(account_id, client_order_id)`` to the first outcome the engine released
-    (``("order", id)`` or ``("rejected", reason)``), for the traders' retries after a crash.
+    ``orders`` maps ``(account_id, client_order_id)`` to the outcome the engine remembers — the
+    first it released (``("order", id)`` or ``("rejected", reason)``), or the latest while that was
+    a transient rejection — for the traders' retries after a crash.
     """
 
     def __init__(self) -> None:
@@ -108,7 +109,8 @@ class AckLog:
         self.pending.append((reply.seq, codec.encode(command)))
         if type(command) is PlaceOrder and command.client_order_id:
             key = (command.account_id, command.client_order_id)
-            if key in self.orders:
+            known = self.orders.get(key)
+            if known is not None and known[1] not in TRANSIENT_REASONS:   # a transient one is retried afresh
                 return
             for event in reply.events:
                 if type(event) is OrderAccepted:

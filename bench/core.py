@@ -34,8 +34,9 @@ creates during the loop are collected as usual.
 
 **Quote cost vs open positions.** Two engines, one with 1,000 and one with 1,000,000 open
 positions (10 per account; quick: 100,000), opened with market orders while the price jumps
-around a ±1.5% band: leverage 1..20, a third with TP/SL 5-15% away, a fifth with a trailing stop
-of 5-10%, so every liquidation, TP, SL and trailing level is at least ~3% outside the band.
+around a ±1.5% band: leverage 1..20, a third with TP/SL 5-15% away (a stop-loss kept inside 90%
+of the liquidation distance), a fifth with a trailing stop of 5-10%, so every liquidation, TP, SL
+and trailing level is at least ~3% outside the band.
 Then each engine gets a quote at the top and at the bottom of a ±0.1% inner band (merging every
 trailing group to the extremes), and the timed quotes walk strictly inside the inner band: they
 cross nothing and set no new trailing peak. The engines take turns over ``--quote-reps`` (7)
@@ -120,6 +121,15 @@ def _half_spread(mid: int) -> int:
 def _leverage_skewed(rng: random.Random, top: int) -> int:
     """1..top, skewed to low values (median ~ top/8)."""
     return 1 + int((top - 1) * rng.random() ** 3)
+
+
+def _inside_liquidation(stop_loss: Optional[int], ref: int, is_long: bool, leverage: int) -> Optional[int]:
+    """``stop_loss`` moved in to at most 90% of the liquidation distance (~ ref / leverage with no
+    maintenance ratio) from ``ref``: the core refuses a stop at or beyond the liquidation price."""
+    if stop_loss is None:
+        return None
+    reach = ref * 9 // (10 * leverage)
+    return max(stop_loss, ref - reach) if is_long else min(stop_loss, ref + reach)
 
 
 def make_engine(n_accounts: int) -> Engine:
@@ -286,6 +296,7 @@ def simulate_mix(n_accounts: int, n_inputs: int, seed: int) -> tuple[list[Spec],
                     take_profit, stop_loss = ref + tp_away, ref - sl_away
                 else:
                     take_profit, stop_loss = ref - tp_away, ref + sl_away
+                stop_loss = _inside_liquidation(stop_loss, ref, is_long, leverage)
             spec = (OPEN, account_id, symbol, "buy" if is_long else "sell", margin, leverage,
                     take_profit, stop_loss)
         elif kind == CLOSE:
@@ -311,6 +322,7 @@ def simulate_mix(n_accounts: int, n_inputs: int, seed: int) -> tuple[list[Spec],
                     take_profit, stop_loss = price + tp_away, price - sl_away
                 else:
                     take_profit, stop_loss = price - tp_away, price + sl_away
+                stop_loss = _inside_liquidation(stop_loss, price, is_long, leverage)
             spec = (PENDING, account_id, symbol, "buy" if is_long else "sell", order_type, margin,
                     leverage, price, take_profit, stop_loss)
         else:
@@ -487,8 +499,9 @@ INNER_BAND_BPS = 10      # measured quotes within ±0.1%
 def open_positions(engine: Engine, n_positions: int, per_account: int, rng: random.Random) -> int:
     """Open ``n_positions`` market positions whose triggers all lie outside the inner band.
 
-    Leverage 1..20 puts liquidation ≥ ~5% from the open; TP/SL 5-15% and trailing distances
-    5-10% likewise; open prices are within ±1.5%, measured quotes within ±0.1%.
+    Leverage 1..20 puts liquidation ≥ ~5% from the open; TP/SL 5-15% (a stop-loss at most 90% of
+    the way to the liquidation price, ≥ ~4.5%) and trailing distances 5-10% likewise; open prices
+    are within ±1.5%, measured quotes within ±0.1%.
     Returns how many opens failed (should be 0).
     """
     submit = engine.submit
@@ -517,10 +530,12 @@ def open_positions(engine: Engine, n_positions: int, per_account: int, rng: rand
                 take_profit, stop_loss = ref - tp_away, ref + sl_away
         if roll > 0.8:
             trailing = ref * rng.randint(500, 1_000) // 10_000
+        margin = rng.randint(1_000, 50_000)
+        leverage = _leverage_skewed(rng, 20)
         events = submit(PlaceOrder(
             account_id=1 + i // per_account, symbol=symbol, side="buy" if is_long else "sell",
-            type="market", margin=rng.randint(1_000, 50_000), leverage=_leverage_skewed(rng, 20),
-            take_profit=take_profit, stop_loss=stop_loss, trailing_stop=trailing), ts)
+            type="market", margin=margin, leverage=leverage, take_profit=take_profit,
+            stop_loss=_inside_liquidation(stop_loss, ref, is_long, leverage), trailing_stop=trailing), ts)
         if type(events[-1]) is not PositionOpened:
             failures += 1
     return failures

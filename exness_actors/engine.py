@@ -29,7 +29,9 @@ processes it in a fixed order — liquidations, stop-losses, trailing stops, tak
 pending entries — ties by id. Long positions close at the bid, shorts at the ask. While a symbol
 is halted its pending entries do not fire, but protective triggers and closes still work.
 A position opened by a triggered entry is checked against the triggering quote at once, so no
-position survives a quote that crossed its liquidation, stop-loss or take-profit.
+position survives a quote that crossed its liquidation, stop-loss or take-profit. A stop-loss at
+or beyond the liquidation price could never fire: it is refused when set (``INVALID_TPSL``) and
+removed when a gapped fill or a partial close leaves it there.
 
 Invariants (checked by :meth:`check_invariants`, asserted by the property tests):
 
@@ -70,7 +72,7 @@ _pack = codec.pack_fast
 _NEVER = 1 << 127   # after any expires_at (ns timestamps are far smaller)
 _QUOTE_UPDATED_TAG = codec.TAGS[QuoteUpdated]
 
-__all__ = ["Engine", "STATE_FORMAT"]
+__all__ = ["Engine", "STATE_FORMAT", "TRANSIENT_REASONS"]
 
 STATE_FORMAT = 1
 
@@ -90,6 +92,10 @@ MAX_QTY = 1 << 62                   # quantity units of one position
 MAX_ID = (1 << 63) - 1
 
 _R = RejectReason
+#: Rejections caused by the market's plumbing rather than by the command (no or stale quote, a
+#: halt): a retry with the same client id or idempotency key is applied afresh, never answered
+#: with the remembered rejection, so a retry after a restart or an outage can succeed.
+TRANSIENT_REASONS = frozenset({_R.NO_QUOTE._value_, _R.STALE_QUOTE._value_, _R.MARKET_HALTED._value_})
 _KIND_POSITION_MARGIN = BalanceKind.POSITION_MARGIN.value
 _KIND_POSITION_CLOSE = BalanceKind.POSITION_CLOSE.value
 _KIND_ORDER_MARGIN = BalanceKind.ORDER_MARGIN.value
@@ -480,6 +486,8 @@ class Engine:
             liq = liquidation_price(is_long, qty, price, margin, instrument.maintenance_bps, pd, qd)
             if (bid <= liq) if is_long else (ask >= liq):
                 raise _Reject(_R.WOULD_LIQUIDATE, "the position would be liquidated at the current quote; lower the leverage")
+            if cmd.stop_loss is not None:
+                _check_stop_loss_before_liquidation(is_long, cmd.stop_loss, liq, instrument)
             if margin > account.free:
                 raise _Reject(_R.INSUFFICIENT_BALANCE, f"free balance {_money(account.free)} is less than the margin {_money(margin)}")
             # ---- mutate
@@ -519,6 +527,9 @@ class Engine:
         if qty > MAX_QTY:
             raise _Reject(_R.INVALID_MARGIN, f"margin × leverage buys more than the largest position size {_qty(MAX_QTY, instrument)}")
         self._check_tpsl(is_long, price, cmd.take_profit, cmd.stop_loss, cmd.trailing_stop, instrument)
+        if cmd.stop_loss is not None:
+            _check_stop_loss_before_liquidation(is_long, cmd.stop_loss, liquidation_price(
+                is_long, qty, price, margin, instrument.maintenance_bps, pd, qd), instrument)
         if margin > account.free:
             raise _Reject(_R.INSUFFICIENT_BALANCE, f"free balance {_money(account.free)} is less than the margin {_money(margin)}")
         # ---- mutate
@@ -618,6 +629,10 @@ class Engine:
             if qty < instrument.min_qty:
                 raise _Reject(_R.SIZE_TOO_SMALL, f"at that price the margin buys less than the minimum size {_qty(instrument.min_qty, instrument)}")
             self._check_tpsl(order.is_long, price, take_profit, stop_loss, None, instrument)
+            if stop_loss is not None:
+                _check_stop_loss_before_liquidation(order.is_long, stop_loss, liquidation_price(
+                    order.is_long, qty, price, order.margin, instrument.maintenance_bps,
+                    instrument.price_decimals, instrument.qty_decimals), instrument)
         except _Reject as rejection:
             return self._reject_command(cmd, account.id, _R(rejection.reason), rejection.message, events, ref=order.id)
         self._unindex_order(book, order, expiry=True)
@@ -657,10 +672,13 @@ class Engine:
         del account.orders[order.id]
         self._remember_finished(account, order.id, _FILLED)
         liq = liquidation_price(is_long, qty, price, order.margin, instrument.maintenance_bps, pd, qd)
+        stop_loss = order.stop_loss
+        if stop_loss is not None and _stop_loss_inert(is_long, stop_loss, liq):
+            stop_loss = None   # a gap moved the fill so far that the stop could never fire
         events.append(OrderTriggered(order_id=order.id, account_id=account.id,
                                      position_id=self.next_position_id, price=price, ts=self.now))
         position = self._open(account, book, order.id, is_long, qty, price, order.margin,
-                              order.leverage, liq, order.take_profit, order.stop_loss,
+                              order.leverage, liq, order.take_profit, stop_loss,
                               order.trailing_stop, events)
         # The fill may already be past the position's own triggers (a gap): act on it now.
         bid, ask = book.bid, book.ask
@@ -804,6 +822,7 @@ class Engine:
             position.qty -= qty
             position.margin -= margin
             self._reprice_liquidation(book, position)
+            self._drop_inert_stop_loss(book, position)
             remaining = position.qty
         events.append(PositionClosed(
             position.id, account.id, position.symbol, "buy" if position.is_long else "sell", reason,
@@ -828,6 +847,15 @@ class Engine:
             book.bid_falls.add(position.liquidation_price, _LIQ, position.id)
         else:
             book.ask_rises.add(position.liquidation_price, _LIQ, position.id)
+
+    @staticmethod
+    def _drop_inert_stop_loss(book: Book, position: Position) -> None:
+        """A stop-loss the new liquidation price has overtaken could never fire: remove it."""
+        stop_loss = position.stop_loss
+        if stop_loss is None or not _stop_loss_inert(position.is_long, stop_loss, position.liquidation_price):
+            return
+        (book.bid_falls if position.is_long else book.ask_rises).discard(stop_loss, _SL, position.id)
+        position.stop_loss = None
 
     def _position_updated(self, position: Position, cause: str) -> PositionUpdated:
         return PositionUpdated(position_id=position.id, account_id=position.account_id, cause=cause,
@@ -885,6 +913,9 @@ class Engine:
                              take_profit if take_profit != position.take_profit else None,
                              stop_loss if stop_loss != position.stop_loss else None, trailing,
                              book.instrument)
+            if stop_loss is not None and stop_loss != position.stop_loss:
+                _check_stop_loss_before_liquidation(position.is_long, stop_loss, position.liquidation_price,
+                                                    book.instrument)
         except _Reject as rejection:
             return self._reject_command(cmd, position.account_id, _R(rejection.reason),
                                         rejection.message, events, ref=position.id)
@@ -945,6 +976,9 @@ class Engine:
         if recent is None or key not in recent:
             return False
         order_id, reason = recent[key]
+        if reason in TRANSIENT_REASONS:
+            del recent[key]   # tried again: remembered anew, counted in the window from now
+            return False
         events.append(DuplicateCommand(command=type(cmd).__name__, account_id=account.id,
                                        key=key[2:], order_id=order_id, reason=reason))
         return True
@@ -1109,6 +1143,12 @@ class Engine:
             return None
         return book.bid, book.ask, book.quote_ts
 
+    def stale_symbols(self) -> list[str]:
+        """Symbols whose last quote is too old to trade on now (never-quoted ones are left out)."""
+        now, stale_after = self.now, self._stale_after
+        return [symbol for symbol, book in self.books.items()
+                if book.bid is not None and now - book.quote_ts > stale_after]
+
     def unrealized_pnl(self, position: Position) -> int:
         """Pnl if closed now at the current quote, floored, never below −margin."""
         book = self.books[position.symbol]
@@ -1155,6 +1195,19 @@ class Engine:
     def pending_orders(self, account_id: int) -> list[Order]:
         account = self.accounts.get(account_id)
         return sorted(account.orders.values(), key=lambda o: o.id) if account else []
+
+
+def _stop_loss_inert(is_long: bool, stop_loss: int, liquidation: int) -> bool:
+    """True when liquidation would always fire first (it wins a tie: it is processed first)."""
+    return stop_loss <= liquidation if is_long else stop_loss >= liquidation
+
+
+def _check_stop_loss_before_liquidation(is_long: bool, stop_loss: int, liquidation: int,
+                                        instrument: Instrument) -> None:
+    if _stop_loss_inert(is_long, stop_loss, liquidation):
+        raise _Reject(_R.INVALID_TPSL, f"stop_loss must be {'above' if is_long else 'below'} the "
+                      f"liquidation price {_price(liquidation, instrument)}, or the position is liquidated "
+                      "before it fires")
 
 
 def _updated(current: Optional[int], change: Optional[int]) -> Optional[int]:

@@ -40,13 +40,16 @@ from typing import Iterator
 
 from sortedcontainers import SortedDict, SortedList
 
-__all__ = ["TriggerIndex", "TrailingBook", "NONE", "PRIORITY"]
+__all__ = ["TriggerIndex", "TrailingBook", "NONE", "PRIORITY", "ID_BITS"]
 
 #: Below any key a real price can produce (prices are bounded by the edge to 30 digits).
 NONE = -(10**40)
 
-_KEY_SHIFT = 48
-_PRIORITY_SHIFT = 44
+# Ids take 53 bits: engine shard k numbers from k·10¹² + 1 and the last shard's ids stay below
+# 2**53 (instruments.MAX_SHARD; a test holds the two together).
+ID_BITS = 53
+_PRIORITY_SHIFT = ID_BITS
+_KEY_SHIFT = ID_BITS + 4
 _PRIORITY_MASK = 0xF
 _ID_MASK = (1 << _PRIORITY_SHIFT) - 1
 
@@ -57,9 +60,9 @@ PRIORITY = {"liquidation": 0, "stop_loss": 1, "trailing_stop": 2, "take_profit":
 class TriggerIndex:
     """Entries ``(level, priority, id)`` that fire when the price crosses ``level``.
 
-    Each entry is stored as one int, ``key << 48 | priority << 44 | id`` with ``key = sign·level``:
+    Each entry is stored as one int, ``key << 57 | priority << 53 | id`` with ``key = sign·level``:
     ints compare and bisect several times faster than tuples and take a third of the memory, and
-    the order is the same as the tuple's (priority < 16, id < 2**44).
+    the order is the same as the tuple's (priority < 16, id < 2**53).
     """
 
     __slots__ = ("sign", "best", "_entries", "_bulk")

@@ -17,6 +17,7 @@ from exness_actors.events import (
     QuoteRejected, QuoteUpdated,
 )
 from exness_actors.money import pnl_cents
+from exness_actors.triggers import ID_BITS
 
 OPEN = 6_500_000   # 65000.00
 MARGIN = 10_000    # 100.00
@@ -433,6 +434,70 @@ def test_modify_position_sets_and_removes_tpsl():
     market.engine.check_invariants()
 
 
+@pytest.mark.parametrize("side", ["buy", "sell"])
+def test_a_stop_loss_at_or_beyond_the_liquidation_price_is_rejected_when_placed(side):
+    market = Market()
+    market.quote(OPEN)
+    liq = market.open(side=side, leverage=100).liquidation_price          # same order, same liq
+    beyond, inside = (liq, liq + 1) if side == "buy" else (liq, liq - 1)
+    rejected = only(market.order(side=side, leverage=100, stop_loss=beyond), OrderRejected)
+    assert rejected.reason == "INVALID_TPSL" and "liquidation" in rejected.message
+    assert only(market.order(side=side, leverage=100, stop_loss=inside), PositionOpened).stop_loss == inside
+
+
+@pytest.mark.parametrize("side, type_, price", [("buy", "limit", 6_000_000), ("sell", "limit", 7_000_000),
+                                                 ("buy", "stop", 7_000_000), ("sell", "stop", 6_000_000)])
+def test_a_pending_order_with_a_stop_loss_beyond_its_liquidation_price_is_rejected(side, type_, price):
+    market = Market()
+    market.quote(OPEN)
+    beyond = price * 98 // 100 if side == "buy" else price * 102 // 100   # 2 % away at leverage 100
+    rejected = only(market.order(side=side, type=type_, price=price, leverage=100, stop_loss=beyond),
+                    OrderRejected)
+    assert rejected.reason == "INVALID_TPSL" and "liquidation" in rejected.message
+    order = market.pending(side=side, type=type_, price=price, leverage=100)
+    modified = only(market.run(ModifyOrder(account_id=1, order_id=order.order_id, stop_loss=beyond)),
+                    CommandRejected)
+    assert modified.reason == "INVALID_TPSL" and "liquidation" in modified.message
+
+
+@pytest.mark.parametrize("side", ["buy", "sell"])
+def test_modify_position_rejects_a_stop_loss_beyond_the_liquidation_price(side):
+    market = Market()
+    market.quote(OPEN)
+    position = market.open(side=side, leverage=100)
+    liq = position.liquidation_price
+    beyond = liq - 1 if side == "buy" else liq + 1
+    rejected = only(market.run(ModifyPosition(account_id=1, position_id=position.position_id, stop_loss=beyond)),
+                    CommandRejected)
+    assert rejected.reason == "INVALID_TPSL" and "liquidation" in rejected.message
+    assert market.engine.positions[position.position_id].stop_loss is None
+
+
+def test_a_gap_fill_that_puts_the_stop_loss_past_liquidation_drops_the_stop_loss():
+    market = Market()
+    market.quote(OPEN)
+    # a buy stop at 66000 with leverage 100 liquidates near 65340; its stop-loss 65400 is valid there
+    market.pending(type="stop", price=6_600_000, leverage=100, stop_loss=6_540_000)
+    events = market.quote(6_700_000)                       # a gap: filled at 67000, liq near 66330
+    opened = only(events, PositionOpened)
+    assert opened.open_price == 6_700_000 and opened.liquidation_price > 6_540_000
+    assert opened.stop_loss is None
+    market.engine.check_invariants()
+
+
+def test_a_partial_close_that_moves_liquidation_past_the_stop_loss_drops_the_stop_loss():
+    market = Market()
+    market.quote(OPEN)
+    position = market.open(margin=10_002, leverage=100, stop_loss=6_435_010)
+    assert position.liquidation_price == 6_435_006
+    events = market.run(ClosePosition(account_id=1, position_id=position.position_id, qty=7_693_846))
+    updated = only(events, PositionUpdated)
+    assert updated.liquidation_price == 6_435_012     # the floored margin share moved it up 6 ticks
+    assert updated.stop_loss is None and market.engine.positions[position.position_id].stop_loss is None
+    market.engine.check_invariants()
+    assert only(market.quote(6_435_012), PositionClosed).reason == "liquidation"
+
+
 # --------------------------------------------------------------------------- closes and margin
 
 def test_partial_close_releases_a_proportional_margin():
@@ -517,6 +582,36 @@ def test_repeated_client_order_id_returns_the_original_and_creates_nothing():
     rejected_first = market.order(client_order_id="def", leverage=1000)
     rejected_again = only(market.order(client_order_id="def"), DuplicateCommand)
     assert rejected_again.reason == only(rejected_first, OrderRejected).reason == "INVALID_LEVERAGE"
+
+
+@pytest.mark.parametrize("condition, reason", [
+    ("no quote yet", "NO_QUOTE"), ("stale quote", "STALE_QUOTE"), ("halted", "MARKET_HALTED")])
+def test_a_transient_rejection_is_not_the_remembered_outcome_so_a_retry_can_fill(condition, reason):
+    market = Market()
+    if condition != "no quote yet":
+        market.quote(OPEN)
+    if condition == "stale quote":
+        market.run(Clock(), after=6 * SECOND)
+    if condition == "halted":
+        market.run(HaltSymbol(symbol=SYMBOL))
+    assert only(market.order(client_order_id="retry-me"), OrderRejected).reason == reason
+    market.run(ResumeSymbol(symbol=SYMBOL))
+    market.quote(OPEN)
+    filled = only(market.order(client_order_id="retry-me"), OrderAccepted)
+    duplicate = only(market.order(client_order_id="retry-me"), DuplicateCommand)
+    assert (duplicate.order_id, duplicate.reason) == (filled.order_id, None)
+    assert len(market.engine.positions) == 1
+    market.engine.check_invariants()
+
+
+def test_a_retried_transient_rejection_counts_in_the_window_from_its_last_attempt():
+    market = Market(window=2)
+    market.order(client_order_id="a")                     # NO_QUOTE
+    market.quote(OPEN)
+    market.order(client_order_id="b")
+    market.order(client_order_id="a")                     # filled: now the newest key
+    market.order(client_order_id="c")                     # evicts "b", not "a"
+    assert list(market.account.recent_keys) == ["o:a", "o:c"]
 
 
 def test_idempotency_window_is_bounded():
@@ -619,10 +714,26 @@ def test_a_shard_numbers_orders_and_positions_from_its_id_base():
     assert restored.next_order_id == market.engine.next_order_id
     assert len(base_config.to_wire()) == 3 and shard.to_wire()[3] == shard.id_base
     assert type(base_config).from_wire(shard.to_wire()) == shard
-    # every id stays exact as a JavaScript number
+    # every id stays exact as a JavaScript number, and fits the trigger indexes' id field
     assert (base_config.for_shard(MAX_SHARD).id_base + SHARD_ID_SPAN - 1) < 2**53
+    assert base_config.for_shard(MAX_SHARD).id_base + SHARD_ID_SPAN < 2**ID_BITS
     for bad in (-1, MAX_SHARD + 1, "1"):
         with pytest.raises(InvalidValue):
             base_config.for_shard(bad)
     with pytest.raises(InvalidValue):
         type(base_config)(instruments=base_config.instruments, id_base=-5)
+
+
+@pytest.mark.parametrize("shard", [17, 18, 100, 9006])
+@pytest.mark.parametrize("side, crash", [("buy", 5_000_000), ("sell", 8_000_000)])
+def test_every_shard_fires_its_liquidations_and_stop_losses_by_their_own_ids(shard, side, crash):
+    market = Market(Engine(make_engine().config.for_shard(shard)))
+    market.quote(OPEN)
+    stop_loss = 6_400_000 if side == "buy" else 6_600_000
+    liquidated = market.open(side=side, leverage=100)
+    stopped = market.open(side=side, leverage=1, stop_loss=stop_loss)
+    closed = of_type(market.quote(crash), PositionClosed)
+    assert [(c.position_id, c.reason) for c in closed] == [
+        (liquidated.position_id, "liquidation"), (stopped.position_id, "stop_loss")]
+    assert market.engine.positions == {}
+    market.engine.check_invariants()

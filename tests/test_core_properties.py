@@ -24,7 +24,7 @@ from exness_actors.money import (
     format_fixed, liquidation_price, mark_up_ask, mark_up_bid, notional_cents, parse_fixed,
     pnl_cents, qty_for_margin, share_floor,
 )
-from exness_actors.instruments import CoreConfig, Instrument
+from exness_actors.instruments import MAX_SHARD, SHARD_ID_SPAN, CoreConfig, Instrument
 from exness_actors.testing import (
     TradingMachine, assert_triggers_respected, check_all, command_strategies, core_configs, machine_config,
     price_paths, prices,
@@ -212,19 +212,25 @@ def index_operations(draw):  # type: ignore[no-untyped-def]
     return operations
 
 
-@given(fires_on_fall=st.booleans(), operations=index_operations())
-def test_trigger_index_pops_exactly_what_a_brute_force_scan_finds(fires_on_fall: bool, operations: list) -> None:
+#: where ids start: unsharded, shard 18 and the last shard (its largest ids)
+id_bases = st.sampled_from((0, 18 * SHARD_ID_SPAN, MAX_SHARD * SHARD_ID_SPAN + SHARD_ID_SPAN - 26))
+
+
+@given(fires_on_fall=st.booleans(), operations=index_operations(), id_base=id_bases)
+def test_trigger_index_pops_exactly_what_a_brute_force_scan_finds(fires_on_fall: bool, operations: list,
+                                                                   id_base: int) -> None:
     index = TriggerIndex(fires_on_fall=fires_on_fall)
     model: dict[int, tuple[int, int]] = {}   # id -> (level, priority); one entry per id, as in the engine
     for operation in operations:
         if operation[0] == "add":
             _, level, priority, ident = operation
+            ident += id_base
             if ident in model:
                 continue
             index.add(level, priority, ident)
             model[ident] = (level, priority)
         elif operation[0] == "discard":
-            ident = operation[1]
+            ident = operation[1] + id_base
             level, priority = model.pop(ident, (99, 0))   # a missing entry: discard is a no-op
             index.discard(level, priority, ident)
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 
 import attrs
 import msgpack
@@ -13,11 +14,11 @@ import trio
 from actors import redis_edge
 from actors.engine import EngineHandle
 from actors.engine import run as run_engine
-from actors.messages import EngineStopped, EngineTimeout, ReplySlot, Request
+from actors.messages import EngineStopped, EngineTimeout, Overloaded, ReplySlot, Request
 from exness_actors import codec
-from exness_actors.commands import CreateAccount, Deposit, EdgeCursor
+from exness_actors.commands import Clock, CreateAccount, Deposit, EdgeCursor, PlaceOrder, Quote
 from exness_actors.engine import Engine
-from exness_actors.events import CommandRejected
+from exness_actors.events import CommandRejected, DuplicateCommand, OrderAccepted, OrderRejected
 from exness_actors.instruments import DEFAULT_INSTRUMENTS, CoreConfig
 from exness_actors.journal import JournalWriter, scan_journal
 from exness_actors.replay import replay
@@ -65,14 +66,14 @@ def _burst(reply_stream: str, commands: list) -> bytes:
                          use_bin_type=True)
 
 
-async def _run_engine_and_edge(nursery, tmp_path, url, engine, *, name="edge"):
+async def _run_engine_and_edge(nursery, tmp_path, url, engine, *, name="edge", quotes=False, **options):
     handle = EngineHandle(engine, 1000)
     journal = JournalWriter(tmp_path / "journal")
     await nursery.start(functools.partial(run_engine, handle=handle, journal=journal, fsync="batch"))
     bus = redis_edge.RedisBus(url, name=name)
     await bus.connect()
     stats = await nursery.start(functools.partial(redis_edge.run_engine_edge, handle=handle, bus=bus,
-                                                  quotes=False))
+                                                  quotes=quotes, **options))
     return handle, journal, stats
 
 
@@ -122,6 +123,103 @@ async def test_entries_are_applied_once_replied_and_acknowledged_and_redelivery_
         await handle.stop()
         nursery.cancel_scope.cancel()
     journal.close()
+
+
+def _engine_that_traded_a_minute_ago() -> Engine:
+    engine = make_engine()
+    minute_ago = time.time_ns() - 60 * 10**9
+    engine.submit(CreateAccount(account_id=1, initial_deposit=1_000_000), ts=minute_ago)
+    engine.submit(Quote(symbol="BTCUSDT", bid=6_500_000, ask=6_500_000), ts=minute_ago)
+    return engine
+
+
+def _order_after_504() -> PlaceOrder:
+    return PlaceOrder(account_id=1, symbol="BTCUSDT", side="buy", type="market", margin=10_000,
+                      leverage=10, client_order_id="after-504")
+
+
+def _left_pending(client: redis.Redis, stream: str, reply_stream: str) -> None:
+    """An order the engine read and died on before acknowledging it (its gateway answered 504)."""
+    client.xgroup_create(stream, redis_edge.GROUP, id="0", mkstream=True)
+    client.xadd(stream, {"b": _burst(reply_stream, [_order_after_504()])})
+    assert len(client.xreadgroup(redis_edge.GROUP, f"engine-{stream}", {stream: ">"})[0][1]) == 1
+
+
+async def _feed_quotes(client: redis.Redis, *, delay: float) -> None:
+    await trio.sleep(delay)
+    while True:
+        client.xadd(redis_edge.QUOTES_STREAM, {"b": msgpack.packb([["BTCUSDT", 6_500_000, 6_500_000]])})
+        await trio.sleep(0.05)
+
+
+async def _outcomes(client: redis.Redis, reply_stream: str, count: int) -> list:
+    """The first event of each of the first ``count`` replies on ``reply_stream``."""
+    with trio.fail_after(10):
+        while True:
+            wires = [wire for _id, fields in client.xrange(reply_stream)
+                     for wire in msgpack.unpackb(fields[b"b"], raw=False)]
+            if len(wires) >= count:
+                return [codec.decode(wire[4][0]) for wire in wires]
+            await trio.sleep(0.02)
+
+
+async def test_a_command_redelivered_after_a_restart_waits_for_a_fresh_quote(tmp_path, url):
+    client = redis.Redis.from_url(url)
+    reply_stream = redis_edge.REPLY_PREFIX + "test"
+    stream = redis_edge.command_stream()
+    _left_pending(client, stream, reply_stream)
+    async with trio.open_nursery() as nursery:
+        await _run_engine_and_edge(nursery, tmp_path, url, _engine_that_traded_a_minute_ago(), quotes=True)
+        nursery.start_soon(functools.partial(_feed_quotes, client, delay=0.3))
+        [filled] = await _outcomes(client, reply_stream, 1)
+        assert isinstance(filled, OrderAccepted) and filled.status == "filled", filled
+        client.xadd(stream, {"b": _burst(reply_stream, [_order_after_504()])})     # the client's retry
+        [_, retried] = await _outcomes(client, reply_stream, 2)
+        assert isinstance(retried, DuplicateCommand) and retried.order_id == filled.order_id, retried
+        nursery.cancel_scope.cancel()
+
+
+async def test_without_quotes_the_wait_is_bounded_and_a_retry_after_stale_quote_can_fill(tmp_path, url):
+    client = redis.Redis.from_url(url)
+    reply_stream = redis_edge.REPLY_PREFIX + "test"
+    stream = redis_edge.command_stream()
+    _left_pending(client, stream, reply_stream)
+    async with trio.open_nursery() as nursery:
+        await _run_engine_and_edge(nursery, tmp_path, url, _engine_that_traded_a_minute_ago(), quotes=True,
+                                   fresh_quotes_wait_s=0.3)
+        [stale] = await _outcomes(client, reply_stream, 1)
+        assert isinstance(stale, OrderRejected) and stale.reason == "STALE_QUOTE", stale
+        nursery.start_soon(functools.partial(_feed_quotes, client, delay=0))
+        retried, sent = stale, 1
+        with trio.fail_after(10):
+            while isinstance(retried, OrderRejected):    # until a quote has reached the engine
+                client.xadd(stream, {"b": _burst(reply_stream, [_order_after_504()])})
+                sent += 1
+                retried = (await _outcomes(client, reply_stream, sent))[sent - 1]
+                await trio.sleep(0.05)
+        assert isinstance(retried, OrderAccepted) and retried.status == "filled", retried
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_wait_for_fresh_quotes_rides_out_a_full_inbox() -> None:
+    class FloodedHandle:
+        """Answers the wait's queries in turn; ``Overloaded`` is an inbox full of quotes."""
+        answers: list = [Overloaded, True, Overloaded, ["BTCUSDT"], []]
+        clocks = 0
+
+        async def query(self, view):
+            answer = self.answers.pop(0)
+            if answer is Overloaded:
+                raise Overloaded("engine inbox is full")
+            return answer
+
+        async def send(self, item):
+            assert isinstance(item, Clock)
+            self.clocks += 1
+
+    handle = FloodedHandle()
+    await redis_edge._await_fresh_quotes(handle, 10, "stream:exness")
+    assert handle.answers == [] and handle.clocks == 2
 
 
 async def test_remote_requests_round_trip_and_time_out_cleanly(tmp_path, url):
@@ -177,7 +275,7 @@ async def test_ws_order_lane_actions_on_a_remote_engine_answer_as_in_embedded_mo
         ("close", {"position_id": "1"}, 9),
         ("place", {"symbol": "BTCUSDT", "side": "buy", "type": "limit", "price": "50000.00",
                    "margin": "10.00", "leverage": 5, "client_order_id": "p2"}, 9),
-        ("modify_order", {"order_id": "2", "price": "51000.00", "stop_loss": "40000.00"}, 9),
+        ("modify_order", {"order_id": "2", "price": "51000.00", "stop_loss": "45000.00"}, 9),
         ("modify_order", {"order_id": "2", "price": "51000.00"}, 8),
         ("modify_order", {"order_id": "2", "bogus": "1"}, 9),
         ("cancel", {"order_id": "2"}, 8),

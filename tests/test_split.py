@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 import uuid
+from decimal import Decimal
 from pathlib import Path
 from typing import Optional
 
@@ -313,10 +314,12 @@ def test_trader_journey_through_two_gateways_and_the_ws_server(cluster) -> None:
                                 margin="10.00", leverage=5, client_order_id="lane-1")
             assert placed["ok"] is True and placed["order"]["status"] == "filled", placed
             lane_position = placed["position"]["id"]
+            # above the ask, below the liquidation price (a stop beyond it could never fire)
+            stop_loss = str((Decimal(placed["position"]["open_price"]) * Decimal("1.1")).quantize(Decimal("0.01")))
             modified = await lane("lane-2", action="modify_position", position_id=lane_position,
-                                  stop_loss="1000000.00")
+                                  stop_loss=stop_loss)
             assert modified["ok"] is True, modified
-            assert modified["position"]["stop_loss"] == "1000000.00"
+            assert modified["position"]["stop_loss"] == stop_loss
             assert modified["position"]["unrealized_pnl"] is not None
             margin = await lane("lane-3", action="add_margin", position_id=lane_position, amount="5.00")
             assert margin["ok"] is True and margin["position"]["margin"] == "15.00", margin

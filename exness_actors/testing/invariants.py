@@ -11,7 +11,8 @@ values (liquidation prices, pending quantities) with :mod:`exness_actors.money`:
   caller's own ledger when it passes one);
 * no free or locked balance is negative;
 * ``locked`` of each account = Σ its positions' margins + Σ its pending orders' margins;
-* each record is where its owner says it is, with the derived values the money functions give.
+* each record is where its owner says it is, with the derived values the money functions give;
+* no position's stop-loss lies at or beyond its liquidation price (it could never fire).
 
 :func:`assert_triggers_respected` states what must hold right after a quote: nothing the quote
 crossed is still open or pending (pending entries excepted while the symbol is halted).
@@ -80,6 +81,9 @@ def check_all(engine: Engine, *, deposits: Optional[int] = None,
             level = getattr(position, level_name)
             if level is not None and (type(level) is not int or level <= 0):
                 _fail(f"position {position_id}: {level_name} {level!r} is not a positive integer")
+        stop_loss = position.stop_loss
+        if stop_loss is not None and (stop_loss <= expected_liq if position.is_long else stop_loss >= expected_liq):
+            _fail(f"position {position_id}: stop_loss {stop_loss} can never fire before liquidation at {expected_liq}")
         margins[position.account_id] += position.margin
         positions_of[position.account_id].add(position_id)
 

@@ -3,9 +3,10 @@
 Theory of operation
 -------------------
 :class:`TradingMachine` owns one :class:`~exness_actors.engine.Engine` (a small fixed set of
-instruments with spreads; config variants with and without a maintenance ratio and with a tiny
-idempotency window). Every rule builds one input with the strategies of
-:mod:`exness_actors.testing.strategies` and hands it to :meth:`TradingMachine.submit`, which
+instruments with spreads; config variants with and without a maintenance ratio, with a tiny
+idempotency window, and as engine shards whose ids need all 53 bits). Every rule builds one
+input with the strategies of :mod:`exness_actors.testing.strategies` and hands it to
+:meth:`TradingMachine.submit`, which
 advances the machine's clock, stamps ``seq``/``ts`` through ``Engine.submit``, records a codec
 copy of the sequenced input and its events, and checks the step:
 
@@ -16,7 +17,8 @@ copy of the sequenced input and its events, and checks the step:
 * **rejections change nothing**: balances, positions, orders and books are as before (the
   idempotency memory may record the rejection — that is how a repeat returns it);
 * **idempotency**: a model of each account's bounded key window predicts exactly which
-  ``client_order_id``/idempotency keys are duplicates and what they answer;
+  ``client_order_id``/idempotency keys are duplicates and what they answer (a transient
+  rejection is tried afresh);
 * **quotes**: the spread markup, which quotes are refused, and that every close or fill the
   quote caused was really crossed (by the new bid for longs, the ask for shorts) with the right
   reason, in the documented order; afterwards nothing crossed survives
@@ -43,13 +45,13 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from exness_actors import codec
 from exness_actors.commands import MAX_CLIENT_ID, Clock, CreateAccount, Deposit, PlaceOrder, Quote, Withdraw
-from exness_actors.engine import Engine
+from exness_actors.engine import TRANSIENT_REASONS, Engine
 from exness_actors.events import (
     BalanceChanged, CommandRejected, DuplicateCommand, OrderAccepted, OrderCancelled,
     OrderRejected, OrderTriggered, PositionClosed, PositionOpened, PositionUpdated, QuoteRejected,
     QuoteUpdated,
 )
-from exness_actors.instruments import CoreConfig, Instrument
+from exness_actors.instruments import MAX_SHARD, CoreConfig, Instrument
 from exness_actors.money import liquidation_price, mark_up_ask, mark_up_bid, pnl_cents, qty_for_margin
 from exness_actors.testing.invariants import assert_triggers_respected, check_all, copy_input, replay
 from exness_actors.testing.strategies import (
@@ -86,10 +88,11 @@ _MAX_ACCOUNTS = 5
 _MAX_SNAPSHOTS = 3
 
 
-def machine_config(*, maintenance_bps: int = 0, idempotency_window: int = 1000) -> CoreConfig:
+def machine_config(*, maintenance_bps: int = 0, idempotency_window: int = 1000, shard: int = 0) -> CoreConfig:
     """The machine's instruments: a BTC-like one (2 price and 6 quantity decimals, 2 bps spread)
-    and an XRP-like one (4 price decimals, whole units, 15 bps spread, leverage up to 20)."""
-    return CoreConfig(
+    and an XRP-like one (4 price decimals, whole units, 15 bps spread, leverage up to 20), as
+    engine ``shard`` of a split deployment (its ids start at ``shard × SHARD_ID_SPAN + 1``)."""
+    config = CoreConfig(
         instruments=(
             Instrument(symbol="BTCUSD", price_decimals=2, qty_decimals=6, max_leverage=100,
                        spread_bps=2, min_qty=100, maintenance_bps=maintenance_bps),
@@ -99,6 +102,7 @@ def machine_config(*, maintenance_bps: int = 0, idempotency_window: int = 1000) 
         stale_after_ns=STALE_AFTER_NS,
         idempotency_window=idempotency_window,
     )
+    return config.for_shard(shard)
 
 
 class TradingMachine(RuleBasedStateMachine):
@@ -110,6 +114,8 @@ class TradingMachine(RuleBasedStateMachine):
         machine_config(maintenance_bps=500),
         machine_config(idempotency_window=3),
         machine_config(maintenance_bps=2_500, idempotency_window=3),
+        machine_config(shard=18),
+        machine_config(maintenance_bps=500, shard=MAX_SHARD),
     )
 
     def __init__(self) -> None:
@@ -330,7 +336,8 @@ class TradingMachine(RuleBasedStateMachine):
     @rule(data=st.data(), advance=_STEP)
     def repeat_key(self, data: st.DataObject, advance: int) -> None:
         """Repeat a remembered client_order_id / idempotency key: exactly one DuplicateCommand
-        answering the original outcome, and nothing else changes."""
+        answering the original outcome, and nothing else changes — unless the original was a
+        transient rejection, which is tried afresh (the step's own idempotency check holds it)."""
         account_id = data.draw(st.sampled_from([a for a, keys in sorted(self.recent.items()) if keys]))
         key = data.draw(st.sampled_from(list(self.recent[account_id])))
         order_id, reason = self.recent[account_id][key]
@@ -347,6 +354,8 @@ class TradingMachine(RuleBasedStateMachine):
         counts = (len(self.engine.positions), len(self.engine.orders),
                   {a.id: (a.free, a.locked) for a in self.engine.accounts.values()})
         events = self.submit(command, advance=advance)
+        if reason in TRANSIENT_REASONS:
+            return
         reply = events[self.engine.reply_start:]
         expected = DuplicateCommand(command=type(command).__name__, account_id=account_id,
                                     key=key[2:], order_id=order_id, reason=reason)
@@ -497,6 +506,8 @@ class TradingMachine(RuleBasedStateMachine):
             return
         account_id = command.account_id
         window = self.recent.setdefault(account_id, {})
+        if key in window and window[key][1] in TRANSIENT_REASONS:
+            del window[key]   # a transient rejection is tried again, not repeated
         if key in window:
             order_id, reason = window[key]
             expected = DuplicateCommand(command=type(command).__name__, account_id=account_id,
