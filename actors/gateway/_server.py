@@ -21,6 +21,10 @@ __all__ = ["run", "GatewayInfo", "hypercorn_config"]
 
 log = logging.getLogger("exness.gateway")
 
+BODY_DRAIN_S = 1.0
+"""How long an early response (sent before the app read the request body) waits for the rest of
+the body, so the connection can serve the next request; after that it closes the connection."""
+
 
 @attrs.define(slots=True, kw_only=True, eq=False)
 class GatewayInfo:
@@ -47,6 +51,85 @@ class GatewayInfo:
 
     def statistics(self) -> dict[str, Any]:
         return {"port": self.port, **self.app.extensions["exness_gateway"].statistics()}
+
+
+class EarlyResponseGuard:
+    """ASGI wrapper: a response sent before the request body has fully arrived (a 401 before
+    the handler reads the body, a 404 route, a 413) still leaves the connection usable.
+
+    Hypercorn means to close such a connection (h11 cannot start the next cycle while the
+    client is mid-body), but it does so from inside the app's ``send`` of the last body chunk,
+    which quart-trio's request nursery cancels as soon as the stream closes: the socket then
+    stays open, unread, and the client's next request on it is never answered. So, at the
+    response's start, wait up to :data:`BODY_DRAIN_S` for the body to arrive (quart-trio keeps
+    reading it, and keeps no more than ``max_body_bytes`` of it) and reuse the connection; a
+    body still missing, or declared larger than ``max_body_bytes``, gets ``Connection: close``
+    and the last ``send`` runs shielded, so the close really happens.
+    """
+
+    def __init__(self, app: Any, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body = _RequestBody(receive, send, self.max_body_bytes, _declared_length(scope))
+        await self.app(scope, body.receive, body.send)
+
+
+def _declared_length(scope: dict) -> int:
+    """The request's Content-Length; 0 without a body, -1 for a chunked one."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else -1
+        if name == b"transfer-encoding":
+            return -1
+    return 0
+
+
+class _RequestBody:
+    """One request's passage through :class:`EarlyResponseGuard`."""
+
+    __slots__ = ("_receive", "_send", "_max_bytes", "_declared", "complete", "_arrived", "closing")
+
+    def __init__(self, receive: Callable, send: Callable, max_bytes: int, declared: int) -> None:
+        self._receive = receive
+        self._send = send
+        self._max_bytes = max_bytes
+        self._declared = declared
+        self.complete = declared == 0   # no body: h11 has its end before the app starts
+        self._arrived: Optional[trio.Event] = None
+        self.closing = False
+
+    async def receive(self) -> dict:
+        message = await self._receive()
+        if not message.get("more_body", False):   # the body's end, or http.disconnect
+            self.complete = True
+            if self._arrived is not None:
+                self._arrived.set()
+        return message
+
+    async def send(self, message: dict) -> None:
+        kind = message["type"]
+        if kind == "http.response.start" and not self.complete:
+            await self._wait_for_body()
+            if not self.complete:
+                self.closing = True
+                message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+        if self.closing and kind == "http.response.body" and not message.get("more_body", False):
+            with trio.CancelScope(shield=True):
+                await self._send(message)
+            return
+        await self._send(message)
+
+    async def _wait_for_body(self) -> None:
+        if self._declared > self._max_bytes:
+            return
+        self._arrived = trio.Event()
+        with trio.move_on_after(BODY_DRAIN_S):
+            await self._arrived.wait()
 
 
 def hypercorn_config(settings: GatewaySettings) -> HypercornConfig:
@@ -80,7 +163,8 @@ async def run(*, handle: Any, store: Any, candles: Any, cfg: Any, tokens: TokenI
     info: Optional[GatewayInfo] = None
     try:
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(functools.partial(serve, app, config, shutdown_trigger=stop.wait))
+            binds = await nursery.start(functools.partial(
+                serve, EarlyResponseGuard(app, settings.max_body_bytes), config, shutdown_trigger=stop.wait))
             info = GatewayInfo(app=app, host=settings.host, port=_port_of(binds[0]), binds=list(binds),
                                shutdown=stop)
             log.info("event=gateway_listening url=%s", info.url)
