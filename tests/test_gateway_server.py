@@ -276,3 +276,19 @@ async def test_an_early_error_response_to_a_body_that_never_comes_closes_the_con
             assert head.startswith(b"http/1.1 " + status) and b"\r\nconnection: close" in head, head
             assert await stream.receive_some(65536) == b""
         await stream.aclose()
+
+
+async def test_metrics_labels_stay_bounded_under_unknown_methods_and_paths(tmp_path) -> None:
+    """A fuzzer's made-up methods and paths must not mint new series on the public /metrics."""
+    async with running_gateway(tmp_path) as h:
+        await h.client.get(f"{API}/ping")
+        before = await (await h.client.get("/metrics")).get_data(as_text=True)
+        for number in range(100):
+            for method in (f"FUZZ{number}", "get", "PROPFIND"):
+                await h.client.open(f"{API}/fuzz/{number}", method=method)
+                await h.client.open(f"{API}/ping", method=method)
+        text = await (await h.client.get("/metrics")).get_data(as_text=True)
+    series = [line for line in text.splitlines() if line.startswith("exness_http_")]
+    assert len(series) - len([line for line in before.splitlines() if line.startswith("exness_http_")]) < 60
+    assert "FUZZ" not in text and "PROPFIND" not in text and 'method="get"' not in text and "/fuzz/" not in text
+    assert 'exness_http_requests_total{method="OTHER",route="unmatched",status="405"} 200.0' in text
