@@ -24,7 +24,7 @@ import trio
 
 from actors import engine as engine_actor
 from actors import snapshotter
-from actors.config import Config, ConfigError, load_config
+from actors.config import Config, ConfigError, load_config, prepare_data_dir
 from actors.engine import EngineHandle
 from actors.keys import KeyError_, load_or_create_key
 from actors.recovery import RecoveryError, journal_dir, recover
@@ -99,12 +99,9 @@ class System:
 
 def _prepare_data_dir(data_dir: Path) -> None:
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        probe = data_dir / ".write-probe"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as exc:
-        raise StartupError(f"data dir {data_dir} is not writable: {exc.strerror or exc}") from None
+        prepare_data_dir(data_dir)
+    except ConfigError as exc:
+        raise StartupError(str(exc)) from None
 
 
 async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] = None,
