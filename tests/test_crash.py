@@ -15,8 +15,10 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -122,3 +124,89 @@ def test_sigterm_drains_snapshots_and_exits_zero(tmp_path):
     assert recovered.snapshot_seq == recovered.engine.last_seq >= max(a["seq"] for a in acknowledged)
     full = replay(Engine(cfg.core), iter_payloads(journal_dir(data_dir)))
     assert full.engine.state_hash() == recovered.engine.state_hash()
+
+
+class Server:
+    """``exness-actors run`` in a subprocess on free ports; ``url`` from its announce line."""
+
+    def __init__(self, data_dir: Path, **environ: str) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "EXNESS_HTTP__PORT": "0", "EXNESS_WS__PORT": "0", **environ}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "supervisor", "run", "--data-dir", str(data_dir), "--feed", "synthetic"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.url = ""
+        deadline = time.monotonic() + 60
+        while not self.url and time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line and self.process.poll() is not None:
+                raise AssertionError(f"the server exited {self.process.returncode}: {self.stderr()}")
+            if "HTTP API " in line:
+                self.url = line.split("HTTP API ", 1)[1].split("/api/v1", 1)[0]
+        assert self.url, "the server did not announce its URL"
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def stderr(self) -> str:
+        return self.process.stderr.read()[-3000:] if self.process.poll() is not None else ""
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+        self.process.stdout.close()
+        self.process.stderr.close()
+
+
+def _keep_alive_client(port: int, answers: list, stop: threading.Event) -> None:
+    """Ping over one keep-alive connection until the server says ``Connection: close`` or closes;
+    every request sent must be answered or see the connection closed — never hang."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        while True:
+            try:
+                sock.sendall(b"GET /api/v1/ping HTTP/1.1\r\nHost: test\r\n\r\n")
+            except OSError:
+                return                   # closed by the server while idle: nothing was in flight
+            data = b""
+            while b'"ok"' not in data:
+                try:
+                    chunk = sock.recv(65536)
+                except socket.timeout:
+                    answers.append("hung")
+                    return
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    answers.append("closed" if not data else "cut")
+                    return
+                data += chunk
+            closing = b"\r\nconnection: close" in data.lower()
+            answers.append(data.split(b"\r\n", 1)[0].decode() + (" close" if closing else ""))
+            if closing or stop.is_set():
+                return
+
+
+def test_sigterm_answers_requests_on_keep_alive_connections(tmp_path):
+    """SIGTERM under load: requests in flight on keep-alive connections are answered, with
+    ``Connection: close``, and the connections are closed — none waits out the grace period
+    (30 s here; a client gives up after 20 s)."""
+    server = Server(tmp_path / "data", EXNESS_HTTP__GRACEFUL_TIMEOUT_S="30")
+    try:
+        answers: list = []
+        stop = threading.Event()
+        clients = [threading.Thread(target=_keep_alive_client, args=(server.port, answers, stop))
+                   for _ in range(16)]
+        for client in clients:
+            client.start()
+        while len(answers) < 500:
+            time.sleep(0.01)
+        server.process.send_signal(signal.SIGTERM)
+        for client in clients:
+            client.join(timeout=60)
+        stop.set()
+        assert server.process.wait(timeout=60) == 0, server.stderr()
+        assert "hung" not in answers and "cut" not in answers, [a for a in answers if not a.startswith("HTTP")]
+        assert any(answer == "HTTP/1.1 200  close" for answer in answers), answers[-20:]
+    finally:
+        server.close()

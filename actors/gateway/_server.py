@@ -53,30 +53,37 @@ class GatewayInfo:
         return {"port": self.port, **self.app.extensions["exness_gateway"].statistics()}
 
 
-class EarlyResponseGuard:
-    """ASGI wrapper: a response sent before the request body has fully arrived (a 401 before
-    the handler reads the body, a 404 route, a 413) still leaves the connection usable.
+class ConnectionGuard:
+    """ASGI wrapper that keeps hypercorn's HTTP/1.1 connections honest under quart-trio.
 
-    Hypercorn means to close such a connection (h11 cannot start the next cycle while the
-    client is mid-body), but it does so from inside the app's ``send`` of the last body chunk,
-    which quart-trio's request nursery cancels as soon as the stream closes: the socket then
-    stays open, unread, and the client's next request on it is never answered. So, at the
-    response's start, wait up to :data:`BODY_DRAIN_S` for the body to arrive (quart-trio keeps
-    reading it, and keeps no more than ``max_body_bytes`` of it) and reuse the connection; a
-    body still missing, or declared larger than ``max_body_bytes``, gets ``Connection: close``
-    and the last ``send`` runs shielded, so the close really happens.
+    Hypercorn ends a response's cycle — start the next keep-alive cycle and its idle timer, or
+    close the connection — from inside the app's ``send`` of the last body chunk. quart-trio
+    cancels its request nursery as soon as hypercorn reports the stream closed, which is in the
+    middle of that work: a connection meant to close stayed open and unread, and one meant to
+    stay open lost its idle timer (so shutdown never closed it). The next request on such a
+    connection was never answered. So:
+
+    * the last ``send`` of every response runs shielded, and that work completes;
+    * once ``draining`` is set (graceful shutdown), every response says ``Connection: close``:
+      requests in flight and those still arriving on open connections are answered, then their
+      connections close;
+    * a response that starts before the request body has arrived (a 401 before the handler
+      reads the body, a 404 route) waits up to :data:`BODY_DRAIN_S` for it (quart-trio reads it
+      and keeps at most ``max_body_bytes``), so the connection can be reused; a body still
+      missing, or declared larger than ``max_body_bytes``, gets ``Connection: close``.
     """
 
-    def __init__(self, app: Any, max_body_bytes: int) -> None:
+    def __init__(self, app: Any, max_body_bytes: int, draining: trio.Event) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.draining = draining
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        body = _RequestBody(receive, send, self.max_body_bytes, _declared_length(scope))
-        await self.app(scope, body.receive, body.send)
+        exchange = _Exchange(receive, send, self.max_body_bytes, _declared_length(scope), self.draining)
+        await self.app(scope, exchange.receive, exchange.send)
 
 
 def _declared_length(scope: dict) -> int:
@@ -89,19 +96,20 @@ def _declared_length(scope: dict) -> int:
     return 0
 
 
-class _RequestBody:
-    """One request's passage through :class:`EarlyResponseGuard`."""
+class _Exchange:
+    """One request and its response passing through :class:`ConnectionGuard`."""
 
-    __slots__ = ("_receive", "_send", "_max_bytes", "_declared", "complete", "_arrived", "closing")
+    __slots__ = ("_receive", "_send", "_max_bytes", "_declared", "_draining", "complete", "_arrived")
 
-    def __init__(self, receive: Callable, send: Callable, max_bytes: int, declared: int) -> None:
+    def __init__(self, receive: Callable, send: Callable, max_bytes: int, declared: int,
+                 draining: trio.Event) -> None:
         self._receive = receive
         self._send = send
         self._max_bytes = max_bytes
         self._declared = declared
+        self._draining = draining
         self.complete = declared == 0   # no body: h11 has its end before the app starts
         self._arrived: Optional[trio.Event] = None
-        self.closing = False
 
     async def receive(self) -> dict:
         message = await self._receive()
@@ -113,15 +121,15 @@ class _RequestBody:
 
     async def send(self, message: dict) -> None:
         kind = message["type"]
-        if kind == "http.response.start" and not self.complete:
-            await self._wait_for_body()
-            if not self.complete:
-                self.closing = True
-                message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
-        if self.closing and kind == "http.response.body" and not message.get("more_body", False):
+        if kind == "http.response.body" and not message.get("more_body", False):
             with trio.CancelScope(shield=True):
                 await self._send(message)
             return
+        if kind == "http.response.start":
+            if not self.complete:
+                await self._wait_for_body()
+            if not self.complete or self._draining.is_set():
+                message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
         await self._send(message)
 
     async def _wait_for_body(self) -> None:
@@ -164,7 +172,7 @@ async def run(*, handle: Any, store: Any, candles: Any, cfg: Any, tokens: TokenI
     try:
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(functools.partial(
-                serve, EarlyResponseGuard(app, settings.max_body_bytes), config, shutdown_trigger=stop.wait))
+                serve, ConnectionGuard(app, settings.max_body_bytes, stop), config, shutdown_trigger=stop.wait))
             info = GatewayInfo(app=app, host=settings.host, port=_port_of(binds[0]), binds=list(binds),
                                shutdown=stop)
             log.info("event=gateway_listening url=%s", info.url)
