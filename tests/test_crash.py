@@ -159,30 +159,51 @@ class Server:
         self.process.stderr.close()
 
 
-def _keep_alive_client(port: int, answers: list, stop: threading.Event) -> None:
-    """Ping over one keep-alive connection until the server says ``Connection: close`` or closes;
-    every request sent must be answered or see the connection closed — never hang."""
-    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+PING = b"GET /api/v1/ping HTTP/1.1\r\nHost: test\r\n\r\n"
+
+
+def _read_answer(sock: socket.socket) -> tuple[str, bytes]:
+    """``(outcome, head)``: "answered" with the response head, or "hung" / "closed" (nothing of a
+    response came) / "cut" (part of one came)."""
+    data = b""
+    while True:
+        head, found, body = data.partition(b"\r\n\r\n")
+        if found:
+            length = next((int(line.split(b":", 1)[1]) for line in head.lower().split(b"\r\n")
+                           if line.startswith(b"content-length:")), 0)
+            if len(body) >= length:
+                return "answered", head.lower()
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            return "hung", b""
+        except OSError:
+            chunk = b""
+        if not chunk:
+            return ("cut" if data else "closed"), b""
+        data += chunk
+
+
+def _keep_alive_client(port: int, answers: list, stop: threading.Event, request: bytes = PING) -> None:
+    """Send ``request`` over one keep-alive connection until the server says ``Connection: close``
+    or closes it; every request sent must be answered or see the connection closed, never hang."""
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+    except OSError:
+        return                           # the server is already gone
+    with sock:
         while True:
             try:
-                sock.sendall(b"GET /api/v1/ping HTTP/1.1\r\nHost: test\r\n\r\n")
+                sock.sendall(request)
             except OSError:
                 return                   # closed by the server while idle: nothing was in flight
-            data = b""
-            while b'"ok"' not in data:
-                try:
-                    chunk = sock.recv(65536)
-                except socket.timeout:
-                    answers.append("hung")
-                    return
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    answers.append("closed" if not data else "cut")
-                    return
-                data += chunk
-            closing = b"\r\nconnection: close" in data.lower()
-            answers.append(data.split(b"\r\n", 1)[0].decode() + (" close" if closing else ""))
+            outcome, head = _read_answer(sock)
+            if outcome != "answered":
+                if outcome != "closed":
+                    answers.append(outcome)
+                return
+            closing = b"\r\nconnection: close" in head
+            answers.append(head.split(b"\r\n", 1)[0].decode().strip() + (" close" if closing else ""))
             if closing or stop.is_set():
                 return
 
@@ -207,6 +228,75 @@ def test_sigterm_answers_requests_on_keep_alive_connections(tmp_path):
         stop.set()
         assert server.process.wait(timeout=60) == 0, server.stderr()
         assert "hung" not in answers and "cut" not in answers, [a for a in answers if not a.startswith("HTTP")]
-        assert any(answer == "HTTP/1.1 200  close" for answer in answers), answers[-20:]
+        assert any(answer == "http/1.1 200 close" for answer in answers), answers[-20:]
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MiB tmpfs mounted for the test (root only; skipped with the reason otherwise)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def _fill(directory: Path) -> None:
+    fd = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _order_request(port: int, token: str) -> bytes:
+    body = json.dumps({"symbol": "BTCUSDT", "side": "buy", "type": "market", "margin": "1.00",
+                       "leverage": 2}).encode()
+    return (b"POST /api/v1/orders HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s" % (token.encode(), len(body), body))
+
+
+def test_disk_full_answers_in_flight_requests_and_exits_with_one_clear_line(small_disk):
+    """The journal's disk fills under load: requests in flight are answered 503, the process
+    exits with the disk-full exit code (3) and says what, where and how much space, in one line."""
+    import httpx
+
+    server = Server(small_disk / "data")
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            credentials = {"email": "full@example.com", "password": "correct horse battery"}
+            assert client.post("/api/v1/auth/signup", json=credentials).status_code == 201
+            token = client.post("/api/v1/auth/signin", json=credentials).json()["access_token"]
+        answers: list = []
+        stop = threading.Event()
+        request = _order_request(server.port, token)
+        clients = [threading.Thread(target=_keep_alive_client, args=(server.port, answers, stop, request))
+                   for _ in range(8)]
+        for client in clients:
+            client.start()
+        while len(answers) < 50:
+            time.sleep(0.01)
+        _fill(small_disk)
+        code = server.process.wait(timeout=60)
+        for client in clients:
+            client.join(timeout=30)
+        stderr = server.process.stderr.read()
+        assert code == 3, stderr[-3000:]
+        assert "Traceback" not in stderr and "ExceptionGroup" not in stderr, stderr[-3000:]
+        last = stderr.strip().splitlines()[-1]
+        assert "disk full" in last and str(small_disk / "data" / "journal") in last and "free" in last, last
+        assert "hung" not in answers and "cut" not in answers, [a for a in answers if not a.startswith("http")]
+        assert "http/1.1 503 close" in answers, answers[-20:]
+        assert {answer.split()[1] for answer in answers} <= {"201", "422", "503"}, set(answers)
     finally:
         server.close()

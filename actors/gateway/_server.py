@@ -66,7 +66,7 @@ class ConnectionGuard:
     * the last ``send`` of every response runs shielded, and that work completes;
     * once ``draining`` is set (graceful shutdown), every response says ``Connection: close``:
       requests in flight and those still arriving on open connections are answered, then their
-      connections close;
+      connections close; :meth:`wait_until_idle` tells :func:`run` when all are answered;
     * a response that starts before the request body has arrived (a 401 before the handler
       reads the body, a 404 route) waits up to :data:`BODY_DRAIN_S` for it (quart-trio reads it
       and keeps at most ``max_body_bytes``), so the connection can be reused; a body still
@@ -77,13 +77,27 @@ class ConnectionGuard:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.draining = draining
+        self.in_flight = 0
+        self._idle: Optional[trio.Event] = None
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         exchange = _Exchange(receive, send, self.max_body_bytes, _declared_length(scope), self.draining)
-        await self.app(scope, exchange.receive, exchange.send)
+        self.in_flight += 1
+        try:
+            await self.app(scope, exchange.receive, exchange.send)
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight and self._idle is not None:
+                self._idle.set()
+
+    async def wait_until_idle(self) -> None:
+        """Return once no request is in the app (each has been answered)."""
+        while self.in_flight:
+            self._idle = trio.Event()
+            await self._idle.wait()
 
 
 def _declared_length(scope: dict) -> int:
@@ -169,14 +183,21 @@ async def run(*, handle: Any, store: Any, candles: Any, cfg: Any, tokens: TokenI
     config = hypercorn_config(settings)
     stop = shutdown if shutdown is not None else trio.Event()
     info: Optional[GatewayInfo] = None
+    guard = ConnectionGuard(app, settings.max_body_bytes, stop)
     try:
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(functools.partial(
-                serve, ConnectionGuard(app, settings.max_body_bytes, stop), config, shutdown_trigger=stop.wait))
+            binds = await nursery.start(functools.partial(serve, guard, config, shutdown_trigger=stop.wait))
             info = GatewayInfo(app=app, host=settings.host, port=_port_of(binds[0]), binds=list(binds),
                                shutdown=stop)
             log.info("event=gateway_listening url=%s", info.url)
             task_status.started(info)
+            await stop.wait()
+            # hypercorn closes idle connections and waits for the others to close; a connection
+            # whose client sent its next request as the drain began can miss its wake-up there
+            # and would hold the stop for the whole grace period: stop once all are answered
+            with trio.move_on_after(settings.graceful_timeout_s):
+                await guard.wait_until_idle()
+            nursery.cancel_scope.cancel()
     finally:
         if info is not None:
             info.stopped.set()
