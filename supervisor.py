@@ -5,7 +5,9 @@ actors in dependency order with ``nursery.start`` — engine → consumers (pers
 feed → snapshotter — and prints where it listens. The engine is fail-fast: if it dies, the
 process stops taking orders and exits non-zero; every other actor is restarted with exponential
 backoff. SIGTERM/SIGINT stop intake, drain the engine, flush the journal, let the consumers
-finish, write a final snapshot and exit 0.
+finish, write a final snapshot and exit 0. A journal that cannot be written (disk full, an I/O
+error) stops the engine; the process drains the same way, without the final snapshot, and exits
+with one line and the exit code of :mod:`actors.faults`.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ import trio
 from actors import engine as engine_actor
 from actors import repair as repair_journal
 from actors import snapshotter
-from actors.config import Config, ConfigError, load_config
+from actors.config import Config, ConfigError, load_config, prepare_data_dir
 from actors.engine import EngineHandle
+from actors.faults import EXIT_CANNOT_START, EXIT_INTERRUPTED, FatalIOError, fatal_io_error
 from actors.keys import KeyError_, load_or_create_key
 from actors.recovery import Recovered, RecoveryError, journal_dir, recover
 from actors.runtime import tune_gc
@@ -70,11 +73,19 @@ async def supervised(name: str, actor: Callable[..., Awaitable[Any]], *,
                 exc if isinstance(exc, ConfigError) else None)
             if config_errors is not None:
                 raise StartupError(f"{name}: {config_errors!r}") from None   # restarting cannot help
-            log.error("event=actor_failed actor=%s error=%r restart_in_s=%.1f", name, exc, delay)
+            log.error("event=actor_failed actor=%s error=%s restart_in_s=%.1f", name,
+                      ", ".join(repr(error) for error in _leaves(exc)), delay)
         if trio.current_time() - began > 60:
             delay = 0.5            # it had been healthy for a while: start the backoff afresh
         await trio.sleep(delay)
         delay = min(delay * 2, max_backoff_s)
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups: what a log line should name."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
 
 
 class System:
@@ -87,6 +98,7 @@ class System:
         self.store = store
         self.actors: dict[str, Any] = {}
         self.shutdown_requested = trio.Event()
+        self.failure: Optional[FatalIOError] = None
 
     def statistics(self) -> dict[str, Any]:
         out = {"engine": self.handle.statistics()}
@@ -101,12 +113,9 @@ class System:
 
 def _prepare_data_dir(data_dir: Path) -> None:
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        probe = data_dir / ".write-probe"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as exc:
-        raise StartupError(f"data dir {data_dir} is not writable: {exc.strerror or exc}") from None
+        prepare_data_dir(data_dir)
+    except ConfigError as exc:
+        raise StartupError(str(exc)) from None
 
 
 async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] = None,
@@ -199,7 +208,7 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
                     outbox=candle_updates_send))
             fsync = str(cfg.get("journal", "fsync", "batch"))
             await nursery.start(functools.partial(
-                engine_actor.run, handle=handle, journal=journal, cfg=cfg, fsync=fsync,
+                _engine_until_failure, system, handle=handle, journal=journal, cfg=cfg, fsync=fsync,
                 fsync_interval_ms=int(cfg.get("journal", "fsync_interval_ms", 5)), clock=clock))
             system.actors["engine"] = handle
             if role == "engine":
@@ -269,12 +278,36 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
                     await gateway.stopped.wait()
             intake.cancel()
             await handle.stop()
+            if system.failure is not None:
+                # the consumers' store may sit on the same full disk; the next start catches
+                # it up from the journal, so do not wait for their retries
+                nursery.cancel_scope.cancel()
     finally:
         journal.close()
     # The engine has stopped and closed its subscriptions; consumers have flushed and exited.
-    path = await trio.to_thread.run_sync(write_engine_snapshot, data_dir, engine, key, keep)
-    await store.close()
+    if system.failure is not None:   # the state in memory may be ahead of the journal: no snapshot
+        await store.close()
+        raise system.failure
+    try:
+        path = await trio.to_thread.run_sync(write_engine_snapshot, data_dir, engine, key, keep)
+    except OSError as error:
+        raise fatal_io_error(error, what="writing the final snapshot", path=data_dir / "snapshots",
+                             consequence="the journal is complete and durable, so the next start "
+                                         "replays it instead") from None
+    finally:
+        await store.close()
     log.info("event=shutdown_complete last_seq=%d final_snapshot=%s", engine.last_seq, path)
+
+
+async def _engine_until_failure(system: System, *, task_status: trio.TaskStatus[EngineHandle] = trio.TASK_STATUS_IGNORED,
+                                **kwargs: Any) -> None:
+    """The engine actor; a fatal I/O error (its journal cannot be written) becomes a graceful
+    stop of the whole system — requests in flight are answered — instead of a crash."""
+    try:
+        await engine_actor.run(task_status=task_status, **kwargs)
+    except FatalIOError as failure:
+        system.failure = failure
+        system.request_shutdown()
 
 
 async def _watch_signals(system: System) -> None:
@@ -889,9 +922,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     except StartupError as exc:
         print(f"exness-actors: cannot start: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CANNOT_START
+    except FatalIOError as exc:
+        print(f"exness-actors: stopped: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     return 0
 
 

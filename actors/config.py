@@ -20,13 +20,25 @@ from actors._shipped import shipped_path
 from exness_actors.instruments import CoreConfig, core_config_from_mapping
 from exness_actors.money import parse_fixed
 
-__all__ = ["Config", "load_config", "ConfigError", "SHIPPED_CONFIG"]
+__all__ = ["Config", "load_config", "ConfigError", "SHIPPED_CONFIG", "prepare_data_dir"]
 
 SHIPPED_CONFIG = shipped_path("config.toml")
 
 
 class ConfigError(Exception):
     """A configuration value is missing or wrong; the message names the key."""
+
+
+def prepare_data_dir(data_dir: Path) -> None:
+    """Create ``data_dir`` (and its parents) when missing and check that it takes a file; a
+    :class:`ConfigError` saying which directory and why otherwise."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / ".write-probe"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"data dir {data_dir} is not writable: {exc.strerror or exc}") from None
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> None:

@@ -16,7 +16,11 @@ Two tasks joined by a small bounded channel form a pipeline:
    and fsync runs at most every ``fsync_interval_ms``; ``off`` never fsyncs (tests, benchmarks).
 
 If anything fails (journal write, a core invariant), the actor raises: the engine is fail-fast,
-the supervisor stops the process, and recovery rebuilds from what is durable. The state applied
+the supervisor stops the process, and recovery rebuilds from what is durable. A journal that
+cannot be written (disk full, an I/O error) first refuses every request it holds — in the batch
+being written, queued for the journal, or still in the inbox — with :class:`EngineStopped`, so
+no caller waits forever, then raises :class:`~actors.faults.FatalIOError` saying what, where and
+how much space is left. The state applied
 in memory ahead of durability is never observable: replies, events *and read queries* (which
 travel through the inbox like commands and are answered with their batch) wait for the fsync.
 
@@ -34,6 +38,7 @@ from typing import Any, Callable, Optional
 
 import trio
 
+from actors.faults import FatalIOError, fatal_io_error
 from actors.messages import Burst, EngineStopped, EventBatch, Overloaded, Reply, ReplySlot, Request
 from exness_actors import codec
 from exness_actors.commands import Clock
@@ -126,6 +131,7 @@ class EngineHandle:
         self.engine = engine
         self._send, self._receive = trio.open_memory_channel[Any](inbox_size)
         self.accepting = True
+        self.failure: Optional[FatalIOError] = None
         self.rotate_requested = False
         self.checkpoint_requested = False
         #: damaged journal segments the last scrub found (actors/scrubber.py), one line each
@@ -254,11 +260,15 @@ async def run(*, handle: EngineHandle, journal: JournalWriter, cfg: Any = None,
     to_journal, from_apply = trio.open_memory_channel[_Pending](2)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_journal_task, handle, journal, from_apply, fsync, fsync_interval_ms,
-                           journal_io == "inline")
+                           journal_io == "inline", nursery.cancel_scope)
         task_status.started(handle)
         await _apply_task(handle, to_journal, max_batch, clock)
     for subscription in handle.subscriptions:
         subscription._send.close()
+    if handle.failure is not None:
+        _refuse_inbox(handle)
+        log.error("event=engine_failed durable_seq=%d error=%r", handle.durable_seq, str(handle.failure))
+        raise handle.failure
     log.info("event=engine_stopped last_seq=%d", handle.engine.last_seq)
 
 
@@ -347,7 +357,12 @@ async def _apply_task(handle: EngineHandle, to_journal: trio.MemorySendChannel, 
                 frames.append(checkpoint)
             data = b"".join([encode_frame(frame) for frame in frames])
             handle.commands += last_seq - first_seq + 1
-            await to_journal.send(_Pending(data, first_seq, last_seq, replies, published))
+            pending = _Pending(data, first_seq, last_seq, replies, published)
+            try:
+                await to_journal.send(pending)
+            except trio.Cancelled:
+                _refuse(pending.replies, handle)   # stopped on a journal failure: nobody waits forever
+                raise
 
 
 def _checkpoint(handle: EngineHandle, first_seq: int, stopping: bool) -> Optional[bytes]:
@@ -373,7 +388,7 @@ def _until_next_expiry(engine: Engine, clock: Callable[[], int]) -> Optional[flo
 
 async def _journal_task(handle: EngineHandle, journal: JournalWriter,
                         from_apply: trio.MemoryReceiveChannel, fsync: str,
-                        fsync_interval_ms: int, inline: bool = False) -> None:
+                        fsync_interval_ms: int, inline: bool, engine_scope: trio.CancelScope) -> None:
     last_fsync = time.monotonic()
     async with from_apply:
         async for pending in from_apply:
@@ -392,11 +407,15 @@ async def _journal_task(handle: EngineHandle, journal: JournalWriter,
                 journal.rotate_before_next_append()
             if data or do_fsync:
                 started = time.monotonic()
-                if inline:
-                    _write(journal, data, first_seq, do_fsync)
-                    await trio.lowlevel.checkpoint()   # still a scheduling point, as the thread was
-                else:
-                    await trio.to_thread.run_sync(_write, journal, data, first_seq, do_fsync)
+                try:
+                    if inline:
+                        _write(journal, data, first_seq, do_fsync)
+                        await trio.lowlevel.checkpoint()   # still a scheduling point, as the thread was
+                    else:
+                        await trio.to_thread.run_sync(_write, journal, data, first_seq, do_fsync)
+                except OSError as error:
+                    _stop_on_journal_failure(handle, journal, error, ready, from_apply, engine_scope)
+                    return
                 elapsed = time.monotonic() - started
                 if do_fsync:
                     last_fsync = started + elapsed
@@ -414,6 +433,47 @@ async def _journal_task(handle: EngineHandle, journal: JournalWriter,
                     else:
                         slot.set(value)
                 await _publish(handle, EventBatch(batch.items, batch.last_seq))
+
+
+def _stop_on_journal_failure(handle: EngineHandle, journal: JournalWriter, error: OSError,
+                             ready: list[_Pending], from_apply: trio.MemoryReceiveChannel,
+                             engine_scope: trio.CancelScope) -> None:
+    """Stop taking commands, refuse every request this task holds and stop the apply task (which
+    refuses the batch it holds); :func:`run` then refuses what is left in the inbox and raises."""
+    handle.accepting = False
+    handle.failure = fatal_io_error(
+        error, what="writing the journal", path=journal.segment_path or journal.directory,
+        consequence=f"the engine stopped; every acknowledged command is durable (up to seq "
+                    f"{handle.durable_seq}); free space or fix the device, then restart")
+    engine_scope.cancel()
+    for batch in ready:
+        _refuse(batch.replies, handle)
+    while True:
+        try:
+            _refuse(from_apply.receive_nowait().replies, handle)
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return
+
+
+def _refuse(replies: list, handle: EngineHandle) -> None:
+    for slot, _value in replies:
+        slot.fail(_stopped(handle))
+
+
+def _refuse_inbox(handle: EngineHandle) -> None:
+    while True:
+        try:
+            item = handle._receive.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return
+        for part in item.items if type(item) is Burst else (item,):
+            if type(part) is Request or type(part) is Query:
+                part.reply.fail(_stopped(handle))
+
+
+def _stopped(handle: EngineHandle) -> EngineStopped:
+    reason = "the journal cannot be written" if handle.failure is not None else "it is stopping"
+    return EngineStopped(f"the engine is not taking commands: {reason}")
 
 
 def _write(journal: JournalWriter, data: bytes, first_seq: int, do_fsync: bool) -> None:

@@ -4,8 +4,10 @@ Each app owns a :class:`prometheus_client.CollectorRegistry` (no process-global 
 build several apps in one process). Two kinds of series:
 
 * **counted by the gateway** as requests pass: requests by route/method/status, a latency
-  histogram per route (the route *template*, so cardinality stays bounded), orders by outcome
-  and reject reason, rate-limit refusals, internal errors;
+  histogram per route, orders by outcome and reject reason, rate-limit refusals, internal errors.
+  Every label comes from a known set, so no request can mint a new series: the route is its
+  *template* (``unmatched`` for none), the method one of :data:`HTTP_METHODS` (else ``OTHER``),
+  the status a registered HTTP status (else ``other``);
 * **read at scrape time** from the actors (:class:`StatisticsCollector`): the engine handle
   (inbox depth, commands, overloads, journal fsync latency, subscriber queues), the age of each
   symbol's last quote (the feed lag as the engine sees it), and the ``statistics()`` of the feed,
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import re
 import time
+from http import HTTPStatus
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 import attrs
@@ -32,6 +35,9 @@ __all__ = ["GatewayMetrics", "StatisticsCollector", "CONTENT_TYPE", "statistics_
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
+_STATUSES = frozenset(status.value for status in HTTPStatus)
 
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_]")
 
@@ -178,6 +184,8 @@ class GatewayMetrics:
         self._order_children: dict[tuple[str, str], Any] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        if method not in HTTP_METHODS:
+            method = "OTHER"
         key = (route, method)
         child = self._latency_children.get(key)
         if child is None:
@@ -186,7 +194,8 @@ class GatewayMetrics:
         request_key = (route, method, status)
         counter = self._request_children.get(request_key)
         if counter is None:
-            counter = self._request_children[request_key] = self.requests.labels(route, method, str(status))
+            label = str(status) if status in _STATUSES else "other"
+            counter = self._request_children[request_key] = self.requests.labels(route, method, label)
         counter.inc()
 
     def order(self, outcome: str, reason: str = "") -> None:

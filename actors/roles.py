@@ -32,6 +32,7 @@ import trio
 
 from actors import redis_edge
 from actors.candles import CandlesHandle
+from actors.config import prepare_data_dir
 from actors.messages import EventBatch
 from actors.runtime import tune_gc
 
@@ -40,6 +41,10 @@ __all__ = ["serve_engine_edge", "run_role", "ROLES", "MirrorCandles", "check_sha
 log = logging.getLogger("exness.roles")
 
 ROLES = ("all", "engine", "gateway", "ws", "feed", "candles", "persister", "snapshotter")
+
+#: roles that keep files in ``--data-dir`` (jwt.secret when ``[auth] jwt_secret`` is unset;
+#: the snapshots and their key)
+DATA_DIR_ROLES = ("gateway", "ws", "snapshotter")
 
 
 def _redis_url(cfg: Any) -> str:
@@ -144,6 +149,8 @@ async def run_role(cfg: Any, role: str, *, announce: bool = True, handle_signals
     runner = runners.get(role)
     if runner is None:
         raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+    if role in DATA_DIR_ROLES:
+        prepare_data_dir(cfg.data_dir)
     done = shutdown if shutdown is not None else trio.Event()
     async with _Bus(cfg, role) as bus:
         async with trio.open_nursery() as nursery:

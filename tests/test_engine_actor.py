@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import threading
 
 import pytest
@@ -10,7 +12,8 @@ import trio
 
 from actors import engine as engine_actor
 from actors.engine import EngineHandle
-from actors.messages import Overloaded
+from actors.faults import FatalIOError
+from actors.messages import EngineStopped, Overloaded
 from core_helpers import SYMBOL, make_engine
 from exness_actors.commands import CreateAccount, PlaceOrder, Quote
 from exness_actors.engine import HASH_BLOCK, Engine
@@ -180,3 +183,54 @@ async def test_a_query_may_answer_none(tmp_path):
         handle, _ = await start(nursery, tmp_path)
         assert await handle.query(lambda engine: engine.quote("BTCUSDT")) is None
         await handle.stop()
+
+
+class FailingJournal(GatedJournal):
+    """A gated journal whose next write fails with ``errno`` once the gate opens."""
+
+    def __init__(self, directory, errno_value: int) -> None:
+        super().__init__(directory)
+        self.errno_value = errno_value
+        self.failing = False
+
+    def append(self, data: bytes, *, first_seq: int) -> None:
+        if self.failing:
+            raise OSError(self.errno_value, os.strerror(self.errno_value))
+        super().append(data, first_seq=first_seq)
+
+
+@pytest.mark.parametrize(("errno_value", "exit_code", "kind"), [(errno.ENOSPC, 3, "disk full"),
+                                                                (errno.EIO, 4, "I/O error")])
+async def test_a_journal_write_failure_refuses_every_request_held_and_raises_one_clear_error(
+        tmp_path, errno_value, exit_code, kind):
+    journal = FailingJournal(tmp_path / "journal", errno_value)
+    engine = make_engine()
+    handle = EngineHandle(engine, 100)
+    outcomes: list = []
+
+    async def order(account_id: int) -> None:
+        try:
+            outcomes.append(await handle.request(CreateAccount(account_id=account_id, initial_deposit=100)))
+        except EngineStopped as error:
+            outcomes.append(error)
+
+    with pytest.raises(ExceptionGroup) as group:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(engine_actor.run, handle=handle, journal=journal,
+                                                  clock=trio_clock))
+            nursery.start_soon(order, 1)
+            await trio.to_thread.run_sync(journal.fsync_started.wait)   # batch 1 is being made durable
+            journal.failing = True
+            for account_id in range(2, 40):                              # the next batches, the inbox
+                nursery.start_soon(order, account_id)
+                await trio.sleep(0)
+            journal.gate.set()
+    [failure] = group.value.exceptions
+    assert isinstance(failure, FatalIOError) and failure.exit_code == exit_code
+    message = str(failure)
+    assert message.startswith(f"{kind}: writing the journal {tmp_path / 'journal'}") and "free of" in message
+    assert len(outcomes) == 39 and not handle.accepting
+    assert outcomes[0].seq == 1                                          # durable before the failure
+    assert all(isinstance(outcome, EngineStopped) for outcome in outcomes[1:]), outcomes
+    with pytest.raises(EngineStopped):
+        await handle.request(CreateAccount(account_id=99, initial_deposit=100))

@@ -222,3 +222,73 @@ def test_static_assets_are_vendored_with_their_licence() -> None:
     for name in ("swagger-ui-bundle.js", "swagger-ui.css", "swagger-ui.LICENSE", "docs-init.js"):
         assert (static / name).is_file(), name
     assert "Apache License" in (static / "swagger-ui.LICENSE").read_text()
+
+
+async def _read_response(stream: trio.SocketStream) -> tuple[bytes, bytes]:
+    """One HTTP/1.1 response (head, body) read off a raw socket; the body by its Content-Length."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = await stream.receive_some(65536)
+        assert chunk, f"the server closed the connection mid-response: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":", 1)[1]) for line in head.lower().split(b"\r\n")
+                  if line.startswith(b"content-length:"))
+    while len(body) < length:
+        body += await stream.receive_some(65536)
+    return head.lower(), body
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [
+    (b"POST", b"/api/v1/orders", b"401"), (b"POST", b"/api/v1/no-such-route", b"404"),
+    (b"PATCH", b"/api/v1/orders/not-an-id", b"401"), (b"PUT", b"/api/v1/orders", b"405")])
+async def test_a_keep_alive_connection_survives_an_early_error_response(tmp_path, method, path, status) -> None:
+    """The app answers before reading the body (the body's packet arrives later): the next
+    request on the same connection is still answered."""
+    body = b'{"symbol": "BTCUSDT", "side": "buy", "type": "market", "margin": "10", "leverage": 2}'
+    async with running_gateway(tmp_path) as h:
+        stream = await trio.open_tcp_stream("127.0.0.1", h.system.actors["gateway"].port)
+        with trio.fail_after(10):
+            await stream.send_all(b"%s %s HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                                  b"Content-Length: %d\r\n\r\n" % (method, path, len(body)))
+            await trio.sleep(0.2)
+            await stream.send_all(body)
+            head, _ = await _read_response(stream)
+            assert head.startswith(b"http/1.1 " + status), head
+            await stream.send_all(b"GET /api/v1/ping HTTP/1.1\r\nHost: test\r\n\r\n")
+            head, answer = await _read_response(stream)
+        assert head.startswith(b"http/1.1 200") and json.loads(answer) == {"status": "ok"}
+        await stream.aclose()
+
+
+@pytest.mark.parametrize(("path", "length", "status"), [(b"/api/v1/orders", 100, b"401"),
+                                                        (b"/api/v1/auth/signin", 20_000, b"413")])
+async def test_an_early_error_response_to_a_body_that_never_comes_closes_the_connection(
+        tmp_path, path, length, status) -> None:
+    """A client that waits for the answer before sending its body (or announces one larger than
+    ``max_body_bytes``) is told ``Connection: close`` and the connection is closed, not left hanging."""
+    async with running_gateway(tmp_path) as h:
+        stream = await trio.open_tcp_stream("127.0.0.1", h.system.actors["gateway"].port)
+        with trio.fail_after(10):
+            await stream.send_all(b"POST %s HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                                  b"Content-Length: %d\r\n\r\n" % (path, length))
+            head, _ = await _read_response(stream)
+            assert head.startswith(b"http/1.1 " + status) and b"\r\nconnection: close" in head, head
+            assert await stream.receive_some(65536) == b""
+        await stream.aclose()
+
+
+async def test_metrics_labels_stay_bounded_under_unknown_methods_and_paths(tmp_path) -> None:
+    """A fuzzer's made-up methods and paths must not mint new series on the public /metrics."""
+    async with running_gateway(tmp_path) as h:
+        await h.client.get(f"{API}/ping")
+        before = await (await h.client.get("/metrics")).get_data(as_text=True)
+        for number in range(100):
+            for method in (f"FUZZ{number}", "get", "PROPFIND"):
+                await h.client.open(f"{API}/fuzz/{number}", method=method)
+                await h.client.open(f"{API}/ping", method=method)
+        text = await (await h.client.get("/metrics")).get_data(as_text=True)
+    series = [line for line in text.splitlines() if line.startswith("exness_http_")]
+    assert len(series) - len([line for line in before.splitlines() if line.startswith("exness_http_")]) < 60
+    assert "FUZZ" not in text and "PROPFIND" not in text and 'method="get"' not in text and "/fuzz/" not in text
+    assert 'exness_http_requests_total{method="OTHER",route="unmatched",status="405"} 200.0' in text

@@ -483,3 +483,22 @@ def test_two_engine_shards_route_accounts_keep_ids_apart_and_persist_both_histor
         assert int(retried.json()["order"]["id"]) == span + 2
         positions = client.get("/api/v1/positions", headers=odd).json()["positions"]
         assert [int(p["id"]) for p in positions] == [span + 2]
+
+
+def test_roles_create_a_missing_data_dir_and_refuse_an_unwritable_one_in_one_line(cluster) -> None:
+    """Without a configured JWT secret the gateway and WS roles keep ``jwt.secret`` in their data dir:
+    one that does not exist yet is created; one that cannot be created is refused with one line."""
+    data_dir = cluster.tmp / "not" / "yet"
+    gateway = cluster.role("gateway", "--data-dir", str(data_dir), pattern=r"HTTP API (\S+)/api/v1",
+                           EXNESS_AUTH__JWT_SECRET="")
+    assert (data_dir / "jwt.secret").stat().st_mode & 0o777 == 0o600
+    assert gateway.terminate() == 0
+    blocker = cluster.tmp / "a-file"
+    blocker.write_text("not a directory")
+    env = {**os.environ, "REDIS_URL": cluster.redis.url, "EXNESS_AUTH__JWT_SECRET": "", "EXNESS_HTTP__PORT": "0"}
+    refused = subprocess.run([sys.executable, "-m", "supervisor", "run", "--role", "ws", "--bus", "redis",
+                              "--data-dir", str(blocker / "data")], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=60)
+    assert refused.returncode == 2, refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert f"data dir {blocker / 'data'} is not writable" in refused.stderr.strip().splitlines()[-1]

@@ -22,6 +22,10 @@ __all__ = ["run", "GatewayInfo", "hypercorn_config"]
 
 log = logging.getLogger("exness.gateway")
 
+BODY_DRAIN_S = 1.0
+"""How long an early response (sent before the app read the request body) waits for the rest of
+the body, so the connection can serve the next request; after that it closes the connection."""
+
 
 @attrs.define(slots=True, kw_only=True, eq=False)
 class GatewayInfo:
@@ -48,6 +52,107 @@ class GatewayInfo:
 
     def statistics(self) -> dict[str, Any]:
         return {"port": self.port, **self.app.extensions["exness_gateway"].statistics()}
+
+
+class ConnectionGuard:
+    """ASGI wrapper that keeps hypercorn's HTTP/1.1 connections honest under quart-trio.
+
+    Hypercorn ends a response's cycle — start the next keep-alive cycle and its idle timer, or
+    close the connection — from inside the app's ``send`` of the last body chunk. quart-trio
+    cancels its request nursery as soon as hypercorn reports the stream closed, which is in the
+    middle of that work: a connection meant to close stayed open and unread, and one meant to
+    stay open lost its idle timer (so shutdown never closed it). The next request on such a
+    connection was never answered. So:
+
+    * the last ``send`` of every response runs shielded, and that work completes;
+    * once ``draining`` is set (graceful shutdown), every response says ``Connection: close``:
+      requests in flight and those still arriving on open connections are answered, then their
+      connections close; :meth:`wait_until_idle` tells :func:`run` when all are answered;
+    * a response that starts before the request body has arrived (a 401 before the handler
+      reads the body, a 404 route) waits up to :data:`BODY_DRAIN_S` for it (quart-trio reads it
+      and keeps at most ``max_body_bytes``), so the connection can be reused; a body still
+      missing, or declared larger than ``max_body_bytes``, gets ``Connection: close``.
+    """
+
+    def __init__(self, app: Any, max_body_bytes: int, draining: trio.Event) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.draining = draining
+        self.in_flight = 0
+        self._idle: Optional[trio.Event] = None
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        exchange = _Exchange(receive, send, self.max_body_bytes, _declared_length(scope), self.draining)
+        self.in_flight += 1
+        try:
+            await self.app(scope, exchange.receive, exchange.send)
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight and self._idle is not None:
+                self._idle.set()
+
+    async def wait_until_idle(self) -> None:
+        """Return once no request is in the app (each has been answered)."""
+        while self.in_flight:
+            self._idle = trio.Event()
+            await self._idle.wait()
+
+
+def _declared_length(scope: dict) -> int:
+    """The request's Content-Length; 0 without a body, -1 for a chunked one."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else -1
+        if name == b"transfer-encoding":
+            return -1
+    return 0
+
+
+class _Exchange:
+    """One request and its response passing through :class:`ConnectionGuard`."""
+
+    __slots__ = ("_receive", "_send", "_max_bytes", "_declared", "_draining", "complete", "_arrived")
+
+    def __init__(self, receive: Callable, send: Callable, max_bytes: int, declared: int,
+                 draining: trio.Event) -> None:
+        self._receive = receive
+        self._send = send
+        self._max_bytes = max_bytes
+        self._declared = declared
+        self._draining = draining
+        self.complete = declared == 0   # no body: h11 has its end before the app starts
+        self._arrived: Optional[trio.Event] = None
+
+    async def receive(self) -> dict:
+        message = await self._receive()
+        if not message.get("more_body", False):   # the body's end, or http.disconnect
+            self.complete = True
+            if self._arrived is not None:
+                self._arrived.set()
+        return message
+
+    async def send(self, message: dict) -> None:
+        kind = message["type"]
+        if kind == "http.response.body" and not message.get("more_body", False):
+            with trio.CancelScope(shield=True):
+                await self._send(message)
+            return
+        if kind == "http.response.start":
+            if not self.complete:
+                await self._wait_for_body()
+            if not self.complete or self._draining.is_set():
+                message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+        await self._send(message)
+
+    async def _wait_for_body(self) -> None:
+        if self._declared > self._max_bytes:
+            return
+        self._arrived = trio.Event()
+        with trio.move_on_after(BODY_DRAIN_S):
+            await self._arrived.wait()
 
 
 def hypercorn_config(settings: GatewaySettings) -> HypercornConfig:
@@ -80,13 +185,21 @@ async def run(*, handle: Any, store: Any, candles: Any, cfg: Any, tokens: TokenI
     _early_errors.install()
     stop = shutdown if shutdown is not None else trio.Event()
     info: Optional[GatewayInfo] = None
+    guard = ConnectionGuard(app, settings.max_body_bytes, stop)
     try:
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(functools.partial(serve, app, config, shutdown_trigger=stop.wait))
+            binds = await nursery.start(functools.partial(serve, guard, config, shutdown_trigger=stop.wait))
             info = GatewayInfo(app=app, host=settings.host, port=_port_of(binds[0]), binds=list(binds),
                                shutdown=stop)
             log.info("event=gateway_listening url=%s", info.url)
             task_status.started(info)
+            await stop.wait()
+            # hypercorn closes idle connections and waits for the others to close; a connection
+            # whose client sent its next request as the drain began can miss its wake-up there
+            # and would hold the stop for the whole grace period: stop once all are answered
+            with trio.move_on_after(settings.graceful_timeout_s):
+                await guard.wait_until_idle()
+            nursery.cancel_scope.cancel()
     finally:
         if info is not None:
             info.stopped.set()
