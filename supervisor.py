@@ -30,7 +30,7 @@ from actors import repair as repair_journal
 from actors import snapshotter
 from actors.config import Config, ConfigError, load_config, prepare_data_dir
 from actors.engine import EngineHandle
-from actors.faults import EXIT_CANNOT_START, EXIT_INTERRUPTED, FatalIOError, fatal_io_error
+from actors.faults import EXIT_CANNOT_START, EXIT_CODES, EXIT_INTERRUPTED, EXIT_OK, FatalIOError, fatal_io_error
 from actors.keys import KeyError_, load_or_create_key
 from actors.recovery import Recovered, RecoveryError, journal_dir, recover
 from actors.runtime import tune_gc
@@ -299,8 +299,8 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
     log.info("event=shutdown_complete last_seq=%d final_snapshot=%s", engine.last_seq, path)
 
 
-async def _engine_until_failure(system: System, *, task_status: trio.TaskStatus[EngineHandle] = trio.TASK_STATUS_IGNORED,
-                                **kwargs: Any) -> None:
+async def _engine_until_failure(system: System, *, task_status: trio.TaskStatus[EngineHandle] =
+                                trio.TASK_STATUS_IGNORED, **kwargs: Any) -> None:
     """The engine actor; a fatal I/O error (its journal cannot be written) becomes a graceful
     stop of the whole system — requests in flight are answered — instead of a crash."""
     try:
@@ -324,7 +324,10 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exness-actors", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="run the platform (embedded by default)")
+    run = commands.add_parser("run", help="run the platform (embedded by default)",
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog="exit codes:\n" + "\n".join(f"  {code:>3}  {meaning}"
+                                                                  for code, meaning in EXIT_CODES.items()))
     run.add_argument("--config", help="a TOML file merged over the shipped config.toml")
     run.add_argument("--data-dir", help="journal, snapshots, key file and SQLite store")
     run.add_argument("--role", default="all",
@@ -928,7 +931,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -16,13 +16,13 @@ Two tasks joined by a small bounded channel form a pipeline:
    and fsync runs at most every ``fsync_interval_ms``; ``off`` never fsyncs (tests, benchmarks).
 
 If anything fails (journal write, a core invariant), the actor raises: the engine is fail-fast,
-the supervisor stops the process, and recovery rebuilds from what is durable. A journal that
-cannot be written (disk full, an I/O error) first refuses every request it holds — in the batch
-being written, queued for the journal, or still in the inbox — with :class:`EngineStopped`, so
-no caller waits forever, then raises :class:`~actors.faults.FatalIOError` saying what, where and
-how much space is left. The state applied
+the supervisor stops the process, and recovery rebuilds from what is durable. The state applied
 in memory ahead of durability is never observable: replies, events *and read queries* (which
 travel through the inbox like commands and are answered with their batch) wait for the fsync.
+A journal that cannot be written (disk full, an I/O error) first refuses every request the actor
+holds — in the batch being written, queued for the journal, being built, or still in the inbox —
+with :class:`EngineStopped`, so no caller waits forever, then raises
+:class:`~actors.faults.FatalIOError` saying what failed, where, and how much space is left.
 
 The inbox is bounded; :meth:`EngineHandle.request` raises :class:`Overloaded` when it is full
 (the gateway answers 503). When idle and a pending order's expiry is due, a ``Clock`` input is

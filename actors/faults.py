@@ -28,7 +28,7 @@ EXIT_CODES = {
     EXIT_OK: "stopped cleanly (SIGTERM/SIGINT: drained, journal flushed, final snapshot written)",
     EXIT_BUG: "an unexpected error (a bug): the traceback is in the log",
     EXIT_CANNOT_START: "could not start: configuration, data dir, journal damage, port in use (one line says which)",
-    EXIT_DISK_FULL: "stopped because a disk filled up (the line names the file, the directory and the free space)",
+    EXIT_DISK_FULL: "stopped because a disk filled up (the line names the file and the space left)",
     EXIT_IO_ERROR: "stopped on another fatal I/O error (the line names the operation, the file and the error)",
     EXIT_INTERRUPTED: "interrupted (SIGINT) before it was ready",
 }

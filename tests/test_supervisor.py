@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import trio
 import pytest
 
@@ -219,3 +221,13 @@ def test_backtest_cli_bad_arguments_are_clear_errors(tmp_path, capsys, argv, mes
     args = ["backtest"] + [item for pair in base.items() for item in pair]
     assert supervisor.main(args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_exit_codes_in_run_help_are_the_documented_ones() -> None:
+    from actors.faults import EXIT_CODES
+
+    operations = (Path(supervisor.__file__).resolve().parent / "docs" / "operations.md").read_text()
+    table = operations.split("### Exit codes of `exness-actors run`", 1)[1].split("\n\n", 2)[1]
+    documented = [int(row.split("|")[1]) for row in table.splitlines()[2:]]
+    assert documented == sorted(EXIT_CODES)
+    assert EXIT_CODES[3].startswith("stopped because a disk filled up")
