@@ -17,7 +17,6 @@ import contextlib
 import functools
 import logging
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from actors.engine import EngineHandle
 from actors.faults import EXIT_CANNOT_START, EXIT_CODES, EXIT_INTERRUPTED, EXIT_OK, FatalIOError, fatal_io_error
 from actors.keys import KeyError_, load_or_create_key
 from actors.recovery import Recovered, RecoveryError, journal_dir, recover
-from actors.runtime import tune_gc
+from actors.runtime import restoring_stop_signals, tune_gc, wait_for_stop_signal
 from actors.snapshot_worker import write_engine_snapshot
 from exness_actors.errors import InvalidValue
 from exness_actors.journal import JournalError, JournalWriter
@@ -311,11 +310,8 @@ async def _engine_until_failure(system: System, *, task_status: trio.TaskStatus[
 
 
 async def _watch_signals(system: System) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            log.info("event=signal_received signal=%s", signal.Signals(signum).name)
-            system.request_shutdown()
-            return
+    await wait_for_stop_signal()
+    system.request_shutdown()
 
 
 # ------------------------------------------------------------------------------------ CLI
@@ -914,12 +910,13 @@ def main(argv: Optional[list[str]] = None) -> int:
               "each role as its own process (docs/operations.md)", file=sys.stderr)
         return 2
     try:
-        if role in ("all", "engine"):
-            trio.run(functools.partial(run_system, cfg, repair=args.repair, announce=True, role=role,
-                                       shard=int(cfg.get("bus", "shard", 0))))
-        else:
-            from actors import roles
-            trio.run(functools.partial(roles.run_role, cfg, role))
+        with restoring_stop_signals():
+            if role in ("all", "engine"):
+                trio.run(functools.partial(run_system, cfg, repair=args.repair, announce=True, role=role,
+                                           shard=int(cfg.get("bus", "shard", 0))))
+            else:
+                from actors import roles
+                trio.run(functools.partial(roles.run_role, cfg, role))
     except ConfigError as exc:
         print(f"exness-actors: configuration error: {exc}", file=sys.stderr)
         return 2

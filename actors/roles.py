@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import signal
 from typing import Any, Optional
 
 import trio
@@ -34,7 +33,7 @@ from actors import redis_edge
 from actors.candles import CandlesHandle
 from actors.config import prepare_data_dir
 from actors.messages import EventBatch
-from actors.runtime import tune_gc
+from actors.runtime import tune_gc, wait_for_stop_signal
 
 __all__ = ["serve_engine_edge", "run_role", "ROLES", "MirrorCandles", "check_shard"]
 
@@ -133,11 +132,8 @@ class MirrorCandles(CandlesHandle):
 
 
 async def _signals(done: trio.Event) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            log.info("event=signal_received signal=%s", signal.Signals(signum).name)
-            done.set()
-            return
+    await wait_for_stop_signal()
+    done.set()
 
 
 async def run_role(cfg: Any, role: str, *, announce: bool = True, handle_signals: bool = True,

@@ -233,6 +233,20 @@ def test_sigterm_answers_requests_on_keep_alive_connections(tmp_path):
         server.close()
 
 
+def test_a_repeated_sigterm_does_not_cut_the_drain_short(tmp_path):
+    """``timeout``, process managers and a shell's process group can deliver SIGTERM twice; the
+    second must not kill the process mid-drain (no final snapshot, no clean exit)."""
+    server = Server(tmp_path / "data")
+    try:
+        server.process.send_signal(signal.SIGTERM)
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=60) == 0
+        assert "event=shutdown_complete" in server.stderr()
+        assert list((tmp_path / "data" / "snapshots").glob("*.snap"))
+    finally:
+        server.close()
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 16 MiB tmpfs mounted for the test (root only; skipped with the reason otherwise)."""
