@@ -328,9 +328,9 @@ async function onSession(pair) {
   localStorage.setItem(SESSION_FLAG, "1");
   socket.authenticate(pair.access_token);
   if (!state.signedIn) {
+    await reloadAccount();   // before the ticket shows: a snapshot must not overwrite a newer fill
     setSignedIn(true);
     ticket.refresh();
-    await reloadAccount();
   }
 }
 
