@@ -90,18 +90,23 @@ function clearLines() {
   lines = new Map();
 }
 
+// The newest MAX_ITEMS_WITH_LINES positions and orders of the symbol get lines: 4 lines each,
+// and past a few dozen lines the chart is unreadable and its repaint dominates the page's CPU.
+const MAX_ITEMS_WITH_LINES = 12;
+
+const newest = (items) => [...items].filter((item) => item.symbol === state.symbol)
+  .sort((a, b) => Number(b.id) - Number(a.id)).slice(0, MAX_ITEMS_WITH_LINES);
+
 function wanted() {
   const result = new Map();
-  for (const position of state.positions.values()) {
-    if (position.symbol !== state.symbol) continue;
+  for (const position of newest(state.positions.values())) {
     const side = position.side === "buy" ? "Long" : "Short";
     result.set(`p${position.id}:entry`, ["entry", position.open_price, `${side} #${position.id}`]);
     result.set(`p${position.id}:tp`, ["take_profit", position.take_profit, `TP #${position.id}`]);
     result.set(`p${position.id}:sl`, ["stop_loss", position.stop_loss, `SL #${position.id}`]);
     result.set(`p${position.id}:liq`, ["liquidation", position.liquidation_price, `Liq. #${position.id}`]);
   }
-  for (const order of state.orders.values()) {
-    if (order.symbol !== state.symbol) continue;
+  for (const order of newest(state.orders.values())) {
     result.set(`o${order.id}:entry`, ["order", order.price, `${order.side} ${order.type} #${order.id}`]);
     result.set(`o${order.id}:tp`, ["take_profit", order.take_profit, `TP #${order.id}`]);
     result.set(`o${order.id}:sl`, ["stop_loss", order.stop_loss, `SL #${order.id}`]);

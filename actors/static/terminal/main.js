@@ -12,6 +12,7 @@ import * as tables from "./tables.js";
 import * as ticket from "./ticket.js";
 
 const STALE_AFTER_MS = 5000;       // the engine's default [engine] stale_after_ms
+const RENDER_INTERVAL_MS = 100;
 const SESSION_FLAG = "exness-session";
 const THEME_KEY = "exness-theme";
 const HTTP_ROUTES = {
@@ -26,6 +27,8 @@ const HTTP_ROUTES = {
 let socket;
 const dirty = new Set();
 let frameRequested = false;
+let pendingCandle = null;
+let firstLiveQuote = null;   // measured by bench/web.py: navigation to the first live quote drawn
 const pages = { history: null, ledger: null };
 
 function without(object, ...names) {
@@ -135,12 +138,14 @@ function onMessage(message) {
     const handler = ACCOUNT_EVENTS[message.data.event];
     if (handler) handler(message.data);
   } else if (channel.startsWith("quotes:")) {
+    if (!firstLiveQuote) firstLiveQuote = message.data.symbol;
     store.setQuote(message.data);
   } else if (channel.endsWith(":1d") && channel !== chartChannel()) {
     state.dayOpen.set(channel.split(":")[1], message.data.open);
   } else if (channel === chartChannel()) {
     if (channel.endsWith(":1d")) state.dayOpen.set(state.symbol, message.data.open);
-    liveCandle(message.data);
+    pendingCandle = message.data;
+    scheduleFrame();
   }
 }
 
@@ -159,21 +164,31 @@ function onStatus(online) {
 
 // ------------------------------------------------------------------------------ rendering
 
+// Quotes and the live candle are drawn at most every RENDER_INTERVAL_MS, in an animation
+// frame: 30 ticks/s need not cost 30 layouts and chart repaints.
 function scheduleFrame(symbol) {
-  dirty.add(symbol);
+  if (symbol) dirty.add(symbol);
   if (!frameRequested) {
     frameRequested = true;
-    requestAnimationFrame(drawFrame);
+    setTimeout(() => requestAnimationFrame(drawFrame), RENDER_INTERVAL_MS);
   }
 }
 
 function drawFrame() {
   frameRequested = false;
+  if (pendingCandle) {
+    liveCandle(pendingCandle);
+    pendingCandle = null;
+  }
   for (const symbol of dirty) {
     renderQuote(symbol);
     tables.updatePnl(symbol);
   }
   if (dirty.has(state.symbol)) ticket.refresh();
+  if (firstLiveQuote && dirty.has(firstLiveQuote)) {
+    performance.mark("exness:first-live-quote");
+    firstLiveQuote = "drawn";
+  }
   dirty.clear();
   tables.renderAccount();
 }
@@ -253,6 +268,7 @@ function highlightSymbol() {
 
 function chooseSymbol(symbol, interval = state.interval) {
   const before = chartChannel();
+  pendingCandle = null;
   store.selectSymbol(symbol);
   state.interval = interval;
   const after = chartChannel();

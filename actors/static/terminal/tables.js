@@ -39,6 +39,20 @@ function empty(tbody, columns, text) {
   tbody.replaceChildren(row);
 }
 
+const parsed = new Map();      // position id -> its numbers as units, parsed once per change
+const lastPnl = new Map();     // position id -> unrealized cents at the last quote drawn
+
+function units(position, instrument) {
+  const key = `${position.qty}|${position.open_price}|${position.margin}`;
+  let entry = parsed.get(position.id);
+  if (!entry || entry.key !== key) {
+    const { price_decimals: pd, qty_decimals: qd } = instrument;
+    entry = { key, qty: toUnits(position.qty, qd), open: toUnits(position.open_price, pd), floor: -money(position.margin) };
+    parsed.set(position.id, entry);
+  }
+  return entry;
+}
+
 // Unrealized P&L at the current quote as the core computes it: floored, never below −margin.
 export function unrealized(position) {
   const instrument = state.instruments.get(position.symbol);
@@ -46,9 +60,8 @@ export function unrealized(position) {
   if (!instrument || !quote) return position.unrealized_pnl ? money(position.unrealized_pnl) : 0n;
   const { price_decimals: pd, qty_decimals: qd } = instrument;
   const isLong = position.side === "buy";
-  const close = toUnits(isLong ? quote.bid : quote.ask, pd);
-  const pnl = pnlCents(isLong, toUnits(position.qty, qd), toUnits(position.open_price, pd), close, pd, qd);
-  const floor = -money(position.margin);
+  const { qty, open, floor } = units(position, instrument);
+  const pnl = pnlCents(isLong, qty, open, toUnits(isLong ? quote.bid : quote.ask, pd), pd, qd);
   return pnl < floor ? floor : pnl;
 }
 
@@ -69,6 +82,7 @@ export function mountTables({ onAction }) {
 export function renderPositions() {
   const tbody = document.querySelector("#positions tbody");
   pnlCells.clear();
+  lastPnl.clear();
   document.querySelector('[data-count="positions"]').textContent = state.positions.size || "";
   if (!state.positions.size) {
     empty(tbody, 11, "No open positions");
@@ -96,7 +110,11 @@ export function updatePnl(symbol) {
   for (const [id, td] of pnlCells) {
     const position = state.positions.get(id);
     if (!position || (symbol && position.symbol !== symbol)) continue;
-    const text = moneyText(unrealized(position));
+    const pnl = unrealized(position);
+    lastPnl.set(id, pnl);
+    const text = moneyText(pnl);
+    if (td.dataset.value === text) continue;   // untouched cells cost no layout
+    td.dataset.value = text;
     td.textContent = signed(text);
     td.className = `num ${tone(text)}`;
   }
@@ -165,7 +183,9 @@ export function renderAccount() {
   const free = money(account.free_margin);
   const locked = money(account.locked);
   let upnl = 0n;
-  for (const position of state.positions.values()) upnl += unrealized(position);
+  for (const position of state.positions.values()) {
+    upnl += lastPnl.has(position.id) ? lastPnl.get(position.id) : unrealized(position);
+  }
   const equity = free + locked + upnl;
   const level = locked > 0n ? fromUnits(floorDiv(equity * 10000n, locked), 2) : null;   // as the server
   const values = {
