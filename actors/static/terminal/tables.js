@@ -79,29 +79,53 @@ export function mountTables({ onAction }) {
   }
 }
 
+const positionRows = new Map();   // position id -> {signature, row}: unchanged rows are kept
+
+function positionRow(position) {
+  const signature = [position.qty, position.open_price, position.margin, position.take_profit, position.stop_loss,
+    position.liquidation_price].join("|");
+  const cached = positionRows.get(position.id);
+  if (cached && cached.signature === signature) return cached.row;
+  const id = position.id;
+  const row = document.createElement("tr");
+  row.dataset.id = id;
+  const pnl = cell("", "num");
+  pnlCells.set(id, pnl);
+  row.append(cell(position.symbol), cell(position.side, position.side), cell(position.qty, "num"),
+    cell(group(position.open_price), "num"), cell(group(position.margin), "num"), cell(`${position.leverage}×`, "num"),
+    cell(group(position.take_profit), "num"), cell(group(position.stop_loss), "num"),
+    cell(group(position.liquidation_price), "num"), pnl,
+    actionsCell(button("Edit", () => editPosition(state.positions.get(id))),
+      button("Close", () => actions({ action: "close", position_id: id }), "small danger")));
+  positionRows.set(id, { signature, row });
+  return row;
+}
+
+// Put exactly ``rows`` in ``tbody``, in order, moving only what is out of place.
+function syncRows(tbody, rows) {
+  rows.forEach((row, index) => {
+    const current = tbody.children[index];
+    if (current !== row) tbody.insertBefore(row, current || null);
+  });
+  while (tbody.children.length > rows.length) tbody.lastElementChild.remove();
+}
+
 export function renderPositions() {
   const tbody = document.querySelector("#positions tbody");
-  pnlCells.clear();
   lastPnl.clear();
   document.querySelector('[data-count="positions"]').textContent = state.positions.size || "";
+  for (const id of positionRows.keys()) {
+    if (!state.positions.has(id)) {
+      positionRows.delete(id);
+      pnlCells.delete(id);
+    }
+  }
   if (!state.positions.size) {
     empty(tbody, 11, "No open positions");
     return;
   }
-  const rows = [...state.positions.values()].sort((a, b) => Number(b.id) - Number(a.id)).map((position) => {
-    const row = document.createElement("tr");
-    row.dataset.id = position.id;
-    const pnl = cell("", "num");
-    pnlCells.set(position.id, pnl);
-    row.append(cell(position.symbol), cell(position.side, position.side), cell(position.qty, "num"),
-      cell(group(position.open_price), "num"), cell(group(position.margin), "num"), cell(`${position.leverage}×`, "num"),
-      cell(group(position.take_profit), "num"), cell(group(position.stop_loss), "num"),
-      cell(group(position.liquidation_price), "num"), pnl,
-      actionsCell(button("Edit", () => editPosition(position)),
-        button("Close", () => actions({ action: "close", position_id: position.id }), "small danger")));
-    return row;
-  });
-  tbody.replaceChildren(...rows);
+  const sorted = [...state.positions.values()].sort((a, b) => Number(b.id) - Number(a.id));
+  syncRows(tbody, sorted.map(positionRow));
   updatePnl();
 }
 
@@ -133,7 +157,7 @@ export function renderOrders() {
     row.append(cell(order.symbol), cell(order.side, order.side), cell(order.type), cell(group(order.price), "num"),
       cell(order.qty, "num"), cell(group(order.margin), "num"), cell(group(order.take_profit), "num"),
       cell(group(order.stop_loss), "num"),
-      actionsCell(button("Edit", () => editOrder(order)),
+      actionsCell(button("Edit", () => editOrder(state.orders.get(order.id))),
         button("Cancel", () => actions({ action: "cancel", order_id: order.id }), "small danger")));
     return row;
   });
