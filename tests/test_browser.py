@@ -235,9 +235,11 @@ def test_phone_viewport(platform, open_page, theme) -> None:
     expect(page.get_by_role("table", name="Open positions").locator("tbody tr").first).to_contain_text("BTCUSDT")
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= PHONE["width"], f"the page scrolls sideways: {width}px"
-    if os.environ.get("EXNESS_WEB_SCREENSHOTS") == "1":
+    if os.environ.get("EXNESS_WEB_SCREENSHOTS") == "1":   # the README shows the phone dark, the desktop light
         page.wait_for_timeout(500)
-        page.screenshot(path=str(ROOT / "docs" / f"terminal-phone-{theme}.png"))
-        page.set_viewport_size(DESKTOP)
-        page.wait_for_timeout(500)
-        page.screenshot(path=str(ROOT / "docs" / f"terminal-desktop-{theme}.png"))
+        if theme == "dark":
+            page.screenshot(path=str(ROOT / "docs" / "terminal-phone-dark.png"))
+        else:
+            page.set_viewport_size(DESKTOP)
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(ROOT / "docs" / "terminal-desktop-light.png"))
