@@ -1,8 +1,9 @@
 """The browser tier: the web terminal in real Chromium against a real ``exness-actors run``.
 
 Journeys: sign up, quotes move, buy with TP/SL, the position row with live P&L and its price
-lines, partial close, the history row, the session across a reload, a rejection; a limit order
-and its cancel; a liquidation from a scripted replay feed; a server restart (the page reconnects
+lines, partial close, TP modified from the table, the history row, the session across a reload,
+deposit and the ledger, a rejection, sign-out; silent session refresh past token expiry; a limit
+order and its cancel; a liquidation from a scripted replay feed; a server restart (the page reconnects
 and resumes); a phone viewport. Every journey asserts no console errors and no CSP violations.
 
 ``EXNESS_WEB_SCREENSHOTS=1`` also rewrites the README's screenshots in ``docs/``.
@@ -150,16 +151,58 @@ def test_trade_journey_from_signup_to_history(platform, open_page) -> None:
     expect(dialog).to_be_hidden()
     expect(positions.locator("tbody tr").first.locator("td").nth(2)).to_have_text(str(qty - Decimal(half)))
 
+    # modify the take-profit from the table: the cell and the chart's line move
+    new_take_profit = str((ask * Decimal("1.08")).quantize(Decimal("0.01")))
+    positions.get_by_role("button", name="Edit").first.click()
+    dialog.get_by_label("Take profit").fill(new_take_profit)
+    dialog.get_by_role("button", name="Save TP/SL").click()
+    expect(dialog).to_be_hidden()
+    expect(positions.locator("tbody tr").first.locator("td").nth(6)).to_have_text(f"{Decimal(new_take_profit):,}")
+    assert page.evaluate("window.exnessTerminal.priceLines()")["TP #1"] == new_take_profit
+
     page.get_by_role("tab", name="History").click()
     history = page.get_by_role("table", name="History")
     expect(history.locator("tbody tr").first).to_contain_text("Closed")
     expect(history.locator("tbody tr").first).to_contain_text(half)
+
+    # demo funds, and the ledger
+    page.get_by_role("button", name="Funds").click()
+    dialog.get_by_label("Amount").fill("1000.00")
+    dialog.get_by_role("button", name="Deposit").click()
+    expect(dialog).to_be_hidden()
+    page.get_by_role("tab", name="Ledger").click()
+    expect(page.get_by_role("table", name="Ledger").locator("tbody tr").first).to_contain_text("deposit")
 
     # a rejection shows the server's message
     page.get_by_label("Leverage").fill("1000")
     page.get_by_role("button", name="Sell").click()
     expect(page.locator("#ticket [data-error]")).to_contain_text("leverage")
     expect(page.locator(".toast.error")).to_contain_text("Rejected")
+
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    page.reload()
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    expect(page.get_by_label("Account")).to_be_hidden()
+
+
+def test_the_session_is_refreshed_silently(tmp_path, open_page) -> None:
+    """Access tokens live 6 s here: past their expiry the page still trades and its account
+    channel still delivers (the fill toast comes from it) — refreshed by the timer before expiry
+    or, failing that, on the socket's TOKEN_EXPIRED — and a reload still finds the session (the
+    cookie rotated without ever being reused)."""
+    server = Platform(tmp_path / "data", env={"EXNESS_AUTH__ACCESS_TTL_S": "6"}).start()
+    try:
+        page, _ = open_page(server.url)
+        sign_up(page, "refresh@example.com")
+        page.wait_for_timeout(8_000)
+        buy(page)
+        expect(page.locator(".toast.fill")).to_contain_text("Filled")
+        expect(page.get_by_role("table", name="Open positions").locator("tbody tr").first).to_contain_text("BTCUSDT")
+        page.reload()
+        expect(page.get_by_role("table", name="Open positions").locator("tbody tr").first).to_contain_text("BTCUSDT")
+    finally:
+        server.stop()
 
 
 def test_limit_order_then_cancel(platform, open_page) -> None:
