@@ -21,7 +21,7 @@ from typing import Iterator
 
 import pytest
 
-from web_helpers import ROOT, Platform, browser_required, chromium_path
+from web_helpers import ROOT, Platform, browser_required, chromium_path, free_port
 
 pytestmark = pytest.mark.slow
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -76,10 +76,11 @@ class Console:
 def open_page(browser):
     opened = []
 
-    def open_(url: str, viewport: dict = DESKTOP, color_scheme: str = "light"):
+    def open_(url: str, viewport: dict = DESKTOP, color_scheme: str = "light", tolerate: re.Pattern | None = None):
         context = browser.new_context(viewport=viewport, color_scheme=color_scheme)
         page = context.new_page()
         console = Console(page)
+        console.tolerate = tolerate
         page.goto(url + "/")
         expect(page.locator("body[data-ready=true]")).to_be_attached()
         opened.append((context, console))
@@ -236,6 +237,24 @@ def test_the_page_reconnects_and_resumes_after_a_server_restart(platform, open_p
     expect(bid_cell(page, "BTCUSDT")).not_to_have_text(moved, timeout=10_000)
     buy(page)
     expect(page.get_by_role("table", name="Open positions").locator("tbody tr")).to_have_count(2)
+
+
+def test_orders_fall_back_to_http_when_the_socket_is_down(tmp_path, open_page) -> None:
+    """``[web] ws_url`` points the page at a port nobody listens on: the banner says offline,
+    and orders, cancels and closes still work over HTTP."""
+    dead = f"ws://127.0.0.1:{free_port()}"
+    server = Platform(tmp_path / "data", env={"EXNESS_WEB__WS_URL": dead}).start()
+    try:
+        page, _ = open_page(server.url, tolerate=RESTART_NOISE)
+        expect(page.get_by_text("Offline — reconnecting…")).to_be_visible()
+        sign_up(page, "fallback@example.com")
+        buy(page)
+        positions = page.get_by_role("table", name="Open positions")
+        expect(positions.locator("tbody tr").first).to_contain_text("BTCUSDT")
+        positions.get_by_role("button", name="Close").first.click()
+        expect(positions.locator("tbody tr").first).to_contain_text("No open positions")
+    finally:
+        server.stop()
 
 
 def _liquidation_recording(path: Path) -> None:

@@ -68,6 +68,7 @@ async function trade(request) {
   try {
     const result = await send(request);
     applyResult(request, result);
+    if (!socket.isOpen) await reloadAccount();   // no account events to follow: read the outcome
     return result;
   } catch (error) {
     toast(`Rejected: ${error.message}`, "error");
