@@ -12,7 +12,7 @@ import * as tables from "./tables.js";
 import * as ticket from "./ticket.js";
 
 const STALE_AFTER_MS = 5000;       // the engine's default [engine] stale_after_ms
-const RENDER_INTERVAL_MS = 100;
+const RENDER_INTERVAL_MS = 250;
 const SESSION_FLAG = "exness-session";
 const THEME_KEY = "exness-theme";
 const HTTP_ROUTES = {
@@ -27,6 +27,7 @@ const HTTP_ROUTES = {
 let socket;
 const dirty = new Set();
 let frameRequested = false;
+let lastDraw = -Infinity;
 let pendingCandle = null;
 let firstLiveQuote = null;   // measured by bench/web.py: navigation to the first live quote drawn
 const pages = { history: null, ledger: null };
@@ -166,17 +167,20 @@ function onStatus(online) {
 // ------------------------------------------------------------------------------ rendering
 
 // Quotes and the live candle are drawn at most every RENDER_INTERVAL_MS, in an animation
-// frame: 30 ticks/s need not cost 30 layouts and chart repaints.
+// frame: 30 ticks/s need not cost 30 layouts and chart repaints. The first change after a quiet
+// interval is drawn at once.
 function scheduleFrame(symbol) {
   if (symbol) dirty.add(symbol);
   if (!frameRequested) {
     frameRequested = true;
-    setTimeout(() => requestAnimationFrame(drawFrame), RENDER_INTERVAL_MS);
+    const wait = Math.max(0, lastDraw + RENDER_INTERVAL_MS - performance.now());
+    setTimeout(() => requestAnimationFrame(drawFrame), wait);
   }
 }
 
 function drawFrame() {
   frameRequested = false;
+  lastDraw = performance.now();
   if (pendingCandle) {
     liveCandle(pendingCandle);
     pendingCandle = null;
