@@ -26,7 +26,9 @@ async function send(method, path, body, { auth = true } = {}) {
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (auth && accessToken) headers.Authorization = `Bearer ${accessToken}`;
   const response = await fetch(API + path, {
-    method, headers, credentials: "same-origin",
+    method,
+    headers,
+    credentials: "same-origin",
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const data = response.status === 204 ? null : await response.json().catch(() => null);
@@ -71,8 +73,13 @@ export async function signUp(email, password) {
 export function refresh() {
   if (!refreshing) {
     refreshing = send("POST", "/auth/refresh", {}, { auth: false })
-      .then(setSession, (error) => { if (error.status === 401 || error.status === 400) setSession(null); throw error; })
-      .finally(() => { refreshing = null; });
+      .then(setSession, (error) => {
+        if (error.status === 401 || error.status === 400) setSession(null);
+        throw error;
+      })
+      .finally(() => {
+        refreshing = null;
+      });
   }
   return refreshing;
 }

@@ -18,7 +18,7 @@ const LINE_STYLES = {
 
 let chart = null;
 let series = null;
-let lines = new Map();   // key -> {line, price}
+let lines = new Map(); // key -> {line, price}
 let loadId = 0;
 let lastTime = 0;
 
@@ -26,14 +26,18 @@ const seconds = (ms) => Math.floor(ms / 1000);
 // The chart library draws with numbers; the values come from the server's decimal strings
 // and are never used for money.
 const bar = (candle) => ({
-  time: seconds(candle.ts), open: Number(candle.open), high: Number(candle.high),
-  low: Number(candle.low), close: Number(candle.close),
+  time: seconds(candle.ts),
+  open: Number(candle.open),
+  high: Number(candle.high),
+  low: Number(candle.low),
+  close: Number(candle.close),
 });
 
 function colors() {
   const style = getComputedStyle(document.documentElement);
   return {
-    text: style.getPropertyValue("--muted").trim(), grid: style.getPropertyValue("--grid").trim(),
+    text: style.getPropertyValue("--muted").trim(),
+    grid: style.getPropertyValue("--grid").trim(),
     background: style.getPropertyValue("--panel").trim(),
   };
 }
@@ -57,8 +61,11 @@ export function mountChart(element) {
     rightPriceScale: { borderVisible: false },
   });
   series = chart.addSeries(CandlestickSeries, {
-    upColor: "#26a69a", downColor: "#ef5350", borderVisible: false,
-    wickUpColor: "#26a69a", wickDownColor: "#ef5350",
+    upColor: "#26a69a",
+    downColor: "#ef5350",
+    borderVisible: false,
+    wickUpColor: "#26a69a",
+    wickDownColor: "#ef5350",
   });
   applyTheme();
 }
@@ -80,7 +87,7 @@ export async function loadCandles() {
 // A candles:SYMBOL:INTERVAL message for the chart's symbol and interval.
 export function liveCandle(candle) {
   const next = bar(candle);
-  if (!series || next.time < lastTime) return;   // older than the history loaded: already drawn
+  if (!series || next.time < lastTime) return; // older than the history loaded: already drawn
   lastTime = next.time;
   series.update(next);
 }
@@ -94,8 +101,11 @@ function clearLines() {
 // and past a few dozen lines the chart is unreadable and its repaint dominates the page's CPU.
 const MAX_ITEMS_WITH_LINES = 12;
 
-const newest = (items) => [...items].filter((item) => item.symbol === state.symbol)
-  .sort((a, b) => Number(b.id) - Number(a.id)).slice(0, MAX_ITEMS_WITH_LINES);
+const newest = (items) =>
+  [...items]
+    .filter((item) => item.symbol === state.symbol)
+    .sort((a, b) => Number(b.id) - Number(a.id))
+    .slice(0, MAX_ITEMS_WITH_LINES);
 
 function wanted() {
   const result = new Map();
@@ -133,8 +143,13 @@ export function drawLines() {
       current.line.applyOptions({ price: Number(price) });
       current.price = price;
     } else {
-      const line = series.createPriceLine({ price: Number(price), title, lineWidth: 1, axisLabelVisible: true,
-        ...LINE_STYLES[kind] });
+      const line = series.createPriceLine({
+        price: Number(price),
+        title,
+        lineWidth: 1,
+        axisLabelVisible: true,
+        ...LINE_STYLES[kind],
+      });
       lines.set(key, { line, price });
     }
   }

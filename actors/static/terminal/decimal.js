@@ -35,7 +35,7 @@ export function fromUnits(units, scale) {
 // Division rounded towards minus infinity, as Python's //.
 export function floorDiv(a, b) {
   const quotient = a / b;
-  return (a % b !== 0n) && ((a < 0n) !== (b < 0n)) ? quotient - 1n : quotient;
+  return a % b !== 0n && a < 0n !== b < 0n ? quotient - 1n : quotient;
 }
 
 const pow10 = (n) => 10n ** BigInt(n);

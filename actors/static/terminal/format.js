@@ -27,11 +27,16 @@ export function percent(text) {
 export function time(ms) {
   const date = new Date(ms);
   const pad = (n) => String(n).padStart(2, "0");
-  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} `
-    + `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
+  return (
+    `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ` +
+    `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`
+  );
 }
 
 export const REASONS = {
-  user: "Closed", take_profit: "Take profit", stop_loss: "Stop loss",
-  trailing_stop: "Trailing stop", liquidation: "Liquidation",
+  user: "Closed",
+  take_profit: "Take profit",
+  stop_loss: "Stop loss",
+  trailing_stop: "Trailing stop",
+  liquidation: "Liquidation",
 };

@@ -11,7 +11,7 @@ import { state } from "./state.js";
 import * as tables from "./tables.js";
 import * as ticket from "./ticket.js";
 
-const STALE_AFTER_MS = 5000;       // the engine's default [engine] stale_after_ms
+const STALE_AFTER_MS = 5000; // the engine's default [engine] stale_after_ms
 const RENDER_INTERVAL_MS = 250;
 const SESSION_FLAG = "exness-session";
 const THEME_KEY = "exness-theme";
@@ -29,11 +29,13 @@ const dirty = new Set();
 let frameRequested = false;
 let lastDraw = -Infinity;
 let pendingCandle = null;
-let firstLiveQuote = null;   // measured by bench/web.py: navigation to the first live quote drawn
+let firstLiveQuote = null; // measured by bench/web.py: navigation to the first live quote drawn
 const pages = { history: null, ledger: null };
 
 function without(object, ...names) {
-  return Object.fromEntries(Object.entries(object).filter(([name, value]) => !names.includes(name) && value !== undefined));
+  return Object.fromEntries(
+    Object.entries(object).filter(([name, value]) => !names.includes(name) && value !== undefined),
+  );
 }
 
 // ------------------------------------------------------------------------------------ toasts
@@ -69,7 +71,7 @@ async function trade(request) {
   try {
     const result = await send(request);
     applyResult(request, result);
-    if (!socket.isOpen) await reloadAccount();   // no account events to follow: read the outcome
+    if (!socket.isOpen) await reloadAccount(); // no account events to follow: read the outcome
     return result;
   } catch (error) {
     toast(`Rejected: ${error.message}`, "error");
@@ -111,7 +113,8 @@ const ACCOUNT_EVENTS = {
   },
   order_cancelled(event) {
     store.removeOrder(event.order_id);
-    if (event.reason !== "user") toast(`Order #${event.order_id} cancelled: ${event.reason.replaceAll("_", " ")}`, "warn");
+    if (event.reason !== "user")
+      toast(`Order #${event.order_id} cancelled: ${event.reason.replaceAll("_", " ")}`, "warn");
   },
   position_opened({ position }) {
     store.putPosition(position);
@@ -125,8 +128,11 @@ const ACCOUNT_EVENTS = {
     else store.updatePosition(closed.position_id, { qty: closed.remaining_qty, margin: closed.margin });
     const reason = REASONS[closed.close_reason] || closed.close_reason;
     const kind = closed.close_reason === "liquidation" ? "error" : "fill";
-    toast(`${reason}: #${closed.position_id} ${closed.qty} ${closed.symbol} at ${group(closed.close_price)}, `
-      + `P&L ${signed(closed.pnl)}`, kind);
+    toast(
+      `${reason}: #${closed.position_id} ${closed.qty} ${closed.symbol} at ${group(closed.close_price)}, ` +
+        `P&L ${signed(closed.pnl)}`,
+      kind,
+    );
     loadPage("history");
   },
   account_created() {},
@@ -291,21 +297,25 @@ function chooseSymbol(symbol, interval = state.interval) {
 
 function buildIntervals() {
   const group_ = document.getElementById("intervals");
-  group_.replaceChildren(...INTERVALS.map((interval) => {
-    const button = document.createElement("button");
-    button.type = "button";
-    button.textContent = interval;
-    button.setAttribute("aria-pressed", String(interval === state.interval));
-    button.addEventListener("click", () => chooseSymbol(state.symbol, interval));
-    return button;
-  }));
+  group_.replaceChildren(
+    ...INTERVALS.map((interval) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = interval;
+      button.setAttribute("aria-pressed", String(interval === state.interval));
+      button.addEventListener("click", () => chooseSymbol(state.symbol, interval));
+      return button;
+    }),
+  );
 }
 
 // ---------------------------------------------------------------------------- the session
 
 async function reloadAccount() {
   const [account, positions, orders] = await Promise.all([
-    api.get("/account"), api.get("/positions"), api.get("/orders?status=pending"),
+    api.get("/account"),
+    api.get("/positions"),
+    api.get("/orders?status=pending"),
   ]);
   store.setAccount(account);
   store.setPositions(positions.positions);
@@ -349,7 +359,7 @@ async function onSession(pair) {
   localStorage.setItem(SESSION_FLAG, "1");
   socket.authenticate(pair.access_token);
   if (!state.signedIn) {
-    await reloadAccount();   // before the ticket shows: a snapshot must not overwrite a newer fill
+    await reloadAccount(); // before the ticket shows: a snapshot must not overwrite a newer fill
     setSignedIn(true);
     ticket.refresh();
   }
@@ -380,8 +390,16 @@ function mountFunds() {
     await api.call("POST", `/account/${kind}`, { amount: values.amount.trim(), idempotency_key: crypto.randomUUID() });
     toast(`${kind === "deposit" ? "Deposited" : "Withdrew"} ${group(values.amount.trim())} USD`, "fill");
   };
-  document.getElementById("funds-button").addEventListener("click", () => tables.openDialog("Demo funds",
-    [["Amount", "amount", "1000.00"]], [["Deposit", change("deposit"), "primary"], ["Withdraw", change("withdraw")]]));
+  document.getElementById("funds-button").addEventListener("click", () =>
+    tables.openDialog(
+      "Demo funds",
+      [["Amount", "amount", "1000.00"]],
+      [
+        ["Deposit", change("deposit"), "primary"],
+        ["Withdraw", change("withdraw")],
+      ],
+    ),
+  );
   for (const more of document.querySelectorAll("[data-more]")) {
     more.addEventListener("click", () => loadPage(more.dataset.more, more.dataset.cursor));
   }
@@ -398,8 +416,9 @@ function setTheme(theme) {
 function mountTheme() {
   const preferred = matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light";
   document.documentElement.dataset.theme = localStorage.getItem(THEME_KEY) || preferred;
-  document.getElementById("theme-button").addEventListener("click", () =>
-    setTheme(document.documentElement.dataset.theme === "dark" ? "light" : "dark"));
+  document
+    .getElementById("theme-button")
+    .addEventListener("click", () => setTheme(document.documentElement.dataset.theme === "dark" ? "light" : "dark"));
 }
 
 // ------------------------------------------------------------------------------------ start
@@ -409,7 +428,10 @@ async function start() {
   setSignedIn(false);
   const wsUrl = document.querySelector('meta[name="exness-ws-url"]').content;
   socket = new Socket(wsUrl, {
-    getToken: api.token, onMessage, onResync, onStatus,
+    getToken: api.token,
+    onMessage,
+    onResync,
+    onStatus,
     onTokenExpired: () => api.refresh().catch(() => {}),
   });
   const [{ instruments }, { quotes }] = await Promise.all([api.publicGet("/instruments"), api.publicGet("/quotes")]);
@@ -419,13 +441,23 @@ async function start() {
   buildIntervals();
   highlightSymbol();
   store.on("quote", (quote) => scheduleFrame(quote.symbol));
-  store.on("positions", () => { tables.renderPositions(); drawLines(); tables.renderAccount(); });
-  store.on("orders", () => { tables.renderOrders(); drawLines(); });
+  store.on("positions", () => {
+    tables.renderPositions();
+    drawLines();
+    tables.renderAccount();
+  });
+  store.on("orders", () => {
+    tables.renderOrders();
+    drawLines();
+  });
   store.on("account", () => tables.renderAccount());
   quotes.forEach(store.setQuote);
   const symbols = [...state.instruments.keys()];
-  socket.subscribe([...symbols.map((symbol) => `quotes:${symbol}`), ...symbols.map((symbol) => `candles:${symbol}:1d`),
-    chartChannel()]);
+  socket.subscribe([
+    ...symbols.map((symbol) => `quotes:${symbol}`),
+    ...symbols.map((symbol) => `candles:${symbol}:1d`),
+    chartChannel(),
+  ]);
   socket.connect();
   mountChart(document.getElementById("chart"));
   ticket.mountTicket(document.getElementById("ticket"), { place: trade });

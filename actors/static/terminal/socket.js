@@ -25,7 +25,7 @@ export class Socket {
     this.nextId = 1;
     this.attempt = 0;
     this.ws = null;
-    this.online = null;   // unknown until the first attempt opens or fails
+    this.online = null; // unknown until the first attempt opens or fails
   }
 
   connect() {

@@ -4,12 +4,12 @@
 const listeners = new Map();
 
 export const state = {
-  instruments: new Map(),   // symbol -> instrument (decimals, leverage, maintenance_ratio)
-  quotes: new Map(),        // symbol -> {bid, ask, ts}
-  dayOpen: new Map(),       // symbol -> open of the day's candle
-  account: null,            // the HTTP account summary, kept live from balance events
-  positions: new Map(),     // id -> position
-  orders: new Map(),        // id -> pending order
+  instruments: new Map(), // symbol -> instrument (decimals, leverage, maintenance_ratio)
+  quotes: new Map(), // symbol -> {bid, ask, ts}
+  dayOpen: new Map(), // symbol -> open of the day's candle
+  account: null, // the HTTP account summary, kept live from balance events
+  positions: new Map(), // id -> position
+  orders: new Map(), // id -> pending order
   symbol: "BTCUSDT",
   interval: "1m",
   signedIn: false,

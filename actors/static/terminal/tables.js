@@ -5,7 +5,7 @@ import { floorDiv, fromUnits, money, moneyText, pnlCents, toUnits } from "./deci
 import { group, percent, REASONS, signed, time, tone } from "./format.js";
 import { state } from "./state.js";
 
-const pnlCells = new Map();   // position id -> its P&L cell
+const pnlCells = new Map(); // position id -> its P&L cell
 let actions;
 
 function cell(text, className) {
@@ -39,15 +39,20 @@ function empty(tbody, columns, text) {
   tbody.replaceChildren(row);
 }
 
-const parsed = new Map();      // position id -> its numbers as units, parsed once per change
-const lastPnl = new Map();     // position id -> unrealized cents at the last quote drawn
+const parsed = new Map(); // position id -> its numbers as units, parsed once per change
+const lastPnl = new Map(); // position id -> unrealized cents at the last quote drawn
 
 function units(position, instrument) {
   const key = `${position.qty}|${position.open_price}|${position.margin}`;
   let entry = parsed.get(position.id);
   if (!entry || entry.key !== key) {
     const { price_decimals: pd, qty_decimals: qd } = instrument;
-    entry = { key, qty: toUnits(position.qty, qd), open: toUnits(position.open_price, pd), floor: -money(position.margin) };
+    entry = {
+      key,
+      qty: toUnits(position.qty, qd),
+      open: toUnits(position.open_price, pd),
+      floor: -money(position.margin),
+    };
     parsed.set(position.id, entry);
   }
   return entry;
@@ -79,11 +84,17 @@ export function mountTables({ onAction }) {
   }
 }
 
-const positionRows = new Map();   // position id -> {signature, row}: unchanged rows are kept
+const positionRows = new Map(); // position id -> {signature, row}: unchanged rows are kept
 
 function positionRow(position) {
-  const signature = [position.qty, position.open_price, position.margin, position.take_profit, position.stop_loss,
-    position.liquidation_price].join("|");
+  const signature = [
+    position.qty,
+    position.open_price,
+    position.margin,
+    position.take_profit,
+    position.stop_loss,
+    position.liquidation_price,
+  ].join("|");
   const cached = positionRows.get(position.id);
   if (cached && cached.signature === signature) return cached.row;
   const id = position.id;
@@ -91,12 +102,22 @@ function positionRow(position) {
   row.dataset.id = id;
   const pnl = cell("", "num");
   pnlCells.set(id, pnl);
-  row.append(cell(position.symbol), cell(position.side, position.side), cell(position.qty, "num"),
-    cell(group(position.open_price), "num"), cell(group(position.margin), "num"), cell(`${position.leverage}×`, "num"),
-    cell(group(position.take_profit), "num"), cell(group(position.stop_loss), "num"),
-    cell(group(position.liquidation_price), "num"), pnl,
-    actionsCell(button("Edit", () => editPosition(state.positions.get(id))),
-      button("Close", () => actions({ action: "close", position_id: id }), "small danger")));
+  row.append(
+    cell(position.symbol),
+    cell(position.side, position.side),
+    cell(position.qty, "num"),
+    cell(group(position.open_price), "num"),
+    cell(group(position.margin), "num"),
+    cell(`${position.leverage}×`, "num"),
+    cell(group(position.take_profit), "num"),
+    cell(group(position.stop_loss), "num"),
+    cell(group(position.liquidation_price), "num"),
+    pnl,
+    actionsCell(
+      button("Edit", () => editPosition(state.positions.get(id))),
+      button("Close", () => actions({ action: "close", position_id: id }), "small danger"),
+    ),
+  );
   positionRows.set(id, { signature, row });
   return row;
 }
@@ -137,7 +158,7 @@ export function updatePnl(symbol) {
     const pnl = unrealized(position);
     lastPnl.set(id, pnl);
     const text = moneyText(pnl);
-    if (td.dataset.value === text) continue;   // untouched cells cost no layout
+    if (td.dataset.value === text) continue; // untouched cells cost no layout
     td.dataset.value = text;
     td.textContent = signed(text);
     td.className = `num ${tone(text)}`;
@@ -151,16 +172,27 @@ export function renderOrders() {
     empty(tbody, 9, "No pending orders");
     return;
   }
-  const rows = [...state.orders.values()].sort((a, b) => Number(b.id) - Number(a.id)).map((order) => {
-    const row = document.createElement("tr");
-    row.dataset.id = order.id;
-    row.append(cell(order.symbol), cell(order.side, order.side), cell(order.type), cell(group(order.price), "num"),
-      cell(order.qty, "num"), cell(group(order.margin), "num"), cell(group(order.take_profit), "num"),
-      cell(group(order.stop_loss), "num"),
-      actionsCell(button("Edit", () => editOrder(state.orders.get(order.id))),
-        button("Cancel", () => actions({ action: "cancel", order_id: order.id }), "small danger")));
-    return row;
-  });
+  const rows = [...state.orders.values()]
+    .sort((a, b) => Number(b.id) - Number(a.id))
+    .map((order) => {
+      const row = document.createElement("tr");
+      row.dataset.id = order.id;
+      row.append(
+        cell(order.symbol),
+        cell(order.side, order.side),
+        cell(order.type),
+        cell(group(order.price), "num"),
+        cell(order.qty, "num"),
+        cell(group(order.margin), "num"),
+        cell(group(order.take_profit), "num"),
+        cell(group(order.stop_loss), "num"),
+        actionsCell(
+          button("Edit", () => editOrder(state.orders.get(order.id))),
+          button("Cancel", () => actions({ action: "cancel", order_id: order.id }), "small danger"),
+        ),
+      );
+      return row;
+    });
   tbody.replaceChildren(...rows);
 }
 
@@ -169,10 +201,16 @@ export function renderHistory(positions, { append }) {
   const rows = positions.map((closed) => {
     const row = document.createElement("tr");
     row.dataset.id = closed.position_id;
-    row.append(cell(time(closed.closed_at)), cell(closed.symbol), cell(closed.side, closed.side),
-      cell(closed.qty, "num"), cell(group(closed.open_price), "num"), cell(group(closed.close_price), "num"),
+    row.append(
+      cell(time(closed.closed_at)),
+      cell(closed.symbol),
+      cell(closed.side, closed.side),
+      cell(closed.qty, "num"),
+      cell(group(closed.open_price), "num"),
+      cell(group(closed.close_price), "num"),
       cell(REASONS[closed.close_reason] || closed.close_reason, `reason ${closed.close_reason}`),
-      cell(signed(closed.pnl), `num ${tone(closed.pnl)}`));
+      cell(signed(closed.pnl), `num ${tone(closed.pnl)}`),
+    );
     return row;
   });
   if (append) tbody.append(...rows);
@@ -184,8 +222,14 @@ export function renderLedger(entries, { append }) {
   const tbody = document.querySelector("#ledger tbody");
   const rows = entries.map((entry) => {
     const row = document.createElement("tr");
-    row.append(cell(time(entry.ts)), cell(entry.kind.replace("_", " ")), cell(signed(entry.free_delta), "num"),
-      cell(signed(entry.locked_delta), "num"), cell(group(entry.balance), "num"), cell(entry.ref));
+    row.append(
+      cell(time(entry.ts)),
+      cell(entry.kind.replace("_", " ")),
+      cell(signed(entry.free_delta), "num"),
+      cell(signed(entry.locked_delta), "num"),
+      cell(group(entry.balance), "num"),
+      cell(entry.ref),
+    );
     return row;
   });
   if (append) tbody.append(...rows);
@@ -211,10 +255,13 @@ export function renderAccount() {
     upnl += lastPnl.has(position.id) ? lastPnl.get(position.id) : unrealized(position);
   }
   const equity = free + locked + upnl;
-  const level = locked > 0n ? fromUnits(floorDiv(equity * 10000n, locked), 2) : null;   // as the server
+  const level = locked > 0n ? fromUnits(floorDiv(equity * 10000n, locked), 2) : null; // as the server
   const values = {
-    balance: group(moneyText(free + locked)), equity: group(moneyText(equity)), locked: group(moneyText(locked)),
-    free_margin: group(moneyText(free)), margin_level: percent(level),
+    balance: group(moneyText(free + locked)),
+    equity: group(moneyText(equity)),
+    locked: group(moneyText(locked)),
+    free_margin: group(moneyText(free)),
+    margin_level: percent(level),
   };
   for (const [name, text] of Object.entries(values)) {
     const dd = bar.querySelector(`[data-field="${name}"]`);
@@ -240,7 +287,9 @@ export function openDialog(title, fields, buttons) {
   const dialog = document.getElementById("edit-dialog");
   const form = dialog.querySelector("form");
   dialog.querySelector("[data-title]").textContent = title;
-  dialog.querySelector("[data-fields]").replaceChildren(...fields.map(([label, name, value]) => input(label, name, value)));
+  dialog
+    .querySelector("[data-fields]")
+    .replaceChildren(...fields.map(([label, name, value]) => input(label, name, value)));
   const error = dialog.querySelector("[data-error]");
   error.textContent = "";
   const run = (handler) => async () => {
@@ -254,39 +303,67 @@ export function openDialog(title, fields, buttons) {
   };
   dialog.querySelector("[data-actions]").replaceChildren(
     ...buttons.map(([label, handler, className]) => button(label, run(handler), className || "")),
-    button("Dismiss", () => dialog.close(), "ghost"));
+    button("Dismiss", () => dialog.close(), "ghost"),
+  );
   dialog.showModal();
 }
 
 // Empty means "remove" for TP/SL/trailing when it was set, "unchanged" when it was not.
-const removable = (value, before) => (value.trim() ? value.trim() : (before ? null : undefined));
+const removable = (value, before) => (value.trim() ? value.trim() : before ? null : undefined);
 
 function editPosition(position) {
-  openDialog(`Position #${position.id} · ${position.symbol} ${position.side}`, [
-    ["Take profit", "take_profit", position.take_profit], ["Stop loss", "stop_loss", position.stop_loss],
-    ["Trailing stop", "trailing_stop", position.trailing_stop], ["Close quantity", "qty", ""],
-    ["Add margin", "amount", ""],
-  ], [
-    ["Save TP/SL", (values) => actions({
-      action: "modify_position", position_id: position.id,
-      take_profit: removable(values.take_profit, position.take_profit),
-      stop_loss: removable(values.stop_loss, position.stop_loss),
-      trailing_stop: removable(values.trailing_stop, position.trailing_stop),
-    }), "primary"],
-    ["Close part", (values) => actions({ action: "close", position_id: position.id, qty: values.qty.trim() })],
-    ["Add margin", (values) => actions({ action: "add_margin", position_id: position.id, amount: values.amount.trim() })],
-  ]);
+  openDialog(
+    `Position #${position.id} · ${position.symbol} ${position.side}`,
+    [
+      ["Take profit", "take_profit", position.take_profit],
+      ["Stop loss", "stop_loss", position.stop_loss],
+      ["Trailing stop", "trailing_stop", position.trailing_stop],
+      ["Close quantity", "qty", ""],
+      ["Add margin", "amount", ""],
+    ],
+    [
+      [
+        "Save TP/SL",
+        (values) =>
+          actions({
+            action: "modify_position",
+            position_id: position.id,
+            take_profit: removable(values.take_profit, position.take_profit),
+            stop_loss: removable(values.stop_loss, position.stop_loss),
+            trailing_stop: removable(values.trailing_stop, position.trailing_stop),
+          }),
+        "primary",
+      ],
+      ["Close part", (values) => actions({ action: "close", position_id: position.id, qty: values.qty.trim() })],
+      [
+        "Add margin",
+        (values) => actions({ action: "add_margin", position_id: position.id, amount: values.amount.trim() }),
+      ],
+    ],
+  );
 }
 
 function editOrder(order) {
-  openDialog(`Order #${order.id} · ${order.symbol} ${order.side} ${order.type}`, [
-    ["Price", "price", order.price], ["Take profit", "take_profit", order.take_profit],
-    ["Stop loss", "stop_loss", order.stop_loss],
-  ], [
-    ["Save order", (values) => actions({
-      action: "modify_order", order_id: order.id, price: values.price.trim() || undefined,
-      take_profit: removable(values.take_profit, order.take_profit),
-      stop_loss: removable(values.stop_loss, order.stop_loss),
-    }), "primary"],
-  ]);
+  openDialog(
+    `Order #${order.id} · ${order.symbol} ${order.side} ${order.type}`,
+    [
+      ["Price", "price", order.price],
+      ["Take profit", "take_profit", order.take_profit],
+      ["Stop loss", "stop_loss", order.stop_loss],
+    ],
+    [
+      [
+        "Save order",
+        (values) =>
+          actions({
+            action: "modify_order",
+            order_id: order.id,
+            price: values.price.trim() || undefined,
+            take_profit: removable(values.take_profit, order.take_profit),
+            stop_loss: removable(values.stop_loss, order.stop_loss),
+          }),
+        "primary",
+      ],
+    ],
+  );
 }

@@ -45,8 +45,15 @@ function preview(side) {
     const { price_decimals: pd, qty_decimals: qd } = instrument;
     const qty = qtyForMargin(margin, leverage, price, pd, qd);
     if (qty <= 0n || margin <= 0n || !(leverage >= 1)) return null;
-    const liquidation = liquidationPrice(side === "buy", qty, price, margin,
-      ratioToBps(instrument.maintenance_ratio), pd, qd);
+    const liquidation = liquidationPrice(
+      side === "buy",
+      qty,
+      price,
+      margin,
+      ratioToBps(instrument.maintenance_ratio),
+      pd,
+      qd,
+    );
     return { qty: fromUnits(qty, qd), liquidation: fromUnits(liquidation, pd), margin: fromUnits(margin, 2) };
   } catch {
     return null;
@@ -63,7 +70,9 @@ export function refresh() {
   form.querySelector('[data-price="bid"]').textContent = quote ? " " + group(quote.bid) : "";
   const buy = preview("buy");
   const sell = preview("sell");
-  const show = (name, text) => { form.querySelector(`[data-preview="${name}"]`).textContent = text; };
+  const show = (name, text) => {
+    form.querySelector(`[data-preview="${name}"]`).textContent = text;
+  };
   show("qty", buy ? `${buy.qty} ${state.symbol.replace(/USDT$/, "")}` : "—");
   show("margin", buy ? `${group(buy.margin)} USD` : "—");
   show("liquidation-buy", buy ? group(buy.liquidation) : "—");
@@ -72,8 +81,12 @@ export function refresh() {
 
 function request(side) {
   const body = {
-    action: "place", symbol: state.symbol, side, type: orderType(),
-    margin: field("margin"), leverage: Number(field("leverage")),
+    action: "place",
+    symbol: state.symbol,
+    side,
+    type: orderType(),
+    margin: field("margin"),
+    leverage: Number(field("leverage")),
     client_order_id: `web-${crypto.randomUUID()}`,
   };
   if (!/^\d+$/.test(field("leverage"))) body.leverage = field("leverage");
@@ -99,8 +112,9 @@ async function submit(side) {
     const result = await placeOrder(request(side));
     const { order, position } = result;
     if (position) {
-      fill.textContent = `Filled ${position.side} ${position.qty} ${position.symbol} at ${group(position.open_price)}`
-        + ` · margin ${group(position.margin)} · liquidation ${group(position.liquidation_price)}`;
+      fill.textContent =
+        `Filled ${position.side} ${position.qty} ${position.symbol} at ${group(position.open_price)}` +
+        ` · margin ${group(position.margin)} · liquidation ${group(position.liquidation_price)}`;
     } else if (order) {
       fill.textContent = `Order #${order.id} placed: ${order.side} ${order.type} at ${group(order.price)}`;
     }
