@@ -33,7 +33,7 @@ from werkzeug.exceptions import HTTPException
 
 from actors import edge
 from actors.auth_tokens import AuthError, TokenIssuer
-from actors.gateway import _auth, _market, _ops, _trading
+from actors.gateway import _auth, _market, _ops, _trading, _web
 from actors.gateway._common import MISSING_TOKEN, Gateway, NoContent, PlainText, json_response, rate_limited
 from actors.gateway._links import add_links
 from actors.gateway._schemas import REQUEST_EXAMPLES, SCHEMA_RULES, SYMBOL_MARKER, CloseRequest
@@ -235,6 +235,7 @@ def create_app(*, handle: Any, store: Any, candles: Any, cfg: Any, tokens: Optio
     _trading.register(app, gateway)
     _market.register(app, gateway)
     _ops.register(app, gateway)
+    _web.register(app, cfg)
     return app
 
 
@@ -265,9 +266,9 @@ def _install_hooks(app: QuartTrio, gateway: Gateway) -> None:
         headers["Referrer-Policy"] = "no-referrer"
         if path.startswith("/static/"):
             headers["Cache-Control"] = "public, max-age=86400"
-        else:
-            headers["Cache-Control"] = "no-store"
-            headers["Content-Security-Policy"] = _DOCS_CSP if path == "/docs" else _API_CSP
+        else:   # the terminal's routes set their own (actors.gateway._web)
+            headers.setdefault("Cache-Control", "no-store")
+            headers.setdefault("Content-Security-Policy", _DOCS_CSP if path == "/docs" else _API_CSP)
         if origins:
             origin = request.headers.get("Origin")
             if origin and (any_origin or origin in origins):

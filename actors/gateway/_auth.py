@@ -13,6 +13,10 @@
   its child in the same family; presenting a spent token again revokes the whole family (someone
   holds a copy: every session descended from that sign-in ends). Sign-out revokes the family.
   Access tokens already issued stay valid until they expire (``[auth] access_ttl_s``).
+* **Browsers**: a sign-in with ``refresh_cookie: true`` gets its refresh token as an HttpOnly,
+  SameSite=Strict cookie scoped to ``/api/v1/auth`` instead of in the body (the web terminal keeps
+  no token where scripts can read it); refresh and sign-out without a body token use the cookie,
+  rotate it and clear it when it is refused or revoked.
 * **Throttling**: sign-up per IP; failed sign-ins (a failure budget, see :mod:`actors.ratelimit`)
   first per (e-mail, client IP), so a stranger guessing someone's password spends only their own
   budget and the owner can still sign in from elsewhere; then, much larger, per e-mail from all
@@ -32,11 +36,12 @@ import trio
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 from quart import Response, request
+from werkzeug.http import dump_cookie
 
 from actors import edge
 from actors.gateway._common import API, Gateway, NoContent, doc, json_response, rate_limited
 from actors.gateway._params import invalid
-from actors.gateway._schemas import Credentials, RefreshRequest, SignupResult, TokenPair
+from actors.gateway._schemas import Credentials, RefreshRequest, SigninRequest, SignupResult, TokenPair
 from actors.gateway._settings import GatewaySettings
 from actors.messages import EngineStopped, Overloaded
 from actors.ratelimit import retry_after_header
@@ -52,6 +57,8 @@ MIN_PASSWORD = 8
 MAX_PASSWORD = 128
 MAX_EMAIL = 254
 MAX_REFRESH_TOKEN = 256
+REFRESH_COOKIE = "exness_refresh"
+REFRESH_COOKIE_PATH = "/api/v1/auth"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _EMAIL = re.compile(rf"^[^@\s\x00-\x1f\x7f]{{1,64}}@{_LABEL}(?:\.{_LABEL})+$")
 
@@ -106,9 +113,10 @@ def normalise_email(value: Any) -> str:
 def _credentials(body: Any, *, signup: bool) -> tuple[str, str]:
     if not isinstance(body, dict):
         raise edge.EdgeError(400, "VALIDATION_ERROR", "the request body must be a JSON object", {})
+    allowed = ("email", "password") if signup else ("email", "password", "refresh_cookie")
     for name in body:
-        if name not in ("email", "password"):
-            raise invalid(name, "unknown field (allowed: email, password)")
+        if name not in allowed:
+            raise invalid(name, f"unknown field (allowed: {', '.join(allowed)})")
     for name in ("email", "password"):
         if body.get(name) is None:
             raise invalid(name, "is required")
@@ -124,26 +132,50 @@ def _credentials(body: Any, *, signup: bool) -> tuple[str, str]:
     return email, password
 
 
-def _refresh_token(body: Any) -> str:
+def _wants_cookie(body: dict) -> bool:
+    flag = body.get("refresh_cookie", False)
+    if not isinstance(flag, bool):
+        raise invalid("refresh_cookie", "must be true or false")
+    return flag
+
+
+def _refresh_token(body: Any) -> tuple[str, bool]:
+    """The refresh token to spend and whether it came from the cookie (the body's wins)."""
+    if body is None:
+        body = {}
     if not isinstance(body, dict):
         raise edge.EdgeError(400, "VALIDATION_ERROR", "the request body must be a JSON object", {})
     for name in body:
         if name != "refresh_token":
             raise invalid(name, "unknown field (allowed: refresh_token)")
     token = body.get("refresh_token")
-    if token is None:
-        raise invalid("refresh_token", "is required")
+    from_cookie = token is None
+    if from_cookie:
+        token = request.cookies.get(REFRESH_COOKIE)
+        if not token:
+            raise invalid("refresh_token", f"is required (in the body, or the {REFRESH_COOKIE} cookie of a "
+                                           "sign-in with refresh_cookie)")
     if not isinstance(token, str) or not token or len(token) > MAX_REFRESH_TOKEN:
         raise invalid("refresh_token", "must be the refresh_token string from sign-in or refresh")
-    return token
+    return token, from_cookie
+
+
+def _refresh_cookie(token: str, max_age: int) -> str:
+    """The ``Set-Cookie`` value carrying ``token`` (an empty token and max_age 0 clear it).
+    ``Secure`` when the request came over HTTPS: plain-HTTP development still works."""
+    return dump_cookie(REFRESH_COOKIE, token, max_age=max_age, path=REFRESH_COOKIE_PATH,
+                       secure=request.scheme == "https", httponly=True, samesite="Strict")
 
 
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
-def _unauthorized(code: str, message: str) -> edge.EdgeError:
-    return edge.EdgeError(401, code, message, {}, headers={"WWW-Authenticate": 'Bearer realm="exness"'})
+def _unauthorized(code: str, message: str, *, clear_cookie: bool = False) -> edge.EdgeError:
+    headers = {"WWW-Authenticate": 'Bearer realm="exness"'}
+    if clear_cookie:
+        headers["Set-Cookie"] = _refresh_cookie("", 0)
+    return edge.EdgeError(401, code, message, {}, headers=headers)
 
 
 def register(app: Any, gw: Gateway) -> None:
@@ -161,14 +193,17 @@ def register(app: Any, gw: Gateway) -> None:
             raise rejection
         await store.mark_account_ready(user.user_id)
 
-    async def issue_pair(user_id: int, account_id: int, refresh_token: str) -> Response:
+    async def issue_pair(user_id: int, account_id: int, refresh_token: str, *, cookie: bool) -> Response:
         assert gw.tokens is not None
-        return json_response({
+        response = json_response({
             "access_token": gw.tokens.issue_access(user_id, account_id),
-            "refresh_token": refresh_token, "token_type": "Bearer",
+            "refresh_token": None if cookie else refresh_token, "token_type": "Bearer",
             "expires_in": gw.tokens.access_ttl_s, "refresh_expires_in": settings.refresh_ttl_s,
             "user_id": str(user_id), "account_id": str(account_id),
         })
+        if cookie:
+            response.headers["Set-Cookie"] = _refresh_cookie(refresh_token, settings.refresh_ttl_s)
+        return response
 
     @app.post(f"{API}/auth/signup")
     @doc(request_model=Credentials, response=SignupResult, status=201, errors=(400, 409, 413, 415, 429),
@@ -198,7 +233,7 @@ def register(app: Any, gw: Gateway) -> None:
         return json_response({"user_id": str(user.user_id)}, 201)
 
     @app.post(f"{API}/auth/signin")
-    @doc(request_model=Credentials, response=TokenPair, errors=(400, 401, 413, 415, 429, 503),
+    @doc(request_model=SigninRequest, response=TokenPair, errors=(400, 401, 413, 415, 429, 503),
          auth=False, tag="auth")
     async def signin() -> Response:
         """Exchange e-mail and password for an access token and a refresh token.
@@ -206,8 +241,11 @@ def register(app: Any, gw: Gateway) -> None:
         Wrong e-mail and wrong password answer the same 401 INVALID_CREDENTIALS. Repeated
         failures for one e-mail from one address are throttled first (429 with Retry-After), so a
         stranger cannot lock the owner out; failures for one e-mail from many addresses, or from
-        one address for many e-mails, are throttled past larger budgets."""
-        email, password = _credentials(await gw.json_body(), signup=False)
+        one address for many e-mails, are throttled past larger budgets. With ``refresh_cookie``
+        the refresh token comes as an HttpOnly cookie instead (for browsers)."""
+        body = await gw.json_body()
+        email, password = _credentials(body, signup=False)
+        cookie = _wants_cookie(body)
         address = request.remote_addr
         wait = max(gw.signin_client_failures.retry_after((email, address)),
                    gw.signin_email_failures.retry_after(email), gw.signin_ip_failures.retry_after(address))
@@ -229,7 +267,7 @@ def register(app: Any, gw: Gateway) -> None:
                                       family_id=secrets.token_hex(16), issued_at=now,
                                       expires_at=now + settings.refresh_ttl_s * 1_000_000_000)
         log.info("event=signin user_id=%d", user.user_id)
-        return await issue_pair(user.user_id, user.account_id, refresh_token)
+        return await issue_pair(user.user_id, user.account_id, refresh_token, cookie=cookie)
 
     @app.post(f"{API}/auth/refresh")
     @doc(request_model=RefreshRequest, response=TokenPair, errors=(400, 401, 413, 415, 429),
@@ -238,8 +276,9 @@ def register(app: Any, gw: Gateway) -> None:
         """Spend a refresh token for a new access token and a new refresh token.
 
         A refresh token works once. Presenting a spent one again revokes every token descended
-        from the same sign-in (401 REFRESH_TOKEN_REUSED): sign in again."""
-        old = _refresh_token(await gw.json_body())
+        from the same sign-in (401 REFRESH_TOKEN_REUSED): sign in again. Without a body token
+        the exness_refresh cookie is spent and its successor set in its place."""
+        old, from_cookie = _refresh_token(await gw.json_body(optional=True))
         new = secrets.token_urlsafe(32)
         now = gw.clock()
         rotation = await store.rotate_refresh_token(
@@ -248,17 +287,21 @@ def register(app: Any, gw: Gateway) -> None:
         outcome = rotation.outcome
         if outcome == "rotated":
             assert rotation.user_id is not None and rotation.account_id is not None
-            return await issue_pair(rotation.user_id, rotation.account_id, new)
+            return await issue_pair(rotation.user_id, rotation.account_id, new, cookie=from_cookie)
         if outcome == "reused":
             log.warning("event=refresh_token_reused user_id=%s family=%s action=family_revoked",
                         rotation.user_id, rotation.family_id)
             raise _unauthorized("REFRESH_TOKEN_REUSED", "this refresh token was already used; every "
-                                "session from the same sign-in is now revoked: sign in again")
+                                "session from the same sign-in is now revoked: sign in again",
+                                clear_cookie=from_cookie)
         if outcome == "revoked":
-            raise _unauthorized("REFRESH_TOKEN_REVOKED", "this refresh token was revoked: sign in again")
+            raise _unauthorized("REFRESH_TOKEN_REVOKED", "this refresh token was revoked: sign in again",
+                                clear_cookie=from_cookie)
         if outcome == "expired":
-            raise _unauthorized("REFRESH_TOKEN_EXPIRED", "this refresh token has expired: sign in again")
-        raise _unauthorized("INVALID_REFRESH_TOKEN", "unknown refresh token: sign in again")
+            raise _unauthorized("REFRESH_TOKEN_EXPIRED", "this refresh token has expired: sign in again",
+                                clear_cookie=from_cookie)
+        raise _unauthorized("INVALID_REFRESH_TOKEN", "unknown refresh token: sign in again",
+                            clear_cookie=from_cookie)
 
     @app.post(f"{API}/auth/signout")
     @doc(request_model=RefreshRequest, response=NoContent, status=204, errors=(400, 401, 413, 415, 429),
@@ -266,8 +309,12 @@ def register(app: Any, gw: Gateway) -> None:
     async def signout() -> Response:
         """Revoke the refresh token and every token from the same sign-in (204).
 
-        Signing out twice with the same token is fine; an unknown token is 401."""
-        token = _refresh_token(await gw.json_body())
+        Signing out twice with the same token is fine; an unknown token is 401. Without a body
+        token the exness_refresh cookie is revoked and cleared."""
+        token, from_cookie = _refresh_token(await gw.json_body(optional=True))
         if not await store.revoke_refresh_family(_digest(token), now=gw.clock()):
-            raise _unauthorized("INVALID_REFRESH_TOKEN", "unknown refresh token")
-        return Response("", status=204)
+            raise _unauthorized("INVALID_REFRESH_TOKEN", "unknown refresh token", clear_cookie=from_cookie)
+        response = Response("", status=204)
+        if from_cookie:
+            response.headers["Set-Cookie"] = _refresh_cookie("", 0)
+        return response

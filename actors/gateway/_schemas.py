@@ -65,17 +65,26 @@ class Credentials(msgspec.Struct, **_struct):
     password: Annotated[str, Meta(min_length=8, max_length=128)]
 
 
+class SigninRequest(Credentials, **_struct):
+    refresh_cookie: Annotated[bool, Meta(
+        description="true: the refresh token is set as an HttpOnly, SameSite=Strict cookie scoped to "
+                    "/api/v1/auth (for browsers) and the body's refresh_token is null")] = False
+
+
 class SignupResult(msgspec.Struct, kw_only=True):
     user_id: Id
 
 
 class RefreshRequest(msgspec.Struct, **_struct):
-    refresh_token: str
+    refresh_token: Annotated[Optional[str], Meta(
+        description="the refresh_token from sign-in or the last refresh; omit it to use the "
+                    "exness_refresh cookie of a sign-in with refresh_cookie")] = None
 
 
 class TokenPair(msgspec.Struct, kw_only=True):
     access_token: Annotated[str, Meta(description="JWT for `Authorization: Bearer …`")]
-    refresh_token: Annotated[str, Meta(description="opaque, single use: refresh spends it")]
+    refresh_token: Annotated[Optional[str], Meta(
+        description="opaque, single use: refresh spends it; null when it was set as the cookie")]
     token_type: Literal["Bearer"]
     expires_in: Annotated[int, Meta(description="seconds until the access token expires")]
     refresh_expires_in: Annotated[int, Meta(description="seconds until the refresh token expires")]
@@ -369,6 +378,8 @@ def _example(summary: str, value: Any) -> dict[str, Any]:
 #: Each works as is against a fresh account with BTCUSDT near 65000 (a test sends every one).
 REQUEST_EXAMPLES: dict[type, dict[str, dict[str, Any]]] = {
     Credentials: {"credentials": _example("e-mail and password", {
+        "email": "trader@example.com", "password": "correct horse battery"})},
+    SigninRequest: {"credentials": _example("e-mail and password", {
         "email": "trader@example.com", "password": "correct horse battery"})},
     RefreshRequest: {"refresh_token": _example("the refresh_token from sign-in or the last refresh", {
         "refresh_token": "paste-the-refresh_token-from-signin"})},

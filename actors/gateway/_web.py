@@ -1,0 +1,142 @@
+"""The web trading terminal: its page at ``/`` and its versioned assets under ``/terminal/``.
+
+The page is plain ES modules and CSS in ``actors/static/terminal/`` (shipped in the wheel). Its
+assets are served under ``/terminal/<version>/…`` where the version is a digest of the directory's
+files, so they are cached for a year (``immutable``) and a new release changes every URL; the
+page itself is ``no-cache``. ``index.html`` is a template with two placeholders: the asset base
+and the WebSocket URL (a ``<meta>`` tag, so the page needs no inline script).
+
+Content-Security-Policy of the page: scripts, styles, images and fonts from this origin only (no
+inline script or style, no ``eval``), ``connect-src`` this origin and the WebSocket's origin.
+
+``[web] ws_url`` [""]: the WebSocket URL the page connects to. Empty: the page's own host name on
+``[ws] port`` (``wss`` when the page came over HTTPS). Set it behind one host, e.g.
+``wss://trade.example.com/ws`` (split mode: any gateway plus the ws role behind a proxy).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import html
+import mimetypes
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+from quart import Response, request
+from quart_schema import hide
+from werkzeug.exceptions import NotFound
+from werkzeug.security import safe_join
+
+from actors.config import ConfigError
+
+__all__ = ["register", "asset_version", "TERMINAL_DIR", "WebSettings"]
+
+TERMINAL_DIR = Path(__file__).resolve().parent.parent / "static" / "terminal"
+ASSET_CACHE = "public, max-age=31536000, immutable"
+_CONTENT_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css",
+                  ".svg": "image/svg+xml", ".png": "image/png"}
+
+
+def _page_csp(ws_origin: str) -> str:
+    return ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            f"font-src 'self'; connect-src 'self' {ws_origin}; manifest-src 'self'; "
+            "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+
+
+@functools.cache
+def asset_version() -> str:
+    """A digest of every file under the terminal directory (names and contents)."""
+    digest = hashlib.sha256()
+    for path in sorted(TERMINAL_DIR.rglob("*")):
+        if path.is_file() and path.name != "index.html":
+            digest.update(path.relative_to(TERMINAL_DIR).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _checked_ws_url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"[web] ws_url = {value!r}: expected a string such as \"wss://trade.example.com/ws\"")
+    if value:
+        parts = urlsplit(value)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise ConfigError(f"[web] ws_url = {value!r}: expected ws://HOST[:PORT][/PATH] or wss://…, or \"\"")
+    return value
+
+
+@attrs.frozen(kw_only=True)
+class WebSettings:
+    ws_url: str = ""
+    ws_port: int = 7070
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "WebSettings":
+        if cfg is None:
+            return cls()
+        return cls(ws_url=_checked_ws_url(cfg.get("web", "ws_url", "")),
+                   ws_port=int(cfg.get("ws", "port", 7070)))
+
+
+def _ws_url(settings: WebSettings) -> str:
+    if settings.ws_url:
+        return settings.ws_url
+    scheme = "wss" if request.scheme == "https" else "ws"
+    host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+    return f"{scheme}://{host}:{settings.ws_port}"
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+@functools.cache
+def _template() -> str:
+    return (TERMINAL_DIR / "index.html").read_text(encoding="utf-8")
+
+
+async def page(settings: WebSettings) -> Response:
+    """The terminal's page, its asset base and WebSocket URL filled in."""
+    ws_url = _ws_url(settings)
+    body = (_template().replace("{{base}}", f"/terminal/{asset_version()}")
+            .replace("{{ws_url}}", html.escape(ws_url, quote=True)))
+    return Response(body, status=200, content_type="text/html; charset=utf-8", headers={
+        "Cache-Control": "no-cache", "Content-Security-Policy": _page_csp(_origin(ws_url))})
+
+
+@functools.cache
+def _asset(name: str) -> tuple[bytes, str]:
+    """A file's bytes and content type, read once (the directory is part of the release)."""
+    joined = safe_join(str(TERMINAL_DIR), name)
+    if joined is None or name == "index.html" or not Path(joined).is_file():
+        raise NotFound()
+    content_type = (_CONTENT_TYPES.get(Path(joined).suffix) or mimetypes.guess_type(joined)[0]
+                    or "text/plain")
+    if content_type.startswith("text/") or content_type.endswith("javascript"):
+        content_type += "; charset=utf-8"
+    return Path(joined).read_bytes(), content_type
+
+
+async def asset(version: str, name: str) -> Response:
+    """A file of the terminal under its versioned URL; any other version is 404."""
+    if version != asset_version():
+        raise NotFound()
+    body, content_type = _asset(name)
+    return Response(body, status=200, content_type=content_type, headers={"Cache-Control": ASSET_CACHE})
+
+
+def register(app: Any, cfg: Any) -> None:
+    settings = WebSettings.from_config(cfg)
+
+    @app.get("/")
+    @hide
+    async def terminal_page() -> Response:
+        return await page(settings)
+
+    @app.get("/terminal/<version>/<path:name>")
+    @hide
+    async def terminal_asset(version: str, name: str) -> Response:
+        return await asset(version, name)
