@@ -26,7 +26,7 @@ __all__ = [
     "QuoteUpdated", "QuoteRejected", "AccountCreated", "BalanceChanged", "CommandRejected",
     "DuplicateCommand", "OrderAccepted", "OrderRejected", "OrderTriggered", "OrderCancelled",
     "OrderModified", "PositionOpened", "PositionUpdated", "PositionClosed", "SymbolHalted",
-    "SymbolResumed", "Event", "EVENT_TYPES", "REJECTIONS",
+    "SymbolResumed", "Event", "EVENT_TYPES",
 ]
 
 _define = attrs.define(slots=True, eq=True, repr=True)
@@ -222,6 +222,3 @@ EVENT_TYPES: dict[int, type] = {
     109: OrderTriggered, 110: OrderCancelled, 111: OrderModified, 112: PositionOpened,
     113: PositionUpdated, 114: PositionClosed, 115: SymbolHalted, 116: SymbolResumed,
 }
-
-#: The events that mean "this command was refused".
-REJECTIONS = (OrderRejected, CommandRejected)

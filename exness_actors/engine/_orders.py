@@ -27,8 +27,8 @@ from exness_actors.reasons import RejectReason as _R
 
 from ._positions import PositionRules
 from ._state import (
-    CANCELLED, CLOSE_REASON, EXPIRED, FILLED, KIND_ORDER_MARGIN, KIND_ORDER_RELEASE,
-    KIND_POSITION_MARGIN, LIMIT, LIQ, MARKET, PENDING, REJECTED, SL, STOP, TP,
+    BUY, CANCELLED, CLOSE_REASON, EXPIRED, FILLED, KIND_ORDER_MARGIN, KIND_ORDER_RELEASE,
+    KIND_POSITION_MARGIN, LIMIT, LIQ, MARKET, PENDING, REJECTED, SELL, SL, STOP, TP,
 )
 from ._validation import (
     MAX_AMOUNT, MAX_ID, MAX_LEVEL, MAX_QTY, OPTIONAL_INT, Reject, check_slippage,
@@ -80,9 +80,9 @@ class OrderRules(PositionRules):
             raise Reject(_R.UNKNOWN_SYMBOL, f"unknown symbol {cmd.symbol!r}")
         book = self.books[cmd.symbol]
         side, order_type = cmd.side, cmd.type
-        if side == "buy":
+        if side == BUY:
             is_long = True
-        elif side == "sell":
+        elif side == SELL:
             is_long = False
         else:
             raise Reject(_R.INVALID_COMMAND, f"side must be 'buy' or 'sell', not {side!r}")

@@ -20,7 +20,7 @@ from exness_actors.reasons import BalanceKind, CloseReason
 from exness_actors.reasons import RejectReason as _R
 
 from ._accounts import AccountRules
-from ._state import KIND_POSITION_CLOSE, LIQ, SL
+from ._state import BUY, KIND_POSITION_CLOSE, LIQ, SELL, SL
 from ._validation import (
     MAX_AMOUNT, Reject, check_stop_loss_before_liquidation, check_tpsl, is_int, is_optional_int,
     money_text, qty_text, stop_loss_inert, updated,
@@ -45,7 +45,7 @@ class PositionRules(AccountRules):
         account.positions[position_id] = position
         self._index_position(book, position)
         events.append(PositionOpened(
-            position_id, account.id, order_id, position.symbol, "buy" if is_long else "sell", qty,
+            position_id, account.id, order_id, position.symbol, BUY if is_long else SELL, qty,
             price, margin, leverage, liq, take_profit, stop_loss, trailing_stop, self.now))
         return position
 
@@ -82,7 +82,7 @@ class PositionRules(AccountRules):
             self._drop_inert_stop_loss(book, position)
             remaining = position.qty
         events.append(PositionClosed(
-            position.id, account.id, position.symbol, "buy" if position.is_long else "sell", reason,
+            position.id, account.id, position.symbol, BUY if position.is_long else SELL, reason,
             price, qty, position.open_price, margin, pnl, credit, remaining, now))
         events.append(BalanceChanged(
             account.id, KIND_POSITION_CLOSE, credit, -margin, account.free, account.locked,

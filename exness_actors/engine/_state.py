@@ -23,7 +23,7 @@ from exness_actors.commands import AccountId, OrderId, PositionId
 from exness_actors.events import CommandRejected, DuplicateCommand, Event
 from exness_actors.instruments import CoreConfig
 from exness_actors.model import Account, Book, Order, Position
-from exness_actors.reasons import BalanceKind, CloseReason, OrderStatus, RejectReason
+from exness_actors.reasons import BalanceKind, CloseReason, OrderStatus, OrderType, RejectReason, Side
 from exness_actors.triggers import PRIORITY, TriggerIndex
 
 from ._validation import TRANSIENT_REASONS, is_int
@@ -39,7 +39,8 @@ LIQ, SL, TRAIL, TP, ENTRY = (PRIORITY["liquidation"], PRIORITY["stop_loss"], PRI
                              PRIORITY["take_profit"], PRIORITY["entry"])
 #: trigger priority -> the close reason it gives (every priority but a pending entry's)
 CLOSE_REASON = {priority: CloseReason(name)._value_ for name, priority in PRIORITY.items() if priority != ENTRY}
-MARKET, LIMIT, STOP = "market", "limit", "stop"
+MARKET, LIMIT, STOP = OrderType.MARKET._value_, OrderType.LIMIT._value_, OrderType.STOP._value_
+BUY, SELL = Side.BUY._value_, Side.SELL._value_
 KIND_POSITION_MARGIN = BalanceKind.POSITION_MARGIN._value_
 KIND_POSITION_CLOSE = BalanceKind.POSITION_CLOSE._value_
 KIND_ORDER_MARGIN = BalanceKind.ORDER_MARGIN._value_

@@ -59,6 +59,7 @@ from exness_actors.testing.strategies import (
     modify_orders, modify_positions, place_orders, price_paths, quotes, resume_symbols,
     time_steps, withdraws,
 )
+from exness_actors.triggers import PRIORITY
 
 __all__ = ["TradingMachine", "machine_config", "ledger_view", "SYMBOLS", "START_PRICES", "STALE_AFTER_NS"]
 
@@ -72,8 +73,9 @@ START_PRICES = {"BTCUSD": 6_500_000, "XRPUSD": 5_000}
 
 _ORDER_OUTCOMES = (OrderAccepted, OrderRejected, DuplicateCommand)
 _REFUSALS = (CommandRejected, OrderRejected, DuplicateCommand)
-_CLOSE_PRIORITY = {"liquidation": 0, "stop_loss": 1, "trailing_stop": 2, "take_profit": 3}
-_ENTRY_PRIORITY = 4
+#: close reason -> processing order within a quote (the core's own table, less pending entries)
+_CLOSE_PRIORITY = {reason: priority for reason, priority in PRIORITY.items() if reason != "entry"}
+_ENTRY_PRIORITY = PRIORITY["entry"]
 
 #: Time between ordinary steps: short, so quotes stay fresh; rarely past the staleness limit.
 _STEP = time_steps(STALE_AFTER_NS, max_step_ns=20 * _NS_PER_MS, stale_percent=1)
