@@ -50,7 +50,7 @@ import msgpack
 from exness_actors import codec
 from exness_actors.commands import (
     AccountId, AddMargin, CancelOrder, ClosePosition, Command, CreateAccount, ModifyOrder, ModifyPosition,
-    PlaceOrder, PositionId, Quote,
+    OrderId, PlaceOrder, PositionId, Quote,
 )
 from exness_actors.engine import HASH_BLOCK, Engine
 from exness_actors.equity_chart import equity_svg
@@ -97,7 +97,7 @@ class LoadStats:
     """What :func:`load_ticks` read: rows turned into ticks, and skipped rows by reason."""
     ticks: int = 0
     malformed: int = 0
-    reasons: Counter = attrs.field(factory=Counter)
+    reasons: Counter[str] = attrs.field(factory=Counter)
 
     def skip(self, reason: str) -> None:
         self.malformed += 1
@@ -214,7 +214,7 @@ class StrategyView:
     recorded ones. ``ts`` is the quote's ns timestamp. ``state`` is a dict private to this run.
     """
 
-    def __init__(self, engine: Engine, account_id: int) -> None:
+    def __init__(self, engine: Engine, account_id: AccountId) -> None:
         self._engine = engine
         self.account_id = account_id
         self.symbol = ""
@@ -287,19 +287,19 @@ class StrategyView:
         return PlaceOrder(account_id=self.account_id, symbol=symbol, side=side, type=kind,
                           margin=self.cents(margin), leverage=leverage, price=price, **kw)
 
-    def close(self, position_id: int, qty: Optional[int] = None) -> ClosePosition:
+    def close(self, position_id: PositionId, qty: Optional[int] = None) -> ClosePosition:
         return ClosePosition(account_id=self.account_id, position_id=position_id, qty=qty)
 
-    def cancel(self, order_id: int) -> CancelOrder:
+    def cancel(self, order_id: OrderId) -> CancelOrder:
         return CancelOrder(account_id=self.account_id, order_id=order_id)
 
-    def modify_position(self, position_id: int, **kw: Any) -> ModifyPosition:
+    def modify_position(self, position_id: PositionId, **kw: Any) -> ModifyPosition:
         return ModifyPosition(account_id=self.account_id, position_id=position_id, **kw)
 
-    def modify_order(self, order_id: int, **kw: Any) -> ModifyOrder:
+    def modify_order(self, order_id: OrderId, **kw: Any) -> ModifyOrder:
         return ModifyOrder(account_id=self.account_id, order_id=order_id, **kw)
 
-    def add_margin(self, position_id: int, amount: Union[str, int]) -> AddMargin:
+    def add_margin(self, position_id: PositionId, amount: Union[str, int]) -> AddMargin:
         return AddMargin(account_id=self.account_id, position_id=position_id, amount=self.cents(amount))
 
 
@@ -312,7 +312,8 @@ def resolve_strategy(obj: Any) -> Strategy:
         obj = obj()
     if not callable(obj):
         raise TypeError(f"a strategy must be callable(view) -> list of commands, got {obj!r}")
-    return obj
+    strategy: Strategy = obj
+    return strategy
 
 
 # ---------------------------------------------------------------------------------------------- result
@@ -340,7 +341,7 @@ class BacktestResult:
     equity: list[tuple[int, int]]       # (ts ns, equity cents)
     summary: dict[str, Any]
     engine: Engine
-    events: Optional[list[tuple[int, int, list]]] = None   # (seq, ts, events) when kept
+    events: Optional[list[tuple[int, int, list[Event]]]] = None   # (seq, ts, events) when kept
 
 
 def percent(numerator: int, denominator: int, places: int = 2) -> str:
@@ -562,6 +563,7 @@ def _trade_ticks(run: _Run, ticks: Iterator[Tick], strategy: Callable[[StrategyV
         view.symbol = tick.symbol
         view.raw_bid, view.raw_ask = tick.bid, tick.ask
         book = engine.books[tick.symbol]
+        assert book.bid is not None and book.ask is not None   # the quote was accepted
         view.bid, view.ask, view.ts = book.bid, book.ask, quote.ts
         view.index = quotes - 1
         commands = strategy(view)

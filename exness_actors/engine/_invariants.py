@@ -42,7 +42,7 @@ def _check_indexes(state: EngineState, book: Book) -> None:
     symbol = book.instrument.symbol
     indexed = {(prio, ident) for index in (book.bid_falls, book.bid_rises, book.ask_rises, book.ask_falls)
                for _level, prio, ident in index.items()}
-    expected_entries = set()
+    expected_entries: set[tuple[int, int]] = set()
     for p in state.positions.values():
         if p.symbol == symbol:
             expected_entries.add((LIQ, p.id))

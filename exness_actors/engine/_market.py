@@ -85,7 +85,7 @@ class MarketRules(OrderRules):
         positions = self.positions
         for priority, ident in crossed:
             if priority == ENTRY:
-                order = self.orders.get(ident)
+                order = self.orders.get(OrderId(ident))
                 if order is None:
                     continue
                 if book.halted:
@@ -93,7 +93,7 @@ class MarketRules(OrderRules):
                     continue
                 self._trigger_entry(book, order, events)
             else:
-                position = positions.get(ident)
+                position = positions.get(PositionId(ident))
                 if position is None:
                     continue   # closed earlier in this same quote
                 price = book.bid if position.is_long else book.ask

@@ -164,7 +164,7 @@ def _check_books(engine: Engine) -> None:
     for symbol, book in engine.books.items():
         if (book.bid is None) != (book.ask is None):
             _fail(f"{symbol}: half a quote (bid {book.bid}, ask {book.ask})")
-        if book.bid is not None and not 0 < book.bid <= book.ask:
+        if book.bid is not None and book.ask is not None and not 0 < book.bid <= book.ask:
             _fail(f"{symbol}: the engine trades on a bad quote (bid {book.bid}, ask {book.ask})")
 
 

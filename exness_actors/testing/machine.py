@@ -44,7 +44,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from exness_actors import codec
-from exness_actors.commands import MAX_CLIENT_ID, Clock, CreateAccount, Deposit, PlaceOrder, Quote, Withdraw
+from exness_actors.commands import (
+    MAX_CLIENT_ID, AccountId, ClientOrderId, Clock, CreateAccount, Deposit, OrderId, PlaceOrder, Quote, Withdraw,
+)
 from exness_actors.engine import TRANSIENT_REASONS, Engine
 from exness_actors.events import (
     BalanceChanged, CommandRejected, DuplicateCommand, OrderAccepted, OrderCancelled,
@@ -136,7 +138,7 @@ class TradingMachine(RuleBasedStateMachine):
         self.deposited = 0
         self.withdrawn = 0
         #: account -> idempotency key ("o:…"/"f:…") -> (order id, reject reason), oldest first
-        self.recent: dict[int, dict[str, tuple[Optional[int], Optional[str]]]] = {}
+        self.recent: dict[AccountId, dict[str, tuple[Optional[OrderId], Optional[str]]]] = {}
         #: position id -> [is_long, symbol, distance, best price seen since the stop was set]
         self.trailing: dict[int, list[Any]] = {}
         self._applying = False
@@ -197,7 +199,7 @@ class TradingMachine(RuleBasedStateMachine):
         self.config = self.CONFIG_VARIANTS[variant % len(self.CONFIG_VARIANTS)]
         self.engine = Engine(self.config)
         for account_id, amount in enumerate(balances, start=1):
-            self.submit(CreateAccount(account_id=account_id, initial_deposit=amount), advance=1)
+            self.submit(CreateAccount(account_id=AccountId(account_id), initial_deposit=amount), advance=1)
         for symbol in SYMBOLS:
             self.submit(Quote(symbol=symbol, bid=START_PRICES[symbol], ask=START_PRICES[symbol]), advance=1)
 
@@ -346,7 +348,7 @@ class TradingMachine(RuleBasedStateMachine):
         if key.startswith("o:"):
             fresh = data.draw(place_orders(accounts=[account_id], symbols=SYMBOLS, invalid_percent=0,
                                            reference_prices=self.reference_prices(), now=self.ts))
-            fresh.client_order_id = key[2:]
+            fresh.client_order_id = ClientOrderId(key[2:])
             fresh.account_id = account_id
             command: Any = fresh
         else:
@@ -450,6 +452,7 @@ class TradingMachine(RuleBasedStateMachine):
 
     def _idempotency_key(self, command: Any) -> Optional[str]:
         """The key the engine will look up for ``command``, or ``None`` if it looks none up."""
+        key: str
         if isinstance(command, PlaceOrder):
             prefix, key = "o:", command.client_order_id
         elif isinstance(command, (Deposit, Withdraw)):
@@ -573,6 +576,7 @@ class TradingMachine(RuleBasedStateMachine):
         book = self.engine.books[order.symbol]
         instrument = book.instrument
         expected_price = book.ask if order.side == "buy" else book.bid
+        assert expected_price is not None
         expected_qty = qty_for_margin(order.margin, order.leverage, expected_price,
                                       instrument.price_decimals, instrument.qty_decimals)
         opened = [event for event in reply if isinstance(event, PositionOpened)]
@@ -678,8 +682,8 @@ class TradingMachine(RuleBasedStateMachine):
                 if event.trailing_stop is None:
                     self.trailing.pop(event.position_id, None)
                     continue
-                entry = self.trailing.get(event.position_id)
-                if entry is None or entry[2] != event.trailing_stop:
+                followed = self.trailing.get(event.position_id)
+                if followed is None or followed[2] != event.trailing_stop:
                     position = self.engine.positions[event.position_id]
                     book = books[position.symbol]
                     self.trailing[event.position_id] = [position.is_long, position.symbol, event.trailing_stop,
