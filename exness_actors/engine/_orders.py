@@ -17,9 +17,9 @@ from exness_actors.commands import (
 from exness_actors.events import (
     BalanceChanged, Event, OrderAccepted, OrderCancelled, OrderModified, OrderRejected, OrderTriggered,
 )
-from exness_actors.instruments import Instrument
 from exness_actors.model import (
-    NEW, OPEN, Account, Book, Order, check_order_transition, check_position_transition,
+    NEW, OPEN, ORDER_TRANSITIONS, POSITION_TRANSITIONS, Account, Book, Order, check_order_transition,
+    check_position_transition,
 )
 from exness_actors.money import liquidation_price, qty_for_margin
 from exness_actors.reasons import CancelReason
@@ -74,7 +74,11 @@ class OrderRules(PositionRules):
                                     reason=reason, message=message))
 
     def _place(self, account: Account, cmd: PlaceOrder, events: list[Event]) -> None:
-        """Validate the placement (raises Reject; nothing has changed yet), then place it."""
+        """Validate the placement (raises Reject; nothing has changed yet), then place it.
+
+        The market path stays inline here (it is the hot one); pending entries go on in
+        :meth:`_place_pending`.
+        """
         instrument = self.instruments.get(cmd.symbol)
         if instrument is None:
             raise Reject(_R.UNKNOWN_SYMBOL, f"unknown symbol {cmd.symbol!r}")
@@ -102,26 +106,24 @@ class OrderRules(PositionRules):
         margin = cmd.margin
         if not is_int(margin) or not 0 < margin <= MAX_AMOUNT:
             raise Reject(_R.INVALID_MARGIN, f"margin must be positive and at most {money_text(MAX_AMOUNT)}")
-        if book.bid is None or book.ask is None:
-            raise Reject(_R.NO_QUOTE, f"no quote for {cmd.symbol} yet")
-        if order_type == MARKET:
-            self._place_market(account, cmd, book, is_long, events)
-        else:
-            self._place_pending(account, cmd, book, is_long, events)
-
-    def _place_market(self, account: Account, cmd: PlaceOrder, book: Book, is_long: bool,
-                      events: list[Event]) -> None:
-        """A validated market order: fill it at the marked-up quote and open its position."""
-        instrument = book.instrument
         bid, ask = book.bid, book.ask
-        assert bid is not None and ask is not None
-        margin, leverage, now = cmd.margin, cmd.leverage, self.now
+        if bid is None or ask is None:
+            raise Reject(_R.NO_QUOTE, f"no quote for {cmd.symbol} yet")
+        if order_type != MARKET:
+            self._place_pending(account, cmd, book, is_long, events)
+            return
+        # ---- a market order: fill it at the marked-up quote and open its position
+        now = self.now
         if now - book.quote_ts > self._stale_after:
             raise Reject(_R.STALE_QUOTE, f"the last {cmd.symbol} quote is too old to trade on")
         price = ask if is_long else bid
         if cmd.slippage_bps is not None or cmd.expected_price is not None:
             check_slippage(cmd, is_long, price, instrument)
-        qty = self._checked_qty(margin, leverage, price, instrument)
+        qty = qty_for_margin(margin, leverage, price, instrument.price_decimals, instrument.qty_decimals)
+        if qty < instrument.min_qty:
+            raise Reject(_R.SIZE_TOO_SMALL, f"margin × leverage buys less than the minimum size {qty_text(instrument.min_qty, instrument)}")
+        if qty > MAX_QTY:
+            raise Reject(_R.INVALID_MARGIN, f"margin × leverage buys more than the largest position size {qty_text(MAX_QTY, instrument)}")
         close_price = bid if is_long else ask
         check_tpsl(is_long, close_price, cmd.take_profit, cmd.stop_loss, cmd.trailing_stop, instrument)
         liq = liquidation_price(is_long, qty, price, margin, instrument.maintenance_bps,
@@ -132,8 +134,10 @@ class OrderRules(PositionRules):
             check_stop_loss_before_liquidation(is_long, cmd.stop_loss, liq, instrument)
         if margin > account.free:
             raise Reject(_R.INSUFFICIENT_BALANCE, f"free balance {money_text(account.free)} is less than the margin {money_text(margin)}")
-        check_order_transition(NEW, FILLED)
-        check_position_transition(NEW, OPEN)
+        # The tables are read inline here (the order path is hot); the checkers raise the error.
+        if FILLED not in ORDER_TRANSITIONS[NEW] or OPEN not in POSITION_TRANSITIONS[NEW]:
+            check_order_transition(NEW, FILLED)
+            check_position_transition(NEW, OPEN)
         # ---- mutate
         order_id = self.next_order_id
         self.next_order_id = OrderId(order_id + 1)
@@ -165,7 +169,11 @@ class OrderRules(PositionRules):
         expires_at = cmd.expires_at
         if expires_at is not None and not now < expires_at <= MAX_ID:
             raise Reject(_R.INVALID_EXPIRY, "expires_at must be in the future")
-        qty = self._checked_qty(margin, leverage, price, instrument)
+        qty = qty_for_margin(margin, leverage, price, instrument.price_decimals, instrument.qty_decimals)
+        if qty < instrument.min_qty:
+            raise Reject(_R.SIZE_TOO_SMALL, f"margin × leverage buys less than the minimum size {qty_text(instrument.min_qty, instrument)}")
+        if qty > MAX_QTY:
+            raise Reject(_R.INVALID_MARGIN, f"margin × leverage buys more than the largest position size {qty_text(MAX_QTY, instrument)}")
         check_tpsl(is_long, price, cmd.take_profit, cmd.stop_loss, cmd.trailing_stop, instrument)
         if cmd.stop_loss is not None:
             check_stop_loss_before_liquidation(is_long, cmd.stop_loss, liquidation_price(
@@ -194,16 +202,6 @@ class OrderRules(PositionRules):
         events.append(BalanceChanged(
             account.id, KIND_ORDER_MARGIN, -margin, margin, account.free, account.locked,
             str(order_id), now))
-
-    @staticmethod
-    def _checked_qty(margin: int, leverage: int, price: int, instrument: Instrument) -> int:
-        """The quantity margin × leverage buys at ``price``, within the size limits."""
-        qty = qty_for_margin(margin, leverage, price, instrument.price_decimals, instrument.qty_decimals)
-        if qty < instrument.min_qty:
-            raise Reject(_R.SIZE_TOO_SMALL, f"margin × leverage buys less than the minimum size {qty_text(instrument.min_qty, instrument)}")
-        if qty > MAX_QTY:
-            raise Reject(_R.INVALID_MARGIN, f"margin × leverage buys more than the largest position size {qty_text(MAX_QTY, instrument)}")
-        return qty
 
     @staticmethod
     def _triggers_at_once(order_type: str, is_long: bool, price: int, market: int) -> bool:

@@ -14,7 +14,9 @@ from typing import Any, Optional
 
 from exness_actors.commands import AddMargin, ClosePosition, ModifyPosition, OrderId, PositionId
 from exness_actors.events import BalanceChanged, Event, PositionClosed, PositionOpened, PositionUpdated
-from exness_actors.model import CLOSED, OPEN, Account, Book, Position, check_position_transition
+from exness_actors.model import (
+    CLOSED, OPEN, POSITION_TRANSITIONS, Account, Book, Position, check_position_transition,
+)
 from exness_actors.money import liquidation_price, pnl_cents, share_floor
 from exness_actors.reasons import BalanceKind, CloseReason
 from exness_actors.reasons import RejectReason as _R
@@ -55,7 +57,9 @@ class PositionRules(AccountRules):
         instrument = book.instrument
         account = self.accounts[position.account_id]
         full = qty == position.qty
-        check_position_transition(OPEN, CLOSED if full else OPEN)
+        target = CLOSED if full else OPEN
+        if target not in POSITION_TRANSITIONS[OPEN]:   # the table read inline: closes are hot
+            check_position_transition(OPEN, target)
         margin = position.margin if full else share_floor(position.margin, qty, position.qty)
         pnl = pnl_cents(position.is_long, qty, position.open_price, price,
                         instrument.price_decimals, instrument.qty_decimals)
