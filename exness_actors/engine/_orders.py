@@ -140,7 +140,7 @@ class OrderRules(PositionRules):
             check_position_transition(NEW, OPEN)
         # ---- mutate
         order_id = self.next_order_id
-        self.next_order_id = OrderId(order_id + 1)
+        self.next_order_id = order_id + 1   # type: ignore[assignment]  # the next id; no call on the order path
         account.free -= margin
         account.locked += margin
         # positional construction: see the events module docstring
@@ -184,7 +184,7 @@ class OrderRules(PositionRules):
         check_order_transition(NEW, PENDING)
         # ---- mutate
         order_id = self.next_order_id
-        self.next_order_id = OrderId(order_id + 1)
+        self.next_order_id = order_id + 1   # type: ignore[assignment]  # the next id; no call on the order path
         order = Order(order_id, account.id, cmd.symbol, is_long, order_type, price, margin, leverage,
                       qty, cmd.take_profit, cmd.stop_loss, cmd.trailing_stop, expires_at,
                       cmd.client_order_id, now)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from exness_actors.commands import AddMargin, ClosePosition, ModifyPosition, OrderId, PositionId
+from exness_actors.commands import AddMargin, ClosePosition, ModifyPosition, OrderId
 from exness_actors.events import BalanceChanged, Event, PositionClosed, PositionOpened, PositionUpdated
 from exness_actors.model import (
     CLOSED, OPEN, POSITION_TRANSITIONS, Account, Book, Position, check_position_transition,
@@ -39,7 +39,7 @@ class PositionRules(AccountRules):
               stop_loss: Optional[int], trailing_stop: Optional[int], events: list[Event]) -> Position:
         """Open a position (the caller has checked ``new → open`` before changing anything)."""
         position_id = self.next_position_id
-        self.next_position_id = PositionId(position_id + 1)
+        self.next_position_id = position_id + 1   # type: ignore[assignment]  # the next id; no call on the order path
         position = Position(position_id, account.id, book.instrument.symbol, is_long, qty, price,
                             margin, leverage, liq, take_profit, stop_loss, trailing_stop, order_id,
                             self.now)
