@@ -26,7 +26,7 @@ command can be journaled.
 from __future__ import annotations
 
 import string
-from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
+from typing import Any, Mapping, Optional, Sequence, TypeVar
 
 from hypothesis import strategies as st
 
