@@ -6,7 +6,8 @@ for the measured bytes per position).
 
 Transitions are data (STYLE.md §2): an order or position may only move along an edge of
 :data:`ORDER_TRANSITIONS` / :data:`POSITION_TRANSITIONS`; anything else is an
-:class:`~exness_actors.errors.InvariantViolation`. ``docs/`` renders these tables.
+:class:`~exness_actors.errors.InvariantViolation`, raised by the engine before it changes anything
+(``tests/test_core_transitions.py`` takes each edge away in turn).
 """
 
 from __future__ import annotations
