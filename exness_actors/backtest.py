@@ -49,13 +49,13 @@ import msgpack
 
 from exness_actors import codec
 from exness_actors.commands import (
-    AddMargin, CancelOrder, ClosePosition, CreateAccount, ModifyOrder, ModifyPosition, PlaceOrder,
-    Quote,
+    AccountId, AddMargin, CancelOrder, ClosePosition, Command, CreateAccount, ModifyOrder, ModifyPosition,
+    OrderId, PlaceOrder, PositionId, Quote,
 )
 from exness_actors.engine import HASH_BLOCK, Engine
 from exness_actors.equity_chart import equity_svg
 from exness_actors.events import (
-    CommandRejected, OrderRejected, PositionClosed, PositionOpened, QuoteRejected,
+    CommandRejected, Event, OrderRejected, PositionClosed, PositionOpened, QuoteRejected,
 )
 from exness_actors.feed_format import MalformedTick, parse_recorded_line, price_to_ticks
 from exness_actors.instruments import CoreConfig, Instrument
@@ -97,7 +97,7 @@ class LoadStats:
     """What :func:`load_ticks` read: rows turned into ticks, and skipped rows by reason."""
     ticks: int = 0
     malformed: int = 0
-    reasons: Counter = attrs.field(factory=Counter)
+    reasons: Counter[str] = attrs.field(factory=Counter)
 
     def skip(self, reason: str) -> None:
         self.malformed += 1
@@ -214,7 +214,7 @@ class StrategyView:
     recorded ones. ``ts`` is the quote's ns timestamp. ``state`` is a dict private to this run.
     """
 
-    def __init__(self, engine: Engine, account_id: int) -> None:
+    def __init__(self, engine: Engine, account_id: AccountId) -> None:
         self._engine = engine
         self.account_id = account_id
         self.symbol = ""
@@ -287,19 +287,19 @@ class StrategyView:
         return PlaceOrder(account_id=self.account_id, symbol=symbol, side=side, type=kind,
                           margin=self.cents(margin), leverage=leverage, price=price, **kw)
 
-    def close(self, position_id: int, qty: Optional[int] = None) -> ClosePosition:
+    def close(self, position_id: PositionId, qty: Optional[int] = None) -> ClosePosition:
         return ClosePosition(account_id=self.account_id, position_id=position_id, qty=qty)
 
-    def cancel(self, order_id: int) -> CancelOrder:
+    def cancel(self, order_id: OrderId) -> CancelOrder:
         return CancelOrder(account_id=self.account_id, order_id=order_id)
 
-    def modify_position(self, position_id: int, **kw: Any) -> ModifyPosition:
+    def modify_position(self, position_id: PositionId, **kw: Any) -> ModifyPosition:
         return ModifyPosition(account_id=self.account_id, position_id=position_id, **kw)
 
-    def modify_order(self, order_id: int, **kw: Any) -> ModifyOrder:
+    def modify_order(self, order_id: OrderId, **kw: Any) -> ModifyOrder:
         return ModifyOrder(account_id=self.account_id, order_id=order_id, **kw)
 
-    def add_margin(self, position_id: int, amount: Union[str, int]) -> AddMargin:
+    def add_margin(self, position_id: PositionId, amount: Union[str, int]) -> AddMargin:
         return AddMargin(account_id=self.account_id, position_id=position_id, amount=self.cents(amount))
 
 
@@ -312,7 +312,8 @@ def resolve_strategy(obj: Any) -> Strategy:
         obj = obj()
     if not callable(obj):
         raise TypeError(f"a strategy must be callable(view) -> list of commands, got {obj!r}")
-    return obj
+    strategy: Strategy = obj
+    return strategy
 
 
 # ---------------------------------------------------------------------------------------------- result
@@ -340,7 +341,7 @@ class BacktestResult:
     equity: list[tuple[int, int]]       # (ts ns, equity cents)
     summary: dict[str, Any]
     engine: Engine
-    events: Optional[list[tuple[int, int, list]]] = None   # (seq, ts, events) when kept
+    events: Optional[list[tuple[int, int, list[Event]]]] = None   # (seq, ts, events) when kept
 
 
 def percent(numerator: int, denominator: int, places: int = 2) -> str:
@@ -425,6 +426,84 @@ class _Journal:
         self.writer.close()
 
 
+class _Run:
+    """One backtest's engine, the journal it writes, and what it tallies from the events."""
+
+    def __init__(self, engine: Engine, journal: Optional[_Journal], *, keep_events: bool) -> None:
+        self.engine = engine
+        self.journal = journal
+        self.kept: Optional[list[tuple[int, int, list[Event]]]] = [] if keep_events else None
+        self.opened: dict[PositionId, int] = {}
+        self.trades: list[Trade] = []
+        self.counts: Counter[str] = Counter()
+        self._submit = engine.submit
+
+    def apply(self, command: Command, ts: int) -> list[Event]:
+        events = self._submit(command, ts)
+        seq = command.seq
+        journal = self.journal
+        if journal is not None:
+            journal.add(command)
+            if not seq % HASH_BLOCK:
+                journal.checkpoint(seq, self.engine.rolling_hash)
+            if len(journal.frames) >= _FLUSH_FRAMES:
+                journal.flush()
+        if self.kept is not None:
+            self.kept.append((seq, command.ts, events))
+        if len(events) == 1 and type(events[0]) is not PositionClosed and type(events[0]) is not PositionOpened:
+            kind = type(events[0])
+            if kind is OrderRejected or kind is CommandRejected:
+                self.counts["rejected_commands"] += 1
+            elif kind is QuoteRejected:
+                self.counts["quotes_rejected"] += 1
+            return events
+        self._tally(events)
+        return events
+
+    def _tally(self, events: list[Event]) -> None:
+        counts = self.counts
+        for event in events:
+            if isinstance(event, PositionOpened):
+                self.opened[event.position_id] = event.ts
+                counts["positions_opened"] += 1
+            elif isinstance(event, PositionClosed):
+                self.trades.append(Trade(event.position_id, event.symbol, event.side, event.qty,
+                                         event.open_price, event.price, event.margin, event.pnl,
+                                         event.reason, self.opened.get(event.position_id, 0), event.ts))
+                if event.remaining_qty == 0:
+                    self.opened.pop(event.position_id, None)
+            elif isinstance(event, (OrderRejected, CommandRejected)):
+                counts["rejected_commands"] += 1
+            elif isinstance(event, QuoteRejected):
+                counts["quotes_rejected"] += 1
+
+
+class _EquityCurve:
+    """Equity sampled every ``every`` quotes (and after the last), and the worst drawdown over all."""
+
+    def __init__(self, start_equity: int, every: int) -> None:
+        self.start = self.last = self.peak = start_equity
+        self.every = every
+        self.points: list[tuple[int, int]] = []
+        self.worst = (0, 1)   # (drop, peak it dropped from): the largest drop / peak ratio
+        self.last_ts = 0
+        self.sampled_last = True
+
+    def add(self, quotes: int, ts: int, equity: int) -> None:
+        self.last, self.last_ts = equity, ts
+        if equity > self.peak:
+            self.peak = equity
+        elif self.peak > 0 and (self.peak - equity) * self.worst[1] > self.worst[0] * self.peak:
+            self.worst = (self.peak - equity, self.peak)
+        self.sampled_last = quotes % self.every == 0
+        if self.sampled_last:
+            self.points.append((ts, equity))
+
+    def finish(self) -> None:
+        if not self.sampled_last:
+            self.points.append((self.last_ts, self.last))
+
+
 def run_backtest(ticks: Iterable[Tick], strategy: Any, *, config: CoreConfig,
                  deposit_cents: int = 500_000, account_id: int = 1,
                  journal_dir: Union[str, Path, None] = None, equity_every: int = 1,
@@ -443,119 +522,82 @@ def run_backtest(ticks: Iterable[Tick], strategy: Any, *, config: CoreConfig,
     strategy = resolve_strategy(strategy)
     engine = Engine(config)
     journal = _Journal(Path(journal_dir), config, segment_bytes) if journal_dir is not None else None
-    kept: Optional[list[tuple[int, int, list]]] = [] if keep_events else None
-    opened: dict[int, int] = {}
-    trades: list[Trade] = []
-    counts: Counter = Counter()
-    submit = engine.submit
-
-    def apply(command: Any, ts: int) -> list:
-        events = submit(command, ts)
-        seq = command.seq
-        if journal is not None:
-            journal.add(command)
-            if not seq % HASH_BLOCK:
-                journal.checkpoint(seq, engine.rolling_hash)
-            if len(journal.frames) >= _FLUSH_FRAMES:
-                journal.flush()
-        if kept is not None:
-            kept.append((seq, command.ts, events))
-        if len(events) == 1 and type(events[0]) is not PositionClosed and type(events[0]) is not PositionOpened:
-            kind = type(events[0])
-            if kind is OrderRejected or kind is CommandRejected:
-                counts["rejected_commands"] += 1
-            elif kind is QuoteRejected:
-                counts["quotes_rejected"] += 1
-            return events
-        for event in events:
-            kind = type(event)
-            if kind is PositionOpened:
-                opened[event.position_id] = event.ts
-                counts["positions_opened"] += 1
-            elif kind is PositionClosed:
-                trades.append(Trade(event.position_id, event.symbol, event.side, event.qty,
-                                    event.open_price, event.price, event.margin, event.pnl,
-                                    event.reason, opened.get(event.position_id, 0), event.ts))
-                if event.remaining_qty == 0:
-                    opened.pop(event.position_id, None)
-            elif kind is OrderRejected or kind is CommandRejected:
-                counts["rejected_commands"] += 1
-            elif kind is QuoteRejected:
-                counts["quotes_rejected"] += 1
-        return events
-
-    ticks = iter(ticks)
-    first = next(ticks, None)
+    run = _Run(engine, journal, keep_events=keep_events)
+    tick_iterator = iter(ticks)
+    first = next(tick_iterator, None)
     if first is not None:
-        ticks = itertools.chain((first,), ticks)
+        tick_iterator = itertools.chain((first,), tick_iterator)
     try:
-        apply(CreateAccount(account_id=account_id, initial_deposit=deposit_cents),
-              first.ts_ns if first is not None else 0)
-        start = engine.account_summary(account_id)
+        run.apply(CreateAccount(account_id=AccountId(account_id), initial_deposit=deposit_cents),
+                  first.ts_ns if first is not None else 0)
+        start = engine.account_summary(AccountId(account_id))
         if start is None:
             raise ValueError(f"could not create account {account_id} with deposit {deposit_cents}")
-        start_equity = start["equity"]
-        view = StrategyView(engine, account_id)
-        equity: list[tuple[int, int]] = []
-        peak = start_equity
-        worst = (0, 1)
-        last_equity = start_equity
-        last_ts = 0
-        quotes = 0
-        sampled_last = True
-        for tick in ticks:
-            quote = Quote(tick.symbol, tick.bid, tick.ask)
-            events = apply(quote, tick.ts_ns)
-            if type(events[-1]) is QuoteRejected:
-                continue
-            quotes += 1
-            if progress is not None and not quotes % PROGRESS_EVERY:
-                progress(quotes)
-            view.symbol = tick.symbol
-            view.raw_bid, view.raw_ask = tick.bid, tick.ask
-            book = engine.books[tick.symbol]
-            view.bid, view.ask, view.ts = book.bid, book.ask, quote.ts
-            view.index = quotes - 1
-            commands = strategy(view)
-            if commands:
-                ts = quote.ts
-                for command in commands:
-                    if not isinstance(command, TRADING_COMMANDS):
-                        raise TypeError(f"a strategy may return only trading commands, got {command!r}")
-                    if command.account_id != account_id:
-                        raise ValueError(f"strategy command for account {command.account_id}, "
-                                         f"the backtest trades account {account_id}")
-                    ts += 1
-                    apply(command, ts)
-            summary = engine.account_summary(account_id)
-            assert summary is not None
-            last_equity = summary["equity"]
-            last_ts = engine.now
-            if last_equity > peak:
-                peak = last_equity
-            elif peak > 0 and (peak - last_equity) * worst[1] > worst[0] * peak:
-                worst = (peak - last_equity, peak)
-            sampled_last = quotes % equity_every == 0
-            if sampled_last:
-                equity.append((last_ts, last_equity))
-        if not sampled_last:
-            equity.append((last_ts, last_equity))
+        curve = _EquityCurve(start["equity"], equity_every)
+        quotes = _trade_ticks(run, tick_iterator, strategy, AccountId(account_id), curve, progress)
+        curve.finish()
         if journal is not None and engine.last_seq % HASH_BLOCK:
             journal.checkpoint(engine.last_seq, engine.rolling_hash)
     finally:
         if journal is not None:
             journal.close()
+    summary = _summary(run, curve, quotes, AccountId(account_id), load_stats)
+    return BacktestResult(run.trades, curve.points, summary, engine, run.kept)
 
-    wins = sum(1 for t in trades if t.pnl > 0)
-    losses = sum(1 for t in trades if t.pnl < 0)
-    summary_out: dict[str, Any] = {
-        "start_equity": start_equity,
-        "end_equity": last_equity,
-        "return_pct": percent(last_equity - start_equity, start_equity) if start_equity > 0 else "0.00",
-        "max_drawdown_pct": percent(worst[0], worst[1]),
+
+def _trade_ticks(run: _Run, ticks: Iterator[Tick], strategy: Callable[[StrategyView], Any],
+                 account_id: AccountId, curve: _EquityCurve,
+                 progress: Optional[Callable[[int], None]]) -> int:
+    """Feed every tick to the engine, then ask the strategy; return the accepted quotes."""
+    engine = run.engine
+    view = StrategyView(engine, account_id)
+    quotes = 0
+    for tick in ticks:
+        quote = Quote(tick.symbol, tick.bid, tick.ask)
+        events = run.apply(quote, tick.ts_ns)
+        if type(events[-1]) is QuoteRejected:
+            continue
+        quotes += 1
+        if progress is not None and not quotes % PROGRESS_EVERY:
+            progress(quotes)
+        view.symbol = tick.symbol
+        view.raw_bid, view.raw_ask = tick.bid, tick.ask
+        book = engine.books[tick.symbol]
+        assert book.bid is not None and book.ask is not None   # the quote was accepted
+        view.bid, view.ask, view.ts = book.bid, book.ask, quote.ts
+        view.index = quotes - 1
+        commands = strategy(view)
+        if commands:
+            ts = quote.ts
+            for command in commands:
+                _check_strategy_command(command, account_id)
+                ts += 1
+                run.apply(command, ts)
+        summary = engine.account_summary(account_id)
+        assert summary is not None
+        curve.add(quotes, engine.now, summary["equity"])
+    return quotes
+
+
+def _check_strategy_command(command: Any, account_id: AccountId) -> None:
+    if not isinstance(command, TRADING_COMMANDS):
+        raise TypeError(f"a strategy may return only trading commands, got {command!r}")
+    if command.account_id != account_id:
+        raise ValueError(f"strategy command for account {command.account_id}, "
+                         f"the backtest trades account {account_id}")
+
+
+def _summary(run: _Run, curve: _EquityCurve, quotes: int, account_id: AccountId,
+             load_stats: Optional[LoadStats]) -> dict[str, Any]:
+    engine, trades, counts, journal = run.engine, run.trades, run.counts, run.journal
+    summary: dict[str, Any] = {
+        "start_equity": curve.start,
+        "end_equity": curve.last,
+        "return_pct": percent(curve.last - curve.start, curve.start) if curve.start > 0 else "0.00",
+        "max_drawdown_pct": percent(curve.worst[0], curve.worst[1]),
         "trades": len(trades),
-        "wins": wins,
-        "losses": losses,
+        "wins": sum(1 for t in trades if t.pnl > 0),
+        "losses": sum(1 for t in trades if t.pnl < 0),
         "liquidations": sum(1 for t in trades if t.reason == _LIQUIDATION),
         "realized_pnl": sum(t.pnl for t in trades),
         "positions_opened": counts["positions_opened"],
@@ -570,10 +612,10 @@ def run_backtest(ticks: Iterable[Tick], strategy: Any, *, config: CoreConfig,
         "state_hash": engine.state_hash().hex(),
     }
     if load_stats is not None:
-        summary_out["ticks_loaded"] = load_stats.ticks
-        summary_out["ticks_skipped"] = load_stats.malformed
-        summary_out["skipped_reasons"] = dict(sorted(load_stats.reasons.items()))
-    return BacktestResult(trades, equity, summary_out, engine, kept)
+        summary["ticks_loaded"] = load_stats.ticks
+        summary["ticks_skipped"] = load_stats.malformed
+        summary["skipped_reasons"] = dict(sorted(load_stats.reasons.items()))
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------- output

@@ -100,7 +100,7 @@ class Candle:
         return (self.open_time, self.open, self.high, self.low, self.close, self.volume)
 
 
-_NOTHING_CLOSED: tuple = ()
+_NOTHING_CLOSED: tuple[Candle, ...] = ()
 
 
 class CandleBuilder:

@@ -10,6 +10,7 @@ never hand the engine a malformed message.
 
 from __future__ import annotations
 
+import re
 from operator import attrgetter
 from typing import Any, Callable
 
@@ -36,13 +37,15 @@ for _cls, _names in _FIELDS.items():
 # Each class carries its tag as a class attribute, so one attrgetter call (in C) builds the whole
 # wire tuple ``(tag, field1, …)`` — the rolling hash packs every event of every input this way.
 for _cls, _tag in TAGS.items():
-    _cls._wire_tag = _tag
-_WIRE: dict[type, Callable[[Any], tuple]] = {
+    setattr(_cls, "_wire_tag", _tag)
+_WIRE: dict[type, Callable[[Any], tuple[Any, ...]]] = {
     cls: attrgetter("_wire_tag", *_FIELDS[cls]) for cls in _REGISTRY.values()}
 _REQUIRED: dict[type, int] = {
     cls: sum(1 for f in attrs.fields(cls) if f.default is attrs.NOTHING) for cls in _REGISTRY.values()}
 
 _packer = msgpack.Packer(use_bin_type=True)
+#: the packer's bound method, typed (msgpack ships no type information)
+_pack_bytes: Callable[[Any], bytes] = _packer.pack
 
 #: msgpack carries integers in [-2**63, 2**64); the core's integers are exact and unbounded, so a
 #: larger one (an absurd pnl after a 10**12× price move) travels as this ext type holding its
@@ -68,9 +71,9 @@ def _ext_hook(code: int, data: bytes) -> Any:
 
 def _pack(obj: Any) -> bytes:
     try:
-        return _packer.pack(obj)
+        return _pack_bytes(obj)
     except OverflowError:
-        return _packer.pack(_widen(obj))
+        return _pack_bytes(_widen(obj))
 
 
 def to_wire(message: Any) -> list[Any]:
@@ -135,6 +138,15 @@ def unpack(payload: bytes) -> Any:
     return msgpack.unpackb(payload, raw=False, use_list=True, strict_map_key=False, ext_hook=_ext_hook)
 
 
+#: The id types are ``NewType``s: on the wire they are the plain type underneath.
+_ID_TYPES = re.compile(r"\b(AccountId|OrderId|PositionId|ClientOrderId)\b")
+_WIRE_TYPE_OF_ID = {"AccountId": "int", "OrderId": "int", "PositionId": "int", "ClientOrderId": "str"}
+
+
+def _wire_type(annotation: Any) -> str:
+    return _ID_TYPES.sub(lambda match: _WIRE_TYPE_OF_ID[match.group(1)], str(annotation))
+
+
 def wire_schema() -> dict[str, Any]:
     """The wire layout of every message, for ``schemas/`` and for clients in other languages."""
     out: dict[str, Any] = {}
@@ -142,7 +154,7 @@ def wire_schema() -> dict[str, Any]:
         out[cls.__name__] = {
             "tag": tag,
             "fields": [
-                {"name": f.name, "type": str(f.type), "required": f.default is attrs.NOTHING}
+                {"name": f.name, "type": _wire_type(f.type), "required": f.default is attrs.NOTHING}
                 for f in attrs.fields(cls)
             ],
         }

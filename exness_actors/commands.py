@@ -37,12 +37,10 @@ ClientOrderId = NewType("ClientOrderId", str)
 #: Longest client_order_id / idempotency key accepted.
 MAX_CLIENT_ID = 64
 
-_define = attrs.define(slots=True, eq=True, repr=True)
-
 
 # --- market data: price feed → engine -------------------------------------------------------
 
-@_define
+@attrs.define
 class Quote:
     """A raw top-of-book quote in ticks; the engine applies the instrument's spread markup."""
     symbol: str
@@ -52,7 +50,7 @@ class Quote:
     ts: int = 0
 
 
-@_define
+@attrs.define
 class Clock:
     """A heartbeat: lets expiries happen when no other input arrives."""
     seq: int = 0
@@ -61,26 +59,26 @@ class Clock:
 
 # --- accounts: gateway → engine -------------------------------------------------------------
 
-@_define
+@attrs.define
 class CreateAccount:
-    account_id: int
+    account_id: AccountId
     initial_deposit: int = 0
     seq: int = 0
     ts: int = 0
 
 
-@_define
+@attrs.define
 class Deposit:
-    account_id: int
+    account_id: AccountId
     amount: int
     idempotency_key: str = ""
     seq: int = 0
     ts: int = 0
 
 
-@_define
+@attrs.define
 class Withdraw:
-    account_id: int
+    account_id: AccountId
     amount: int
     idempotency_key: str = ""
     seq: int = 0
@@ -89,9 +87,9 @@ class Withdraw:
 
 # --- trading: gateway / WebSocket lane → engine -----------------------------------------------
 
-@_define
+@attrs.define
 class PlaceOrder:
-    account_id: int
+    account_id: AccountId
     symbol: str
     side: str          # "buy" | "sell"
     type: str          # "market" | "limit" | "stop"
@@ -104,23 +102,23 @@ class PlaceOrder:
     slippage_bps: Optional[int] = None
     expected_price: Optional[int] = None
     expires_at: Optional[int] = None      # ns
-    client_order_id: str = ""
+    client_order_id: ClientOrderId = ClientOrderId("")
     seq: int = 0
     ts: int = 0
 
 
-@_define
+@attrs.define
 class CancelOrder:
-    account_id: int
-    order_id: int
+    account_id: AccountId
+    order_id: OrderId
     seq: int = 0
     ts: int = 0
 
 
-@_define
+@attrs.define
 class ModifyOrder:
-    account_id: int
-    order_id: int
+    account_id: AccountId
+    order_id: OrderId
     price: Optional[int] = None
     take_profit: Optional[int] = None
     stop_loss: Optional[int] = None
@@ -129,19 +127,19 @@ class ModifyOrder:
     ts: int = 0
 
 
-@_define
+@attrs.define
 class ClosePosition:
-    account_id: int
-    position_id: int
+    account_id: AccountId
+    position_id: PositionId
     qty: Optional[int] = None   # None closes the whole position
     seq: int = 0
     ts: int = 0
 
 
-@_define
+@attrs.define
 class ModifyPosition:
-    account_id: int
-    position_id: int
+    account_id: AccountId
+    position_id: PositionId
     take_profit: Optional[int] = None
     stop_loss: Optional[int] = None
     trailing_stop: Optional[int] = None
@@ -149,10 +147,10 @@ class ModifyPosition:
     ts: int = 0
 
 
-@_define
+@attrs.define
 class AddMargin:
-    account_id: int
-    position_id: int
+    account_id: AccountId
+    position_id: PositionId
     amount: int
     seq: int = 0
     ts: int = 0
@@ -160,14 +158,14 @@ class AddMargin:
 
 # --- operations: admin / supervisor → engine --------------------------------------------------
 
-@_define
+@attrs.define
 class HaltSymbol:
     symbol: str
     seq: int = 0
     ts: int = 0
 
 
-@_define
+@attrs.define
 class ResumeSymbol:
     symbol: str
     seq: int = 0
@@ -176,7 +174,7 @@ class ResumeSymbol:
 
 # --- process edge: the engine's stream reader → engine -------------------------------------
 
-@_define
+@attrs.define
 class EdgeCursor:
     """The process edge's position in a command stream (split mode, DESIGN.md §6).
 
@@ -196,7 +194,7 @@ class EdgeCursor:
 
 # --- repair: the supervisor → engine ---------------------------------------------------------
 
-@_define
+@attrs.define
 class RaiseIdFloor:
     """Never issue an order or position id below these again (``exness-actors run --repair``).
 
@@ -205,8 +203,8 @@ class RaiseIdFloor:
     after the cut, so the counters pass every id ever issued and replay stays exact. A floor
     below a counter leaves that counter alone (counters never move backwards).
     """
-    next_order_id: int
-    next_position_id: int
+    next_order_id: OrderId
+    next_position_id: PositionId
     seq: int = 0
     ts: int = 0
 

@@ -143,7 +143,7 @@ def _y_scale(low: int, high: int, top: int, bottom: int) -> Any:
 # ---------------------------------------------------------------------------------------------- parts
 
 
-def _titles(points: Sequence[tuple[int, int]], trades: list, summary: dict[str, Any]) -> list[str]:
+def _titles(points: Sequence[tuple[int, int]], trades: list[Any], summary: dict[str, Any]) -> list[str]:
     symbols = sorted({t.symbol for t in trades})
     title = "Backtest equity" + (f" — {', '.join(symbols)}" if symbols else "")
     if points:
@@ -180,7 +180,7 @@ def _time_grid(start_ns: int, end_ns: int, x_of: Any) -> list[str]:
     return parts
 
 
-def _equity_panel(points: Sequence[tuple[int, int]], trades: list, x_of: Any) -> list[str]:
+def _equity_panel(points: Sequence[tuple[int, int]], trades: list[Any], x_of: Any) -> list[str]:
     step, ticks = round_ticks(min(e for _, e in points), max(e for _, e in points))
     y_of = _y_scale(ticks[0], ticks[-1], EQUITY_TOP, EQUITY_BOTTOM)
     parts = []
@@ -254,7 +254,7 @@ def _column_points(column: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return [column[0], *middle, column[-1]]
 
 
-def _trade_marks(points: Sequence[tuple[int, int]], trades: list, x_of: Any, y_of: Any) -> list[str]:
+def _trade_marks(points: Sequence[tuple[int, int]], trades: list[Any], x_of: Any, y_of: Any) -> list[str]:
     every = -(-len(trades) // MAX_TRADE_MARKS) if trades else 1
     times = [ts for ts, _ in points]
 

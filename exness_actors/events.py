@@ -22,17 +22,17 @@ from typing import Optional, Union
 
 import attrs
 
+from exness_actors.commands import AccountId, ClientOrderId, OrderId, PositionId
+
 __all__ = [
     "QuoteUpdated", "QuoteRejected", "AccountCreated", "BalanceChanged", "CommandRejected",
     "DuplicateCommand", "OrderAccepted", "OrderRejected", "OrderTriggered", "OrderCancelled",
     "OrderModified", "PositionOpened", "PositionUpdated", "PositionClosed", "SymbolHalted",
-    "SymbolResumed", "Event", "EVENT_TYPES", "REJECTIONS",
+    "SymbolResumed", "Event", "EVENT_TYPES",
 ]
 
-_define = attrs.define(slots=True, eq=True, repr=True)
 
-
-@_define
+@attrs.define
 class QuoteUpdated:
     """The marked-up quote the engine now trades on."""
     symbol: str
@@ -41,7 +41,7 @@ class QuoteUpdated:
     ts: int
 
 
-@_define
+@attrs.define
 class QuoteRejected:
     symbol: str
     bid: int
@@ -49,16 +49,16 @@ class QuoteRejected:
     reason: str
 
 
-@_define
+@attrs.define
 class AccountCreated:
-    account_id: int
+    account_id: AccountId
     balance: int
 
 
-@_define
+@attrs.define
 class BalanceChanged:
     """One ledger line: how the free and locked balances of an account moved and why."""
-    account_id: int
+    account_id: AccountId
     kind: str            # BalanceKind
     free_delta: int
     locked_delta: int
@@ -68,17 +68,17 @@ class BalanceChanged:
     ts: int
 
 
-@_define
+@attrs.define
 class CommandRejected:
     """A non-order command (deposit, withdraw, close, modify, add margin, …) was refused."""
     command: str
-    account_id: Optional[int]
+    account_id: Optional[AccountId]
     reason: str
     message: str
     ref: Optional[int] = None   # the order/position id the command named
 
 
-@_define
+@attrs.define
 class DuplicateCommand:
     """A repeated ``client_order_id``/idempotency key: nothing happened this time.
 
@@ -86,16 +86,16 @@ class DuplicateCommand:
     rejection (if it was rejected).
     """
     command: str
-    account_id: int
+    account_id: AccountId
     key: str
-    order_id: Optional[int]
+    order_id: Optional[OrderId]
     reason: Optional[str]
 
 
-@_define
+@attrs.define
 class OrderAccepted:
-    order_id: int
-    account_id: int
+    order_id: OrderId
+    account_id: AccountId
     symbol: str
     side: str
     type: str
@@ -108,40 +108,40 @@ class OrderAccepted:
     stop_loss: Optional[int]
     trailing_stop: Optional[int]
     expires_at: Optional[int]
-    client_order_id: str
+    client_order_id: ClientOrderId
     ts: int
 
 
-@_define
+@attrs.define
 class OrderRejected:
-    account_id: int
-    client_order_id: str
+    account_id: AccountId
+    client_order_id: ClientOrderId
     reason: str
     message: str
 
 
-@_define
+@attrs.define
 class OrderTriggered:
     """A pending order's price was crossed: it filled at ``price`` into ``position_id``."""
-    order_id: int
-    account_id: int
-    position_id: int
+    order_id: OrderId
+    account_id: AccountId
+    position_id: PositionId
     price: int
     ts: int
 
 
-@_define
+@attrs.define
 class OrderCancelled:
-    order_id: int
-    account_id: int
+    order_id: OrderId
+    account_id: AccountId
     reason: str          # CancelReason
     ts: int
 
 
-@_define
+@attrs.define
 class OrderModified:
-    order_id: int
-    account_id: int
+    order_id: OrderId
+    account_id: AccountId
     price: Optional[int]
     qty: int
     take_profit: Optional[int]
@@ -149,11 +149,11 @@ class OrderModified:
     expires_at: Optional[int]
 
 
-@_define
+@attrs.define
 class PositionOpened:
-    position_id: int
-    account_id: int
-    order_id: int
+    position_id: PositionId
+    account_id: AccountId
+    order_id: OrderId
     symbol: str
     side: str
     qty: int
@@ -167,11 +167,11 @@ class PositionOpened:
     ts: int
 
 
-@_define
+@attrs.define
 class PositionUpdated:
     """TP/SL/trailing modified, margin added or part closed: the position as it now stands."""
-    position_id: int
-    account_id: int
+    position_id: PositionId
+    account_id: AccountId
     cause: str           # "modify" | "add_margin" | "partial_close"
     qty: int
     margin: int
@@ -181,12 +181,12 @@ class PositionUpdated:
     trailing_stop: Optional[int]
 
 
-@_define
+@attrs.define
 class PositionClosed:
     """A position (or part of it) closed. ``credit`` went back to free balance:
     ``max(0, margin_released + pnl)`` — negative balance protection."""
-    position_id: int
-    account_id: int
+    position_id: PositionId
+    account_id: AccountId
     symbol: str
     side: str
     reason: str          # CloseReason
@@ -200,12 +200,12 @@ class PositionClosed:
     ts: int
 
 
-@_define
+@attrs.define
 class SymbolHalted:
     symbol: str
 
 
-@_define
+@attrs.define
 class SymbolResumed:
     symbol: str
 
@@ -222,6 +222,3 @@ EVENT_TYPES: dict[int, type] = {
     109: OrderTriggered, 110: OrderCancelled, 111: OrderModified, 112: PositionOpened,
     113: PositionUpdated, 114: PositionClosed, 115: SymbolHalted, 116: SymbolResumed,
 }
-
-#: The events that mean "this command was refused".
-REJECTIONS = (OrderRejected, CommandRejected)

@@ -145,6 +145,7 @@ def price_to_ticks(value: Any, decimals: int, *, round_up: bool, field: str = "p
         raise MalformedTick("not_positive", f"{field}={value!r} is negative")
     # number = coefficient × 10**exponent, so number × 10**decimals = coefficient × 10**shift.
     shift = exponent + decimals
+    ticks: int
     if shift >= 0:
         ticks = coefficient * 10**shift
     elif round_up:

@@ -6,24 +6,30 @@ for the measured bytes per position).
 
 Transitions are data (STYLE.md §2): an order or position may only move along an edge of
 :data:`ORDER_TRANSITIONS` / :data:`POSITION_TRANSITIONS`; anything else is an
-:class:`~exness_actors.errors.InvariantViolation`. ``docs/`` renders these tables.
+:class:`~exness_actors.errors.InvariantViolation`, raised by the engine before it changes anything
+(``tests/test_core_transitions.py`` takes each edge away in turn).
 """
 
 from __future__ import annotations
 
 from typing import Optional
 
+from exness_actors.commands import AccountId, ClientOrderId, OrderId, PositionId
 from exness_actors.errors import InvariantViolation
 from exness_actors.instruments import Instrument
 from exness_actors.reasons import OrderStatus
 from exness_actors.triggers import TrailingBook, TriggerIndex
 
 __all__ = ["Account", "Position", "Order", "Book", "ORDER_TRANSITIONS", "POSITION_TRANSITIONS",
-           "check_order_transition"]
+           "NEW", "OPEN", "CLOSED", "check_order_transition", "check_position_transition"]
+
+#: Position states: a position is ``open`` while it is in the engine's books; ``new`` and
+#: ``closed`` are the states before and after. ``new`` is also an order's state before placing.
+NEW, OPEN, CLOSED = "new", "open", "closed"
 
 ORDER_TRANSITIONS: dict[str, frozenset[str]] = {
     # A market order is born filled (or rejected); a pending one waits for its trigger.
-    "new": frozenset({OrderStatus.FILLED.value, OrderStatus.PENDING.value, OrderStatus.REJECTED.value}),
+    NEW: frozenset({OrderStatus.FILLED.value, OrderStatus.PENDING.value, OrderStatus.REJECTED.value}),
     OrderStatus.PENDING.value: frozenset({OrderStatus.FILLED.value, OrderStatus.CANCELLED.value,
                                           OrderStatus.EXPIRED.value}),
     OrderStatus.FILLED.value: frozenset(),
@@ -33,30 +39,37 @@ ORDER_TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 POSITION_TRANSITIONS: dict[str, frozenset[str]] = {
-    "new": frozenset({"open"}),
-    "open": frozenset({"open", "closed"}),   # open → open: partial close, modify, add margin
-    "closed": frozenset(),
+    NEW: frozenset({OPEN}),
+    OPEN: frozenset({OPEN, CLOSED}),   # open → open: partial close, modify, add margin
+    CLOSED: frozenset(),
 }
 
 
 def check_order_transition(current: str, target: str) -> None:
+    """Raise :class:`InvariantViolation` unless an order may move from ``current`` to ``target``."""
     if target not in ORDER_TRANSITIONS[current]:
         raise InvariantViolation(f"order cannot move from {current} to {target}")
+
+
+def check_position_transition(current: str, target: str) -> None:
+    """Raise :class:`InvariantViolation` unless a position may move from ``current`` to ``target``."""
+    if target not in POSITION_TRANSITIONS[current]:
+        raise InvariantViolation(f"position cannot move from {current} to {target}")
 
 
 class Account:
     __slots__ = ("id", "free", "locked", "positions", "orders", "recent_keys", "finished_orders")
 
-    def __init__(self, account_id: int, free: int = 0, locked: int = 0) -> None:
+    def __init__(self, account_id: AccountId, free: int = 0, locked: int = 0) -> None:
         self.id = account_id
         self.free = free
         self.locked = locked
-        self.positions: dict[int, Position] = {}
-        self.orders: dict[int, Order] = {}
+        self.positions: dict[PositionId, Position] = {}
+        self.orders: dict[OrderId, Order] = {}
         # client_order_id / idempotency key -> (order_id or None, reject reason or None)
-        self.recent_keys: Optional[dict[str, tuple[Optional[int], Optional[str]]]] = None
+        self.recent_keys: Optional[dict[str, tuple[Optional[OrderId], Optional[str]]]] = None
         # finished order id -> final status (bounded, for ORDER_NOT_PENDING)
-        self.finished_orders: Optional[dict[int, str]] = None
+        self.finished_orders: Optional[dict[OrderId, str]] = None
 
 
 class Position:
@@ -64,10 +77,10 @@ class Position:
                  "liquidation_price", "take_profit", "stop_loss", "trailing_stop", "order_id",
                  "opened_at")
 
-    def __init__(self, position_id: int, account_id: int, symbol: str, is_long: bool, qty: int,
+    def __init__(self, position_id: PositionId, account_id: AccountId, symbol: str, is_long: bool, qty: int,
                  open_price: int, margin: int, leverage: int, liquidation_price: int,
                  take_profit: Optional[int], stop_loss: Optional[int],
-                 trailing_stop: Optional[int], order_id: int, opened_at: int) -> None:
+                 trailing_stop: Optional[int], order_id: OrderId, opened_at: int) -> None:
         self.id = position_id
         self.account_id = account_id
         self.symbol = symbol
@@ -93,10 +106,10 @@ class Order:
                  "qty", "take_profit", "stop_loss", "trailing_stop", "expires_at",
                  "client_order_id", "created_at")
 
-    def __init__(self, order_id: int, account_id: int, symbol: str, is_long: bool, type: str,
+    def __init__(self, order_id: OrderId, account_id: AccountId, symbol: str, is_long: bool, type: str,
                  price: int, margin: int, leverage: int, qty: int, take_profit: Optional[int],
                  stop_loss: Optional[int], trailing_stop: Optional[int],
-                 expires_at: Optional[int], client_order_id: str, created_at: int) -> None:
+                 expires_at: Optional[int], client_order_id: ClientOrderId, created_at: int) -> None:
         self.id = order_id
         self.account_id = account_id
         self.symbol = symbol

@@ -24,14 +24,16 @@ Arithmetic that mixes kinds is only done by the named functions below, each of w
 its rounding. **Rounding always favours the house**: a trader never gains a fraction of a cent,
 so money is conserved exactly.
 
-The ``NewType`` aliases document which kind a value holds; they cost nothing at run time.
+The aliases ``Cents``, ``Ticks``, ``Units`` and ``Nanos`` document which kind a value holds; they
+are plain ``int`` to the type checker too (the ids are the checked ``NewType``s, see
+docs/decisions.md, "Issue 11: the core's modules").
 """
 
 from __future__ import annotations
 
 import re
 from decimal import Decimal
-from typing import NewType
+from typing import TypeAlias
 
 from exness_actors.errors import InvalidValue
 
@@ -54,10 +56,10 @@ __all__ = [
     "MAX_DIGITS",
 ]
 
-Cents = NewType("Cents", int)
-Ticks = NewType("Ticks", int)
-Units = NewType("Units", int)
-Nanos = NewType("Nanos", int)
+Cents: TypeAlias = int
+Ticks: TypeAlias = int
+Units: TypeAlias = int
+Nanos: TypeAlias = int
 
 #: Largest number of significant digits accepted at the edge; a bigger number is malformed
 #: input (it would otherwise let a client make us compute with huge integers).

@@ -96,7 +96,7 @@ class Stepper:
         """The seq of the last input applied (the engine's ``last_seq``)."""
         return self.engine.last_seq
 
-    def step(self) -> Optional[tuple[Any, list]]:
+    def step(self) -> Optional[tuple[Any, list[Any]]]:
         engine = self.engine
         for payload in self._payloads:
             record = decode_record(payload, after_seq=engine.last_seq)
@@ -126,7 +126,7 @@ class Stepper:
                 break
         return self.engine
 
-    def __iter__(self) -> Iterator[tuple[Any, list]]:
+    def __iter__(self) -> Iterator[tuple[Any, list[Any]]]:
         while True:
             stepped = self.step()
             if stepped is None:
@@ -457,7 +457,7 @@ class _Run:
     outcomes: dict[int, AccountOutcome] = attrs.field(factory=dict)
     inputs: int = 0
 
-    def tally(self, command: Any, events: list) -> Iterator[tuple[int, Any]]:
+    def tally(self, command: Any, events: list[Any]) -> Iterator[tuple[int, Any]]:
         self.inputs += 1
         outcomes = self.outcomes
         for event in events:
@@ -536,9 +536,6 @@ def _opt(value: Optional[int]) -> str:
     return "end" if value is None else str(value)
 
 
-_END = object()
-
-
 def what_if(journal: Journal, edits: list[Edit], *, verify: bool = True) -> WhatIfReport:
     """Replay the journal and the edited input stream from empty, side by side, and compare."""
     stepper = journal.stepper(verify=verify)
@@ -556,12 +553,12 @@ def what_if(journal: Journal, edits: list[Edit], *, verify: bool = True) -> What
     first: Optional[tuple[Optional[int], Optional[int]]] = None
     left, right = original_events(), edited_stream
     while True:
-        a = next(left, _END)
-        b = next(right, _END)
-        if a is _END and b is _END:
+        a = next(left, None)
+        b = next(right, None)
+        if a is None and b is None:
             break
-        if first is None and (a is _END or b is _END or a[1] != b[1]):
-            first = (None if a is _END else a[0], None if b is _END else b[0])
+        if first is None and (a is None or b is None or a[1] != b[1]):
+            first = (None if a is None else a[0], None if b is None else b[0])
     original.finish()
     edited.finish()
     return WhatIfReport(

@@ -44,7 +44,8 @@ class Checkpoint:
 def encode_checkpoint(seq: int, rolling_hash: bytes, state_hash: Optional[bytes] = None) -> bytes:
     record = (CHECKPOINT_TAG, seq, rolling_hash) if state_hash is None else (
         CHECKPOINT_TAG, seq, rolling_hash, state_hash)
-    return msgpack.packb(record, use_bin_type=True)
+    packed: bytes = msgpack.packb(record, use_bin_type=True)
+    return packed
 
 
 def decode_record(payload: bytes, *, after_seq: int = -1) -> Any:
@@ -107,7 +108,7 @@ class ReplayResult:
 
 
 def replay(engine: Engine, payloads: Iterable[bytes], *, until_seq: Optional[int] = None,
-           on_events: Optional[Callable[[int, int, list], None]] = None,
+           on_events: Optional[Callable[[int, int, list[Any]], None]] = None,
            verify: bool = True, verify_state: bool = True,
            progress: Optional[Callable[[int], None]] = None) -> ReplayResult:
     """Apply journal ``payloads`` to ``engine`` (records at or before its ``last_seq`` are skipped).

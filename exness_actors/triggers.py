@@ -73,7 +73,7 @@ class TriggerIndex:
         self.sign = 1 if fires_on_fall else -1
         self.best = NONE
         self._entries: SortedList = SortedList()
-        self._bulk: list | None = None
+        self._bulk: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self._entries)

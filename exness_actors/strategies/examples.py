@@ -9,7 +9,7 @@ module globals, so that two runs of the same inputs are identical. All arithmeti
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, Optional
 
 __all__ = ["MovingAverageCross", "moving_average_cross", "buy_and_hold"]
 
@@ -82,7 +82,7 @@ class MovingAverageCross:
 
 def moving_average_cross(view: Any) -> list[Any]:
     """:class:`MovingAverageCross` with its defaults, as a plain function (state in ``view.state``)."""
-    strategy = view.state.get("moving_average_cross")
+    strategy: Optional[MovingAverageCross] = view.state.get("moving_average_cross")
     if strategy is None:
         strategy = view.state["moving_average_cross"] = MovingAverageCross()
     return strategy(view)

@@ -26,9 +26,10 @@ Every failed check raises :class:`AssertionError` naming the account, position o
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, NoReturn, Optional
 
 from exness_actors import codec
+from exness_actors.commands import AccountId, OrderId, PositionId
 from exness_actors.engine import Engine
 from exness_actors.instruments import CoreConfig
 from exness_actors.money import liquidation_price, qty_for_margin
@@ -36,7 +37,7 @@ from exness_actors.money import liquidation_price, qty_for_margin
 __all__ = ["check_all", "assert_triggers_respected", "replay", "copy_input"]
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     raise AssertionError(message)
 
 
@@ -54,10 +55,18 @@ def check_all(engine: Engine, *, deposits: Optional[int] = None,
     if withdrawals is not None and engine.total_withdrawals != withdrawals:
         _fail(f"engine counts {engine.total_withdrawals} cents withdrawn, the ledger {withdrawals}")
 
-    margins: dict[int, int] = {account_id: 0 for account_id in engine.accounts}
-    positions_of: dict[int, set[int]] = {account_id: set() for account_id in engine.accounts}
-    orders_of: dict[int, set[int]] = {account_id: set() for account_id in engine.accounts}
+    margins: dict[AccountId, int] = {account_id: 0 for account_id in engine.accounts}
+    positions_of: dict[AccountId, set[PositionId]] = {account_id: set() for account_id in engine.accounts}
+    orders_of: dict[AccountId, set[OrderId]] = {account_id: set() for account_id in engine.accounts}
+    _check_positions(engine, margins, positions_of)
+    _check_orders(engine, margins, orders_of)
+    _check_accounts(engine, margins, positions_of, orders_of)
+    _check_books(engine)
 
+
+def _check_positions(engine: Engine, margins: dict[AccountId, int],
+                     positions_of: dict[AccountId, set[PositionId]]) -> None:
+    """Each position's own fields; adds its margin and id to its account's totals."""
     for position_id, position in engine.positions.items():
         if position.id != position_id:
             _fail(f"position {position.id} is filed under id {position_id}")
@@ -87,6 +96,9 @@ def check_all(engine: Engine, *, deposits: Optional[int] = None,
         margins[position.account_id] += position.margin
         positions_of[position.account_id].add(position_id)
 
+
+def _check_orders(engine: Engine, margins: dict[AccountId, int], orders_of: dict[AccountId, set[OrderId]]) -> None:
+    """Each pending order's own fields and the expiry schedule; adds its margin and id to its account's."""
     expiring = set()
     for order_id, order in engine.orders.items():
         if order.id != order_id:
@@ -117,6 +129,10 @@ def check_all(engine: Engine, *, deposits: Optional[int] = None,
     if set(engine.expiries) != expiring or len(engine.expiries) != len(expiring):
         _fail(f"expiry schedule {list(engine.expiries)} != pending orders' expiries {sorted(expiring)}")
 
+
+def _check_accounts(engine: Engine, margins: dict[AccountId, int], positions_of: dict[AccountId, set[PositionId]],
+                    orders_of: dict[AccountId, set[OrderId]]) -> None:
+    """Each account against the positions and orders filed under it, and money conservation."""
     free_total = locked_total = 0
     for account_id, account in engine.accounts.items():
         if account.id != account_id:
@@ -143,10 +159,12 @@ def check_all(engine: Engine, *, deposits: Optional[int] = None,
               f"{engine.house} = {free_total + locked_total + engine.house} != deposits − "
               f"withdrawals {net_funding}")
 
+
+def _check_books(engine: Engine) -> None:
     for symbol, book in engine.books.items():
         if (book.bid is None) != (book.ask is None):
             _fail(f"{symbol}: half a quote (bid {book.bid}, ask {book.ask})")
-        if book.bid is not None and not 0 < book.bid <= book.ask:
+        if book.bid is not None and book.ask is not None and not 0 < book.bid <= book.ask:
             _fail(f"{symbol}: the engine trades on a bad quote (bid {book.bid}, ask {book.ask})")
 
 

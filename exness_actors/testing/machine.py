@@ -44,7 +44,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from exness_actors import codec
-from exness_actors.commands import MAX_CLIENT_ID, Clock, CreateAccount, Deposit, PlaceOrder, Quote, Withdraw
+from exness_actors.commands import (
+    MAX_CLIENT_ID, AccountId, ClientOrderId, Clock, CreateAccount, Deposit, OrderId, PlaceOrder, Quote, Withdraw,
+)
 from exness_actors.engine import TRANSIENT_REASONS, Engine
 from exness_actors.events import (
     BalanceChanged, CommandRejected, DuplicateCommand, OrderAccepted, OrderCancelled,
@@ -59,6 +61,7 @@ from exness_actors.testing.strategies import (
     modify_orders, modify_positions, place_orders, price_paths, quotes, resume_symbols,
     time_steps, withdraws,
 )
+from exness_actors.triggers import PRIORITY
 
 __all__ = ["TradingMachine", "machine_config", "ledger_view", "SYMBOLS", "START_PRICES", "STALE_AFTER_NS"]
 
@@ -72,8 +75,9 @@ START_PRICES = {"BTCUSD": 6_500_000, "XRPUSD": 5_000}
 
 _ORDER_OUTCOMES = (OrderAccepted, OrderRejected, DuplicateCommand)
 _REFUSALS = (CommandRejected, OrderRejected, DuplicateCommand)
-_CLOSE_PRIORITY = {"liquidation": 0, "stop_loss": 1, "trailing_stop": 2, "take_profit": 3}
-_ENTRY_PRIORITY = 4
+#: close reason -> processing order within a quote (the core's own table, less pending entries)
+_CLOSE_PRIORITY = {reason: priority for reason, priority in PRIORITY.items() if reason != "entry"}
+_ENTRY_PRIORITY = PRIORITY["entry"]
 
 #: Time between ordinary steps: short, so quotes stay fresh; rarely past the staleness limit.
 _STEP = time_steps(STALE_AFTER_NS, max_step_ns=20 * _NS_PER_MS, stale_percent=1)
@@ -134,7 +138,7 @@ class TradingMachine(RuleBasedStateMachine):
         self.deposited = 0
         self.withdrawn = 0
         #: account -> idempotency key ("o:…"/"f:…") -> (order id, reject reason), oldest first
-        self.recent: dict[int, dict[str, tuple[Optional[int], Optional[str]]]] = {}
+        self.recent: dict[AccountId, dict[str, tuple[Optional[OrderId], Optional[str]]]] = {}
         #: position id -> [is_long, symbol, distance, best price seen since the stop was set]
         self.trailing: dict[int, list[Any]] = {}
         self._applying = False
@@ -195,7 +199,7 @@ class TradingMachine(RuleBasedStateMachine):
         self.config = self.CONFIG_VARIANTS[variant % len(self.CONFIG_VARIANTS)]
         self.engine = Engine(self.config)
         for account_id, amount in enumerate(balances, start=1):
-            self.submit(CreateAccount(account_id=account_id, initial_deposit=amount), advance=1)
+            self.submit(CreateAccount(account_id=AccountId(account_id), initial_deposit=amount), advance=1)
         for symbol in SYMBOLS:
             self.submit(Quote(symbol=symbol, bid=START_PRICES[symbol], ask=START_PRICES[symbol]), advance=1)
 
@@ -344,7 +348,7 @@ class TradingMachine(RuleBasedStateMachine):
         if key.startswith("o:"):
             fresh = data.draw(place_orders(accounts=[account_id], symbols=SYMBOLS, invalid_percent=0,
                                            reference_prices=self.reference_prices(), now=self.ts))
-            fresh.client_order_id = key[2:]
+            fresh.client_order_id = ClientOrderId(key[2:])
             fresh.account_id = account_id
             command: Any = fresh
         else:
@@ -448,6 +452,7 @@ class TradingMachine(RuleBasedStateMachine):
 
     def _idempotency_key(self, command: Any) -> Optional[str]:
         """The key the engine will look up for ``command``, or ``None`` if it looks none up."""
+        key: str
         if isinstance(command, PlaceOrder):
             prefix, key = "o:", command.client_order_id
         elif isinstance(command, (Deposit, Withdraw)):
@@ -571,6 +576,7 @@ class TradingMachine(RuleBasedStateMachine):
         book = self.engine.books[order.symbol]
         instrument = book.instrument
         expected_price = book.ask if order.side == "buy" else book.bid
+        assert expected_price is not None
         expected_qty = qty_for_margin(order.margin, order.leverage, expected_price,
                                       instrument.price_decimals, instrument.qty_decimals)
         opened = [event for event in reply if isinstance(event, PositionOpened)]
@@ -676,8 +682,8 @@ class TradingMachine(RuleBasedStateMachine):
                 if event.trailing_stop is None:
                     self.trailing.pop(event.position_id, None)
                     continue
-                entry = self.trailing.get(event.position_id)
-                if entry is None or entry[2] != event.trailing_stop:
+                followed = self.trailing.get(event.position_id)
+                if followed is None or followed[2] != event.trailing_stop:
                     position = self.engine.positions[event.position_id]
                     book = books[position.symbol]
                     self.trailing[event.position_id] = [position.is_long, position.symbol, event.trailing_stop,

@@ -26,14 +26,14 @@ command can be journaled.
 from __future__ import annotations
 
 import string
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, TypeVar
 
 from hypothesis import strategies as st
 
 from exness_actors.commands import (
-    MAX_CLIENT_ID, AddMargin, CancelOrder, Clock, ClosePosition, CreateAccount, Deposit,
-    EdgeCursor, HaltSymbol, ModifyOrder, ModifyPosition, PlaceOrder, Quote, RaiseIdFloor, ResumeSymbol,
-    Withdraw,
+    MAX_CLIENT_ID, AccountId, AddMargin, CancelOrder, ClientOrderId, Clock, ClosePosition, CreateAccount,
+    Deposit, EdgeCursor, HaltSymbol, ModifyOrder, ModifyPosition, OrderId, PlaceOrder, PositionId, Quote,
+    RaiseIdFloor, ResumeSymbol, Withdraw,
 )
 from exness_actors.instruments import MAX_SHARD, SHARD_ID_SPAN, CoreConfig, Instrument
 
@@ -63,14 +63,14 @@ _UPPER_ALNUM = string.ascii_uppercase + string.digits
 
 # --------------------------------------------------------------------------- helpers
 
-def _invalid(draw: Callable[[Any], Any], invalid_percent: int) -> bool:
+def _invalid(draw: st.DrawFn, invalid_percent: int) -> bool:
     """Draw whether this field is invalid; shrinks towards "valid"."""
     if invalid_percent <= 0:
         return False
     return draw(st.integers(0, 99)) >= 100 - invalid_percent
 
 
-def _maybe(draw: Callable[[Any], Any], percent_present: int) -> bool:
+def _maybe(draw: st.DrawFn, percent_present: int) -> bool:
     """Draw whether an optional field is given; shrinks towards "absent"."""
     return draw(st.integers(0, 99)) >= 100 - percent_present
 
@@ -84,14 +84,14 @@ _PENDING_RANGE = st.sampled_from(((-200, 200), (-200, 200), (-2_000, 2_000)))
 _UNKNOWN_IDS = st.one_of(st.integers(10**9, 10**9 + 1_000), st.integers(-3, 0))
 
 
-def _pick_id(draw: Callable[[Any], Any], pool: Sequence[int], invalid_percent: int) -> int:
+def _pick_id(draw: st.DrawFn, pool: Sequence[int], invalid_percent: int) -> int:
     """An id from ``pool`` (any valid account id when it is empty), or sometimes an unknown one."""
     if _invalid(draw, invalid_percent):
         return draw(_UNKNOWN_IDS)
     return draw(st.sampled_from(tuple(pool))) if pool else draw(account_ids())
 
 
-def _owner_and_id(draw: Callable[[Any], Any], records: Sequence[Any], accounts: Sequence[int],
+def _owner_and_id(draw: st.DrawFn, records: Sequence[Any], accounts: Sequence[int],
                   invalid_percent: int) -> tuple[int, int, Any]:
     """``(account_id, id, record)`` of a record, sometimes with a wrong owner or an unknown id."""
     if records and not _invalid(draw, invalid_percent):
@@ -105,7 +105,7 @@ def _owner_and_id(draw: Callable[[Any], Any], records: Sequence[Any], accounts: 
     return account, draw(_UNKNOWN_IDS), None
 
 
-def _around(draw: Callable[[Any], Any], reference: int, low_bps: int, high_bps: int) -> int:
+def _around(draw: st.DrawFn, reference: int, low_bps: int, high_bps: int) -> int:
     """A price ``reference·(1 + x)`` with ``x`` drawn in basis points from ``[low, high]``."""
     moved = reference * (_BPS + draw(st.integers(low_bps, high_bps))) // _BPS
     return min(max(moved, 1), _MAX_PRICE)
@@ -126,7 +126,7 @@ def symbols() -> st.SearchStrategy[str]:
 
 
 @st.composite
-def instruments(draw: Callable[[Any], Any], symbol: Optional[str] = None) -> Instrument:
+def instruments(draw: st.DrawFn, symbol: Optional[str] = None) -> Instrument:
     """Valid instruments with small scales (0–4 price decimals, 0–8 quantity decimals)."""
     qty_decimals = draw(st.integers(0, 8))
     return Instrument(
@@ -141,7 +141,7 @@ def instruments(draw: Callable[[Any], Any], symbol: Optional[str] = None) -> Ins
 
 
 @st.composite
-def core_configs(draw: Callable[[Any], Any], *, min_instruments: int = 1,
+def core_configs(draw: st.DrawFn, *, min_instruments: int = 1,
                  max_instruments: int = 3) -> CoreConfig:
     """Valid engine configurations: a few instruments, a staleness limit, an idempotency window."""
     chosen = draw(st.lists(instruments(), min_size=min_instruments, max_size=max_instruments,
@@ -177,7 +177,7 @@ def time_steps(stale_after_ns: int = 5 * _NS_PER_S, *, max_step_ns: int = _NS_PE
     goes stale)."""
 
     @st.composite
-    def step(draw: Callable[[Any], Any]) -> int:
+    def step(draw: st.DrawFn) -> int:
         roll = draw(st.integers(0, 99))
         if roll >= 100 - stale_percent:
             return draw(st.integers(stale_after_ns + 1, 3 * stale_after_ns))
@@ -190,7 +190,7 @@ def time_steps(stale_after_ns: int = 5 * _NS_PER_S, *, max_step_ns: int = _NS_PE
 
 # --------------------------------------------------------------------------- market data
 
-def _raw_quote(draw: Callable[[Any], Any], symbol: str, around: int, *, invalid_percent: int,
+def _raw_quote(draw: st.DrawFn, symbol: str, around: int, *, invalid_percent: int,
                gap_percent: int, max_gap_bps: int) -> tuple[Quote, Optional[int]]:
     """One raw quote and the mid it was built around (``None`` for an invalid quote)."""
     roll = draw(st.integers(0, 99))
@@ -216,7 +216,7 @@ def _raw_quote(draw: Callable[[Any], Any], symbol: str, around: int, *, invalid_
 
 
 @st.composite
-def quotes(draw: Callable[[Any], Any], symbol: str, around: Optional[int] = None, *,
+def quotes(draw: st.DrawFn, symbol: str, around: Optional[int] = None, *,
            invalid_percent: int = 6, gap_percent: int = 8, max_gap_bps: int = 5_000) -> Quote:
     """A raw quote near ``around`` (ticks): a small move, sometimes a gap of many percent, and
     with ``invalid_percent`` a crossed or non-positive quote."""
@@ -227,7 +227,7 @@ def quotes(draw: Callable[[Any], Any], symbol: str, around: Optional[int] = None
 
 
 @st.composite
-def price_paths(draw: Callable[[Any], Any], symbol: str, start: Optional[int] = None, *,
+def price_paths(draw: st.DrawFn, symbol: str, start: Optional[int] = None, *,
                 min_size: int = 1, max_size: int = 50, invalid_percent: int = 6,
                 gap_percent: int = 8, max_gap_bps: int = 5_000) -> list[Quote]:
     """A random walk of raw quotes from ``start``: each valid quote moves the walk; gaps and
@@ -252,7 +252,7 @@ def clocks() -> st.SearchStrategy[Clock]:
 
 
 @st.composite
-def create_accounts(draw: Callable[[Any], Any], *, accounts: Sequence[int] = (),
+def create_accounts(draw: st.DrawFn, *, accounts: Sequence[int] = (),
                     new_ids: Optional[st.SearchStrategy[int]] = None,
                     invalid_percent: int = 10) -> CreateAccount:
     """Mostly a new account (``new_ids``, default :func:`account_ids`) with an initial deposit;
@@ -266,10 +266,10 @@ def create_accounts(draw: Callable[[Any], Any], *, accounts: Sequence[int] = (),
         deposit = draw(st.integers(-10_000, -1))
     else:
         deposit = draw(st.one_of(st.just(0), st.integers(1, 10**8)))
-    return CreateAccount(account_id=account, initial_deposit=deposit)
+    return CreateAccount(account_id=AccountId(account), initial_deposit=deposit)
 
 
-def _idempotency_key(draw: Callable[[Any], Any], keys: Optional[st.SearchStrategy[str]],
+def _idempotency_key(draw: st.DrawFn, keys: Optional[st.SearchStrategy[str]],
                      invalid_percent: int) -> str:
     if _invalid(draw, invalid_percent // 2):
         return "k" * (MAX_CLIENT_ID + 1)
@@ -278,19 +278,22 @@ def _idempotency_key(draw: Callable[[Any], Any], keys: Optional[st.SearchStrateg
     return draw(keys if keys is not None else client_order_ids())
 
 
-def _funding(draw: Callable[[Any], Any], cls: type, accounts: Sequence[int],
-             keys: Optional[st.SearchStrategy[str]], max_amount: int, invalid_percent: int) -> Any:
+_Funding = TypeVar("_Funding", Deposit, Withdraw)
+
+
+def _funding(draw: st.DrawFn, cls: type[_Funding], accounts: Sequence[int],
+             keys: Optional[st.SearchStrategy[str]], max_amount: int, invalid_percent: int) -> _Funding:
     account = _pick_id(draw, accounts, invalid_percent)
     if _invalid(draw, invalid_percent):
         amount = draw(st.integers(-1_000, 0))
     else:
         amount = draw(st.integers(1, max_amount))
-    return cls(account_id=account, amount=amount,
+    return cls(account_id=AccountId(account), amount=amount,
                idempotency_key=_idempotency_key(draw, keys, invalid_percent))
 
 
 @st.composite
-def deposits(draw: Callable[[Any], Any], *, accounts: Sequence[int] = (),
+def deposits(draw: st.DrawFn, *, accounts: Sequence[int] = (),
              keys: Optional[st.SearchStrategy[str]] = None, max_amount: int = 10**7,
              invalid_percent: int = 10) -> Deposit:
     """Deposits to an account of the pool; about half carry an idempotency key from ``keys``."""
@@ -298,14 +301,14 @@ def deposits(draw: Callable[[Any], Any], *, accounts: Sequence[int] = (),
 
 
 @st.composite
-def withdraws(draw: Callable[[Any], Any], *, accounts: Sequence[int] = (),
+def withdraws(draw: st.DrawFn, *, accounts: Sequence[int] = (),
               keys: Optional[st.SearchStrategy[str]] = None, max_amount: int = 10**7,
               invalid_percent: int = 10) -> Withdraw:
     """Withdrawals from an account of the pool (some larger than the balance)."""
     return _funding(draw, Withdraw, accounts, keys, max_amount, invalid_percent)
 
 
-def _protective(draw: Callable[[Any], Any], reference: int, *, above: bool,
+def _protective(draw: st.DrawFn, reference: int, *, above: bool,
                 invalid_percent: int) -> int:
     """A take-profit or stop-loss level strictly ``above`` (or below) ``reference``; with
     ``invalid_percent`` on the wrong side, exactly at the reference or non-positive."""
@@ -325,7 +328,7 @@ def _protective(draw: Callable[[Any], Any], reference: int, *, above: bool,
 
 
 @st.composite
-def place_orders(draw: Callable[[Any], Any], *, accounts: Sequence[int] = (),
+def place_orders(draw: st.DrawFn, *, accounts: Sequence[int] = (),
                  symbols: Sequence[str] = ("BTCUSD",),
                  reference_prices: Optional[Mapping[str, int]] = None,
                  types: Sequence[str] = ("market", "market", "limit", "stop"),
@@ -387,23 +390,23 @@ def place_orders(draw: Callable[[Any], Any], *, accounts: Sequence[int] = (),
     elif _maybe(draw, 60):
         client_order_id = draw(client_ids if client_ids is not None else client_order_ids())
     return PlaceOrder(
-        account_id=_pick_id(draw, accounts, invalid_percent), symbol=symbol, side=side,
+        account_id=AccountId(_pick_id(draw, accounts, invalid_percent)), symbol=symbol, side=side,
         type=order_type, margin=margin, leverage=leverage, price=price, take_profit=take_profit,
         stop_loss=stop_loss, trailing_stop=trailing_stop, slippage_bps=slippage_bps,
-        expected_price=expected_price, expires_at=expires_at, client_order_id=client_order_id)
+        expected_price=expected_price, expires_at=expires_at, client_order_id=ClientOrderId(client_order_id))
 
 
 @st.composite
-def cancel_orders(draw: Callable[[Any], Any], *, orders: Sequence[Any] = (),
+def cancel_orders(draw: st.DrawFn, *, orders: Sequence[Any] = (),
                   accounts: Sequence[int] = (), invalid_percent: int = 10) -> CancelOrder:
     """Cancels of pending orders (records with ``account_id`` and ``id``, e.g. the engine's
     ``Order``), sometimes named by another account or with an unknown id."""
     account, order_id, _order = _owner_and_id(draw, orders, accounts, invalid_percent)
-    return CancelOrder(account_id=account, order_id=order_id)
+    return CancelOrder(account_id=AccountId(account), order_id=OrderId(order_id))
 
 
 @st.composite
-def modify_orders(draw: Callable[[Any], Any], *, orders: Sequence[Any] = (),
+def modify_orders(draw: st.DrawFn, *, orders: Sequence[Any] = (),
                   accounts: Sequence[int] = (), reference_prices: Optional[Mapping[str, int]] = None,
                   now: int = 0, invalid_percent: int = 10) -> ModifyOrder:
     """New price / take-profit / stop-loss / expiry for a pending order; ``0`` removes a level."""
@@ -424,12 +427,12 @@ def modify_orders(draw: Callable[[Any], Any], *, orders: Sequence[Any] = (),
     if _maybe(draw, 25):
         expires_at = draw(st.sampled_from((0, max(1, now - 1)))) if _invalid(draw, invalid_percent) \
             else now + draw(st.integers(_NS_PER_MS, 10 * _NS_PER_S))
-    return ModifyOrder(account_id=account, order_id=order_id, price=price,
+    return ModifyOrder(account_id=AccountId(account), order_id=OrderId(order_id), price=price,
                        take_profit=take_profit, stop_loss=stop_loss, expires_at=expires_at)
 
 
 @st.composite
-def close_positions(draw: Callable[[Any], Any], *, positions: Sequence[Any] = (),
+def close_positions(draw: st.DrawFn, *, positions: Sequence[Any] = (),
                     accounts: Sequence[int] = (), invalid_percent: int = 10) -> ClosePosition:
     """Full closes (``qty=None``) and partial closes (``1..qty`` of a position record with
     ``account_id``, ``id`` and ``qty``), sometimes a zero, negative or too large quantity."""
@@ -441,11 +444,11 @@ def close_positions(draw: Callable[[Any], Any], *, positions: Sequence[Any] = ()
             qty = draw(st.sampled_from((0, -1, whole + 1)))
         else:
             qty = draw(st.integers(1, whole))
-    return ClosePosition(account_id=account, position_id=position_id, qty=qty)
+    return ClosePosition(account_id=AccountId(account), position_id=PositionId(position_id), qty=qty)
 
 
 @st.composite
-def modify_positions(draw: Callable[[Any], Any], *, positions: Sequence[Any] = (),
+def modify_positions(draw: st.DrawFn, *, positions: Sequence[Any] = (),
                      accounts: Sequence[int] = (),
                      reference_prices: Optional[Mapping[str, int]] = None,
                      invalid_percent: int = 10) -> ModifyPosition:
@@ -473,23 +476,23 @@ def modify_positions(draw: Callable[[Any], Any], *, positions: Sequence[Any] = (
             trailing_stop = position.trailing_stop   # the same distance: keeps the peak
         else:
             trailing_stop = max(1, reference * draw(_TRAILING_BPS) // _BPS)
-    return ModifyPosition(account_id=account, position_id=position_id, take_profit=take_profit,
+    return ModifyPosition(account_id=AccountId(account), position_id=PositionId(position_id), take_profit=take_profit,
                           stop_loss=stop_loss, trailing_stop=trailing_stop)
 
 
 @st.composite
-def add_margins(draw: Callable[[Any], Any], *, positions: Sequence[Any] = (),
+def add_margins(draw: st.DrawFn, *, positions: Sequence[Any] = (),
                 accounts: Sequence[int] = (), max_amount: int = 1_000_000,
                 invalid_percent: int = 10) -> AddMargin:
     """Margin added to an open position (some more than the free balance, some non-positive)."""
     account, position_id, _position = _owner_and_id(draw, positions, accounts, invalid_percent)
     amount = draw(st.integers(-100, 0)) if _invalid(draw, invalid_percent) else draw(st.integers(1, max_amount))
-    return AddMargin(account_id=account, position_id=position_id, amount=amount)
+    return AddMargin(account_id=AccountId(account), position_id=PositionId(position_id), amount=amount)
 
 
 def _symbol_command(cls: type, symbols: Sequence[str], invalid_percent: int) -> st.SearchStrategy[Any]:
     @st.composite
-    def build(draw: Callable[[Any], Any]) -> Any:
+    def build(draw: st.DrawFn) -> Any:
         if not symbols or _invalid(draw, invalid_percent):
             return cls(symbol=UNKNOWN_SYMBOL)
         return cls(symbol=draw(st.sampled_from(tuple(symbols))))
@@ -506,7 +509,7 @@ def resume_symbols(symbols: Sequence[str] = ("BTCUSD",), *, invalid_percent: int
 
 
 @st.composite
-def edge_cursors(draw: Callable[[Any], Any], *, sources: Sequence[str] = ("stream:exness",),
+def edge_cursors(draw: st.DrawFn, *, sources: Sequence[str] = ("stream:exness",),
                  invalid_percent: int = 10) -> EdgeCursor:
     """A process-edge stream position (split mode); sometimes malformed or going backwards."""
     if _invalid(draw, invalid_percent):
@@ -517,10 +520,11 @@ def edge_cursors(draw: Callable[[Any], Any], *, sources: Sequence[str] = ("strea
 
 
 @st.composite
-def raise_id_floors(draw: Callable[[Any], Any], *, invalid_percent: int = 10) -> RaiseIdFloor:
+def raise_id_floors(draw: st.DrawFn, *, invalid_percent: int = 10) -> RaiseIdFloor:
     """A repair's id floor; sometimes out of range."""
     low, high = (-5, 0) if _invalid(draw, invalid_percent) else (1, 2**40)
-    return RaiseIdFloor(next_order_id=draw(st.integers(low, high)), next_position_id=draw(st.integers(1, 2**40)))
+    return RaiseIdFloor(next_order_id=OrderId(draw(st.integers(low, high))),
+                        next_position_id=PositionId(draw(st.integers(1, 2**40))))
 
 
 def command_strategies(*, accounts: Sequence[int] = (), symbols: Sequence[str] = ("BTCUSD",),

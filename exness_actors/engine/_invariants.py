@@ -1,0 +1,63 @@
+"""The state's invariants, checked by tests, audits and the property-based machine.
+
+* money is conserved: Σ free + Σ locked + house == Σ deposits − Σ withdrawals;
+* no free or locked balance is negative;
+* an account's ``locked`` = Σ its position margins + Σ its pending orders' margins;
+* every open position's and pending order's triggers are in the indexes, and nothing else is.
+"""
+
+from __future__ import annotations
+
+from exness_actors.errors import InvariantViolation
+from exness_actors.model import Book
+
+from ._state import ENTRY, LIQ, SL, TP, EngineState
+
+__all__ = ["check_invariants"]
+
+
+def check_invariants(state: EngineState) -> None:
+    """Raise :class:`InvariantViolation` if the state is inconsistent."""
+    _check_money(state)
+    for book in state.books.values():
+        _check_indexes(state, book)
+
+
+def _check_money(state: EngineState) -> None:
+    free = locked = 0
+    for account in state.accounts.values():
+        if account.free < 0 or account.locked < 0:
+            raise InvariantViolation(f"account {account.id} has a negative balance")
+        expected = sum(p.margin for p in account.positions.values()) + \
+            sum(o.margin for o in account.orders.values())
+        if expected != account.locked:
+            raise InvariantViolation(f"account {account.id}: locked {account.locked} != margins {expected}")
+        free += account.free
+        locked += account.locked
+    if free + locked + state.house != state.total_deposits - state.total_withdrawals:
+        raise InvariantViolation("money is not conserved")
+
+
+def _check_indexes(state: EngineState, book: Book) -> None:
+    symbol = book.instrument.symbol
+    indexed = {(prio, ident) for index in (book.bid_falls, book.bid_rises, book.ask_rises, book.ask_falls)
+               for _level, prio, ident in index.items()}
+    expected_entries: set[tuple[int, int]] = set()
+    for p in state.positions.values():
+        if p.symbol == symbol:
+            expected_entries.add((LIQ, p.id))
+            if p.stop_loss is not None:
+                expected_entries.add((SL, p.id))
+            if p.take_profit is not None:
+                expected_entries.add((TP, p.id))
+    for o in state.orders.values():
+        if o.symbol == symbol:
+            expected_entries.add((ENTRY, o.id))
+    if indexed != expected_entries:
+        raise InvariantViolation(f"{symbol}: trigger index out of step with the book")
+    trailing = {ident for ident, _d, _p in book.long_trailing.items()} | \
+        {ident for ident, _d, _p in book.short_trailing.items()}
+    expected_trailing = {p.id for p in state.positions.values()
+                         if p.symbol == symbol and p.trailing_stop is not None}
+    if trailing != expected_trailing:
+        raise InvariantViolation(f"{symbol}: trailing book out of step")
