@@ -135,12 +135,13 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
     from actors import gateway as gateway_actor
     from actors import ws as ws_actor
     try:
-        key = load_or_create_key(data_dir, cfg.get("snapshot", "key"))
+        key = load_or_create_key(data_dir, cfg.settings.snapshot.key)
         core_config = cfg.core
         if role == "engine":
             from actors.roles import check_shard
             core_config = core_config.for_shard(check_shard(cfg, shard))   # ids disjoint from every other shard's
         tokens = gateway_actor.token_issuer_from_config(cfg)   # one issuer for HTTP and WS
+        http = gateway_actor.GatewaySettings.from_config(cfg)
     except (KeyError_, ConfigError, InvalidValue) as exc:
         raise StartupError(str(exc)) from None
 
@@ -160,11 +161,11 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
         recovered = await recover_from(persisted_seq, cut=repair)
         if recovered.cut is not None:   # --repair cut the journal: cut the history, raise the id floor
             repaired = await repair_journal.reconcile(
-                recovered, store=store, shard=shard, shards=int(cfg.get("bus", "shards", 1)) if role == "engine" else 1,
+                recovered, store=store, shard=shard, shards=cfg.settings.bus.shards if role == "engine" else 1,
                 stored_seq=persisted_seq, recover_again=functools.partial(recover_from, cut=True))
             recovered = repaired.recovered
         journal = JournalWriter(journal_dir(data_dir),
-                                segment_bytes=int(cfg.get("journal", "segment_mb", 64)) * 1024 * 1024)
+                                segment_bytes=cfg.settings.journal.segment_bytes)
         if repaired is not None:
             repair_journal.finish(repaired, data_dir, journal, ts=clock())
     except (RecoveryError, JournalError) as exc:
@@ -174,9 +175,9 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
     recovered_state = (f"seq {engine.last_seq} ({len(engine.accounts)} accounts, {len(engine.positions)} open "
                        f"positions; recovered in {recovered.elapsed_s * 1000:.0f} ms)")   # before the feed moves it
     tune_gc()   # the recovered book is long-lived: keep the cyclic collector off it
-    handle = EngineHandle(engine, int(cfg.get("engine", "inbox_size", 10_000)))
+    handle = EngineHandle(engine, cfg.settings.engine.inbox_size)
     system = System(cfg, handle, key, store)
-    keep = int(cfg.get("snapshot", "keep", 5))
+    keep = cfg.settings.snapshot.keep
 
     from actors import candles as candles_actor
     from actors import persister as persister_actor
@@ -187,8 +188,8 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
         async with trio.open_nursery() as nursery:
             # consumers first, so they see every batch the engine publishes. In split mode the
             # candles/persister roles may do their work instead ([bus] candles_role/persister_role).
-            local_persister = role == "all" or not cfg.get("bus", "persister_role", False)
-            local_candles = role == "all" or not cfg.get("bus", "candles_role", False)
+            local_persister = role == "all" or not cfg.settings.bus.persister_role
+            local_candles = role == "all" or not cfg.settings.bus.candles_role
             if local_persister:
                 persister_sub = handle.subscribe("persister", max_buffer=256, lossless=True)
             if local_candles:
@@ -206,28 +207,28 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
                 system.actors["candles"] = await nursery.start(functools.partial(
                     supervised, "candles", candles_actor.run, inbox=candles_sub.receive, cfg=cfg, store=store,
                     outbox=candle_updates_send))
-            fsync = str(cfg.get("journal", "fsync", "batch"))
+            fsync = cfg.settings.journal.fsync
             await nursery.start(functools.partial(
                 _engine_until_failure, system, handle=handle, journal=journal, cfg=cfg, fsync=fsync,
-                fsync_interval_ms=int(cfg.get("journal", "fsync_interval_ms", 5)), clock=clock))
+                fsync_interval_ms=cfg.settings.journal.fsync_interval_ms, clock=clock))
             system.actors["engine"] = handle
             if role == "engine":
                 from actors import roles
                 system.actors["edge"] = await nursery.start(functools.partial(
                     roles.serve_engine_edge, cfg=cfg, handle=handle, shard=shard,
-                    quotes=(feed or cfg.get("feed", "source")) == "redis",
+                    quotes=(feed or cfg.settings.feed.source) == "redis",
                     stopping=system.shutdown_requested))
 
             intake = trio.CancelScope()
             async def _intake(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
                 with intake:
                     async with trio.open_nursery() as inner:
-                        if (feed or cfg.get("feed", "source")) not in ("none", "redis"):
+                        if (feed or cfg.settings.feed.source) not in ("none", "redis"):
                             # "none": quotes come from elsewhere (tests); "redis": from the feed role
                             system.actors["price_feed"] = await inner.start(functools.partial(
                                 supervised, "price_feed", price_feed.run, outbox=handle.inbox_sender(),
                                 cfg=cfg, source=feed))
-                        if role == "all" or not cfg.get("bus", "snapshotter_role", False):
+                        if role == "all" or not cfg.settings.bus.snapshotter_role:
                             system.actors["snapshotter"] = await inner.start(functools.partial(
                                 supervised, "snapshotter", snapshotter.run, handle=handle, cfg=cfg, key=key))
                         if role == "engine":   # split mode: no HTTP/WS here (the gateway/ws roles)
@@ -244,8 +245,8 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
                                 ws_stats=lambda: system.actors["ws"].statistics() if "ws" in system.actors else {},
                                 persister=system.actors["persister"], shutdown=system.shutdown_requested))
                         except OSError as exc:
-                            raise StartupError(f"cannot serve HTTP on {cfg.get('http', 'host')}:"
-                                               f"{cfg.get('http', 'port')}: {exc.strerror or exc}") from None
+                            raise StartupError(f"cannot serve HTTP on {http.host}:"
+                                               f"{http.port}: {exc.strerror or exc}") from None
                         system.actors["ws"] = await inner.start(functools.partial(
                             supervised, "ws", ws_actor.run, handle=handle, cfg=cfg, tokens=tokens,
                             candles_inbox=candle_updates_receive, candles=system.actors["candles"],
@@ -262,7 +263,7 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
                       flush=True)
             elif announce:   # the CLI says where it listens; embedded users (tests, benchmarks) read System
                 print(f"exness-actors: engine ready at {recovered_state}; data dir {data_dir.resolve()}; "
-                      f"feed {feed or cfg.get('feed', 'source')}\n"
+                      f"feed {feed or cfg.settings.feed.source}\n"
                       f"exness-actors: HTTP API {gateway.url}/api/v1 — docs {gateway.url}/docs — "
                       f"WebSocket {system.actors['ws'].url}", flush=True)
             log.info("event=ready last_seq=%d data_dir=%s", engine.last_seq, data_dir)
@@ -274,7 +275,7 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
             # intake, drain and flush, let consumers finish
             log.info("event=shutdown_begin last_seq=%d", engine.last_seq)
             if gateway is not None:
-                with trio.move_on_after(float(cfg.get("http", "graceful_timeout_s", 5)) + 1):
+                with trio.move_on_after(http.graceful_timeout_s + 1):
                     await gateway.stopped.wait()
             intake.cancel()
             await handle.stop()
@@ -825,15 +826,15 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 
 def _cmd_migrate(cfg: Config) -> int:
     """Apply the configured store's pending migrations; say which ran (exit 1 on failure)."""
-    kind = cfg.get("store", "kind", "sqlite")
+    kind = cfg.settings.store.kind
     if kind == "postgres":
         from actors.store_postgres import describe_url, migrate_postgres
-        url = cfg.get("store", "database_url")
+        url = cfg.settings.store.database_url
         if not url:
             print("exness-actors migrate: --store postgres needs DATABASE_URL "
                   "(or [store] database_url), e.g. postgresql://user@host:5432/dbname", file=sys.stderr)
             return 1
-        schema = cfg.get("store", "schema") or None
+        schema = cfg.settings.store.schema or None
         where = describe_url(url) + (f" schema {schema}" if schema else "")
         try:
             store = trio.run(functools.partial(migrate_postgres, url, schema=schema))
@@ -893,7 +894,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return _cmd_migrate(cfg)
     if args.command == "health":
         from actors.redis_edge import check_health
-        url = cfg.get("bus", "redis_url", None)
+        url = cfg.settings.bus.redis_url
         if not url:
             print("exness-actors health: set REDIS_URL (split mode keeps heartbeats in Redis)", file=sys.stderr)
             return 1
@@ -901,7 +902,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(message, file=sys.stdout if ok else sys.stderr)
         return 0 if ok else 1
     role = args.role
-    bus = str(cfg.get("bus", "kind", "memory"))
+    bus = cfg.settings.bus.kind
     if role != "all" and bus != "redis":
         print(f"exness-actors: --role {role} is a split-mode process: it needs --bus redis "
               "(or [bus] kind = \"redis\") and REDIS_URL", file=sys.stderr)
@@ -913,7 +914,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         if role in ("all", "engine"):
             trio.run(functools.partial(run_system, cfg, repair=args.repair, announce=True, role=role,
-                                       shard=int(cfg.get("bus", "shard", 0))))
+                                       shard=cfg.settings.bus.shard))
         else:
             from actors import roles
             trio.run(functools.partial(roles.run_role, cfg, role))

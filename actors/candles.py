@@ -299,8 +299,8 @@ async def run(*, inbox: trio.MemoryReceiveChannel[EventBatch], cfg: Any, store: 
     """
     handle = CandlesHandle(
         store=store, outbox=outbox, inbox=inbox,
-        flush_candles=int(cfg.get("candles", "flush_candles", DEFAULT_FLUSH_CANDLES)),
-        flush_interval_s=float(cfg.get("candles", "flush_interval_s", DEFAULT_FLUSH_INTERVAL_S)))
+        flush_candles=cfg.settings.candles.flush_candles,
+        flush_interval_s=cfg.settings.candles.flush_interval_s)
     await handle.seed([instrument.symbol for instrument in cfg.core.instruments])
     async with trio.open_nursery() as nursery:
         nursery.start_soon(handle.flusher)

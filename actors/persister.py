@@ -36,8 +36,6 @@ __all__ = ["run", "rebuild", "Persister", "PersisterStatistics", "MAX_WRITE_ATTE
 
 logger = logging.getLogger("exness.persister")
 
-DEFAULT_MAX_BATCHES = 64
-DEFAULT_MAX_ITEMS = 20_000
 REBUILD_CHUNK_ITEMS = 5_000
 MAX_WRITE_ATTEMPTS = 5
 
@@ -129,8 +127,8 @@ async def run(*, inbox: trio.MemoryReceiveChannel[EventBatch], cfg: Any, store: 
     ``[persister] max_batches`` (default 64) and ``max_items`` (default 20000) bound how much
     one transaction coalesces.
     """
-    max_batches = int(cfg.get("persister", "max_batches", DEFAULT_MAX_BATCHES))
-    max_items = int(cfg.get("persister", "max_items", DEFAULT_MAX_ITEMS))
+    max_batches = cfg.settings.persister.max_batches
+    max_items = cfg.settings.persister.max_items
     persister = Persister(store, last_seq=await store.last_persisted_seq(shard), shard=shard, inbox=inbox)
     logger.info("event=started shard=%d last_seq=%d max_batches=%d max_items=%d",
                 shard, persister.last_seq, max_batches, max_items)

@@ -148,7 +148,7 @@ class FeedSettings:
                 raise ConfigError("feed.source: 'replay' needs a file: replay:PATH (a JSON-lines recording)")
             self.replay_file = Path(argument).expanduser()
         elif self.kind == "redis":
-            if cfg.get("bus", "kind", "memory") != "redis":
+            if cfg.settings.bus.kind != "redis":
                 raise ConfigError("feed source 'redis' needs bus = redis (split mode); "
                                   "use synthetic, replay:FILE or binance in embedded mode")
         elif self.kind not in ("synthetic", "binance") or argument:

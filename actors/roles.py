@@ -48,7 +48,7 @@ DATA_DIR_ROLES = ("gateway", "ws", "snapshotter")
 
 
 def _redis_url(cfg: Any) -> str:
-    url = cfg.get("bus", "redis_url", None)
+    url = cfg.settings.bus.redis_url
     if not url:
         from actors.config import ConfigError
         raise ConfigError("bus.redis_url: split mode needs Redis; set REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
@@ -56,11 +56,7 @@ def _redis_url(cfg: Any) -> str:
 
 
 def _shards(cfg: Any) -> int:
-    shards = int(cfg.get("bus", "shards", 1))
-    if shards < 1:
-        from actors.config import ConfigError
-        raise ConfigError(f"bus.shards: must be at least 1, not {shards}")
-    return shards
+    return int(cfg.settings.bus.shards)
 
 
 def check_shard(cfg: Any, shard: int) -> int:
@@ -105,7 +101,7 @@ async def serve_engine_edge(*, cfg: Any, handle: Any, shard: int, quotes: bool,
             stats = await nursery.start(functools.partial(
                 redis_edge.run_engine_edge, handle=handle, bus=bus, shard=shard, shards=shards,
                 quotes=quotes,
-                fresh_quotes_wait_s=float(cfg.get("bus", "fresh_quotes_wait_s", 10.0))))
+                fresh_quotes_wait_s=cfg.settings.bus.fresh_quotes_wait_s))
 
             def status() -> dict:
                 ready = bus.connected and handle.accepting
@@ -164,9 +160,14 @@ async def run_role(cfg: Any, role: str, *, announce: bool = True, handle_signals
             log.info("event=shutdown role=%s", role)
             stop = info.get("stop") if isinstance(info, dict) else None
             if stop is not None:
-                with trio.move_on_after(float(cfg.get("http", "graceful_timeout_s", 5)) + 1):
+                with trio.move_on_after(_graceful_timeout_s(cfg) + 1):
                     await stop()
             nursery.cancel_scope.cancel()
+
+
+def _graceful_timeout_s(cfg: Any) -> float:
+    from actors.gateway import GatewaySettings
+    return GatewaySettings.from_config(cfg).graceful_timeout_s
 
 
 def _tokens(cfg: Any) -> Any:
@@ -202,8 +203,8 @@ async def _open_store(cfg: Any) -> Any:
 async def _remote(nursery: trio.Nursery, cfg: Any, bus: redis_edge.RedisBus) -> redis_edge.RemoteEngineHandle:
     remote = redis_edge.RemoteEngineHandle(
         bus=bus, core=cfg.core, shards=_shards(cfg),
-        request_timeout_s=float(cfg.get("bus", "request_timeout_s", 5.0)),
-        max_inflight=int(cfg.get("engine", "inbox_size", 10_000)))
+        request_timeout_s=cfg.settings.bus.request_timeout_s,
+        max_inflight=cfg.settings.engine.inbox_size)
     await nursery.start(remote.run)
     return remote
 
@@ -269,7 +270,7 @@ async def _run_feed(*, cfg: Any, bus: redis_edge.RedisBus, done: trio.Event, ann
                     task_status: trio.TaskStatus[dict] = trio.TASK_STATUS_IGNORED) -> None:
     from actors import price_feed
     from actors.config import ConfigError
-    source = str(cfg.get("feed", "source", "synthetic"))
+    source = cfg.settings.feed.source
     if source == "redis":
         raise ConfigError("feed.source: the feed role publishes to Redis; give it a source "
                           "(synthetic, replay:FILE or binance), not redis")
@@ -298,7 +299,7 @@ async def _run_consumer(kind: str, *, cfg: Any, bus: redis_edge.RedisBus, announ
             send, receive = trio.open_memory_channel[EventBatch](256)
             # the candles role needs only the quotes: shard 0 sees every quote. A persister keeps
             # one shard's history (its watermark is per shard): one persister per shard, --shard K
-            shard = 0 if kind == "candles" else check_shard(cfg, int(cfg.get("bus", "shard", 0)))
+            shard = 0 if kind == "candles" else check_shard(cfg, cfg.settings.bus.shard)
             streams = [redis_edge.events_stream(shard, shards)]
             reader_stats: dict = {}
             nursery.start_soon(functools.partial(
@@ -315,7 +316,7 @@ async def _run_consumer(kind: str, *, cfg: Any, bus: redis_edge.RedisBus, announ
                         **reader_stats}
             await nursery.start(functools.partial(redis_edge.heartbeat, bus=bus, role=kind, status=status))
             if announce:
-                print(f"exness-actors: {kind} from Redis {', '.join(streams)} into the {cfg.get('store', 'kind')} store",
+                print(f"exness-actors: {kind} from Redis {', '.join(streams)} into the {cfg.settings.store.kind} store",
                       flush=True)
             task_status.started({kind: actor, "reader": reader_stats})
     finally:
@@ -345,9 +346,9 @@ async def _run_snapshotter(*, cfg: Any, bus: redis_edge.RedisBus, done: trio.Eve
                            task_status: trio.TaskStatus[dict] = trio.TASK_STATUS_IGNORED) -> None:
     from actors import snapshotter
     from actors.keys import load_or_create_key
-    key = load_or_create_key(cfg.data_dir, cfg.get("snapshot", "key"))
-    shard = int(cfg.get("bus", "shard", 0))
-    engine_instance = str(cfg.get("bus", "engine_instance", "") or redis_edge.default_instance())
+    key = load_or_create_key(cfg.data_dir, cfg.settings.snapshot.key)
+    shard = cfg.settings.bus.shard
+    engine_instance = cfg.settings.bus.engine_instance or redis_edge.default_instance()
     progress = _EngineProgress()
 
     async def follow() -> None:

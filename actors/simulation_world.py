@@ -305,7 +305,7 @@ class World:
         engine = self.engine = recovered.engine
         cfg = self._epoch_config(epoch.index, engine)
         journal = epoch.journal = _TrackedJournal(journal_dir(data_dir))
-        handle = epoch.handle = _AckingHandle(engine, int(cfg.get("engine", "inbox_size", 256)), self.acks)
+        handle = epoch.handle = _AckingHandle(engine, cfg.settings.engine.inbox_size, self.acks)
         async with trio.open_nursery() as nursery:
             persister_sub = handle.subscribe("persister", max_buffer=256, lossless=True)
             candles_sub = handle.subscribe("candles", max_buffer=256, lossless=True)

@@ -46,10 +46,9 @@ class SnapshotterStats:
 
 async def scrub_journal(handle: EngineHandle, cfg: Any, stats: SnapshotterStats) -> None:
     """Verify the sealed segments in a worker thread; record the damage on ``handle``."""
-    archive = cfg.get("journal", "archive_dir", "")
     try:
         report = await trio.to_thread.run_sync(functools.partial(
-            scrub, journal_dir(Path(cfg.data_dir)), archive_dir=Path(archive) if archive else None))
+            scrub, journal_dir(Path(cfg.data_dir)), archive_dir=cfg.settings.journal.archive_path))
     except OSError as exc:
         log.error("event=scrub_failed error=%r", str(exc))
         return
@@ -74,8 +73,8 @@ async def snapshot_now(data_dir: Path, target_seq: int, key: bytes, keep: int) -
 async def run(*, handle: EngineHandle, cfg: Any, key: bytes, stats: SnapshotterStats | None = None,
               task_status: trio.TaskStatus[SnapshotterStats] = trio.TASK_STATUS_IGNORED) -> None:
     stats = stats or SnapshotterStats()
-    interval = float(cfg.get("snapshot", "interval_s", 60))
-    keep = int(cfg.get("snapshot", "keep", 5))
+    interval = cfg.settings.snapshot.interval_s
+    keep = cfg.settings.snapshot.keep
     task_status.started(stats)
     await scrub_journal(handle, cfg, stats)
     while True:

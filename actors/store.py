@@ -531,7 +531,8 @@ class Store(Protocol):
 
 async def open_store(cfg: Any) -> Store:
     """The store ``cfg`` asks for (``[store] kind``), migrated and ready."""
-    kind = cfg.get("store", "kind", "sqlite")
+    settings = cfg.settings.store
+    kind = settings.kind
     if kind == "sqlite":
         from actors.store_sqlite import SqliteStore
         return await SqliteStore.open(cfg.data_dir)
@@ -540,13 +541,11 @@ async def open_store(cfg: Any) -> Store:
         # created when missing), pool_size, migrate_on_open (false: fail at open while
         # migrations are pending, for deployments that run `exness-actors migrate` as a step).
         from actors.config import ConfigError
-        from actors.store_postgres import DEFAULT_POOL_SIZE, open_postgres_store
-        url = cfg.get("store", "database_url")
+        from actors.store_postgres import open_postgres_store
+        url = settings.database_url
         if not url:
             raise ConfigError("[store] kind = 'postgres' needs a database URL: set DATABASE_URL "
                               "(or [store] database_url), e.g. postgresql://user@host:5432/dbname")
         return await open_postgres_store(
-            url, schema=cfg.get("store", "schema") or None,
-            migrate=bool(cfg.get("store", "migrate_on_open", True)),
-            max_size=int(cfg.get("store", "pool_size", DEFAULT_POOL_SIZE)))
+            url, schema=settings.schema or None, migrate=settings.migrate_on_open, max_size=settings.pool_size)
     raise ValueError(f"[store] kind must be 'sqlite' or 'postgres', not {kind!r}")
