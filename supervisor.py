@@ -7,7 +7,7 @@ process stops taking orders and exits non-zero; every other actor is restarted w
 backoff. SIGTERM/SIGINT stop intake, drain the engine, flush the journal, let the consumers
 finish, write a final snapshot and exit 0. A journal that cannot be written (disk full, an I/O
 error) stops the engine; the process drains the same way, without the final snapshot, and exits
-with one line and the exit code of :mod:`actors.faults`.
+with one line and the exit code of :mod:`actors.engine.faults`.
 """
 
 from __future__ import annotations
@@ -25,16 +25,16 @@ from typing import Any, Awaitable, Callable, Iterator, Optional
 
 import trio
 
-from actors import engine as engine_actor
-from actors import repair as repair_journal
-from actors import snapshotter
+from actors.engine import actor as engine_actor
+from actors.engine import repair as repair_journal
+from actors.engine import snapshotter
 from actors.config import Config, ConfigError, load_config, prepare_data_dir
-from actors.engine import EngineHandle
-from actors.faults import EXIT_CANNOT_START, EXIT_INTERRUPTED, FatalIOError, fatal_io_error
-from actors.keys import KeyError_, load_or_create_key
-from actors.recovery import Recovered, RecoveryError, journal_dir, recover
+from actors.engine.actor import EngineHandle
+from actors.engine.faults import EXIT_CANNOT_START, EXIT_INTERRUPTED, FatalIOError, fatal_io_error
+from actors.engine.keys import KeyError_, load_or_create_key
+from actors.engine.recovery import Recovered, RecoveryError, journal_dir, recover
 from actors.runtime import tune_gc
-from actors.snapshot_worker import write_engine_snapshot
+from actors.engine.snapshot_worker import write_engine_snapshot
 from exness_actors.errors import InvalidValue
 from exness_actors.journal import JournalError, JournalWriter
 
@@ -127,25 +127,25 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
     ``role="all"`` is the embedded platform. ``role="engine"`` (split mode, ``[bus] kind =
     "redis"``) runs the engine shard ``shard`` with its journal, snapshotter, persister and
     candles, and serves the command stream over Redis instead of HTTP/WebSocket; with ``[feed]
-    source = "redis"`` its quotes come from the feed role (actors/redis_edge.py)."""
+    source = "redis"`` its quotes come from the feed role (actors/bus/streams.py)."""
     if role not in ("all", "engine"):
         raise StartupError(f"run_system runs the roles all and engine, not {role!r}")
     data_dir = cfg.data_dir
     _prepare_data_dir(data_dir)
     from actors import gateway as gateway_actor
-    from actors import ws as ws_actor
+    from actors.ws import server as ws_actor
     try:
         key = load_or_create_key(data_dir, cfg.settings.snapshot.key)
         core_config = cfg.core
         if role == "engine":
-            from actors.roles import check_shard
+            from actors.bus.roles import check_shard
             core_config = core_config.for_shard(check_shard(cfg, shard))   # ids disjoint from every other shard's
         tokens = gateway_actor.token_issuer_from_config(cfg)   # one issuer for HTTP and WS
         http = gateway_actor.GatewaySettings.from_config(cfg)
     except (KeyError_, ConfigError, InvalidValue) as exc:
         raise StartupError(str(exc)) from None
 
-    from actors.store import open_store
+    from actors.store.base import open_store
     store = await open_store(cfg)
     persisted_seq = await store.last_persisted_seq(shard)
     backlog: list[tuple[int, int, list]] = []
@@ -179,10 +179,10 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
     system = System(cfg, handle, key, store)
     keep = cfg.settings.snapshot.keep
 
-    from actors import candles as candles_actor
-    from actors import persister as persister_actor
-    from actors import price_feed
-    from actors.messages import EventBatch
+    from actors.history import candles as candles_actor
+    from actors.history import persister as persister_actor
+    from actors.feed import price_feed
+    from actors.engine.messages import EventBatch
 
     try:
         async with trio.open_nursery() as nursery:
@@ -213,7 +213,7 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
                 fsync_interval_ms=cfg.settings.journal.fsync_interval_ms, clock=clock))
             system.actors["engine"] = handle
             if role == "engine":
-                from actors import roles
+                from actors.bus import roles
                 system.actors["edge"] = await nursery.start(functools.partial(
                     roles.serve_engine_edge, cfg=cfg, handle=handle, shard=shard,
                     quotes=(feed or cfg.settings.feed.source) == "redis",
@@ -456,12 +456,12 @@ def _advance(bar: Any) -> Optional[Callable[[float], None]]:
 
 
 def _cmd_simulate(args: argparse.Namespace, *, reexec: bool) -> int:
-    """Run the deterministic whole-system simulation (actors.simulation); exit 1 on any violation."""
+    """Run the deterministic whole-system simulation (actors.simulation.simulate); exit 1 on any violation."""
     import shutil
     import tempfile
 
-    from actors.simulation import SimulationError, SimulationOptions, format_report, report_json, run_simulation
-    from actors.simulation_runtime import REEXEC_ENV
+    from actors.simulation.simulate import SimulationError, SimulationOptions, format_report, report_json, run_simulation
+    from actors.simulation.runtime import REEXEC_ENV
 
     if reexec and any(os.environ.get(name) != value for name, value in REEXEC_ENV.items()):
         # Same seed, same report: iterating sets of strings depends on PYTHONHASHSEED, so the
@@ -506,7 +506,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from exness_actors.money import format_fixed
     from exness_actors.replay import ReplayDivergence, replay
     from exness_actors.snapshot import SnapshotError, list_snapshots, read_snapshot
-    from actors.recovery import snapshot_dir
+    from actors.engine.recovery import snapshot_dir
 
     data_dir = Path(args.data_dir)
     if not (data_dir / "journal").is_dir():
@@ -581,8 +581,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     """Check every frame of every segment (exit 1 on damage); copy verified segments with --archive."""
-    from actors.recovery import journal_dir
-    from actors.scrubber import scrub
+    from actors.engine.recovery import journal_dir
+    from actors.engine.scrubber import scrub
 
     data_dir = Path(args.data_dir)
     if not journal_dir(data_dir).is_dir():
@@ -606,7 +606,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _damage_advice(data_dir: Path, segment: Path) -> str:
     """What to do about a damaged segment: depends on whether a snapshot already covers it."""
-    from actors.recovery import snapshot_dir
+    from actors.engine.recovery import snapshot_dir
     from exness_actors.journal import list_segments, segment_first_seq
     from exness_actors.snapshot import list_snapshots
 
@@ -828,7 +828,7 @@ def _cmd_migrate(cfg: Config) -> int:
     """Apply the configured store's pending migrations; say which ran (exit 1 on failure)."""
     kind = cfg.settings.store.kind
     if kind == "postgres":
-        from actors.store_postgres import describe_url, migrate_postgres
+        from actors.store.postgres import describe_url, migrate_postgres
         url = cfg.settings.store.database_url
         if not url:
             print("exness-actors migrate: --store postgres needs DATABASE_URL "
@@ -846,7 +846,7 @@ def _cmd_migrate(cfg: Config) -> int:
         candles = ("candles_1m is a TimescaleDB hypertable" if store.timescaledb else
                    "candles_1m is a plain indexed table (TimescaleDB is not available on this server)")
     elif kind == "sqlite":
-        from actors.store import open_store
+        from actors.store.base import open_store
 
         async def _migrate_sqlite() -> list[str]:
             store = await open_store(cfg)       # SQLite migrates when it opens
@@ -893,7 +893,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.command == "migrate":
         return _cmd_migrate(cfg)
     if args.command == "health":
-        from actors.redis_edge import check_health
+        from actors.bus.streams import check_health
         url = cfg.settings.bus.redis_url
         if not url:
             print("exness-actors health: set REDIS_URL (split mode keeps heartbeats in Redis)", file=sys.stderr)
@@ -916,7 +916,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             trio.run(functools.partial(run_system, cfg, repair=args.repair, announce=True, role=role,
                                        shard=cfg.settings.bus.shard))
         else:
-            from actors import roles
+            from actors.bus import roles
             trio.run(functools.partial(roles.run_role, cfg, role))
     except ConfigError as exc:
         print(f"exness-actors: configuration error: {exc}", file=sys.stderr)

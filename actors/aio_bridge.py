@@ -1,7 +1,7 @@
 """The bridge from trio to asyncio libraries (asyncpg: the PostgreSQL store).
 
 Redis does not use it any more: the process edge talks to Redis on trio's own sockets
-(actors/redis_trio.py), because it makes several calls per request and each crossing here
+(actors/bus/redis_client.py), because it makes several calls per request and each crossing here
 costs two thread wake-ups (docs/decisions.md).
 
 Choice (DESIGN.md §6): **an asyncio event loop in one dedicated thread**, driven from trio.

@@ -11,10 +11,10 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors import candles as candles_actor
+from actors.history import candles as candles_actor
 from actors.config import load_config
-from actors.messages import EventBatch
-from actors.store_sqlite import SqliteStore
+from actors.engine.messages import EventBatch
+from actors.store.sqlite import SqliteStore
 from exness_actors.candles import (
     INTERVAL_NAMES, INTERVALS, MINUTE_NS, WEEK_OFFSET_NS, Candle, CandleBuilder, aggregate,
     bucket_start,

@@ -8,9 +8,9 @@ import pytest
 import trio
 
 import supervisor
-from actors import engine as engine_actor
-from actors.engine import EngineHandle
-from actors.recovery import journal_dir, pin_core_config
+from actors.engine import actor as engine_actor
+from actors.engine.actor import EngineHandle
+from actors.engine.recovery import journal_dir, pin_core_config
 from core_helpers import SYMBOL, make_engine
 from exness_actors import codec
 from exness_actors.commands import CreateAccount, PlaceOrder, Quote

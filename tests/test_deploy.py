@@ -635,7 +635,7 @@ def test_an_installed_wheel_carries_its_config_and_migrations(tmp_path: Path) ->
                                 str(wheel)], capture_output=True, text=True, timeout=300)
     assert installed.returncode == 0, installed.stderr[-3000:]
     probe = (
-        "import actors, actors.config as c, actors.store_postgres as p, actors.store_sqlite as s\n"
+        "import actors, actors.config as c, actors.store.postgres as p, actors.store.sqlite as s\n"
         f"assert actors.__file__.startswith({str(site)!r}), actors.__file__\n"
         "assert list(c.load_config()['instruments']) == ['BTCUSDT', 'ETHUSDT', 'SOLUSDT']\n"
         "assert [m.stem for m in p.load_migrations()][:4] == "

@@ -14,10 +14,10 @@ from decimal import Decimal
 
 import pytest
 
-from actors import edge
-from actors._ws_orders import build_command
-from actors.edge import EdgeError
-from actors.store import InvalidCursor, decode_cursor, encode_cursor
+from actors.wire import codec as edge
+from actors.ws._orders import build_command
+from actors.wire.codec import EdgeError
+from actors.store.base import InvalidCursor, decode_cursor, encode_cursor
 from exness_actors.instruments import Instrument
 from core_helpers import make_engine
 

@@ -1,4 +1,4 @@
-"""PostgreSQL migrations: the runner of actors/store_postgres.py and `exness-actors migrate`.
+"""PostgreSQL migrations: the runner of actors/store/postgres.py and `exness-actors migrate`.
 
 Each test works in a fresh, uniquely named schema (dropped afterwards) of the real server at
 ``database_url``; without a server the tests are skipped, under EXNESS_REQUIRE_SERVICES=1 they fail.
@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 
 import supervisor
-from actors.store_postgres import (
+from actors.store.postgres import (
     MigrationError, apply_migrations, load_migrations, pending_migrations, quote_identifier,
 )
 

@@ -9,11 +9,11 @@ import pytest
 import trio
 import trio.testing
 
-from actors import persister as persister_actor
+from actors.history import persister as persister_actor
 from actors.config import load_config
-from actors.messages import EventBatch
-from actors.store import Store, rows_from_items
-from actors.store_sqlite import SqliteStore
+from actors.engine.messages import EventBatch
+from actors.store.base import Store, rows_from_items
+from actors.store.sqlite import SqliteStore
 from core_helpers import SECOND, SYMBOL, Market, of_type
 from exness_actors.commands import (
     CancelOrder, Clock, ClosePosition, CreateAccount, Deposit, ModifyOrder, Withdraw,

@@ -1,6 +1,6 @@
 """Fault tier: damage in a segment older than the newest snapshot is found at once, not when it costs.
 
-The scrub (actors/scrubber.py) runs when the snapshotter starts and after every snapshot; it reports
+The scrub (actors/engine/scrubber.py) runs when the snapshotter starts and after every snapshot; it reports
 damage in the log, on /readyz and in /metrics, and keeps verified copies of sealed segments.
 `exness-actors verify` does the same offline; `replay` gives advice that fits the damage.
 """
@@ -15,8 +15,8 @@ import httpx
 import trio
 
 import supervisor
-from actors.recovery import journal_dir
-from actors.scrubber import scrub
+from actors.engine.recovery import journal_dir
+from actors.engine.scrubber import scrub
 from exness_actors.commands import CreateAccount, Deposit
 from exness_actors.journal import JournalWriter, encode_frame, list_segments
 from gateway_helpers import gateway_config

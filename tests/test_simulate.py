@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import supervisor
-from actors.simulation import SimulationOptions, format_report, report_json, run_simulation
+from actors.simulation.simulate import SimulationOptions, format_report, report_json, run_simulation
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,7 +118,7 @@ def _credit_a_cent(monkeypatch):
 
 def _crash_a_view(monkeypatch):
     """A gateway bug: reading the positions raises."""
-    from actors.gateway import _views
+    from actors.wire import views as _views
 
     def broken(engine, account_id, symbol):
         raise KeyError("boom")
@@ -133,7 +133,7 @@ def _forget_client_ids(monkeypatch):
 
 def _fsync_that_syncs_nothing(monkeypatch):
     """A storage bug: replies are released after an "fsync" that made nothing durable."""
-    from actors.simulation_world import _TrackedJournal
+    from actors.simulation.world import _TrackedJournal
     from exness_actors.journal import JournalWriter
     monkeypatch.setattr(_TrackedJournal, "fsync", JournalWriter.fsync)
 
@@ -216,8 +216,8 @@ def test_no_progress_bar_without_a_terminal(capsys):
 def test_engine_journal_io_must_be_thread_or_inline():
     import trio
 
-    from actors import engine as engine_actor
-    from actors.engine import EngineHandle
+    from actors.engine import actor as engine_actor
+    from actors.engine.actor import EngineHandle
     from exness_actors.engine import Engine
     from exness_actors.testing import machine_config
 

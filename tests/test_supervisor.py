@@ -7,7 +7,7 @@ import pytest
 
 import supervisor
 from actors.config import ConfigError, load_config
-from actors.recovery import journal_dir
+from actors.engine.recovery import journal_dir
 from exness_actors import codec
 from exness_actors.commands import CreateAccount, Quote
 from exness_actors.engine import Engine
@@ -92,7 +92,7 @@ async def test_an_engine_shard_outside_bus_shards_refuses_to_start(tmp_path):
 
 
 async def test_a_shards_data_dir_refuses_to_start_as_another_shard(tmp_path):
-    from actors.recovery import RecoveryError, pin_core_config
+    from actors.engine.recovery import RecoveryError, pin_core_config
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     cfg = load_config(overrides={"data": {"dir": str(data_dir)}, "bus": {"shards": 2}}, environ={})
@@ -117,7 +117,7 @@ def _journal(data_dir, *, corrupt_checkpoint: bool) -> Engine:
     with JournalWriter(journal_dir(data_dir)) as writer:
         writer.append(b"".join(encode_frame(f) for f in frames), first_seq=1)
         writer.fsync()
-    from actors.recovery import pin_core_config
+    from actors.engine.recovery import pin_core_config
     pin_core_config(data_dir, engine.config)
     return engine
 
@@ -150,8 +150,8 @@ def test_replay_cli_stops_at_until(tmp_path, capsys):
 
 
 def test_replay_cli_can_start_from_a_snapshot(tmp_path, capsys):
-    from actors.keys import load_or_create_key
-    from actors.snapshot_worker import write_engine_snapshot
+    from actors.engine.keys import load_or_create_key
+    from actors.engine.snapshot_worker import write_engine_snapshot
     from exness_actors.journal import iter_payloads
     from exness_actors.replay import replay
     live = _journal(tmp_path, corrupt_checkpoint=False)

@@ -13,7 +13,7 @@
   its child in the same family; presenting a spent token again revokes the whole family (someone
   holds a copy: every session descended from that sign-in ends). Sign-out revokes the family.
   Access tokens already issued stay valid until they expire (``[auth] access_ttl_s``).
-* **Throttling**: sign-up per IP; failed sign-ins (a failure budget, see :mod:`actors.ratelimit`)
+* **Throttling**: sign-up per IP; failed sign-ins (a failure budget, see :mod:`actors.gateway.ratelimit`)
   first per (e-mail, client IP), so a stranger guessing someone's password spends only their own
   budget and the owner can still sign in from elsewhere; then, much larger, per e-mail from all
   addresses (a distributed guess) and per IP. Past a budget: 429 with ``Retry-After`` and the wait
@@ -33,14 +33,14 @@ from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 from quart import Response, request
 
-from actors import edge
+from actors.wire import codec as edge
 from actors.gateway._common import API, Gateway, NoContent, doc, json_response, rate_limited
 from actors.gateway._params import invalid
 from actors.gateway._schemas import Credentials, RefreshRequest, SignupResult, TokenPair
 from actors.gateway._settings import GatewaySettings
-from actors.messages import EngineStopped, Overloaded
-from actors.ratelimit import retry_after_header
-from actors.store import DuplicateEmail, UserRecord
+from actors.engine.messages import EngineStopped, Overloaded
+from actors.gateway.ratelimit import retry_after_header
+from actors.store.base import DuplicateEmail, UserRecord
 from exness_actors.commands import CreateAccount
 from exness_actors.reasons import RejectReason
 

@@ -13,15 +13,15 @@ from quart import Response, g, request
 from quart_schema import document_querystring, document_request, document_response, security_scheme
 from quart_schema import tag as schema_tag
 
-from actors import edge
+from actors.wire import codec as edge
 from actors.auth_tokens import AccessClaims, AuthError, TokenIssuer
-from actors.engine import submit_between
+from actors.engine.actor import submit_between
 from actors.gateway._schemas import ErrorBody
 from actors.gateway._settings import GatewaySettings
-from actors.messages import Reply
-from actors.metrics import GatewayMetrics
-from actors.ratelimit import RateLimiter, retry_after_header
-from actors.redis_edge import BoxedView
+from actors.engine.messages import Reply
+from actors.gateway.metrics import GatewayMetrics
+from actors.gateway.ratelimit import RateLimiter, retry_after_header
+from actors.bus.streams import BoxedView
 from exness_actors.instruments import Instrument
 
 __all__ = ["Gateway", "json_response", "doc", "NoContent", "PlainText", "rate_limited", "API", "MISSING_TOKEN"]
@@ -165,7 +165,7 @@ class Gateway:
         return claims
 
     async def json_body(self, *, optional: bool = False) -> Any:
-        """The request's JSON body, decoded exactly (:func:`actors.edge.parse_json_body`).
+        """The request's JSON body, decoded exactly (:func:`actors.wire.codec.parse_json_body`).
         ``None`` for an empty body when ``optional``; 415 when it is not declared JSON; 413 past
         ``[http] max_body_bytes`` (raised by Quart while reading)."""
         raw = await request.get_data(cache=False)

@@ -5,8 +5,8 @@
   ``[http] ready_timeout_ms``, *and* every instrument has a quote newer than
   ``[engine] stale_after_ms`` (the feed is alive); else 503 ``NOT_READY`` with the reasons.
   Journal damage the scrub found is reported in ``journal_damage`` either way (a detail: old
-  damage does not stop trading, see :mod:`actors.scrubber`).
-* ``/metrics`` — Prometheus text from the app's own registry (:mod:`actors.metrics`).
+  damage does not stop trading, see :mod:`actors.engine.scrubber`).
+* ``/metrics`` — Prometheus text from the app's own registry (:mod:`actors.gateway.metrics`).
 * ``/docs`` — Swagger UI served from ``actors/static`` (vendored, no CDN) over ``/openapi.json``.
 * ``/api/v1/ping`` — the cheapest possible API route, the benchmark's no-op baseline.
 """
@@ -19,12 +19,12 @@ import trio
 from quart import Response
 from quart_schema import hide
 
-from actors.edge import EdgeError
-from actors.gateway import _views as views
+from actors.wire.codec import EdgeError
+from actors.wire import views as views
 from actors.gateway._common import API, Gateway, PlainText, doc, json_response
 from actors.gateway._schemas import Readiness, Status
-from actors.messages import EngineStopped, Overloaded
-from actors.metrics import CONTENT_TYPE
+from actors.engine.messages import EngineStopped, Overloaded
+from actors.gateway.metrics import CONTENT_TYPE
 
 __all__ = ["register", "DOCS_HTML"]
 

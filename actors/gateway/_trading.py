@@ -3,7 +3,7 @@
 Where answers come from:
 
 * **live state** — account summary, pending orders, open positions — from the engine, through
-  queries answered in order with the commands (:mod:`actors.gateway._views`);
+  queries answered in order with the commands (:mod:`actors.wire.views`);
 * **history** — ledger, finished orders, closed positions — from the store, after waiting (at
   most ``[http] history_wait_ms``) for the persister to catch up with what was durable when the
   request arrived, so a trader always sees their own acknowledged commands.
@@ -24,9 +24,9 @@ from typing import Any, Optional
 
 from quart import Response, request
 
-from actors import edge
-from actors.edge import EdgeError
-from actors.gateway import _views as views
+from actors.wire import codec as edge
+from actors.wire.codec import EdgeError
+from actors.wire import views as views
 from actors.gateway._common import API, Gateway, doc, json_response
 from actors.gateway._params import QueryParams
 from actors.gateway._schemas import (
@@ -34,7 +34,7 @@ from actors.gateway._schemas import (
     HistoryQuery, LedgerPage, LedgerQuery, ModifyOrderRequest, ModifyPositionRequest, Order,
     OrderList, OrdersQuery, PlacedOrder, PlaceOrderRequest, Position, PositionList, PositionsQuery,
 )
-from actors.store import decode_cursor, encode_cursor
+from actors.store.base import decode_cursor, encode_cursor
 from exness_actors.commands import CancelOrder
 from exness_actors.events import OrderAccepted, PositionClosed, PositionOpened
 from exness_actors.reasons import CloseReason, RejectReason
