@@ -296,12 +296,12 @@ async def test_ws_order_lane_actions_on_a_remote_engine_answer_as_in_embedded_mo
     ts = 10
     for action, message, account in steps:
         try:
-            command, context = build_command(action, message, account, local)
+            command, context = build_command(action, message, account, local.instruments, local)
         except EdgeError as error:
             expected.append({"ok": False, "error": error_json(error)})
             continue
         ts += 1
-        expected.append(outcome(action, context, local.submit(command, ts=ts), local))
+        expected.append(outcome(action, context, local.submit(command, ts=ts), local.instruments, local))
     assert [(e["ok"], e.get("error", {}).get("code")) for e in expected] == [
         (True, None), (True, None), (True, None), (False, "UNKNOWN_POSITION"), (False, "VALIDATION_ERROR"),
         (True, None), (True, None), (False, "UNKNOWN_POSITION"), (True, None), (True, None),
@@ -318,9 +318,9 @@ async def test_ws_order_lane_actions_on_a_remote_engine_answer_as_in_embedded_mo
         instruments = handle.engine.instruments
         for (action, message, account), want in zip(steps, expected):
             if action == "place":     # placements take the embedded path in split mode too
-                command, context = build_command(action, message, account, remote.engine)
+                command, context = build_command(action, message, account, remote.instruments)
                 reply = await remote.request(command)
-                got = outcome(action, context, reply.events, handle.engine)
+                got = outcome(action, context, reply.events, remote.instruments)
             else:
                 got = await remote_outcome(action, message, account, remote, instruments)
             assert strip(got) == strip(want), (action, message, account)

@@ -106,7 +106,7 @@ async def serve_engine_edge(*, cfg: Any, handle: Any, shard: int, quotes: bool,
             def status() -> dict:
                 ready = bus.connected and handle.accepting
                 return {"ready": ready, "reason": "" if ready else "Redis unreachable or engine stopping",
-                        "shard": shard, "durable_seq": handle.durable_seq, "last_seq": handle.engine.last_seq}
+                        "shard": shard, "durable_seq": handle.durable_seq, "last_seq": handle.last_seq}
 
             await nursery.start(functools.partial(redis_edge.heartbeat, bus=bus, role="engine", status=status))
             stats["bus"] = bus

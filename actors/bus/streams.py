@@ -51,13 +51,14 @@ from typing import Any, Callable, Optional
 import msgpack
 import trio
 
-from actors.engine.actor import EngineHandle, Query, Subscription
+from actors.engine.actor import EngineHandle, Subscription
 from actors.engine.messages import (
     Burst,
     EngineStopped,
     EngineTimeout,
     EventBatch,
     Overloaded,
+    Query,
     Reply,
     ReplySlot,
     Request,
@@ -251,9 +252,11 @@ def _views() -> dict[str, Callable]:
 
 _ACCOUNT_VIEWS = {"account_summary", "pending_orders", "order_state", "pending_order",
                   "open_positions", "open_position", "position_symbol", "new_positions"}
-#: ``new_positions(first_id=NEXT_POSITION_ID)``: the engine side fills in its own
-#: ``next_position_id`` (a remote gateway cannot read it)
-NEXT_POSITION_ID = -1
+
+
+def _edge_cursor(engine: Any, *, stream: str) -> Optional[tuple[int, int]]:
+    """The engine's view of where it is in ``stream`` (journaled ``EdgeCursor`` inputs)."""
+    return engine.edge_cursor(stream)
 
 
 def _view_account(view: BoxedView) -> Optional[int]:
@@ -357,7 +360,10 @@ async def _command_reader(handle: Any, bus: RedisBus, stream: str, read_count: i
     except EngineStopped:
         return
     consumer = f"engine-{stream}"
-    cursor = handle.engine.edge_cursor(stream)
+    try:
+        cursor = await handle.query(functools.partial(_edge_cursor, stream=stream))
+    except EngineStopped:
+        return
     submitted: tuple[int, int] = cursor if cursor is not None else (-1, -1)
     backoff = Backoff()
     need_group = True
@@ -444,8 +450,6 @@ def _decode_burst(raw: Optional[bytes], views: dict[str, Callable], handle: Any
             elif kind == 1:
                 name, args, kwargs = payload
                 function = views[name]
-                if name == "new_positions" and kwargs.get("first_id") == NEXT_POSITION_ID:
-                    kwargs["first_id"] = handle.engine.next_position_id
                 slot = ReplySlot()
                 items.append(Query(BoxedView(function, tuple(args), kwargs), slot))
                 outs.append((corr, slot))
@@ -687,21 +691,6 @@ async def events_reader(*, bus: RedisBus, streams: list[str], send: trio.MemoryS
 
 # ------------------------------------------------------------------------------- gateway side
 
-class RemoteEngineView:
-    """What a remote gateway/WS server may read of "the engine" locally: the instruments and
-    the core config (pinned and identical to the engine's). Live state is only read through
-    queries."""
-
-    next_position_id = NEXT_POSITION_ID
-
-    def __init__(self, core: CoreConfig) -> None:
-        self.config = core
-        self.instruments = {i.symbol: i for i in core.instruments}
-        self.orders: dict = {}
-        self.positions: dict = {}
-        self.accounts: dict = {}
-
-
 class RemoteEngineHandle:
     """The :class:`actors.engine.actor.EngineHandle` interface of a remote engine (gateways, WS).
 
@@ -710,11 +699,15 @@ class RemoteEngineHandle:
     reply slots from this process's own reply stream; a sweeper fails requests older than
     ``request_timeout_s`` with :class:`EngineTimeout` (HTTP 504)."""
 
+    #: the engine is another process (see :class:`~actors.engine.interface.EngineClient`)
+    remote = True
+
     def __init__(self, *, bus: RedisBus, core: CoreConfig, shards: int = 1,
                  request_timeout_s: float = 5.0, max_inflight: int = 10_000,
                  instance: Optional[str] = None) -> None:
         self.bus = bus
-        self.engine = RemoteEngineView(core)
+        self.core_config = core
+        self.instruments = {i.symbol: i for i in core.instruments}
         self.shards = max(1, int(shards))
         self.request_timeout_s = request_timeout_s
         self.max_inflight = max_inflight

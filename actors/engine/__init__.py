@@ -13,5 +13,6 @@ from actors.engine.actor import run, EngineHandle, Query, Subscription, submit_b
 from actors.engine.messages import Request, Reply, ReplySlot, EventBatch, Burst, Overloaded, EngineStopped, EngineTimeout
 from actors.engine.recovery import recover, Recovered, RecoveryError, journal_dir, snapshot_dir
 from actors.engine.faults import FatalIOError
+from actors.engine.interface import EngineClient
 
-__all__ = ["run", "EngineHandle", "Query", "Subscription", "submit_between", "Request", "Reply", "ReplySlot", "EventBatch", "Burst", "Overloaded", "EngineStopped", "EngineTimeout", "recover", "Recovered", "RecoveryError", "journal_dir", "snapshot_dir", "FatalIOError"]
+__all__ = ["run", "EngineHandle", "Query", "Subscription", "submit_between", "Request", "Reply", "ReplySlot", "EventBatch", "Burst", "Overloaded", "EngineStopped", "EngineTimeout", "recover", "Recovered", "RecoveryError", "journal_dir", "snapshot_dir", "FatalIOError", "EngineClient"]

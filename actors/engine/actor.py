@@ -39,11 +39,13 @@ from typing import Any, Callable, Optional
 import trio
 
 from actors.engine.faults import FatalIOError, fatal_io_error
-from actors.engine.messages import Burst, EngineStopped, EventBatch, Overloaded, Reply, ReplySlot, Request
+from actors.engine.messages import (
+    Burst, EngineStopped, EventBatch, InboxItem, Overloaded, Query, Reply, ReplySlot, Request, Stop)
 from exness_actors import codec
 from exness_actors.commands import Clock
 from exness_actors.engine import HASH_BLOCK, Engine
 from exness_actors.errors import InvalidCommand
+from exness_actors.instruments import CoreConfig, Instrument
 from exness_actors.journal import JournalWriter, encode_frame
 from exness_actors.replay import encode_checkpoint
 
@@ -52,17 +54,7 @@ __all__ = ["run", "EngineHandle", "Query", "Subscription", "submit_between"]
 log = logging.getLogger("exness.engine")
 
 
-class Query:
-    """A read of the core answered in order with the commands around it (not journaled)."""
-
-    __slots__ = ("fn", "reply")
-
-    def __init__(self, fn: Callable[[Engine], Any], reply: ReplySlot) -> None:
-        self.fn = fn
-        self.reply = reply
-
-
-_STOP = object()
+_STOP = Stop()
 
 
 class Subscription:
@@ -127,9 +119,12 @@ async def submit_between(handle: Any, command: Any, *, before: Optional[Callable
 class EngineHandle:
     """What other actors hold: submit commands, run queries, subscribe to events."""
 
+    #: the engine runs in this process (see :class:`~actors.engine.interface.EngineClient`)
+    remote = False
+
     def __init__(self, engine: Engine, inbox_size: int) -> None:
         self.engine = engine
-        self._send, self._receive = trio.open_memory_channel[Any](inbox_size)
+        self._send, self._receive = trio.open_memory_channel[InboxItem](inbox_size)
         self.accepting = True
         self.failure: Optional[FatalIOError] = None
         self.rotate_requested = False
@@ -146,6 +141,21 @@ class EngineHandle:
         self.fsync_seconds_max = 0.0
         self.overloads = 0
         self.fsync_latencies: deque[float] = deque(maxlen=1024)
+
+    @property
+    def last_seq(self) -> int:
+        """The newest seq applied (maybe not durable yet)."""
+        return self.engine.last_seq
+
+    @property
+    def core_config(self) -> CoreConfig:
+        """The core's configuration (fixed for the engine's life, so safe to read anywhere)."""
+        return self.engine.config
+
+    @property
+    def instruments(self) -> dict[str, Instrument]:
+        """The traded instruments by symbol (fixed for the engine's life)."""
+        return self.engine.instruments
 
     def shard_of(self, account_id: Optional[int]) -> int:
         """One engine in this process: every account is on "shard" 0 (a remote handle may have more)."""
@@ -217,6 +227,11 @@ class EngineHandle:
 
     # -- observability -------------------------------------------------------------------------
 
+    def _quote_times(self) -> dict[str, int]:
+        """When the engine last took a quote, per symbol that has one (ns)."""
+        quotes = {symbol: self.engine.quote(symbol) for symbol in self.engine.instruments}
+        return {symbol: quote[2] for symbol, quote in quotes.items() if quote is not None}
+
     def statistics(self) -> dict[str, Any]:
         inbox = self._send.statistics()
         latencies = sorted(self.fsync_latencies)
@@ -237,6 +252,7 @@ class EngineHandle:
             "pending_orders": len(self.engine.orders),
             "quotes_rejected": self.engine.quotes_rejected,
             "journal_damaged_segments": len(self.journal_damage),
+            "quote_ts": self._quote_times(),
             "subscriptions": [s.statistics() for s in self.subscriptions],
         }
 
@@ -274,95 +290,123 @@ async def run(*, handle: EngineHandle, journal: JournalWriter, cfg: Any = None,
 
 async def _apply_task(handle: EngineHandle, to_journal: trio.MemorySendChannel, max_batch: int,
                       clock: Callable[[], int]) -> None:
-    engine = handle.engine
-    receive = handle._receive
-    apply = engine.apply
-    encode = codec.encode
     async with to_journal:
         stopping = False
         while not stopping:
-            # Wait for work; if an order expiry falls due first, inject a Clock input.
-            items: list[Any] = []
-            timeout = _until_next_expiry(engine, clock)
-            if timeout is None:
-                items.append(await receive.receive())
-            else:
-                with trio.move_on_after(timeout):
-                    items.append(await receive.receive())
-                if not items:
-                    items.append(Clock())
-            while len(items) < max_batch:
-                try:
-                    items.append(receive.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            if any(type(item) is Burst for item in items):
-                # A burst (split mode: a stream entry's cursor and commands) is applied whole
-                # within this batch, so it lands in the journal with one write.
-                flat: list[Any] = []
-                for item in items:
-                    if type(item) is Burst:
-                        flat.extend(item.items)
-                    else:
-                        flat.append(item)
-                items = flat
-            frames: list[bytes] = []
-            replies: list[tuple[ReplySlot, Any]] = []
-            published: list[tuple[int, int, list]] = []
-            first_seq = engine.last_seq + 1
+            items = await _next_items(handle, max_batch, clock)
+            batch = _Batch(handle, clock)
             for item in items:
-                if item is _STOP:
-                    stopping = True
-                    continue
-                if type(item) is Query:
-                    try:
-                        replies.append((item.reply, item.fn(engine)))
-                    except Exception as exc:  # a bad query is the caller's problem, not ours
-                        replies.append((item.reply, exc))
-                    continue
-                if type(item) is Request:
-                    command, slot = item.command, item.reply
-                else:
-                    command, slot = item, None
-                command.seq = engine.last_seq + 1
-                now = clock()
-                command.ts = now if now > engine.now else engine.now
-                try:
-                    payload = encode(command)
-                except (TypeError, ValueError, OverflowError) as exc:
-                    payload = None
-                    error: Optional[Exception] = InvalidCommand(f"cannot encode {type(command).__name__}: {exc}")
-                if payload is not None:
-                    try:
-                        events = apply(command)
-                        error = None
-                    except InvalidCommand as exc:
-                        # apply() refuses before it mutates (unknown input type, bad seq/ts).
-                        # Anything else it raises is a bug and stops the engine (fail-fast).
-                        error = exc
-                if error is not None:
-                    # Nothing was journaled and the seq is reused.
-                    if slot is not None:
-                        replies.append((slot, error))
-                    log.warning("event=invalid_command error=%r", str(error))
-                    continue
-                frames.append(payload)
-                if slot is not None:
-                    replies.append((slot, Reply(command.seq, command.ts, events[engine.reply_start:])))
-                if events:
-                    published.append((command.seq, command.ts, events))
-            last_seq = engine.last_seq
-            checkpoint = _checkpoint(handle, first_seq, stopping)
-            if checkpoint is not None:
-                frames.append(checkpoint)
-            data = b"".join([encode_frame(frame) for frame in frames])
-            handle.commands += last_seq - first_seq + 1
-            pending = _Pending(data, first_seq, last_seq, replies, published)
+                _DISPATCH.get(type(item), _Batch.command)(batch, item)
+            stopping = batch.stopping
+            pending = batch.pending(stopping)
             try:
                 await to_journal.send(pending)
             except trio.Cancelled:
                 _refuse(pending.replies, handle)   # stopped on a journal failure: nobody waits forever
                 raise
+
+
+async def _next_items(handle: EngineHandle, max_batch: int, clock: Callable[[], int]) -> list[Any]:
+    """Wait for work (or inject a ``Clock`` when an order expiry falls due first), then take
+    what else the inbox holds, bursts flattened: a burst (split mode: a stream entry's cursor
+    and commands) is applied whole within this batch, so it lands in one journal write."""
+    receive = handle._receive
+    items: list[Any] = []
+    timeout = _until_next_expiry(handle.engine, clock)
+    if timeout is None:
+        items.append(await receive.receive())
+    else:
+        with trio.move_on_after(timeout):
+            items.append(await receive.receive())
+        if not items:
+            items.append(Clock())
+    while len(items) < max_batch:
+        try:
+            items.append(receive.receive_nowait())
+        except trio.WouldBlock:
+            break
+    if any(type(item) is Burst for item in items):
+        flat: list[Any] = []
+        for item in items:
+            flat.extend(item.items if type(item) is Burst else (item,))
+        items = flat
+    return items
+
+
+class _Batch:
+    """One batch in the making: each inbox item is dispatched by type (:data:`_DISPATCH`)."""
+
+    __slots__ = ("handle", "engine", "clock", "frames", "replies", "published", "first_seq", "stopping")
+
+    def __init__(self, handle: EngineHandle, clock: Callable[[], int]) -> None:
+        self.handle = handle
+        self.engine = handle.engine
+        self.clock = clock
+        self.frames: list[bytes] = []
+        self.replies: list[tuple[ReplySlot, Any]] = []
+        self.published: list[tuple[int, int, list]] = []
+        self.first_seq = self.engine.last_seq + 1
+        self.stopping = False
+
+    def stop(self, item: Stop) -> None:
+        self.stopping = True
+
+    def query(self, item: Query) -> None:
+        try:
+            self.replies.append((item.reply, item.fn(self.engine)))
+        except Exception as exc:  # a bad query is the caller's problem, not ours
+            self.replies.append((item.reply, exc))
+
+    def request(self, item: Request) -> None:
+        self.apply(item.command, item.reply)
+
+    def command(self, item: Any) -> None:
+        self.apply(item, None)
+
+    def apply(self, command: Any, slot: Optional[ReplySlot]) -> None:
+        engine = self.engine
+        command.seq = engine.last_seq + 1
+        now = self.clock()
+        command.ts = now if now > engine.now else engine.now
+        try:
+            payload = codec.encode(command)
+        except (TypeError, ValueError, OverflowError) as exc:
+            self.refuse(slot, InvalidCommand(f"cannot encode {type(command).__name__}: {exc}"))
+            return
+        try:
+            events = engine.apply(command)
+        except InvalidCommand as exc:
+            # apply() refuses before it mutates (unknown input type, bad seq/ts).
+            # Anything else it raises is a bug and stops the engine (fail-fast).
+            self.refuse(slot, exc)
+            return
+        self.frames.append(payload)
+        if slot is not None:
+            self.replies.append((slot, Reply(command.seq, command.ts, events[engine.reply_start:])))
+        if events:
+            self.published.append((command.seq, command.ts, events))
+
+    def refuse(self, slot: Optional[ReplySlot], error: InvalidCommand) -> None:
+        """Nothing was journaled and the seq is reused."""
+        if slot is not None:
+            self.replies.append((slot, error))
+        log.warning("event=invalid_command error=%r", str(error))
+
+    def pending(self, stopping: bool) -> _Pending:
+        """The batch for the journal task (with a checkpoint frame when one is due)."""
+        last_seq = self.engine.last_seq
+        checkpoint = _checkpoint(self.handle, self.first_seq, stopping)
+        if checkpoint is not None:
+            self.frames.append(checkpoint)
+        data = b"".join([encode_frame(frame) for frame in self.frames])
+        self.handle.commands += last_seq - self.first_seq + 1
+        return _Pending(data, self.first_seq, last_seq, self.replies, self.published)
+
+
+#: inbox item type -> what the batch does with it; anything else is a core command
+_DISPATCH: dict[type, Callable[[_Batch, Any], None]] = {
+    Stop: _Batch.stop, Query: _Batch.query, Request: _Batch.request,
+}
 
 
 def _checkpoint(handle: EngineHandle, first_seq: int, stopping: bool) -> Optional[bytes]:

@@ -2,9 +2,11 @@
 
 Who sends what to whom:
 
-* **anyone → engine inbox**: a core command alone (fire and forget: quotes from the feed,
-  clock ticks) or a :class:`Request` (command + :class:`ReplySlot`) when the caller wants the
-  outcome (gateway, WebSocket order lane, simulations).
+* **anyone → engine inbox** (:data:`InboxItem`, the closed union the engine dispatches on): a
+  core command alone (fire and forget: quotes from the feed, clock ticks), a :class:`Request`
+  (command + :class:`ReplySlot`) when the caller wants the outcome (gateway, WebSocket order
+  lane, simulations), a :class:`Query` (a named view of the state, answered in order with the
+  commands), a :class:`Burst` (split mode: one stream entry, applied whole) or :class:`Stop`.
 * **engine → subscribers**: :class:`EventBatch` — the events of one durable journal batch, in
   sequence order. Subscribers: candles, persister, WebSocket server, snapshotter (seq only).
 * **engine → callers**: the :class:`Reply` put into the request's slot once the batch holding
@@ -16,13 +18,15 @@ Every channel is bounded. A full engine inbox raises :class:`Overloaded` to the 
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Union
 
 import attrs
 import trio
 
-__all__ = ["Request", "Reply", "ReplySlot", "EventBatch", "Burst", "Overloaded", "EngineStopped",
-           "EngineTimeout"]
+from exness_actors.commands import Command
+
+__all__ = ["Request", "Reply", "ReplySlot", "EventBatch", "Burst", "Query", "Stop", "InboxItem",
+           "Overloaded", "EngineStopped", "EngineTimeout"]
 
 
 class Overloaded(Exception):
@@ -100,3 +104,24 @@ class Burst:
 
     def __init__(self, items: list) -> None:
         self.items = items
+
+
+class Query:
+    """A read of the core answered in order with the commands around it (not journaled):
+    ``fn(engine)``, in practice a named view of :mod:`actors.wire.views` (boxed for the bus)."""
+
+    __slots__ = ("fn", "reply")
+
+    def __init__(self, fn: Callable[[Any], Any], reply: ReplySlot) -> None:
+        self.fn = fn
+        self.reply = reply
+
+
+class Stop:
+    """Asks the engine to finish the batch it is making, make it durable and return."""
+
+    __slots__ = ()
+
+
+#: Everything the engine inbox carries, dispatched by type (actors/engine/actor.py).
+InboxItem = Union[Command, Request, Query, Burst, Stop]

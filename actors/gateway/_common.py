@@ -111,7 +111,7 @@ class Gateway:
         self.persister = persister
         self.clock = clock
         if handle is not None:
-            instruments = handle.engine.instruments
+            instruments = handle.instruments
         else:   # documentation export: no engine
             instruments = {i.symbol: i for i in cfg.core.instruments}
         self.instruments: dict[str, Instrument] = dict(instruments)

@@ -89,7 +89,7 @@ def register(app: Any, gw: Gateway) -> None:
         ages: dict[str, int] = {}
         if times is not None:
             now = gw.clock()
-            limit_ms = handle.engine.config.stale_after_ns // 1_000_000
+            limit_ms = handle.core_config.stale_after_ns // 1_000_000
             missing, stale = [], []
             for symbol in gw.symbols:
                 ts = times.get(symbol)

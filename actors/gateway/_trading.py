@@ -168,9 +168,8 @@ def register(app: Any, gw: Gateway) -> None:
         account_id = claims.account_id
         command = edge.parse_place_order(await gw.json_body(), account_id, gw.instruments)
         instrument = gw.instrument(command.symbol)
-        first_position_id = gw.handle.engine.next_position_id   # a lower bound for the new id
         _, reply, fresh = await gw.submit(command, after=functools.partial(
-            views.new_positions, account_id=account_id, first_id=first_position_id))
+            views.new_positions, account_id=account_id))
         events = reply.events
         rejection = edge.rejection_of(events)
         if rejection is not None:

@@ -126,16 +126,14 @@ class StatisticsCollector:
         for subscription in stats.get("subscriptions", ()):
             queued.add_metric([str(subscription.get("name"))], float(subscription.get("queued", 0)))
         yield queued
-        engine = getattr(self.handle, "engine", None)
-        if engine is not None and hasattr(engine, "quote"):   # split mode: the engine is remote
+        quote_times = stats.get("quote_ts")
+        if quote_times is not None:   # split mode: the engine (and its quotes) is remote
             age = GaugeMetricFamily("exness_quote_age_seconds",
                                     "age of the last quote the engine traded on, per symbol",
                                     labels=["symbol"])
             now = self.clock()
-            for symbol in sorted(engine.instruments):
-                quote = engine.quote(symbol)
-                if quote is not None:
-                    age.add_metric([symbol], max(0, now - quote[2]) / 1e9)
+            for symbol, quote_ts in sorted(quote_times.items()):
+                age.add_metric([symbol], max(0, now - quote_ts) / 1e9)
             yield age
 
     @staticmethod

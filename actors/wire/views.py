@@ -90,13 +90,14 @@ def position_symbol(engine: Engine, account_id: int, position_id: int) -> Option
     return None if position is None else position.symbol
 
 
-def new_positions(engine: Engine, account_id: int, first_id: int) -> dict[int, dict]:
-    """The account's open positions with ids from ``first_id`` on (those opened since the
-    gateway read ``engine.next_position_id``), rendered; at most :data:`NEW_POSITION_SCAN` ids
-    are looked at."""
+def new_positions(engine: Engine, account_id: int) -> dict[int, dict]:
+    """The account's open positions among the :data:`NEW_POSITION_SCAN` newest ids, rendered.
+    Run right after a command (``submit_between(after=…)``), it holds the position the command
+    opened, if any: ids are handed out in order, so that one is the newest."""
     out: dict[int, dict] = {}
     positions = engine.positions
-    for position_id in range(first_id, min(engine.next_position_id, first_id + NEW_POSITION_SCAN)):
+    newest = engine.next_position_id
+    for position_id in range(max(newest - NEW_POSITION_SCAN, 0), newest):
         position = positions.get(position_id)
         if position is not None and position.account_id == account_id:
             out[position_id] = edge.position_json(position, engine)

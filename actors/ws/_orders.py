@@ -127,31 +127,34 @@ def _command(action: str, body: dict, account_id: int, target: Optional[int],
 
 
 def build_command(action: str, message: Mapping[str, Any], account_id: int,
-                  engine: Engine) -> tuple[Any, Any]:
+                  instruments: Mapping[str, Any], engine: Optional[Engine] = None) -> tuple[Any, Any]:
     """``(command, context)`` for one order-lane message; :class:`EdgeError` on bad input.
 
     ``context`` is what :func:`outcome` needs besides the reply: the order or position record
-    the action names (None when it is not this account's).
+    the action names (None when it is not this account's, or when ``engine`` — the in-process
+    engine, read between its turns — is not given: a remote engine answers through views,
+    :func:`remote_outcome`).
     """
     target, body = _target(action, message)
     record: Any = None
-    if target is not None:
+    if target is not None and engine is not None:
         records = engine.orders if ACTIONS[action] == "order_id" else engine.positions
         record = records.get(target)
         if record is not None and record.account_id != account_id:
             record = None
-    command = _command(action, body, account_id, target, engine.instruments,
+    command = _command(action, body, account_id, target, instruments,
                        record.symbol if record is not None else None)
     return command, record
 
 
-def outcome(action: str, context: Any, events: list, engine: Engine) -> Optional[dict]:
+def outcome(action: str, context: Any, events: list, instruments: Mapping[str, Any],
+            engine: Optional[Engine] = None) -> Optional[dict]:
     """The ``order_result`` fields for a reply: ``{"ok", "order", "position"}`` or
-    ``{"ok": False, "error"}``; None for a duplicate (see :func:`duplicate_outcome`)."""
+    ``{"ok": False, "error"}``; None for a duplicate (see :func:`duplicate_outcome`). A
+    ``context`` (from :func:`build_command`) comes with the in-process ``engine``."""
     rejection = rejection_of(events)
     if rejection is not None:
         return {"ok": False, "error": error_json(rejection)}
-    instruments = engine.instruments
     order_json = position_json = None
     accepted = opened = None
     for event in events:
@@ -169,7 +172,7 @@ def outcome(action: str, context: Any, events: list, engine: Engine) -> Optional
             order_json = (modified_order_json(context, instruments[context.symbol], event)
                           if context is not None else {"id": str(event.order_id), "status": "pending"})
         elif kind is PositionUpdated and action in ("modify_position", "add_margin"):
-            position_json = (position_now_json(context, engine) if context is not None
+            position_json = (position_now_json(context, engine) if context is not None and engine is not None
                              else {"id": str(event.position_id)})
     if accepted is not None:
         instrument = instruments[accepted.symbol]

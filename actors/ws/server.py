@@ -338,7 +338,12 @@ class WsServer:
         self.candles = candles          # CandlesHandle (optional): seeds the larger intervals
         self.store = store              # Store (optional): duplicate client_order_id lookups
         self.wall_clock = wall_clock
-        self.instruments = handle.engine.instruments
+        self.instruments = handle.instruments
+        # The order lane's fast path reads the in-process engine between its turns (the records
+        # an action names, a position's state after a reply): the one place an actor outside
+        # the engine package still does (docs/decisions.md). With a remote engine it is None and
+        # those reads are views (remote_outcome).
+        self._local_engine = None if handle.remote else handle.engine
         self.channels = Channels(self.instruments, replay_size=options.replay_size,
                                  account_replay_size=options.account_replay_size,
                                  max_account_channels=options.max_account_channels)
@@ -429,21 +434,23 @@ class WsServer:
         """Learn the symbol of every pending order and open position (events that name only an
         id need it for their prices). Read right after subscribing: anything applied since is in
         the stream too, and applying it again is harmless."""
-        engine = self.handle.engine
+        engine = self._local_engine
+        if engine is None:   # a remote engine: the symbols are learnt from the events alone
+            return
         self._order_symbols = {order_id: order.symbol for order_id, order in engine.orders.items()}
         self._position_symbols = {pid: position.symbol for pid, position in engine.positions.items()}
 
     def _order_symbol(self, order_id: int) -> Optional[str]:
         symbol = self._order_symbols.get(order_id)
-        if symbol is None:
-            order = self.handle.engine.orders.get(order_id)
+        if symbol is None and self._local_engine is not None:
+            order = self._local_engine.orders.get(order_id)
             symbol = order.symbol if order is not None else None
         return symbol
 
     def _position_symbol(self, position_id: int) -> Optional[str]:
         symbol = self._position_symbols.get(position_id)
-        if symbol is None:
-            position = self.handle.engine.positions.get(position_id)
+        if symbol is None and self._local_engine is not None:
+            position = self._local_engine.positions.get(position_id)
             symbol = position.symbol if position is not None else None
         return symbol
 
@@ -1061,7 +1068,7 @@ class WsServer:
                               f"at most {self.options.max_inflight_orders} orders in flight per "
                               "connection: wait for results", {"retry_after_ms": 10})
             return
-        if action != "place" and getattr(self.handle, "bus", None) is not None:
+        if action != "place" and self.handle.remote:
             # Split mode: this process has no copy of the engine's orders and positions, so an
             # action on one reads it from the engine first (one more round trip over the bus).
             assert self._nursery is not None
@@ -1069,7 +1076,8 @@ class WsServer:
             self._nursery.start_soon(self._order_remote, client, request_id, action, message, claims.account_id)
             return
         try:
-            command, context = build_command(action, message, claims.account_id, self.handle.engine)
+            command, context = build_command(action, message, claims.account_id, self.instruments,
+                                              self._local_engine)
         except EdgeError as error:
             self.orders_rejected += 1
             client.push(_text({"op": "order_result", "id": request_id, "ok": False,
@@ -1093,7 +1101,7 @@ class WsServer:
 
     async def deliver_results(self) -> None:
         """Format the engine's replies to order-lane requests and queue them to their clients."""
-        engine = self.handle.engine
+        engine = self._local_engine
         while True:
             await self._results_wake.wait()
             self._results_wake = trio.Event()
@@ -1108,7 +1116,7 @@ class WsServer:
                     fields: Optional[dict] = _failure_fields(value) or {"ok": False, "error": {
                         "code": "INVALID_COMMAND", "message": str(value), "details": {}}}
                 else:
-                    fields = outcome(slot.action, slot.context, value.events, engine)
+                    fields = outcome(slot.action, slot.context, value.events, self.instruments, engine)
                 if fields is None:
                     client.inflight += 1
                     assert self._nursery is not None
