@@ -4,7 +4,7 @@ statically: no Docker needed, so these run everywhere CI does.
 Theory of operation: the compose file is parsed with PyYAML (anchors and merge keys resolved) and
 each ``exness-actors`` command line in it is checked against ``RUN_ROLES``, a fixed table of the
 split-mode command line the deployment is written against (roles, flags, their values). When the
-real CLI (``supervisor._build_parser``) knows those roles, the same command lines are also parsed by
+real CLI (``cli._build_parser``) knows those roles, the same command lines are also parsed by
 it, so a drift between the CLI and the compose file fails here. ``${VAR…}`` references are
 interpolated the way ``docker compose`` does, with the values of ``.env.example``.
 """
@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from actors import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_PATH = ROOT / "docker-compose.yml"
@@ -314,8 +316,7 @@ def test_every_exness_actors_command_line_follows_the_cli_contract(compose: dict
 
 
 def test_compose_command_lines_parse_with_the_real_cli(compose: dict[str, Any]) -> None:
-    supervisor = pytest.importorskip("supervisor")
-    parser = supervisor._build_parser()
+    parser = cli._build_parser()
     subcommands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
     run_role = next((action for action in subcommands.choices["run"]._actions if "--role" in action.option_strings),
                     None)
