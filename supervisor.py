@@ -30,6 +30,7 @@ from actors.engine.actor import EngineHandle
 from actors.engine.faults import FatalIOError, fatal_io_error
 from actors.engine.keys import KeyError_, load_or_create_key
 from actors.engine.recovery import Recovered, RecoveryError, journal_dir, recover
+from actors import topology
 from actors.runtime import tune_gc
 from actors.engine.snapshot_worker import write_engine_snapshot
 from exness_actors.errors import InvalidValue
@@ -108,6 +109,13 @@ class System:
         self.shutdown_requested.set()
 
 
+def _as_placed(name: str, actor: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """``actor`` run the way its restart policy in actors/topology.py asks."""
+    if topology.spec(name).restart == "backoff":
+        return functools.partial(supervised, name, actor)
+    return actor
+
+
 def _prepare_data_dir(data_dir: Path) -> None:
     try:
         prepare_data_dir(data_dir)
@@ -181,12 +189,14 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
     from actors.feed import price_feed
     from actors.engine.messages import EventBatch
 
+    # which actors run here: actors/topology.py (in split mode the candles/persister/snapshotter
+    # roles may do their work instead, [bus] …_role)
+    here = topology.placed(role, bus=cfg.settings.bus, feed_source=feed or cfg.settings.feed.source)
     try:
         async with trio.open_nursery() as nursery:
-            # consumers first, so they see every batch the engine publishes. In split mode the
-            # candles/persister roles may do their work instead ([bus] candles_role/persister_role).
-            local_persister = role == "all" or not cfg.settings.bus.persister_role
-            local_candles = role == "all" or not cfg.settings.bus.candles_role
+            # consumers first, so they see every batch the engine publishes
+            local_persister = "persister" in here
+            local_candles = "candles" in here
             if local_persister:
                 persister_sub = handle.subscribe("persister", max_buffer=256, lossless=True)
             if local_candles:
@@ -196,20 +206,20 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
                 log.info("event=store_caught_up batches=%d last_seq=%d", len(backlog), backlog[-1][0])
             if local_persister:
                 system.actors["persister"] = await nursery.start(functools.partial(
-                    supervised, "persister", persister_actor.run, inbox=persister_sub.receive, cfg=cfg,
+                    _as_placed("persister", persister_actor.run), inbox=persister_sub.receive, cfg=cfg,
                     store=store, shard=shard))
             # live candle updates for the WebSocket server (bounded; dropped and counted when full)
             candle_updates_send, candle_updates_receive = trio.open_memory_channel[Any](1024)
             if local_candles:
                 system.actors["candles"] = await nursery.start(functools.partial(
-                    supervised, "candles", candles_actor.run, inbox=candles_sub.receive, cfg=cfg, store=store,
+                    _as_placed("candles", candles_actor.run), inbox=candles_sub.receive, cfg=cfg, store=store,
                     outbox=candle_updates_send))
             fsync = cfg.settings.journal.fsync
             await nursery.start(functools.partial(
                 _engine_until_failure, system, handle=handle, journal=journal, cfg=cfg, fsync=fsync,
                 fsync_interval_ms=cfg.settings.journal.fsync_interval_ms, clock=clock))
             system.actors["engine"] = handle
-            if role == "engine":
+            if "engine_edge" in here:
                 from actors.bus import roles
                 system.actors["edge"] = await nursery.start(functools.partial(
                     roles.serve_engine_edge, cfg=cfg, handle=handle, shard=shard,
@@ -220,15 +230,14 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
             async def _intake(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
                 with intake:
                     async with trio.open_nursery() as inner:
-                        if (feed or cfg.settings.feed.source) not in ("none", "redis"):
-                            # "none": quotes come from elsewhere (tests); "redis": from the feed role
+                        if "price_feed" in here:
                             system.actors["price_feed"] = await inner.start(functools.partial(
-                                supervised, "price_feed", price_feed.run, outbox=handle.inbox_sender(),
+                                _as_placed("price_feed", price_feed.run), outbox=handle.inbox_sender(),
                                 cfg=cfg, source=feed))
-                        if role == "all" or not cfg.settings.bus.snapshotter_role:
+                        if "snapshotter" in here:
                             system.actors["snapshotter"] = await inner.start(functools.partial(
-                                supervised, "snapshotter", snapshotter.run, handle=handle, cfg=cfg, key=key))
-                        if role == "engine":   # split mode: no HTTP/WS here (the gateway/ws roles)
+                                _as_placed("snapshotter", snapshotter.run), handle=handle, cfg=cfg, key=key))
+                        if "gateway" not in here:   # split mode: no HTTP/WS here (the gateway/ws roles)
                             if handle_signals:
                                 inner.start_soon(_watch_signals, system)
                             task_status.started()
@@ -245,7 +254,7 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
                             raise StartupError(f"cannot serve HTTP on {http.host}:"
                                                f"{http.port}: {exc.strerror or exc}") from None
                         system.actors["ws"] = await inner.start(functools.partial(
-                            supervised, "ws", ws_actor.run, handle=handle, cfg=cfg, tokens=tokens,
+                                _as_placed("ws", ws_actor.run), handle=handle, cfg=cfg, tokens=tokens,
                             candles_inbox=candle_updates_receive, candles=system.actors["candles"],
                             store=store))
                         if handle_signals:

@@ -26,10 +26,11 @@ import functools
 import json
 import logging
 import signal
-from typing import Any, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 import trio
 
+from actors import topology
 from actors.bus import streams as redis_edge
 from actors.history.candles import CandlesHandle
 from actors.config import prepare_data_dir
@@ -40,7 +41,7 @@ __all__ = ["serve_engine_edge", "run_role", "ROLES", "MirrorCandles", "check_sha
 
 log = logging.getLogger("exness.roles")
 
-ROLES = ("all", "engine", "gateway", "ws", "feed", "candles", "persister", "snapshotter")
+ROLES = topology.ROLES
 
 #: roles that keep files in ``--data-dir`` (jwt.secret when ``[auth] jwt_secret`` is unset;
 #: the snapshots and their key)
@@ -140,11 +141,9 @@ async def run_role(cfg: Any, role: str, *, announce: bool = True, handle_signals
                    shutdown: Optional[trio.Event] = None,
                    task_status: trio.TaskStatus[dict] = trio.TASK_STATUS_IGNORED) -> None:
     """Run one of the roles other than ``all``/``engine`` until a signal (or ``shutdown``)."""
-    runners = {"gateway": _run_gateway, "ws": _run_ws, "feed": _run_feed, "candles": _run_candles,
-               "persister": _run_persister, "snapshotter": _run_snapshotter}
-    runner = runners.get(role)
+    runner = _RUNNERS.get(_the_actor_of(cfg, role))
     if runner is None:
-        raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+        raise ValueError(f"role {role!r} runs in supervisor.run_system; the others are {', '.join(_RUNNERS)}")
     if role in DATA_DIR_ROLES:
         prepare_data_dir(cfg.data_dir)
     done = shutdown if shutdown is not None else trio.Event()
@@ -375,3 +374,16 @@ async def _run_snapshotter(*, cfg: Any, bus: redis_edge.RedisBus, done: trio.Eve
         if announce:
             print(f"exness-actors: snapshotter for the engine {engine_instance!r} in {cfg.data_dir}", flush=True)
         task_status.started({"snapshotter": stats})
+
+
+#: the split-mode role processes, by the one actor actors/topology.py places in each
+_RUNNERS: dict[str, Callable[..., Awaitable[None]]] = {
+    "gateway": _run_gateway, "ws": _run_ws, "price_feed": _run_feed, "candles": _run_candles,
+    "persister": _run_persister, "snapshotter": _run_snapshotter,
+}
+
+
+def _the_actor_of(cfg: Any, role: str) -> str:
+    """The actor a split-mode ``role`` process runs ("" for the roles that run several)."""
+    here = topology.placed(role, bus=cfg.settings.bus, feed_source=cfg.settings.feed.source)
+    return here[0] if len(here) == 1 else ""

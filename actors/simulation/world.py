@@ -77,6 +77,11 @@ __all__ = ["World", "AckLog", "SimulationAborted", "MAX_VIOLATIONS_KEPT"]
 log = logging.getLogger("exness.simulation")
 
 #: Violations kept in full in the report (all are counted).
+#: what the simulation runs of the embedded topology (actors/topology.py), in its order: all
+#: but the WebSocket server; the gateway is driven through its test client and snapshots are
+#: taken inline (tests/test_topology.py keeps this in step with the table)
+SIMULATED_ACTORS = ("persister", "candles", "engine", "price_feed", "snapshotter", "gateway")
+
 MAX_VIOLATIONS_KEPT = 50
 #: Simulated downtime between a crash and the restart.
 RESTART_DELAY_S = 0.5
