@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
 
+import attrs
 import trio
 
 from actors.engine import actor as engine_actor
@@ -132,33 +133,84 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
     ``role="all"`` is the embedded platform. ``role="engine"`` (split mode, ``[bus] kind =
     "redis"``) runs the engine shard ``shard`` with its journal, snapshotter, persister and
     candles, and serves the command stream over Redis instead of HTTP/WebSocket; with ``[feed]
-    source = "redis"`` its quotes come from the feed role (actors/bus/streams.py)."""
+    source = "redis"`` its quotes come from the feed role (actors/bus/streams.py). Which actors
+    run is :func:`actors.topology.placed`'s answer."""
     if role not in ("all", "engine"):
         raise StartupError(f"run_system runs the roles all and engine, not {role!r}")
-    data_dir = cfg.data_dir
-    _prepare_data_dir(data_dir)
-    from actors import gateway as gateway_actor
-    from actors.ws import server as ws_actor
+    _prepare_data_dir(cfg.data_dir)
+    boot = _Boot(cfg=cfg, role=role, shard=shard, feed=feed, clock=clock, handle_signals=handle_signals,
+                 here=topology.placed(role, bus=cfg.settings.bus, feed_source=feed or cfg.settings.feed.source),
+                 **_startup_settings(cfg, role, shard))
+    from actors.store.base import open_store
+    store = await open_store(cfg)
+    recovered, journal, backlog = await _recover(boot, store, repair=repair)
+    engine = recovered.engine
+    recovered_state = (f"seq {engine.last_seq} ({len(engine.accounts)} accounts, {len(engine.positions)} open "
+                       f"positions; recovered in {recovered.elapsed_s * 1000:.0f} ms)")   # before the feed moves it
+    tune_gc()   # the recovered book is long-lived: keep the cyclic collector off it
+    handle = EngineHandle(engine, cfg.settings.engine.inbox_size)
+    system = System(cfg, handle, boot.key, store)
     try:
-        key = load_or_create_key(data_dir, cfg.settings.snapshot.key)
+        async with trio.open_nursery() as nursery:
+            candle_updates = await _start_consumers(nursery, system, boot, backlog)
+            await _start_engine(nursery, system, boot, journal)
+            intake = trio.CancelScope()
+            await nursery.start(functools.partial(_start_intake, system, boot, intake, candle_updates))
+            if announce:
+                _announce(system, boot, recovered_state)
+            log.info("event=ready last_seq=%d data_dir=%s", engine.last_seq, cfg.data_dir)
+            task_status.started(system)
+            await system.shutdown_requested.wait()
+            await _drain(system, boot, intake, nursery)
+    finally:
+        journal.close()
+    # The engine has stopped and closed its subscriptions; consumers have flushed and exited.
+    await _final_snapshot(system)
+
+
+@attrs.define(kw_only=True)
+class _Boot:
+    """What :func:`run_system` settled before starting the actors."""
+    cfg: Config
+    role: str
+    shard: int
+    feed: Optional[str]
+    clock: Callable[[], int]
+    handle_signals: bool
+    here: tuple[str, ...]
+    key: bytes
+    core_config: Any
+    tokens: Any
+    http: Any
+
+
+def _startup_settings(cfg: Config, role: str, shard: int) -> dict[str, Any]:
+    """The snapshot key, the core config (this shard's ids), the token issuer shared by HTTP and
+    WS and the HTTP settings; a :class:`StartupError` naming what is wrong."""
+    from actors import gateway as gateway_actor
+    try:
+        key = load_or_create_key(cfg.data_dir, cfg.settings.snapshot.key)
         core_config = cfg.core
         if role == "engine":
             from actors.bus.roles import check_shard
             core_config = core_config.for_shard(check_shard(cfg, shard))   # ids disjoint from every other shard's
-        tokens = gateway_actor.token_issuer_from_config(cfg)   # one issuer for HTTP and WS
-        http = gateway_actor.GatewaySettings.from_config(cfg)
+        return {"key": key, "core_config": core_config, "tokens": gateway_actor.token_issuer_from_config(cfg),
+                "http": gateway_actor.GatewaySettings.from_config(cfg)}
     except (KeyError_, ConfigError, InvalidValue) as exc:
         raise StartupError(str(exc)) from None
 
-    from actors.store.base import open_store
-    store = await open_store(cfg)
+
+async def _recover(boot: _Boot, store: Any, *, repair: bool) -> tuple[Recovered, JournalWriter, list]:
+    """Recover the engine (with ``--repair``: cut the journal, then the history), open the journal;
+    the recovered events the store has not persisted come back as the backlog."""
+    cfg, data_dir, shard = boot.cfg, boot.cfg.data_dir, boot.shard
     persisted_seq = await store.last_persisted_seq(shard)
     backlog: list[tuple[int, int, list]] = []
 
     async def recover_from(stored_seq: int, *, cut: bool = False) -> Recovered:
         backlog.clear()
         return await trio.to_thread.run_sync(functools.partial(
-            recover, data_dir, core_config, key, repair=cut, persisted_seq=stored_seq,
+            recover, data_dir, boot.core_config, boot.key, repair=cut, persisted_seq=stored_seq,
             on_events=lambda seq, ts, events: backlog.append((seq, ts, events))))
 
     repaired = None
@@ -166,143 +218,148 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
         recovered = await recover_from(persisted_seq, cut=repair)
         if recovered.cut is not None:   # --repair cut the journal: cut the history, raise the id floor
             repaired = await repair_journal.reconcile(
-                recovered, store=store, shard=shard, shards=cfg.settings.bus.shards if role == "engine" else 1,
+                recovered, store=store, shard=shard, shards=cfg.settings.bus.shards if boot.role == "engine" else 1,
                 stored_seq=persisted_seq, recover_again=functools.partial(recover_from, cut=True))
             recovered = repaired.recovered
-        journal = JournalWriter(journal_dir(data_dir),
-                                segment_bytes=cfg.settings.journal.segment_bytes)
+        journal = JournalWriter(journal_dir(data_dir), segment_bytes=cfg.settings.journal.segment_bytes)
         if repaired is not None:
-            repair_journal.finish(repaired, data_dir, journal, ts=clock())
+            repair_journal.finish(repaired, data_dir, journal, ts=boot.clock())
     except (RecoveryError, JournalError) as exc:
         await store.close()
         raise StartupError(str(exc)) from None
-    engine = recovered.engine
-    recovered_state = (f"seq {engine.last_seq} ({len(engine.accounts)} accounts, {len(engine.positions)} open "
-                       f"positions; recovered in {recovered.elapsed_s * 1000:.0f} ms)")   # before the feed moves it
-    tune_gc()   # the recovered book is long-lived: keep the cyclic collector off it
-    handle = EngineHandle(engine, cfg.settings.engine.inbox_size)
-    system = System(cfg, handle, key, store)
-    keep = cfg.settings.snapshot.keep
+    return recovered, journal, backlog
 
+
+async def _start_consumers(nursery: trio.Nursery, system: System, boot: _Boot,
+                           backlog: list) -> trio.MemoryReceiveChannel[Any]:
+    """The persister and candles (where placed), first, so they see every batch the engine
+    publishes; the backlog is persisted before. Returns the live candle updates for the WS server."""
+    from actors.engine.messages import EventBatch
     from actors.history import candles as candles_actor
     from actors.history import persister as persister_actor
+    handle, store, cfg = system.handle, system.store, boot.cfg
+    subscriptions = {name: handle.subscribe(name, max_buffer=256, lossless=True)
+                     for name in ("persister", "candles") if name in boot.here}
+    if backlog and "persister" in boot.here:   # recovered events the store has not persisted
+        await store.apply_batch(EventBatch(backlog, backlog[-1][0]), shard=boot.shard)
+        log.info("event=store_caught_up batches=%d last_seq=%d", len(backlog), backlog[-1][0])
+    if "persister" in boot.here:
+        system.actors["persister"] = await nursery.start(functools.partial(
+            _as_placed("persister", persister_actor.run), inbox=subscriptions["persister"].receive, cfg=cfg,
+            store=store, shard=boot.shard))
+    # live candle updates for the WebSocket server (bounded; dropped and counted when full)
+    candle_updates_send, candle_updates_receive = trio.open_memory_channel[Any](1024)
+    if "candles" in boot.here:
+        system.actors["candles"] = await nursery.start(functools.partial(
+            _as_placed("candles", candles_actor.run), inbox=subscriptions["candles"].receive, cfg=cfg,
+            store=store, outbox=candle_updates_send))
+    return candle_updates_receive
+
+
+async def _start_engine(nursery: trio.Nursery, system: System, boot: _Boot, journal: JournalWriter) -> None:
+    """The engine, and in the engine role its Redis edge."""
+    cfg, handle = boot.cfg, system.handle
+    await nursery.start(functools.partial(
+        _engine_until_failure, system, handle=handle, journal=journal, cfg=cfg, fsync=cfg.settings.journal.fsync,
+        fsync_interval_ms=cfg.settings.journal.fsync_interval_ms, clock=boot.clock))
+    system.actors["engine"] = handle
+    if "engine_edge" in boot.here:
+        from actors.bus import roles
+        system.actors["edge"] = await nursery.start(functools.partial(
+            roles.serve_engine_edge, cfg=cfg, handle=handle, shard=boot.shard,
+            quotes=(boot.feed or cfg.settings.feed.source) == "redis", stopping=system.shutdown_requested))
+
+
+async def _start_intake(system: System, boot: _Boot, intake: trio.CancelScope,
+                        candle_updates: trio.MemoryReceiveChannel[Any],
+                        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """What brings work to the engine — the feed, the snapshotter, the HTTP API and the WebSocket
+    server — in one nursery that ``intake`` cancels first at shutdown."""
     from actors.feed import price_feed
-    from actors.engine.messages import EventBatch
+    handle, cfg = system.handle, boot.cfg
+    with intake:
+        async with trio.open_nursery() as inner:
+            if "price_feed" in boot.here:
+                system.actors["price_feed"] = await inner.start(functools.partial(
+                    _as_placed("price_feed", price_feed.run), outbox=handle.inbox_sender(), cfg=cfg,
+                    source=boot.feed))
+            if "snapshotter" in boot.here:
+                system.actors["snapshotter"] = await inner.start(functools.partial(
+                    _as_placed("snapshotter", snapshotter.run), handle=handle, cfg=cfg, key=boot.key))
+            if "gateway" in boot.here:
+                await _start_api(inner, system, boot, candle_updates)
+            if boot.handle_signals:
+                inner.start_soon(_watch_signals, system)
+            task_status.started()
 
-    # which actors run here: actors/topology.py (in split mode the candles/persister/snapshotter
-    # roles may do their work instead, [bus] …_role)
-    here = topology.placed(role, bus=cfg.settings.bus, feed_source=feed or cfg.settings.feed.source)
+
+async def _start_api(nursery: trio.Nursery, system: System, boot: _Boot,
+                     candle_updates: trio.MemoryReceiveChannel[Any]) -> None:
+    """The HTTP gateway (essential: not restarted; failing to bind stops the start) and the
+    WebSocket server."""
+    from actors import gateway as gateway_actor
+    from actors.ws import server as ws_actor
+    handle, store, cfg, actors = system.handle, system.store, boot.cfg, system.actors
     try:
-        async with trio.open_nursery() as nursery:
-            # consumers first, so they see every batch the engine publishes
-            local_persister = "persister" in here
-            local_candles = "candles" in here
-            if local_persister:
-                persister_sub = handle.subscribe("persister", max_buffer=256, lossless=True)
-            if local_candles:
-                candles_sub = handle.subscribe("candles", max_buffer=256, lossless=True)
-            if backlog and local_persister:   # recovered events the store has not persisted
-                await store.apply_batch(EventBatch(backlog, backlog[-1][0]), shard=shard)
-                log.info("event=store_caught_up batches=%d last_seq=%d", len(backlog), backlog[-1][0])
-            if local_persister:
-                system.actors["persister"] = await nursery.start(functools.partial(
-                    _as_placed("persister", persister_actor.run), inbox=persister_sub.receive, cfg=cfg,
-                    store=store, shard=shard))
-            # live candle updates for the WebSocket server (bounded; dropped and counted when full)
-            candle_updates_send, candle_updates_receive = trio.open_memory_channel[Any](1024)
-            if local_candles:
-                system.actors["candles"] = await nursery.start(functools.partial(
-                    _as_placed("candles", candles_actor.run), inbox=candles_sub.receive, cfg=cfg, store=store,
-                    outbox=candle_updates_send))
-            fsync = cfg.settings.journal.fsync
-            await nursery.start(functools.partial(
-                _engine_until_failure, system, handle=handle, journal=journal, cfg=cfg, fsync=fsync,
-                fsync_interval_ms=cfg.settings.journal.fsync_interval_ms, clock=clock))
-            system.actors["engine"] = handle
-            if "engine_edge" in here:
-                from actors.bus import roles
-                system.actors["edge"] = await nursery.start(functools.partial(
-                    roles.serve_engine_edge, cfg=cfg, handle=handle, shard=shard,
-                    quotes=(feed or cfg.settings.feed.source) == "redis",
-                    stopping=system.shutdown_requested))
+        actors["gateway"] = await nursery.start(functools.partial(
+            gateway_actor.run, handle=handle, store=store, candles=actors["candles"], cfg=cfg, tokens=boot.tokens,
+            feed_stats=actors.get("price_feed"),
+            ws_stats=lambda: actors["ws"].statistics() if "ws" in actors else {},
+            persister=actors["persister"], shutdown=system.shutdown_requested))
+    except OSError as exc:
+        raise StartupError(f"cannot serve HTTP on {boot.http.host}:"
+                           f"{boot.http.port}: {exc.strerror or exc}") from None
+    actors["ws"] = await nursery.start(functools.partial(
+        _as_placed("ws", ws_actor.run), handle=handle, cfg=cfg, tokens=boot.tokens,
+        candles_inbox=candle_updates, candles=actors["candles"], store=store))
 
-            intake = trio.CancelScope()
-            async def _intake(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-                with intake:
-                    async with trio.open_nursery() as inner:
-                        if "price_feed" in here:
-                            system.actors["price_feed"] = await inner.start(functools.partial(
-                                _as_placed("price_feed", price_feed.run), outbox=handle.inbox_sender(),
-                                cfg=cfg, source=feed))
-                        if "snapshotter" in here:
-                            system.actors["snapshotter"] = await inner.start(functools.partial(
-                                _as_placed("snapshotter", snapshotter.run), handle=handle, cfg=cfg, key=key))
-                        if "gateway" not in here:   # split mode: no HTTP/WS here (the gateway/ws roles)
-                            if handle_signals:
-                                inner.start_soon(_watch_signals, system)
-                            task_status.started()
-                            return
-                        # The API is essential: it is not restarted; failing to bind stops the start.
-                        try:
-                            system.actors["gateway"] = await inner.start(functools.partial(
-                                gateway_actor.run, handle=handle, store=store,
-                                candles=system.actors["candles"], cfg=cfg, tokens=tokens,
-                                feed_stats=system.actors.get("price_feed"),
-                                ws_stats=lambda: system.actors["ws"].statistics() if "ws" in system.actors else {},
-                                persister=system.actors["persister"], shutdown=system.shutdown_requested))
-                        except OSError as exc:
-                            raise StartupError(f"cannot serve HTTP on {http.host}:"
-                                               f"{http.port}: {exc.strerror or exc}") from None
-                        system.actors["ws"] = await inner.start(functools.partial(
-                                _as_placed("ws", ws_actor.run), handle=handle, cfg=cfg, tokens=tokens,
-                            candles_inbox=candle_updates_receive, candles=system.actors["candles"],
-                            store=store))
-                        if handle_signals:
-                            inner.start_soon(_watch_signals, system)
-                        task_status.started()
-            await nursery.start(_intake)
 
-            gateway = system.actors.get("gateway")
-            if announce and gateway is None:
-                print(f"exness-actors: engine shard {shard} ready at {recovered_state}; data dir "
-                      f"{data_dir.resolve()}; commands from Redis stream {system.actors['edge']['stream']}",
-                      flush=True)
-            elif announce:   # the CLI says where it listens; embedded users (tests, benchmarks) read System
-                print(f"exness-actors: engine ready at {recovered_state}; data dir {data_dir.resolve()}; "
-                      f"feed {feed or cfg.settings.feed.source}\n"
-                      f"exness-actors: HTTP API {gateway.url}/api/v1 — docs {gateway.url}/docs — "
-                      f"WebSocket {system.actors['ws'].url}", flush=True)
-            log.info("event=ready last_seq=%d data_dir=%s", engine.last_seq, data_dir)
-            task_status.started(system)
+def _announce(system: System, boot: _Boot, recovered_state: str) -> None:
+    """The CLI says where it listens; embedded users (tests, benchmarks) read :class:`System`."""
+    data_dir = boot.cfg.data_dir.resolve()
+    gateway = system.actors.get("gateway")
+    if gateway is None:
+        print(f"exness-actors: engine shard {boot.shard} ready at {recovered_state}; data dir "
+              f"{data_dir}; commands from Redis stream {system.actors['edge']['stream']}", flush=True)
+        return
+    print(f"exness-actors: engine ready at {recovered_state}; data dir {data_dir}; "
+          f"feed {boot.feed or boot.cfg.settings.feed.source}\n"
+          f"exness-actors: HTTP API {gateway.url}/api/v1 — docs {gateway.url}/docs — "
+          f"WebSocket {system.actors['ws'].url}", flush=True)
 
-            await system.shutdown_requested.wait()
 
-            # graceful shutdown: requests in flight finish while the engine still runs; then stop
-            # intake, drain and flush, let consumers finish
-            log.info("event=shutdown_begin last_seq=%d", engine.last_seq)
-            if gateway is not None:
-                with trio.move_on_after(http.graceful_timeout_s + 1):
-                    await gateway.stopped.wait()
-            intake.cancel()
-            await handle.stop()
-            if system.failure is not None:
-                # the consumers' store may sit on the same full disk; the next start catches
-                # it up from the journal, so do not wait for their retries
-                nursery.cancel_scope.cancel()
-    finally:
-        journal.close()
-    # The engine has stopped and closed its subscriptions; consumers have flushed and exited.
-    if system.failure is not None:   # the state in memory may be ahead of the journal: no snapshot
-        await store.close()
+async def _drain(system: System, boot: _Boot, intake: trio.CancelScope, nursery: trio.Nursery) -> None:
+    """Graceful shutdown: requests in flight finish while the engine still runs; then stop
+    intake, drain and flush, let the consumers finish."""
+    log.info("event=shutdown_begin last_seq=%d", system.handle.last_seq)
+    gateway = system.actors.get("gateway")
+    if gateway is not None:
+        with trio.move_on_after(boot.http.graceful_timeout_s + 1):
+            await gateway.stopped.wait()
+    intake.cancel()
+    await system.handle.stop()
+    if system.failure is not None:
+        # the consumers' store may sit on the same full disk; the next start catches
+        # it up from the journal, so do not wait for their retries
+        nursery.cancel_scope.cancel()
+
+
+async def _final_snapshot(system: System) -> None:
+    """The snapshot of a clean stop — none after a fatal I/O error (the state in memory may be
+    ahead of the journal), which is raised again here."""
+    data_dir, engine = system.cfg.data_dir, system.handle.engine
+    if system.failure is not None:
+        await system.store.close()
         raise system.failure
     try:
-        path = await trio.to_thread.run_sync(write_engine_snapshot, data_dir, engine, key, keep)
+        path = await trio.to_thread.run_sync(write_engine_snapshot, data_dir, engine, system.key,
+                                             system.cfg.settings.snapshot.keep)
     except OSError as error:
         raise fatal_io_error(error, what="writing the final snapshot", path=data_dir / "snapshots",
                              consequence="the journal is complete and durable, so the next start "
                                          "replays it instead") from None
     finally:
-        await store.close()
+        await system.store.close()
     log.info("event=shutdown_complete last_seq=%d final_snapshot=%s", engine.last_seq, path)
 
 
