@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import trio
 
+from actors import topology
 from actors.config import Config, ConfigError, load_config
 from actors.engine.faults import EXIT_CANNOT_START, EXIT_INTERRUPTED, FatalIOError
 from actors.engine.recovery import journal_dir
@@ -29,15 +30,21 @@ __all__ = ["main"]
 
 DESCRIPTION = "A leveraged crypto CFD trading platform: run it, migrate, check health, replay, verify, backtest, simulate."
 
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exness-actors", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
+    for add_command in (_add_run, _add_replay, _add_verify, _add_migrate, _add_backtest, _add_health,
+                        _add_simulate):
+        add_command(commands)
+    return parser
 
+
+def _add_run(commands: Any) -> None:
     run = commands.add_parser("run", help="run the platform (embedded by default)")
     run.add_argument("--config", help="a TOML file merged over the shipped config.toml")
     run.add_argument("--data-dir", help="journal, snapshots, key file and SQLite store")
-    run.add_argument("--role", default="all",
-                     choices=["all", "engine", "gateway", "ws", "feed", "candles", "persister", "snapshotter"],
+    run.add_argument("--role", default="all", choices=topology.ROLES,
                      help="all = the embedded platform; the others are split-mode processes over Redis "
                           "(docs/operations.md)")
     run.add_argument("--bus", choices=["memory", "redis"],
@@ -52,6 +59,8 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="truncate a corrupt journal at the first bad frame (the rest is set aside as *.corrupt)")
     run.add_argument("--log-level", default="INFO")
 
+
+def _add_replay(commands: Any) -> None:
     replay = commands.add_parser("replay", help="replay a data dir's journal and verify its checkpoints")
     replay.add_argument("data_dir")
     replay.add_argument("--config", help="only used when the data dir has no pinned core config")
@@ -65,17 +74,23 @@ def _build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--format", choices=["csv", "jsonl", "parquet"],
                         help="export format (default: from the file suffix, else csv; parquet needs pyarrow)")
 
+
+def _add_verify(commands: Any) -> None:
     verify = commands.add_parser("verify", help="check every frame of a data dir's journal; keep verified copies")
     verify.add_argument("data_dir")
     verify.add_argument("--archive", metavar="DIR",
                         help="copy every verified segment here (a segment already there at its size is skipped)")
 
+
+def _add_migrate(commands: Any) -> None:
     migrate = commands.add_parser("migrate", help="apply the store's schema migrations")
     migrate.add_argument("--config")
     migrate.add_argument("--data-dir", help="the SQLite store's directory")
     migrate.add_argument("--store", choices=["sqlite", "postgres"],
                          help="sqlite (the data dir's file) | postgres (DATABASE_URL; [store] schema)")
 
+
+def _add_backtest(commands: Any) -> None:
     backtest = commands.add_parser("backtest", help="run a strategy over recorded or CSV ticks on the real core")
     backtest.add_argument("--ticks", required=True, help="recorded Binance JSONL or CSV (timestamp,[symbol,]bid,ask)")
     backtest.add_argument("--strategy", required=True, metavar="MODULE:NAME",
@@ -88,12 +103,15 @@ def _build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--data-dir", help="also write a journal here, so `exness-actors replay DIR` reproduces the run")
     backtest.add_argument("--config", help="instruments: a TOML merged over config.toml")
 
+
+def _add_health(commands: Any) -> None:
     health = commands.add_parser("health", help="exit 0 when this host's ROLE process reports ready (split mode)")
-    health.add_argument("--role", required=True,
-                        choices=["engine", "gateway", "ws", "feed", "candles", "persister", "snapshotter"])
+    health.add_argument("--role", required=True, choices=topology.ROLES[1:])
     health.add_argument("--instance", help="the instance name (default: EXNESS_INSTANCE or the host name)")
     health.add_argument("--config")
 
+
+def _add_simulate(commands: Any) -> None:
     simulate = commands.add_parser(
         "simulate", help="deterministic whole-system simulation: seeded traders, faults, invariants, replay")
     simulate.add_argument("--traders", type=int, default=5, help="simulated traders (default 5)")
@@ -115,7 +133,6 @@ def _build_parser() -> argparse.ArgumentParser:
                           help="leave out the wall-clock section: same seed, byte-identical output")
     simulate.add_argument("--log-level", default="ERROR",
                           help="stderr logging (ERROR by default: the report says what happened)")
-    return parser
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -206,15 +223,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     """Replay a data dir's journal, verify its checkpoints, print a summary (exit 1 on divergence)."""
     import collections
 
-    import msgpack
-    from exness_actors.engine import Engine
     from exness_actors.events import OrderAccepted, OrderRejected, PositionClosed
-    from exness_actors.instruments import CoreConfig
     from exness_actors.journal import JournalCorruption, JournalError, iter_payloads
     from exness_actors.money import format_fixed
     from exness_actors.replay import ReplayDivergence, replay
-    from exness_actors.snapshot import SnapshotError, list_snapshots, read_snapshot
-    from actors.engine.recovery import snapshot_dir
 
     data_dir = Path(args.data_dir)
     if not (data_dir / "journal").is_dir():
@@ -224,28 +236,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         print("exness-actors replay: parquet export needs pyarrow: pip install 'exness-actors[parquet]' "
               "(or export csv/jsonl with --format or a .csv/.jsonl suffix)", file=sys.stderr)
         return 2
-    pinned = data_dir / "core-config.msgpack"
-    if pinned.exists():
-        config = CoreConfig.from_wire(msgpack.unpackb(pinned.read_bytes(), raw=False, use_list=True))
-    else:
-        config = load_config(args.config).core
-    engine = Engine(config)
-    if args.from_snapshot:
-        key_text = os.environ.get("EXNESS_SNAPSHOT__KEY") or (
-            (data_dir / "snapshot.key").read_text() if (data_dir / "snapshot.key").exists() else "")
-        try:
-            key = bytes.fromhex(key_text.strip())
-        except ValueError:
-            key = b""
-        for seq, path in reversed(list_snapshots(snapshot_dir(data_dir))):
-            if args.until is not None and seq > args.until:
-                continue
-            try:
-                engine = Engine.from_state(read_snapshot(path, key=key).state)
-                print(f"starting from snapshot {path.name} (seq {seq})")
-                break
-            except (SnapshotError, ValueError) as exc:
-                print(f"skipping snapshot {path.name}: {exc}", file=sys.stderr)
+    config = _replay_core_config(args, data_dir)
+    engine = _replay_start(args, data_dir, config)
     counts: collections.Counter = collections.Counter()
 
     def tally(_seq: int, _ts: int, events: list) -> None:
@@ -285,6 +277,42 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     for name, count in sorted(counts.items()):
         print(f"  {name}: {count}")
     return _replay_tools(args, data_dir, config)
+
+
+def _replay_core_config(args: argparse.Namespace, data_dir: Path) -> Any:
+    """The core config the data dir pinned, else the configured one."""
+    import msgpack
+    from exness_actors.instruments import CoreConfig
+    pinned = data_dir / "core-config.msgpack"
+    if pinned.exists():
+        return CoreConfig.from_wire(msgpack.unpackb(pinned.read_bytes(), raw=False, use_list=True))
+    return load_config(args.config).core
+
+
+def _replay_start(args: argparse.Namespace, data_dir: Path, config: Any) -> Any:
+    """An empty engine, or with ``--from-snapshot`` the newest readable snapshot at or before
+    ``--until``."""
+    from actors.engine.recovery import snapshot_dir
+    from exness_actors.engine import Engine
+    from exness_actors.snapshot import SnapshotError, list_snapshots, read_snapshot
+    if not args.from_snapshot:
+        return Engine(config)
+    key_text = os.environ.get("EXNESS_SNAPSHOT__KEY") or (
+        (data_dir / "snapshot.key").read_text() if (data_dir / "snapshot.key").exists() else "")
+    try:
+        key = bytes.fromhex(key_text.strip())
+    except ValueError:
+        key = b""
+    for seq, path in reversed(list_snapshots(snapshot_dir(data_dir))):
+        if args.until is not None and seq > args.until:
+            continue
+        try:
+            engine = Engine.from_state(read_snapshot(path, key=key).state)
+            print(f"starting from snapshot {path.name} (seq {seq})")
+            return engine
+        except (SnapshotError, ValueError) as exc:
+            print(f"skipping snapshot {path.name}: {exc}", file=sys.stderr)
+    return Engine(config)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:

@@ -90,16 +90,13 @@ class DuplicateEmail(ValueError):
 
 # ---------------------------------------------------------------------------------- row types
 
-_row = attrs.define(slots=True, kw_only=True, eq=True, repr=True)
-
-
-@_row
+@attrs.define(slots=True, kw_only=True, eq=True, repr=True)
 class Page(Generic[T]):
     items: list[T]
     next_cursor: Optional[str]
 
 
-@_row
+@attrs.define(slots=True, kw_only=True, eq=True, repr=True)
 class LedgerEntry:
     """One ``BalanceChanged``: ``index`` is the event's position among its input's events."""
     account_id: int
@@ -114,7 +111,7 @@ class LedgerEntry:
     ts: int
 
 
-@_row
+@attrs.define(slots=True, kw_only=True, eq=True, repr=True)
 class ClosedPosition:
     """One ``PositionClosed`` (a partial close is its own row, keyed by ``(position_id, seq)``).
 
@@ -139,7 +136,7 @@ class ClosedPosition:
     closed_at: int
 
 
-@_row
+@attrs.define(slots=True, kw_only=True, eq=True, repr=True)
 class OrderRecord:
     """An order as its events left it. ``status``: pending, filled, cancelled or expired.
 
@@ -171,7 +168,7 @@ class OrderRecord:
     seq: int
 
 
-@_row
+@attrs.define(slots=True, kw_only=True, eq=True, repr=True)
 class UserRecord:
     """A trader. ``email`` is normalised (trimmed, lower-case); ``password_hash`` an argon2id PHC
     string; ``account_ready`` is true once the engine confirmed the trading account."""
@@ -187,7 +184,7 @@ class UserRecord:
 ROTATION_OUTCOMES = ("rotated", "unknown", "expired", "revoked", "reused")
 
 
-@_row
+@attrs.define(slots=True, kw_only=True, eq=True, repr=True)
 class RefreshRotation:
     """The outcome of presenting a refresh token.
 
@@ -420,6 +417,9 @@ class Store(Protocol):
     """What the actors and the gateway need from a database. All methods may block on I/O, so
     all are async; implementations keep the event loop free (a worker thread, or an async
     driver) and batch their writes."""
+
+    #: the migrations the last open (or ``migrate``) applied, by version
+    migrations_applied: list[str]
 
     # -- lifecycle
     async def migrate(self) -> list[str]:
