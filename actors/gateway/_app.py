@@ -34,7 +34,7 @@ from werkzeug.exceptions import HTTPException
 from actors.wire import codec as edge
 from actors.auth_tokens import AuthError, TokenIssuer
 from actors.gateway import _auth, _market, _ops, _trading
-from actors.gateway._common import MISSING_TOKEN, Gateway, NoContent, PlainText, json_response, rate_limited
+from actors.gateway._common import GATEWAY_EXTENSION, MISSING_TOKEN, Gateway, NoContent, PlainText, json_response, rate_limited
 from actors.gateway._links import add_links
 from actors.gateway._schemas import REQUEST_EXAMPLES, SCHEMA_RULES, SYMBOL_MARKER, CloseRequest
 from actors.gateway._settings import GatewaySettings
@@ -232,7 +232,8 @@ def create_app(*, handle: Any, store: Any, candles: Any, cfg: Any, tokens: Optio
     _install_hooks(app, gateway)
     _install_error_handlers(app, gateway)
     _auth.register(app, gateway)
-    _trading.register(app, gateway)
+    app.extensions[GATEWAY_EXTENSION] = gateway
+    _trading.register(app)
     _market.register(app, gateway)
     _ops.register(app, gateway)
     return app

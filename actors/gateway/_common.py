@@ -9,7 +9,7 @@ import time
 from typing import Any, Callable, Iterable, Optional
 
 import trio
-from quart import Response, g, request
+from quart import Response, current_app, g, request
 from quart_schema import document_querystring, document_request, document_response, security_scheme
 from quart_schema import tag as schema_tag
 
@@ -24,7 +24,8 @@ from actors.gateway.ratelimit import RateLimiter, retry_after_header
 from actors.bus.streams import BoxedView
 from exness_actors.instruments import Instrument
 
-__all__ = ["Gateway", "json_response", "doc", "NoContent", "PlainText", "rate_limited", "API", "MISSING_TOKEN"]
+__all__ = ["Gateway", "current_gateway", "GATEWAY_EXTENSION", "json_response", "doc", "NoContent", "PlainText",
+           "rate_limited", "API", "MISSING_TOKEN"]
 
 log = logging.getLogger("exness.gateway")
 
@@ -35,6 +36,15 @@ MISSING_TOKEN = "MISSING_TOKEN"
 VERIFIED_TOKENS_KEPT = 10_000
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+#: where :func:`current_gateway` finds the app's :class:`Gateway` (``app.extensions``)
+GATEWAY_EXTENSION = "exness.gateway"
+
+
+def current_gateway() -> "Gateway":
+    """The :class:`Gateway` of the app serving this request (route handlers are plain functions)."""
+    return current_app.extensions[GATEWAY_EXTENSION]
 
 
 def json_response(data: Any, status: int = 200, headers: Optional[dict] = None) -> Response:
