@@ -339,6 +339,11 @@ class _EngineProgress:
     def __init__(self) -> None:
         self.durable_seq = 0
         self.rotate_requested = False
+        self.journal_damage: list[str] = []
+
+    def request_checkpoint(self) -> None:
+        """The engine is another process: it writes its own checkpoints (every HASH_BLOCK
+        inputs and at a clean stop), so a snapshot taken here cannot ask it for one."""
 
 
 async def _run_snapshotter(*, cfg: Any, bus: redis_edge.RedisBus, done: trio.Event, announce: bool,
