@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Awaitable, Callable, Optional, TypeVar
+from typing import Any, Awaitable, Callable, Coroutine, Optional, TypeVar, cast
 
 import outcome
 import trio
@@ -107,7 +107,7 @@ class AsyncioBridge:
                 pass
 
         def start() -> None:
-            task = loop.create_task(fn(*args))
+            task = loop.create_task(cast(Coroutine[Any, Any, T], fn(*args)))
             task_box.append(task)
             task.add_done_callback(finished)
 

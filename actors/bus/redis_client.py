@@ -33,7 +33,7 @@ dead). Every call has a deadline: ``CALL_TIMEOUT_S`` plus a blocking read's own 
 from __future__ import annotations
 
 import ssl
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, cast
 
 import hiredis
 import trio
@@ -85,7 +85,7 @@ class _Connection:
 
     async def roundtrip(self, packed: bytes, count: int) -> list:
         await self.stream.send_all(packed)
-        replies = []
+        replies: list = []
         reader = self.reader
         while len(replies) < count:
             reply = reader.gets()
@@ -93,7 +93,7 @@ class _Connection:
                 data = await self.stream.receive_some(_RECEIVE_BYTES)
                 if not data:
                     raise RedisConnectionError("Redis closed the connection")
-                reader.feed(data)
+                reader.feed(cast(bytes, data))   # hiredis takes a bytearray too: no copy
                 continue
             replies.append(reply)
         return replies

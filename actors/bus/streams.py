@@ -51,7 +51,7 @@ from typing import Any, Callable, Optional
 import msgpack
 import trio
 
-from actors.engine.actor import EngineHandle, Subscription
+from actors.engine.actor import Subscribers, Subscription
 from actors.engine.messages import (
     Burst,
     EngineStopped,
@@ -61,6 +61,7 @@ from actors.engine.messages import (
     Query,
     Reply,
     ReplySlot,
+    ReplyTarget,
     Request,
 )
 from exness_actors import codec
@@ -432,7 +433,7 @@ def _decode_burst(raw: Optional[bytes], views: dict[str, Callable], handle: Any
     outs: list[tuple[Any, Any]] = []
     items: list[Any] = []
     try:
-        burst = _unpackb(raw) if raw is not None else None
+        burst: Any = _unpackb(raw) if raw is not None else None
         reply_stream = burst["r"]
         requests = burst["i"]
         if not isinstance(reply_stream, str) or not reply_stream.startswith(REPLY_PREFIX):
@@ -654,7 +655,9 @@ async def events_reader(*, bus: RedisBus, streams: list[str], send: trio.MemoryS
                         return await client.xreadgroup(group, consumer, {s: ">" for s in streams},
                                                        count=256, block=1000)
                 else:
-                    async def read(client: Any, positions: dict = dict(last)) -> Any:
+                    positions = dict(last)
+
+                    async def read(client: Any) -> Any:
                         return await client.xread(positions, count=256, block=1000)
                 response = await bus.call(read)
                 backoff.reset()
@@ -691,7 +694,7 @@ async def events_reader(*, bus: RedisBus, streams: list[str], send: trio.MemoryS
 
 # ------------------------------------------------------------------------------- gateway side
 
-class RemoteEngineHandle:
+class RemoteEngineHandle(Subscribers):
     """The :class:`actors.engine.actor.EngineHandle` interface of a remote engine (gateways, WS).
 
     ``send_nowait`` queues a request or query; a flusher sends everything queued since the
@@ -718,7 +721,7 @@ class RemoteEngineHandle:
         self.rotate_requested = False
         self.subscriptions: list[Subscription] = []
         self._outbox: list[list] = [[] for _ in range(self.shards)]
-        self._pending: dict[int, tuple[ReplySlot, float, int]] = {}   # corr -> slot, deadline, shard
+        self._pending: dict[int, tuple[ReplyTarget, float, int]] = {}   # corr -> slot, deadline, shard
         self._next_corr = 1
         self._wake = trio.Event()
         self.stopped = False
@@ -756,7 +759,7 @@ class RemoteEngineHandle:
             raise Overloaded("too many requests in flight to the engine")
         if type(item) is Request:
             command, slot = item.command, item.reply
-            payload = codec.encode(command)
+            payload: Any = codec.encode(command)
             shard = self.shard_of(getattr(command, "account_id", None))
             kind = 0
         elif type(item) is Query:
@@ -790,8 +793,6 @@ class RemoteEngineHandle:
     # The engine handle's own bookkeeping. Lossless or not, a remote subscriber is fed from the
     # events stream without waiting: one that falls behind is dropped (lagged) and re-syncs, as
     # WebSocket clients do.
-    subscribe = EngineHandle.subscribe
-    unsubscribe = EngineHandle.unsubscribe
 
     async def stop(self) -> None:
         self.stopped = True

@@ -40,7 +40,8 @@ import trio
 
 from actors.engine.faults import FatalIOError, fatal_io_error
 from actors.engine.messages import (
-    Burst, EngineStopped, EventBatch, InboxItem, Overloaded, Query, Reply, ReplySlot, Request, Stop)
+    Burst, EngineStopped, EventBatch, InboxItem, Overloaded, Query, Reply, ReplySlot, ReplyTarget, Request,
+    Stop)
 from exness_actors import codec
 from exness_actors.commands import Clock
 from exness_actors.engine import HASH_BLOCK, Engine
@@ -75,6 +76,22 @@ class Subscription:
         stats = self._send.statistics()
         return {"name": self.name, "queued": stats.current_buffer_used,
                 "capacity": stats.max_buffer_size, "lossless": self.lossless, "lagged": self.lagged}
+
+
+class Subscribers:
+    """The subscriptions of a handle (in-process or remote): each a bounded stream of batches."""
+
+    subscriptions: list[Subscription]
+
+    def subscribe(self, name: str, *, max_buffer: int = 1024, lossless: bool = False) -> Subscription:
+        subscription = Subscription(name, max_buffer=max_buffer, lossless=lossless)
+        self.subscriptions.append(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        if subscription in self.subscriptions:
+            self.subscriptions.remove(subscription)
+            subscription._send.close()
 
 
 class _Pending:
@@ -116,7 +133,7 @@ async def submit_between(handle: Any, command: Any, *, before: Optional[Callable
     return before_value, reply, after_value
 
 
-class EngineHandle:
+class EngineHandle(Subscribers):
     """What other actors hold: submit commands, run queries, subscribe to events."""
 
     #: the engine runs in this process (see :class:`~actors.engine.interface.EngineClient`)
@@ -204,16 +221,6 @@ class EngineHandle:
             self.overloads += 1
             raise Overloaded("engine inbox is full") from None
         return await slot.wait()
-
-    def subscribe(self, name: str, *, max_buffer: int = 1024, lossless: bool = False) -> Subscription:
-        subscription = Subscription(name, max_buffer=max_buffer, lossless=lossless)
-        self.subscriptions.append(subscription)
-        return subscription
-
-    def unsubscribe(self, subscription: Subscription) -> None:
-        if subscription in self.subscriptions:
-            self.subscriptions.remove(subscription)
-            subscription._send.close()
 
     def request_checkpoint(self) -> None:
         """Journal a checkpoint at the end of the next batch (the snapshotter asks after a snapshot)."""
@@ -343,7 +350,7 @@ class _Batch:
         self.engine = handle.engine
         self.clock = clock
         self.frames: list[bytes] = []
-        self.replies: list[tuple[ReplySlot, Any]] = []
+        self.replies: list[tuple[ReplyTarget, Any]] = []
         self.published: list[tuple[int, int, list]] = []
         self.first_seq = self.engine.last_seq + 1
         self.stopping = False
@@ -363,7 +370,7 @@ class _Batch:
     def command(self, item: Any) -> None:
         self.apply(item, None)
 
-    def apply(self, command: Any, slot: Optional[ReplySlot]) -> None:
+    def apply(self, command: Any, slot: Optional[ReplyTarget]) -> None:
         engine = self.engine
         command.seq = engine.last_seq + 1
         now = self.clock()
@@ -386,7 +393,7 @@ class _Batch:
         if events:
             self.published.append((command.seq, command.ts, events))
 
-    def refuse(self, slot: Optional[ReplySlot], error: InvalidCommand) -> None:
+    def refuse(self, slot: Optional[ReplyTarget], error: InvalidCommand) -> None:
         """Nothing was journaled and the seq is reused."""
         if slot is not None:
             self.replies.append((slot, error))

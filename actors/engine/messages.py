@@ -18,14 +18,14 @@ Every channel is bounded. A full engine inbox raises :class:`Overloaded` to the 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Protocol, Union
 
 import attrs
 import trio
 
 from exness_actors.commands import Command
 
-__all__ = ["Request", "Reply", "ReplySlot", "EventBatch", "Burst", "Query", "Stop", "InboxItem",
+__all__ = ["Request", "Reply", "ReplySlot", "ReplyTarget", "EventBatch", "Burst", "Query", "Stop", "InboxItem",
            "Overloaded", "EngineStopped", "EngineTimeout"]
 
 
@@ -80,10 +80,19 @@ class ReplySlot:
         return self.value
 
 
+class ReplyTarget(Protocol):
+    """Where the engine puts one outcome: a :class:`ReplySlot`, or a caller's own object that
+    reacts at once (the WebSocket order lane, the simulation's acknowledgement log)."""
+
+    def set(self, value: Any) -> None: ...
+
+    def fail(self, error: BaseException) -> None: ...
+
+
 @attrs.define(slots=True)
 class Request:
     command: Any
-    reply: ReplySlot
+    reply: ReplyTarget
 
 
 @attrs.define(slots=True)

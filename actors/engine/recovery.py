@@ -29,7 +29,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import attrs
 import msgpack
@@ -103,7 +103,7 @@ class Recovered:
     snapshot_seq: int
     replayed: int
     skipped_snapshots: list
-    torn_tail: Optional[object]
+    torn_tail: Optional[Any]
     repaired: list
     elapsed_s: float
     cut: Optional[JournalCut] = None

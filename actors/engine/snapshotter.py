@@ -16,17 +16,27 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
-from actors.engine.actor import EngineHandle
 from actors.engine.recovery import journal_dir
 from actors.engine.scrubber import scrub
 
-__all__ = ["run", "SnapshotterStats", "snapshot_now"]
+__all__ = ["run", "SnapshotterStats", "EngineProgress", "snapshot_now"]
 
 log = logging.getLogger("exness.snapshotter")
+
+
+class EngineProgress(Protocol):
+    """What the snapshotter reads and sets on the engine: the in-process
+    :class:`~actors.engine.actor.EngineHandle`, or a remote engine's progress (the snapshotter role)."""
+
+    durable_seq: int
+    rotate_requested: bool
+    journal_damage: list[str]
+
+    def request_checkpoint(self) -> None: ...
 
 
 class SnapshotterStats:
@@ -44,7 +54,7 @@ class SnapshotterStats:
                 "damaged_segments": self.damaged_segments}
 
 
-async def scrub_journal(handle: EngineHandle, cfg: Any, stats: SnapshotterStats) -> None:
+async def scrub_journal(handle: EngineProgress, cfg: Any, stats: SnapshotterStats) -> None:
     """Verify the sealed segments in a worker thread; record the damage on ``handle``."""
     try:
         report = await trio.to_thread.run_sync(functools.partial(
@@ -70,7 +80,7 @@ async def snapshot_now(data_dir: Path, target_seq: int, key: bytes, keep: int) -
     return json.loads(result.stdout.decode().strip().splitlines()[-1])
 
 
-async def run(*, handle: EngineHandle, cfg: Any, key: bytes, stats: SnapshotterStats | None = None,
+async def run(*, handle: EngineProgress, cfg: Any, key: bytes, stats: SnapshotterStats | None = None,
               task_status: trio.TaskStatus[SnapshotterStats] = trio.TASK_STATUS_IGNORED) -> None:
     stats = stats or SnapshotterStats()
     interval = cfg.settings.snapshot.interval_s

@@ -177,7 +177,9 @@ class _App(QuartTrio):
     text/html 200)."""
 
     async def make_default_options_response(self) -> Response:
-        allowed = ", ".join(sorted(request_ctx.url_adapter.allowed_methods()))
+        adapter = request_ctx.url_adapter
+        assert adapter is not None   # set for every request that reached routing
+        allowed = ", ".join(sorted(adapter.allowed_methods()))
         response = Response(b"", status=204, headers={"Allow": allowed})
         del response.headers["Content-Type"]
         return response
@@ -333,8 +335,9 @@ def _install_error_handlers(app: QuartTrio, gateway: Gateway) -> None:
     async def _http_error(error: HTTPException) -> Response:
         status = error.code or 500
         headers = {}
-        if status == 405 and getattr(error, "valid_methods", None):
-            headers["Allow"] = ", ".join(sorted(error.valid_methods))
+        valid_methods = getattr(error, "valid_methods", None)
+        if status == 405 and valid_methods:
+            headers["Allow"] = ", ".join(sorted(valid_methods))
         details: dict[str, Any] = {}
         if status == 413:
             details["max_bytes"] = gateway.settings.max_body_bytes

@@ -100,7 +100,7 @@ class _CancelSafeConnection(TestHTTPConnection):
                 await self.disconnect()
             await self._nursery_manager.__aexit__(exc_type, exc_value, tb)
             return
-        await super().__aexit__(exc_type, exc_value, tb)
+        await super().__aexit__(exc_type, exc_value, tb)   # type: ignore[arg-type]   # quart stubs want a type
 
 
 class _CancelSafeClient(TrioClient):

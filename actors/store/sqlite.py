@@ -215,7 +215,7 @@ class SqliteStore:
         if limit is not None and (type(limit) is not int or limit < 1):
             raise ValueError(f"limit must be a positive integer or None, not {limit!r}")
         # A bucket is in [start, end) iff its 1m candles are in [align_up(start), align_up(end)).
-        conditions, parameters = ["symbol = ?"], [symbol]
+        conditions, parameters = ["symbol = ?"], [symbol]   # type: tuple[list[str], list[Any]]
         if start is not None:
             conditions.append("open_time >= ?")
             parameters.append(candle_bound(start, interval))
@@ -291,7 +291,7 @@ class SqliteStore:
     async def ledger(self, account_id: int, *, cursor: Optional[str] = None,
                      limit: int = DEFAULT_PAGE_LIMIT) -> Page[LedgerEntry]:
         check_limit(limit)
-        conditions, parameters = ["account_id = ?"], [account_id]
+        conditions, parameters = ["account_id = ?"], [account_id]   # type: tuple[list[str], list[Any]]
         if cursor is not None:
             conditions.append("(seq, idx) < (?, ?)")
             parameters.extend(decode_cursor(cursor, "ledger", 2))
@@ -305,7 +305,7 @@ class SqliteStore:
                                end: Optional[int] = None, cursor: Optional[str] = None,
                                limit: int = DEFAULT_PAGE_LIMIT) -> Page[ClosedPosition]:
         check_limit(limit)
-        conditions, parameters = ["account_id = ?"], [account_id]
+        conditions, parameters = ["account_id = ?"], [account_id]   # type: tuple[list[str], list[Any]]
         for condition, value in (("symbol = ?", symbol), ("reason = ?", reason),
                                  ("closed_at >= ?", start), ("closed_at < ?", end)):
             if value is not None:
@@ -323,7 +323,7 @@ class SqliteStore:
                      symbol: Optional[str] = None, cursor: Optional[str] = None,
                      limit: int = DEFAULT_PAGE_LIMIT) -> Page[OrderRecord]:
         check_limit(limit)
-        conditions, parameters = ["account_id = ?"], [account_id]
+        conditions, parameters = ["account_id = ?"], [account_id]   # type: tuple[list[str], list[Any]]
         for condition, value in (("status = ?", status), ("symbol = ?", symbol)):
             if value is not None:
                 conditions.append(condition)
@@ -405,6 +405,7 @@ def _create_user(connection: sqlite3.Connection, email: str, password_hash: str,
     except sqlite3.IntegrityError:
         raise DuplicateEmail(f"a user with e-mail {email!r} exists") from None
     user_id = cursor.lastrowid
+    assert user_id is not None   # an INSERT sets it
     connection.execute("UPDATE users SET account_id = ? WHERE user_id = ?", (user_id, user_id))
     return UserRecord(user_id=user_id, email=email, password_hash=password_hash,
                       account_id=user_id, account_ready=False, created_at=created_at)

@@ -142,7 +142,7 @@ class Channels:
         if kind == "quotes":
             return self.quotes[key[1]]  # type: ignore[index]
         if kind == "candles":
-            symbol, interval = key[1], key[2]  # type: ignore[misc]
+            symbol, interval = str(key[1]), str(key[2])  # type: ignore[misc]
             channel = self.candles.get((symbol, interval))
             if channel is None:
                 channel = self.candles[(symbol, interval)] = Channel(

@@ -228,7 +228,7 @@ async def duplicate_outcome(events: list, account_id: int, handle: Any, store: A
 # ----------------------------------------------------------------- split mode (remote engine)
 
 async def remote_outcome(action: str, message: Mapping[str, Any], account_id: int, handle: Any,
-                         instruments: Mapping[str, Instrument]) -> Optional[dict]:
+                         instruments: Mapping[str, Instrument]) -> dict:
     """The ``order_result`` fields of an action on an existing order or position when the
     engine is remote (split mode), where this process holds no copy of the engine's state.
 

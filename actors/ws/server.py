@@ -89,6 +89,7 @@ from actors.auth_tokens import AccessClaims, AuthError, TokenIssuer
 from actors.config import ConfigError
 from actors.wire.codec import EdgeError
 from actors.engine.actor import EngineHandle
+from actors.engine.interface import EngineClient
 from actors.engine.messages import EngineStopped, EngineTimeout, EventBatch, Overloaded, Reply, Request
 from exness_actors.candles import Candle, bucket_start
 from exness_actors.errors import InvalidCommand
@@ -329,7 +330,7 @@ class _ProtocolError(Exception):
 class WsServer:
     """What ``task_status.started`` hands out: the bound address, statistics, and the server."""
 
-    def __init__(self, *, handle: EngineHandle, options: WsOptions, tokens: TokenIssuer,
+    def __init__(self, *, handle: EngineClient, options: WsOptions, tokens: TokenIssuer,
                  candles: Any = None, store: Any = None,
                  wall_clock: Callable[[], float] = time.time) -> None:
         self.handle = handle
@@ -343,7 +344,7 @@ class WsServer:
         # an action names, a position's state after a reply): the one place an actor outside
         # the engine package still does (docs/decisions.md). With a remote engine it is None and
         # those reads are views (remote_outcome).
-        self._local_engine = None if handle.remote else handle.engine
+        self._local_engine = handle.engine if isinstance(handle, EngineHandle) else None
         self.channels = Channels(self.instruments, replay_size=options.replay_size,
                                  account_replay_size=options.account_replay_size,
                                  max_account_channels=options.max_account_channels)
@@ -748,7 +749,7 @@ class WsServer:
 
     async def _drain(self, client: _Client) -> None:
         """Wait for the socket to take the rest of a partial frame, then hand back to the flusher."""
-        socket_ = client.ws._stream.socket
+        socket_ = client.ws._stream.socket   # type: ignore[attr-defined]   # trio-websocket holds a SocketStream
         while True:
             await client.drain_wake.wait()
             client.drain_wake = trio.Event()
@@ -953,18 +954,20 @@ class WsServer:
                 raise _ProtocolError(error.code, error.message, {"channel": str(error.channel)[:64]}) from None
             resolved[key] = wire
         wanted_since: dict[str, int] = {}
+        since_key: Any
+        since_wire: Any
         for name, seq in since.items():
             try:
-                key, wire = self.channels.resolve(name, account_id)
+                since_key, since_wire = self.channels.resolve(name, account_id)
             except ChannelError:
-                key = wire = None
-            if key not in resolved:
+                since_key = since_wire = None
+            if since_key not in resolved:
                 raise _ProtocolError("VALIDATION_ERROR", f"since: {name!r} is not among the channels",
                                      {"field": "since", "channel": str(name)[:64]})
             if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
                 raise _ProtocolError("VALIDATION_ERROR", f"since: the seq of {name!r} must be a "
                                      "non-negative integer", {"field": "since", "channel": name})
-            wanted_since[wire] = seq
+            wanted_since[since_wire] = seq
         new = [key for key in resolved if key not in client.channels]
         if len(client.channels) + len(new) > self.options.max_channels:
             raise _ProtocolError("TOO_MANY_CHANNELS",
@@ -1090,7 +1093,7 @@ class WsServer:
             if isinstance(error, Overloaded):
                 self.orders_overloaded += 1
             self.orders_rejected += 1
-            client.push(_text({"op": "order_result", "id": request_id} | _failure_fields(error)))
+            client.push(_text({"op": "order_result", "id": request_id} | (_failure_fields(error) or {})))
             return
         client.inflight += 1
 
@@ -1131,8 +1134,10 @@ class WsServer:
         try:
             fields = await remote_outcome(action, message, account_id, self.handle, self.instruments)
         except Exception as error:
-            fields = _failure_fields(error)
-            if fields is None:   # a bug must cost this answer, not the whole server
+            failure = _failure_fields(error)
+            if failure is not None:
+                fields = failure
+            else:   # a bug must cost this answer, not the whole server
                 log.exception("event=remote_order_failed client=%d action=%s", client.id, action)
                 fields = {"ok": False, "error": {"code": "INTERNAL_ERROR",
                                                  "message": "the order could not be processed", "details": {}}}
@@ -1216,7 +1221,7 @@ class _TunedListener(trio.abc.Listener[trio.SocketStream]):
 
 # ------------------------------------------------------------------------------ the actor
 
-async def run(*, handle: EngineHandle, cfg: Any, tokens: TokenIssuer,
+async def run(*, handle: EngineClient, cfg: Any, tokens: TokenIssuer,
               candles_inbox: Optional[trio.MemoryReceiveChannel] = None, candles: Any = None,
               store: Any = None,
               task_status: trio.TaskStatus[WsServer] = trio.TASK_STATUS_IGNORED) -> None:
