@@ -245,13 +245,14 @@ async def _start_consumers(nursery: trio.Nursery, system: System, boot: _Boot,
         log.info("event=store_caught_up batches=%d last_seq=%d", len(backlog), backlog[-1][0])
     if "persister" in boot.here:
         system.actors["persister"] = await nursery.start(functools.partial(
-            _as_placed("persister", persister_actor.run), inbox=subscriptions["persister"].receive, cfg=cfg,
-            store=store, shard=boot.shard))
+            _as_placed("persister", persister_actor.run), inbox=subscriptions["persister"].receive,
+            settings=cfg.settings.persister, store=store, shard=boot.shard))
     # live candle updates for the WebSocket server (bounded; dropped and counted when full)
     candle_updates_send, candle_updates_receive = trio.open_memory_channel[Any](1024)
     if "candles" in boot.here:
         system.actors["candles"] = await nursery.start(functools.partial(
-            _as_placed("candles", candles_actor.run), inbox=subscriptions["candles"].receive, cfg=cfg,
+            _as_placed("candles", candles_actor.run), inbox=subscriptions["candles"].receive,
+            settings=cfg.settings.candles, symbols=[instrument.symbol for instrument in boot.core_config.instruments],
             store=store, outbox=candle_updates_send))
     return candle_updates_receive
 

@@ -293,8 +293,9 @@ async def store(tmp_path):
 
 
 async def start_actor(nursery, *, inbox, cfg, store, outbox=None) -> candles_actor.CandlesHandle:
-    return await nursery.start(functools.partial(candles_actor.run, inbox=inbox, cfg=cfg,
-                                                 store=store, outbox=outbox))
+    symbols = [instrument.symbol for instrument in cfg.core.instruments]
+    return await nursery.start(functools.partial(candles_actor.run, inbox=inbox, settings=cfg.settings.candles,
+                                                 symbols=symbols, store=store, outbox=outbox))
 
 
 #: 3 minutes of BTC quotes and one ETH quote; BTC's third minute stays open.

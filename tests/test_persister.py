@@ -121,7 +121,7 @@ async def persist_live(store: Store, cfg, batches: list[EventBatch]) -> persiste
     send, receive = trio.open_memory_channel(64)
     async with trio.open_nursery() as nursery:
         handle = await nursery.start(functools.partial(persister_actor.run, inbox=receive,
-                                                       cfg=cfg, store=store))
+                                                       settings=cfg.settings.persister, store=store))
         for batch in batches:
             await send.send(batch)
         await send.aclose()
@@ -233,7 +233,7 @@ async def test_waiting_batches_coalesce_into_one_transaction(stores, cfg) -> Non
         send.send_nowait(batch)
     async with trio.open_nursery() as nursery:
         handle = await nursery.start(functools.partial(persister_actor.run, inbox=receive,
-                                                       cfg=cfg, store=store))
+                                                       settings=cfg.settings.persister, store=store))
         await send.aclose()
 
     stats = handle.statistics()
@@ -255,7 +255,7 @@ async def test_statistics_show_the_lag_while_the_store_is_slow(stores, cfg) -> N
     send, receive = trio.open_memory_channel(64)
     async with trio.open_nursery() as nursery:
         handle = await nursery.start(functools.partial(persister_actor.run, inbox=receive,
-                                                       cfg=cfg, store=store))
+                                                       settings=cfg.settings.persister, store=store))
         await send.send(market.batches[0])
         await trio.testing.wait_all_tasks_blocked()
         for batch in market.batches[1:]:

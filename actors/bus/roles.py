@@ -305,10 +305,12 @@ async def _run_consumer(kind: str, *, cfg: Any, bus: redis_edge.RedisBus, announ
                 redis_edge.events_reader, bus=bus, streams=streams, send=send, group=kind,
                 consumer=f"{kind}-{redis_edge.default_instance()}", stats=reader_stats))
             if kind == "candles":
-                actor = await nursery.start(functools.partial(candles_actor.run, inbox=receive, cfg=cfg, store=store))
+                actor = await nursery.start(functools.partial(
+                    candles_actor.run, inbox=receive, settings=cfg.settings.candles, store=store,
+                    symbols=[instrument.symbol for instrument in cfg.core.instruments]))
             else:
-                actor = await nursery.start(functools.partial(persister_actor.run, inbox=receive, cfg=cfg, store=store,
-                                                              shard=shard))
+                actor = await nursery.start(functools.partial(
+                    persister_actor.run, inbox=receive, settings=cfg.settings.persister, store=store, shard=shard))
 
             def status() -> dict:
                 return {"ready": bus.connected, "reason": "" if bus.connected else "Redis unreachable",

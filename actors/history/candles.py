@@ -35,12 +35,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import attrs
 import trio
 
 from actors.engine.messages import EventBatch
+from actors.settings import CandlesSettings
 from actors.store.base import Store
 from exness_actors.candles import (
     INTERVAL_NAMES, MINUTE_NS, Candle, CandleBuilder, aggregate, bucket_start, interval_ns,
@@ -52,8 +53,7 @@ __all__ = ["run", "CandlesHandle", "CandlesStatistics", "MAX_WRITE_ATTEMPTS"]
 
 logger = logging.getLogger("exness.candles")
 
-DEFAULT_FLUSH_CANDLES = 500
-DEFAULT_FLUSH_INTERVAL_S = 1.0
+_DEFAULTS = CandlesSettings()   # [candles] as shipped
 MAX_WRITE_ATTEMPTS = 5
 FINAL_FLUSH_TIMEOUT_S = 5.0
 _LARGER_INTERVALS = INTERVAL_NAMES[1:]
@@ -77,8 +77,8 @@ class CandlesHandle:
     """What ``task_status.started`` hands out: statistics, the live candles and merged reads."""
 
     def __init__(self, *, store: Store, outbox: Optional[trio.MemorySendChannel] = None,
-                 flush_candles: int = DEFAULT_FLUSH_CANDLES,
-                 flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
+                 flush_candles: int = _DEFAULTS.flush_candles,
+                 flush_interval_s: float = _DEFAULTS.flush_interval_s,
                  inbox: Optional[trio.MemoryReceiveChannel] = None) -> None:
         self.store = store
         self.outbox = outbox
@@ -289,19 +289,19 @@ class CandlesHandle:
         logger.info("event=final_flush candles=%d", written)
 
 
-async def run(*, inbox: trio.MemoryReceiveChannel[EventBatch], cfg: Any, store: Store,
+async def run(*, inbox: trio.MemoryReceiveChannel[EventBatch], store: Store, symbols: Sequence[str],
+              settings: CandlesSettings = CandlesSettings(),
               outbox: Optional[trio.MemorySendChannel] = None,
               task_status: trio.TaskStatus[CandlesHandle] = trio.TASK_STATUS_IGNORED) -> None:
-    """Build candles from the engine's batches until the inbox closes (see the module docstring).
+    """Build candles of ``symbols`` from the engine's batches until the inbox closes (see the
+    module docstring).
 
-    ``[candles] flush_candles`` (default 500) and ``flush_interval_s`` (default 1.0) tune the
-    store writes.
+    ``settings`` (``[candles]``): ``flush_candles`` and ``flush_interval_s`` tune the store writes.
     """
     handle = CandlesHandle(
         store=store, outbox=outbox, inbox=inbox,
-        flush_candles=cfg.settings.candles.flush_candles,
-        flush_interval_s=cfg.settings.candles.flush_interval_s)
-    await handle.seed([instrument.symbol for instrument in cfg.core.instruments])
+        flush_candles=settings.flush_candles, flush_interval_s=settings.flush_interval_s)
+    await handle.seed(list(symbols))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(handle.flusher)
         task_status.started(handle)

@@ -30,6 +30,7 @@ import attrs
 import trio
 
 from actors.engine.messages import EventBatch
+from actors.settings import PersisterSettings
 from actors.store.base import Store
 
 __all__ = ["run", "rebuild", "Persister", "PersisterStatistics", "MAX_WRITE_ATTEMPTS"]
@@ -119,16 +120,17 @@ class Persister:
         return rows
 
 
-async def run(*, inbox: trio.MemoryReceiveChannel[EventBatch], cfg: Any, store: Store, shard: int = 0,
+async def run(*, inbox: trio.MemoryReceiveChannel[EventBatch], store: Store, shard: int = 0,
+              settings: PersisterSettings = PersisterSettings(),
               task_status: trio.TaskStatus[Persister] = trio.TASK_STATUS_IGNORED) -> None:
     """Persist the batches of engine shard ``shard`` until the inbox closes (see the module
     docstring).
 
-    ``[persister] max_batches`` (default 64) and ``max_items`` (default 20000) bound how much
-    one transaction coalesces.
+    ``settings`` (``[persister]``): ``max_batches`` and ``max_items`` bound how much one
+    transaction coalesces.
     """
-    max_batches = cfg.settings.persister.max_batches
-    max_items = cfg.settings.persister.max_items
+    max_batches = settings.max_batches
+    max_items = settings.max_items
     persister = Persister(store, last_seq=await store.last_persisted_seq(shard), shard=shard, inbox=inbox)
     logger.info("event=started shard=%d last_seq=%d max_batches=%d max_items=%d",
                 shard, persister.last_seq, max_batches, max_items)

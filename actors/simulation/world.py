@@ -321,9 +321,10 @@ class World:
             if backlog:
                 await store.apply_batch(EventBatch(backlog, backlog[-1][0]))
             persister = await nursery.start(functools.partial(
-                persister_actor.run, inbox=persister_sub.receive, cfg=cfg, store=store))
+                persister_actor.run, inbox=persister_sub.receive, settings=cfg.settings.persister, store=store))
             candles = await nursery.start(functools.partial(
-                candles_actor.run, inbox=candles_sub.receive, cfg=cfg, store=store))
+                candles_actor.run, inbox=candles_sub.receive, settings=cfg.settings.candles,
+                symbols=[instrument.symbol for instrument in cfg.core.instruments], store=store))
             nursery.start_soon(self._checker, checker_sub, engine)
             if options.slow_consumers:
                 nursery.start_soon(self._slow_reader, slow_sub)
