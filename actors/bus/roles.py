@@ -34,6 +34,7 @@ from actors import topology
 from actors.bus import streams as redis_edge
 from actors.history.candles import CandlesHandle
 from actors.config import prepare_data_dir
+from actors.engine.actor import EngineHandle
 from actors.engine.messages import EventBatch
 from actors.runtime import tune_gc
 
@@ -91,7 +92,7 @@ class _Bus:
                 await self.bus.close()
 
 
-async def serve_engine_edge(*, cfg: Any, handle: Any, shard: int, quotes: bool,
+async def serve_engine_edge(*, cfg: Any, handle: EngineHandle, shard: int, quotes: bool,
                             stopping: trio.Event,
                             task_status: trio.TaskStatus[dict] = trio.TASK_STATUS_IGNORED) -> None:
     """The engine role's Redis side, until ``stopping`` is set (then the engine drains)."""

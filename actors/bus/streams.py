@@ -51,7 +51,7 @@ from typing import Any, Callable, Optional
 import msgpack
 import trio
 
-from actors.engine.actor import Subscribers, Subscription
+from actors.engine.actor import EngineHandle, Subscribers, Subscription
 from actors.engine.messages import (
     Burst,
     EngineStopped,
@@ -271,7 +271,7 @@ def _view_account(view: BoxedView) -> Optional[int]:
 
 # ------------------------------------------------------------------------------- engine side
 
-async def run_engine_edge(*, handle: Any, bus: RedisBus, shard: int = 0, shards: int = 1,
+async def run_engine_edge(*, handle: EngineHandle, bus: RedisBus, shard: int = 0, shards: int = 1,
                           read_count: int = 512, quotes: bool = True, fresh_quotes_wait_s: float = 10.0,
                           task_status: trio.TaskStatus[dict] = trio.TASK_STATUS_IGNORED) -> None:
     """Feed one engine shard from its command stream, answer on the gateways' reply streams,
@@ -322,7 +322,7 @@ def _has_quotes(engine: Any) -> bool:
     return any(engine.quote(symbol) is not None for symbol in engine.books)
 
 
-async def _await_fresh_quotes(handle: Any, wait_s: float, stream: str) -> None:
+async def _await_fresh_quotes(handle: EngineHandle, wait_s: float, stream: str) -> None:
     """Hold the commands back after a start until no symbol the engine had quoted is stale, for
     at most ``wait_s``. A command redelivered from before a crash (its gateway answered 504)
     would otherwise meet the restored book's old quotes first and be refused ``STALE_QUOTE``.
@@ -342,7 +342,7 @@ async def _await_fresh_quotes(handle: Any, wait_s: float, stream: str) -> None:
                 stream, ",".join(stale) or "unknown", wait_s)
 
 
-async def _query_when_room(handle: Any, view: Callable[[Any], Any]) -> Any:
+async def _query_when_room(handle: EngineHandle, view: Callable[[Any], Any]) -> Any:
     """``handle.query(view)``, waiting while the inbox is full (a burst of quotes at start)."""
     while True:
         try:
@@ -351,7 +351,7 @@ async def _query_when_room(handle: Any, view: Callable[[Any], Any]) -> Any:
             await trio.sleep(_FRESH_QUOTES_POLL_S)
 
 
-async def _command_reader(handle: Any, bus: RedisBus, stream: str, read_count: int,
+async def _command_reader(handle: EngineHandle, bus: RedisBus, stream: str, read_count: int,
                           to_replier: trio.MemorySendChannel, stats: dict,
                           fresh_quotes_wait_s: float) -> None:
     from redis.exceptions import ResponseError
@@ -427,7 +427,7 @@ async def _command_reader(handle: Any, bus: RedisBus, stream: str, read_count: i
                 await to_replier.send((None, None, skipped))
 
 
-def _decode_burst(raw: Optional[bytes], views: dict[str, Callable], handle: Any
+def _decode_burst(raw: Optional[bytes], views: dict[str, Callable], handle: EngineHandle
                   ) -> tuple[Optional[str], list, list]:
     """(reply stream, [(corr, slot or error)], inbox items) of one stream entry."""
     outs: list[tuple[Any, Any]] = []
@@ -552,7 +552,7 @@ async def _events_publisher(bus: RedisBus, subscription: Any, stream: str, stats
         stats["events_published"] += len(batches)
 
 
-async def _quotes_reader(handle: Any, bus: RedisBus, stats: dict) -> None:
+async def _quotes_reader(handle: EngineHandle, bus: RedisBus, stats: dict) -> None:
     """Apply the feed's quotes (``XREAD``, no group: market data is not replayed)."""
     backoff = Backoff()
     last = "$"

@@ -39,6 +39,7 @@ from typing import Any, Callable, Optional
 import trio
 
 from actors.engine.faults import FatalIOError, fatal_io_error
+from actors.engine.interface import EngineClient
 from actors.engine.messages import (
     Burst, EngineStopped, EventBatch, InboxItem, Overloaded, Query, Reply, ReplySlot, ReplyTarget, Request,
     Stop)
@@ -105,7 +106,7 @@ class _Pending:
         self.items = items         # (seq, ts, events)
 
 
-async def submit_between(handle: Any, command: Any, *, before: Optional[Callable] = None,
+async def submit_between(handle: EngineClient, command: Any, *, before: Optional[Callable] = None,
                          after: Optional[Callable] = None) -> tuple[Any, Reply, Any]:
     """Submit ``command`` with optional read queries right before and after it, in one go.
 

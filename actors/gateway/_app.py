@@ -31,10 +31,12 @@ from quart_schema.openapi import OpenAPIProvider
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from actors.engine.interface import EngineClient
 from actors.wire import codec as edge
 from actors.auth_tokens import AuthError, TokenIssuer
 from actors.gateway import _auth, _market, _ops, _trading
-from actors.gateway._common import GATEWAY_EXTENSION, MISSING_TOKEN, Gateway, NoContent, PlainText, json_response, rate_limited
+from actors.gateway._common import (
+    GATEWAY_EXTENSION, MISSING_TOKEN, Gateway, NoContent, PlainText, json_response, rate_limited)
 from actors.gateway._links import add_links
 from actors.gateway._schemas import REQUEST_EXAMPLES, SCHEMA_RULES, SYMBOL_MARKER, CloseRequest
 from actors.gateway._settings import GatewaySettings
@@ -198,9 +200,9 @@ def _error(status: int, code: str, message: str, details: Optional[dict] = None,
     return json_response(edge.error_body(code, message, details), status, headers)
 
 
-def create_app(*, handle: Any, store: Any, candles: Any, cfg: Any, tokens: Optional[TokenIssuer],
-               feed_stats: Any = None, ws_stats: Any = None, persister: Any = None,
-               clock: Callable[[], int] = time.time_ns) -> QuartTrio:
+def create_app(*, handle: Optional[EngineClient], store: Any, candles: Any, cfg: Any,
+               tokens: Optional[TokenIssuer], feed_stats: Any = None, ws_stats: Any = None,
+               persister: Any = None, clock: Callable[[], int] = time.time_ns) -> QuartTrio:
     """The HTTP API over a running engine (see the package docstring).
 
     ``handle``: the :class:`~actors.engine.actor.EngineHandle`; ``store``: the

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, cast
 
 import trio
 from quart import Response, current_app, g, request
 from quart_schema import document_querystring, document_request, document_response, security_scheme
 from quart_schema import tag as schema_tag
 
+from actors.engine.interface import EngineClient
 from actors.wire import codec as edge
 from actors.auth_tokens import AccessClaims, AuthError, TokenIssuer
 from actors.engine.actor import submit_between
@@ -108,10 +109,11 @@ class Gateway:
     its handlers share: authentication, body parsing, engine round trips, history consistency.
     Each ``create_app`` builds its own, so apps never share state."""
 
-    def __init__(self, *, handle: Any, store: Any, candles: Any, cfg: Any, tokens: Optional[TokenIssuer],
-                 settings: GatewaySettings, metrics: GatewayMetrics, persister: Any = None,
-                 clock: Callable[[], int] = time.time_ns) -> None:
-        self.handle = handle
+    def __init__(self, *, handle: Optional[EngineClient], store: Any, candles: Any, cfg: Any,
+                 tokens: Optional[TokenIssuer], settings: GatewaySettings, metrics: GatewayMetrics,
+                 persister: Any = None, clock: Callable[[], int] = time.time_ns) -> None:
+        # None only for the OpenAPI export, where no request ever runs
+        self.handle = cast(EngineClient, handle)
         self.store = store
         self.candles = candles
         self.cfg = cfg

@@ -19,6 +19,7 @@ import trio
 from quart import Response
 from quart_schema import hide
 
+from actors.engine.interface import EngineClient
 from actors.wire.codec import EdgeError
 from actors.wire import views as views
 from actors.gateway._common import API, Gateway, PlainText, doc, json_response
@@ -46,7 +47,7 @@ DOCS_HTML = """<!doctype html>
 _PING = b'{"status":"ok"}'
 
 
-def _journal_damage(handle: Any) -> dict[str, list[str]]:
+def _journal_damage(handle: EngineClient) -> dict[str, list[str]]:
     """The scrub's findings, a detail that does not by itself make the process unready
     (``{}`` when none, or when the engine is remote: its journal is not ours to see)."""
     damage = getattr(handle, "journal_damage", None)

@@ -23,6 +23,7 @@ from typing import Any, Mapping, Optional
 
 import trio
 
+from actors.engine.interface import EngineClient
 from actors.wire import codec as edge
 from actors.ws._format import (
     cancelled_order_json,
@@ -185,7 +186,7 @@ def outcome(action: str, context: Any, events: list, instruments: Mapping[str, A
     return {"ok": True, "order": order_json, "position": position_json}
 
 
-async def duplicate_outcome(events: list, account_id: int, handle: Any, store: Any,
+async def duplicate_outcome(events: list, account_id: int, handle: EngineClient, store: Any,
                             instruments: Mapping[str, Instrument]) -> dict:
     """The original outcome of a repeated ``client_order_id`` (as ``POST /orders`` answers it).
 
@@ -227,7 +228,7 @@ async def duplicate_outcome(events: list, account_id: int, handle: Any, store: A
 
 # ----------------------------------------------------------------- split mode (remote engine)
 
-async def remote_outcome(action: str, message: Mapping[str, Any], account_id: int, handle: Any,
+async def remote_outcome(action: str, message: Mapping[str, Any], account_id: int, handle: EngineClient,
                          instruments: Mapping[str, Instrument]) -> dict:
     """The ``order_result`` fields of an action on an existing order or position when the
     engine is remote (split mode), where this process holds no copy of the engine's state.
