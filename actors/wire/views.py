@@ -22,10 +22,6 @@ __all__ = [
     "open_position", "position_symbol", "new_positions", "quotes", "quote_times",
 ]
 
-#: How many position ids :func:`new_positions` looks through (positions opened between a place
-#: command and its pipelined query; normally one or two).
-NEW_POSITION_SCAN = 256
-
 
 def account_summary(engine: Engine, account_id: int) -> Optional[dict]:
     summary = engine.account_summary(account_id)
@@ -91,17 +87,14 @@ def position_symbol(engine: Engine, account_id: int, position_id: int) -> Option
 
 
 def new_positions(engine: Engine, account_id: int) -> dict[int, dict]:
-    """The account's open positions among the :data:`NEW_POSITION_SCAN` newest ids, rendered.
-    Run right after a command (``submit_between(after=…)``), it holds the position the command
-    opened, if any: ids are handed out in order, so that one is the newest."""
-    out: dict[int, dict] = {}
-    positions = engine.positions
-    newest = engine.next_position_id
-    for position_id in range(max(newest - NEW_POSITION_SCAN, 0), newest):
-        position = positions.get(position_id)
-        if position is not None and position.account_id == account_id:
-            out[position_id] = edge.position_json(position, engine)
-    return out
+    """The position the command just applied opened, if it is the account's, rendered (else {}).
+    Run right after that command (``submit_between(after=…)``): ids are handed out in order, so
+    the position it opened is the newest one, opened at the engine's current time."""
+    position_id = engine.next_position_id - 1
+    position = engine.positions.get(position_id)
+    if position is None or position.account_id != account_id or position.opened_at != engine.now:
+        return {}
+    return {position_id: edge.position_json(position, engine)}
 
 
 def quotes(engine: Engine, symbols: tuple[str, ...]) -> list[dict]:
