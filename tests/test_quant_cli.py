@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import supervisor
+from actors import cli
 from exness_actors.backtest import load_ticks, run_backtest
 from exness_actors.instruments import DEFAULT_INSTRUMENTS, CoreConfig
 from exness_actors.strategies.examples import buy_and_hold
@@ -27,7 +27,7 @@ class Flat:
 
 
 def _backtest(tmp_path: Path, strategy: str) -> int:
-    return supervisor.main(["backtest", "--ticks", str(SAMPLE_CSV), "--strategy", strategy,
+    return cli.main(["backtest", "--ticks", str(SAMPLE_CSV), "--strategy", strategy,
                             "--out", str(tmp_path / "out")])
 
 
@@ -85,7 +85,7 @@ def test_a_strategy_that_cannot_be_loaded_is_a_clear_error(tmp_path, capsys, spe
 
 def test_backtest_help_says_where_strategies_are_found(capsys):
     with pytest.raises(SystemExit):
-        supervisor.main(["backtest", "--help"])
+        cli.main(["backtest", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "current directory" in text and "FILE.py:NAME" in text
 
@@ -107,7 +107,7 @@ def test_parquet_export_without_pyarrow_is_refused_before_replaying(data_dir, mo
     replayed = []
     monkeypatch.setattr("exness_actors.replay.replay", lambda *a, **k: replayed.append(1))
     flags = [str(data_dir / flag) if flag.endswith((".parquet", ".csv")) else flag for flag in flags]
-    assert supervisor.main(["replay", str(data_dir), *flags]) == 2
+    assert cli.main(["replay", str(data_dir), *flags]) == 2
     err = capsys.readouterr().err
     assert replayed == [] and "pip install 'exness-actors[parquet]'" in err and "use the CLI" not in err
     assert not list(data_dir.glob("*.parquet")) and not (data_dir / "events.csv").exists()

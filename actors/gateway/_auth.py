@@ -17,7 +17,7 @@
   SameSite=Strict cookie scoped to ``/api/v1/auth`` instead of in the body (the web terminal keeps
   no token where scripts can read it); refresh and sign-out without a body token use the cookie,
   rotate it and clear it when it is refused or revoked.
-* **Throttling**: sign-up per IP; failed sign-ins (a failure budget, see :mod:`actors.ratelimit`)
+* **Throttling**: sign-up per IP; failed sign-ins (a failure budget, see :mod:`actors.gateway.ratelimit`)
   first per (e-mail, client IP), so a stranger guessing someone's password spends only their own
   budget and the owner can still sign in from elsewhere; then, much larger, per e-mail from all
   addresses (a distributed guess) and per IP. Past a budget: 429 with ``Retry-After`` and the wait
@@ -38,14 +38,14 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from quart import Response, request
 from werkzeug.http import dump_cookie
 
-from actors import edge
+from actors.wire import codec as edge
 from actors.gateway._common import API, Gateway, NoContent, doc, json_response, rate_limited
 from actors.gateway._params import invalid
 from actors.gateway._schemas import Credentials, RefreshRequest, SigninRequest, SignupResult, TokenPair
 from actors.gateway._settings import GatewaySettings
-from actors.messages import EngineStopped, Overloaded
-from actors.ratelimit import retry_after_header
-from actors.store import DuplicateEmail, UserRecord
+from actors.engine.messages import EngineStopped, Overloaded
+from actors.gateway.ratelimit import retry_after_header
+from actors.store.base import DuplicateEmail, UserRecord
 from exness_actors.commands import CreateAccount
 from exness_actors.reasons import RejectReason
 

@@ -22,7 +22,7 @@ IP], ``signin_email_failures_per_minute`` [50, per e-mail from any address],
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -34,10 +34,10 @@ __all__ = ["GatewaySettings", "token_issuer_from_config"]
 
 def _read(cfg: Any, section: str, key: str, default: Any, kind: type | tuple[type, ...],
           *, low: float | None = None) -> Any:
-    value = cfg.get(section, key, default) if cfg is not None else default
+    value: Any = cfg[section].get(key, default) if cfg is not None else default
     if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
         raise ConfigError(f"[{section}] {key} = {value!r}: expected {getattr(kind, '__name__', kind)}")
-    if low is not None and value < low:
+    if low is not None and cast(float, value) < low:
         raise ConfigError(f"[{section}] {key} = {value!r}: must be at least {low}")
     return value
 
@@ -103,7 +103,7 @@ def token_issuer_from_config(cfg: Any) -> TokenIssuer:
     ``jwt.secret`` (created 0600 on first use), ``access_ttl_s`` [900]. Build one per process
     and hand it to the gateway and the WebSocket server, so both accept the same tokens."""
     try:
-        secret = load_or_create_secret(cfg.data_dir, cfg.get("auth", "jwt_secret"))
+        secret = load_or_create_secret(cfg.data_dir, cfg["auth"].get("jwt_secret"))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     return TokenIssuer(secret, access_ttl_s=_read(cfg, "auth", "access_ttl_s", 900, int, low=1))
