@@ -18,6 +18,8 @@ from typing import Any, Optional
 import attrs
 import jwt
 
+from exness_actors.commands import AccountId
+
 __all__ = ["TokenIssuer", "AccessClaims", "AuthError", "load_or_create_secret"]
 
 ALGORITHM = "HS256"
@@ -35,7 +37,7 @@ class AuthError(Exception):
 @attrs.frozen
 class AccessClaims:
     user_id: int
-    account_id: int
+    account_id: AccountId
     expires_at: int
 
 
@@ -72,7 +74,7 @@ class TokenIssuer:
             user_id = int(claims["sub"])
         except (TypeError, ValueError):
             raise AuthError("INVALID_TOKEN", "the access token has a malformed subject") from None
-        return AccessClaims(user_id=user_id, account_id=claims["acc"], expires_at=claims["exp"])
+        return AccessClaims(user_id=user_id, account_id=AccountId(claims["acc"]), expires_at=claims["exp"])
 
 
 def load_or_create_secret(data_dir: Path, configured: Optional[str] = None) -> bytes:

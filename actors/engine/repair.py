@@ -40,7 +40,7 @@ import attrs
 from actors.engine.recovery import LostInput, Recovered
 from actors.store.base import HistoryCut
 from exness_actors import codec
-from exness_actors.commands import RaiseIdFloor
+from exness_actors.commands import OrderId, PositionId, RaiseIdFloor
 from exness_actors.engine import Engine
 from exness_actors.journal import JournalWriter, encode_frame
 
@@ -132,7 +132,7 @@ def id_floor(engine: Engine, history: HistoryCut, last_seq: int) -> RaiseIdFloor
     next_order = max(engine.next_order_id + lost_inputs, history.max_order_id + 1)
     next_position = max(engine.next_position_id + lost_inputs + len(engine.orders),
                         history.max_position_id + 1)
-    return RaiseIdFloor(next_order_id=next_order, next_position_id=next_position)
+    return RaiseIdFloor(next_order_id=OrderId(next_order), next_position_id=PositionId(next_position))
 
 
 def journal_id_floor(engine: Engine, journal: JournalWriter, floor: RaiseIdFloor, ts: int) -> None:

@@ -46,7 +46,7 @@ from actors.gateway._settings import GatewaySettings
 from actors.engine.messages import EngineStopped, Overloaded
 from actors.gateway.ratelimit import retry_after_header
 from actors.store.base import DuplicateEmail, UserRecord
-from exness_actors.commands import CreateAccount
+from exness_actors.commands import AccountId, CreateAccount
 from exness_actors.reasons import RejectReason
 
 __all__ = ["register", "Passwords", "normalise_email"]
@@ -185,7 +185,7 @@ def register(app: Any, gw: Gateway) -> None:
 
     async def ensure_account(user: UserRecord) -> None:
         """Create the user's trading account in the engine (idempotent)."""
-        reply = await gw.handle.request(CreateAccount(account_id=user.account_id,
+        reply = await gw.handle.request(CreateAccount(account_id=AccountId(user.account_id),
                                                       initial_deposit=gw.cfg.demo_deposit_cents))
         rejection = edge.rejection_of(reply.events)
         if rejection is not None and rejection.code != RejectReason.ACCOUNT_EXISTS.value:

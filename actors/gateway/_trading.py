@@ -35,7 +35,7 @@ from actors.gateway._schemas import (
     OrderList, OrdersQuery, PlacedOrder, PlaceOrderRequest, Position, PositionList, PositionsQuery,
 )
 from actors.store.base import decode_cursor, encode_cursor
-from exness_actors.commands import CancelOrder
+from exness_actors.commands import AccountId, CancelOrder, PositionId
 from exness_actors.events import OrderAccepted, PositionClosed, PositionOpened
 from exness_actors.reasons import CloseReason, RejectReason
 
@@ -251,7 +251,7 @@ async def get_order(order_id: str) -> Response:
     gw = current_gateway()
     claims = gw.authenticate()
     QueryParams(request.args, ())
-    order, _ = await order_with_history(claims.account_id, edge.parse_path_id(order_id, "order"))
+    order, _ = await order_with_history(claims.account_id, edge.parse_order_id(order_id))
     return json_response(order)
 
 
@@ -262,7 +262,7 @@ async def cancel_order(order_id: str) -> Response:
     An order that already filled, expired or was cancelled is 409 ORDER_NOT_PENDING."""
     gw = current_gateway()
     claims = gw.authenticate()
-    identifier = edge.parse_path_id(order_id, "order")
+    identifier = edge.parse_order_id(order_id)
     order, reply, _ = await gw.submit(
         CancelOrder(account_id=claims.account_id, order_id=identifier),
         before=functools.partial(views.pending_order, account_id=claims.account_id, order_id=identifier))
@@ -281,7 +281,7 @@ async def modify_order(order_id: str) -> Response:
     """Change a pending order's price, take-profit, stop-loss or expiry (null removes TP/SL/expiry)."""
     gw = current_gateway()
     claims = gw.authenticate()
-    identifier = edge.parse_path_id(order_id, "order")
+    identifier = edge.parse_order_id(order_id)
     body = await gw.json_body()
     state = await gw.query(views.order_state, claims.account_id, identifier)
     if state is None:
@@ -322,7 +322,7 @@ async def get_position(position_id: str) -> Response:
     gw = current_gateway()
     claims = gw.authenticate()
     QueryParams(request.args, ())
-    identifier = edge.parse_path_id(position_id, "position")
+    identifier = edge.parse_position_id(position_id)
     position = await gw.query(views.open_position, claims.account_id, identifier)
     if position is None:
         raise _unknown_position(identifier)
@@ -345,7 +345,7 @@ async def close_position(position_id: str) -> Response:
     Answers the closed part: close_price, pnl, close_reason, qty, remaining_qty, credit."""
     gw = current_gateway()
     claims = gw.authenticate()
-    identifier = edge.parse_path_id(position_id, "position")
+    identifier = edge.parse_position_id(position_id)
     body = await gw.json_body(optional=True)
     if body is not None and not isinstance(body, dict):
         raise EdgeError(400, "VALIDATION_ERROR", "the request body must be a JSON object", {})
@@ -365,7 +365,7 @@ async def close_position(position_id: str) -> Response:
     raise RuntimeError(f"unexpected reply to ClosePosition: {reply.events!r}")  # pragma: no cover
 
 
-async def position_after(account_id: int, position_id: int, command: Any) -> Response:
+async def position_after(account_id: AccountId, position_id: PositionId, command: Any) -> Response:
     gw = current_gateway()
     _, reply, position = await gw.submit(command, after=functools.partial(
         views.open_position, account_id=account_id, position_id=position_id))
@@ -385,7 +385,7 @@ async def modify_position(position_id: str) -> Response:
     """Set or remove take-profit, stop-loss and trailing stop (null removes one)."""
     gw = current_gateway()
     claims = gw.authenticate()
-    identifier = edge.parse_path_id(position_id, "position")
+    identifier = edge.parse_position_id(position_id)
     body = await gw.json_body()
     instrument = await position_instrument(claims.account_id, identifier)
     command = edge.parse_modify_position(body, claims.account_id, identifier, instrument)
@@ -398,7 +398,7 @@ async def add_margin(position_id: str) -> Response:
     """Move free balance into a position's margin (its liquidation price moves away)."""
     gw = current_gateway()
     claims = gw.authenticate()
-    identifier = edge.parse_path_id(position_id, "position")
+    identifier = edge.parse_position_id(position_id)
     command = edge.parse_add_margin(await gw.json_body(), claims.account_id, identifier)
     return await position_after(claims.account_id, identifier, command)
 

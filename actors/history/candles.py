@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import attrs
 import trio

@@ -82,7 +82,7 @@ from actors.store.base import (
     orders_page,
     rows_from_items,
 )
-from exness_actors.candles import WEEK_OFFSET_NS, Candle, bucket_start, interval_ns
+from exness_actors.candles import WEEK_OFFSET_NS, Candle, interval_ns
 
 __all__ = [
     "PostgresStore", "open_postgres_store", "migrate_postgres", "MigrationError", "Migration",

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Iterable, Literal, Mapping, Optional, overload
 
 from exness_actors.commands import (
-    MAX_CLIENT_ID, AddMargin, ClosePosition, Deposit, ModifyOrder, ModifyPosition,
-    PlaceOrder, Withdraw,
+    MAX_CLIENT_ID, AccountId, AddMargin, ClientOrderId, ClosePosition, Deposit, ModifyOrder, ModifyPosition,
+    OrderId, PlaceOrder, PositionId, Withdraw,
 )
 from exness_actors.engine import Engine
 from exness_actors.errors import InvalidValue
@@ -36,7 +36,7 @@ __all__ = [
     "parse_modify_position", "parse_add_margin", "parse_funding", "order_json", "position_json",
     "account_json", "quote_json", "instrument_json", "rejection_of", "ms_to_ns", "ns_to_ms",
     "error_body", "parse_json_body", "parse_path_id", "duplicate_of", "money", "MAX_WIRE_INT",
-    "MAX_RESOURCE_ID", "parse_message_id",
+    "MAX_RESOURCE_ID", "parse_message_id", "parse_order_id", "parse_position_id",
     "order_accepted_json", "order_record_json", "pending_order_json", "position_opened_json",
     "position_closed_json", "closed_position_json", "ledger_entry_json", "candle_json",
 ]
@@ -155,6 +155,12 @@ def _check_fields(body: Any, allowed: Iterable[str], required: Iterable[str] = (
     return body
 
 
+@overload
+def _decimal(body: Mapping[str, Any], name: str, decimals: int, *, optional: Literal[False] = False,
+             allow_zero: bool = False) -> int: ...
+@overload
+def _decimal(body: Mapping[str, Any], name: str, decimals: int, *, optional: Literal[True],
+             allow_zero: bool = False) -> Optional[int]: ...
 def _decimal(body: Mapping[str, Any], name: str, decimals: int, *, optional: bool = False,
              allow_zero: bool = False) -> Optional[int]:
     value = body.get(name)
@@ -173,6 +179,11 @@ def _decimal(body: Mapping[str, Any], name: str, decimals: int, *, optional: boo
     return scaled
 
 
+@overload
+def _integer(body: Mapping[str, Any], name: str, low: int, high: int, *,
+             optional: Literal[False] = False) -> int: ...
+@overload
+def _integer(body: Mapping[str, Any], name: str, low: int, high: int, *, optional: bool) -> Optional[int]: ...
 def _integer(body: Mapping[str, Any], name: str, low: int, high: int, *, optional: bool = False) -> Optional[int]:
     value = body.get(name)
     if value is None:
@@ -256,7 +267,7 @@ def parse_place_order(body: Any, account_id: int, instruments: Mapping[str, Inst
         raise _invalid("slippage_bps" if slippage is None else "expected_price",
                        "slippage_bps and expected_price go together")
     return PlaceOrder(
-        account_id=account_id, symbol=instrument.symbol, side=side, type=order_type,
+        account_id=AccountId(account_id), symbol=instrument.symbol, side=side, type=order_type,
         margin=_decimal(body, "margin", 2),
         leverage=_integer(body, "leverage", 1, instrument.max_leverage),
         price=price,
@@ -265,7 +276,7 @@ def parse_place_order(body: Any, account_id: int, instruments: Mapping[str, Inst
         trailing_stop=_decimal(body, "trailing_stop", pd, optional=True),
         slippage_bps=slippage, expected_price=expected,
         expires_at=_timestamp(body, "expires_at"),
-        client_order_id=_text(body, "client_order_id", MAX_CLIENT_ID))
+        client_order_id=ClientOrderId(_text(body, "client_order_id", MAX_CLIENT_ID)))
 
 
 def _clearable(body: Mapping[str, Any], name: str, decimals: int) -> Optional[int]:
@@ -287,7 +298,7 @@ def parse_modify_order(body: Any, account_id: int, order_id: int, instrument: In
     expires = None
     if "expires_at" in body:
         expires = 0 if body["expires_at"] is None else _timestamp(body, "expires_at", optional=False)
-    return ModifyOrder(account_id=account_id, order_id=order_id,
+    return ModifyOrder(account_id=AccountId(account_id), order_id=OrderId(order_id),
                        price=_decimal(body, "price", pd, optional=True),
                        take_profit=_clearable(body, "take_profit", pd),
                        stop_loss=_clearable(body, "stop_loss", pd), expires_at=expires)
@@ -296,7 +307,7 @@ def parse_modify_order(body: Any, account_id: int, order_id: int, instrument: In
 def parse_close(body: Any, account_id: int, position_id: int, instrument: Instrument) -> ClosePosition:
     """``body`` None (no body at all) closes the whole position, like ``{}``."""
     body = _check_fields({} if body is None else body, ("qty",))
-    return ClosePosition(account_id=account_id, position_id=position_id,
+    return ClosePosition(account_id=AccountId(account_id), position_id=PositionId(position_id),
                          qty=_decimal(body, "qty", instrument.qty_decimals, optional=True))
 
 
@@ -305,7 +316,7 @@ def parse_modify_position(body: Any, account_id: int, position_id: int, instrume
     if not body:
         raise EdgeError(400, "VALIDATION_ERROR", "nothing to modify: give take_profit, stop_loss or trailing_stop", {})
     pd = instrument.price_decimals
-    return ModifyPosition(account_id=account_id, position_id=position_id,
+    return ModifyPosition(account_id=AccountId(account_id), position_id=PositionId(position_id),
                           take_profit=_clearable(body, "take_profit", pd),
                           stop_loss=_clearable(body, "stop_loss", pd),
                           trailing_stop=_clearable(body, "trailing_stop", pd))
@@ -313,13 +324,14 @@ def parse_modify_position(body: Any, account_id: int, position_id: int, instrume
 
 def parse_add_margin(body: Any, account_id: int, position_id: int) -> AddMargin:
     body = _check_fields(body, ("amount",), ("amount",))
-    return AddMargin(account_id=account_id, position_id=position_id, amount=_decimal(body, "amount", 2))
+    return AddMargin(account_id=AccountId(account_id), position_id=PositionId(position_id),
+                     amount=_decimal(body, "amount", 2))
 
 
 def parse_funding(body: Any, account_id: int, *, deposit: bool) -> Deposit | Withdraw:
     body = _check_fields(body, ("amount", "idempotency_key"), ("amount",))
     cls = Deposit if deposit else Withdraw
-    return cls(account_id=account_id, amount=_decimal(body, "amount", 2),
+    return cls(account_id=AccountId(account_id), amount=_decimal(body, "amount", 2),
                idempotency_key=_text(body, "idempotency_key", MAX_CLIENT_ID))
 
 
@@ -330,6 +342,16 @@ def parse_path_id(value: str, name: str) -> int:
     except InvalidValue:
         raise EdgeError(404, f"UNKNOWN_{name.upper()}", f"no {name} {value[:64]!r}",
                         {"field": f"{name}_id", **not_found_details(name, value[:64])}) from None
+
+
+def parse_order_id(value: str) -> OrderId:
+    """An order id from the URL (404 UNKNOWN_ORDER when it cannot be one)."""
+    return OrderId(parse_path_id(value, "order"))
+
+
+def parse_position_id(value: str) -> PositionId:
+    """A position id from the URL (404 UNKNOWN_POSITION when it cannot be one)."""
+    return PositionId(parse_path_id(value, "position"))
 
 
 def parse_message_id(value: Any, field: str) -> int:

@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 from actors.wire import codec as edge
 from exness_actors.engine import Engine
+from exness_actors.commands import AccountId, OrderId, PositionId
 
 __all__ = [
     "account_summary", "pending_orders", "order_state", "pending_order", "open_positions",
@@ -23,7 +24,7 @@ __all__ = [
 ]
 
 
-def account_summary(engine: Engine, account_id: int) -> Optional[dict]:
+def account_summary(engine: Engine, account_id: AccountId) -> Optional[dict]:
     summary = engine.account_summary(account_id)
     if summary is None:
         return None
@@ -32,7 +33,7 @@ def account_summary(engine: Engine, account_id: int) -> Optional[dict]:
     return out
 
 
-def pending_orders(engine: Engine, account_id: int, symbol: Optional[str], before_id: Optional[int],
+def pending_orders(engine: Engine, account_id: AccountId, symbol: Optional[str], before_id: Optional[OrderId],
                    limit: int) -> tuple[list[dict], Optional[int]]:
     """The account's pending orders, newest first, ``limit`` of them with ids below
     ``before_id``; and the id to continue below when more remain."""
@@ -48,7 +49,7 @@ def pending_orders(engine: Engine, account_id: int, symbol: Optional[str], befor
     return page, (ids[limit - 1] if len(ids) > limit else None)
 
 
-def pending_order(engine: Engine, account_id: int, order_id: int) -> Optional[dict]:
+def pending_order(engine: Engine, account_id: AccountId, order_id: OrderId) -> Optional[dict]:
     account = engine.accounts.get(account_id)
     order = account.orders.get(order_id) if account is not None else None
     if order is None:
@@ -56,7 +57,7 @@ def pending_order(engine: Engine, account_id: int, order_id: int) -> Optional[di
     return edge.pending_order_json(order, engine.instruments[order.symbol])
 
 
-def order_state(engine: Engine, account_id: int, order_id: int) -> Optional[tuple[str, Any]]:
+def order_state(engine: Engine, account_id: AccountId, order_id: OrderId) -> Optional[tuple[str, Any]]:
     """``("pending", order)`` while the engine holds it, ``("finished", status)`` when the engine
     still remembers how it ended (filled, cancelled, expired), else None."""
     account = engine.accounts.get(account_id)
@@ -69,28 +70,28 @@ def order_state(engine: Engine, account_id: int, order_id: int) -> Optional[tupl
     return ("finished", status) if status is not None else None
 
 
-def open_positions(engine: Engine, account_id: int, symbol: Optional[str]) -> list[dict]:
+def open_positions(engine: Engine, account_id: AccountId, symbol: Optional[str]) -> list[dict]:
     return [edge.position_json(position, engine) for position in engine.open_positions(account_id)
             if symbol is None or position.symbol == symbol]
 
 
-def open_position(engine: Engine, account_id: int, position_id: int) -> Optional[dict]:
+def open_position(engine: Engine, account_id: AccountId, position_id: PositionId) -> Optional[dict]:
     account = engine.accounts.get(account_id)
     position = account.positions.get(position_id) if account is not None else None
     return None if position is None else edge.position_json(position, engine)
 
 
-def position_symbol(engine: Engine, account_id: int, position_id: int) -> Optional[str]:
+def position_symbol(engine: Engine, account_id: AccountId, position_id: PositionId) -> Optional[str]:
     account = engine.accounts.get(account_id)
     position = account.positions.get(position_id) if account is not None else None
     return None if position is None else position.symbol
 
 
-def new_positions(engine: Engine, account_id: int) -> dict[int, dict]:
+def new_positions(engine: Engine, account_id: AccountId) -> dict[int, dict]:
     """The position the command just applied opened, if it is the account's, rendered (else {}).
     Run right after that command (``submit_between(after=…)``): ids are handed out in order, so
     the position it opened is the newest one, opened at the engine's current time."""
-    position_id = engine.next_position_id - 1
+    position_id = PositionId(engine.next_position_id - 1)
     position = engine.positions.get(position_id)
     if position is None or position.account_id != account_id or position.opened_at != engine.now:
         return {}

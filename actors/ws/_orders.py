@@ -46,7 +46,7 @@ from actors.wire.codec import (
 from actors.engine.actor import submit_between
 from actors.wire import views as views
 from actors.bus.streams import BoxedView
-from exness_actors.commands import CancelOrder, ModifyOrder
+from exness_actors.commands import AccountId, CancelOrder, ModifyOrder, OrderId, PositionId
 from exness_actors.engine import Engine
 from exness_actors.events import (
     OrderAccepted,
@@ -95,7 +95,7 @@ def _target(action: str, message: Mapping[str, Any]) -> tuple[Optional[int], dic
     return parse_message_id(message[id_field], id_field), body
 
 
-def _command(action: str, body: dict, account_id: int, target: Optional[int],
+def _command(action: str, body: dict, account_id: AccountId, target: Optional[int],
              instruments: Mapping[str, Instrument], symbol: Optional[str]) -> Any:
     """The core command; ``symbol`` is the named order's or position's, None when this account
     has no such pending order / open position."""
@@ -104,7 +104,7 @@ def _command(action: str, body: dict, account_id: int, target: Optional[int],
     if action == "cancel":
         if body:
             raise _invalid(sorted(body)[0], "unknown field (allowed: order_id)")
-        return CancelOrder(account_id=account_id, order_id=target)
+        return CancelOrder(account_id=account_id, order_id=OrderId(target))
     if action == "modify_order":
         if symbol is None:
             # Not pending on this account: let the engine say UNKNOWN_ORDER or ORDER_NOT_PENDING
@@ -115,7 +115,7 @@ def _command(action: str, body: dict, account_id: int, target: Optional[int],
             if not body:
                 raise EdgeError(400, "VALIDATION_ERROR",
                                 "nothing to modify: give price, take_profit, stop_loss or expires_at", {})
-            return ModifyOrder(account_id=account_id, order_id=target)
+            return ModifyOrder(account_id=account_id, order_id=OrderId(target))
         return parse_modify_order(body, account_id, target, instruments[symbol])
     if symbol is None:
         raise _unknown_position(target)
@@ -127,7 +127,7 @@ def _command(action: str, body: dict, account_id: int, target: Optional[int],
     return parse_add_margin(body, account_id, target)
 
 
-def build_command(action: str, message: Mapping[str, Any], account_id: int,
+def build_command(action: str, message: Mapping[str, Any], account_id: AccountId,
                   instruments: Mapping[str, Any], engine: Optional[Engine] = None) -> tuple[Any, Any]:
     """``(command, context)`` for one order-lane message; :class:`EdgeError` on bad input.
 
@@ -139,8 +139,8 @@ def build_command(action: str, message: Mapping[str, Any], account_id: int,
     target, body = _target(action, message)
     record: Any = None
     if target is not None and engine is not None:
-        records = engine.orders if ACTIONS[action] == "order_id" else engine.positions
-        record = records.get(target)
+        record = (engine.orders.get(OrderId(target)) if ACTIONS[action] == "order_id"
+                  else engine.positions.get(PositionId(target)))
         if record is not None and record.account_id != account_id:
             record = None
     command = _command(action, body, account_id, target, instruments,
@@ -228,7 +228,7 @@ async def duplicate_outcome(events: list, account_id: int, handle: EngineClient,
 
 # ----------------------------------------------------------------- split mode (remote engine)
 
-async def remote_outcome(action: str, message: Mapping[str, Any], account_id: int, handle: EngineClient,
+async def remote_outcome(action: str, message: Mapping[str, Any], account_id: AccountId, handle: EngineClient,
                          instruments: Mapping[str, Instrument]) -> dict:
     """The ``order_result`` fields of an action on an existing order or position when the
     engine is remote (split mode), where this process holds no copy of the engine's state.

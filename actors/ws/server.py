@@ -93,6 +93,7 @@ from actors.engine.interface import EngineClient
 from actors.engine.messages import EngineStopped, EngineTimeout, EventBatch, Overloaded, Reply, Request
 from exness_actors.candles import Candle, bucket_start
 from exness_actors.errors import InvalidCommand
+from exness_actors.commands import AccountId, OrderId, PositionId
 from exness_actors.events import (
     OrderAccepted, OrderCancelled, OrderTriggered, PositionClosed, PositionOpened, QuoteUpdated,
 )
@@ -444,14 +445,14 @@ class WsServer:
     def _order_symbol(self, order_id: int) -> Optional[str]:
         symbol = self._order_symbols.get(order_id)
         if symbol is None and self._local_engine is not None:
-            order = self._local_engine.orders.get(order_id)
+            order = self._local_engine.orders.get(OrderId(order_id))
             symbol = order.symbol if order is not None else None
         return symbol
 
     def _position_symbol(self, position_id: int) -> Optional[str]:
         symbol = self._position_symbols.get(position_id)
         if symbol is None and self._local_engine is not None:
-            position = self._local_engine.positions.get(position_id)
+            position = self._local_engine.positions.get(PositionId(position_id))
             symbol = position.symbol if position is not None else None
         return symbol
 
@@ -1130,7 +1131,7 @@ class WsServer:
                 client.push(_text({"op": "order_result", "id": slot.request_id} | fields))
 
     async def _order_remote(self, client: _Client, request_id: Any, action: str, message: dict,
-                            account_id: int) -> None:
+                            account_id: AccountId) -> None:
         try:
             fields = await remote_outcome(action, message, account_id, self.handle, self.instruments)
         except Exception as error:
