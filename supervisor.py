@@ -325,7 +325,7 @@ def _announce(system: System, boot: _Boot, recovered_state: str) -> None:
     print(f"exness-actors: engine ready at {recovered_state}; data dir {data_dir}; "
           f"feed {boot.feed or boot.cfg.settings.feed.source}\n"
           f"exness-actors: HTTP API {gateway.url}/api/v1 — docs {gateway.url}/docs — "
-          f"WebSocket {system.actors['ws'].url}", flush=True)
+          f"WebSocket {system.actors['ws'].url} — web terminal {gateway.url}/", flush=True)
 
 
 async def _drain(system: System, boot: _Boot, intake: trio.CancelScope, nursery: trio.Nursery) -> None:
