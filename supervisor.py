@@ -34,6 +34,7 @@ from actors.keys import KeyError_, load_or_create_key
 from actors.recovery import Recovered, RecoveryError, journal_dir, recover
 from actors.runtime import restoring_stop_signals, tune_gc, wait_for_stop_signal
 from actors.snapshot_worker import write_engine_snapshot
+from exness_actors import BUILD as CORE_BUILD, BUILD_REASON as CORE_BUILD_REASON
 from exness_actors.errors import InvalidValue
 from exness_actors.journal import JournalError, JournalWriter
 
@@ -129,6 +130,7 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
     source = "redis"`` its quotes come from the feed role (actors/redis_edge.py)."""
     if role not in ("all", "engine"):
         raise StartupError(f"run_system runs the roles all and engine, not {role!r}")
+    log.info("event=core_build build=%s reason=%r", CORE_BUILD, CORE_BUILD_REASON)
     data_dir = cfg.data_dir
     _prepare_data_dir(data_dir)
     from actors import gateway as gateway_actor
