@@ -737,8 +737,8 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
     status = 0
     if args.profile:
         profile_mix(args)
-    elif args.phase == "all":
-        for phase in ("positions", "mix", "mix-pure"):
+    elif args.phase == "all" or (args.phase == "mix-pure" and CORE_BUILD != "pure"):
+        for phase in ("positions", "mix", "mix-pure") if args.phase == "all" else (args.phase,):
             status = status or _run_phase_in_child(phase, args)
     else:
         emit = Emitter(args.quick)
