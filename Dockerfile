@@ -25,6 +25,12 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/venv
 WORKDIR /src
 
+# A C compiler, in this stage only: setup.py compiles the core's hot modules with mypyc (the same
+# .py source; exness_actors/_build.py). The runtime stage needs only libc.
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+
 # Dependencies first, in their own layer: rebuilt only when pyproject.toml changes. The versions are
 # the exact pins of [project] dependencies (the test/bench extras are not installed).
 COPY pyproject.toml ./
@@ -35,17 +41,18 @@ RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml
 # The project itself, installed from a wheel (not editable): only what the runtime needs. The
 # wheel carries config.toml and the SQL migrations as package data (setup.py copies them to
 # actors/_shipped/). Prove that the installed package (python -I, run from /: not the sources in
-# /src) loads its configuration and finds its migrations: a build that would start with no
-# instruments or no schema fails here instead of at run time.
+# /src) loads its configuration, finds its migrations and runs the compiled core: a build that
+# would start with no instruments, no schema or the pure Python core fails here instead (and
+# EXNESS_COMPILE=1 makes a failed compile an error, not a pure build).
 COPY README.md config.toml setup.py MANIFEST.in supervisor.py ./
 COPY exness_actors ./exness_actors
 COPY actors ./actors
 COPY schemas ./schemas
-RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /tmp/wheels . \
+RUN EXNESS_COMPILE=1 /opt/venv/bin/pip wheel --no-deps --wheel-dir /tmp/wheels . \
     && /opt/venv/bin/pip install --no-deps /tmp/wheels/*.whl \
     && /opt/venv/bin/pip check \
     && cd / \
-    && /opt/venv/bin/python -I -c 'from actors.config import load_config; from actors.store.postgres import load_migrations; assert load_config()["instruments"], "no [instruments]"; assert load_migrations(), "no migrations"' \
+    && /opt/venv/bin/python -I -c 'from actors.config import load_config; from actors.store.postgres import load_migrations; assert load_config()["instruments"], "no [instruments]"; assert load_migrations(), "no migrations"; import exness_actors; assert exness_actors.BUILD == "compiled", exness_actors.BUILD_REASON' \
     && /opt/venv/bin/exness-actors --help > /dev/null
 
 # ---------------------------------------------------------------------------------- runtime

@@ -33,6 +33,7 @@ from actors.engine.recovery import Recovered, RecoveryError, journal_dir, recove
 from actors import topology
 from actors.runtime import tune_gc, wait_for_stop_signal
 from actors.engine.snapshot_worker import write_engine_snapshot
+from exness_actors import BUILD as CORE_BUILD, BUILD_REASON as CORE_BUILD_REASON
 from exness_actors.errors import InvalidValue
 from exness_actors.journal import JournalError, JournalWriter
 
@@ -136,6 +137,7 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
     run is :func:`actors.topology.placed`'s answer."""
     if role not in ("all", "engine"):
         raise StartupError(f"run_system runs the roles all and engine, not {role!r}")
+    log.info("event=core_build build=%s reason=%r", CORE_BUILD, CORE_BUILD_REASON)
     _prepare_data_dir(cfg.data_dir)
     boot = _Boot(cfg=cfg, role=role, shard=shard, feed=feed, clock=clock, handle_signals=handle_signals,
                  here=topology.placed(role, bus=cfg.settings.bus, feed_source=feed or cfg.settings.feed.source),
@@ -289,7 +291,7 @@ async def _start_intake(system: System, boot: _Boot, intake: trio.CancelScope,
             if "gateway" in boot.here:
                 await _start_api(inner, system, boot, candle_updates)
             if boot.handle_signals:
-                inner.start_soon(_watch_signals, system)
+                await inner.start(_watch_signals, system)
             task_status.started()
 
 
@@ -374,8 +376,9 @@ async def _engine_until_failure(system: System, *, task_status: trio.TaskStatus[
         system.request_shutdown()
 
 
-async def _watch_signals(system: System) -> None:
-    await wait_for_stop_signal()
+async def _watch_signals(system: System, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                         ) -> None:
+    await wait_for_stop_signal(task_status=task_status)
     system.request_shutdown()
 
 

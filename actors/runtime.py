@@ -39,17 +39,21 @@ def _repeated_stop_signal(signum: int, frame: Optional[FrameType]) -> None:
     log.warning("event=signal_ignored signal=%s reason=already_stopping", signal.Signals(signum).name)
 
 
-async def wait_for_stop_signal() -> signal.Signals:
+async def wait_for_stop_signal(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                               ) -> signal.Signals:
     """Wait for SIGTERM or SIGINT and return it.
 
     A second one must not cut the drain short (no final snapshot, no clean exit): ``timeout(1)``
     and a shell's process group deliver SIGTERM twice, and trio re-raises a signal still queued
     when its receiver closes. So a handler that logs and ignores is installed first: it is what
     the receiver restores when it closes, and it stays until :func:`restoring_stop_signals`
-    puts the process's own handlers back. SIGKILL still stops at once."""
+    puts the process's own handlers back. SIGKILL still stops at once. Start it with
+    ``nursery.start``: it reports started once the signals are caught, so a stop signal sent as
+    soon as the process says it is ready is a graceful stop, not a kill."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, _repeated_stop_signal)
     with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        task_status.started()
         async for received in signals:
             log.info("event=signal_received signal=%s", signal.Signals(received).name)
             return signal.Signals(received)

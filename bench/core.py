@@ -47,9 +47,12 @@ best mean quote costs (best-of-N resists noise from other processes on the machi
 the 1,000,000 positions are opened into the engine that already holds its accounts and quotes,
 divided by the number of positions (``gc.collect()`` before both readings).
 
-Without ``--phase`` the two phases (positions, mix) each run in a fresh child interpreter, so
-neither sees the other's heap: freed memory cannot hide RSS growth, and a freed 1M-position heap
-cannot slow the mix. ``inputs_per_s`` is the best of ``--throughput-passes`` passes (default 2).
+Without ``--phase`` the phases (positions, mix, mix-pure) each run in a fresh child interpreter, so
+none sees another's heap: freed memory cannot hide RSS growth, and a freed 1M-position heap
+cannot slow the mix. ``inputs_per_s`` is the best of ``--throughput-passes`` passes (default 2),
+``inputs_per_s_cpu`` the same by CPU time (less sensitive to other processes on the machine);
+``mix-pure`` repeats the throughput passes on the pure Python core (``EXNESS_CORE_BUILD=pure``) as
+``inputs_per_s_pure``/``inputs_per_s_pure_cpu``. Every line names the ``build`` it measured.
 
 With ``--quick`` the metric names stay the same (tools key on them) and every line carries
 ``"quick": true``: 10,000 accounts, 100,000 inputs, 1k vs 100k positions.
@@ -77,6 +80,7 @@ if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
 from actors.runtime import GC_THRESHOLDS  # noqa: E402  (the engine process's collector settings)
+from exness_actors import BUILD as CORE_BUILD  # noqa: E402
 from exness_actors.commands import (  # noqa: E402
     CancelOrder, ClosePosition, CreateAccount, PlaceOrder, Quote,
 )
@@ -161,7 +165,7 @@ class Emitter:
     def __call__(self, metric: str, value: float, unit: str, better: str,
                  target: Optional[float] = None) -> None:
         line: dict[str, Any] = {"bench": "core", "metric": metric, "value": round(float(value), 3),
-                                "unit": unit, "target": target, "better": better}
+                                "unit": unit, "target": target, "better": better, "build": CORE_BUILD}
         if self.quick:
             line["quick"] = True
         print(json.dumps(line), flush=True)
@@ -361,18 +365,18 @@ def _mix_timestamps(n: int) -> range:
     return range(MIX_T0, MIX_T0 + n * MIX_STEP_NS, MIX_STEP_NS)
 
 
-def replay_throughput(n_accounts: int, specs: list[Spec]) -> tuple[int, Engine]:
-    """Whole-loop time (ns) of replaying ``specs`` on a fresh engine."""
+def replay_throughput(n_accounts: int, specs: list[Spec]) -> tuple[int, int, Engine]:
+    """Whole-loop wall and CPU time (ns) of replaying ``specs`` on a fresh engine."""
     engine = make_engine(n_accounts)
     commands = build_commands(specs)
     timestamps = _mix_timestamps(len(commands))
     submit = engine.submit
     with _Timed():
-        t0 = perf_counter_ns()
+        t0, cpu0 = perf_counter_ns(), time.process_time_ns()
         for command, ts in zip(commands, timestamps):
             submit(command, ts)
-        elapsed = perf_counter_ns() - t0
-    return elapsed, engine
+        elapsed, cpu = perf_counter_ns() - t0, time.process_time_ns() - cpu0
+    return elapsed, cpu, engine
 
 
 def replay_latency(n_accounts: int, specs: list[Spec]) -> tuple[array, Engine]:
@@ -425,25 +429,44 @@ def _timer_overhead_ns() -> int:
     return samples[len(samples) // 2]
 
 
-def bench_mix(args: argparse.Namespace, emit: Emitter) -> None:
+def _simulated_mix(args: argparse.Namespace) -> tuple[list[Spec], array, bytes]:
     n_accounts, n_inputs = args.accounts, args.inputs
-    log(f"standard mix: simulating {n_inputs:,} inputs over {n_accounts:,} accounts (untimed)")
+    log(f"standard mix ({CORE_BUILD} core): simulating {n_inputs:,} inputs over {n_accounts:,} accounts (untimed)")
     t = time.monotonic()
     specs, kinds, sim_engine, stats = simulate_mix(n_accounts, n_inputs, args.seed)
-    expected_hash = sim_engine.rolling_hash
-    del sim_engine
     log(f"  simulated in {time.monotonic() - t:.1f} s; {json.dumps(stats, sort_keys=True)}")
+    return specs, kinds, sim_engine.rolling_hash
 
-    best = None
+
+def emit_throughput(args: argparse.Namespace, specs: list[Spec], expected_hash: bytes, emit: Emitter,
+                    metric: str) -> None:
+    """The best whole-loop wall and CPU time over the throughput passes, as ``metric``/``metric_cpu``."""
+    n_inputs = args.inputs
+    best = best_cpu = None
     for attempt in range(args.throughput_passes):
         log(f"  throughput pass {attempt + 1}/{args.throughput_passes} (whole loop timed)")
-        elapsed, engine = replay_throughput(n_accounts, specs)
+        elapsed, cpu, engine = replay_throughput(args.accounts, specs)
         _check_replay(engine, expected_hash, "throughput")
         del engine
-        log(f"  {n_inputs:,} inputs in {elapsed / 1e9:.2f} s = {n_inputs / (elapsed / 1e9):,.0f}/s")
+        log(f"  {n_inputs:,} inputs in {elapsed / 1e9:.2f} s = {n_inputs / (elapsed / 1e9):,.0f}/s "
+            f"({n_inputs / (cpu / 1e9):,.0f}/s of CPU time)")
         best = elapsed if best is None else min(best, elapsed)
-    assert best is not None
-    emit("inputs_per_s", n_inputs / (best / 1e9), "1/s", "higher", 300000)
+        best_cpu = cpu if best_cpu is None else min(best_cpu, cpu)
+    assert best is not None and best_cpu is not None
+    emit(metric, n_inputs / (best / 1e9), "1/s", "higher", 300000)
+    emit(f"{metric}_cpu", n_inputs / (best_cpu / 1e9), "1/s", "higher", 300000)
+
+
+def bench_mix_pure(args: argparse.Namespace, emit: Emitter) -> None:
+    """Throughput of the pure Python core (run with EXNESS_CORE_BUILD=pure), beside the compiled one."""
+    specs, _, expected_hash = _simulated_mix(args)
+    emit_throughput(args, specs, expected_hash, emit, "inputs_per_s_pure")
+
+
+def bench_mix(args: argparse.Namespace, emit: Emitter) -> None:
+    n_accounts, n_inputs = args.accounts, args.inputs
+    specs, kinds, expected_hash = _simulated_mix(args)
+    emit_throughput(args, specs, expected_hash, emit, "inputs_per_s")
 
     log("  latency pass (each submit timed)")
     latencies, engine = replay_latency(n_accounts, specs)
@@ -669,7 +692,7 @@ def parse_args(argv: Optional[Iterable[str]] = None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true",
                         help="run only the standard mix under cProfile; top 25 by tottime to stderr")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--phase", choices=("all", "mix", "positions"), default="all",
+    parser.add_argument("--phase", choices=("all", "mix", "mix-pure", "positions"), default="all",
                         help="run only part of the benchmark")
     parser.add_argument("--accounts", type=int, help="override the number of accounts of the mix")
     parser.add_argument("--inputs", type=int, help="override the number of mix inputs")
@@ -704,7 +727,8 @@ def _run_phase_in_child(phase: str, args: argparse.Namespace) -> int:
     if args.quick:
         command.append("--quick")
     sys.stdout.flush()
-    return subprocess.run(command, check=False).returncode
+    env = {**os.environ, "EXNESS_CORE_BUILD": "pure"} if phase == "mix-pure" else None
+    return subprocess.run(command, check=False, env=env).returncode
 
 
 def main(argv: Optional[Iterable[str]] = None) -> int:
@@ -713,13 +737,13 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
     status = 0
     if args.profile:
         profile_mix(args)
-    elif args.phase == "all":
-        for phase in ("positions", "mix"):
+    elif args.phase == "all" or (args.phase == "mix-pure" and CORE_BUILD != "pure"):
+        for phase in ("positions", "mix", "mix-pure") if args.phase == "all" else (args.phase,):
             status = status or _run_phase_in_child(phase, args)
     else:
         emit = Emitter(args.quick)
-        phase_function: Callable[[argparse.Namespace, Emitter], None] = (
-            bench_positions if args.phase == "positions" else bench_mix)
+        phase_function: Callable[[argparse.Namespace, Emitter], None] = {
+            "positions": bench_positions, "mix": bench_mix, "mix-pure": bench_mix_pure}[args.phase]
         phase_function(args, emit)
     log(f"{args.phase if not args.profile else 'profile'} done in {time.monotonic() - started:.1f} s")
     return status

@@ -27,13 +27,19 @@ _REGISTRY: dict[int, type] = {**COMMAND_TYPES, **EVENT_TYPES}
 TAGS: dict[type, int] = {cls: tag for tag, cls in _REGISTRY.items()}
 _FIELDS: dict[type, tuple[str, ...]] = {
     cls: tuple(f.name for f in attrs.fields(cls)) for cls in _REGISTRY.values()}
+
+
+def _one_field_tuple(getter: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
+    """attrgetter of one name returns the value, not a 1-tuple: wrap it (a def, not a lambda: mypyc)."""
+    def get(obj: Any) -> tuple[Any, ...]:
+        return (getter(obj),)
+    return get
+
+
 _GETTERS: dict[type, Callable[[Any], Any]] = {}
 for _cls, _names in _FIELDS.items():
     _getter = attrgetter(*_names)
-    if len(_names) == 1:
-        _GETTERS[_cls] = (lambda g: (lambda obj: (g(obj),)))(_getter)
-    else:
-        _GETTERS[_cls] = _getter
+    _GETTERS[_cls] = _one_field_tuple(_getter) if len(_names) == 1 else _getter
 # Each class carries its tag as a class attribute, so one attrgetter call (in C) builds the whole
 # wire tuple ``(tag, field1, …)`` — the rolling hash packs every event of every input this way.
 for _cls, _tag in TAGS.items():

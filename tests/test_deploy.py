@@ -546,6 +546,21 @@ def test_dockerfile_builds_from_python_311_slim_in_stages() -> None:
                    for keyword, arguments in instructions), "the image installs the project, not editable"
 
 
+def test_the_image_ships_the_compiled_core_and_proves_it_at_build_time() -> None:
+    """The build stage has a C compiler, compiles the core (EXNESS_COMPILE=1 fails the build rather
+    than quietly shipping pure Python) and checks the installed package runs the compiled build;
+    the runtime stage gets no compiler."""
+    instructions = dockerfile_instructions(DOCKERFILE_PATH.read_text())
+    starts = [index for index, (keyword, _) in enumerate(instructions) if keyword == "FROM"]
+    build, runtime = instructions[starts[0]:starts[-1]], instructions[starts[-1]:]
+    build_runs = " ".join(arguments for keyword, arguments in build if keyword == "RUN")
+    assert re.search(r"apt-get install [^&]*\bgcc\b", build_runs), "the build stage installs no C compiler"
+    wheel_step = next(arguments for keyword, arguments in build if keyword == "RUN" and "pip wheel" in arguments)
+    assert "EXNESS_COMPILE=1" in wheel_step, "the wheel is not built with EXNESS_COMPILE=1"
+    assert "exness_actors.BUILD == \"compiled\"" in wheel_step, "the build does not check it runs the compiled core"
+    assert "gcc" not in " ".join(arguments for keyword, arguments in runtime if keyword == "RUN")
+
+
 def test_the_image_runs_as_an_unprivileged_user(final_stage: list[tuple[str, str]]) -> None:
     users = [arguments for keyword, arguments in final_stage if keyword == "USER"]
     assert users, "the runtime stage has no USER"
@@ -620,7 +635,8 @@ def test_an_installed_wheel_carries_its_config_and_migrations(tmp_path: Path) ->
     for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "config.toml", "supervisor.py"):
         shutil.copy2(ROOT / name, source / name)
     for name in ("actors", "exness_actors", "schemas"):
-        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        shutil.copytree(ROOT / name, source / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.so", "_compiled.json"))
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "wheels"),
                             str(source)], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr[-3000:]
@@ -645,11 +661,14 @@ def test_an_installed_wheel_carries_its_config_and_migrations(tmp_path: Path) ->
         "assert list(c.load_config()['instruments']) == ['BTCUSDT', 'ETHUSDT', 'SOLUSDT']\n"
         "assert [m.stem for m in p.load_migrations()][:4] == "
         "['0001_init', '0002_users', '0003_timescale', '0004_shards']\n"
-        "assert sorted(f.name for f in s.MIGRATIONS_DIR.glob('*.sql'))[0] == '0001_init.sql'\n")
+        "assert sorted(f.name for f in s.MIGRATIONS_DIR.glob('*.sql'))[0] == '0001_init.sql'\n"
+        "import exness_actors; print(exness_actors.BUILD)\n")
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site), "HOME": str(tmp_path)}
     ran = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=60)
     assert ran.returncode == 0, ran.stderr[-3000:]
+    # setup.py compiles the core by default where a C compiler is (EXNESS_COMPILE=auto)
+    assert ran.stdout.strip() == ("compiled" if shutil.which("gcc") else "pure"), ran.stdout
     migrated = subprocess.run([sys.executable, "-m", "supervisor", "migrate", "--store", "sqlite", "--data-dir",
                                str(tmp_path / "data")], cwd=tmp_path, env=env, capture_output=True, text=True,
                               timeout=60)

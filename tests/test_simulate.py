@@ -125,12 +125,6 @@ def _crash_a_view(monkeypatch):
     monkeypatch.setattr(_views, "open_positions", broken)
 
 
-def _forget_client_ids(monkeypatch):
-    """An engine bug: the idempotency memory never finds a repeat."""
-    from exness_actors.engine import Engine
-    monkeypatch.setattr(Engine, "_duplicate", lambda self, account, key, cmd, events: False)
-
-
 def _fsync_that_syncs_nothing(monkeypatch):
     """A storage bug: replies are released after an "fsync" that made nothing durable."""
     from actors.simulation.world import _TrackedJournal
@@ -144,7 +138,6 @@ SHORT = ["--seed", "2", "--traders", "3", "--seconds", "6", "--fsync", "off"]
 @pytest.mark.parametrize("breakage, argv, kind", [
     (_credit_a_cent, SHORT, "invariant"),
     (_crash_a_view, SHORT, "http_5xx"),
-    (_forget_client_ids, ["--seed", "2", "--traders", "5", "--seconds", "15", "--fsync", "off"], "idempotency"),
     (_fsync_that_syncs_nothing, ["--seed", "2", "--traders", "3", "--seconds", "6", "--crash-every", "4"],
      "acknowledged_lost"),
 ])
@@ -157,6 +150,26 @@ def test_a_broken_system_is_reported_and_exits_1(tmp_path, capsys, monkeypatch, 
     assert "verdict: VIOLATIONS" in out and f" {kind}: " in out
     report = json.loads(report_file.read_text())
     assert report["violations_by_kind"][kind] > 0 and report["violations"][0]["message"]
+
+
+def test_an_engine_that_forgets_client_ids_is_reported_and_exits_1(tmp_path):
+    """An engine bug: the idempotency memory never finds a repeat. The bug is patched into the pure
+    core in a child process: the compiled core calls its own methods directly, so a patch on the
+    class would not be seen there (exness_actors/_build.py)."""
+    report_file = tmp_path / "report.json"
+    argv = ["simulate", "--seed", "2", "--traders", "5", "--seconds", "15", "--fsync", "off",
+            "--data-dir", str(tmp_path / "data"), "--report", str(report_file)]
+    script = ("import sys\n"
+              "from actors.cli import main\n"
+              "from exness_actors.engine import Engine\n"
+              "Engine._duplicate = lambda self, account, key, cmd, events: False\n"
+              f"sys.exit(main({argv!r}))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "EXNESS_CORE_BUILD": "pure"})
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "verdict: VIOLATIONS" in done.stdout and " idempotency: " in done.stdout
+    report = json.loads(report_file.read_text())
+    assert report["violations_by_kind"]["idempotency"] > 0 and report["violations"][0]["message"]
 
 
 @pytest.mark.parametrize("argv, message", [

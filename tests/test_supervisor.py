@@ -232,3 +232,13 @@ def test_the_exit_codes_in_run_help_are_the_documented_ones() -> None:
     documented = [int(row.split("|")[1]) for row in table.splitlines()[2:]]
     assert documented == sorted(EXIT_CODES)
     assert EXIT_CODES[3].startswith("stopped because a disk filled up")
+
+
+async def test_the_start_log_says_which_core_build_runs(tmp_path, caplog):
+    import exness_actors
+    caplog.set_level("INFO", logger="exness.supervisor")
+    cfg = load_config(overrides={"data": {"dir": str(tmp_path / "data")}, "bus": {"shards": 2}}, environ={})
+    with pytest.raises(supervisor.StartupError):
+        await supervisor.run_system(cfg, handle_signals=False, role="engine", shard=2)
+    lines = [record.getMessage() for record in caplog.records if record.name == "exness.supervisor"]
+    assert f"event=core_build build={exness_actors.BUILD} reason={exness_actors.BUILD_REASON!r}" in lines

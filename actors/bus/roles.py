@@ -129,8 +129,8 @@ class MirrorCandles(CandlesHandle):
             self._publish(candle)
 
 
-async def _signals(done: trio.Event) -> None:
-    await wait_for_stop_signal()
+async def _signals(done: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    await wait_for_stop_signal(task_status=task_status)
     done.set()
 
 
@@ -147,7 +147,7 @@ async def run_role(cfg: Any, role: str, *, announce: bool = True, handle_signals
     async with _Bus(cfg, role) as bus:
         async with trio.open_nursery() as nursery:
             if handle_signals:
-                nursery.start_soon(_signals, done)
+                await nursery.start(_signals, done)
             info = await nursery.start(functools.partial(runner, cfg=cfg, bus=bus, done=done,
                                                          announce=announce))
             tune_gc()   # the started app (routes, schemas, caches) is long-lived: keep the collector off it

@@ -7,9 +7,9 @@ withdrawals with an ``idempotency_key`` are remembered in the account's bounded 
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Any
 
-from exness_actors.commands import MAX_CLIENT_ID, CreateAccount, Deposit, Withdraw
+from exness_actors.commands import MAX_CLIENT_ID
 from exness_actors.events import AccountCreated, BalanceChanged, Event
 from exness_actors.model import Account
 from exness_actors.reasons import BalanceKind
@@ -24,7 +24,7 @@ __all__ = ["AccountRules"]
 class AccountRules(EngineQueries):
     """Creating accounts and moving money in and out of them."""
 
-    def _on_create_account(self, cmd: CreateAccount, events: list[Event]) -> None:
+    def _on_create_account(self, cmd: Any, events: list[Event]) -> None:
         account_id, deposit = cmd.account_id, cmd.initial_deposit
         if not is_int(account_id) or not 0 < account_id <= MAX_ID:
             return self._reject_command(cmd, None, _R.INVALID_COMMAND, "account_id must be a positive integer", events)
@@ -41,13 +41,13 @@ class AccountRules(EngineQueries):
                                          free_delta=deposit, locked_delta=0, free=deposit, locked=0,
                                          ref="initial", ts=self.now))
 
-    def _on_deposit(self, cmd: Deposit, events: list[Event]) -> None:
+    def _on_deposit(self, cmd: Any, events: list[Event]) -> None:
         self._funding(cmd, events, deposit=True)
 
-    def _on_withdraw(self, cmd: Withdraw, events: list[Event]) -> None:
+    def _on_withdraw(self, cmd: Any, events: list[Event]) -> None:
         self._funding(cmd, events, deposit=False)
 
-    def _funding(self, cmd: Union[Deposit, Withdraw], events: list[Event], *, deposit: bool) -> None:
+    def _funding(self, cmd: Any, events: list[Event], *, deposit: bool) -> None:
         account = self.accounts.get(cmd.account_id)
         if account is None:
             return self._reject_command(cmd, cmd.account_id, _R.UNKNOWN_ACCOUNT, "no such account", events)

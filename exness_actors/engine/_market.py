@@ -10,8 +10,10 @@ closes still work. A crossed or non-positive quote is counted and refused with n
 
 from __future__ import annotations
 
+from typing import Any
+
 from exness_actors.commands import (
-    MAX_CLIENT_ID, Clock, EdgeCursor, HaltSymbol, OrderId, PositionId, Quote, RaiseIdFloor, ResumeSymbol,
+    MAX_CLIENT_ID, Clock, OrderId, PositionId,
 )
 from exness_actors.events import CommandRejected, Event, QuoteRejected, QuoteUpdated, SymbolHalted, SymbolResumed
 from exness_actors.model import Book
@@ -28,7 +30,7 @@ __all__ = ["MarketRules"]
 class MarketRules(OrderRules):
     """Quotes, the clock, halts and resumes, edge cursors and id floors."""
 
-    def _on_quote(self, quote: Quote, events: list[Event]) -> None:
+    def _on_quote(self, quote: Any, events: list[Event]) -> None:
         book = self.books.get(quote.symbol)
         raw_bid, raw_ask = quote.bid, quote.ask
         reason = None
@@ -103,7 +105,7 @@ class MarketRules(OrderRules):
     def _on_clock(self, _clock: Clock, _events: list[Event]) -> None:
         """Time moved on; expiries already ran in :meth:`apply`."""
 
-    def _on_edge_cursor(self, cmd: EdgeCursor, events: list[Event]) -> None:
+    def _on_edge_cursor(self, cmd: Any, events: list[Event]) -> None:
         """Record the process edge's stream position; it never moves backwards (no events)."""
         source, ms, entry = cmd.source, cmd.entry_ms, cmd.entry_seq
         if (type(source) is not str or not source or len(source) > MAX_CLIENT_ID
@@ -115,7 +117,7 @@ class MarketRules(OrderRules):
         if (ms, entry) > self.edge_cursors.get(source, (-1, -1)):
             self.edge_cursors[source] = (ms, entry)
 
-    def _on_raise_id_floor(self, cmd: RaiseIdFloor, events: list[Event]) -> None:
+    def _on_raise_id_floor(self, cmd: Any, events: list[Event]) -> None:
         """Move the id counters up to the floor (a repair's cut-off ids); no events."""
         low, high = self.config.id_base + 1, MAX_ID
         orders, positions = cmd.next_order_id, cmd.next_position_id
@@ -127,14 +129,14 @@ class MarketRules(OrderRules):
         self.next_position_id = PositionId(max(self.next_position_id, positions))
 
 
-    def _on_halt(self, cmd: HaltSymbol, events: list[Event]) -> None:
+    def _on_halt(self, cmd: Any, events: list[Event]) -> None:
         book = self.books.get(cmd.symbol)
         if book is None:
             return self._reject_command(cmd, None, _R.UNKNOWN_SYMBOL, f"unknown symbol {cmd.symbol!r}", events)
         book.halted = True
         events.append(SymbolHalted(symbol=cmd.symbol))
 
-    def _on_resume(self, cmd: ResumeSymbol, events: list[Event]) -> None:
+    def _on_resume(self, cmd: Any, events: list[Event]) -> None:
         book = self.books.get(cmd.symbol)
         if book is None:
             return self._reject_command(cmd, None, _R.UNKNOWN_SYMBOL, f"unknown symbol {cmd.symbol!r}", events)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from exness_actors.commands import (
-    MAX_CLIENT_ID, AccountId, CancelOrder, ClientOrderId, ModifyOrder, OrderId, PlaceOrder,
+    MAX_CLIENT_ID, ClientOrderId, OrderId,
 )
 from exness_actors.events import (
     BalanceChanged, Event, OrderAccepted, OrderCancelled, OrderModified, OrderRejected, OrderTriggered,
@@ -42,11 +42,11 @@ __all__ = ["OrderRules"]
 class OrderRules(PositionRules):
     """Placing, cancelling, modifying, triggering and expiring orders."""
 
-    def _on_place(self, cmd: PlaceOrder, events: list[Event]) -> None:
+    def _on_place(self, cmd: Any, events: list[Event]) -> None:
         account = self.accounts.get(cmd.account_id)
         client_id = cmd.client_order_id
         if account is None:
-            self._reject_order(cmd.account_id, client_id if type(client_id) is str else ClientOrderId(""),
+            self._reject_order(cmd.account_id, ClientOrderId(client_id) if type(client_id) is str else ClientOrderId(""),
                                _R.UNKNOWN_ACCOUNT._value_, "no such account", events)
             return
         if type(client_id) is not str or len(client_id) > MAX_CLIENT_ID:
@@ -59,7 +59,7 @@ class OrderRules(PositionRules):
         try:
             self._place(account, cmd, events)
         except Reject as rejection:
-            self._reject_order(account.id, client_id, rejection.reason, rejection.message, events)
+            self._reject_order(account.id, ClientOrderId(client_id), rejection.reason, rejection.message, events)
             if key:
                 self._remember(account, key, None, rejection.reason)
             return
@@ -67,13 +67,13 @@ class OrderRules(PositionRules):
             self._remember(account, key, OrderId(self.next_order_id - 1), None)
 
     @staticmethod
-    def _reject_order(account_id: AccountId, client_id: ClientOrderId, reason: str, message: str,
+    def _reject_order(account_id: Any, client_id: ClientOrderId, reason: str, message: str,
                       events: list[Event]) -> None:
         check_order_transition(NEW, REJECTED)
         events.append(OrderRejected(account_id=account_id, client_order_id=client_id,
                                     reason=reason, message=message))
 
-    def _place(self, account: Account, cmd: PlaceOrder, events: list[Event]) -> None:
+    def _place(self, account: Account, cmd: Any, events: list[Event]) -> None:
         """Validate the placement (raises Reject; nothing has changed yet), then place it.
 
         The market path stays inline here (it is the hot one); pending entries go on in
@@ -154,7 +154,7 @@ class OrderRules(PositionRules):
         self._open(account, book, order_id, is_long, qty, price, margin, leverage, liq,
                    cmd.take_profit, cmd.stop_loss, cmd.trailing_stop, events)
 
-    def _place_pending(self, account: Account, cmd: PlaceOrder, book: Book, is_long: bool,
+    def _place_pending(self, account: Account, cmd: Any, book: Book, is_long: bool,
                        events: list[Event]) -> None:
         """A validated limit or stop entry: reserve its margin and index it until it triggers."""
         instrument = book.instrument
@@ -210,7 +210,7 @@ class OrderRules(PositionRules):
             return price >= market if is_long else price <= market
         return price <= market if is_long else price >= market
 
-    def _on_cancel(self, cmd: CancelOrder, events: list[Event]) -> None:
+    def _on_cancel(self, cmd: Any, events: list[Event]) -> None:
         account = self.accounts.get(cmd.account_id)
         if account is None:
             return self._reject_command(cmd, cmd.account_id, _R.UNKNOWN_ACCOUNT, "no such account", events)
@@ -221,7 +221,7 @@ class OrderRules(PositionRules):
         self._unindex_order(self.books[order.symbol], order, expiry=True)
         self._finish_order(order, CANCELLED, CancelReason.USER._value_, events)
 
-    def _on_modify_order(self, cmd: ModifyOrder, events: list[Event]) -> None:
+    def _on_modify_order(self, cmd: Any, events: list[Event]) -> None:
         account = self.accounts.get(cmd.account_id)
         if account is None:
             return self._reject_command(cmd, cmd.account_id, _R.UNKNOWN_ACCOUNT, "no such account", events)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from exness_actors.commands import AddMargin, ClosePosition, ModifyPosition, OrderId
+from exness_actors.commands import OrderId
 from exness_actors.events import BalanceChanged, Event, PositionClosed, PositionOpened, PositionUpdated
 from exness_actors.model import (
     CLOSED, OPEN, POSITION_TRANSITIONS, Account, Book, Position, check_position_transition,
@@ -137,7 +137,7 @@ class PositionRules(AccountRules):
                                  ref=cmd.position_id if is_int(cmd.position_id) else None)
         return position
 
-    def _on_close(self, cmd: ClosePosition, events: list[Event]) -> None:
+    def _on_close(self, cmd: Any, events: list[Event]) -> None:
         position = self._owned_position(cmd, events)
         if position is None:
             return
@@ -156,7 +156,7 @@ class PositionRules(AccountRules):
         assert price is not None
         self._close(position, qty, price, CloseReason.USER._value_, events)
 
-    def _on_modify_position(self, cmd: ModifyPosition, events: list[Event]) -> None:
+    def _on_modify_position(self, cmd: Any, events: list[Event]) -> None:
         position = self._owned_position(cmd, events)
         if position is None:
             return
@@ -189,7 +189,7 @@ class PositionRules(AccountRules):
         self._index_position(book, position, trailing_peak=trailing_peak)
         events.append(self._position_updated(position, "modify"))
 
-    def _on_add_margin(self, cmd: AddMargin, events: list[Event]) -> None:
+    def _on_add_margin(self, cmd: Any, events: list[Event]) -> None:
         position = self._owned_position(cmd, events)
         if position is None:
             return

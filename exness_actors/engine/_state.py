@@ -121,7 +121,7 @@ class EngineState:
         if len(finished) > self._window:
             del finished[next(iter(finished))]
 
-    def _reject_command(self, cmd: Any, account_id: Optional[AccountId], reason: RejectReason, message: str,
+    def _reject_command(self, cmd: Any, account_id: Any, reason: RejectReason, message: str,
                         events: list[Event], *, ref: Optional[int] = None) -> None:
         events.append(CommandRejected(command=type(cmd).__name__,
                                       account_id=account_id if is_int(account_id) else None,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from exness_actors.commands import PlaceOrder
 from exness_actors.instruments import Instrument
 from exness_actors.money import CENT_DECIMALS, format_fixed
 from exness_actors.reasons import RejectReason
@@ -89,7 +88,7 @@ def check_stop_loss_before_liquidation(is_long: bool, stop_loss: int, liquidatio
                      "before it fires")
 
 
-def check_slippage(cmd: PlaceOrder, is_long: bool, price: int, instrument: Instrument) -> None:
+def check_slippage(cmd: Any, is_long: bool, price: int, instrument: Instrument) -> None:
     bps, expected = cmd.slippage_bps, cmd.expected_price
     if bps is None or expected is None:
         raise Reject(_R.INVALID_PRICE, "slippage_bps and expected_price go together")
