@@ -67,17 +67,35 @@ async def supervised(name: str, actor: Callable[..., Awaitable[Any]], *,
                     task_status.started(info)
                     started = True
             return
+        except BaseExceptionGroup as group:
+            cancelled, failures = group.split(trio.Cancelled)
+            if cancelled is None:
+                if failures is None or not isinstance(failures, Exception):
+                    raise
+                _restart_or_raise(name, failures, delay)
+            else:
+                # stopping, and the actor failed on its way out (a final flush on a full disk):
+                # one line, and the stop goes on
+                if failures is not None:
+                    log.error("event=actor_failed_while_stopping actor=%s error=%s", name,
+                              ", ".join(repr(error) for error in _leaves(failures)))
+                raise cancelled from None
         except Exception as exc:  # a non-critical actor failed: log it and restart
-            config_errors = exc.split(ConfigError)[0] if isinstance(exc, BaseExceptionGroup) else (
-                exc if isinstance(exc, ConfigError) else None)
-            if config_errors is not None:
-                raise StartupError(f"{name}: {config_errors!r}") from None   # restarting cannot help
-            log.error("event=actor_failed actor=%s error=%s restart_in_s=%.1f", name,
-                      ", ".join(repr(error) for error in _leaves(exc)), delay)
+            _restart_or_raise(name, exc, delay)
         if trio.current_time() - began > 60:
             delay = 0.5            # it had been healthy for a while: start the backoff afresh
         await trio.sleep(delay)
         delay = min(delay * 2, max_backoff_s)
+
+
+def _restart_or_raise(name: str, exc: Exception, delay: float) -> None:
+    """A non-critical actor failed: log it (the caller restarts it), unless restarting cannot help."""
+    config_errors = exc.split(ConfigError)[0] if isinstance(exc, BaseExceptionGroup) else (
+        exc if isinstance(exc, ConfigError) else None)
+    if config_errors is not None:
+        raise StartupError(f"{name}: {config_errors!r}") from None   # restarting cannot help
+    log.error("event=actor_failed actor=%s error=%s restart_in_s=%.1f", name,
+              ", ".join(repr(error) for error in _leaves(exc)), delay)
 
 
 def _leaves(error: BaseException) -> list[BaseException]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import trio
@@ -33,6 +34,28 @@ async def test_failing_actor_is_restarted_with_growing_backoff(autojump_clock):
     assert info == "info"
     gaps = [round(b - a, 3) for a, b in zip(starts, starts[1:])]
     assert gaps == [0.5, 1.0, 2.0]
+
+
+async def test_an_actor_failing_while_it_is_stopped_is_one_log_line_not_a_crash(autojump_clock, caplog):
+    """A final flush on a full disk fails during the shutdown's cancellation: the error and the
+    Cancelled arrive together; the stop goes on and the failure is logged, not raised."""
+    async def flushes_on_a_full_disk(*, task_status=trio.TASK_STATUS_IGNORED):
+        task_status.started()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep_forever)
+            try:
+                await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await trio.sleep(0)
+                    raise OSError(28, "No space left on device")
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(functools.partial(supervisor.supervised, "candles", flushes_on_a_full_disk))
+        await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    assert "event=actor_failed_while_stopping actor=candles" in caplog.text
+    assert "No space left on device" in caplog.text
 
 
 async def test_supervised_actor_that_fails_before_starting_is_retried(autojump_clock):
