@@ -52,7 +52,7 @@ from exness_actors.events import (
 )
 from exness_actors.instruments import Instrument
 
-__all__ = ["ACTIONS", "SYNCHRONOUS_ACTIONS", "named_id", "build_command", "outcome", "duplicate_outcome",
+__all__ = ["ACTIONS", "SYNCHRONOUS_ACTIONS", "named_id", "route", "build_command", "outcome", "duplicate_outcome",
            "viewed_outcome", "error_json"]
 
 #: action → the id field it names (None: place)
@@ -127,6 +127,19 @@ def _command(action: str, body: dict, account_id: AccountId, target: Optional[in
 def named_id(action: str, message: Mapping[str, Any]) -> Optional[int]:
     """The order or position id the action names (None for a placement); :class:`EdgeError` if bad."""
     return _target(action, message)[0]
+
+
+def route(action: str, known: Optional[tuple[str, int]], account_id: int) -> tuple[Optional[str], bool]:
+    """For an action on an existing order or position whose ``(symbol, account id)`` the caller
+    knows (None: not, or not yet): the symbol to build the command with, and whether the action
+    goes through :func:`viewed_outcome` — when it needs the record itself, or when the id is not
+    known. Another account's order or position goes to the engine as is (symbol None), and the
+    engine says it does not know it."""
+    if known is None:
+        return None, True
+    if known[1] != account_id:
+        return None, False
+    return known[0], action not in SYNCHRONOUS_ACTIONS
 
 
 def build_command(action: str, message: Mapping[str, Any], account_id: AccountId,

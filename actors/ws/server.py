@@ -85,7 +85,7 @@ from actors.ws._candles import IntervalFolder
 from actors.ws._channels import ACCOUNT, Channel, ChannelError, Channels
 from actors.ws._format import ACCOUNT_EVENT_TYPES, account_event_json, candle_json
 from actors.ws._orders import (
-    ACTIONS, SYNCHRONOUS_ACTIONS, build_command, duplicate_outcome, error_json, named_id, outcome, viewed_outcome,
+    ACTIONS, build_command, duplicate_outcome, error_json, named_id, outcome, route, viewed_outcome,
 )
 from actors.auth_tokens import AccessClaims, AuthError, TokenIssuer
 from actors.config import ConfigError
@@ -1093,19 +1093,12 @@ class WsServer:
         client.inflight += 1
 
     def _named_symbol(self, action: str, target: Optional[int], account_id: int) -> tuple[Optional[str], bool]:
-        """The symbol of the order or position the action names, if it is this account's, and
-        whether the action goes through views (:func:`viewed_outcome`): when it needs the record
-        itself, or when the stream has not told this server of the id (yet). Another account's
-        order or position goes to the engine as is, and the engine says it does not know it."""
+        """The symbol of the order or position the action names, if this account's, and whether
+        the action goes through views (:func:`~actors.ws._orders.route`; a placement: neither)."""
         if target is None:
             return None, False
         symbols = self._order_symbols if ACTIONS[action] == "order_id" else self._position_symbols
-        known = symbols.get(target)
-        if known is None:
-            return None, True
-        if known[1] != account_id:
-            return None, False
-        return known[0], action not in SYNCHRONOUS_ACTIONS
+        return route(action, symbols.get(target), account_id)
 
     def _results_ready(self, slot: _ResultSlot, value: Any) -> None:
         if not self._results:
