@@ -53,8 +53,8 @@ MAX_FUNCTION_LINES = 80
 MAX_TOP_LEVEL_MODULES = 12
 
 #: where a handle's ``.engine`` (the core's live state) may be read outside actors/engine/: the
-#: WebSocket order lane's in-process fast path (docs/decisions.md) and the simulation's checker
-ENGINE_STATE_READERS = {"actors/ws/server.py", "actors/simulation/world.py"}
+#: simulation's checker
+ENGINE_STATE_READERS = {"actors/simulation/world.py"}
 
 
 def python_files(*roots: Path) -> list[Path]:
@@ -126,6 +126,17 @@ def test_only_the_engine_package_reads_the_engines_state():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Attribute) and node.attr == "engine" and "handle" in ast.unparse(node.value):
                 offenders.append(f"{where}:{node.lineno} {ast.unparse(node)}")
+    assert offenders == []
+
+
+def test_the_stream_server_knows_the_engine_only_as_an_engine_client():
+    """The WebSocket server works the same in embedded and split mode: every read is a view."""
+    offenders = []
+    for path in python_files(ACTORS / "ws"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module in ("exness_actors.engine", "actors.engine.actor"):
+                names = {alias.name for alias in node.names} & {"Engine", "EngineHandle"}
+                offenders.extend(f"{relative(path)}:{node.lineno} imports {name}" for name in sorted(names))
     assert offenders == []
 
 

@@ -247,13 +247,15 @@ async def test_remote_requests_round_trip_and_time_out_cleanly(tmp_path, url):
 
 
 async def test_ws_order_lane_actions_on_a_remote_engine_answer_as_in_embedded_mode(tmp_path, url):
-    """actors.ws._orders.remote_outcome (the WS lane in split mode) against the embedded lane's
-    build_command/outcome on an identical local engine: same oks, same error codes, same
-    rendered fields (times aside)."""
-    from actors.ws._orders import build_command, error_json, outcome, remote_outcome
+    """The WS lane's functions (actors.ws._orders) through a remote engine, the id read by a view
+    first (split mode knows no symbols it has not seen), against the same functions through an
+    in-process engine routed as the server routes them with its symbol maps: same oks, same error
+    codes, same rendered fields (times aside)."""
+    from actors.bus.streams import BoxedView
+    from actors.wire import views
     from actors.wire.codec import EdgeError
+    from actors.ws._orders import ACTIONS, build_command, error_json, named_id, outcome, route, viewed_outcome
     from actors.ws.server import _failure_fields
-    from exness_actors.commands import Quote
 
     def prepare(engine: Engine) -> Engine:   # quotes never go stale: the actor's clock is the wall's
         engine = Engine(attrs.evolve(engine.config, stale_after_ns=10**19))
@@ -262,7 +264,6 @@ async def test_ws_order_lane_actions_on_a_remote_engine_answer_as_in_embedded_mo
         engine.submit(CreateAccount(account_id=8, initial_deposit=1_000_000), ts=3)
         return engine
 
-    local = prepare(make_engine())
     steps = [
         ("place", {"symbol": "BTCUSDT", "side": "buy", "type": "market", "margin": "10.00", "leverage": 5,
                    "client_order_id": "p1"}, 9),
@@ -292,47 +293,55 @@ async def test_ws_order_lane_actions_on_a_remote_engine_answer_as_in_embedded_mo
             return value
         return clean(fields)
 
-    expected = []
-    ts = 10
-    for action, message, account in steps:
+    async def lane(handle, action, message, account, *, with_symbols):
+        """What WsServer._on_order does, with or without symbol maps (as the views answer them)."""
         try:
-            command, context = build_command(action, message, account, local.instruments, local)
+            target = named_id(action, message)
+            symbol, viewed = None, target is not None
+            if target is not None and with_symbols:
+                (maps,) = await handle.query(BoxedView(views.owned_symbols))
+                orders, positions = maps
+                known = (orders if ACTIONS[action] == "order_id" else positions).get(target)
+                symbol, viewed = route(action, known, account)
+            if viewed:
+                return await viewed_outcome(action, message, account, handle, handle.instruments, symbol)
+            command = build_command(action, message, account, handle.instruments, symbol)
         except EdgeError as error:
-            expected.append({"ok": False, "error": error_json(error)})
-            continue
-        ts += 1
-        expected.append(outcome(action, context, local.submit(command, ts=ts), local.instruments, local))
-    assert [(e["ok"], e.get("error", {}).get("code")) for e in expected] == [
-        (True, None), (True, None), (True, None), (False, "UNKNOWN_POSITION"), (False, "VALIDATION_ERROR"),
-        (True, None), (True, None), (False, "UNKNOWN_POSITION"), (True, None), (True, None),
-        (False, "UNKNOWN_ORDER"), (False, "VALIDATION_ERROR"), (False, "UNKNOWN_ORDER"), (True, None),
-        (False, "ORDER_NOT_PENDING"), (False, "VALIDATION_ERROR")]
+            return {"ok": False, "error": error_json(error)}
+        return outcome((await handle.request(command)).events, handle.instruments)
 
     async with trio.open_nursery() as nursery:
+        local = EngineHandle(prepare(make_engine()), 1000)
+        local_journal = JournalWriter(tmp_path / "local-journal")
+        await nursery.start(functools.partial(run_engine, handle=local, journal=local_journal, fsync="off"))
+        expected = [await lane(local, *step, with_symbols=True) for step in steps]
+        assert [(e["ok"], e.get("error", {}).get("code")) for e in expected] == [
+            (True, None), (True, None), (True, None), (False, "UNKNOWN_POSITION"), (False, "VALIDATION_ERROR"),
+            (True, None), (True, None), (False, "UNKNOWN_POSITION"), (True, None), (True, None),
+            (False, "UNKNOWN_ORDER"), (False, "VALIDATION_ERROR"), (False, "UNKNOWN_ORDER"), (True, None),
+            (False, "ORDER_NOT_PENDING"), (False, "VALIDATION_ERROR")]
+        assert expected[13]["order"]["price"] == "51000.00" and expected[13]["order"]["status"] == "cancelled"
+        assert expected[1]["position"]["take_profit"] == "70000.00"
+
         handle, journal, _stats = await _run_engine_and_edge(nursery, tmp_path, url, prepare(make_engine()))
         bus = redis_edge.RedisBus(url, name="ws")
         await bus.connect()
         assert await bus.ping()
         remote = redis_edge.RemoteEngineHandle(bus=bus, core=handle.engine.config, request_timeout_s=1.0)
         await nursery.start(remote.run)
-        instruments = handle.engine.instruments
-        for (action, message, account), want in zip(steps, expected):
-            if action == "place":     # placements take the embedded path in split mode too
-                command, context = build_command(action, message, account, remote.instruments)
-                reply = await remote.request(command)
-                got = outcome(action, context, reply.events, remote.instruments)
-            else:
-                got = await remote_outcome(action, message, account, remote, instruments)
-            assert strip(got) == strip(want), (action, message, account)
+        for step, want in zip(steps, expected):
+            got = await lane(remote, *step, with_symbols=False)
+            assert strip(got) == strip(want), step
         # the engine goes away: the lane answers ENGINE_TIMEOUT (a retry is safe), never hangs
         await handle.stop()
         with trio.fail_after(5):
             with pytest.raises(EngineTimeout) as raised:
-                await remote_outcome("close", {"position_id": "1"}, 9, remote, instruments)
+                await viewed_outcome("close", {"position_id": "1"}, 9, remote, remote.instruments, None)
         assert _failure_fields(raised.value)["error"]["code"] == "ENGINE_TIMEOUT"
         await remote.cleanup()
         nursery.cancel_scope.cancel()
     journal.close()
+    local_journal.close()
 
 
 async def test_bus_down_means_engine_stopped_not_a_hang():

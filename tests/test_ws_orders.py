@@ -184,3 +184,37 @@ async def test_a_repeated_client_order_id_of_a_pending_order_answers_that_order(
     assert first["ok"] and again["ok"] and again["duplicate"] is True
     assert again["order"] == first["order"]          # the same pending order, as HTTP shows it
     assert again["position"] is None and pending == 1
+
+
+async def test_ids_the_stream_has_not_named_yet_are_read_through_a_view(tmp_path):
+    """The lane knows each order's and position's symbol and owner from the event stream; an id
+    it has not seen (yet) is read through a view first, and the answers are the same."""
+    async with running_stack(tmp_path) as stack:
+        token = await stack.account(1, deposit_cents=100_000)
+        other = await stack.account(2, deposit_cents=100_000)
+        await stack.quote(6_500_000, 6_500_100)
+        async with stack.client() as client, stack.client() as intruder:
+            await client.auth(token)
+            await intruder.auth(other)
+            pending = await client.order("p1", "place", symbol="BTCUSDT", side="buy", type="limit",
+                                         price="60000.00", margin="50.00", leverage=10)
+            filled = await client.order("p2", "place", **MARKET)
+            order_id, position_id = pending["order"]["id"], filled["position"]["id"]
+            server = stack.server
+            seeded = (dict(server._order_symbols), dict(server._position_symbols))
+            server._order_symbols.clear()
+            server._position_symbols.clear()
+
+            stolen = await intruder.order("x1", "close", position_id=position_id, qty="nonsense")
+            assert stolen["error"]["code"] == "UNKNOWN_POSITION"
+            modified = await client.order("m1", "modify_order", order_id=order_id, price="61000.00")
+            assert modified["ok"] and modified["order"]["price"] == "61000.00"
+            closed = await client.order("c1", "close", position_id=position_id)
+            assert closed["ok"] and closed["position"]["remaining_qty"] == "0.00000000"
+
+            await server._seed_symbols()                    # what a (re)subscription reads
+            assert server._order_symbols == {int(order_id): ("BTCUSDT", 1)}
+            assert server._position_symbols == {}
+            assert seeded == ({int(order_id): ("BTCUSDT", 1)}, {int(position_id): ("BTCUSDT", 1)})
+            stolen = await intruder.order("x2", "modify_order", order_id=order_id, price="nonsense")
+            assert stolen["error"]["code"] == "UNKNOWN_ORDER"    # never revealed, as over HTTP

@@ -20,7 +20,7 @@ from exness_actors.commands import AccountId, OrderId, PositionId
 
 __all__ = [
     "account_summary", "pending_orders", "order_state", "pending_order", "open_positions",
-    "open_position", "position_symbol", "new_positions", "quotes", "quote_times",
+    "open_position", "position_symbol", "new_positions", "quotes", "quote_times", "owned_symbols",
 ]
 
 
@@ -116,3 +116,13 @@ def quote_times(engine: Engine) -> dict[str, Optional[int]]:
         quote = engine.quote(symbol)
         out[symbol] = None if quote is None else quote[2]
     return out
+
+
+def owned_symbols(engine: Engine) -> tuple[dict[OrderId, tuple[str, AccountId]],
+                                           dict[PositionId, tuple[str, AccountId]]]:
+    """``(symbol, account id)`` of every pending order and of every open position, by id: what the
+    stream server seeds its maps with, once per subscription (the one view that scans them all)."""
+    orders = {order_id: (order.symbol, order.account_id) for order_id, order in engine.orders.items()}
+    positions = {position_id: (position.symbol, position.account_id)
+                 for position_id, position in engine.positions.items()}
+    return orders, positions

@@ -2,9 +2,8 @@
 
 Orders, positions, closed parts and candles are rendered by :mod:`actors.wire.codec` — the HTTP API's
 renderers — so a client sees the same object whichever API it uses. This module adds what only
-the streams need: the ``data`` of each account-channel event, and the views of a pending order
-or open position after a cancel/modify, built from the record the request named plus the event
-(never from a later engine state, except where the HTTP API itself reads the live quote).
+the streams need: the ``data`` of each account-channel event, and the fields a modification of
+an order or position sets (the order lane renders a change from views plus the event).
 
 Every amount and price is a decimal string, timestamps integer milliseconds, ids strings.
 """
@@ -16,17 +15,15 @@ from typing import Any, Callable, Mapping, Optional
 from actors.wire import codec as edge
 from actors.wire.codec import money, ns_to_ms
 from exness_actors.candles import Candle
-from exness_actors.engine import Engine
 from exness_actors.events import (
     AccountCreated, BalanceChanged, OrderAccepted, OrderCancelled, OrderModified, OrderTriggered,
     PositionClosed, PositionOpened, PositionUpdated,
 )
 from exness_actors.instruments import Instrument
-from exness_actors.model import Order, Position
 from exness_actors.money import format_fixed
 
-__all__ = ["ACCOUNT_EVENT_TYPES", "account_event_json", "modified_order_json", "cancelled_order_json",
-           "position_now_json", "candle_json"]
+__all__ = ["ACCOUNT_EVENT_TYPES", "account_event_json", "order_modification_json", "position_update_json",
+           "candle_json"]
 
 
 def _price(value: Optional[int], instrument: Instrument) -> Optional[str]:
@@ -44,20 +41,6 @@ def candle_json(candle: Candle, instrument: Instrument) -> dict:
     return data
 
 
-def cancelled_order_json(order: Order, instrument: Instrument, event: OrderCancelled) -> dict:
-    """The order as it was when cancelled (what ``DELETE /orders/{id}`` answers)."""
-    data = edge.pending_order_json(order, instrument)
-    data.update(status="cancelled", cancel_reason=event.reason)
-    return data
-
-
-def modified_order_json(order: Order, instrument: Instrument, event: OrderModified) -> dict:
-    """The pending order with the fields the modification set (``PATCH /orders/{id}``)."""
-    data = edge.pending_order_json(order, instrument)
-    data.update(order_modification_json(event, instrument))
-    return data
-
-
 def order_modification_json(event: OrderModified, instrument: Instrument) -> dict:
     """The order fields an :class:`OrderModified` sets, rendered."""
     return {"price": _price(event.price, instrument), "qty": _qty(event.qty, instrument),
@@ -72,25 +55,6 @@ def position_update_json(event: PositionUpdated, instrument: Instrument) -> dict
             "take_profit": _price(event.take_profit, instrument),
             "stop_loss": _price(event.stop_loss, instrument),
             "trailing_stop": _price(event.trailing_stop, instrument)}
-
-
-def position_now_json(position: Position, engine: Engine) -> dict:
-    """An open position as ``GET /positions/{id}`` shows it (pnl at the current quote); once it
-    has closed, its last state with the live fields null."""
-    if engine.positions.get(position.id) is position:
-        return edge.position_json(position, engine)
-    instrument = engine.instruments[position.symbol]
-    return {
-        "id": str(position.id), "symbol": position.symbol, "side": position.side,
-        "qty": _qty(position.qty, instrument), "open_price": _price(position.open_price, instrument),
-        "margin": money(position.margin), "leverage": position.leverage,
-        "liquidation_price": _price(max(position.liquidation_price, 0), instrument),
-        "take_profit": _price(position.take_profit, instrument),
-        "stop_loss": _price(position.stop_loss, instrument),
-        "trailing_stop": _price(position.trailing_stop, instrument),
-        "trailing_stop_price": None, "unrealized_pnl": None,
-        "opened_at": ns_to_ms(position.opened_at), "order_id": str(position.order_id),
-    }
 
 
 # ------------------------------------------------------------------------ account stream

@@ -5,16 +5,17 @@ same inputs with the same error codes; business rejections keep the core's reaso
 (:func:`actors.wire.codec.rejection_of`).
 
 Some actions name an existing order or position and need its instrument to parse prices and
-quantities at the right scale; the instrument is read from the engine's state (a symbol never
-changes, so reading it outside the engine's turn is safe). The engine still decides ownership
-and existence: a position that is not this account's is ``UNKNOWN_POSITION`` whichever way it is
-asked, never revealed.
+quantities at the right scale. The server knows the symbol and owner of each pending order and
+open position from the event stream (a symbol never changes); when it does not, the record is
+read with a view first. The engine still decides ownership and existence: a position that is not
+this account's is ``UNKNOWN_POSITION`` whichever way it is asked, never revealed.
 
 The outcome has the objects the HTTP API answers (rendered by :mod:`actors.wire.codec`): ``order`` and
 ``position`` for a placement (``POST /orders``), the order for a cancel or modify, the closed part
 for a close (``POST /positions/{id}/close``) and the position for a position change. For a cancel
-or modify, the record captured when the request was parsed supplies the fields the event does not
-carry.
+or modify, views run in the same inbox batch as the command read the record before (the fields
+the event does not carry) and after it. The engine is reached through
+:class:`~actors.engine.interface.EngineClient` only, embedded or split alike.
 """
 
 from __future__ import annotations
@@ -25,13 +26,7 @@ import trio
 
 from actors.engine.interface import EngineClient
 from actors.wire import codec as edge
-from actors.ws._format import (
-    cancelled_order_json,
-    modified_order_json,
-    order_modification_json,
-    position_now_json,
-    position_update_json,
-)
+from actors.ws._format import order_modification_json, position_update_json
 from actors.wire.codec import (
     EdgeError,
     duplicate_of,
@@ -46,8 +41,7 @@ from actors.wire.codec import (
 from actors.engine.actor import submit_between
 from actors.wire import views as views
 from actors.bus.streams import BoxedView
-from exness_actors.commands import AccountId, CancelOrder, ModifyOrder, OrderId, PositionId
-from exness_actors.engine import Engine
+from exness_actors.commands import AccountId, CancelOrder, ModifyOrder, OrderId
 from exness_actors.events import (
     OrderAccepted,
     OrderCancelled,
@@ -58,13 +52,16 @@ from exness_actors.events import (
 )
 from exness_actors.instruments import Instrument
 
-__all__ = ["ACTIONS", "build_command", "outcome", "duplicate_outcome", "remote_outcome", "error_json"]
+__all__ = ["ACTIONS", "SYNCHRONOUS_ACTIONS", "named_id", "route", "build_command", "outcome", "duplicate_outcome",
+           "viewed_outcome", "error_json"]
 
 #: action → the id field it names (None: place)
 ACTIONS: dict[str, Optional[str]] = {
     "place": None, "cancel": "order_id", "modify_order": "order_id", "close": "position_id",
     "modify_position": "position_id", "add_margin": "position_id",
 }
+#: actions whose answer needs no view of the named record: with its symbol known, sent as they are
+SYNCHRONOUS_ACTIONS = frozenset({"place", "close"})
 _ENVELOPE = frozenset({"op", "id", "action"})
 _MODIFY_ORDER_FIELDS = ("price", "take_profit", "stop_loss", "expires_at")
 DUPLICATE_LOOKUP_S = 2.0
@@ -127,32 +124,36 @@ def _command(action: str, body: dict, account_id: AccountId, target: Optional[in
     return parse_add_margin(body, account_id, target)
 
 
+def named_id(action: str, message: Mapping[str, Any]) -> Optional[int]:
+    """The order or position id the action names (None for a placement); :class:`EdgeError` if bad."""
+    return _target(action, message)[0]
+
+
+def route(action: str, known: Optional[tuple[str, int]], account_id: int) -> tuple[Optional[str], bool]:
+    """For an action on an existing order or position whose ``(symbol, account id)`` the caller
+    knows (None: not, or not yet): the symbol to build the command with, and whether the action
+    goes through :func:`viewed_outcome` — when it needs the record itself, or when the id is not
+    known. Another account's order or position goes to the engine as is (symbol None), and the
+    engine says it does not know it."""
+    if known is None:
+        return None, True
+    if known[1] != account_id:
+        return None, False
+    return known[0], action not in SYNCHRONOUS_ACTIONS
+
+
 def build_command(action: str, message: Mapping[str, Any], account_id: AccountId,
-                  instruments: Mapping[str, Any], engine: Optional[Engine] = None) -> tuple[Any, Any]:
-    """``(command, context)`` for one order-lane message; :class:`EdgeError` on bad input.
-
-    ``context`` is what :func:`outcome` needs besides the reply: the order or position record
-    the action names (None when it is not this account's, or when ``engine`` — the in-process
-    engine, read between its turns — is not given: a remote engine answers through views,
-    :func:`remote_outcome`).
-    """
+                  instruments: Mapping[str, Any], symbol: Optional[str]) -> Any:
+    """The core command of one order-lane message; :class:`EdgeError` on bad input. ``symbol`` is
+    the named order's or position's when it is this account's, None when it is not."""
     target, body = _target(action, message)
-    record: Any = None
-    if target is not None and engine is not None:
-        record = (engine.orders.get(OrderId(target)) if ACTIONS[action] == "order_id"
-                  else engine.positions.get(PositionId(target)))
-        if record is not None and record.account_id != account_id:
-            record = None
-    command = _command(action, body, account_id, target, instruments,
-                       record.symbol if record is not None else None)
-    return command, record
+    return _command(action, body, account_id, target, instruments, symbol)
 
 
-def outcome(action: str, context: Any, events: list, instruments: Mapping[str, Any],
-            engine: Optional[Engine] = None) -> Optional[dict]:
-    """The ``order_result`` fields for a reply: ``{"ok", "order", "position"}`` or
-    ``{"ok": False, "error"}``; None for a duplicate (see :func:`duplicate_outcome`). A
-    ``context`` (from :func:`build_command`) comes with the in-process ``engine``."""
+def outcome(events: list, instruments: Mapping[str, Any]) -> Optional[dict]:
+    """The ``order_result`` fields of a :data:`SYNCHRONOUS_ACTIONS` reply (or of any rejection):
+    ``{"ok", "order", "position"}`` or ``{"ok": False, "error"}``; None for a duplicate (see
+    :func:`duplicate_outcome`)."""
     rejection = rejection_of(events)
     if rejection is not None:
         return {"ok": False, "error": error_json(rejection)}
@@ -167,14 +168,7 @@ def outcome(action: str, context: Any, events: list, instruments: Mapping[str, A
         elif kind is PositionClosed and position_json is None:
             position_json = edge.position_closed_json(event, instruments[event.symbol])
         elif kind is OrderCancelled:
-            order_json = (cancelled_order_json(context, instruments[context.symbol], event)
-                          if context is not None else {"id": str(event.order_id), "status": "cancelled"})
-        elif kind is OrderModified:
-            order_json = (modified_order_json(context, instruments[context.symbol], event)
-                          if context is not None else {"id": str(event.order_id), "status": "pending"})
-        elif kind is PositionUpdated and action in ("modify_position", "add_margin"):
-            position_json = (position_now_json(context, engine) if context is not None and engine is not None
-                             else {"id": str(event.position_id)})
+            order_json = {"id": str(event.order_id), "status": "cancelled"}
     if accepted is not None:
         instrument = instruments[accepted.symbol]
         order_json = edge.order_accepted_json(accepted, instrument,
@@ -226,19 +220,20 @@ async def duplicate_outcome(events: list, account_id: int, handle: EngineClient,
     return {"ok": True, "duplicate": True, "order": order_json, "position": position_json}
 
 
-# ----------------------------------------------------------------- split mode (remote engine)
+# ----------------------------------------------------------------- actions read through views
 
-async def remote_outcome(action: str, message: Mapping[str, Any], account_id: AccountId, handle: EngineClient,
-                         instruments: Mapping[str, Instrument]) -> dict:
-    """The ``order_result`` fields of an action on an existing order or position when the
-    engine is remote (split mode), where this process holds no copy of the engine's state.
+async def viewed_outcome(action: str, message: Mapping[str, Any], account_id: AccountId, handle: EngineClient,
+                         instruments: Mapping[str, Instrument], symbol: Optional[str]) -> dict:
+    """The ``order_result`` fields of an action on an existing order or position, read through
+    views (embedded and split mode alike).
 
-    The named order/position is read with a view first (its instrument scales the message's
-    prices and quantities, and another account's position is UNKNOWN_POSITION before anything
-    else is checked, as in embedded mode) — for a cancel, right before the command in the same
-    stream entry — and a modified order or position is read again right after the command in
-    the same entry. The answer is rendered from the views' JSON and the events, as the HTTP API
-    does in split mode. A placement goes through :func:`outcome`.
+    ``symbol`` is the named record's when the caller knows it is this account's (from the event
+    stream): the command is built at once and the record is read right before it (and, for a
+    change, right after it) in the same inbox batch — for a remote engine, one stream entry. When
+    it is None the record is read with a view first (its instrument scales the message's prices
+    and quantities, and another account's position is UNKNOWN_POSITION before anything else is
+    checked); a cancel needs no instrument and always reads it in the batch. The answer is
+    rendered from the views' JSON and the events, as the HTTP API does in split mode.
     Raises what the handle raises (Overloaded, EngineStopped, EngineTimeout)."""
     try:
         target, body = _target(action, message)
@@ -246,13 +241,14 @@ async def remote_outcome(action: str, message: Mapping[str, Any], account_id: Ac
         on_order = ACTIONS[action] == "order_id"
         named = BoxedView(views.pending_order if on_order else views.open_position, (account_id, target))
         record = None
-        if action != "cancel":
+        read_first = symbol is None and action != "cancel"
+        if read_first:
             (record,) = await handle.query(named)
-        command = _command(action, body, account_id, target, instruments,
-                           record["symbol"] if record is not None else None)
+            symbol = record["symbol"] if record is not None else None
+        command = _command(action, body, account_id, target, instruments, symbol)
     except EdgeError as error:
         return {"ok": False, "error": error_json(error)}
-    before = named if action == "cancel" else None
+    before = None if read_first else named
     after = named if action in ("modify_order", "modify_position", "add_margin") else None
     before_value, reply, after_value = await submit_between(handle, command, before=before, after=after)
     if before is not None:
@@ -260,8 +256,15 @@ async def remote_outcome(action: str, message: Mapping[str, Any], account_id: Ac
     rejection = rejection_of(reply.events)
     if rejection is not None:
         return {"ok": False, "error": error_json(rejection)}
+    return _viewed_fields(action, reply.events, record, after_value, instruments)
+
+
+def _viewed_fields(action: str, events: list, record: Optional[dict], after_value: Optional[dict],
+                   instruments: Mapping[str, Instrument]) -> dict:
+    """The answer of an accepted :func:`viewed_outcome` command: ``record`` is the named order or
+    position as it was right before the command, ``after_value`` as it was right after."""
     order_json = position_json = None
-    for event in reply.events:
+    for event in events:
         kind = type(event)
         if kind is PositionClosed and position_json is None:
             position_json = edge.position_closed_json(event, instruments[event.symbol])

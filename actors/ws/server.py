@@ -84,16 +84,19 @@ from wsproto.utilities import LocalProtocolError
 from actors.ws._candles import IntervalFolder
 from actors.ws._channels import ACCOUNT, Channel, ChannelError, Channels
 from actors.ws._format import ACCOUNT_EVENT_TYPES, account_event_json, candle_json
-from actors.ws._orders import ACTIONS, build_command, duplicate_outcome, error_json, outcome, remote_outcome
+from actors.ws._orders import (
+    ACTIONS, build_command, duplicate_outcome, error_json, named_id, outcome, route, viewed_outcome,
+)
 from actors.auth_tokens import AccessClaims, AuthError, TokenIssuer
 from actors.config import ConfigError
+from actors.bus.streams import BoxedView
+from actors.wire import views as views
 from actors.wire.codec import EdgeError
-from actors.engine.actor import EngineHandle
 from actors.engine.interface import EngineClient
 from actors.engine.messages import EngineStopped, EngineTimeout, EventBatch, Overloaded, Reply, Request
 from exness_actors.candles import Candle, bucket_start
 from exness_actors.errors import InvalidCommand
-from exness_actors.commands import AccountId, OrderId, PositionId
+from exness_actors.commands import AccountId
 from exness_actors.events import (
     OrderAccepted, OrderCancelled, OrderTriggered, PositionClosed, PositionOpened, QuoteUpdated,
 )
@@ -302,13 +305,11 @@ class _ResultSlot:
     they only queue the outcome for the server's results task — cheap, never raising.
     """
 
-    __slots__ = ("client", "request_id", "action", "context", "account_id")
+    __slots__ = ("client", "request_id", "account_id")
 
-    def __init__(self, client: _Client, request_id: Any, action: str, context: Any, account_id: int) -> None:
+    def __init__(self, client: _Client, request_id: Any, account_id: int) -> None:
         self.client = client
         self.request_id = request_id
-        self.action = action
-        self.context = context
         self.account_id = account_id
 
     def set(self, value: Reply) -> None:
@@ -341,11 +342,6 @@ class WsServer:
         self.store = store              # Store (optional): duplicate client_order_id lookups
         self.wall_clock = wall_clock
         self.instruments = handle.instruments
-        # The order lane's fast path reads the in-process engine between its turns (the records
-        # an action names, a position's state after a reply): the one place an actor outside
-        # the engine package still does (docs/decisions.md). With a remote engine it is None and
-        # those reads are views (remote_outcome).
-        self._local_engine = handle.engine if isinstance(handle, EngineHandle) else None
         self.channels = Channels(self.instruments, replay_size=options.replay_size,
                                  account_replay_size=options.account_replay_size,
                                  max_account_channels=options.max_account_channels)
@@ -356,8 +352,9 @@ class WsServer:
         self.engine_stopped = trio.Event()
         self._next_client_id = 1
         self._staged: list[Channel] = []
-        self._order_symbols: dict[int, str] = {}
-        self._position_symbols: dict[int, str] = {}
+        # (symbol, account id) of each pending order / open position, learnt from the events
+        self._order_symbols: dict[int, tuple[str, int]] = {}
+        self._position_symbols: dict[int, tuple[str, int]] = {}
         self._dirty: dict[_Client, None] = {}      # clients with something to write
         self._retry: dict[_Client, None] = {}      # clients whose socket trio-websocket is using
         self._flush_wake = trio.Event()
@@ -415,7 +412,7 @@ class WsServer:
         while True:
             subscription = self.handle.subscribe("ws", max_buffer=self.options.engine_buffer, lossless=False)
             try:
-                self._seed_symbols()
+                await self._seed_symbols()
                 if first:
                     first = False
                     task_status.started()
@@ -432,29 +429,27 @@ class WsServer:
             self.server_lags += 1
             log.warning("event=ws_lagged_behind_engine resubscribing=1 lags=%d", self.server_lags)
 
-    def _seed_symbols(self) -> None:
-        """Learn the symbol of every pending order and open position (events that name only an
-        id need it for their prices). Read right after subscribing: anything applied since is in
-        the stream too, and applying it again is harmless."""
-        engine = self._local_engine
-        if engine is None:   # a remote engine: the symbols are learnt from the events alone
+    async def _seed_symbols(self) -> None:
+        """Learn the symbol and owner of every pending order and open position (events that name
+        only an id need the symbol for their prices; the order lane, both). A view run right after
+        subscribing: anything applied since is in the stream too, and applying it again is
+        harmless. A remote (possibly sharded) engine is not asked: there the maps are learnt from
+        the events alone, and the order lane reads what they miss through views."""
+        if self.handle.remote:
             return
-        self._order_symbols = {order_id: order.symbol for order_id, order in engine.orders.items()}
-        self._position_symbols = {pid: position.symbol for pid, position in engine.positions.items()}
+        try:
+            (symbols,) = await self.handle.query(BoxedView(views.owned_symbols))
+        except (Overloaded, EngineStopped):
+            return
+        self._order_symbols, self._position_symbols = symbols
 
     def _order_symbol(self, order_id: int) -> Optional[str]:
-        symbol = self._order_symbols.get(order_id)
-        if symbol is None and self._local_engine is not None:
-            order = self._local_engine.orders.get(OrderId(order_id))
-            symbol = order.symbol if order is not None else None
-        return symbol
+        known = self._order_symbols.get(order_id)
+        return known[0] if known is not None else None
 
     def _position_symbol(self, position_id: int) -> Optional[str]:
-        symbol = self._position_symbols.get(position_id)
-        if symbol is None and self._local_engine is not None:
-            position = self._local_engine.positions.get(PositionId(position_id))
-            symbol = position.symbol if position is not None else None
-        return symbol
+        known = self._position_symbols.get(position_id)
+        return known[0] if known is not None else None
 
     def _on_batch(self, batch: EventBatch) -> None:
         """Turn one engine batch into channel messages and hand them to the subscribers."""
@@ -485,9 +480,9 @@ class WsServer:
                         channel.out.append(text)
                 elif kind in _ACCOUNT_EVENTS:
                     if kind is OrderAccepted and event.status == "pending":
-                        self._order_symbols[event.order_id] = event.symbol
+                        self._order_symbols[event.order_id] = (event.symbol, event.account_id)
                     elif kind is PositionOpened:
-                        self._position_symbols[event.position_id] = event.symbol
+                        self._position_symbols[event.position_id] = (event.symbol, event.account_id)
                     channel = accounts.get(event.account_id)
                     if channel is not None:
                         data = account_event_json(event, self.instruments, self._order_symbol,
@@ -1072,22 +1067,21 @@ class WsServer:
                               f"at most {self.options.max_inflight_orders} orders in flight per "
                               "connection: wait for results", {"retry_after_ms": 10})
             return
-        if action != "place" and self.handle.remote:
-            # Split mode: this process has no copy of the engine's orders and positions, so an
-            # action on one reads it from the engine first (one more round trip over the bus).
-            assert self._nursery is not None
-            client.inflight += 1
-            self._nursery.start_soon(self._order_remote, client, request_id, action, message, claims.account_id)
-            return
         try:
-            command, context = build_command(action, message, claims.account_id, self.instruments,
-                                              self._local_engine)
+            symbol, viewed = self._named_symbol(action, named_id(action, message), claims.account_id)
+            if viewed:
+                assert self._nursery is not None
+                client.inflight += 1
+                self._nursery.start_soon(self._order_viewed, client, request_id, action, message,
+                                         claims.account_id, symbol)
+                return
+            command = build_command(action, message, claims.account_id, self.instruments, symbol)
         except EdgeError as error:
             self.orders_rejected += 1
             client.push(_text({"op": "order_result", "id": request_id, "ok": False,
                                "error": error_json(error)}))
             return
-        slot = _ResultSlot(client, request_id, action, context, claims.account_id)
+        slot = _ResultSlot(client, request_id, claims.account_id)
         try:
             self.handle.send_nowait(Request(command, slot))  # type: ignore[arg-type]
         except (Overloaded, EngineStopped) as error:
@@ -1098,6 +1092,14 @@ class WsServer:
             return
         client.inflight += 1
 
+    def _named_symbol(self, action: str, target: Optional[int], account_id: int) -> tuple[Optional[str], bool]:
+        """The symbol of the order or position the action names, if this account's, and whether
+        the action goes through views (:func:`~actors.ws._orders.route`; a placement: neither)."""
+        if target is None:
+            return None, False
+        symbols = self._order_symbols if ACTIONS[action] == "order_id" else self._position_symbols
+        return route(action, symbols.get(target), account_id)
+
     def _results_ready(self, slot: _ResultSlot, value: Any) -> None:
         if not self._results:
             self._results_wake.set()
@@ -1105,7 +1107,6 @@ class WsServer:
 
     async def deliver_results(self) -> None:
         """Format the engine's replies to order-lane requests and queue them to their clients."""
-        engine = self._local_engine
         while True:
             await self._results_wake.wait()
             self._results_wake = trio.Event()
@@ -1120,7 +1121,7 @@ class WsServer:
                     fields: Optional[dict] = _failure_fields(value) or {"ok": False, "error": {
                         "code": "INVALID_COMMAND", "message": str(value), "details": {}}}
                 else:
-                    fields = outcome(slot.action, slot.context, value.events, self.instruments, engine)
+                    fields = outcome(value.events, self.instruments)
                 if fields is None:
                     client.inflight += 1
                     assert self._nursery is not None
@@ -1130,16 +1131,16 @@ class WsServer:
                     self.orders_rejected += 1
                 client.push(_text({"op": "order_result", "id": slot.request_id} | fields))
 
-    async def _order_remote(self, client: _Client, request_id: Any, action: str, message: dict,
-                            account_id: AccountId) -> None:
+    async def _order_viewed(self, client: _Client, request_id: Any, action: str, message: dict,
+                            account_id: AccountId, symbol: Optional[str]) -> None:
         try:
-            fields = await remote_outcome(action, message, account_id, self.handle, self.instruments)
+            fields = await viewed_outcome(action, message, account_id, self.handle, self.instruments, symbol)
         except Exception as error:
             failure = _failure_fields(error)
             if failure is not None:
                 fields = failure
             else:   # a bug must cost this answer, not the whole server
-                log.exception("event=remote_order_failed client=%d action=%s", client.id, action)
+                log.exception("event=viewed_order_failed client=%d action=%s", client.id, action)
                 fields = {"ok": False, "error": {"code": "INTERNAL_ERROR",
                                                  "message": "the order could not be processed", "details": {}}}
         finally:
