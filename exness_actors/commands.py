@@ -68,6 +68,17 @@ class CreateAccount:
 
 
 @attrs.define
+class OpenAccount:
+    """Open a trading account of a configured type (issue 16); ``CreateAccount`` makes an untyped,
+    isolated one exactly as before types existed."""
+    account_id: AccountId
+    account_type: str
+    initial_deposit: int = 0
+    seq: int = 0
+    ts: int = 0
+
+
+@attrs.define
 class Deposit:
     account_id: AccountId
     amount: int
@@ -211,11 +222,11 @@ class RaiseIdFloor:
 
 Command = Union[Quote, Clock, CreateAccount, Deposit, Withdraw, PlaceOrder, CancelOrder,
                 ModifyOrder, ClosePosition, ModifyPosition, AddMargin, HaltSymbol, ResumeSymbol,
-                EdgeCursor, RaiseIdFloor]
+                EdgeCursor, RaiseIdFloor, OpenAccount]
 
 #: Wire tags: stable forever (they are in every journal). Append only.
 COMMAND_TYPES: dict[int, type] = {
     1: Quote, 2: Clock, 3: CreateAccount, 4: Deposit, 5: Withdraw, 6: PlaceOrder,
     7: CancelOrder, 8: ModifyOrder, 9: ClosePosition, 10: ModifyPosition, 11: AddMargin,
-    12: HaltSymbol, 13: ResumeSymbol, 14: EdgeCursor, 15: RaiseIdFloor,
+    12: HaltSymbol, 13: ResumeSymbol, 14: EdgeCursor, 15: RaiseIdFloor, 16: OpenAccount,
 }

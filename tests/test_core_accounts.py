@@ -24,3 +24,182 @@ def test_an_isolated_journal_recorded_on_main_replays_to_the_same_hashes():
 
     assert engine.state_hash() == recorded["state_hash"]
     assert engine.rolling_hash == recorded["rolling_hash"]
+
+
+# --------------------------------------------------------------------------- cross margin tables
+
+import pytest  # noqa: E402
+
+from core_helpers import of_type, only  # noqa: E402
+from exness_actors.account_types import AccountType  # noqa: E402
+from exness_actors.commands import (  # noqa: E402
+    AddMargin, Clock, ClosePosition, Deposit, OpenAccount, PlaceOrder, Quote, Withdraw,
+)
+from exness_actors.events import (  # noqa: E402
+    AccountOpened, BalanceChanged, CommandRejected, MarginCall, OrderRejected, PositionClosed,
+    PositionFees, PositionOpened, StopOut,
+)
+from exness_actors.instruments import Instrument  # noqa: E402
+
+DAY = 86_400 * 10**9
+TYPES = (
+    AccountType(name="standard", margin_call_pct=60, stop_out_pct=0),
+    AccountType(name="tight", margin_call_pct=100, stop_out_pct=50),
+    AccountType(name="raw", commission_ppm=100, swap_long_ppm=100, swap_short_ppm=-50),
+    AccountType(name="raw_swap_free", commission_ppm=100, swap_long_ppm=100, swap_free=True),
+    AccountType(name="isolated", margin_mode="isolated", max_leverage=20),
+)
+CROSS_CONFIG = CoreConfig(
+    instruments=(Instrument(symbol="BTCUSDT", price_decimals=2, qty_decimals=8, min_qty=1),
+                 Instrument(symbol="ETHUSDT", price_decimals=2, qty_decimals=8, min_qty=1)),
+    account_types=TYPES)
+
+
+class Desk:
+    """One typed account on an engine with the test account types, one input at a time."""
+
+    def __init__(self, account_type: str, deposit: int, *, ts: int = 0) -> None:
+        self.engine = Engine(CROSS_CONFIG)
+        self.ts = ts
+        self.run(OpenAccount(account_id=1, account_type=account_type, initial_deposit=deposit))
+
+    def run(self, command, *, at: int | None = None) -> list:
+        self.ts = self.ts + 1 if at is None else at
+        events = self.engine.submit(command, ts=self.ts)
+        self.engine.check_invariants()
+        return events
+
+    def quote(self, symbol: str, price: int) -> list:
+        return self.run(Quote(symbol=symbol, bid=price, ask=price))
+
+    def open(self, symbol: str, side: str, margin: int, leverage: int) -> PositionOpened:
+        events = self.run(PlaceOrder(account_id=1, symbol=symbol, side=side, type="market",
+                                     margin=margin, leverage=leverage))
+        return only(events, PositionOpened)
+
+    def summary(self) -> dict:
+        return self.engine.account_summary(1)
+
+
+def test_open_account_names_a_configured_type():
+    desk = Desk("standard", 100_000)
+    events = desk.run(OpenAccount(account_id=2, account_type="gold", initial_deposit=0))
+    assert only(events, CommandRejected).reason == "UNKNOWN_ACCOUNT_TYPE"
+    assert "standard" in only(events, CommandRejected).message
+
+
+def test_margin_level_equity_and_free_margin_of_a_cross_account():
+    desk = Desk("standard", 100_000)                   # 1000.00
+    desk.quote("BTCUSDT", 5_000_000)                   # 50000.00
+    desk.open("BTCUSDT", "buy", 10_000, 10)            # 0.02 BTC, margin 100.00
+    desk.quote("BTCUSDT", 4_900_000)                   # −20.00
+
+    summary = desk.summary()
+
+    assert (summary["balance"], summary["locked"], summary["equity"]) == (100_000, 10_000, 98_000)
+    assert summary["free_margin"] == 88_000
+    assert summary["margin_level"] == (98_000, 10_000)   # 980 %
+    assert summary["unrealized_pnl"] == -2_000
+
+
+@pytest.mark.parametrize("account_type, margin, reason", [
+    ("standard", 10_001, "INSUFFICIENT_BALANCE"),      # more than the free balance
+    ("standard", 9_000, "INSUFFICIENT_MARGIN"),        # fits the cash, not the free margin
+])
+def test_orders_that_would_leave_free_margin_negative_are_rejected(account_type, margin, reason):
+    desk = Desk(account_type, 20_000)
+    desk.quote("BTCUSDT", 5_000_000)
+    desk.open("BTCUSDT", "buy", 10_000, 100)           # 0.2 BTC
+    desk.quote("BTCUSDT", 4_990_000)                   # −20.00: free margin 80.00, free 100.00
+
+    events = desk.run(PlaceOrder(account_id=1, symbol="BTCUSDT", side="buy", type="market",
+                                 margin=margin, leverage=1))
+
+    assert only(events, OrderRejected).reason == reason
+
+
+def test_margin_call_and_stop_out_across_two_symbols():
+    desk = Desk("tight", 30_000)                       # call 100 %, stop-out 50 %
+    desk.quote("BTCUSDT", 5_000_000)
+    desk.quote("ETHUSDT", 250_000)
+    btc = desk.open("BTCUSDT", "buy", 10_000, 100)     # 0.2 BTC
+    eth = desk.open("ETHUSDT", "sell", 10_000, 100)    # 4 ETH; used 200.00
+    assert not of_type(desk.quote("BTCUSDT", 5_050_000), MarginCall)    # +100.00
+
+    called = desk.quote("ETHUSDT", 255_000)            # −200.00: equity 200.00 = 100 %
+    again = desk.quote("ETHUSDT", 256_000)             # still called: no second event
+    stopped = desk.quote("ETHUSDT", 257_500)           # −300.00: equity 100.00 = 50 %
+
+    assert only(called, MarginCall) == MarginCall(account_id=1, equity=20_000, used_margin=20_000, ts=desk.ts - 2)
+    assert not of_type(again, MarginCall)
+    assert only(stopped, StopOut).equity == 10_000
+    closed = only(stopped, PositionClosed)             # the largest loss only: then 100 % > 50 %
+    assert (closed.position_id, closed.reason, closed.pnl) == (eth.position_id, "stop_out", -30_000)
+    assert desk.engine.accounts[1].free == -10_000     # covered by the BTC gain while it is open
+    assert list(desk.engine.accounts[1].positions) == [btc.position_id]
+    assert not of_type(desk.quote("BTCUSDT", 5_100_000), MarginCall)    # 200 %: recovered
+    assert only(desk.quote("BTCUSDT", 5_050_000), MarginCall).equity == 10_000   # 100 %: called again
+
+
+def test_a_stop_out_at_zero_closes_everything_and_the_house_absorbs_the_deficit():
+    desk = Desk("standard", 10_000)
+    desk.quote("BTCUSDT", 5_000_000)
+    desk.open("BTCUSDT", "buy", 10_000, 100)           # 0.2 BTC, all the balance as margin
+
+    events = desk.quote("BTCUSDT", 4_900_000)          # −200.00: equity −100.00
+
+    assert [type(e).__name__ for e in events if not isinstance(e, (BalanceChanged,))][1:] == [
+        "MarginCall", "StopOut", "PositionClosed", "PositionFees"]
+    assert only(events, PositionClosed).reason == "stop_out"
+    assert [e.kind for e in of_type(events, BalanceChanged)] == ["position_close", "balance_reset"]
+    assert desk.engine.accounts[1].free == 0
+    assert desk.engine.house_book()["losses_absorbed"] == 10_000
+
+
+def test_commission_at_open_partial_close_and_close():
+    desk = Desk("raw", 100_000)                        # 1 bps per side
+    desk.quote("BTCUSDT", 5_000_000)
+    opened = desk.open("BTCUSDT", "buy", 10_000, 10)   # 0.02 BTC, notional 1000.00: 0.10
+    desk.quote("BTCUSDT", 5_100_000)
+    partial = desk.run(ClosePosition(account_id=1, position_id=opened.position_id, qty=1_000_000))
+    rest = desk.run(ClosePosition(account_id=1, position_id=opened.position_id))
+
+    charges = [e.free_delta for e in of_type(partial + rest, BalanceChanged) if e.kind == "commission"]
+    assert charges == [-6, -6]                         # 510.00 × 1 bps = 5.1 cents, rounded up
+    assert only(partial, PositionFees).commission == 5 + 6
+    assert only(rest, PositionFees).commission == 5 + 6
+    assert desk.engine.house_book()["commission"] == 22
+    assert desk.engine.accounts[1].free == 100_000 - 22 + 2_000       # +20.00 pnl
+
+
+def test_a_swap_is_charged_across_the_rollover_and_not_on_a_swap_free_account():
+    for account_type, expected in (("raw", [-10]), ("raw_swap_free", [])):
+        desk = Desk(account_type, 100_000, ts=DAY // 2)
+        desk.quote("BTCUSDT", 5_000_000)
+        opened = desk.open("BTCUSDT", "buy", 10_000, 10)           # notional 1000.00: 1 bps/day
+
+        before = desk.run(Clock(), at=DAY - 1)
+        after = desk.run(Clock(), at=DAY + 1)
+
+        assert not of_type(before, BalanceChanged)
+        assert [e.free_delta for e in of_type(after, BalanceChanged) if e.kind == "swap"] == expected
+        assert desk.engine.positions[opened.position_id].swap == -sum(expected)
+
+
+def test_isolated_type_keeps_per_position_margin_and_caps_leverage():
+    desk = Desk("isolated", 100_000)
+    desk.quote("BTCUSDT", 5_000_000)
+    too_high = desk.run(PlaceOrder(account_id=1, symbol="BTCUSDT", side="buy", type="market", margin=10_000, leverage=21))
+    opened = desk.open("BTCUSDT", "buy", 10_000, 10)
+    assert only(too_high, OrderRejected).reason == "INVALID_LEVERAGE"
+    assert opened.liquidation_price == 4_500_049       # the isolated rule: loss reaches 99.99 + a cent
+
+
+def test_cross_accounts_refuse_add_margin_and_withdrawals_beyond_free_margin():
+    desk = Desk("standard", 20_000)
+    desk.quote("BTCUSDT", 5_000_000)
+    opened = desk.open("BTCUSDT", "buy", 10_000, 100)
+    desk.quote("BTCUSDT", 4_990_000)                   # −20.00: free margin 80.00
+    assert only(desk.run(AddMargin(account_id=1, position_id=opened.position_id, amount=100)), CommandRejected).reason == "INVALID_COMMAND"
+    assert only(desk.run(Withdraw(account_id=1, amount=9_000)), CommandRejected).reason == "INSUFFICIENT_MARGIN"
+    assert of_type(desk.run(Deposit(account_id=1, amount=100)), BalanceChanged)

@@ -1,0 +1,109 @@
+"""Account types: how a trading account is margined and what it pays (issue 16).
+
+An :class:`AccountType` is configuration, pinned per data dir with the instruments (it is part
+of :class:`~exness_actors.instruments.CoreConfig` and so of every snapshot and state hash).
+``cross`` accounts are judged as a whole (equity, used margin, margin level, margin call,
+stop-out: :mod:`exness_actors.engine._cross`); ``isolated`` accounts keep the per-position
+margin and liquidation of an account created without a type, and pay nothing but the spread.
+
+Units: levels are integer percent of equity over used margin; commission and swaps are parts
+per million (ppm) of notional — commission per side, swaps per day (positive: the trader pays,
+negative: the trader is credited); money is cents.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import attrs
+
+from exness_actors.errors import InvalidValue
+from exness_actors.money import parse_fixed
+
+__all__ = ["AccountType", "CROSS", "ISOLATED", "account_types_from_mapping", "commission_cents", "swap_cents"]
+
+CROSS, ISOLATED = "cross", "isolated"
+PPM = 1_000_000
+
+
+@attrs.frozen(kw_only=True)
+class AccountType:
+    name: str
+    margin_mode: str = CROSS
+    max_leverage: int = 1000
+    margin_call_pct: int = 60
+    stop_out_pct: int = 0
+    commission_ppm: int = 0
+    swap_long_ppm: int = 0
+    swap_short_ppm: int = 0
+    swap_free: bool = False
+    min_deposit: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        if not self.name or not self.name.replace("_", "").isalnum() or not self.name.islower():
+            raise InvalidValue("name", f"{self.name!r} must be lower-case letters, digits and '_'")
+        if self.margin_mode not in (CROSS, ISOLATED):
+            raise InvalidValue("margin_mode", f"{self.margin_mode!r} must be 'cross' or 'isolated'")
+        if not 1 <= self.max_leverage <= 1000:
+            raise InvalidValue("max_leverage", "must be an integer in 1..1000")
+        if not 0 <= self.stop_out_pct <= self.margin_call_pct <= 10_000:
+            raise InvalidValue("stop_out_level", "levels must satisfy 0 <= stop_out_level <= margin_call_level <= 10000")
+        if not 0 <= self.commission_ppm < PPM or not -PPM < self.swap_long_ppm < PPM or not -PPM < self.swap_short_ppm < PPM:
+            raise InvalidValue("commission_bps", "commission and swap rates must be below 100 % of notional")
+        if self.margin_mode == ISOLATED and (self.commission_ppm or self.swap_long_ppm or self.swap_short_ppm):
+            raise InvalidValue("margin_mode", "isolated accounts keep today's semantics: no commission, no swaps")
+        if self.min_deposit < 0:
+            raise InvalidValue("min_deposit", "must not be negative")
+
+    @property
+    def is_cross(self) -> bool:
+        return self.margin_mode == CROSS
+
+    def to_wire(self) -> list[Any]:
+        return [self.name, self.margin_mode, self.max_leverage, self.margin_call_pct, self.stop_out_pct,
+                self.commission_ppm, self.swap_long_ppm, self.swap_short_ppm, self.swap_free, self.min_deposit]
+
+    @classmethod
+    def from_wire(cls, data: list[Any]) -> "AccountType":
+        (name, mode, leverage, call, stop_out, commission, swap_long, swap_short, swap_free,
+         min_deposit) = data
+        return cls(name=name, margin_mode=mode, max_leverage=leverage, margin_call_pct=call,
+                   stop_out_pct=stop_out, commission_ppm=commission, swap_long_ppm=swap_long,
+                   swap_short_ppm=swap_short, swap_free=swap_free, min_deposit=min_deposit)
+
+
+def commission_cents(notional: int, commission_ppm: int) -> int:
+    """One side's commission on ``notional`` cents, rounded up (the house's favour)."""
+    return -(-notional * commission_ppm // PPM)
+
+
+def swap_cents(notional: int, swap_ppm: int) -> int:
+    """One day's swap on ``notional`` cents: a charge rounded up, a credit rounded down in size."""
+    return -(-notional * swap_ppm // PPM)
+
+
+def _ppm(value: object, field: str) -> int:
+    text = str(value)
+    negative = text.startswith("-")
+    amount = parse_fixed(text[1:] if negative else text, 2, field=field, allow_zero=True) * 100
+    return -amount if negative else amount
+
+
+def _account_type(name: str, spec: Mapping[str, Any]) -> AccountType:
+    field = f"accounts.types.{name}"
+    return AccountType(
+        name=name, margin_mode=str(spec.get("margin_mode", CROSS)),
+        max_leverage=int(spec.get("max_leverage", 1000)),
+        margin_call_pct=int(spec.get("margin_call_level", 60)),
+        stop_out_pct=int(spec.get("stop_out_level", 0)),
+        commission_ppm=_ppm(spec.get("commission_bps", "0"), f"{field}.commission_bps"),
+        swap_long_ppm=_ppm(spec.get("swap_long_bps", "0"), f"{field}.swap_long_bps"),
+        swap_short_ppm=_ppm(spec.get("swap_short_bps", "0"), f"{field}.swap_short_bps"),
+        swap_free=bool(spec.get("swap_free", False)),
+        min_deposit=parse_fixed(spec.get("min_deposit", "0"), 2, field=f"{field}.min_deposit", allow_zero=True),
+    )
+
+
+def account_types_from_mapping(types: Mapping[str, Mapping[str, Any]]) -> tuple[AccountType, ...]:
+    """Parse the ``[accounts.types.*]`` tables (in name order: the pinned config is canonical)."""
+    return tuple(_account_type(name, types[name]) for name in sorted(types))
