@@ -203,3 +203,107 @@ def test_cross_accounts_refuse_add_margin_and_withdrawals_beyond_free_margin():
     assert only(desk.run(AddMargin(account_id=1, position_id=opened.position_id, amount=100)), CommandRejected).reason == "INVALID_COMMAND"
     assert only(desk.run(Withdraw(account_id=1, amount=9_000)), CommandRejected).reason == "INSUFFICIENT_MARGIN"
     assert of_type(desk.run(Deposit(account_id=1, amount=100)), BalanceChanged)
+
+
+# --------------------------------------------------------------------------- properties
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT")
+START = {"BTCUSDT": 5_000_000, "ETHUSDT": 250_000}
+
+
+class BruteForceEngine(Engine):
+    """The oracle: after every input, every cross account is settled, watched or not."""
+
+    def apply(self, command):  # type: ignore[override]
+        self._dirty.update(a.id for a in self.accounts.values() if a.is_cross)
+        return super().apply(command)
+
+
+@st.composite
+def cross_sessions(draw):
+    types = ("standard", "tight", "raw", "raw_swap_free", "isolated")
+    inputs = [OpenAccount(account_id=n, account_type=draw(st.sampled_from(types)),
+                          initial_deposit=draw(st.integers(1_000, 100_000))) for n in range(1, 5)]
+    prices = dict(START)
+    inputs += [Quote(symbol=s, bid=p, ask=p + draw(st.integers(0, 50))) for s, p in prices.items()]
+    for _ in range(draw(st.integers(5, 60))):
+        kind = draw(st.sampled_from(("quote", "quote", "quote", "order", "order", "close", "deposit", "clock")))
+        symbol = draw(st.sampled_from(SYMBOLS))
+        if kind == "quote":
+            prices[symbol] = max(1_000, prices[symbol] * draw(st.integers(9_700, 10_300)) // 10_000)
+            inputs.append(Quote(symbol=symbol, bid=prices[symbol], ask=prices[symbol] + draw(st.integers(0, 50))))
+        elif kind == "order":
+            inputs.append(PlaceOrder(account_id=draw(st.integers(1, 4)), symbol=symbol,
+                                     side=draw(st.sampled_from(("buy", "sell"))), type="market",
+                                     margin=draw(st.integers(100, 30_000)), leverage=draw(st.sampled_from((1, 10, 20, 100)))))
+        elif kind == "close":
+            inputs.append(ClosePosition(account_id=draw(st.integers(1, 4)), position_id=draw(st.integers(1, 40)),
+                                        qty=draw(st.one_of(st.none(), st.integers(1, 10**7)))))
+        elif kind == "deposit":
+            inputs.append(Deposit(account_id=draw(st.integers(1, 4)), amount=draw(st.integers(1, 5_000))))
+        else:
+            inputs.append(Clock())
+    steps = [draw(st.integers(1, DAY // 3)) for _ in inputs]
+    return inputs, steps
+
+
+def _copy(command):
+    return codec.from_wire(codec.to_wire(command))
+
+
+def _no_cross_account_at_or_below_its_stop_out(engine: Engine) -> None:
+    for account in engine.accounts.values():
+        if account.is_cross and account.positions:
+            equity = engine.cross_equity(account)
+            assert equity * 100 > account.type.stop_out_pct * account.locked, account.id
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cross_sessions())
+def test_indexed_margin_watches_equal_the_brute_force_oracle(session):
+    inputs, steps = session
+    indexed, oracle = Engine(CROSS_CONFIG), BruteForceEngine(CROSS_CONFIG)
+    ts = 0
+    for command, step in zip(inputs, steps):
+        ts += step
+        assert indexed.submit(_copy(command), ts) == oracle.submit(_copy(command), ts)
+        indexed.check_invariants()
+        _no_cross_account_at_or_below_its_stop_out(indexed)
+    assert indexed.state_hash() == oracle.state_hash()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cross_sessions(), st.integers(0, 60))
+def test_snapshot_and_tail_equal_the_full_run_with_cross_accounts(session, cut):
+    inputs, steps = session
+    full, ts = Engine(CROSS_CONFIG), 0
+    stamps = []
+    for command, step in zip(inputs, steps):
+        ts += step
+        stamps.append(ts)
+        full.submit(_copy(command), ts)
+    cut = min(cut, len(inputs))
+    head = Engine(CROSS_CONFIG)
+    for command, stamp in zip(inputs[:cut], stamps[:cut]):
+        head.submit(_copy(command), stamp)
+    restored = Engine.from_state(msgpack.unpackb(msgpack.packb(head.to_state(), use_bin_type=True), raw=False))
+    for command, stamp in zip(inputs[cut:], stamps[cut:]):
+        restored.submit(_copy(command), stamp)
+    assert restored.state_hash() == full.state_hash()
+    assert restored.rolling_hash == full.rolling_hash
+
+
+def test_house_book_sources_add_up_to_the_house():
+    desk = Desk("raw", 100_000)
+    desk.quote("BTCUSDT", 5_000_000)
+    opened = desk.open("BTCUSDT", "buy", 10_000, 10)
+    desk.run(Clock(), at=DAY + 1)
+    desk.quote("BTCUSDT", 4_900_000)
+    desk.run(ClosePosition(account_id=1, position_id=opened.position_id))
+    book = desk.engine.house_book()
+    assert book["total"] == (book["trader_losses"] - book["trader_gains"] - book["losses_absorbed"]
+                             + book["commission"] + book["swap"])
+    assert desk.engine.net_exposure()["BTCUSDT"]["long_qty"] == 0
