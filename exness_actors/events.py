@@ -28,7 +28,7 @@ __all__ = [
     "QuoteUpdated", "QuoteRejected", "AccountCreated", "BalanceChanged", "CommandRejected",
     "DuplicateCommand", "OrderAccepted", "OrderRejected", "OrderTriggered", "OrderCancelled",
     "OrderModified", "PositionOpened", "PositionUpdated", "PositionClosed", "SymbolHalted",
-    "SymbolResumed", "AccountOpened", "MarginCall", "StopOut", "PositionFees", "Event", "EVENT_TYPES",
+    "SymbolResumed", "AccountOpened", "MarginCall", "StopOut", "PositionFees", "AccountTypesChanged", "Event", "EVENT_TYPES",
 ]
 
 
@@ -240,6 +240,13 @@ class PositionFees:
 
 
 @attrs.define
+class AccountTypesChanged:
+    """The account types now in force (their names), after a ``SetAccountTypes``."""
+    names: list[str]
+    rollover_ns: int
+
+
+@attrs.define
 class SymbolHalted:
     symbol: str
 
@@ -252,7 +259,8 @@ class SymbolResumed:
 Event = Union[QuoteUpdated, QuoteRejected, AccountCreated, BalanceChanged, CommandRejected,
               DuplicateCommand, OrderAccepted, OrderRejected, OrderTriggered, OrderCancelled,
               OrderModified, PositionOpened, PositionUpdated, PositionClosed, SymbolHalted,
-              SymbolResumed, AccountOpened, MarginCall, StopOut, PositionFees]
+              SymbolResumed, AccountOpened, MarginCall, StopOut, PositionFees,
+              AccountTypesChanged]
 
 #: Wire tags: stable forever. Append only.
 EVENT_TYPES: dict[int, type] = {
@@ -261,4 +269,5 @@ EVENT_TYPES: dict[int, type] = {
     109: OrderTriggered, 110: OrderCancelled, 111: OrderModified, 112: PositionOpened,
     113: PositionUpdated, 114: PositionClosed, 115: SymbolHalted, 116: SymbolResumed,
     117: AccountOpened, 118: MarginCall, 119: StopOut, 120: PositionFees,
+    121: AccountTypesChanged,
 }

@@ -5,10 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from core_helpers import of_type, only
 from exness_actors import codec
+from exness_actors.account_types import AccountType
+from exness_actors.commands import (
+    AddMargin, Clock, ClosePosition, Deposit, OpenAccount, PlaceOrder, Quote, SetAccountTypes, Withdraw,
+)
 from exness_actors.engine import Engine
-from exness_actors.instruments import DEFAULT_INSTRUMENTS, CoreConfig
+from exness_actors.events import (
+    AccountOpened, AccountTypesChanged, BalanceChanged, CommandRejected, MarginCall, OrderRejected,
+    PositionClosed, PositionFees, PositionOpened, StopOut,
+)
+from exness_actors.instruments import DEFAULT_INSTRUMENTS, CoreConfig, Instrument
 
 ISOLATED_JOURNAL = Path(__file__).parent / "data" / "isolated_journal.msgpack"
 
@@ -28,18 +40,6 @@ def test_an_isolated_journal_recorded_on_main_replays_to_the_same_hashes():
 
 # --------------------------------------------------------------------------- cross margin tables
 
-import pytest  # noqa: E402
-
-from core_helpers import of_type, only  # noqa: E402
-from exness_actors.account_types import AccountType  # noqa: E402
-from exness_actors.commands import (  # noqa: E402
-    AddMargin, Clock, ClosePosition, Deposit, OpenAccount, PlaceOrder, Quote, Withdraw,
-)
-from exness_actors.events import (  # noqa: E402
-    AccountOpened, BalanceChanged, CommandRejected, MarginCall, OrderRejected, PositionClosed,
-    PositionFees, PositionOpened, StopOut,
-)
-from exness_actors.instruments import Instrument  # noqa: E402
 
 DAY = 86_400 * 10**9
 TYPES = (
@@ -86,6 +86,8 @@ def test_open_account_names_a_configured_type():
     events = desk.run(OpenAccount(account_id=2, account_type="gold", initial_deposit=0))
     assert only(events, CommandRejected).reason == "UNKNOWN_ACCOUNT_TYPE"
     assert "standard" in only(events, CommandRejected).message
+    opened = desk.run(OpenAccount(account_id=3, account_type="raw", initial_deposit=0))
+    assert only(opened, AccountOpened) == AccountOpened(account_id=3, account_type="raw", balance=0)
 
 
 def test_margin_level_equity_and_free_margin_of_a_cross_account():
@@ -207,8 +209,6 @@ def test_cross_accounts_refuse_add_margin_and_withdrawals_beyond_free_margin():
 
 # --------------------------------------------------------------------------- properties
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 START = {"BTCUSDT": 5_000_000, "ETHUSDT": 250_000}
@@ -307,3 +307,19 @@ def test_house_book_sources_add_up_to_the_house():
     assert book["total"] == (book["trader_losses"] - book["trader_gains"] - book["losses_absorbed"]
                              + book["commission"] + book["swap"])
     assert desk.engine.net_exposure()["BTCUSDT"]["long_qty"] == 0
+
+
+def test_a_journaled_change_of_account_types_applies_to_open_accounts():
+    desk = Desk("tight", 30_000)
+    stricter = [t.to_wire() for t in TYPES if t.name != "tight"] + [
+        AccountType(name="tight", margin_call_pct=400, stop_out_pct=50).to_wire()]
+    desk.quote("BTCUSDT", 5_000_000)
+    desk.open("BTCUSDT", "buy", 10_000, 100)                    # equity 300.00 / used 100.00 = 300 %
+
+    changed = desk.run(SetAccountTypes(account_types=stricter, rollover_ns=0))
+    refused = desk.run(SetAccountTypes(account_types=[TYPES[0].to_wire()], rollover_ns=0))
+
+    assert only(changed, AccountTypesChanged).names == [t[0] for t in stricter]
+    assert only(changed, MarginCall).equity == 30_000           # 300 % is at or below the new 400 %
+    assert "'tight'" in only(refused, CommandRejected).message
+    assert desk.engine.config.account_type("tight").margin_call_pct == 400

@@ -64,7 +64,7 @@ from exness_actors import codec
 from exness_actors.commands import (
     AddMargin, CancelOrder, Clock, ClosePosition, Command, CreateAccount, Deposit, EdgeCursor,
     HaltSymbol, ModifyOrder, ModifyPosition, OpenAccount, PlaceOrder, Quote, RaiseIdFloor, ResumeSymbol,
-    Withdraw,
+    SetAccountTypes, Withdraw,
 )
 from exness_actors.errors import InvalidCommand
 from exness_actors.events import Event, QuoteUpdated
@@ -96,7 +96,7 @@ class Engine(MarketRules):
             ClosePosition: self._on_close, ModifyPosition: self._on_modify_position,
             AddMargin: self._on_add_margin, HaltSymbol: self._on_halt, ResumeSymbol: self._on_resume,
             EdgeCursor: self._on_edge_cursor, RaiseIdFloor: self._on_raise_id_floor,
-            OpenAccount: self._on_open_account,
+            OpenAccount: self._on_open_account, SetAccountTypes: self._on_set_account_types,
         }
 
     # ------------------------------------------------------------------ entry points

@@ -41,9 +41,14 @@ from __future__ import annotations
 
 from typing import Optional
 
-from exness_actors.account_types import commission_cents, swap_cents
-from exness_actors.commands import OpenAccount
-from exness_actors.events import AccountOpened, BalanceChanged, Event, MarginCall, PositionFees, StopOut
+import attrs
+
+from exness_actors.account_types import AccountType, commission_cents, swap_cents
+from exness_actors.commands import OpenAccount, SetAccountTypes
+from exness_actors.errors import InvalidValue
+from exness_actors.events import (
+    AccountOpened, AccountTypesChanged, BalanceChanged, Event, MarginCall, PositionFees, StopOut,
+)
 from exness_actors.model import Account, Position
 from exness_actors.instruments import Instrument
 from exness_actors.money import liquidation_price, notional_cents, pnl_cents
@@ -52,7 +57,7 @@ from exness_actors.reasons import RejectReason as _R
 
 from ._accounts import AccountRules
 from ._queries import Leg
-from ._state import MARGIN_CHECK
+from ._state import MARGIN_CHECK, NEVER
 from ._validation import MAX_AMOUNT, MAX_ID, MAX_LEVEL, is_int, money_text
 
 __all__ = ["CrossRules", "NO_SHORT_LIQUIDATION", "DAY_NS"]
@@ -97,6 +102,27 @@ class CrossRules(AccountRules):
             events.append(BalanceChanged(account_id=account_id, kind=BalanceKind.DEPOSIT.value,
                                          free_delta=deposit, locked_delta=0, free=deposit, locked=0,
                                          ref="initial", ts=self.now))
+
+    def _on_set_account_types(self, cmd: SetAccountTypes, events: list[Event]) -> None:
+        try:
+            types = tuple(AccountType.from_wire(list(wire)) for wire in cmd.account_types)
+            config = attrs.evolve(self.config, account_types=types, rollover_ns=cmd.rollover_ns)
+        except (InvalidValue, TypeError, ValueError) as exc:
+            return self._reject_command(cmd, None, _R.INVALID_COMMAND, f"account types: {exc}", events)
+        for account_id in sorted(self.accounts):
+            old = self.accounts[account_id].type
+            new = config.account_type(old.name) if old is not None else None
+            if old is not None and (new is None or new.margin_mode != old.margin_mode):
+                return self._reject_command(cmd, None, _R.INVALID_COMMAND, f"account {account_id} is of type {old.name!r}: a type in use keeps its name and margin mode", events)
+        self.config = config
+        if self.next_rollover == NEVER and types:
+            self.next_rollover = 0
+        for account in self.accounts.values():
+            if account.type is not None:
+                account.type = config.account_type(account.type.name)
+                if account.is_cross:
+                    self._dirty.add(account.id)
+        events.append(AccountTypesChanged(names=[t.name for t in types], rollover_ns=config.rollover_ns))
 
     # ------------------------------------------------------------------ the account as a whole
 

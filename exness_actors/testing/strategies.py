@@ -31,7 +31,7 @@ from typing import Any, Mapping, Optional, Sequence, TypeVar
 from hypothesis import strategies as st
 
 from exness_actors.commands import (
-    MAX_CLIENT_ID, AccountId, AddMargin, CancelOrder, ClientOrderId, Clock, ClosePosition, CreateAccount, OpenAccount,
+    MAX_CLIENT_ID, AccountId, AddMargin, CancelOrder, ClientOrderId, Clock, ClosePosition, CreateAccount, OpenAccount, SetAccountTypes,
     Deposit, EdgeCursor, HaltSymbol, ModifyOrder, ModifyPosition, OrderId, PlaceOrder, PositionId, Quote,
     RaiseIdFloor, ResumeSymbol, Withdraw,
 )
@@ -280,6 +280,15 @@ def open_accounts(draw: st.DrawFn, *, accounts: Sequence[int] = (), account_type
     else:
         account_type = draw(st.sampled_from(tuple(account_types)))
     return OpenAccount(account_id=base.account_id, account_type=account_type, initial_deposit=base.initial_deposit)
+
+
+@st.composite
+def set_account_types(draw: st.DrawFn, *, invalid_percent: int = 10) -> SetAccountTypes:
+    """A change of the account types: the shipped kinds, sometimes a malformed one."""
+    standard = ["standard", "cross", 1000, 60, 0, 0, 0, 0, False, 0]
+    if _invalid(draw, invalid_percent):
+        return SetAccountTypes(account_types=[["standard", "sideways"]], rollover_ns=draw(st.integers(-5, 0)))
+    return SetAccountTypes(account_types=[standard], rollover_ns=draw(st.integers(0, 86_399)) * 10**9)
 
 
 def _idempotency_key(draw: st.DrawFn, keys: Optional[st.SearchStrategy[str]],
@@ -567,6 +576,7 @@ def command_strategies(*, accounts: Sequence[int] = (), symbols: Sequence[str] =
         EdgeCursor: edge_cursors(invalid_percent=invalid_percent),
         RaiseIdFloor: raise_id_floors(invalid_percent=invalid_percent),
         OpenAccount: open_accounts(accounts=accounts, invalid_percent=invalid_percent),
+        SetAccountTypes: set_account_types(invalid_percent=invalid_percent),
     }
 
 
