@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator, Optional
 
+import attrs
 import trio
 
 from actors import engine as engine_actor
@@ -34,6 +35,7 @@ from actors.keys import KeyError_, load_or_create_key
 from actors.recovery import Recovered, RecoveryError, journal_dir, recover
 from actors.runtime import restoring_stop_signals, tune_gc, wait_for_stop_signal
 from actors.snapshot_worker import write_engine_snapshot
+from exness_actors.account_types import SHIPPED_TYPES
 from exness_actors.errors import InvalidValue
 from exness_actors.journal import JournalError, JournalWriter
 
@@ -377,6 +379,8 @@ def _build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--out", default="backtest-out", help="trades.csv, equity.csv/.svg(.png), summary.json")
     backtest.add_argument("--data-dir", help="also write a journal here, so `exness-actors replay DIR` reproduces the run")
     backtest.add_argument("--config", help="instruments: a TOML merged over config.toml")
+    backtest.add_argument("--account-type", help="trade an account of this type (cross margin, commission, swaps): "
+                                                 "standard | raw_spread | isolated; default: an untyped isolated one")
 
     health = commands.add_parser("health", help="exit 0 when this host's ROLE process reports ready (split mode)")
     health.add_argument("--role", required=True,
@@ -572,6 +576,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     print(_state_verdict(result.last_state_verified, engine.last_seq))
     print(f"accounts {len(engine.accounts)}, open positions {len(engine.positions)}, pending orders "
           f"{len(engine.orders)}, house pnl {format_fixed(engine.house, 2)} USD")
+    if engine.config.account_types or not args.from_snapshot:
+        # issue 16; a legacy state (no account types) does not carry the sources across a snapshot
+        print("house pnl by source: " + ", ".join(
+            f"{name.replace('_', ' ')} {format_fixed(amount, 2)}" for name, amount in engine.house_book().items()
+            if name != "total") + " USD")
     for name, count in sorted(counts.items()):
         print(f"  {name}: {count}")
     return _replay_tools(args, data_dir, config)
@@ -786,6 +795,8 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config).core
+        if args.account_type and not config.account_types:
+            config = attrs.evolve(config, account_types=SHIPPED_TYPES)
         deposit = parse_fixed(args.deposit, 2, field="--deposit")
     except (ConfigError, InvalidValue) as exc:
         print(f"exness-actors backtest: {exc}", file=sys.stderr)
@@ -807,7 +818,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     try:
         result = run_backtest(load_ticks(args.ticks, config, symbol=args.symbol, stats=stats), strategy,
                               config=config, deposit_cents=deposit, load_stats=stats, journal_dir=journal_dir,
-                              progress=_advance(bar))
+                              progress=_advance(bar), account_type=args.account_type)
     except ValueError as exc:
         print(f"exness-actors backtest: {exc}", file=sys.stderr)
         return 2

@@ -20,7 +20,8 @@ import attrs
 from exness_actors.errors import InvalidValue
 from exness_actors.money import parse_fixed
 
-__all__ = ["AccountType", "CROSS", "ISOLATED", "account_types_from_mapping", "commission_cents", "swap_cents"]
+__all__ = ["AccountType", "CROSS", "ISOLATED", "SHIPPED_TYPES", "account_types_from_mapping", "commission_cents",
+           "swap_cents"]
 
 CROSS, ISOLATED = "cross", "isolated"
 PPM = 1_000_000
@@ -70,6 +71,18 @@ class AccountType:
         return cls(name=name, margin_mode=mode, max_leverage=leverage, margin_call_pct=call,
                    stop_out_pct=stop_out, commission_ppm=commission, swap_long_ppm=swap_long,
                    swap_short_ppm=swap_short, swap_free=swap_free, min_deposit=min_deposit)
+
+
+#: The shipped kinds, after what Exness publishes (docs/decisions.md, "Issue 16"): ``standard``
+#: (cross, call 60 %, stop-out 0 %, spread only, swap-free), ``raw_spread`` (cross, call 30 %,
+#: stop-out 0 %, 0.35 bps per side, 5 bps a day of swaps, $200 minimum first deposit) and
+#: ``isolated`` (per-position margin and liquidation, as before account types).
+SHIPPED_TYPES = (
+    AccountType(name="isolated", margin_mode=ISOLATED),
+    AccountType(name="raw_spread", margin_call_pct=30, stop_out_pct=0, commission_ppm=35,
+                swap_long_ppm=500, swap_short_ppm=500, min_deposit=20_000),
+    AccountType(name="standard", margin_call_pct=60, stop_out_pct=0, swap_free=True),
+)
 
 
 def commission_cents(notional: int, commission_ppm: int) -> int:
