@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 import urllib.request
 from decimal import Decimal
 from pathlib import Path
@@ -34,6 +35,14 @@ PHONE = {"width": 390, "height": 844}
 RESTART_NOISE = re.compile(r"WebSocket connection to .* failed|Failed to load resource: net::ERR_CONNECTION_REFUSED")
 CSP_PROBE = ("document.addEventListener('securitypolicyviolation', (e) => "
              "console.error('CSP violation: ' + e.violatedDirective + ' ' + e.blockedURI));")
+
+
+def wait_until(condition, timeout_s: float = 5.0) -> None:
+    """Poll ``condition`` from Python (``wait_for_function`` evaluates a string: the page's CSP refuses it)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not hold in time"
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +146,8 @@ def test_trade_journey_from_signup_to_history(platform, open_page) -> None:
     lines = page.evaluate("window.exnessTerminal.priceLines()")
     assert {"Long #1", "TP #1", "SL #1", "Liq. #1"} <= set(lines), lines
     assert lines["TP #1"] == take_profit and lines["SL #1"] == stop_loss
+    # the price scale fits the entry, TP and SL lines (5 % away here) as well as the candles
+    wait_until(lambda: page.evaluate("window.exnessTerminal.linesOffScreen()") == [])
 
     # the session survives a reload (the refresh cookie), the position is still there
     page.reload()

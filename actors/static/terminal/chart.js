@@ -66,6 +66,7 @@ export function mountChart(element) {
     borderVisible: false,
     wickUpColor: "#26a69a",
     wickDownColor: "#ef5350",
+    autoscaleInfoProvider: withLinesInRange,
   });
   applyTheme();
 }
@@ -90,6 +91,24 @@ export function liveCandle(candle) {
   if (!series || next.time < lastTime) return; // older than the history loaded: already drawn
   lastTime = next.time;
   series.update(next);
+}
+
+// Kinds of price line the price scale stretches to show; a liquidation line stays out of the
+// fit (at low leverage it sits far away and would flatten the candles), like MetaTrader's chart.
+const FITTED_KINDS = new Set(["entry", "order", "take_profit", "stop_loss"]);
+
+// The candles' own range widened to the fitted price lines, so an entry, TP, SL or pending
+// order of the chart's symbol is never drawn off-screen.
+function withLinesInRange(candlesRange) {
+  const range = candlesRange();
+  if (!range || !range.priceRange) return range;
+  let { minValue, maxValue } = range.priceRange;
+  for (const { kind, price } of lines.values()) {
+    if (!FITTED_KINDS.has(kind)) continue;
+    minValue = Math.min(minValue, Number(price));
+    maxValue = Math.max(maxValue, Number(price));
+  }
+  return { ...range, priceRange: { minValue, maxValue } };
 }
 
 function clearLines() {
@@ -150,7 +169,7 @@ export function drawLines() {
         axisLabelVisible: true,
         ...LINE_STYLES[kind],
       });
-      lines.set(key, { line, price });
+      lines.set(key, { line, price, kind });
     }
   }
 }
@@ -158,4 +177,16 @@ export function drawLines() {
 // For tests and the curious: the price lines drawn now, as {title: price}.
 export function priceLines() {
   return Object.fromEntries([...lines.values()].map(({ line, price }) => [line.options().title, price]));
+}
+
+// For tests and the curious: titles of the fitted price lines drawn outside the visible range.
+export function linesOffScreen() {
+  const height = chart.paneSize().height;
+  return [...lines.values()]
+    .filter(({ kind }) => FITTED_KINDS.has(kind))
+    .filter(({ price }) => {
+      const y = series.priceToCoordinate(Number(price));
+      return y === null || y < 0 || y > height;
+    })
+    .map(({ line }) => line.options().title);
 }

@@ -2,7 +2,7 @@
 // tables to the state, and draws quotes at most once per animation frame.
 
 import * as api from "./api.js";
-import { INTERVALS, applyTheme, drawLines, liveCandle, loadCandles, mountChart, priceLines } from "./chart.js";
+import { INTERVALS, applyTheme, drawLines, liveCandle, loadCandles, mountChart, priceLines, linesOffScreen } from "./chart.js";
 import { floorDiv, fromUnits, toUnits } from "./decimal.js";
 import { group, REASONS, signed } from "./format.js";
 import { Socket, SocketDown } from "./socket.js";
@@ -473,5 +473,5 @@ async function start() {
   document.body.dataset.ready = "true";
 }
 
-window.exnessTerminal = { priceLines };
+window.exnessTerminal = { priceLines, linesOffScreen };
 start().catch((error) => toast(`The terminal could not start: ${error.message}`, "error"));
