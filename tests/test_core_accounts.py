@@ -21,6 +21,7 @@ from exness_actors.events import (
     PositionClosed, PositionFees, PositionOpened, StopOut,
 )
 from exness_actors.instruments import DEFAULT_INSTRUMENTS, CoreConfig, Instrument
+from exness_actors.testing.invariants import check_all
 
 ISOLATED_JOURNAL = Path(__file__).parent / "data" / "isolated_journal.msgpack"
 
@@ -270,7 +271,7 @@ def test_indexed_margin_watches_equal_the_brute_force_oracle(session):
     for command, step in zip(inputs, steps):
         ts += step
         assert indexed.submit(_copy(command), ts) == oracle.submit(_copy(command), ts)
-        indexed.check_invariants()
+        check_all(indexed)
         _no_cross_account_at_or_below_its_stop_out(indexed)
     assert indexed.state_hash() == oracle.state_hash()
 
