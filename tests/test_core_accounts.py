@@ -324,3 +324,32 @@ def test_a_journaled_change_of_account_types_applies_to_open_accounts():
     assert only(changed, MarginCall).equity == 30_000           # 300 % is at or below the new 400 %
     assert "'tight'" in only(refused, CommandRejected).message
     assert desk.engine.config.account_type("tight").margin_call_pct == 400
+
+
+def test_a_pending_entry_reserves_used_margin_and_pays_commission_when_it_fills():
+    desk = Desk("raw", 100_000)                        # 1 bps per side
+    desk.quote("BTCUSDT", 5_000_000)
+    desk.run(PlaceOrder(account_id=1, symbol="BTCUSDT", side="buy", type="limit", margin=10_000,
+                        leverage=10, price=4_900_000))
+    assert desk.summary()["free_margin"] == 90_000     # the reservation is used margin
+
+    filled = desk.quote("BTCUSDT", 4_900_000)          # 0.02040816 BTC at 49000.00
+
+    opened = only(filled, PositionOpened)
+    assert [e.free_delta for e in of_type(filled, BalanceChanged) if e.kind == "commission"] == [-10]
+    assert desk.engine.positions[opened.position_id].commission == 10
+    assert desk.summary()["free_margin"] == 90_000 - 10
+
+
+def test_a_pending_entry_beyond_the_free_margin_is_refused():
+    desk = Desk("standard", 20_000)
+    desk.quote("BTCUSDT", 5_000_000)
+    desk.open("BTCUSDT", "buy", 10_000, 100)
+    desk.quote("BTCUSDT", 4_990_000)                   # −20.00: free margin 80.00
+
+    events = desk.run(PlaceOrder(account_id=1, symbol="BTCUSDT", side="buy", type="limit", margin=9_000,
+                                 leverage=1, price=4_000_000))
+
+    rejected = only(events, OrderRejected)
+    assert rejected.reason == "INSUFFICIENT_MARGIN"
+    assert rejected.message == "free margin 80.00 is less than the margin 90.00"
