@@ -8,7 +8,8 @@ margin and liquidation of an account created without a type, and pay nothing but
 
 Units: levels are integer percent of equity over used margin; commission and swaps are parts
 per million (ppm) of notional — commission per side, swaps per day (positive: the trader pays,
-negative: the trader is credited); money is cents.
+negative: the trader is credited; per instrument where ``swaps.SYMBOL = [long_bps, short_bps]``
+is configured, else the type's two rates); money is cents.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class AccountType:
     swap_short_ppm: int = 0
     swap_free: bool = False
     min_deposit: int = 0
+    #: per-instrument swap rates ``(symbol, long ppm, short ppm)`` overriding the two above
+    instrument_swaps: tuple[tuple[str, int, int], ...] = ()
 
     def __attrs_post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").isalnum() or not self.name.islower():
@@ -55,22 +58,37 @@ class AccountType:
             raise InvalidValue("margin_mode", "isolated accounts keep today's semantics: no commission, no swaps")
         if self.min_deposit < 0:
             raise InvalidValue("min_deposit", "must not be negative")
+        for symbol, long_ppm, short_ppm in self.instrument_swaps:
+            if self.margin_mode == ISOLATED or not -PPM < long_ppm < PPM or not -PPM < short_ppm < PPM:
+                raise InvalidValue(f"swaps.{symbol}", "swap rates must be below 100 % of notional (and none on isolated types)")
+
+    def swap_ppm(self, symbol: str, is_long: bool) -> int:
+        """The daily swap rate of a position in ``symbol`` (ppm of its open notional)."""
+        for swap_symbol, long_ppm, short_ppm in self.instrument_swaps:
+            if swap_symbol == symbol:
+                return long_ppm if is_long else short_ppm
+        return self.swap_long_ppm if is_long else self.swap_short_ppm
 
     @property
     def is_cross(self) -> bool:
         return self.margin_mode == CROSS
 
     def to_wire(self) -> list[Any]:
-        return [self.name, self.margin_mode, self.max_leverage, self.margin_call_pct, self.stop_out_pct,
+        wire = [self.name, self.margin_mode, self.max_leverage, self.margin_call_pct, self.stop_out_pct,
                 self.commission_ppm, self.swap_long_ppm, self.swap_short_ppm, self.swap_free, self.min_deposit]
+        if self.instrument_swaps:
+            wire.append([list(swap) for swap in self.instrument_swaps])
+        return wire
 
     @classmethod
     def from_wire(cls, data: list[Any]) -> "AccountType":
         (name, mode, leverage, call, stop_out, commission, swap_long, swap_short, swap_free,
-         min_deposit) = data
+         min_deposit, *rest) = data
+        swaps = tuple((symbol, long_ppm, short_ppm) for symbol, long_ppm, short_ppm in rest[0]) if rest else ()
         return cls(name=name, margin_mode=mode, max_leverage=leverage, margin_call_pct=call,
                    stop_out_pct=stop_out, commission_ppm=commission, swap_long_ppm=swap_long,
-                   swap_short_ppm=swap_short, swap_free=swap_free, min_deposit=min_deposit)
+                   swap_short_ppm=swap_short, swap_free=swap_free, min_deposit=min_deposit,
+                   instrument_swaps=swaps)
 
 
 #: The shipped kinds, after what Exness publishes (docs/decisions.md, "Issue 16"): ``standard``
@@ -98,7 +116,7 @@ def swap_cents(notional: int, swap_ppm: int) -> int:
 def _ppm(value: object, field: str) -> int:
     text = str(value)
     negative = text.startswith("-")
-    amount = parse_fixed(text[1:] if negative else text, 2, field=field, allow_zero=True) * 100
+    amount = parse_fixed(text[1:] if negative else text, 2, field=field, allow_zero=True)   # 0.01 bps = 1 ppm
     return -amount if negative else amount
 
 
@@ -114,7 +132,15 @@ def _account_type(name: str, spec: Mapping[str, Any]) -> AccountType:
         swap_short_ppm=_ppm(spec.get("swap_short_bps", "0"), f"{field}.swap_short_bps"),
         swap_free=bool(spec.get("swap_free", False)),
         min_deposit=parse_fixed(spec.get("min_deposit", "0"), 2, field=f"{field}.min_deposit", allow_zero=True),
+        instrument_swaps=tuple(_instrument_swap(symbol, rates, f"{field}.swaps.{symbol}")
+                               for symbol, rates in sorted(spec.get("swaps", {}).items())),
     )
+
+
+def _instrument_swap(symbol: str, rates: object, field: str) -> tuple[str, int, int]:
+    if not isinstance(rates, list) or len(rates) != 2:
+        raise InvalidValue(field, "must be [long_bps, short_bps] per day")
+    return symbol, _ppm(rates[0], field), _ppm(rates[1], field)
 
 
 def account_types_from_mapping(types: Mapping[str, Mapping[str, Any]]) -> tuple[AccountType, ...]:

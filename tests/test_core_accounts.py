@@ -20,7 +20,8 @@ from exness_actors.events import (
     AccountOpened, AccountTypesChanged, BalanceChanged, CommandRejected, MarginCall, OrderRejected,
     PositionClosed, PositionFees, PositionOpened, StopOut,
 )
-from exness_actors.instruments import DEFAULT_INSTRUMENTS, CoreConfig, Instrument
+from exness_actors.errors import InvalidValue
+from exness_actors.instruments import DEFAULT_INSTRUMENTS, CoreConfig, Instrument, core_config_from_mapping
 from exness_actors.testing.invariants import check_all
 
 ISOLATED_JOURNAL = Path(__file__).parent / "data" / "isolated_journal.msgpack"
@@ -353,3 +354,34 @@ def test_a_pending_entry_beyond_the_free_margin_is_refused():
     rejected = only(events, OrderRejected)
     assert rejected.reason == "INSUFFICIENT_MARGIN"
     assert rejected.message == "free margin 80.00 is less than the margin 90.00"
+
+
+def test_swap_rates_per_instrument_override_the_types_rates():
+    config_types = core_config_from_mapping(
+        {}, {"BTCUSDT": {}, "ETHUSDT": {}},
+        {"rollover_utc": "21:00", "types": {"raw": {"swap_long_bps": "1", "swap_short_bps": "-0.5",
+                                                    "swaps": {"ETHUSDT": ["2", "-1"]}}}})
+    raw = config_types.account_type("raw")
+
+    assert config_types.rollover_ns == 21 * 3600 * 10**9
+    assert (raw.swap_ppm("BTCUSDT", True), raw.swap_ppm("BTCUSDT", False)) == (100, -50)
+    assert (raw.swap_ppm("ETHUSDT", True), raw.swap_ppm("ETHUSDT", False)) == (200, -100)
+    assert AccountType.from_wire(raw.to_wire()) == raw
+    engine = Engine(config_types)
+    engine.submit(OpenAccount(account_id=1, account_type="raw", initial_deposit=100_000), ts=DAY // 2)
+    engine.submit(Quote(symbol="ETHUSDT", bid=250_000, ask=250_000))
+    engine.submit(PlaceOrder(account_id=1, symbol="ETHUSDT", side="buy", type="market", margin=10_000, leverage=10))
+    swapped = engine.submit(Clock(), ts=DAY + 22 * 3600 * 10**9)      # past two 21:00 UTC rollovers
+    assert [e.free_delta for e in of_type(swapped, BalanceChanged)] == [-40]   # 2 × 1000.00 × 2 bps
+
+
+@pytest.mark.parametrize("spec, field", [
+    ({"margin_mode": "hedged"}, "margin_mode"),
+    ({"stop_out_level": 70}, "stop_out_level"),
+    ({"commission_bps": "0.001"}, "commission_bps"),
+    ({"swaps": {"ETHUSDT": ["1"]}}, "swaps.ETHUSDT"),
+    ({"margin_mode": "isolated", "commission_bps": "1"}, "margin_mode"),
+])
+def test_a_bad_account_type_names_its_field(spec, field):
+    with pytest.raises(InvalidValue, match=field):
+        core_config_from_mapping({}, {"BTCUSDT": {}}, {"types": {"raw": spec}})

@@ -288,7 +288,7 @@ class CrossRules(AccountRules):
             return
         for position_id in sorted(account.positions):
             position = account.positions[position_id]
-            rate = account_type.swap_long_ppm if position.is_long else account_type.swap_short_ppm
+            rate = account_type.swap_ppm(position.symbol, position.is_long)
             if not rate:
                 continue
             instrument = self.instruments[position.symbol]
