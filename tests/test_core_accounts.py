@@ -385,3 +385,14 @@ def test_swap_rates_per_instrument_override_the_types_rates():
 def test_a_bad_account_type_names_its_field(spec, field):
     with pytest.raises(InvalidValue, match=field):
         core_config_from_mapping({}, {"BTCUSDT": {}}, {"types": {"raw": spec}})
+
+
+def test_a_state_with_account_types_has_its_own_format_and_restores():
+    desk = Desk("raw", 100_000)
+    desk.quote("BTCUSDT", 5_000_000)
+    desk.open("BTCUSDT", "buy", 10_000, 10)
+
+    state = desk.engine.to_state()
+
+    assert state[0] == 2 and Engine(CoreConfig(instruments=DEFAULT_INSTRUMENTS)).to_state()[0] == 1
+    assert Engine.from_state(state).state_hash() == desk.engine.state_hash()

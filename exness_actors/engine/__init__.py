@@ -72,10 +72,10 @@ from exness_actors.instruments import CoreConfig
 
 from ._market import MarketRules
 from ._serialization import hash_state, restore_state, to_state
-from ._state import HASH_BLOCK, STATE_FORMAT
+from ._state import HASH_BLOCK, STATE_FORMAT, STATE_FORMAT_ACCOUNTS
 from ._validation import MAX_AMOUNT, MAX_BALANCE, MAX_ID, MAX_QTY, TRANSIENT_REASONS
 
-__all__ = ["Engine", "STATE_FORMAT", "TRANSIENT_REASONS", "HASH_BLOCK", "MAX_ID", "MAX_AMOUNT",
+__all__ = ["Engine", "STATE_FORMAT", "STATE_FORMAT_ACCOUNTS", "TRANSIENT_REASONS", "HASH_BLOCK", "MAX_ID", "MAX_AMOUNT",
            "MAX_BALANCE", "MAX_QTY"]
 
 _pack = codec.pack_fast
@@ -165,7 +165,7 @@ class Engine(MarketRules):
 
     @classmethod
     def from_state(cls, state: list[Any]) -> "Engine":
-        if state[0] != STATE_FORMAT:
+        if state[0] not in (STATE_FORMAT, STATE_FORMAT_ACCOUNTS):
             raise InvalidCommand(f"unsupported state format {state[0]}")
         engine = cls(CoreConfig.from_wire(state[1]))
         restore_state(engine, state)

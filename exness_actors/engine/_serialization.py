@@ -16,14 +16,14 @@ from typing import Any
 from exness_actors import codec
 from exness_actors.model import Account, Order, Position
 
-from ._state import STATE_FORMAT, EngineState
+from ._state import STATE_FORMAT, STATE_FORMAT_ACCOUNTS, EngineState
 
 __all__ = ["to_state", "hash_state", "restore_state"]
 
 
 def to_state(state: EngineState) -> list[Any]:
     """The canonical, msgpack-able encoding of the whole state (sorted, no dict order)."""
-    encoded = [STATE_FORMAT, state.config.to_wire(), state.now, state.last_seq, state.next_order_id,
+    encoded = [STATE_FORMAT_ACCOUNTS if state.config.account_types else STATE_FORMAT, state.config.to_wire(), state.now, state.last_seq, state.next_order_id,
                state.next_position_id, state.house, state.total_deposits, state.total_withdrawals,
                [state._hash_base, bytes(state._hash_buffer)], _accounts(state), _positions(state),
                _orders(state), [[s, b.bid, b.ask, b.quote_ts, b.halted] for s, b in sorted(state.books.items())]]

@@ -28,9 +28,12 @@ from exness_actors.triggers import PRIORITY, TriggerIndex
 
 from ._validation import TRANSIENT_REASONS, is_int
 
-__all__ = ["EngineState", "STATE_FORMAT", "HASH_BLOCK"]
+__all__ = ["EngineState", "STATE_FORMAT", "STATE_FORMAT_ACCOUNTS", "HASH_BLOCK"]
 
 STATE_FORMAT = 1
+#: the layout of a state with account types (issue 16): format 1 plus the account extras, so a
+#: reader that predates them refuses it instead of silently dropping them
+STATE_FORMAT_ACCOUNTS = 2
 #: the rolling hash folds its buffer into the digest every this many inputs
 HASH_BLOCK = 4096
 NEVER = 1 << 127   # after any expires_at (ns timestamps are far smaller)
