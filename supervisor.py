@@ -32,12 +32,16 @@ from actors.config import Config, ConfigError, load_config, prepare_data_dir
 from actors.engine import EngineHandle
 from actors.faults import EXIT_CANNOT_START, EXIT_CODES, EXIT_INTERRUPTED, EXIT_OK, FatalIOError, fatal_io_error
 from actors.keys import KeyError_, load_or_create_key
-from actors.recovery import Recovered, RecoveryError, journal_dir, recover
+from actors.recovery import Recovered, RecoveryError, account_types_change, journal_dir, recover
 from actors.runtime import restoring_stop_signals, tune_gc, wait_for_stop_signal
 from actors.snapshot_worker import write_engine_snapshot
+from exness_actors import codec
 from exness_actors.account_types import SHIPPED_TYPES
+from exness_actors.engine import Engine
 from exness_actors.errors import InvalidValue
-from exness_actors.journal import JournalError, JournalWriter
+from exness_actors.events import CommandRejected
+from exness_actors.instruments import CoreConfig
+from exness_actors.journal import JournalError, JournalWriter, encode_frame
 
 __all__ = ["main", "run_system", "System", "supervised"]
 
@@ -119,6 +123,21 @@ def _prepare_data_dir(data_dir: Path) -> None:
         raise StartupError(str(exc)) from None
 
 
+def journal_account_types(engine: Engine, journal: JournalWriter, config: CoreConfig, *, ts: int) -> None:
+    """Bring the recovered core's account types to ``[accounts]`` through the journal (issue 16):
+    apply the ``SetAccountTypes`` as the next input and make it durable before anything runs."""
+    change = account_types_change(engine, config)
+    if change is None:
+        return
+    events = engine.submit(change, ts=ts)
+    journal.append(encode_frame(codec.encode(change)), first_seq=change.seq)
+    journal.fsync()
+    refused = [event for event in events if isinstance(event, CommandRejected)]
+    if refused:
+        raise RecoveryError(f"[accounts] cannot replace the account types in force: {refused[0].message}")
+    log.info("event=account_types_changed seq=%d types=%s", change.seq, ",".join(t[0] for t in change.account_types))
+
+
 async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] = None,
                      handle_signals: bool = True, clock: Callable[[], int] = time.time_ns,
                      announce: bool = False, role: str = "all", shard: int = 0,
@@ -168,6 +187,7 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
                                 segment_bytes=int(cfg.get("journal", "segment_mb", 64)) * 1024 * 1024)
         if repaired is not None:
             repair_journal.finish(repaired, data_dir, journal, ts=clock())
+        journal_account_types(recovered.engine, journal, core_config, ts=clock())
     except (RecoveryError, JournalError) as exc:
         await store.close()
         raise StartupError(str(exc)) from None
