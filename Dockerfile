@@ -45,7 +45,7 @@ RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /tmp/wheels . \
     && /opt/venv/bin/pip install --no-deps /tmp/wheels/*.whl \
     && /opt/venv/bin/pip check \
     && cd / \
-    && /opt/venv/bin/python -I -c 'from actors.config import load_config; from actors.store_postgres import load_migrations; assert load_config()["instruments"], "no [instruments]"; assert load_migrations(), "no migrations"' \
+    && /opt/venv/bin/python -I -c 'from actors.config import load_config; from actors.store.postgres import load_migrations; assert load_config()["instruments"], "no [instruments]"; assert load_migrations(), "no migrations"' \
     && /opt/venv/bin/exness-actors --help > /dev/null
 
 # ---------------------------------------------------------------------------------- runtime

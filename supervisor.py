@@ -1,4 +1,4 @@
-"""The composition root: configuration, recovery, the actor nursery, signals and the CLI.
+"""The composition root: configuration, recovery, the actor nursery and signals.
 
 ``exness-actors run`` recovers the engine (newest valid snapshot + journal tail), then starts the
 actors in dependency order with ``nursery.start`` — engine → consumers (persister, candles) →
@@ -7,43 +7,40 @@ process stops taking orders and exits non-zero; every other actor is restarted w
 backoff. SIGTERM/SIGINT stop intake, drain the engine, flush the journal, let the consumers
 finish, write a final snapshot and exit 0. A journal that cannot be written (disk full, an I/O
 error) stops the engine; the process drains the same way, without the final snapshot, and exits
-with one line and the exit code of :mod:`actors.faults`.
+with one line and the exit code of :mod:`actors.engine.faults`.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import functools
 import logging
-import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterator, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 import attrs
 import trio
 
-from actors import engine as engine_actor
-from actors import repair as repair_journal
-from actors import snapshotter
-from actors.config import Config, ConfigError, load_config, prepare_data_dir
-from actors.engine import EngineHandle
-from actors.faults import EXIT_CANNOT_START, EXIT_CODES, EXIT_INTERRUPTED, EXIT_OK, FatalIOError, fatal_io_error
-from actors.keys import KeyError_, load_or_create_key
-from actors.recovery import Recovered, RecoveryError, account_types_change, journal_dir, recover
-from actors.runtime import restoring_stop_signals, tune_gc, wait_for_stop_signal
-from actors.snapshot_worker import write_engine_snapshot
+from actors.engine import actor as engine_actor
+from actors.engine import repair as repair_journal
+from actors.engine import snapshotter
+from actors.config import Config, ConfigError, prepare_data_dir
+from actors.engine.actor import EngineHandle
+from actors.engine.faults import FatalIOError, fatal_io_error
+from actors.engine.keys import KeyError_, load_or_create_key
+from actors.engine.recovery import Recovered, RecoveryError, account_types_change, journal_dir, recover
+from actors import topology
+from actors.runtime import tune_gc, wait_for_stop_signal
+from actors.engine.snapshot_worker import write_engine_snapshot
 from exness_actors import codec
-from exness_actors.account_types import SHIPPED_TYPES
 from exness_actors.engine import Engine
 from exness_actors.errors import InvalidValue
 from exness_actors.events import CommandRejected
 from exness_actors.instruments import CoreConfig
 from exness_actors.journal import JournalError, JournalWriter, encode_frame
 
-__all__ = ["main", "run_system", "System", "supervised"]
+__all__ = ["run_system", "System", "supervised", "StartupError"]
 
 log = logging.getLogger("exness.supervisor")
 
@@ -116,6 +113,13 @@ class System:
         self.shutdown_requested.set()
 
 
+def _as_placed(name: str, actor: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """``actor`` run the way its restart policy in actors/topology.py asks."""
+    if topology.spec(name).restart == "backoff":
+        return functools.partial(supervised, name, actor)
+    return actor
+
+
 def _prepare_data_dir(data_dir: Path) -> None:
     try:
         prepare_data_dir(data_dir)
@@ -147,32 +151,84 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
     ``role="all"`` is the embedded platform. ``role="engine"`` (split mode, ``[bus] kind =
     "redis"``) runs the engine shard ``shard`` with its journal, snapshotter, persister and
     candles, and serves the command stream over Redis instead of HTTP/WebSocket; with ``[feed]
-    source = "redis"`` its quotes come from the feed role (actors/redis_edge.py)."""
+    source = "redis"`` its quotes come from the feed role (actors/bus/streams.py). Which actors
+    run is :func:`actors.topology.placed`'s answer."""
     if role not in ("all", "engine"):
         raise StartupError(f"run_system runs the roles all and engine, not {role!r}")
-    data_dir = cfg.data_dir
-    _prepare_data_dir(data_dir)
-    from actors import gateway as gateway_actor
-    from actors import ws as ws_actor
+    _prepare_data_dir(cfg.data_dir)
+    boot = _Boot(cfg=cfg, role=role, shard=shard, feed=feed, clock=clock, handle_signals=handle_signals,
+                 here=topology.placed(role, bus=cfg.settings.bus, feed_source=feed or cfg.settings.feed.source),
+                 **_startup_settings(cfg, role, shard))
+    from actors.store.base import open_store
+    store = await open_store(cfg)
+    recovered, journal, backlog = await _recover(boot, store, repair=repair)
+    engine = recovered.engine
+    recovered_state = (f"seq {engine.last_seq} ({len(engine.accounts)} accounts, {len(engine.positions)} open "
+                       f"positions; recovered in {recovered.elapsed_s * 1000:.0f} ms)")   # before the feed moves it
+    tune_gc()   # the recovered book is long-lived: keep the cyclic collector off it
+    handle = EngineHandle(engine, cfg.settings.engine.inbox_size)
+    system = System(cfg, handle, boot.key, store)
     try:
-        key = load_or_create_key(data_dir, cfg.get("snapshot", "key"))
+        async with trio.open_nursery() as nursery:
+            candle_updates = await _start_consumers(nursery, system, boot, backlog)
+            await _start_engine(nursery, system, boot, journal)
+            intake = trio.CancelScope()
+            await nursery.start(functools.partial(_start_intake, system, boot, intake, candle_updates))
+            if announce:
+                _announce(system, boot, recovered_state)
+            log.info("event=ready last_seq=%d data_dir=%s", engine.last_seq, cfg.data_dir)
+            task_status.started(system)
+            await system.shutdown_requested.wait()
+            await _drain(system, boot, intake, nursery)
+    finally:
+        journal.close()
+    # The engine has stopped and closed its subscriptions; consumers have flushed and exited.
+    await _final_snapshot(system)
+
+
+@attrs.define(kw_only=True)
+class _Boot:
+    """What :func:`run_system` settled before starting the actors."""
+    cfg: Config
+    role: str
+    shard: int
+    feed: Optional[str]
+    clock: Callable[[], int]
+    handle_signals: bool
+    here: tuple[str, ...]
+    key: bytes
+    core_config: Any
+    tokens: Any
+    http: Any
+
+
+def _startup_settings(cfg: Config, role: str, shard: int) -> dict[str, Any]:
+    """The snapshot key, the core config (this shard's ids), the token issuer shared by HTTP and
+    WS and the HTTP settings; a :class:`StartupError` naming what is wrong."""
+    from actors import gateway as gateway_actor
+    try:
+        key = load_or_create_key(cfg.data_dir, cfg.settings.snapshot.key)
         core_config = cfg.core
         if role == "engine":
-            from actors.roles import check_shard
+            from actors.bus.roles import check_shard
             core_config = core_config.for_shard(check_shard(cfg, shard))   # ids disjoint from every other shard's
-        tokens = gateway_actor.token_issuer_from_config(cfg)   # one issuer for HTTP and WS
+        return {"key": key, "core_config": core_config, "tokens": gateway_actor.token_issuer_from_config(cfg),
+                "http": gateway_actor.GatewaySettings.from_config(cfg)}
     except (KeyError_, ConfigError, InvalidValue) as exc:
         raise StartupError(str(exc)) from None
 
-    from actors.store import open_store
-    store = await open_store(cfg)
+
+async def _recover(boot: _Boot, store: Any, *, repair: bool) -> tuple[Recovered, JournalWriter, list]:
+    """Recover the engine (with ``--repair``: cut the journal, then the history), open the journal;
+    the recovered events the store has not persisted come back as the backlog."""
+    cfg, data_dir, shard = boot.cfg, boot.cfg.data_dir, boot.shard
     persisted_seq = await store.last_persisted_seq(shard)
     backlog: list[tuple[int, int, list]] = []
 
     async def recover_from(stored_seq: int, *, cut: bool = False) -> Recovered:
         backlog.clear()
         return await trio.to_thread.run_sync(functools.partial(
-            recover, data_dir, core_config, key, repair=cut, persisted_seq=stored_seq,
+            recover, data_dir, boot.core_config, boot.key, repair=cut, persisted_seq=stored_seq,
             on_events=lambda seq, ts, events: backlog.append((seq, ts, events))))
 
     repaired = None
@@ -180,148 +236,155 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
         recovered = await recover_from(persisted_seq, cut=repair)
         if recovered.cut is not None:   # --repair cut the journal: cut the history, raise the id floor
             repaired = await repair_journal.reconcile(
-                recovered, store=store, shard=shard, shards=int(cfg.get("bus", "shards", 1)) if role == "engine" else 1,
+                recovered, store=store, shard=shard, shards=cfg.settings.bus.shards if boot.role == "engine" else 1,
                 stored_seq=persisted_seq, recover_again=functools.partial(recover_from, cut=True))
             recovered = repaired.recovered
-        journal = JournalWriter(journal_dir(data_dir),
-                                segment_bytes=int(cfg.get("journal", "segment_mb", 64)) * 1024 * 1024)
+        journal = JournalWriter(journal_dir(data_dir), segment_bytes=cfg.settings.journal.segment_bytes)
         if repaired is not None:
-            repair_journal.finish(repaired, data_dir, journal, ts=clock())
-        journal_account_types(recovered.engine, journal, core_config, ts=clock())
+            repair_journal.finish(repaired, data_dir, journal, ts=boot.clock())
+        journal_account_types(recovered.engine, journal, boot.core_config, ts=boot.clock())
     except (RecoveryError, JournalError) as exc:
         await store.close()
         raise StartupError(str(exc)) from None
-    engine = recovered.engine
-    recovered_state = (f"seq {engine.last_seq} ({len(engine.accounts)} accounts, {len(engine.positions)} open "
-                       f"positions; recovered in {recovered.elapsed_s * 1000:.0f} ms)")   # before the feed moves it
-    tune_gc()   # the recovered book is long-lived: keep the cyclic collector off it
-    handle = EngineHandle(engine, int(cfg.get("engine", "inbox_size", 10_000)))
-    system = System(cfg, handle, key, store)
-    keep = int(cfg.get("snapshot", "keep", 5))
+    return recovered, journal, backlog
 
-    from actors import candles as candles_actor
-    from actors import persister as persister_actor
-    from actors import price_feed
-    from actors.messages import EventBatch
 
+async def _start_consumers(nursery: trio.Nursery, system: System, boot: _Boot,
+                           backlog: list) -> trio.MemoryReceiveChannel[Any]:
+    """The persister and candles (where placed), first, so they see every batch the engine
+    publishes; the backlog is persisted before. Returns the live candle updates for the WS server."""
+    from actors.engine.messages import EventBatch
+    from actors.history import candles as candles_actor
+    from actors.history import persister as persister_actor
+    handle, store, cfg = system.handle, system.store, boot.cfg
+    subscriptions = {name: handle.subscribe(name, max_buffer=256, lossless=True)
+                     for name in ("persister", "candles") if name in boot.here}
+    if backlog and "persister" in boot.here:   # recovered events the store has not persisted
+        await store.apply_batch(EventBatch(backlog, backlog[-1][0]), shard=boot.shard)
+        log.info("event=store_caught_up batches=%d last_seq=%d", len(backlog), backlog[-1][0])
+    if "persister" in boot.here:
+        system.actors["persister"] = await nursery.start(functools.partial(
+            _as_placed("persister", persister_actor.run), inbox=subscriptions["persister"].receive,
+            settings=cfg.settings.persister, store=store, shard=boot.shard))
+    # live candle updates for the WebSocket server (bounded; dropped and counted when full)
+    candle_updates_send, candle_updates_receive = trio.open_memory_channel[Any](1024)
+    if "candles" in boot.here:
+        system.actors["candles"] = await nursery.start(functools.partial(
+            _as_placed("candles", candles_actor.run), inbox=subscriptions["candles"].receive,
+            settings=cfg.settings.candles, symbols=[instrument.symbol for instrument in boot.core_config.instruments],
+            store=store, outbox=candle_updates_send))
+    return candle_updates_receive
+
+
+async def _start_engine(nursery: trio.Nursery, system: System, boot: _Boot, journal: JournalWriter) -> None:
+    """The engine, and in the engine role its Redis edge."""
+    cfg, handle = boot.cfg, system.handle
+    await nursery.start(functools.partial(
+        _engine_until_failure, system, handle=handle, journal=journal, cfg=cfg, fsync=cfg.settings.journal.fsync,
+        fsync_interval_ms=cfg.settings.journal.fsync_interval_ms, clock=boot.clock))
+    system.actors["engine"] = handle
+    if "engine_edge" in boot.here:
+        from actors.bus import roles
+        system.actors["edge"] = await nursery.start(functools.partial(
+            roles.serve_engine_edge, cfg=cfg, handle=handle, shard=boot.shard,
+            quotes=(boot.feed or cfg.settings.feed.source) == "redis", stopping=system.shutdown_requested))
+
+
+async def _start_intake(system: System, boot: _Boot, intake: trio.CancelScope,
+                        candle_updates: trio.MemoryReceiveChannel[Any],
+                        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """What brings work to the engine — the feed, the snapshotter, the HTTP API and the WebSocket
+    server — in one nursery that ``intake`` cancels first at shutdown."""
+    from actors.feed import price_feed
+    handle, cfg = system.handle, boot.cfg
+    with intake:
+        async with trio.open_nursery() as inner:
+            if "price_feed" in boot.here:
+                system.actors["price_feed"] = await inner.start(functools.partial(
+                    _as_placed("price_feed", price_feed.run), outbox=handle.inbox_sender(), cfg=cfg,
+                    source=boot.feed))
+            if "snapshotter" in boot.here:
+                system.actors["snapshotter"] = await inner.start(functools.partial(
+                    _as_placed("snapshotter", snapshotter.run), handle=handle, cfg=cfg, key=boot.key))
+            if "gateway" in boot.here:
+                await _start_api(inner, system, boot, candle_updates)
+            if boot.handle_signals:
+                inner.start_soon(_watch_signals, system)
+            task_status.started()
+
+
+async def _start_api(nursery: trio.Nursery, system: System, boot: _Boot,
+                     candle_updates: trio.MemoryReceiveChannel[Any]) -> None:
+    """The HTTP gateway (essential: not restarted; failing to bind stops the start) and the
+    WebSocket server."""
+    from actors import gateway as gateway_actor
+    from actors.ws import server as ws_actor
+    handle, store, cfg, actors = system.handle, system.store, boot.cfg, system.actors
     try:
-        async with trio.open_nursery() as nursery:
-            # consumers first, so they see every batch the engine publishes. In split mode the
-            # candles/persister roles may do their work instead ([bus] candles_role/persister_role).
-            local_persister = role == "all" or not cfg.get("bus", "persister_role", False)
-            local_candles = role == "all" or not cfg.get("bus", "candles_role", False)
-            if local_persister:
-                persister_sub = handle.subscribe("persister", max_buffer=256, lossless=True)
-            if local_candles:
-                candles_sub = handle.subscribe("candles", max_buffer=256, lossless=True)
-            if backlog and local_persister:   # recovered events the store has not persisted
-                await store.apply_batch(EventBatch(backlog, backlog[-1][0]), shard=shard)
-                log.info("event=store_caught_up batches=%d last_seq=%d", len(backlog), backlog[-1][0])
-            if local_persister:
-                system.actors["persister"] = await nursery.start(functools.partial(
-                    supervised, "persister", persister_actor.run, inbox=persister_sub.receive, cfg=cfg,
-                    store=store, shard=shard))
-            # live candle updates for the WebSocket server (bounded; dropped and counted when full)
-            candle_updates_send, candle_updates_receive = trio.open_memory_channel[Any](1024)
-            if local_candles:
-                system.actors["candles"] = await nursery.start(functools.partial(
-                    supervised, "candles", candles_actor.run, inbox=candles_sub.receive, cfg=cfg, store=store,
-                    outbox=candle_updates_send))
-            fsync = str(cfg.get("journal", "fsync", "batch"))
-            await nursery.start(functools.partial(
-                _engine_until_failure, system, handle=handle, journal=journal, cfg=cfg, fsync=fsync,
-                fsync_interval_ms=int(cfg.get("journal", "fsync_interval_ms", 5)), clock=clock))
-            system.actors["engine"] = handle
-            if role == "engine":
-                from actors import roles
-                system.actors["edge"] = await nursery.start(functools.partial(
-                    roles.serve_engine_edge, cfg=cfg, handle=handle, shard=shard,
-                    quotes=(feed or cfg.get("feed", "source")) == "redis",
-                    stopping=system.shutdown_requested))
+        actors["gateway"] = await nursery.start(functools.partial(
+            gateway_actor.run, handle=handle, store=store, candles=actors["candles"], cfg=cfg, tokens=boot.tokens,
+            feed_stats=actors.get("price_feed"),
+            ws_stats=lambda: actors["ws"].statistics() if "ws" in actors else {},
+            persister=actors["persister"], shutdown=system.shutdown_requested))
+    except OSError as exc:
+        raise StartupError(f"cannot serve HTTP on {boot.http.host}:"
+                           f"{boot.http.port}: {exc.strerror or exc}") from None
+    actors["ws"] = await nursery.start(functools.partial(
+        _as_placed("ws", ws_actor.run), handle=handle, cfg=cfg, tokens=boot.tokens,
+        candles_inbox=candle_updates, candles=actors["candles"], store=store))
 
-            intake = trio.CancelScope()
-            async def _intake(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-                with intake:
-                    async with trio.open_nursery() as inner:
-                        if (feed or cfg.get("feed", "source")) not in ("none", "redis"):
-                            # "none": quotes come from elsewhere (tests); "redis": from the feed role
-                            system.actors["price_feed"] = await inner.start(functools.partial(
-                                supervised, "price_feed", price_feed.run, outbox=handle.inbox_sender(),
-                                cfg=cfg, source=feed))
-                        if role == "all" or not cfg.get("bus", "snapshotter_role", False):
-                            system.actors["snapshotter"] = await inner.start(functools.partial(
-                                supervised, "snapshotter", snapshotter.run, handle=handle, cfg=cfg, key=key))
-                        if role == "engine":   # split mode: no HTTP/WS here (the gateway/ws roles)
-                            if handle_signals:
-                                inner.start_soon(_watch_signals, system)
-                            task_status.started()
-                            return
-                        # The API is essential: it is not restarted; failing to bind stops the start.
-                        try:
-                            system.actors["gateway"] = await inner.start(functools.partial(
-                                gateway_actor.run, handle=handle, store=store,
-                                candles=system.actors["candles"], cfg=cfg, tokens=tokens,
-                                feed_stats=system.actors.get("price_feed"),
-                                ws_stats=lambda: system.actors["ws"].statistics() if "ws" in system.actors else {},
-                                persister=system.actors["persister"], shutdown=system.shutdown_requested))
-                        except OSError as exc:
-                            raise StartupError(f"cannot serve HTTP on {cfg.get('http', 'host')}:"
-                                               f"{cfg.get('http', 'port')}: {exc.strerror or exc}") from None
-                        system.actors["ws"] = await inner.start(functools.partial(
-                            supervised, "ws", ws_actor.run, handle=handle, cfg=cfg, tokens=tokens,
-                            candles_inbox=candle_updates_receive, candles=system.actors["candles"],
-                            store=store))
-                        if handle_signals:
-                            inner.start_soon(_watch_signals, system)
-                        task_status.started()
-            await nursery.start(_intake)
 
-            gateway = system.actors.get("gateway")
-            if announce and gateway is None:
-                print(f"exness-actors: engine shard {shard} ready at {recovered_state}; data dir "
-                      f"{data_dir.resolve()}; commands from Redis stream {system.actors['edge']['stream']}",
-                      flush=True)
-            elif announce:   # the CLI says where it listens; embedded users (tests, benchmarks) read System
-                print(f"exness-actors: engine ready at {recovered_state}; data dir {data_dir.resolve()}; "
-                      f"feed {feed or cfg.get('feed', 'source')}\n"
-                      f"exness-actors: HTTP API {gateway.url}/api/v1 — docs {gateway.url}/docs — "
-                      f"WebSocket {system.actors['ws'].url}", flush=True)
-            log.info("event=ready last_seq=%d data_dir=%s", engine.last_seq, data_dir)
-            task_status.started(system)
+def _announce(system: System, boot: _Boot, recovered_state: str) -> None:
+    """The CLI says where it listens; embedded users (tests, benchmarks) read :class:`System`."""
+    data_dir = boot.cfg.data_dir.resolve()
+    gateway = system.actors.get("gateway")
+    if gateway is None:
+        print(f"exness-actors: engine shard {boot.shard} ready at {recovered_state}; data dir "
+              f"{data_dir}; commands from Redis stream {system.actors['edge']['stream']}", flush=True)
+        return
+    print(f"exness-actors: engine ready at {recovered_state}; data dir {data_dir}; "
+          f"feed {boot.feed or boot.cfg.settings.feed.source}\n"
+          f"exness-actors: HTTP API {gateway.url}/api/v1 — docs {gateway.url}/docs — "
+          f"WebSocket {system.actors['ws'].url}", flush=True)
 
-            await system.shutdown_requested.wait()
 
-            # graceful shutdown: requests in flight finish while the engine still runs; then stop
-            # intake, drain and flush, let consumers finish
-            log.info("event=shutdown_begin last_seq=%d", engine.last_seq)
-            if gateway is not None:
-                with trio.move_on_after(float(cfg.get("http", "graceful_timeout_s", 5)) + 1):
-                    await gateway.stopped.wait()
-            intake.cancel()
-            await handle.stop()
-            if system.failure is not None:
-                # the consumers' store may sit on the same full disk; the next start catches
-                # it up from the journal, so do not wait for their retries
-                nursery.cancel_scope.cancel()
-    finally:
-        journal.close()
-    # The engine has stopped and closed its subscriptions; consumers have flushed and exited.
-    if system.failure is not None:   # the state in memory may be ahead of the journal: no snapshot
-        await store.close()
+async def _drain(system: System, boot: _Boot, intake: trio.CancelScope, nursery: trio.Nursery) -> None:
+    """Graceful shutdown: requests in flight finish while the engine still runs; then stop
+    intake, drain and flush, let the consumers finish."""
+    log.info("event=shutdown_begin last_seq=%d", system.handle.last_seq)
+    gateway = system.actors.get("gateway")
+    if gateway is not None:
+        with trio.move_on_after(boot.http.graceful_timeout_s + 1):
+            await gateway.stopped.wait()
+    intake.cancel()
+    await system.handle.stop()
+    if system.failure is not None:
+        # the consumers' store may sit on the same full disk; the next start catches
+        # it up from the journal, so do not wait for their retries
+        nursery.cancel_scope.cancel()
+
+
+async def _final_snapshot(system: System) -> None:
+    """The snapshot of a clean stop — none after a fatal I/O error (the state in memory may be
+    ahead of the journal), which is raised again here."""
+    data_dir, engine = system.cfg.data_dir, system.handle.engine
+    if system.failure is not None:
+        await system.store.close()
         raise system.failure
     try:
-        path = await trio.to_thread.run_sync(write_engine_snapshot, data_dir, engine, key, keep)
+        path = await trio.to_thread.run_sync(write_engine_snapshot, data_dir, engine, system.key,
+                                             system.cfg.settings.snapshot.keep)
     except OSError as error:
         raise fatal_io_error(error, what="writing the final snapshot", path=data_dir / "snapshots",
                              consequence="the journal is complete and durable, so the next start "
                                          "replays it instead") from None
     finally:
-        await store.close()
+        await system.store.close()
     log.info("event=shutdown_complete last_seq=%d final_snapshot=%s", engine.last_seq, path)
 
 
-async def _engine_until_failure(system: System, *, task_status: trio.TaskStatus[EngineHandle] =
-                                trio.TASK_STATUS_IGNORED, **kwargs: Any) -> None:
+async def _engine_until_failure(system: System, *, task_status: trio.TaskStatus[EngineHandle] = trio.TASK_STATUS_IGNORED,
+                                **kwargs: Any) -> None:
     """The engine actor; a fatal I/O error (its journal cannot be written) becomes a graceful
     stop of the whole system — requests in flight are answered — instead of a crash."""
     try:
@@ -336,631 +399,6 @@ async def _watch_signals(system: System) -> None:
     system.request_shutdown()
 
 
-# ------------------------------------------------------------------------------------ CLI
-
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="exness-actors", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    run = commands.add_parser("run", help="run the platform (embedded by default)",
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog="exit codes:\n" + "\n".join(f"  {code:>3}  {meaning}"
-                                                                  for code, meaning in EXIT_CODES.items()))
-    run.add_argument("--config", help="a TOML file merged over the shipped config.toml")
-    run.add_argument("--data-dir", help="journal, snapshots, key file and SQLite store")
-    run.add_argument("--role", default="all",
-                     choices=["all", "engine", "gateway", "ws", "feed", "candles", "persister", "snapshotter"],
-                     help="all = the embedded platform; the others are split-mode processes over Redis "
-                          "(docs/operations.md)")
-    run.add_argument("--bus", choices=["memory", "redis"],
-                     help="memory (embedded) | redis (split mode; REDIS_URL)")
-    run.add_argument("--store", choices=["sqlite", "postgres"], help="sqlite (embedded) | postgres (DATABASE_URL)")
-    run.add_argument("--shard", type=int, default=None,
-                     help="engine, persister and snapshotter roles: which shard of [bus] shards (default 0)")
-    run.add_argument("--feed", help="synthetic | replay:FILE | binance | redis (the engine role: quotes from the feed role)")
-    run.add_argument("--http-port", type=int, help="HTTP API port (0 picks a free one)")
-    run.add_argument("--ws-port", type=int, help="WebSocket port (0 picks a free one)")
-    run.add_argument("--repair", action="store_true",
-                     help="truncate a corrupt journal at the first bad frame (the rest is set aside as *.corrupt)")
-    run.add_argument("--log-level", default="INFO")
-
-    replay = commands.add_parser("replay", help="replay a data dir's journal and verify its checkpoints")
-    replay.add_argument("data_dir")
-    replay.add_argument("--config", help="only used when the data dir has no pinned core config")
-    replay.add_argument("--until", type=int, metavar="SEQ", help="stop after this seq")
-    replay.add_argument("--from-snapshot", action="store_true",
-                        help="start from the newest readable snapshot (at or before --until) instead of empty")
-    replay.add_argument("--what-if", metavar="FILE",
-                        help="JSON Lines of edits (drop/insert/replace inputs); compare outcomes with the original")
-    replay.add_argument("--export-events", metavar="PATH", help="write every event (one row each)")
-    replay.add_argument("--export-positions", metavar="PATH", help="write the closed positions")
-    replay.add_argument("--format", choices=["csv", "jsonl", "parquet"],
-                        help="export format (default: from the file suffix, else csv; parquet needs pyarrow)")
-
-    verify = commands.add_parser("verify", help="check every frame of a data dir's journal; keep verified copies")
-    verify.add_argument("data_dir")
-    verify.add_argument("--archive", metavar="DIR",
-                        help="copy every verified segment here (a segment already there at its size is skipped)")
-
-    migrate = commands.add_parser("migrate", help="apply the store's schema migrations")
-    migrate.add_argument("--config")
-    migrate.add_argument("--data-dir", help="the SQLite store's directory")
-    migrate.add_argument("--store", choices=["sqlite", "postgres"],
-                         help="sqlite (the data dir's file) | postgres (DATABASE_URL; [store] schema)")
-
-    backtest = commands.add_parser("backtest", help="run a strategy over recorded or CSV ticks on the real core")
-    backtest.add_argument("--ticks", required=True, help="recorded Binance JSONL or CSV (timestamp,[symbol,]bid,ask)")
-    backtest.add_argument("--strategy", required=True, metavar="MODULE:NAME",
-                          help="MODULE:NAME imports MODULE from the current directory first, then from the "
-                               "installed packages (e.g. exness_actors.strategies.examples:MovingAverageCross); "
-                               "FILE.py:NAME loads a Python file by its path")
-    backtest.add_argument("--symbol", default="BTCUSDT", help="symbol of a CSV without a symbol column")
-    backtest.add_argument("--deposit", default="5000.00", help="starting balance, USD")
-    backtest.add_argument("--out", default="backtest-out", help="trades.csv, equity.csv/.svg(.png), summary.json")
-    backtest.add_argument("--data-dir", help="also write a journal here, so `exness-actors replay DIR` reproduces the run")
-    backtest.add_argument("--config", help="instruments: a TOML merged over config.toml")
-    backtest.add_argument("--account-type", help="trade an account of this type (cross margin, commission, swaps): "
-                                                 "standard | raw_spread | isolated; default: an untyped isolated one")
-
-    health = commands.add_parser("health", help="exit 0 when this host's ROLE process reports ready (split mode)")
-    health.add_argument("--role", required=True,
-                        choices=["engine", "gateway", "ws", "feed", "candles", "persister", "snapshotter"])
-    health.add_argument("--instance", help="the instance name (default: EXNESS_INSTANCE or the host name)")
-    health.add_argument("--config")
-
-    simulate = commands.add_parser(
-        "simulate", help="deterministic whole-system simulation: seeded traders, faults, invariants, replay")
-    simulate.add_argument("--traders", type=int, default=5, help="simulated traders (default 5)")
-    simulate.add_argument("--seconds", type=float, default=30.0, help="simulated seconds (default 30)")
-    simulate.add_argument("--seed", type=int, default=1, help="the same seed gives the same report (default 1)")
-    simulate.add_argument("--data-dir", help="journal, snapshots and store of the run: a new or empty "
-                                             "directory (default: a new temporary one)")
-    simulate.add_argument("--crash-every", type=float, metavar="SECONDS",
-                          help="crash abruptly about every SECONDS simulated seconds, recover and check")
-    simulate.add_argument("--feed-gaps", action="store_true",
-                          help="pause the feed now and then and make its price jumps larger")
-    simulate.add_argument("--slow-consumers", action="store_true",
-                          help="add an event subscriber that never reads and one that reads slowly")
-    simulate.add_argument("--fsync", choices=["batch", "off"], default="batch",
-                          help="journal fsync policy (off: faster; a crash then keeps the page cache)")
-    simulate.add_argument("--config", help="instruments: a TOML merged over config.toml (the environment is ignored)")
-    simulate.add_argument("--report", metavar="FILE", help="also write the report as JSON")
-    simulate.add_argument("--no-timings", action="store_true",
-                          help="leave out the wall-clock section: same seed, byte-identical output")
-    simulate.add_argument("--log-level", default="ERROR",
-                          help="stderr logging (ERROR by default: the report says what happened)")
-    return parser
-
-
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if getattr(args, "data_dir", None):
-        out.setdefault("data", {})["dir"] = args.data_dir
-    if getattr(args, "bus", None):
-        out.setdefault("bus", {})["kind"] = args.bus
-    if getattr(args, "store", None):
-        out.setdefault("store", {})["kind"] = args.store
-    if getattr(args, "feed", None):
-        out.setdefault("feed", {})["source"] = args.feed
-    if getattr(args, "http_port", None) is not None:
-        out.setdefault("http", {})["port"] = args.http_port
-    if getattr(args, "ws_port", None) is not None:
-        out.setdefault("ws", {})["port"] = args.ws_port
-    if getattr(args, "shard", None) is not None:
-        out.setdefault("bus", {})["shard"] = args.shard
-    return out
-
-
-def _progress_bar(description: str, unit: str, total: Optional[float] = None) -> Any:
-    """A progress bar on stderr for work that may take more than a second, or None.
-
-    Only when stderr is a terminal and not under CI, so logs, pipes and test output never carry
-    one; tqdm's ``delay`` keeps it hidden for work that ends within a second.
-    """
-    if os.environ.get("CI") or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-    tqdm.monitor_interval = 0   # no monitor thread: nothing runs beside a deterministic simulation
-    return tqdm(total=total, desc=description, unit=f" {unit}", delay=1.0, file=sys.stderr, leave=False,
-                dynamic_ncols=True, unit_scale=total is None)
-
-
-def _advance(bar: Any) -> Optional[Callable[[float], None]]:
-    """A ``progress(position)`` callback that moves ``bar`` to an absolute position."""
-    if bar is None:
-        return None
-
-    def progress(position: float) -> None:
-        whole = int(position)   # simulated seconds, seqs, quotes: whole units read best
-        if whole > bar.n:
-            bar.update(whole - bar.n)
-    return progress
-
-
-def _cmd_simulate(args: argparse.Namespace, *, reexec: bool) -> int:
-    """Run the deterministic whole-system simulation (actors.simulation); exit 1 on any violation."""
-    import shutil
-    import tempfile
-
-    from actors.simulation import SimulationError, SimulationOptions, format_report, report_json, run_simulation
-    from actors.simulation_runtime import REEXEC_ENV
-
-    if reexec and any(os.environ.get(name) != value for name, value in REEXEC_ENV.items()):
-        # Same seed, same report: iterating sets of strings depends on PYTHONHASHSEED, so the
-        # command line always runs with it fixed.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.execve(sys.executable, [sys.executable, "-m", "supervisor", *sys.argv[1:]], {**os.environ, **REEXEC_ENV})
-    setup_logging(args.log_level)
-    data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="exness-simulate-"))
-    options = SimulationOptions(data_dir=data_dir, seed=args.seed, traders=args.traders, seconds=args.seconds,
-                                crash_every=args.crash_every, feed_gaps=args.feed_gaps,
-                                slow_consumers=args.slow_consumers, fsync=args.fsync, config_file=args.config)
-    bar = _progress_bar("simulating", "simulated s", total=args.seconds)
-    try:
-        report = run_simulation(options, progress=_advance(bar))
-    except SimulationError as exc:
-        if not args.data_dir:   # the temporary dir made above holds nothing worth keeping
-            shutil.rmtree(data_dir, ignore_errors=True)
-        print(f"exness-actors simulate: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if bar is not None:
-            bar.close()
-    timings = not args.no_timings
-    sys.stdout.write(format_report(report, timings=timings))
-    if args.report:
-        Path(args.report).write_text(report_json(report, timings=timings))
-    print(f"exness-actors simulate: data dir {data_dir} (verify it: exness-actors replay {data_dir})",
-          file=sys.stderr)
-    return 0 if report["verdict"] == "clean" else 1
-
-
-def _cmd_replay(args: argparse.Namespace) -> int:
-    """Replay a data dir's journal, verify its checkpoints, print a summary (exit 1 on divergence)."""
-    import collections
-
-    import msgpack
-    from exness_actors.engine import Engine
-    from exness_actors.events import OrderAccepted, OrderRejected, PositionClosed
-    from exness_actors.instruments import CoreConfig
-    from exness_actors.journal import JournalCorruption, JournalError, iter_payloads
-    from exness_actors.money import format_fixed
-    from exness_actors.replay import ReplayDivergence, replay
-    from exness_actors.snapshot import SnapshotError, list_snapshots, read_snapshot
-    from actors.recovery import snapshot_dir
-
-    data_dir = Path(args.data_dir)
-    if not (data_dir / "journal").is_dir():
-        print(f"exness-actors replay: {data_dir} has no journal/ directory", file=sys.stderr)
-        return 2
-    if _parquet_writer() is None and "parquet" in _export_formats(args).values():
-        print("exness-actors replay: parquet export needs pyarrow: pip install 'exness-actors[parquet]' "
-              "(or export csv/jsonl with --format or a .csv/.jsonl suffix)", file=sys.stderr)
-        return 2
-    pinned = data_dir / "core-config.msgpack"
-    if pinned.exists():
-        config = CoreConfig.from_wire(msgpack.unpackb(pinned.read_bytes(), raw=False, use_list=True))
-    else:
-        config = load_config(args.config).core
-    engine = Engine(config)
-    if args.from_snapshot:
-        key_text = os.environ.get("EXNESS_SNAPSHOT__KEY") or (
-            (data_dir / "snapshot.key").read_text() if (data_dir / "snapshot.key").exists() else "")
-        try:
-            key = bytes.fromhex(key_text.strip())
-        except ValueError:
-            key = b""
-        for seq, path in reversed(list_snapshots(snapshot_dir(data_dir))):
-            if args.until is not None and seq > args.until:
-                continue
-            try:
-                engine = Engine.from_state(read_snapshot(path, key=key).state)
-                print(f"starting from snapshot {path.name} (seq {seq})")
-                break
-            except (SnapshotError, ValueError) as exc:
-                print(f"skipping snapshot {path.name}: {exc}", file=sys.stderr)
-    counts: collections.Counter = collections.Counter()
-
-    def tally(_seq: int, _ts: int, events: list) -> None:
-        for event in events:
-            kind = type(event)
-            if kind is OrderAccepted:
-                counts["orders accepted"] += 1
-            elif kind is OrderRejected:
-                counts[f"orders rejected {event.reason}"] += 1
-            elif kind is PositionClosed:
-                counts[f"closes {event.reason}"] += 1
-
-    started = time.perf_counter()
-    bar = _progress_bar("replaying", "inputs")
-    try:
-        result = replay(engine, iter_payloads(journal_dir(data_dir), after_seq=engine.last_seq or None),
-                        until_seq=args.until, on_events=tally, progress=_advance(bar))
-    except ReplayDivergence as exc:
-        print(f"exness-actors replay: {exc}", file=sys.stderr)
-        return 1
-    except JournalCorruption as exc:
-        print(f"exness-actors replay: {exc.where}. {_damage_advice(data_dir, exc.path)}", file=sys.stderr)
-        return 2
-    except JournalError as exc:
-        print(f"exness-actors replay: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if bar is not None:
-            bar.close()
-    elapsed = time.perf_counter() - started
-    rate = result.inputs / elapsed if elapsed else 0.0
-    print(f"replayed {result.inputs} inputs to seq {engine.last_seq} in {elapsed:.2f} s ({rate:.0f} inputs/s); "
-          f"{result.checkpoints_verified} checkpoints verified; state hash {engine.state_hash().hex()}")
-    print(_state_verdict(result.last_state_verified, engine.last_seq))
-    print(f"accounts {len(engine.accounts)}, open positions {len(engine.positions)}, pending orders "
-          f"{len(engine.orders)}, house pnl {format_fixed(engine.house, 2)} USD")
-    if engine.config.account_types or not args.from_snapshot:
-        # issue 16; a legacy state (no account types) does not carry the sources across a snapshot
-        print("house pnl by source: " + ", ".join(
-            f"{name.replace('_', ' ')} {format_fixed(amount, 2)}" for name, amount in engine.house_book().items()
-            if name != "total") + " USD")
-    for name, count in sorted(counts.items()):
-        print(f"  {name}: {count}")
-    return _replay_tools(args, data_dir, config)
-
-
-def _cmd_verify(args: argparse.Namespace) -> int:
-    """Check every frame of every segment (exit 1 on damage); copy verified segments with --archive."""
-    from actors.recovery import journal_dir
-    from actors.scrubber import scrub
-
-    data_dir = Path(args.data_dir)
-    if not journal_dir(data_dir).is_dir():
-        print(f"exness-actors verify: {data_dir} has no journal/ directory", file=sys.stderr)
-        return 2
-    report = scrub(journal_dir(data_dir), include_last=True,
-                   archive_dir=Path(args.archive) if args.archive else None)
-    damaged = report.damaged
-    for check in report.checked:
-        torn_tail = not check.ok and check not in damaged
-        print(check.describe() + (" (a torn tail: harmless, the next start truncates it)" if torn_tail else ""))
-    for path in report.archived:
-        print(f"archived {path}")
-    for check in damaged:
-        print(f"exness-actors verify: {check.describe()}. {_damage_advice(data_dir, check.path)}", file=sys.stderr)
-    if damaged:
-        return 1
-    print(f"{len(report.checked)} segments verified, no damage")
-    return 0
-
-
-def _damage_advice(data_dir: Path, segment: Path) -> str:
-    """What to do about a damaged segment: depends on whether a snapshot already covers it."""
-    from actors.recovery import snapshot_dir
-    from exness_actors.journal import list_segments, segment_first_seq
-    from exness_actors.snapshot import list_snapshots
-
-    restore = ("Restore the segment from a verified copy (`exness-actors verify --archive`, "
-               "`[journal] archive_dir`) and check it with `exness-actors verify`")
-    later = [path for path in list_segments(journal_dir(data_dir)) if path.name > segment.name]
-    snapshots = list_snapshots(snapshot_dir(data_dir))
-    newest = snapshots[-1][0] if snapshots else 0
-    if later and segment_first_seq(later[0]) - 1 <= newest:
-        return (f"The newest snapshot (seq {newest}) covers this segment: `run` starts without reading it "
-                f"and `run --repair` would not change it. {restore} so the journal replays from the start "
-                "again; meanwhile `replay --from-snapshot` starts after it.")
-    return (f"`run` refuses to start on it. {restore}; without a copy, `run --repair` truncates the journal "
-            "there, losing every later input (it writes what was lost to repair-<seq>.json).")
-
-
-def _state_verdict(verified_seq: Optional[int], last_seq: int) -> str:
-    """Whether a clean shutdown's state hash vouches for the replayed end state."""
-    if verified_seq == last_seq:
-        return f"final state hash verified at seq {last_seq} (the clean shutdown's checkpoint)"
-    if verified_seq is None:
-        return "no state hash checkpoint in the journal (no clean shutdown recorded); the rolling hash only"
-    return (f"state hash last verified at seq {verified_seq}; the {last_seq - verified_seq} inputs after it "
-            "are checked by the rolling hash only (no clean shutdown since)")
-
-
-def _parquet_writer() -> Optional[Callable[..., None]]:
-    try:
-        import pyarrow
-        import pyarrow.parquet
-    except ImportError:
-        return None
-
-    def write(rows: list[dict], columns: tuple[str, ...], path: str) -> None:
-        table = pyarrow.Table.from_pylist([{column: row.get(column) for column in columns} for row in rows])
-        pyarrow.parquet.write_table(table, path)
-    return write
-
-
-def _export_formats(args: argparse.Namespace) -> dict[str, str]:
-    """Each export path asked for, with its format (--format, else from the suffix, else csv)."""
-    paths = [path for path in (args.export_events, args.export_positions) if path]
-    return {path: args.format or {".jsonl": "jsonl", ".parquet": "parquet"}.get(Path(path).suffix, "csv")
-            for path in paths}
-
-
-def _replay_tools(args: argparse.Namespace, data_dir: Path, config: Any) -> int:
-    """--export-events, --export-positions and --what-if (exness_actors.notebook)."""
-    from exness_actors import notebook
-    from exness_actors.replay import ReplayDivergence
-
-    journal = notebook.Journal.open(data_dir, config=config)
-    formats = _export_formats(args)
-    for path, export in ((args.export_events, notebook.export_events),
-                         (args.export_positions, notebook.export_closed_positions)):
-        if not path:
-            continue
-        fmt = formats[path]
-        try:
-            rows = export(journal, path, fmt, parquet_writer=_parquet_writer())
-        except notebook.ExportError as exc:
-            print(f"exness-actors replay: {exc}", file=sys.stderr)
-            return 2
-        print(f"wrote {rows} rows to {path} ({fmt})")
-    if args.what_if:
-        try:
-            report = notebook.what_if(journal, notebook.load_edits(args.what_if))
-        except notebook.EditError as exc:
-            print(f"exness-actors replay --what-if: {exc}", file=sys.stderr)
-            return 2
-        except ReplayDivergence as exc:
-            print(f"exness-actors replay: {exc}", file=sys.stderr)
-            return 1
-        print(report)
-    return 0
-
-
-def _plot_png(result: Any, path: Path) -> None:
-    """``equity.png`` beside ``equity.svg`` when matplotlib is installed (the ``plot`` extra):
-    equity in USD with the trades' closes marked, drawdown below, UTC time."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    import datetime
-
-    from exness_actors.equity_chart import drawdown_ppm, equity_at, summary_line
-
-    def when(ts: int) -> datetime.datetime:
-        return datetime.datetime.fromtimestamp(ts // 1_000_000_000, tz=datetime.timezone.utc)
-
-    points = result.equity      # exact integers up to here; floats only to draw
-    figure, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(11, 6), height_ratios=(3, 1))
-    top.plot([when(ts) for ts, _ in points], [cents / 100 for _, cents in points], linewidth=1)
-    for label, colour, trades in (("close with a gain", "tab:green", [t for t in result.trades if t.pnl > 0]),
-                                  ("close without a gain", "tab:red", [t for t in result.trades if t.pnl <= 0])):
-        top.scatter([when(t.closed_ts) for t in trades], [equity_at(points, t.closed_ts) / 100 for t in trades],
-                    s=14, color=colour, label=label, zorder=3)
-    drawdown = drawdown_ppm(points)
-    bottom.fill_between([when(ts) for ts, _ in drawdown], [-ppm / 10_000 for _, ppm in drawdown], 0,
-                        color="tab:red", alpha=0.3)
-    top.set_ylabel("equity (USD)")
-    top.legend(loc="best", fontsize="small")
-    top.set_title(summary_line(result.summary), fontsize="small")
-    bottom.set_ylabel("drawdown (%)")
-    bottom.set_xlabel("time (UTC)")
-    for axes in (top, bottom):
-        axes.grid(alpha=0.3)
-    figure.suptitle("Backtest equity")
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
-def _load_strategy(spec: str) -> Any:
-    """``MODULE:NAME`` (the working directory first, then the installed packages) or ``FILE.py:NAME``.
-
-    Raises LookupError saying what was not found."""
-    source, colon, name = spec.rpartition(":")
-    if not (colon and source and name):
-        raise LookupError("give MODULE:NAME or FILE.py:NAME, "
-                          "e.g. exness_actors.strategies.examples:MovingAverageCross")
-    if source.endswith(".py"):
-        module = _import_file(Path(source))
-    else:
-        with _first_on_path(Path.cwd()):
-            module = _import_module(source, where=f"the current directory ({Path.cwd()}) or the installed packages")
-    try:
-        return getattr(module, name)
-    except AttributeError:
-        raise LookupError(f"{source} has no attribute {name!r}") from None
-
-
-@contextlib.contextmanager
-def _first_on_path(directory: Path) -> Iterator[None]:
-    """Search ``directory`` first for imports inside the block (as ``python -m`` searches its cwd)."""
-    entry = str(directory.resolve())
-    sys.path.insert(0, entry)
-    try:
-        yield
-    finally:
-        sys.path.remove(entry)
-
-
-def _import_module(name: str, *, where: str) -> Any:
-    import importlib
-    importlib.invalidate_caches()   # a module written since the last import is seen
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        raise LookupError(f"no module named {exc.name!r} in {where}") from None
-    except Exception as exc:   # the strategy's own code failed while importing
-        raise LookupError(f"importing {name} failed: {type(exc).__name__}: {exc}") from None
-
-
-def _import_file(path: Path) -> Any:
-    """Load a strategy file as a module (its directory is searched first while it imports)."""
-    import importlib.util
-    if not path.is_file():
-        raise LookupError(f"{path}: no such file")
-    module_name = "exness_strategy_" + "".join(c if c.isalnum() else "_" for c in path.stem)
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        with _first_on_path(path.parent):
-            spec.loader.exec_module(module)
-    except Exception as exc:
-        del sys.modules[module_name]
-        raise LookupError(f"importing {path} failed: {type(exc).__name__}: {exc}") from None
-    return module
-
-
-def _cmd_backtest(args: argparse.Namespace) -> int:
-    from exness_actors.backtest import LoadStats, load_ticks, run_backtest, summary_json, write_outputs
-    from exness_actors.money import parse_fixed
-
-    try:
-        config = load_config(args.config).core
-        if args.account_type and not config.account_types:
-            config = attrs.evolve(config, account_types=SHIPPED_TYPES)
-        deposit = parse_fixed(args.deposit, 2, field="--deposit")
-    except (ConfigError, InvalidValue) as exc:
-        print(f"exness-actors backtest: {exc}", file=sys.stderr)
-        return 2
-    try:
-        strategy = _load_strategy(args.strategy)
-    except LookupError as exc:
-        print(f"exness-actors backtest: cannot load strategy {args.strategy!r}: {exc}", file=sys.stderr)
-        return 2
-    if not Path(args.ticks).exists():
-        print(f"exness-actors backtest: --ticks {args.ticks}: no such file", file=sys.stderr)
-        return 2
-    journal_dir = None
-    if args.data_dir:
-        journal_dir = Path(args.data_dir) / "journal"
-    stats = LoadStats()
-    started = time.perf_counter()
-    bar = _progress_bar("backtesting", "quotes")
-    try:
-        result = run_backtest(load_ticks(args.ticks, config, symbol=args.symbol, stats=stats), strategy,
-                              config=config, deposit_cents=deposit, load_stats=stats, journal_dir=journal_dir,
-                              progress=_advance(bar), account_type=args.account_type)
-    except ValueError as exc:
-        print(f"exness-actors backtest: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if bar is not None:
-            bar.close()
-    elapsed = time.perf_counter() - started
-    write_outputs(result, Path(args.out), config, plot=_plot_png)
-    sys.stdout.write(summary_json(result.summary))
-    print(f"backtest: {result.summary.get('inputs')} inputs in {elapsed:.2f} s; outputs in {args.out}"
-          + (f"; journal in {args.data_dir} (exness-actors replay {args.data_dir})" if args.data_dir else ""))
-    return 0
-
-
-def _cmd_migrate(cfg: Config) -> int:
-    """Apply the configured store's pending migrations; say which ran (exit 1 on failure)."""
-    kind = cfg.get("store", "kind", "sqlite")
-    if kind == "postgres":
-        from actors.store_postgres import describe_url, migrate_postgres
-        url = cfg.get("store", "database_url")
-        if not url:
-            print("exness-actors migrate: --store postgres needs DATABASE_URL "
-                  "(or [store] database_url), e.g. postgresql://user@host:5432/dbname", file=sys.stderr)
-            return 1
-        schema = cfg.get("store", "schema") or None
-        where = describe_url(url) + (f" schema {schema}" if schema else "")
-        try:
-            store = trio.run(functools.partial(migrate_postgres, url, schema=schema))
-        except Exception as exc:   # connection refused, auth, a failing or changed migration
-            print(f"exness-actors migrate: the postgres store at {where} was not migrated: "
-                  f"{type(exc).__name__}: {exc}", file=sys.stderr)
-            return 1
-        applied = store.migrations_applied
-        candles = ("candles_1m is a TimescaleDB hypertable" if store.timescaledb else
-                   "candles_1m is a plain indexed table (TimescaleDB is not available on this server)")
-    elif kind == "sqlite":
-        from actors.store import open_store
-
-        async def _migrate_sqlite() -> list[str]:
-            store = await open_store(cfg)       # SQLite migrates when it opens
-            await store.close()
-            return store.migrations_applied
-        where = str(cfg.data_dir)
-        try:
-            applied = trio.run(_migrate_sqlite)
-        except Exception as exc:
-            print(f"exness-actors migrate: the sqlite store in {where} was not migrated: "
-                  f"{type(exc).__name__}: {exc}", file=sys.stderr)
-            return 1
-        candles = ""
-    else:
-        print(f"exness-actors migrate: [store] kind must be 'sqlite' or 'postgres', not {kind!r}",
-              file=sys.stderr)
-        return 2
-    if applied:
-        print(f"exness-actors migrate: applied {len(applied)} migration(s) to the {kind} store at "
-              f"{where}: {', '.join(applied)}; it is up to date")
-    else:
-        print(f"exness-actors migrate: no pending migrations; the {kind} store at {where} is up to date")
-    if candles:
-        print(f"exness-actors migrate: {candles}")
-    return 0
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    args = _build_parser().parse_args(argv)
-    if args.command == "replay":
-        return _cmd_replay(args)
-    if args.command == "verify":
-        return _cmd_verify(args)
-    if args.command == "backtest":
-        return _cmd_backtest(args)
-    if args.command == "simulate":
-        return _cmd_simulate(args, reexec=argv is None)
-    setup_logging(getattr(args, "log_level", "INFO"))
-    try:
-        cfg = load_config(args.config, overrides=_overrides(args))
-    except ConfigError as exc:
-        print(f"exness-actors: configuration error: {exc}", file=sys.stderr)
-        return 2
-    if args.command == "migrate":
-        return _cmd_migrate(cfg)
-    if args.command == "health":
-        from actors.redis_edge import check_health
-        url = cfg.get("bus", "redis_url", None)
-        if not url:
-            print("exness-actors health: set REDIS_URL (split mode keeps heartbeats in Redis)", file=sys.stderr)
-            return 1
-        ok, message = check_health(str(url), args.role, args.instance)
-        print(message, file=sys.stdout if ok else sys.stderr)
-        return 0 if ok else 1
-    role = args.role
-    bus = str(cfg.get("bus", "kind", "memory"))
-    if role != "all" and bus != "redis":
-        print(f"exness-actors: --role {role} is a split-mode process: it needs --bus redis "
-              "(or [bus] kind = \"redis\") and REDIS_URL", file=sys.stderr)
-        return 2
-    if role == "all" and bus == "redis":
-        print("exness-actors: --role all is the embedded platform (--bus memory); in split mode run "
-              "each role as its own process (docs/operations.md)", file=sys.stderr)
-        return 2
-    try:
-        with restoring_stop_signals():
-            if role in ("all", "engine"):
-                trio.run(functools.partial(run_system, cfg, repair=args.repair, announce=True, role=role,
-                                           shard=int(cfg.get("bus", "shard", 0))))
-            else:
-                from actors import roles
-                trio.run(functools.partial(roles.run_role, cfg, role))
-    except ConfigError as exc:
-        print(f"exness-actors: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except StartupError as exc:
-        print(f"exness-actors: cannot start: {exc}", file=sys.stderr)
-        return EXIT_CANNOT_START
-    except FatalIOError as exc:
-        print(f"exness-actors: stopped: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-    return EXIT_OK
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":   # ``python -m supervisor …`` is the CLI too
+    from actors.cli import main
     raise SystemExit(main())

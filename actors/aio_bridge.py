@@ -1,7 +1,7 @@
 """The bridge from trio to asyncio libraries (asyncpg: the PostgreSQL store).
 
 Redis does not use it any more: the process edge talks to Redis on trio's own sockets
-(actors/redis_trio.py), because it makes several calls per request and each crossing here
+(actors/bus/redis_client.py), because it makes several calls per request and each crossing here
 costs two thread wake-ups (docs/decisions.md).
 
 Choice (DESIGN.md §6): **an asyncio event loop in one dedicated thread**, driven from trio.
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Awaitable, Callable, Optional, TypeVar
+from typing import Any, Awaitable, Callable, Coroutine, Optional, TypeVar, cast
 
 import outcome
 import trio
@@ -107,7 +107,7 @@ class AsyncioBridge:
                 pass
 
         def start() -> None:
-            task = loop.create_task(fn(*args))
+            task = loop.create_task(cast(Coroutine[Any, Any, T], fn(*args)))
             task_box.append(task)
             task.add_done_callback(finished)
 

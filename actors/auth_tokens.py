@@ -13,10 +13,12 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import attrs
 import jwt
+
+from exness_actors.commands import AccountId
 
 __all__ = ["TokenIssuer", "AccessClaims", "AuthError", "load_or_create_secret"]
 
@@ -35,7 +37,7 @@ class AuthError(Exception):
 @attrs.frozen
 class AccessClaims:
     user_id: int
-    account_id: int
+    account_id: AccountId
     expires_at: int
 
 
@@ -56,7 +58,7 @@ class TokenIssuer:
     def verify_access(self, token: object, *, now: Optional[float] = None) -> AccessClaims:
         if not isinstance(token, str) or not token or len(token) > 4096:
             raise AuthError("INVALID_TOKEN", "a bearer access token is required")
-        options = {"require": ["exp", "iat", "sub"], "verify_exp": now is None}
+        options: Any = {"require": ["exp", "iat", "sub"], "verify_exp": now is None}
         try:
             claims = jwt.decode(token, self._secret, algorithms=[ALGORITHM], issuer=self.issuer,
                                 options=options)
@@ -72,7 +74,7 @@ class TokenIssuer:
             user_id = int(claims["sub"])
         except (TypeError, ValueError):
             raise AuthError("INVALID_TOKEN", "the access token has a malformed subject") from None
-        return AccessClaims(user_id=user_id, account_id=claims["acc"], expires_at=claims["exp"])
+        return AccessClaims(user_id=user_id, account_id=AccountId(claims["acc"]), expires_at=claims["exp"])
 
 
 def load_or_create_secret(data_dir: Path, configured: Optional[str] = None) -> bytes:
@@ -85,8 +87,8 @@ def load_or_create_secret(data_dir: Path, configured: Optional[str] = None) -> b
     path = data_dir / "jwt.secret"
     if path.exists():
         return path.read_text().strip().encode()
-    secret = os.urandom(32).hex()
+    text = os.urandom(32).hex()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(secret + "\n")
-    return secret.encode()
+        handle.write(text + "\n")
+    return text.encode()

@@ -5,18 +5,21 @@ Environment overrides are ``EXNESS_<SECTION>__<KEY>`` (e.g. ``EXNESS_HTTP__PORT=
 like one (numbers, booleans, quoted strings), otherwise taken as plain strings. ``REDIS_URL`` and
 ``DATABASE_URL`` fill ``bus.redis_url`` and ``store.database_url``.
 
-A :class:`Config` is a read-only view over the merged tables; each actor reads its own section.
+A :class:`Config` is a read-only view over the merged tables; :attr:`Config.settings` parses them
+once into typed sections (actors/settings.py), which is what the actors and the supervisor read.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import tomllib
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from actors._shipped import shipped_path
+from actors.settings import Settings, parse_settings
 from exness_actors.instruments import CoreConfig, core_config_from_mapping
 from exness_actors.money import parse_fixed
 
@@ -86,12 +89,14 @@ class Config:
     def __getitem__(self, section: str) -> dict[str, Any]:
         return self.tables.get(section, {})
 
-    def get(self, section: str, key: str, default: Any = None) -> Any:
-        return self.tables.get(section, {}).get(key, default)
+    @functools.cached_property
+    def settings(self) -> Settings:
+        """The typed sections, parsed on first use (``load_config`` does it at once)."""
+        return parse_settings(self.tables)
 
     @property
     def data_dir(self) -> Path:
-        return Path(self.get("data", "dir", "./data"))
+        return self.settings.data.path
 
     @property
     def core(self) -> CoreConfig:
@@ -103,7 +108,7 @@ class Config:
     @property
     def demo_deposit_cents(self) -> int:
         try:
-            return parse_fixed(self.get("engine", "demo_deposit", "0"), 2,
+            return parse_fixed(self["engine"].get("demo_deposit", "0"), 2,
                                field="engine.demo_deposit", allow_zero=True)
         except Exception as exc:
             raise ConfigError(str(exc)) from None
@@ -135,4 +140,5 @@ def load_config(path: Optional[os.PathLike[str] | str] = None, *,
         _merge(tables, overrides)
     config = Config(tables)
     config.core  # validate the instruments early, with a clear message
+    config.settings
     return config

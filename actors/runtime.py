@@ -50,9 +50,9 @@ async def wait_for_stop_signal() -> signal.Signals:
     for signum in STOP_SIGNALS:
         signal.signal(signum, _repeated_stop_signal)
     with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
-        async for signum in signals:
-            log.info("event=signal_received signal=%s", signal.Signals(signum).name)
-            return signal.Signals(signum)
+        async for received in signals:
+            log.info("event=signal_received signal=%s", signal.Signals(received).name)
+            return signal.Signals(received)
     raise AssertionError("the signal receiver ended")   # pragma: no cover - it never ends
 
 

@@ -25,9 +25,9 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors import engine as engine_actor  # noqa: E402
-from actors.engine import EngineHandle  # noqa: E402
-from actors.messages import Overloaded  # noqa: E402
+from actors.engine import actor as engine_actor  # noqa: E402
+from actors.engine.actor import EngineHandle  # noqa: E402
+from actors.engine.messages import Overloaded  # noqa: E402
 from exness_actors.commands import ClosePosition, CreateAccount, PlaceOrder, Quote  # noqa: E402
 from exness_actors.engine import Engine  # noqa: E402
 from exness_actors.events import PositionOpened  # noqa: E402

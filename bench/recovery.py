@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors.recovery import journal_dir, pin_core_config, recover  # noqa: E402
-from actors.snapshot_worker import write_engine_snapshot  # noqa: E402
+from actors.engine.recovery import journal_dir, pin_core_config, recover  # noqa: E402
+from actors.engine.snapshot_worker import write_engine_snapshot  # noqa: E402
 from exness_actors import codec  # noqa: E402
 from exness_actors.commands import ClosePosition, CreateAccount, PlaceOrder, Quote  # noqa: E402
 from exness_actors.engine import HASH_BLOCK, Engine  # noqa: E402

@@ -1,7 +1,7 @@
 """WebSocket fan-out: quote updates delivered per second to 1,000 subscribed clients.
 
 The server side is the real stack in this process: ``supervisor.run_system`` (engine, journal
-with the default fsync policy, store, candles; no price feed) and ``actors.ws.run``. The clients
+with the default fsync policy, store, candles; no price feed) and ``actors.ws.server.run``. The clients
 are a load generator in a **separate process** on loopback (this script with
 ``--load-generator``): raw non-blocking sockets and a minimal RFC 6455 frame parser, so the
 clients are cheap enough not to be the bottleneck. Each client subscribes to the BTCUSDT and
@@ -273,10 +273,10 @@ async def bench(args: argparse.Namespace) -> None:
     import trio
 
     import supervisor
-    from actors import ws as ws_actor
+    from actors.ws import server as ws_actor
     from actors.auth_tokens import TokenIssuer
     from actors.config import load_config
-    from actors.messages import Overloaded
+    from actors.engine.messages import Overloaded
     from exness_actors.commands import Quote
 
     data_dir = tempfile.mkdtemp(prefix="ws-fanout-")

@@ -3,7 +3,7 @@
 The server side is the real stack in this process: ``supervisor.run_system`` (engine with the
 journal's default ``fsync = "batch"`` — every reply waits for its batch to be durable —, store,
 persister, candles; no price feed: a task here keeps a fresh BTCUSDT quote) and
-``actors.ws.run``. The load generator is a **separate process** on loopback (this script with
+``actors.ws.server.run``. The load generator is a **separate process** on loopback (this script with
 ``--load-generator``, raw sockets as in ``bench/ws_fanout.py``): ``--clients`` connections, each
 authenticated as its own account, each keeping ``--depth`` requests in flight: a market
 ``place``, then ``close`` of the position it opened, then the next ``place``, …
@@ -154,7 +154,7 @@ async def bench(args: argparse.Namespace) -> None:
     import trio
 
     import supervisor
-    from actors import ws as ws_actor
+    from actors.ws import server as ws_actor
     from actors.auth_tokens import TokenIssuer
     from actors.config import load_config
     from exness_actors.commands import CreateAccount, Quote

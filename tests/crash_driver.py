@@ -22,7 +22,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from actors.config import load_config  # noqa: E402
-from actors.messages import EngineStopped, Overloaded  # noqa: E402
+from actors.engine.messages import EngineStopped, Overloaded  # noqa: E402
 from exness_actors import codec  # noqa: E402
 from exness_actors.commands import ClosePosition, CreateAccount, Deposit, PlaceOrder  # noqa: E402
 from exness_actors.events import PositionOpened  # noqa: E402

@@ -11,10 +11,10 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors import candles as candles_actor
+from actors.history import candles as candles_actor
 from actors.config import load_config
-from actors.messages import EventBatch
-from actors.store_sqlite import SqliteStore
+from actors.engine.messages import EventBatch
+from actors.store.sqlite import SqliteStore
 from exness_actors.candles import (
     INTERVAL_NAMES, INTERVALS, MINUTE_NS, WEEK_OFFSET_NS, Candle, CandleBuilder, aggregate,
     bucket_start,
@@ -293,8 +293,9 @@ async def store(tmp_path):
 
 
 async def start_actor(nursery, *, inbox, cfg, store, outbox=None) -> candles_actor.CandlesHandle:
-    return await nursery.start(functools.partial(candles_actor.run, inbox=inbox, cfg=cfg,
-                                                 store=store, outbox=outbox))
+    symbols = [instrument.symbol for instrument in cfg.core.instruments]
+    return await nursery.start(functools.partial(candles_actor.run, inbox=inbox, settings=cfg.settings.candles,
+                                                 symbols=symbols, store=store, outbox=outbox))
 
 
 #: 3 minutes of BTC quotes and one ETH quote; BTC's third minute stays open.

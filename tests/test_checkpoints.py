@@ -7,10 +7,10 @@ import functools
 import pytest
 import trio
 
-import supervisor
-from actors import engine as engine_actor
-from actors.engine import EngineHandle
-from actors.recovery import journal_dir, pin_core_config
+from actors import cli
+from actors.engine import actor as engine_actor
+from actors.engine.actor import EngineHandle
+from actors.engine.recovery import journal_dir, pin_core_config
 from core_helpers import SYMBOL, make_engine
 from exness_actors import codec
 from exness_actors.commands import CreateAccount, PlaceOrder, Quote
@@ -96,7 +96,7 @@ def test_replay_cli_verifies_a_short_journal_and_its_final_state(tmp_path, capsy
     pin_core_config(tmp_path, make_engine().config)
     with JournalWriter(journal_dir(tmp_path)) as writer:
         writer.append(b"".join(encode_frame(p) for p in inputs_then_checkpoint()), first_seq=1)
-    assert supervisor.main(["replay", str(tmp_path)]) == 0
+    assert cli.main(["replay", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "1 checkpoints verified" in out
     assert "final state hash verified at seq 2" in out

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.keys import load_or_create_key
-from actors.recovery import journal_dir, recover
+from actors.engine.keys import load_or_create_key
+from actors.engine.recovery import journal_dir, recover
 from crash_driver import driver_config
 from exness_actors import codec
 from exness_actors.engine import Engine

@@ -4,7 +4,7 @@ statically: no Docker needed, so these run everywhere CI does.
 Theory of operation: the compose file is parsed with PyYAML (anchors and merge keys resolved) and
 each ``exness-actors`` command line in it is checked against ``RUN_ROLES``, a fixed table of the
 split-mode command line the deployment is written against (roles, flags, their values). When the
-real CLI (``supervisor._build_parser``) knows those roles, the same command lines are also parsed by
+real CLI (``cli._build_parser``) knows those roles, the same command lines are also parsed by
 it, so a drift between the CLI and the compose file fails here. ``${VAR…}`` references are
 interpolated the way ``docker compose`` does, with the values of ``.env.example``.
 """
@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from actors import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_PATH = ROOT / "docker-compose.yml"
@@ -314,8 +316,7 @@ def test_every_exness_actors_command_line_follows_the_cli_contract(compose: dict
 
 
 def test_compose_command_lines_parse_with_the_real_cli(compose: dict[str, Any]) -> None:
-    supervisor = pytest.importorskip("supervisor")
-    parser = supervisor._build_parser()
+    parser = cli._build_parser()
     subcommands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
     run_role = next((action for action in subcommands.choices["run"]._actions if "--role" in action.option_strings),
                     None)
@@ -639,7 +640,7 @@ def test_an_installed_wheel_carries_its_config_and_migrations(tmp_path: Path) ->
                                 str(wheel)], capture_output=True, text=True, timeout=300)
     assert installed.returncode == 0, installed.stderr[-3000:]
     probe = (
-        "import actors, actors.config as c, actors.store_postgres as p, actors.store_sqlite as s\n"
+        "import actors, actors.config as c, actors.store.postgres as p, actors.store.sqlite as s\n"
         f"assert actors.__file__.startswith({str(site)!r}), actors.__file__\n"
         "assert list(c.load_config()['instruments']) == ['BTCUSDT', 'ETHUSDT', 'SOLUSDT']\n"
         "assert [m.stem for m in p.load_migrations()][:4] == "

@@ -14,10 +14,10 @@ from decimal import Decimal
 
 import pytest
 
-from actors import edge
-from actors._ws_orders import build_command
-from actors.edge import EdgeError
-from actors.store import InvalidCursor, decode_cursor, encode_cursor
+from actors.wire import codec as edge
+from actors.ws._orders import build_command
+from actors.wire.codec import EdgeError
+from actors.store.base import InvalidCursor, decode_cursor, encode_cursor
 from exness_actors.instruments import Instrument
 from core_helpers import make_engine
 
@@ -57,7 +57,7 @@ def test_huge_exponents_are_refused_at_once(field: str, fields: bytes, lane: str
         if lane == "http":
             edge.parse_place_order(body, 1, INSTRUMENTS)
         else:
-            build_command("place", body, 1, engine)
+            build_command("place", body, 1, engine.instruments, engine)
     elapsed = time.perf_counter() - started
     assert (raised.value.status, raised.value.details["field"]) == (400, field)
     assert elapsed < 0.5, f"{field}: {elapsed:.3f} s"   # microseconds when fixed; 9 s before
@@ -90,14 +90,14 @@ def test_ids_take_ascii_digits_only(value: str) -> None:
         edge.parse_path_id(value, "order")
     engine = make_engine()
     with pytest.raises(EdgeError) as raised:
-        build_command("cancel", {"order_id": value}, 1, engine)
+        build_command("cancel", {"order_id": value}, 1, engine.instruments, engine)
     assert raised.value.details["field"] == "order_id"
 
 
 def test_ws_lane_refuses_non_ascii_prices() -> None:
     engine = make_engine()
     with pytest.raises(EdgeError) as raised:
-        build_command("place", {**PENDING, "price": "６００００"}, 1, engine)
+        build_command("place", {**PENDING, "price": "６００００"}, 1, engine.instruments, engine)
     assert raised.value.details["field"] == "price"
 
 

@@ -10,10 +10,10 @@ import threading
 import pytest
 import trio
 
-from actors import engine as engine_actor
-from actors.engine import EngineHandle
-from actors.faults import FatalIOError
-from actors.messages import EngineStopped, Overloaded
+from actors.engine import actor as engine_actor
+from actors.engine.actor import EngineHandle
+from actors.engine.faults import FatalIOError
+from actors.engine.messages import EngineStopped, Overloaded
 from core_helpers import SYMBOL, make_engine
 from exness_actors.commands import CreateAccount, PlaceOrder, Quote
 from exness_actors.engine import HASH_BLOCK, Engine

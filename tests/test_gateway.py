@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import pytest
 
-from actors.messages import Overloaded
+from actors.engine.messages import Overloaded
 from gateway_helpers import API, PASSWORD, bearer, running_gateway
 
 

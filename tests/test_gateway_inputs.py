@@ -15,7 +15,7 @@ import time
 import pytest
 
 from actors.auth_tokens import TokenIssuer
-from actors.engine import EngineHandle
+from actors.engine.actor import EngineHandle
 from actors.gateway import create_app
 from exness_actors.commands import Clock
 from exness_actors.engine import Engine

@@ -14,7 +14,7 @@ import trio
 from actors import gateway as gateway_module
 from actors.gateway import OPENAPI_PATH, openapi_document, openapi_text, token_issuer_from_config
 from actors.gateway.__main__ import main as gateway_cli
-from actors.price_feed import FeedStats
+from actors.feed.price_feed import FeedStats
 from exness_actors.commands import Quote
 from gateway_helpers import API, PASSWORD, gateway_config, running_gateway
 from supervisor import run_system

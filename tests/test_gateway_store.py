@@ -7,8 +7,8 @@ import hashlib
 import pytest
 import trio
 
-from actors.store import DuplicateEmail
-from actors.store_sqlite import SqliteStore
+from actors.store.base import DuplicateEmail
+from actors.store.sqlite import SqliteStore
 
 SECOND = 1_000_000_000
 

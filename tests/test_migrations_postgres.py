@@ -1,9 +1,9 @@
-"""PostgreSQL migrations: the runner of actors/store_postgres.py and `exness-actors migrate`.
+"""PostgreSQL migrations: the runner of actors/store/postgres.py and `exness-actors migrate`.
 
 Each test works in a fresh, uniquely named schema (dropped afterwards) of the real server at
 ``database_url``; without a server the tests are skipped, under EXNESS_REQUIRE_SERVICES=1 they fail.
 The runner is asyncio code (it runs on the store's bridge), so these are plain functions driving it
-with ``asyncio.run``; the CLI tests call ``supervisor.main`` like a shell would.
+with ``asyncio.run``; the CLI tests call ``cli.main`` like a shell would.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-import supervisor
-from actors.store_postgres import (
+from actors import cli
+from actors.store.postgres import (
     MigrationError, apply_migrations, load_migrations, pending_migrations, quote_identifier,
 )
 
@@ -261,9 +261,9 @@ def test_the_migrate_command_applies_the_postgres_migrations(database_url: str, 
     monkeypatch.setenv("DATABASE_URL", url)
     monkeypatch.setenv("EXNESS_STORE__SCHEMA", schema)
 
-    assert supervisor.main(["migrate", "--store", "postgres"]) == 0
+    assert cli.main(["migrate", "--store", "postgres"]) == 0
     first = capsys.readouterr().out
-    assert supervisor.main(["migrate", "--store", "postgres"]) == 0
+    assert cli.main(["migrate", "--store", "postgres"]) == 0
     second = capsys.readouterr().out
 
     assert all(stem in first for stem in SHIPPED) and f"applied {len(SHIPPED)}" in first, first
@@ -276,7 +276,7 @@ def test_the_migrate_command_reports_a_failure(monkeypatch, capsys) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:1/nowhere")   # no server
     monkeypatch.setenv("EXNESS_STORE__SCHEMA", "unused")
 
-    assert supervisor.main(["migrate", "--store", "postgres"]) == 1
+    assert cli.main(["migrate", "--store", "postgres"]) == 1
 
     error = capsys.readouterr().err
     assert "exness-actors migrate:" in error and "127.0.0.1:1/nowhere" in error, error
@@ -285,8 +285,8 @@ def test_the_migrate_command_reports_a_failure(monkeypatch, capsys) -> None:
 def test_the_migrate_command_keeps_the_sqlite_path(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.delenv("EXNESS_STORE__KIND", raising=False)
 
-    assert supervisor.main(["migrate", "--data-dir", str(tmp_path)]) == 0
-    assert supervisor.main(["migrate", "--data-dir", str(tmp_path), "--store", "sqlite"]) == 0
+    assert cli.main(["migrate", "--data-dir", str(tmp_path)]) == 0
+    assert cli.main(["migrate", "--data-dir", str(tmp_path), "--store", "sqlite"]) == 0
 
     out = capsys.readouterr().out
     assert "0001_init" in out and "no pending migrations" in out, out

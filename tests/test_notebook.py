@@ -41,7 +41,7 @@ def _commands() -> list:
 def write(data_dir: Path, *, corrupt: bool = False) -> tuple[Engine, dict[int, bytes]]:
     """Journal the inputs above (checkpoints after seq 5 and at the end); return the live engine
     and its state hash after every seq."""
-    from actors.recovery import pin_core_config
+    from actors.engine.recovery import pin_core_config
 
     engine = make_engine()
     hashes = {0: engine.state_hash()}

@@ -9,11 +9,11 @@ import pytest
 import trio
 import trio.testing
 
-from actors import persister as persister_actor
+from actors.history import persister as persister_actor
 from actors.config import load_config
-from actors.messages import EventBatch
-from actors.store import Store, rows_from_items
-from actors.store_sqlite import SqliteStore
+from actors.engine.messages import EventBatch
+from actors.store.base import Store, rows_from_items
+from actors.store.sqlite import SqliteStore
 from core_helpers import SECOND, SYMBOL, Market, of_type
 from exness_actors.commands import (
     CancelOrder, Clock, ClosePosition, CreateAccount, Deposit, ModifyOrder, Withdraw,
@@ -121,7 +121,7 @@ async def persist_live(store: Store, cfg, batches: list[EventBatch]) -> persiste
     send, receive = trio.open_memory_channel(64)
     async with trio.open_nursery() as nursery:
         handle = await nursery.start(functools.partial(persister_actor.run, inbox=receive,
-                                                       cfg=cfg, store=store))
+                                                       settings=cfg.settings.persister, store=store))
         for batch in batches:
             await send.send(batch)
         await send.aclose()
@@ -233,7 +233,7 @@ async def test_waiting_batches_coalesce_into_one_transaction(stores, cfg) -> Non
         send.send_nowait(batch)
     async with trio.open_nursery() as nursery:
         handle = await nursery.start(functools.partial(persister_actor.run, inbox=receive,
-                                                       cfg=cfg, store=store))
+                                                       settings=cfg.settings.persister, store=store))
         await send.aclose()
 
     stats = handle.statistics()
@@ -255,7 +255,7 @@ async def test_statistics_show_the_lag_while_the_store_is_slow(stores, cfg) -> N
     send, receive = trio.open_memory_channel(64)
     async with trio.open_nursery() as nursery:
         handle = await nursery.start(functools.partial(persister_actor.run, inbox=receive,
-                                                       cfg=cfg, store=store))
+                                                       settings=cfg.settings.persister, store=store))
         await send.send(market.batches[0])
         await trio.testing.wait_all_tasks_blocked()
         for batch in market.batches[1:]:

@@ -20,7 +20,7 @@ from typing import Any, AsyncIterator
 import pytest
 import trio
 
-from actors import price_feed
+from actors.feed import price_feed
 from actors.config import ConfigError, load_config
 from exness_actors.commands import Quote
 from exness_actors.feed_format import (

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-import supervisor
+from actors import cli
 from exness_actors.backtest import load_ticks, run_backtest
 from exness_actors.instruments import DEFAULT_INSTRUMENTS, CoreConfig
 from exness_actors.strategies.examples import buy_and_hold
@@ -28,7 +28,7 @@ class Flat:
 
 
 def _backtest(tmp_path: Path, strategy: str) -> int:
-    return supervisor.main(["backtest", "--ticks", str(SAMPLE_CSV), "--strategy", strategy,
+    return cli.main(["backtest", "--ticks", str(SAMPLE_CSV), "--strategy", strategy,
                             "--out", str(tmp_path / "out")])
 
 
@@ -86,7 +86,7 @@ def test_a_strategy_that_cannot_be_loaded_is_a_clear_error(tmp_path, capsys, spe
 
 def test_backtest_help_says_where_strategies_are_found(capsys):
     with pytest.raises(SystemExit):
-        supervisor.main(["backtest", "--help"])
+        cli.main(["backtest", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "current directory" in text and "FILE.py:NAME" in text
 
@@ -108,7 +108,7 @@ def test_parquet_export_without_pyarrow_is_refused_before_replaying(data_dir, mo
     replayed = []
     monkeypatch.setattr("exness_actors.replay.replay", lambda *a, **k: replayed.append(1))
     flags = [str(data_dir / flag) if flag.endswith((".parquet", ".csv")) else flag for flag in flags]
-    assert supervisor.main(["replay", str(data_dir), *flags]) == 2
+    assert cli.main(["replay", str(data_dir), *flags]) == 2
     err = capsys.readouterr().err
     assert replayed == [] and "pip install 'exness-actors[parquet]'" in err and "use the CLI" not in err
     assert not list(data_dir.glob("*.parquet")) and not (data_dir / "events.csv").exists()
@@ -116,13 +116,13 @@ def test_parquet_export_without_pyarrow_is_refused_before_replaying(data_dir, mo
 
 def test_a_raw_spread_backtest_pays_fees_and_its_replay_shows_the_house_by_source(tmp_path, capsys):
     data_dir = tmp_path / "journaled"
-    assert supervisor.main(["backtest", "--ticks", str(SAMPLE_CSV), "--strategy", EXAMPLE, "--out",
+    assert cli.main(["backtest", "--ticks", str(SAMPLE_CSV), "--strategy", EXAMPLE, "--out",
                             str(tmp_path / "out"), "--account-type", "raw_spread", "--data-dir", str(data_dir)]) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert Decimal(summary["commission"]) > 0 and "stop_outs" in summary
     capsys.readouterr()
 
-    assert supervisor.main(["replay", str(data_dir)]) == 0
+    assert cli.main(["replay", str(data_dir)]) == 0
 
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("house pnl by source"))
     assert f"commission {summary['commission']}" in line

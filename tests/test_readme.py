@@ -10,6 +10,7 @@ from pathlib import Path
 import trio
 
 import supervisor
+from actors import cli
 from actors.config import load_config
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -56,7 +57,7 @@ async def test_readme_shows_the_ready_lines_and_the_files_of_a_fresh_run(tmp_pat
 
 
 def test_readme_flag_table_lists_every_run_flag() -> None:
-    parser = supervisor._build_parser()
+    parser = cli._build_parser()
     commands = next(action for action in parser._actions if action.dest == "command")
     run = commands.choices["run"]
     flags = {flag for action in run._actions for flag in action.option_strings if flag.startswith("--")}

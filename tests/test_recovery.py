@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.recovery import RecoveryError, journal_dir, recover, snapshot_dir
-from actors.snapshot_worker import build_snapshot, write_engine_snapshot
+from actors.engine.recovery import RecoveryError, journal_dir, recover, snapshot_dir
+from actors.engine.snapshot_worker import build_snapshot, write_engine_snapshot
 from core_helpers import SYMBOL, make_engine
 from exness_actors import codec
 from exness_actors.commands import ClosePosition, CreateAccount, PlaceOrder, Quote
@@ -160,7 +160,7 @@ def test_snapshot_worker_process_builds_the_live_state(tmp_path):
     write_journal(tmp_path, live, HASH_BLOCK + 100)
     recover(tmp_path, live.config, KEY)                  # pins the core config like a real start
     result = subprocess.run(
-        [sys.executable, "-m", "actors.snapshot_worker", str(tmp_path), str(live.last_seq), "2"],
+        [sys.executable, "-m", "actors.engine.snapshot_worker", str(tmp_path), str(live.last_seq), "2"],
         input=KEY.hex() + "\n", capture_output=True, text=True, cwd=Path(__file__).parent.parent,
         timeout=120)
     assert result.returncode == 0, result.stderr

@@ -11,10 +11,10 @@ import pytest
 import redis
 import trio
 
-from actors import redis_edge
-from actors.engine import EngineHandle
-from actors.engine import run as run_engine
-from actors.messages import EngineStopped, EngineTimeout, Overloaded, ReplySlot, Request
+from actors.bus import streams as redis_edge
+from actors.engine.actor import EngineHandle
+from actors.engine.actor import run as run_engine
+from actors.engine.messages import EngineStopped, EngineTimeout, Overloaded, ReplySlot, Request
 from exness_actors import codec
 from exness_actors.commands import Clock, CreateAccount, Deposit, EdgeCursor, PlaceOrder, Quote
 from exness_actors.engine import Engine
@@ -232,7 +232,7 @@ async def test_remote_requests_round_trip_and_time_out_cleanly(tmp_path, url):
         await nursery.start(remote.run)
         reply = await remote.request(CreateAccount(account_id=9, initial_deposit=500))
         assert reply.seq >= 2 and remote.durable_seq == reply.seq      # the cursor took seq 1
-        from actors.gateway import _views as views
+        from actors.wire import views as views
         summary = await remote.query(redis_edge.BoxedView(views.account_summary, (9,)))
         assert summary[0]["account_id"] == "9" and summary[0]["balance"] == "5.00"
         # the engine goes away: requests end in EngineTimeout (HTTP 504), not a hang
@@ -247,12 +247,12 @@ async def test_remote_requests_round_trip_and_time_out_cleanly(tmp_path, url):
 
 
 async def test_ws_order_lane_actions_on_a_remote_engine_answer_as_in_embedded_mode(tmp_path, url):
-    """actors._ws_orders.remote_outcome (the WS lane in split mode) against the embedded lane's
+    """actors.ws._orders.remote_outcome (the WS lane in split mode) against the embedded lane's
     build_command/outcome on an identical local engine: same oks, same error codes, same
     rendered fields (times aside)."""
-    from actors._ws_orders import build_command, error_json, outcome, remote_outcome
-    from actors.edge import EdgeError
-    from actors.ws import _failure_fields
+    from actors.ws._orders import build_command, error_json, outcome, remote_outcome
+    from actors.wire.codec import EdgeError
+    from actors.ws.server import _failure_fields
     from exness_actors.commands import Quote
 
     def prepare(engine: Engine) -> Engine:   # quotes never go stale: the actor's clock is the wall's
@@ -296,12 +296,12 @@ async def test_ws_order_lane_actions_on_a_remote_engine_answer_as_in_embedded_mo
     ts = 10
     for action, message, account in steps:
         try:
-            command, context = build_command(action, message, account, local)
+            command, context = build_command(action, message, account, local.instruments, local)
         except EdgeError as error:
             expected.append({"ok": False, "error": error_json(error)})
             continue
         ts += 1
-        expected.append(outcome(action, context, local.submit(command, ts=ts), local))
+        expected.append(outcome(action, context, local.submit(command, ts=ts), local.instruments, local))
     assert [(e["ok"], e.get("error", {}).get("code")) for e in expected] == [
         (True, None), (True, None), (True, None), (False, "UNKNOWN_POSITION"), (False, "VALIDATION_ERROR"),
         (True, None), (True, None), (False, "UNKNOWN_POSITION"), (True, None), (True, None),
@@ -318,9 +318,9 @@ async def test_ws_order_lane_actions_on_a_remote_engine_answer_as_in_embedded_mo
         instruments = handle.engine.instruments
         for (action, message, account), want in zip(steps, expected):
             if action == "place":     # placements take the embedded path in split mode too
-                command, context = build_command(action, message, account, remote.engine)
+                command, context = build_command(action, message, account, remote.instruments)
                 reply = await remote.request(command)
-                got = outcome(action, context, reply.events, handle.engine)
+                got = outcome(action, context, reply.events, remote.instruments)
             else:
                 got = await remote_outcome(action, message, account, remote, instruments)
             assert strip(got) == strip(want), (action, message, account)

@@ -1,4 +1,4 @@
-"""actors/redis_trio.py: the edge's Redis client on trio sockets, checked against redis-py's
+"""actors/bus/redis_client.py: the edge's Redis client on trio sockets, checked against redis-py's
 synchronous client on the same server (same answers in the same shapes), and its connection
 handling: pooling, blocking reads, a dropped connection, cancellation, bad set-ups."""
 
@@ -10,7 +10,7 @@ import trio
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from actors.redis_trio import TrioRedis
+from actors.bus.redis_client import TrioRedis
 
 
 @pytest.fixture

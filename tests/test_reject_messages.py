@@ -3,7 +3,7 @@ strings, never the core's cents, ticks or quantity units.
 
 One row per reject path of the core. Each row drives a core with one funded account (10000.00
 USD) and a quote whose numbers are easy to spot (bid 65031.36, ask 65032.00 — internally
-6503136 and 6503200 ticks), then renders the rejection with :func:`actors.edge.rejection_of`,
+6503136 and 6503200 ticks), then renders the rejection with :func:`actors.wire.codec.rejection_of`,
 which is what the HTTP API and the WebSocket order lane both answer with. A row states the
 reason, a fragment that must appear, and the bare integers the message may contain (ids,
 leverage, bps); any other integer in the message or a ``details`` value fails the row.
@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import pytest
 
-from actors import edge
+from actors.wire import codec as edge
 from core_helpers import SECOND, SYMBOL, Market
 from exness_actors.commands import (
     AddMargin, CancelOrder, ClosePosition, CreateAccount, Deposit, HaltSymbol, ModifyOrder,

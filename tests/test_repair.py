@@ -15,9 +15,9 @@ from typing import Any, AsyncIterator
 import pytest
 import trio
 
-from actors import repair as repair_journal
-from actors.recovery import journal_dir, snapshot_dir
-from actors.store_sqlite import SqliteStore
+from actors.engine import repair as repair_journal
+from actors.engine.recovery import journal_dir, snapshot_dir
+from actors.store.sqlite import SqliteStore
 from exness_actors.commands import CreateAccount, PlaceOrder, Quote
 from exness_actors.events import OrderAccepted
 from exness_actors.journal import FRAME_HEADER, FRAME_HEADER_SIZE, list_segments

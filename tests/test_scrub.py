@@ -1,6 +1,6 @@
 """Fault tier: damage in a segment older than the newest snapshot is found at once, not when it costs.
 
-The scrub (actors/scrubber.py) runs when the snapshotter starts and after every snapshot; it reports
+The scrub (actors/engine/scrubber.py) runs when the snapshotter starts and after every snapshot; it reports
 damage in the log, on /readyz and in /metrics, and keeps verified copies of sealed segments.
 `exness-actors verify` does the same offline; `replay` gives advice that fits the damage.
 """
@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import trio
 
-import supervisor
-from actors.recovery import journal_dir
-from actors.scrubber import scrub
+from actors import cli
+from actors.engine.recovery import journal_dir
+from actors.engine.scrubber import scrub
 from exness_actors.commands import CreateAccount, Deposit
 from exness_actors.journal import JournalWriter, encode_frame, list_segments
 from gateway_helpers import gateway_config
@@ -107,11 +107,11 @@ async def test_old_damage_is_reported_at_start_on_readyz_and_metrics(tmp_path, c
     assert "exness_journal_damaged_segments 1.0" in metrics
     assert any("event=journal_damage" in record.getMessage() for record in caplog.records)
 
-    assert supervisor.main(["verify", str(data_dir)]) == 1
-    assert supervisor.main(["replay", str(data_dir)]) == 2
+    assert cli.main(["verify", str(data_dir)]) == 1
+    assert cli.main(["replay", str(data_dir)]) == 2
     shutil.copyfile(archived, old)                             # the operator restores the copy
-    assert supervisor.main(["verify", str(data_dir)]) == 0
-    assert supervisor.main(["replay", str(data_dir)]) == 0
+    assert cli.main(["verify", str(data_dir)]) == 0
+    assert cli.main(["replay", str(data_dir)]) == 0
 
 
 def test_replay_does_not_recommend_repair_for_damage_a_snapshot_covers(tmp_path, capsys):
@@ -119,7 +119,7 @@ def test_replay_does_not_recommend_repair_for_damage_a_snapshot_covers(tmp_path,
     old = list_segments(journal_dir(tmp_path / "data"))[0]
     flip_byte(old, old.stat().st_size // 2)
 
-    assert supervisor.main(["replay", str(tmp_path / "data")]) == 2
+    assert cli.main(["replay", str(tmp_path / "data")]) == 2
 
     error = capsys.readouterr().err
     assert "covers this segment" in error and "--repair" in error and "would not change it" in error

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-import supervisor
-from actors.simulation import SimulationOptions, format_report, report_json, run_simulation
+from actors import cli
+from actors.simulation.simulate import SimulationOptions, format_report, report_json, run_simulation
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,7 +98,7 @@ def test_cli_report_matches_across_processes_and_replay_verifies_the_data_dir(tm
     assert report_file.read_text() == report_json(here, timings=False)
     assert done.stdout == format_report(here, timings=False)
 
-    assert supervisor.main(["replay", str(data_dir)]) == 0
+    assert cli.main(["replay", str(data_dir)]) == 0
     out = capsys.readouterr().out
     assert here["final"]["state_hash"] in out
     assert "0 checkpoints verified" not in out and "final state hash verified" in out   # a short run too
@@ -118,7 +118,7 @@ def _credit_a_cent(monkeypatch):
 
 def _crash_a_view(monkeypatch):
     """A gateway bug: reading the positions raises."""
-    from actors.gateway import _views
+    from actors.wire import views as _views
 
     def broken(engine, account_id, symbol):
         raise KeyError("boom")
@@ -133,7 +133,7 @@ def _forget_client_ids(monkeypatch):
 
 def _fsync_that_syncs_nothing(monkeypatch):
     """A storage bug: replies are released after an "fsync" that made nothing durable."""
-    from actors.simulation_world import _TrackedJournal
+    from actors.simulation.world import _TrackedJournal
     from exness_actors.journal import JournalWriter
     monkeypatch.setattr(_TrackedJournal, "fsync", JournalWriter.fsync)
 
@@ -151,7 +151,7 @@ SHORT = ["--seed", "2", "--traders", "3", "--seconds", "6", "--fsync", "off"]
 def test_a_broken_system_is_reported_and_exits_1(tmp_path, capsys, monkeypatch, breakage, argv, kind):
     breakage(monkeypatch)
     report_file = tmp_path / "report.json"
-    code = supervisor.main(["simulate", *argv, "--data-dir", str(tmp_path / "data"), "--report", str(report_file)])
+    code = cli.main(["simulate", *argv, "--data-dir", str(tmp_path / "data"), "--report", str(report_file)])
     assert code == 1
     out = capsys.readouterr().out
     assert "verdict: VIOLATIONS" in out and f" {kind}: " in out
@@ -165,14 +165,14 @@ def test_a_broken_system_is_reported_and_exits_1(tmp_path, capsys, monkeypatch, 
     (["--seconds", "-1"], "--seconds"),
 ])
 def test_bad_options_are_clear_errors(tmp_path, capsys, argv, message):
-    assert supervisor.main(["simulate", "--data-dir", str(tmp_path / "d"), *argv]) == 2
+    assert cli.main(["simulate", "--data-dir", str(tmp_path / "d"), *argv]) == 2
     assert message in capsys.readouterr().err
 
 
 def test_a_used_data_dir_is_refused(tmp_path, capsys):
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "journal").mkdir()
-    assert supervisor.main(["simulate", "--data-dir", str(tmp_path / "used")]) == 2
+    assert cli.main(["simulate", "--data-dir", str(tmp_path / "used")]) == 2
     assert "empty directory" in capsys.readouterr().err
 
 
@@ -209,15 +209,15 @@ def test_backtest_reports_progress_every_block_of_quotes():
 
 
 def test_no_progress_bar_without_a_terminal(capsys):
-    assert supervisor._progress_bar("replaying", "inputs") is None
-    assert supervisor._advance(None) is None
+    assert cli._progress_bar("replaying", "inputs") is None
+    assert cli._advance(None) is None
 
 
 def test_engine_journal_io_must_be_thread_or_inline():
     import trio
 
-    from actors import engine as engine_actor
-    from actors.engine import EngineHandle
+    from actors.engine import actor as engine_actor
+    from actors.engine.actor import EngineHandle
     from exness_actors.engine import Engine
     from exness_actors.testing import machine_config
 
@@ -230,6 +230,6 @@ def test_engine_journal_io_must_be_thread_or_inline():
 
 def test_rejected_options_leave_no_temporary_data_dir_behind(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    assert supervisor.main(["simulate", "--traders", "0"]) == 2
+    assert cli.main(["simulate", "--traders", "0"]) == 2
     assert "--traders" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []

@@ -1,4 +1,4 @@
-"""One suite for every :class:`actors.store.Store` implementation.
+"""One suite for every :class:`actors.store.base.Store` implementation.
 
 The ``store_kind`` fixture lists the implementations: ``sqlite`` (a file in the test's tmp dir)
 and ``postgres`` (the real server at ``database_url``; each test gets a fresh, uniquely named
@@ -23,14 +23,14 @@ import pytest
 import trio
 
 from actors.config import ConfigError, load_config
-from actors.messages import EventBatch
-from actors.store import DuplicateEmail, InvalidCursor, Page, Store, StoreClosed, encode_cursor
-from actors.store import open_store as open_store_from_config
-from actors.store_postgres import (
+from actors.engine.messages import EventBatch
+from actors.store.base import DuplicateEmail, InvalidCursor, Page, Store, StoreClosed, encode_cursor
+from actors.store.base import open_store as open_store_from_config
+from actors.store.postgres import (
     MigrationError, PostgresStore, candles_query, closed_positions_query, ledger_query,
     load_migrations, open_postgres_store, orders_query,
 )
-from actors.store_sqlite import SqliteStore
+from actors.store.sqlite import SqliteStore
 from exness_actors.candles import INTERVAL_NAMES, MINUTE_NS, Candle, aggregate, bucket_start
 from exness_actors.events import (
     BalanceChanged, OrderAccepted, OrderCancelled, OrderModified, OrderTriggered, PositionClosed,

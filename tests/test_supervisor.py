@@ -8,8 +8,9 @@ import trio
 import pytest
 
 import supervisor
+from actors import cli
 from actors.config import ConfigError, load_config
-from actors.recovery import journal_dir
+from actors.engine.recovery import journal_dir
 from exness_actors import codec
 from exness_actors.commands import CreateAccount, Quote
 from exness_actors.engine import Engine
@@ -94,7 +95,7 @@ async def test_an_engine_shard_outside_bus_shards_refuses_to_start(tmp_path):
 
 
 async def test_a_shards_data_dir_refuses_to_start_as_another_shard(tmp_path):
-    from actors.recovery import RecoveryError, pin_core_config
+    from actors.engine.recovery import RecoveryError, pin_core_config
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     cfg = load_config(overrides={"data": {"dir": str(data_dir)}, "bus": {"shards": 2}}, environ={})
@@ -119,55 +120,55 @@ def _journal(data_dir, *, corrupt_checkpoint: bool) -> Engine:
     with JournalWriter(journal_dir(data_dir)) as writer:
         writer.append(b"".join(encode_frame(f) for f in frames), first_seq=1)
         writer.fsync()
-    from actors.recovery import pin_core_config
+    from actors.engine.recovery import pin_core_config
     pin_core_config(data_dir, engine.config)
     return engine
 
 
 def test_replay_cli_verifies_a_journal(tmp_path, capsys):
     engine = _journal(tmp_path, corrupt_checkpoint=False)
-    assert supervisor.main(["replay", str(tmp_path)]) == 0
+    assert cli.main(["replay", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "1 checkpoints verified" in out and engine.state_hash().hex() in out
 
 
 def test_replay_cli_reports_the_first_divergence(tmp_path, capsys):
     _journal(tmp_path, corrupt_checkpoint=True)
-    assert supervisor.main(["replay", str(tmp_path)]) == 1
+    assert cli.main(["replay", str(tmp_path)]) == 1
     assert "diverged at seq 6" in capsys.readouterr().err
 
 
 def test_cli_config_error_exits_2(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text("[instruments.BTCUSDT]\nmax_leverage = -1\n")
-    assert supervisor.main(["run", "--config", str(bad), "--data-dir", str(tmp_path / "d")]) == 2
+    assert cli.main(["run", "--config", str(bad), "--data-dir", str(tmp_path / "d")]) == 2
     assert "configuration error" in capsys.readouterr().err
 
 
 def test_replay_cli_stops_at_until(tmp_path, capsys):
     _journal(tmp_path, corrupt_checkpoint=False)
-    assert supervisor.main(["replay", str(tmp_path), "--until", "3"]) == 0
+    assert cli.main(["replay", str(tmp_path), "--until", "3"]) == 0
     out = capsys.readouterr().out
     assert "replayed 3 inputs to seq 3" in out and "accounts 3" in out
 
 
 def test_replay_cli_can_start_from_a_snapshot(tmp_path, capsys):
-    from actors.keys import load_or_create_key
-    from actors.snapshot_worker import write_engine_snapshot
+    from actors.engine.keys import load_or_create_key
+    from actors.engine.snapshot_worker import write_engine_snapshot
     from exness_actors.journal import iter_payloads
     from exness_actors.replay import replay
     live = _journal(tmp_path, corrupt_checkpoint=False)
     halfway = make_engine()
     replay(halfway, iter_payloads(journal_dir(tmp_path)), until_seq=4)
     write_engine_snapshot(tmp_path, halfway, load_or_create_key(tmp_path), keep=2)
-    assert supervisor.main(["replay", str(tmp_path), "--from-snapshot"]) == 0
+    assert cli.main(["replay", str(tmp_path), "--from-snapshot"]) == 0
     out = capsys.readouterr().out
     assert "starting from snapshot" in out and "(seq 4)" in out
     assert "replayed 2 inputs to seq 6" in out and live.state_hash().hex() in out
 
 
 def test_replay_cli_without_a_journal_is_a_clear_error(tmp_path, capsys):
-    assert supervisor.main(["replay", str(tmp_path / "nowhere")]) == 2
+    assert cli.main(["replay", str(tmp_path / "nowhere")]) == 2
     assert "has no journal/ directory" in capsys.readouterr().err
 
 
@@ -176,7 +177,7 @@ def test_replay_cli_exports_and_what_if(tmp_path, capsys):
     edits = tmp_path / "edits.jsonl"
     edits.write_text('{"op": "drop", "seq": 2}\n')
     events_csv, positions_jsonl = tmp_path / "events.csv", tmp_path / "positions.jsonl"
-    assert supervisor.main(["replay", str(tmp_path), "--export-events", str(events_csv),
+    assert cli.main(["replay", str(tmp_path), "--export-events", str(events_csv),
                             "--export-positions", str(positions_jsonl), "--what-if", str(edits)]) == 0
     out = capsys.readouterr().out
     assert f"rows to {events_csv} (csv)" in out and f"to {positions_jsonl} (jsonl)" in out
@@ -188,7 +189,7 @@ def test_replay_cli_bad_what_if_file_is_a_clear_error(tmp_path, capsys):
     _journal(tmp_path, corrupt_checkpoint=False)
     edits = tmp_path / "edits.jsonl"
     edits.write_text('{"op": "explode"}\n')
-    assert supervisor.main(["replay", str(tmp_path), "--what-if", str(edits)]) == 2
+    assert cli.main(["replay", str(tmp_path), "--what-if", str(edits)]) == 2
     assert "line 1" in capsys.readouterr().err
 
 
@@ -196,13 +197,13 @@ def test_backtest_cli_writes_outputs_and_a_replayable_journal(tmp_path, capsys):
     from pathlib import Path
     sample = Path(supervisor.__file__).parent / "actors" / "data" / "sample_ticks.csv"
     out, data = tmp_path / "out", tmp_path / "data"
-    assert supervisor.main(["backtest", "--ticks", str(sample), "--strategy",
+    assert cli.main(["backtest", "--ticks", str(sample), "--strategy",
                             "exness_actors.strategies.examples:MovingAverageCross",
                             "--out", str(out), "--data-dir", str(data)]) == 0
     printed = capsys.readouterr().out
     state_hash = next(line for line in printed.splitlines() if '"state_hash"' in line).split('"')[3]
     assert {"trades.csv", "equity.csv", "summary.json", "equity.svg"} <= {p.name for p in out.iterdir()}
-    assert supervisor.main(["replay", str(data)]) == 0
+    assert cli.main(["replay", str(data)]) == 0
     assert state_hash in capsys.readouterr().out
 
 
@@ -219,12 +220,12 @@ def test_backtest_cli_bad_arguments_are_clear_errors(tmp_path, capsys, argv, mes
     for flag, value in zip(argv[::2], argv[1::2]):
         base[flag] = value
     args = ["backtest"] + [item for pair in base.items() for item in pair]
-    assert supervisor.main(args) == 2
+    assert cli.main(args) == 2
     assert message in capsys.readouterr().err
 
 
 def test_the_exit_codes_in_run_help_are_the_documented_ones() -> None:
-    from actors.faults import EXIT_CODES
+    from actors.engine.faults import EXIT_CODES
 
     operations = (Path(supervisor.__file__).resolve().parent / "docs" / "operations.md").read_text()
     table = operations.split("### Exit codes of `exness-actors run`", 1)[1].split("\n\n", 2)[1]
@@ -237,7 +238,7 @@ def test_a_change_of_account_types_is_journaled_and_replays(tmp_path):
     # issue 16: a data dir begun without account types (as on main) picks up [accounts] through
     # a journaled SetAccountTypes; a restart replays it from the journal and changes nothing more
     import attrs
-    from actors.recovery import pin_core_config, recover
+    from actors.engine.recovery import pin_core_config, recover
     from exness_actors.commands import SetAccountTypes
     from exness_actors.journal import iter_payloads
     from exness_actors.replay import decode_record
@@ -261,7 +262,7 @@ def test_a_change_of_account_types_is_journaled_and_replays(tmp_path):
 
 def test_an_account_type_in_use_cannot_be_dropped_from_the_config(tmp_path):
     import attrs
-    from actors.recovery import RecoveryError
+    from actors.engine.recovery import RecoveryError
     from exness_actors.commands import OpenAccount
     engine = Engine(load_config(environ={}).core)
     engine.submit(OpenAccount(account_id=1, account_type="raw_spread", initial_deposit=0), ts=1)

@@ -12,7 +12,7 @@ import json
 import trio
 
 from actors.auth_tokens import TokenIssuer
-from actors.ws import WsOptions, WsServer
+from actors.ws.server import WsOptions, WsServer
 from exness_actors.commands import Quote
 from exness_actors.money import format_fixed
 from ws_helpers import SECRET, data_of, running_stack
@@ -201,7 +201,7 @@ async def test_server_that_fell_behind_resubscribes_and_tells_clients_to_resync(
         await client.subscribe(BTC, "account")
         await stack.quote(6_500_000, 6_500_100)
         assert (await client.recv())["seq"] == 1
-        # What the engine does to a lossy subscriber whose buffer is full (actors/engine.py):
+        # What the engine does to a lossy subscriber whose buffer is full (actors/engine/actor.py):
         [subscription] = [s for s in stack.handle.subscriptions if s.name == "ws"]
         subscription.lagged = True
         stack.handle.unsubscribe(subscription)
@@ -243,7 +243,7 @@ async def test_a_server_started_mid_hour_folds_the_hours_earlier_minutes(tmp_pat
 
 
 def test_a_bucket_that_ends_in_a_quiet_gap_is_closed_by_the_next_candle():
-    from actors._ws_candles import IntervalFolder
+    from actors.ws._candles import IntervalFolder
     from exness_actors.candles import Candle
 
     minute = 60 * 1_000_000_000

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from actors.messages import Overloaded
+from actors.engine.messages import Overloaded
 from ws_helpers import running_stack
 
 MARKET = {"symbol": "BTCUSDT", "side": "buy", "type": "market", "margin": "100.00", "leverage": 10}

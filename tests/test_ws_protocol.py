@@ -13,8 +13,8 @@ from trio_websocket import ConnectionClosed, wrap_client_stream, wrap_server_str
 
 from actors.auth_tokens import TokenIssuer
 from actors.config import load_config
-from actors.engine import EngineHandle
-from actors.ws import CLOSE_IDLE, CLOSE_PING_TIMEOUT, CLOSE_POLICY, WsOptions, WsServer
+from actors.engine.actor import EngineHandle
+from actors.ws.server import CLOSE_IDLE, CLOSE_PING_TIMEOUT, CLOSE_POLICY, WsOptions, WsServer
 from exness_actors.engine import Engine
 from ws_helpers import SECRET, data_of, load_schema, running_stack, schema_errors
 
@@ -294,7 +294,7 @@ def test_schemas_are_valid_json_schema():
 
 
 async def test_a_port_in_use_is_a_config_error_naming_it(tmp_path):
-    from actors import ws as ws_actor
+    from actors.ws import server as ws_actor
     from actors.config import ConfigError
 
     async with running_stack(tmp_path) as stack:

@@ -9,7 +9,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, wrap_client_stream
 
-from actors.ws import CLOSE_LAGGED, LAGGED_REASON
+from actors.ws.server import CLOSE_LAGGED, LAGGED_REASON
 from exness_actors.commands import Quote
 from ws_helpers import running_stack
 

@@ -1,7 +1,7 @@
 """Helpers for the WebSocket server tests: a running system + WS server, and a test client.
 
 The stack is the real one: ``supervisor.run_system`` (engine, journal, store, candles actor; no
-price feed — the tests push quotes through the handle) and ``actors.ws.run`` on a free port of
+price feed — the tests push quotes through the handle) and ``actors.ws.server.run`` on a free port of
 127.0.0.1, wired the way the supervisor wires it (the candles actor's outbox feeds the server).
 """
 
@@ -20,7 +20,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 import supervisor
-from actors import ws as ws_actor
+from actors.ws import server as ws_actor
 from actors.auth_tokens import TokenIssuer
 from actors.config import load_config
 from exness_actors.commands import CreateAccount, Quote

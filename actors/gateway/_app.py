@@ -5,10 +5,10 @@ Theory of operation
 Every request passes through one ``before_request`` hook (start time, per-IP token bucket) and
 one ``after_request`` hook (security and CORS headers, latency histogram, one DEBUG log line).
 Handlers authenticate by verifying the JWT only (no database), parse bodies exactly
-(:mod:`actors.edge`) and talk to the engine once per command.
+(:mod:`actors.wire.codec`) and talk to the engine once per command.
 
 Errors: every failure is a JSON ``{"error": {"code", "message", "details"}}`` body.
-:class:`~actors.edge.EdgeError` carries its own status; auth failures are 401, ``Overloaded`` and
+:class:`~actors.wire.codec.EdgeError` carries its own status; auth failures are 401, ``Overloaded`` and
 ``EngineStopped`` 503 with ``Retry-After``, ``EngineTimeout`` (split mode) 504; Quart/werkzeug HTTP errors (404 route, 405, 413
 body too large, …) keep their status with a JSON body. Anything else is a bug: it is logged with
 its traceback and answered 500 ``INTERNAL_ERROR`` (counted in
@@ -31,16 +31,18 @@ from quart_schema.openapi import OpenAPIProvider
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from actors import edge
+from actors.engine.interface import EngineClient
+from actors.wire import codec as edge
 from actors.auth_tokens import AuthError, TokenIssuer
 from actors.gateway import _auth, _market, _ops, _trading, _web
-from actors.gateway._common import MISSING_TOKEN, Gateway, NoContent, PlainText, json_response, rate_limited
+from actors.gateway._common import (
+    GATEWAY_EXTENSION, MISSING_TOKEN, Gateway, NoContent, PlainText, json_response, rate_limited)
 from actors.gateway._links import add_links
 from actors.gateway._schemas import REQUEST_EXAMPLES, SCHEMA_RULES, SYMBOL_MARKER, CloseRequest
 from actors.gateway._settings import GatewaySettings
-from actors.messages import EngineStopped, EngineTimeout, Overloaded
-from actors.metrics import GatewayMetrics
-from actors.store import InvalidCursor, StoreClosed
+from actors.engine.messages import EngineStopped, EngineTimeout, Overloaded
+from actors.gateway.metrics import GatewayMetrics
+from actors.store.base import InvalidCursor, StoreClosed
 from exness_actors.errors import InvalidCommand
 
 __all__ = ["create_app", "STATIC_DIR", "API_TITLE", "API_VERSION"]
@@ -177,7 +179,9 @@ class _App(QuartTrio):
     text/html 200)."""
 
     async def make_default_options_response(self) -> Response:
-        allowed = ", ".join(sorted(request_ctx.url_adapter.allowed_methods()))
+        adapter = request_ctx.url_adapter
+        assert adapter is not None   # set for every request that reached routing
+        allowed = ", ".join(sorted(adapter.allowed_methods()))
         response = Response(b"", status=204, headers={"Allow": allowed})
         del response.headers["Content-Type"]
         return response
@@ -196,13 +200,13 @@ def _error(status: int, code: str, message: str, details: Optional[dict] = None,
     return json_response(edge.error_body(code, message, details), status, headers)
 
 
-def create_app(*, handle: Any, store: Any, candles: Any, cfg: Any, tokens: Optional[TokenIssuer],
-               feed_stats: Any = None, ws_stats: Any = None, persister: Any = None,
-               clock: Callable[[], int] = time.time_ns) -> QuartTrio:
+def create_app(*, handle: Optional[EngineClient], store: Any, candles: Any, cfg: Any,
+               tokens: Optional[TokenIssuer], feed_stats: Any = None, ws_stats: Any = None,
+               persister: Any = None, clock: Callable[[], int] = time.time_ns) -> QuartTrio:
     """The HTTP API over a running engine (see the package docstring).
 
-    ``handle``: the :class:`~actors.engine.EngineHandle`; ``store``: the
-    :class:`~actors.store.Store`; ``candles``: the :class:`~actors.candles.CandlesHandle`;
+    ``handle``: the :class:`~actors.engine.actor.EngineHandle`; ``store``: the
+    :class:`~actors.store.base.Store`; ``candles``: the :class:`~actors.history.candles.CandlesHandle`;
     ``tokens``: the shared :class:`~actors.auth_tokens.TokenIssuer`. ``feed_stats``,
     ``ws_stats`` (anything with ``statistics()``) and ``persister`` (the persister actor's handle;
     history reads use its ``last_seq`` to wait for their own writes without a database round
@@ -232,7 +236,8 @@ def create_app(*, handle: Any, store: Any, candles: Any, cfg: Any, tokens: Optio
     _install_hooks(app, gateway)
     _install_error_handlers(app, gateway)
     _auth.register(app, gateway)
-    _trading.register(app, gateway)
+    app.extensions[GATEWAY_EXTENSION] = gateway
+    _trading.register(app)
     _market.register(app, gateway)
     _ops.register(app, gateway)
     _web.register(app, cfg)
@@ -333,8 +338,9 @@ def _install_error_handlers(app: QuartTrio, gateway: Gateway) -> None:
     async def _http_error(error: HTTPException) -> Response:
         status = error.code or 500
         headers = {}
-        if status == 405 and getattr(error, "valid_methods", None):
-            headers["Allow"] = ", ".join(sorted(error.valid_methods))
+        valid_methods = getattr(error, "valid_methods", None)
+        if status == 405 and valid_methods:
+            headers["Allow"] = ", ".join(sorted(valid_methods))
         details: dict[str, Any] = {}
         if status == 413:
             details["max_bytes"] = gateway.settings.max_body_bytes

@@ -17,7 +17,7 @@
   SameSite=Strict cookie scoped to ``/api/v1/auth`` instead of in the body (the web terminal keeps
   no token where scripts can read it); refresh and sign-out without a body token use the cookie,
   rotate it and clear it when it is refused or revoked.
-* **Throttling**: sign-up per IP; failed sign-ins (a failure budget, see :mod:`actors.ratelimit`)
+* **Throttling**: sign-up per IP; failed sign-ins (a failure budget, see :mod:`actors.gateway.ratelimit`)
   first per (e-mail, client IP), so a stranger guessing someone's password spends only their own
   budget and the owner can still sign in from elsewhere; then, much larger, per e-mail from all
   addresses (a distributed guess) and per IP. Past a budget: 429 with ``Retry-After`` and the wait
@@ -30,26 +30,26 @@ import hashlib
 import logging
 import re
 import secrets
-from typing import Any, Optional
+from typing import Any, Awaitable, Callable, Optional, cast
 
 import trio
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
-from quart import Response, request
+from quart import Response, current_app, request
 from werkzeug.http import dump_cookie
 
-from actors import edge
-from actors.gateway._common import API, Gateway, NoContent, doc, json_response, rate_limited
+from actors.wire import codec as edge
+from actors.gateway._common import API, Gateway, NoContent, current_gateway, doc, json_response, rate_limited
 from actors.gateway._params import invalid
 from actors.gateway._schemas import Credentials, RefreshRequest, SigninRequest, SignupResult, TokenPair
 from actors.gateway._settings import GatewaySettings
-from actors.messages import EngineStopped, Overloaded
-from actors.ratelimit import retry_after_header
-from actors.store import DuplicateEmail, UserRecord
-from exness_actors.commands import CreateAccount
+from actors.engine.messages import EngineStopped, Overloaded
+from actors.gateway.ratelimit import retry_after_header
+from actors.store.base import DuplicateEmail, UserRecord
+from exness_actors.commands import AccountId, CreateAccount
 from exness_actors.reasons import RejectReason
 
-__all__ = ["register", "Passwords", "normalise_email"]
+__all__ = ["register", "ROUTES", "Passwords", "normalise_email"]
 
 log = logging.getLogger("exness.gateway.auth")
 
@@ -178,143 +178,165 @@ def _unauthorized(code: str, message: str, *, clear_cookie: bool = False) -> edg
     return edge.EdgeError(401, code, message, {}, headers=headers)
 
 
-def register(app: Any, gw: Gateway) -> None:
-    passwords = Passwords(gw.settings)
-    store = gw.store
-    settings = gw.settings
+PASSWORDS_EXTENSION = "exness_passwords"
 
-    async def ensure_account(user: UserRecord) -> None:
-        """Create the user's trading account in the engine (idempotent)."""
-        reply = await gw.handle.request(CreateAccount(account_id=user.account_id,
-                                                      initial_deposit=gw.cfg.demo_deposit_cents))
-        rejection = edge.rejection_of(reply.events)
-        if rejection is not None and rejection.code != RejectReason.ACCOUNT_EXISTS.value:
-            log.error("event=account_create_failed user_id=%d code=%s", user.user_id, rejection.code)
-            raise rejection
-        await store.mark_account_ready(user.user_id)
 
-    async def issue_pair(user_id: int, account_id: int, refresh_token: str, *, cookie: bool) -> Response:
-        assert gw.tokens is not None
-        response = json_response({
-            "access_token": gw.tokens.issue_access(user_id, account_id),
-            "refresh_token": None if cookie else refresh_token, "token_type": "Bearer",
-            "expires_in": gw.tokens.access_ttl_s, "refresh_expires_in": settings.refresh_ttl_s,
-            "user_id": str(user_id), "account_id": str(account_id),
-        })
-        if cookie:
-            response.headers["Set-Cookie"] = _refresh_cookie(refresh_token, settings.refresh_ttl_s)
-        return response
+def _passwords() -> Passwords:
+    """The app's password hasher (it holds the hashing threads' limiter)."""
+    return cast(Passwords, current_app.extensions[PASSWORDS_EXTENSION])
 
-    @app.post(f"{API}/auth/signup")
-    @doc(request_model=Credentials, response=SignupResult, status=201, errors=(400, 409, 413, 415, 429),
-         auth=False, tag="auth")
-    async def signup() -> Response:
-        """Create a user and a trading account with the demo deposit.
 
-        The e-mail is trimmed and lower-cased; the password needs 8 to 128 characters. A taken
-        e-mail is 409 EMAIL_TAKEN."""
-        wait = gw.signup_limiter.acquire(request.remote_addr)
-        if wait:
-            gw.metrics.rate_limited.labels("signup").inc()
-            raise rate_limited("signup", wait, "too many sign-ups from this address; try again later")
-        email, password = _credentials(await gw.json_body(), signup=True)
-        password_hash = await passwords.hash(password)
-        try:
-            user = await store.create_user(email, password_hash, created_at=gw.clock())
-        except DuplicateEmail:
-            raise edge.EdgeError(409, "EMAIL_TAKEN", "a user with this e-mail already exists; sign in instead",
-                                 {"field": "email"}) from None
-        try:
-            await ensure_account(user)
-        except (Overloaded, EngineStopped) as exc:
-            # The user exists; the first sign-in creates the account.
-            log.warning("event=account_create_deferred user_id=%d reason=%s", user.user_id, type(exc).__name__)
-        log.info("event=signup user_id=%d", user.user_id)
-        return json_response({"user_id": str(user.user_id)}, 201)
+async def _ensure_account(gw: Gateway, user: UserRecord) -> None:
+    """Create the user's trading account in the engine (idempotent)."""
+    reply = await gw.handle.request(CreateAccount(account_id=AccountId(user.account_id),
+                                                  initial_deposit=gw.cfg.demo_deposit_cents))
+    rejection = edge.rejection_of(reply.events)
+    if rejection is not None and rejection.code != RejectReason.ACCOUNT_EXISTS.value:
+        log.error("event=account_create_failed user_id=%d code=%s", user.user_id, rejection.code)
+        raise rejection
+    await gw.store.mark_account_ready(user.user_id)
 
-    @app.post(f"{API}/auth/signin")
-    @doc(request_model=SigninRequest, response=TokenPair, errors=(400, 401, 413, 415, 429, 503),
-         auth=False, tag="auth")
-    async def signin() -> Response:
-        """Exchange e-mail and password for an access token and a refresh token.
 
-        Wrong e-mail and wrong password answer the same 401 INVALID_CREDENTIALS. Repeated
-        failures for one e-mail from one address are throttled first (429 with Retry-After), so a
-        stranger cannot lock the owner out; failures for one e-mail from many addresses, or from
-        one address for many e-mails, are throttled past larger budgets. With ``refresh_cookie``
-        the refresh token comes as an HttpOnly cookie instead (for browsers)."""
-        body = await gw.json_body()
-        email, password = _credentials(body, signup=False)
-        cookie = _wants_cookie(body)
-        address = request.remote_addr
-        wait = max(gw.signin_client_failures.retry_after((email, address)),
-                   gw.signin_email_failures.retry_after(email), gw.signin_ip_failures.retry_after(address))
-        if wait:
-            gw.metrics.rate_limited.labels("signin").inc()
-            raise rate_limited("signin", wait, f"too many failed sign-ins; wait {retry_after_header(wait)} s "
-                                               "before trying again")
-        user = await store.user_by_email(email)
-        if not await passwords.verify(user.password_hash if user else None, password) or user is None:
-            gw.signin_client_failures.acquire((email, address))
-            gw.signin_email_failures.acquire(email)
-            gw.signin_ip_failures.acquire(address)
-            raise _unauthorized("INVALID_CREDENTIALS", "wrong e-mail or password")
-        if not user.account_ready:
-            await ensure_account(user)
-        refresh_token = secrets.token_urlsafe(32)
-        now = gw.clock()
-        await store.add_refresh_token(_digest(refresh_token), user_id=user.user_id,
-                                      family_id=secrets.token_hex(16), issued_at=now,
-                                      expires_at=now + settings.refresh_ttl_s * 1_000_000_000)
-        log.info("event=signin user_id=%d", user.user_id)
-        return await issue_pair(user.user_id, user.account_id, refresh_token, cookie=cookie)
+def _issue_pair(gw: Gateway, user_id: int, account_id: int, refresh_token: str, *, cookie: bool) -> Response:
+    assert gw.tokens is not None
+    response = json_response({
+        "access_token": gw.tokens.issue_access(user_id, account_id),
+        "refresh_token": None if cookie else refresh_token, "token_type": "Bearer",
+        "expires_in": gw.tokens.access_ttl_s, "refresh_expires_in": gw.settings.refresh_ttl_s,
+        "user_id": str(user_id), "account_id": str(account_id),
+    })
+    if cookie:
+        response.headers["Set-Cookie"] = _refresh_cookie(refresh_token, gw.settings.refresh_ttl_s)
+    return response
 
-    @app.post(f"{API}/auth/refresh")
-    @doc(request_model=RefreshRequest, response=TokenPair, errors=(400, 401, 413, 415, 429),
-         auth=False, tag="auth")
-    async def refresh() -> Response:
-        """Spend a refresh token for a new access token and a new refresh token.
 
-        A refresh token works once. Presenting a spent one again revokes every token descended
-        from the same sign-in (401 REFRESH_TOKEN_REUSED): sign in again. Without a body token
-        the exness_refresh cookie is spent and its successor set in its place."""
-        old, from_cookie = _refresh_token(await gw.json_body(optional=True))
-        new = secrets.token_urlsafe(32)
-        now = gw.clock()
-        rotation = await store.rotate_refresh_token(
-            _digest(old), new_hash=_digest(new), now=now,
-            expires_at=now + settings.refresh_ttl_s * 1_000_000_000)
-        outcome = rotation.outcome
-        if outcome == "rotated":
-            assert rotation.user_id is not None and rotation.account_id is not None
-            return await issue_pair(rotation.user_id, rotation.account_id, new, cookie=from_cookie)
-        if outcome == "reused":
-            log.warning("event=refresh_token_reused user_id=%s family=%s action=family_revoked",
-                        rotation.user_id, rotation.family_id)
-            raise _unauthorized("REFRESH_TOKEN_REUSED", "this refresh token was already used; every "
-                                "session from the same sign-in is now revoked: sign in again",
-                                clear_cookie=from_cookie)
-        if outcome == "revoked":
-            raise _unauthorized("REFRESH_TOKEN_REVOKED", "this refresh token was revoked: sign in again",
-                                clear_cookie=from_cookie)
-        if outcome == "expired":
-            raise _unauthorized("REFRESH_TOKEN_EXPIRED", "this refresh token has expired: sign in again",
-                                clear_cookie=from_cookie)
-        raise _unauthorized("INVALID_REFRESH_TOKEN", "unknown refresh token: sign in again",
+@doc(request_model=Credentials, response=SignupResult, status=201, errors=(400, 409, 413, 415, 429),
+     auth=False, tag="auth")
+async def signup() -> Response:
+    """Create a user and a trading account with the demo deposit.
+
+    The e-mail is trimmed and lower-cased; the password needs 8 to 128 characters. A taken
+    e-mail is 409 EMAIL_TAKEN."""
+    gw = current_gateway()
+    wait = gw.signup_limiter.acquire(request.remote_addr)
+    if wait:
+        gw.metrics.rate_limited.labels("signup").inc()
+        raise rate_limited("signup", wait, "too many sign-ups from this address; try again later")
+    email, password = _credentials(await gw.json_body(), signup=True)
+    password_hash = await _passwords().hash(password)
+    try:
+        user = await gw.store.create_user(email, password_hash, created_at=gw.clock())
+    except DuplicateEmail:
+        raise edge.EdgeError(409, "EMAIL_TAKEN", "a user with this e-mail already exists; sign in instead",
+                             {"field": "email"}) from None
+    try:
+        await _ensure_account(gw, user)
+    except (Overloaded, EngineStopped) as exc:
+        # The user exists; the first sign-in creates the account.
+        log.warning("event=account_create_deferred user_id=%d reason=%s", user.user_id, type(exc).__name__)
+    log.info("event=signup user_id=%d", user.user_id)
+    return json_response({"user_id": str(user.user_id)}, 201)
+
+
+@doc(request_model=SigninRequest, response=TokenPair, errors=(400, 401, 413, 415, 429, 503),
+     auth=False, tag="auth")
+async def signin() -> Response:
+    """Exchange e-mail and password for an access token and a refresh token.
+
+    Wrong e-mail and wrong password answer the same 401 INVALID_CREDENTIALS. Repeated
+    failures for one e-mail from one address are throttled first (429 with Retry-After), so a
+    stranger cannot lock the owner out; failures for one e-mail from many addresses, or from
+    one address for many e-mails, are throttled past larger budgets. With ``refresh_cookie``
+    the refresh token comes as an HttpOnly cookie instead (for browsers)."""
+    gw = current_gateway()
+    body = await gw.json_body()
+    email, password = _credentials(body, signup=False)
+    cookie = _wants_cookie(body)
+    address = request.remote_addr
+    wait = max(gw.signin_client_failures.retry_after((email, address)),
+               gw.signin_email_failures.retry_after(email), gw.signin_ip_failures.retry_after(address))
+    if wait:
+        gw.metrics.rate_limited.labels("signin").inc()
+        raise rate_limited("signin", wait, f"too many failed sign-ins; wait {retry_after_header(wait)} s "
+                                           "before trying again")
+    user = await gw.store.user_by_email(email)
+    if not await _passwords().verify(user.password_hash if user else None, password) or user is None:
+        gw.signin_client_failures.acquire((email, address))
+        gw.signin_email_failures.acquire(email)
+        gw.signin_ip_failures.acquire(address)
+        raise _unauthorized("INVALID_CREDENTIALS", "wrong e-mail or password")
+    if not user.account_ready:
+        await _ensure_account(gw, user)
+    refresh_token = secrets.token_urlsafe(32)
+    now = gw.clock()
+    await gw.store.add_refresh_token(_digest(refresh_token), user_id=user.user_id,
+                                  family_id=secrets.token_hex(16), issued_at=now,
+                                  expires_at=now + gw.settings.refresh_ttl_s * 1_000_000_000)
+    log.info("event=signin user_id=%d", user.user_id)
+    return _issue_pair(gw, user.user_id, user.account_id, refresh_token, cookie=cookie)
+
+
+@doc(request_model=RefreshRequest, response=TokenPair, errors=(400, 401, 413, 415, 429),
+     auth=False, tag="auth")
+async def refresh() -> Response:
+    """Spend a refresh token for a new access token and a new refresh token.
+
+    A refresh token works once. Presenting a spent one again revokes every token descended
+    from the same sign-in (401 REFRESH_TOKEN_REUSED): sign in again. Without a body token
+    the exness_refresh cookie is spent and its successor set in its place."""
+    gw = current_gateway()
+    old, from_cookie = _refresh_token(await gw.json_body(optional=True))
+    new = secrets.token_urlsafe(32)
+    now = gw.clock()
+    rotation = await gw.store.rotate_refresh_token(
+        _digest(old), new_hash=_digest(new), now=now,
+        expires_at=now + gw.settings.refresh_ttl_s * 1_000_000_000)
+    outcome = rotation.outcome
+    if outcome == "rotated":
+        assert rotation.user_id is not None and rotation.account_id is not None
+        return _issue_pair(gw, rotation.user_id, rotation.account_id, new, cookie=from_cookie)
+    if outcome == "reused":
+        log.warning("event=refresh_token_reused user_id=%s family=%s action=family_revoked",
+                    rotation.user_id, rotation.family_id)
+        raise _unauthorized("REFRESH_TOKEN_REUSED", "this refresh token was already used; every "
+                            "session from the same sign-in is now revoked: sign in again",
                             clear_cookie=from_cookie)
+    if outcome == "revoked":
+        raise _unauthorized("REFRESH_TOKEN_REVOKED", "this refresh token was revoked: sign in again",
+                            clear_cookie=from_cookie)
+    if outcome == "expired":
+        raise _unauthorized("REFRESH_TOKEN_EXPIRED", "this refresh token has expired: sign in again",
+                            clear_cookie=from_cookie)
+    raise _unauthorized("INVALID_REFRESH_TOKEN", "unknown refresh token: sign in again",
+                        clear_cookie=from_cookie)
 
-    @app.post(f"{API}/auth/signout")
-    @doc(request_model=RefreshRequest, response=NoContent, status=204, errors=(400, 401, 413, 415, 429),
-         auth=False, tag="auth")
-    async def signout() -> Response:
-        """Revoke the refresh token and every token from the same sign-in (204).
 
-        Signing out twice with the same token is fine; an unknown token is 401. Without a body
-        token the exness_refresh cookie is revoked and cleared."""
-        token, from_cookie = _refresh_token(await gw.json_body(optional=True))
-        if not await store.revoke_refresh_family(_digest(token), now=gw.clock()):
-            raise _unauthorized("INVALID_REFRESH_TOKEN", "unknown refresh token", clear_cookie=from_cookie)
-        response = Response("", status=204)
-        if from_cookie:
-            response.headers["Set-Cookie"] = _refresh_cookie("", 0)
-        return response
+@doc(request_model=RefreshRequest, response=NoContent, status=204, errors=(400, 401, 413, 415, 429),
+     auth=False, tag="auth")
+async def signout() -> Response:
+    """Revoke the refresh token and every token from the same sign-in (204).
+
+    Signing out twice with the same token is fine; an unknown token is 401. Without a body
+    token the exness_refresh cookie is revoked and cleared."""
+    gw = current_gateway()
+    token, from_cookie = _refresh_token(await gw.json_body(optional=True))
+    if not await gw.store.revoke_refresh_family(_digest(token), now=gw.clock()):
+        raise _unauthorized("INVALID_REFRESH_TOKEN", "unknown refresh token", clear_cookie=from_cookie)
+    response = Response("", status=204)
+    if from_cookie:
+        response.headers["Set-Cookie"] = _refresh_cookie("", 0)
+    return response
+
+
+ROUTES: tuple[tuple[str, Callable[..., Awaitable[Response]]], ...] = (
+    (f"{API}/auth/signup", signup),
+    (f"{API}/auth/signin", signin),
+    (f"{API}/auth/refresh", refresh),
+    (f"{API}/auth/signout", signout),
+)
+
+
+def register(app: Any, gw: Gateway) -> None:
+    app.extensions[PASSWORDS_EXTENSION] = Passwords(gw.settings)
+    for path, handler in ROUTES:
+        app.add_url_rule(path, view_func=handler, methods=["POST"])

@@ -6,25 +6,27 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, cast
 
 import trio
-from quart import Response, g, request
+from quart import Response, current_app, g, request
 from quart_schema import document_querystring, document_request, document_response, security_scheme
 from quart_schema import tag as schema_tag
 
-from actors import edge
+from actors.engine.interface import EngineClient
+from actors.wire import codec as edge
 from actors.auth_tokens import AccessClaims, AuthError, TokenIssuer
-from actors.engine import submit_between
+from actors.engine.actor import submit_between
 from actors.gateway._schemas import ErrorBody
 from actors.gateway._settings import GatewaySettings
-from actors.messages import Reply
-from actors.metrics import GatewayMetrics
-from actors.ratelimit import RateLimiter, retry_after_header
-from actors.redis_edge import BoxedView
+from actors.engine.messages import Reply
+from actors.gateway.metrics import GatewayMetrics
+from actors.gateway.ratelimit import RateLimiter, retry_after_header
+from actors.bus.streams import BoxedView
 from exness_actors.instruments import Instrument
 
-__all__ = ["Gateway", "json_response", "doc", "NoContent", "PlainText", "rate_limited", "API", "MISSING_TOKEN"]
+__all__ = ["Gateway", "current_gateway", "GATEWAY_EXTENSION", "json_response", "doc", "NoContent", "PlainText",
+           "rate_limited", "API", "MISSING_TOKEN"]
 
 log = logging.getLogger("exness.gateway")
 
@@ -35,6 +37,15 @@ MISSING_TOKEN = "MISSING_TOKEN"
 VERIFIED_TOKENS_KEPT = 10_000
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+#: where :func:`current_gateway` finds the app's :class:`Gateway` (``app.extensions``)
+GATEWAY_EXTENSION = "exness.gateway"
+
+
+def current_gateway() -> "Gateway":
+    """The :class:`Gateway` of the app serving this request (route handlers are plain functions)."""
+    return current_app.extensions[GATEWAY_EXTENSION]
 
 
 def json_response(data: Any, status: int = 200, headers: Optional[dict] = None) -> Response:
@@ -98,10 +109,11 @@ class Gateway:
     its handlers share: authentication, body parsing, engine round trips, history consistency.
     Each ``create_app`` builds its own, so apps never share state."""
 
-    def __init__(self, *, handle: Any, store: Any, candles: Any, cfg: Any, tokens: Optional[TokenIssuer],
-                 settings: GatewaySettings, metrics: GatewayMetrics, persister: Any = None,
-                 clock: Callable[[], int] = time.time_ns) -> None:
-        self.handle = handle
+    def __init__(self, *, handle: Optional[EngineClient], store: Any, candles: Any, cfg: Any,
+                 tokens: Optional[TokenIssuer], settings: GatewaySettings, metrics: GatewayMetrics,
+                 persister: Any = None, clock: Callable[[], int] = time.time_ns) -> None:
+        # None only for the OpenAPI export, where no request ever runs
+        self.handle = cast(EngineClient, handle)
         self.store = store
         self.candles = candles
         self.cfg = cfg
@@ -111,7 +123,7 @@ class Gateway:
         self.persister = persister
         self.clock = clock
         if handle is not None:
-            instruments = handle.engine.instruments
+            instruments = handle.instruments
         else:   # documentation export: no engine
             instruments = {i.symbol: i for i in cfg.core.instruments}
         self.instruments: dict[str, Instrument] = dict(instruments)
@@ -165,7 +177,7 @@ class Gateway:
         return claims
 
     async def json_body(self, *, optional: bool = False) -> Any:
-        """The request's JSON body, decoded exactly (:func:`actors.edge.parse_json_body`).
+        """The request's JSON body, decoded exactly (:func:`actors.wire.codec.parse_json_body`).
         ``None`` for an empty body when ``optional``; 415 when it is not declared JSON; 413 past
         ``[http] max_body_bytes`` (raised by Quart while reading)."""
         raw = await request.get_data(cache=False)

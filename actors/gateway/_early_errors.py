@@ -16,7 +16,7 @@ from typing import Any
 import h11
 from hypercorn.protocol.h11 import H11Protocol
 
-from actors.edge import error_body
+from actors.wire.codec import error_body
 
 __all__ = ["install", "early_error_body"]
 

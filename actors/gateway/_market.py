@@ -5,7 +5,7 @@ state is shown). A known symbol with no quote yet answers 200 with ``bid``, ``as
 null — the list keeps one entry per instrument and a client can tell "no price yet" from
 "no such symbol" (404 UNKNOWN_SYMBOL).
 
-Candles come from the candles actor (:meth:`actors.candles.CandlesHandle.read`): the stored ones
+Candles come from the candles actor (:meth:`actors.history.candles.CandlesHandle.read`): the stored ones
 merged with the not-yet-stored and the live (still open) one, which is last when in range.
 """
 
@@ -15,13 +15,13 @@ from typing import Any, Optional
 
 from quart import Response, request
 
-from actors import edge
-from actors.edge import EdgeError
-from actors.gateway import _views as views
+from actors.wire import codec as edge
+from actors.wire.codec import EdgeError
+from actors.wire import views as views
 from actors.gateway._common import API, Gateway, doc, json_response
 from actors.gateway._params import QueryParams
 from actors.gateway._schemas import CandlePage, CandlesQuery, InstrumentList, Quote, QuoteList
-from actors.store import decode_cursor, encode_cursor
+from actors.store.base import decode_cursor, encode_cursor
 from exness_actors.candles import INTERVAL_NAMES
 
 __all__ = ["register"]

@@ -5,8 +5,8 @@
   ``[http] ready_timeout_ms``, *and* every instrument has a quote newer than
   ``[engine] stale_after_ms`` (the feed is alive); else 503 ``NOT_READY`` with the reasons.
   Journal damage the scrub found is reported in ``journal_damage`` either way (a detail: old
-  damage does not stop trading, see :mod:`actors.scrubber`).
-* ``/metrics`` — Prometheus text from the app's own registry (:mod:`actors.metrics`).
+  damage does not stop trading, see :mod:`actors.engine.scrubber`).
+* ``/metrics`` — Prometheus text from the app's own registry (:mod:`actors.gateway.metrics`).
 * ``/docs`` — Swagger UI served from ``actors/static`` (vendored, no CDN) over ``/openapi.json``.
 * ``/api/v1/ping`` — the cheapest possible API route, the benchmark's no-op baseline.
 """
@@ -19,12 +19,13 @@ import trio
 from quart import Response
 from quart_schema import hide
 
-from actors.edge import EdgeError
-from actors.gateway import _views as views
+from actors.engine.interface import EngineClient
+from actors.wire.codec import EdgeError
+from actors.wire import views as views
 from actors.gateway._common import API, Gateway, PlainText, doc, json_response
 from actors.gateway._schemas import Readiness, Status
-from actors.messages import EngineStopped, Overloaded
-from actors.metrics import CONTENT_TYPE
+from actors.engine.messages import EngineStopped, Overloaded
+from actors.gateway.metrics import CONTENT_TYPE
 
 __all__ = ["register", "DOCS_HTML"]
 
@@ -46,7 +47,7 @@ DOCS_HTML = """<!doctype html>
 _PING = b'{"status":"ok"}'
 
 
-def _journal_damage(handle: Any) -> dict[str, list[str]]:
+def _journal_damage(handle: EngineClient) -> dict[str, list[str]]:
     """The scrub's findings, a detail that does not by itself make the process unready
     (``{}`` when none, or when the engine is remote: its journal is not ours to see)."""
     damage = getattr(handle, "journal_damage", None)
@@ -89,7 +90,7 @@ def register(app: Any, gw: Gateway) -> None:
         ages: dict[str, int] = {}
         if times is not None:
             now = gw.clock()
-            limit_ms = handle.engine.config.stale_after_ns // 1_000_000
+            limit_ms = handle.core_config.stale_after_ns // 1_000_000
             missing, stale = [], []
             for symbol in gw.symbols:
                 ts = times.get(symbol)

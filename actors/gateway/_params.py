@@ -1,7 +1,7 @@
 """Query-string parsing: every parameter is validated and named in the error.
 
 Unknown and repeated parameters are refused (a typo such as ``?simbol=`` would otherwise quietly
-return everything). Errors are :class:`~actors.edge.EdgeError` 400 ``VALIDATION_ERROR`` with the
+return everything). Errors are :class:`~actors.wire.codec.EdgeError` 400 ``VALIDATION_ERROR`` with the
 parameter in ``details.field``, like body fields.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Optional
 
-from actors.edge import MAX_TIMESTAMP_MS, EdgeError, ms_to_ns
-from actors.store import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT
+from actors.wire.codec import MAX_TIMESTAMP_MS, EdgeError, ms_to_ns
+from actors.store.base import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT
 from exness_actors.errors import InvalidValue
 from exness_actors.instruments import Instrument
 from exness_actors.money import parse_integer_text

@@ -1,7 +1,7 @@
 """The request and response shapes of the HTTP API, for the OpenAPI document only.
 
 The gateway does not validate with these (quart-schema's validation would decode numbers as
-floats and answer HTML errors); bodies are parsed exactly by :mod:`actors.edge`. These msgspec
+floats and answer HTML errors); bodies are parsed exactly by :mod:`actors.wire.codec`. These msgspec
 structs only describe, for ``/openapi.json`` and ``schemas/openapi.json``, what the handlers
 accept and return — the API tests keep the two in step.
 """
@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from actors.edge import MAX_TIMESTAMP_MS
+from actors.wire.codec import MAX_TIMESTAMP_MS
 
 #: A positive decimal: what the edge parses exactly (it also takes a JSON number, a leading "+"
 #: or zeros; the pattern documents the plain form every client can send).

@@ -22,22 +22,22 @@ IP], ``signin_email_failures_per_minute`` [50, per e-mail from any address],
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
 from actors.auth_tokens import TokenIssuer, load_or_create_secret
 from actors.config import ConfigError
 
-__all__ = ["GatewaySettings", "token_issuer_from_config"]
+__all__ = ["GatewaySettings", "token_issuer_from_config", "read_setting"]
 
 
-def _read(cfg: Any, section: str, key: str, default: Any, kind: type | tuple[type, ...],
+def read_setting(cfg: Any, section: str, key: str, default: Any, kind: type | tuple[type, ...],
           *, low: float | None = None) -> Any:
-    value = cfg.get(section, key, default) if cfg is not None else default
+    value: Any = cfg[section].get(key, default) if cfg is not None else default
     if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
         raise ConfigError(f"[{section}] {key} = {value!r}: expected {getattr(kind, '__name__', kind)}")
-    if low is not None and value < low:
+    if low is not None and cast(float, value) < low:
         raise ConfigError(f"[{section}] {key} = {value!r}: must be at least {low}")
     return value
 
@@ -69,32 +69,32 @@ class GatewaySettings:
     @classmethod
     def from_config(cls, cfg: Any) -> "GatewaySettings":
         number = (int, float)
-        origins = _read(cfg, "http", "cors_origins", [], (list, tuple))
+        origins = read_setting(cfg, "http", "cors_origins", [], (list, tuple))
         if not all(isinstance(origin, str) for origin in origins):
             raise ConfigError(f"[http] cors_origins = {origins!r}: expected a list of origins")
         return cls(
-            host=_read(cfg, "http", "host", "127.0.0.1", str),
-            port=_read(cfg, "http", "port", 8000, int, low=0),
-            max_body_bytes=_read(cfg, "http", "max_body_bytes", 16 * 1024, int, low=64),
+            host=read_setting(cfg, "http", "host", "127.0.0.1", str),
+            port=read_setting(cfg, "http", "port", 8000, int, low=0),
+            max_body_bytes=read_setting(cfg, "http", "max_body_bytes", 16 * 1024, int, low=64),
             cors_origins=tuple(origin.rstrip("/") for origin in origins),
-            graceful_timeout_s=float(_read(cfg, "http", "graceful_timeout_s", 5.0, number, low=0)),
-            backlog=_read(cfg, "http", "backlog", 1024, int, low=1),
-            history_wait_s=_read(cfg, "http", "history_wait_ms", 1000, number, low=0) / 1000,
-            ready_timeout_s=_read(cfg, "http", "ready_timeout_ms", 1000, number, low=1) / 1000,
-            ip_rate_per_s=float(_read(cfg, "limits", "ip_rate_per_s", 10_000, number, low=0)),
-            ip_burst=float(_read(cfg, "limits", "ip_burst", 20_000, number, low=1)),
-            account_rate_per_s=float(_read(cfg, "limits", "account_rate_per_s", 10_000, number, low=0)),
-            account_burst=float(_read(cfg, "limits", "account_burst", 20_000, number, low=1)),
-            signup_per_minute=float(_read(cfg, "limits", "signup_per_minute", 600, number, low=0)),
-            signin_failures_per_minute=float(_read(cfg, "limits", "signin_failures_per_minute", 5, number, low=0)),
+            graceful_timeout_s=float(read_setting(cfg, "http", "graceful_timeout_s", 5.0, number, low=0)),
+            backlog=read_setting(cfg, "http", "backlog", 1024, int, low=1),
+            history_wait_s=read_setting(cfg, "http", "history_wait_ms", 1000, number, low=0) / 1000,
+            ready_timeout_s=read_setting(cfg, "http", "ready_timeout_ms", 1000, number, low=1) / 1000,
+            ip_rate_per_s=float(read_setting(cfg, "limits", "ip_rate_per_s", 10_000, number, low=0)),
+            ip_burst=float(read_setting(cfg, "limits", "ip_burst", 20_000, number, low=1)),
+            account_rate_per_s=float(read_setting(cfg, "limits", "account_rate_per_s", 10_000, number, low=0)),
+            account_burst=float(read_setting(cfg, "limits", "account_burst", 20_000, number, low=1)),
+            signup_per_minute=float(read_setting(cfg, "limits", "signup_per_minute", 600, number, low=0)),
+            signin_failures_per_minute=float(read_setting(cfg, "limits", "signin_failures_per_minute", 5, number, low=0)),
             signin_email_failures_per_minute=float(
-                _read(cfg, "limits", "signin_email_failures_per_minute", 50, number, low=0)),
-            signin_ip_failures_per_minute=float(_read(cfg, "limits", "signin_ip_failures_per_minute", 20, number, low=0)),
-            refresh_ttl_s=_read(cfg, "auth", "refresh_ttl_s", 30 * 24 * 3600, int, low=60),
-            argon2_time_cost=_read(cfg, "auth", "argon2_time_cost", 3, int, low=1),
-            argon2_memory_kib=_read(cfg, "auth", "argon2_memory_kib", 65_536, int, low=8),
-            argon2_parallelism=_read(cfg, "auth", "argon2_parallelism", 4, int, low=1),
-            hash_threads=_read(cfg, "auth", "hash_threads", 2, int, low=1),
+                read_setting(cfg, "limits", "signin_email_failures_per_minute", 50, number, low=0)),
+            signin_ip_failures_per_minute=float(read_setting(cfg, "limits", "signin_ip_failures_per_minute", 20, number, low=0)),
+            refresh_ttl_s=read_setting(cfg, "auth", "refresh_ttl_s", 30 * 24 * 3600, int, low=60),
+            argon2_time_cost=read_setting(cfg, "auth", "argon2_time_cost", 3, int, low=1),
+            argon2_memory_kib=read_setting(cfg, "auth", "argon2_memory_kib", 65_536, int, low=8),
+            argon2_parallelism=read_setting(cfg, "auth", "argon2_parallelism", 4, int, low=1),
+            hash_threads=read_setting(cfg, "auth", "hash_threads", 2, int, low=1),
         )
 
 
@@ -103,7 +103,7 @@ def token_issuer_from_config(cfg: Any) -> TokenIssuer:
     ``jwt.secret`` (created 0600 on first use), ``access_ttl_s`` [900]. Build one per process
     and hand it to the gateway and the WebSocket server, so both accept the same tokens."""
     try:
-        secret = load_or_create_secret(cfg.data_dir, cfg.get("auth", "jwt_secret"))
+        secret = load_or_create_secret(cfg.data_dir, cfg["auth"].get("jwt_secret"))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    return TokenIssuer(secret, access_ttl_s=_read(cfg, "auth", "access_ttl_s", 900, int, low=1))
+    return TokenIssuer(secret, access_ttl_s=read_setting(cfg, "auth", "access_ttl_s", 900, int, low=1))

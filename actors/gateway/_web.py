@@ -31,6 +31,7 @@ from werkzeug.exceptions import NotFound
 from werkzeug.security import safe_join
 
 from actors.config import ConfigError
+from actors.gateway._settings import read_setting
 
 __all__ = ["register", "asset_version", "TERMINAL_DIR", "WebSettings"]
 
@@ -76,8 +77,8 @@ class WebSettings:
     def from_config(cls, cfg: Any) -> "WebSettings":
         if cfg is None:
             return cls()
-        return cls(ws_url=_checked_ws_url(cfg.get("web", "ws_url", "")),
-                   ws_port=int(cfg.get("ws", "port", 7070)))
+        return cls(ws_url=_checked_ws_url(read_setting(cfg, "web", "ws_url", "", str)),
+                   ws_port=read_setting(cfg, "ws", "port", 7070, int, low=0))
 
 
 def _ws_url(settings: WebSettings) -> str:

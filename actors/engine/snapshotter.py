@@ -1,0 +1,110 @@
+"""The snapshotter actor: periodic snapshots built in a worker process (see snapshot_worker).
+
+Every ``snapshot.interval_s`` it asks a child process to replay the journal up to the engine's
+durable seq and write a snapshot; the engine keeps running meanwhile. Failures are logged and
+retried at the next interval (the supervisor also restarts the actor with backoff). The final
+snapshot on graceful shutdown is written by the supervisor from the stopped engine.
+
+When it starts and after every snapshot it also scrubs the journal's sealed segments
+(:mod:`actors.engine.scrubber`) and records what is damaged on the engine handle.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Protocol
+
+import trio
+
+from actors.engine.recovery import journal_dir
+from actors.engine.scrubber import scrub
+
+__all__ = ["run", "SnapshotterStats", "EngineProgress", "snapshot_now"]
+
+log = logging.getLogger("exness.snapshotter")
+
+
+class EngineProgress(Protocol):
+    """What the snapshotter reads and sets on the engine: the in-process
+    :class:`~actors.engine.actor.EngineHandle`, or a remote engine's progress (the snapshotter role)."""
+
+    durable_seq: int
+    rotate_requested: bool
+    journal_damage: list[str]
+
+    def request_checkpoint(self) -> None: ...
+
+
+class SnapshotterStats:
+    def __init__(self) -> None:
+        self.written = 0
+        self.failed = 0
+        self.last_seq = 0
+        self.last_elapsed_ms = 0.0
+        self.scrubs = 0
+        self.damaged_segments = 0
+
+    def statistics(self) -> dict[str, Any]:
+        return {"written": self.written, "failed": self.failed, "last_seq": self.last_seq,
+                "last_elapsed_ms": self.last_elapsed_ms, "scrubs": self.scrubs,
+                "damaged_segments": self.damaged_segments}
+
+
+async def scrub_journal(handle: EngineProgress, cfg: Any, stats: SnapshotterStats) -> None:
+    """Verify the sealed segments in a worker thread; record the damage on ``handle``."""
+    try:
+        report = await trio.to_thread.run_sync(functools.partial(
+            scrub, journal_dir(Path(cfg.data_dir)), archive_dir=cfg.settings.journal.archive_path))
+    except OSError as exc:
+        log.error("event=scrub_failed error=%r", str(exc))
+        return
+    handle.journal_damage = [check.describe() for check in report.damaged]
+    stats.scrubs += 1
+    stats.damaged_segments = len(report.damaged)
+    log.info("event=scrub_done segments=%d damaged=%d archived=%d", len(report.checked),
+             len(report.damaged), len(report.archived))
+
+
+async def snapshot_now(data_dir: Path, target_seq: int, key: bytes, keep: int) -> dict:
+    """Run one worker process to snapshot up to ``target_seq``; returns its JSON report."""
+    result = await trio.run_process(
+        [sys.executable, "-m", "actors.engine.snapshot_worker", str(data_dir), str(target_seq), str(keep)],
+        stdin=(key.hex() + "\n").encode(), capture_stdout=True, capture_stderr=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"snapshot worker failed ({result.returncode}): "
+                           f"{result.stderr.decode(errors='replace').strip()[-500:]}")
+    return json.loads(result.stdout.decode().strip().splitlines()[-1])
+
+
+async def run(*, handle: EngineProgress, cfg: Any, key: bytes, stats: SnapshotterStats | None = None,
+              task_status: trio.TaskStatus[SnapshotterStats] = trio.TASK_STATUS_IGNORED) -> None:
+    stats = stats or SnapshotterStats()
+    interval = cfg.settings.snapshot.interval_s
+    keep = cfg.settings.snapshot.keep
+    task_status.started(stats)
+    await scrub_journal(handle, cfg, stats)
+    while True:
+        await trio.sleep(interval)
+        target = handle.durable_seq
+        if target <= stats.last_seq:
+            continue
+        try:
+            report = await snapshot_now(cfg.data_dir, target, key, keep)
+        except Exception as exc:
+            stats.failed += 1
+            log.error("event=snapshot_failed target_seq=%d error=%r", target, str(exc))
+            continue
+        if report.get("event") == "snapshot_written":
+            stats.written += 1
+            # a fresh segment lets the next recovery skip every segment this snapshot covers
+            handle.rotate_requested = True
+            handle.request_checkpoint()   # and the journal verifies itself there (short ones too)
+            await scrub_journal(handle, cfg, stats)
+        stats.last_seq = report.get("last_seq", target)
+        stats.last_elapsed_ms = report.get("elapsed_ms", 0.0)
+        log.info("event=%s last_seq=%s elapsed_ms=%s", report.get("event"), stats.last_seq,
+                 stats.last_elapsed_ms)

@@ -1,0 +1,118 @@
+"""Read queries the gateway runs *inside* the engine (``EngineHandle.query`` / pipelined).
+
+Each function takes the :class:`~exness_actors.engine.Engine` first and renders JSON-ready dicts
+right there, so the answer is a consistent snapshot taken in order with the commands around it
+(the objects themselves keep changing after the query returns). They only read, are cheap
+(no scans of all positions or accounts) and must not raise: an exception would be handed to the
+waiting request as a 500.
+
+Only the caller's own account is ever looked at, so another account's ids are simply "not
+found" — never revealed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from actors.wire import codec as edge
+from exness_actors.engine import Engine
+from exness_actors.commands import AccountId, OrderId, PositionId
+
+__all__ = [
+    "account_summary", "pending_orders", "order_state", "pending_order", "open_positions",
+    "open_position", "position_symbol", "new_positions", "quotes", "quote_times",
+]
+
+
+def account_summary(engine: Engine, account_id: AccountId) -> Optional[dict]:
+    summary = engine.account_summary(account_id)
+    if summary is None:
+        return None
+    out = {"account_id": str(account_id)}
+    out.update(edge.account_json(summary))
+    return out
+
+
+def pending_orders(engine: Engine, account_id: AccountId, symbol: Optional[str], before_id: Optional[OrderId],
+                   limit: int) -> tuple[list[dict], Optional[int]]:
+    """The account's pending orders, newest first, ``limit`` of them with ids below
+    ``before_id``; and the id to continue below when more remain."""
+    account = engine.accounts.get(account_id)
+    if account is None or not account.orders:
+        return [], None
+    ids = sorted((order_id for order_id, order in account.orders.items()
+                  if (symbol is None or order.symbol == symbol)
+                  and (before_id is None or order_id < before_id)), reverse=True)
+    instruments = engine.instruments
+    page = [edge.pending_order_json(account.orders[order_id], instruments[account.orders[order_id].symbol])
+            for order_id in ids[:limit]]
+    return page, (ids[limit - 1] if len(ids) > limit else None)
+
+
+def pending_order(engine: Engine, account_id: AccountId, order_id: OrderId) -> Optional[dict]:
+    account = engine.accounts.get(account_id)
+    order = account.orders.get(order_id) if account is not None else None
+    if order is None:
+        return None
+    return edge.pending_order_json(order, engine.instruments[order.symbol])
+
+
+def order_state(engine: Engine, account_id: AccountId, order_id: OrderId) -> Optional[tuple[str, Any]]:
+    """``("pending", order)`` while the engine holds it, ``("finished", status)`` when the engine
+    still remembers how it ended (filled, cancelled, expired), else None."""
+    account = engine.accounts.get(account_id)
+    if account is None:
+        return None
+    order = account.orders.get(order_id)
+    if order is not None:
+        return "pending", edge.pending_order_json(order, engine.instruments[order.symbol])
+    status = account.finished_orders.get(order_id) if account.finished_orders else None
+    return ("finished", status) if status is not None else None
+
+
+def open_positions(engine: Engine, account_id: AccountId, symbol: Optional[str]) -> list[dict]:
+    return [edge.position_json(position, engine) for position in engine.open_positions(account_id)
+            if symbol is None or position.symbol == symbol]
+
+
+def open_position(engine: Engine, account_id: AccountId, position_id: PositionId) -> Optional[dict]:
+    account = engine.accounts.get(account_id)
+    position = account.positions.get(position_id) if account is not None else None
+    return None if position is None else edge.position_json(position, engine)
+
+
+def position_symbol(engine: Engine, account_id: AccountId, position_id: PositionId) -> Optional[str]:
+    account = engine.accounts.get(account_id)
+    position = account.positions.get(position_id) if account is not None else None
+    return None if position is None else position.symbol
+
+
+def new_positions(engine: Engine, account_id: AccountId) -> dict[int, dict]:
+    """The position the command just applied opened, if it is the account's, rendered (else {}).
+    Run right after that command (``submit_between(after=…)``): ids are handed out in order, so
+    the position it opened is the newest one, opened at the engine's current time."""
+    position_id = PositionId(engine.next_position_id - 1)
+    position = engine.positions.get(position_id)
+    if position is None or position.account_id != account_id or position.opened_at != engine.now:
+        return {}
+    return {position_id: edge.position_json(position, engine)}
+
+
+def quotes(engine: Engine, symbols: tuple[str, ...]) -> list[dict]:
+    out = []
+    for symbol in symbols:
+        quote = engine.quote(symbol)
+        if quote is None:
+            out.append({"symbol": symbol, "bid": None, "ask": None, "ts": None})
+        else:
+            out.append(edge.quote_json(symbol, quote, engine.instruments[symbol]))
+    return out
+
+
+def quote_times(engine: Engine) -> dict[str, Optional[int]]:
+    """Engine time (ns) of each symbol's last quote, None when it has none."""
+    out: dict[str, Optional[int]] = {}
+    for symbol in engine.instruments:
+        quote = engine.quote(symbol)
+        out[symbol] = None if quote is None else quote[2]
+    return out

@@ -1,0 +1,152 @@
+"""JSON views of core events for the WebSocket server (account stream and order lane).
+
+Orders, positions, closed parts and candles are rendered by :mod:`actors.wire.codec` — the HTTP API's
+renderers — so a client sees the same object whichever API it uses. This module adds what only
+the streams need: the ``data`` of each account-channel event, and the views of a pending order
+or open position after a cancel/modify, built from the record the request named plus the event
+(never from a later engine state, except where the HTTP API itself reads the live quote).
+
+Every amount and price is a decimal string, timestamps integer milliseconds, ids strings.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Optional
+
+from actors.wire import codec as edge
+from actors.wire.codec import money, ns_to_ms
+from exness_actors.candles import Candle
+from exness_actors.engine import Engine
+from exness_actors.events import (
+    AccountCreated, BalanceChanged, OrderAccepted, OrderCancelled, OrderModified, OrderTriggered,
+    PositionClosed, PositionOpened, PositionUpdated,
+)
+from exness_actors.instruments import Instrument
+from exness_actors.model import Order, Position
+from exness_actors.money import format_fixed
+
+__all__ = ["ACCOUNT_EVENT_TYPES", "account_event_json", "modified_order_json", "cancelled_order_json",
+           "position_now_json", "candle_json"]
+
+
+def _price(value: Optional[int], instrument: Instrument) -> Optional[str]:
+    return None if value is None else format_fixed(value, instrument.price_decimals)
+
+
+def _qty(value: int, instrument: Instrument) -> str:
+    return format_fixed(value, instrument.qty_decimals)
+
+
+def candle_json(candle: Candle, instrument: Instrument) -> dict:
+    """:func:`actors.wire.codec.candle_json` plus ``closed`` (False while the bucket is live)."""
+    data = edge.candle_json(candle, instrument)
+    data["closed"] = candle.closed
+    return data
+
+
+def cancelled_order_json(order: Order, instrument: Instrument, event: OrderCancelled) -> dict:
+    """The order as it was when cancelled (what ``DELETE /orders/{id}`` answers)."""
+    data = edge.pending_order_json(order, instrument)
+    data.update(status="cancelled", cancel_reason=event.reason)
+    return data
+
+
+def modified_order_json(order: Order, instrument: Instrument, event: OrderModified) -> dict:
+    """The pending order with the fields the modification set (``PATCH /orders/{id}``)."""
+    data = edge.pending_order_json(order, instrument)
+    data.update(order_modification_json(event, instrument))
+    return data
+
+
+def order_modification_json(event: OrderModified, instrument: Instrument) -> dict:
+    """The order fields an :class:`OrderModified` sets, rendered."""
+    return {"price": _price(event.price, instrument), "qty": _qty(event.qty, instrument),
+            "take_profit": _price(event.take_profit, instrument),
+            "stop_loss": _price(event.stop_loss, instrument), "expires_at": ns_to_ms(event.expires_at)}
+
+
+def position_update_json(event: PositionUpdated, instrument: Instrument) -> dict:
+    """The position fields a :class:`PositionUpdated` sets, rendered."""
+    return {"qty": _qty(event.qty, instrument), "margin": money(event.margin),
+            "liquidation_price": _price(max(event.liquidation_price, 0), instrument),
+            "take_profit": _price(event.take_profit, instrument),
+            "stop_loss": _price(event.stop_loss, instrument),
+            "trailing_stop": _price(event.trailing_stop, instrument)}
+
+
+def position_now_json(position: Position, engine: Engine) -> dict:
+    """An open position as ``GET /positions/{id}`` shows it (pnl at the current quote); once it
+    has closed, its last state with the live fields null."""
+    if engine.positions.get(position.id) is position:
+        return edge.position_json(position, engine)
+    instrument = engine.instruments[position.symbol]
+    return {
+        "id": str(position.id), "symbol": position.symbol, "side": position.side,
+        "qty": _qty(position.qty, instrument), "open_price": _price(position.open_price, instrument),
+        "margin": money(position.margin), "leverage": position.leverage,
+        "liquidation_price": _price(max(position.liquidation_price, 0), instrument),
+        "take_profit": _price(position.take_profit, instrument),
+        "stop_loss": _price(position.stop_loss, instrument),
+        "trailing_stop": _price(position.trailing_stop, instrument),
+        "trailing_stop_price": None, "unrealized_pnl": None,
+        "opened_at": ns_to_ms(position.opened_at), "order_id": str(position.order_id),
+    }
+
+
+# ------------------------------------------------------------------------ account stream
+
+#: The events streamed on an account's channel (all carry ``account_id``).
+ACCOUNT_EVENT_TYPES = (AccountCreated, BalanceChanged, OrderAccepted, OrderTriggered, OrderCancelled,
+                       OrderModified, PositionOpened, PositionUpdated, PositionClosed)
+
+SymbolLookup = Callable[[int], Optional[str]]
+
+
+def account_event_json(event: Any, instruments: Mapping[str, Instrument],
+                       order_symbol: SymbolLookup, position_symbol: SymbolLookup) -> Optional[dict]:
+    """The ``data`` of an account-channel message (``{"event": name, …}``), or None when the
+    event's symbol is unknown (an order or position the server never saw; the caller logs it).
+
+    ``order_symbol``/``position_symbol`` resolve the symbol of events that carry only an id
+    (their prices need the instrument's scale).
+    """
+    kind = type(event)
+    if kind is BalanceChanged:
+        return {"event": "balance_changed", "kind": event.kind,
+                "free_delta": money(event.free_delta), "locked_delta": money(event.locked_delta),
+                "free": money(event.free), "locked": money(event.locked), "ref": event.ref,
+                "ts": ns_to_ms(event.ts)}
+    if kind is OrderAccepted:
+        return {"event": "order_accepted",
+                "order": edge.order_accepted_json(event, instruments[event.symbol])}
+    if kind is PositionOpened:
+        return {"event": "position_opened",
+                "position": edge.position_opened_json(event, instruments[event.symbol])}
+    if kind is PositionClosed:
+        return {"event": "position_closed",
+                "position": edge.position_closed_json(event, instruments[event.symbol])}
+    if kind is OrderCancelled:
+        return {"event": "order_cancelled", "order_id": str(event.order_id), "reason": event.reason,
+                "ts": ns_to_ms(event.ts)}
+    if kind is AccountCreated:
+        return {"event": "account_created", "balance": money(event.balance)}
+    if kind is OrderTriggered:
+        symbol = order_symbol(event.order_id)
+        if symbol is None:
+            return None
+        return {"event": "order_triggered", "order_id": str(event.order_id),
+                "position_id": str(event.position_id), "price": _price(event.price, instruments[symbol]),
+                "ts": ns_to_ms(event.ts)}
+    if kind is OrderModified:
+        symbol = order_symbol(event.order_id)
+        if symbol is None:
+            return None
+        return {"event": "order_modified", "order_id": str(event.order_id),
+                **order_modification_json(event, instruments[symbol])}
+    if kind is PositionUpdated:
+        symbol = position_symbol(event.position_id)
+        if symbol is None:
+            return None
+        return {"event": "position_updated", "position_id": str(event.position_id), "cause": event.cause,
+                **position_update_json(event, instruments[symbol])}
+    return None
