@@ -29,13 +29,17 @@ from actors.config import Config, ConfigError, prepare_data_dir
 from actors.engine.actor import EngineHandle
 from actors.engine.faults import FatalIOError, fatal_io_error
 from actors.engine.keys import KeyError_, load_or_create_key
-from actors.engine.recovery import Recovered, RecoveryError, journal_dir, recover
+from actors.engine.recovery import Recovered, RecoveryError, account_types_change, journal_dir, recover
 from actors import topology
 from actors.runtime import tune_gc, wait_for_stop_signal
 from actors.engine.snapshot_worker import write_engine_snapshot
 from exness_actors import BUILD as CORE_BUILD, BUILD_REASON as CORE_BUILD_REASON
+from exness_actors import codec
+from exness_actors.engine import Engine
 from exness_actors.errors import InvalidValue
-from exness_actors.journal import JournalError, JournalWriter
+from exness_actors.events import CommandRejected
+from exness_actors.instruments import CoreConfig
+from exness_actors.journal import JournalError, JournalWriter, encode_frame
 
 __all__ = ["run_system", "System", "supervised", "StartupError"]
 
@@ -142,6 +146,21 @@ def _prepare_data_dir(data_dir: Path) -> None:
         raise StartupError(str(exc)) from None
 
 
+def journal_account_types(engine: Engine, journal: JournalWriter, config: CoreConfig, *, ts: int) -> None:
+    """Bring the recovered core's account types to ``[accounts]`` through the journal (issue 16):
+    apply the ``SetAccountTypes`` as the next input and make it durable before anything runs."""
+    change = account_types_change(engine, config)
+    if change is None:
+        return
+    events = engine.submit(change, ts=ts)
+    journal.append(encode_frame(codec.encode(change)), first_seq=change.seq)
+    journal.fsync()
+    refused = [event for event in events if isinstance(event, CommandRejected)]
+    if refused:
+        raise RecoveryError(f"[accounts] cannot replace the account types in force: {refused[0].message}")
+    log.info("event=account_types_changed seq=%d types=%s", change.seq, ",".join(t[0] for t in change.account_types))
+
+
 async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] = None,
                      handle_signals: bool = True, clock: Callable[[], int] = time.time_ns,
                      announce: bool = False, role: str = "all", shard: int = 0,
@@ -243,6 +262,7 @@ async def _recover(boot: _Boot, store: Any, *, repair: bool) -> tuple[Recovered,
         journal = JournalWriter(journal_dir(data_dir), segment_bytes=cfg.settings.journal.segment_bytes)
         if repaired is not None:
             repair_journal.finish(repaired, data_dir, journal, ts=boot.clock())
+        journal_account_types(recovered.engine, journal, boot.core_config, ts=boot.clock())
     except (RecoveryError, JournalError) as exc:
         await store.close()
         raise StartupError(str(exc)) from None

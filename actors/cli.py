@@ -106,6 +106,8 @@ def _add_backtest(commands: Any) -> None:
     backtest.add_argument("--out", default="backtest-out", help="trades.csv, equity.csv/.svg(.png), summary.json")
     backtest.add_argument("--data-dir", help="also write a journal here, so `exness-actors replay DIR` reproduces the run")
     backtest.add_argument("--config", help="instruments: a TOML merged over config.toml")
+    backtest.add_argument("--account-type", help="trade an account of this [accounts] type (cross margin, commission, "
+                                                 "swaps), e.g. standard | raw_spread; default: an untyped isolated one")
 
 
 def _add_health(commands: Any) -> None:
@@ -278,6 +280,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     print(_state_verdict(result.last_state_verified, engine.last_seq))
     print(f"accounts {len(engine.accounts)}, open positions {len(engine.positions)}, pending orders "
           f"{len(engine.orders)}, house pnl {format_fixed(engine.house, 2)} USD")
+    if engine.config.account_types or not args.from_snapshot:
+        # issue 16; a legacy state (no account types) does not carry the sources across a snapshot
+        print("house pnl by source: " + ", ".join(
+            f"{name.replace('_', ' ')} {format_fixed(amount, 2)}" for name, amount in engine.house_book().items()
+            if name != "total") + " USD")
     for name, count in sorted(counts.items()):
         print(f"  {name}: {count}")
     return _replay_tools(args, data_dir, config)
@@ -549,7 +556,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     try:
         result = run_backtest(load_ticks(args.ticks, config, symbol=args.symbol, stats=stats), strategy,
                               config=config, deposit_cents=deposit, load_stats=stats, journal_dir=journal_dir,
-                              progress=_advance(bar))
+                              progress=_advance(bar), account_type=args.account_type)
     except ValueError as exc:
         print(f"exness-actors backtest: {exc}", file=sys.stderr)
         return 2

@@ -101,9 +101,9 @@ class Config:
     @property
     def core(self) -> CoreConfig:
         try:
-            return core_config_from_mapping(self["engine"], self["instruments"])
+            return core_config_from_mapping(self["engine"], self["instruments"], self["accounts"])
         except Exception as exc:
-            raise ConfigError(f"[engine]/[instruments]: {exc}") from None
+            raise ConfigError(f"[engine]/[instruments]/[accounts]: {exc}") from None
 
     @property
     def demo_deposit_cents(self) -> int:

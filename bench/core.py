@@ -54,6 +54,13 @@ cannot slow the mix. ``inputs_per_s`` is the best of ``--throughput-passes`` pas
 ``mix-pure`` repeats the throughput passes on the pure Python core (``EXNESS_CORE_BUILD=pure``) as
 ``inputs_per_s_pure``/``inputs_per_s_pure_cpu``. Every line names the ``build`` it measured.
 
+**Cross-margin mix (issue 16).** The ``cross`` phase runs the standard mix over typed cross
+accounts (half ``standard``, half with commission and swaps): 80 % of the accounts trade one
+symbol, 20 % two or three (``account_symbols``); ``cross_inputs_per_s`` is its throughput. Then
+1,000 and 1,000,000 positions (quick: 100,000) on such accounts, and the same no-cross quotes as
+above: ``cross_quote_cost_ratio_1m_vs_1k`` (the margin watches must not make a quote touch
+unrelated accounts).
+
 With ``--quick`` the metric names stay the same (tools key on them) and every line carries
 ``"quick": true``: 10,000 accounts, 100,000 inputs, 1k vs 100k positions.
 """
@@ -81,8 +88,9 @@ if _REPO_ROOT not in sys.path:
 
 from actors.runtime import GC_THRESHOLDS  # noqa: E402  (the engine process's collector settings)
 from exness_actors import BUILD as CORE_BUILD  # noqa: E402
+from exness_actors.account_types import AccountType  # noqa: E402
 from exness_actors.commands import (  # noqa: E402
-    CancelOrder, ClosePosition, CreateAccount, PlaceOrder, Quote,
+    CancelOrder, ClosePosition, CreateAccount, OpenAccount, PlaceOrder, Quote,
 )
 from exness_actors.engine import Engine  # noqa: E402
 from exness_actors.events import (  # noqa: E402
@@ -136,12 +144,33 @@ def _inside_liquidation(stop_loss: Optional[int], ref: int, is_long: bool, lever
     return max(stop_loss, ref - reach) if is_long else min(stop_loss, ref + reach)
 
 
-def make_engine(n_accounts: int) -> Engine:
-    """A fresh engine with accounts 1..n_accounts funded and a first quote on every symbol."""
-    engine = Engine(CoreConfig(instruments=INSTRUMENTS))
+#: The cross-margin mix (issue 16): the shipped kinds of cross account, commission on one of them.
+CROSS_TYPES = (AccountType(name="standard", margin_call_pct=60, stop_out_pct=0),
+               AccountType(name="raw_spread", margin_call_pct=30, stop_out_pct=0, commission_ppm=35,
+                           swap_long_ppm=500, swap_short_ppm=500))
+
+
+def account_symbols(account_id: int, cross: bool) -> tuple[str, ...]:
+    """The symbols an account trades: any in the standard mix; in the cross mix 80 % of the
+    accounts hold one symbol and 20 % (every fifth) two or three."""
+    if not cross:
+        return SYMBOLS
+    if account_id % 5:
+        return (SYMBOLS[account_id % 3],)
+    return SYMBOLS[:2 + account_id // 5 % 2]
+
+
+def make_engine(n_accounts: int, cross: bool = False) -> Engine:
+    """A fresh engine with accounts 1..n_accounts funded and a first quote on every symbol
+    (cross: typed cross accounts, every other one with commission and swaps)."""
+    engine = Engine(CoreConfig(instruments=INSTRUMENTS, account_types=CROSS_TYPES if cross else ()))
     submit = engine.submit
     for account_id in range(1, n_accounts + 1):
-        submit(CreateAccount(account_id=account_id, initial_deposit=DEPOSIT), SETUP_TS)
+        if cross:
+            submit(OpenAccount(account_id=account_id, account_type=CROSS_TYPES[account_id % 2].name,
+                               initial_deposit=DEPOSIT), SETUP_TS)
+        else:
+            submit(CreateAccount(account_id=account_id, initial_deposit=DEPOSIT), SETUP_TS)
     for symbol in SYMBOLS:
         mid = CENTERS[symbol]
         h = _half_spread(mid)
@@ -245,10 +274,11 @@ class _IdPool:
         return ident, self.owner[ident]
 
 
-def simulate_mix(n_accounts: int, n_inputs: int, seed: int) -> tuple[list[Spec], array, Engine, dict]:
-    """Run the standard mix untimed; return the specs, their kinds, the engine and statistics."""
+def simulate_mix(n_accounts: int, n_inputs: int, seed: int,
+                 cross: bool = False) -> tuple[list[Spec], array, Engine, dict]:
+    """Run the standard (or cross) mix untimed; return the specs, their kinds, the engine and statistics."""
     rng = random.Random(seed)
-    engine = make_engine(n_accounts)
+    engine = make_engine(n_accounts, cross)
     books = engine.books
     submit = engine.submit
     positions, pending = _IdPool(), _IdPool()
@@ -286,7 +316,7 @@ def simulate_mix(n_accounts: int, n_inputs: int, seed: int) -> tuple[list[Spec],
             spec: Spec = (QUOTE, symbol, mid - h, mid + h)
         elif kind == OPEN:
             account_id = 1 + rng.randrange(n_accounts)
-            symbol = SYMBOLS[rng.randrange(3)]
+            symbol = rng.choice(account_symbols(account_id, cross))
             is_long = rng.random() < 0.5
             leverage = _leverage_skewed(rng, 100)
             margin = rng.randint(1_000, 50_000)
@@ -308,7 +338,7 @@ def simulate_mix(n_accounts: int, n_inputs: int, seed: int) -> tuple[list[Spec],
             spec = (CLOSE, account_id, position_id)
         elif kind == PENDING:
             account_id = 1 + rng.randrange(n_accounts)
-            symbol = SYMBOLS[rng.randrange(3)]
+            symbol = rng.choice(account_symbols(account_id, cross))
             is_long = rng.random() < 0.5
             order_type = "limit" if rng.random() < 0.5 else "stop"
             leverage = _leverage_skewed(rng, 100)
@@ -365,9 +395,9 @@ def _mix_timestamps(n: int) -> range:
     return range(MIX_T0, MIX_T0 + n * MIX_STEP_NS, MIX_STEP_NS)
 
 
-def replay_throughput(n_accounts: int, specs: list[Spec]) -> tuple[int, int, Engine]:
+def replay_throughput(n_accounts: int, specs: list[Spec], cross: bool = False) -> tuple[int, int, Engine]:
     """Whole-loop wall and CPU time (ns) of replaying ``specs`` on a fresh engine."""
-    engine = make_engine(n_accounts)
+    engine = make_engine(n_accounts, cross)
     commands = build_commands(specs)
     timestamps = _mix_timestamps(len(commands))
     submit = engine.submit
@@ -519,7 +549,8 @@ BUILD_BAND_BPS = 150     # open prices within ±1.5% of the centre
 INNER_BAND_BPS = 10      # measured quotes within ±0.1%
 
 
-def open_positions(engine: Engine, n_positions: int, per_account: int, rng: random.Random) -> int:
+def open_positions(engine: Engine, n_positions: int, per_account: int, rng: random.Random,
+                   cross: bool = False) -> int:
     """Open ``n_positions`` market positions whose triggers all lie outside the inner band.
 
     Leverage 1..20 puts liquidation ≥ ~5% from the open; TP/SL 5-15% (a stop-loss at most 90% of
@@ -538,7 +569,7 @@ def open_positions(engine: Engine, n_positions: int, per_account: int, rng: rand
             mid = center + center * rng.randint(-BUILD_BAND_BPS, BUILD_BAND_BPS) // 10_000
             h = _half_spread(mid)
             submit(Quote(symbol=symbol, bid=mid - h, ask=mid + h), ts)
-        symbol = SYMBOLS[rng.randrange(3)]
+        symbol = rng.choice(account_symbols(1 + i // per_account, cross))
         is_long = rng.random() < 0.5
         book = books[symbol]
         ref = book.bid if is_long else book.ask
@@ -559,7 +590,7 @@ def open_positions(engine: Engine, n_positions: int, per_account: int, rng: rand
             account_id=1 + i // per_account, symbol=symbol, side="buy" if is_long else "sell",
             type="market", margin=margin, leverage=leverage, take_profit=take_profit,
             stop_loss=_inside_liquidation(stop_loss, ref, is_long, leverage), trailing_stop=trailing), ts)
-        if type(events[-1]) is not PositionOpened:
+        if not any(type(event) is PositionOpened for event in events):
             failures += 1
     return failures
 
@@ -627,17 +658,18 @@ def _trailing_peaks(engine: Engine) -> list[Any]:
     return peaks
 
 
-def build_position_engine(n_positions: int, seed: int, measure: bool) -> tuple[Engine, int]:
+def build_position_engine(n_positions: int, seed: int, measure: bool,
+                          cross: bool = False) -> tuple[Engine, int]:
     per_account = 10
     n_accounts = max(1, -(-n_positions // per_account))
-    log(f"positions: building {n_positions:,} positions over {n_accounts:,} accounts")
+    log(f"positions: building {n_positions:,} positions over {n_accounts:,} {'cross ' if cross else ''}accounts")
     t = time.monotonic()
-    engine = make_engine(n_accounts)
+    engine = make_engine(n_accounts, cross)
     rss0 = rss1 = 0
     if measure:
         gc.collect()
         rss0 = rss_bytes()
-    failures = open_positions(engine, n_positions, per_account, random.Random(seed))
+    failures = open_positions(engine, n_positions, per_account, random.Random(seed), cross)
     if measure:
         gc.collect()
         rss1 = rss_bytes()
@@ -653,12 +685,45 @@ def build_position_engine(n_positions: int, seed: int, measure: bool) -> tuple[E
 
 
 def bench_positions(args: argparse.Namespace, emit: Emitter) -> None:
-    big_n, small_n = args.positions, 1_000
+    big_n = args.positions
     big, grown = build_position_engine(big_n, args.seed + 1, measure=True)
     emit("bytes_per_position", grown / big_n, "B", "lower", 1536)
     log(f"  RSS grew {grown / 2**20:,.1f} MiB for {big_n:,} positions")
-    small, _ = build_position_engine(small_n, args.seed + 2, measure=False)
+    small, _ = build_position_engine(1_000, args.seed + 2, measure=False)
+    best_small, best_big = _compare_quote_costs(args, small, big)
+    emit("quote_ns_1k", best_small, "ns", "lower")
+    emit("quote_ns_1m", best_big, "ns", "lower")
+    emit("quote_cost_ratio_1m_vs_1k", best_big / best_small, "ratio", "lower", 2.0)
 
+
+def bench_cross(args: argparse.Namespace, emit: Emitter) -> None:
+    """The cross-margin mix (issue 16): 80 % single-symbol accounts, 20 % holding 2-3 symbols."""
+    n_accounts, n_inputs = args.accounts, args.inputs
+    log(f"cross mix: simulating {n_inputs:,} inputs over {n_accounts:,} cross accounts (untimed)")
+    specs, _kinds, sim_engine, stats = simulate_mix(n_accounts, n_inputs, args.seed, cross=True)
+    expected_hash = sim_engine.rolling_hash
+    del sim_engine
+    log(f"  {json.dumps(stats, sort_keys=True)}")
+    best = None
+    for attempt in range(args.throughput_passes):
+        elapsed, _cpu, engine = replay_throughput(n_accounts, specs, cross=True)
+        _check_replay(engine, expected_hash, "cross throughput")
+        del engine
+        log(f"  pass {attempt + 1}: {n_inputs / (elapsed / 1e9):,.0f} inputs/s")
+        best = elapsed if best is None else min(best, elapsed)
+    assert best is not None
+    emit("cross_inputs_per_s", n_inputs / (best / 1e9), "1/s", "higher")
+    del specs
+    gc.collect()
+    big, _ = build_position_engine(args.positions, args.seed + 1, measure=False, cross=True)
+    small, _ = build_position_engine(1_000, args.seed + 2, measure=False, cross=True)
+    best_small, best_big = _compare_quote_costs(args, small, big)
+    emit("cross_quote_cost_ratio_1m_vs_1k", best_big / best_small, "ratio", "lower", 2.0)
+
+
+def _compare_quote_costs(args: argparse.Namespace, small: Engine, big: Engine) -> tuple[float, float]:
+    """Best mean ns per no-cross quote of each engine, taking turns over the repetitions."""
+    small_n, big_n = len(small.positions), len(big.positions)
     walk = QuoteWalk(random.Random(args.seed + 3))
     per_rep = args.quotes
     reps = args.quote_reps
@@ -676,10 +741,7 @@ def bench_positions(args: argparse.Namespace, emit: Emitter) -> None:
         log("  WARNING: timed quotes closed positions (they were meant to cross nothing)")
     if (_trailing_peaks(small), _trailing_peaks(big)) != peaks_before:
         log("  WARNING: timed quotes moved trailing peaks (they were meant to set no new extreme)")
-    best_small, best_big = min(small_ns), min(big_ns)
-    emit("quote_ns_1k", best_small, "ns", "lower")
-    emit("quote_ns_1m", best_big, "ns", "lower")
-    emit("quote_cost_ratio_1m_vs_1k", best_big / best_small, "ratio", "lower", 2.0)
+    return min(small_ns), min(big_ns)
 
 
 # ------------------------------------------------------------------------------ main
@@ -692,7 +754,7 @@ def parse_args(argv: Optional[Iterable[str]] = None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true",
                         help="run only the standard mix under cProfile; top 25 by tottime to stderr")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--phase", choices=("all", "mix", "mix-pure", "positions"), default="all",
+    parser.add_argument("--phase", choices=("all", "mix", "mix-pure", "positions", "cross"), default="all",
                         help="run only part of the benchmark")
     parser.add_argument("--accounts", type=int, help="override the number of accounts of the mix")
     parser.add_argument("--inputs", type=int, help="override the number of mix inputs")
@@ -738,12 +800,13 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
     if args.profile:
         profile_mix(args)
     elif args.phase == "all" or (args.phase == "mix-pure" and CORE_BUILD != "pure"):
-        for phase in ("positions", "mix", "mix-pure") if args.phase == "all" else (args.phase,):
+        for phase in ("positions", "mix", "mix-pure", "cross") if args.phase == "all" else (args.phase,):
             status = status or _run_phase_in_child(phase, args)
     else:
         emit = Emitter(args.quick)
         phase_function: Callable[[argparse.Namespace, Emitter], None] = {
-            "positions": bench_positions, "mix": bench_mix, "mix-pure": bench_mix_pure}[args.phase]
+            "positions": bench_positions, "mix": bench_mix, "mix-pure": bench_mix_pure,
+            "cross": bench_cross}[args.phase]
         phase_function(args, emit)
     log(f"{args.phase if not args.profile else 'profile'} done in {time.monotonic() - started:.1f} s")
     return status

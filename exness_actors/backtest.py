@@ -50,18 +50,19 @@ import msgpack
 from exness_actors import codec
 from exness_actors.commands import (
     AccountId, AddMargin, CancelOrder, ClosePosition, Command, CreateAccount, ModifyOrder, ModifyPosition,
-    OrderId, PlaceOrder, PositionId, Quote,
+    OpenAccount, OrderId, PlaceOrder, PositionId, Quote,
 )
 from exness_actors.engine import HASH_BLOCK, Engine
 from exness_actors.equity_chart import equity_svg
 from exness_actors.events import (
-    CommandRejected, Event, OrderRejected, PositionClosed, PositionOpened, QuoteRejected,
+    BalanceChanged, CommandRejected, Event, MarginCall, OrderRejected, PositionClosed, PositionOpened,
+    QuoteRejected, StopOut,
 )
 from exness_actors.feed_format import MalformedTick, parse_recorded_line, price_to_ticks
 from exness_actors.instruments import CoreConfig, Instrument
 from exness_actors.journal import DEFAULT_SEGMENT_BYTES, JournalWriter, encode_frame, list_segments
 from exness_actors.money import CENT_DECIMALS, format_fixed, parse_fixed
-from exness_actors.reasons import CloseReason
+from exness_actors.reasons import BalanceKind, CloseReason
 from exness_actors.replay import encode_checkpoint
 
 __all__ = [
@@ -76,6 +77,8 @@ DEFAULT_SYMBOL = "BTCUSDT"
 #: The commands a strategy may return (never quotes, accounts or funding).
 TRADING_COMMANDS = (PlaceOrder, CancelOrder, ModifyOrder, ClosePosition, ModifyPosition, AddMargin)
 _LIQUIDATION = CloseReason.LIQUIDATION.value
+#: the ledger kinds a backtest's summary adds up (issue 16)
+_FEE_KINDS = (BalanceKind.COMMISSION.value, BalanceKind.SWAP.value)
 _FLUSH_FRAMES = 4096
 #: ``run_backtest(progress=…)`` is told the number of quotes applied this often.
 PROGRESS_EVERY = 4096
@@ -426,6 +429,10 @@ class _Journal:
         self.writer.close()
 
 
+#: events the fast path of :meth:`_Run.apply` may not skip when they come alone
+_TALLIED_ALONE = (PositionClosed, PositionOpened, BalanceChanged)
+
+
 class _Run:
     """One backtest's engine, the journal it writes, and what it tallies from the events."""
 
@@ -450,7 +457,7 @@ class _Run:
                 journal.flush()
         if self.kept is not None:
             self.kept.append((seq, command.ts, events))
-        if len(events) == 1 and type(events[0]) is not PositionClosed and type(events[0]) is not PositionOpened:
+        if len(events) == 1 and type(events[0]) not in _TALLIED_ALONE:
             kind = type(events[0])
             if kind is OrderRejected or kind is CommandRejected:
                 self.counts["rejected_commands"] += 1
@@ -476,6 +483,10 @@ class _Run:
                 counts["rejected_commands"] += 1
             elif isinstance(event, QuoteRejected):
                 counts["quotes_rejected"] += 1
+            elif isinstance(event, BalanceChanged) and event.kind in _FEE_KINDS:
+                counts[event.kind] -= event.free_delta
+            elif isinstance(event, (StopOut, MarginCall)):
+                counts["stop_outs" if isinstance(event, StopOut) else "margin_calls"] += 1
 
 
 class _EquityCurve:
@@ -509,8 +520,12 @@ def run_backtest(ticks: Iterable[Tick], strategy: Any, *, config: CoreConfig,
                  journal_dir: Union[str, Path, None] = None, equity_every: int = 1,
                  load_stats: Optional[LoadStats] = None, keep_events: bool = False,
                  segment_bytes: int = DEFAULT_SEGMENT_BYTES,
-                 progress: Optional[Callable[[int], None]] = None) -> BacktestResult:
+                 progress: Optional[Callable[[int], None]] = None,
+                 account_type: Optional[str] = None) -> BacktestResult:
     """Run ``strategy`` over ``ticks`` on a fresh engine; see the module docstring.
+
+    ``account_type`` trades an account of that type of ``config`` (issue 16: cross margin,
+    commissions, swaps, stop-outs); without it, an untyped isolated account as before.
 
     ``equity_every`` samples the equity curve every that many accepted quotes (the drawdown is
     still computed over every quote, and the last quote is always sampled).
@@ -528,11 +543,16 @@ def run_backtest(ticks: Iterable[Tick], strategy: Any, *, config: CoreConfig,
     if first is not None:
         tick_iterator = itertools.chain((first,), tick_iterator)
     try:
-        run.apply(CreateAccount(account_id=AccountId(account_id), initial_deposit=deposit_cents),
-                  first.ts_ns if first is not None else 0)
+        opening: Command = (CreateAccount(account_id=AccountId(account_id), initial_deposit=deposit_cents)
+                            if account_type is None else
+                            OpenAccount(account_id=AccountId(account_id), account_type=account_type,
+                                        initial_deposit=deposit_cents))
+        run.apply(opening, first.ts_ns if first is not None else 0)
         start = engine.account_summary(AccountId(account_id))
         if start is None:
-            raise ValueError(f"could not create account {account_id} with deposit {deposit_cents}")
+            known = ", ".join(t.name for t in config.account_types) or "none configured"
+            raise ValueError(f"could not create account {account_id} with deposit {deposit_cents}"
+                             + (f" and type {account_type!r} (account types: {known})" if account_type else ""))
         curve = _EquityCurve(start["equity"], equity_every)
         quotes = _trade_ticks(run, tick_iterator, strategy, AccountId(account_id), curve, progress)
         curve.finish()
@@ -599,6 +619,10 @@ def _summary(run: _Run, curve: _EquityCurve, quotes: int, account_id: AccountId,
         "wins": sum(1 for t in trades if t.pnl > 0),
         "losses": sum(1 for t in trades if t.pnl < 0),
         "liquidations": sum(1 for t in trades if t.reason == _LIQUIDATION),
+        "margin_calls": counts["margin_calls"],
+        "stop_outs": counts["stop_outs"],
+        "commission": counts[BalanceKind.COMMISSION.value],
+        "swap": counts[BalanceKind.SWAP.value],
         "realized_pnl": sum(t.pnl for t in trades),
         "positions_opened": counts["positions_opened"],
         "open_positions": len(engine.open_positions(account_id)),
@@ -620,7 +644,7 @@ def _summary(run: _Run, curve: _EquityCurve, quotes: int, account_id: AccountId,
 
 # ---------------------------------------------------------------------------------------------- output
 
-_MONEY_KEYS = ("start_equity", "end_equity", "realized_pnl")
+_MONEY_KEYS = ("start_equity", "end_equity", "realized_pnl", "commission", "swap")
 
 
 def summary_json(summary: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ fields are not keyword-only only so that the feed's hot path can build a ``Quote
 
 from __future__ import annotations
 
-from typing import NewType, Optional, Union
+from typing import Any, NewType, Optional, Union
 
 import attrs
 
@@ -62,6 +62,17 @@ class Clock:
 @attrs.define
 class CreateAccount:
     account_id: AccountId
+    initial_deposit: int = 0
+    seq: int = 0
+    ts: int = 0
+
+
+@attrs.define
+class OpenAccount:
+    """Open a trading account of a configured type (issue 16); ``CreateAccount`` makes an untyped,
+    isolated one exactly as before types existed."""
+    account_id: AccountId
+    account_type: str
     initial_deposit: int = 0
     seq: int = 0
     ts: int = 0
@@ -172,6 +183,17 @@ class ResumeSymbol:
     ts: int = 0
 
 
+@attrs.define
+class SetAccountTypes:
+    """Replace the account types (issue 16): the supervisor journals one when ``config.toml``'s
+    ``[accounts]`` differ from the types the data dir's core runs with, so replay reproduces the
+    change. Each type is in :meth:`~exness_actors.account_types.AccountType.to_wire` form."""
+    account_types: list[list[Any]]
+    rollover_ns: int
+    seq: int = 0
+    ts: int = 0
+
+
 # --- process edge: the engine's stream reader → engine -------------------------------------
 
 @attrs.define
@@ -211,11 +233,12 @@ class RaiseIdFloor:
 
 Command = Union[Quote, Clock, CreateAccount, Deposit, Withdraw, PlaceOrder, CancelOrder,
                 ModifyOrder, ClosePosition, ModifyPosition, AddMargin, HaltSymbol, ResumeSymbol,
-                EdgeCursor, RaiseIdFloor]
+                EdgeCursor, RaiseIdFloor, OpenAccount, SetAccountTypes]
 
 #: Wire tags: stable forever (they are in every journal). Append only.
 COMMAND_TYPES: dict[int, type] = {
     1: Quote, 2: Clock, 3: CreateAccount, 4: Deposit, 5: Withdraw, 6: PlaceOrder,
     7: CancelOrder, 8: ModifyOrder, 9: ClosePosition, 10: ModifyPosition, 11: AddMargin,
-    12: HaltSymbol, 13: ResumeSymbol, 14: EdgeCursor, 15: RaiseIdFloor,
+    12: HaltSymbol, 13: ResumeSymbol, 14: EdgeCursor, 15: RaiseIdFloor, 16: OpenAccount,
+    17: SetAccountTypes,
 }

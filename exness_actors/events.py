@@ -28,7 +28,7 @@ __all__ = [
     "QuoteUpdated", "QuoteRejected", "AccountCreated", "BalanceChanged", "CommandRejected",
     "DuplicateCommand", "OrderAccepted", "OrderRejected", "OrderTriggered", "OrderCancelled",
     "OrderModified", "PositionOpened", "PositionUpdated", "PositionClosed", "SymbolHalted",
-    "SymbolResumed", "Event", "EVENT_TYPES",
+    "SymbolResumed", "AccountOpened", "MarginCall", "StopOut", "PositionFees", "AccountTypesChanged", "Event", "EVENT_TYPES",
 ]
 
 
@@ -201,6 +201,52 @@ class PositionClosed:
 
 
 @attrs.define
+class AccountOpened:
+    """A typed trading account was opened (issue 16)."""
+    account_id: AccountId
+    account_type: str
+    balance: int
+
+
+@attrs.define
+class MarginCall:
+    """A cross account's margin level fell to its type's call level (once until it recovers).
+
+    ``equity`` and ``used_margin`` in cents; the level is ``equity / used_margin``."""
+    account_id: AccountId
+    equity: int
+    used_margin: int
+    ts: int
+
+
+@attrs.define
+class StopOut:
+    """A cross account reached its stop-out level; its ``PositionClosed`` (reason ``stop_out``)
+    events follow, largest loss first, until the level is above the stop-out level again."""
+    account_id: AccountId
+    equity: int
+    used_margin: int
+    ts: int
+
+
+@attrs.define
+class PositionFees:
+    """What a closing part of a cross position paid: commission at close and the swaps it
+    accumulated (follows its ``PositionClosed``; the ledger has them as ``BalanceChanged``)."""
+    position_id: PositionId
+    account_id: AccountId
+    commission: int      # open + close commission of the closed part
+    swap: int            # swaps charged to the closed part (negative: credited)
+
+
+@attrs.define
+class AccountTypesChanged:
+    """The account types now in force (their names), after a ``SetAccountTypes``."""
+    names: list[str]
+    rollover_ns: int
+
+
+@attrs.define
 class SymbolHalted:
     symbol: str
 
@@ -213,7 +259,8 @@ class SymbolResumed:
 Event = Union[QuoteUpdated, QuoteRejected, AccountCreated, BalanceChanged, CommandRejected,
               DuplicateCommand, OrderAccepted, OrderRejected, OrderTriggered, OrderCancelled,
               OrderModified, PositionOpened, PositionUpdated, PositionClosed, SymbolHalted,
-              SymbolResumed]
+              SymbolResumed, AccountOpened, MarginCall, StopOut, PositionFees,
+              AccountTypesChanged]
 
 #: Wire tags: stable forever. Append only.
 EVENT_TYPES: dict[int, type] = {
@@ -221,4 +268,6 @@ EVENT_TYPES: dict[int, type] = {
     105: CommandRejected, 106: DuplicateCommand, 107: OrderAccepted, 108: OrderRejected,
     109: OrderTriggered, 110: OrderCancelled, 111: OrderModified, 112: PositionOpened,
     113: PositionUpdated, 114: PositionClosed, 115: SymbolHalted, 116: SymbolResumed,
+    117: AccountOpened, 118: MarginCall, 119: StopOut, 120: PositionFees,
+    121: AccountTypesChanged,
 }

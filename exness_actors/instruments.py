@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 import attrs
 
+from exness_actors.account_types import AccountType, account_types_from_mapping
 from exness_actors.errors import InvalidValue
 from exness_actors.money import parse_fixed
 
@@ -19,6 +20,7 @@ __all__ = ["Instrument", "CoreConfig", "core_config_from_mapping", "DEFAULT_INST
            "MAX_SHARD"]
 
 _NS_PER_MS = 1_000_000
+_NS_PER_DAY = 86_400 * 10**9
 
 
 @attrs.frozen(kw_only=True)
@@ -76,6 +78,11 @@ class CoreConfig:
     #: order and position ids start at ``id_base + 1``: engine shard ``k`` of a split deployment
     #: uses ``k * SHARD_ID_SPAN``, so ids never collide between shards (0 everywhere else)
     id_base: int = 0
+    #: issue 16: the account types :class:`~exness_actors.commands.OpenAccount` may name (none:
+    #: only untyped, isolated accounts, exactly as before the types existed)
+    account_types: tuple[AccountType, ...] = ()
+    #: the daily swap rollover, nanoseconds after midnight UTC
+    rollover_ns: int = 0
 
     def __attrs_post_init__(self) -> None:
         symbols = [i.symbol for i in self.instruments]
@@ -87,21 +94,33 @@ class CoreConfig:
             raise InvalidValue("idempotency_window", "must be at least 1")
         if type(self.id_base) is not int or not 0 <= self.id_base <= MAX_ID_BASE:
             raise InvalidValue("id_base", f"must be an integer in 0..{MAX_ID_BASE}")
+        names = [t.name for t in self.account_types]
+        if len(set(names)) != len(names):
+            raise InvalidValue("accounts.types", "account type names must be unique")
+        if not 0 <= self.rollover_ns < _NS_PER_DAY:
+            raise InvalidValue("accounts.rollover_utc", "must be a time of day")
+
+    def account_type(self, name: str) -> AccountType | None:
+        return next((t for t in self.account_types if t.name == name), None)
 
     def scales(self) -> list[Any]:
         return [i.scales() for i in self.instruments]
 
     def to_wire(self) -> list[Any]:
         wire = [[i.to_wire() for i in self.instruments], self.stale_after_ns, self.idempotency_window]
-        if self.id_base:     # absent when 0: an unsharded engine's state (and hash) is unchanged
+        if self.id_base or self.account_types:   # absent when unused: older states (and hashes) are unchanged
             wire.append(self.id_base)
+        if self.account_types:
+            wire += [[t.to_wire() for t in self.account_types], self.rollover_ns]
         return wire
 
     @classmethod
     def from_wire(cls, data: list[Any]) -> "CoreConfig":
         instruments, stale, window, *rest = data
+        types = tuple(AccountType.from_wire(t) for t in rest[1]) if len(rest) > 1 else ()
         return cls(instruments=tuple(Instrument.from_wire(i) for i in instruments),
-                   stale_after_ns=stale, idempotency_window=window, id_base=rest[0] if rest else 0)
+                   stale_after_ns=stale, idempotency_window=window, id_base=rest[0] if rest else 0,
+                   account_types=types, rollover_ns=rest[2] if len(rest) > 2 else 0)
 
     def for_shard(self, shard: int) -> "CoreConfig":
         """This config for engine shard ``shard``: ids from ``shard * SHARD_ID_SPAN + 1``."""
@@ -127,8 +146,16 @@ def _ratio_to_bps(value: object, field: str) -> int:
     return bps
 
 
+def _rollover_ns(text: object) -> int:
+    hours, _, minutes = str(text).partition(":")
+    if not (hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60):
+        raise InvalidValue("accounts.rollover_utc", f"{text!r} must be HH:MM")
+    return (int(hours) * 60 + int(minutes)) * 60 * 10**9
+
+
 def core_config_from_mapping(engine: Mapping[str, Any],
-                             instruments: Mapping[str, Mapping[str, Any]]) -> CoreConfig:
+                             instruments: Mapping[str, Mapping[str, Any]],
+                             accounts: Mapping[str, Any] | None = None) -> CoreConfig:
     """Build the core's config from the ``[engine]`` and ``[instruments.*]`` tables."""
     parsed = []
     for symbol, spec in instruments.items():
@@ -149,4 +176,6 @@ def core_config_from_mapping(engine: Mapping[str, Any],
         instruments=tuple(parsed),
         stale_after_ns=int(engine.get("stale_after_ms", 5000)) * _NS_PER_MS,
         idempotency_window=int(engine.get("idempotency_window", 1000)),
+        account_types=account_types_from_mapping((accounts or {}).get("types", {})),
+        rollover_ns=_rollover_ns((accounts or {}).get("rollover_utc", "00:00")),
     )

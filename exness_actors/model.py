@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from exness_actors.account_types import AccountType
 from exness_actors.commands import AccountId, ClientOrderId, OrderId, PositionId
 from exness_actors.errors import InvariantViolation
 from exness_actors.instruments import Instrument
@@ -58,9 +59,11 @@ def check_position_transition(current: str, target: str) -> None:
 
 
 class Account:
-    __slots__ = ("id", "free", "locked", "positions", "orders", "recent_keys", "finished_orders")
+    __slots__ = ("id", "free", "locked", "positions", "orders", "recent_keys", "finished_orders", "type",
+                 "is_cross", "in_margin_call", "watches")
 
-    def __init__(self, account_id: AccountId, free: int = 0, locked: int = 0) -> None:
+    def __init__(self, account_id: AccountId, free: int = 0, locked: int = 0,
+                 account_type: Optional[AccountType] = None) -> None:
         self.id = account_id
         self.free = free
         self.locked = locked
@@ -70,12 +73,19 @@ class Account:
         self.recent_keys: Optional[dict[str, tuple[Optional[OrderId], Optional[str]]]] = None
         # finished order id -> final status (bounded, for ORDER_NOT_PENDING)
         self.finished_orders: Optional[dict[OrderId, str]] = None
+        #: issue 16: None for an untyped (isolated) account
+        self.type = account_type
+        self.is_cross = account_type is not None and account_type.is_cross
+        #: cross only: a margin call was sent and the level has not recovered above the call level
+        self.in_margin_call = False
+        #: cross only: the ``(index, level)`` margin-check entries now indexed (engine._cross)
+        self.watches: list[tuple[TriggerIndex, int]] = []
 
 
 class Position:
     __slots__ = ("id", "account_id", "symbol", "is_long", "qty", "open_price", "margin", "leverage",
                  "liquidation_price", "take_profit", "stop_loss", "trailing_stop", "order_id",
-                 "opened_at")
+                 "opened_at", "commission", "swap")
 
     def __init__(self, position_id: PositionId, account_id: AccountId, symbol: str, is_long: bool, qty: int,
                  open_price: int, margin: int, leverage: int, liquidation_price: int,
@@ -95,6 +105,9 @@ class Position:
         self.trailing_stop = trailing_stop
         self.order_id = order_id
         self.opened_at = opened_at
+        #: cross accounts: commission and swaps charged so far (cents; swap negative when credited)
+        self.commission = 0
+        self.swap = 0
 
     @property
     def side(self) -> str:
@@ -134,13 +147,16 @@ class Order:
 class Book:
     """Per-symbol market state: the marked-up quote, the halt flag and the trigger indexes."""
 
-    __slots__ = ("instrument", "bid", "ask", "quote_ts", "halted", "bid_falls", "bid_rises",
+    __slots__ = ("instrument", "bid", "ask", "raw_bid", "raw_ask", "quote_ts", "halted", "bid_falls", "bid_rises",
                  "ask_rises", "ask_falls", "long_trailing", "short_trailing")
 
     def __init__(self, instrument: Instrument) -> None:
         self.instrument = instrument
         self.bid: Optional[int] = None
         self.ask: Optional[int] = None
+        #: the feed's quote before the markup (the house's spread income is measured against it)
+        self.raw_bid = 0
+        self.raw_ask = 0
         self.quote_ts = 0
         self.halted = False
         self.bid_falls = TriggerIndex(fires_on_fall=True)

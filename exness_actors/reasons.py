@@ -34,6 +34,8 @@ class RejectReason(str, enum.Enum):
     INVALID_QTY = "INVALID_QTY"
     WOULD_LIQUIDATE = "WOULD_LIQUIDATE"
     INVALID_COMMAND = "INVALID_COMMAND"
+    INSUFFICIENT_MARGIN = "INSUFFICIENT_MARGIN"
+    UNKNOWN_ACCOUNT_TYPE = "UNKNOWN_ACCOUNT_TYPE"
 
 
 class QuoteRejectReason(str, enum.Enum):
@@ -49,6 +51,7 @@ class CloseReason(str, enum.Enum):
     STOP_LOSS = "stop_loss"
     TRAILING_STOP = "trailing_stop"
     LIQUIDATION = "liquidation"
+    STOP_OUT = "stop_out"
 
 
 class CancelReason(str, enum.Enum):
@@ -84,3 +87,6 @@ class BalanceKind(str, enum.Enum):
     POSITION_MARGIN = "position_margin"    # margin locked by a new position
     POSITION_CLOSE = "position_close"      # margin released + pnl credited
     ADD_MARGIN = "add_margin"
+    COMMISSION = "commission"              # a cross account's commission at open or close
+    SWAP = "swap"                          # overnight swap at the daily rollover (negative = credited)
+    BALANCE_RESET = "balance_reset"        # negative balance protection: the house absorbs a cross deficit

@@ -54,7 +54,8 @@ _PRIORITY_MASK = 0xF
 _ID_MASK = (1 << _PRIORITY_SHIFT) - 1
 
 #: Processing order within one quote; ties are broken by id.
-PRIORITY = {"liquidation": 0, "stop_loss": 1, "trailing_stop": 2, "take_profit": 3, "entry": 4}
+PRIORITY = {"liquidation": 0, "stop_loss": 1, "trailing_stop": 2, "take_profit": 3, "entry": 4,
+            "margin_check": 5}
 
 
 class TriggerIndex:

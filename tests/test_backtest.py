@@ -7,9 +7,11 @@ import csv
 import json
 from pathlib import Path
 
+import attrs
 import pytest
 
 from exness_actors import feed_format
+from exness_actors.account_types import SHIPPED_TYPES
 from exness_actors.backtest import (
     CORE_CONFIG_FILE, LoadStats, Tick, equity_metrics, load_ticks, percent, run_backtest,
     write_outputs,
@@ -254,3 +256,25 @@ def test_write_outputs(tmp_path):
     with open(tmp_path / "out" / "equity.csv") as handle:
         assert len(list(csv.DictReader(handle))) == len(result.equity) == 300
     assert (tmp_path / "out" / "equity.svg").read_text().startswith("<svg")
+
+
+def test_a_backtest_on_a_commission_account_applies_and_sums_the_fees():
+    # issue 16: raw_spread pays 0.35 bps per side and 5 bps a day of swaps on BTCUSDT
+    config = attrs.evolve(CONFIG, account_types=SHIPPED_TYPES)
+    day = 86_400 * 10**9
+    ticks = [Tick(day // 2 + i * day // 4, "BTCUSDT", 6_500_000, 6_500_000) for i in range(6)]
+
+    result = run_backtest(ticks, buy_and_hold, config=config, account_type="raw_spread")
+    isolated = run_backtest(ticks, buy_and_hold, config=config)
+
+    position = next(iter(result.engine.positions.values()))
+    assert result.summary["commission"] == position.commission > 0
+    assert result.summary["swap"] == position.swap > 0
+    assert (isolated.summary["commission"], isolated.summary["swap"]) == (0, 0)
+    assert result.summary["end_equity"] == isolated.summary["end_equity"] - result.summary["commission"] - result.summary["swap"]
+
+
+def test_a_backtest_names_an_unknown_account_type():
+    with pytest.raises(ValueError, match="account types: none configured"):
+        run_backtest([Tick(10**9, "BTCUSDT", 6_500_000, 6_500_000)], buy_and_hold, config=CONFIG,
+                     account_type="raw_spread")

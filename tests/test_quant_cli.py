@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,17 @@ def test_parquet_export_without_pyarrow_is_refused_before_replaying(data_dir, mo
     err = capsys.readouterr().err
     assert replayed == [] and "pip install 'exness-actors[parquet]'" in err and "use the CLI" not in err
     assert not list(data_dir.glob("*.parquet")) and not (data_dir / "events.csv").exists()
+
+
+def test_a_raw_spread_backtest_pays_fees_and_its_replay_shows_the_house_by_source(tmp_path, capsys):
+    data_dir = tmp_path / "journaled"
+    assert cli.main(["backtest", "--ticks", str(SAMPLE_CSV), "--strategy", EXAMPLE, "--out",
+                            str(tmp_path / "out"), "--account-type", "raw_spread", "--data-dir", str(data_dir)]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert Decimal(summary["commission"]) > 0 and "stop_outs" in summary
+    capsys.readouterr()
+
+    assert cli.main(["replay", str(data_dir)]) == 0
+
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("house pnl by source"))
+    assert f"commission {summary['commission']}" in line

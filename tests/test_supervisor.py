@@ -265,3 +265,40 @@ async def test_the_start_log_says_which_core_build_runs(tmp_path, caplog):
         await supervisor.run_system(cfg, handle_signals=False, role="engine", shard=2)
     lines = [record.getMessage() for record in caplog.records if record.name == "exness.supervisor"]
     assert f"event=core_build build={exness_actors.BUILD} reason={exness_actors.BUILD_REASON!r}" in lines
+
+
+def test_a_change_of_account_types_is_journaled_and_replays(tmp_path):
+    # issue 16: a data dir begun without account types (as on main) picks up [accounts] through
+    # a journaled SetAccountTypes; a restart replays it from the journal and changes nothing more
+    import attrs
+    from actors.engine.recovery import pin_core_config, recover
+    from exness_actors.commands import SetAccountTypes
+    from exness_actors.journal import iter_payloads
+    from exness_actors.replay import decode_record
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    engine = _journal(data_dir, corrupt_checkpoint=False)
+    typed = attrs.evolve(engine.config, account_types=load_config(environ={}).core.account_types)
+    assert pin_core_config(data_dir, typed) == engine.config        # replay starts from the pinned
+
+    recovered = recover(data_dir, typed, b"\0" * 32).engine
+    with JournalWriter(journal_dir(data_dir)) as writer:
+        supervisor.journal_account_types(recovered, writer, typed, ts=100)
+    again = recover(data_dir, typed, b"\0" * 32).engine
+
+    assert again.config.account_types == typed.account_types and again.state_hash() == recovered.state_hash()
+    assert sum(isinstance(decode_record(p), SetAccountTypes) for p in iter_payloads(journal_dir(data_dir))) == 1
+    with JournalWriter(journal_dir(data_dir)) as writer:
+        supervisor.journal_account_types(again, writer, typed, ts=200)
+    assert again.last_seq == recovered.last_seq
+
+
+def test_an_account_type_in_use_cannot_be_dropped_from_the_config(tmp_path):
+    import attrs
+    from actors.engine.recovery import RecoveryError
+    from exness_actors.commands import OpenAccount
+    engine = Engine(load_config(environ={}).core)
+    engine.submit(OpenAccount(account_id=1, account_type="raw_spread", initial_deposit=0), ts=1)
+    without = attrs.evolve(engine.config, account_types=engine.config.account_types[2:])
+    with JournalWriter(journal_dir(tmp_path)) as writer, pytest.raises(RecoveryError, match="'raw_spread'"):
+        supervisor.journal_account_types(engine, writer, without, ts=2)

@@ -16,7 +16,9 @@ is skipped (logged) and an older one, or the journal from the beginning, is used
 
 The core configuration (instruments, scales) is pinned at the first start: replaying a journal
 under other instruments would not reproduce it, so a changed configuration refuses to start
-(docs/decisions.md).
+(docs/decisions.md). Account types are the exception (issue 16): replay starts from the pinned
+ones, and a changed ``[accounts]`` becomes a journaled ``SetAccountTypes`` input
+(:func:`account_types_change`).
 """
 
 from __future__ import annotations
@@ -36,12 +38,13 @@ import msgpack
 
 from exness_actors.engine import Engine
 from exness_actors.instruments import SHARD_ID_SPAN, CoreConfig
-from exness_actors.commands import RaiseIdFloor
+from exness_actors.commands import RaiseIdFloor, SetAccountTypes
 from exness_actors.journal import JournalCut, salvage_payloads, scan_journal, truncate_torn_tail
 from exness_actors.replay import Checkpoint, decode_record, replay
 from exness_actors.snapshot import list_snapshots, load_newest_valid, read_snapshot, SnapshotError
 
 __all__ = ["recover", "Recovered", "RecoveryError", "LostInput", "journal_dir", "snapshot_dir", "pin_core_config",
+           "account_types_change",
            "gc_paused"]
 
 log = logging.getLogger("exness.recovery")
@@ -59,13 +62,20 @@ def snapshot_dir(data_dir: Path) -> Path:
     return data_dir / "snapshots"
 
 
+def _history_part(wire: list) -> list:
+    """What a journal's history fixes of a core config: everything but the account types, which
+    change through a journaled ``SetAccountTypes`` (issue 16, :func:`account_types_change`)."""
+    return [*wire[:3], wire[3] if len(wire) > 3 else 0]
+
+
 def pin_core_config(data_dir: Path, config: CoreConfig) -> CoreConfig:
-    """Record the core config on first start; refuse a different one later."""
+    """Record the core config on first start; refuse a different one later (account types
+    aside). Returns the config the journal began with: replay from scratch starts from it."""
     path = data_dir / "core-config.msgpack"
     wire = config.to_wire()
     if path.exists():
         pinned = msgpack.unpackb(path.read_bytes(), raw=False, use_list=True)
-        if pinned != msgpack.unpackb(msgpack.packb(wire), raw=False, use_list=True):
+        if _history_part(pinned) != _history_part(msgpack.unpackb(msgpack.packb(wire), raw=False, use_list=True)):
             try:
                 pinned_base = CoreConfig.from_wire(pinned).id_base
             except Exception:
@@ -79,7 +89,7 @@ def pin_core_config(data_dir: Path, config: CoreConfig) -> CoreConfig:
                 f"the instrument/engine configuration differs from the one {data_dir} was started "
                 f"with ({path}); replaying its journal under other instruments would not reproduce "
                 f"it. Start with a fresh --data-dir, or restore the original [engine]/[instruments].")
-        return config
+        return CoreConfig.from_wire(pinned)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as handle:
         handle.write(msgpack.packb(wire))
@@ -87,6 +97,14 @@ def pin_core_config(data_dir: Path, config: CoreConfig) -> CoreConfig:
         os.fsync(handle.fileno())
     os.replace(tmp, path)
     return config
+
+
+def account_types_change(engine: Engine, config: CoreConfig) -> Optional[SetAccountTypes]:
+    """The input that brings the recovered core's account types to the configured ones (None
+    when they already match); the supervisor journals it before anything else runs."""
+    if (engine.config.account_types, engine.config.rollover_ns) == (config.account_types, config.rollover_ns):
+        return None
+    return SetAccountTypes(account_types=[t.to_wire() for t in config.account_types], rollover_ns=config.rollover_ns)
 
 
 @attrs.frozen
@@ -148,7 +166,7 @@ def _recover(data_dir: Path, config: CoreConfig, key: bytes, *, repair: bool = F
     """Rebuild the engine. With ``persisted_seq``, start from a snapshot no newer than it, so
     ``on_events`` sees every event the store has not persisted yet."""
     started = time.perf_counter()
-    pin_core_config(data_dir, config)
+    start_config = pin_core_config(data_dir, config)
     pending = unreported_evidence(data_dir)
     if pending and not repair:
         raise RecoveryError(
@@ -164,11 +182,11 @@ def _recover(data_dir: Path, config: CoreConfig, key: bytes, *, repair: bool = F
         log.warning("event=snapshot_skipped path=%s reason=%r", path, reason)
     if snapshot is not None:
         engine = Engine.from_state(snapshot.state)
-        if engine.config.to_wire() != config.to_wire():
+        if _history_part(engine.config.to_wire()) != _history_part(config.to_wire()):
             raise RecoveryError(f"snapshot {snapshot.path} was taken under another instrument configuration")
         snapshot_seq = snapshot.last_seq
     else:
-        engine = Engine(config)
+        engine = Engine(start_config)
         snapshot_seq = 0
     try:
         scan = scan_journal(journal_dir(data_dir), repair=repair, after_seq=engine.last_seq or None)

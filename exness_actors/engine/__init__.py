@@ -23,6 +23,11 @@ Margin moves free → locked when a position opens or a pending order is placed;
 margin leaves locked, ``credit = max(0, margin + pnl)`` goes to free (negative balance
 protection) and ``margin − credit`` goes to the house (negative when the trader won).
 
+Accounts (issue 16): an account opened with a type (``OpenAccount``) is ``cross`` or
+``isolated`` by its type; ``CreateAccount`` makes an untyped isolated one, exactly as before
+types existed. Cross accounts are settled after every input that changed them — margin call,
+stop-out, margin watches, commissions and swaps: :mod:`._cross`.
+
 Quotes: the raw bid/ask get the instrument's spread markup (bid down, ask up). A quote then pops
 from the symbol's trigger indexes (:mod:`exness_actors.triggers`) only what it crosses and
 processes it in a fixed order — liquidations, stop-losses, trailing stops, take-profits,
@@ -44,7 +49,7 @@ Modules (h11-style: one public class here, the parts in private modules)
 * :mod:`._state` — :class:`~._state.EngineState`: the fields, the idempotency memory, the
   expiry queue and the trigger indexing every handler shares;
 * :mod:`._queries` and :mod:`._invariants` — read queries and the invariant checks;
-* :mod:`._accounts`, :mod:`._positions`, :mod:`._orders`, :mod:`._market` — the handlers, each
+* :mod:`._accounts`, :mod:`._cross`, :mod:`._positions`, :mod:`._orders`, :mod:`._market` — the handlers, each
   layer a subclass of the one before, so :class:`Engine` is one plain class;
 * :mod:`._validation` — bounds and the pure checks a handler runs before it changes anything;
 * :mod:`._serialization` — the canonical state encoding, its hash, and restoring it.
@@ -58,7 +63,8 @@ from typing import Any, Callable, Optional
 from exness_actors import codec
 from exness_actors.commands import (
     AddMargin, CancelOrder, Clock, ClosePosition, Command, CreateAccount, Deposit, EdgeCursor,
-    HaltSymbol, ModifyOrder, ModifyPosition, PlaceOrder, Quote, RaiseIdFloor, ResumeSymbol, Withdraw,
+    HaltSymbol, ModifyOrder, ModifyPosition, OpenAccount, PlaceOrder, Quote, RaiseIdFloor, ResumeSymbol,
+    SetAccountTypes, Withdraw,
 )
 from exness_actors.errors import InvalidCommand
 from exness_actors.events import Event, QuoteUpdated
@@ -66,10 +72,10 @@ from exness_actors.instruments import CoreConfig
 
 from ._market import MarketRules
 from ._serialization import hash_state, restore_state, to_state
-from ._state import HASH_BLOCK, STATE_FORMAT
+from ._state import HASH_BLOCK, STATE_FORMAT, STATE_FORMAT_ACCOUNTS
 from ._validation import MAX_AMOUNT, MAX_BALANCE, MAX_ID, MAX_QTY, TRANSIENT_REASONS
 
-__all__ = ["Engine", "STATE_FORMAT", "TRANSIENT_REASONS", "HASH_BLOCK", "MAX_ID", "MAX_AMOUNT",
+__all__ = ["Engine", "STATE_FORMAT", "STATE_FORMAT_ACCOUNTS", "TRANSIENT_REASONS", "HASH_BLOCK", "MAX_ID", "MAX_AMOUNT",
            "MAX_BALANCE", "MAX_QTY"]
 
 _pack = codec.pack_fast
@@ -90,6 +96,7 @@ class Engine(MarketRules):
             ClosePosition: self._on_close, ModifyPosition: self._on_modify_position,
             AddMargin: self._on_add_margin, HaltSymbol: self._on_halt, ResumeSymbol: self._on_resume,
             EdgeCursor: self._on_edge_cursor, RaiseIdFloor: self._on_raise_id_floor,
+            OpenAccount: self._on_open_account, SetAccountTypes: self._on_set_account_types,
         }
 
     # ------------------------------------------------------------------ entry points
@@ -110,8 +117,12 @@ class Engine(MarketRules):
         events: list[Event] = []
         if self.next_expiry <= self.now:
             self._expire(events)
+        if self.next_rollover <= self.now:
+            self._rollover(events)
         self.reply_start = len(events)
         handler(command, events)
+        if self._dirty:
+            self._settle_accounts(events)
         self.last_seq = seq
         if len(events) == 1 and type(events[0]) is QuoteUpdated:
             event = events[0]   # the common case, packed without the generic dispatch
@@ -154,8 +165,9 @@ class Engine(MarketRules):
 
     @classmethod
     def from_state(cls, state: list[Any]) -> "Engine":
-        if state[0] != STATE_FORMAT:
+        if state[0] not in (STATE_FORMAT, STATE_FORMAT_ACCOUNTS):
             raise InvalidCommand(f"unsupported state format {state[0]}")
         engine = cls(CoreConfig.from_wire(state[1]))
         restore_state(engine, state)
+        engine._watch_all()
         return engine

@@ -66,12 +66,18 @@ class AccountRules(EngineQueries):
             reason, message = _R.INVALID_AMOUNT, f"the balance would exceed {money_text(MAX_BALANCE)}"
         elif not deposit and amount > account.free:
             reason, message = _R.INSUFFICIENT_BALANCE, f"free balance {money_text(account.free)} is less than {money_text(amount)}"
+        elif not deposit and account.is_cross and amount > self._free_margin(account):
+            reason, message = _R.INSUFFICIENT_MARGIN, f"free margin {money_text(self._free_margin(account))} is less than {money_text(amount)}"
+        elif deposit and account.type is not None and amount < account.type.min_deposit and not (account.free or account.locked):
+            reason, message = _R.INVALID_AMOUNT, f"the first deposit of a {account.type.name} account must be at least {money_text(account.type.min_deposit)}"
         if reason is not None:
             if key:
                 self._remember(account, key, None, reason._value_)
             return self._reject_command(cmd, account.id, reason, message, events)
         if key:
             self._remember(account, key, None, None)
+        if account.is_cross:
+            self._dirty.add(account.id)
         if deposit:
             account.free += amount
             self.total_deposits += amount

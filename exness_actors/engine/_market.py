@@ -3,7 +3,8 @@
 A quote gets the instrument's spread markup (bid down, ask up), then pops from the symbol's
 trigger indexes (:mod:`exness_actors.triggers`) only what it crosses and processes it in the
 fixed order of :data:`~exness_actors.triggers.PRIORITY` — liquidations, stop-losses, trailing
-stops, take-profits, pending entries — ties by id. Long positions close at the bid, shorts at
+stops, take-profits, pending entries, then cross accounts' margin watches (which only mark the
+account; it is settled after the quote, :mod:`._cross`) — ties by id. Long positions close at the bid, shorts at
 the ask. While a symbol is halted its pending entries do not fire, but protective triggers and
 closes still work. A crossed or non-positive quote is counted and refused with no state change.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from exness_actors.commands import (
-    MAX_CLIENT_ID, Clock, OrderId, PositionId,
+    MAX_CLIENT_ID, AccountId, Clock, OrderId, PositionId,
 )
 from exness_actors.events import CommandRejected, Event, QuoteRejected, QuoteUpdated, SymbolHalted, SymbolResumed
 from exness_actors.model import Book
@@ -21,7 +22,7 @@ from exness_actors.reasons import QuoteRejectReason, RejectReason
 from exness_actors.reasons import RejectReason as _R
 
 from ._orders import OrderRules
-from ._state import CLOSE_REASON, ENTRY, TRAIL
+from ._state import CLOSE_REASON, ENTRY, MARGIN_CHECK, TRAIL
 from ._validation import MAX_ID, MAX_LEVEL, is_int
 
 __all__ = ["MarketRules"]
@@ -57,6 +58,8 @@ class MarketRules(OrderRules):
         assert book is not None
         book.bid = bid
         book.ask = ask
+        book.raw_bid = raw_bid
+        book.raw_ask = raw_ask
         book.quote_ts = ts = quote.ts
         events.append(QuoteUpdated(quote.symbol, bid, ask, ts))
 
@@ -86,7 +89,9 @@ class MarketRules(OrderRules):
         crossed.sort()
         positions = self.positions
         for priority, ident in crossed:
-            if priority == ENTRY:
+            if priority == MARGIN_CHECK:
+                self._dirty.add(AccountId(ident))   # settled after the quote (engine._cross)
+            elif priority == ENTRY:
                 order = self.orders.get(OrderId(ident))
                 if order is None:
                     continue

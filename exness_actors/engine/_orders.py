@@ -21,7 +21,9 @@ from exness_actors.model import (
     NEW, OPEN, ORDER_TRANSITIONS, POSITION_TRANSITIONS, Account, Book, Order, check_order_transition,
     check_position_transition,
 )
-from exness_actors.money import liquidation_price, qty_for_margin
+from exness_actors.account_types import commission_cents
+from exness_actors.instruments import Instrument
+from exness_actors.money import notional_cents, qty_for_margin
 from exness_actors.reasons import CancelReason
 from exness_actors.reasons import RejectReason as _R
 
@@ -101,8 +103,9 @@ class OrderRules(PositionRules):
         if book.halted:
             raise Reject(_R.MARKET_HALTED, f"{cmd.symbol} is halted")
         leverage = cmd.leverage
-        if not is_int(leverage) or not 1 <= leverage <= instrument.max_leverage:
-            raise Reject(_R.INVALID_LEVERAGE, f"leverage must be an integer from 1 to {instrument.max_leverage}")
+        max_leverage = instrument.max_leverage if account.type is None else min(instrument.max_leverage, account.type.max_leverage)
+        if not is_int(leverage) or not 1 <= leverage <= max_leverage:
+            raise Reject(_R.INVALID_LEVERAGE, f"leverage must be an integer from 1 to {max_leverage}")
         margin = cmd.margin
         if not is_int(margin) or not 0 < margin <= MAX_AMOUNT:
             raise Reject(_R.INVALID_MARGIN, f"margin must be positive and at most {money_text(MAX_AMOUNT)}")
@@ -126,14 +129,12 @@ class OrderRules(PositionRules):
             raise Reject(_R.INVALID_MARGIN, f"margin × leverage buys more than the largest position size {qty_text(MAX_QTY, instrument)}")
         close_price = bid if is_long else ask
         check_tpsl(is_long, close_price, cmd.take_profit, cmd.stop_loss, cmd.trailing_stop, instrument)
-        liq = liquidation_price(is_long, qty, price, margin, instrument.maintenance_bps,
-                                instrument.price_decimals, instrument.qty_decimals)
+        liq = self._liquidation_price(account, is_long, qty, price, margin, instrument)
         if (bid <= liq) if is_long else (ask >= liq):
             raise Reject(_R.WOULD_LIQUIDATE, "the position would be liquidated at the current quote; lower the leverage")
         if cmd.stop_loss is not None:
             check_stop_loss_before_liquidation(is_long, cmd.stop_loss, liq, instrument)
-        if margin > account.free:
-            raise Reject(_R.INSUFFICIENT_BALANCE, f"free balance {money_text(account.free)} is less than the margin {money_text(margin)}")
+        self._check_funds(account, margin, qty, price, instrument)
         # The tables are read inline here (the order path is hot); the checkers raise the error.
         if FILLED not in ORDER_TRANSITIONS[NEW] or OPEN not in POSITION_TRANSITIONS[NEW]:
             check_order_transition(NEW, FILLED)
@@ -176,11 +177,13 @@ class OrderRules(PositionRules):
             raise Reject(_R.INVALID_MARGIN, f"margin × leverage buys more than the largest position size {qty_text(MAX_QTY, instrument)}")
         check_tpsl(is_long, price, cmd.take_profit, cmd.stop_loss, cmd.trailing_stop, instrument)
         if cmd.stop_loss is not None:
-            check_stop_loss_before_liquidation(is_long, cmd.stop_loss, liquidation_price(
-                is_long, qty, price, margin, instrument.maintenance_bps, instrument.price_decimals,
-                instrument.qty_decimals), instrument)
+            check_stop_loss_before_liquidation(is_long, cmd.stop_loss, self._liquidation_price(
+                account, is_long, qty, price, margin, instrument), instrument)
         if margin > account.free:
             raise Reject(_R.INSUFFICIENT_BALANCE, f"free balance {money_text(account.free)} is less than the margin {money_text(margin)}")
+        if account.is_cross:
+            self._check_cross_order(account, margin, qty, price, instrument)
+            self._dirty.add(account.id)
         check_order_transition(NEW, PENDING)
         # ---- mutate
         order_id = self.next_order_id
@@ -202,6 +205,21 @@ class OrderRules(PositionRules):
         events.append(BalanceChanged(
             account.id, KIND_ORDER_MARGIN, -margin, margin, account.free, account.locked,
             str(order_id), now))
+
+    def _check_funds(self, account: Account, margin: int, qty: int, price: int, instrument: Instrument) -> None:
+        if margin > account.free:
+            raise Reject(_R.INSUFFICIENT_BALANCE, f"free balance {money_text(account.free)} is less than the margin {money_text(margin)}")
+        if account.is_cross:
+            self._check_cross_order(account, margin, qty, price, instrument)
+
+    def _check_cross_order(self, account: Account, margin: int, qty: int, price: int, instrument: Instrument) -> None:
+        """A cross order's margin and opening commission must fit the account's free margin."""
+        assert account.type is not None
+        commission = commission_cents(notional_cents(qty, price, instrument.price_decimals, instrument.qty_decimals),
+                                      account.type.commission_ppm)
+        shortfall = self._check_free_margin(account, margin, commission)
+        if shortfall is not None:
+            raise Reject(_R.INSUFFICIENT_MARGIN, shortfall)
 
     @staticmethod
     def _triggers_at_once(order_type: str, is_long: bool, price: int, market: int) -> bool:
@@ -254,9 +272,8 @@ class OrderRules(PositionRules):
                 raise Reject(_R.SIZE_TOO_SMALL, f"at that price the margin buys less than the minimum size {qty_text(instrument.min_qty, instrument)}")
             check_tpsl(order.is_long, price, take_profit, stop_loss, None, instrument)
             if stop_loss is not None:
-                check_stop_loss_before_liquidation(order.is_long, stop_loss, liquidation_price(
-                    order.is_long, qty, price, order.margin, instrument.maintenance_bps,
-                    instrument.price_decimals, instrument.qty_decimals), instrument)
+                check_stop_loss_before_liquidation(order.is_long, stop_loss, self._liquidation_price(
+                    account, order.is_long, qty, price, order.margin, instrument), instrument)
         except Reject as rejection:
             return self._reject_command(cmd, account.id, _R(rejection.reason), rejection.message, events, ref=order.id)
         self._unindex_order(book, order, expiry=True)
@@ -299,7 +316,7 @@ class OrderRules(PositionRules):
         del self.orders[order.id]
         del account.orders[order.id]
         self._remember_finished(account, order.id, FILLED)
-        liq = liquidation_price(is_long, qty, price, order.margin, instrument.maintenance_bps, pd, qd)
+        liq = self._liquidation_price(account, is_long, qty, price, order.margin, instrument)
         stop_loss = order.stop_loss
         if stop_loss is not None and stop_loss_inert(is_long, stop_loss, liq):
             stop_loss = None   # a gap moved the fill so far that the stop could never fire
@@ -334,6 +351,8 @@ class OrderRules(PositionRules):
         del account.orders[order.id]
         account.free += order.margin
         account.locked -= order.margin
+        if account.is_cross:
+            self._dirty.add(account.id)
         self._remember_finished(account, order.id, status)
         events.append(OrderCancelled(order.id, account.id, reason, self.now))
         events.append(BalanceChanged(

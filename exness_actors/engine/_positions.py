@@ -17,11 +17,11 @@ from exness_actors.events import BalanceChanged, Event, PositionClosed, Position
 from exness_actors.model import (
     CLOSED, OPEN, POSITION_TRANSITIONS, Account, Book, Position, check_position_transition,
 )
-from exness_actors.money import liquidation_price, pnl_cents, share_floor
+from exness_actors.money import pnl_cents, share_floor
 from exness_actors.reasons import BalanceKind, CloseReason
 from exness_actors.reasons import RejectReason as _R
 
-from ._accounts import AccountRules
+from ._cross import CrossRules
 from ._state import BUY, KIND_POSITION_CLOSE, LIQ, SELL, SL
 from ._validation import (
     MAX_AMOUNT, Reject, check_stop_loss_before_liquidation, check_tpsl, is_int, is_optional_int,
@@ -31,7 +31,7 @@ from ._validation import (
 __all__ = ["PositionRules"]
 
 
-class PositionRules(AccountRules):
+class PositionRules(CrossRules):
     """Opening, closing and changing positions."""
 
     def _open(self, account: Account, book: Book, order_id: OrderId, is_long: bool, qty: int,
@@ -49,6 +49,12 @@ class PositionRules(AccountRules):
         events.append(PositionOpened(
             position_id, account.id, order_id, position.symbol, BUY if is_long else SELL, qty,
             price, margin, leverage, liq, take_profit, stop_loss, trailing_stop, self.now))
+        instrument = book.instrument
+        markup = (price - book.raw_ask) if is_long else (book.raw_bid - price)
+        self.house_spread += qty * markup * 100 // 10 ** (instrument.price_decimals + instrument.qty_decimals)
+        if account.is_cross:
+            self._dirty.add(account.id)
+            self._open_commission(account, position, events)
         return position
 
     def _close(self, position: Position, qty: int, price: int, reason: str, events: list[Event]) -> None:
@@ -64,11 +70,15 @@ class PositionRules(AccountRules):
         pnl = pnl_cents(position.is_long, qty, position.open_price, price,
                         instrument.price_decimals, instrument.qty_decimals)
         credit = margin + pnl
-        if credit < 0:
+        cross = account.is_cross
+        if credit < 0 and not cross:   # a cross account's losses are covered by its whole equity
+            self.house_absorbed -= credit
             credit = 0
         account.locked -= margin
         account.free += credit
         self.house += margin - credit
+        self._book_trading_result(book, position.is_long, qty, price, pnl)
+        whole = position.qty
         now = self.now
         if full:
             self._unindex_position(book, position)
@@ -91,6 +101,10 @@ class PositionRules(AccountRules):
         events.append(BalanceChanged(
             account.id, KIND_POSITION_CLOSE, credit, -margin, account.free, account.locked,
             str(position.id), now))
+        if cross:
+            self._dirty.add(account.id)
+            self._close_fees(account, position, qty, whole, price, events)
+            self._reset_negative_balance(account, events)
         if not full:
             events.append(self._position_updated(position, "partial_close"))
             # The remainder's liquidation price was recomputed from a floored margin share and
@@ -98,12 +112,21 @@ class PositionRules(AccountRules):
             if (price <= position.liquidation_price) if position.is_long else (price >= position.liquidation_price):
                 self._close(position, position.qty, price, CloseReason.LIQUIDATION._value_, events)
 
+    def _book_trading_result(self, book: Book, is_long: bool, qty: int, price: int, pnl: int) -> None:
+        """The house's side of a close: the trader's loss collected or gain paid, and the markup."""
+        if pnl < 0:
+            self.house_losses -= pnl
+        else:
+            self.house_gains += pnl
+        instrument = book.instrument
+        markup = (book.raw_bid - price) if is_long else (price - book.raw_ask)
+        self.house_spread += qty * markup * 100 // 10 ** (instrument.price_decimals + instrument.qty_decimals)
+
     def _reprice_liquidation(self, book: Book, position: Position) -> None:
         """Recompute the liquidation price after the margin or size changed, and re-index it."""
-        instrument = book.instrument
-        position.liquidation_price = liquidation_price(
-            position.is_long, position.qty, position.open_price, position.margin,
-            instrument.maintenance_bps, instrument.price_decimals, instrument.qty_decimals)
+        position.liquidation_price = self._liquidation_price(
+            self.accounts[position.account_id], position.is_long, position.qty, position.open_price,
+            position.margin, book.instrument)
         if position.is_long:
             book.bid_falls.add(position.liquidation_price, LIQ, position.id)
         else:
@@ -194,6 +217,8 @@ class PositionRules(AccountRules):
         if position is None:
             return
         account = self.accounts[position.account_id]
+        if account.is_cross:
+            return self._reject_command(cmd, account.id, _R.INVALID_COMMAND, "a cross account's positions share its whole equity: deposit instead of adding margin", events, ref=position.id)
         amount = cmd.amount
         if not is_int(amount) or not 0 < amount <= MAX_AMOUNT:
             return self._reject_command(cmd, account.id, _R.INVALID_AMOUNT, f"amount must be positive and at most {money_text(MAX_AMOUNT)}", events, ref=position.id)

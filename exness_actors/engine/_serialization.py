@@ -3,8 +3,9 @@
 The encoding is a msgpack-able list with no dict order in it (everything sorted by id or
 symbol), so equal states encode to equal bytes and :func:`hash_state` is a state hash that
 replay, snapshots and journal checkpoints can compare. The layout is :data:`STATE_FORMAT`;
-the edge cursors are appended only in split mode, so embedded states (and their hashes) do not
-change with that field. Restoring re-indexes every trigger in one bulk sort per index.
+the edge cursors are appended only in split mode (or with account types), and the account
+extras (issue 16: account types, margin-call flags, fees, the house's sources, the rollover)
+only with account types, so older states (and their hashes) do not change with those fields. Restoring re-indexes every trigger in one bulk sort per index.
 """
 
 from __future__ import annotations
@@ -15,21 +16,49 @@ from typing import Any
 from exness_actors import codec
 from exness_actors.model import Account, Order, Position
 
-from ._state import STATE_FORMAT, EngineState
+from ._state import STATE_FORMAT, STATE_FORMAT_ACCOUNTS, EngineState
 
 __all__ = ["to_state", "hash_state", "restore_state"]
 
 
 def to_state(state: EngineState) -> list[Any]:
     """The canonical, msgpack-able encoding of the whole state (sorted, no dict order)."""
-    encoded = [STATE_FORMAT, state.config.to_wire(), state.now, state.last_seq, state.next_order_id,
+    encoded = [STATE_FORMAT_ACCOUNTS if state.config.account_types else STATE_FORMAT, state.config.to_wire(), state.now, state.last_seq, state.next_order_id,
                state.next_position_id, state.house, state.total_deposits, state.total_withdrawals,
                [state._hash_base, bytes(state._hash_buffer)], _accounts(state), _positions(state),
                _orders(state), [[s, b.bid, b.ask, b.quote_ts, b.halted] for s, b in sorted(state.books.items())]]
-    if state.edge_cursors:
+    if state.edge_cursors or state.config.account_types:
         # Only in split mode: embedded states (and their hashes) are unchanged by the field.
         encoded.append([[s, ms, n] for s, (ms, n) in sorted(state.edge_cursors.items())])
+    if state.config.account_types:
+        # Only with account types (issue 16): older states (and their hashes) are unchanged.
+        encoded.append(_account_extras(state))
     return encoded
+
+
+def _account_extras(state: EngineState) -> list[Any]:
+    house = [state.house_spread, state.house_commission, state.house_swap, state.house_losses,
+             state.house_gains, state.house_absorbed]
+    typed = [[a.id, a.type.name, a.in_margin_call] for _, a in sorted(state.accounts.items()) if a.type is not None]
+    fees = [[pid, p.commission, p.swap] for pid, p in sorted(state.positions.items()) if p.commission or p.swap]
+    raw = [[s, b.raw_bid, b.raw_ask] for s, b in sorted(state.books.items())]
+    return [house, state.next_rollover, typed, fees, raw]
+
+
+def _restore_account_extras(state: EngineState, extras: list[Any]) -> None:
+    house, next_rollover, typed, fees, raw = extras
+    (state.house_spread, state.house_commission, state.house_swap, state.house_losses,
+     state.house_gains, state.house_absorbed) = house
+    state.next_rollover = next_rollover
+    for account_id, type_name, in_margin_call in typed:
+        account_type = state.config.account_type(type_name)
+        account = state.accounts[account_id]
+        account.type, account.is_cross = account_type, account_type is not None and account_type.is_cross
+        account.in_margin_call = in_margin_call
+    for pid, commission, swap in fees:
+        state.positions[pid].commission, state.positions[pid].swap = commission, swap
+    for symbol, raw_bid, raw_ask in raw:
+        state.books[symbol].raw_bid, state.books[symbol].raw_ask = raw_bid, raw_ask
 
 
 def _accounts(state: EngineState) -> list[Any]:
@@ -99,6 +128,8 @@ def restore_state(state: EngineState, encoded: list[Any]) -> None:
     _restore_orders(state, orders)
     for index in indexes:
         index.end_bulk()
+    if len(encoded) > 15:
+        _restore_account_extras(state, encoded[15])
 
 
 def _restore_positions(state: EngineState, positions: list[Any]) -> None:

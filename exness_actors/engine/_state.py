@@ -28,9 +28,12 @@ from exness_actors.triggers import PRIORITY, TriggerIndex
 
 from ._validation import TRANSIENT_REASONS, is_int
 
-__all__ = ["EngineState", "STATE_FORMAT", "HASH_BLOCK"]
+__all__ = ["EngineState", "STATE_FORMAT", "STATE_FORMAT_ACCOUNTS", "HASH_BLOCK"]
 
 STATE_FORMAT = 1
+#: the layout of a state with account types (issue 16): format 1 plus the account extras, so a
+#: reader that predates them refuses it instead of silently dropping them
+STATE_FORMAT_ACCOUNTS = 2
 #: the rolling hash folds its buffer into the digest every this many inputs
 HASH_BLOCK = 4096
 NEVER = 1 << 127   # after any expires_at (ns timestamps are far smaller)
@@ -38,7 +41,9 @@ NEVER = 1 << 127   # after any expires_at (ns timestamps are far smaller)
 LIQ, SL, TRAIL, TP, ENTRY = (PRIORITY["liquidation"], PRIORITY["stop_loss"], PRIORITY["trailing_stop"],
                              PRIORITY["take_profit"], PRIORITY["entry"])
 #: trigger priority -> the close reason it gives (every priority but a pending entry's)
-CLOSE_REASON = {priority: CloseReason(name)._value_ for name, priority in PRIORITY.items() if priority != ENTRY}
+CLOSE_REASON = {priority: CloseReason(name)._value_ for name, priority in PRIORITY.items() if priority < ENTRY}
+#: a cross account's margin watch (:mod:`._cross`): the id in the index is the account id
+MARGIN_CHECK = PRIORITY["margin_check"]
 MARKET, LIMIT, STOP = OrderType.MARKET._value_, OrderType.LIMIT._value_, OrderType.STOP._value_
 BUY, SELL = Side.BUY._value_, Side.SELL._value_
 KIND_POSITION_MARGIN = BalanceKind.POSITION_MARGIN._value_
@@ -73,6 +78,19 @@ class EngineState:
         self.house = 0
         self.total_deposits = 0
         self.total_withdrawals = 0
+        # issue 16: the house's P&L by source (cents; see house_book()) — the trading part is
+        # losses collected − gains paid − losses absorbed, the rest commission and swaps;
+        # spread markup is the share of the trading part that the quotes' markup made
+        self.house_spread = 0
+        self.house_commission = 0
+        self.house_swap = 0
+        self.house_losses = 0
+        self.house_gains = 0
+        self.house_absorbed = 0
+        #: the next swap rollover (ns; 0 = not yet placed, NEVER when no account types exist)
+        self.next_rollover = 0 if config.account_types else NEVER
+        #: cross accounts an input changed, settled (margin call, stop-out, watches) after it
+        self._dirty: set[AccountId] = set()
         self.now = 0
         self.last_seq = 0
         #: split mode: the last applied entry of each command stream, ``source -> (ms, seq)``

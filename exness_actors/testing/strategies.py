@@ -31,7 +31,7 @@ from typing import Any, Mapping, Optional, Sequence, TypeVar
 from hypothesis import strategies as st
 
 from exness_actors.commands import (
-    MAX_CLIENT_ID, AccountId, AddMargin, CancelOrder, ClientOrderId, Clock, ClosePosition, CreateAccount,
+    MAX_CLIENT_ID, AccountId, AddMargin, CancelOrder, ClientOrderId, Clock, ClosePosition, CreateAccount, OpenAccount, SetAccountTypes,
     Deposit, EdgeCursor, HaltSymbol, ModifyOrder, ModifyPosition, OrderId, PlaceOrder, PositionId, Quote,
     RaiseIdFloor, ResumeSymbol, Withdraw,
 )
@@ -267,6 +267,28 @@ def create_accounts(draw: st.DrawFn, *, accounts: Sequence[int] = (),
     else:
         deposit = draw(st.one_of(st.just(0), st.integers(1, 10**8)))
     return CreateAccount(account_id=AccountId(account), initial_deposit=deposit)
+
+
+@st.composite
+def open_accounts(draw: st.DrawFn, *, accounts: Sequence[int] = (), account_types: Sequence[str] = ("standard",),
+                  invalid_percent: int = 10) -> OpenAccount:
+    """A typed account (issue 16): mostly a new id and a configured type; sometimes an unknown
+    type (``UNKNOWN_ACCOUNT_TYPE``), an existing id or a negative deposit."""
+    base = draw(create_accounts(accounts=accounts, invalid_percent=invalid_percent))
+    if _invalid(draw, invalid_percent) or not account_types:
+        account_type = draw(st.sampled_from(("gold", "", "STANDARD")))
+    else:
+        account_type = draw(st.sampled_from(tuple(account_types)))
+    return OpenAccount(account_id=base.account_id, account_type=account_type, initial_deposit=base.initial_deposit)
+
+
+@st.composite
+def set_account_types(draw: st.DrawFn, *, invalid_percent: int = 10) -> SetAccountTypes:
+    """A change of the account types: the shipped kinds, sometimes a malformed one."""
+    standard = ["standard", "cross", 1000, 60, 0, 0, 0, 0, False, 0]
+    if _invalid(draw, invalid_percent):
+        return SetAccountTypes(account_types=[["standard", "sideways"]], rollover_ns=draw(st.integers(-5, 0)))
+    return SetAccountTypes(account_types=[standard], rollover_ns=draw(st.integers(0, 86_399)) * 10**9)
 
 
 def _idempotency_key(draw: st.DrawFn, keys: Optional[st.SearchStrategy[str]],
@@ -553,6 +575,8 @@ def command_strategies(*, accounts: Sequence[int] = (), symbols: Sequence[str] =
         ResumeSymbol: resume_symbols(symbols, invalid_percent=invalid_percent),
         EdgeCursor: edge_cursors(invalid_percent=invalid_percent),
         RaiseIdFloor: raise_id_floors(invalid_percent=invalid_percent),
+        OpenAccount: open_accounts(accounts=accounts, invalid_percent=invalid_percent),
+        SetAccountTypes: set_account_types(invalid_percent=invalid_percent),
     }
 
 
