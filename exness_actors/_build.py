@@ -34,13 +34,14 @@ __all__ = ["BUILD", "BUILD_REASON", "COMPILED_AGAINST", "COMPILED_MODULES", "MAN
 
 #: The modules mypyc compiles (the hot path of apply and replay), as paths under the package root.
 COMPILED_MODULES: tuple[str, ...] = (
-    "engine/__init__.py", "engine/_accounts.py", "engine/_invariants.py", "engine/_market.py",
+    "engine/__init__.py", "engine/_accounts.py", "engine/_cross.py", "engine/_invariants.py", "engine/_market.py",
     "engine/_orders.py", "engine/_positions.py", "engine/_queries.py", "engine/_serialization.py",
     "engine/_state.py", "engine/_validation.py", "triggers.py", "money.py", "model.py", "codec.py",
 )
 #: Modules the compiled ones import and were compiled against (mypyc bakes their annotations in as
 #: run-time checks): a change in them makes the compiled build stale too.
-COMPILED_AGAINST: tuple[str, ...] = ("commands.py", "errors.py", "events.py", "instruments.py", "reasons.py")
+COMPILED_AGAINST: tuple[str, ...] = ("account_types.py", "commands.py", "errors.py", "events.py", "instruments.py",
+                                     "reasons.py")
 #: Written by setup.py next to the compiled modules: ``{"sources_sha256": …}``.
 MANIFEST = "_compiled.json"
 PACKAGE = "exness_actors"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -77,6 +78,20 @@ def test_the_manifest_digest_covers_every_compiled_module_and_what_it_was_compil
         source.write_bytes(original + b"\n")
         assert _build.source_digest(copy) != before, relative
         source.write_bytes(original)
+
+
+def test_every_engine_module_is_compiled_and_every_core_import_of_theirs_is_tracked() -> None:
+    """A pure module in the compiled engine's class chain breaks the compiled build at run time
+    (mypyc checks the self type); a core module they import unlisted leaves a stale build unseen."""
+    engine_modules = {f"engine/{path.name}" for path in (PACKAGE / "engine").glob("*.py")}
+    assert engine_modules <= set(_build.COMPILED_MODULES)
+    listed = set(_build.COMPILED_MODULES) | set(_build.COMPILED_AGAINST)
+    for relative in _build.COMPILED_MODULES:
+        source = (PACKAGE / relative).read_text()
+        imported = {f"{name.replace('.', '/')}.py" for name in
+                    re.findall(r"^from exness_actors\.([\w.]+) import", source, flags=re.M)}
+        packages = {name for name in imported if (PACKAGE / name.removesuffix(".py")).is_dir()}
+        assert imported - packages <= listed, (relative, sorted(imported - packages - listed))
 
 
 def test_a_manifest_without_its_extension_modules_runs_the_pure_source(tmp_path: Path) -> None:
