@@ -136,6 +136,7 @@ def test_an_instrument_change_takes_effect_at_its_seq():
     ([["spread_bps", 10_000]], "spread_bps"),
     ([["max_leverage", 0]], "max_leverage"),
     ([["min_qty", 0]], "min_qty"),
+    ([["min_qty", 1 << 63]], "min_qty"),
     ([["spread_bps", "5"]], "spread_bps"),
     ([["spread_bps", 5], ["spread_bps", 6]], "spread_bps"),
     ([["commission_ppm", 1_000_000]], "commission_ppm"),
