@@ -199,3 +199,51 @@ async def test_the_roles_of_run_system_are_not_split_role_processes(split_cfg):
     for role in ("all", "engine"):
         with pytest.raises(ValueError, match="runs in supervisor.run_system"):
             await roles.run_role(split_cfg(), role)
+
+
+# ------------------------------------------------------------------ adding an actor is one row
+
+async def _notifications_run(*, inbox, store, task_status=trio.TASK_STATUS_IGNORED):
+    """A new actor (as the notifications worker will be): it reads the engine's events."""
+    task_status.started({"inbox": inbox, "store": store})
+    async for _batch in inbox:
+        pass
+
+
+def _notifications_arguments(ctx):
+    return {"inbox": ctx.events("notifications", False), "store": ctx.store}
+
+
+@pytest.fixture
+def one_more_actor(monkeypatch):
+    """The table with one more row, in its own split-mode role too; nothing else changes."""
+    row = topology.ActorSpec(
+        name="notifications", run=f"{__name__}:_notifications_run", arguments=_notifications_arguments,
+        needs=("events", "store"), restart="backoff", stage="consumer",
+        roles=frozenset({"all", "engine", "notifications"}))
+    monkeypatch.setattr(topology, "ACTORS", (*topology.ACTORS, row))
+    monkeypatch.setattr(topology, "ROLES", (*topology.ROLES, "notifications"))
+    return row
+
+
+async def test_a_new_row_runs_in_the_embedded_platform(tmp_path, one_more_actor):
+    cfg = load_config(environ={}, overrides={
+        "data": {"dir": str(tmp_path / "data")}, "journal": {"fsync": "off"}, "http": {"port": 0},
+        "ws": {"port": 0}})
+    async with trio.open_nursery() as nursery:
+        system = await nursery.start(functools.partial(supervisor.run_system, cfg, handle_signals=False, feed="none"))
+        assert "notifications" in system.actors and system.actors["notifications"]["store"] is system.store
+        assert "notifications" in [subscription.name for subscription in system.handle.subscriptions]
+        system.request_shutdown()
+
+
+async def test_a_new_row_runs_as_its_own_split_role(split_cfg, one_more_actor):
+    cfg = split_cfg()
+    done = trio.Event()
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            started = await nursery.start(functools.partial(
+                roles.run_role, cfg, "notifications", announce=False, handle_signals=False, shutdown=done))
+            assert tuple(started) == ("notifications",)
+            assert started["notifications"]["store"] is not None   # opened because its row needs it
+            done.set()
