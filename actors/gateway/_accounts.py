@@ -25,11 +25,13 @@ from quart import Response, request
 
 from actors.gateway._common import API, Gateway, current_gateway, doc, json_response
 from actors.gateway._params import QueryParams, invalid
-from actors.gateway._schemas import AccountEntry, AccountList, OpenAccountRequest
+from actors.gateway._schemas import AccountEntry, AccountList, AccountTypeList, OpenAccountRequest
 from actors.store.base import AccountRecord, TooManyAccounts
 from actors.wire import codec as edge
 from actors.wire import views as views
+from exness_actors.account_types import AccountType
 from exness_actors.commands import AccountId, CreateAccount, OpenAccount
+from exness_actors.money import format_fixed
 from exness_actors.reasons import RejectReason
 
 __all__ = ["ROUTES", "register", "ensure_account", "account_types", "signup_account_type",
@@ -50,8 +52,44 @@ def account_types(gw: Gateway) -> tuple[str, ...]:
 
 
 def signup_account_type(gw: Gateway) -> str:
-    """``standard`` when configured (the default config has it), else the untyped isolated account."""
-    return SIGNUP_ACCOUNT_TYPE if SIGNUP_ACCOUNT_TYPE in account_types(gw) else ISOLATED
+    """``[accounts] signup_type`` (default ``standard``) when configured, else the untyped isolated
+    account."""
+    wanted = gw.cfg["accounts"].get("signup_type", SIGNUP_ACCOUNT_TYPE)
+    return wanted if wanted in account_types(gw) else ISOLATED
+
+
+def _percent(level: int) -> str:
+    return format_fixed(level * 100, 2)
+
+
+def account_type_json(account_type: AccountType) -> dict:
+    """What a trader needs to choose a type: margining, levels, costs (bps = ppm / 100)."""
+    cross = account_type.is_cross
+    return {
+        "name": account_type.name, "margin_mode": account_type.margin_mode,
+        "max_leverage": account_type.max_leverage,
+        "margin_call_level": _percent(account_type.margin_call_pct) if cross else None,
+        "stop_out_level": _percent(account_type.stop_out_pct) if cross else None,
+        "commission_bps": format_fixed(account_type.commission_ppm, 2),
+        "swap_long_bps": format_fixed(account_type.swap_long_ppm, 2),
+        "swap_short_bps": format_fixed(account_type.swap_short_ppm, 2),
+        "swap_free": account_type.swap_free, "min_deposit": edge.money(account_type.min_deposit),
+    }
+
+
+@doc(response=AccountTypeList, errors=(400,), auth=False, tag="account")
+async def list_account_types() -> Response:
+    """The account types a trader may open (config.toml [accounts]), by name.
+
+    Cross types are judged as a whole (margin call and stop-out levels, percent of equity over
+    used margin); isolated ones margin each position on its own. Commission is per side, swaps
+    per day, both in basis points of notional."""
+    gw = current_gateway()
+    QueryParams(request.args, ())
+    configured = {t.name: t for t in gw.handle.core_config.account_types}
+    types = [configured.get(name) or AccountType(name=name, margin_mode=ISOLATED) for name in account_types(gw)]
+    return json_response({"account_types": [account_type_json(t) for t in types],
+                          "signup_type": signup_account_type(gw)})
 
 
 def _open_command(gw: Gateway, record: AccountRecord) -> OpenAccount | CreateAccount:
@@ -162,6 +200,7 @@ async def open_account() -> Response:
 
 
 ROUTES: tuple[tuple[str, str, Callable[..., Awaitable[Response]]], ...] = (
+    ("GET", f"{API}/account-types", list_account_types),
     ("GET", f"{API}/accounts", list_accounts),
     ("POST", f"{API}/accounts", open_account),
 )

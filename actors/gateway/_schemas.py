@@ -165,6 +165,24 @@ class AccountList(msgspec.Struct, kw_only=True):
     accounts: Annotated[list[AccountEntry], Meta(description="oldest first")]
 
 
+class AccountTypeInfo(msgspec.Struct, kw_only=True):
+    name: AccountType
+    margin_mode: MarginMode
+    max_leverage: Annotated[int, Meta(description="the type's cap; an instrument's own max_leverage may be lower")]
+    margin_call_level: Level
+    stop_out_level: Level
+    commission_bps: Annotated[str, Meta(description="per side, basis points of notional", examples=["0.35"])]
+    swap_long_bps: Annotated[str, Meta(description="per day, basis points of the open notional (negative: credited)")]
+    swap_short_bps: str
+    swap_free: bool
+    min_deposit: Annotated[str, Meta(description="the smallest first deposit into an empty account")]
+
+
+class AccountTypeList(msgspec.Struct, kw_only=True):
+    account_types: list[AccountTypeInfo]
+    signup_type: Annotated[str, Meta(description="the type a sign-up opens")]
+
+
 class OpenAccountRequest(msgspec.Struct, **_struct):
     type: AccountType
     demo: Annotated[bool, Meta(
