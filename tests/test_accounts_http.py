@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
-from actors.store.base import CLOSED_COLUMNS, ClosedPosition, rows_from_items
+from actors.store.base import CLOSED_COLUMNS, ClosedPosition, LedgerEntry, rows_from_items
 from actors.wire import codec as edge
 from actors.wire import views
 from exness_actors.account_types import SHIPPED_TYPES
@@ -19,6 +19,7 @@ from exness_actors.engine import Engine
 from exness_actors.instruments import DEFAULT_INSTRUMENTS, CoreConfig
 from gateway_helpers import API, PASSWORD, bearer, running_gateway
 
+LEDGER_FIELDS = ("account_id", "seq", "index", "kind", "free_delta", "locked_delta", "free", "locked", "ref", "ts")
 BUY_1000_X10 = {"symbol": "BTCUSDT", "side": "buy", "type": "market", "margin": "1000.00", "leverage": 10}
 SUMMARY_KEYS = {"account_id", "balance", "locked", "used_margin", "equity", "free_margin", "margin_level",
                 "unrealized_pnl", "currency", "account_type", "margin_mode", "demo", "margin_call_level",
@@ -356,3 +357,48 @@ def test_swaps_show_on_the_live_position_and_in_the_history_row() -> None:
     record = ClosedPosition(**dict(zip(CLOSED_COLUMNS, row)), leverage=10, opened_at=start)
     rendered = edge.closed_position_json(record, engine.instruments["BTCUSDT"])
     assert (rendered["commission"], rendered["swap"]) == ("0.70", "5.00")
+    ledger = [edge.ledger_entry_json(LedgerEntry(**dict(zip(LEDGER_FIELDS, row))))
+              for row in rows_from_items(items).ledger]
+    assert [(entry["kind"], entry["free_delta"], entry["ref"]) for entry in ledger
+            if entry["kind"] in ("commission", "swap")] == [
+        ("commission", "-0.35", position["id"]), ("swap", "-5.00", position["id"]),
+        ("commission", "-0.35", position["id"])]
+
+
+# ------------------------------------------------------------------ account types and the sign-up's type
+
+async def test_account_types_are_listed_for_anyone(tmp_path) -> None:
+    async with running_gateway(tmp_path) as h:
+        _, listed = await h.call("GET", f"{API}/account-types", expect=200)
+        assert listed["signup_type"] == "standard"
+        by_name = {t["name"]: t for t in listed["account_types"]}
+        assert list(by_name) == ["isolated", "raw_spread", "standard"]
+        assert by_name["raw_spread"] == {
+            "name": "raw_spread", "margin_mode": "cross", "max_leverage": 1000, "margin_call_level": "30.00",
+            "stop_out_level": "0.00", "commission_bps": "0.35", "swap_long_bps": "5.00", "swap_short_bps": "5.00",
+            "swap_free": False, "min_deposit": "200.00"}
+        assert (by_name["standard"]["margin_call_level"], by_name["standard"]["swap_free"]) == ("60.00", True)
+        assert (by_name["isolated"]["margin_mode"], by_name["isolated"]["margin_call_level"]) == ("isolated", None)
+        _, answer = await h.call("GET", f"{API}/account-types?type=standard", expect=400)
+        assert answer["error"]["details"]["field"] == "type"
+
+
+async def test_the_signup_type_is_configurable(tmp_path) -> None:
+    async with running_gateway(tmp_path, {"accounts": {"signup_type": "raw_spread"}}) as h:
+        auth = await h.trader("configured@example.com")
+        _, account = await h.call("GET", f"{API}/account", headers=auth, expect=200)
+        assert (account["account_type"], account["demo"], account["balance"]) == ("raw_spread", True, "5000.00")
+        _, listed = await h.call("GET", f"{API}/account-types", expect=200)
+        assert listed["signup_type"] == "raw_spread"
+
+
+def test_a_signup_type_that_is_not_configured_stops_the_start(tmp_path) -> None:
+    import pytest
+
+    from actors.config import ConfigError
+    from actors.gateway import create_app
+    from gateway_helpers import gateway_config
+
+    cfg = gateway_config(tmp_path, {"accounts": {"signup_type": "platinum"}})
+    with pytest.raises(ConfigError, match="signup_type must be one of the configured account types .*platinum"):
+        create_app(handle=None, store=None, candles=None, cfg=cfg, tokens=None)

@@ -23,6 +23,7 @@ from typing import Any, Awaitable, Callable, Optional
 
 from quart import Response, request
 
+from actors.config import ConfigError
 from actors.gateway._common import API, Gateway, current_gateway, doc, json_response
 from actors.gateway._params import QueryParams, invalid
 from actors.gateway._schemas import AccountEntry, AccountList, AccountTypeList, OpenAccountRequest
@@ -45,17 +46,32 @@ SIGNUP_ACCOUNT_TYPE = "standard"
 ISOLATED = "isolated"
 
 
+def _configured(gw: Gateway) -> tuple[AccountType, ...]:
+    core = gw.handle.core_config if gw.handle is not None else gw.cfg.core   # None: the OpenAPI export
+    return tuple(core.account_types)
+
+
 def account_types(gw: Gateway) -> tuple[str, ...]:
     """The account types a trader may open: the configured ones, by name."""
-    names = tuple(sorted(t.name for t in gw.handle.core_config.account_types))
+    names = tuple(sorted(t.name for t in _configured(gw)))
     return names or (ISOLATED,)
 
 
 def signup_account_type(gw: Gateway) -> str:
-    """``[accounts] signup_type`` (default ``standard``) when configured, else the untyped isolated
-    account."""
-    wanted = gw.cfg["accounts"].get("signup_type", SIGNUP_ACCOUNT_TYPE)
-    return wanted if wanted in account_types(gw) else ISOLATED
+    """``[accounts] signup_type``: the type a sign-up opens. Unset: ``standard`` when configured
+    (the shipped config has it), else the untyped isolated account."""
+    wanted = gw.cfg["accounts"].get("signup_type")
+    if wanted is None:
+        return SIGNUP_ACCOUNT_TYPE if SIGNUP_ACCOUNT_TYPE in account_types(gw) else ISOLATED
+    return wanted
+
+
+def check_signup_type(gw: Gateway) -> None:
+    """A ``signup_type`` that names no configured type stops the start (ConfigError)."""
+    wanted = gw.cfg["accounts"].get("signup_type")
+    if wanted is not None and wanted not in account_types(gw):
+        raise ConfigError(f"[accounts] signup_type must be one of the configured account types "
+                          f"({', '.join(account_types(gw))}), not {wanted!r}")
 
 
 def _percent(level: int) -> str:
@@ -86,7 +102,7 @@ async def list_account_types() -> Response:
     per day, both in basis points of notional."""
     gw = current_gateway()
     QueryParams(request.args, ())
-    configured = {t.name: t for t in gw.handle.core_config.account_types}
+    configured = {t.name: t for t in _configured(gw)}
     types = [configured.get(name) or AccountType(name=name, margin_mode=ISOLATED) for name in account_types(gw)]
     return json_response({"account_types": [account_type_json(t) for t in types],
                           "signup_type": signup_account_type(gw)})
@@ -95,7 +111,7 @@ async def list_account_types() -> Response:
 def _open_command(gw: Gateway, record: AccountRecord) -> OpenAccount | CreateAccount:
     deposit = gw.cfg.demo_deposit_cents if record.demo else 0
     account_id = AccountId(record.account_id)
-    if record.account_type == ISOLATED and gw.handle.core_config.account_type(ISOLATED) is None:
+    if record.account_type == ISOLATED and ISOLATED not in {t.name for t in _configured(gw)}:
         return CreateAccount(account_id=account_id, initial_deposit=deposit)
     return OpenAccount(account_id=account_id, account_type=record.account_type, initial_deposit=deposit)
 
@@ -206,6 +222,7 @@ ROUTES: tuple[tuple[str, str, Callable[..., Awaitable[Response]]], ...] = (
 )
 
 
-def register(app: Any) -> None:
+def register(app: Any, gw: Gateway) -> None:
+    check_signup_type(gw)
     for method, path, handler in ROUTES:
         app.add_url_rule(path, view_func=handler, methods=[method])

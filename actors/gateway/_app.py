@@ -239,7 +239,7 @@ def create_app(*, handle: Optional[EngineClient], store: Any, candles: Any, cfg:
     _auth.register(app, gateway)
     app.extensions[GATEWAY_EXTENSION] = gateway
     _trading.register(app)
-    _accounts.register(app)
+    _accounts.register(app, gateway)
     _market.register(app, gateway)
     _ops.register(app, gateway)
     _web.register(app, cfg)
