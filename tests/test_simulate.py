@@ -105,15 +105,16 @@ def test_cli_report_matches_across_processes_and_replay_verifies_the_data_dir(tm
 
 
 def _credit_a_cent(monkeypatch):
-    """An engine bug: new accounts get one cent more than was deposited."""
+    """An engine bug: new accounts get one cent more than was deposited (untyped and typed ones:
+    sign-ups open typed accounts)."""
     from exness_actors.engine import Engine
-    create = Engine._on_create_account
 
-    def broken(self, cmd, events):
-        create(self, cmd, events)
-        if cmd.account_id in self.accounts:
-            self.accounts[cmd.account_id].free += 1
-    monkeypatch.setattr(Engine, "_on_create_account", broken)
+    for name in ("_on_create_account", "_on_open_account"):
+        def broken(self, cmd, events, _open=getattr(Engine, name)):
+            _open(self, cmd, events)
+            if cmd.account_id in self.accounts:
+                self.accounts[cmd.account_id].free += 1
+        monkeypatch.setattr(Engine, name, broken)
 
 
 def _crash_a_view(monkeypatch):

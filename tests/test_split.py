@@ -219,10 +219,21 @@ def _sign_up(client: httpx.Client, email: str) -> dict[str, str]:
     return _sign_in(client, email)
 
 
-def _sign_in(client: httpx.Client, email: str) -> dict[str, str]:
-    response = client.post("/api/v1/auth/signin", json={"email": email, "password": PASSWORD})
+def _sign_in(client: httpx.Client, email: str, account_id: str | None = None) -> dict[str, str]:
+    body = {"email": email, "password": PASSWORD} | ({"account_id": account_id} if account_id else {})
+    response = client.post("/api/v1/auth/signin", json=body)
     assert response.status_code == 200, response.text
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def _isolated_account(client: httpx.Client, headers: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """Open a demo isolated account (the engine opens it over the bus) and switch to it."""
+    opened = client.post("/api/v1/accounts", headers=headers, json={"type": "isolated", "demo": True})
+    assert opened.status_code == 201, opened.text
+    account_id = opened.json()["account_id"]
+    switched = client.post("/api/v1/auth/switch", headers=headers, json={"account_id": account_id})
+    assert switched.status_code == 200 and switched.json()["account_id"] == account_id, switched.text
+    return account_id, {"Authorization": f"Bearer {switched.json()['access_token']}"}
 
 
 def _wait_ready(url: str, timeout: float = 30) -> None:
@@ -253,8 +264,10 @@ def test_trader_journey_through_two_gateways_and_the_ws_server(cluster) -> None:
     _wait_ready(gw1.url)
     _wait_ready(gw2.url)
     with httpx.Client(base_url=gw1.url, timeout=10) as one, httpx.Client(base_url=gw2.url, timeout=10) as two:
-        headers = _sign_up(one, "trader@example.com")
-        headers_two = _sign_in(two, "trader@example.com")      # tokens work on every gateway
+        # sign-up opens a Standard (cross) account; this journey adds margin, so it trades an
+        # isolated one, opened and switched to through one gateway and signed in to on the other
+        account_id, headers = _isolated_account(one, _sign_up(one, "trader@example.com"))
+        headers_two = _sign_in(two, "trader@example.com", account_id)      # tokens work on every gateway
         placed = _order(one, headers, "journey-1")
         assert placed.status_code == 201, placed.text
         position_id = placed.json()["position"]["id"]

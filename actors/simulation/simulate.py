@@ -106,6 +106,9 @@ def simulation_config(options: SimulationOptions) -> Config:
         "journal": {"fsync": options.fsync},
         "feed": {"source": "synthetic", "ticks_per_s": options.ticks_per_s, "unchanged_refresh_s": 1.0},
         "snapshot": {"interval_s": options.snapshot_every_s, "keep": 3},
+        # the traders' models (adding margin, liquidations) are isolated margin's: sign-ups open
+        # isolated accounts here, not the shipped Standard (cross) one
+        "accounts": {"signup_type": "isolated"},
         # rate limiters read time.monotonic: off, so no answer depends on the wall clock
         "limits": {"ip_rate_per_s": 0, "account_rate_per_s": 0, "signup_per_minute": 0,
                    "signin_failures_per_minute": 0, "signin_email_failures_per_minute": 0,

@@ -403,10 +403,19 @@ def position_json(position: Position, engine: Engine) -> dict:
         "trailing_stop_price": _price(engine.trailing_level(position), instrument),
         "unrealized_pnl": money(engine.unrealized_pnl(position)),
         "opened_at": ns_to_ms(position.opened_at), "order_id": str(position.order_id),
+        "commission": money(position.commission), "swap": money(position.swap),
     }
 
 
+def _level_percent(level: Optional[int]) -> Optional[str]:
+    """An account type's margin-call or stop-out level (integer percent) as ``"60.00"``."""
+    return None if level is None else format_fixed(level * 100, 2)
+
+
 def account_json(summary: Mapping[str, Any]) -> dict:
+    """The account summary of :meth:`~exness_actors.engine.Engine.account_summary`. An account
+    made without a type (before account types existed) is margined exactly as the ``isolated``
+    type, and is named so."""
     level = summary["margin_level"]
     margin_level = None
     if level is not None:
@@ -414,9 +423,14 @@ def account_json(summary: Mapping[str, Any]) -> dict:
         margin_level = format_fixed(equity * 10_000 // locked, 2)   # percent, 2 decimals, floored
     return {
         "balance": money(summary["balance"]), "locked": money(summary["locked"]),
+        "used_margin": money(summary["locked"]),
         "equity": money(summary["equity"]), "free_margin": money(summary["free_margin"]),
         "margin_level": margin_level, "unrealized_pnl": money(summary["unrealized_pnl"]),
-        "currency": "USD",
+        "currency": "USD", "account_type": summary["account_type"] or "isolated",
+        "margin_mode": summary["margin_mode"],
+        "margin_call_level": _level_percent(summary["margin_call_level"]),
+        "stop_out_level": _level_percent(summary["stop_out_level"]),
+        "in_margin_call": bool(summary["in_margin_call"]),
     }
 
 
@@ -531,6 +545,7 @@ def closed_position_json(record: Any, instrument: Instrument) -> dict:
         "open_price": _price(record.open_price, instrument), "margin": money(record.margin),
         "pnl": money(record.pnl), "credit": money(record.credit), "leverage": record.leverage,
         "opened_at": ns_to_ms(record.opened_at), "closed_at": ns_to_ms(record.closed_at),
+        "commission": money(record.commission), "swap": money(record.swap),
     }
 
 
