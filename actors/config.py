@@ -113,6 +113,19 @@ class Config:
         except Exception as exc:
             raise ConfigError(str(exc)) from None
 
+    @property
+    def signup_account_type(self) -> Optional[str]:
+        """``[accounts] signup_type``: the account type a sign-up opens (``OpenAccount``), or None
+        (unset) for an untyped isolated account (``CreateAccount``, as before account types)."""
+        name = self["accounts"].get("signup_type")
+        if name is None:
+            return None
+        names = [account_type.name for account_type in self.core.account_types]
+        if not isinstance(name, str) or name not in names:
+            raise ConfigError(f"[accounts] signup_type must be one of the configured types "
+                              f"({', '.join(names) or 'none'}), not {name!r}")
+        return name
+
     def with_overrides(self, overrides: Mapping[str, Any]) -> "Config":
         tables = copy.deepcopy(self.tables)
         _merge(tables, overrides)

@@ -13,7 +13,7 @@ from decimal import Decimal
 import pytest
 
 from actors.engine.messages import Overloaded
-from gateway_helpers import API, PASSWORD, bearer, running_gateway
+from gateway_helpers import API, PASSWORD, bearer, gateway_config, running_gateway
 
 
 # ------------------------------------------------------------------ the journey
@@ -357,3 +357,21 @@ async def test_one_debug_line_per_request_without_secrets(tmp_path, caplog) -> N
     text = "\n".join(lines)
     for secret in (PASSWORD, tokens["access_token"], tokens["refresh_token"]):
         assert secret not in text
+
+
+async def test_signup_opens_an_account_of_the_configured_signup_type(tmp_path):
+    async with running_gateway(tmp_path, {"accounts": {"signup_type": "standard"}}) as gw:
+        await gw.signup("cross@example.com")
+        tokens = await gw.signin("cross@example.com")
+        account = gw.system.handle.engine.accounts[int(tokens["account_id"])]
+        assert account.type is not None and account.type.name == "standard" and account.is_cross
+        assert account.free == gw.cfg.demo_deposit_cents
+
+
+def test_an_unconfigured_signup_type_stops_the_start(tmp_path):
+    from actors.config import ConfigError
+    from actors.gateway import create_app
+
+    cfg = gateway_config(tmp_path, {"accounts": {"signup_type": "platinum"}})
+    with pytest.raises(ConfigError, match="signup_type must be one of the configured types .*platinum"):
+        create_app(handle=None, store=None, candles=None, cfg=cfg, tokens=None)

@@ -31,6 +31,7 @@ from quart_schema.openapi import OpenAPIProvider
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from actors.config import Config
 from actors.engine.interface import EngineClient
 from actors.wire import codec as edge
 from actors.auth_tokens import AuthError, TokenIssuer
@@ -215,6 +216,8 @@ def create_app(*, handle: Optional[EngineClient], store: Any, candles: Any, cfg:
     OpenAPI document.
     """
     settings = GatewaySettings.from_config(cfg)
+    if isinstance(cfg, Config):
+        cfg.signup_account_type          # a type that is not configured stops the start
     components = {"feed": feed_stats, "ws": ws_stats, "candles": candles, "persister": persister}
     metrics = GatewayMetrics(handle=handle, components={k: v for k, v in components.items() if v is not None},
                              clock=clock)

@@ -46,7 +46,7 @@ from actors.gateway._settings import GatewaySettings
 from actors.engine.messages import EngineStopped, Overloaded
 from actors.gateway.ratelimit import retry_after_header
 from actors.store.base import DuplicateEmail, UserRecord
-from exness_actors.commands import AccountId, CreateAccount
+from exness_actors.commands import AccountId, CreateAccount, OpenAccount
 from exness_actors.reasons import RejectReason
 
 __all__ = ["register", "ROUTES", "Passwords", "normalise_email"]
@@ -187,9 +187,14 @@ def _passwords() -> Passwords:
 
 
 async def _ensure_account(gw: Gateway, user: UserRecord) -> None:
-    """Create the user's trading account in the engine (idempotent)."""
-    reply = await gw.handle.request(CreateAccount(account_id=AccountId(user.account_id),
-                                                  initial_deposit=gw.cfg.demo_deposit_cents))
+    """Create the user's trading account in the engine (idempotent): of ``[accounts]
+    signup_type`` when it is set, else an untyped isolated one."""
+    account_id, deposit = AccountId(user.account_id), gw.cfg.demo_deposit_cents
+    account_type = gw.cfg.signup_account_type
+    command: CreateAccount | OpenAccount = (
+        CreateAccount(account_id=account_id, initial_deposit=deposit) if account_type is None
+        else OpenAccount(account_id=account_id, account_type=account_type, initial_deposit=deposit))
+    reply = await gw.handle.request(command)
     rejection = edge.rejection_of(reply.events)
     if rejection is not None and rejection.code != RejectReason.ACCOUNT_EXISTS.value:
         log.error("event=account_create_failed user_id=%d code=%s", user.user_id, rejection.code)
