@@ -297,7 +297,7 @@ class ClosedPart(msgspec.Struct, kw_only=True):
     position_id: Id
     symbol: Symbol
     side: Side
-    close_reason: Annotated[str, Meta(description="user, take_profit, stop_loss, trailing_stop, liquidation")]
+    close_reason: Annotated[str, Meta(description="user, take_profit, stop_loss, trailing_stop, liquidation, stop_out")]
     close_price: str
     qty: str
     remaining_qty: str
@@ -324,7 +324,7 @@ class AddMarginRequest(msgspec.Struct, **_struct):
 
 class HistoryQuery(msgspec.Struct, kw_only=True):
     symbol: Optional[SymbolParam] = None
-    reason: Optional[Literal["user", "take_profit", "stop_loss", "trailing_stop", "liquidation"]] = None
+    reason: Optional[Literal["user", "take_profit", "stop_loss", "trailing_stop", "liquidation", "stop_out"]] = None
     start: Annotated[Optional[Millis], Meta(description="closed at or after (ms)")] = None
     end: Annotated[Optional[Millis], Meta(description="closed before (ms); not before start")] = None
     cursor: Cursor = None

@@ -410,7 +410,7 @@ async def add_margin(position_id: str) -> Response:
 async def position_history() -> Response:
     """Closed positions (each partial close is its own entry), newest first.
 
-    Filters: symbol, reason (user, take_profit, stop_loss, trailing_stop, liquidation),
+    Filters: symbol, reason (user, take_profit, stop_loss, trailing_stop, liquidation, stop_out),
     start/end (ms, on the close time; start inclusive, end exclusive)."""
     gw = current_gateway()
     claims = gw.authenticate()
