@@ -96,7 +96,8 @@ export class Socket {
 
   handle(message) {
     if (message.channel !== undefined) {
-      this.lastSeq.set(message.channel, message.seq);
+      // account_summary is not numbered (no seq): it must not move the resume point
+      if (message.seq !== undefined) this.lastSeq.set(message.channel, message.seq);
       if (message.op === "resync") this.onResync(message.channel);
       else this.onMessage(message);
       return;
