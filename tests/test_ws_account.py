@@ -182,3 +182,17 @@ def test_summaries_are_asked_per_shard_in_chunks_and_compared_without_ts():
     assert chunked_by_shard([1, 2, 3, 4, 5], lambda account: account % 2, size=2) == [[2, 4], [1, 3], [5]]
     assert summary_key({"equity": "1.00", "ts": 1}) == summary_key({"equity": "1.00", "ts": 2})
     assert summary_key({"equity": "1.00", "ts": 1}) != summary_key({"equity": "1.01", "ts": 1})
+
+
+def test_each_close_gets_the_fees_that_follow_it():
+    from actors.ws._format import fees_by_position
+    from exness_actors.events import BalanceChanged, PositionClosed, PositionFees
+
+    def closed(position_id: int) -> PositionClosed:
+        return PositionClosed(position_id, 1, "BTCUSDT", "buy", "stop_out", 100, 1, 100, 10, -5, 5, 0, 0)
+
+    ledger = BalanceChanged(1, "position_close", 5, -10, 5, 0, "7", 0)
+    events = [closed(7), ledger, PositionFees(7, 1, 30, -2), closed(8), ledger, PositionFees(8, 1, 4, 0),
+              closed(7), PositionFees(7, 1, 1, 1), closed(9)]
+    fees = fees_by_position(events)
+    assert fees == {7: [(30, -2), (1, 1)], 8: [(4, 0)]}

@@ -24,7 +24,7 @@ from exness_actors.instruments import Instrument
 from exness_actors.money import format_fixed
 
 __all__ = ["ACCOUNT_EVENT_TYPES", "account_event_json", "order_modification_json", "position_update_json",
-           "candle_json", "fees_after", "margin_event_json", "NO_FEES"]
+           "candle_json", "fees_by_position", "margin_event_json", "NO_FEES"]
 
 
 def _price(value: Optional[int], instrument: Instrument) -> Optional[str]:
@@ -72,18 +72,15 @@ Fees = tuple[int, int]
 NO_FEES: Fees = (0, 0)
 
 
-def fees_after(events: list, index: int, position_id: int) -> Fees:
-    """The :class:`PositionFees` that follows the :class:`PositionClosed` at ``events[index]``
-    (the core appends it right after that close's ledger lines, before any other close), or
-    :data:`NO_FEES` when there is none (an isolated account pays no fees)."""
-    for later in range(index + 1, len(events)):
-        event = events[later]
-        kind = type(event)
-        if kind is PositionFees and event.position_id == position_id:
-            return event.commission, event.swap
-        if kind is PositionClosed:
-            break
-    return NO_FEES
+def fees_by_position(events: list) -> dict[int, list[Fees]]:
+    """The :class:`PositionFees` of one input's events, by position, in order: the core appends
+    each right after its :class:`PositionClosed`'s ledger lines, so the n-th close of a position
+    in the list goes with its n-th fees. A position with no entry paid none (isolated)."""
+    fees: dict[int, list[Fees]] = {}
+    for event in events:
+        if type(event) is PositionFees:
+            fees.setdefault(event.position_id, []).append((event.commission, event.swap))
+    return fees
 
 
 def margin_event_json(name: str, event: Any) -> dict:
@@ -102,7 +99,7 @@ def account_event_json(event: Any, instruments: Mapping[str, Instrument],
 
     ``order_symbol``/``position_symbol`` resolve the symbol of events that carry only an id
     (their prices need the instrument's scale); ``fees`` are a ``PositionClosed``'s
-    commission and swap (:func:`fees_after`).
+    commission and swap (:func:`fees_by_position`).
     """
     kind = type(event)
     if kind is BalanceChanged:

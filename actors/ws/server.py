@@ -91,7 +91,7 @@ from wsproto.utilities import LocalProtocolError
 
 from actors.ws._candles import IntervalFolder
 from actors.ws._channels import ACCOUNT, Channel, ChannelError, Channels
-from actors.ws._format import ACCOUNT_EVENT_TYPES, NO_FEES, account_event_json, candle_json, fees_after
+from actors.ws._format import ACCOUNT_EVENT_TYPES, NO_FEES, account_event_json, candle_json, fees_by_position
 from actors.ws._summaries import SummaryTracker, chunked_by_shard, summary_key
 from actors.ws._orders import (
     ACTIONS, build_command, duplicate_outcome, error_json, named_id, outcome, route, viewed_outcome,
@@ -373,6 +373,8 @@ class WsServer:
         self._candle_folders: dict[str, IntervalFolder] = {}
         self._nursery: Optional[trio.Nursery] = None
         self._summaries = SummaryTracker()
+        self._fees_events: Optional[list] = None       # the events _fees indexes (see _fees_of)
+        self._fees: dict[int, list[tuple[int, int]]] = {}
         self._summary_wake = trio.Event()
         # statistics
         self.connections_total = 0
@@ -477,7 +479,7 @@ class WsServer:
         fmt = format_fixed
         published = 0
         for engine_seq, _ts, events in batch.items:
-            for index, event in enumerate(events):
+            for event in events:
                 kind = type(event)
                 if kind is QuoteUpdated:
                     channel = quotes.get(event.symbol)
@@ -495,15 +497,15 @@ class WsServer:
                         if not channel.out:
                             staged.append(channel)
                         channel.out.append(text)
-                    if event.symbol in holders:        # watched accounts' equity moved
+                    if holders and event.symbol in holders:    # watched accounts' equity moved
                         self._summary_due(moved=event.symbol)
                 elif kind in _ACCOUNT_EVENTS:
-                    published += self._on_account_event(event, kind, engine_seq, events, index)
+                    published += self._on_account_event(event, kind, engine_seq, events)
         self.messages_published += published
         if staged:
             self._broadcast_staged()
 
-    def _on_account_event(self, event: Any, kind: type, engine_seq: int, events: list, index: int) -> int:
+    def _on_account_event(self, event: Any, kind: type, engine_seq: int, events: list) -> int:
         """Publish one account event on its channel (if anyone ever subscribed to it) and keep
         the symbol maps current; the number of messages published (0 or 1)."""
         published = 0
@@ -513,7 +515,7 @@ class WsServer:
             self._position_symbols[event.position_id] = (event.symbol, event.account_id)
         channel = self.channels.accounts.get(event.account_id)
         if channel is not None and kind is not PositionFees:   # fees ride on their position_closed
-            fees = fees_after(events, index, event.position_id) if kind is PositionClosed else NO_FEES
+            fees = self._fees_of(events, event.position_id) if kind is PositionClosed else NO_FEES
             data = account_event_json(event, self.instruments, self._order_symbol,
                                       self._position_symbol, fees)
             if data is None:
@@ -536,6 +538,15 @@ class WsServer:
         elif kind is PositionClosed and event.remaining_qty == 0:
             self._position_symbols.pop(event.position_id, None)
         return published
+
+    def _fees_of(self, events: list, position_id: int) -> tuple[int, int]:
+        """The commission and swap of the next close of ``position_id`` in ``events`` (one
+        input's events, indexed once: a quote may close thousands of positions)."""
+        if self._fees_events is not events:
+            self._fees_events = events
+            self._fees = fees_by_position(events)
+        pending = self._fees.get(position_id)
+        return pending.pop(0) if pending else NO_FEES
 
     def _broadcast_staged(self) -> None:
         for channel in self._staged:
