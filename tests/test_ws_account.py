@@ -196,3 +196,23 @@ def test_each_close_gets_the_fees_that_follow_it():
               closed(7), PositionFees(7, 1, 1, 1), closed(9)]
     fees = fees_by_position(events)
     assert fees == {7: [(30, -2), (1, 1)], 8: [(4, 0)]}
+
+
+async def test_a_failing_summary_view_costs_the_summaries_not_the_server(tmp_path, monkeypatch):
+    from actors.wire import views
+
+    def broken(engine, account_ids):
+        raise KeyError("boom")
+
+    async with running_stack(tmp_path) as stack:
+        token = await open_cross(stack, 21)
+        monkeypatch.setattr(views, "account_summaries", broken)
+        async with stack.client() as client:
+            await client.auth(token)
+            await client.subscribe("account", BTC)
+            with trio.fail_after(5):
+                while stack.server.statistics()["summary_failures"] == 0:
+                    await trio.sleep(0.01)
+            await stack.quote(6_500_000, 6_500_100)
+            quote, _ = await client.recv_until(lambda m: m.get("channel") == BTC)   # still serving
+    assert quote["data"]["symbol"] == "BTCUSDT"

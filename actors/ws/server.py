@@ -616,6 +616,10 @@ class WsServer:
                 for account_id in chunk:
                     self._summary_due(account_id=account_id)
                 continue
+            except Exception:     # a bug in the view must cost these summaries, not the server
+                self.summary_failures += 1
+                log.exception("event=account_summaries_failed accounts=%d", len(chunk))
+                continue
             for account_id, engine_seq, data, symbols in rows:
                 self._publish_summary(int(account_id), engine_seq, data, symbols)
 
