@@ -65,9 +65,13 @@ async def _watch_until_stopped_out(ws_url: str, http: httpx.Client, token: str) 
                     if message.get("channel") == "quotes:BTCUSDT" and not bought and data["bid"].startswith("649"):
                         order = http.post("/api/v1/orders", headers=headers, json={
                             "symbol": "BTCUSDT", "side": "buy", "type": "market", "margin": "1000.00",
-                            "leverage": 100, "client_order_id": "journey"})
-                        if order.status_code == 201:
+                            "leverage": 100})
+                        # filled at the 65000 phase's ask (not late, at the next phase's): else undo
+                        if order.status_code == 201 and order.json()["position"]["open_price"].startswith("650"):
                             bought = True
+                        elif order.status_code == 201:
+                            http.post(f"/api/v1/positions/{order.json()['position']['id']}/close",
+                                      headers=headers, json={})
                     if data.get("event") == "position_closed" and data["position"]["close_reason"] == "stop_out":
                         return received
 
