@@ -444,3 +444,20 @@ def test_phone_viewport(platform, open_page, theme) -> None:
             page.set_viewport_size(DESKTOP)
             page.wait_for_timeout(500)
             page.screenshot(path=str(ROOT / "docs" / "terminal-desktop-light.png"))
+
+
+def test_an_unnumbered_account_summary_does_not_move_the_resume_point(platform, open_page) -> None:
+    """The terminal's socket resumes each channel from the last seq it saw; ``account_summary``
+    messages carry no seq and must leave that point where the last event put it."""
+    page, _ = open_page(platform.url)
+    since = page.evaluate("""async () => {
+        const base = document.querySelector('script[type=module]').src.replace(/main\\.js$/, '');
+        const { Socket } = await import(base + 'socket.js');
+        const socket = new Socket('ws://127.0.0.1:1', {getToken: () => null, onMessage: () => {},
+            onResync: () => {}, onStatus: () => {}, onTokenExpired: () => {}});
+        socket.epoch = 'e';
+        socket.handle({channel: 'account', seq: 41, data: {event: 'balance_changed'}});
+        socket.handle({channel: 'account', data: {event: 'account_summary'}});
+        return socket.subscription(['account']).since;
+    }""")
+    assert since == {"account": 41}

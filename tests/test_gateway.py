@@ -13,7 +13,7 @@ from decimal import Decimal
 import pytest
 
 from actors.engine.messages import Overloaded
-from gateway_helpers import API, PASSWORD, bearer, running_gateway
+from gateway_helpers import API, PASSWORD, bearer, gateway_config, running_gateway
 
 
 # ------------------------------------------------------------------ the journey
@@ -371,3 +371,5 @@ async def test_one_debug_line_per_request_without_secrets(tmp_path, caplog) -> N
     text = "\n".join(lines)
     for secret in (PASSWORD, tokens["access_token"], tokens["refresh_token"]):
         assert secret not in text
+
+

@@ -293,21 +293,24 @@ def test_trader_journey_through_two_gateways_and_the_ws_server(cluster) -> None:
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "VALIDATION_ERROR"
         token = headers["Authorization"].split()[1]
 
-    async def watch() -> tuple[dict, dict]:
+    async def watch() -> tuple[dict, dict, dict]:
         async with open_websocket_url(ws.url) as socket_:
             await socket_.send_message(json.dumps({"op": "auth", "token": token}))
             await socket_.send_message(json.dumps({"op": "subscribe", "channels": ["quotes:BTCUSDT", "account"]}))
-            quote = account_update = None
+            quote = account_update = summary = None
             ordered = False
             with trio.fail_after(15):
-                while quote is None or account_update is None:
+                while quote is None or account_update is None or summary is None:
                     frame = json.loads(await socket_.get_message())
                     for message in frame if isinstance(frame, list) else [frame]:
                         channel = str(message.get("channel", ""))
                         if channel == "quotes:BTCUSDT" and "data" in message:
                             quote = message
                         if channel.startswith("account") and "data" in message:
-                            account_update = message
+                            if message["data"]["event"] == "account_summary":   # a view over the bus
+                                summary = message
+                            else:
+                                account_update = message
                     if quote is not None and not ordered:
                         # make an account event happen through a gateway while we listen
                         ordered = True
@@ -354,11 +357,12 @@ def test_trader_journey_through_two_gateways_and_the_ws_server(cluster) -> None:
             assert cancelled["order"]["status"] == "cancelled" and cancelled["order"]["price"] == "1100.00"
             again = await lane("lane-10", action="cancel", order_id=order_id)
             assert again["ok"] is False and again["error"]["code"] == "ORDER_NOT_PENDING", again
-            return quote, account_update
+            return quote, account_update, summary
 
-    quote, account_update = trio.run(watch)
+    quote, account_update, summary = trio.run(watch)
     assert quote["data"]["symbol"] == "BTCUSDT"
     assert account_update["channel"].startswith("account")
+    assert summary["data"]["currency"] == "USD" and "seq" not in summary
 
 
 def _load(urls: list[str], headers: dict, stop: threading.Event, acked: dict[str, str],

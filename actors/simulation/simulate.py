@@ -18,8 +18,11 @@ journal, snapshots and SQLite store: ``exness-actors replay DIR`` verifies the r
 
 The report (:func:`format_report` prints it; ``--report FILE`` writes it as JSON) holds the
 options, what the traders did and got (HTTP answers by action and status), the journal's inputs
-by type, orders by outcome, closes by reason, crashes and recoveries, faults injected, invariant
-checks run, violations (empty when clean), the final state and the replay verdict.
+by type, orders by outcome, closes by reason (``stop_out`` among them), margin calls and
+stop-outs of the cross accounts, the typed accounts opened, crashes and recoveries, faults
+injected, invariant checks run (cross accounts settled among them: none left at or below its
+stop-out level after an input), violations (empty when clean), the final state (with the
+house's book and the accounts by type) and the replay verdict.
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ from actors.simulation.runtime import deterministic_trio, seeded_random
 from actors.simulation.world import MAX_VIOLATIONS_KEPT, SimulationAborted, World
 from exness_actors.engine import Engine
 from exness_actors.events import (
-    CommandRejected, DuplicateCommand, OrderAccepted, OrderCancelled, OrderRejected, OrderTriggered,
-    PositionClosed, PositionOpened, QuoteRejected, QuoteUpdated,
+    AccountOpened, CommandRejected, DuplicateCommand, MarginCall, OrderAccepted, OrderCancelled, OrderRejected,
+    OrderTriggered, PositionClosed, PositionOpened, QuoteRejected, QuoteUpdated, StopOut,
 )
 from exness_actors.journal import iter_payloads
 from exness_actors.money import format_fixed
@@ -214,6 +217,12 @@ def _final_checks(world: World) -> dict[str, Any]:
                     tallies["positions"]["partially closed"] += 1
             elif kind is CommandRejected:
                 tallies["commands_rejected"][f"{event.command} {event.reason}"] += 1
+            elif kind is MarginCall:
+                tallies["margin"]["margin calls"] += 1
+            elif kind is StopOut:
+                tallies["margin"]["stop-outs"] += 1
+            elif kind is AccountOpened:
+                tallies["accounts_opened"][event.account_type] += 1
 
     replayed = Engine(world.core_config)
     verdict: dict[str, Any] = {}
@@ -276,6 +285,8 @@ def _report(world: World, final: dict[str, Any]) -> dict[str, Any]:
         "duplicates": _sorted(tallies.get("duplicates", {})),
         "positions": _sorted(tallies.get("positions", {})),
         "closes": _sorted(tallies.get("closes", {})),
+        "margin": _sorted(tallies.get("margin", {})),
+        "accounts_opened": _sorted(tallies.get("accounts_opened", {})),
         "commands_rejected": _sorted(tallies.get("commands_rejected", {})),
         "crashes": world.crashes,
         "faults": {
@@ -301,6 +312,10 @@ def _report(world: World, final: dict[str, Any]) -> dict[str, Any]:
             "rolling_hash": engine.rolling_hash.hex(), "accounts": len(engine.accounts),
             "open_positions": len(engine.positions), "pending_orders": len(engine.orders),
             "house_pnl": format_fixed(engine.house, 2),
+            "house_book": {source: format_fixed(cents, 2) for source, cents in sorted(engine.house_book().items())},
+            "accounts_by_type": _sorted(collections.Counter(
+                account.type.name if account.type is not None else "untyped (isolated)"
+                for account in engine.accounts.values())),
             "deposits": format_fixed(engine.total_deposits, 2),
             "withdrawals": format_fixed(engine.total_withdrawals, 2),
         },
@@ -342,6 +357,8 @@ def format_report(report: dict[str, Any], *, timings: bool = True) -> str:
     section("duplicates answered", report["duplicates"])
     section("positions", report["positions"])
     section("closes by reason", report["closes"])
+    section("margin calls and stop-outs (cross accounts)", report["margin"])
+    section("typed accounts opened", report["accounts_opened"])
     section("commands rejected", report["commands_rejected"])
     lines.append("requests by action (status code):")
     for action, answers in report["requests"].items():

@@ -39,6 +39,7 @@ __all__ = [
     "MAX_RESOURCE_ID", "parse_message_id", "parse_order_id", "parse_position_id",
     "order_accepted_json", "order_record_json", "pending_order_json", "position_opened_json",
     "position_closed_json", "closed_position_json", "ledger_entry_json", "candle_json",
+    "margin_level_text", "account_summary_event_json",
 ]
 
 _NS_PER_MS = 1_000_000
@@ -431,6 +432,34 @@ def account_json(summary: Mapping[str, Any]) -> dict:
         "margin_call_level": _level_percent(summary["margin_call_level"]),
         "stop_out_level": _level_percent(summary["stop_out_level"]),
         "in_margin_call": bool(summary["in_margin_call"]),
+    }
+
+
+def margin_level_text(equity: int, used_margin: int) -> Optional[str]:
+    """Equity / used margin as a percentage with 2 decimals, floored (None with no used margin)."""
+    if not used_margin:
+        return None
+    return format_fixed(equity * 10_000 // used_margin, 2)
+
+
+def _percent(level: Optional[int]) -> Optional[str]:
+    return None if level is None else format_fixed(level * 100, 2)
+
+
+def account_summary_event_json(summary: Mapping[str, Any], ts: int) -> dict:
+    """The WebSocket ``account_summary`` of :meth:`~exness_actors.engine.Engine.account_summary`:
+    balance, equity, used and free margin, margin level (null with no used margin) and the
+    account type's levels (percent; null for an isolated account), at engine time ``ts``."""
+    return {
+        "event": "account_summary", "balance": money(summary["balance"]),
+        "equity": money(summary["equity"]), "used_margin": money(summary["locked"]),
+        "free_margin": money(summary["free_margin"]),
+        "margin_level": margin_level_text(summary["equity"], summary["locked"]),
+        "unrealized_pnl": money(summary["unrealized_pnl"]), "currency": "USD",
+        "account_type": summary["account_type"], "margin_mode": summary["margin_mode"],
+        "margin_call_level": _percent(summary["margin_call_level"]),
+        "stop_out_level": _percent(summary["stop_out_level"]),
+        "in_margin_call": bool(summary["in_margin_call"]), "ts": ns_to_ms(ts),
     }
 
 
