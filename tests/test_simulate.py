@@ -72,7 +72,8 @@ def test_seed_tier_runs_clean(tmp_path, seed, options):
     assert report["checks"]["invariant_checks"] > 10 and report["checks"]["ledger_checks"] > 0
     cross = sum(ACCOUNT_MIX[(index - 1) % 3] != "isolated" for index in range(1, options["traders"] + 1))
     assert report["final"]["accounts"] == options["traders"] + cross        # sign-ups + typed accounts
-    assert sum(report["accounts_opened"].values()) == cross
+    assert report["accounts_opened"].get("isolated") == options["traders"]          # every sign-up
+    assert sum(report["accounts_opened"].values()) == options["traders"] + cross
     if options.get("crash_every"):
         crashes = report["crashes"]
         assert len(crashes) == int(options["seconds"] // options["crash_every"])
@@ -167,8 +168,8 @@ def test_cross_traders_are_margin_called_and_stopped_out_and_stay_settled(tmp_pa
     assert_clean(report)        # the checker held every cross account settled after every batch
     assert report["closes"]["stop_out"] > 0 and report["margin"]["stop-outs"] > 0
     assert report["margin"]["margin calls"] > 0
-    assert report["accounts_opened"] == {"raw_spread": 2, "standard": 2}
-    assert report["final"]["accounts_by_type"] == {"raw_spread": 2, "standard": 2, "untyped (isolated)": 6}
+    assert report["accounts_opened"] == {"isolated": 6, "raw_spread": 2, "standard": 2}
+    assert report["final"]["accounts_by_type"] == {"isolated": 6, "raw_spread": 2, "standard": 2}
     assert Decimal(report["final"]["house_book"]["commission"]) > 0         # raw_spread pays commission
     assert report["requests"]["all_in"] and report["requests"]["add_margin"]
     # adding margin to a cross position is refused with a 4xx (a 2xx would have been a violation)

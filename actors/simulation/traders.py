@@ -11,9 +11,9 @@ invalid requests; and repeats of earlier ``client_order_id``\\ s.
 
 **Account types** (issue 16): traders take turns being ``isolated`` (the account sign-up opens,
 untyped), ``standard`` and ``raw_spread`` (cross margin; raw_spread pays commission and swaps).
-A cross trader opens its typed account after its first sign-in and trades on it — through
-:class:`AccountDesk`, which stands in for ``POST /api/v1/accounts`` and ``POST /api/v1/auth/switch``
-until the gateway serves them. Cross traders also go **all in** now and then (a market order
+A cross trader opens its typed account after its first sign-in (``POST /api/v1/accounts``,
+or finds it in ``GET /api/v1/accounts`` after a crash cut the answer off), switches to it
+(``POST /api/v1/auth/switch``) and trades there; later sign-ins name it (``account_id``). Cross traders also go **all in** now and then (a market order
 whose margin is most of their free margin, at the instrument's top leverage), so that price moves
 bring margin calls and stop-outs; adding margin to a cross position is a deliberate mistake
 (a 4xx is expected).
@@ -54,7 +54,7 @@ from exness_actors.engine import TRANSIENT_REASONS
 from exness_actors.events import AccountOpened, CommandRejected
 from exness_actors.reasons import RejectReason
 
-__all__ = ["Trader", "ACTIONS", "CROSS_ACTIONS", "ACCOUNT_MIX", "AccountDesk", "test_client"]
+__all__ = ["Trader", "ACTIONS", "CROSS_ACTIONS", "ACCOUNT_MIX", "test_client"]
 
 API = "/api/v1"
 _MISSING = object()
@@ -86,8 +86,6 @@ _CROSS_WEIGHTS = tuple(weight for _, weight in CROSS_ACTIONS)
 #: trader ``i`` trades on an account of type ``ACCOUNT_MIX[(i - 1) % 3]`` ("isolated": the
 #: untyped account sign-up opens)
 ACCOUNT_MIX = ("isolated", "standard", "raw_spread")
-#: a cross trader's account id: above any id the store hands out to sign-ups
-TYPED_ACCOUNT_BASE = 1_000_000_000
 
 _LEVERAGES = (1, 2, 5, 10, 20, 50, 100)
 _MARGINS = (5, 10, 20, 50, 100, 250)
@@ -135,35 +133,6 @@ def test_client(app: Any) -> Any:
     return _CancelSafeClient(app)
 
 
-class AccountDesk:
-    """What ``POST /api/v1/accounts`` and ``POST /api/v1/auth/switch`` will do for a simulated
-    trader (issue 16, not served by the gateway yet): open a typed trading account through the
-    gateway's own engine client (journaled and acknowledged like any command), and issue access
-    tokens for it with the gateway's own token issuer."""
-
-    def __init__(self, app: Any) -> None:
-        self.gateway = app.extensions["exness_gateway"]
-
-    async def open(self, account_id: int, account_type: str) -> bool:
-        """Open the account (True), or find it open already (True); False when the engine is
-        busy or stopped (try again later)."""
-        command = OpenAccount(account_id=AccountId(account_id), account_type=account_type,
-                              initial_deposit=self.gateway.cfg.demo_deposit_cents)
-        try:
-            reply = await self.gateway.handle.request(command)
-        except (Overloaded, EngineStopped):
-            return False
-        for event in reply.events:
-            if type(event) is AccountOpened:
-                return True
-            if type(event) is CommandRejected:
-                return event.reason == RejectReason.ACCOUNT_EXISTS.value
-        return False
-
-    def access_token(self, user_id: int, account_id: int) -> str:
-        return self.gateway.tokens.issue_access(user_id, account_id)
-
-
 class Trader:
     """One simulated client (see the module docstring). ``world`` records answers and
     violations and knows what the engine acknowledged (``world.acks``)."""
@@ -181,7 +150,6 @@ class Trader:
         self.account_type = ACCOUNT_MIX[(index - 1) % len(ACCOUNT_MIX)]
         #: a cross trader's typed account, once open (it trades there, not on the sign-up's)
         self.typed_account_id: Optional[int] = None
-        self.desk: Optional[AccountDesk] = None
         self.auth: Optional[dict[str, str]] = None
         self.refresh_token: Optional[str] = None
         self.spent_refresh_tokens: list[str] = []
@@ -202,7 +170,6 @@ class Trader:
     async def run(self, client: Any, end_at: float) -> None:
         """Act until ``end_at`` (simulated seconds) or until the world crashes the system."""
         self.client = client
-        self.desk = AccountDesk(client.app)
         while self.auth is None:
             if not await self._sign_in():
                 await trio.sleep(0.5)
@@ -226,8 +193,10 @@ class Trader:
                                           json={"email": self.email, "password": self.password}, auth=False)
         if status not in (201, 409):
             return False
-        status, body = await self.request("signin", "POST", f"{API}/auth/signin",
-                                          json={"email": self.email, "password": self.password}, auth=False)
+        credentials: dict[str, Any] = {"email": self.email, "password": self.password}
+        if self.typed_account_id is not None:
+            credentials["account_id"] = self.typed_account_id
+        status, body = await self.request("signin", "POST", f"{API}/auth/signin", json=credentials, auth=False)
         if status != 200:
             return False
         self._take_tokens(body)
@@ -244,23 +213,29 @@ class Trader:
         self.refresh_token = body["refresh_token"]
         self.account_id = int(body["account_id"])
         self.user_id = int(body["user_id"])
-        if self.typed_account_id is not None:      # switch to the typed account again
-            self._switch_to(self.typed_account_id)
 
     async def _open_typed_account(self) -> bool:
-        """A cross trader's account of its type, opened once (again after a crash: it exists)."""
-        assert self.desk is not None
-        account_id = TYPED_ACCOUNT_BASE + self.index
-        if not await self.desk.open(account_id, self.account_type):
+        """A cross trader's account of its type, opened once: after a crash cut the answer off,
+        the account may exist, so the listing is read first. Then the tokens are switched to it."""
+        status, listing = await self.request("read", "GET", f"{API}/accounts")
+        if status != 200:
+            return False
+        mine = [int(item["account_id"]) for item in listing["accounts"] if item["account_type"] == self.account_type]
+        if mine:
+            account_id = mine[0]
+        else:
+            status, opened = await self.request("open_account", "POST", f"{API}/accounts",
+                                                json={"type": self.account_type, "demo": True})
+            if status != 201:
+                return False
+            account_id = int(opened["account_id"])
+        status, body = await self.request("switch_account", "POST", f"{API}/auth/switch",
+                                          json={"account_id": account_id})
+        if status != 200:
             return False
         self.typed_account_id = account_id
-        self._switch_to(account_id)
+        self._take_tokens(body)
         return True
-
-    def _switch_to(self, account_id: int) -> None:
-        assert self.desk is not None and self.user_id is not None
-        self.auth = {"Authorization": f"Bearer {self.desk.access_token(self.user_id, account_id)}"}
-        self.account_id = account_id
 
     # ------------------------------------------------------------------ HTTP
 
