@@ -34,7 +34,7 @@ from werkzeug.exceptions import HTTPException
 from actors.engine.interface import EngineClient
 from actors.wire import codec as edge
 from actors.auth_tokens import AuthError, TokenIssuer
-from actors.gateway import _alerts, _auth, _market, _ops, _trading, _web
+from actors.gateway import _accounts, _alerts, _auth, _market, _ops, _trading, _web
 from actors.gateway._common import (
     GATEWAY_EXTENSION, MISSING_TOKEN, Gateway, NoContent, PlainText, json_response, rate_limited)
 from actors.gateway._links import add_links
@@ -76,9 +76,10 @@ _REF_TEMPLATE = "#/components/schemas/{name}"
 _RESPONSE_DESCRIPTIONS = {
     400: "Invalid input: VALIDATION_ERROR (details.field names the field), MALFORMED_JSON, UNKNOWN_SYMBOL",
     401: "Missing, invalid or expired credentials or token",
-    404: "No such resource on this account (UNKNOWN_ORDER, UNKNOWN_POSITION, UNKNOWN_SYMBOL, …); "
+    404: "No such resource on this account (UNKNOWN_ORDER, UNKNOWN_POSITION, UNKNOWN_SYMBOL, UNKNOWN_ACCOUNT, …); "
          "details.resource and details.id name it",
-    409: "Conflict (EMAIL_TAKEN, ORDER_NOT_PENDING)",
+    403: "Not allowed for this account (REAL_ACCOUNT_DEPOSIT_FORBIDDEN: a real account is funded by the broker)",
+    409: "Conflict (EMAIL_TAKEN, ORDER_NOT_PENDING, ACCOUNT_LIMIT_REACHED)",
     413: "Body larger than [http] max_body_bytes",
     415: "Body not sent as application/json",
     422: "Business rejection: the code is the core's reject reason",
@@ -238,6 +239,7 @@ def create_app(*, handle: Optional[EngineClient], store: Any, candles: Any, cfg:
     _auth.register(app, gateway)
     app.extensions[GATEWAY_EXTENSION] = gateway
     _trading.register(app)
+    _accounts.register(app, gateway)
     _alerts.register(app)
     _market.register(app, gateway)
     _ops.register(app, gateway)

@@ -55,6 +55,7 @@ from actors._shipped import shipped_path
 from actors.aio_bridge import AsyncioBridge, open_bridge
 from actors.engine.messages import EventBatch
 from actors.store.base import (
+    ACCOUNT_COLUMNS,
     HISTORY_CUT_QUERIES,
     HISTORY_CUT_TABLES,
     CLOSED_COLUMNS,
@@ -62,6 +63,7 @@ from actors.store.base import (
     LEDGER_COLUMNS,
     ORDER_COLUMNS,
     POSITION_COLUMNS,
+    AccountRecord,
     ClosedPosition,
     DuplicateEmail,
     HistoryCut,
@@ -70,6 +72,7 @@ from actors.store.base import (
     Page,
     RefreshRotation,
     StoreClosed,
+    TooManyAccounts,
     UserRecord,
     candle_bound,
     check_limit,
@@ -294,8 +297,10 @@ _LEDGER_SELECT = f"SELECT {', '.join(LEDGER_COLUMNS)} FROM ledger"
 _CLOSED_NAMES = CLOSED_COLUMNS[:-1] + ("leverage", "opened_at", "closed_at")
 _CLOSED_SELECT = f"SELECT {', '.join(_CLOSED_NAMES)} FROM closed_positions"
 _ORDER_SELECT = f"SELECT {', '.join(ORDER_COLUMNS)} FROM orders"
-_USER_SELECT = ("SELECT user_id, email, password_hash, account_id, account_ready, created_at "
-                "FROM users")
+# the first account's readiness is the account's (migration 0016)
+_USER_SELECT = ("SELECT u.user_id, u.email, u.password_hash, u.account_id, coalesce(a.ready, false), "
+                "u.created_at FROM users AS u LEFT JOIN accounts AS a ON a.account_id = u.account_id")
+_ACCOUNT_SELECT = f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM accounts"
 
 
 def ledger_query(account_id: int, cursor: Optional[str], limit: int) -> tuple[str, list[Any]]:
@@ -421,8 +426,8 @@ _UPSERT_CANDLES = (
 _COLUMN_TYPES = {
     **dict.fromkeys(("symbol", "side", "type", "status", "client_order_id", "cancel_reason",
                      "reason", "kind", "ref"), "text"),
-    **dict.fromkeys(("margin", "pnl", "credit", "free_delta", "locked_delta", "free", "locked"),
-                    "numeric"),
+    **dict.fromkeys(("margin", "pnl", "credit", "commission", "swap", "free_delta", "locked_delta",
+                     "free", "locked"), "numeric"),
     **dict.fromkeys(("leverage", "idx"), "integer"),
 }   # every other column is bigint (migration 0001)
 
@@ -578,24 +583,42 @@ async def _db_cut_history(pool: asyncpg.Pool, args: dict[str, int]) -> HistoryCu
                       removed=removed)
 
 
+_INSERT_ACCOUNT = ("INSERT INTO accounts (user_id, account_type, demo, ready, created_at) "
+                   "VALUES ($1, $2, $3, false, $4) RETURNING account_id")
+
+
 async def _db_create_user(pool: asyncpg.Pool, email: str, password_hash: str,
-                          created_at: int) -> Optional[int]:
-    """The new user's id, or None when the e-mail is taken. The NOT EXISTS guard keeps a
-    duplicate sign-up from drawing an id from the sequence (ids stay dense, as in SQLite); the
-    unique index still decides a race between two sign-ups with one address."""
+                          created_at: int, account_type: str, demo: bool) -> Optional[tuple[int, int]]:
+    """The new user's id and first account's id, or None when the e-mail is taken. The NOT
+    EXISTS guard keeps a duplicate sign-up from drawing an id from the sequence (ids stay dense,
+    as in SQLite); the unique index still decides a race between two sign-ups with one address."""
     try:
         async with pool.acquire() as connection, connection.transaction():
             user_id = await connection.fetchval(
-                "INSERT INTO users (email, password_hash, account_id, account_ready, created_at) "
-                "SELECT $1::text, $2::text, 0, false, $3::bigint "
+                "INSERT INTO users (email, password_hash, account_id, created_at) "
+                "SELECT $1::text, $2::text, 0, $3::bigint "
                 "WHERE NOT EXISTS (SELECT 1 FROM users WHERE email = $1::text) RETURNING user_id",
                 email, password_hash, created_at)
-            if user_id is not None:
-                await connection.execute("UPDATE users SET account_id = user_id WHERE user_id = $1",
-                                         user_id)
-            return user_id
+            if user_id is None:
+                return None
+            account_id = await connection.fetchval(_INSERT_ACCOUNT, user_id, account_type, demo, created_at)
+            await connection.execute("UPDATE users SET account_id = $1 WHERE user_id = $2",
+                                     account_id, user_id)
+            return user_id, account_id
     except asyncpg.UniqueViolationError:
         return None
+
+
+async def _db_open_account(pool: asyncpg.Pool, user_id: int, account_type: str, demo: bool,
+                           created_at: int, limit: int) -> Optional[int]:
+    """The new account's id, or None when the user already holds ``limit`` accounts. The user's
+    row is locked first, so two concurrent opens for one user count one after the other."""
+    async with pool.acquire() as connection, connection.transaction():
+        await connection.execute("SELECT 1 FROM users WHERE user_id = $1 FOR UPDATE", user_id)
+        held = await connection.fetchval("SELECT count(*) FROM accounts WHERE user_id = $1", user_id)
+        if held >= limit:
+            return None
+        return await connection.fetchval(_INSERT_ACCOUNT, user_id, account_type, demo, created_at)
 
 
 async def _db_execute(pool: asyncpg.Pool, sql: str, args: Sequence[Any]) -> str:
@@ -613,7 +636,8 @@ async def _db_rotate(pool: asyncpg.Pool, token_hash: bytes, new_hash: bytes, now
         await connection.execute(_LOCK_TOKEN_FAMILY, family_id)
         # Read again under the lock: the state the previous holder committed.
         row = await connection.fetchrow(
-            "SELECT t.user_id, t.family_id, t.expires_at, t.spent_at, t.revoked_at, u.account_id "
+            "SELECT t.user_id, t.family_id, t.expires_at, t.spent_at, t.revoked_at, "
+            "coalesce(t.account_id, u.account_id) "
             "FROM refresh_tokens AS t JOIN users AS u ON u.user_id = t.user_id "
             "WHERE t.token_hash = $1 FOR UPDATE OF t", token_hash)
         if row is None:                     # purged meanwhile
@@ -632,8 +656,8 @@ async def _db_rotate(pool: asyncpg.Pool, token_hash: bytes, new_hash: bytes, now
                                  now, token_hash)
         await connection.execute(
             "INSERT INTO refresh_tokens (token_hash, user_id, family_id, parent_hash, issued_at, "
-            "expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
-            new_hash, user_id, family_id, token_hash, now, expires_at)
+            "expires_at, account_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            new_hash, user_id, family_id, token_hash, now, expires_at, account_id)
         return RefreshRotation(outcome="rotated", **known)
 
 
@@ -791,36 +815,56 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ users and refresh tokens
 
-    async def create_user(self, email: str, password_hash: str, *,
-                          created_at: int) -> UserRecord:
-        user_id = await self._call(_db_create_user, email, password_hash, created_at)
-        if user_id is None:
+    async def create_user(self, email: str, password_hash: str, *, created_at: int,
+                          account_type: str = "standard", demo: bool = True) -> UserRecord:
+        created = await self._call(_db_create_user, email, password_hash, created_at, account_type, demo)
+        if created is None:
             raise DuplicateEmail(f"a user with e-mail {email!r} exists")
+        user_id, account_id = created
         return UserRecord(user_id=user_id, email=email, password_hash=password_hash,
-                          account_id=user_id, account_ready=False, created_at=created_at)
+                          account_id=account_id, account_ready=False, created_at=created_at)
 
     async def user_by_email(self, email: str) -> Optional[UserRecord]:
-        rows = await self._call(_db_fetch, f"{_USER_SELECT} WHERE email = $1", (email,))
+        rows = await self._call(_db_fetch, f"{_USER_SELECT} WHERE u.email = $1", (email,))
         return _user(rows[0]) if rows else None
 
     async def user_by_id(self, user_id: int) -> Optional[UserRecord]:
-        rows = await self._call(_db_fetch, f"{_USER_SELECT} WHERE user_id = $1", (user_id,))
+        rows = await self._call(_db_fetch, f"{_USER_SELECT} WHERE u.user_id = $1", (user_id,))
         return _user(rows[0]) if rows else None
 
-    async def mark_account_ready(self, user_id: int) -> None:
-        await self._call(_db_execute, "UPDATE users SET account_ready = true WHERE user_id = $1",
-                         (user_id,))
+    async def open_account(self, user_id: int, *, account_type: str, demo: bool, created_at: int,
+                           limit: int) -> AccountRecord:
+        account_id = await self._call(_db_open_account, user_id, account_type, demo, created_at, limit)
+        if account_id is None:
+            raise TooManyAccounts(f"user {user_id} already holds {limit} accounts (at most {limit})")
+        return AccountRecord(account_id=account_id, user_id=user_id, account_type=account_type, demo=demo,
+                             ready=False, created_at=created_at)
+
+    async def accounts_of(self, user_id: int) -> list[AccountRecord]:
+        rows = await self._call(_db_fetch, f"{_ACCOUNT_SELECT} WHERE user_id = $1 ORDER BY account_id",
+                                (user_id,))
+        return [AccountRecord(**dict(zip(ACCOUNT_COLUMNS, row))) for row in rows]
+
+    async def account(self, account_id: int) -> Optional[AccountRecord]:
+        rows = await self._call(_db_fetch, f"{_ACCOUNT_SELECT} WHERE account_id = $1", (account_id,))
+        return AccountRecord(**dict(zip(ACCOUNT_COLUMNS, rows[0]))) if rows else None
+
+    async def mark_account_ready(self, account_id: int) -> None:
+        await self._call(_db_execute, "UPDATE accounts SET ready = true WHERE account_id = $1",
+                         (account_id,))
 
     async def forget_accounts_ready(self, account_ids: list[int]) -> None:
-        await self._call(_db_execute, "UPDATE users SET account_ready = false WHERE account_id = ANY($1::bigint[])",
+        await self._call(_db_execute, "UPDATE accounts SET ready = false WHERE account_id = ANY($1::bigint[])",
                          (list(account_ids),))
 
     async def add_refresh_token(self, token_hash: bytes, *, user_id: int,
-                                family_id: str, issued_at: int, expires_at: int) -> None:
+                                family_id: str, issued_at: int, expires_at: int,
+                                account_id: Optional[int] = None) -> None:
         await self._call(_db_execute,
                          "INSERT INTO refresh_tokens (token_hash, user_id, family_id, parent_hash, "
-                         "issued_at, expires_at) VALUES ($1, $2, $3, NULL, $4, $5)",
-                         (token_hash, user_id, family_id, issued_at, expires_at))
+                         "issued_at, expires_at, account_id) SELECT $1::bytea, $2::bigint, $3::text, NULL, $4::bigint, $5::bigint, "
+                         "coalesce($6::bigint, account_id) FROM users WHERE user_id = $2",
+                         (token_hash, user_id, family_id, issued_at, expires_at, account_id))
 
     async def rotate_refresh_token(self, token_hash: bytes, *, new_hash: bytes,
                                    now: int, expires_at: int) -> RefreshRotation:

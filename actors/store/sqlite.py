@@ -33,6 +33,7 @@ import trio
 from actors._shipped import shipped_path
 from actors.engine.messages import EventBatch
 from actors.store.base import (
+    ACCOUNT_COLUMNS,
     HISTORY_CUT_QUERIES,
     HISTORY_CUT_TABLES,
     CLOSED_COLUMNS,
@@ -40,6 +41,7 @@ from actors.store.base import (
     LEDGER_COLUMNS,
     ORDER_COLUMNS,
     POSITION_COLUMNS,
+    AccountRecord,
     ClosedPosition,
     DuplicateEmail,
     HistoryCut,
@@ -48,6 +50,7 @@ from actors.store.base import (
     Page,
     RefreshRotation,
     StoreClosed,
+    TooManyAccounts,
     UserRecord,
     candle_bound,
     check_limit,
@@ -102,11 +105,14 @@ _INSERT_LEDGER = (f"INSERT INTO ledger ({', '.join(LEDGER_COLUMNS)}) "
                   f"VALUES ({_placeholders(len(LEDGER_COLUMNS))}) ON CONFLICT DO NOTHING")
 
 _LEDGER_SELECT = f"SELECT {', '.join(LEDGER_COLUMNS)} FROM ledger"
-_CLOSED_FIELDS = ", ".join(CLOSED_COLUMNS[:-1] + ("leverage", "opened_at", "closed_at"))
+_CLOSED_NAMES = CLOSED_COLUMNS[:-1] + ("leverage", "opened_at", "closed_at")
+_CLOSED_FIELDS = ", ".join(_CLOSED_NAMES)
 _CLOSED_SELECT = f"SELECT {_CLOSED_FIELDS} FROM closed_positions"
 _ORDER_SELECT = f"SELECT {', '.join(ORDER_COLUMNS)} FROM orders"
-_USER_SELECT = ("SELECT user_id, email, password_hash, account_id, account_ready, created_at "
-                "FROM users")
+# the first account's readiness is the account's (migration 0016)
+_USER_SELECT = ("SELECT u.user_id, u.email, u.password_hash, u.account_id, coalesce(a.ready, 0), "
+                "u.created_at FROM users AS u LEFT JOIN accounts AS a ON a.account_id = u.account_id")
+_ACCOUNT_SELECT = f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM accounts"
 
 
 class SqliteStore:
@@ -342,33 +348,51 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ users and refresh tokens
 
-    async def create_user(self, email: str, password_hash: str, *,
-                          created_at: int) -> UserRecord:
+    async def create_user(self, email: str, password_hash: str, *, created_at: int,
+                          account_type: str = "standard", demo: bool = True) -> UserRecord:
         return await self._call(self._transaction, functools.partial(
-            _create_user, email=email, password_hash=password_hash, created_at=created_at))
+            _create_user, email=email, password_hash=password_hash, created_at=created_at,
+            account_type=account_type, demo=demo))
 
     async def user_by_email(self, email: str) -> Optional[UserRecord]:
-        rows = await self._call(self._query, f"{_USER_SELECT} WHERE email = ?", [email])
+        rows = await self._call(self._query, f"{_USER_SELECT} WHERE u.email = ?", [email])
         return _user(rows[0]) if rows else None
 
     async def user_by_id(self, user_id: int) -> Optional[UserRecord]:
-        rows = await self._call(self._query, f"{_USER_SELECT} WHERE user_id = ?", [user_id])
+        rows = await self._call(self._query, f"{_USER_SELECT} WHERE u.user_id = ?", [user_id])
         return _user(rows[0]) if rows else None
 
-    async def mark_account_ready(self, user_id: int) -> None:
+    async def open_account(self, user_id: int, *, account_type: str, demo: bool, created_at: int,
+                           limit: int) -> AccountRecord:
+        return await self._call(self._transaction, functools.partial(
+            _open_account, user_id=user_id, account_type=account_type, demo=demo,
+            created_at=created_at, limit=limit))
+
+    async def accounts_of(self, user_id: int) -> list[AccountRecord]:
+        rows = await self._call(self._query, f"{_ACCOUNT_SELECT} WHERE user_id = ? ORDER BY account_id",
+                                [user_id])
+        return [_account(row) for row in rows]
+
+    async def account(self, account_id: int) -> Optional[AccountRecord]:
+        rows = await self._call(self._query, f"{_ACCOUNT_SELECT} WHERE account_id = ?", [account_id])
+        return _account(rows[0]) if rows else None
+
+    async def mark_account_ready(self, account_id: int) -> None:
         await self._call(self._transaction, lambda connection: connection.execute(
-            "UPDATE users SET account_ready = 1 WHERE user_id = ?", (user_id,)))
+            "UPDATE accounts SET ready = 1 WHERE account_id = ?", (account_id,)))
 
     async def forget_accounts_ready(self, account_ids: list[int]) -> None:
         await self._call(self._transaction, lambda connection: connection.executemany(
-            "UPDATE users SET account_ready = 0 WHERE account_id = ?", [(account,) for account in account_ids]))
+            "UPDATE accounts SET ready = 0 WHERE account_id = ?", [(account,) for account in account_ids]))
 
     async def add_refresh_token(self, token_hash: bytes, *, user_id: int,
-                                family_id: str, issued_at: int, expires_at: int) -> None:
+                                family_id: str, issued_at: int, expires_at: int,
+                                account_id: Optional[int] = None) -> None:
         await self._call(self._transaction, lambda connection: connection.execute(
             "INSERT INTO refresh_tokens (token_hash, user_id, family_id, parent_hash, issued_at, "
-            "expires_at) VALUES (?, ?, ?, NULL, ?, ?)",
-            (token_hash, user_id, family_id, issued_at, expires_at)))
+            "expires_at, account_id) SELECT ?, ?, ?, NULL, ?, ?, coalesce(?, account_id) "
+            "FROM users WHERE user_id = ?",
+            (token_hash, user_id, family_id, issued_at, expires_at, account_id, user_id)))
 
     async def rotate_refresh_token(self, token_hash: bytes, *, new_hash: bytes,
                                    now: int, expires_at: int) -> RefreshRotation:
@@ -385,8 +409,7 @@ class SqliteStore:
 
 
 def _closed_position(row: tuple) -> ClosedPosition:
-    names = CLOSED_COLUMNS[:-1] + ("leverage", "opened_at", "closed_at")
-    return ClosedPosition(**dict(zip(names, row)))
+    return ClosedPosition(**dict(zip(_CLOSED_NAMES, row)))
 
 
 def _user(row: tuple) -> UserRecord:
@@ -394,27 +417,53 @@ def _user(row: tuple) -> UserRecord:
                       account_ready=bool(row[4]), created_at=row[5])
 
 
+def _account(row: tuple) -> AccountRecord:
+    record = AccountRecord(**dict(zip(ACCOUNT_COLUMNS, row)))
+    record.demo, record.ready = bool(record.demo), bool(record.ready)
+    return record
+
+
+def _insert_account(connection: sqlite3.Connection, user_id: int, account_type: str, demo: bool,
+                    created_at: int) -> AccountRecord:
+    # AUTOINCREMENT never reuses an id, so an account id is never handed out twice.
+    cursor = connection.execute(
+        "INSERT INTO accounts (user_id, account_type, demo, ready, created_at) VALUES (?, ?, ?, 0, ?)",
+        (user_id, account_type, int(demo), created_at))
+    account_id = cursor.lastrowid
+    assert account_id is not None   # an INSERT sets it
+    return AccountRecord(account_id=account_id, user_id=user_id, account_type=account_type, demo=demo,
+                         ready=False, created_at=created_at)
+
+
 def _create_user(connection: sqlite3.Connection, email: str, password_hash: str,
-                 created_at: int) -> UserRecord:
+                 created_at: int, account_type: str, demo: bool) -> UserRecord:
     try:
-        # The account id is the user id; AUTOINCREMENT never reuses an id, so an account id is
-        # never handed to a second user even after a row is deleted.
         cursor = connection.execute(
-            "INSERT INTO users (email, password_hash, account_id, account_ready, created_at) "
-            "VALUES (?, ?, 0, 0, ?)", (email, password_hash, created_at))
+            "INSERT INTO users (email, password_hash, account_id, created_at) VALUES (?, ?, 0, ?)",
+            (email, password_hash, created_at))
     except sqlite3.IntegrityError:
         raise DuplicateEmail(f"a user with e-mail {email!r} exists") from None
     user_id = cursor.lastrowid
     assert user_id is not None   # an INSERT sets it
-    connection.execute("UPDATE users SET account_id = ? WHERE user_id = ?", (user_id, user_id))
+    account = _insert_account(connection, user_id, account_type, demo, created_at)
+    connection.execute("UPDATE users SET account_id = ? WHERE user_id = ?", (account.account_id, user_id))
     return UserRecord(user_id=user_id, email=email, password_hash=password_hash,
-                      account_id=user_id, account_ready=False, created_at=created_at)
+                      account_id=account.account_id, account_ready=False, created_at=created_at)
+
+
+def _open_account(connection: sqlite3.Connection, user_id: int, account_type: str, demo: bool,
+                  created_at: int, limit: int) -> AccountRecord:
+    held = connection.execute("SELECT count(*) FROM accounts WHERE user_id = ?", (user_id,)).fetchone()[0]
+    if held >= limit:
+        raise TooManyAccounts(f"user {user_id} already holds {held} accounts (at most {limit})")
+    return _insert_account(connection, user_id, account_type, demo, created_at)
 
 
 def _rotate(connection: sqlite3.Connection, token_hash: bytes, new_hash: bytes, now: int,
             expires_at: int) -> RefreshRotation:
     row = connection.execute(
-        "SELECT t.user_id, t.family_id, t.expires_at, t.spent_at, t.revoked_at, u.account_id "
+        "SELECT t.user_id, t.family_id, t.expires_at, t.spent_at, t.revoked_at, "
+        "coalesce(t.account_id, u.account_id) "
         "FROM refresh_tokens AS t JOIN users AS u ON u.user_id = t.user_id "
         "WHERE t.token_hash = ?", (token_hash,)).fetchone()
     if row is None:
@@ -433,8 +482,8 @@ def _rotate(connection: sqlite3.Connection, token_hash: bytes, new_hash: bytes, 
                        (now, token_hash))
     connection.execute(
         "INSERT INTO refresh_tokens (token_hash, user_id, family_id, parent_hash, issued_at, "
-        "expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-        (new_hash, user_id, family_id, token_hash, now, expires_at))
+        "expires_at, account_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (new_hash, user_id, family_id, token_hash, now, expires_at, account_id))
     return RefreshRotation(outcome="rotated", **known)
 
 
