@@ -126,17 +126,18 @@ class ReasonRequest(msgspec.Struct, **_struct):
 
 class InstrumentPatch(msgspec.Struct, **_struct):
     """Give the reason and only what changes; the change is journaled and takes effect at its
-    sequence number (no config edit, no new data dir). Fees: null goes back to the account
-    types' rates."""
+    sequence number (no config edit, no new data dir). The fees are cross accounts' overrides
+    in basis points of the notional (2 decimals; swaps per day, signed); null goes back to the
+    account types' rates."""
     reason: Reason
-    spread_bps: Union[Annotated[int, Meta(ge=0, le=10_000)], UnsetType] = UNSET
+    spread_bps: Union[Annotated[int, Meta(ge=0, le=9_999)], UnsetType] = UNSET
     max_leverage: Union[Annotated[int, Meta(ge=1, le=1000)], UnsetType] = UNSET
-    min_qty: Union[Annotated[str, Meta(description="qty_decimals")], UnsetType] = UNSET
-    maintenance_ratio: Union[Annotated[str, Meta(description="a fraction with 4 decimals, e.g. 0.0050")],
+    min_qty: Union[Annotated[str, Meta(description="at the instrument's qty_decimals")], UnsetType] = UNSET
+    maintenance_ratio: Union[Annotated[str, Meta(description="a ratio below 1 with up to 4 decimals, e.g. 0.0050")],
                              UnsetType] = UNSET
-    commission_ppm: Union[Optional[int], UnsetType] = UNSET
-    swap_long_ppm: Union[Optional[int], UnsetType] = UNSET
-    swap_short_ppm: Union[Optional[int], UnsetType] = UNSET
+    commission_bps: Union[Optional[str], UnsetType] = UNSET
+    swap_long_bps: Union[Optional[str], UnsetType] = UNSET
+    swap_short_bps: Union[Optional[str], UnsetType] = UNSET
 
 
 # ------------------------------------------------------------------------------------- accounts

@@ -48,6 +48,7 @@ from actors.engine.messages import EventBatch
 from exness_actors.candles import Candle, bucket_start, interval_ns
 from exness_actors.events import (
     BalanceChanged,
+    OperatorAction,
     OrderAccepted,
     OrderCancelled,
     OrderModified,
@@ -292,7 +293,8 @@ _STATUS_FILLED = OrderStatus.FILLED.value
 
 def rows_from_items(items: Iterable[tuple[int, int, list]]) -> BatchRows:
     """Translate ``(seq, ts, events)`` items into rows. Events that are not history (quotes,
-    rejections, duplicates, halts, position updates) produce none."""
+    rejections, duplicates, halts, position updates) produce none; an ``OperatorAction`` is an
+    audit row."""
     rows = BatchRows()
     orders_accepted = rows.orders_accepted
     ledger = rows.ledger
@@ -332,6 +334,9 @@ def rows_from_items(items: Iterable[tuple[int, int, list]]) -> BatchRows:
                 rows.orders_modified.append((event.price, event.qty, event.take_profit,
                                              event.stop_loss, event.expires_at, ts, seq,
                                              event.order_id))
+            elif kind is OperatorAction:
+                rows.audit.append((seq, index, event.operator_id, event.action, event.account_id,
+                                   event.target, event.reason, event.detail, event.ts))
     return rows
 
 
