@@ -34,7 +34,7 @@ from werkzeug.exceptions import HTTPException
 from actors.engine.interface import EngineClient
 from actors.wire import codec as edge
 from actors.auth_tokens import AuthError, TokenIssuer, WrongTokenKind
-from actors.gateway import _admin, _auth, _market, _ops, _trading, _web
+from actors.gateway import _admin, _alerts, _auth, _market, _ops, _trading, _web
 from actors.gateway._admin_schemas import ADMIN_REQUEST_EXAMPLES, ADMIN_SCHEMA_RULES
 from actors.gateway._common import (
     GATEWAY_EXTENSION, MISSING_TOKEN, Gateway, NoContent, PlainText, json_response, rate_limited)
@@ -236,7 +236,8 @@ def create_app(*, handle: Optional[EngineClient], store: Any, candles: Any, cfg:
                 info={"title": API_TITLE, "version": API_VERSION, "description": API_DESCRIPTION},
                 security_schemes={"bearer": {"type": "http", "scheme": "bearer", "bearer_format": "JWT"}},
                 tags=[{"name": name} for name in
-                      ("auth", "account", "market", "orders", "positions", "history", "operations", "admin")])
+                      ("auth", "account", "market", "orders", "positions", "alerts", "history", "operations",
+                       "admin")])
     app.extensions["exness_gateway"] = gateway
 
     _install_hooks(app, gateway)
@@ -244,6 +245,7 @@ def create_app(*, handle: Optional[EngineClient], store: Any, candles: Any, cfg:
     _auth.register(app, gateway)
     app.extensions[GATEWAY_EXTENSION] = gateway
     _trading.register(app)
+    _alerts.register(app)
     _admin.register(app)
     _market.register(app, gateway)
     _ops.register(app, gateway)
