@@ -8,13 +8,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Awaitable, Callable, Optional
 
+import msgpack
 import pytest
-import trio
 from argon2 import PasswordHasher, Type
 
 from actors.engine.recovery import journal_dir
 from actors.gateway import _admin, _trading
 from exness_actors.engine import Engine
+from exness_actors.instruments import CoreConfig
 from exness_actors.journal import scan_journal
 from exness_actors.replay import replay
 from gateway_helpers import API, Harness, bearer, running_gateway
@@ -288,7 +289,11 @@ async def test_halt_and_resume_through_the_api_and_the_replay_reaches_the_same_h
 
 
 def _assert_replays_to(tmp_path, h: Harness, seq: int, live: bytes) -> None:
-    result = replay(Engine(h.system.handle.core_config), scan_journal(journal_dir(h.cfg.data_dir)).payloads, until_seq=seq)
+    """The data dir's journal, replayed from the config it pinned at its start, reaches ``live``
+    at ``seq`` (and every checkpoint on the way agrees)."""
+    pinned = h.cfg.data_dir / "core-config.msgpack"
+    config = CoreConfig.from_wire(msgpack.unpackb(pinned.read_bytes(), raw=False, use_list=True))
+    result = replay(Engine(config), scan_journal(journal_dir(h.cfg.data_dir)).payloads, until_seq=seq)
     assert result.engine.last_seq == seq
     assert result.engine.state_hash() == live
 
@@ -517,3 +522,23 @@ async def test_the_admin_examples_of_the_spec_work(tmp_path) -> None:
         assert sorted(set(tried)) == ["patch_admin_patch_instrument", "post_admin_adjust_balance",
                                       "post_admin_close_position", "post_admin_halt_symbol",
                                       "post_admin_resume_symbol", "post_admin_signin"]
+
+
+async def test_a_halt_and_an_instrument_change_survive_a_restart(tmp_path) -> None:
+    async with running_gateway(tmp_path) as h:
+        world = await desk(h)
+        await h.call("POST", f"{ADMIN}/symbols/ETHUSDT/halt", headers=world["risk"], expect=200,
+                     json={"reason": "before the restart"})
+        await h.call("PATCH", f"{ADMIN}/instruments/SOLUSDT", headers=world["admin"], expect=200,
+                     json={"reason": "before the restart", "max_leverage": 7})
+        seq, live = await _live_hash(h)
+    async with running_gateway(tmp_path) as h:
+        _, pair = await h.call("POST", f"{ADMIN}/signin", expect=200,
+                               json={"email": "viewer@broker.example", "password": OPERATOR_PASSWORD})
+        _, symbols = await h.call("GET", f"{ADMIN}/symbols", headers=bearer(pair), expect=200)
+        recovered = await h.system.handle.query(lambda engine: engine.state_hash() if engine.last_seq == seq else None)
+
+        by_symbol = {row["symbol"]: row for row in symbols["symbols"]}
+        assert by_symbol["ETHUSDT"]["halted"] is True and by_symbol["BTCUSDT"]["halted"] is False
+        assert by_symbol["SOLUSDT"]["max_leverage"] == 7
+        assert recovered in (None, live)      # (None: the restart journaled something since)

@@ -143,11 +143,11 @@ class InstrumentPatch(msgspec.Struct, **_struct):
 # ------------------------------------------------------------------------------------- accounts
 
 class AccountsQuery(msgspec.Struct, kw_only=True):
-    email: Annotated[Optional[str], Meta(max_length=254, description="part of the holder's e-mail")] = None
-    min_margin_level: Annotated[Optional[Percent], Meta(
-        description="only accounts at or above this margin level (accounts with nothing locked have none)")] = None
-    max_margin_level: Annotated[Optional[Percent], Meta(
-        description="only accounts at or below this margin level (the ones near a margin call)")] = None
+    email: Optional[Annotated[str, Meta(max_length=254, description="part of the holder's e-mail")]] = None
+    min_margin_level: Optional[Annotated[Percent, Meta(
+        description="only accounts at or above this margin level (accounts with nothing locked have none)")]] = None
+    max_margin_level: Optional[Annotated[Percent, Meta(
+        description="only accounts at or below this margin level (the ones near a margin call)")]] = None
     cursor: Cursor = None
     limit: Limit = None
 
@@ -190,10 +190,10 @@ class AdjustRequest(msgspec.Struct, **_struct):
 # ------------------------------------------------------------------------------------- audit
 
 class AuditQuery(msgspec.Struct, kw_only=True):
-    operator: Annotated[Optional[str], Meta(description="an operator id or e-mail")] = None
+    operator: Optional[Annotated[str, Meta(max_length=254, description="an operator id or e-mail")]] = None
     action: Optional[Literal["halt", "resume", "update_instrument", "adjust_balance", "close_position"]] = None
-    from_: Annotated[Optional[Millis], Meta(description="at or after (ms)")] = msgspec.field(default=None, name="from")
-    to: Annotated[Optional[Millis], Meta(description="before (ms)")] = None
+    from_: Optional[Annotated[Millis, Meta(description="at or after (ms)")]] = msgspec.field(default=None, name="from")
+    to: Optional[Annotated[Millis, Meta(description="before (ms); not before from")]] = None
     cursor: Cursor = None
     limit: Limit = None
 
