@@ -113,12 +113,12 @@ async def _run(cfg: Any, action: str, email: Optional[str], role: Optional[str],
             operators = await store.operators()
             return "\n".join(_describe(operator) for operator in operators) or "no operators yet"
         assert email is not None
-        changes: dict[str, Any] = {"set-role": {"role": role}, "disable": {"disabled": True},
-                                   "enable": {"disabled": False}}[action]
-        operator = await store.update_operator(email, now=time.time_ns(), **changes)
-        if operator is None:
+        changes: dict[str, dict[str, Any]] = {"set-role": {"role": role}, "disable": {"disabled": True},
+                                              "enable": {"disabled": False}}
+        updated = await store.update_operator(email, now=time.time_ns(), **changes[action])
+        if updated is None:
             raise CommandError(f"no operator {email}")
-        return _describe(operator)
+        return _describe(updated)
     finally:
         await store.close()
 

@@ -193,7 +193,8 @@ def house_exposure(engine: Engine) -> list[dict]:
     rows = []
     for symbol in sorted(engine.instruments):
         book = engine.books[symbol]
-        row = dict(exposure.get(symbol) or {"long_qty": 0, "short_qty": 0, "long_notional": 0, "short_notional": 0})
+        row: dict[str, Any] = dict(exposure.get(symbol) or
+                                   {"long_qty": 0, "short_qty": 0, "long_notional": 0, "short_notional": 0})
         row.update(symbol=symbol, house_unrealized=unrealized[symbol], halted=book.halted,
                    bid=book.bid, ask=book.ask)
         rows.append(row)
@@ -233,7 +234,7 @@ def _margin_level_in(summary: dict, bounds: tuple[Optional[int], Optional[int]])
 
 def _admin_account_row(engine: Engine, account_id: AccountId, summary: dict) -> dict:
     account = engine.accounts[account_id]
-    row = {"account_id": str(account_id)}
+    row: dict[str, Any] = {"account_id": str(account_id)}
     row.update(edge.account_json(summary))
     row.update(account_type=summary["account_type"], margin_mode=summary["margin_mode"],
                in_margin_call=summary["in_margin_call"], positions=len(account.positions),
