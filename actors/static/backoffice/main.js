@@ -49,8 +49,14 @@ function cell(text, className = "") {
   return td;
 }
 
+// an amount that can win or lose (pnl, a ledger change): green or red
 function money(text) {
   return cell(group(text), `num ${tone(text)}`.trim());
+}
+
+// an amount that is just a level (balance, margin)
+function amount(text) {
+  return cell(group(text), "num");
 }
 
 function button(label, name, onClick, className = "small") {
@@ -172,7 +178,7 @@ function exposureRow(row) {
     cell(group(row.long_qty), "num"),
     cell(group(row.short_qty), "num"),
     cell(group(row.net_qty), "num"),
-    money(row.net_notional),
+    amount(row.net_notional),
     money(row.house_unrealized),
     status,
     actions,
@@ -185,7 +191,7 @@ function renderExposure(exposure) {
   for (const td of $("exposure").querySelectorAll("[data-total]")) {
     const value = exposure.totals[td.dataset.total];
     td.textContent = group(value);
-    td.className = `num ${tone(value)}`.trim();
+    td.className = td.dataset.total === "house_unrealized" ? `num ${tone(value)}`.trim() : "num";
   }
 }
 
@@ -223,8 +229,8 @@ function accountRow(row) {
   tr.append(
     id,
     cell(row.email || "—"),
-    money(row.balance),
-    money(row.equity),
+    amount(row.balance),
+    amount(row.equity),
     cell(row.margin_level === null ? "—" : `${group(row.margin_level)} %`, "num"),
     cell(String(row.positions), "num"),
     cell(String(row.orders), "num"),
@@ -268,7 +274,7 @@ function positionRow(position) {
     cell(position.side, position.side),
     cell(group(position.qty), "num"),
     cell(group(position.open_price), "num"),
-    money(position.margin),
+    amount(position.margin),
     money(position.unrealized_pnl),
     actions,
   );
@@ -278,13 +284,13 @@ function positionRow(position) {
 function orderRow(order) {
   const tr = document.createElement("tr");
   tr.append(cell(order.id), cell(order.symbol), cell(order.side, order.side), cell(order.type),
-    cell(group(order.price), "num"), money(order.margin));
+    cell(group(order.price), "num"), amount(order.margin));
   return tr;
 }
 
 function ledgerRow(entry) {
   const tr = document.createElement("tr");
-  tr.append(cell(time(entry.ts)), cell(entry.kind), money(entry.free_delta), money(entry.balance));
+  tr.append(cell(time(entry.ts)), cell(entry.kind), money(entry.free_delta), amount(entry.balance));
   return tr;
 }
 
