@@ -313,6 +313,12 @@ async def test_an_instrument_change_is_journaled_takes_effect_at_once_and_replay
         _, quote = await h.call("GET", f"{API}/quotes/ETHUSDT", expect=200)
         status_leverage, too_much = await h.call("POST", f"{API}/orders", headers=world["trader"], json={
             "symbol": "ETHUSDT", "side": "buy", "type": "market", "margin": "10.00", "leverage": 25})
+        # raised above the configured maximum: the gateway's own checks follow at once
+        await h.call("PATCH", f"{ADMIN}/instruments/ETHUSDT", headers=world["admin"], expect=200,
+                     json={"reason": "promo", "max_leverage": 150})
+        _, instruments = await h.call("GET", f"{API}/instruments", expect=200)
+        _, levered = await h.call("POST", f"{API}/orders", headers=world["trader"], expect=201, json={
+            "symbol": "ETHUSDT", "side": "buy", "type": "market", "margin": "10.00", "leverage": 120})
         seq, live = await _live_hash(h)
 
         assert (status, forbidden["error"]["code"]) == (403, "INSUFFICIENT_ROLE")
@@ -321,7 +327,9 @@ async def test_an_instrument_change_is_journaled_takes_effect_at_once_and_replay
         assert (changed["symbol"], changed["spread_bps"], changed["max_leverage"]) == ("ETHUSDT", 10, 20)
         # 10 bps on each side of 3500.00
         assert (quote["bid"], quote["ask"]) == ("3496.50", "3503.50")
-        assert status_leverage in (400, 422) and "leverage" in str(too_much).lower()
+        assert (status_leverage, too_much["error"]["details"]["field"]) == (400, "leverage")
+        assert {i["symbol"]: i["max_leverage"] for i in instruments["instruments"]}["ETHUSDT"] == 150
+        assert levered["position"]["leverage"] == 120
     _assert_replays_to(tmp_path, h, seq, live)
 
 

@@ -33,6 +33,7 @@ import json
 import logging
 from typing import Any, Awaitable, Callable, Optional
 
+import attrs
 from quart import Response, request
 
 from actors.gateway._admin_auth import (
@@ -55,7 +56,7 @@ from exness_actors.commands import (
     ResumeSymbol, UpdateInstrument,
 )
 from exness_actors.errors import InvalidValue
-from exness_actors.events import PositionClosed
+from exness_actors.events import InstrumentUpdated, PositionClosed
 from exness_actors.instruments import Instrument
 from exness_actors.money import format_fixed, parse_fixed
 
@@ -200,6 +201,12 @@ async def _symbol_action(command: Any, symbol: str) -> Response:
     rejection = edge.rejection_of(reply.events)
     if rejection is not None:
         raise rejection
+    for event in reply.events:
+        if type(event) is InstrumentUpdated:
+            # this gateway checks orders against its copy of the instruments: keep it current
+            # (other gateways of a split deployment keep theirs until they restart; the core
+            # checks every order against its own either way — docs/decisions.md)
+            gw.instruments[symbol] = attrs.evolve(gw.instruments[symbol], **dict(event.changes))
     if symbols is None:
         symbols = await gw.query(views.admin_symbols)
     log.info("event=operator_action command=%s symbol=%s operator_id=%d", type(command).__name__, symbol,

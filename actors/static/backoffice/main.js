@@ -259,13 +259,17 @@ function positionRow(position) {
   const actions = cell("", "actions");
   if (permissions.has("close")) {
     actions.append(
-      button("Close", `Close position ${position.id}`, () =>
-        act(`Close position ${position.id}`, "POST", `/positions/${position.id}/close`, {}, (closed) => {
-          toast(`Position ${closed.position_id} closed at ${group(closed.close_price)}`);
-          showAccount(openAccount);
-          refreshDesk();
-        }),
-      "small danger"),
+      button(
+        "Close",
+        `Close position ${position.id}`,
+        () =>
+          act(`Close position ${position.id}`, "POST", `/positions/${position.id}/close`, {}, (closed) => {
+            toast(`Position ${closed.position_id} closed at ${group(closed.close_price)}`);
+            showAccount(openAccount);
+            refreshDesk();
+          }),
+        "small danger",
+      ),
     );
   }
   tr.append(
@@ -283,8 +287,14 @@ function positionRow(position) {
 
 function orderRow(order) {
   const tr = document.createElement("tr");
-  tr.append(cell(order.id), cell(order.symbol), cell(order.side, order.side), cell(order.type),
-    cell(group(order.price), "num"), amount(order.margin));
+  tr.append(
+    cell(order.id),
+    cell(order.symbol),
+    cell(order.side, order.side),
+    cell(order.type),
+    cell(group(order.price), "num"),
+    amount(order.margin),
+  );
   return tr;
 }
 
@@ -303,8 +313,13 @@ async function showAccount(accountId) {
     for (const dd of $("account-figures").querySelectorAll("dd[data-field]")) {
       const value = account[dd.dataset.field];
       dd.textContent =
-        dd.dataset.field === "margin_level" ? (value === null ? "—" : `${group(value)} %`)
-          : dd.dataset.field === "account_type" ? `${value || "untyped"} (${account.margin_mode})` : group(value);
+        dd.dataset.field === "margin_level"
+          ? value === null
+            ? "—"
+            : `${group(value)} %`
+          : dd.dataset.field === "account_type"
+            ? `${value || "untyped"} (${account.margin_mode})`
+            : group(value);
     }
     $("adjust-form").hidden = !permissions.has("adjust");
     fill($("account-positions").tBodies[0], account.open_positions.map(positionRow), 8, "No open position.");
@@ -335,8 +350,14 @@ async function adjust(event) {
 function auditRow(entry) {
   const tr = document.createElement("tr");
   const detail = typeof entry.detail === "string" ? entry.detail : JSON.stringify(entry.detail);
-  tr.append(cell(time(entry.ts)), cell(entry.operator_email || `#${entry.operator_id}`), cell(entry.action),
-    cell(entry.target), cell(entry.reason), cell(detail, "detail"));
+  tr.append(
+    cell(time(entry.ts)),
+    cell(entry.operator_email || `#${entry.operator_id}`),
+    cell(entry.action),
+    cell(entry.target),
+    cell(entry.reason),
+    cell(detail, "detail"),
+  );
   return tr;
 }
 
