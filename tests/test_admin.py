@@ -5,11 +5,12 @@ adjustments, forced closes, accounts, the house's book and exposure, and the aud
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any, Awaitable, Callable, Optional
 
 import msgpack
-import pytest
+import trio
 from argon2 import PasswordHasher, Type
 
 from actors.engine.recovery import journal_dir
@@ -19,6 +20,7 @@ from exness_actors.instruments import CoreConfig
 from exness_actors.journal import scan_journal
 from exness_actors.replay import replay
 from gateway_helpers import API, Harness, bearer, running_gateway
+from test_ws_protocol import connect_in_memory, make_server
 
 ADMIN = f"{API}/admin"
 OPERATOR_PASSWORD = "operator password 1"
@@ -230,14 +232,19 @@ async def test_operator_tokens_never_trade(tmp_path) -> None:
         assert [p["id"] for p in positions["positions"]] == [world["position_id"]]
 
 
-async def test_an_operator_token_cannot_open_the_account_stream(tmp_path) -> None:
-    async with running_gateway(tmp_path) as h:
-        await make_operator(h, "ops@broker.example", "admin")
-        _, pair = await h.call("POST", f"{ADMIN}/signin", expect=200,
-                               json={"email": "ops@broker.example", "password": OPERATOR_PASSWORD})
-        with pytest.raises(Exception) as refused:
-            h.gateway.tokens.verify_access(pair["access_token"])
-        assert getattr(refused.value, "code", None) == "OPERATOR_TOKEN"
+async def test_an_operator_token_cannot_open_the_account_stream() -> None:
+    """The WebSocket server's auth refuses an operator's token (and a trader's still works)."""
+    server = make_server()
+    operator_token = server.tokens.issue_operator(1, "admin")
+    async with trio.open_nursery() as nursery:
+        client, _ = await connect_in_memory(nursery, server)
+        await client.send_message(json.dumps({"op": "auth", "token": operator_token}))
+        refused = json.loads(await client.get_message())
+        await client.send_message(json.dumps({"op": "auth", "token": server.tokens.issue_access(1, 1)}))
+        accepted = json.loads(await client.get_message())
+        nursery.cancel_scope.cancel()
+    assert (refused["op"], refused["code"]) == ("error", "OPERATOR_TOKEN")
+    assert accepted["op"] == "authenticated"
 
 
 # ------------------------------------------------------------------ symbols and instruments
