@@ -282,6 +282,8 @@ async def _matching_accounts(email: str, after: int, limit: int, bounds: tuple) 
     rows: list[dict] = []
     for _ in range(SCAN_CALLS):
         owners = await gw.store.account_owners_matching(email, after=after, limit=MAX_OWNER_MATCHES)
+        if not owners:
+            return rows, None
         found = await gw.query(views.admin_account_rows, [owner.account_id for owner in owners], bounds)
         by_id = {owner.account_id: owner for owner in owners}
         for row in found:
