@@ -34,7 +34,8 @@ import logging
 from typing import Any, Awaitable, Callable, Optional
 
 import attrs
-from quart import Response, request
+import trio
+from quart import Response, current_app, request
 
 from actors.gateway._admin_auth import (
     ADMIN, admin_me, admin_refresh, admin_signin, admin_signout, operator,
@@ -58,7 +59,7 @@ from exness_actors.commands import (
 from exness_actors.errors import InvalidValue
 from exness_actors.events import InstrumentUpdated, PositionClosed
 from exness_actors.instruments import Instrument
-from exness_actors.money import format_fixed, parse_fixed
+from exness_actors.money import format_fixed, notional_cents, parse_fixed
 
 __all__ = ["ROUTES", "register"]
 
@@ -136,18 +137,73 @@ def _account_id(value: str) -> AccountId:
 # ------------------------------------------------------------------ the house
 
 
+class HouseFigures:
+    """The engine's :func:`~actors.wire.views.house_figures`, asked at most once per
+    :attr:`max_age_s` by this gateway whoever reads them (every open back-office page polls):
+    the view is one pass over the open positions, so the engine spends the same on it with one
+    operator watching or twenty. An action of this gateway forgets them (the next read is fresh)."""
+
+    max_age_s = 1.0
+
+    def __init__(self) -> None:
+        self._value: Optional[dict] = None
+        self._at = 0.0
+
+    async def get(self) -> dict:
+        now = trio.current_time()
+        if self._value is None or now - self._at > self.max_age_s:
+            self._value = await current_gateway().query(views.house_figures)
+            self._at = now
+        assert self._value is not None
+        return self._value
+
+    def forget(self) -> None:
+        self._value = None
+
+
+HOUSE_EXTENSION = "exness_house_figures"
+
+
+def _house() -> HouseFigures:
+    return current_app.extensions[HOUSE_EXTENSION]
+
+
+def _by_symbol(figures: dict) -> dict[str, dict[str, Any]]:
+    """Per symbol, the exposure and the house's unrealized P&L in cents: minus what the traders'
+    open positions would make closed at the current quote (longs at the bid, shorts at the ask),
+    from the symbol's totals — within a cent per position of the sum of the positions' own
+    unrealized P&L, which rounds each one against the trader."""
+    gw = current_gateway()
+    rows = {}
+    for symbol, quote in figures["symbols"].items():
+        row = dict(figures["exposure"].get(symbol) or
+                   {"long_qty": 0, "short_qty": 0, "long_notional": 0, "short_notional": 0})
+        instrument = gw.instrument(symbol)
+        traders = 0
+        if quote["bid"] is not None and quote["ask"] is not None:
+            scales = (instrument.price_decimals, instrument.qty_decimals)
+            traders = (notional_cents(row["long_qty"], quote["bid"], *scales) - row["long_notional"]
+                       + row["short_notional"] - notional_cents(row["short_qty"], quote["ask"], *scales))
+        row.update(quote, house_unrealized=-traders)
+        rows[symbol] = row
+    return rows
+
+
 @doc(response=HousePnl, errors=(400, 403, 503), tag="admin")
 async def admin_pnl() -> Response:
     """The house's P&L: realized by source (spread, commission, swap, traders' losses and gains,
     losses absorbed by negative-balance protection) and unrealized by symbol at the current quotes."""
     await operator(READ)
     QueryParams(request.args, ())
-    pnl = await current_gateway().query(views.house_pnl)
-    money = edge.money
+    figures = await _house().get()
+    rows = _by_symbol(figures)
+    unrealized = sum(row["house_unrealized"] for row in rows.values())
+    book, money = figures["book"], edge.money
     return json_response({
-        "currency": "USD", "realized": {key: money(value) for key, value in pnl["book"].items()},
-        "unrealized": money(pnl["unrealized_total"]), "net": money(pnl["book"]["total"] + pnl["unrealized_total"]),
-        "by_symbol": [{"symbol": symbol, "unrealized": money(value)} for symbol, value in pnl["unrealized"].items()],
+        "currency": "USD", "realized": {key: money(value) for key, value in book.items()},
+        "unrealized": money(unrealized), "net": money(book["total"] + unrealized),
+        "by_symbol": [{"symbol": symbol, "unrealized": money(row["house_unrealized"])}
+                      for symbol, row in rows.items()],
     })
 
 
@@ -158,15 +214,15 @@ async def admin_exposure() -> Response:
     await operator(READ)
     QueryParams(request.args, ())
     gw = current_gateway()
-    rows = await gw.query(views.house_exposure)
+    rows = _by_symbol(await _house().get())
     money = edge.money
     out = []
     totals = {"long_notional": 0, "short_notional": 0, "house_unrealized": 0}
-    for row in rows:
-        instrument = gw.instrument(row["symbol"])
+    for symbol, row in rows.items():
+        instrument = gw.instrument(symbol)
         qty, price = instrument.qty_decimals, instrument.price_decimals
         out.append({
-            "symbol": row["symbol"], "long_qty": format_fixed(row["long_qty"], qty),
+            "symbol": symbol, "long_qty": format_fixed(row["long_qty"], qty),
             "short_qty": format_fixed(row["short_qty"], qty),
             "net_qty": format_fixed(row["long_qty"] - row["short_qty"], qty),
             "long_notional": money(row["long_notional"]), "short_notional": money(row["short_notional"]),
@@ -209,6 +265,7 @@ async def _symbol_action(command: Any, symbol: str) -> Response:
             gw.instruments[symbol] = attrs.evolve(gw.instruments[symbol], **dict(event.changes))
     if symbols is None:
         symbols = await gw.query(views.admin_symbols)
+    _house().forget()
     log.info("event=operator_action command=%s symbol=%s operator_id=%d", type(command).__name__, symbol,
              command.operator_id)
     return json_response(next(row for row in symbols if row["symbol"] == symbol))
@@ -368,6 +425,7 @@ async def admin_adjust_balance(account_id: str) -> Response:
         raise rejection
     if summary is None:
         summary = await gw.query(views.account_summary, identifier)
+    _house().forget()
     log.info("event=operator_action command=AdjustBalance account_id=%d operator_id=%d", identifier,
              claims.operator_id)
     return json_response(summary)
@@ -388,6 +446,7 @@ async def admin_close_position(position_id: str) -> Response:
         raise rejection
     for event in reply.events:
         if type(event) is PositionClosed:
+            _house().forget()
             log.info("event=operator_action command=ForceClosePosition position_id=%d operator_id=%d",
                      identifier, claims.operator_id)
             return json_response(edge.position_closed_json(event, gw.instrument(event.symbol)))
@@ -462,5 +521,6 @@ ROUTES: tuple[tuple[str, str, Callable[..., Awaitable[Response]], Optional[str]]
 
 
 def register(app: Any) -> None:
+    app.extensions[HOUSE_EXTENSION] = HouseFigures()
     for method, path, handler, _ in ROUTES:
         app.add_url_rule(path, view_func=handler, methods=[method])
