@@ -120,7 +120,8 @@ class LedgerQuery(msgspec.Struct, kw_only=True):
 class LedgerEntry(msgspec.Struct, kw_only=True):
     id: str
     kind: Annotated[str, Meta(description="deposit, withdraw, order_margin, order_release, "
-                                          "position_margin, position_close, add_margin")]
+                                          "position_margin, position_close, add_margin, commission, swap, "
+                                          "balance_reset, operator_adjustment")]
     free_delta: str
     locked_delta: str
     free: str
@@ -227,7 +228,8 @@ class Order(msgspec.Struct, kw_only=True):
     created_at: Millis
     fill_price: Optional[str]
     position_id: Annotated[Optional[str], Meta(description="the position the order opened")]
-    cancel_reason: Annotated[Optional[str], Meta(description="user, expired or size_too_small")]
+    cancel_reason: Annotated[Optional[str], Meta(description="user, expired, size_too_small, dead_man_switch "
+                                                             "or cancel_on_disconnect")]
 
 
 class Position(msgspec.Struct, kw_only=True):
@@ -297,7 +299,8 @@ class ClosedPart(msgspec.Struct, kw_only=True):
     position_id: Id
     symbol: Symbol
     side: Side
-    close_reason: Annotated[str, Meta(description="user, take_profit, stop_loss, trailing_stop, liquidation")]
+    close_reason: Annotated[str, Meta(description="user, take_profit, stop_loss, trailing_stop, liquidation, "
+                                                  "stop_out, operator")]
     close_price: str
     qty: str
     remaining_qty: str
@@ -324,7 +327,8 @@ class AddMarginRequest(msgspec.Struct, **_struct):
 
 class HistoryQuery(msgspec.Struct, kw_only=True):
     symbol: Optional[SymbolParam] = None
-    reason: Optional[Literal["user", "take_profit", "stop_loss", "trailing_stop", "liquidation"]] = None
+    reason: Optional[Literal["user", "take_profit", "stop_loss", "trailing_stop", "liquidation", "stop_out",
+                             "operator"]] = None
     start: Annotated[Optional[Millis], Meta(description="closed at or after (ms)")] = None
     end: Annotated[Optional[Millis], Meta(description="closed before (ms); not before start")] = None
     cursor: Cursor = None

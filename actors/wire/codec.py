@@ -24,7 +24,7 @@ from exness_actors.commands import (
 from exness_actors.engine import Engine
 from exness_actors.errors import InvalidValue
 from exness_actors.events import (
-    AlertPlaced, AlertTriggered, CommandRejected, DuplicateCommand, OrderAccepted, OrderRejected, PositionClosed,
+    AlertPlaced, CommandRejected, DuplicateCommand, OrderAccepted, OrderRejected, PositionClosed,
     PositionOpened,
 )
 from exness_actors.instruments import Instrument
@@ -41,7 +41,7 @@ __all__ = [
     "order_accepted_json", "order_record_json", "pending_order_json", "position_opened_json",
     "position_closed_json", "closed_position_json", "ledger_entry_json", "candle_json",
     "parse_instrument_patch", "INSTRUMENT_PATCH_FIELDS", "parse_place_alert", "parse_cancel_all_after",
-    "alert_json", "alert_placed_json", "alert_triggered_json", "parse_alert_id", "MAX_DEAD_MAN_S", "ALERT_FIELDS",
+    "alert_json", "alert_placed_json", "parse_alert_id", "MAX_DEAD_MAN_S", "ALERT_FIELDS",
 ]
 
 _NS_PER_MS = 1_000_000
@@ -440,12 +440,6 @@ def alert_placed_json(event: AlertPlaced, instrument: Instrument) -> dict:
             "price": _price(event.price, instrument), "note": event.note or None,
             "expires_at": ns_to_ms(event.expires_at), "client_alert_id": event.client_alert_id or None,
             "created_at": ns_to_ms(event.ts)}
-
-
-def alert_triggered_json(event: AlertTriggered, instrument: Instrument) -> dict:
-    return {"id": str(event.alert_id), "symbol": event.symbol, "condition": event.condition,
-            "price": _price(event.price, instrument), "quote_price": _price(event.quote_price, instrument),
-            "note": event.note or None, "triggered_at": ns_to_ms(event.ts)}
 
 
 def parse_path_id(value: str, name: str) -> int:

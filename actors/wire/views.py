@@ -22,7 +22,7 @@ from exness_actors.commands import AccountId, OrderId, PositionId
 __all__ = [
     "account_summary", "pending_orders", "order_state", "pending_order", "open_positions",
     "open_position", "position_symbol", "new_positions", "quotes", "quote_times", "owned_symbols",
-    "alerts", "alert", "dead_man_switch",
+    "alerts", "alert",
 ]
 
 
@@ -145,11 +145,6 @@ def alert(engine: Engine, account_id: AccountId, alert_id: int) -> Optional[dict
     account = engine.accounts.get(account_id)
     found = account.alerts.get(alert_id) if account is not None and account.alerts else None
     return None if found is None else edge.alert_json(found, engine.instruments[found.symbol])
-
-
-def dead_man_switch(engine: Engine, account_id: AccountId) -> Optional[int]:
-    """The account's armed dead-man deadline (engine ns), None when disarmed."""
-    return engine.dead_man.get(account_id)
 
 
 # ------------------------------------------------------------------ the back office (issue 13)

@@ -44,7 +44,7 @@ from exness_actors.reasons import RejectReason as _R
 from ._market import MarketRules
 from ._state import MAX_ALERTS_PER_ACCOUNT
 from ._validation import (
-    MAX_AMOUNT, MAX_BALANCE, MAX_ID, MAX_LEVEL, Reject, is_int, money_text, price_text, qty_text,
+    MAX_AMOUNT, MAX_BALANCE, MAX_ID, MAX_LEVEL, MAX_QTY, Reject, is_int, money_text, price_text, qty_text,
 )
 
 __all__ = ["BrokerRules", "INSTRUMENT_FIELDS", "FEE_FIELDS", "MAX_DEAD_MAN_NS", "MAX_CANCEL_ORDERS"]
@@ -143,6 +143,8 @@ class BrokerRules(MarketRules):
                              f"(or appears twice); one of {', '.join(INSTRUMENT_FIELDS)}")
             if not (is_int(value) or (value is None and field in FEE_FIELDS)):
                 raise Reject(_R.INVALID_COMMAND, f"changes: {field} must be an integer at its scale")
+            if field == "min_qty" and value > MAX_QTY:
+                raise Reject(_R.INVALID_COMMAND, "changes: min_qty is larger than the largest position size")
             seen.add(field)
             checked.append([field, value])
         return checked
