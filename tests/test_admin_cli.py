@@ -3,8 +3,10 @@ from EXNESS_OPERATOR_PASSWORD or a prompt — never an argument — and can sign
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+import uuid
 from types import SimpleNamespace
 
 import pytest
@@ -13,6 +15,7 @@ from actors.cli import main
 from actors.config import load_config
 from actors.operators import PASSWORD_ENV, run_command
 from gateway_helpers import API, running_gateway
+from test_store import drop_schema
 from web_helpers import ROOT
 
 PASSWORD = "a long operator password"
@@ -81,3 +84,19 @@ async def test_an_operator_created_on_the_command_line_signs_in(tmp_path) -> Non
         _, pair = await h.call("POST", f"{API}/admin/signin", expect=200,
                                json={"email": "ops@broker.example", "password": PASSWORD})
         assert pair["role"] == "admin"
+
+
+@pytest.mark.services
+def test_operators_on_the_postgres_store(database_url, monkeypatch, capsys, cheap) -> None:
+    schema = f"test_admin_cli_{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("EXNESS_STORE__SCHEMA", schema)
+    try:
+        assert main(["operator", "create", "pg@broker.example", "--role", "viewer", "--store", "postgres"]) == 0
+        assert main(["operator", "disable", "pg@broker.example", "--store", "postgres"]) == 0
+        assert main(["operator", "list", "--store", "postgres"]) == 0
+        listed = capsys.readouterr().out.splitlines()[-1]
+        assert listed.split() == ["1", "pg@broker.example", "viewer", "disabled"]
+    finally:
+        asyncio.run(drop_schema(database_url, schema))
