@@ -15,7 +15,7 @@ from actors.auth_tokens import TokenIssuer
 from actors.ws.server import WsOptions, WsServer
 from exness_actors.commands import Quote
 from exness_actors.money import format_fixed
-from ws_helpers import SECRET, data_of, running_stack
+from ws_helpers import SECRET, data_of, next_event, running_stack
 
 BTC = "quotes:BTCUSDT"
 ETH = "quotes:ETHUSDT"
@@ -200,19 +200,19 @@ async def test_server_that_fell_behind_resubscribes_and_tells_clients_to_resync(
         await client.auth(token)
         await client.subscribe(BTC, "account")
         await stack.quote(6_500_000, 6_500_100)
-        assert (await client.recv())["seq"] == 1
+        assert (await next_event(client))["seq"] == 1
         # What the engine does to a lossy subscriber whose buffer is full (actors/engine/actor.py):
         [subscription] = [s for s in stack.handle.subscriptions if s.name == "ws"]
         subscription.lagged = True
         stack.handle.unsubscribe(subscription)
-        resyncs = [await client.recv() for _ in range(2)]   # every quote and account channel
+        resyncs = [await next_event(client) for _ in range(2)]   # every quote and account channel
         assert sorted((m["channel"], m["op"], m["seq"]) for m in resyncs) == [
             ("account", "resync", 1), (BTC, "resync", 2)]
         with trio.fail_after(5):
             while not [s for s in stack.handle.subscriptions if s.name == "ws"]:
                 await trio.sleep(0.01)
         await stack.quote(6_520_000, 6_520_100)
-        after = await client.recv()
+        after = await next_event(client)
         assert (after["channel"], after["seq"]) == (BTC, 3) and "data" in after   # resubscribed
     assert stack.server.statistics()["server_lags"] == 1
 

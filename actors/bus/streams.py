@@ -261,7 +261,14 @@ def _edge_cursor(engine: Any, *, stream: str) -> Optional[tuple[int, int]]:
     return engine.edge_cursor(stream)
 
 
+#: views about several accounts of one shard (the caller groups them): routed by the first
+_ACCOUNTS_VIEWS = {"account_summaries"}
+
+
 def _view_account(view: BoxedView) -> Optional[int]:
+    if view.function.__name__ in _ACCOUNTS_VIEWS:
+        accounts = view.args[0] if view.args else view.kwargs.get("account_ids")
+        return int(accounts[0]) if accounts else None
     if view.function.__name__ not in _ACCOUNT_VIEWS:
         return None
     if view.args:

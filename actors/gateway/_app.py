@@ -34,7 +34,7 @@ from werkzeug.exceptions import HTTPException
 from actors.engine.interface import EngineClient
 from actors.wire import codec as edge
 from actors.auth_tokens import AuthError, TokenIssuer, WrongTokenKind
-from actors.gateway import _admin, _alerts, _auth, _market, _ops, _trading, _web
+from actors.gateway import _accounts, _admin, _alerts, _auth, _market, _ops, _trading, _web
 from actors.gateway._admin_schemas import ADMIN_REQUEST_EXAMPLES, ADMIN_SCHEMA_RULES
 from actors.gateway._common import (
     GATEWAY_EXTENSION, MISSING_TOKEN, Gateway, NoContent, PlainText, json_response, rate_limited)
@@ -77,12 +77,13 @@ _REF_TEMPLATE = "#/components/schemas/{name}"
 _RESPONSE_DESCRIPTIONS = {
     400: "Invalid input: VALIDATION_ERROR (details.field names the field), MALFORMED_JSON, UNKNOWN_SYMBOL",
     401: "Missing, invalid or expired credentials or token",
-    403: "Forbidden: a valid token of the other kind (OPERATOR_TOKEN on a trading route, TRADER_TOKEN on "
+    404: "No such resource on this account (UNKNOWN_ORDER, UNKNOWN_POSITION, UNKNOWN_SYMBOL, UNKNOWN_ACCOUNT, …); "
+         "details.resource and details.id name it",
+    403: "Forbidden: not allowed for this account (REAL_ACCOUNT_DEPOSIT_FORBIDDEN: a real account is funded "
+         "by the broker), a valid token of the other kind (OPERATOR_TOKEN on a trading route, TRADER_TOKEN on "
          "/api/v1/admin), a role that may not do this (INSUFFICIENT_ROLE) or a disabled operator "
          "(OPERATOR_DISABLED)",
-    404: "No such resource on this account (UNKNOWN_ORDER, UNKNOWN_POSITION, UNKNOWN_SYMBOL, …); "
-         "details.resource and details.id name it",
-    409: "Conflict (EMAIL_TAKEN, ORDER_NOT_PENDING)",
+    409: "Conflict (EMAIL_TAKEN, ORDER_NOT_PENDING, ACCOUNT_LIMIT_REACHED)",
     413: "Body larger than [http] max_body_bytes",
     415: "Body not sent as application/json",
     422: "Business rejection: the code is the core's reject reason",
@@ -245,6 +246,7 @@ def create_app(*, handle: Optional[EngineClient], store: Any, candles: Any, cfg:
     _auth.register(app, gateway)
     app.extensions[GATEWAY_EXTENSION] = gateway
     _trading.register(app)
+    _accounts.register(app, gateway)
     _alerts.register(app)
     _admin.register(app)
     _market.register(app, gateway)

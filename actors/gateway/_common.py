@@ -23,6 +23,7 @@ from actors.engine.messages import Reply
 from actors.gateway.metrics import GatewayMetrics
 from actors.gateway.ratelimit import RateLimiter, retry_after_header
 from actors.bus.streams import BoxedView
+from actors.store.base import AccountRecord
 from exness_actors.instruments import Instrument
 
 __all__ = ["Gateway", "current_gateway", "GATEWAY_EXTENSION", "json_response", "doc", "NoContent", "PlainText",
@@ -35,6 +36,8 @@ API = "/api/v1"
 MISSING_TOKEN = "MISSING_TOKEN"
 #: How many verified access tokens :meth:`Gateway.authenticate` remembers.
 VERIFIED_TOKENS_KEPT = 10_000
+#: How many accounts' facts (owner, type, demo) :meth:`Gateway.account_record` remembers.
+ACCOUNT_RECORDS_KEPT = 10_000
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -157,6 +160,9 @@ class Gateway:
         # on every request is most of the cost of authenticating. Expiry is still checked on
         # every use; the oldest entries go first when the cache is full.
         self._verified: dict[str, AccessClaims] = {}
+        # Account id -> its store row: owner, type and demo flag never change once opened, so a
+        # deposit or a summary does not read the database each time (``ready`` is not read here).
+        self._account_records: dict[int, AccountRecord] = {}
         self.internal_errors = 0
         self.history_waits_timed_out = 0
 
@@ -208,6 +214,19 @@ class Gateway:
         default scales, so its rows still render."""
         instrument = self.instruments.get(symbol)
         return instrument if instrument is not None else Instrument(symbol=symbol)
+
+    async def account_record(self, account_id: int) -> Optional[AccountRecord]:
+        """The store's row of a trading account (owner, type, demo), remembered once read; None
+        for an account the store does not know (made outside the gateway)."""
+        record = self._account_records.get(account_id)
+        if record is None:
+            record = await self.store.account(account_id)
+            if record is not None:
+                records = self._account_records
+                if len(records) >= ACCOUNT_RECORDS_KEPT:
+                    del records[next(iter(records))]
+                records[account_id] = record
+        return record
 
     # ------------------------------------------------------------------ engine
 

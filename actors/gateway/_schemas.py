@@ -69,6 +69,17 @@ class SigninRequest(Credentials, **_struct):
     refresh_cookie: Annotated[bool, Meta(
         description="true: the refresh token is set as an HttpOnly, SameSite=Strict cookie scoped to "
                     "/api/v1/auth (for browsers) and the body's refresh_token is null")] = False
+    account_id: Annotated[Optional[Id], Meta(
+        description="which of the user's trading accounts the tokens are for; absent: the first one "
+                    "(opened at sign-up)")] = None
+
+
+class SwitchRequest(msgspec.Struct, **_struct):
+    """Tokens for another trading account of the signed-in user (the access token names the user)."""
+    account_id: Annotated[Id, Meta(description="one of the caller's accounts (GET /api/v1/accounts)")]
+    refresh_cookie: Annotated[bool, Meta(
+        description="true: the new refresh token replaces the exness_refresh cookie (whose session is "
+                    "revoked) and the body's refresh_token is null")] = False
 
 
 class SignupResult(msgspec.Struct, kw_only=True):
@@ -94,16 +105,89 @@ class TokenPair(msgspec.Struct, kw_only=True):
 
 # ------------------------------------------------------------------------------------- account
 
+AccountType = Annotated[str, Meta(
+    description="a configured account type (config.toml [accounts]): standard, raw_spread, isolated",
+    examples=["standard"])]
+MarginMode = Literal["cross", "isolated"]
+Level = Annotated[Optional[str], Meta(
+    description="percent of equity / used margin (cross accounts; null for isolated ones)", examples=["60.00"])]
+
+
 class AccountSummary(msgspec.Struct, kw_only=True):
+    """The account in the token, live from the engine. A cross account is judged as a whole:
+    free_margin = equity - used margin, and at margin_level <= stop_out_level its positions are
+    closed, largest loss first. An isolated account's positions each have their own margin and
+    liquidation price, and its free margin is its free balance."""
     account_id: Id
     balance: Annotated[str, Meta(description="free + locked")]
-    locked: Annotated[str, Meta(description="margin of open positions and pending orders")]
+    locked: Annotated[str, Meta(description="margin of open positions and pending orders (= used_margin)")]
+    used_margin: Annotated[str, Meta(description="margin of open positions and pending orders")]
     equity: Annotated[str, Meta(description="balance + unrealized pnl")]
-    free_margin: str
+    free_margin: Annotated[str, Meta(description="cross: equity - used margin; isolated: the free balance")]
     margin_level: Annotated[Optional[str], Meta(
-        description="equity / locked in percent; null with nothing locked")]
+        description="equity / used margin in percent (2 decimals, floored); null with no used margin")]
     unrealized_pnl: str
     currency: Literal["USD"]
+    account_type: AccountType
+    margin_mode: MarginMode
+    demo: Annotated[Optional[bool], Meta(
+        description="true: a demo account; false: a real one (funded by the broker); null for an account "
+                    "the gateway did not open")]
+    margin_call_level: Level
+    stop_out_level: Level
+    in_margin_call: Annotated[bool, Meta(
+        description="a margin call was sent and the level has not recovered above the call level")]
+
+
+class AccountEntry(msgspec.Struct, kw_only=True):
+    """One of the user's trading accounts. The figures are null only while the engine has not
+    confirmed a just-opened account."""
+    account_id: Id
+    account_type: AccountType
+    demo: bool
+    current: Annotated[bool, Meta(description="the account of the access token")]
+    created_at: Millis
+    currency: Literal["USD"]
+    margin_mode: Optional[MarginMode]
+    balance: Optional[str]
+    locked: Optional[str]
+    used_margin: Optional[str]
+    equity: Optional[str]
+    free_margin: Optional[str]
+    margin_level: Annotated[Optional[str], Meta(description="percent; null with no used margin")]
+    unrealized_pnl: Optional[str]
+    margin_call_level: Level
+    stop_out_level: Level
+    in_margin_call: bool
+
+
+class AccountList(msgspec.Struct, kw_only=True):
+    accounts: Annotated[list[AccountEntry], Meta(description="oldest first")]
+
+
+class AccountTypeInfo(msgspec.Struct, kw_only=True):
+    name: AccountType
+    margin_mode: MarginMode
+    max_leverage: Annotated[int, Meta(description="the type's cap; an instrument's own max_leverage may be lower")]
+    margin_call_level: Level
+    stop_out_level: Level
+    commission_bps: Annotated[str, Meta(description="per side, basis points of notional", examples=["0.35"])]
+    swap_long_bps: Annotated[str, Meta(description="per day, basis points of the open notional (negative: credited)")]
+    swap_short_bps: str
+    swap_free: bool
+    min_deposit: Annotated[str, Meta(description="the smallest first deposit into an empty account")]
+
+
+class AccountTypeList(msgspec.Struct, kw_only=True):
+    account_types: list[AccountTypeInfo]
+    signup_type: Annotated[str, Meta(description="the type a sign-up opens")]
+
+
+class OpenAccountRequest(msgspec.Struct, **_struct):
+    type: AccountType
+    demo: Annotated[bool, Meta(
+        description="true (default): a demo account with the demo deposit; false: a real account, "
+                    "opened with a zero balance and funded by the broker")] = True
 
 
 class FundingRequest(msgspec.Struct, **_struct):
@@ -120,8 +204,11 @@ class LedgerQuery(msgspec.Struct, kw_only=True):
 class LedgerEntry(msgspec.Struct, kw_only=True):
     id: str
     kind: Annotated[str, Meta(description="deposit, withdraw, order_margin, order_release, "
-                                          "position_margin, position_close, add_margin, commission, swap, "
-                                          "balance_reset, operator_adjustment")]
+                                          "position_margin, position_close, add_margin, commission "
+                                          "(cross accounts, at open and close), swap (at the daily "
+                                          "rollover; negative free_delta: charged), balance_reset "
+                                          "(negative balance protection: the house covers a deficit), "
+                                          "operator_adjustment (an operator funded or debited the account)")]
     free_delta: str
     locked_delta: str
     free: str
@@ -248,6 +335,9 @@ class Position(msgspec.Struct, kw_only=True):
     unrealized_pnl: Optional[str]
     opened_at: Millis
     order_id: Id
+    commission: Annotated[str, Meta(description="commission charged so far (cross accounts: at open; "
+                                                "0.00 for isolated ones)")]
+    swap: Annotated[str, Meta(description="swaps charged so far (negative: credited)")]
 
 
 class PlacedOrder(msgspec.Struct, kw_only=True):
@@ -307,8 +397,12 @@ class ClosedPart(msgspec.Struct, kw_only=True):
     open_price: str
     margin: Annotated[str, Meta(description="margin released by this close")]
     pnl: str
-    credit: Annotated[str, Meta(description="what went back to the free balance: max(0, margin + pnl)")]
+    credit: Annotated[str, Meta(description="what went back to the free balance: max(0, margin + pnl) "
+                                            "(isolated; a cross account's is margin + pnl)")]
     closed_at: Millis
+    commission: Annotated[str, Meta(description="commission of the closed part: its share of the opening "
+                                                "commission plus the closing one")]
+    swap: Annotated[str, Meta(description="swaps charged to the closed part (negative: credited)")]
 
 
 class ModifyPositionRequest(msgspec.Struct, **_struct):
@@ -339,7 +433,8 @@ class ClosedPosition(msgspec.Struct, kw_only=True):
     position_id: Id
     symbol: Symbol
     side: Side
-    close_reason: str
+    close_reason: Annotated[str, Meta(description="user, take_profit, stop_loss, trailing_stop, liquidation, "
+                                                  "stop_out")]
     close_price: str
     qty: str
     remaining_qty: str
@@ -350,6 +445,8 @@ class ClosedPosition(msgspec.Struct, kw_only=True):
     leverage: Optional[int]
     opened_at: Optional[int]
     closed_at: Millis
+    commission: Annotated[str, Meta(description="commission of the closed part (open share + close)")]
+    swap: Annotated[str, Meta(description="swaps charged to the closed part (negative: credited)")]
 
 
 class HistoryPage(msgspec.Struct, kw_only=True):
@@ -427,6 +524,14 @@ REQUEST_EXAMPLES: dict[type, dict[str, dict[str, Any]]] = {
         "email": "trader@example.com", "password": "correct horse battery"})},
     SigninRequest: {"credentials": _example("e-mail and password", {
         "email": "trader@example.com", "password": "correct horse battery"})},
+    SwitchRequest: {"account_id": _example("tokens for another of your accounts (GET /api/v1/accounts)", {
+        "account_id": "2"})},
+    OpenAccountRequest: {
+        "demo_raw_spread": _example("a demo Raw Spread account (tight spread, commission)", {
+            "type": "raw_spread", "demo": True}),
+        "real_standard": _example("a real Standard account (opens empty; the broker funds it)", {
+            "type": "standard", "demo": False}),
+    },
     RefreshRequest: {"refresh_token": _example("the refresh_token from sign-in or the last refresh", {
         "refresh_token": "paste-the-refresh_token-from-signin"})},
     FundingRequest: {

@@ -20,10 +20,14 @@ What is stored (DESIGN.md §4 persister and candles, §5 history resources):
   1), the last engine seq whose rows are all stored. ``apply_batch`` writes a batch's rows and
   this seq in **one transaction** and skips inputs at or below it, so re-sending batches (a
   restart, a rebuild from the journal) never duplicates a row.
-* ``users`` and ``refresh_tokens`` — written and read by the gateway (migration 0002). A user's
-  trading account has the user's id. Refresh tokens are kept as SHA-256 digests only; rotation
-  and family revocation are single transactions (:meth:`Store.rotate_refresh_token`), so two
-  concurrent uses of one token can never both succeed.
+* ``users``, ``accounts`` and ``refresh_tokens`` — written and read by the gateway (migrations
+  0002 and 0016). A user holds one or more trading accounts (:class:`AccountRecord`: type, demo or
+  real); the first is opened at sign-up and is the one a sign-in picks by default
+  (``users.account_id``). Account ids come from the ``accounts`` table's own sequence (the first
+  account of a user who signed up before 0016 kept the user's id). Refresh tokens are kept as
+  SHA-256 digests only, each family bound to one account; rotation and family revocation are
+  single transactions (:meth:`Store.rotate_refresh_token`), so two concurrent uses of one token
+  can never both succeed.
 * ``operators`` and ``operator_refresh_tokens`` — the broker's staff (migration 0013), created by
   ``exness-actors operator create``, signed in at ``/api/v1/admin/signin``; their refresh tokens
   work exactly like the traders'. ``audit_log`` — one row per ``OperatorAction`` event, written by
@@ -53,6 +57,7 @@ from exness_actors.events import (
     OrderCancelled,
     OrderModified,
     PositionClosed,
+    PositionFees,
     PositionOpened,
 )
 from exness_actors.errors import InvalidValue
@@ -66,8 +71,8 @@ __all__ = [
     "check_limit", "check_shard", "open_store", "MAX_PAGE_LIMIT", "DEFAULT_PAGE_LIMIT", "ledger_page",
     "closed_positions_page", "orders_page", "candle_bound", "MAX_TIME_NS",
     "HistoryCut", "HISTORY_CUT_TABLES", "history_cut_sql", "history_cut_args",
-    "UserRecord", "DuplicateEmail", "RefreshRotation", "ROTATION_OUTCOMES",
-    "OperatorRecord", "AuditEntry", "AccountOwner", "audit_page", "AUDIT_COLUMNS",
+    "UserRecord", "DuplicateEmail", "RefreshRotation", "ROTATION_OUTCOMES", "AccountRecord",
+    "TooManyAccounts", "OperatorRecord", "AuditEntry", "AccountOwner", "audit_page", "AUDIT_COLUMNS",
     "OPERATOR_ROLES", "MAX_OWNER_MATCHES",
 ]
 
@@ -98,6 +103,10 @@ class StoreClosed(RuntimeError):
 
 class DuplicateEmail(ValueError):
     """:meth:`Store.create_user` with an e-mail address that already has a user (HTTP 409)."""
+
+
+class TooManyAccounts(ValueError):
+    """:meth:`Store.open_account` for a user who already holds ``limit`` accounts (HTTP 409)."""
 
 
 # ---------------------------------------------------------------------------------- row types
@@ -142,6 +151,10 @@ class ClosedPosition:
     margin: int
     pnl: int
     credit: int
+    commission: int
+    """commission of the closed part, at its open and at this close (cross accounts; else 0)"""
+    swap: int
+    """swaps charged to the closed part (negative: credited; cross accounts; else 0)"""
     remaining_qty: int
     leverage: Optional[int]
     opened_at: Optional[int]
@@ -183,7 +196,8 @@ class OrderRecord:
 @attrs.define(slots=True, kw_only=True, eq=True, repr=True)
 class UserRecord:
     """A trader. ``email`` is normalised (trimmed, lower-case); ``password_hash`` an argon2id PHC
-    string; ``account_ready`` is true once the engine confirmed the trading account."""
+    string; ``account_id`` the account a sign-in picks when it names none (the first one opened)
+    and ``account_ready`` whether the engine has confirmed that account."""
     user_id: int
     email: str
     password_hash: str
@@ -193,6 +207,21 @@ class UserRecord:
 
 
 @attrs.define(slots=True, kw_only=True, eq=True, repr=True)
+class AccountRecord:
+    """One trading account of a user. ``account_type`` names a configured account type (the
+    engine's ``OpenAccount``); ``demo`` accounts get the demo deposit and deposit freely, real ones
+    open empty and are funded by an operator; ``ready`` is true once the engine confirmed it.
+    Nothing but ``ready`` ever changes."""
+    account_id: int
+    user_id: int
+    account_type: str
+    demo: bool
+    ready: bool
+    created_at: int
+
+
+#: Column order of :class:`AccountRecord` in the stores' SELECTs.
+ACCOUNT_COLUMNS = tuple(attrs.fields_dict(AccountRecord))
 class OperatorRecord:
     """One of the broker's staff. ``role``: one of :data:`OPERATOR_ROLES`; a ``disabled``
     operator cannot sign in and their tokens stop working."""
@@ -221,7 +250,7 @@ class AuditEntry:
 
 @attrs.define(slots=True, kw_only=True, eq=True, repr=True)
 class AccountOwner:
-    """Who holds a trading account (today: the user whose id it is)."""
+    """Who holds a trading account (the back office's account search)."""
     account_id: int
     user_id: int
     email: str
@@ -254,6 +283,7 @@ AUDIT_COLUMNS = ("shard", "seq", "idx", "operator_id", "action", "account_id", "
                  "detail", "ts")
 CLOSED_COLUMNS = tuple(name for name in attrs.fields_dict(ClosedPosition)
                        if name not in ("leverage", "opened_at"))
+_CLOSED_COMMISSION = CLOSED_COLUMNS.index("commission")
 POSITION_COLUMNS = ("position_id", "account_id", "order_id", "symbol", "side", "qty", "open_price",
                     "margin", "leverage", "liquidation_price", "take_profit", "stop_loss",
                     "trailing_stop", "opened_at", "seq")
@@ -298,6 +328,7 @@ def rows_from_items(items: Iterable[tuple[int, int, list]]) -> BatchRows:
     rows = BatchRows()
     orders_accepted = rows.orders_accepted
     ledger = rows.ledger
+    closed = rows.positions_closed
     for seq, ts, events in items:
         for index, event in enumerate(events):
             kind = type(event)
@@ -323,10 +354,20 @@ def rows_from_items(items: Iterable[tuple[int, int, list]]) -> BatchRows:
                 rows.orders_filled.append((event.open_price, event.position_id, event.ts, seq,
                                            event.order_id))
             elif kind is PositionClosed:
-                rows.positions_closed.append((
+                closed.append((
                     event.position_id, seq, event.account_id, event.symbol, event.side,
                     event.reason, event.qty, event.open_price, event.price, event.margin,
-                    event.pnl, event.credit, event.remaining_qty, event.ts))
+                    event.pnl, event.credit, 0, 0, event.remaining_qty, event.ts))
+            elif kind is PositionFees:
+                # follows its PositionClosed in the same input: fill that row's fees
+                for back in range(len(closed) - 1, -1, -1):
+                    row = closed[back]
+                    if row[1] != seq:
+                        break
+                    if row[0] == event.position_id:
+                        closed[back] = (*row[:_CLOSED_COMMISSION], event.commission, event.swap,
+                                        *row[_CLOSED_COMMISSION + 2:])
+                        break
             elif kind is OrderCancelled:
                 status = _STATUS_EXPIRED if event.reason == _EXPIRED else _STATUS_CANCELLED
                 rows.orders_finished.append((status, event.reason, event.ts, seq, event.order_id))
@@ -548,10 +589,11 @@ class Store(Protocol):
         """The order, or None when it does not exist or belongs to another account."""
         ...
 
-    # -- users and refresh tokens (gateway)
-    async def create_user(self, email: str, password_hash: str, *, created_at: int) -> UserRecord:
-        """Insert a user (``account_id`` = the new ``user_id``, ``account_ready`` false);
-        :class:`DuplicateEmail` when the (normalised) e-mail is taken."""
+    # -- users, their accounts and refresh tokens (gateway)
+    async def create_user(self, email: str, password_hash: str, *, created_at: int,
+                          account_type: str = "standard", demo: bool = True) -> UserRecord:
+        """Insert a user and their first trading account (``account_type``, ``demo``; not
+        ready) in one transaction; :class:`DuplicateEmail` when the (normalised) e-mail is taken."""
         ...
 
     async def user_by_email(self, email: str) -> Optional[UserRecord]:
@@ -560,18 +602,32 @@ class Store(Protocol):
     async def user_by_id(self, user_id: int) -> Optional[UserRecord]:
         ...
 
-    async def mark_account_ready(self, user_id: int) -> None:
-        """Record that the engine has the user's trading account."""
+    async def open_account(self, user_id: int, *, account_type: str, demo: bool, created_at: int,
+                           limit: int) -> AccountRecord:
+        """Add a trading account (not ready) to the user; :class:`TooManyAccounts` when they
+        already hold ``limit`` (checked in the same transaction)."""
+        ...
+
+    async def accounts_of(self, user_id: int) -> list[AccountRecord]:
+        """The user's accounts, oldest first."""
+        ...
+
+    async def account(self, account_id: int) -> Optional[AccountRecord]:
+        ...
+
+    async def mark_account_ready(self, account_id: int) -> None:
+        """Record that the engine has the trading account."""
         ...
 
     async def forget_accounts_ready(self, account_ids: list[int]) -> None:
         """Record that the engine no longer has these accounts (a repair cut off their
-        creation): the owners' next sign-in creates them again."""
+        creation): the next sign-in or switch to them creates them again."""
         ...
 
     async def add_refresh_token(self, token_hash: bytes, *, user_id: int, family_id: str,
-                                issued_at: int, expires_at: int) -> None:
-        """Store the first token of a new family (a sign-in)."""
+                                issued_at: int, expires_at: int, account_id: Optional[int] = None) -> None:
+        """Store the first token of a new family (a sign-in or a switch) for ``account_id``
+        (None: the user's first account)."""
         ...
 
     async def rotate_refresh_token(self, token_hash: bytes, *, new_hash: bytes, now: int,

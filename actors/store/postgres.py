@@ -55,6 +55,7 @@ from actors._shipped import shipped_path
 from actors.aio_bridge import AsyncioBridge, open_bridge
 from actors.engine.messages import EventBatch
 from actors.store.base import (
+    ACCOUNT_COLUMNS,
     AUDIT_COLUMNS,
     MAX_OWNER_MATCHES,
     HISTORY_CUT_QUERIES,
@@ -64,6 +65,7 @@ from actors.store.base import (
     LEDGER_COLUMNS,
     ORDER_COLUMNS,
     POSITION_COLUMNS,
+    AccountRecord,
     AccountOwner,
     AuditEntry,
     ClosedPosition,
@@ -75,6 +77,7 @@ from actors.store.base import (
     Page,
     RefreshRotation,
     StoreClosed,
+    TooManyAccounts,
     UserRecord,
     audit_page,
     candle_bound,
@@ -300,11 +303,14 @@ _LEDGER_SELECT = f"SELECT {', '.join(LEDGER_COLUMNS)} FROM ledger"
 _CLOSED_NAMES = CLOSED_COLUMNS[:-1] + ("leverage", "opened_at", "closed_at")
 _CLOSED_SELECT = f"SELECT {', '.join(_CLOSED_NAMES)} FROM closed_positions"
 _ORDER_SELECT = f"SELECT {', '.join(ORDER_COLUMNS)} FROM orders"
-_USER_SELECT = ("SELECT user_id, email, password_hash, account_id, account_ready, created_at "
-                "FROM users")
+# the first account's readiness is the account's (migration 0016)
+_USER_SELECT = ("SELECT u.user_id, u.email, u.password_hash, u.account_id, coalesce(a.ready, false), "
+                "u.created_at FROM users AS u LEFT JOIN accounts AS a ON a.account_id = u.account_id")
+_ACCOUNT_SELECT = f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM accounts"
 _OPERATOR_SELECT = "SELECT operator_id, email, password_hash, role, disabled, created_at FROM operators"
 _AUDIT_SELECT = f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit_log"
-_OWNER_SELECT = "SELECT account_id, user_id, email FROM users"
+# every account a user holds (migration 0016), with the holder's e-mail
+_OWNER_SELECT = "SELECT a.account_id, a.user_id, u.email FROM accounts AS a JOIN users AS u ON u.user_id = a.user_id"
 
 
 def ledger_query(account_id: int, cursor: Optional[str], limit: int) -> tuple[str, list[Any]]:
@@ -448,8 +454,8 @@ _UPSERT_CANDLES = (
 _COLUMN_TYPES = {
     **dict.fromkeys(("symbol", "side", "type", "status", "client_order_id", "cancel_reason",
                      "reason", "kind", "ref", "action", "target", "detail"), "text"),
-    **dict.fromkeys(("margin", "pnl", "credit", "free_delta", "locked_delta", "free", "locked"),
-                    "numeric"),
+    **dict.fromkeys(("margin", "pnl", "credit", "commission", "swap", "free_delta", "locked_delta",
+                     "free", "locked"), "numeric"),
     **dict.fromkeys(("leverage", "idx", "shard"), "integer"),
 }   # every other column is bigint (migration 0001)
 
@@ -609,24 +615,42 @@ async def _db_cut_history(pool: asyncpg.Pool, args: dict[str, int]) -> HistoryCu
                       removed=removed)
 
 
+_INSERT_ACCOUNT = ("INSERT INTO accounts (user_id, account_type, demo, ready, created_at) "
+                   "VALUES ($1, $2, $3, false, $4) RETURNING account_id")
+
+
 async def _db_create_user(pool: asyncpg.Pool, email: str, password_hash: str,
-                          created_at: int) -> Optional[int]:
-    """The new user's id, or None when the e-mail is taken. The NOT EXISTS guard keeps a
-    duplicate sign-up from drawing an id from the sequence (ids stay dense, as in SQLite); the
-    unique index still decides a race between two sign-ups with one address."""
+                          created_at: int, account_type: str, demo: bool) -> Optional[tuple[int, int]]:
+    """The new user's id and first account's id, or None when the e-mail is taken. The NOT
+    EXISTS guard keeps a duplicate sign-up from drawing an id from the sequence (ids stay dense,
+    as in SQLite); the unique index still decides a race between two sign-ups with one address."""
     try:
         async with pool.acquire() as connection, connection.transaction():
             user_id = await connection.fetchval(
-                "INSERT INTO users (email, password_hash, account_id, account_ready, created_at) "
-                "SELECT $1::text, $2::text, 0, false, $3::bigint "
+                "INSERT INTO users (email, password_hash, account_id, created_at) "
+                "SELECT $1::text, $2::text, 0, $3::bigint "
                 "WHERE NOT EXISTS (SELECT 1 FROM users WHERE email = $1::text) RETURNING user_id",
                 email, password_hash, created_at)
-            if user_id is not None:
-                await connection.execute("UPDATE users SET account_id = user_id WHERE user_id = $1",
-                                         user_id)
-            return user_id
+            if user_id is None:
+                return None
+            account_id = await connection.fetchval(_INSERT_ACCOUNT, user_id, account_type, demo, created_at)
+            await connection.execute("UPDATE users SET account_id = $1 WHERE user_id = $2",
+                                     account_id, user_id)
+            return user_id, account_id
     except asyncpg.UniqueViolationError:
         return None
+
+
+async def _db_open_account(pool: asyncpg.Pool, user_id: int, account_type: str, demo: bool,
+                           created_at: int, limit: int) -> Optional[int]:
+    """The new account's id, or None when the user already holds ``limit`` accounts. The user's
+    row is locked first, so two concurrent opens for one user count one after the other."""
+    async with pool.acquire() as connection, connection.transaction():
+        await connection.execute("SELECT 1 FROM users WHERE user_id = $1 FOR UPDATE", user_id)
+        held = await connection.fetchval("SELECT count(*) FROM accounts WHERE user_id = $1", user_id)
+        if held >= limit:
+            return None
+        return await connection.fetchval(_INSERT_ACCOUNT, user_id, account_type, demo, created_at)
 
 
 async def _db_execute(pool: asyncpg.Pool, sql: str, args: Sequence[Any]) -> str:
@@ -634,28 +658,20 @@ async def _db_execute(pool: asyncpg.Pool, sql: str, args: Sequence[Any]) -> str:
         return await connection.execute(sql, *args)
 
 
-#: The refresh-token tables: (table, owner column, the row of a token locked for update: owner,
-#: family, expiry, spent, revoked, and the owner's trading account — NULL for operators).
-_TRADER_TOKENS = ("refresh_tokens", "user_id",
-                  "SELECT t.user_id, t.family_id, t.expires_at, t.spent_at, t.revoked_at, u.account_id "
-                  "FROM refresh_tokens AS t JOIN users AS u ON u.user_id = t.user_id "
-                  "WHERE t.token_hash = $1 FOR UPDATE OF t")
-_OPERATOR_TOKENS = ("operator_refresh_tokens", "operator_id",
-                    "SELECT operator_id, family_id, expires_at, spent_at, revoked_at, NULL::bigint "
-                    "FROM operator_refresh_tokens WHERE token_hash = $1 FOR UPDATE")
-
-
-async def _db_rotate(pool: asyncpg.Pool, tokens: tuple[str, str, str], token_hash: bytes, new_hash: bytes,
-                     now: int, expires_at: int) -> RefreshRotation:
-    table, owner, select = tokens
+async def _db_rotate(pool: asyncpg.Pool, token_hash: bytes, new_hash: bytes, now: int,
+                     expires_at: int) -> RefreshRotation:
     async with pool.acquire() as connection, connection.transaction():
         family_id = await connection.fetchval(
-            f"SELECT family_id FROM {table} WHERE token_hash = $1", token_hash)
+            "SELECT family_id FROM refresh_tokens WHERE token_hash = $1", token_hash)
         if family_id is None:
             return RefreshRotation(outcome="unknown")
         await connection.execute(_LOCK_TOKEN_FAMILY, family_id)
         # Read again under the lock: the state the previous holder committed.
-        row = await connection.fetchrow(select, token_hash)
+        row = await connection.fetchrow(
+            "SELECT t.user_id, t.family_id, t.expires_at, t.spent_at, t.revoked_at, "
+            "coalesce(t.account_id, u.account_id) "
+            "FROM refresh_tokens AS t JOIN users AS u ON u.user_id = t.user_id "
+            "WHERE t.token_hash = $1 FOR UPDATE OF t", token_hash)
         if row is None:                     # purged meanwhile
             return RefreshRotation(outcome="unknown")
         user_id, family_id, token_expires, spent_at, revoked_at, account_id = row
@@ -663,30 +679,73 @@ async def _db_rotate(pool: asyncpg.Pool, tokens: tuple[str, str, str], token_has
         if revoked_at is not None:
             return RefreshRotation(outcome="revoked", **known)
         if spent_at is not None:
-            await connection.execute(f"UPDATE {table} SET revoked_at = $1 "
+            await connection.execute("UPDATE refresh_tokens SET revoked_at = $1 "
                                      "WHERE family_id = $2 AND revoked_at IS NULL", now, family_id)
             return RefreshRotation(outcome="reused", **known)
         if token_expires <= now:
             return RefreshRotation(outcome="expired", **known)
-        await connection.execute(f"UPDATE {table} SET spent_at = $1 WHERE token_hash = $2",
+        await connection.execute("UPDATE refresh_tokens SET spent_at = $1 WHERE token_hash = $2",
                                  now, token_hash)
         await connection.execute(
-            f"INSERT INTO {table} (token_hash, {owner}, family_id, parent_hash, issued_at, "
-            "expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
-            new_hash, user_id, family_id, token_hash, now, expires_at)
+            "INSERT INTO refresh_tokens (token_hash, user_id, family_id, parent_hash, issued_at, "
+            "expires_at, account_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            new_hash, user_id, family_id, token_hash, now, expires_at, account_id)
         return RefreshRotation(outcome="rotated", **known)
 
 
-async def _db_revoke_family(pool: asyncpg.Pool, tokens: tuple[str, str, str], token_hash: bytes,
-                            now: int) -> bool:
-    table = tokens[0]
+async def _db_revoke_family(pool: asyncpg.Pool, token_hash: bytes, now: int) -> bool:
     async with pool.acquire() as connection, connection.transaction():
         family_id = await connection.fetchval(
-            f"SELECT family_id FROM {table} WHERE token_hash = $1", token_hash)
+            "SELECT family_id FROM refresh_tokens WHERE token_hash = $1", token_hash)
         if family_id is None:
             return False
         await connection.execute(_LOCK_TOKEN_FAMILY, family_id)
-        await connection.execute(f"UPDATE {table} SET revoked_at = $1 "
+        await connection.execute("UPDATE refresh_tokens SET revoked_at = $1 "
+                                 "WHERE family_id = $2 AND revoked_at IS NULL", now, family_id)
+        return True
+
+
+async def _db_rotate_operator(pool: asyncpg.Pool, token_hash: bytes, new_hash: bytes, now: int,
+                              expires_at: int) -> RefreshRotation:
+    """:func:`_db_rotate` for an operator's token (``user_id`` is the operator's id, no account)."""
+    async with pool.acquire() as connection, connection.transaction():
+        family_id = await connection.fetchval(
+            "SELECT family_id FROM operator_refresh_tokens WHERE token_hash = $1", token_hash)
+        if family_id is None:
+            return RefreshRotation(outcome="unknown")
+        await connection.execute(_LOCK_TOKEN_FAMILY, family_id)
+        row = await connection.fetchrow(
+            "SELECT operator_id, family_id, expires_at, spent_at, revoked_at FROM operator_refresh_tokens "
+            "WHERE token_hash = $1 FOR UPDATE", token_hash)
+        if row is None:                     # purged meanwhile
+            return RefreshRotation(outcome="unknown")
+        operator_id, family_id, token_expires, spent_at, revoked_at = row
+        known = dict(user_id=operator_id, family_id=family_id)
+        if revoked_at is not None:
+            return RefreshRotation(outcome="revoked", **known)
+        if spent_at is not None:
+            await connection.execute("UPDATE operator_refresh_tokens SET revoked_at = $1 "
+                                     "WHERE family_id = $2 AND revoked_at IS NULL", now, family_id)
+            return RefreshRotation(outcome="reused", **known)
+        if token_expires <= now:
+            return RefreshRotation(outcome="expired", **known)
+        await connection.execute("UPDATE operator_refresh_tokens SET spent_at = $1 WHERE token_hash = $2",
+                                 now, token_hash)
+        await connection.execute(
+            "INSERT INTO operator_refresh_tokens (token_hash, operator_id, family_id, parent_hash, issued_at, "
+            "expires_at) VALUES ($1, $2, $3, $4, $5, $6)", new_hash, operator_id, family_id, token_hash, now,
+            expires_at)
+        return RefreshRotation(outcome="rotated", **known)
+
+
+async def _db_revoke_operator_family(pool: asyncpg.Pool, token_hash: bytes, now: int) -> bool:
+    async with pool.acquire() as connection, connection.transaction():
+        family_id = await connection.fetchval(
+            "SELECT family_id FROM operator_refresh_tokens WHERE token_hash = $1", token_hash)
+        if family_id is None:
+            return False
+        await connection.execute(_LOCK_TOKEN_FAMILY, family_id)
+        await connection.execute("UPDATE operator_refresh_tokens SET revoked_at = $1 "
                                  "WHERE family_id = $2 AND revoked_at IS NULL", now, family_id)
         return True
 
@@ -860,43 +919,63 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ users and refresh tokens
 
-    async def create_user(self, email: str, password_hash: str, *,
-                          created_at: int) -> UserRecord:
-        user_id = await self._call(_db_create_user, email, password_hash, created_at)
-        if user_id is None:
+    async def create_user(self, email: str, password_hash: str, *, created_at: int,
+                          account_type: str = "standard", demo: bool = True) -> UserRecord:
+        created = await self._call(_db_create_user, email, password_hash, created_at, account_type, demo)
+        if created is None:
             raise DuplicateEmail(f"a user with e-mail {email!r} exists")
+        user_id, account_id = created
         return UserRecord(user_id=user_id, email=email, password_hash=password_hash,
-                          account_id=user_id, account_ready=False, created_at=created_at)
+                          account_id=account_id, account_ready=False, created_at=created_at)
 
     async def user_by_email(self, email: str) -> Optional[UserRecord]:
-        rows = await self._call(_db_fetch, f"{_USER_SELECT} WHERE email = $1", (email,))
+        rows = await self._call(_db_fetch, f"{_USER_SELECT} WHERE u.email = $1", (email,))
         return _user(rows[0]) if rows else None
 
     async def user_by_id(self, user_id: int) -> Optional[UserRecord]:
-        rows = await self._call(_db_fetch, f"{_USER_SELECT} WHERE user_id = $1", (user_id,))
+        rows = await self._call(_db_fetch, f"{_USER_SELECT} WHERE u.user_id = $1", (user_id,))
         return _user(rows[0]) if rows else None
 
-    async def mark_account_ready(self, user_id: int) -> None:
-        await self._call(_db_execute, "UPDATE users SET account_ready = true WHERE user_id = $1",
-                         (user_id,))
+    async def open_account(self, user_id: int, *, account_type: str, demo: bool, created_at: int,
+                           limit: int) -> AccountRecord:
+        account_id = await self._call(_db_open_account, user_id, account_type, demo, created_at, limit)
+        if account_id is None:
+            raise TooManyAccounts(f"user {user_id} already holds {limit} accounts (at most {limit})")
+        return AccountRecord(account_id=account_id, user_id=user_id, account_type=account_type, demo=demo,
+                             ready=False, created_at=created_at)
+
+    async def accounts_of(self, user_id: int) -> list[AccountRecord]:
+        rows = await self._call(_db_fetch, f"{_ACCOUNT_SELECT} WHERE user_id = $1 ORDER BY account_id",
+                                (user_id,))
+        return [AccountRecord(**dict(zip(ACCOUNT_COLUMNS, row))) for row in rows]
+
+    async def account(self, account_id: int) -> Optional[AccountRecord]:
+        rows = await self._call(_db_fetch, f"{_ACCOUNT_SELECT} WHERE account_id = $1", (account_id,))
+        return AccountRecord(**dict(zip(ACCOUNT_COLUMNS, rows[0]))) if rows else None
+
+    async def mark_account_ready(self, account_id: int) -> None:
+        await self._call(_db_execute, "UPDATE accounts SET ready = true WHERE account_id = $1",
+                         (account_id,))
 
     async def forget_accounts_ready(self, account_ids: list[int]) -> None:
-        await self._call(_db_execute, "UPDATE users SET account_ready = false WHERE account_id = ANY($1::bigint[])",
+        await self._call(_db_execute, "UPDATE accounts SET ready = false WHERE account_id = ANY($1::bigint[])",
                          (list(account_ids),))
 
     async def add_refresh_token(self, token_hash: bytes, *, user_id: int,
-                                family_id: str, issued_at: int, expires_at: int) -> None:
+                                family_id: str, issued_at: int, expires_at: int,
+                                account_id: Optional[int] = None) -> None:
         await self._call(_db_execute,
                          "INSERT INTO refresh_tokens (token_hash, user_id, family_id, parent_hash, "
-                         "issued_at, expires_at) VALUES ($1, $2, $3, NULL, $4, $5)",
-                         (token_hash, user_id, family_id, issued_at, expires_at))
+                         "issued_at, expires_at, account_id) SELECT $1::bytea, $2::bigint, $3::text, NULL, $4::bigint, $5::bigint, "
+                         "coalesce($6::bigint, account_id) FROM users WHERE user_id = $2",
+                         (token_hash, user_id, family_id, issued_at, expires_at, account_id))
 
     async def rotate_refresh_token(self, token_hash: bytes, *, new_hash: bytes,
                                    now: int, expires_at: int) -> RefreshRotation:
-        return await self._call(_db_rotate, _TRADER_TOKENS, token_hash, new_hash, now, expires_at)
+        return await self._call(_db_rotate, token_hash, new_hash, now, expires_at)
 
     async def revoke_refresh_family(self, token_hash: bytes, *, now: int) -> bool:
-        return await self._call(_db_revoke_family, _TRADER_TOKENS, token_hash, now)
+        return await self._call(_db_revoke_family, token_hash, now)
 
     async def purge_refresh_tokens(self, *, before: int) -> int:
         return _affected(await self._call(_db_execute, _PURGE_TOKENS, (before,)))
@@ -905,8 +984,8 @@ class PostgresStore:
 
     async def account_owners_matching(self, email_contains: str, *, after: int = 0,
                                       limit: int = MAX_OWNER_MATCHES) -> list[AccountOwner]:
-        rows = await self._call(_db_fetch, f"{_OWNER_SELECT} WHERE strpos(email, $1) > 0 AND account_id > $2 "
-                                           "ORDER BY account_id LIMIT $3",
+        rows = await self._call(_db_fetch, f"{_OWNER_SELECT} WHERE strpos(u.email, $1) > 0 AND a.account_id > $2 "
+                                           "ORDER BY a.account_id LIMIT $3",
                                 (email_contains, after, min(limit, MAX_OWNER_MATCHES)))
         return [AccountOwner(account_id=row[0], user_id=row[1], email=row[2]) for row in rows]
 
@@ -914,7 +993,7 @@ class PostgresStore:
         ids = sorted(set(account_ids))[:MAX_OWNER_MATCHES]
         if not ids:
             return {}
-        rows = await self._call(_db_fetch, f"{_OWNER_SELECT} WHERE account_id = ANY($1::bigint[])", (ids,))
+        rows = await self._call(_db_fetch, f"{_OWNER_SELECT} WHERE a.account_id = ANY($1::bigint[])", (ids,))
         return {row[0]: AccountOwner(account_id=row[0], user_id=row[1], email=row[2]) for row in rows}
 
     # ------------------------------------------------------------------ operators
@@ -952,10 +1031,10 @@ class PostgresStore:
 
     async def rotate_operator_refresh_token(self, token_hash: bytes, *, new_hash: bytes, now: int,
                                             expires_at: int) -> RefreshRotation:
-        return await self._call(_db_rotate, _OPERATOR_TOKENS, token_hash, new_hash, now, expires_at)
+        return await self._call(_db_rotate_operator, token_hash, new_hash, now, expires_at)
 
     async def revoke_operator_refresh_family(self, token_hash: bytes, *, now: int) -> bool:
-        return await self._call(_db_revoke_family, _OPERATOR_TOKENS, token_hash, now)
+        return await self._call(_db_revoke_operator_family, token_hash, now)
 
     # ------------------------------------------------------------------ audit log
 

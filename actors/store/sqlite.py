@@ -33,6 +33,7 @@ import trio
 from actors._shipped import shipped_path
 from actors.engine.messages import EventBatch
 from actors.store.base import (
+    ACCOUNT_COLUMNS,
     AUDIT_COLUMNS,
     MAX_OWNER_MATCHES,
     HISTORY_CUT_QUERIES,
@@ -42,6 +43,7 @@ from actors.store.base import (
     LEDGER_COLUMNS,
     ORDER_COLUMNS,
     POSITION_COLUMNS,
+    AccountRecord,
     AccountOwner,
     AuditEntry,
     ClosedPosition,
@@ -53,6 +55,7 @@ from actors.store.base import (
     Page,
     RefreshRotation,
     StoreClosed,
+    TooManyAccounts,
     UserRecord,
     audit_page,
     candle_bound,
@@ -110,23 +113,18 @@ _INSERT_AUDIT = (f"INSERT INTO audit_log ({', '.join(AUDIT_COLUMNS)}) "
                  f"VALUES ({_placeholders(len(AUDIT_COLUMNS))}) ON CONFLICT DO NOTHING")
 
 _LEDGER_SELECT = f"SELECT {', '.join(LEDGER_COLUMNS)} FROM ledger"
-_CLOSED_FIELDS = ", ".join(CLOSED_COLUMNS[:-1] + ("leverage", "opened_at", "closed_at"))
+_CLOSED_NAMES = CLOSED_COLUMNS[:-1] + ("leverage", "opened_at", "closed_at")
+_CLOSED_FIELDS = ", ".join(_CLOSED_NAMES)
 _CLOSED_SELECT = f"SELECT {_CLOSED_FIELDS} FROM closed_positions"
 _ORDER_SELECT = f"SELECT {', '.join(ORDER_COLUMNS)} FROM orders"
-_USER_SELECT = ("SELECT user_id, email, password_hash, account_id, account_ready, created_at "
-                "FROM users")
+# the first account's readiness is the account's (migration 0016)
+_USER_SELECT = ("SELECT u.user_id, u.email, u.password_hash, u.account_id, coalesce(a.ready, 0), "
+                "u.created_at FROM users AS u LEFT JOIN accounts AS a ON a.account_id = u.account_id")
+_ACCOUNT_SELECT = f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM accounts"
 _OPERATOR_SELECT = "SELECT operator_id, email, password_hash, role, disabled, created_at FROM operators"
 _AUDIT_SELECT = f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit_log"
-_OWNER_SELECT = "SELECT account_id, user_id, email FROM users"
-
-#: The refresh-token tables: (table, owner column, the row of a token: owner, family, expiry,
-#: spent, revoked, and the owner's trading account — NULL for operators).
-_TRADER_TOKENS = ("refresh_tokens", "user_id",
-                  "SELECT t.user_id, t.family_id, t.expires_at, t.spent_at, t.revoked_at, u.account_id "
-                  "FROM refresh_tokens AS t JOIN users AS u ON u.user_id = t.user_id WHERE t.token_hash = ?")
-_OPERATOR_TOKENS = ("operator_refresh_tokens", "operator_id",
-                    "SELECT operator_id, family_id, expires_at, spent_at, revoked_at, NULL "
-                    "FROM operator_refresh_tokens WHERE token_hash = ?")
+# every account a user holds (migration 0016), with the holder's e-mail
+_OWNER_SELECT = "SELECT a.account_id, a.user_id, u.email FROM accounts AS a JOIN users AS u ON u.user_id = a.user_id"
 
 
 class SqliteStore:
@@ -363,41 +361,60 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ users and refresh tokens
 
-    async def create_user(self, email: str, password_hash: str, *,
-                          created_at: int) -> UserRecord:
+    async def create_user(self, email: str, password_hash: str, *, created_at: int,
+                          account_type: str = "standard", demo: bool = True) -> UserRecord:
         return await self._call(self._transaction, functools.partial(
-            _create_user, email=email, password_hash=password_hash, created_at=created_at))
+            _create_user, email=email, password_hash=password_hash, created_at=created_at,
+            account_type=account_type, demo=demo))
 
     async def user_by_email(self, email: str) -> Optional[UserRecord]:
-        rows = await self._call(self._query, f"{_USER_SELECT} WHERE email = ?", [email])
+        rows = await self._call(self._query, f"{_USER_SELECT} WHERE u.email = ?", [email])
         return _user(rows[0]) if rows else None
 
     async def user_by_id(self, user_id: int) -> Optional[UserRecord]:
-        rows = await self._call(self._query, f"{_USER_SELECT} WHERE user_id = ?", [user_id])
+        rows = await self._call(self._query, f"{_USER_SELECT} WHERE u.user_id = ?", [user_id])
         return _user(rows[0]) if rows else None
 
-    async def mark_account_ready(self, user_id: int) -> None:
+    async def open_account(self, user_id: int, *, account_type: str, demo: bool, created_at: int,
+                           limit: int) -> AccountRecord:
+        return await self._call(self._transaction, functools.partial(
+            _open_account, user_id=user_id, account_type=account_type, demo=demo,
+            created_at=created_at, limit=limit))
+
+    async def accounts_of(self, user_id: int) -> list[AccountRecord]:
+        rows = await self._call(self._query, f"{_ACCOUNT_SELECT} WHERE user_id = ? ORDER BY account_id",
+                                [user_id])
+        return [_account(row) for row in rows]
+
+    async def account(self, account_id: int) -> Optional[AccountRecord]:
+        rows = await self._call(self._query, f"{_ACCOUNT_SELECT} WHERE account_id = ?", [account_id])
+        return _account(rows[0]) if rows else None
+
+    async def mark_account_ready(self, account_id: int) -> None:
         await self._call(self._transaction, lambda connection: connection.execute(
-            "UPDATE users SET account_ready = 1 WHERE user_id = ?", (user_id,)))
+            "UPDATE accounts SET ready = 1 WHERE account_id = ?", (account_id,)))
 
     async def forget_accounts_ready(self, account_ids: list[int]) -> None:
         await self._call(self._transaction, lambda connection: connection.executemany(
-            "UPDATE users SET account_ready = 0 WHERE account_id = ?", [(account,) for account in account_ids]))
+            "UPDATE accounts SET ready = 0 WHERE account_id = ?", [(account,) for account in account_ids]))
 
     async def add_refresh_token(self, token_hash: bytes, *, user_id: int,
-                                family_id: str, issued_at: int, expires_at: int) -> None:
-        await self._call(self._transaction, functools.partial(
-            _add_token, _TRADER_TOKENS, (token_hash, user_id, family_id, issued_at, expires_at)))
+                                family_id: str, issued_at: int, expires_at: int,
+                                account_id: Optional[int] = None) -> None:
+        await self._call(self._transaction, lambda connection: connection.execute(
+            "INSERT INTO refresh_tokens (token_hash, user_id, family_id, parent_hash, issued_at, "
+            "expires_at, account_id) SELECT ?, ?, ?, NULL, ?, ?, coalesce(?, account_id) "
+            "FROM users WHERE user_id = ?",
+            (token_hash, user_id, family_id, issued_at, expires_at, account_id, user_id)))
 
     async def rotate_refresh_token(self, token_hash: bytes, *, new_hash: bytes,
                                    now: int, expires_at: int) -> RefreshRotation:
         return await self._call(self._transaction, functools.partial(
-            _rotate, tokens=_TRADER_TOKENS, token_hash=token_hash, new_hash=new_hash, now=now,
-            expires_at=expires_at))
+            _rotate, token_hash=token_hash, new_hash=new_hash, now=now, expires_at=expires_at))
 
     async def revoke_refresh_family(self, token_hash: bytes, *, now: int) -> bool:
         return await self._call(self._transaction, functools.partial(
-            _revoke_family, tokens=_TRADER_TOKENS, token_hash=token_hash, now=now))
+            _revoke_family, token_hash=token_hash, now=now))
 
     async def purge_refresh_tokens(self, *, before: int) -> int:
         return await self._call(self._transaction, lambda connection: connection.execute(
@@ -407,8 +424,8 @@ class SqliteStore:
 
     async def account_owners_matching(self, email_contains: str, *, after: int = 0,
                                       limit: int = MAX_OWNER_MATCHES) -> list[AccountOwner]:
-        rows = await self._call(self._query, f"{_OWNER_SELECT} WHERE instr(email, ?) > 0 AND account_id > ? "
-                                             "ORDER BY account_id LIMIT ?",
+        rows = await self._call(self._query, f"{_OWNER_SELECT} WHERE instr(u.email, ?) > 0 AND a.account_id > ? "
+                                             "ORDER BY a.account_id LIMIT ?",
                                 [email_contains, after, min(limit, MAX_OWNER_MATCHES)])
         return [AccountOwner(account_id=row[0], user_id=row[1], email=row[2]) for row in rows]
 
@@ -416,7 +433,7 @@ class SqliteStore:
         ids = sorted(set(account_ids))[:MAX_OWNER_MATCHES]
         if not ids:
             return {}
-        rows = await self._call(self._query, f"{_OWNER_SELECT} WHERE account_id IN ({_placeholders(len(ids))})",
+        rows = await self._call(self._query, f"{_OWNER_SELECT} WHERE a.account_id IN ({_placeholders(len(ids))})",
                                 ids)
         return {row[0]: AccountOwner(account_id=row[0], user_id=row[1], email=row[2]) for row in rows}
 
@@ -446,18 +463,18 @@ class SqliteStore:
 
     async def add_operator_refresh_token(self, token_hash: bytes, *, operator_id: int, family_id: str,
                                          issued_at: int, expires_at: int) -> None:
-        await self._call(self._transaction, functools.partial(
-            _add_token, _OPERATOR_TOKENS, (token_hash, operator_id, family_id, issued_at, expires_at)))
+        await self._call(self._transaction, lambda connection: connection.execute(
+            "INSERT INTO operator_refresh_tokens (token_hash, operator_id, family_id, parent_hash, issued_at, "
+            "expires_at) VALUES (?, ?, ?, NULL, ?, ?)", (token_hash, operator_id, family_id, issued_at, expires_at)))
 
     async def rotate_operator_refresh_token(self, token_hash: bytes, *, new_hash: bytes, now: int,
                                             expires_at: int) -> RefreshRotation:
         return await self._call(self._transaction, functools.partial(
-            _rotate, tokens=_OPERATOR_TOKENS, token_hash=token_hash, new_hash=new_hash, now=now,
-            expires_at=expires_at))
+            _rotate_operator, token_hash=token_hash, new_hash=new_hash, now=now, expires_at=expires_at))
 
     async def revoke_operator_refresh_family(self, token_hash: bytes, *, now: int) -> bool:
         return await self._call(self._transaction, functools.partial(
-            _revoke_family, tokens=_OPERATOR_TOKENS, token_hash=token_hash, now=now))
+            _revoke_operator_family, token_hash=token_hash, now=now))
 
     # ------------------------------------------------------------------ audit log
 
@@ -481,8 +498,7 @@ class SqliteStore:
 
 
 def _closed_position(row: tuple) -> ClosedPosition:
-    names = CLOSED_COLUMNS[:-1] + ("leverage", "opened_at", "closed_at")
-    return ClosedPosition(**dict(zip(names, row)))
+    return ClosedPosition(**dict(zip(_CLOSED_NAMES, row)))
 
 
 def _user(row: tuple) -> UserRecord:
@@ -490,33 +506,55 @@ def _user(row: tuple) -> UserRecord:
                       account_ready=bool(row[4]), created_at=row[5])
 
 
+def _account(row: tuple) -> AccountRecord:
+    record = AccountRecord(**dict(zip(ACCOUNT_COLUMNS, row)))
+    record.demo, record.ready = bool(record.demo), bool(record.ready)
+    return record
+
+
+def _insert_account(connection: sqlite3.Connection, user_id: int, account_type: str, demo: bool,
+                    created_at: int) -> AccountRecord:
+    # AUTOINCREMENT never reuses an id, so an account id is never handed out twice.
+    cursor = connection.execute(
+        "INSERT INTO accounts (user_id, account_type, demo, ready, created_at) VALUES (?, ?, ?, 0, ?)",
+        (user_id, account_type, int(demo), created_at))
+    account_id = cursor.lastrowid
+    assert account_id is not None   # an INSERT sets it
+    return AccountRecord(account_id=account_id, user_id=user_id, account_type=account_type, demo=demo,
+                         ready=False, created_at=created_at)
+
+
 def _create_user(connection: sqlite3.Connection, email: str, password_hash: str,
-                 created_at: int) -> UserRecord:
+                 created_at: int, account_type: str, demo: bool) -> UserRecord:
     try:
-        # The account id is the user id; AUTOINCREMENT never reuses an id, so an account id is
-        # never handed to a second user even after a row is deleted.
         cursor = connection.execute(
-            "INSERT INTO users (email, password_hash, account_id, account_ready, created_at) "
-            "VALUES (?, ?, 0, 0, ?)", (email, password_hash, created_at))
+            "INSERT INTO users (email, password_hash, account_id, created_at) VALUES (?, ?, 0, ?)",
+            (email, password_hash, created_at))
     except sqlite3.IntegrityError:
         raise DuplicateEmail(f"a user with e-mail {email!r} exists") from None
     user_id = cursor.lastrowid
     assert user_id is not None   # an INSERT sets it
-    connection.execute("UPDATE users SET account_id = ? WHERE user_id = ?", (user_id, user_id))
+    account = _insert_account(connection, user_id, account_type, demo, created_at)
+    connection.execute("UPDATE users SET account_id = ? WHERE user_id = ?", (account.account_id, user_id))
     return UserRecord(user_id=user_id, email=email, password_hash=password_hash,
-                      account_id=user_id, account_ready=False, created_at=created_at)
+                      account_id=account.account_id, account_ready=False, created_at=created_at)
 
 
-def _add_token(tokens: tuple[str, str, str], values: tuple, connection: sqlite3.Connection) -> None:
-    table, owner, _ = tokens
-    connection.execute(f"INSERT INTO {table} (token_hash, {owner}, family_id, parent_hash, issued_at, "
-                       "expires_at) VALUES (?, ?, ?, NULL, ?, ?)", values)
+def _open_account(connection: sqlite3.Connection, user_id: int, account_type: str, demo: bool,
+                  created_at: int, limit: int) -> AccountRecord:
+    held = connection.execute("SELECT count(*) FROM accounts WHERE user_id = ?", (user_id,)).fetchone()[0]
+    if held >= limit:
+        raise TooManyAccounts(f"user {user_id} already holds {held} accounts (at most {limit})")
+    return _insert_account(connection, user_id, account_type, demo, created_at)
 
 
-def _rotate(connection: sqlite3.Connection, tokens: tuple[str, str, str], token_hash: bytes,
-            new_hash: bytes, now: int, expires_at: int) -> RefreshRotation:
-    table, owner, select = tokens
-    row = connection.execute(select, (token_hash,)).fetchone()
+def _rotate(connection: sqlite3.Connection, token_hash: bytes, new_hash: bytes, now: int,
+            expires_at: int) -> RefreshRotation:
+    row = connection.execute(
+        "SELECT t.user_id, t.family_id, t.expires_at, t.spent_at, t.revoked_at, "
+        "coalesce(t.account_id, u.account_id) "
+        "FROM refresh_tokens AS t JOIN users AS u ON u.user_id = t.user_id "
+        "WHERE t.token_hash = ?", (token_hash,)).fetchone()
     if row is None:
         return RefreshRotation(outcome="unknown")
     user_id, family_id, token_expires, spent_at, revoked_at, account_id = row
@@ -524,28 +562,60 @@ def _rotate(connection: sqlite3.Connection, tokens: tuple[str, str, str], token_
     if revoked_at is not None:
         return RefreshRotation(outcome="revoked", **known)
     if spent_at is not None:
-        connection.execute(f"UPDATE {table} SET revoked_at = ? "
+        connection.execute("UPDATE refresh_tokens SET revoked_at = ? "
                            "WHERE family_id = ? AND revoked_at IS NULL", (now, family_id))
         return RefreshRotation(outcome="reused", **known)
     if token_expires <= now:
         return RefreshRotation(outcome="expired", **known)
-    connection.execute(f"UPDATE {table} SET spent_at = ? WHERE token_hash = ?",
+    connection.execute("UPDATE refresh_tokens SET spent_at = ? WHERE token_hash = ?",
                        (now, token_hash))
     connection.execute(
-        f"INSERT INTO {table} (token_hash, {owner}, family_id, parent_hash, issued_at, "
-        "expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-        (new_hash, user_id, family_id, token_hash, now, expires_at))
+        "INSERT INTO refresh_tokens (token_hash, user_id, family_id, parent_hash, issued_at, "
+        "expires_at, account_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (new_hash, user_id, family_id, token_hash, now, expires_at, account_id))
     return RefreshRotation(outcome="rotated", **known)
 
 
-def _revoke_family(connection: sqlite3.Connection, tokens: tuple[str, str, str], token_hash: bytes,
-                   now: int) -> bool:
-    table = tokens[0]
-    row = connection.execute(f"SELECT family_id FROM {table} WHERE token_hash = ?",
+def _revoke_family(connection: sqlite3.Connection, token_hash: bytes, now: int) -> bool:
+    row = connection.execute("SELECT family_id FROM refresh_tokens WHERE token_hash = ?",
                              (token_hash,)).fetchone()
     if row is None:
         return False
-    connection.execute(f"UPDATE {table} SET revoked_at = ? "
+    connection.execute("UPDATE refresh_tokens SET revoked_at = ? "
+                       "WHERE family_id = ? AND revoked_at IS NULL", (now, row[0]))
+    return True
+
+
+def _rotate_operator(connection: sqlite3.Connection, token_hash: bytes, new_hash: bytes, now: int,
+                     expires_at: int) -> RefreshRotation:
+    """:func:`_rotate` for an operator's token (``user_id`` is the operator's id, no account)."""
+    row = connection.execute("SELECT operator_id, family_id, expires_at, spent_at, revoked_at "
+                             "FROM operator_refresh_tokens WHERE token_hash = ?", (token_hash,)).fetchone()
+    if row is None:
+        return RefreshRotation(outcome="unknown")
+    operator_id, family_id, token_expires, spent_at, revoked_at = row
+    known = dict(user_id=operator_id, family_id=family_id)
+    if revoked_at is not None:
+        return RefreshRotation(outcome="revoked", **known)
+    if spent_at is not None:
+        connection.execute("UPDATE operator_refresh_tokens SET revoked_at = ? "
+                           "WHERE family_id = ? AND revoked_at IS NULL", (now, family_id))
+        return RefreshRotation(outcome="reused", **known)
+    if token_expires <= now:
+        return RefreshRotation(outcome="expired", **known)
+    connection.execute("UPDATE operator_refresh_tokens SET spent_at = ? WHERE token_hash = ?", (now, token_hash))
+    connection.execute(
+        "INSERT INTO operator_refresh_tokens (token_hash, operator_id, family_id, parent_hash, issued_at, "
+        "expires_at) VALUES (?, ?, ?, ?, ?, ?)", (new_hash, operator_id, family_id, token_hash, now, expires_at))
+    return RefreshRotation(outcome="rotated", **known)
+
+
+def _revoke_operator_family(connection: sqlite3.Connection, token_hash: bytes, now: int) -> bool:
+    row = connection.execute("SELECT family_id FROM operator_refresh_tokens WHERE token_hash = ?",
+                             (token_hash,)).fetchone()
+    if row is None:
+        return False
+    connection.execute("UPDATE operator_refresh_tokens SET revoked_at = ? "
                        "WHERE family_id = ? AND revoked_at IS NULL", (now, row[0]))
     return True
 

@@ -40,6 +40,7 @@ __all__ = [
     "MAX_RESOURCE_ID", "parse_message_id", "parse_order_id", "parse_position_id",
     "order_accepted_json", "order_record_json", "pending_order_json", "position_opened_json",
     "position_closed_json", "closed_position_json", "ledger_entry_json", "candle_json",
+    "margin_level_text", "account_summary_event_json",
     "parse_instrument_patch", "INSTRUMENT_PATCH_FIELDS", "parse_place_alert", "parse_cancel_all_after",
     "alert_json", "alert_placed_json", "parse_alert_id", "MAX_DEAD_MAN_S", "ALERT_FIELDS",
 ]
@@ -515,10 +516,19 @@ def position_json(position: Position, engine: Engine) -> dict:
         "trailing_stop_price": _price(engine.trailing_level(position), instrument),
         "unrealized_pnl": money(engine.unrealized_pnl(position)),
         "opened_at": ns_to_ms(position.opened_at), "order_id": str(position.order_id),
+        "commission": money(position.commission), "swap": money(position.swap),
     }
 
 
+def _level_percent(level: Optional[int]) -> Optional[str]:
+    """An account type's margin-call or stop-out level (integer percent) as ``"60.00"``."""
+    return None if level is None else format_fixed(level * 100, 2)
+
+
 def account_json(summary: Mapping[str, Any]) -> dict:
+    """The account summary of :meth:`~exness_actors.engine.Engine.account_summary`. An account
+    made without a type (before account types existed) is margined exactly as the ``isolated``
+    type, and is named so."""
     level = summary["margin_level"]
     margin_level = None
     if level is not None:
@@ -526,9 +536,42 @@ def account_json(summary: Mapping[str, Any]) -> dict:
         margin_level = format_fixed(equity * 10_000 // locked, 2)   # percent, 2 decimals, floored
     return {
         "balance": money(summary["balance"]), "locked": money(summary["locked"]),
+        "used_margin": money(summary["locked"]),
         "equity": money(summary["equity"]), "free_margin": money(summary["free_margin"]),
         "margin_level": margin_level, "unrealized_pnl": money(summary["unrealized_pnl"]),
-        "currency": "USD",
+        "currency": "USD", "account_type": summary["account_type"] or "isolated",
+        "margin_mode": summary["margin_mode"],
+        "margin_call_level": _level_percent(summary["margin_call_level"]),
+        "stop_out_level": _level_percent(summary["stop_out_level"]),
+        "in_margin_call": bool(summary["in_margin_call"]),
+    }
+
+
+def margin_level_text(equity: int, used_margin: int) -> Optional[str]:
+    """Equity / used margin as a percentage with 2 decimals, floored (None with no used margin)."""
+    if not used_margin:
+        return None
+    return format_fixed(equity * 10_000 // used_margin, 2)
+
+
+def _percent(level: Optional[int]) -> Optional[str]:
+    return None if level is None else format_fixed(level * 100, 2)
+
+
+def account_summary_event_json(summary: Mapping[str, Any], ts: int) -> dict:
+    """The WebSocket ``account_summary`` of :meth:`~exness_actors.engine.Engine.account_summary`:
+    balance, equity, used and free margin, margin level (null with no used margin) and the
+    account type's levels (percent; null for an isolated account), at engine time ``ts``."""
+    return {
+        "event": "account_summary", "balance": money(summary["balance"]),
+        "equity": money(summary["equity"]), "used_margin": money(summary["locked"]),
+        "free_margin": money(summary["free_margin"]),
+        "margin_level": margin_level_text(summary["equity"], summary["locked"]),
+        "unrealized_pnl": money(summary["unrealized_pnl"]), "currency": "USD",
+        "account_type": summary["account_type"], "margin_mode": summary["margin_mode"],
+        "margin_call_level": _percent(summary["margin_call_level"]),
+        "stop_out_level": _percent(summary["stop_out_level"]),
+        "in_margin_call": bool(summary["in_margin_call"]), "ts": ns_to_ms(ts),
     }
 
 
@@ -643,6 +686,7 @@ def closed_position_json(record: Any, instrument: Instrument) -> dict:
         "open_price": _price(record.open_price, instrument), "margin": money(record.margin),
         "pnl": money(record.pnl), "credit": money(record.credit), "leverage": record.leverage,
         "opened_at": ns_to_ms(record.opened_at), "closed_at": ns_to_ms(record.closed_at),
+        "commission": money(record.commission), "swap": money(record.swap),
     }
 
 

@@ -22,7 +22,7 @@ from exness_actors.commands import AccountId, OrderId, PositionId
 __all__ = [
     "account_summary", "pending_orders", "order_state", "pending_order", "open_positions",
     "open_position", "position_symbol", "new_positions", "quotes", "quote_times", "owned_symbols",
-    "alerts", "alert",
+    "account_summaries", "alerts", "alert",
 ]
 
 
@@ -128,6 +128,23 @@ def owned_symbols(engine: Engine) -> tuple[dict[OrderId, tuple[str, AccountId]],
     positions = {position_id: (position.symbol, position.account_id)
                  for position_id, position in engine.positions.items()}
     return orders, positions
+
+
+def account_summaries(engine: Engine, account_ids: list[AccountId]) -> list[list]:
+    """The WebSocket ``account_summary`` of each account (unknown ids are left out), for the
+    stream server's throttled summaries: ``[account_id, engine_seq, data, symbols held]`` each,
+    ``data`` the message's JSON-ready body and ``symbols`` the symbols of its open positions
+    (whose quotes move its equity). Cost: the accounts' own positions, nothing else."""
+    out: list[list] = []
+    for account_id in account_ids:
+        summary = engine.account_summary(account_id)
+        if summary is None:
+            continue
+        account = engine.accounts[account_id]
+        symbols = sorted({position.symbol for position in account.positions.values()})
+        data = edge.account_summary_event_json(summary, engine.now)
+        out.append([account_id, engine.last_seq, data, symbols])
+    return out
 
 
 def alerts(engine: Engine, account_id: AccountId) -> list[dict]:

@@ -56,7 +56,7 @@ class Channel:
     """One stream: its seq, replay ring buffer and subscribers (see the module docstring)."""
 
     __slots__ = ("key", "wire", "seq", "floor", "replay", "last_data", "subscribers", "out",
-                 "instrument")
+                 "instrument", "summary", "summary_key")
 
     def __init__(self, key: ChannelKey, wire: str, replay_size: int, *, seq: int = 0,
                  instrument: Optional[Instrument] = None) -> None:
@@ -69,6 +69,9 @@ class Channel:
         self.subscribers: dict[Any, None] = {}   # insertion-ordered set of clients
         self.out: list[str] = []              # staged for the current broadcast
         self.instrument = instrument
+        # account channels: the newest account_summary sent (not numbered, never replayed)
+        self.summary: Optional[str] = None
+        self.summary_key: Optional[tuple] = None
 
     def record(self, text: str, *, data: bool = True) -> None:
         """Keep an encoded message (whose seq is ``self.seq``) for replay."""

@@ -34,6 +34,12 @@ One broadcaster, bounded everywhere, never in the engine's way:
   ``"lagged: send buffer full"`` (the close frame follows whatever frame is in flight, so a
   client that reads again sees the reason; one that never reads is cut off after
   ``close_timeout_s``). Nobody else waits for it.
+* **Account summaries** (:mod:`actors.ws._summaries`): balance, equity, used and free margin
+  and margin level are state, not events. One task asks the engine for them through a named
+  view, only for subscribed accounts that had an event or hold a symbol that was quoted, at
+  most once per ``account_summary_interval_ms`` (last value wins), and sends each only when it
+  changed. ``margin_call`` and ``stop_out`` are events like the others, once per core event;
+  ``position_closed`` carries the commission and swap of its :class:`PositionFees`.
 * **Order lane** (:mod:`actors.ws._orders`): the reader task parses and validates a message
   and puts a :class:`~actors.engine.messages.Request` in the engine inbox with a reply slot that, when
   the engine releases the durable reply, only queues it for the results task: no task per
@@ -59,7 +65,9 @@ batches), ``ping_interval_s`` (20), ``pong_timeout_s`` (10), ``idle_timeout_s`` 
 ``max_errors_per_minute`` (60), ``send_buffer_bytes`` (0 = kernel default; SO_SNDBUF of each
 client socket), ``flush_interval_ms`` (0: the shortest time between two flush rounds),
 ``flush_duty`` (0.5: the most of the CPU a saturated flusher takes), ``writer`` (``flusher``, or
-``tasks`` for a writer task per client, for comparison).
+``tasks`` for a writer task per client, for comparison), ``account_summary_interval_ms`` (250:
+the shortest time between two rounds of ``account_summary`` messages, so at most 4 per second
+per account).
 """
 
 from __future__ import annotations
@@ -83,7 +91,8 @@ from wsproto.utilities import LocalProtocolError
 
 from actors.ws._candles import IntervalFolder
 from actors.ws._channels import ACCOUNT, Channel, ChannelError, Channels
-from actors.ws._format import ACCOUNT_EVENT_TYPES, account_event_json, candle_json
+from actors.ws._format import ACCOUNT_EVENT_TYPES, NO_FEES, account_event_json, candle_json, fees_by_position
+from actors.ws._summaries import SummaryTracker, chunked_by_shard, summary_key
 from actors.ws._orders import (
     ACTIONS, MAX_CANCEL_ORDERS, build_command, cancel_on_disconnect_commands, duplicate_outcome, error_json, named_id,
     outcome, placed_pending_orders, route, viewed_outcome,
@@ -99,7 +108,7 @@ from exness_actors.candles import Candle, bucket_start
 from exness_actors.errors import InvalidCommand
 from exness_actors.commands import AccountId
 from exness_actors.events import (
-    OrderAccepted, OrderCancelled, OrderTriggered, PositionClosed, PositionOpened, QuoteUpdated,
+    OrderAccepted, OrderCancelled, OrderTriggered, PositionClosed, PositionFees, PositionOpened, QuoteUpdated,
 )
 from exness_actors.money import format_fixed
 
@@ -168,6 +177,7 @@ class WsOptions:
     flush_interval_ms: float = 0.0
     flush_duty: float = 0.5
     writer: str = "flusher"
+    account_summary_interval_ms: float = 250.0
 
     @classmethod
     def from_config(cls, cfg: Any) -> "WsOptions":
@@ -366,6 +376,10 @@ class WsServer:
         self._results_wake = trio.Event()
         self._candle_folders: dict[str, IntervalFolder] = {}
         self._nursery: Optional[trio.Nursery] = None
+        self._summaries = SummaryTracker()
+        self._fees_events: Optional[list] = None       # the events _fees indexes (see _fees_of)
+        self._fees: dict[int, list[tuple[int, int]]] = {}
+        self._summary_wake = trio.Event()
         # statistics
         self.connections_total = 0
         self.messages_published = 0
@@ -386,6 +400,9 @@ class WsServer:
         self.events_unformatted = 0
         self.batches = 0
         self.candles_received = 0
+        self.summaries_sent = 0
+        self.summary_rounds = 0
+        self.summary_failures = 0
         self.cancels_on_disconnect = 0
 
     @property
@@ -408,6 +425,8 @@ class WsServer:
             "events_unformatted": self.events_unformatted, "candles_received": self.candles_received,
             "cancels_on_disconnect": self.cancels_on_disconnect,
             "account_channels": len(self.channels.accounts), "account_channels_evicted": self.channels.evicted,
+            "summaries_sent": self.summaries_sent, "summary_rounds": self.summary_rounds,
+            "summary_failures": self.summary_failures,
         }
 
     # -------------------------------------------------------------- engine events → channels
@@ -462,7 +481,7 @@ class WsServer:
         self.batches += 1
         staged = self._staged
         quotes = self.channels.quotes
-        accounts = self.channels.accounts
+        holders = self._summaries.holders
         fmt = format_fixed
         published = 0
         for engine_seq, _ts, events in batch.items:
@@ -484,35 +503,56 @@ class WsServer:
                         if not channel.out:
                             staged.append(channel)
                         channel.out.append(text)
+                    if holders and event.symbol in holders:    # watched accounts' equity moved
+                        self._summary_due(moved=event.symbol)
                 elif kind in _ACCOUNT_EVENTS:
-                    if kind is OrderAccepted and event.status == "pending":
-                        self._order_symbols[event.order_id] = (event.symbol, event.account_id)
-                    elif kind is PositionOpened:
-                        self._position_symbols[event.position_id] = (event.symbol, event.account_id)
-                    channel = accounts.get(event.account_id)
-                    if channel is not None:
-                        data = account_event_json(event, self.instruments, self._order_symbol,
-                                                  self._position_symbol)
-                        if data is None:
-                            self.events_unformatted += 1
-                            log.warning("event=account_event_unformatted type=%s", kind.__name__)
-                        else:
-                            channel.seq += 1
-                            text = _text({"channel": ACCOUNT, "seq": channel.seq,
-                                          "engine_seq": engine_seq, "data": data})
-                            channel.record(text)
-                            published += 1
-                            if channel.subscribers:
-                                if not channel.out:
-                                    staged.append(channel)
-                                channel.out.append(text)
-                    if kind is OrderTriggered or kind is OrderCancelled:
-                        self._order_symbols.pop(event.order_id, None)
-                    elif kind is PositionClosed and event.remaining_qty == 0:
-                        self._position_symbols.pop(event.position_id, None)
+                    published += self._on_account_event(event, kind, engine_seq, events)
         self.messages_published += published
         if staged:
             self._broadcast_staged()
+
+    def _on_account_event(self, event: Any, kind: type, engine_seq: int, events: list) -> int:
+        """Publish one account event on its channel (if anyone ever subscribed to it) and keep
+        the symbol maps current; the number of messages published (0 or 1)."""
+        published = 0
+        if kind is OrderAccepted and event.status == "pending":
+            self._order_symbols[event.order_id] = (event.symbol, event.account_id)
+        elif kind is PositionOpened:
+            self._position_symbols[event.position_id] = (event.symbol, event.account_id)
+        channel = self.channels.accounts.get(event.account_id)
+        if channel is not None and kind is not PositionFees:   # fees ride on their position_closed
+            fees = self._fees_of(events, event.position_id) if kind is PositionClosed else NO_FEES
+            data = account_event_json(event, self.instruments, self._order_symbol,
+                                      self._position_symbol, fees)
+            if data is None:
+                self.events_unformatted += 1
+                log.warning("event=account_event_unformatted type=%s", kind.__name__)
+            else:
+                channel.seq += 1
+                text = _text({"channel": ACCOUNT, "seq": channel.seq,
+                              "engine_seq": engine_seq, "data": data})
+                channel.record(text)
+                published = 1
+                if channel.subscribers:
+                    if not channel.out:
+                        self._staged.append(channel)
+                    channel.out.append(text)
+        if channel is not None and channel.subscribers:
+            self._summary_due(account_id=event.account_id)
+        if kind is OrderTriggered or kind is OrderCancelled:
+            self._order_symbols.pop(event.order_id, None)
+        elif kind is PositionClosed and event.remaining_qty == 0:
+            self._position_symbols.pop(event.position_id, None)
+        return published
+
+    def _fees_of(self, events: list, position_id: int) -> tuple[int, int]:
+        """The commission and swap of the next close of ``position_id`` in ``events`` (one
+        input's events, indexed once: a quote may close thousands of positions)."""
+        if self._fees_events is not events:
+            self._fees_events = events
+            self._fees = fees_by_position(events)
+        pending = self._fees.get(position_id)
+        return pending.pop(0) if pending else NO_FEES
 
     def _broadcast_staged(self) -> None:
         for channel in self._staged:
@@ -534,10 +574,76 @@ class WsServer:
             client.push(text)
 
     def _mark_gap(self, reason: str) -> None:
+        for account_id, channel in self.channels.accounts.items():   # events were lost: re-read
+            if channel.subscribers:
+                self._summary_due(account_id=account_id)
         for channel in list(self.channels.all_event_channels()):
             self._publish(channel, {"channel": channel.wire, "op": "resync", "seq": 0, "reason": reason},
                           data=False)
             self.resyncs_sent += len(channel.subscribers)
+
+    # -------------------------------------------------------------- account summaries
+
+    def _summary_due(self, *, account_id: Optional[int] = None, moved: Optional[str] = None) -> None:
+        """An account (or the holders of a quoted symbol) needs a fresh ``account_summary``."""
+        summaries = self._summaries
+        if not summaries.pending:
+            self._summary_wake.set()
+        if account_id is not None:
+            summaries.dirty.add(account_id)
+        if moved is not None:
+            summaries.moved.add(moved)
+
+    def _watched(self, account_id: int) -> bool:
+        channel = self.channels.accounts.get(account_id)
+        return channel is not None and bool(channel.subscribers)
+
+    async def publish_summaries(self) -> None:
+        """The summaries' throttle (:mod:`actors.ws._summaries`): a round as soon as something
+        is due, then at most one round per ``account_summary_interval_ms``."""
+        interval = self.options.account_summary_interval_ms / 1000
+        while True:
+            await self._summary_wake.wait()
+            self._summary_wake = trio.Event()
+            started = trio.current_time()
+            await self._summary_round()
+            await trio.sleep_until(started + interval)
+
+    async def _summary_round(self) -> None:
+        due = self._summaries.take_due(self._watched)
+        if not due:
+            return
+        self.summary_rounds += 1
+        for chunk in chunked_by_shard(due, self.handle.shard_of):
+            try:
+                (rows,) = await self.handle.query(BoxedView(views.account_summaries, (chunk,)))
+            except (Overloaded, EngineStopped, EngineTimeout):   # busy: try these again next round
+                self.summary_failures += 1
+                for account_id in chunk:
+                    self._summary_due(account_id=account_id)
+                continue
+            except Exception:     # a bug in the view must cost these summaries, not the server
+                self.summary_failures += 1
+                log.exception("event=account_summaries_failed accounts=%d", len(chunk))
+                continue
+            for account_id, engine_seq, data, symbols in rows:
+                self._publish_summary(int(account_id), engine_seq, data, symbols)
+
+    def _publish_summary(self, account_id: int, engine_seq: int, data: dict, symbols: list) -> None:
+        """Send a summary to the account's subscribers unless it is the one they have."""
+        channel = self.channels.accounts.get(account_id)
+        if channel is None or not channel.subscribers:
+            self._summaries.forget(account_id)
+            return
+        self._summaries.hold(account_id, symbols)
+        key = summary_key(data)
+        if key == channel.summary_key:
+            return
+        channel.summary_key = key
+        channel.summary = text = _text({"channel": ACCOUNT, "engine_seq": engine_seq, "data": data})
+        self.summaries_sent += len(channel.subscribers)
+        for client in channel.subscribers:
+            client.push(text)
 
     # -------------------------------------------------------------- candles → channels
 
@@ -998,6 +1104,10 @@ class WsServer:
                     client.push_many(missed, sum(map(len, missed)))
             elif key[0] != ACCOUNT and channel.last_data is not None:
                 client.push(channel.last_data)     # the current quote / candle at once
+            if key[0] == ACCOUNT:                  # the newest summary at once, then a fresh one
+                if channel.summary is not None:
+                    client.push(channel.summary)
+                self._summary_due(account_id=key[1])
             channel.subscribers[client] = None
             client.channels[key] = channel
 
@@ -1327,6 +1437,7 @@ async def run(*, handle: EngineClient, cfg: Any, tokens: TokenIssuer,
             server._nursery = nursery
             await nursery.start(server.consume_engine)
             nursery.start_soon(server.deliver_results)
+            nursery.start_soon(server.publish_summaries)
             if candles_inbox is not None:
                 nursery.start_soon(server.consume_candles, candles_inbox)
             handlers = await nursery.start(serve_connections)

@@ -12,7 +12,10 @@ values (liquidation prices, pending quantities) with :mod:`exness_actors.money`:
 * no free or locked balance is negative;
 * ``locked`` of each account = Σ its positions' margins + Σ its pending orders' margins;
 * each record is where its owner says it is, with the derived values the money functions give;
-* no position's stop-loss lies at or beyond its liquidation price (it could never fire).
+* no position's stop-loss lies at or beyond its liquidation price (it could never fire);
+* cross accounts are settled (issue 16): none with open positions is at or below its type's
+  stop-out level, and one at or below its margin-call level has been called (equity recomputed
+  here from the positions and the current quotes).
 
 :func:`assert_triggers_respected` states what must hold right after a quote: nothing the quote
 crossed is still open or pending (pending entries excepted while the symbol is halted).
@@ -32,7 +35,7 @@ from exness_actors import codec
 from exness_actors.commands import AccountId, OrderId, PositionId
 from exness_actors.engine import Engine
 from exness_actors.instruments import CoreConfig
-from exness_actors.money import qty_for_margin
+from exness_actors.money import pnl_cents, qty_for_margin
 
 __all__ = ["check_all", "assert_triggers_respected", "replay", "copy_input"]
 
@@ -62,7 +65,32 @@ def check_all(engine: Engine, *, deposits: Optional[int] = None,
     _check_orders(engine, margins, orders_of)
     _check_accounts(engine, margins, positions_of, orders_of)
     _check_books(engine)
+    _check_cross_accounts(engine)
     _check_alerts(engine)
+
+
+def _check_cross_accounts(engine: Engine) -> None:
+    """No cross account is left at or below its stop-out level, nor uncalled at its call level."""
+    for account_id, account in engine.accounts.items():
+        account_type = account.type
+        if not account.is_cross or account_type is None:
+            continue
+        unrealized = 0
+        for position in account.positions.values():
+            book = engine.books[position.symbol]
+            price = book.bid if position.is_long else book.ask
+            if price is None:
+                _fail(f"cross account {account_id} holds {position.symbol} with no quote")
+            unrealized += pnl_cents(position.is_long, position.qty, position.open_price, price,
+                                    book.instrument.price_decimals, book.instrument.qty_decimals)
+        equity, used = account.free + account.locked + unrealized, account.locked
+        if account.positions and equity * 100 <= account_type.stop_out_pct * used:
+            _fail(f"cross account {account_id} stays at margin level {equity}/{used} with open positions, "
+                  f"at or below its stop-out level {account_type.stop_out_pct} %")
+        if used and equity * 100 <= account_type.margin_call_pct * used and not account.in_margin_call:
+            _fail(f"cross account {account_id} is at margin level {equity}/{used}, at or below its call "
+                  f"level {account_type.margin_call_pct} %, and was not called")
+
 
 
 def _check_alerts(engine: Engine) -> None:
