@@ -15,7 +15,6 @@ from argon2 import PasswordHasher, Type
 
 from actors.engine.recovery import journal_dir
 from actors.gateway import _admin, _trading
-from exness_actors.commands import AccountId, OpenAccount, PlaceOrder
 from exness_actors.engine import Engine
 from exness_actors.instruments import CoreConfig
 from exness_actors.journal import scan_journal
@@ -560,31 +559,42 @@ async def test_a_halt_and_an_instrument_change_survive_a_restart(tmp_path) -> No
         assert recovered in (None, live)      # (None: the restart journaled something since)
 
 
-async def test_an_empty_real_account_is_funded_by_an_operator_and_then_trades(tmp_path) -> None:
-    """A real account opens empty (a typed cross account, no deposit): the operator's adjustment
-    is its first money, the trader can trade on it, and a debit beyond its free margin is refused."""
+async def test_a_real_account_is_funded_by_an_operator_and_then_trades(tmp_path) -> None:
+    """A trader opens a real account (empty; its deposit route answers 403): the operator's
+    adjustment is its first money, the trader trades on it, and debits beyond its free balance or
+    its free margin are refused. The account search lists both accounts of the trader."""
     async with running_gateway(tmp_path) as h:
         world = await desk(h)
-        opened = await h.system.handle.request(OpenAccount(account_id=AccountId(500), account_type="standard"))
-        assert not [e for e in opened.events if type(e).__name__ in ("CommandRejected", "OrderRejected")], opened.events
-        path = f"{ADMIN}/accounts/500/adjust"
+        trader = world["trader"]
+        _, real = await h.call("POST", f"{API}/accounts", headers=trader, expect=201,
+                               json={"type": "standard", "demo": False})
+        _, pair = await h.call("POST", f"{API}/auth/switch", headers=trader, expect=200,
+                               json={"account_id": real["account_id"]})
+        on_real = bearer(pair)
+        status_deposit, deposit = await h.call("POST", f"{API}/account/deposit", headers=on_real,
+                                               json={"amount": "100.00"})
+        path = f"{ADMIN}/accounts/{real['account_id']}/adjust"
 
-        _, empty = await h.call("GET", f"{ADMIN}/accounts/500", headers=world["viewer"], expect=200)
         _, funded = await h.call("POST", path, headers=world["admin"], expect=200,
                                  json={"amount": "1000.00", "reason": "wire 7", "idempotency_key": "wire-7"})
-        await h.system.handle.request(PlaceOrder(account_id=AccountId(500), symbol="BTCUSDT", side="buy",
-                                                 type="market", margin=50_000, leverage=10))
+        await h.call("POST", f"{API}/orders", headers=on_real, expect=201, json={
+            "symbol": "BTCUSDT", "side": "buy", "type": "market", "margin": "500.00", "leverage": 10})
         status, refused = await h.call("POST", path, headers=world["admin"],
                                        json={"amount": "-900.00", "reason": "more than the free balance"})
         # within the free balance (500.00) but beyond the free margin (500.00 less the open loss)
         status_margin, margin = await h.call("POST", path, headers=world["admin"],
                                              json={"amount": "-499.00", "reason": "more than the free margin"})
-        _, detail = await h.call("GET", f"{ADMIN}/accounts/500", headers=world["viewer"], expect=200)
+        _, account = await h.call("GET", f"{API}/account", headers=on_real, expect=200)
+        _, detail = await h.call("GET", f"{ADMIN}/accounts/{real['account_id']}", headers=world["viewer"],
+                                 expect=200)
+        _, search = await h.call("GET", f"{ADMIN}/accounts?email=trader@", headers=world["viewer"], expect=200)
 
-        assert (empty["balance"], empty["account_type"], empty["margin_mode"]) == ("0.00", "standard", "cross")
-        assert (empty["email"], empty["user_id"]) == (None, None)      # no holder in the users table
-        assert funded["balance"] == "1000.00"
+        assert (status_deposit, deposit["error"]["code"]) == (403, "REAL_ACCOUNT_DEPOSIT_FORBIDDEN")
+        assert funded["balance"] == "1000.00" and account["balance"] == "1000.00"
         assert (status, refused["error"]["code"]) == (422, "INSUFFICIENT_BALANCE")
         assert (status_margin, margin["error"]["code"]) == (422, "INSUFFICIENT_MARGIN")
+        assert (detail["email"], detail["demo"], detail["account_type"]) == ("trader@example.com", False, "standard")
         assert [e["kind"] for e in detail["ledger"]][-1] == "operator_adjustment"
         assert len(detail["open_positions"]) == 1
+        assert [(a["account_id"], a["demo"]) for a in search["accounts"]] == [
+            (world["account_id"], True), (real["account_id"], False)]

@@ -319,6 +319,7 @@ async def admin_patch_instrument(symbol: str) -> Response:
 def _with_owner(row: dict, owner: Optional[AccountOwner]) -> dict:
     row["user_id"] = None if owner is None else str(owner.user_id)
     row["email"] = None if owner is None else owner.email
+    row["demo"] = None if owner is None else owner.demo
     return row
 
 

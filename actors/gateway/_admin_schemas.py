@@ -155,6 +155,8 @@ class AccountsQuery(msgspec.Struct, kw_only=True):
 class AccountRow(AccountSummary, kw_only=True):
     user_id: Optional[Id]
     email: Optional[str]
+    demo: Annotated[Optional[bool], Meta(description="a demo account (false: real, funded by the broker); null "
+                                                     "when no user holds the account")]
     account_type: Optional[str]
     margin_mode: Literal["isolated", "cross"]
     in_margin_call: bool

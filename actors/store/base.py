@@ -222,6 +222,9 @@ class AccountRecord:
 
 #: Column order of :class:`AccountRecord` in the stores' SELECTs.
 ACCOUNT_COLUMNS = tuple(attrs.fields_dict(AccountRecord))
+
+
+@attrs.define(slots=True, kw_only=True, eq=True, repr=True)
 class OperatorRecord:
     """One of the broker's staff. ``role``: one of :data:`OPERATOR_ROLES`; a ``disabled``
     operator cannot sign in and their tokens stop working."""
@@ -250,10 +253,11 @@ class AuditEntry:
 
 @attrs.define(slots=True, kw_only=True, eq=True, repr=True)
 class AccountOwner:
-    """Who holds a trading account (the back office's account search)."""
+    """Who holds a trading account, and whether it is a demo one (the back office's account search)."""
     account_id: int
     user_id: int
     email: str
+    demo: bool
 
 
 #: What :meth:`Store.rotate_refresh_token` can answer.

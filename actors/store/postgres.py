@@ -310,7 +310,8 @@ _ACCOUNT_SELECT = f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM accounts"
 _OPERATOR_SELECT = "SELECT operator_id, email, password_hash, role, disabled, created_at FROM operators"
 _AUDIT_SELECT = f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit_log"
 # every account a user holds (migration 0016), with the holder's e-mail
-_OWNER_SELECT = "SELECT a.account_id, a.user_id, u.email FROM accounts AS a JOIN users AS u ON u.user_id = a.user_id"
+_OWNER_SELECT = ("SELECT a.account_id, a.user_id, u.email, a.demo FROM accounts AS a "
+                 "JOIN users AS u ON u.user_id = a.user_id")
 
 
 def ledger_query(account_id: int, cursor: Optional[str], limit: int) -> tuple[str, list[Any]]:
@@ -987,14 +988,14 @@ class PostgresStore:
         rows = await self._call(_db_fetch, f"{_OWNER_SELECT} WHERE strpos(u.email, $1) > 0 AND a.account_id > $2 "
                                            "ORDER BY a.account_id LIMIT $3",
                                 (email_contains, after, min(limit, MAX_OWNER_MATCHES)))
-        return [AccountOwner(account_id=row[0], user_id=row[1], email=row[2]) for row in rows]
+        return [AccountOwner(account_id=row[0], user_id=row[1], email=row[2], demo=bool(row[3])) for row in rows]
 
     async def account_owners(self, account_ids: Sequence[int]) -> dict[int, AccountOwner]:
         ids = sorted(set(account_ids))[:MAX_OWNER_MATCHES]
         if not ids:
             return {}
         rows = await self._call(_db_fetch, f"{_OWNER_SELECT} WHERE a.account_id = ANY($1::bigint[])", (ids,))
-        return {row[0]: AccountOwner(account_id=row[0], user_id=row[1], email=row[2]) for row in rows}
+        return {row[0]: AccountOwner(account_id=row[0], user_id=row[1], email=row[2], demo=bool(row[3])) for row in rows}
 
     # ------------------------------------------------------------------ operators
 
