@@ -153,13 +153,10 @@ class AccountsQuery(msgspec.Struct, kw_only=True):
 
 
 class AccountRow(AccountSummary, kw_only=True):
+    """The account summary a trader sees (``demo`` null when no user holds the account), its
+    holder, and how many positions and orders it has."""
     user_id: Optional[Id]
     email: Optional[str]
-    demo: Annotated[Optional[bool], Meta(description="a demo account (false: real, funded by the broker); null "
-                                                     "when no user holds the account")]
-    account_type: Optional[str]
-    margin_mode: Literal["isolated", "cross"]
-    in_margin_call: bool
     positions: Annotated[int, Meta(description="open positions")]
     orders: Annotated[int, Meta(description="pending orders")]
 

@@ -225,9 +225,7 @@ def _admin_account_row(engine: Engine, account_id: AccountId, summary: dict) -> 
     account = engine.accounts[account_id]
     row: dict[str, Any] = {"account_id": str(account_id)}
     row.update(edge.account_json(summary))
-    row.update(account_type=summary["account_type"], margin_mode=summary["margin_mode"],
-               in_margin_call=summary["in_margin_call"], positions=len(account.positions),
-               orders=len(account.orders))
+    row.update(positions=len(account.positions), orders=len(account.orders))
     return row
 
 

@@ -229,6 +229,7 @@ function accountRow(row) {
   tr.append(
     id,
     cell(row.email || "—"),
+    cell(row.demo === null ? "—" : row.demo ? "Demo" : "Real"),
     amount(row.balance),
     amount(row.equity),
     cell(row.margin_level === null ? "—" : `${group(row.margin_level)} %`, "num"),
@@ -246,7 +247,7 @@ async function searchAccounts(more = false) {
     const tbody = $("accounts").tBodies[0];
     const rows = page.accounts.map(accountRow);
     if (more) tbody.append(...rows);
-    else fill(tbody, rows, 7, "No account matches.");
+    else fill(tbody, rows, 8, "No account matches.");
     accountsCursor = page.next_cursor;
     $("accounts-more").hidden = !accountsCursor;
   } catch (failure) {
