@@ -255,6 +255,9 @@ async def _live_hash(h: Harness) -> tuple[int, bytes]:
 
 
 async def test_halt_and_resume_through_the_api_and_the_replay_reaches_the_same_hash(tmp_path) -> None:
+    """Fails until exness_actors/replay.py's decode_record stops reading the seq at data[-2]: an
+    operator's HaltSymbol/ResumeSymbol carries operator_id and reason after seq and ts, so replay
+    (and recovery from the journal) skips it once the seq passes the operator id (h-core13)."""
     async with running_gateway(tmp_path) as h:
         world = await desk(h)
         trader = world["trader"]
