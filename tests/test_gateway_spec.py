@@ -133,8 +133,10 @@ _EXAMPLE_ORDER = ["post_signup", "post_signin", "post_open_account", "post_switc
 
 async def test_every_documented_request_example_works_against_the_real_app(tmp_path) -> None:
     document = json.loads(openapi_text())
+    # (the admin routes' examples need an operator: tests/test_admin.py sends them)
     with_bodies = {operation["operationId"]: (method, path, operation)
-                   for method, path, operation in _operations(document) if "requestBody" in operation}
+                   for method, path, operation in _operations(document)
+                   if "requestBody" in operation and "admin" not in operation.get("tags", ())}
     assert sorted(with_bodies) == sorted(_EXAMPLE_ORDER)
     async with running_gateway(tmp_path) as h:
         await h.quote_all()

@@ -187,7 +187,7 @@ async def test_sqlite_applies_each_migration_once(tmp_path) -> None:
     first = SqliteStore(tmp_path / "db")
     second_open = None
     try:
-        assert first.migrations_applied == ["0001_init", "0002_users", "0003_shards", "0016_accounts"]
+        assert first.migrations_applied == ["0001_init", "0002_users", "0003_shards", "0013_operators", "0016_accounts"]
         await first.close()
         second_open = SqliteStore(tmp_path / "db")
         assert second_open.migrations_applied == []
@@ -295,7 +295,7 @@ async def test_cut_history_removes_rows_past_the_cut_and_rebuilds_orders_changed
 
     assert (cut.rebuild_after_seq, cut.max_order_id, cut.max_position_id) == (1, 2, 2)
     assert cut.accounts == [1, 2]
-    assert cut.removed == {"orders": 1, "positions": 1, "closed_positions": 1, "ledger": 1}
+    assert cut.removed == {"orders": 1, "positions": 1, "closed_positions": 1, "ledger": 1, "audit_log": 0}
     assert await store.last_persisted_seq() == 1
     assert [order.order_id for order in (await store.orders(1)).items] == [2]
     assert (await store.ledger(2)).items == [] and len((await store.ledger(3)).items) == 1

@@ -142,7 +142,7 @@ def _wants_cookie(body: dict) -> bool:
     return flag
 
 
-def _refresh_token(body: Any) -> tuple[str, bool]:
+def _refresh_token(body: Any, cookie: str = REFRESH_COOKIE) -> tuple[str, bool]:
     """The refresh token to spend and whether it came from the cookie (the body's wins)."""
     if body is None:
         body = {}
@@ -154,19 +154,20 @@ def _refresh_token(body: Any) -> tuple[str, bool]:
     token = body.get("refresh_token")
     from_cookie = token is None
     if from_cookie:
-        token = request.cookies.get(REFRESH_COOKIE)
+        token = request.cookies.get(cookie)
         if not token:
-            raise invalid("refresh_token", f"is required (in the body, or the {REFRESH_COOKIE} cookie of a "
+            raise invalid("refresh_token", f"is required (in the body, or the {cookie} cookie of a "
                                            "sign-in with refresh_cookie)")
     if not isinstance(token, str) or not token or len(token) > MAX_REFRESH_TOKEN:
         raise invalid("refresh_token", "must be the refresh_token string from sign-in or refresh")
     return token, from_cookie
 
 
-def _refresh_cookie(token: str, max_age: int) -> str:
+def _refresh_cookie(token: str, max_age: int, *, name: str = REFRESH_COOKIE,
+                    path: str = REFRESH_COOKIE_PATH) -> str:
     """The ``Set-Cookie`` value carrying ``token`` (an empty token and max_age 0 clear it).
     ``Secure`` when the request came over HTTPS: plain-HTTP development still works."""
-    return dump_cookie(REFRESH_COOKIE, token, max_age=max_age, path=REFRESH_COOKIE_PATH,
+    return dump_cookie(name, token, max_age=max_age, path=path,
                        secure=request.scheme == "https", httponly=True, samesite="Strict")
 
 

@@ -27,7 +27,7 @@ from actors.store.base import AccountRecord
 from exness_actors.instruments import Instrument
 
 __all__ = ["Gateway", "current_gateway", "GATEWAY_EXTENSION", "json_response", "doc", "NoContent", "PlainText",
-           "rate_limited", "API", "MISSING_TOKEN"]
+           "rate_limited", "API", "MISSING_TOKEN", "bearer_token"]
 
 log = logging.getLogger("exness.gateway")
 
@@ -49,6 +49,19 @@ GATEWAY_EXTENSION = "exness.gateway"
 def current_gateway() -> "Gateway":
     """The :class:`Gateway` of the app serving this request (route handlers are plain functions)."""
     return current_app.extensions[GATEWAY_EXTENSION]
+
+
+def bearer_token(signin: str) -> str:
+    """The request's ``Authorization: Bearer`` token (401 without one; ``signin`` names where to
+    get one)."""
+    header = request.headers.get("Authorization")
+    if not header:
+        raise AuthError(MISSING_TOKEN, f"this endpoint needs `Authorization: Bearer <access_token>` ({signin} "
+                                       "gives one)")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("INVALID_TOKEN", "the Authorization header must be `Bearer <access_token>`")
+    return token.strip()
 
 
 def json_response(data: Any, status: int = 200, headers: Optional[dict] = None) -> Response:
@@ -78,7 +91,7 @@ def doc(*, request_model: Any = None, response: Any = None, status: int = 200,
     """Attach the OpenAPI description of a route (quart-schema's ``document_*``).
 
     ``also`` documents further success responses (status -> model). Every route also lists
-    :data:`ANY_ROUTE_ERRORS`, 401 when ``auth``, and 504 (split mode: the engine did not answer)
+    :data:`ANY_ROUTE_ERRORS`, 401 and 403 (a token of the other kind) when ``auth``, and 504 (split mode: the engine did not answer)
     wherever 503 is listed."""
     def decorate(function: Callable) -> Callable:
         if request_model is not None:
@@ -87,7 +100,8 @@ def doc(*, request_model: Any = None, response: Any = None, status: int = 200,
             function = document_response(response, status)(function)
         for other_status, model in (also or {}).items():
             function = document_response(model, other_status)(function)
-        codes = set(errors) | ANY_ROUTE_ERRORS | ({401} if auth else set()) | ({504} if 503 in errors else set())
+        codes = (set(errors) | ANY_ROUTE_ERRORS | ({401, 403} if auth else set())
+                 | ({504} if 503 in errors else set()))
         for code in sorted(codes):
             function = document_response(ErrorBody, code)(function)
         if query is not None:
@@ -159,14 +173,7 @@ class Gateway:
 
         The claims come from a token's verification the first time it is seen, then from a
         bounded cache (until it expires)."""
-        header = request.headers.get("Authorization")
-        if not header:
-            raise AuthError(MISSING_TOKEN, "this endpoint needs `Authorization: Bearer <access_token>` "
-                                             "(POST /api/v1/auth/signin gives one)")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise AuthError("INVALID_TOKEN", "the Authorization header must be `Bearer <access_token>`")
-        token = token.strip()
+        token = bearer_token("POST /api/v1/auth/signin")
         claims = self._verified.get(token)
         if claims is None or claims.expires_at <= time.time():
             assert self.tokens is not None
