@@ -516,3 +516,21 @@ def test_an_alert_fires_exactly_when_the_bid_crosses_its_price_and_exactly_once(
                                          if a not in fired and (e is None or e > market.ts)}
     market.engine.check_invariants()
     _replayed(market)
+
+
+def test_a_journaled_operator_halt_is_skipped_by_its_seq_not_by_its_operator_id() -> None:
+    """An operator's halt carries ``operator_id, reason`` after ``seq, ts`` on the wire: skipping a
+    covered prefix must read its seq, or replay from the journal drops the halt once the cursor
+    passes the operator's id (it failed with "input out of sequence")."""
+    from exness_actors import codec
+    from exness_actors.commands import HaltSymbol, Quote
+    from exness_actors.replay import decode_record
+
+    halt = HaltSymbol(symbol="BTCUSDT", operator_id=3, reason="maintenance", seq=9, ts=1)
+    payload = codec.pack(codec.to_wire(halt))
+    assert decode_record(payload, after_seq=8) == halt          # operator id 3 < 8: still applied
+    assert decode_record(payload, after_seq=9) is None
+    legacy = codec.pack(codec.to_wire(HaltSymbol(symbol="BTCUSDT", seq=4, ts=1)))
+    assert decode_record(legacy, after_seq=3) is not None and decode_record(legacy, after_seq=4) is None
+    quote = codec.pack(codec.to_wire(Quote("BTCUSDT", 1, 2, seq=7, ts=1)))
+    assert decode_record(quote, after_seq=6) is not None and decode_record(quote, after_seq=7) is None
