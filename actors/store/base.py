@@ -71,7 +71,9 @@ MAX_TIME_NS = 2**63 - 1
 #: The largest value of each key a cursor carries, by query: what the store columns it is
 #: compared with can hold (BIGINT; the ledger's ``idx`` is an INTEGER in PostgreSQL).
 _CURSOR_KEY_LIMITS = {"ledger": (2**63 - 1, 2**31 - 1), "positions": (2**63 - 1, 2**63 - 1),
-                      "orders": (2**63 - 1,), "candles": (MAX_TIME_NS,)}
+                      "orders": (2**63 - 1,), "candles": (MAX_TIME_NS,),
+                      "notifications": (2**63 - 1, 2**31 - 1),
+                      "dead_letters": (MAX_TIME_NS, 2**31 - 1, 2**63 - 1, 2**31 - 1)}
 
 T = TypeVar("T")
 

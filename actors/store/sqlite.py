@@ -32,6 +32,7 @@ import trio
 
 from actors._shipped import shipped_path
 from actors.engine.messages import EventBatch
+from actors.store._notify_sqlite import SqliteNotifications
 from actors.store.base import (
     HISTORY_CUT_QUERIES,
     HISTORY_CUT_TABLES,
@@ -109,7 +110,7 @@ _USER_SELECT = ("SELECT user_id, email, password_hash, account_id, account_ready
                 "FROM users")
 
 
-class SqliteStore:
+class SqliteStore(SqliteNotifications):
     """The :class:`actors.store.base.Store` of embedded mode. ``SqliteStore(data_dir)`` opens (creating
     the directory and the file when missing) and migrates synchronously — fine at startup, or use
     ``await SqliteStore.open(data_dir)`` from trio code."""
