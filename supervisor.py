@@ -176,9 +176,11 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
         raise StartupError(f"run_system runs the roles all and engine, not {role!r}")
     log.info("event=core_build build=%s reason=%r", CORE_BUILD, CORE_BUILD_REASON)
     _prepare_data_dir(cfg.data_dir)
+    here = topology.placed(role, bus=cfg.settings.bus, feed_source=feed or cfg.settings.feed.source)
+    if not cfg.settings.notifications.enabled:
+        here = tuple(name for name in here if name != "notifications")
     boot = _Boot(cfg=cfg, role=role, shard=shard, feed=feed, clock=clock, handle_signals=handle_signals,
-                 here=topology.placed(role, bus=cfg.settings.bus, feed_source=feed or cfg.settings.feed.source),
-                 **_startup_settings(cfg, role, shard))
+                 here=here, **_startup_settings(cfg, role, shard))
     from actors.store.base import open_store
     store = await open_store(cfg)
     recovered, journal, backlog = await _recover(boot, store, repair=repair)
@@ -190,10 +192,10 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
     system = System(cfg, handle, boot.key, store)
     try:
         async with trio.open_nursery() as nursery:
-            candle_updates = await _start_consumers(nursery, system, boot, backlog)
+            updates = await _start_consumers(nursery, system, boot, backlog)
             await _start_engine(nursery, system, boot, journal)
             intake = trio.CancelScope()
-            await nursery.start(functools.partial(_start_intake, system, boot, intake, candle_updates))
+            await nursery.start(functools.partial(_start_intake, system, boot, intake, *updates))
             if announce:
                 _announce(system, boot, recovered_state)
             log.info("event=ready last_seq=%d data_dir=%s", engine.last_seq, cfg.data_dir)
@@ -220,6 +222,8 @@ class _Boot:
     core_config: Any
     tokens: Any
     http: Any
+    #: the notifications worker's watermark at start (None: the worker does not run here)
+    notified_seq: Optional[int] = None
 
 
 def _startup_settings(cfg: Config, role: str, shard: int) -> dict[str, Any]:
@@ -243,6 +247,10 @@ async def _recover(boot: _Boot, store: Any, *, repair: bool) -> tuple[Recovered,
     the recovered events the store has not persisted come back as the backlog."""
     cfg, data_dir, shard = boot.cfg, boot.cfg.data_dir, boot.shard
     persisted_seq = await store.last_persisted_seq(shard)
+    replay_from = persisted_seq
+    if "notifications" in boot.here:   # its backlog too: the journal after the lower watermark
+        boot.notified_seq = await store.notifier_seq(shard)
+        replay_from = min(persisted_seq, boot.notified_seq)
     backlog: list[tuple[int, int, list]] = []
 
     async def recover_from(stored_seq: int, *, cut: bool = False) -> Recovered:
@@ -253,12 +261,16 @@ async def _recover(boot: _Boot, store: Any, *, repair: bool) -> tuple[Recovered,
 
     repaired = None
     try:
-        recovered = await recover_from(persisted_seq, cut=repair)
+        recovered = await recover_from(replay_from, cut=repair)
         if recovered.cut is not None:   # --repair cut the journal: cut the history, raise the id floor
             repaired = await repair_journal.reconcile(
                 recovered, store=store, shard=shard, shards=cfg.settings.bus.shards if boot.role == "engine" else 1,
                 stored_seq=persisted_seq, recover_again=functools.partial(recover_from, cut=True))
             recovered = repaired.recovered
+            if boot.notified_seq is not None:   # notifications of the cut-off inputs go too
+                kept = repaired.report.kept_through_seq
+                await store.cut_notifications(shard, kept)
+                boot.notified_seq = min(boot.notified_seq, kept)
         journal = JournalWriter(journal_dir(data_dir), segment_bytes=cfg.settings.journal.segment_bytes)
         if repaired is not None:
             repair_journal.finish(repaired, data_dir, journal, ts=boot.clock())
@@ -270,18 +282,21 @@ async def _recover(boot: _Boot, store: Any, *, repair: bool) -> tuple[Recovered,
 
 
 async def _start_consumers(nursery: trio.Nursery, system: System, boot: _Boot,
-                           backlog: list) -> trio.MemoryReceiveChannel[Any]:
-    """The persister and candles (where placed), first, so they see every batch the engine
-    publishes; the backlog is persisted before. Returns the live candle updates for the WS server."""
+                           backlog: list) -> tuple[trio.MemoryReceiveChannel[Any], trio.MemoryReceiveChannel[Any]]:
+    """The persister, candles and the notifications worker (where placed), first, so they see
+    every batch the engine publishes; the backlog is persisted (and handed to the worker) before.
+    Returns the live candle updates and the notifications for the WS server."""
     from actors.engine.messages import EventBatch
     from actors.history import candles as candles_actor
     from actors.history import persister as persister_actor
     handle, store, cfg = system.handle, system.store, boot.cfg
     subscriptions = {name: handle.subscribe(name, max_buffer=256, lossless=True)
-                     for name in ("persister", "candles") if name in boot.here}
-    if backlog and "persister" in boot.here:   # recovered events the store has not persisted
-        await store.apply_batch(EventBatch(backlog, backlog[-1][0]), shard=boot.shard)
-        log.info("event=store_caught_up batches=%d last_seq=%d", len(backlog), backlog[-1][0])
+                     for name in ("persister", "candles", "notifications") if name in boot.here}
+    persisted_seq = await store.last_persisted_seq(boot.shard) if "persister" in boot.here else 0
+    persisted = [item for item in backlog if item[0] > persisted_seq]
+    if persisted and "persister" in boot.here:   # recovered events the store has not persisted
+        await store.apply_batch(EventBatch(persisted, persisted[-1][0]), shard=boot.shard)
+        log.info("event=store_caught_up batches=%d last_seq=%d", len(persisted), persisted[-1][0])
     if "persister" in boot.here:
         system.actors["persister"] = await nursery.start(functools.partial(
             _as_placed("persister", persister_actor.run), inbox=subscriptions["persister"].receive,
@@ -293,7 +308,25 @@ async def _start_consumers(nursery: trio.Nursery, system: System, boot: _Boot,
             _as_placed("candles", candles_actor.run), inbox=subscriptions["candles"].receive,
             settings=cfg.settings.candles, symbols=[instrument.symbol for instrument in boot.core_config.instruments],
             store=store, outbox=candle_updates_send))
-    return candle_updates_receive
+    notifications_send, notifications_receive = trio.open_memory_channel[Any](256)
+    if "notifications" in boot.here:
+        await _start_notifications(nursery, system, boot, subscriptions["notifications"].receive,
+                                   backlog, notifications_send)
+    return candle_updates_receive, notifications_receive
+
+
+async def _start_notifications(nursery: trio.Nursery, system: System, boot: _Boot,
+                               inbox: trio.MemoryReceiveChannel[Any], backlog: list,
+                               ws: trio.MemorySendChannel[Any]) -> None:
+    """The notifications worker: the journal's events after its watermark first, then the live
+    batches; what it publishes on the ``notifications`` channel goes to the WS server. ``carry``
+    outlives a restart of the worker: what it had taken but not recorded is derived again."""
+    from actors import notifications
+    carry = [item for item in backlog if item[0] > (boot.notified_seq or 0)]
+    system.actors["notifications"] = await nursery.start(functools.partial(
+        _as_placed("notifications", notifications.run), inbox=inbox, store=system.store,
+        settings=boot.cfg.settings.notifications, instruments=system.handle.instruments, shard=boot.shard,
+        sink=ws.send, backlog=carry))
 
 
 async def _start_engine(nursery: trio.Nursery, system: System, boot: _Boot, journal: JournalWriter) -> None:
@@ -312,6 +345,7 @@ async def _start_engine(nursery: trio.Nursery, system: System, boot: _Boot, jour
 
 async def _start_intake(system: System, boot: _Boot, intake: trio.CancelScope,
                         candle_updates: trio.MemoryReceiveChannel[Any],
+                        notifications: trio.MemoryReceiveChannel[Any],
                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """What brings work to the engine — the feed, the snapshotter, the HTTP API and the WebSocket
     server — in one nursery that ``intake`` cancels first at shutdown."""
@@ -327,14 +361,15 @@ async def _start_intake(system: System, boot: _Boot, intake: trio.CancelScope,
                 system.actors["snapshotter"] = await inner.start(functools.partial(
                     _as_placed("snapshotter", snapshotter.run), handle=handle, cfg=cfg, key=boot.key))
             if "gateway" in boot.here:
-                await _start_api(inner, system, boot, candle_updates)
+                await _start_api(inner, system, boot, candle_updates, notifications)
             if boot.handle_signals:
                 await inner.start(_watch_signals, system)
             task_status.started()
 
 
 async def _start_api(nursery: trio.Nursery, system: System, boot: _Boot,
-                     candle_updates: trio.MemoryReceiveChannel[Any]) -> None:
+                     candle_updates: trio.MemoryReceiveChannel[Any],
+                     notifications: trio.MemoryReceiveChannel[Any]) -> None:
     """The HTTP gateway (essential: not restarted; failing to bind stops the start) and the
     WebSocket server."""
     from actors import gateway as gateway_actor
@@ -351,7 +386,7 @@ async def _start_api(nursery: trio.Nursery, system: System, boot: _Boot,
                            f"{boot.http.port}: {exc.strerror or exc}") from None
     actors["ws"] = await nursery.start(functools.partial(
         _as_placed("ws", ws_actor.run), handle=handle, cfg=cfg, tokens=boot.tokens,
-        candles_inbox=candle_updates, candles=actors["candles"], store=store))
+        candles_inbox=candle_updates, candles=actors["candles"], store=store, notifications_inbox=notifications))
 
 
 def _announce(system: System, boot: _Boot, recovered_state: str) -> None:

@@ -40,6 +40,9 @@ ACTORS: tuple[ActorSpec, ...] = (
               restart="backoff", roles=frozenset({"all", "engine", "persister"}), own_role_flag="persister_role"),
     ActorSpec(name="candles", run="actors.history.candles:run", needs=("engine events (lossless)", "store"),
               restart="backoff", roles=frozenset({"all", "engine", "candles"}), own_role_flag="candles_role"),
+    ActorSpec(name="notifications", run="actors.notifications:run",
+              needs=("engine events (lossless)", "store", "ws publication"), restart="backoff",
+              roles=frozenset({"all", "notifications"})),
     ActorSpec(name="engine", run="actors.engine.actor:run", needs=("recovered engine", "journal"),
               restart="fail-fast", roles=frozenset({"all", "engine"})),
     ActorSpec(name="engine_edge", run="actors.bus.roles:serve_engine_edge", needs=("engine", "Redis"),
@@ -55,7 +58,8 @@ ACTORS: tuple[ActorSpec, ...] = (
 )
 
 #: every role a process can take, ``all`` first
-ROLES: tuple[str, ...] = ("all", "engine", "gateway", "ws", "feed", "candles", "persister", "snapshotter")
+ROLES: tuple[str, ...] = ("all", "engine", "gateway", "ws", "feed", "candles", "persister", "snapshotter",
+                          "notifications")
 
 #: feed sources that start no feed in the engine's process: "none" (tests) and "redis" (the feed role)
 _NO_LOCAL_FEED = ("none", "redis")

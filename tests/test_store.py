@@ -185,7 +185,7 @@ async def test_sqlite_applies_each_migration_once(tmp_path) -> None:
     first = SqliteStore(tmp_path / "db")
     second_open = None
     try:
-        assert first.migrations_applied == ["0001_init", "0002_users", "0003_shards"]
+        assert first.migrations_applied == ["0001_init", "0002_users", "0003_shards", "0008_notifications"]
         await first.close()
         second_open = SqliteStore(tmp_path / "db")
         assert second_open.migrations_applied == []

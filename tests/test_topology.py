@@ -20,15 +20,16 @@ def test_every_run_function_exists(row):
 
 @pytest.mark.parametrize(("role", "bus", "feed_source", "expected"), [
     ("all", BusSettings(), "synthetic",
-     ("persister", "candles", "engine", "price_feed", "snapshotter", "gateway", "ws")),
+     ("persister", "candles", "notifications", "engine", "price_feed", "snapshotter", "gateway", "ws")),
     ("all", BusSettings(persister_role=True), "none",
-     ("persister", "candles", "engine", "snapshotter", "gateway", "ws")),
+     ("persister", "candles", "notifications", "engine", "snapshotter", "gateway", "ws")),
     ("engine", BusSettings(kind="redis"), "redis", ("persister", "candles", "engine", "engine_edge", "snapshotter")),
     ("engine", BusSettings(kind="redis", persister_role=True, candles_role=True, snapshotter_role=True),
      "synthetic", ("engine", "engine_edge", "price_feed")),
     ("gateway", BusSettings(kind="redis"), "redis", ("gateway",)),
     ("feed", BusSettings(kind="redis"), "synthetic", ("price_feed",)),
     ("persister", BusSettings(kind="redis", persister_role=True), "redis", ("persister",)),
+    ("notifications", BusSettings(kind="redis"), "redis", ("notifications",)),
 ])
 def test_placement(role, bus, feed_source, expected):
     assert topology.placed(role, bus=bus, feed_source=feed_source) == expected
@@ -50,7 +51,7 @@ def test_the_architecture_doc_shows_the_table():
     assert topology.markdown_table() in ARCHITECTURE.read_text()
 
 
-def test_the_simulation_runs_the_embedded_topology_but_the_websocket_server():
+def test_the_simulation_runs_the_embedded_topology_but_the_websocket_server_and_notifications():
     from actors.simulation.world import SIMULATED_ACTORS
     embedded = topology.placed("all", bus=BusSettings(), feed_source="synthetic")
-    assert SIMULATED_ACTORS == tuple(name for name in embedded if name != "ws")
+    assert SIMULATED_ACTORS == tuple(name for name in embedded if name not in ("ws", "notifications"))

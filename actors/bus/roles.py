@@ -13,6 +13,9 @@ candles        1m candles from the events stream (consumer group ``candles``) in
 persister      one shard's history from its events stream (consumer group ``persister``) into
                the store; one per shard (``--shard K``)
 snapshotter    snapshots of an engine's journal (shares the engine's data volume)
+notifications  one shard's notifications (``[bus] shard``) from its events stream, read from
+               the stream's start and skipped up to the worker's watermark; publishes the
+               ``notifications`` channel to the ws roles over ``stream:exness:notifications``
 =============  ===========================================================================
 
 Every role keeps a heartbeat in Redis (``exness:health:<role>:<instance>``) that
@@ -243,9 +246,11 @@ async def _run_ws(*, cfg: Any, bus: redis_edge.RedisBus, done: trio.Event, annou
             remote = await _remote(nursery, cfg, bus)
             candle_send, candle_receive = trio.open_memory_channel[Any](1024)
             mirror = await _mirror(nursery, cfg, bus, remote, store, outbox=candle_send)
+            notifications_send, notifications_receive = trio.open_memory_channel[Any](256)
+            await nursery.start(functools.partial(redis_edge.notifications_reader, bus=bus, send=notifications_send))
             server = await nursery.start(functools.partial(
                 ws_actor.run, handle=remote, cfg=cfg, tokens=_tokens(cfg), candles_inbox=candle_receive,
-                candles=mirror, store=store))
+                candles=mirror, store=store, notifications_inbox=notifications_receive))
 
             def status() -> dict:
                 return {"ready": bus.connected, "reason": "" if bus.connected else "Redis unreachable",
@@ -380,10 +385,41 @@ async def _run_snapshotter(*, cfg: Any, bus: redis_edge.RedisBus, done: trio.Eve
         task_status.started({"snapshotter": stats})
 
 
+async def _run_notifications(*, cfg: Any, bus: redis_edge.RedisBus, done: trio.Event, announce: bool,
+                             task_status: trio.TaskStatus[dict] = trio.TASK_STATUS_IGNORED) -> None:
+    from actors import notifications
+    store = await _open_store(cfg)
+    shard = check_shard(cfg, cfg.settings.bus.shard)
+    stream = redis_edge.events_stream(shard, _shards(cfg))
+    try:
+        async with trio.open_nursery() as nursery:
+            send, receive = trio.open_memory_channel[EventBatch](256)
+            reader_stats: dict = {}
+            # from the stream's start: the worker skips what its watermark says is derived
+            nursery.start_soon(functools.partial(redis_edge.events_reader, bus=bus, streams=[stream], send=send,
+                                                 start="0", stats=reader_stats))
+            worker = await nursery.start(functools.partial(
+                notifications.run, inbox=receive, store=store,
+                settings=cfg.settings.notifications, instruments={i.symbol: i for i in cfg.core.instruments},
+                shard=shard, sink=redis_edge.notifications_publisher(bus), backlog=[]))
+
+            def status() -> dict:
+                return {"ready": bus.connected, "reason": "" if bus.connected else "Redis unreachable",
+                        "last_seq": worker.last_seq, **reader_stats}
+            await nursery.start(functools.partial(redis_edge.heartbeat, bus=bus, role="notifications", status=status))
+            if announce:
+                print(f"exness-actors: notifications of shard {shard} from Redis {stream} → "
+                      f"{redis_edge.NOTIFICATIONS_STREAM}", flush=True)
+            task_status.started({"notifications": worker, "reader": reader_stats})
+    finally:
+        with trio.CancelScope(shield=True):
+            await store.close()
+
+
 #: the split-mode role processes, by the one actor actors/topology.py places in each
 _RUNNERS: dict[str, Callable[..., Awaitable[None]]] = {
     "gateway": _run_gateway, "ws": _run_ws, "price_feed": _run_feed, "candles": _run_candles,
-    "persister": _run_persister, "snapshotter": _run_snapshotter,
+    "persister": _run_persister, "snapshotter": _run_snapshotter, "notifications": _run_notifications,
 }
 
 

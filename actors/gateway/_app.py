@@ -34,7 +34,7 @@ from werkzeug.exceptions import HTTPException
 from actors.engine.interface import EngineClient
 from actors.wire import codec as edge
 from actors.auth_tokens import AuthError, TokenIssuer
-from actors.gateway import _auth, _market, _ops, _trading, _web
+from actors.gateway import _auth, _market, _notifications, _ops, _trading, _web
 from actors.gateway._common import (
     GATEWAY_EXTENSION, MISSING_TOKEN, Gateway, NoContent, PlainText, json_response, rate_limited)
 from actors.gateway._links import add_links
@@ -63,7 +63,7 @@ _API_CSP = "default-src 'none'; frame-ancestors 'none'"
 _DOCS_CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
              "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "
              "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
-_CORS_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
+_CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 _CORS_HEADERS = "Authorization, Content-Type"
 
 _HTTP_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
@@ -230,7 +230,8 @@ def create_app(*, handle: Optional[EngineClient], store: Any, candles: Any, cfg:
                 info={"title": API_TITLE, "version": API_VERSION, "description": API_DESCRIPTION},
                 security_schemes={"bearer": {"type": "http", "scheme": "bearer", "bearer_format": "JWT"}},
                 tags=[{"name": name} for name in
-                      ("auth", "account", "market", "orders", "positions", "history", "operations")])
+                      ("auth", "account", "market", "orders", "positions", "history", "notifications",
+                       "operations")])
     app.extensions["exness_gateway"] = gateway
 
     _install_hooks(app, gateway)
@@ -238,6 +239,7 @@ def create_app(*, handle: Optional[EngineClient], store: Any, candles: Any, cfg:
     _auth.register(app, gateway)
     app.extensions[GATEWAY_EXTENSION] = gateway
     _trading.register(app)
+    _notifications.register(app)
     _market.register(app, gateway)
     _ops.register(app, gateway)
     _web.register(app, cfg)

@@ -40,6 +40,9 @@ import json
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 from actors.store.notifications import Notification
+from exness_actors.events import (
+    AlertTriggered, DeadManSwitchFired, MarginCall, OperatorAction, OrderCancelled, PositionClosed, PositionOpened,
+    StopOut)
 from exness_actors.instruments import Instrument
 from exness_actors.money import format_fixed
 
@@ -145,7 +148,7 @@ def _margin_call(event: Any, fmt: _Formats, _rest: list) -> tuple[str, str, dict
 
 def _stop_out(event: Any, fmt: _Formats, rest: list) -> tuple[str, str, dict]:
     closed = [_closed_data(other, fmt) for other in rest
-              if type(other).__name__ == "PositionClosed" and other.account_id == event.account_id
+              if type(other) is PositionClosed and other.account_id == event.account_id
               and other.reason == "stop_out"]
     level = _level(event.equity, event.used_margin)
     return "stop_out", f"Stop out at margin level {level}%: {len(closed)} position(s) closed", {
@@ -183,18 +186,13 @@ def _operator(event: Any, fmt: _Formats, _rest: list) -> Optional[tuple[str, str
         "action": event.action, "target": event.target, "reason": event.reason, "detail": detail}
 
 
-#: event class name -> its notification (or None); the other events make none
-_DERIVERS: dict[str, Callable[[Any, _Formats, list], Any]] = {
-    "PositionOpened": _filled, "PositionClosed": _closed, "MarginCall": _margin_call, "StopOut": _stop_out,
-    "OrderCancelled": _expired, "AlertTriggered": _alert, "DeadManSwitchFired": _dead_man,
-    "OperatorAction": _operator,
-}
-
-
 _Deriver = Callable[[Any, _Formats, list], Optional[tuple[str, str, dict]]]
-_UNSEEN: Any = object()
-#: the same table by event class, filled as classes are met (most events, quotes first, make none)
-_BY_TYPE: dict[type, Optional[_Deriver]] = {}
+
+#: event class -> its notification (or None); the other events make none
+_DERIVERS: dict[type, _Deriver] = {
+    PositionOpened: _filled, PositionClosed: _closed, MarginCall: _margin_call, StopOut: _stop_out,
+    OrderCancelled: _expired, AlertTriggered: _alert, DeadManSwitchFired: _dead_man, OperatorAction: _operator,
+}
 
 
 def derive(items: Iterable[tuple[int, int, list]], instruments: Mapping[str, Instrument], *,
@@ -202,13 +200,10 @@ def derive(items: Iterable[tuple[int, int, list]], instruments: Mapping[str, Ins
     """The notifications of ``(seq, ts, events)`` items, in event order (see the module docstring)."""
     fmt = _Formats(instruments)
     out: list[Notification] = []
-    by_type = _BY_TYPE
+    derivers = _DERIVERS
     for seq, ts, events in items:
         for index, event in enumerate(events):
-            kind_of_event = type(event)
-            deriver = by_type.get(kind_of_event, _UNSEEN)
-            if deriver is _UNSEEN:
-                deriver = by_type[kind_of_event] = _DERIVERS.get(kind_of_event.__name__)
+            deriver = derivers.get(type(event))
             if deriver is None:
                 continue
             made = deriver(event, fmt, events[index + 1:])

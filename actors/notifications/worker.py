@@ -106,6 +106,8 @@ class NotificationWorker:
         self._batches = 0
         self._errors = 0
         self._watermark_written_at = 0.0
+        #: items taken from the inbox whose notifications are not recorded yet
+        self.unrecorded: list[tuple[int, int, list]] = []
 
     def statistics(self) -> WorkerStatistics:
         return WorkerStatistics(
@@ -121,15 +123,19 @@ class NotificationWorker:
         items = [item for batch in batches for item in batch.items if item[0] > self.last_seq]
         if not items:
             return 0
+        self.unrecorded = items
         last_seq = max(item[0] for item in items)
         self._received_seq = max(self._received_seq, last_seq)
         notifications = derive(items, self.instruments, shard=self.shard)
         if not notifications:
             self.last_seq = last_seq
+            self.unrecorded = []
             if trio.current_time() - self._watermark_written_at >= WATERMARK_EVERY_S:
                 await self._record(last_seq, [])
             return 0
-        return await self._record(last_seq, notifications)
+        recorded = await self._record(last_seq, notifications)
+        self.unrecorded = []
+        return recorded
 
     async def write_watermark(self) -> None:
         """Write the watermark when it trails what was derived (after a stretch without notifications)."""
@@ -216,17 +222,21 @@ async def run(*, inbox: trio.MemoryReceiveChannel[EventBatch], store: Any, setti
     ``inbox``: the durable event batches (lossless). ``store``: a
     :class:`~actors.store.notifications.NotificationStore`. ``sink``: publishes to the WebSocket
     servers (None: no ``ws`` channel). ``backlog``: the journal's ``(seq, ts, events)`` after the
-    watermark, derived before the live batches. ``client``: the webhook HTTP client (default:
-    :func:`http_client`)."""
+    watermark, derived before the live batches; when it is a list it is also the carry-over of a
+    restart: emptied once derived, and refilled with what the worker had taken from the inbox but
+    not recorded when it fails (the supervisor hands the same list to the restarted worker).
+    ``client``: the webhook HTTP client (default: :func:`http_client`)."""
     last_seq = await store.notifier_seq(shard)
     worker = NotificationWorker(store=store, settings=settings, instruments=instruments, shard=shard,
                                 last_seq=last_seq, clock=clock, inbox=inbox, ws=sink is not None)
-    backlog = [item for item in backlog if item[0] > last_seq]
-    if backlog:
-        recorded = await worker.derive_batches([EventBatch(backlog, backlog[-1][0])])
+    pending = sorted({item[0]: item for item in backlog if item[0] > last_seq}.values(), key=lambda item: item[0])
+    if pending:
+        recorded = await worker.derive_batches([EventBatch(pending, pending[-1][0])])
         await worker.write_watermark()
         log.info("event=backlog_derived from_seq=%d last_seq=%d notifications=%d", last_seq, worker.last_seq,
                  recorded)
+    if isinstance(backlog, list):
+        backlog.clear()
     owned_client = client is None
     client = client if client is not None else http_client(settings)
     log.info("event=started shard=%d last_seq=%d channels=%s", shard, worker.last_seq, ",".join(worker.channels))
@@ -238,6 +248,10 @@ async def run(*, inbox: trio.MemoryReceiveChannel[EventBatch], store: Any, setti
             await _derive_forever(worker, inbox)
             await worker.write_watermark()
             nursery.cancel_scope.cancel()
+    except BaseException:
+        if isinstance(backlog, list):     # a restart derives these again (same ids)
+            backlog.extend(worker.unrecorded)
+        raise
     finally:
         if owned_client:
             with trio.CancelScope(shield=True):

@@ -78,7 +78,8 @@ log = logging.getLogger("exness.simulation")
 
 #: Violations kept in full in the report (all are counted).
 #: what the simulation runs of the embedded topology (actors/topology.py), in its order: all
-#: but the WebSocket server; the gateway is driven through its test client and snapshots are
+#: but the WebSocket server and the notifications worker (no trading state; tested on its own);
+#: the gateway is driven through its test client and snapshots are
 #: taken inline (tests/test_topology.py keeps this in step with the table)
 SIMULATED_ACTORS = ("persister", "candles", "engine", "price_feed", "snapshotter", "gateway")
 

@@ -95,6 +95,18 @@ class PostgresNotifications:
                                 (account_id, *keys, limit + 1))
         return sql.dead_letters_page([tuple(row) for row in rows], limit)
 
+    async def cut_notifications(self, shard: int, after_seq: int) -> int:
+        check_shard(shard)
+        return await self._call(_db_cut, shard, after_seq)
+
+
+async def _db_cut(pool: asyncpg.Pool, shard: int, after_seq: int) -> int:
+    async with pool.acquire() as connection, connection.transaction():
+        await connection.execute(numbered(sql.CUT_DELIVERIES), shard, shard, after_seq)
+        status = await connection.execute(numbered(sql.CUT_NOTIFICATIONS), shard, after_seq)
+        await connection.execute(numbered(sql.LOWER_NOTIFIER_SEQ), after_seq, shard, after_seq)
+    return int(status.rsplit(" ", 1)[-1])
+
 
 async def _db_fetch(pool: asyncpg.Pool, query: str, args: Sequence[Any]) -> list[asyncpg.Record]:
     async with pool.acquire() as connection:

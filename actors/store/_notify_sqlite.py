@@ -90,6 +90,17 @@ class SqliteNotifications:
                                 (account_id, *keys, limit + 1))
         return sql.dead_letters_page(rows, limit)
 
+    async def cut_notifications(self, shard: int, after_seq: int) -> int:
+        check_shard(shard)
+        return await self._call(self._transaction, functools.partial(_cut, shard, after_seq))
+
+
+def _cut(shard: int, after_seq: int, connection: sqlite3.Connection) -> int:
+    connection.execute(sql.CUT_DELIVERIES, (shard, shard, after_seq))
+    removed = connection.execute(sql.CUT_NOTIFICATIONS, (shard, after_seq)).rowcount
+    connection.execute(sql.LOWER_NOTIFIER_SEQ, (after_seq, shard, after_seq))
+    return removed
+
 
 def _record(shard: int, last_seq: int, notifications: list[tuple], deliveries: list[tuple],
             connection: sqlite3.Connection) -> int:

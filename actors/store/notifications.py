@@ -157,6 +157,12 @@ class NotificationStore(Protocol):
         """The account's deliveries that gave up, newest first."""
         ...
 
+    async def cut_notifications(self, shard: int, after_seq: int) -> int:
+        """``run --repair`` cut the shard's journal after ``after_seq``: remove the notifications
+        of later inputs (and their deliveries) and lower the watermark to ``after_seq``, so the
+        inputs that take those seqs now are derived afresh. Returns the notifications removed."""
+        ...
+
 
 # ------------------------------------------------------------------------------------ SQL
 
@@ -194,6 +200,10 @@ UPSERT_PREFERENCES = (f"INSERT INTO notification_preferences ({PREFERENCE_COLUMN
 UNREAD = "SELECT count(*) FROM notifications WHERE account_id = ? AND read_at IS NULL"
 READ_ALL = "UPDATE notifications SET read_at = ? WHERE account_id = ? AND read_at IS NULL"
 READ_ONE = "UPDATE notifications SET read_at = ? WHERE account_id = ? AND id = ? AND read_at IS NULL"
+CUT_DELIVERIES = ("DELETE FROM notification_deliveries WHERE shard = ? AND notification_id IN "
+                  "(SELECT id FROM notifications WHERE shard = ? AND seq > ?)")
+CUT_NOTIFICATIONS = "DELETE FROM notifications WHERE shard = ? AND seq > ?"
+LOWER_NOTIFIER_SEQ = "UPDATE notifier_shards SET last_seq = ? WHERE shard = ? AND last_seq > ?"
 DEAD_COLUMNS = "d.notification_id, d.channel, n.kind, d.attempts, d.last_error, n.created_at, d.updated_at"
 
 

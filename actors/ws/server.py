@@ -82,7 +82,7 @@ from wsproto.events import TextMessage
 from wsproto.utilities import LocalProtocolError
 
 from actors.ws._candles import IntervalFolder
-from actors.ws._channels import ACCOUNT, Channel, ChannelError, Channels
+from actors.ws._channels import ACCOUNT, NOTIFICATIONS, PRIVATE, Channel, ChannelError, Channels
 from actors.ws._format import ACCOUNT_EVENT_TYPES, account_event_json, candle_json
 from actors.ws._orders import (
     ACTIONS, build_command, duplicate_outcome, error_json, named_id, outcome, route, viewed_outcome,
@@ -124,6 +124,7 @@ client → server (text frames; one JSON object, or a JSON array of up to max_ba
   {"op":"order","id":corr,"action":"place|cancel|modify_order|close|modify_position|add_margin",...}
 server → client (one JSON object per frame, or a JSON array of them when several were pending):
   data:    {"channel","seq","engine_seq"?,"data"}        resync: {"channel","op":"resync","seq","reason"}
+  notifications: {"channel":"notifications","seq","event":"notification","notification":{"id","kind",...}}
   replies: subscribed / unsubscribed / authenticated / pong / order_result / error
 """
 
@@ -382,6 +383,7 @@ class WsServer:
         self.events_unformatted = 0
         self.batches = 0
         self.candles_received = 0
+        self.notifications_received = 0
 
     @property
     def url(self) -> str:
@@ -401,6 +403,7 @@ class WsServer:
             "orders": self.orders, "orders_rejected": self.orders_rejected,
             "orders_overloaded": self.orders_overloaded, "protocol_errors": self.protocol_errors,
             "events_unformatted": self.events_unformatted, "candles_received": self.candles_received,
+            "notifications_received": self.notifications_received,
             "account_channels": len(self.channels.accounts), "account_channels_evicted": self.channels.evicted,
         }
 
@@ -532,6 +535,28 @@ class WsServer:
             self._publish(channel, {"channel": channel.wire, "op": "resync", "seq": 0, "reason": reason},
                           data=False)
             self.resyncs_sent += len(channel.subscribers)
+
+    # -------------------------------------------------------------- notifications → channels
+
+    async def consume_notifications(self, inbox: trio.MemoryReceiveChannel) -> None:
+        """Lists of ``(account_id, notification json)`` from the notifications worker (in-process,
+        or the notifications stream in split mode), published on the accounts' ``notifications``
+        channels. An account whose channel nobody opened reads them over HTTP instead.
+
+        The inbox is not closed on exit: it belongs to the supervisor (the actor may restart).
+        """
+        channels = self.channels.notifications
+        while True:
+            try:
+                batch = await inbox.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            for account_id, notification in batch:
+                self.notifications_received += 1
+                channel = channels.get(account_id)
+                if channel is not None:
+                    self._publish(channel, {"channel": NOTIFICATIONS, "seq": 0, "event": "notification",
+                                            "notification": notification})
 
     # -------------------------------------------------------------- candles → channels
 
@@ -835,7 +860,7 @@ class WsServer:
         if claims is None or claims.expires_at > self.wall_clock():
             return
         client.claims = None
-        removed = [key for key in client.channels if key[0] == ACCOUNT]
+        removed = [key for key in client.channels if key[0] in PRIVATE]
         for key in removed:
             channel = client.channels.pop(key)
             channel.subscribers.pop(client, None)
@@ -843,7 +868,7 @@ class WsServer:
         client.push(_text({"op": "error", "code": "TOKEN_EXPIRED",
                            "message": "the access token has expired: send a fresh one with "
                                       "{\"op\":\"auth\"} and subscribe to account again with since",
-                           "details": {"unsubscribed": [ACCOUNT] if removed else []}}))
+                           "details": {"unsubscribed": sorted({key[0] for key in removed})}}))
 
     def _drop_lagged(self, client: _Client) -> None:
         self.dropped_lagged += 1
@@ -938,7 +963,8 @@ class WsServer:
         if epoch is not None and not isinstance(epoch, str):
             raise _ProtocolError("VALIDATION_ERROR", "epoch: must be a string", {"field": "epoch"})
         claims = client.claims
-        if claims is not None and claims.expires_at <= self.wall_clock() and ACCOUNT in names:
+        if claims is not None and claims.expires_at <= self.wall_clock() and any(
+                name in PRIVATE for name in names):
             raise _ProtocolError("TOKEN_EXPIRED", "the access token has expired: send a fresh one "
                                  "with {\"op\":\"auth\"} first")
         account_id = claims.account_id if claims is not None else None
@@ -986,7 +1012,7 @@ class WsServer:
                                                  "another server run): reload over HTTP"}))
                 elif missed:
                     client.push_many(missed, sum(map(len, missed)))
-            elif key[0] != ACCOUNT and channel.last_data is not None:
+            elif key[0] not in PRIVATE and channel.last_data is not None:
                 client.push(channel.last_data)     # the current quote / candle at once
             channel.subscribers[client] = None
             client.channels[key] = channel
@@ -1021,7 +1047,7 @@ class WsServer:
             raise _ProtocolError(error.code, error.message) from None
         previous = client.claims
         if previous is not None and previous.account_id != claims.account_id:
-            for key in [key for key in client.channels if key[0] == ACCOUNT]:
+            for key in [key for key in client.channels if key[0] in PRIVATE]:
                 channel = client.channels.pop(key)
                 channel.subscribers.pop(client, None)
                 self.channels.touch(channel)
@@ -1225,7 +1251,7 @@ class _TunedListener(trio.abc.Listener[trio.SocketStream]):
 
 async def run(*, handle: EngineClient, cfg: Any, tokens: TokenIssuer,
               candles_inbox: Optional[trio.MemoryReceiveChannel] = None, candles: Any = None,
-              store: Any = None,
+              store: Any = None, notifications_inbox: Optional[trio.MemoryReceiveChannel] = None,
               task_status: trio.TaskStatus[WsServer] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve the WebSocket API on ``[ws] host:port`` until cancelled.
 
@@ -1233,7 +1259,8 @@ async def run(*, handle: EngineClient, cfg: Any, tokens: TokenIssuer,
     secret as the gateway). ``candles_inbox``: the receive side of the candles actor's
     ``outbox``. ``candles``: the :class:`~actors.history.candles.CandlesHandle` (seeds the running candle
     of the larger intervals). ``store``: answers duplicate ``client_order_id`` with the original
-    order. ``task_status.started`` gets the :class:`WsServer` (``.port`` is the bound port).
+    order. ``notifications_inbox``: what the notifications worker publishes (the ``notifications``
+    channel). ``task_status.started`` gets the :class:`WsServer` (``.port`` is the bound port).
     On cancellation, or when the engine stops (its event stream ends), every client is closed
     with 1001 (waiting at most :data:`SHUTDOWN_CLOSE_S`) and ``run`` returns.
     """
@@ -1263,6 +1290,8 @@ async def run(*, handle: EngineClient, cfg: Any, tokens: TokenIssuer,
             nursery.start_soon(server.deliver_results)
             if candles_inbox is not None:
                 nursery.start_soon(server.consume_candles, candles_inbox)
+            if notifications_inbox is not None:
+                nursery.start_soon(server.consume_notifications, notifications_inbox)
             handlers = await nursery.start(serve_connections)
             handlers.start_soon(server.flush_clients)   # lives as long as the connections it writes to
             try:
