@@ -13,7 +13,7 @@ from quart import Response, request
 
 from actors.gateway._common import API, current_gateway, doc, json_response
 from actors.gateway._params import QueryParams, invalid
-from actors.gateway._schemas import Cursor, Limit
+from actors.gateway._schemas import REQUEST_EXAMPLES, Cursor, Limit, _example
 from actors.notifications import (
     CHANNELS, KINDS, PreferencesError, apply_update, default_preferences, notification_json, preferences_json)
 from actors.store.notifications import DeadLetter
@@ -39,7 +39,7 @@ class NotificationBody(msgspec.Struct, kw_only=True):
     account_id: str
     title: Annotated[str, Meta(description="one line for people")]
     data: Annotated[dict, Meta(description="the kind's fields: decimal strings for amounts, prices and "
-                                           "quantities (docs/api.md lists them per kind)")]
+                                           "quantities (docs/notifications.md lists them per kind)")]
     read: bool
 
 
@@ -98,6 +98,18 @@ class DeadLetterPage(msgspec.Struct, kw_only=True):
     next_cursor: Optional[str]
 
 
+REQUEST_EXAMPLES[ReadRequest] = {
+    "some": _example("mark these read", {"ids": ["0-1234-2", "0-1240-0"]}),
+    "all": _example("mark every notification read", {"all": True}),
+}
+REQUEST_EXAMPLES[PreferencesUpdate] = {
+    "kinds": _example("fills and closes by triggers only, on the WebSocket channel", {
+        "events": ["order_filled", "take_profit", "stop_loss", "liquidation"], "channels": ["ws"]}),
+    "webhook": _example("add a webhook (its signing secret comes back in the answer)", {
+        "channels": ["ws", "webhook"], "webhook_url": "https://hooks.example.com/exness"}),
+}
+
+
 # ------------------------------------------------------------------ handlers
 
 @doc(response=NotificationPage, query=NotificationsQuery, errors=(400,), tag="notifications")
@@ -152,7 +164,7 @@ async def _current(account_id: int) -> Any:
 
 
 @doc(response=PreferencesBody, errors=(), tag="notifications")
-async def get_preferences() -> Response:
+async def preferences() -> Response:
     """Which kinds are notified and on which channels (defaults: every kind, WebSocket only)."""
     gw = current_gateway()
     claims = gw.authenticate()
@@ -161,7 +173,7 @@ async def get_preferences() -> Response:
 
 
 @doc(request_model=PreferencesUpdate, response=PreferencesBody, errors=(400, 413, 415), tag="notifications")
-async def put_preferences() -> Response:
+async def update_preferences() -> Response:
     """Set kinds, channels and the webhook URL; fields left out keep their value. A webhook
     secret is made when a URL is first set (rotate_webhook_secret: true makes a new one)."""
     gw = current_gateway()
@@ -199,8 +211,8 @@ async def dead_letters() -> Response:
 ROUTES: tuple[tuple[str, str, Callable[..., Awaitable[Response]]], ...] = (
     ("GET", f"{API}/notifications", list_notifications),
     ("POST", f"{API}/notifications/read", mark_read),
-    ("GET", f"{API}/notifications/preferences", get_preferences),
-    ("PUT", f"{API}/notifications/preferences", put_preferences),
+    ("GET", f"{API}/notifications/preferences", preferences),
+    ("PUT", f"{API}/notifications/preferences", update_preferences),
     ("GET", f"{API}/notifications/dead-letters", dead_letters),
 )
 
