@@ -9,7 +9,8 @@ sorted keys: the same bytes on every attempt) with
 * ``X-Exness-Delivery-Attempt`` (1, 2, …).
 
 Any 2xx answer is a delivery; anything else (another status, a timeout, a refused connection) is
-a failed attempt. Redirects are not followed (a webhook URL is configured exactly).
+a failed attempt. Redirects are not followed (a webhook URL is configured exactly). The HTTP
+client is :class:`~actors.notifications._http.WebhookClient` (trio + h11, keep-alive).
 
 **E-mail**: a plain-text message per notification, sent with the standard library's
 :mod:`smtplib` in a worker thread (one SMTP session carries several messages); ``Message-ID`` is
@@ -27,14 +28,13 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any, Optional, Sequence
 
-import httpx
-
+from actors.notifications._http import WebhookClient, WebhookError
 from actors.notifications.kinds import notification_body
 from actors.settings import NotificationSettings
 from actors.store.notifications import Notification
 
-__all__ = ["SIGNATURE_HEADER", "ID_HEADER", "ATTEMPT_HEADER", "sign", "webhook_request", "post_webhook",
-           "email_message", "send_emails", "retry_delay_s"]
+__all__ = ["SIGNATURE_HEADER", "ID_HEADER", "ATTEMPT_HEADER", "USER_AGENT", "sign", "webhook_request",
+           "post_webhook", "email_message", "send_emails", "retry_delay_s"]
 
 SIGNATURE_HEADER = "X-Exness-Signature"
 ID_HEADER = "X-Exness-Notification-Id"
@@ -50,23 +50,21 @@ def sign(secret: str, body: bytes) -> str:
 
 def webhook_request(notification: Notification, secret: str, attempt: int) -> tuple[bytes, dict[str, str]]:
     body = notification_body(notification)
-    return body, {"Content-Type": "application/json", "User-Agent": USER_AGENT,
-                  SIGNATURE_HEADER: sign(secret, body), ID_HEADER: notification.id, ATTEMPT_HEADER: str(attempt)}
+    return body, {"Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, body),
+                  ID_HEADER: notification.id, ATTEMPT_HEADER: str(attempt)}
 
 
-async def post_webhook(client: httpx.AsyncClient, url: str, notification: Notification, secret: str,
+async def post_webhook(client: WebhookClient, url: str, notification: Notification, secret: str,
                        attempt: int) -> Optional[str]:
     """POST one notification; None when delivered, else what went wrong."""
     body, headers = webhook_request(notification, secret, attempt)
     try:
-        response = await client.post(url, content=body, headers=headers)
-    except httpx.TimeoutException:
-        return "timeout"
-    except httpx.HTTPError as error:
-        return f"{type(error).__name__}: {error}"[:_ERROR_TEXT] or type(error).__name__
-    if 200 <= response.status_code < 300:
+        status = await client.post(url, body, headers)
+    except WebhookError as error:
+        return str(error)[:_ERROR_TEXT] or "no answer"
+    if 200 <= status < 300:
         return None
-    return f"HTTP {response.status_code}"
+    return f"HTTP {status}"
 
 
 def retry_delay_s(attempts: int, settings: NotificationSettings) -> float:

@@ -32,10 +32,10 @@ import logging
 from collections import Counter
 from typing import Any, Awaitable, Callable, Optional, Sequence
 
-import httpx
 import trio
 
 from actors.notifications import _channels
+from actors.notifications._http import WebhookClient
 from actors.notifications.kinds import notification_json
 from actors.settings import NotificationSettings
 from actors.store.notifications import DueDelivery, NotificationStore, Settlement
@@ -125,16 +125,17 @@ class Dispatcher:
                 self._wake = trio.Event()
                 try:
                     due = await self.store.due_deliveries(self.channel, self.shard, now=self.clock(),
-                                                          limit=len(self.inflight) + _FETCH)
+                                                          limit=len(self.inflight) + _FETCH, skip=self.inflight)
                 except Exception as error:
                     self.store_errors += 1
                     log.warning("event=outbox_read_failed channel=%s error=%r", self.channel, error)
                     await trio.sleep(self.settings.poll_interval_s)
                     continue
+                fetched = len(due)
                 fresh = [delivery for delivery in due if delivery.key not in self.inflight]
                 fresh = [delivery for delivery in fresh if self._still_wanted(delivery)]
                 started = await self.start(fresh) if fresh else 0
-                with trio.move_on_after(await self._idle_s(started, len(due))):
+                with trio.move_on_after(await self._idle_s(started, fetched)):
                     await self._wake.wait()
 
     async def _idle_s(self, started: int, fetched: int) -> float:
@@ -195,7 +196,7 @@ class Dispatcher:
 class WebhookDispatcher(Dispatcher):
     channel = "webhook"
 
-    def __init__(self, *, client: httpx.AsyncClient, **kwargs: Any) -> None:
+    def __init__(self, *, client: WebhookClient, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.client = client
         self.per_target: Counter[str] = Counter()

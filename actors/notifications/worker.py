@@ -34,10 +34,11 @@ import time
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Optional, Sequence
 
 import attrs
-import httpx
 import trio
 
 from actors.engine.messages import EventBatch
+from actors.notifications._channels import USER_AGENT
+from actors.notifications._http import WebhookClient
 from actors.notifications._dispatch import (
     Dispatcher, EmailDispatcher, Settler, WebhookDispatcher, WsDispatcher)
 from actors.notifications.kinds import derive
@@ -72,13 +73,10 @@ class WorkerStatistics:
     channels: dict[str, dict[str, Any]]
 
 
-def http_client(settings: NotificationSettings) -> httpx.AsyncClient:
-    """The webhook client: bounded connections, no redirects, no proxy from the environment."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.webhook_timeout_s),
-        limits=httpx.Limits(max_connections=settings.webhook_concurrency,
-                            max_keepalive_connections=settings.webhook_concurrency),
-        follow_redirects=False, trust_env=False)
+def http_client(settings: NotificationSettings) -> WebhookClient:
+    """The webhook client: one deadline per request, keep-alive per origin, no redirects."""
+    return WebhookClient(timeout_s=settings.webhook_timeout_s, idle_per_origin=settings.webhook_concurrency,
+                         user_agent=USER_AGENT)
 
 
 class NotificationWorker:
@@ -197,7 +195,7 @@ async def _keep_watermark(worker: NotificationWorker) -> None:
 
 
 async def _start_dispatchers(nursery: trio.Nursery, worker: NotificationWorker, sink: Optional[Sink],
-                             client: httpx.AsyncClient) -> None:
+                             client: WebhookClient) -> None:
     common = dict(store=worker.store, settler=worker.settler, settings=worker.settings, shard=worker.shard,
                   clock=worker.clock)
     dispatchers: dict[str, Dispatcher] = {"webhook": WebhookDispatcher(client=client, **common)}
@@ -214,7 +212,7 @@ async def _start_dispatchers(nursery: trio.Nursery, worker: NotificationWorker, 
 async def run(*, inbox: trio.MemoryReceiveChannel[EventBatch], store: Any, settings: NotificationSettings,
               instruments: Mapping[str, Instrument], shard: int = 0, sink: Optional[Sink] = None,
               backlog: Iterable[tuple[int, int, list]] = (), clock: Callable[[], int] = time.time_ns,
-              client: Optional[httpx.AsyncClient] = None,
+              client: Optional[WebhookClient] = None,
               task_status: trio.TaskStatus[NotificationWorker] = trio.TASK_STATUS_IGNORED) -> None:
     """Derive and deliver the notifications of engine shard ``shard`` until the inbox closes or
     the actor is cancelled (see the module docstring).

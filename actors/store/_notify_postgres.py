@@ -4,7 +4,7 @@ function run on the asyncio bridge, one crossing, one transaction)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Collection, Optional, Sequence
 
 import asyncpg
 
@@ -48,9 +48,10 @@ class PostgresNotifications:
         return await self._call(_db_record, shard, last_seq, [sql.notification_row(n) for n in notifications],
                                 [(nid, channel, shard, account, now, now) for nid, channel, account in deliveries])
 
-    async def due_deliveries(self, channel: str, shard: int, *, now: int, limit: int) -> list[DueDelivery]:
+    async def due_deliveries(self, channel: str, shard: int, *, now: int, limit: int,
+                             skip: Collection[tuple[str, str]] = ()) -> list[DueDelivery]:
         rows = await self._call(_db_fetch, _DUE, (channel, shard, now, limit))
-        return [sql.due_from_row(tuple(row)) for row in rows]
+        return [sql.due_from_row(tuple(row)) for row in rows if (row[0], channel) not in skip]
 
     async def next_due_at(self, channel: str, shard: int, *, after: int) -> Optional[int]:
         rows = await self._call(_db_fetch, _NEXT_DUE, (channel, shard, after))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Collection, Optional, Sequence
 
 from actors.store import notifications as sql
 from actors.store.base import Page, check_limit, check_shard, decode_cursor
@@ -35,9 +35,10 @@ class SqliteNotifications:
             _record, shard, last_seq, [sql.notification_row(n) for n in notifications],
             [(nid, channel, shard, account, now, now) for nid, channel, account in deliveries]))
 
-    async def due_deliveries(self, channel: str, shard: int, *, now: int, limit: int) -> list[DueDelivery]:
+    async def due_deliveries(self, channel: str, shard: int, *, now: int, limit: int,
+                             skip: Collection[tuple[str, str]] = ()) -> list[DueDelivery]:
         rows = await self._call(self._query, sql.DUE, (channel, shard, now, limit))
-        return [sql.due_from_row(row) for row in rows]
+        return [sql.due_from_row(row) for row in rows if (row[0], channel) not in skip]
 
     async def next_due_at(self, channel: str, shard: int, *, after: int) -> Optional[int]:
         rows = await self._call(self._query, sql.NEXT_DUE, (channel, shard, after))

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Optional, Protocol, Sequence
+from typing import Any, Collection, Optional, Protocol, Sequence
 
 import attrs
 
@@ -121,8 +121,10 @@ class NotificationStore(Protocol):
         and move the watermark to ``last_seq``. Returns the notifications inserted."""
         ...
 
-    async def due_deliveries(self, channel: str, shard: int, *, now: int, limit: int) -> list[DueDelivery]:
-        """Pending deliveries of ``channel`` due at ``now``, oldest due first."""
+    async def due_deliveries(self, channel: str, shard: int, *, now: int, limit: int,
+                             skip: Collection[tuple[str, str]] = ()) -> list[DueDelivery]:
+        """Pending deliveries of ``channel`` due at ``now``, oldest due first, but those whose
+        ``(notification_id, channel)`` is in ``skip`` (the caller's deliveries in flight)."""
         ...
 
     async def next_due_at(self, channel: str, shard: int, *, after: int) -> Optional[int]:
