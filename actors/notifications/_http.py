@@ -129,7 +129,7 @@ class WebhookClient:
         while True:
             event = protocol.next_event()
             if event is h11.NEED_DATA:
-                protocol.receive_data(await connection.stream.receive_some(_READ))
+                protocol.receive_data(bytes(await connection.stream.receive_some(_READ)))
             elif isinstance(event, h11.Response):
                 status = event.status_code
             elif isinstance(event, h11.Data):

@@ -175,9 +175,10 @@ class Channels:
 
     def touch(self, channel: Channel) -> None:
         """A channel lost its last subscriber: it is now the most recently used."""
-        channels = self._private.get(channel.key[0])  # type: ignore[call-overload]
-        if channels is not None and channel.key[1] in channels:
-            channels.move_to_end(channel.key[1])
+        channels = self._private.get(str(channel.key[0]))
+        account_id = channel.key[1]
+        if channels is not None and isinstance(account_id, int) and account_id in channels:
+            channels.move_to_end(account_id)
 
     def _evict(self, kind: str) -> None:
         channels = self._private[kind]
