@@ -104,7 +104,6 @@ def simulation_config(options: SimulationOptions) -> Config:
     tables: dict[str, Any] = {
         "data": {"dir": str(options.data_dir)},
         "journal": {"fsync": options.fsync},
-        "engine": {"inbox_size": 256},   # a burst past it is shed with 503 (allowed, counted)
         "feed": {"source": "synthetic", "ticks_per_s": options.ticks_per_s, "unchanged_refresh_s": 1.0},
         "snapshot": {"interval_s": options.snapshot_every_s, "keep": 3},
         # rate limiters read time.monotonic: off, so no answer depends on the wall clock
@@ -288,7 +287,7 @@ def _report(world: World, final: dict[str, Any]) -> dict[str, Any]:
             "ledger_checks": world.ledger_checks,
             "acknowledged_commands": world.acks.total,
             "acknowledged_verified_in_journal": world.acks.verified,
-            "snapshots_written": world.snapshots_written,
+            "snapshots_written": world.snapshotter_stats.written,
             "gateway_internal_errors": world.internal_errors,
         },
         "violations": world.violations,
