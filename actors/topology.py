@@ -199,9 +199,9 @@ def _candles(ctx: Context) -> dict[str, Any]:
 
 
 def _notifications(ctx: Context) -> dict[str, Any]:
-    sink = ctx.notification_sink
-    if sink is None and ctx.notifications is not None:
-        sink = ctx.notifications[0].send
+    sink, to_ws = ctx.notification_sink, ctx.notifications   # split mode: a stream; in-process: a channel
+    if sink is None and to_ws is not None:
+        sink = to_ws[0].send
     return {"inbox": _require(ctx.events, "events")("notifications", False), "store": ctx.store, "shard": ctx.shard,
             "settings": ctx.cfg.settings.notifications,
             "instruments": {instrument.symbol: instrument for instrument in ctx.cfg.core.instruments},

@@ -8,6 +8,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exness_actors import codec
 from exness_actors.commands import (
@@ -20,6 +22,7 @@ from exness_actors.events import (
     DeadManSwitchSet, DuplicateCommand, InstrumentUpdated, OperatorAction, OrderCancelled, OrderRejected,
     PositionClosed, PositionOpened, QuoteUpdated, SymbolHalted, SymbolResumed,
 )
+from exness_actors.money import mark_up_bid
 from exness_actors.testing.invariants import copy_input, replay
 
 from core_helpers import SECOND, SYMBOL, of_type, only
@@ -464,3 +467,51 @@ def test_a_halt_without_an_operator_encodes_to_its_old_bytes():
     operator = ResumeSymbol(symbol=SYMBOL, seq=3, ts=4, operator_id=7, reason="why")
     assert codec.decode(codec.encode(operator)) == operator
     assert codec.to_wire(operator) == [13, SYMBOL, 3, 4, 7, "why"]
+
+
+# --------------------------------------------------------------------------- property: alerts
+
+@settings(max_examples=150, deadline=None)
+@given(start=st.integers(6_000_000, 7_000_000), spread=st.integers(0, 20),
+       moves=st.lists(st.integers(-30_000, 30_000), min_size=1, max_size=40),
+       alerts=st.lists(st.tuples(st.booleans(), st.integers(-60_000, 60_000), st.none() | st.integers(1, 40)),
+                       min_size=1, max_size=12))
+def test_an_alert_fires_exactly_when_the_bid_crosses_its_price_and_exactly_once(
+        start: int, spread: int, moves: list[int], alerts: list[tuple[bool, int, Any]]) -> None:
+    """Against a brute-force model: each alert fires on the first quote whose marked-up bid is at
+    or past its price (above: bid >= price, below: bid <= price), exactly once, unless it expired
+    (expires after N quotes) first; an alert the bid already passed at placement is refused."""
+    market = Market(spread_bps=spread)
+    market.quote(start, start + 100)
+    bid0 = mark_up_bid(start, spread)
+    expected: dict[int, Any] = {}
+    for index, (above, offset, lifetime) in enumerate(alerts):
+        price = max(1, bid0 + offset)
+        expires_at = market.ts + 1 + lifetime * SECOND if lifetime is not None else None
+        events = market.run(PlaceAlert(account_id=1, symbol=SYMBOL, condition="above" if above else "below",
+                                       price=price, expires_at=expires_at))
+        if (bid0 >= price) if above else (bid0 <= price):
+            assert only(events, CommandRejected).reason == "INVALID_PRICE"
+            continue
+        expected[only(events, AlertPlaced).alert_id] = (above, price, expires_at)
+    fired: dict[int, int] = {}
+    raw = start
+    for step, move in enumerate(moves):
+        raw = max(1, raw + move)
+        events = market.quote(raw, raw + 100, after=SECOND)
+        bid = mark_up_bid(raw, spread)
+        now = market.ts
+        for alert_id, (above, price, expires_at) in expected.items():
+            if alert_id in fired or (expires_at is not None and expires_at <= now):
+                continue
+            if (bid >= price) if above else (bid <= price):
+                fired[alert_id] = step
+        got = {e.alert_id: e.quote_price for e in of_type(events, AlertTriggered)}
+        assert set(got) == {alert_id for alert_id, at in fired.items() if at == step}
+        assert all(quote_price == bid for quote_price in got.values())
+    triggered = [e.alert_id for events in market.outputs for e in of_type(events, AlertTriggered)]
+    assert sorted(triggered) == sorted(fired)   # exactly once each
+    assert set(market.engine.alerts) == {a for a, (_x, _p, e) in expected.items()
+                                         if a not in fired and (e is None or e > market.ts)}
+    market.engine.check_invariants()
+    _replayed(market)

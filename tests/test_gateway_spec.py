@@ -127,7 +127,8 @@ class _Recorder:
 # The order in which the examples are tried: each may need what an earlier one created.
 _EXAMPLE_ORDER = ["post_signup", "post_signin", "post_deposit", "post_withdraw", "post_place_order",
                   "patch_modify_order", "patch_modify_position", "post_add_margin", "post_close_position",
-                  "post_mark_read", "put_update_preferences", "post_refresh", "post_signout"]
+                  "post_mark_read", "put_update_preferences", "post_place_alert", "post_cancel_all_after",
+                  "post_refresh", "post_signout"]
 
 
 async def test_every_documented_request_example_works_against_the_real_app(tmp_path) -> None:

@@ -21,6 +21,7 @@ from exness_actors.commands import AccountId, OrderId, PositionId
 __all__ = [
     "account_summary", "pending_orders", "order_state", "pending_order", "open_positions",
     "open_position", "position_symbol", "new_positions", "quotes", "quote_times", "owned_symbols",
+    "alerts", "alert",
 ]
 
 
@@ -126,3 +127,21 @@ def owned_symbols(engine: Engine) -> tuple[dict[OrderId, tuple[str, AccountId]],
     positions = {position_id: (position.symbol, position.account_id)
                  for position_id, position in engine.positions.items()}
     return orders, positions
+
+
+def alerts(engine: Engine, account_id: AccountId) -> list[dict]:
+    """The account's active price alerts (issue 13), oldest first."""
+    account = engine.accounts.get(account_id)
+    if account is None or not account.alerts:
+        return []
+    instruments = engine.instruments
+    return [edge.alert_json(alert, instruments[alert.symbol])
+            for _alert_id, alert in sorted(account.alerts.items())]
+
+
+def alert(engine: Engine, account_id: AccountId, alert_id: int) -> Optional[dict]:
+    """One of the account's active alerts, None when it is not (or no longer) active."""
+    account = engine.accounts.get(account_id)
+    found = account.alerts.get(alert_id) if account is not None and account.alerts else None
+    return None if found is None else edge.alert_json(found, engine.instruments[found.symbol])
+

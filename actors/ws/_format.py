@@ -16,8 +16,8 @@ from actors.wire import codec as edge
 from actors.wire.codec import money, ns_to_ms
 from exness_actors.candles import Candle
 from exness_actors.events import (
-    AccountCreated, BalanceChanged, OrderAccepted, OrderCancelled, OrderModified, OrderTriggered,
-    PositionClosed, PositionOpened, PositionUpdated,
+    AccountCreated, AlertCancelled, AlertPlaced, AlertTriggered, BalanceChanged, DeadManSwitchFired, DeadManSwitchSet,
+    OrderAccepted, OrderCancelled, OrderModified, OrderTriggered, PositionClosed, PositionOpened, PositionUpdated,
 )
 from exness_actors.instruments import Instrument
 from exness_actors.money import format_fixed
@@ -61,7 +61,8 @@ def position_update_json(event: PositionUpdated, instrument: Instrument) -> dict
 
 #: The events streamed on an account's channel (all carry ``account_id``).
 ACCOUNT_EVENT_TYPES = (AccountCreated, BalanceChanged, OrderAccepted, OrderTriggered, OrderCancelled,
-                       OrderModified, PositionOpened, PositionUpdated, PositionClosed)
+                       OrderModified, PositionOpened, PositionUpdated, PositionClosed, AlertPlaced, AlertTriggered,
+                       AlertCancelled, DeadManSwitchSet, DeadManSwitchFired)
 
 SymbolLookup = Callable[[int], Optional[str]]
 
@@ -113,4 +114,28 @@ def account_event_json(event: Any, instruments: Mapping[str, Instrument],
             return None
         return {"event": "position_updated", "position_id": str(event.position_id), "cause": event.cause,
                 **position_update_json(event, instruments[symbol])}
+    return _broker_event_json(event, instruments)
+
+
+def _broker_event_json(event: Any, instruments: Mapping[str, Instrument]) -> Optional[dict]:
+    """Price alerts and the dead-man switch (issue 13)."""
+    kind = type(event)
+    if kind is AlertTriggered:
+        instrument = instruments[event.symbol]
+        return {"event": "alert_triggered", "alert_id": str(event.alert_id), "symbol": event.symbol,
+                "condition": event.condition, "price": _price(event.price, instrument),
+                "quote_price": _price(event.quote_price, instrument), "note": event.note or None,
+                "ts": ns_to_ms(event.ts)}
+    if kind is AlertPlaced:
+        return {"event": "alert_placed", "alert_id": str(event.alert_id), "symbol": event.symbol,
+                "condition": event.condition, "price": _price(event.price, instruments[event.symbol]),
+                "note": event.note or None, "expires_at": ns_to_ms(event.expires_at), "ts": ns_to_ms(event.ts)}
+    if kind is AlertCancelled:
+        return {"event": "alert_cancelled", "alert_id": str(event.alert_id), "reason": event.reason,
+                "ts": ns_to_ms(event.ts)}
+    if kind is DeadManSwitchSet:
+        return {"event": "dead_man_switch_set", "deadline": ns_to_ms(event.deadline_ns) if event.deadline_ns else None,
+                "ts": ns_to_ms(event.ts)}
+    if kind is DeadManSwitchFired:
+        return {"event": "dead_man_switch_fired", "cancelled": event.cancelled, "ts": ns_to_ms(event.ts)}
     return None
