@@ -123,9 +123,15 @@ class Dispatcher:
             task_status.started()
             while True:
                 self._wake = trio.Event()
+                room = self.room()
+                if room <= 0:         # everything it may run is running: a settlement pokes
+                    with trio.move_on_after(self.settings.poll_interval_s):
+                        await self._wake.wait()
+                    continue
                 try:
                     due = await self.store.due_deliveries(self.channel, self.shard, now=self.clock(),
-                                                          limit=len(self.inflight) + _FETCH, skip=self.inflight)
+                                                          limit=len(self.inflight) + min(_FETCH, 2 * room),
+                                                          skip=self.inflight)
                 except Exception as error:
                     self.store_errors += 1
                     log.warning("event=outbox_read_failed channel=%s error=%r", self.channel, error)
@@ -138,11 +144,15 @@ class Dispatcher:
                 with trio.move_on_after(await self._idle_s(started, fetched)):
                     await self._wake.wait()
 
+    def room(self) -> int:
+        """How many more deliveries could start now."""
+        return _FETCH
+
     async def _idle_s(self, started: int, fetched: int) -> float:
         """How long to wait for a poke: not at all when a full page came back and work started;
         else until the next retry is due (deliveries due but held back — in flight, or over a
         limit — are looked at again when an outcome is settled, which pokes)."""
-        if started and fetched >= _FETCH:
+        if started and fetched >= min(_FETCH, 2 * max(1, self.room())):
             return 0
         poll = self.settings.poll_interval_s
         now = self.clock()
@@ -205,6 +215,9 @@ class WebhookDispatcher(Dispatcher):
     def statistics(self) -> dict[str, Any]:
         return super().statistics() | {"targets_busy": len(+self.per_target)}
 
+    def room(self) -> int:
+        return self.settings.webhook_concurrency - self.busy
+
     async def start(self, due: Sequence[DueDelivery]) -> int:
         started = 0
         settings = self.settings
@@ -241,6 +254,9 @@ class EmailDispatcher(Dispatcher):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.sessions = trio.CapacityLimiter(self.settings.smtp_concurrency)
+
+    def room(self) -> int:
+        return int(self.sessions.available_tokens) * EMAILS_PER_SESSION
 
     async def start(self, due: Sequence[DueDelivery]) -> int:
         assert self.nursery is not None

@@ -8,7 +8,8 @@ Two halves joined only by the store, so the engine never waits for a mail server
    lossless subscription in-process (like the persister), the shard's events stream in split
    mode — takes whatever is waiting (up to ``[notifications] max_batches``), derives the
    notifications (:func:`~actors.notifications.kinds.derive`: a pure function, stable ids), keeps
-   the kinds each account wants (its preferences, one query per batch) and writes them with
+   the kinds each account wants (its preferences, re-read at most every
+   :data:`PREFERENCES_TTL_S`) and writes them with
    their deliveries — one outbox row per channel — and the shard's watermark in **one
    transaction** (:meth:`NotificationStore.record_notifications`). A batch that makes no
    notification only moves the watermark in memory; it is written at most every
@@ -53,6 +54,8 @@ log = logging.getLogger("exness.notifications")
 
 #: the longest the store's watermark trails what was derived (when nothing was recorded)
 WATERMARK_EVERY_S = 1.0
+#: preferences read for a batch are reused this long (a change applies to what is derived after it)
+PREFERENCES_TTL_S = 1.0
 _MAX_WRITE_ATTEMPTS = 5
 
 #: publishes ``[(account_id, notification json), …]`` to the stream servers
@@ -106,6 +109,8 @@ class NotificationWorker:
         self._watermark_written_at = 0.0
         #: items taken from the inbox whose notifications are not recorded yet
         self.unrecorded: list[tuple[int, int, list]] = []
+        #: account -> (preferences, when read): one store query per batch at most, none while fresh
+        self._preferences_cache: dict[int, tuple[Preferences, float]] = {}
 
     def statistics(self) -> WorkerStatistics:
         return WorkerStatistics(
@@ -167,10 +172,18 @@ class NotificationWorker:
         return len(kept)
 
     async def _preferences(self, accounts: set[int]) -> dict[int, Preferences]:
-        if not accounts:
-            return {}
-        stored = await self.store.preferences_many(sorted(accounts))
-        return {account: stored.get(account) or default_preferences(account) for account in accounts}
+        """The accounts' preferences, read at most every :data:`PREFERENCES_TTL_S` per account."""
+        now = trio.current_time()
+        cache = self._preferences_cache
+        stale = sorted(account for account in accounts
+                       if account not in cache or now - cache[account][1] >= PREFERENCES_TTL_S)
+        if stale:
+            stored = await self.store.preferences_many(stale)
+            if len(cache) > 100_000:
+                cache.clear()
+            for account in stale:
+                cache[account] = (stored.get(account) or default_preferences(account), now)
+        return {account: cache[account][0] for account in accounts}
 
 
 async def _derive_forever(worker: NotificationWorker, inbox: trio.MemoryReceiveChannel) -> None:
