@@ -139,6 +139,9 @@ class Context:
     #: notifications for the WebSocket server's ``notifications`` channel: in-process, the worker
     #: sends on [0]; in split mode a reader of the notifications stream does (only where ws runs)
     notifications: Optional[tuple[trio.MemorySendChannel[Any], trio.MemoryReceiveChannel[Any]]] = None
+    #: True while the in-process engine has inputs queued (it is saturated): the notifications
+    #: worker then defers e-mail and webhook deliveries (None in split mode: another process)
+    engine_busy: Optional[Callable[[], bool]] = None
     #: where the notifications worker publishes them (split mode: the notifications stream)
     notification_sink: Optional[Callable[[list], Awaitable[None]]] = None
     #: the journal's events after the notifications worker's watermark (derived before the live
@@ -175,7 +178,11 @@ def in_process(cfg: "Config", *, mode: Mode, here: tuple[str, ...], handle: Any,
                    candle_updates=trio.open_memory_channel[Any](CANDLE_UPDATES_BUFFER) if "ws" in here else None,
                    notifications=(trio.open_memory_channel[Any](NOTIFICATIONS_BUFFER)
                                   if "ws" in here and "notifications" in here else None),
-                   **fields)
+                   engine_busy=functools.partial(_inputs_queued, handle), **fields)
+
+
+def _inputs_queued(handle: Any) -> bool:
+    return bool(handle.statistics().get("inbox_depth"))
 
 
 def _require(value: Any, what: str) -> Any:
@@ -205,7 +212,7 @@ def _notifications(ctx: Context) -> dict[str, Any]:
     return {"inbox": _require(ctx.events, "events")("notifications", False), "store": ctx.store, "shard": ctx.shard,
             "settings": ctx.cfg.settings.notifications,
             "instruments": {instrument.symbol: instrument for instrument in ctx.cfg.core.instruments},
-            "sink": sink, "backlog": ctx.notification_backlog}
+            "sink": sink, "backlog": ctx.notification_backlog, "engine_busy": ctx.engine_busy}
 
 
 def _engine(ctx: Context) -> dict[str, Any]:
@@ -278,7 +285,7 @@ ACTORS: tuple[ActorSpec, ...] = (
               roles=frozenset({"all", "engine", "candles"}), own_role_flag="candles_role"),
     ActorSpec(name="notifications", run="actors.notifications:run", arguments=_notifications,
               needs=("events", "store", "shard", "cfg", "notifications", "notification_sink",
-                     "notification_backlog"),
+                     "notification_backlog", "engine_busy"),
               restart="backoff", stage="consumer", roles=frozenset({"all", "notifications"})),
     ActorSpec(name="engine", run="actors.engine.actor:run", arguments=_engine,
               needs=("engine", "journal", "cfg", "engine_clock", "mode"), restart="fail-fast", stage="engine",

@@ -6,8 +6,9 @@
   POST, outcome recorded). SQLite store, e-mail off, the ws sink a no-op.
 * ``engine_ratio`` — the engine actor's inputs per second (journal on, fsync ``off`` so the
   worker's cost is not hidden behind fsyncs; one producer with back-pressure, as
-  ``bench/journal.py``) with the worker subscribed (lossless, every account with ws + webhook)
-  over the same run without it. The input mix: quotes with a market order every
+  ``bench/journal.py``) with the worker subscribed (lossless, every account with ws + webhook;
+  wired as the platform wires it: its e-mail and webhook rounds yield while the engine has
+  inputs queued) over the same run without it. The input mix: quotes with a market order every
   ``--orders-every`` inputs (each order is a fill, so a notification and two deliveries).
   ``engine_ratio_all_fills`` is the same with every input an order: the worst case.
 
@@ -182,9 +183,9 @@ async def engine_rate(directory: Path, seconds: float, orders_every: int, receiv
         if receiver is not None:
             await subscribe_all(store, receiver)
             subscription = handle.subscribe("notifications", max_buffer=256, lossless=True)
-            worker = await nursery.start(functools.partial(
+            worker = await nursery.start(functools.partial(   # wired as the platform wires it
                 notify_worker.run, inbox=subscription.receive, store=store, settings=settings(),
-                instruments=INSTRUMENTS, sink=no_ws))
+                instruments=INSTRUMENTS, sink=no_ws, engine_busy=lambda: bool(handle.statistics()["inbox_depth"])))
         await nursery.start(functools.partial(engine_actor.run, handle=handle, journal=journal, fsync="off"))
         start_seq = handle.durable_seq
         started = time.perf_counter()

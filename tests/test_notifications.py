@@ -320,3 +320,30 @@ async def test_a_worker_cancelled_mid_delivery_loses_nothing(tmp_path):
     assert [n.id for n in page.items] == ["0-3-0", "0-1-0"]
     assert await store.notifier_seq(0) == 3
     await store.close()
+
+
+async def test_deliveries_yield_to_a_saturated_engine_in_the_same_process(tmp_path):
+    """While the engine has inputs queued, webhook rounds start once per poll interval; the
+    deliveries wait in the outbox, and go out at full pace once it is idle."""
+    store = await SqliteStore.open(tmp_path)
+    busy = [True]
+    with WebhookReceiver() as receiver:
+        await webhook_account(store, 1, receiver.url("/hook"), channels=("webhook",))
+        send, receive = trio.open_memory_channel(64)
+        async with trio.open_nursery() as nursery:
+            worker = await nursery.start(functools.partial(
+                notify_worker.run, inbox=receive, store=store, settings=settings_for(poll_interval_s=0.2),
+                instruments=INSTRUMENTS, engine_busy=lambda: busy[0]))
+            webhook = worker.dispatchers["webhook"]
+            await send.send(EventBatch([(seq, TS, [opened(position_id=seq)]) for seq in range(1, 4)], 3))
+            await wait_until(lambda: webhook.deferred_rounds >= 2)
+            assert webhook.delivered <= 3
+            busy[0] = False
+            await wait_until(lambda: webhook.delivered == 3)
+            rounds = webhook.deferred_rounds
+            await send.send(EventBatch([(4, TS, [opened(position_id=4)])], 4))
+            await wait_until(lambda: webhook.delivered == 4)
+            assert webhook.deferred_rounds == rounds          # idle engine: no deferral
+            nursery.cancel_scope.cancel()
+    assert len(receiver.at("/hook")) == 4
+    await store.close()

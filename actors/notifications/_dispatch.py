@@ -16,6 +16,9 @@ Limits, so that nothing slow is in anybody else's way:
   (at most ``retry_max_s``); the ``max_attempts``-th failure puts it on the dead-letter list.
 * **e-mail** — at most ``smtp_concurrency`` SMTP sessions (worker threads), each carrying up to
   :data:`EMAILS_PER_SESSION` messages; same retries and dead letters.
+* **yielding** — where the engine runs in the same process (``engine_busy``: its inbox holds
+  inputs, i.e. it is saturated), e-mail and webhook dispatchers start one round of deliveries per
+  ``poll_interval_s`` only: the deliveries wait in the outbox and the engine keeps the interpreter.
 * **ws** — a publication to the stream servers (``sink``): in-process a bounded channel to the
   WebSocket server, in split mode a Redis stream. It waits when that is full; only this
   dispatcher waits.
@@ -91,8 +94,10 @@ class Dispatcher:
     channel = ""
 
     def __init__(self, *, store: NotificationStore, settler: Settler, settings: NotificationSettings,
-                 shard: int, clock: Callable[[], int]) -> None:
+                 shard: int, clock: Callable[[], int], engine_busy: Optional[Callable[[], bool]] = None) -> None:
         self.store = store
+        self.engine_busy = engine_busy
+        self.deferred_rounds = 0
         self.settler = settler
         self.settings = settings
         self.shard = shard
@@ -108,7 +113,8 @@ class Dispatcher:
 
     def statistics(self) -> dict[str, Any]:
         return {"in_flight": len(self.inflight), "delivered": self.delivered, "failed_attempts": self.failed_attempts,
-                "dead": self.dead, "dropped": self.dropped, "store_errors": self.store_errors}
+                "dead": self.dead, "dropped": self.dropped, "store_errors": self.store_errors,
+                "deferred_rounds": self.deferred_rounds}
 
     def poke(self) -> None:
         self._wake.set()
@@ -128,6 +134,9 @@ class Dispatcher:
                     with trio.move_on_after(self.settings.poll_interval_s):
                         await self._wake.wait()
                     continue
+                if self.engine_busy is not None and self.engine_busy():
+                    self.deferred_rounds += 1   # the engine is saturated: one round per poll interval
+                    await trio.sleep(self.settings.poll_interval_s)
                 try:
                     due = await self.store.due_deliveries(self.channel, self.shard, now=self.clock(),
                                                           limit=len(self.inflight) + min(_FETCH, 2 * room),

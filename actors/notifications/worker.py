@@ -208,12 +208,13 @@ async def _keep_watermark(worker: NotificationWorker) -> None:
 
 
 async def _start_dispatchers(nursery: trio.Nursery, worker: NotificationWorker, sink: Optional[Sink],
-                             client: WebhookClient) -> None:
+                             client: WebhookClient, engine_busy: Optional[Callable[[], bool]]) -> None:
     common = dict(store=worker.store, settler=worker.settler, settings=worker.settings, shard=worker.shard,
                   clock=worker.clock)
-    dispatchers: dict[str, Dispatcher] = {"webhook": WebhookDispatcher(client=client, **common)}
+    dispatchers: dict[str, Dispatcher] = {"webhook": WebhookDispatcher(client=client, engine_busy=engine_busy,
+                                                                       **common)}
     if worker.settings.email_available:
-        dispatchers["email"] = EmailDispatcher(**common)
+        dispatchers["email"] = EmailDispatcher(engine_busy=engine_busy, **common)
     if sink is not None:
         dispatchers["ws"] = WsDispatcher(sink=sink, **common)
     nursery.start_soon(worker.settler.run)
@@ -225,7 +226,7 @@ async def _start_dispatchers(nursery: trio.Nursery, worker: NotificationWorker, 
 async def run(*, inbox: trio.MemoryReceiveChannel[EventBatch], store: Any, settings: NotificationSettings,
               instruments: Mapping[str, Instrument], shard: int = 0, sink: Optional[Sink] = None,
               backlog: Iterable[tuple[int, int, list]] = (), clock: Callable[[], int] = time.time_ns,
-              client: Optional[WebhookClient] = None,
+              client: Optional[WebhookClient] = None, engine_busy: Optional[Callable[[], bool]] = None,
               task_status: trio.TaskStatus[NotificationWorker] = trio.TASK_STATUS_IGNORED) -> None:
     """Derive and deliver the notifications of engine shard ``shard`` until the inbox closes or
     the actor is cancelled (see the module docstring).
@@ -236,7 +237,9 @@ async def run(*, inbox: trio.MemoryReceiveChannel[EventBatch], store: Any, setti
     watermark, derived before the live batches; when it is a list it is also the carry-over of a
     restart: emptied once derived, and refilled with what the worker had taken from the inbox but
     not recorded when it fails (the supervisor hands the same list to the restarted worker).
-    ``client``: the webhook HTTP client (default: :func:`http_client`)."""
+    ``client``: the webhook HTTP client (default: :func:`http_client`). ``engine_busy``: True while
+    an engine in this process has inputs queued; e-mail and webhook deliveries then start at most
+    once per ``poll_interval_s`` (they wait in the outbox; the engine gets the interpreter)."""
     last_seq = await store.notifier_seq(shard)
     worker = NotificationWorker(store=store, settings=settings, instruments=instruments, shard=shard,
                                 last_seq=last_seq, clock=clock, inbox=inbox, ws=sink is not None)
@@ -253,7 +256,7 @@ async def run(*, inbox: trio.MemoryReceiveChannel[EventBatch], store: Any, setti
     log.info("event=started shard=%d last_seq=%d channels=%s", shard, worker.last_seq, ",".join(worker.channels))
     try:
         async with trio.open_nursery() as nursery:
-            await _start_dispatchers(nursery, worker, sink, client)
+            await _start_dispatchers(nursery, worker, sink, client, engine_busy)
             nursery.start_soon(_keep_watermark, worker)
             task_status.started(worker)
             await _derive_forever(worker, inbox)
