@@ -120,7 +120,8 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
     _prepare_data_dir(cfg.data_dir)
     boot = _Boot(cfg=cfg, role=role, shard=shard, feed=feed, clock=clock,
                  here=topology.running(role, topology.EMBEDDED, bus=cfg.settings.bus,
-                                       feed_source=feed or cfg.settings.feed.source),
+                                       feed_source=feed or cfg.settings.feed.source,
+                                       notifications=cfg.settings.notifications.enabled),
                  **_startup_settings(cfg, role, shard))
     from actors.store.base import open_store
     store = await open_store(cfg)
@@ -133,7 +134,8 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
     ctx = topology.in_process(
         cfg, mode=topology.EMBEDDED, here=boot.here, handle=system.handle, journal=journal, store=store,
         key=boot.key, tokens=boot.tokens, shard=shard, feed_source=feed, engine_clock=clock,
-        shutdown=system.shutdown_requested, on_fatal=system.fail, started=system.actors)
+        shutdown=system.shutdown_requested, on_fatal=system.fail, started=system.actors,
+        notification_backlog=[item for item in backlog if item[0] > (boot.notified_seq or 0)])
     try:
         with topology.startup_errors_unwrapped():
             await _run(ctx, system, boot, backlog, recovered_state,
@@ -176,6 +178,8 @@ class _Boot:
     core_config: Any
     tokens: Any
     http: Any
+    #: the notifications worker's watermark at start (None: the worker does not run here)
+    notified_seq: Optional[int] = None
 
 
 def _startup_settings(cfg: Config, role: str, shard: int) -> dict[str, Any]:
@@ -199,6 +203,10 @@ async def _recover(boot: _Boot, store: Any, *, repair: bool) -> tuple[Recovered,
     the recovered events the store has not persisted come back as the backlog."""
     cfg, data_dir, shard = boot.cfg, boot.cfg.data_dir, boot.shard
     persisted_seq = await store.last_persisted_seq(shard)
+    replay_from = persisted_seq
+    if "notifications" in boot.here:   # its backlog too: the journal after the lower watermark
+        boot.notified_seq = await store.notifier_seq(shard)
+        replay_from = min(persisted_seq, boot.notified_seq)
     backlog: list[tuple[int, int, list]] = []
 
     async def recover_from(stored_seq: int, *, cut: bool = False) -> Recovered:
@@ -209,12 +217,16 @@ async def _recover(boot: _Boot, store: Any, *, repair: bool) -> tuple[Recovered,
 
     repaired = None
     try:
-        recovered = await recover_from(persisted_seq, cut=repair)
+        recovered = await recover_from(replay_from, cut=repair)
         if recovered.cut is not None:   # --repair cut the journal: cut the history, raise the id floor
             repaired = await repair_journal.reconcile(
                 recovered, store=store, shard=shard, shards=cfg.settings.bus.shards if boot.role == "engine" else 1,
                 stored_seq=persisted_seq, recover_again=functools.partial(recover_from, cut=True))
             recovered = repaired.recovered
+            if boot.notified_seq is not None:   # the notifications of the cut-off inputs go too
+                kept = repaired.report.kept_through_seq
+                await store.cut_notifications(shard, kept)
+                boot.notified_seq = min(boot.notified_seq, kept)
         journal = JournalWriter(journal_dir(data_dir), segment_bytes=cfg.settings.journal.segment_bytes)
         if repaired is not None:
             repair_journal.finish(repaired, data_dir, journal, ts=boot.clock())

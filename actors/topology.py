@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from actors.config import Config
 
 __all__ = ["ActorSpec", "ACTORS", "ROLES", "RESTART_POLICIES", "STAGES", "Mode", "EMBEDDED", "SPLIT",
-           "SIMULATION", "Context", "in_process", "EVENTS_BUFFER", "CANDLE_UPDATES_BUFFER", "placed", "running", "spec",
+           "SIMULATION", "Context", "in_process", "EVENTS_BUFFER", "CANDLE_UPDATES_BUFFER", "NOTIFICATIONS_BUFFER", "placed", "running", "spec",
            "needs_of", "start_stage", "startup_errors_unwrapped", "supervised", "subscriber", "markdown_table"]
 
 log = logging.getLogger("exness.supervisor")
@@ -60,6 +60,8 @@ STAGES = ("consumer", "engine", "intake")
 EVENTS_BUFFER = 256
 #: live candle updates for the WebSocket server (bounded; dropped and counted when full)
 CANDLE_UPDATES_BUFFER = 1024
+#: notifications worker → WebSocket server (bounded: the worker's ws deliveries wait when it is full)
+NOTIFICATIONS_BUFFER = 256
 
 
 # ---------------------------------------------------------------------------------------- modes
@@ -91,7 +93,8 @@ EMBEDDED = Mode(name="embedded")
 SPLIT = Mode(name="split", restarts=False)
 #: ``exness-actors simulate`` (actors/simulation/world.py)
 SIMULATION = Mode(name="simulation", restarts=False, io="inline", serve=False,
-                  omitted=(("ws", "no sockets under the mock clock: traders use the HTTP API's test client"),))
+                  omitted=(("ws", "no sockets under the mock clock: traders use the HTTP API's test client"),
+                           ("notifications", "no trading state: it has its own tests (SMTP and webhook servers)")))
 
 
 # -------------------------------------------------------------------------------------- context
@@ -133,6 +136,17 @@ class Context:
     candles: Any = None
     #: live candle updates, candles → WebSocket server (only where the WebSocket server runs)
     candle_updates: Optional[tuple[trio.MemorySendChannel[Any], trio.MemoryReceiveChannel[Any]]] = None
+    #: notifications for the WebSocket server's ``notifications`` channel: in-process, the worker
+    #: sends on [0]; in split mode a reader of the notifications stream does (only where ws runs)
+    notifications: Optional[tuple[trio.MemorySendChannel[Any], trio.MemoryReceiveChannel[Any]]] = None
+    #: True while the in-process engine has inputs queued (it is saturated): the notifications
+    #: worker then defers e-mail and webhook deliveries (None in split mode: another process)
+    engine_busy: Optional[Callable[[], bool]] = None
+    #: where the notifications worker publishes them (split mode: the notifications stream)
+    notification_sink: Optional[Callable[[list], Awaitable[None]]] = None
+    #: the journal's events after the notifications worker's watermark (derived before the live
+    #: batches; also what a restarted worker had taken but not recorded)
+    notification_backlog: list = attrs.Factory(list)
     #: wall time in ns (tokens, readiness)
     clock: Callable[[], int] = time.time_ns
     #: the engine's timestamps (``run_system(clock=…)``; the simulation's mock clock)
@@ -162,7 +176,13 @@ def in_process(cfg: "Config", *, mode: Mode, here: tuple[str, ...], handle: Any,
                    quotes=handle.inbox_sender() if "price_feed" in here else None, events=subscriber(handle),
                    store=store, key=key, tokens=tokens,
                    candle_updates=trio.open_memory_channel[Any](CANDLE_UPDATES_BUFFER) if "ws" in here else None,
-                   **fields)
+                   notifications=(trio.open_memory_channel[Any](NOTIFICATIONS_BUFFER)
+                                  if "ws" in here and "notifications" in here else None),
+                   engine_busy=functools.partial(_inputs_queued, handle), **fields)
+
+
+def _inputs_queued(handle: Any) -> bool:
+    return bool(handle.statistics().get("inbox_depth"))
 
 
 def _require(value: Any, what: str) -> Any:
@@ -183,6 +203,16 @@ def _candles(ctx: Context) -> dict[str, Any]:
             "symbols": [instrument.symbol for instrument in ctx.cfg.core.instruments],
             "settings": ctx.cfg.settings.candles,
             "outbox": ctx.candle_updates[0] if ctx.candle_updates is not None else None}
+
+
+def _notifications(ctx: Context) -> dict[str, Any]:
+    sink, to_ws = ctx.notification_sink, ctx.notifications   # split mode: a stream; in-process: a channel
+    if sink is None and to_ws is not None:
+        sink = to_ws[0].send
+    return {"inbox": _require(ctx.events, "events")("notifications", False), "store": ctx.store, "shard": ctx.shard,
+            "settings": ctx.cfg.settings.notifications,
+            "instruments": {instrument.symbol: instrument for instrument in ctx.cfg.core.instruments},
+            "sink": sink, "backlog": ctx.notification_backlog, "engine_busy": ctx.engine_busy}
 
 
 def _engine(ctx: Context) -> dict[str, Any]:
@@ -223,7 +253,8 @@ def _gateway(ctx: Context) -> dict[str, Any]:
 def _ws(ctx: Context) -> dict[str, Any]:
     return {"handle": ctx.engine, "cfg": ctx.cfg, "tokens": ctx.tokens, "store": ctx.store,
             "candles": ctx.started.get("candles", ctx.candles),
-            "candles_inbox": ctx.candle_updates[1] if ctx.candle_updates is not None else None}
+            "candles_inbox": ctx.candle_updates[1] if ctx.candle_updates is not None else None,
+            "notifications_inbox": ctx.notifications[1] if ctx.notifications is not None else None}
 
 
 # ------------------------------------------------------------------------------------ the table
@@ -252,6 +283,10 @@ ACTORS: tuple[ActorSpec, ...] = (
     ActorSpec(name="candles", run="actors.history.candles:run", arguments=_candles,
               needs=("events", "store", "cfg", "candle_updates"), restart="backoff", stage="consumer",
               roles=frozenset({"all", "engine", "candles"}), own_role_flag="candles_role"),
+    ActorSpec(name="notifications", run="actors.notifications:run", arguments=_notifications,
+              needs=("events", "store", "shard", "cfg", "notifications", "notification_sink",
+                     "notification_backlog", "engine_busy"),
+              restart="backoff", stage="consumer", roles=frozenset({"all", "notifications"})),
     ActorSpec(name="engine", run="actors.engine.actor:run", arguments=_engine,
               needs=("engine", "journal", "cfg", "engine_clock", "mode"), restart="fail-fast", stage="engine",
               roles=frozenset({"all", "engine"})),
@@ -268,12 +303,13 @@ ACTORS: tuple[ActorSpec, ...] = (
               needs=("started", "engine", "store", "candles", "cfg", "tokens", "here", "shutdown", "clock", "mode"),
               restart="essential", stage="intake", roles=frozenset({"all", "gateway"})),
     ActorSpec(name="ws", run="actors.ws.server:run", arguments=_ws,
-              needs=("engine", "cfg", "tokens", "store", "started", "candles", "candle_updates"),
+              needs=("engine", "cfg", "tokens", "store", "started", "candles", "candle_updates", "notifications"),
               restart="backoff", stage="intake", roles=frozenset({"all", "ws"})),
 )
 
 #: every role a process can take, ``all`` first
-ROLES: tuple[str, ...] = ("all", "engine", "gateway", "ws", "feed", "candles", "persister", "snapshotter")
+ROLES: tuple[str, ...] = ("all", "engine", "gateway", "ws", "feed", "candles", "persister", "snapshotter",
+                          "notifications")
 
 #: feed sources that start no feed in the engine's process: "none" (tests) and "redis" (the feed role)
 _NO_LOCAL_FEED = ("none", "redis")
@@ -305,9 +341,12 @@ def placed(role: str, *, bus: BusSettings, feed_source: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def running(role: str, mode: Mode, *, bus: BusSettings, feed_source: str) -> tuple[str, ...]:
-    """What a ``role`` process in ``mode`` starts: :func:`placed`, minus what the mode omits."""
-    return tuple(name for name in placed(role, bus=bus, feed_source=feed_source) if not mode.omits(name))
+def running(role: str, mode: Mode, *, bus: BusSettings, feed_source: str,
+            notifications: bool = True) -> tuple[str, ...]:
+    """What a ``role`` process in ``mode`` starts: :func:`placed`, minus what the mode omits (and
+    the notifications worker when ``[notifications] enabled`` is off)."""
+    return tuple(name for name in placed(role, bus=bus, feed_source=feed_source)
+                 if not mode.omits(name) and (notifications or name != "notifications"))
 
 
 def needs_of(names: Iterable[str]) -> frozenset[str]:

@@ -187,7 +187,7 @@ async def test_sqlite_applies_each_migration_once(tmp_path) -> None:
     first = SqliteStore(tmp_path / "db")
     second_open = None
     try:
-        assert first.migrations_applied == ["0001_init", "0002_users", "0003_shards", "0013_operators", "0016_accounts"]
+        assert first.migrations_applied == ["0001_init", "0002_users", "0003_shards", "0008_notifications", "0013_operators", "0016_accounts"]
         await first.close()
         second_open = SqliteStore(tmp_path / "db")
         assert second_open.migrations_applied == []
@@ -943,3 +943,52 @@ async def test_open_store_reads_the_postgres_settings(postgres_url_and_schema, t
 
     with pytest.raises(ConfigError, match="DATABASE_URL"):
         await open_store_from_config(load_config(environ={"EXNESS_STORE__KIND": "postgres"}))
+
+
+# ------------------------------------------------------------------ notifications (issue 13)
+
+async def test_notifications_record_deliver_settle_page_and_cut(store) -> None:
+    from actors.store.notifications import Notification, Preferences, Settlement
+
+    def made(seq: int, account: int = 7) -> Notification:
+        return Notification(id=f"0-{seq}-1", account_id=account, shard=0, seq=seq, index=1, kind="order_filled",
+                            created_at=seq * 1000, title=f"fill {seq}", data={"qty": "0.001", "n": seq})
+
+    first = [made(seq) for seq in (1, 2, 3)]
+    deliveries = [(n.id, "webhook", 7) for n in first] + [(first[0].id, "ws", 7)]
+    assert await store.record_notifications(0, 3, first, deliveries, now=100) == 3
+    assert await store.record_notifications(0, 3, first, deliveries, now=100) == 0      # at the watermark
+    assert await store.notifier_seq(0) == 3
+    await store.put_preferences(Preferences(account_id=7, events=("order_filled",), channels=("webhook",),
+                                            webhook_url="https://h.example/x", webhook_secret="k", updated_at=5))
+    assert (await store.preferences(7)).webhook_url == "https://h.example/x"
+    assert set(await store.preferences_many([7, 8])) == {7}
+    due = await store.due_deliveries("webhook", 0, now=100, limit=10, skip={("0-2-1", "webhook")})
+    assert [d.notification.id for d in due] == ["0-1-1", "0-3-1"]
+    assert due[0].notification == first[0] and due[0].webhook_secret == "k" and due[0].channels == ("webhook",)
+    await store.settle_deliveries([
+        Settlement(notification_id="0-1-1", channel="webhook", delivered=True, attempts=1),
+        Settlement(notification_id="0-2-1", channel="webhook", delivered=False, attempts=1, retry_at=500, error="x"),
+        Settlement(notification_id="0-3-1", channel="webhook", delivered=False, attempts=3, error="HTTP 500")],
+        now=200)
+    assert await store.due_deliveries("webhook", 0, now=499, limit=10) == []
+    assert await store.next_due_at("webhook", 0, after=200) == 500
+    assert [d.attempts for d in await store.due_deliveries("webhook", 0, now=500, limit=10)] == [1]
+    (letter,) = (await store.dead_letters(7)).items
+    assert (letter.notification_id, letter.attempts, letter.last_error, letter.failed_at) == ("0-3-1", 3, "HTTP 500", 200)
+
+    page, unread = await store.notifications(7, limit=2)
+    assert [n.id for n in page.items] == ["0-3-1", "0-2-1"] and unread == 3
+    rest, _ = await store.notifications(7, limit=2, cursor=page.next_cursor)
+    assert [n.id for n in rest.items] == ["0-1-1"] and rest.next_cursor is None
+    assert await store.mark_read(7, ["0-1-1", "9-9-9"], now=300) == (1, 2)
+    assert await store.mark_read(8, None, now=300) == (0, 0)
+    unread_page, _ = await store.notifications(7, unread=True)
+    assert [n.id for n in unread_page.items] == ["0-3-1", "0-2-1"]
+    assert await store.mark_read(7, None, now=301) == (2, 0)
+
+    assert await store.cut_notifications(0, 1) == 2                  # --repair kept seq 1 only
+    assert await store.notifier_seq(0) == 1
+    page, _ = await store.notifications(7)
+    assert [n.id for n in page.items] == ["0-1-1"]
+    assert (await store.dead_letters(7)).items == []

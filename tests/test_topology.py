@@ -20,7 +20,7 @@ from actors.config import load_config
 from actors.settings import BusSettings
 
 ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
-EDGE_NAMES = ("PREFIX", "REPLY_PREFIX", "QUOTES_STREAM", "HEALTH_PREFIX")
+EDGE_NAMES = ("PREFIX", "REPLY_PREFIX", "QUOTES_STREAM", "HEALTH_PREFIX", "NOTIFICATIONS_STREAM")
 
 
 @pytest.mark.parametrize("row", topology.ACTORS, ids=lambda row: row.name)
@@ -70,15 +70,16 @@ def test_the_stages_come_in_order_consumers_engine_intake():
 
 @pytest.mark.parametrize(("role", "bus", "feed_source", "expected"), [
     ("all", BusSettings(), "synthetic",
-     ("persister", "candles", "engine", "price_feed", "snapshotter", "gateway", "ws")),
+     ("persister", "candles", "notifications", "engine", "price_feed", "snapshotter", "gateway", "ws")),
     ("all", BusSettings(persister_role=True), "none",
-     ("persister", "candles", "engine", "snapshotter", "gateway", "ws")),
+     ("persister", "candles", "notifications", "engine", "snapshotter", "gateway", "ws")),
     ("engine", BusSettings(kind="redis"), "redis", ("persister", "candles", "engine", "engine_edge", "snapshotter")),
     ("engine", BusSettings(kind="redis", persister_role=True, candles_role=True, snapshotter_role=True),
      "synthetic", ("engine", "engine_edge", "price_feed")),
     ("gateway", BusSettings(kind="redis"), "redis", ("gateway",)),
     ("feed", BusSettings(kind="redis"), "synthetic", ("price_feed",)),
     ("persister", BusSettings(kind="redis", persister_role=True), "redis", ("persister",)),
+    ("notifications", BusSettings(kind="redis"), "redis", ("notifications",)),
 ])
 def test_placement(role, bus, feed_source, expected):
     assert topology.placed(role, bus=bus, feed_source=feed_source) == expected
@@ -103,7 +104,7 @@ def test_the_simulation_differs_from_production_only_where_its_mode_says():
     assert topology.SIMULATION.io == "inline" and not topology.SIMULATION.serve
     embedded = topology.placed("all", bus=BusSettings(), feed_source="synthetic")
     simulated = topology.running("all", topology.SIMULATION, bus=BusSettings(), feed_source="synthetic")
-    assert simulated == tuple(name for name in embedded if name != "ws")
+    assert simulated == tuple(name for name in embedded if name not in ("ws", "notifications"))
 
 
 def test_the_simulation_starts_the_embedded_actors_from_the_table(tmp_path, monkeypatch):
@@ -203,26 +204,26 @@ async def test_the_roles_of_run_system_are_not_split_role_processes(split_cfg):
 
 # ------------------------------------------------------------------ adding an actor is one row
 
-async def _notifications_run(*, inbox, store, task_status=trio.TASK_STATUS_IGNORED):
-    """A new actor (as the notifications worker will be): it reads the engine's events."""
+async def _newsletter_run(*, inbox, store, task_status=trio.TASK_STATUS_IGNORED):
+    """A new actor (as the notifications worker was): it reads the engine's events."""
     task_status.started({"inbox": inbox, "store": store})
     async for _batch in inbox:
         pass
 
 
-def _notifications_arguments(ctx):
-    return {"inbox": ctx.events("notifications", False), "store": ctx.store}
+def _newsletter_arguments(ctx):
+    return {"inbox": ctx.events("newsletter", False), "store": ctx.store}
 
 
 @pytest.fixture
 def one_more_actor(monkeypatch):
     """The table with one more row, in its own split-mode role too; nothing else changes."""
     row = topology.ActorSpec(
-        name="notifications", run=f"{__name__}:_notifications_run", arguments=_notifications_arguments,
+        name="newsletter", run=f"{__name__}:_newsletter_run", arguments=_newsletter_arguments,
         needs=("events", "store"), restart="backoff", stage="consumer",
-        roles=frozenset({"all", "engine", "notifications"}))
+        roles=frozenset({"all", "engine", "newsletter"}))
     monkeypatch.setattr(topology, "ACTORS", (*topology.ACTORS, row))
-    monkeypatch.setattr(topology, "ROLES", (*topology.ROLES, "notifications"))
+    monkeypatch.setattr(topology, "ROLES", (*topology.ROLES, "newsletter"))
     return row
 
 
@@ -232,8 +233,8 @@ async def test_a_new_row_runs_in_the_embedded_platform(tmp_path, one_more_actor)
         "ws": {"port": 0}})
     async with trio.open_nursery() as nursery:
         system = await nursery.start(functools.partial(supervisor.run_system, cfg, handle_signals=False, feed="none"))
-        assert "notifications" in system.actors and system.actors["notifications"]["store"] is system.store
-        assert "notifications" in [subscription.name for subscription in system.handle.subscriptions]
+        assert "newsletter" in system.actors and system.actors["newsletter"]["store"] is system.store
+        assert "newsletter" in [subscription.name for subscription in system.handle.subscriptions]
         system.request_shutdown()
 
 
@@ -243,7 +244,7 @@ async def test_a_new_row_runs_as_its_own_split_role(split_cfg, one_more_actor):
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             started = await nursery.start(functools.partial(
-                roles.run_role, cfg, "notifications", announce=False, handle_signals=False, shutdown=done))
-            assert tuple(started) == ("notifications",)
-            assert started["notifications"]["store"] is not None   # opened because its row needs it
+                roles.run_role, cfg, "newsletter", announce=False, handle_signals=False, shutdown=done))
+            assert tuple(started) == ("newsletter",)
+            assert started["newsletter"]["store"] is not None   # opened because its row needs it
             done.set()

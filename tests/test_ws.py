@@ -133,7 +133,7 @@ async def test_account_channel_needs_auth_and_carries_only_that_accounts_events(
             assert liquidated["data"]["position"]["position_id"] == placed["position"]["id"]
             await a.recv_until(lambda m: m.get("data", {}).get("event") == "balance_changed"
                                and m["data"]["kind"] == "position_close")
-            await b.recv_until(lambda m: m.get("data", {}).get("kind") == "order_release")
+            await b.first_match(lambda m: m.get("data", {}).get("kind") == "order_release")
 
     events_a = data_of(a.received, "account")
     events_b = data_of(b.received, "account")
@@ -269,7 +269,7 @@ async def test_the_account_channel_resumes_with_since_across_reconnects(tmp_path
             await first.auth(token)
             ack = await first.subscribe("account")
             await first.order("o1", "place", **order)
-            seen, _ = await first.recv_until(lambda m: m.get("data", {}).get("event") == "position_opened")
+            seen = await first.first_match(lambda m: m.get("data", {}).get("event") == "position_opened")
         async with stack.client() as trader:                # activity while the first one is away
             await trader.auth(token)
             missed = await trader.order("o2", "place", **order)

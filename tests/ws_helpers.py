@@ -128,6 +128,16 @@ class Client:
                     return message, skipped
                 skipped.append(message)
 
+    async def first_match(self, predicate: Callable[[dict], bool], timeout: float = 5.0) -> dict:
+        """The first message matching ``predicate``, among those received already or the next
+        ones: an order's events and its ``order_result`` come from two tasks of the server, in
+        either order (so a :meth:`recv_until` for the result may have passed the events)."""
+        for message in self.received:
+            if predicate(message):
+                return message
+        message, _ = await self.recv_until(predicate, timeout)
+        return message
+
     async def request(self, message: dict, reply_op: str, timeout: float = 5.0) -> dict:
         await self.send(message)
         reply, _ = await self.recv_until(lambda m: m.get("op") in (reply_op, "error"), timeout)

@@ -13,6 +13,9 @@ candles        1m candles from the events stream (consumer group ``candles``) in
 persister      one shard's history from its events stream (consumer group ``persister``) into
                the store; one per shard (``--shard K``)
 snapshotter    snapshots of an engine's journal (shares the engine's data volume)
+notifications  one shard's notifications (``[bus] shard``) from its events stream, read from
+               the stream's start and skipped up to the worker's watermark; publishes the
+               ``notifications`` channel to the ws roles over ``stream:exness:notifications``
 =============  ===========================================================================
 
 Which actors a role process runs, and what each is handed, is actors/topology.py's: this module
@@ -170,6 +173,10 @@ def _graceful_timeout_s(cfg: Any) -> float:
     return GatewaySettings.from_config(cfg).graceful_timeout_s
 
 
+#: consumers that read their shard's events stream from its start and skip by their own watermark
+_FROM_THE_START = frozenset({"notifications"})
+
+
 class _EngineProgress:
     """The snapshotter's view of a remote engine: its durable seq from its heartbeat."""
 
@@ -220,6 +227,11 @@ class _SplitProcess:
             ctx.engine = await self._remote(nursery)
         if "ws" in ctx.here:
             ctx.candle_updates = trio.open_memory_channel[Any](topology.CANDLE_UPDATES_BUFFER)
+            ctx.notifications = trio.open_memory_channel[Any](topology.NOTIFICATIONS_BUFFER)
+            await nursery.start(functools.partial(redis_edge.notifications_reader, bus=self.bus,
+                                                  send=ctx.notifications[0]))
+        if "notifications" in ctx.here:
+            ctx.notification_sink = redis_edge.notifications_publisher(self.bus)
         if "engine" in needs or "candles" in needs:
             await self._follow_events(nursery)
         if "events" in needs:
@@ -254,15 +266,21 @@ class _SplitProcess:
 
     def _consumer_events(self, nursery: trio.Nursery, name: str, quotes_only: bool) -> trio.MemoryReceiveChannel:
         """A consumer group ``name`` on one shard's events stream: any shard for the quotes (shard
-        0), else this process's ``--shard`` (a persister keeps one shard's history)."""
+        0), else this process's ``--shard`` (a persister keeps one shard's history). The
+        notifications worker reads the stream from its start instead, without a group: it skips
+        what its own watermark in the store covers, so batches it had read but not recorded when
+        it stopped are read again."""
         cfg = self.cfg
         shard = 0 if quotes_only else check_shard(cfg, self.ctx.shard)
         send, receive = trio.open_memory_channel[EventBatch](topology.EVENTS_BUFFER)
         self.streams = [redis_edge.events_stream(shard, _shards(cfg))]
         reader_stats = self.extras
-        nursery.start_soon(functools.partial(
-            redis_edge.events_reader, bus=self.bus, streams=self.streams, send=send, group=name,
-            consumer=f"{name}-{redis_edge.default_instance()}", stats=reader_stats))
+        if name in _FROM_THE_START:
+            reader = functools.partial(redis_edge.events_reader, start="0")
+        else:
+            reader = functools.partial(redis_edge.events_reader, group=name,
+                                       consumer=f"{name}-{redis_edge.default_instance()}")
+        nursery.start_soon(functools.partial(reader, bus=self.bus, streams=self.streams, send=send, stats=reader_stats))
         return receive
 
     async def _quote_publisher(self, nursery: trio.Nursery) -> trio.MemorySendChannel:

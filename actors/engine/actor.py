@@ -540,7 +540,12 @@ async def _publish(handle: EngineHandle, batch: EventBatch) -> None:
     dropped = []
     for subscription in handle.subscriptions:
         if subscription.lossless:
-            await subscription._send.send(batch)
+            # waits only when the subscriber is a full buffer behind; otherwise no checkpoint, so
+            # each lossless subscriber added does not delay the ones after it (the WS server)
+            try:
+                subscription._send.send_nowait(batch)
+            except trio.WouldBlock:
+                await subscription._send.send(batch)
             continue
         try:
             subscription._send.send_nowait(batch)

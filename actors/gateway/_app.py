@@ -34,7 +34,7 @@ from werkzeug.exceptions import HTTPException
 from actors.engine.interface import EngineClient
 from actors.wire import codec as edge
 from actors.auth_tokens import AuthError, TokenIssuer, WrongTokenKind
-from actors.gateway import _accounts, _admin, _alerts, _auth, _market, _ops, _trading, _web
+from actors.gateway import _accounts, _admin, _alerts, _auth, _market, _notifications, _ops, _trading, _web
 from actors.gateway._admin_schemas import ADMIN_REQUEST_EXAMPLES, ADMIN_SCHEMA_RULES
 from actors.gateway._common import (
     GATEWAY_EXTENSION, MISSING_TOKEN, Gateway, NoContent, PlainText, json_response, rate_limited)
@@ -64,7 +64,7 @@ _API_CSP = "default-src 'none'; frame-ancestors 'none'"
 _DOCS_CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
              "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "
              "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
-_CORS_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
+_CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 _CORS_HEADERS = "Authorization, Content-Type"
 
 _HTTP_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
@@ -237,8 +237,8 @@ def create_app(*, handle: Optional[EngineClient], store: Any, candles: Any, cfg:
                 info={"title": API_TITLE, "version": API_VERSION, "description": API_DESCRIPTION},
                 security_schemes={"bearer": {"type": "http", "scheme": "bearer", "bearer_format": "JWT"}},
                 tags=[{"name": name} for name in
-                      ("auth", "account", "market", "orders", "positions", "alerts", "history", "operations",
-                       "admin")])
+                      ("auth", "account", "market", "orders", "positions", "alerts", "history", "notifications",
+                       "operations", "admin")])
     app.extensions["exness_gateway"] = gateway
 
     _install_hooks(app, gateway)
@@ -247,6 +247,7 @@ def create_app(*, handle: Optional[EngineClient], store: Any, candles: Any, cfg:
     app.extensions[GATEWAY_EXTENSION] = gateway
     _trading.register(app)
     _accounts.register(app, gateway)
+    _notifications.register(app)
     _alerts.register(app)
     _admin.register(app)
     _market.register(app, gateway)

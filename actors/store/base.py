@@ -84,7 +84,9 @@ MAX_TIME_NS = 2**63 - 1
 #: compared with can hold (BIGINT; the ledger's ``idx`` is an INTEGER in PostgreSQL).
 _CURSOR_KEY_LIMITS = {"ledger": (2**63 - 1, 2**31 - 1), "positions": (2**63 - 1, 2**63 - 1),
                       "orders": (2**63 - 1,), "candles": (MAX_TIME_NS,),
-                      "audit": (MAX_TIME_NS, 2**31 - 1, 2**63 - 1, 2**31 - 1), "accounts": (2**63 - 1,)}
+                      "audit": (MAX_TIME_NS, 2**31 - 1, 2**63 - 1, 2**31 - 1), "accounts": (2**63 - 1,),
+                      "notifications": (2**63 - 1, 2**31 - 1),
+                      "dead_letters": (MAX_TIME_NS, 2**31 - 1, 2**63 - 1, 2**31 - 1)}
 #: The operators' roles, least to most allowed (``actors.operators`` says what each may do).
 OPERATOR_ROLES = ("viewer", "risk", "admin")
 #: The most accounts :meth:`Store.account_owners_matching` returns at once.

@@ -54,6 +54,7 @@ import trio
 from actors._shipped import shipped_path
 from actors.aio_bridge import AsyncioBridge, open_bridge
 from actors.engine.messages import EventBatch
+from actors.store._notify_postgres import PostgresNotifications
 from actors.store.base import (
     ACCOUNT_COLUMNS,
     AUDIT_COLUMNS,
@@ -800,7 +801,7 @@ def describe_url(url: str) -> str:
         return "(unparsable URL)"
 
 
-class PostgresStore:
+class PostgresStore(PostgresNotifications):
     """The :class:`actors.store.base.Store` on PostgreSQL. Open it with :func:`open_postgres_store`
     (or ``open_store(cfg)`` with ``[store] kind = "postgres"``); close it with :meth:`close`."""
 

@@ -32,6 +32,7 @@ import trio
 
 from actors._shipped import shipped_path
 from actors.engine.messages import EventBatch
+from actors.store._notify_sqlite import SqliteNotifications
 from actors.store.base import (
     ACCOUNT_COLUMNS,
     AUDIT_COLUMNS,
@@ -128,7 +129,7 @@ _OWNER_SELECT = ("SELECT a.account_id, a.user_id, u.email, a.demo FROM accounts 
                  "JOIN users AS u ON u.user_id = a.user_id")
 
 
-class SqliteStore:
+class SqliteStore(SqliteNotifications):
     """The :class:`actors.store.base.Store` of embedded mode. ``SqliteStore(data_dir)`` opens (creating
     the directory and the file when missing) and migrates synchronously — fine at startup, or use
     ``await SqliteStore.open(data_dir)`` from trio code."""

@@ -90,7 +90,7 @@ from wsproto.events import TextMessage
 from wsproto.utilities import LocalProtocolError
 
 from actors.ws._candles import IntervalFolder
-from actors.ws._channels import ACCOUNT, Channel, ChannelError, Channels
+from actors.ws._channels import ACCOUNT, NOTIFICATIONS, PRIVATE, Channel, ChannelError, Channels
 from actors.ws._format import ACCOUNT_EVENT_TYPES, NO_FEES, account_event_json, candle_json, fees_by_position
 from actors.ws._summaries import SummaryTracker, chunked_by_shard, summary_key
 from actors.ws._orders import (
@@ -134,6 +134,7 @@ client → server (text frames; one JSON object, or a JSON array of up to max_ba
   {"op":"order","id":corr,"action":"place|cancel|modify_order|close|modify_position|add_margin",...}
 server → client (one JSON object per frame, or a JSON array of them when several were pending):
   data:    {"channel","seq","engine_seq"?,"data"}        resync: {"channel","op":"resync","seq","reason"}
+  notifications: {"channel":"notifications","seq","event":"notification","notification":{"id","kind",...}}
   replies: subscribed / unsubscribed / authenticated / pong / order_result / error
 """
 
@@ -403,6 +404,7 @@ class WsServer:
         self.summaries_sent = 0
         self.summary_rounds = 0
         self.summary_failures = 0
+        self.notifications_received = 0
         self.cancels_on_disconnect = 0
 
     @property
@@ -423,6 +425,7 @@ class WsServer:
             "orders": self.orders, "orders_rejected": self.orders_rejected,
             "orders_overloaded": self.orders_overloaded, "protocol_errors": self.protocol_errors,
             "events_unformatted": self.events_unformatted, "candles_received": self.candles_received,
+            "notifications_received": self.notifications_received,
             "cancels_on_disconnect": self.cancels_on_disconnect,
             "account_channels": len(self.channels.accounts), "account_channels_evicted": self.channels.evicted,
             "summaries_sent": self.summaries_sent, "summary_rounds": self.summary_rounds,
@@ -644,6 +647,27 @@ class WsServer:
         self.summaries_sent += len(channel.subscribers)
         for client in channel.subscribers:
             client.push(text)
+    # -------------------------------------------------------------- notifications → channels
+
+    async def consume_notifications(self, inbox: trio.MemoryReceiveChannel) -> None:
+        """Lists of ``(account_id, notification json)`` from the notifications worker (in-process,
+        or the notifications stream in split mode), published on the accounts' ``notifications``
+        channels. An account whose channel nobody opened reads them over HTTP instead.
+
+        The inbox is not closed on exit: it belongs to the supervisor (the actor may restart).
+        """
+        channels = self.channels.notifications
+        while True:
+            try:
+                batch = await inbox.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            for account_id, notification in batch:
+                self.notifications_received += 1
+                channel = channels.get(account_id)
+                if channel is not None:
+                    self._publish(channel, {"channel": NOTIFICATIONS, "seq": 0, "event": "notification",
+                                            "notification": notification})
 
     # -------------------------------------------------------------- candles → channels
 
@@ -949,7 +973,7 @@ class WsServer:
         if claims is None or claims.expires_at > self.wall_clock():
             return
         client.claims = None
-        removed = [key for key in client.channels if key[0] == ACCOUNT]
+        removed = [key for key in client.channels if key[0] in PRIVATE]
         for key in removed:
             channel = client.channels.pop(key)
             channel.subscribers.pop(client, None)
@@ -957,7 +981,7 @@ class WsServer:
         client.push(_text({"op": "error", "code": "TOKEN_EXPIRED",
                            "message": "the access token has expired: send a fresh one with "
                                       "{\"op\":\"auth\"} and subscribe to account again with since",
-                           "details": {"unsubscribed": [ACCOUNT] if removed else []}}))
+                           "details": {"unsubscribed": sorted({key[0] for key in removed})}}))
 
     def _drop_lagged(self, client: _Client) -> None:
         self.dropped_lagged += 1
@@ -1054,7 +1078,8 @@ class WsServer:
         if epoch is not None and not isinstance(epoch, str):
             raise _ProtocolError("VALIDATION_ERROR", "epoch: must be a string", {"field": "epoch"})
         claims = client.claims
-        if claims is not None and claims.expires_at <= self.wall_clock() and ACCOUNT in names:
+        if claims is not None and claims.expires_at <= self.wall_clock() and any(
+                name in PRIVATE for name in names):
             raise _ProtocolError("TOKEN_EXPIRED", "the access token has expired: send a fresh one "
                                  "with {\"op\":\"auth\"} first")
         account_id = claims.account_id if claims is not None else None
@@ -1102,7 +1127,7 @@ class WsServer:
                                                  "another server run): reload over HTTP"}))
                 elif missed:
                     client.push_many(missed, sum(map(len, missed)))
-            elif key[0] != ACCOUNT and channel.last_data is not None:
+            elif key[0] not in PRIVATE and channel.last_data is not None:
                 client.push(channel.last_data)     # the current quote / candle at once
             if key[0] == ACCOUNT:                  # the newest summary at once, then a fresh one
                 if channel.summary is not None:
@@ -1141,7 +1166,7 @@ class WsServer:
             raise _ProtocolError(error.code, error.message) from None
         previous = client.claims
         if previous is not None and previous.account_id != claims.account_id:
-            for key in [key for key in client.channels if key[0] == ACCOUNT]:
+            for key in [key for key in client.channels if key[0] in PRIVATE]:
                 channel = client.channels.pop(key)
                 channel.subscribers.pop(client, None)
                 self.channels.touch(channel)
@@ -1401,7 +1426,7 @@ class _TunedListener(trio.abc.Listener[trio.SocketStream]):
 
 async def run(*, handle: EngineClient, cfg: Any, tokens: TokenIssuer,
               candles_inbox: Optional[trio.MemoryReceiveChannel] = None, candles: Any = None,
-              store: Any = None,
+              store: Any = None, notifications_inbox: Optional[trio.MemoryReceiveChannel] = None,
               task_status: trio.TaskStatus[WsServer] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve the WebSocket API on ``[ws] host:port`` until cancelled.
 
@@ -1409,7 +1434,8 @@ async def run(*, handle: EngineClient, cfg: Any, tokens: TokenIssuer,
     secret as the gateway). ``candles_inbox``: the receive side of the candles actor's
     ``outbox``. ``candles``: the :class:`~actors.history.candles.CandlesHandle` (seeds the running candle
     of the larger intervals). ``store``: answers duplicate ``client_order_id`` with the original
-    order. ``task_status.started`` gets the :class:`WsServer` (``.port`` is the bound port).
+    order. ``notifications_inbox``: what the notifications worker publishes (the ``notifications``
+    channel). ``task_status.started`` gets the :class:`WsServer` (``.port`` is the bound port).
     On cancellation, or when the engine stops (its event stream ends), every client is closed
     with 1001 (waiting at most :data:`SHUTDOWN_CLOSE_S`) and ``run`` returns.
     """
@@ -1440,6 +1466,8 @@ async def run(*, handle: EngineClient, cfg: Any, tokens: TokenIssuer,
             nursery.start_soon(server.publish_summaries)
             if candles_inbox is not None:
                 nursery.start_soon(server.consume_candles, candles_inbox)
+            if notifications_inbox is not None:
+                nursery.start_soon(server.consume_notifications, notifications_inbox)
             handlers = await nursery.start(serve_connections)
             handlers.start_soon(server.flush_clients)   # lives as long as the connections it writes to
             try:
