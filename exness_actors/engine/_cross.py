@@ -95,7 +95,8 @@ class CrossRules(AccountRules):
             return self._reject_command(cmd, account_id, _R.UNKNOWN_ACCOUNT_TYPE, f"account_type must be one of: {names}", events)
         if not is_int(deposit) or not 0 <= deposit <= MAX_AMOUNT:
             return self._reject_command(cmd, account_id, _R.INVALID_AMOUNT, "initial_deposit must be a non-negative number of cents", events)
-        self.accounts[account_id] = Account(account_id, free=deposit, account_type=account_type)
+        account = self.accounts[account_id] = Account(account_id, free=deposit, account_type=account_type)
+        account.profile = self._use_profile(account_type)
         self.total_deposits += deposit
         events.append(AccountOpened(account_id=account_id, account_type=account_type.name, balance=deposit))
         if deposit:
@@ -112,8 +113,9 @@ class CrossRules(AccountRules):
         for account_id in sorted(self.accounts):
             old = self.accounts[account_id].type
             new = config.account_type(old.name) if old is not None else None
-            if old is not None and (new is None or new.margin_mode != old.margin_mode):
-                return self._reject_command(cmd, None, _R.INVALID_COMMAND, f"account {account_id} is of type {old.name!r}: a type in use keeps its name and margin mode", events)
+            if old is not None and (new is None or new.margin_mode != old.margin_mode
+                                    or new.spread_profile != old.spread_profile):
+                return self._reject_command(cmd, None, _R.INVALID_COMMAND, f"account {account_id} is of type {old.name!r}: a type in use keeps its name, margin mode and spread", events)
         self.config = config
         if self.next_rollover == NEVER and types:
             self.next_rollover = 0
@@ -159,7 +161,7 @@ class CrossRules(AccountRules):
     def _close_largest_loss(self, account: Account, events: list[Event]) -> None:
         worst: Optional[tuple[int, int, Position]] = None
         for position in account.positions.values():
-            book = self.books[position.symbol]
+            book = self._book_of(account, position.symbol)
             price = book.bid if position.is_long else book.ask
             assert price is not None
             pnl = pnl_cents(position.is_long, position.qty, position.open_price, price,
@@ -168,7 +170,7 @@ class CrossRules(AccountRules):
                 worst = (pnl, position.id, position)
         assert worst is not None
         position = worst[2]
-        book = self.books[position.symbol]
+        book = self._book_of(account, position.symbol)
         price = book.bid if position.is_long else book.ask
         assert price is not None
         self._close(position, position.qty, price, STOP_OUT, events)
@@ -201,7 +203,7 @@ class CrossRules(AccountRules):
         watches = account.watches
         for (symbol, is_long) in sorted(legs):
             qty, weighted, count, pnl = legs[(symbol, is_long)]
-            book = self.books[symbol]
+            book = self._book_of(account, symbol)
             scale = 10 ** (book.instrument.price_decimals + book.instrument.qty_decimals)
             loss_cents = -(-loss_share // 100)        # a leg may lose at most this minus one cent
             base = (pnl + count - loss_cents) * scale

@@ -62,7 +62,18 @@ class MarketRules(OrderRules):
         book.raw_ask = raw_ask
         book.quote_ts = ts = quote.ts
         events.append(QuoteUpdated(quote.symbol, bid, ask, ts))
+        self._pop_triggers(book, bid, ask, events)
+        if self.profile_books:   # per-type spreads: one more book per profile in use, in profile order
+            profiles = self.profiles
+            for number, extra in enumerate(self.profile_books[quote.symbol]):
+                self._mark_up(extra, raw_bid, raw_ask, profiles[number])
+                extra.quote_ts = ts
+                extra_bid, extra_ask = extra.bid, extra.ask
+                assert extra_bid is not None and extra_ask is not None
+                self._pop_triggers(extra, extra_bid, extra_ask, events)
 
+    def _pop_triggers(self, book: Book, bid: int, ask: int, events: list[Event]) -> None:
+        """Pop what the book's new quote crosses from its indexes and process it."""
         crossed: list[tuple[int, int]] = []
         long_trailing = book.long_trailing
         if long_trailing.min_peak < bid or long_trailing.best_level >= bid:
@@ -139,6 +150,8 @@ class MarketRules(OrderRules):
         if book is None:
             return self._reject_command(cmd, None, _R.UNKNOWN_SYMBOL, f"unknown symbol {cmd.symbol!r}", events)
         book.halted = True
+        for extra in self.profile_books.get(cmd.symbol, ()):
+            extra.halted = True
         events.append(SymbolHalted(symbol=cmd.symbol))
 
     def _on_resume(self, cmd: Any, events: list[Event]) -> None:
@@ -146,4 +159,6 @@ class MarketRules(OrderRules):
         if book is None:
             return self._reject_command(cmd, None, _R.UNKNOWN_SYMBOL, f"unknown symbol {cmd.symbol!r}", events)
         book.halted = False
+        for extra in self.profile_books.get(cmd.symbol, ()):
+            extra.halted = False
         events.append(SymbolResumed(symbol=cmd.symbol))
