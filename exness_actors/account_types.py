@@ -116,12 +116,13 @@ class AccountType:
 
 #: The shipped kinds, after what Exness publishes (docs/decisions.md, "Issue 16"): ``standard``
 #: (cross, call 60 %, stop-out 0 %, spread only, swap-free), ``raw_spread`` (cross, call 30 %,
-#: stop-out 0 %, 0.35 bps per side, 5 bps a day of swaps, $200 minimum first deposit) and
+#: stop-out 0 %, the feed's raw spread with no markup, 0.35 bps per side, 5 bps a day of swaps,
+#: $200 minimum first deposit) and
 #: ``isolated`` (per-position margin and liquidation, as before account types).
 SHIPPED_TYPES = (
     AccountType(name="isolated", margin_mode=ISOLATED),
     AccountType(name="raw_spread", margin_call_pct=30, stop_out_pct=0, commission_ppm=35,
-                swap_long_ppm=500, swap_short_ppm=500, min_deposit=20_000),
+                swap_long_ppm=500, swap_short_ppm=500, min_deposit=20_000, spread_pct=0),
     AccountType(name="standard", margin_call_pct=60, stop_out_pct=0, swap_free=True),
 )
 

@@ -197,15 +197,23 @@ def test_an_untyped_engine_never_makes_profile_books():
     assert engine.profiles == [] and engine.profile_books == {} and len(engine.to_state()) == 14
 
 
-def test_a_type_in_use_keeps_its_spread_an_unused_one_may_change_it():
-    desk = Desk({2: "tight"})
-    wires = [t.to_wire() for t in TYPES]
-    changed = [list(w) for w in wires]
-    changed[1][-1] = [20, -1]                                   # tight: 0.2×
-    assert only(desk.run(SetAccountTypes(account_types=changed, rollover_ns=0)), CommandRejected).reason == "INVALID_COMMAND"
-    changed = [list(w) for w in wires]
-    changed[2][-1] = [100, 50]                                  # raw (unused): a fixed 0.5 bps
+def test_a_journaled_spread_change_moves_the_accounts_of_that_type_to_the_new_prices():
+    desk = Desk({2: "tight", 1: "standard"})
+    desk.quote("BTCUSDT", 5_000_000)
+    opened = only(desk.buy(2, stop_loss=4_990_000), PositionOpened)
+    changed = [t.to_wire() for t in TYPES]
+    changed[1] = AccountType(name="tight", spread_pct=100, fixed_spread_ppm=0, commission_ppm=35).to_wire()
+
     assert only(desk.run(SetAccountTypes(account_types=changed, rollover_ns=0)), AccountTypesChanged)
+
+    assert desk.engine.profiles == [(10, -1), (100, 0)]
+    assert desk.engine.account_quote(2, "BTCUSDT")[:2] == (5_000_000, 5_000_000)
+    # its stop-loss now fires on the raw quote: 4_990_400 (tight would have been 4_989_900)
+    assert not [e for e in desk.quote("BTCUSDT", 4_990_400) if isinstance(e, PositionClosed)]
+    events = desk.quote("BTCUSDT", 4_990_000)
+    assert [(e.position_id, e.price) for e in events if isinstance(e, PositionClosed)] == [(opened.position_id, 4_990_000)]
+    restored = Engine.from_state(msgpack.unpackb(msgpack.packb(desk.engine.to_state(), use_bin_type=True), raw=False))
+    assert restored.state_hash() == desk.engine.state_hash()
 
 
 def test_halts_reach_every_profiles_book():

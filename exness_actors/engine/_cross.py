@@ -113,18 +113,42 @@ class CrossRules(AccountRules):
         for account_id in sorted(self.accounts):
             old = self.accounts[account_id].type
             new = config.account_type(old.name) if old is not None else None
-            if old is not None and (new is None or new.margin_mode != old.margin_mode
-                                    or new.spread_profile != old.spread_profile):
-                return self._reject_command(cmd, None, _R.INVALID_COMMAND, f"account {account_id} is of type {old.name!r}: a type in use keeps its name, margin mode and spread", events)
+            if old is not None and (new is None or new.margin_mode != old.margin_mode):
+                return self._reject_command(cmd, None, _R.INVALID_COMMAND, f"account {account_id} is of type {old.name!r}: a type in use keeps its name and margin mode", events)
         self.config = config
         if self.next_rollover == NEVER and types:
             self.next_rollover = 0
-        for account in self.accounts.values():
+        for account_id in sorted(self.accounts):
+            account = self.accounts[account_id]
             if account.type is not None:
                 account.type = config.account_type(account.type.name)
+                profile = self._use_profile(account.type)
+                if profile != account.profile:
+                    self._refile(account, profile)
                 if account.is_cross:
                     self._dirty.add(account.id)
         events.append(AccountTypesChanged(names=[t.name for t in types], rollover_ns=config.rollover_ns))
+
+    def _refile(self, account: Account, profile: int) -> None:
+        """Move the account's triggers to another spread profile's books (its type's spread was
+        changed): same levels, trailing stops keep their peaks; what the new prices already
+        cross fires on the symbol's next quote."""
+        peaks: dict[int, int] = {}
+        self._unwatch(account)
+        for pid in sorted(account.positions):
+            position = account.positions[pid]
+            book = self._book_of(account, position.symbol)
+            if position.trailing_stop is not None:
+                peaks[pid] = (book.long_trailing if position.is_long else book.short_trailing).peak_of(pid)
+            self._unindex_position(book, position)
+        for oid in sorted(account.orders):
+            self._unindex_order(self._book_of(account, account.orders[oid].symbol), account.orders[oid], expiry=False)
+        account.profile = profile
+        for pid in sorted(account.positions):
+            position = account.positions[pid]
+            self._index_position(self._book_of(account, position.symbol), position, trailing_peak=peaks.get(pid))
+        for oid in sorted(account.orders):
+            self._index_order(self._book_of(account, account.orders[oid].symbol), account.orders[oid])
 
     # ------------------------------------------------------------------ the account as a whole
 

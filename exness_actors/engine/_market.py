@@ -7,6 +7,10 @@ stops, take-profits, pending entries, then cross accounts' margin watches (which
 account; it is settled after the quote, :mod:`._cross`) — ties by id. Long positions close at the bid, shorts at
 the ask. While a symbol is halted its pending entries do not fire, but protective triggers and
 closes still work. A crossed or non-positive quote is counted and refused with no state change.
+
+Per-type spreads: after the default book (the instrument's spread, the market's quote in
+``QuoteUpdated``), each spread profile in use marks the same raw quote up its own way in its own
+book and pops that book's indexes (:meth:`EngineState._book_of`; docs/decisions.md).
 """
 
 from __future__ import annotations

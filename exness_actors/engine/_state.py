@@ -10,7 +10,8 @@ is one plain class with one instance dict.
 Invariant kept here: an open position's fixed-level triggers (liquidation, stop-loss,
 take-profit) and its trailing stop are in its symbol's indexes exactly while it is open; a
 pending order's entry is indexed exactly while it is pending, and its expiry is queued exactly
-while it is pending with an ``expires_at``.
+while it is pending with an ``expires_at``. All of an account's triggers are in the books of its
+spread profile (``books`` for the default, ``profile_books`` otherwise: :meth:`EngineState._book_of`).
 """
 
 from __future__ import annotations
