@@ -128,7 +128,7 @@ class _Recorder:
 _EXAMPLE_ORDER = ["post_signup", "post_signin", "post_open_account", "post_switch", "post_deposit",
                   "post_withdraw", "post_place_order",
                   "patch_modify_order", "patch_modify_position", "post_add_margin", "post_close_position",
-                  "post_refresh", "post_signout"]
+                  "post_place_alert", "post_cancel_all_after", "post_refresh", "post_signout"]
 
 
 async def test_every_documented_request_example_works_against_the_real_app(tmp_path) -> None:

@@ -252,7 +252,8 @@ def _views() -> dict[str, Callable]:
 
 
 _ACCOUNT_VIEWS = {"account_summary", "pending_orders", "order_state", "pending_order",
-                  "open_positions", "open_position", "position_symbol", "new_positions"}
+                  "open_positions", "open_position", "position_symbol", "new_positions",
+                  "alerts", "alert"}
 
 
 def _edge_cursor(engine: Any, *, stream: str) -> Optional[tuple[int, int]]:

@@ -433,7 +433,8 @@ def _checkpoint(handle: EngineHandle, first_seq: int, stopping: bool) -> Optiona
 
 
 def _until_next_expiry(engine: Engine, clock: Callable[[], int]) -> Optional[float]:
-    if not engine.expiries:
+    """Seconds until the next pending-order expiry, alert expiry or dead-man deadline (issue 13)."""
+    if not (engine.expiries or engine.alert_expiries or engine.dead_man_deadlines):
         return None
     return max(engine.next_expiry - clock(), 0) / 1e9
 

@@ -34,7 +34,7 @@ from werkzeug.exceptions import HTTPException
 from actors.engine.interface import EngineClient
 from actors.wire import codec as edge
 from actors.auth_tokens import AuthError, TokenIssuer
-from actors.gateway import _accounts, _auth, _market, _ops, _trading, _web
+from actors.gateway import _accounts, _alerts, _auth, _market, _ops, _trading, _web
 from actors.gateway._common import (
     GATEWAY_EXTENSION, MISSING_TOKEN, Gateway, NoContent, PlainText, json_response, rate_limited)
 from actors.gateway._links import add_links
@@ -231,7 +231,7 @@ def create_app(*, handle: Optional[EngineClient], store: Any, candles: Any, cfg:
                 info={"title": API_TITLE, "version": API_VERSION, "description": API_DESCRIPTION},
                 security_schemes={"bearer": {"type": "http", "scheme": "bearer", "bearer_format": "JWT"}},
                 tags=[{"name": name} for name in
-                      ("auth", "account", "market", "orders", "positions", "history", "operations")])
+                      ("auth", "account", "market", "orders", "positions", "alerts", "history", "operations")])
     app.extensions["exness_gateway"] = gateway
 
     _install_hooks(app, gateway)
@@ -240,6 +240,7 @@ def create_app(*, handle: Optional[EngineClient], store: Any, candles: Any, cfg:
     app.extensions[GATEWAY_EXTENSION] = gateway
     _trading.register(app)
     _accounts.register(app, gateway)
+    _alerts.register(app)
     _market.register(app, gateway)
     _ops.register(app, gateway)
     _web.register(app, cfg)

@@ -214,7 +214,8 @@ class LedgerEntry(msgspec.Struct, kw_only=True):
                                           "position_margin, position_close, add_margin, commission "
                                           "(cross accounts, at open and close), swap (at the daily "
                                           "rollover; negative free_delta: charged), balance_reset "
-                                          "(negative balance protection: the house covers a deficit)")]
+                                          "(negative balance protection: the house covers a deficit), "
+                                          "operator_adjustment (an operator funded or debited the account)")]
     free_delta: str
     locked_delta: str
     free: str
@@ -321,7 +322,8 @@ class Order(msgspec.Struct, kw_only=True):
     created_at: Millis
     fill_price: Optional[str]
     position_id: Annotated[Optional[str], Meta(description="the position the order opened")]
-    cancel_reason: Annotated[Optional[str], Meta(description="user, expired or size_too_small")]
+    cancel_reason: Annotated[Optional[str], Meta(description="user, expired, size_too_small, dead_man_switch "
+                                                             "or cancel_on_disconnect")]
 
 
 class Position(msgspec.Struct, kw_only=True):
@@ -395,7 +397,7 @@ class ClosedPart(msgspec.Struct, kw_only=True):
     symbol: Symbol
     side: Side
     close_reason: Annotated[str, Meta(description="user, take_profit, stop_loss, trailing_stop, liquidation, "
-                                                  "stop_out")]
+                                                  "stop_out, operator")]
     close_price: str
     qty: str
     remaining_qty: str
@@ -426,7 +428,8 @@ class AddMarginRequest(msgspec.Struct, **_struct):
 
 class HistoryQuery(msgspec.Struct, kw_only=True):
     symbol: Optional[SymbolParam] = None
-    reason: Optional[Literal["user", "take_profit", "stop_loss", "trailing_stop", "liquidation", "stop_out"]] = None
+    reason: Optional[Literal["user", "take_profit", "stop_loss", "trailing_stop", "liquidation", "stop_out",
+                             "operator"]] = None
     start: Annotated[Optional[Millis], Meta(description="closed at or after (ms)")] = None
     end: Annotated[Optional[Millis], Meta(description="closed before (ms); not before start")] = None
     cursor: Cursor = None
@@ -470,6 +473,48 @@ class Readiness(msgspec.Struct, kw_only=True):
     journal_damage: Optional[list[str]] = None
     """Damaged journal segments the last scrub found, one line each (absent when none)."""
 
+
+
+# ------------------------------------------------------------------ issue 13: alerts, dead-man switch
+
+class PlaceAlertRequest(msgspec.Struct, **_struct):
+    """A price alert: fires once when the bid reaches price (above: bid ≥ price, below: bid ≤ price)."""
+    symbol: SymbolParam
+    condition: Literal["above", "below"]
+    price: Decimal
+    note: Optional[Annotated[str, Meta(max_length=200)]] = None
+    expires_at: Annotated[Optional[Annotated[int, Meta(ge=1, le=MAX_TIMESTAMP_MS)]], Meta(
+        description="ms; in the future; the alert is cancelled (reason expired) then")] = None
+    client_alert_id: Optional[Annotated[str, Meta(
+        max_length=64, description="idempotency key: a repeat answers the original alert (200)")]] = None
+
+
+class Alert(msgspec.Struct, kw_only=True):
+    id: Id
+    symbol: Symbol
+    condition: Literal["above", "below"]
+    price: str
+    note: Optional[str]
+    expires_at: Optional[Millis]
+    client_alert_id: Optional[str]
+    created_at: Millis
+
+
+class AlertList(msgspec.Struct, kw_only=True):
+    alerts: list[Alert]
+
+
+class CancelAllAfterRequest(msgspec.Struct, **_struct):
+    timeout_s: Annotated[int, Meta(ge=0, le=86_400, description="seconds until every pending order is "
+                                                                  "cancelled unless sent again; 0 disarms")]
+
+
+class DeadManSwitch(msgspec.Struct, kw_only=True):
+    armed: bool
+    timeout_s: int
+    deadline: Annotated[Optional[Millis], Meta(description="when the pending orders are cancelled (engine "
+                                                           "time, ms); null when disarmed")]
+    now: Annotated[Millis, Meta(description="the engine time the switch was set at (ms)")]
 
 
 # ------------------------------------------------------------------------------------- documentation
@@ -527,6 +572,17 @@ REQUEST_EXAMPLES: dict[type, dict[str, dict[str, Any]]] = {
         "remove_stop_loss": _example("remove the stop-loss (null removes)", {"stop_loss": None}),
     },
     AddMarginRequest: {"amount": _example("move 50.00 USD of free balance into the margin", {"amount": "50.00"})},
+    PlaceAlertRequest: {
+        "above": _example("tell me when the bid reaches 70000.00", {
+            "symbol": "BTCUSDT", "condition": "above", "price": "70000.00", "note": "breakout"}),
+        "below_expiring": _example("below, for one day, idempotent", {
+            "symbol": "BTCUSDT", "condition": "below", "price": "60000.00", "expires_at": 4102444800000,
+            "client_alert_id": "alert-0001"}),
+    },
+    CancelAllAfterRequest: {
+        "arm": _example("cancel every pending order unless sent again within 60 s", {"timeout_s": 60}),
+        "disarm": _example("disarm the switch", {"timeout_s": 0}),
+    },
 }
 
 #: JSON Schema rules that span fields, added to the component of the same name.
@@ -540,3 +596,4 @@ SCHEMA_RULES: dict[str, dict[str, Any]] = {
     "ModifyOrderRequest": {"minProperties": 1},
     "ModifyPositionRequest": {"minProperties": 1},
 }
+

@@ -21,7 +21,7 @@ from exness_actors.commands import AccountId, OrderId, PositionId
 __all__ = [
     "account_summary", "pending_orders", "order_state", "pending_order", "open_positions",
     "open_position", "position_symbol", "new_positions", "quotes", "account_quotes", "quote_times",
-    "owned_symbols", "account_summaries",
+    "owned_symbols", "account_summaries", "alerts", "alert",
 ]
 
 
@@ -153,3 +153,21 @@ def account_summaries(engine: Engine, account_ids: list[AccountId]) -> list[list
         data = edge.account_summary_event_json(summary, engine.now)
         out.append([account_id, engine.last_seq, data, symbols])
     return out
+
+
+def alerts(engine: Engine, account_id: AccountId) -> list[dict]:
+    """The account's active price alerts (issue 13), oldest first."""
+    account = engine.accounts.get(account_id)
+    if account is None or not account.alerts:
+        return []
+    instruments = engine.instruments
+    return [edge.alert_json(alert, instruments[alert.symbol])
+            for _alert_id, alert in sorted(account.alerts.items())]
+
+
+def alert(engine: Engine, account_id: AccountId, alert_id: int) -> Optional[dict]:
+    """One of the account's active alerts, None when it is not (or no longer) active."""
+    account = engine.accounts.get(account_id)
+    found = account.alerts.get(alert_id) if account is not None and account.alerts else None
+    return None if found is None else edge.alert_json(found, engine.instruments[found.symbol])
+

@@ -16,9 +16,9 @@ from actors.wire import codec as edge
 from actors.wire.codec import margin_level_text, money, ns_to_ms
 from exness_actors.candles import Candle
 from exness_actors.events import (
-    AccountCreated, AccountOpened, BalanceChanged, MarginCall, OrderAccepted, OrderCancelled,
-    OrderModified, OrderTriggered, PositionClosed, PositionFees, PositionOpened, PositionUpdated,
-    StopOut,
+    AccountCreated, AccountOpened, AlertCancelled, AlertPlaced, AlertTriggered, BalanceChanged, DeadManSwitchFired,
+    DeadManSwitchSet, MarginCall, OrderAccepted, OrderCancelled, OrderModified, OrderTriggered, PositionClosed,
+    PositionFees, PositionOpened, PositionUpdated, StopOut,
 )
 from exness_actors.instruments import Instrument
 from exness_actors.money import format_fixed
@@ -64,7 +64,8 @@ def position_update_json(event: PositionUpdated, instrument: Instrument) -> dict
 #: not a message of its own: its commission and swap ride on the ``position_closed`` before it.
 ACCOUNT_EVENT_TYPES = (AccountCreated, BalanceChanged, OrderAccepted, OrderTriggered, OrderCancelled,
                        OrderModified, PositionOpened, PositionUpdated, PositionClosed, AccountOpened,
-                       MarginCall, StopOut, PositionFees)
+                       MarginCall, StopOut, PositionFees, AlertPlaced, AlertTriggered, AlertCancelled,
+                       DeadManSwitchSet, DeadManSwitchFired)
 
 SymbolLookup = Callable[[int], Optional[str]]
 #: ``(commission, swap)`` of a closed part in cents (0, 0 for an isolated account)
@@ -148,4 +149,28 @@ def account_event_json(event: Any, instruments: Mapping[str, Instrument],
             return None
         return {"event": "position_updated", "position_id": str(event.position_id), "cause": event.cause,
                 **position_update_json(event, instruments[symbol])}
+    return _broker_event_json(event, instruments)
+
+
+def _broker_event_json(event: Any, instruments: Mapping[str, Instrument]) -> Optional[dict]:
+    """Price alerts and the dead-man switch (issue 13)."""
+    kind = type(event)
+    if kind is AlertTriggered:
+        instrument = instruments[event.symbol]
+        return {"event": "alert_triggered", "alert_id": str(event.alert_id), "symbol": event.symbol,
+                "condition": event.condition, "price": _price(event.price, instrument),
+                "quote_price": _price(event.quote_price, instrument), "note": event.note or None,
+                "ts": ns_to_ms(event.ts)}
+    if kind is AlertPlaced:
+        return {"event": "alert_placed", "alert_id": str(event.alert_id), "symbol": event.symbol,
+                "condition": event.condition, "price": _price(event.price, instruments[event.symbol]),
+                "note": event.note or None, "expires_at": ns_to_ms(event.expires_at), "ts": ns_to_ms(event.ts)}
+    if kind is AlertCancelled:
+        return {"event": "alert_cancelled", "alert_id": str(event.alert_id), "reason": event.reason,
+                "ts": ns_to_ms(event.ts)}
+    if kind is DeadManSwitchSet:
+        return {"event": "dead_man_switch_set", "deadline": ns_to_ms(event.deadline_ns) if event.deadline_ns else None,
+                "ts": ns_to_ms(event.ts)}
+    if kind is DeadManSwitchFired:
+        return {"event": "dead_man_switch_fired", "cancelled": event.cancelled, "ts": ns_to_ms(event.ts)}
     return None

@@ -94,7 +94,8 @@ from actors.ws._channels import ACCOUNT, Channel, ChannelError, Channels
 from actors.ws._format import ACCOUNT_EVENT_TYPES, NO_FEES, account_event_json, candle_json, fees_by_position
 from actors.ws._summaries import SummaryTracker, chunked_by_shard, summary_key
 from actors.ws._orders import (
-    ACTIONS, build_command, duplicate_outcome, error_json, named_id, outcome, route, viewed_outcome,
+    ACTIONS, MAX_CANCEL_ORDERS, build_command, cancel_on_disconnect_commands, duplicate_outcome, error_json, named_id,
+    outcome, placed_pending_orders, route, viewed_outcome,
 )
 from actors.auth_tokens import AccessClaims, AuthError, TokenIssuer
 from actors.config import ConfigError
@@ -228,7 +229,7 @@ class _Client:
     __slots__ = ("id", "ws", "server", "pending", "pending_bytes", "wake", "closing", "close_event",
                  "channels", "claims", "inflight", "last_message_at", "error_times", "cancel_scope",
                  "ping_scope", "frames", "messages", "fd", "partial", "holds_lock",
-                 "drain_wake", "gone", "wait_scope")
+                 "drain_wake", "gone", "wait_scope", "cancel_on_disconnect", "placed")
 
     def __init__(self, client_id: int, ws: WebSocketConnection, server: "WsServer") -> None:
         self.id = client_id
@@ -255,6 +256,9 @@ class _Client:
         self.drain_wake = trio.Event()
         self.gone = False
         self.wait_scope: Optional[trio.CancelScope] = None   # keepalive's wait between checks
+        #: issue 13: cancel the pending orders placed through this connection when it drops
+        self.cancel_on_disconnect = False
+        self.placed: dict[int, int] = {}          # pending order id -> account id, placed through it
 
     def push(self, text: str) -> None:
         if self.closing is not None:
@@ -399,6 +403,7 @@ class WsServer:
         self.summaries_sent = 0
         self.summary_rounds = 0
         self.summary_failures = 0
+        self.cancels_on_disconnect = 0
 
     @property
     def url(self) -> str:
@@ -418,6 +423,7 @@ class WsServer:
             "orders": self.orders, "orders_rejected": self.orders_rejected,
             "orders_overloaded": self.orders_overloaded, "protocol_errors": self.protocol_errors,
             "events_unformatted": self.events_unformatted, "candles_received": self.candles_received,
+            "cancels_on_disconnect": self.cancels_on_disconnect,
             "account_channels": len(self.channels.accounts), "account_channels_evicted": self.channels.evicted,
             "summaries_sent": self.summaries_sent, "summary_rounds": self.summary_rounds,
             "summary_failures": self.summary_failures,
@@ -721,6 +727,8 @@ class WsServer:
                 self.channels.touch(channel)
         client.channels = {}
         self.clients.pop(client, None)
+        if client.cancel_on_disconnect:
+            self._cancel_placed(client)
 
     async def _reader(self, client: _Client) -> None:
         ws = client.ws
@@ -1003,6 +1011,8 @@ class WsServer:
                 self._on_unsubscribe(client, message)
             elif op == "auth":
                 self._on_auth(client, message)
+            elif op == "cancel_on_disconnect":
+                self._on_cancel_on_disconnect(client, message)
             elif op == "ping":
                 client.push(_text({"op": "pong", "ts": int(self.wall_clock() * 1000)}
                                   | ({"id": request_id} if request_id is not None else {})))
@@ -1010,7 +1020,7 @@ class WsServer:
                 raise _ProtocolError("BAD_MESSAGE", "the message has no \"op\"")
             else:
                 raise _ProtocolError("UNKNOWN_OP", f"unknown op {op!r}: use subscribe, unsubscribe, "
-                                                   "auth, ping or order", {"op": str(op)[:64]})
+                                                   "auth, ping, order or cancel_on_disconnect", {"op": str(op)[:64]})
         except _ProtocolError as error:
             self._error(client, request_id, error.code, error.message, error.details)
 
@@ -1202,6 +1212,60 @@ class WsServer:
             return
         client.inflight += 1
 
+    # -------------------------------------------------------------- cancel-on-disconnect (issue 13)
+
+    def _on_cancel_on_disconnect(self, client: _Client, message: dict) -> None:
+        """``{"op":"cancel_on_disconnect","enabled":true}``: when this connection drops, the pending
+        orders placed through it are cancelled (``CancelOrders``, reason ``cancel_on_disconnect``)."""
+        _check_fields(message, ("op", "enabled", "id"))
+        enabled = message.get("enabled")
+        if not isinstance(enabled, bool):
+            raise _ProtocolError("VALIDATION_ERROR", "enabled: must be true or false",
+                                 {"field": "enabled", "problem": "must be true or false"})
+        if client.claims is None:
+            raise _ProtocolError("AUTH_REQUIRED", "cancel_on_disconnect needs {\"op\":\"auth\"} first")
+        client.cancel_on_disconnect = enabled
+        client.push(_text({"op": "cancel_on_disconnect", "enabled": enabled, "orders": len(client.placed)}
+                          | ({"id": message["id"]} if _is_id(message.get("id")) else {})))
+
+    def _note_placed(self, client: _Client, events: list) -> None:
+        """Remember the pending orders a placement through ``client`` created; one that comes
+        back after the connection dropped is cancelled at once."""
+        placed = placed_pending_orders(events)
+        if not placed:
+            return
+        client.placed.update(placed)
+        if len(client.placed) > MAX_CANCEL_ORDERS:   # forget those the stream saw finish
+            client.placed = {order_id: account_id for order_id, account_id in client.placed.items()
+                             if order_id in self._order_symbols}
+        if client.gone and client.cancel_on_disconnect:
+            self._cancel_placed(client)
+
+    def _cancel_placed(self, client: _Client) -> None:
+        commands = cancel_on_disconnect_commands(client.placed)
+        client.placed = {}
+        if self._nursery is None:
+            return
+        for command in commands:
+            self.cancels_on_disconnect += 1
+            self._nursery.start_soon(self._send_cancel, command)
+
+    async def _send_cancel(self, command: Any) -> None:
+        """Submit a cancel-on-disconnect, retrying a full inbox with backoff (bounded)."""
+        for attempt in range(6):
+            try:
+                reply = await self.handle.request(command)
+            except Overloaded:
+                await trio.sleep(0.05 * 2 ** attempt)
+                continue
+            except Exception as error:   # engine stopped or unreachable: nothing to cancel with
+                log.warning("event=cancel_on_disconnect_failed account_id=%s error=%r", command.account_id, error)
+                return
+            log.info("event=cancel_on_disconnect account_id=%s orders=%d cancelled=%d", command.account_id,
+                     len(command.order_ids), sum(1 for event in reply.events if type(event) is OrderCancelled))
+            return
+        log.warning("event=cancel_on_disconnect_failed account_id=%s error=overloaded", command.account_id)
+
     def _named_symbol(self, action: str, target: Optional[int], account_id: int) -> tuple[Optional[str], bool]:
         """The symbol of the order or position the action names, if this account's, and whether
         the action goes through views (:func:`~actors.ws._orders.route`; a placement: neither)."""
@@ -1224,6 +1288,8 @@ class WsServer:
             for slot, value in ready:
                 client = slot.client
                 client.inflight -= 1
+                if not isinstance(value, BaseException):
+                    self._note_placed(client, value.events)
                 if client.closing is not None:
                     continue
                 if isinstance(value, BaseException):

@@ -58,7 +58,7 @@ from exness_actors.reasons import RejectReason as _R
 from ._accounts import AccountRules
 from ._queries import Leg
 from ._state import MARGIN_CHECK, NEVER
-from ._validation import MAX_AMOUNT, MAX_ID, MAX_LEVEL, is_int, money_text
+from ._validation import MAX_AMOUNT, MAX_ID, MAX_LEVEL, commission_rate, is_int, money_text, swap_rate
 
 __all__ = ["CrossRules", "NO_SHORT_LIQUIDATION", "DAY_NS"]
 
@@ -263,11 +263,14 @@ class CrossRules(AccountRules):
 
     def _open_commission(self, account: Account, position: Position, events: list[Event]) -> None:
         account_type = account.type
-        if account_type is None or not account_type.commission_ppm:
+        if account_type is None:
             return
         instrument = self.instruments[position.symbol]
+        rate = commission_rate(account_type, instrument)
+        if not rate:
+            return
         fee = commission_cents(notional_cents(position.qty, position.open_price, instrument.price_decimals,
-                                              instrument.qty_decimals), account_type.commission_ppm)
+                                              instrument.qty_decimals), rate)
         position.commission += fee
         self.house_commission += fee
         self._charge(account, fee, KIND_COMMISSION, str(position.id), events)
@@ -280,7 +283,7 @@ class CrossRules(AccountRules):
         assert account_type is not None
         instrument = self.instruments[position.symbol]
         fee = commission_cents(notional_cents(qty, price, instrument.price_decimals, instrument.qty_decimals),
-                               account_type.commission_ppm)
+                               commission_rate(account_type, instrument))
         commission = -(-position.commission * qty // whole) if qty != whole else position.commission
         swap = position.swap * qty // whole if qty != whole else position.swap
         position.commission -= commission
@@ -314,10 +317,10 @@ class CrossRules(AccountRules):
             return
         for position_id in sorted(account.positions):
             position = account.positions[position_id]
-            rate = account_type.swap_ppm(position.symbol, position.is_long)
+            instrument = self.instruments[position.symbol]
+            rate = swap_rate(account_type, instrument, position.is_long)
             if not rate:
                 continue
-            instrument = self.instruments[position.symbol]
             swap = days * swap_cents(notional_cents(position.qty, position.open_price, instrument.price_decimals,
                                                     instrument.qty_decimals), rate)
             position.swap += swap

@@ -1,4 +1,4 @@
-"""Market handlers: quotes and the triggers they fire, the clock, halts, and process-edge records.
+"""Market handlers: quotes and the triggers they fire, the clock, and process-edge records.
 
 A quote gets the instrument's spread markup (bid down, ask up), then pops from the symbol's
 trigger indexes (:mod:`exness_actors.triggers`) only what it crosses and processes it in the
@@ -6,7 +6,8 @@ fixed order of :data:`~exness_actors.triggers.PRIORITY` — liquidations, stop-l
 stops, take-profits, pending entries, then cross accounts' margin watches (which only mark the
 account; it is settled after the quote, :mod:`._cross`) — ties by id. Long positions close at the bid, shorts at
 the ask. While a symbol is halted its pending entries do not fire, but protective triggers and
-closes still work. A crossed or non-positive quote is counted and refused with no state change.
+closes still work (halts are :mod:`._broker`'s). Price alerts (issue 13) come last and watch
+the bid. A crossed or non-positive quote is counted and refused with no state change.
 
 Per-type spreads: after the default book (the instrument's spread, the market's quote in
 ``QuoteUpdated``), each spread profile in use marks the same raw quote up its own way in its own
@@ -20,20 +21,19 @@ from typing import Any
 from exness_actors.commands import (
     MAX_CLIENT_ID, AccountId, Clock, OrderId, PositionId,
 )
-from exness_actors.events import CommandRejected, Event, QuoteRejected, QuoteUpdated, SymbolHalted, SymbolResumed
+from exness_actors.events import CommandRejected, Event, QuoteRejected, QuoteUpdated
 from exness_actors.model import Book
 from exness_actors.reasons import QuoteRejectReason, RejectReason
-from exness_actors.reasons import RejectReason as _R
 
 from ._orders import OrderRules
-from ._state import CLOSE_REASON, ENTRY, MARGIN_CHECK, TRAIL
+from ._state import ALERT, CLOSE_REASON, ENTRY, MARGIN_CHECK, TRAIL
 from ._validation import MAX_ID, MAX_LEVEL, is_int
 
 __all__ = ["MarketRules"]
 
 
 class MarketRules(OrderRules):
-    """Quotes, the clock, halts and resumes, edge cursors and id floors."""
+    """Quotes, the clock, edge cursors and id floors."""
 
     def _on_quote(self, quote: Any, events: list[Event]) -> None:
         book = self.books.get(quote.symbol)
@@ -106,6 +106,10 @@ class MarketRules(OrderRules):
         for priority, ident in crossed:
             if priority == MARGIN_CHECK:
                 self._dirty.add(AccountId(ident))   # settled after the quote (engine._cross)
+            elif priority == ALERT:
+                bid = book.bid
+                assert bid is not None
+                self._fire_alert(ident, bid, events)   # alerts watch the bid, halted or not
             elif priority == ENTRY:
                 order = self.orders.get(OrderId(ident))
                 if order is None:
@@ -147,22 +151,3 @@ class MarketRules(OrderRules):
             return
         self.next_order_id = OrderId(max(self.next_order_id, orders))
         self.next_position_id = PositionId(max(self.next_position_id, positions))
-
-
-    def _on_halt(self, cmd: Any, events: list[Event]) -> None:
-        book = self.books.get(cmd.symbol)
-        if book is None:
-            return self._reject_command(cmd, None, _R.UNKNOWN_SYMBOL, f"unknown symbol {cmd.symbol!r}", events)
-        book.halted = True
-        for extra in self.profile_books.get(cmd.symbol, ()):
-            extra.halted = True
-        events.append(SymbolHalted(symbol=cmd.symbol))
-
-    def _on_resume(self, cmd: Any, events: list[Event]) -> None:
-        book = self.books.get(cmd.symbol)
-        if book is None:
-            return self._reject_command(cmd, None, _R.UNKNOWN_SYMBOL, f"unknown symbol {cmd.symbol!r}", events)
-        book.halted = False
-        for extra in self.profile_books.get(cmd.symbol, ()):
-            extra.halted = False
-        events.append(SymbolResumed(symbol=cmd.symbol))

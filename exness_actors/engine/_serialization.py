@@ -5,7 +5,9 @@ symbol), so equal states encode to equal bytes and :func:`hash_state` is a state
 replay, snapshots and journal checkpoints can compare. The layout is :data:`STATE_FORMAT`;
 the edge cursors are appended only in split mode (or with account types), and the account
 extras (issue 16: account types, margin-call flags, fees, the house's sources, the rollover)
-only with account types, so older states (and their hashes) do not change with those fields. Restoring re-indexes every trigger in one bulk sort per index.
+only with account types, and the broker extras (issue 13: price alerts, their id counter, armed
+dead-man switches; format 3, with ``None`` for absent account extras) only once used, so older
+states (and their hashes) do not change with those fields. Restoring re-indexes every trigger in one bulk sort per index.
 """
 
 from __future__ import annotations
@@ -14,26 +16,52 @@ import hashlib
 from typing import Any
 
 from exness_actors import codec
-from exness_actors.model import Account, Order, Position
+from exness_actors.model import Account, Alert, Order, Position
 
-from ._state import STATE_FORMAT, STATE_FORMAT_ACCOUNTS, EngineState
+from ._state import STATE_FORMAT, STATE_FORMAT_ACCOUNTS, STATE_FORMAT_BROKER, EngineState
 
 __all__ = ["to_state", "hash_state", "restore_state"]
 
 
 def to_state(state: EngineState) -> list[Any]:
     """The canonical, msgpack-able encoding of the whole state (sorted, no dict order)."""
-    encoded = [STATE_FORMAT_ACCOUNTS if state.config.account_types else STATE_FORMAT, state.config.to_wire(), state.now, state.last_seq, state.next_order_id,
+    broker = _broker_extras(state)
+    state_format = STATE_FORMAT_BROKER if broker else STATE_FORMAT_ACCOUNTS if state.config.account_types else STATE_FORMAT
+    encoded = [state_format, state.config.to_wire(), state.now, state.last_seq, state.next_order_id,
                state.next_position_id, state.house, state.total_deposits, state.total_withdrawals,
                [state._hash_base, bytes(state._hash_buffer)], _accounts(state), _positions(state),
                _orders(state), [[s, b.bid, b.ask, b.quote_ts, b.halted] for s, b in sorted(state.books.items())]]
-    if state.edge_cursors or state.config.account_types:
+    if state.edge_cursors or state.config.account_types or broker:
         # Only in split mode: embedded states (and their hashes) are unchanged by the field.
         encoded.append([[s, ms, n] for s, (ms, n) in sorted(state.edge_cursors.items())])
     if state.config.account_types:
         # Only with account types (issue 16): older states (and their hashes) are unchanged.
         encoded.append(_account_extras(state))
+    elif broker:
+        encoded.append(None)
+    if broker:
+        # Only once an alert was placed or a dead-man switch is armed (issue 13).
+        encoded.append(broker)
     return encoded
+
+
+def _broker_extras(state: EngineState) -> list[Any]:
+    """The alerts, the alert id counter and the armed dead-man switches; empty when unused."""
+    if state.next_alert_id == state.config.id_base + 1 and not state.dead_man:
+        return []
+    alerts = [[a.id, a.account_id, a.symbol, a.is_above, a.price, a.note, a.expires_at, a.client_alert_id,
+               a.created_at] for _, a in sorted(state.alerts.items())]
+    return [state.next_alert_id, alerts, [[account_id, deadline] for account_id, deadline in sorted(state.dead_man.items())]]
+
+
+def _restore_broker_extras(state: EngineState, extras: list[Any]) -> None:
+    next_alert_id, alerts, dead_man = extras
+    state.next_alert_id = next_alert_id
+    for alert_id, account_id, symbol, is_above, price, note, expires_at, client_alert_id, created_at in alerts:
+        state._add_alert(Alert(alert_id, account_id, symbol, is_above, price, note, expires_at, client_alert_id,
+                               created_at))
+    for account_id, deadline in dead_man:
+        state._set_dead_man(account_id, deadline)
 
 
 def _account_extras(state: EngineState) -> list[Any]:
@@ -134,7 +162,7 @@ def restore_state(state: EngineState, encoded: list[Any]) -> None:
         if finished:
             account.finished_orders = {o: s for o, s in finished}
         state.accounts[account_id] = account
-    if len(encoded) > 15:
+    if len(encoded) > 15 and encoded[15] is not None:
         _restore_account_types(state, encoded[15])
     books = list(state.books.values()) + [book for extra in state.profile_books.values() for book in extra]
     indexes = [index for book in books
@@ -143,9 +171,11 @@ def restore_state(state: EngineState, encoded: list[Any]) -> None:
         index.begin_bulk()        # one sort per index instead of an insort per entry
     _restore_positions(state, positions)
     _restore_orders(state, orders)
+    if len(encoded) > 16:
+        _restore_broker_extras(state, encoded[16])
     for index in indexes:
         index.end_bulk()
-    if len(encoded) > 15:
+    if len(encoded) > 15 and encoded[15] is not None:
         _restore_account_extras(state, encoded[15])
 
 

@@ -79,6 +79,7 @@ def check_all(engine: Engine, *, deposits: Optional[int] = None,
     _check_accounts(engine, margins, positions_of, orders_of)
     _check_books(engine)
     _check_cross_accounts(engine)
+    _check_alerts(engine)
 
 
 def _check_cross_accounts(engine: Engine) -> None:
@@ -103,6 +104,27 @@ def _check_cross_accounts(engine: Engine) -> None:
         if used and equity * 100 <= account_type.margin_call_pct * used and not account.in_margin_call:
             _fail(f"cross account {account_id} is at margin level {equity}/{used}, at or below its call "
                   f"level {account_type.margin_call_pct} %, and was not called")
+
+
+
+def _check_alerts(engine: Engine) -> None:
+    """Each price alert (issue 13): its owner, its symbol, its expiry still ahead; the expiry queue."""
+    expiring = set()
+    for alert_id, alert in engine.alerts.items():
+        account = engine.accounts.get(alert.account_id)
+        if alert.id != alert_id or account is None or (account.alerts or {}).get(alert_id) is not alert:
+            _fail(f"alert {alert_id} is not filed under its account {alert.account_id}")
+        if alert.symbol not in engine.books or alert.price <= 0:
+            _fail(f"alert {alert_id} on {alert.symbol!r} at {alert.price}")
+        if alert.expires_at is not None:
+            if alert.expires_at <= engine.now:
+                _fail(f"alert {alert_id} expired at {alert.expires_at} but is still active at {engine.now}")
+            expiring.add((alert.expires_at, alert_id))
+    if set(engine.alert_expiries) != expiring:
+        _fail(f"alert expiry schedule {list(engine.alert_expiries)} != the alerts' expiries {sorted(expiring)}")
+    for account_id, deadline in engine.dead_man.items():
+        if deadline <= engine.now:
+            _fail(f"account {account_id}'s dead-man switch passed its deadline {deadline} at {engine.now} unfired")
 
 
 def _check_positions(engine: Engine, margins: dict[AccountId, int],
@@ -217,6 +239,7 @@ def assert_triggers_respected(engine: Engine, symbol: str) -> None:
     take-profit ``bid >= tp``, trailing ``bid <= level``), shorts on the ask symmetrically.
     Pending entries (buy limit ``ask <= price``, buy stop ``ask >= price``, sell limit
     ``bid >= price``, sell stop ``bid <= price``) may only wait while the symbol is halted.
+    Price alerts (``above``: ``bid >= price``, ``below``: ``bid <= price``) never survive one.
     """
     book = engine.books[symbol]
     bid, ask = book.bid, book.ask
@@ -250,6 +273,9 @@ def assert_triggers_respected(engine: Engine, symbol: str) -> None:
                 _fail(f"short {pid} is open with ask {ask} <= take-profit {position.take_profit}")
             if trailing is not None and ask >= trailing:
                 _fail(f"short {pid} is open with ask {ask} >= trailing-stop level {trailing}")
+    for alert in engine.alerts.values():
+        if alert.symbol == symbol and (bid >= alert.price if alert.is_above else bid <= alert.price):
+            _fail(f"alert {alert.id} ({alert.condition} {alert.price}) is still active with the bid at {bid}")
     if book.halted:
         return
     for order in engine.orders.values():
