@@ -60,7 +60,7 @@ def check_position_transition(current: str, target: str) -> None:
 
 class Account:
     __slots__ = ("id", "free", "locked", "positions", "orders", "recent_keys", "finished_orders", "type",
-                 "is_cross", "in_margin_call", "watches", "alerts")
+                 "is_cross", "in_margin_call", "watches", "alerts", "profile")
 
     def __init__(self, account_id: AccountId, free: int = 0, locked: int = 0,
                  account_type: Optional[AccountType] = None) -> None:
@@ -82,6 +82,9 @@ class Account:
         self.watches: list[tuple[TriggerIndex, int]] = []
         #: issue 13: the account's active price alerts (None until it places one)
         self.alerts: Optional[dict[int, Alert]] = None
+        #: its type's spread profile: 0 = the instruments' own spreads (``engine.books``), k > 0 =
+        #: ``engine.profile_books[symbol][k - 1]`` (set by the engine when the account opens)
+        self.profile = 0
 
 
 class Position:

@@ -263,9 +263,10 @@ async def test_a_cross_account_summary_table(tmp_path) -> None:
 
 
 async def test_raw_spread_commission_on_position_history_and_ledger(tmp_path) -> None:
-    """raw_spread: 0.35 bps of notional per side, rounded up. Open: notional 0.15381539 x 65013.00
-    = 9999.99 -> ceil(0.349999) = 0.35. Close at 64987.00: notional 9995.99 -> 0.35. The closed
-    part's commission is 0.70; the balance 5000.00 - 0.70 - 4.00 (the pnl) = 4995.30."""
+    """raw_spread: the feed's raw quote (no markup) and 0.35 bps of notional per side, rounded up.
+    Open at the raw ask 65000.00: qty 0.15384615, notional 9999.99 -> ceil(0.349999) = 0.35. Close
+    at the raw bid 65000.00: notional 9999.99 -> 0.35, pnl 0.00. The closed part's commission is
+    0.70; the balance 5000.00 - 0.70 = 4999.30."""
     async with running_gateway(tmp_path) as h:
         auth = await h.trader("raw@example.com", "raw_spread")
         await h.quote_all()
@@ -276,21 +277,21 @@ async def test_raw_spread_commission_on_position_history_and_ledger(tmp_path) ->
         [listed] = positions["positions"]
         assert (listed["commission"], listed["swap"]) == ("0.35", "0.00")
         _, account = await h.call("GET", f"{API}/account", headers=auth, expect=200)
-        # equity 5000.00 - 0.35 - 4.00; level floor(4995.65 / 1000.00, 2 decimals of percent)
+        # equity 5000.00 - 0.35 - 0.00; level floor(4999.65 / 1000.00, 2 decimals of percent)
         assert (account["balance"], account["equity"], account["free_margin"], account["margin_level"]) == (
-            "4999.65", "4995.65", "3995.65", "499.56")
+            "4999.65", "4999.65", "3999.65", "499.96")
 
         _, closed = await h.call("POST", f"{API}/positions/{position['id']}/close", headers=auth, expect=200)
         assert (closed["close_reason"], closed["pnl"], closed["commission"], closed["swap"]) == (
-            "user", "-4.00", "0.70", "0.00")
+            "user", "0.00", "0.70", "0.00")
         _, history = await h.call("GET", f"{API}/history/positions", headers=auth, expect=200)
         [row] = history["positions"]
-        assert (row["commission"], row["swap"], row["pnl"]) == ("0.70", "0.00", "-4.00")
+        assert (row["commission"], row["swap"], row["pnl"]) == ("0.70", "0.00", "0.00")
         _, ledger = await h.call("GET", f"{API}/account/ledger", headers=auth, expect=200)
         commissions = [entry for entry in ledger["entries"] if entry["kind"] == "commission"]
         assert [(e["free_delta"], e["ref"]) for e in commissions] == [("-0.35", position["id"])] * 2
         _, account = await h.call("GET", f"{API}/account", headers=auth, expect=200)
-        assert account["balance"] == "4995.30"
+        assert account["balance"] == "4999.30"
 
 
 async def test_margin_call_then_stop_out_through_the_api(tmp_path) -> None:
@@ -376,7 +377,7 @@ async def test_account_types_are_listed_for_anyone(tmp_path) -> None:
         assert by_name["raw_spread"] == {
             "name": "raw_spread", "margin_mode": "cross", "max_leverage": 1000, "margin_call_level": "30.00",
             "stop_out_level": "0.00", "commission_bps": "0.35", "swap_long_bps": "5.00", "swap_short_bps": "5.00",
-            "swap_free": False, "min_deposit": "200.00"}
+            "swap_free": False, "min_deposit": "200.00", "spread_multiplier": "0.00", "fixed_spread_bps": None}
         assert (by_name["standard"]["margin_call_level"], by_name["standard"]["swap_free"]) == ("60.00", True)
         assert (by_name["isolated"]["margin_mode"], by_name["isolated"]["margin_call_level"]) == ("isolated", None)
         _, answer = await h.call("GET", f"{API}/account-types?type=standard", expect=400)
@@ -402,3 +403,34 @@ def test_a_signup_type_that_is_not_configured_stops_the_start(tmp_path) -> None:
     cfg = gateway_config(tmp_path, {"accounts": {"signup_type": "platinum"}})
     with pytest.raises(ConfigError, match="signup_type must be one of the configured account types .*platinum"):
         create_app(handle=None, store=None, candles=None, cfg=cfg, tokens=None)
+
+
+async def test_each_account_type_sees_and_trades_on_its_own_quotes(tmp_path) -> None:
+    """The market's quote (public /quotes, the WS quotes channel) is the instrument's spread: BTCUSDT
+    2 bps around 65000.00 = 64987.00 / 65013.00. A raw_spread account (spread_multiplier 0) sees
+    and fills at the raw 65000.00; a standard one at the market's."""
+    async with running_gateway(tmp_path) as h:
+        standard = await h.trader("std@example.com")
+        raw = await h.trader("raw@example.com", "raw_spread")
+        await h.quote_all()
+
+        def btc(body: dict) -> tuple:
+            [quote] = [q for q in body["quotes"] if q["symbol"] == "BTCUSDT"]
+            return quote["bid"], quote["ask"]
+
+        _, public = await h.call("GET", f"{API}/quotes", expect=200)
+        _, own_standard = await h.call("GET", f"{API}/account/quotes", headers=standard, expect=200)
+        _, own_raw = await h.call("GET", f"{API}/account/quotes", headers=raw, expect=200)
+        assert btc(public) == btc(own_standard) == ("64987.00", "65013.00")
+        assert btc(own_raw) == ("65000.00", "65000.00")
+        assert len(own_raw["quotes"]) == len(public["quotes"])
+
+        _, placed = await h.call("POST", f"{API}/orders", headers=raw, expect=201, json=BUY_1000_X10)
+        assert placed["position"]["open_price"] == "65000.00"
+        _, placed = await h.call("POST", f"{API}/orders", headers=standard, expect=201, json=BUY_1000_X10)
+        assert placed["position"]["open_price"] == "65013.00"
+
+        _, types = await h.call("GET", f"{API}/account-types", expect=200)
+        spreads = {t["name"]: (t["spread_multiplier"], t["fixed_spread_bps"]) for t in types["account_types"]}
+        assert spreads == {"isolated": ("1.00", None), "raw_spread": ("0.00", None), "standard": ("1.00", None)}
+        _, answer = await h.call("GET", f"{API}/account/quotes", expect=401)

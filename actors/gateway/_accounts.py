@@ -26,7 +26,7 @@ from quart import Response, request
 from actors.config import ConfigError
 from actors.gateway._common import API, Gateway, current_gateway, doc, json_response
 from actors.gateway._params import QueryParams, invalid
-from actors.gateway._schemas import AccountEntry, AccountList, AccountTypeList, OpenAccountRequest
+from actors.gateway._schemas import AccountEntry, AccountList, AccountTypeList, OpenAccountRequest, QuoteList
 from actors.store.base import AccountRecord, TooManyAccounts
 from actors.wire import codec as edge
 from actors.wire import views as views
@@ -90,6 +90,8 @@ def account_type_json(account_type: AccountType) -> dict:
         "swap_long_bps": format_fixed(account_type.swap_long_ppm, 2),
         "swap_short_bps": format_fixed(account_type.swap_short_ppm, 2),
         "swap_free": account_type.swap_free, "min_deposit": edge.money(account_type.min_deposit),
+        "spread_multiplier": format_fixed(account_type.spread_pct, 2) if account_type.fixed_spread_ppm < 0 else None,
+        "fixed_spread_bps": format_fixed(account_type.fixed_spread_ppm, 2) if account_type.fixed_spread_ppm >= 0 else None,
     }
 
 
@@ -215,10 +217,25 @@ async def open_account() -> Response:
     return json_response(account_entry(record, summary, current=False), 201)
 
 
+@doc(response=QuoteList, errors=(400, 503), tag="account")
+async def list_account_quotes() -> Response:
+    """The bid and ask of every symbol at the current account's spread (null until its first quote).
+
+    Each account type has its own quotes (``spread_multiplier`` or ``fixed_spread_bps`` in
+    ``/account-types``): these are the prices the account's market orders fill at and its
+    stop-losses, take-profits, pending orders and margin levels are judged on. The public
+    ``/quotes`` and the WebSocket ``quotes`` channel carry the market's (the instrument's spread)."""
+    gw = current_gateway()
+    claims = gw.authenticate()
+    QueryParams(request.args, ())
+    return json_response({"quotes": await gw.query(views.account_quotes, AccountId(claims.account_id), gw.symbols)})
+
+
 ROUTES: tuple[tuple[str, str, Callable[..., Awaitable[Response]]], ...] = (
     ("GET", f"{API}/account-types", list_account_types),
     ("GET", f"{API}/accounts", list_accounts),
     ("POST", f"{API}/accounts", open_account),
+    ("GET", f"{API}/account/quotes", list_account_quotes),
 )
 
 

@@ -176,6 +176,13 @@ class AccountTypeInfo(msgspec.Struct, kw_only=True):
     swap_short_bps: str
     swap_free: bool
     min_deposit: Annotated[str, Meta(description="the smallest first deposit into an empty account")]
+    spread_multiplier: Optional[Annotated[str, Meta(
+        description="the type's quotes: bid and ask marked up by this times each instrument's spread_bps "
+                    "(1.00: the instrument's own, 0.00: the feed's raw quote); null with a fixed spread",
+        examples=["1.00"])]] = None
+    fixed_spread_bps: Optional[Annotated[str, Meta(
+        description="the type's quotes: a fixed markup per side in basis points for every instrument; "
+                    "null when spread_multiplier applies", examples=["0.50"])]] = None
 
 
 class AccountTypeList(msgspec.Struct, kw_only=True):

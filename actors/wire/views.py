@@ -21,8 +21,8 @@ from exness_actors.commands import AccountId, OrderId, PositionId
 
 __all__ = [
     "account_summary", "pending_orders", "order_state", "pending_order", "open_positions",
-    "open_position", "position_symbol", "new_positions", "quotes", "quote_times", "owned_symbols",
-    "account_summaries", "alerts", "alert",
+    "open_position", "position_symbol", "new_positions", "quotes", "account_quotes", "quote_times",
+    "owned_symbols", "account_summaries", "alerts", "alert",
 ]
 
 
@@ -101,9 +101,18 @@ def new_positions(engine: Engine, account_id: AccountId) -> dict[int, dict]:
 
 
 def quotes(engine: Engine, symbols: tuple[str, ...]) -> list[dict]:
+    return _quotes(engine, symbols, None)
+
+
+def account_quotes(engine: Engine, account_id: AccountId, symbols: tuple[str, ...]) -> list[dict]:
+    """The quotes ``account_id`` trades on: its type's spread (the market's for default types)."""
+    return _quotes(engine, symbols, account_id)
+
+
+def _quotes(engine: Engine, symbols: tuple[str, ...], account_id: Optional[AccountId]) -> list[dict]:
     out = []
     for symbol in symbols:
-        quote = engine.quote(symbol)
+        quote = engine.quote(symbol) if account_id is None else engine.account_quote(account_id, symbol)
         if quote is None:
             out.append({"symbol": symbol, "bid": None, "ask": None, "ts": None})
         else:

@@ -103,6 +103,8 @@ class BrokerRules(MarketRules):
             if problem is not None:
                 return self._reject_command(cmd, None, problem[0], problem[1], events)
         book.halted = halt
+        for extra in self.profile_books.get(cmd.symbol, ()):
+            extra.halted = halt
         events.append(SymbolHalted(symbol=cmd.symbol) if halt else SymbolResumed(symbol=cmd.symbol))
         if by_operator:
             self._operator_action(cmd, OperatorActionKind.HALT if halt else OperatorActionKind.RESUME, None,
@@ -155,6 +157,8 @@ class BrokerRules(MarketRules):
             instrument if existing.symbol == symbol else existing for existing in self.config.instruments))
         self.instruments[symbol] = instrument
         self.books[symbol].instrument = instrument
+        for extra in self.profile_books.get(symbol, ()):   # per-type spreads follow it from the next quote
+            extra.instrument = instrument
 
     def _on_adjust_balance(self, cmd: Any, events: list[Event]) -> None:
         problem = _operator_problem(cmd)
@@ -208,7 +212,7 @@ class BrokerRules(MarketRules):
         if position is None:
             return self._reject_command(cmd, None, _R.UNKNOWN_POSITION, f"no open position {cmd.position_id!r}",
                                         events, ref=cmd.position_id if is_int(cmd.position_id) else None)
-        book = self.books[position.symbol]
+        book = self._book_for(position.account_id, position.symbol)   # at the account's own prices
         if self.now - book.quote_ts > self._stale_after:
             return self._reject_command(cmd, position.account_id, _R.STALE_QUOTE,
                                         f"the last {position.symbol} quote is too old to close on", events, ref=position.id)

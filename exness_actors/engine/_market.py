@@ -8,6 +8,10 @@ account; it is settled after the quote, :mod:`._cross`) — ties by id. Long pos
 the ask. While a symbol is halted its pending entries do not fire, but protective triggers and
 closes still work (halts are :mod:`._broker`'s). Price alerts (issue 13) come last and watch
 the bid. A crossed or non-positive quote is counted and refused with no state change.
+
+Per-type spreads: after the default book (the instrument's spread, the market's quote in
+``QuoteUpdated``), each spread profile in use marks the same raw quote up its own way in its own
+book and pops that book's indexes (:meth:`EngineState._book_of`; docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -62,7 +66,18 @@ class MarketRules(OrderRules):
         book.raw_ask = raw_ask
         book.quote_ts = ts = quote.ts
         events.append(QuoteUpdated(quote.symbol, bid, ask, ts))
+        self._pop_triggers(book, bid, ask, events)
+        if self.profile_books:   # per-type spreads: one more book per profile in use, in profile order
+            profiles = self.profiles
+            for number, extra in enumerate(self.profile_books[quote.symbol]):
+                self._mark_up(extra, raw_bid, raw_ask, profiles[number])
+                extra.quote_ts = ts
+                extra_bid, extra_ask = extra.bid, extra.ask
+                assert extra_bid is not None and extra_ask is not None
+                self._pop_triggers(extra, extra_bid, extra_ask, events)
 
+    def _pop_triggers(self, book: Book, bid: int, ask: int, events: list[Event]) -> None:
+        """Pop what the book's new quote crosses from its indexes and process it."""
         crossed: list[tuple[int, int]] = []
         long_trailing = book.long_trailing
         if long_trailing.min_peak < bid or long_trailing.best_level >= bid:

@@ -85,7 +85,7 @@ class OrderRules(PositionRules):
         instrument = self.instruments.get(cmd.symbol)
         if instrument is None:
             raise Reject(_R.UNKNOWN_SYMBOL, f"unknown symbol {cmd.symbol!r}")
-        book = self.books[cmd.symbol]
+        book = self._book_of(account, cmd.symbol)
         side, order_type = cmd.side, cmd.type
         if side == BUY:
             is_long = True
@@ -237,7 +237,7 @@ class OrderRules(PositionRules):
         if order is None:
             return self._reject_missing_order(cmd, account, events)
         check_order_transition(PENDING, CANCELLED)
-        self._unindex_order(self.books[order.symbol], order, expiry=True)
+        self._unindex_order(self._book_of(account, order.symbol), order, expiry=True)
         self._finish_order(order, CANCELLED, CancelReason.USER._value_, events)
 
     def _on_modify_order(self, cmd: Any, events: list[Event]) -> None:
@@ -251,7 +251,7 @@ class OrderRules(PositionRules):
             if not (is_optional_int(cmd.price) and is_optional_int(cmd.take_profit) and is_optional_int(cmd.stop_loss)
                     and is_optional_int(cmd.expires_at)):
                 raise Reject(_R.INVALID_COMMAND, "prices and times must be integers at their scale")
-            book = self.books[order.symbol]
+            book = self._book_of(account, order.symbol)
             instrument = book.instrument
             price = order.price if cmd.price is None else cmd.price
             if price <= 0 or price > MAX_LEVEL:
@@ -370,7 +370,7 @@ class OrderRules(PositionRules):
             check_order_transition(PENDING, EXPIRED)
             expiries.pop(0)
             self._refresh_next_expiry()
-            self._unindex_order(self.books[order.symbol], order, expiry=False)
+            self._unindex_order(self._book_for(order.account_id, order.symbol), order, expiry=False)
             self._finish_order(order, EXPIRED, CancelReason.EXPIRED._value_, events)
         deadlines = self.dead_man_deadlines
         while deadlines and deadlines[0][0] <= now:
@@ -392,5 +392,5 @@ class OrderRules(PositionRules):
     def _cancel_pending(self, order: Order, reason: str, events: list[Event]) -> None:
         """Cancel a pending order with ``reason`` (out of its index and expiry queue first)."""
         check_order_transition(PENDING, CANCELLED)
-        self._unindex_order(self.books[order.symbol], order, expiry=True)
+        self._unindex_order(self._book_for(order.account_id, order.symbol), order, expiry=True)
         self._finish_order(order, CANCELLED, reason, events)

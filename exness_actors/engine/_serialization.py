@@ -70,23 +70,37 @@ def _account_extras(state: EngineState) -> list[Any]:
     typed = [[a.id, a.type.name, a.in_margin_call] for _, a in sorted(state.accounts.items()) if a.type is not None]
     fees = [[pid, p.commission, p.swap] for pid, p in sorted(state.positions.items()) if p.commission or p.swap]
     raw = [[s, b.raw_bid, b.raw_ask] for s, b in sorted(state.books.items())]
-    return [house, state.next_rollover, typed, fees, raw]
+    extras = [house, state.next_rollover, typed, fees, raw]
+    if state.profiles:
+        # Per-type spreads, only once a profile is in use (older states and hashes unchanged):
+        # the profiles in order of first use; their books' quotes follow from the raw quotes.
+        extras.append([list(profile) for profile in state.profiles])
+    return extras
 
 
-def _restore_account_extras(state: EngineState, extras: list[Any]) -> None:
-    house, next_rollover, typed, fees, raw = extras
-    (state.house_spread, state.house_commission, state.house_swap, state.house_losses,
-     state.house_gains, state.house_absorbed) = house
-    state.next_rollover = next_rollover
+def _restore_account_types(state: EngineState, extras: list[Any]) -> None:
+    """Types, margin-call flags, raw quotes and spread profiles: before positions are indexed."""
+    _house, _next_rollover, typed, _fees, raw, *rest = extras
+    for symbol, raw_bid, raw_ask in raw:
+        state.books[symbol].raw_bid, state.books[symbol].raw_ask = raw_bid, raw_ask
+    for spread_pct, fixed_ppm in (rest[0] if rest else []):
+        state._add_profile((spread_pct, fixed_ppm))
     for account_id, type_name, in_margin_call in typed:
         account_type = state.config.account_type(type_name)
         account = state.accounts[account_id]
         account.type, account.is_cross = account_type, account_type is not None and account_type.is_cross
         account.in_margin_call = in_margin_call
+        key = account_type.spread_profile if account_type is not None else None
+        account.profile = state.profiles.index(key) + 1 if key is not None else 0
+
+
+def _restore_account_extras(state: EngineState, extras: list[Any]) -> None:
+    house, next_rollover, _typed, fees, _raw, *_profiles = extras
+    (state.house_spread, state.house_commission, state.house_swap, state.house_losses,
+     state.house_gains, state.house_absorbed) = house
+    state.next_rollover = next_rollover
     for pid, commission, swap in fees:
         state.positions[pid].commission, state.positions[pid].swap = commission, swap
-    for symbol, raw_bid, raw_ask in raw:
-        state.books[symbol].raw_bid, state.books[symbol].raw_ask = raw_bid, raw_ask
 
 
 def _accounts(state: EngineState) -> list[Any]:
@@ -105,7 +119,7 @@ def _positions(state: EngineState) -> list[Any]:
         p = state.positions[pid]
         peak = None
         if p.trailing_stop is not None:
-            book = state.books[p.symbol]
+            book = state._book_for(p.account_id, p.symbol)
             peak = (book.long_trailing if p.is_long else book.short_trailing).peak_of(pid)
         positions.append([pid, p.account_id, p.symbol, p.is_long, p.qty, p.open_price, p.margin,
                           p.leverage, p.liquidation_price, p.take_profit, p.stop_loss,
@@ -148,7 +162,10 @@ def restore_state(state: EngineState, encoded: list[Any]) -> None:
         if finished:
             account.finished_orders = {o: s for o, s in finished}
         state.accounts[account_id] = account
-    indexes = [index for book in state.books.values()
+    if len(encoded) > 15 and encoded[15] is not None:
+        _restore_account_types(state, encoded[15])
+    books = list(state.books.values()) + [book for extra in state.profile_books.values() for book in extra]
+    indexes = [index for book in books
                for index in (book.bid_falls, book.bid_rises, book.ask_rises, book.ask_falls)]
     for index in indexes:
         index.begin_bulk()        # one sort per index instead of an insort per entry
@@ -169,7 +186,7 @@ def _restore_positions(state: EngineState, positions: list[Any]) -> None:
                             liq, tp, sl, trailing, order_id, opened_at)
         state.positions[pid] = position
         state.accounts[account_id].positions[pid] = position
-        state._index_position(state.books[symbol], position, trailing_peak=peak)
+        state._index_position(state._book_for(account_id, symbol), position, trailing_peak=peak)
 
 
 def _restore_orders(state: EngineState, orders: list[Any]) -> None:
@@ -179,6 +196,6 @@ def _restore_orders(state: EngineState, orders: list[Any]) -> None:
                       tp, sl, trailing, expires_at, client_order_id, created_at)
         state.orders[oid] = order
         state.accounts[account_id].orders[oid] = order
-        state._index_order(state.books[symbol], order)
+        state._index_order(state._book_for(account_id, symbol), order)
         if expires_at is not None:
             state._add_expiry(expires_at, oid)

@@ -10,7 +10,8 @@ is one plain class with one instance dict.
 Invariant kept here: an open position's fixed-level triggers (liquidation, stop-loss,
 take-profit) and its trailing stop are in its symbol's indexes exactly while it is open; a
 pending order's entry is indexed exactly while it is pending, and its expiry is queued exactly
-while it is pending with an ``expires_at``.
+while it is pending with an ``expires_at``. All of an account's triggers are in the books of its
+spread profile (``books`` for the default, ``profile_books`` otherwise: :meth:`EngineState._book_of`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, Optional
 
 from sortedcontainers import SortedList
 
+from exness_actors.account_types import AccountType, SpreadProfile, profile_quote
 from exness_actors.commands import AccountId, OrderId, PositionId
 from exness_actors.events import AlertCancelled, AlertTriggered, CommandRejected, DuplicateCommand, Event
 from exness_actors.instruments import CoreConfig
@@ -75,6 +77,11 @@ class EngineState:
         self.config = config
         self.instruments = {i.symbol: i for i in config.instruments}
         self.books: dict[str, Book] = {i.symbol: Book(i) for i in config.instruments}
+        #: per-type spreads: the spread profiles in use, in order of first use (profile k is
+        #: ``profiles[k - 1]``), and each symbol's book per profile; both empty until an account
+        #: of a type with its own spread opens, so untyped and default-spread states are unchanged
+        self.profiles: list[SpreadProfile] = []
+        self.profile_books: dict[str, list[Book]] = {}
         self.accounts: dict[AccountId, Account] = {}
         self.positions: dict[PositionId, Position] = {}
         self.orders: dict[OrderId, Order] = {}
@@ -159,6 +166,42 @@ class EngineState:
         events.append(CommandRejected(command=type(cmd).__name__,
                                       account_id=account_id if is_int(account_id) else None,
                                       reason=reason._value_, message=message, ref=ref))
+
+    # ------------------------------------------------------------------ spread profiles
+
+    def _book_of(self, account: Account, symbol: str) -> Book:
+        """The book ``account`` trades ``symbol`` on: its spread profile's (docs/decisions.md)."""
+        profile = account.profile
+        return self.books[symbol] if not profile else self.profile_books[symbol][profile - 1]
+
+    def _book_for(self, account_id: AccountId, symbol: str) -> Book:
+        """The book of a position or order (``account_id``, ``symbol``)."""
+        profile = self.accounts[account_id].profile
+        return self.books[symbol] if not profile else self.profile_books[symbol][profile - 1]
+
+    def _use_profile(self, account_type: Optional[AccountType]) -> int:
+        """The profile number of ``account_type``'s spread; a profile's books are made on first use."""
+        key = account_type.spread_profile if account_type is not None else None
+        if key is None:
+            return 0
+        if key not in self.profiles:
+            self._add_profile(key)
+        return self.profiles.index(key) + 1
+
+    def _add_profile(self, key: SpreadProfile) -> None:
+        self.profiles.append(key)
+        for symbol in sorted(self.books):
+            book = self.books[symbol]
+            extra = Book(book.instrument)
+            extra.halted, extra.quote_ts = book.halted, book.quote_ts
+            if book.bid is not None:
+                self._mark_up(extra, book.raw_bid, book.raw_ask, key)
+            self.profile_books.setdefault(symbol, []).append(extra)
+
+    @staticmethod
+    def _mark_up(book: Book, raw_bid: int, raw_ask: int, key: SpreadProfile) -> None:
+        book.bid, book.ask = profile_quote(raw_bid, raw_ask, book.instrument.spread_bps, key)
+        book.raw_bid, book.raw_ask = raw_bid, raw_ask
 
     # ------------------------------------------------------------------ expiries
 

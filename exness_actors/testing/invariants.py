@@ -18,7 +18,8 @@ values (liquidation prices, pending quantities) with :mod:`exness_actors.money`:
   here from the positions and the current quotes).
 
 :func:`assert_triggers_respected` states what must hold right after a quote: nothing the quote
-crossed is still open or pending (pending entries excepted while the symbol is halted).
+crossed is still open or pending (pending entries excepted while the symbol is halted), each
+judged at its account's own prices (per-type spreads, :func:`account_prices`).
 
 :func:`replay` re-applies a recorded list of sequenced inputs to a fresh engine; every input is
 copied through the codec first, so the recording is never shared with (or mutated by) the
@@ -32,16 +33,28 @@ from __future__ import annotations
 from typing import Any, Iterable, NoReturn, Optional
 
 from exness_actors import codec
+from exness_actors.account_types import profile_quote
 from exness_actors.commands import AccountId, OrderId, PositionId
 from exness_actors.engine import Engine
 from exness_actors.instruments import CoreConfig
 from exness_actors.money import pnl_cents, qty_for_margin
 
-__all__ = ["check_all", "assert_triggers_respected", "replay", "copy_input"]
+__all__ = ["check_all", "assert_triggers_respected", "account_prices", "replay", "copy_input"]
 
 
 def _fail(message: str) -> NoReturn:
     raise AssertionError(message)
+
+
+def account_prices(engine: Engine, account_id: AccountId, symbol: str) -> tuple[Optional[int], Optional[int]]:
+    """The bid and ask ``account_id`` trades ``symbol`` on, recomputed from the feed's raw quote
+    and its type's spread profile (never read from the engine's profile books)."""
+    book = engine.books[symbol]
+    account = engine.accounts[account_id]
+    profile = account.type.spread_profile if account.type is not None else None
+    if profile is None or book.bid is None:
+        return book.bid, book.ask
+    return profile_quote(book.raw_bid, book.raw_ask, book.instrument.spread_bps, profile)
 
 
 def check_all(engine: Engine, *, deposits: Optional[int] = None,
@@ -78,7 +91,8 @@ def _check_cross_accounts(engine: Engine) -> None:
         unrealized = 0
         for position in account.positions.values():
             book = engine.books[position.symbol]
-            price = book.bid if position.is_long else book.ask
+            bid, ask = account_prices(engine, account_id, position.symbol)
+            price = bid if position.is_long else ask
             if price is None:
                 _fail(f"cross account {account_id} holds {position.symbol} with no quote")
             unrealized += pnl_cents(position.is_long, position.qty, position.open_price, price,
@@ -237,6 +251,8 @@ def assert_triggers_respected(engine: Engine, symbol: str) -> None:
     for position in engine.positions.values():
         if position.symbol != symbol:
             continue
+        bid, ask = account_prices(engine, position.account_id, symbol)
+        assert bid is not None and ask is not None
         pid = position.id
         trailing = engine.trailing_level(position)
         if position.is_long:
@@ -265,6 +281,8 @@ def assert_triggers_respected(engine: Engine, symbol: str) -> None:
     for order in engine.orders.values():
         if order.symbol != symbol:
             continue
+        bid, ask = account_prices(engine, order.account_id, symbol)
+        assert bid is not None and ask is not None
         if order.is_long:
             crossed = ask <= order.price if order.type == "limit" else ask >= order.price
             market = ask
