@@ -5,7 +5,8 @@ released. Two loads: (1) request/reply — market open and close of 1,000 accoun
 concurrent client tasks, each awaiting its durable reply (ack latency at 1k, 10k and max
 commands/s); (2) engine capacity — one producer feeding market orders with back-pressure,
 measuring the durable seq reached per second (``durable_commands_per_s``). Prints one JSON
-object per figure.
+object per figure. The process is set up as the engine process is (``actors.runtime.tune_gc``
+after the book is built, as ``supervisor.run_system`` does after recovery).
 
     python bench/journal.py [--quick] [--seconds S]
 """
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from actors.engine import actor as engine_actor  # noqa: E402
 from actors.engine.actor import EngineHandle  # noqa: E402
 from actors.engine.messages import Overloaded  # noqa: E402
+from actors.runtime import tune_gc  # noqa: E402
 from exness_actors.commands import ClosePosition, CreateAccount, PlaceOrder, Quote  # noqa: E402
 from exness_actors.engine import Engine  # noqa: E402
 from exness_actors.events import PositionOpened  # noqa: E402
@@ -50,6 +52,7 @@ def make_engine() -> Engine:
     for account in range(1, ACCOUNTS + 1):
         engine.submit(CreateAccount(account_id=account, initial_deposit=10**12), ts=1)
     engine.submit(Quote(symbol="BTCUSDT", bid=6_500_000, ask=6_500_100), ts=2)
+    tune_gc()   # as the engine process does after recovery (supervisor.run_system)
     return engine
 
 

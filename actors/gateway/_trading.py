@@ -27,7 +27,7 @@ from quart import Response, request
 from actors.wire import codec as edge
 from actors.wire.codec import EdgeError
 from actors.wire import views as views
-from actors.gateway._common import API, current_gateway, doc, json_response
+from actors.gateway._common import API, Gateway, current_gateway, doc, json_response
 from actors.gateway._params import QueryParams
 from actors.gateway._schemas import (
     AccountSummary, AddMarginRequest, ClosedPart, CloseRequest, FundingRequest, HistoryPage,
@@ -39,9 +39,12 @@ from exness_actors.commands import AccountId, CancelOrder, PositionId
 from exness_actors.events import OrderAccepted, PositionClosed, PositionOpened
 from exness_actors.reasons import CloseReason, RejectReason
 
-__all__ = ["register"]
+__all__ = ["register", "FAST_ROUTES"]
 
 log = logging.getLogger("exness.gateway.trading")
+
+#: how an answer reads the request's JSON body: ``await json_body(optional=False)``
+ReadBody = Callable[..., Awaitable[Any]]
 
 _HISTORY_STATUSES = ("filled", "cancelled", "expired")
 _CLOSE_REASONS = tuple(reason.value for reason in CloseReason)
@@ -84,9 +87,8 @@ async def summary_after(reply: Any, summary: Optional[dict], account_id: int) ->
     return summary
 
 
-async def order_with_history(account_id: int, order_id: int) -> tuple[dict, Optional[int]]:
+async def order_with_history(gw: Gateway, account_id: int, order_id: int) -> tuple[dict, Optional[int]]:
     """An order the account owns — pending (engine) or finished (store) — and its position id."""
-    gw = current_gateway()
     state = await gw.query(views.order_state, account_id, order_id)
     if state is not None and state[0] == "pending":
         return state[1], None
@@ -109,10 +111,15 @@ async def get_account() -> Response:
     gw = current_gateway()
     claims = gw.authenticate()
     QueryParams(request.args, ())
-    summary = await gw.query(views.account_summary, claims.account_id)
+    return json_response(*await account_answer(gw, claims.account_id, "", gw.json_body))
+
+
+async def account_answer(gw: Gateway, account_id: int, argument: str, json_body: ReadBody) -> tuple[dict, int]:
+    """GET /account once authenticated (shared with the lean path, :mod:`actors.gateway._fast`)."""
+    summary = await gw.query(views.account_summary, account_id)
     if summary is None:
-        raise _unknown_account(claims.account_id)
-    return json_response(summary)
+        raise _unknown_account(account_id)
+    return summary, 200
 
 
 async def funding(deposit: bool) -> Response:
@@ -172,8 +179,12 @@ async def place_order() -> Response:
     client_order_id answers the original order with 200 (or the original rejection)."""
     gw = current_gateway()
     claims = gw.authenticate()
-    account_id = claims.account_id
-    command = edge.parse_place_order(await gw.json_body(), account_id, gw.instruments)
+    return json_response(*await place_order_answer(gw, claims.account_id, "", gw.json_body))
+
+
+async def place_order_answer(gw: Gateway, account_id: int, argument: str, json_body: ReadBody) -> tuple[dict, int]:
+    """POST /orders once authenticated (shared with the lean path, :mod:`actors.gateway._fast`)."""
+    command = edge.parse_place_order(await json_body(), account_id, gw.instruments)
     instrument = gw.instrument(command.symbol)
     _, reply, fresh = await gw.submit(command, after=functools.partial(
         views.new_positions, account_id=account_id))
@@ -197,20 +208,20 @@ async def place_order() -> Response:
         if duplicate.reason:
             raise _duplicate_rejected(duplicate)
         assert duplicate.order_id is not None
-        order, position_id = await order_with_history(account_id, duplicate.order_id)
+        order, position_id = await order_with_history(gw, account_id, duplicate.order_id)
         body = {"order": order}
         if position_id is not None:
             position = await gw.query(views.open_position, account_id, position_id)
             if position is not None:
                 body["position"] = position
-        return json_response(body, 200)
+        return body, 200
     gw.metrics.order(accepted.status)
     body = {"order": edge.order_accepted_json(accepted, instrument,
                                               opened.position_id if opened is not None else None)}
     if opened is not None:
         position = fresh.get(opened.position_id) if fresh else None
         body["position"] = position or edge.position_opened_json(opened, instrument)
-    return json_response(body, 201)
+    return body, 201
 
 
 @doc(response=OrderList, query=OrdersQuery, errors=(400, 503), tag="orders")
@@ -251,7 +262,7 @@ async def get_order(order_id: str) -> Response:
     gw = current_gateway()
     claims = gw.authenticate()
     QueryParams(request.args, ())
-    order, _ = await order_with_history(claims.account_id, edge.parse_order_id(order_id))
+    order, _ = await order_with_history(gw, claims.account_id, edge.parse_order_id(order_id))
     return json_response(order)
 
 
@@ -298,7 +309,7 @@ async def modify_order(order_id: str) -> Response:
     if order is None:
         order = await gw.query(views.pending_order, claims.account_id, identifier)
     if order is None:   # it triggered or expired right after the change
-        order, _ = await order_with_history(claims.account_id, identifier)
+        order, _ = await order_with_history(gw, claims.account_id, identifier)
     return json_response(order)
 
 
@@ -329,8 +340,7 @@ async def get_position(position_id: str) -> Response:
     return json_response(position)
 
 
-async def position_instrument(account_id: int, position_id: int) -> Any:
-    gw = current_gateway()
+async def position_instrument(gw: Gateway, account_id: int, position_id: int) -> Any:
     symbol = await gw.query(views.position_symbol, account_id, position_id)
     if symbol is None:
         raise _unknown_position(position_id)
@@ -345,23 +355,27 @@ async def close_position(position_id: str) -> Response:
     Answers the closed part: close_price, pnl, close_reason, qty, remaining_qty, credit."""
     gw = current_gateway()
     claims = gw.authenticate()
+    return json_response(*await close_answer(gw, claims.account_id, position_id, gw.json_body))
+
+
+async def close_answer(gw: Gateway, account_id: int, position_id: str, json_body: ReadBody) -> tuple[dict, int]:
+    """POST /positions/{id}/close once authenticated (shared with the lean path)."""
     identifier = edge.parse_position_id(position_id)
-    body = await gw.json_body(optional=True)
+    body = await json_body(optional=True)
     if body is not None and not isinstance(body, dict):
         raise EdgeError(400, "VALIDATION_ERROR", "the request body must be a JSON object", {})
     if body is not None and body.get("qty") is not None:
-        instrument = await position_instrument(claims.account_id, identifier)
-        command = edge.parse_close(body, claims.account_id, identifier, instrument)
+        instrument = await position_instrument(gw, account_id, identifier)
+        command = edge.parse_close(body, account_id, identifier, instrument)
     else:   # whole position: the qty scale does not matter, validate the rest of the body
-        command = edge.parse_close(body, claims.account_id, identifier,
-                                   gw.instrument(gw.symbols[0]))
+        command = edge.parse_close(body, account_id, identifier, gw.instrument(gw.symbols[0]))
     _, reply, _ = await gw.submit(command)
     rejection = edge.rejection_of(reply.events)
     if rejection is not None:
         raise rejection
     for event in reply.events:
         if type(event) is PositionClosed:
-            return json_response(edge.position_closed_json(event, gw.instrument(event.symbol)))
+            return edge.position_closed_json(event, gw.instrument(event.symbol)), 200
     raise RuntimeError(f"unexpected reply to ClosePosition: {reply.events!r}")  # pragma: no cover
 
 
@@ -387,7 +401,7 @@ async def modify_position(position_id: str) -> Response:
     claims = gw.authenticate()
     identifier = edge.parse_position_id(position_id)
     body = await gw.json_body()
-    instrument = await position_instrument(claims.account_id, identifier)
+    instrument = await position_instrument(gw, claims.account_id, identifier)
     command = edge.parse_modify_position(body, claims.account_id, identifier, instrument)
     return await position_after(claims.account_id, identifier, command)
 
@@ -446,6 +460,15 @@ ROUTES: tuple[tuple[str, str, Callable[..., Awaitable[Response]]], ...] = (
     ("PATCH", f"{API}/positions/<position_id>", modify_position),
     ("POST", f"{API}/positions/<position_id>/margin", add_margin),
     ("GET", f"{API}/history/positions", position_history),
+)
+
+
+#: the routes the lean path serves (:mod:`actors.gateway._fast`): (method, rule, answer, reads a body);
+#: each answer is what the Quart route above runs once it has authenticated the caller
+FAST_ROUTES: tuple[tuple[str, str, Callable[..., Awaitable[tuple[dict, int]]], bool], ...] = (
+    ("POST", f"{API}/orders", place_order_answer, True),
+    ("POST", f"{API}/positions/<position_id>/close", close_answer, True),
+    ("GET", f"{API}/account", account_answer, False),
 )
 
 
