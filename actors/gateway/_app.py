@@ -216,7 +216,7 @@ def create_app(*, handle: Optional[EngineClient], store: Any, candles: Any, cfg:
     _ops.register(app, gateway)
     _web.register(app, cfg)
     if settings.fast_path:
-        app.asgi_app = _fast.FastRoutes(app.asgi_app, gateway)   # type: ignore[method-assign]
+        app.asgi_app = _fast.FastRoutes(app.asgi_app, gateway)   # type: ignore[method-assign,assignment]
     return app
 
 

@@ -201,7 +201,7 @@ class Gateway:
         return self.parse_body(raw, request.headers.get("Content-Type", ""), optional=optional)
 
     @staticmethod
-    def parse_body(raw: bytes, content_type: str, *, optional: bool = False) -> Any:
+    def parse_body(raw: bytes | str, content_type: str, *, optional: bool = False) -> Any:
         """A request body decoded exactly (:func:`actors.wire.codec.parse_json_body`).
         ``None`` for an empty body when ``optional``; 415 when it is not declared JSON."""
         if not raw or not raw.strip():

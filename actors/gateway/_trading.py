@@ -114,7 +114,7 @@ async def get_account() -> Response:
     return json_response(*await account_answer(gw, claims.account_id, "", gw.json_body))
 
 
-async def account_answer(gw: Gateway, account_id: int, argument: str, json_body: ReadBody) -> tuple[dict, int]:
+async def account_answer(gw: Gateway, account_id: AccountId, argument: str, json_body: ReadBody) -> tuple[dict, int]:
     """GET /account once authenticated (shared with the lean path, :mod:`actors.gateway._fast`)."""
     summary = await gw.query(views.account_summary, account_id)
     if summary is None:
@@ -182,7 +182,7 @@ async def place_order() -> Response:
     return json_response(*await place_order_answer(gw, claims.account_id, "", gw.json_body))
 
 
-async def place_order_answer(gw: Gateway, account_id: int, argument: str, json_body: ReadBody) -> tuple[dict, int]:
+async def place_order_answer(gw: Gateway, account_id: AccountId, argument: str, json_body: ReadBody) -> tuple[dict, int]:
     """POST /orders once authenticated (shared with the lean path, :mod:`actors.gateway._fast`)."""
     command = edge.parse_place_order(await json_body(), account_id, gw.instruments)
     instrument = gw.instrument(command.symbol)
@@ -358,7 +358,7 @@ async def close_position(position_id: str) -> Response:
     return json_response(*await close_answer(gw, claims.account_id, position_id, gw.json_body))
 
 
-async def close_answer(gw: Gateway, account_id: int, position_id: str, json_body: ReadBody) -> tuple[dict, int]:
+async def close_answer(gw: Gateway, account_id: AccountId, position_id: str, json_body: ReadBody) -> tuple[dict, int]:
     """POST /positions/{id}/close once authenticated (shared with the lean path)."""
     identifier = edge.parse_position_id(position_id)
     body = await json_body(optional=True)
