@@ -311,3 +311,21 @@ async def _signin_over(stream: trio.SocketStream) -> bytes:
         head, answer = await _read_response(stream)
         assert head.startswith((b"http/1.1 200", b"http/1.1 201")), head
     return json.loads(answer)["access_token"].encode()
+
+
+@pytest.mark.parametrize(("rule", "path", "argument"), [
+    ("/api/v1/orders", "/api/v1/orders", ""), ("/api/v1/orders", "/api/v1/orders/", None),
+    ("/api/v1/orders", "/api/v1/order", None),
+    ("/api/v1/positions/<position_id>/close", "/api/v1/positions/12/close", "12"),
+    ("/api/v1/positions/<position_id>/close", "/api/v1/positions//close", None),
+    ("/api/v1/positions/<position_id>/close", "/api/v1/positions/1/2/close", None),
+    ("/api/v1/positions/<position_id>/close", "/api/v1/positions/12/close/", None),
+    ("/api/v1/orders/<order_id>", "/api/v1/orders/", None), ("/api/v1/orders/<order_id>", "/api/v1/orders/7", "7"),
+])
+def test_a_fast_route_matches_what_werkzeug_routes_to_it(rule, path, argument) -> None:
+    from actors.gateway._fast import _Route
+
+    async def answer(*args: Any) -> tuple[Any, int]:
+        return {}, 200
+
+    assert _Route(rule, answer, reads_body=False).argument(path) == argument

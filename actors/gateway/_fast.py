@@ -60,20 +60,22 @@ class _Disconnected(Exception):
 class _Route:
     """One fast route: its rule (the metrics label), the answer, and whether it reads a body."""
 
-    __slots__ = ("rule", "answer", "reads_body", "prefix", "suffix")
+    __slots__ = ("rule", "answer", "reads_body", "prefix", "suffix", "has_argument")
 
     def __init__(self, rule: str, answer: Callable[..., Awaitable[tuple[Any, int]]], reads_body: bool) -> None:
         self.rule = rule
         self.answer = answer
         self.reads_body = reads_body
-        head, _, rest = rule.partition("<")
+        head, marker, rest = rule.partition("<")
+        self.has_argument = bool(marker)
         self.prefix = head
         self.suffix = rest.partition(">")[2]
 
     def argument(self, path: str) -> Optional[str]:
-        """The path's one ``<argument>`` ("" for a rule without one); None when it does not match."""
-        if not self.suffix and path == self.prefix:
-            return ""
+        """The path's one ``<argument>`` (werkzeug's default converter: one non-empty segment;
+        "" for a rule without one); None when the path is not this route."""
+        if not self.has_argument:
+            return "" if path == self.prefix else None
         if path.startswith(self.prefix) and path.endswith(self.suffix):
             value = path[len(self.prefix):len(path) - len(self.suffix)]
             if value and "/" not in value:
