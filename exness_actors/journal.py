@@ -54,6 +54,7 @@ from exness_actors._fsio import fsync_directory
 
 __all__ = [
     "DEFAULT_SEGMENT_BYTES",
+    "FRAME_HEADER",
     "FRAME_HEADER_SIZE",
     "MAX_PAYLOAD_BYTES",
     "JournalCorruption",

@@ -126,6 +126,24 @@ async def test_unencodable_command_is_refused_and_its_seq_reused(tmp_path):
         await handle.stop()
 
 
+async def test_a_command_too_large_for_a_journal_record_is_refused_and_the_engine_goes_on(tmp_path):
+    """A record over the journal's frame limit used to raise while the batch was framed, after
+    the core had applied it: the engine stopped. It is refused before it is applied."""
+    from exness_actors.journal import MAX_PAYLOAD_BYTES
+
+    async with trio.open_nursery() as nursery:
+        handle, _ = await start(nursery, tmp_path)
+        await handle.request(CreateAccount(account_id=1, initial_deposit=10**6))
+        huge = PlaceOrder(account_id=1, symbol=SYMBOL, side="buy", type="market", margin=100, leverage=2,
+                          client_order_id="x" * (MAX_PAYLOAD_BYTES + 1))
+        with pytest.raises(InvalidCommand, match="journal record"):
+            await handle.request(huge)
+        reply = await handle.request(CreateAccount(account_id=2))
+        assert reply.seq == 2 and handle.engine.last_seq == 2
+        await handle.stop()
+    assert [decode_record(p).seq for p in scan_journal(tmp_path / "journal").payloads][:2] == [1, 2]
+
+
 async def test_lagging_lossy_subscriber_is_dropped_without_slowing_the_engine(tmp_path):
     async with trio.open_nursery() as nursery:
         handle, _ = await start(nursery, tmp_path, fsync="off")

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections import deque
 from typing import Any, Callable, Optional
 
@@ -48,7 +49,7 @@ from exness_actors.commands import Clock
 from exness_actors.engine import HASH_BLOCK, Engine
 from exness_actors.errors import InvalidCommand
 from exness_actors.instruments import CoreConfig, Instrument
-from exness_actors.journal import JournalWriter, encode_frame
+from exness_actors.journal import FRAME_HEADER, MAX_PAYLOAD_BYTES, JournalWriter, encode_frame
 from exness_actors.replay import encode_checkpoint
 
 __all__ = ["run", "EngineHandle", "Query", "Subscription", "submit_between"]
@@ -96,10 +97,10 @@ class Subscribers:
 
 
 class _Pending:
-    __slots__ = ("data", "first_seq", "last_seq", "replies", "items")
+    __slots__ = ("parts", "first_seq", "last_seq", "replies", "items")
 
-    def __init__(self, data: bytes, first_seq: int, last_seq: int, replies: list, items: list) -> None:
-        self.data = data
+    def __init__(self, parts: list[bytes], first_seq: int, last_seq: int, replies: list, items: list) -> None:
+        self.parts = parts         # the journal frames, each as header and payload
         self.first_seq = first_seq
         self.last_seq = last_seq
         self.replies = replies     # (slot, Reply | value)
@@ -303,8 +304,7 @@ async def _apply_task(handle: EngineHandle, to_journal: trio.MemorySendChannel, 
         while not stopping:
             items = await _next_items(handle, max_batch, clock)
             batch = _Batch(handle, clock)
-            for item in items:
-                _DISPATCH.get(type(item), _Batch.command)(batch, item)
+            batch.take(items)
             stopping = batch.stopping
             pending = batch.pending(stopping)
             try:
@@ -316,8 +316,7 @@ async def _apply_task(handle: EngineHandle, to_journal: trio.MemorySendChannel, 
 
 async def _next_items(handle: EngineHandle, max_batch: int, clock: Callable[[], int]) -> list[Any]:
     """Wait for work (or inject a ``Clock`` when an order expiry falls due first), then take
-    what else the inbox holds, bursts flattened: a burst (split mode: a stream entry's cursor
-    and commands) is applied whole within this batch, so it lands in one journal write."""
+    what else the inbox holds (at most ``max_batch`` items; a burst counts as one)."""
     receive = handle._receive
     items: list[Any] = []
     timeout = _until_next_expiry(handle.engine, clock)
@@ -328,33 +327,88 @@ async def _next_items(handle: EngineHandle, max_batch: int, clock: Callable[[], 
             items.append(await receive.receive())
         if not items:
             items.append(Clock())
-    while len(items) < max_batch:
-        try:
-            items.append(receive.receive_nowait())
-        except trio.WouldBlock:
-            break
-    if any(type(item) is Burst for item in items):
-        flat: list[Any] = []
-        for item in items:
-            flat.extend(item.items if type(item) is Burst else (item,))
-        items = flat
+    receive_nowait = receive.receive_nowait
+    append = items.append
+    try:
+        for _ in range(max_batch - 1):
+            append(receive_nowait())
+    except trio.WouldBlock:
+        pass
     return items
 
 
 class _Batch:
-    """One batch in the making: each inbox item is dispatched by type (:data:`_DISPATCH`)."""
+    """One batch in the making: :meth:`take` stamps, encodes, frames and applies each command
+    in one loop; other inbox items are dispatched by type (:data:`_DISPATCH`).
 
-    __slots__ = ("handle", "engine", "clock", "frames", "replies", "published", "first_seq", "stopping")
+    This loop is the engine's per-command cost outside the core, so it is written for speed:
+    locals instead of attribute lookups, each journal frame kept as its two parts (header,
+    payload) until the journal task joins every ready batch with one ``b"".join``."""
+
+    __slots__ = ("handle", "engine", "clock", "parts", "replies", "published", "first_seq", "stopping")
 
     def __init__(self, handle: EngineHandle, clock: Callable[[], int]) -> None:
         self.handle = handle
         self.engine = handle.engine
         self.clock = clock
-        self.frames: list[bytes] = []
+        self.parts: list[bytes] = []     # frame header, payload, frame header, payload, …
         self.replies: list[tuple[ReplyTarget, Any]] = []
         self.published: list[tuple[int, int, list]] = []
         self.first_seq = self.engine.last_seq + 1
         self.stopping = False
+
+    def take(self, items: list[Any]) -> None:
+        """Apply the inbox items in order: a command (alone or in a :class:`Request`) gets the
+        next seq and a ts (wall clock, never going backwards), is encoded and framed for the
+        journal, then applied; a burst (split mode: a stream entry's cursor and commands) is
+        applied whole within this batch, so it lands in one journal write."""
+        engine = self.engine
+        clock = self.clock
+        parts = self.parts
+        replies = self.replies
+        published = self.published
+        encode = codec.encode
+        apply = engine.apply
+        header = FRAME_HEADER.pack
+        crc32 = zlib.crc32
+        for item in items:
+            kind = type(item)
+            if kind is Request:
+                command, slot = item.command, item.reply
+            elif kind in _DISPATCH:
+                _DISPATCH[kind](self, item)
+                continue
+            else:
+                command, slot = item, None
+            seq = engine.last_seq + 1
+            now = clock()
+            last = engine.now
+            ts = now if now > last else last
+            command.seq = seq
+            command.ts = ts
+            try:
+                payload = encode(command)
+            except (TypeError, ValueError, OverflowError) as exc:
+                self.refuse(slot, InvalidCommand(f"cannot encode {type(command).__name__}: {exc}"))
+                continue
+            if len(payload) > MAX_PAYLOAD_BYTES:
+                self.refuse(slot, InvalidCommand(
+                    f"{type(command).__name__} encodes to {len(payload)} bytes; a journal record holds "
+                    f"at most {MAX_PAYLOAD_BYTES}"))
+                continue
+            try:
+                events = apply(command)
+            except InvalidCommand as exc:
+                # apply() refuses before it mutates (unknown input type, bad seq/ts).
+                # Anything else it raises is a bug and stops the engine (fail-fast).
+                self.refuse(slot, exc)
+                continue
+            parts.append(header(len(payload), crc32(payload)))
+            parts.append(payload)
+            if slot is not None:
+                replies.append((slot, Reply(seq, ts, events[engine.reply_start:])))
+            if events:
+                published.append((seq, ts, events))
 
     def stop(self, item: Stop) -> None:
         self.stopping = True
@@ -365,34 +419,8 @@ class _Batch:
         except Exception as exc:  # a bad query is the caller's problem, not ours
             self.replies.append((item.reply, exc))
 
-    def request(self, item: Request) -> None:
-        self.apply(item.command, item.reply)
-
-    def command(self, item: Any) -> None:
-        self.apply(item, None)
-
-    def apply(self, command: Any, slot: Optional[ReplyTarget]) -> None:
-        engine = self.engine
-        command.seq = engine.last_seq + 1
-        now = self.clock()
-        command.ts = now if now > engine.now else engine.now
-        try:
-            payload = codec.encode(command)
-        except (TypeError, ValueError, OverflowError) as exc:
-            self.refuse(slot, InvalidCommand(f"cannot encode {type(command).__name__}: {exc}"))
-            return
-        try:
-            events = engine.apply(command)
-        except InvalidCommand as exc:
-            # apply() refuses before it mutates (unknown input type, bad seq/ts).
-            # Anything else it raises is a bug and stops the engine (fail-fast).
-            self.refuse(slot, exc)
-            return
-        self.frames.append(payload)
-        if slot is not None:
-            self.replies.append((slot, Reply(command.seq, command.ts, events[engine.reply_start:])))
-        if events:
-            self.published.append((command.seq, command.ts, events))
+    def burst(self, item: Burst) -> None:
+        self.take(item.items)
 
     def refuse(self, slot: Optional[ReplyTarget], error: InvalidCommand) -> None:
         """Nothing was journaled and the seq is reused."""
@@ -405,15 +433,14 @@ class _Batch:
         last_seq = self.engine.last_seq
         checkpoint = _checkpoint(self.handle, self.first_seq, stopping)
         if checkpoint is not None:
-            self.frames.append(checkpoint)
-        data = b"".join([encode_frame(frame) for frame in self.frames])
+            self.parts.append(encode_frame(checkpoint))
         self.handle.commands += last_seq - self.first_seq + 1
-        return _Pending(data, self.first_seq, last_seq, self.replies, self.published)
+        return _Pending(self.parts, self.first_seq, last_seq, self.replies, self.published)
 
 
-#: inbox item type -> what the batch does with it; anything else is a core command
+#: inbox item type -> what the batch does with it; a Request or anything else is a core command
 _DISPATCH: dict[type, Callable[[_Batch, Any], None]] = {
-    Stop: _Batch.stop, Query: _Batch.query, Request: _Batch.request,
+    Stop: _Batch.stop, Query: _Batch.query, Burst: _Batch.burst,
 }
 
 
@@ -451,8 +478,8 @@ async def _journal_task(handle: EngineHandle, journal: JournalWriter,
                     ready.append(from_apply.receive_nowait())
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
-            data = b"".join([p.data for p in ready if p.data])
-            first_seq = next((p.first_seq for p in ready if p.data), ready[0].first_seq)
+            data = b"".join([part for p in ready for part in p.parts])
+            first_seq = next((p.first_seq for p in ready if p.parts), ready[0].first_seq)
             do_fsync = fsync == "batch" or (
                 fsync == "interval" and time.monotonic() - last_fsync >= fsync_interval_ms / 1000)
             if handle.rotate_requested:

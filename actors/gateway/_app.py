@@ -29,22 +29,19 @@ from quart.globals import request_ctx
 from quart_schema import QuartSchema
 from quart_schema.openapi import OpenAPIProvider
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
 
 from actors.engine.interface import EngineClient
 from actors.wire import codec as edge
-from actors.auth_tokens import AuthError, TokenIssuer, WrongTokenKind
-from actors.gateway import _accounts, _admin, _alerts, _auth, _market, _notifications, _ops, _trading, _web
+from actors.auth_tokens import TokenIssuer
+from actors.gateway import _accounts, _admin, _alerts, _auth, _fast, _market, _notifications, _ops, _trading, _web
 from actors.gateway._admin_schemas import ADMIN_REQUEST_EXAMPLES, ADMIN_SCHEMA_RULES
 from actors.gateway._common import (
-    GATEWAY_EXTENSION, MISSING_TOKEN, Gateway, NoContent, PlainText, json_response, rate_limited)
+    GATEWAY_EXTENSION, Gateway, NoContent, PlainText, json_response, rate_limited)
 from actors.gateway._links import add_links
 from actors.gateway._schemas import REQUEST_EXAMPLES, SCHEMA_RULES, SYMBOL_MARKER, CloseRequest
+from actors.gateway._responses import API_CSP, DOCS_CSP, ERROR_TYPES, ErrorContext, error_answer
 from actors.gateway._settings import GatewaySettings
-from actors.engine.messages import EngineStopped, EngineTimeout, Overloaded
 from actors.gateway.metrics import GatewayMetrics
-from actors.store.base import InvalidCursor, StoreClosed
-from exness_actors.errors import InvalidCommand
 
 __all__ = ["create_app", "STATIC_DIR", "API_TITLE", "API_VERSION"]
 
@@ -59,19 +56,6 @@ API_DESCRIPTION = (
     "Errors are `{\"error\": {\"code\", \"message\", \"details\"}}`; business rejections are 422 with "
     "the core's reason as the code. Authenticate with `Authorization: Bearer <access_token>` from "
     "POST /api/v1/auth/signin.")
-
-_API_CSP = "default-src 'none'; frame-ancestors 'none'"
-_DOCS_CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-             "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "
-             "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
-_CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
-_CORS_HEADERS = "Authorization, Content-Type"
-
-_HTTP_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
-               405: "METHOD_NOT_ALLOWED", 408: "REQUEST_TIMEOUT", 411: "LENGTH_REQUIRED",
-               413: "PAYLOAD_TOO_LARGE", 414: "URI_TOO_LONG", 415: "UNSUPPORTED_MEDIA_TYPE",
-               429: "RATE_LIMITED", 431: "HEADERS_TOO_LARGE", 501: "NOT_IMPLEMENTED"}
-
 
 _REF_TEMPLATE = "#/components/schemas/{name}"
 _RESPONSE_DESCRIPTIONS = {
@@ -194,17 +178,8 @@ class _App(QuartTrio):
         return response
 
 
-def _challenge(code: str) -> str:
-    """``WWW-Authenticate`` of a 401: RFC 6750 section 3.1 gives no error code when the request
-    carried no credentials at all."""
-    if code == MISSING_TOKEN:
-        return 'Bearer realm="exness"'
-    return 'Bearer realm="exness", error="invalid_token"'
-
-
-def _error(status: int, code: str, message: str, details: Optional[dict] = None,
-           headers: Optional[dict] = None) -> Response:
-    return json_response(edge.error_body(code, message, details), status, headers)
+def _error(status: int, body: dict, headers: Optional[dict] = None) -> Response:
+    return json_response(body, status, headers)
 
 
 def create_app(*, handle: Optional[EngineClient], store: Any, candles: Any, cfg: Any,
@@ -253,15 +228,16 @@ def create_app(*, handle: Optional[EngineClient], store: Any, candles: Any, cfg:
     _market.register(app, gateway)
     _ops.register(app, gateway)
     _web.register(app, cfg)
+    if settings.fast_path:
+        app.asgi_app = _fast.FastRoutes(app.asgi_app, gateway)   # type: ignore[method-assign,assignment]
     return app
 
 
 def _install_hooks(app: QuartTrio, gateway: Gateway) -> None:
-    settings = gateway.settings
     metrics = gateway.metrics
     ip_limiter = gateway.ip_limiter
-    any_origin = "*" in settings.cors_origins
-    origins = frozenset(settings.cors_origins)
+    common = gateway.common_headers
+    cors = common.cors if common.origins else None
     perf_counter = time.perf_counter
     debug = log.isEnabledFor
 
@@ -278,24 +254,16 @@ def _install_hooks(app: QuartTrio, gateway: Gateway) -> None:
     async def _after(response: Response) -> Response:
         path = request.path
         headers = response.headers
-        headers["X-Content-Type-Options"] = "nosniff"
-        headers["X-Frame-Options"] = "DENY"
-        headers["Referrer-Policy"] = "no-referrer"
+        for name, value in common.security:
+            headers[name] = value
         if path.startswith("/static/"):
             headers["Cache-Control"] = "public, max-age=86400"
         else:   # the terminal's routes set their own (actors.gateway._web)
             headers.setdefault("Cache-Control", "no-store")
-            headers.setdefault("Content-Security-Policy", _DOCS_CSP if path == "/docs" else _API_CSP)
-        if origins:
-            origin = request.headers.get("Origin")
-            if origin and (any_origin or origin in origins):
-                headers["Access-Control-Allow-Origin"] = origin
-                headers["Vary"] = "Origin"
-                headers["Access-Control-Expose-Headers"] = "Retry-After"
-                if request.method == "OPTIONS":
-                    headers["Access-Control-Allow-Methods"] = _CORS_METHODS
-                    headers["Access-Control-Allow-Headers"] = _CORS_HEADERS
-                    headers["Access-Control-Max-Age"] = "600"
+            headers.setdefault("Content-Security-Policy", DOCS_CSP if path == "/docs" else API_CSP)
+        if cors is not None:
+            for name, value in cors(request.headers.get("Origin"), request.method):
+                headers[name] = value
         rule = request.url_rule
         route = rule.rule if rule is not None else "unmatched"
         started = getattr(g, "started", None)
@@ -309,70 +277,12 @@ def _install_hooks(app: QuartTrio, gateway: Gateway) -> None:
 
 
 def _install_error_handlers(app: QuartTrio, gateway: Gateway) -> None:
+    """One handler for every class of :data:`~actors.gateway._responses.ERROR_TYPES` (Quart
+    picks it along the exception's MRO; :func:`error_answer` then does the same)."""
 
-    @app.errorhandler(edge.EdgeError)
-    async def _edge_error(error: edge.EdgeError) -> Response:
-        return _error(error.status, error.code, error.message, error.details, error.headers or None)
+    async def _handle(error: Exception) -> Response:
+        context = ErrorContext(request.method, request.path, gateway.settings, gateway.count_internal_error)
+        return _error(*error_answer(error, context))
 
-    @app.errorhandler(AuthError)
-    async def _auth_error(error: AuthError) -> Response:
-        return _error(401, error.code, error.message, {}, {"WWW-Authenticate": _challenge(error.code)})
-
-    @app.errorhandler(WrongTokenKind)
-    async def _wrong_token(error: WrongTokenKind) -> Response:
-        # a valid token of the other kind (trader ↔ operator): known, but not allowed here
-        return _error(403, error.code, error.message, {})
-
-    @app.errorhandler(Overloaded)
-    async def _overloaded(error: Overloaded) -> Response:
-        return _error(503, "OVERLOADED", "the engine is busy; retry shortly", {}, {"Retry-After": "1"})
-
-    @app.errorhandler(EngineStopped)
-    async def _stopped(error: EngineStopped) -> Response:
-        return _error(503, "ENGINE_STOPPED", "the engine is not taking commands (shutting down or restarting)",
-                      {}, {"Retry-After": "5"})
-
-    @app.errorhandler(EngineTimeout)
-    async def _timeout(error: EngineTimeout) -> Response:
-        return _error(504, "ENGINE_TIMEOUT", str(error), {}, {"Retry-After": "1"})
-
-    @app.errorhandler(StoreClosed)
-    async def _store_closed(error: StoreClosed) -> Response:
-        return _error(503, "SHUTTING_DOWN", "the service is shutting down", {}, {"Retry-After": "5"})
-
-    @app.errorhandler(InvalidCursor)
-    async def _bad_cursor(error: InvalidCursor) -> Response:
-        return _error(400, "VALIDATION_ERROR", f"cursor: {error}", {"field": "cursor", "problem": str(error)})
-
-    @app.errorhandler(InvalidCommand)
-    async def _invalid_command(error: InvalidCommand) -> Response:
-        # The engine refused to journal the command (a value it cannot encode): bad input that
-        # got past the edge's checks, so a 400, but logged as the edge should have caught it.
-        log.warning("event=invalid_command error=%r", str(error))
-        return _error(400, "INVALID_COMMAND", f"the command cannot be accepted: {error}", {})
-
-    @app.errorhandler(HTTPException)
-    async def _http_error(error: HTTPException) -> Response:
-        status = error.code or 500
-        headers = {}
-        valid_methods = getattr(error, "valid_methods", None)
-        if status == 405 and valid_methods:
-            headers["Allow"] = ", ".join(sorted(valid_methods))
-        details: dict[str, Any] = {}
-        if status == 413:
-            details["max_bytes"] = gateway.settings.max_body_bytes
-            message = f"the request body is larger than {gateway.settings.max_body_bytes} bytes"
-        elif status == 404:
-            message = f"no route {request.path[:200]!r}; the API lives under /api/v1 (see /docs)"
-        else:
-            message = error.description or error.name
-        return _error(status, _HTTP_CODES.get(status, error.name.upper().replace(" ", "_")), message,
-                      details, headers or None)
-
-    @app.errorhandler(Exception)
-    async def _bug(error: Exception) -> Response:
-        gateway.internal_errors += 1
-        gateway.metrics.internal_errors.inc()
-        log.error("event=internal_error method=%s path=%s error=%r", request.method, request.path[:200],
-                  error, exc_info=error)
-        return _error(500, "INTERNAL_ERROR", "an unexpected error occurred; it has been logged", {})
+    for error_type in ERROR_TYPES:
+        app.register_error_handler(error_type, _handle)

@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable, Optional, cast
 
 import trio
 from quart import Response, current_app, g, request
+from werkzeug.http import parse_options_header
 from quart_schema import document_querystring, document_request, document_response, security_scheme
 from quart_schema import tag as schema_tag
 
@@ -17,6 +18,7 @@ from actors.engine.interface import EngineClient
 from actors.wire import codec as edge
 from actors.auth_tokens import AccessClaims, AuthError, TokenIssuer
 from actors.engine.actor import submit_between
+from actors.gateway._responses import MISSING_TOKEN, CommonHeaders
 from actors.gateway._schemas import ErrorBody
 from actors.gateway._settings import GatewaySettings
 from actors.engine.messages import Reply
@@ -32,14 +34,14 @@ __all__ = ["Gateway", "current_gateway", "GATEWAY_EXTENSION", "json_response", "
 log = logging.getLogger("exness.gateway")
 
 API = "/api/v1"
-#: The 401 code of a request without an Authorization header.
-MISSING_TOKEN = "MISSING_TOKEN"
 #: How many verified access tokens :meth:`Gateway.authenticate` remembers.
 VERIFIED_TOKENS_KEPT = 10_000
 #: How many accounts' facts (owner, type, demo) :meth:`Gateway.account_record` remembers.
 ACCOUNT_RECORDS_KEPT = 10_000
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+#: a JSON answer's bytes (what :func:`json_response` sends)
+dumps: Callable[[Any], str] = _dumps
 
 
 #: where :func:`current_gateway` finds the app's :class:`Gateway` (``app.extensions``)
@@ -51,10 +53,9 @@ def current_gateway() -> "Gateway":
     return current_app.extensions[GATEWAY_EXTENSION]
 
 
-def bearer_token(signin: str) -> str:
-    """The request's ``Authorization: Bearer`` token (401 without one; ``signin`` names where to
-    get one)."""
-    header = request.headers.get("Authorization")
+def parse_bearer(header: Optional[str], signin: str) -> str:
+    """The token of an ``Authorization: Bearer`` header (401 without one; ``signin`` names where
+    to get one)."""
     if not header:
         raise AuthError(MISSING_TOKEN, f"this endpoint needs `Authorization: Bearer <access_token>` ({signin} "
                                        "gives one)")
@@ -62,6 +63,18 @@ def bearer_token(signin: str) -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthError("INVALID_TOKEN", "the Authorization header must be `Bearer <access_token>`")
     return token.strip()
+
+
+def bearer_token(signin: str) -> str:
+    """The request's ``Authorization: Bearer`` token (see :func:`parse_bearer`)."""
+    return parse_bearer(request.headers.get("Authorization"), signin)
+
+
+def _mimetype(content_type: str) -> str:
+    """The media type of a Content-Type header, lower-cased, as werkzeug's ``request.mimetype``."""
+    if content_type == "application/json":
+        return content_type
+    return parse_options_header(content_type)[0].lower()
 
 
 def json_response(data: Any, status: int = 200, headers: Optional[dict] = None) -> Response:
@@ -145,6 +158,7 @@ class Gateway:
             instruments = {i.symbol: i for i in cfg.core.instruments}
         self.instruments: dict[str, Instrument] = dict(instruments)
         self.symbols: tuple[str, ...] = tuple(sorted(self.instruments))
+        self.common_headers = CommonHeaders(settings)
         self.ip_limiter = RateLimiter(settings.ip_rate_per_s, settings.ip_burst)
         self.account_limiter = RateLimiter(settings.account_rate_per_s, settings.account_burst)
         per_minute = settings.signup_per_minute
@@ -169,11 +183,18 @@ class Gateway:
     # ------------------------------------------------------------------ requests
 
     def authenticate(self) -> AccessClaims:
-        """The caller's verified access token (JWT only: no database), rate-limited per account.
+        """The caller's verified access token (JWT only: no database), rate-limited per account."""
+        claims = self.verify_bearer(request.headers.get("Authorization"))
+        g.account_id = claims.account_id
+        self.limit_account(claims)
+        return claims
+
+    def verify_bearer(self, header: Optional[str]) -> AccessClaims:
+        """The claims of an ``Authorization: Bearer <access token>`` header (raises AuthError).
 
         The claims come from a token's verification the first time it is seen, then from a
         bounded cache (until it expires)."""
-        token = bearer_token("POST /api/v1/auth/signin")
+        token = parse_bearer(header, "POST /api/v1/auth/signin")
         claims = self._verified.get(token)
         if claims is None or claims.expires_at <= time.time():
             assert self.tokens is not None
@@ -182,24 +203,31 @@ class Gateway:
             if len(verified) >= VERIFIED_TOKENS_KEPT:
                 del verified[next(iter(verified))]
             verified[token] = claims
-        g.account_id = claims.account_id
+        return claims
+
+    def limit_account(self, claims: AccessClaims) -> None:
+        """The per-account rate limit (429 with ``Retry-After``)."""
         wait = self.account_limiter.acquire(claims.account_id)
         if wait:
             self.metrics.rate_limited.labels("account").inc()
             raise rate_limited("account", wait, "too many requests for this account; slow down")
-        return claims
 
     async def json_body(self, *, optional: bool = False) -> Any:
-        """The request's JSON body, decoded exactly (:func:`actors.wire.codec.parse_json_body`).
-        ``None`` for an empty body when ``optional``; 415 when it is not declared JSON; 413 past
+        """The request's JSON body, decoded exactly (see :meth:`parse_body`); 413 past
         ``[http] max_body_bytes`` (raised by Quart while reading)."""
         raw = await request.get_data(cache=False)
+        return self.parse_body(raw, request.headers.get("Content-Type", ""), optional=optional)
+
+    @staticmethod
+    def parse_body(raw: bytes | str, content_type: str, *, optional: bool = False) -> Any:
+        """A request body decoded exactly (:func:`actors.wire.codec.parse_json_body`).
+        ``None`` for an empty body when ``optional``; 415 when it is not declared JSON."""
         if not raw or not raw.strip():
             if optional:
                 return None
             raise edge.EdgeError(400, "VALIDATION_ERROR", "body: a JSON object is required",
                                  {"field": "body", "problem": "is required"})
-        mimetype = request.mimetype
+        mimetype = _mimetype(content_type)
         if mimetype != "application/json" and not mimetype.endswith("+json"):
             raise edge.EdgeError(415, "UNSUPPORTED_MEDIA_TYPE",
                                  f"send the body as Content-Type: application/json, not {mimetype or 'nothing'!r}",
@@ -208,6 +236,11 @@ class Gateway:
         if body is None and optional:   # a JSON null is a body that is not an object, not "no body"
             raise edge.EdgeError(400, "VALIDATION_ERROR", "the request body must be a JSON object", {})
         return body
+
+    def count_internal_error(self) -> None:
+        """An unexpected exception reached the error contract (answered 500)."""
+        self.internal_errors += 1
+        self.metrics.internal_errors.inc()
 
     def instrument(self, symbol: str) -> Instrument:
         """The instrument of ``symbol``; for a symbol no longer configured (old history), the

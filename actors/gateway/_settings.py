@@ -7,7 +7,9 @@ is a :class:`~actors.config.ConfigError` naming the key.
 ``[http]``: ``host`` ["127.0.0.1"], ``port`` [8000; 0 = any free port], ``max_body_bytes``
 [16384], ``cors_origins`` [[]: no CORS; ``["*"]`` allows any origin], ``graceful_timeout_s`` [5],
 ``backlog`` [1024], ``history_wait_ms`` [1000: how long a history read waits for the persister
-to catch up with what was acknowledged before it], ``ready_timeout_ms`` [1000].
+to catch up with what was acknowledged before it], ``ready_timeout_ms`` [1000], ``fast_path``
+[true: the hot trading routes are served by the lean ASGI path of :mod:`actors.gateway._fast`;
+false sends every request through Quart — the same answers, more CPU per request].
 
 ``[limits]`` (token buckets; a rate of 0 disables the limit): ``ip_rate_per_s`` [10000],
 ``ip_burst`` [20000], ``account_rate_per_s`` [10000], ``account_burst`` [20000],
@@ -67,6 +69,7 @@ class GatewaySettings:
     argon2_memory_kib: int = 65_536
     argon2_parallelism: int = 4
     hash_threads: int = 2
+    fast_path: bool = True
 
     @classmethod
     def from_config(cls, cfg: Any) -> "GatewaySettings":
@@ -98,6 +101,7 @@ class GatewaySettings:
             argon2_memory_kib=read_setting(cfg, "auth", "argon2_memory_kib", 65_536, int, low=8),
             argon2_parallelism=read_setting(cfg, "auth", "argon2_parallelism", 4, int, low=1),
             hash_threads=read_setting(cfg, "auth", "hash_threads", 2, int, low=1),
+            fast_path=read_setting(cfg, "http", "fast_path", True, bool),
         )
 
 

@@ -27,7 +27,7 @@ from quart import Response, request
 from actors.wire import codec as edge
 from actors.wire.codec import EdgeError
 from actors.wire import views as views
-from actors.gateway._common import API, current_gateway, doc, json_response
+from actors.gateway._common import API, Gateway, current_gateway, doc, json_response
 from actors.gateway._params import QueryParams
 from actors.gateway._schemas import (
     AccountSummary, AddMarginRequest, ClosedPart, CloseRequest, FundingRequest, HistoryPage,
@@ -39,9 +39,12 @@ from exness_actors.commands import AccountId, CancelOrder, PositionId
 from exness_actors.events import BalanceChanged, OrderAccepted, PositionClosed, PositionFees, PositionOpened
 from exness_actors.reasons import BalanceKind, CloseReason, RejectReason
 
-__all__ = ["register"]
+__all__ = ["register", "FAST_ROUTES"]
 
 log = logging.getLogger("exness.gateway.trading")
+
+#: how an answer reads the request's JSON body: ``await json_body(optional=False)``
+ReadBody = Callable[..., Awaitable[Any]]
 
 _HISTORY_STATUSES = ("filled", "cancelled", "expired")
 _CLOSE_REASONS = tuple(reason.value for reason in CloseReason)
@@ -76,9 +79,9 @@ def _duplicate_rejected(duplicate: Any) -> EdgeError:
 
 
 
-async def with_demo_flag(summary: dict, account_id: int) -> dict:
+async def with_demo_flag(gw: Gateway, summary: dict, account_id: int) -> dict:
     """The engine's summary with the store's demo flag (null for an account it does not know)."""
-    record = await current_gateway().account_record(account_id)
+    record = await gw.account_record(account_id)
     summary["demo"] = record.demo if record is not None else None
     return summary
 
@@ -89,7 +92,7 @@ async def summary_after(reply: Any, summary: Optional[dict], account_id: int) ->
         summary = await gw.query(views.account_summary, account_id)
     if summary is None:
         raise _unknown_account(account_id)
-    return await with_demo_flag(summary, account_id)
+    return await with_demo_flag(gw, summary, account_id)
 
 
 def _fees_of(events: list, position_id: int) -> dict[str, Optional[str]]:
@@ -104,9 +107,8 @@ def _fees_of(events: list, position_id: int) -> dict[str, Optional[str]]:
     return {"commission": edge.money(commission), "swap": edge.money(0)}
 
 
-async def order_with_history(account_id: int, order_id: int) -> tuple[dict, Optional[int]]:
+async def order_with_history(gw: Gateway, account_id: int, order_id: int) -> tuple[dict, Optional[int]]:
     """An order the account owns — pending (engine) or finished (store) — and its position id."""
-    gw = current_gateway()
     state = await gw.query(views.order_state, account_id, order_id)
     if state is not None and state[0] == "pending":
         return state[1], None
@@ -131,10 +133,15 @@ async def get_account() -> Response:
     gw = current_gateway()
     claims = gw.authenticate()
     QueryParams(request.args, ())
-    summary = await gw.query(views.account_summary, claims.account_id)
+    return json_response(*await account_answer(gw, claims.account_id, "", gw.json_body))
+
+
+async def account_answer(gw: Gateway, account_id: AccountId, argument: str, json_body: ReadBody) -> tuple[dict, int]:
+    """GET /account once authenticated (shared with the lean path, :mod:`actors.gateway._fast`)."""
+    summary = await gw.query(views.account_summary, account_id)
     if summary is None:
-        raise _unknown_account(claims.account_id)
-    return json_response(await with_demo_flag(summary, claims.account_id))
+        raise _unknown_account(account_id)
+    return await with_demo_flag(gw, summary, account_id), 200
 
 
 def _real_deposit_forbidden(account_id: int) -> EdgeError:
@@ -205,8 +212,12 @@ async def place_order() -> Response:
     client_order_id answers the original order with 200 (or the original rejection)."""
     gw = current_gateway()
     claims = gw.authenticate()
-    account_id = claims.account_id
-    command = edge.parse_place_order(await gw.json_body(), account_id, gw.instruments)
+    return json_response(*await place_order_answer(gw, claims.account_id, "", gw.json_body))
+
+
+async def place_order_answer(gw: Gateway, account_id: AccountId, argument: str, json_body: ReadBody) -> tuple[dict, int]:
+    """POST /orders once authenticated (shared with the lean path, :mod:`actors.gateway._fast`)."""
+    command = edge.parse_place_order(await json_body(), account_id, gw.instruments)
     instrument = gw.instrument(command.symbol)
     _, reply, fresh = await gw.submit(command, after=functools.partial(
         views.new_positions, account_id=account_id))
@@ -230,13 +241,13 @@ async def place_order() -> Response:
         if duplicate.reason:
             raise _duplicate_rejected(duplicate)
         assert duplicate.order_id is not None
-        order, position_id = await order_with_history(account_id, duplicate.order_id)
+        order, position_id = await order_with_history(gw, account_id, duplicate.order_id)
         body = {"order": order}
         if position_id is not None:
             position = await gw.query(views.open_position, account_id, position_id)
             if position is not None:
                 body["position"] = position
-        return json_response(body, 200)
+        return body, 200
     gw.metrics.order(accepted.status)
     body = {"order": edge.order_accepted_json(accepted, instrument,
                                               opened.position_id if opened is not None else None)}
@@ -246,7 +257,7 @@ async def place_order() -> Response:
             position = edge.position_opened_json(opened, instrument)
             position.update(_fees_of(events, opened.position_id))
         body["position"] = position
-    return json_response(body, 201)
+    return body, 201
 
 
 @doc(response=OrderList, query=OrdersQuery, errors=(400, 503), tag="orders")
@@ -287,7 +298,7 @@ async def get_order(order_id: str) -> Response:
     gw = current_gateway()
     claims = gw.authenticate()
     QueryParams(request.args, ())
-    order, _ = await order_with_history(claims.account_id, edge.parse_order_id(order_id))
+    order, _ = await order_with_history(gw, claims.account_id, edge.parse_order_id(order_id))
     return json_response(order)
 
 
@@ -334,7 +345,7 @@ async def modify_order(order_id: str) -> Response:
     if order is None:
         order = await gw.query(views.pending_order, claims.account_id, identifier)
     if order is None:   # it triggered or expired right after the change
-        order, _ = await order_with_history(claims.account_id, identifier)
+        order, _ = await order_with_history(gw, claims.account_id, identifier)
     return json_response(order)
 
 
@@ -365,8 +376,7 @@ async def get_position(position_id: str) -> Response:
     return json_response(position)
 
 
-async def position_instrument(account_id: int, position_id: int) -> Any:
-    gw = current_gateway()
+async def position_instrument(gw: Gateway, account_id: int, position_id: int) -> Any:
     symbol = await gw.query(views.position_symbol, account_id, position_id)
     if symbol is None:
         raise _unknown_position(position_id)
@@ -381,16 +391,20 @@ async def close_position(position_id: str) -> Response:
     Answers the closed part: close_price, pnl, close_reason, qty, remaining_qty, credit."""
     gw = current_gateway()
     claims = gw.authenticate()
+    return json_response(*await close_answer(gw, claims.account_id, position_id, gw.json_body))
+
+
+async def close_answer(gw: Gateway, account_id: AccountId, position_id: str, json_body: ReadBody) -> tuple[dict, int]:
+    """POST /positions/{id}/close once authenticated (shared with the lean path)."""
     identifier = edge.parse_position_id(position_id)
-    body = await gw.json_body(optional=True)
+    body = await json_body(optional=True)
     if body is not None and not isinstance(body, dict):
         raise EdgeError(400, "VALIDATION_ERROR", "the request body must be a JSON object", {})
     if body is not None and body.get("qty") is not None:
-        instrument = await position_instrument(claims.account_id, identifier)
-        command = edge.parse_close(body, claims.account_id, identifier, instrument)
+        instrument = await position_instrument(gw, account_id, identifier)
+        command = edge.parse_close(body, account_id, identifier, instrument)
     else:   # whole position: the qty scale does not matter, validate the rest of the body
-        command = edge.parse_close(body, claims.account_id, identifier,
-                                   gw.instrument(gw.symbols[0]))
+        command = edge.parse_close(body, account_id, identifier, gw.instrument(gw.symbols[0]))
     _, reply, _ = await gw.submit(command)
     rejection = edge.rejection_of(reply.events)
     if rejection is not None:
@@ -399,7 +413,7 @@ async def close_position(position_id: str) -> Response:
         if type(event) is PositionClosed:
             closed = edge.position_closed_json(event, gw.instrument(event.symbol))
             closed.update(_fees_of(reply.events, event.position_id))
-            return json_response(closed)
+            return closed, 200
     raise RuntimeError(f"unexpected reply to ClosePosition: {reply.events!r}")  # pragma: no cover
 
 
@@ -425,7 +439,7 @@ async def modify_position(position_id: str) -> Response:
     claims = gw.authenticate()
     identifier = edge.parse_position_id(position_id)
     body = await gw.json_body()
-    instrument = await position_instrument(claims.account_id, identifier)
+    instrument = await position_instrument(gw, claims.account_id, identifier)
     command = edge.parse_modify_position(body, claims.account_id, identifier, instrument)
     return await position_after(claims.account_id, identifier, command)
 
@@ -487,6 +501,15 @@ ROUTES: tuple[tuple[str, str, Callable[..., Awaitable[Response]]], ...] = (
     ("PATCH", f"{API}/positions/<position_id>", modify_position),
     ("POST", f"{API}/positions/<position_id>/margin", add_margin),
     ("GET", f"{API}/history/positions", position_history),
+)
+
+
+#: the routes the lean path serves (:mod:`actors.gateway._fast`): (method, rule, answer, reads a body);
+#: each answer is what the Quart route above runs once it has authenticated the caller
+FAST_ROUTES: tuple[tuple[str, str, Callable[..., Awaitable[tuple[dict, int]]], bool], ...] = (
+    ("POST", f"{API}/orders", place_order_answer, True),
+    ("POST", f"{API}/positions/<position_id>/close", close_answer, True),
+    ("GET", f"{API}/account", account_answer, False),
 )
 
 
