@@ -28,7 +28,7 @@ from exness_actors.commands import ClosePosition, CreateAccount, PlaceOrder, Quo
 from exness_actors.engine import HASH_BLOCK, Engine  # noqa: E402
 from exness_actors.instruments import DEFAULT_INSTRUMENTS, CoreConfig  # noqa: E402
 from exness_actors.journal import JournalWriter, encode_frame  # noqa: E402
-from exness_actors.replay import encode_checkpoint  # noqa: E402
+from exness_actors.replay import engine_checkpoint  # noqa: E402
 
 KEY = bytes(range(32))
 PRICES = {"BTCUSDT": 6_500_000, "ETHUSDT": 350_000, "SOLUSDT": 150_000}
@@ -57,7 +57,7 @@ def build(data_dir: Path, accounts: int, positions: int, tail: int, seed: int) -
         events = engine.submit(command, ts=ts)
         frames.append(codec.encode(command))
         if engine.last_seq % HASH_BLOCK == 0:
-            frames.append(encode_checkpoint(engine.last_seq, engine.rolling_hash))
+            frames.append(engine_checkpoint(engine))
         if len(frames) >= 4096:
             writer.append(b"".join(encode_frame(f) for f in frames), first_seq=first_seq)
             frames, first_seq = [], engine.last_seq + 1

@@ -33,7 +33,7 @@ from exness_actors.engine import HASH_BLOCK, Engine  # noqa: E402
 from exness_actors.events import OrderAccepted, PositionOpened  # noqa: E402
 from exness_actors.instruments import DEFAULT_INSTRUMENTS, CoreConfig  # noqa: E402
 from exness_actors.journal import JournalWriter, encode_frame, iter_payloads  # noqa: E402
-from exness_actors.replay import encode_checkpoint, replay  # noqa: E402
+from exness_actors.replay import engine_checkpoint, replay  # noqa: E402
 
 PRICES = {"BTCUSDT": 6_500_000, "ETHUSDT": 350_000, "SOLUSDT": 150_000}
 
@@ -71,7 +71,7 @@ def build(directory: Path, accounts: int, inputs: int, seed: int) -> tuple[list,
         frames.append(payload)
         wires.append(payload)
         if engine.last_seq % HASH_BLOCK == 0:
-            frames.append(encode_checkpoint(engine.last_seq, engine.rolling_hash))
+            frames.append(engine_checkpoint(engine))
         if len(frames) >= 4096:
             writer.append(b"".join(encode_frame(f) for f in frames), first_seq=first_seq)
             frames, first_seq = [], engine.last_seq + 1

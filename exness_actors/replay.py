@@ -4,7 +4,10 @@ Theory of operation
 -------------------
 A journal payload is either a sequenced **input** (a command, encoded by
 :mod:`exness_actors.codec`) or a **checkpoint** ``[0, seq, rolling_hash]`` or
-``[0, seq, rolling_hash, state_hash]``. The engine actor writes one whenever the sequence
+``[0, seq, rolling_hash, state_hash]`` (rolling hash format 1), or
+``[0, seq, rolling_hash, state_hash or None, hash_format]`` (format 2 and later: the journal
+says which format its checkpoints use, and an engine computing another one is told so before
+anything is compared). The engine actor writes one whenever the sequence
 crosses a multiple of :data:`exness_actors.engine.HASH_BLOCK`, one when the snapshotter has
 written a snapshot, and one with the state hash at clean shutdown (computing the state hash
 costs a pass over the whole state, so the running engine never does it). Replay applies the
@@ -25,11 +28,11 @@ import attrs
 import msgpack
 
 from exness_actors import codec
-from exness_actors.engine import Engine
+from exness_actors.engine import HASH_FORMAT_V1, Engine
 from exness_actors.errors import CoreError, InvalidCommand
 
-__all__ = ["Checkpoint", "encode_checkpoint", "decode_record", "replay", "ReplayResult",
-           "ReplayDivergence", "CHECKPOINT_TAG", "verify_checkpoint"]
+__all__ = ["Checkpoint", "encode_checkpoint", "engine_checkpoint", "decode_record", "replay", "ReplayResult",
+           "ReplayDivergence", "HashFormatMismatch", "CHECKPOINT_TAG", "verify_checkpoint"]
 
 CHECKPOINT_TAG = 0
 
@@ -39,13 +42,26 @@ class Checkpoint:
     seq: int
     rolling_hash: bytes
     state_hash: Optional[bytes] = None
+    hash_format: int = HASH_FORMAT_V1
 
 
-def encode_checkpoint(seq: int, rolling_hash: bytes, state_hash: Optional[bytes] = None) -> bytes:
-    record = (CHECKPOINT_TAG, seq, rolling_hash) if state_hash is None else (
-        CHECKPOINT_TAG, seq, rolling_hash, state_hash)
+def encode_checkpoint(seq: int, rolling_hash: bytes, state_hash: Optional[bytes] = None, *,
+                      hash_format: int = HASH_FORMAT_V1) -> bytes:
+    """A checkpoint record; format 1 keeps its old layout, later formats name themselves."""
+    record: tuple[Any, ...]
+    if hash_format != HASH_FORMAT_V1:
+        record = (CHECKPOINT_TAG, seq, rolling_hash, state_hash, hash_format)
+    elif state_hash is None:
+        record = (CHECKPOINT_TAG, seq, rolling_hash)
+    else:
+        record = (CHECKPOINT_TAG, seq, rolling_hash, state_hash)
     packed: bytes = msgpack.packb(record, use_bin_type=True)
     return packed
+
+
+def engine_checkpoint(engine: Engine, state_hash: Optional[bytes] = None) -> bytes:
+    """The checkpoint record of ``engine`` at its ``last_seq``, in the format it computes."""
+    return encode_checkpoint(engine.last_seq, engine.rolling_hash, state_hash, hash_format=engine.hash_format)
 
 
 def decode_record(payload: bytes, *, after_seq: int = -1) -> Any:
@@ -64,10 +80,32 @@ def decode_record(payload: bytes, *, after_seq: int = -1) -> Any:
         if len(data) >= 3 and type(data[-2]) is int and data[-2] <= after_seq:
             return None
         return codec.from_wire(data)
-    if (len(data) not in (3, 4) or not isinstance(data[1], int)
-            or not all(isinstance(digest, bytes) for digest in data[2:])):
-        raise InvalidCommand("malformed checkpoint record")
-    return Checkpoint(*data[1:])
+    return _checkpoint(data)
+
+
+def _checkpoint(data: list[Any]) -> Checkpoint:
+    if len(data) == 5:
+        _tag, seq, rolling, state, hash_format = data
+        if (isinstance(seq, int) and isinstance(rolling, bytes) and (state is None or isinstance(state, bytes))
+                and type(hash_format) is int and hash_format != HASH_FORMAT_V1):
+            return Checkpoint(seq, rolling, state, hash_format)
+    elif (len(data) in (3, 4) and isinstance(data[1], int)
+            and all(isinstance(digest, bytes) for digest in data[2:])):
+        return Checkpoint(*data[1:])
+    raise InvalidCommand("malformed checkpoint record")
+
+
+class HashFormatMismatch(CoreError):
+    """The journal's checkpoints use another rolling hash format than the engine replaying it."""
+
+    def __init__(self, seq: int, journal_format: int, engine_format: int) -> None:
+        super().__init__(
+            f"the journal's checkpoint at seq {seq} uses rolling hash format {journal_format} but the "
+            f"engine replaying it computes format {engine_format}: replay under the core config the "
+            f"journal was written with (its data dir's core-config.msgpack, or a snapshot of it)")
+        self.seq = seq
+        self.journal_format = journal_format
+        self.engine_format = engine_format
 
 
 class ReplayDivergence(CoreError):
@@ -86,7 +124,10 @@ class ReplayDivergence(CoreError):
 
 def verify_checkpoint(engine: Engine, checkpoint: Checkpoint, last_input: Any, *,
                       check_state: bool = True) -> None:
-    """:class:`ReplayDivergence` unless ``engine`` (at the checkpoint's seq) matches it."""
+    """:class:`ReplayDivergence` unless ``engine`` (at the checkpoint's seq) matches it
+    (:class:`HashFormatMismatch` when the two use different rolling hash formats)."""
+    if checkpoint.hash_format != engine.hash_format:
+        raise HashFormatMismatch(checkpoint.seq, checkpoint.hash_format, engine.hash_format)
     actual = engine.rolling_hash
     if actual != checkpoint.rolling_hash:
         raise ReplayDivergence(checkpoint.seq, checkpoint.rolling_hash, actual, last_input)

@@ -16,6 +16,7 @@ from typing import Any
 from exness_actors import codec
 from exness_actors.model import Account, Order, Position
 
+from ._hashing import digests_from_bytes, digests_to_bytes
 from ._state import STATE_FORMAT, STATE_FORMAT_ACCOUNTS, EngineState
 
 __all__ = ["to_state", "hash_state", "restore_state"]
@@ -25,7 +26,7 @@ def to_state(state: EngineState) -> list[Any]:
     """The canonical, msgpack-able encoding of the whole state (sorted, no dict order)."""
     encoded = [STATE_FORMAT_ACCOUNTS if state.config.account_types else STATE_FORMAT, state.config.to_wire(), state.now, state.last_seq, state.next_order_id,
                state.next_position_id, state.house, state.total_deposits, state.total_withdrawals,
-               [state._hash_base, bytes(state._hash_buffer)], _accounts(state), _positions(state),
+               [state._hash_base, _hash_block(state)], _accounts(state), _positions(state),
                _orders(state), [[s, b.bid, b.ask, b.quote_ts, b.halted] for s, b in sorted(state.books.items())]]
     if state.edge_cursors or state.config.account_types:
         # Only in split mode: embedded states (and their hashes) are unchanged by the field.
@@ -34,6 +35,10 @@ def to_state(state: EngineState) -> list[Any]:
         # Only with account types (issue 16): older states (and their hashes) are unchanged.
         encoded.append(_account_extras(state))
     return encoded
+
+
+def _hash_block(state: EngineState) -> bytes:
+    return digests_to_bytes(state._hash_digests) if state._hash_v2 else bytes(state._hash_buffer)
 
 
 def _account_extras(state: EngineState) -> list[Any]:
@@ -109,7 +114,11 @@ def restore_state(state: EngineState, encoded: list[Any]) -> None:
     state.next_order_id, state.next_position_id = next_order_id, next_position_id
     state.house, state.total_deposits, state.total_withdrawals = house, deposits, withdrawals
     state.edge_cursors = {source: (ms, n) for source, ms, n in cursors}
-    state._hash_base, state._hash_buffer = bytes(rolling[0]), bytearray(rolling[1])
+    state._hash_base = bytes(rolling[0])
+    if state._hash_v2:
+        state._hash_digests = digests_from_bytes(rolling[1])
+    else:
+        state._hash_buffer = bytearray(rolling[1])
     for symbol, bid, ask, quote_ts, halted in books:
         book = state.books[symbol]
         book.bid, book.ask, book.quote_ts, book.halted = bid, ask, quote_ts, halted

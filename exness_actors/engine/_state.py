@@ -26,6 +26,7 @@ from exness_actors.model import Account, Book, Order, Position
 from exness_actors.reasons import BalanceKind, CloseReason, OrderStatus, OrderType, RejectReason, Side
 from exness_actors.triggers import PRIORITY, TriggerIndex
 
+from ._hashing import HASH_BLOCK, HASH_FORMAT_V2
 from ._validation import TRANSIENT_REASONS, is_int
 
 __all__ = ["EngineState", "STATE_FORMAT", "STATE_FORMAT_ACCOUNTS", "HASH_BLOCK"]
@@ -34,8 +35,6 @@ STATE_FORMAT = 1
 #: the layout of a state with account types (issue 16): format 1 plus the account extras, so a
 #: reader that predates them refuses it instead of silently dropping them
 STATE_FORMAT_ACCOUNTS = 2
-#: the rolling hash folds its buffer into the digest every this many inputs
-HASH_BLOCK = 4096
 NEVER = 1 << 127   # after any expires_at (ns timestamps are far smaller)
 
 LIQ, SL, TRAIL, TP, ENTRY = (PRIORITY["liquidation"], PRIORITY["stop_loss"], PRIORITY["trailing_stop"],
@@ -96,12 +95,16 @@ class EngineState:
         #: split mode: the last applied entry of each command stream, ``source -> (ms, seq)``
         #: (:class:`~exness_actors.commands.EdgeCursor`); empty in embedded mode
         self.edge_cursors: dict[str, tuple[int, int]] = {}
-        # Rolling hash of the output events: the encoded events of the current block of
-        # HASH_BLOCK inputs are buffered and folded into ``_hash_base`` at each block boundary,
-        # so a per-input BLAKE2b is avoided; :attr:`rolling_hash` is
-        # BLAKE2b(base ‖ buffer) and depends only on the events, never on when it is read.
+        # Rolling hash of the output events (:mod:`._hashing`): the current block of HASH_BLOCK
+        # inputs is buffered and folded into ``_hash_base`` at each block boundary, so a
+        # per-input BLAKE2b is avoided; :attr:`rolling_hash` is BLAKE2b(base ‖ block) and
+        # depends only on the events, never on when it is read. Format 1 buffers the encoded
+        # events (``_hash_buffer``), format 2 one 64-bit digest per input (``_hash_digests``).
+        self.hash_format = config.hash_format
+        self._hash_v2 = config.hash_format == HASH_FORMAT_V2
         self._hash_base = bytes(16)
         self._hash_buffer = bytearray()
+        self._hash_digests: list[int] = []
         #: index in the last ``apply`` result where the command's own outcome begins
         self.reply_start = 0
         #: statistics (not part of the state)
