@@ -69,7 +69,7 @@ from exness_actors.errors import InvalidCommand
 from exness_actors.events import Event, QuoteUpdated
 from exness_actors.instruments import CoreConfig
 
-from ._hashing import HASH_BLOCK, HASH_FORMAT_V1, HASH_FORMAT_V2, HASH_FORMATS, digests_to_bytes, fold, input_digest
+from ._hashing import HASH_BLOCK, HASH_FORMAT_V1, HASH_FORMAT_V2, HASH_FORMATS, add_input, fold, pack_block
 from ._market import MarketRules
 from ._serialization import hash_state, restore_state, to_state
 from ._state import STATE_FORMAT, STATE_FORMAT_ACCOUNTS
@@ -125,7 +125,7 @@ class Engine(MarketRules):
             self._settle_accounts(events)
         self.last_seq = seq
         if self._hash_v2:
-            self._hash_digests.append(input_digest(events))
+            add_input(self._hash_items, events)
         elif len(events) == 1 and type(events[0]) is QuoteUpdated:
             event = events[0]   # the common case, packed without the generic dispatch
             self._hash_buffer += _pack([(_QUOTE_UPDATED_TAG, event.symbol, event.bid, event.ask, event.ts)])
@@ -134,12 +134,12 @@ class Engine(MarketRules):
         if not seq % HASH_BLOCK:
             self._hash_base = fold(self._hash_base, self._hash_block())
             self._hash_buffer = bytearray()
-            self._hash_digests = []
+            self._hash_items = []
         return events
 
     def _hash_block(self) -> bytes:
         """The rolling hash's current block, as it is folded (:mod:`._hashing`)."""
-        return digests_to_bytes(self._hash_digests) if self._hash_v2 else bytes(self._hash_buffer)
+        return pack_block(self._hash_items) if self._hash_v2 else bytes(self._hash_buffer)
 
     @property
     def rolling_hash(self) -> bytes:

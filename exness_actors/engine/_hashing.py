@@ -6,41 +6,37 @@ Every input's events feed a rolling digest; journal checkpoints record ``(seq, r
 so replay verifies itself. The digest is folded per block of :data:`HASH_BLOCK` inputs:
 ``base = BLAKE2b-128(base ‖ block)`` at every multiple of ``HASH_BLOCK``, and
 ``rolling_hash = BLAKE2b-128(base ‖ block so far)`` at any seq, so the value depends only on
-the event history, never on when it is read. The two formats differ in what one input adds to
-the block:
+the event history, never on when it is read. The formats differ in what an input adds to the
+block and when it is encoded:
 
 * **format 1** (``HASH_FORMAT_V1``, journals written before issue 14): the msgpack encoding of
-  the input's events, exactly as :func:`exness_actors.codec.encode_many` packs them.
-* **format 2** (``HASH_FORMAT_V2``, the default of new data dirs): one signed 64-bit *input
-  digest*, :func:`input_digest`, appended to the block as 8 little-endian bytes. It is CPython's
-  ``hash()`` of one flat tuple holding, for every event in order, its wire tag and then each
-  field in wire order, where an int stays itself (but ``-1``, whose ``hash`` is ``-2``'s, becomes
-  ``(-1,)``), a string becomes :func:`string_code` (its UTF-8 bytes and an end marker read as one
-  integer: injective), ``None`` becomes ``()``, a list the tuple of its items so mapped, and
-  anything else (a wrong-typed value echoed by a rejection) ``(-2, its msgpack bytes as an int)``.
-  The tuple is therefore an injective image of the events (the tag fixes how many fields
-  follow); ``hash`` of ints and of tuples is deterministic across processes (only ``str``,
-  ``bytes`` and, before 3.12, ``None`` hash differently per process, and none of them reaches
-  it). A single ``QuoteUpdated`` — most inputs — takes a shortcut that builds the same tuple
-  from its four fields directly. Reading each field once and hashing it in C costs a fraction
-  of packing it (docs/decisions.md, "Rolling hash format 2").
+  the input's events (:func:`exness_actors.codec.encode_many`), packed at once, one packer call
+  per input.
+* **format 2** (``HASH_FORMAT_V2``, every new engine and data dir): the block is one msgpack
+  array, packed once when it is folded or read. An input whose only event is a
+  ``QuoteUpdated`` — most inputs — adds that event's four fields to it by reference (``symbol,
+  bid, ask, ts``: four list appends, no encoding per input); any other input adds the format-1
+  bytes of its events as one ``bin`` item. The block stays uniquely decodable (a string starts
+  a quote's four items, a ``bin`` is one other input), so it determines every field of every
+  event exactly, and BLAKE2b covers it as in format 1 (docs/decisions.md, "Rolling hash
+  format 2").
 
-Invariants: both builds (pure and mypyc) compute the same digests (tests/test_core_build.py);
-an engine computes exactly one format, fixed by its :class:`~exness_actors.instruments.CoreConfig`.
+The block holds only immutable values (str, int, bytes), so an event mutated after ``apply``
+cannot change a hash already taken. Invariants: both builds (pure and mypyc) compute the same
+hashes (tests/test_core_build.py); an engine computes exactly one format, fixed by its
+:class:`~exness_actors.instruments.CoreConfig`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import sys
-from array import array
 from typing import Any
 
 from exness_actors import codec
 from exness_actors.events import QuoteUpdated
 
-__all__ = ["HASH_BLOCK", "HASH_FORMAT_V1", "HASH_FORMAT_V2", "HASH_FORMATS", "input_digest", "string_code",
-           "fold", "digests_to_bytes", "digests_from_bytes"]
+__all__ = ["HASH_BLOCK", "HASH_FORMAT_V1", "HASH_FORMAT_V2", "HASH_FORMATS", "add_input", "pack_block", "unpack_block",
+           "fold"]
 
 #: the rolling hash folds its block into the digest every this many inputs
 HASH_BLOCK = 4096
@@ -48,76 +44,30 @@ HASH_FORMAT_V1 = 1
 HASH_FORMAT_V2 = 2
 HASH_FORMATS = (HASH_FORMAT_V1, HASH_FORMAT_V2)
 
-_QUOTE_UPDATED_TAG: int = codec.TAGS[QuoteUpdated]
-_WIRE = codec.WIRE_TUPLE
-_NONE: tuple[()] = ()
-_MINUS_ONE: tuple[int] = (-1,)
-_OTHER = -2
-#: string codes already computed (the symbols, sides, statuses, reasons of every event): a
-#: cache only — a code is the same whether it comes from here or is computed again
-_CODES: dict[str, int] = {}
-_CODES_MAX = 1 << 16
 
-
-def string_code(text: str) -> int:
-    """An integer that determines ``text``: its UTF-8 bytes then ``0x01``, little-endian."""
-    code = _CODES.get(text)
-    if code is None:
-        code = int.from_bytes(text.encode() + b"\x01", "little")
-        if len(_CODES) < _CODES_MAX:
-            _CODES[text] = code
-    return code
-
-
-def _stable(value: Any) -> Any:
-    """``value`` as something ``hash`` treats the same in every process (see the module doc)."""
-    if type(value) is int:
-        return _MINUS_ONE if value == -1 else value
-    if value is None:
-        return _NONE
-    if type(value) is str:
-        return string_code(value)
-    if type(value) is list or type(value) is tuple:
-        return tuple([_stable(item) for item in value])
-    if type(value) is bool:
-        return value
-    # anything else (a wrong-typed value a rejection echoes back): its msgpack encoding, as an
-    # integer in a tuple of its own so it cannot stand for an int
-    return (_OTHER, int.from_bytes(codec.pack(value) + b"\x01", "little"))
-
-
-def input_digest(events: list[Any]) -> int:
-    """Format 2: the signed 64-bit digest of one input's events (see the module doc)."""
-    if len(events) == 1:
+def add_input(items: list[Any], events: list[Any]) -> None:
+    """Format 2: add one input's events to the block's items."""
+    if len(events) == 1 and type(events[0]) is QuoteUpdated:
         event = events[0]
-        if type(event) is QuoteUpdated:
-            # the common case; the same tuple the loop below builds (bid, ask > 0 and ts >= 0
-            # are never -1): pinned by tests/test_rolling_hash.py
-            return hash((_QUOTE_UPDATED_TAG, string_code(event.symbol), event.bid, event.ask, event.ts))
-    flat: list[Any] = []
-    for event in events:
-        for value in _WIRE[type(event)](event):
-            if type(value) is int:
-                flat.append(_MINUS_ONE if value == -1 else value)
-            else:
-                flat.append(_stable(value))
-    return hash(tuple(flat))
+        items.append(event.symbol)
+        items.append(event.bid)
+        items.append(event.ask)
+        items.append(event.ts)
+    else:
+        items.append(codec.encode_many_fast(events))
 
 
-def digests_to_bytes(digests: list[int]) -> bytes:
-    """The block of format 2: each digest as 8 little-endian bytes."""
-    packed = array("q", digests)
-    if sys.byteorder != "little":
-        packed.byteswap()
-    return packed.tobytes()
+def pack_block(items: list[Any]) -> bytes:
+    """Format 2: the block's bytes (a msgpack array of its items)."""
+    return codec.pack(items)
 
 
-def digests_from_bytes(data: bytes) -> list[int]:
-    packed = array("q")
-    packed.frombytes(data)
-    if sys.byteorder != "little":
-        packed.byteswap()
-    return packed.tolist()
+def unpack_block(data: bytes) -> list[Any]:
+    """Format 2: the items of a block packed by :func:`pack_block` (snapshots carry it packed)."""
+    items = codec.unpack(data)
+    if type(items) is not list:
+        raise ValueError("a rolling hash block must be a msgpack array")
+    return items
 
 
 def fold(base: bytes, block: bytes) -> bytes:

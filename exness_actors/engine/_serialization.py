@@ -16,7 +16,7 @@ from typing import Any
 from exness_actors import codec
 from exness_actors.model import Account, Order, Position
 
-from ._hashing import digests_from_bytes, digests_to_bytes
+from ._hashing import pack_block, unpack_block
 from ._state import STATE_FORMAT, STATE_FORMAT_ACCOUNTS, EngineState
 
 __all__ = ["to_state", "hash_state", "restore_state"]
@@ -38,7 +38,7 @@ def to_state(state: EngineState) -> list[Any]:
 
 
 def _hash_block(state: EngineState) -> bytes:
-    return digests_to_bytes(state._hash_digests) if state._hash_v2 else bytes(state._hash_buffer)
+    return pack_block(state._hash_items) if state._hash_v2 else bytes(state._hash_buffer)
 
 
 def _account_extras(state: EngineState) -> list[Any]:
@@ -116,7 +116,7 @@ def restore_state(state: EngineState, encoded: list[Any]) -> None:
     state.edge_cursors = {source: (ms, n) for source, ms, n in cursors}
     state._hash_base = bytes(rolling[0])
     if state._hash_v2:
-        state._hash_digests = digests_from_bytes(rolling[1])
+        state._hash_items = unpack_block(rolling[1])
     else:
         state._hash_buffer = bytearray(rolling[1])
     for symbol, bid, ask, quote_ts, halted in books:

@@ -99,12 +99,13 @@ class EngineState:
         # inputs is buffered and folded into ``_hash_base`` at each block boundary, so a
         # per-input BLAKE2b is avoided; :attr:`rolling_hash` is BLAKE2b(base ‖ block) and
         # depends only on the events, never on when it is read. Format 1 buffers the encoded
-        # events (``_hash_buffer``), format 2 one 64-bit digest per input (``_hash_digests``).
+        # events (``_hash_buffer``), format 2 the block's items, packed when folded or read
+        # (``_hash_items``).
         self.hash_format = config.hash_format
         self._hash_v2 = config.hash_format == HASH_FORMAT_V2
         self._hash_base = bytes(16)
         self._hash_buffer = bytearray()
-        self._hash_digests: list[int] = []
+        self._hash_items: list[Any] = []
         #: index in the last ``apply`` result where the command's own outcome begins
         self.reply_start = 0
         #: statistics (not part of the state)
