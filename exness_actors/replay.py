@@ -22,16 +22,18 @@ Recovery, the snapshot worker, ``exness-actors replay`` and backtests all use :f
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import attrs
 import msgpack
 
 from exness_actors import codec
+from exness_actors.commands import COMMAND_TYPES
 from exness_actors.engine import HASH_FORMAT_V1, Engine
 from exness_actors.errors import CoreError, InvalidCommand
 
-__all__ = ["Checkpoint", "encode_checkpoint", "engine_checkpoint", "decode_record", "replay", "ReplayResult",
+__all__ = ["Checkpoint", "encode_checkpoint", "engine_checkpoint", "decode_record", "is_checkpoint_payload",
+           "first_uncovered", "replay", "ReplayResult",
            "ReplayDivergence", "HashFormatMismatch", "CHECKPOINT_TAG", "verify_checkpoint"]
 
 CHECKPOINT_TAG = 0
@@ -79,8 +81,79 @@ def decode_record(payload: bytes, *, after_seq: int = -1) -> Any:
     if data[0] != CHECKPOINT_TAG:
         if len(data) >= 3 and type(data[-2]) is int and data[-2] <= after_seq:
             return None
-        return codec.from_wire(data)
+        return input_from_wire(data)
     return _checkpoint(data)
+
+
+#: ``tag -> (class, fewest items, most items)`` of every input, for :func:`input_from_wire`
+_INPUT_SHAPES: dict[int, tuple[type, int, int]] = {
+    tag: (cls, 1 + sum(1 for f in attrs.fields(cls) if f.default is attrs.NOTHING), 1 + len(attrs.fields(cls)))
+    for tag, cls in COMMAND_TYPES.items()}
+
+
+def input_from_wire(data: list[Any]) -> Any:
+    """The command of a decoded input record ``[tag, field1, …]``: :func:`codec.from_wire`
+    without its generic steps (journal records are inputs only, the array is a list already)."""
+    tag = data[0]
+    shape = _INPUT_SHAPES.get(tag) if type(tag) is int else None
+    if shape is None:
+        raise InvalidCommand(f"unknown input tag {tag!r}")
+    cls, fewest, most = shape
+    if not fewest <= len(data) <= most:
+        raise InvalidCommand(f"{cls.__name__}: expected {most - 1} fields, got {len(data) - 1}")
+    try:
+        return cls(*data[1:])     # the wire order is the field order
+    except (TypeError, ValueError) as exc:
+        raise InvalidCommand(f"{cls.__name__}: {exc}") from None
+
+
+def is_checkpoint_payload(payload: bytes) -> bool:
+    """Whether a journal payload is a checkpoint, from its first two bytes (nothing decoded).
+
+    A checkpoint is a msgpack fixarray (3 to 5 items) whose first item is the fixint 0; an input
+    is a fixarray or an array16 (``0xdc``, two length bytes) whose first item is its tag, a fixint
+    from 1. So only a checkpoint has a zero second byte without an ``0xdc`` first byte.
+    """
+    return len(payload) > 1 and payload[1] == 0 and payload[0] != 0xDC
+
+
+def first_uncovered(payloads: Sequence[bytes], last_seq: int) -> int:
+    """The index of the first payload a state at ``last_seq`` has not applied (skipping what a
+    snapshot covers without decoding it); 0 when that cannot be told for sure.
+
+    The journal's inputs have strictly increasing seqs, so when the first input has seq ``s``
+    and the ``last_seq − s + 1``-th input has seq ``last_seq``, the inputs between are exactly
+    ``s..last_seq``: two records are decoded, every other covered frame is only counted. Any
+    surprise (an undecodable record, a seq not where it should be) answers 0, and replay then
+    decodes and skips record by record as before.
+    """
+    count = len(payloads)
+    index = 0
+    while index < count and is_checkpoint_payload(payloads[index]):
+        index += 1
+    first_seq = _input_seq(payloads[index]) if index < count else None
+    if first_seq is None or first_seq > last_seq:
+        return 0
+    remaining = last_seq - first_seq      # inputs after the first that are still covered
+    while remaining and index + 1 < count:
+        index += 1
+        if not is_checkpoint_payload(payloads[index]):
+            remaining -= 1
+    if remaining or _input_seq(payloads[index]) != last_seq:
+        return 0
+    return index + 1
+
+
+def _input_seq(payload: bytes) -> Optional[int]:
+    """The seq of an input record, None for anything else."""
+    try:
+        data = codec.unpack(payload)
+    except Exception:
+        return None
+    if type(data) is list and len(data) >= 3 and data[0] != CHECKPOINT_TAG and type(data[-2]) is int:
+        seq: int = data[-2]
+        return seq
+    return None
 
 
 def _checkpoint(data: list[Any]) -> Checkpoint:
@@ -165,6 +238,11 @@ def replay(engine: Engine, payloads: Iterable[bytes], *, until_seq: Optional[int
     result = ReplayResult(engine)
     apply = engine.apply
     last_input: Any = None
+    if engine.last_seq and isinstance(payloads, Sequence):
+        start = first_uncovered(payloads, engine.last_seq)
+        if start:
+            result.skipped += start
+            payloads = payloads[start:]
     for payload in payloads:
         record = decode_record(payload, after_seq=engine.last_seq)
         if record is None:
