@@ -32,8 +32,7 @@ from exness_actors.commands import COMMAND_TYPES
 from exness_actors.engine import HASH_FORMAT_V1, Engine
 from exness_actors.errors import CoreError, InvalidCommand
 
-__all__ = ["Checkpoint", "encode_checkpoint", "engine_checkpoint", "decode_record", "is_checkpoint_payload",
-           "first_uncovered", "replay", "ReplayResult",
+__all__ = ["Checkpoint", "encode_checkpoint", "engine_checkpoint", "decode_record", "first_uncovered", "replay", "ReplayResult",
            "ReplayDivergence", "HashFormatMismatch", "CHECKPOINT_TAG", "verify_checkpoint"]
 
 CHECKPOINT_TAG = 0
@@ -107,53 +106,43 @@ def input_from_wire(data: list[Any]) -> Any:
         raise InvalidCommand(f"{cls.__name__}: {exc}") from None
 
 
-def is_checkpoint_payload(payload: bytes) -> bool:
-    """Whether a journal payload is a checkpoint, from its first two bytes (nothing decoded).
-
-    A checkpoint is a msgpack fixarray (3 to 5 items) whose first item is the fixint 0; an input
-    is a fixarray or an array16 (``0xdc``, two length bytes) whose first item is its tag, a fixint
-    from 1. So only a checkpoint has a zero second byte without an ``0xdc`` first byte.
-    """
-    return len(payload) > 1 and payload[1] == 0 and payload[0] != 0xDC
-
-
 def first_uncovered(payloads: Sequence[bytes], last_seq: int) -> int:
-    """The index of the first payload a state at ``last_seq`` has not applied (skipping what a
-    snapshot covers without decoding it); 0 when that cannot be told for sure.
+    """The index of the first payload a state at ``last_seq`` has not applied: a binary search
+    that decodes ~2·log2(n) records instead of every covered one; 0 when a probe does not decode.
 
-    The journal's inputs have strictly increasing seqs, so when the first input has seq ``s``
-    and the ``last_seq − s + 1``-th input has seq ``last_seq``, the inputs between are exactly
-    ``s..last_seq``: two records are decoded, every other covered frame is only counted. Any
-    surprise (an undecodable record, a seq not where it should be) answers 0, and replay then
-    decodes and skips record by record as before.
+    Along a journal the records' positions increase strictly — input ``s`` sits at ``s``, the
+    checkpoint taken after it at ``s + ½`` — so the covered records (inputs up to ``last_seq``,
+    checkpoints before it) are a prefix. A checkpoint *at* ``last_seq`` is not covered: replay
+    still verifies the starting state against it. The snapshot worker verified the covered
+    records when it built the snapshot, so they need no second look.
     """
-    count = len(payloads)
-    index = 0
-    while index < count and is_checkpoint_payload(payloads[index]):
-        index += 1
-    first_seq = _input_seq(payloads[index]) if index < count else None
-    if first_seq is None or first_seq > last_seq:
-        return 0
-    remaining = last_seq - first_seq      # inputs after the first that are still covered
-    while remaining and index + 1 < count:
-        index += 1
-        if not is_checkpoint_payload(payloads[index]):
-            remaining -= 1
-    if remaining or _input_seq(payloads[index]) != last_seq:
-        return 0
-    return index + 1
+    low, high = 0, len(payloads)
+    while low < high:
+        middle = (low + high) // 2
+        position = _position(payloads[middle])
+        if position is None:
+            return 0
+        seq, is_checkpoint = position
+        if seq < last_seq or (seq == last_seq and not is_checkpoint):
+            low = middle + 1
+        else:
+            high = middle
+    return low
 
 
-def _input_seq(payload: bytes) -> Optional[int]:
-    """The seq of an input record, None for anything else."""
+def _position(payload: bytes) -> Optional[tuple[int, bool]]:
+    """``(seq, is_checkpoint)`` of a journal record, None when it does not decode as one."""
     try:
         data = codec.unpack(payload)
     except Exception:
         return None
-    if type(data) is list and len(data) >= 3 and data[0] != CHECKPOINT_TAG and type(data[-2]) is int:
-        seq: int = data[-2]
-        return seq
-    return None
+    if type(data) is not list or len(data) < 3:
+        return None
+    if data[0] == CHECKPOINT_TAG:
+        seq = data[1]
+        return (seq, True) if type(seq) is int else None
+    seq = data[-2]
+    return (seq, False) if type(seq) is int else None
 
 
 def _checkpoint(data: list[Any]) -> Checkpoint:
