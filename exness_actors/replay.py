@@ -22,7 +22,8 @@ Recovery, the snapshot worker, ``exness-actors replay`` and backtests all use :f
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Optional
 
 import attrs
 import msgpack
@@ -227,12 +228,13 @@ def replay(engine: Engine, payloads: Iterable[bytes], *, until_seq: Optional[int
     result = ReplayResult(engine)
     apply = engine.apply
     last_input: Any = None
+    source: Iterable[bytes] = payloads
     if engine.last_seq and isinstance(payloads, Sequence):
         start = first_uncovered(payloads, engine.last_seq)
         if start:
             result.skipped += start
-            payloads = payloads[start:]
-    for payload in payloads:
+            source = payloads[start:]
+    for payload in source:
         record = decode_record(payload, after_seq=engine.last_seq)
         if record is None:
             result.skipped += 1
