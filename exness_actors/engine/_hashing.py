@@ -48,7 +48,7 @@ HASH_FORMATS = (HASH_FORMAT_V1, HASH_FORMAT_V2)
 def add_input(items: list[Any], events: list[Any]) -> None:
     """Format 2: add one input's events to the block's items."""
     if len(events) == 1 and type(events[0]) is QuoteUpdated:
-        event = events[0]
+        event: Any = events[0]      # read as Any: hashing records the fields, it does not check them
         items.append(event.symbol)
         items.append(event.bid)
         items.append(event.ask)
