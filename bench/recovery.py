@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from actors.engine.recovery import journal_dir, pin_core_config, recover  # noqa: E402
 from actors.engine.snapshot_worker import write_engine_snapshot  # noqa: E402
-from exness_actors import codec  # noqa: E402
+from exness_actors import BUILD, codec  # noqa: E402
 from exness_actors.commands import ClosePosition, CreateAccount, PlaceOrder, Quote  # noqa: E402
 from exness_actors.engine import HASH_BLOCK, Engine  # noqa: E402
 from exness_actors.instruments import DEFAULT_INSTRUMENTS, CoreConfig  # noqa: E402
@@ -119,8 +119,9 @@ def main() -> None:
         data_dir = Path(tmp)
         live = build(data_dir, size, size, size, args.seed)
         runs = []
+        cpu_runs = []
         for _ in range(3):
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             if args.profile:
                 profiler = cProfile.Profile()
                 recovered = profiler.runcall(recover, data_dir, live.config, KEY)
@@ -128,11 +129,15 @@ def main() -> None:
             else:
                 recovered = recover(data_dir, live.config, KEY)
             runs.append(time.perf_counter() - started)
+            cpu_runs.append(time.process_time() - started_cpu)
             assert recovered.engine.state_hash() == live.state_hash(), "recovered state differs"
             assert recovered.replayed > 0
         best = min(runs) * 1000
         emit("ready_ms", best, "ms", 500, accounts=size, positions=size, tail_inputs=size,
-             runs_ms=[round(r * 1000, 1) for r in runs])
+             runs_ms=[round(r * 1000, 1) for r in runs], build=BUILD)
+        # by CPU time: steadier than wall time on a shared machine (recovery is one thread)
+        emit("ready_cpu_ms", min(cpu_runs) * 1000, "ms", 500, runs_ms=[round(r * 1000, 1) for r in cpu_runs],
+             build=BUILD)
 
 
 if __name__ == "__main__":
