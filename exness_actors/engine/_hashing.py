@@ -30,7 +30,7 @@ hashes (tests/test_core_build.py); an engine computes exactly one format, fixed 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, Final
 
 from exness_actors import codec
 from exness_actors.events import QuoteUpdated
@@ -39,9 +39,9 @@ __all__ = ["HASH_BLOCK", "HASH_FORMAT_V1", "HASH_FORMAT_V2", "HASH_FORMATS", "ad
            "fold"]
 
 #: the rolling hash folds its block into the digest every this many inputs
-HASH_BLOCK = 4096
-HASH_FORMAT_V1 = 1
-HASH_FORMAT_V2 = 2
+HASH_BLOCK: Final = 4096
+HASH_FORMAT_V1: Final = 1
+HASH_FORMAT_V2: Final = 2
 HASH_FORMATS = (HASH_FORMAT_V1, HASH_FORMAT_V2)
 
 

@@ -15,7 +15,7 @@ while it is pending with an ``expires_at``.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Final, Optional
 
 from sortedcontainers import SortedList
 
@@ -31,29 +31,36 @@ from ._validation import TRANSIENT_REASONS, is_int
 
 __all__ = ["EngineState", "STATE_FORMAT", "STATE_FORMAT_ACCOUNTS", "HASH_BLOCK"]
 
-STATE_FORMAT = 1
+STATE_FORMAT: Final = 1
 #: the layout of a state with account types (issue 16): format 1 plus the account extras, so a
 #: reader that predates them refuses it instead of silently dropping them
-STATE_FORMAT_ACCOUNTS = 2
-NEVER = 1 << 127   # after any expires_at (ns timestamps are far smaller)
+STATE_FORMAT_ACCOUNTS: Final = 2
+NEVER: Final = 1 << 127   # after any expires_at (ns timestamps are far smaller)
 
-LIQ, SL, TRAIL, TP, ENTRY = (PRIORITY["liquidation"], PRIORITY["stop_loss"], PRIORITY["trailing_stop"],
-                             PRIORITY["take_profit"], PRIORITY["entry"])
+# Final: the compiled build reads these as C statics, not from the module's dict
+LIQ: Final = PRIORITY["liquidation"]
+SL: Final = PRIORITY["stop_loss"]
+TRAIL: Final = PRIORITY["trailing_stop"]
+TP: Final = PRIORITY["take_profit"]
+ENTRY: Final = PRIORITY["entry"]
 #: trigger priority -> the close reason it gives (every priority but a pending entry's)
 CLOSE_REASON = {priority: CloseReason(name)._value_ for name, priority in PRIORITY.items() if priority < ENTRY}
 #: a cross account's margin watch (:mod:`._cross`): the id in the index is the account id
-MARGIN_CHECK = PRIORITY["margin_check"]
-MARKET, LIMIT, STOP = OrderType.MARKET._value_, OrderType.LIMIT._value_, OrderType.STOP._value_
-BUY, SELL = Side.BUY._value_, Side.SELL._value_
-KIND_POSITION_MARGIN = BalanceKind.POSITION_MARGIN._value_
-KIND_POSITION_CLOSE = BalanceKind.POSITION_CLOSE._value_
-KIND_ORDER_MARGIN = BalanceKind.ORDER_MARGIN._value_
-KIND_ORDER_RELEASE = BalanceKind.ORDER_RELEASE._value_
-FILLED = OrderStatus.FILLED._value_
-PENDING = OrderStatus.PENDING._value_
-CANCELLED = OrderStatus.CANCELLED._value_
-EXPIRED = OrderStatus.EXPIRED._value_
-REJECTED = OrderStatus.REJECTED._value_
+MARGIN_CHECK: Final = PRIORITY["margin_check"]
+MARKET: Final = OrderType.MARKET._value_
+LIMIT: Final = OrderType.LIMIT._value_
+STOP: Final = OrderType.STOP._value_
+BUY: Final = Side.BUY._value_
+SELL: Final = Side.SELL._value_
+KIND_POSITION_MARGIN: Final = BalanceKind.POSITION_MARGIN._value_
+KIND_POSITION_CLOSE: Final = BalanceKind.POSITION_CLOSE._value_
+KIND_ORDER_MARGIN: Final = BalanceKind.ORDER_MARGIN._value_
+KIND_ORDER_RELEASE: Final = BalanceKind.ORDER_RELEASE._value_
+FILLED: Final = OrderStatus.FILLED._value_
+PENDING: Final = OrderStatus.PENDING._value_
+CANCELLED: Final = OrderStatus.CANCELLED._value_
+EXPIRED: Final = OrderStatus.EXPIRED._value_
+REJECTED: Final = OrderStatus.REJECTED._value_
 
 #: ``(index, level, priority)``: one fixed-level trigger of a position
 Trigger = tuple[TriggerIndex, int, int]
