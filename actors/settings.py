@@ -67,6 +67,9 @@ class JournalSettings:
 @attrs.frozen(kw_only=True)
 class SnapshotSettings:
     interval_s: float = attrs.field(default=60.0, validator=_at_least(0))
+    #: also snapshot once this many inputs are durable past the last snapshot (0: by time only),
+    #: so a busy engine's journal tail — what a restart replays — stays short (issue 14)
+    every_inputs: int = attrs.field(default=100_000, validator=_at_least(0))
     keep: int = attrs.field(default=5, validator=_at_least(1))
     key: Optional[str] = None
 

@@ -164,10 +164,15 @@ def account_symbols(account_id: int, cross: bool) -> tuple[str, ...]:
     return SYMBOLS[:2 + account_id // 5 % 2]
 
 
+#: the rolling hash format of every engine the benchmark builds (``--hash-format``)
+HASH_FORMAT = 2
+
+
 def make_engine(n_accounts: int, cross: bool = False) -> Engine:
     """A fresh engine with accounts 1..n_accounts funded and a first quote on every symbol
     (cross: typed cross accounts, every other one with commission and swaps)."""
-    engine = Engine(CoreConfig(instruments=INSTRUMENTS, account_types=CROSS_TYPES if cross else ()))
+    engine = Engine(CoreConfig(instruments=INSTRUMENTS, account_types=CROSS_TYPES if cross else (),
+                               hash_format=HASH_FORMAT))
     submit = engine.submit
     for account_id in range(1, n_accounts + 1):
         if cross:
@@ -198,7 +203,8 @@ class Emitter:
     def __call__(self, metric: str, value: float, unit: str, better: str,
                  target: Optional[float] = None) -> None:
         line: dict[str, Any] = {"bench": "core", "metric": metric, "value": round(float(value), 3),
-                                "unit": unit, "target": target, "better": better, "build": CORE_BUILD}
+                                "unit": unit, "target": target, "better": better, "build": CORE_BUILD,
+                                "hash_format": HASH_FORMAT}
         if self.quick:
             line["quick"] = True
         print(json.dumps(line), flush=True)
@@ -799,7 +805,11 @@ def parse_args(argv: Optional[Iterable[str]] = None) -> argparse.Namespace:
                         help="repetitions of the no-cross quote timing (best is reported)")
     parser.add_argument("--throughput-passes", type=int,
                         help="whole-loop passes of the mix; the best is reported (default 2, quick 1)")
+    parser.add_argument("--hash-format", type=int, choices=(1, 2), default=2,
+                        help="the rolling hash format of the engines (1: the format before issue 14)")
     args = parser.parse_args(list(argv) if argv is not None else None)
+    global HASH_FORMAT
+    HASH_FORMAT = args.hash_format
     if args.accounts is None:
         args.accounts = 10_000 if args.quick else 100_000
     if args.inputs is None:
@@ -820,7 +830,7 @@ def _run_phase_in_child(phase: str, args: argparse.Namespace) -> int:
                "--accounts", str(args.accounts), "--inputs", str(args.inputs),
                "--positions", str(args.positions), "--quotes", str(args.quotes),
                "--quote-reps", str(args.quote_reps),
-               "--throughput-passes", str(args.throughput_passes)]
+               "--throughput-passes", str(args.throughput_passes), "--hash-format", str(args.hash_format)]
     if args.quick:
         command.append("--quick")
     sys.stdout.flush()

@@ -21,7 +21,7 @@ from exness_actors.commands import COMMAND_TYPES, HaltSymbol, ResumeSymbol
 from exness_actors.errors import InvalidCommand
 from exness_actors.events import EVENT_TYPES
 
-__all__ = ["encode", "encode_many", "encode_many_fast", "pack_fast", "BIGINT_EXT", "decode", "to_wire", "from_wire", "pack", "unpack", "TAGS", "wire_schema"]
+__all__ = ["encode", "encode_many", "encode_many_fast", "pack_fast", "WIRE_TUPLE", "BIGINT_EXT", "decode", "to_wire", "from_wire", "pack", "unpack", "TAGS", "wire_schema"]
 
 _REGISTRY: dict[int, type] = {**COMMAND_TYPES, **EVENT_TYPES}
 TAGS: dict[type, int] = {cls: tag for tag, cls in _REGISTRY.items()}
@@ -66,6 +66,8 @@ for _cls, _tag in TAGS.items():
     setattr(_cls, "_wire_tag", _tag)
 _WIRE: dict[type, Callable[[Any], tuple[Any, ...]]] = {
     cls: attrgetter("_wire_tag", *_FIELDS[cls]) for cls in _REGISTRY.values()}
+#: ``type -> getter`` of a message's wire tuple ``(tag, field1, …)`` (one C call)
+WIRE_TUPLE = _WIRE
 _REQUIRED: dict[type, int] = {
     cls: sum(1 for f in attrs.fields(cls) if f.default is attrs.NOTHING) for cls in _REGISTRY.values()}
 

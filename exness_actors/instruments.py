@@ -105,6 +105,10 @@ class CoreConfig:
     account_types: tuple[AccountType, ...] = ()
     #: the daily swap rollover, nanoseconds after midnight UTC
     rollover_ns: int = 0
+    #: the rolling hash's format (issue 14; exness_actors/engine/_hashing.py): 2 for every new
+    #: engine and data dir; a config read from a wire without it (an older data dir, snapshot
+    #: or state) is format 1, so old journals keep replaying to the hashes they recorded
+    hash_format: int = 2
 
     def __attrs_post_init__(self) -> None:
         symbols = [i.symbol for i in self.instruments]
@@ -116,6 +120,8 @@ class CoreConfig:
             raise InvalidValue("idempotency_window", "must be at least 1")
         if type(self.id_base) is not int or not 0 <= self.id_base <= MAX_ID_BASE:
             raise InvalidValue("id_base", f"must be an integer in 0..{MAX_ID_BASE}")
+        if type(self.hash_format) is not int or self.hash_format not in (1, 2):
+            raise InvalidValue("hash_format", "must be 1 or 2")
         names = [t.name for t in self.account_types]
         if len(set(names)) != len(names):
             raise InvalidValue("accounts.types", "account type names must be unique")
@@ -130,10 +136,12 @@ class CoreConfig:
 
     def to_wire(self) -> list[Any]:
         wire = [[i.to_wire() for i in self.instruments], self.stale_after_ns, self.idempotency_window]
-        if self.id_base or self.account_types:   # absent when unused: older states (and hashes) are unchanged
-            wire.append(self.id_base)
-        if self.account_types:
+        if self.id_base or self.account_types or self.hash_format != 1:
+            wire.append(self.id_base)   # absent when unused: older states (and hashes) are unchanged
+        if self.account_types or self.hash_format != 1:
             wire += [[t.to_wire() for t in self.account_types], self.rollover_ns]
+        if self.hash_format != 1:
+            wire.append(self.hash_format)
         return wire
 
     @classmethod
@@ -142,7 +150,8 @@ class CoreConfig:
         types = tuple(AccountType.from_wire(t) for t in rest[1]) if len(rest) > 1 else ()
         return cls(instruments=tuple(Instrument.from_wire(i) for i in instruments),
                    stale_after_ns=stale, idempotency_window=window, id_base=rest[0] if rest else 0,
-                   account_types=types, rollover_ns=rest[2] if len(rest) > 2 else 0)
+                   account_types=types, rollover_ns=rest[2] if len(rest) > 2 else 0,
+                   hash_format=rest[3] if len(rest) > 3 else 1)
 
     def for_shard(self, shard: int) -> "CoreConfig":
         """This config for engine shard ``shard``: ids from ``shard * SHARD_ID_SPAN + 1``."""

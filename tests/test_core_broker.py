@@ -534,3 +534,16 @@ def test_a_journaled_operator_halt_is_skipped_by_its_seq_not_by_its_operator_id(
     assert decode_record(legacy, after_seq=3) is not None and decode_record(legacy, after_seq=4) is None
     quote = codec.pack(codec.to_wire(Quote("BTCUSDT", 1, 2, seq=7, ts=1)))
     assert decode_record(quote, after_seq=6) is not None and decode_record(quote, after_seq=7) is None
+
+
+def test_the_covered_prefix_search_reads_an_operator_halt_by_its_seq() -> None:
+    """``first_uncovered`` bisects the journal by each record's seq: an operator's halt carries
+    ``operator_id, reason`` after ``seq, ts``, which must not be read as its position."""
+    from exness_actors import codec
+    from exness_actors.commands import HaltSymbol, Quote
+    from exness_actors.replay import first_uncovered
+
+    records = [codec.pack(codec.to_wire(Quote("BTCUSDT", 1, 2, seq=1, ts=1))),
+               codec.pack(codec.to_wire(HaltSymbol(symbol="BTCUSDT", operator_id=99, reason="r", seq=2, ts=1))),
+               codec.pack(codec.to_wire(Quote("BTCUSDT", 1, 2, seq=3, ts=1)))]
+    assert [first_uncovered(records, seq) for seq in (0, 1, 2, 3)] == [0, 1, 2, 3]

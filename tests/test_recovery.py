@@ -17,7 +17,7 @@ from exness_actors.commands import ClosePosition, CreateAccount, PlaceOrder, Quo
 from exness_actors.engine import HASH_BLOCK, Engine
 from exness_actors.instruments import CoreConfig, Instrument
 from exness_actors.journal import JournalWriter, encode_frame, list_segments
-from exness_actors.replay import encode_checkpoint
+from exness_actors.replay import engine_checkpoint
 from exness_actors.snapshot import list_snapshots
 
 KEY = bytes(range(32))
@@ -55,7 +55,7 @@ def write_journal(data_dir: Path, engine: Engine, count: int, *, checkpoints: bo
     for command, _events in drive(engine, count):
         frames.append(codec.encode(command))
         if checkpoints and engine.last_seq % 500 == 0:
-            frames.append(encode_checkpoint(engine.last_seq, engine.rolling_hash))
+            frames.append(engine_checkpoint(engine))
         if len(frames) >= 64:
             writer.append(b"".join(encode_frame(f) for f in frames), first_seq=first_seq)
             frames, first_seq = [], engine.last_seq + 1

@@ -247,7 +247,7 @@ def test_replay_reports_progress_at_checkpoints():
         command = CreateAccount(account_id=seq, initial_deposit=100, seq=seq, ts=seq)
         live.apply(command)
         payloads.append(codec.encode(command))
-    payloads.append(encode_checkpoint(3, live.rolling_hash))
+    payloads.append(encode_checkpoint(3, live.rolling_hash, hash_format=live.hash_format))
     seen: list[int] = []
     result = replay(Engine(machine_config()), payloads, progress=seen.append)
     assert seen == [3] and result.checkpoints_verified == 1

@@ -50,7 +50,7 @@ from exness_actors.engine import HASH_BLOCK, Engine
 from exness_actors.errors import InvalidCommand
 from exness_actors.instruments import CoreConfig, Instrument
 from exness_actors.journal import FRAME_HEADER, MAX_PAYLOAD_BYTES, JournalWriter, encode_frame
-from exness_actors.replay import encode_checkpoint
+from exness_actors.replay import engine_checkpoint
 
 __all__ = ["run", "EngineHandle", "Query", "Subscription", "submit_between"]
 
@@ -451,12 +451,12 @@ def _checkpoint(handle: EngineHandle, first_seq: int, stopping: bool) -> Optiona
     engine = handle.engine
     last_seq = engine.last_seq
     if stopping and last_seq:
-        return encode_checkpoint(last_seq, engine.rolling_hash, engine.state_hash())
+        return engine_checkpoint(engine, engine.state_hash())
     crossed = last_seq >= first_seq and (last_seq // HASH_BLOCK) != ((first_seq - 1) // HASH_BLOCK)
     if not (crossed or (handle.checkpoint_requested and last_seq >= first_seq)):
         return None
     handle.checkpoint_requested = False
-    return encode_checkpoint(last_seq, engine.rolling_hash)
+    return engine_checkpoint(engine)
 
 
 def _until_next_expiry(engine: Engine, clock: Callable[[], int]) -> Optional[float]:

@@ -58,7 +58,6 @@ Modules (h11-style: one public class here, the parts in private modules)
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Callable, Optional
 
 from exness_actors import codec
@@ -72,13 +71,15 @@ from exness_actors.events import Event, QuoteUpdated
 from exness_actors.instruments import CoreConfig
 
 from ._broker import BrokerRules
+from ._hashing import HASH_BLOCK, HASH_FORMAT_V1, HASH_FORMAT_V2, HASH_FORMATS, add_input, fold, pack_block
+from ._market import MarketRules
 from ._serialization import hash_state, restore_state, to_state
-from ._state import HASH_BLOCK, MAX_ALERTS_PER_ACCOUNT, STATE_FORMAT, STATE_FORMAT_ACCOUNTS, STATE_FORMAT_BROKER
+from ._state import MAX_ALERTS_PER_ACCOUNT, STATE_FORMAT, STATE_FORMAT_ACCOUNTS, STATE_FORMAT_BROKER
 from ._validation import MAX_AMOUNT, MAX_BALANCE, MAX_ID, MAX_QTY, TRANSIENT_REASONS
 
 __all__ = ["Engine", "STATE_FORMAT", "STATE_FORMAT_ACCOUNTS", "STATE_FORMAT_BROKER", "MAX_ALERTS_PER_ACCOUNT",
-           "TRANSIENT_REASONS", "HASH_BLOCK", "MAX_ID", "MAX_AMOUNT",
-           "MAX_BALANCE", "MAX_QTY"]
+           "TRANSIENT_REASONS", "HASH_BLOCK", "HASH_FORMAT_V1", "HASH_FORMAT_V2", "HASH_FORMATS", "MAX_ID",
+           "MAX_AMOUNT", "MAX_BALANCE", "MAX_QTY"]
 
 _pack = codec.pack_fast
 _QUOTE_UPDATED_TAG = codec.TAGS[QuoteUpdated]
@@ -130,20 +131,27 @@ class Engine(BrokerRules):
         if self._dirty:
             self._settle_accounts(events)
         self.last_seq = seq
-        if len(events) == 1 and type(events[0]) is QuoteUpdated:
+        if self._hash_v2:
+            add_input(self._hash_items, events)
+        elif len(events) == 1 and type(events[0]) is QuoteUpdated:
             event = events[0]   # the common case, packed without the generic dispatch
             self._hash_buffer += _pack([(_QUOTE_UPDATED_TAG, event.symbol, event.bid, event.ask, event.ts)])
         else:
             self._hash_buffer += codec.encode_many_fast(events)
         if not seq % HASH_BLOCK:
-            self._hash_base = hashlib.blake2b(self._hash_base + self._hash_buffer, digest_size=16).digest()
+            self._hash_base = fold(self._hash_base, self._hash_block())
             self._hash_buffer = bytearray()
+            self._hash_items = []
         return events
+
+    def _hash_block(self) -> bytes:
+        """The rolling hash's current block, as it is folded (:mod:`._hashing`)."""
+        return pack_block(self._hash_items) if self._hash_v2 else bytes(self._hash_buffer)
 
     @property
     def rolling_hash(self) -> bytes:
         """Digest of every event emitted so far (journal checkpoints record it with the seq)."""
-        return hashlib.blake2b(self._hash_base + self._hash_buffer, digest_size=16).digest()
+        return fold(self._hash_base, self._hash_block())
 
     def submit(self, command: Command, ts: Optional[int] = None) -> list[Event]:
         """Stamp the next ``seq`` (and ``ts``, never going back in time) and apply.

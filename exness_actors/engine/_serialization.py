@@ -18,6 +18,7 @@ from typing import Any
 from exness_actors import codec
 from exness_actors.model import Account, Alert, Order, Position
 
+from ._hashing import pack_block, unpack_block
 from ._state import STATE_FORMAT, STATE_FORMAT_ACCOUNTS, STATE_FORMAT_BROKER, EngineState
 
 __all__ = ["to_state", "hash_state", "restore_state"]
@@ -29,7 +30,7 @@ def to_state(state: EngineState) -> list[Any]:
     state_format = STATE_FORMAT_BROKER if broker else STATE_FORMAT_ACCOUNTS if state.config.account_types else STATE_FORMAT
     encoded = [state_format, state.config.to_wire(), state.now, state.last_seq, state.next_order_id,
                state.next_position_id, state.house, state.total_deposits, state.total_withdrawals,
-               [state._hash_base, bytes(state._hash_buffer)], _accounts(state), _positions(state),
+               [state._hash_base, _hash_block(state)], _accounts(state), _positions(state),
                _orders(state), [[s, b.bid, b.ask, b.quote_ts, b.halted] for s, b in sorted(state.books.items())]]
     if state.edge_cursors or state.config.account_types or broker:
         # Only in split mode: embedded states (and their hashes) are unchanged by the field.
@@ -62,6 +63,10 @@ def _restore_broker_extras(state: EngineState, extras: list[Any]) -> None:
                                created_at))
     for account_id, deadline in dead_man:
         state._set_dead_man(account_id, deadline)
+
+
+def _hash_block(state: EngineState) -> bytes:
+    return pack_block(state._hash_items) if state._hash_v2 else bytes(state._hash_buffer)
 
 
 def _account_extras(state: EngineState) -> list[Any]:
@@ -151,7 +156,11 @@ def restore_state(state: EngineState, encoded: list[Any]) -> None:
     state.next_order_id, state.next_position_id = next_order_id, next_position_id
     state.house, state.total_deposits, state.total_withdrawals = house, deposits, withdrawals
     state.edge_cursors = {source: (ms, n) for source, ms, n in cursors}
-    state._hash_base, state._hash_buffer = bytes(rolling[0]), bytearray(rolling[1])
+    state._hash_base = bytes(rolling[0])
+    if state._hash_v2:
+        state._hash_items = unpack_block(rolling[1])
+    else:
+        state._hash_buffer = bytearray(rolling[1])
     for symbol, bid, ask, quote_ts, halted in books:
         book = state.books[symbol]
         book.bid, book.ask, book.quote_ts, book.halted = bid, ask, quote_ts, halted

@@ -16,7 +16,7 @@ spread profile (``books`` for the default, ``profile_books`` otherwise: :meth:`E
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Final, Optional
 
 from sortedcontainers import SortedList
 
@@ -28,43 +28,49 @@ from exness_actors.model import Account, Alert, Book, Order, Position
 from exness_actors.reasons import BalanceKind, CloseReason, OrderStatus, OrderType, RejectReason, Side
 from exness_actors.triggers import PRIORITY, TriggerIndex
 
+from ._hashing import HASH_BLOCK, HASH_FORMAT_V2
 from ._validation import TRANSIENT_REASONS, is_int
 
 __all__ = ["EngineState", "STATE_FORMAT", "STATE_FORMAT_ACCOUNTS", "STATE_FORMAT_BROKER", "HASH_BLOCK",
            "MAX_ALERTS_PER_ACCOUNT"]
 
-STATE_FORMAT = 1
+STATE_FORMAT: Final = 1
 #: the layout of a state with account types (issue 16): format 1 plus the account extras, so a
 #: reader that predates them refuses it instead of silently dropping them
-STATE_FORMAT_ACCOUNTS = 2
+STATE_FORMAT_ACCOUNTS: Final = 2
 #: a state with price alerts or dead-man switches (issue 13): format 2's layout plus the broker
 #: extras, so a reader that predates them refuses it instead of silently dropping them
-STATE_FORMAT_BROKER = 3
-#: the rolling hash folds its buffer into the digest every this many inputs
-HASH_BLOCK = 4096
-NEVER = 1 << 127   # after any expires_at (ns timestamps are far smaller)
+STATE_FORMAT_BROKER: Final = 3
+NEVER: Final = 1 << 127   # after any expires_at (ns timestamps are far smaller)
 
-LIQ, SL, TRAIL, TP, ENTRY = (PRIORITY["liquidation"], PRIORITY["stop_loss"], PRIORITY["trailing_stop"],
-                             PRIORITY["take_profit"], PRIORITY["entry"])
+# Final: the compiled build reads these as C statics, not from the module's dict
+LIQ: Final = PRIORITY["liquidation"]
+SL: Final = PRIORITY["stop_loss"]
+TRAIL: Final = PRIORITY["trailing_stop"]
+TP: Final = PRIORITY["take_profit"]
+ENTRY: Final = PRIORITY["entry"]
 #: trigger priority -> the close reason it gives (every priority but a pending entry's)
 CLOSE_REASON = {priority: CloseReason(name)._value_ for name, priority in PRIORITY.items() if priority < ENTRY}
 #: a cross account's margin watch (:mod:`._cross`): the id in the index is the account id
-MARGIN_CHECK = PRIORITY["margin_check"]
+MARGIN_CHECK: Final = PRIORITY["margin_check"]
 #: a price alert (issue 13): the id in the index is the alert id
-ALERT = PRIORITY["alert"]
+ALERT: Final = PRIORITY["alert"]
 #: active price alerts one account may hold (docs/api.md)
-MAX_ALERTS_PER_ACCOUNT = 200
-MARKET, LIMIT, STOP = OrderType.MARKET._value_, OrderType.LIMIT._value_, OrderType.STOP._value_
-BUY, SELL = Side.BUY._value_, Side.SELL._value_
-KIND_POSITION_MARGIN = BalanceKind.POSITION_MARGIN._value_
-KIND_POSITION_CLOSE = BalanceKind.POSITION_CLOSE._value_
-KIND_ORDER_MARGIN = BalanceKind.ORDER_MARGIN._value_
-KIND_ORDER_RELEASE = BalanceKind.ORDER_RELEASE._value_
-FILLED = OrderStatus.FILLED._value_
-PENDING = OrderStatus.PENDING._value_
-CANCELLED = OrderStatus.CANCELLED._value_
-EXPIRED = OrderStatus.EXPIRED._value_
-REJECTED = OrderStatus.REJECTED._value_
+MAX_ALERTS_PER_ACCOUNT: Final = 200
+MARKET: Final = OrderType.MARKET._value_
+LIMIT: Final = OrderType.LIMIT._value_
+STOP: Final = OrderType.STOP._value_
+BUY: Final = Side.BUY._value_
+SELL: Final = Side.SELL._value_
+KIND_POSITION_MARGIN: Final = BalanceKind.POSITION_MARGIN._value_
+KIND_POSITION_CLOSE: Final = BalanceKind.POSITION_CLOSE._value_
+KIND_ORDER_MARGIN: Final = BalanceKind.ORDER_MARGIN._value_
+KIND_ORDER_RELEASE: Final = BalanceKind.ORDER_RELEASE._value_
+FILLED: Final = OrderStatus.FILLED._value_
+PENDING: Final = OrderStatus.PENDING._value_
+CANCELLED: Final = OrderStatus.CANCELLED._value_
+EXPIRED: Final = OrderStatus.EXPIRED._value_
+REJECTED: Final = OrderStatus.REJECTED._value_
 
 #: ``(index, level, priority)``: one fixed-level trigger of a position
 Trigger = tuple[TriggerIndex, int, int]
@@ -118,12 +124,17 @@ class EngineState:
         #: split mode: the last applied entry of each command stream, ``source -> (ms, seq)``
         #: (:class:`~exness_actors.commands.EdgeCursor`); empty in embedded mode
         self.edge_cursors: dict[str, tuple[int, int]] = {}
-        # Rolling hash of the output events: the encoded events of the current block of
-        # HASH_BLOCK inputs are buffered and folded into ``_hash_base`` at each block boundary,
-        # so a per-input BLAKE2b is avoided; :attr:`rolling_hash` is
-        # BLAKE2b(base ‖ buffer) and depends only on the events, never on when it is read.
+        # Rolling hash of the output events (:mod:`._hashing`): the current block of HASH_BLOCK
+        # inputs is buffered and folded into ``_hash_base`` at each block boundary, so a
+        # per-input BLAKE2b is avoided; :attr:`rolling_hash` is BLAKE2b(base ‖ block) and
+        # depends only on the events, never on when it is read. Format 1 buffers the encoded
+        # events (``_hash_buffer``), format 2 the block's items, packed when folded or read
+        # (``_hash_items``).
+        self.hash_format = config.hash_format
+        self._hash_v2 = config.hash_format == HASH_FORMAT_V2
         self._hash_base = bytes(16)
         self._hash_buffer = bytearray()
+        self._hash_items: list[Any] = []
         #: index in the last ``apply`` result where the command's own outcome begins
         self.reply_start = 0
         #: statistics (not part of the state)

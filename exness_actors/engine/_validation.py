@@ -10,7 +10,7 @@ cents, ticks or units. See docs/decisions.md ("issue 15, item 9").
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Final, Optional
 
 from exness_actors.account_types import AccountType
 from exness_actors.instruments import Instrument
@@ -27,11 +27,11 @@ __all__ = [
 # Bounds on what the core accepts, so that balances, sizes and prices stay well inside the
 # 64-bit integers the journal and every client can carry (the codec still carries any int
 # exactly, for outcomes such as the pnl of an absurd price move).
-MAX_LEVEL = 10**12                  # ticks: a price, TP/SL level or trailing distance
-MAX_AMOUNT = 10**13                 # cents: one deposit, withdrawal or margin (100 bn USD)
-MAX_BALANCE = 10**15                # cents: an account's free + locked after a deposit
-MAX_QTY = 1 << 62                   # quantity units of one position
-MAX_ID = (1 << 63) - 1
+MAX_LEVEL: Final = 10**12                  # ticks: a price, TP/SL level or trailing distance
+MAX_AMOUNT: Final = 10**13                 # cents: one deposit, withdrawal or margin (100 bn USD)
+MAX_BALANCE: Final = 10**15                # cents: an account's free + locked after a deposit
+MAX_QTY: Final = 1 << 62                   # quantity units of one position
+MAX_ID: Final = (1 << 63) - 1
 
 OPTIONAL_INT = frozenset({int, type(None)})
 
