@@ -582,9 +582,9 @@ def _trade_ticks(run: _Run, ticks: Iterator[Tick], strategy: Callable[[StrategyV
             progress(quotes)
         view.symbol = tick.symbol
         view.raw_bid, view.raw_ask = tick.bid, tick.ask
-        book = engine.books[tick.symbol]
-        assert book.bid is not None and book.ask is not None   # the quote was accepted
-        view.bid, view.ask, view.ts = book.bid, book.ask, quote.ts
+        quoted = engine.account_quote(account_id, tick.symbol)   # its type's spread (issue 16)
+        assert quoted is not None   # the quote was accepted
+        view.bid, view.ask, view.ts = quoted[0], quoted[1], quote.ts
         view.index = quotes - 1
         commands = strategy(view)
         if commands:

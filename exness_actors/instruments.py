@@ -8,7 +8,7 @@ into every snapshot so a snapshot is never restored under different scales.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import attrs
 
@@ -20,6 +20,7 @@ __all__ = ["Instrument", "CoreConfig", "core_config_from_mapping", "DEFAULT_INST
            "MAX_SHARD"]
 
 _NS_PER_MS = 1_000_000
+_PPM = 1_000_000
 _NS_PER_DAY = 86_400 * 10**9
 
 
@@ -32,6 +33,11 @@ class Instrument:
     spread_bps: int = 0
     min_qty: int = 1  # in quantity units
     maintenance_bps: int = 0  # maintenance ratio in basis points of the margin
+    #: issue 13: an operator's fee overrides for this symbol (ppm of notional, as the account
+    #: types' rates), applied to cross accounts in place of their type's rates; None: the type's
+    commission_ppm: Optional[int] = None
+    swap_long_ppm: Optional[int] = None
+    swap_short_ppm: Optional[int] = None
 
     def __attrs_post_init__(self) -> None:
         if not self.symbol or not self.symbol.isalnum() or not self.symbol.isupper():
@@ -48,19 +54,35 @@ class Instrument:
             raise InvalidValue("min_qty", f"{self.min_qty!r} must be at least one quantity unit")
         if not isinstance(self.maintenance_bps, int) or not 0 <= self.maintenance_bps < 10_000:
             raise InvalidValue("maintenance_ratio", "must be in [0, 1)")
+        if self.commission_ppm is not None and (type(self.commission_ppm) is not int
+                                                or not 0 <= self.commission_ppm < _PPM):
+            raise InvalidValue("commission_ppm", f"{self.commission_ppm!r} must be an integer in 0..{_PPM - 1}")
+        for name in ("swap_long_ppm", "swap_short_ppm"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or not -_PPM < value < _PPM):
+                raise InvalidValue(name, f"{value!r} must be an integer in {-_PPM + 1}..{_PPM - 1}")
+
+    @property
+    def has_fee_overrides(self) -> bool:
+        return self.commission_ppm is not None or self.swap_long_ppm is not None or self.swap_short_ppm is not None
 
     def scales(self) -> list[Any]:
         return [self.symbol, self.price_decimals, self.qty_decimals]
 
     def to_wire(self) -> list[Any]:
-        return [self.symbol, self.price_decimals, self.qty_decimals, self.max_leverage,
+        wire = [self.symbol, self.price_decimals, self.qty_decimals, self.max_leverage,
                 self.spread_bps, self.min_qty, self.maintenance_bps]
+        if self.has_fee_overrides:   # absent when unused: older states (and hashes) are unchanged
+            wire += [self.commission_ppm, self.swap_long_ppm, self.swap_short_ppm]
+        return wire
 
     @classmethod
     def from_wire(cls, data: list[Any]) -> "Instrument":
-        symbol, pd, qd, lev, spread, min_qty, mm = data
+        symbol, pd, qd, lev, spread, min_qty, mm, *fees = data
+        commission, swap_long, swap_short = fees if fees else (None, None, None)
         return cls(symbol=symbol, price_decimals=pd, qty_decimals=qd, max_leverage=lev,
-                   spread_bps=spread, min_qty=min_qty, maintenance_bps=mm)
+                   spread_bps=spread, min_qty=min_qty, maintenance_bps=mm, commission_ppm=commission,
+                   swap_long_ppm=swap_long, swap_short_ppm=swap_short)
 
 
 #: ids one engine shard may allocate (10**12 orders and as many positions). Shard ids stay below

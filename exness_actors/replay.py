@@ -66,11 +66,22 @@ def engine_checkpoint(engine: Engine, state_hash: Optional[bytes] = None) -> byt
     return encode_checkpoint(engine.last_seq, engine.rolling_hash, state_hash, hash_format=engine.hash_format)
 
 
+def _seq_positions() -> dict[int, int]:
+    """Wire tag → index of ``seq`` in the command's wire list (the tag is element 0). Not
+    always the last but one: commands that gained optional fields after ``seq, ts`` (an
+    operator's halt) carry them after it."""
+    return {tag: 1 + [field.name for field in attrs.fields(cls)].index("seq")
+            for tag, cls in COMMAND_TYPES.items()}
+
+
+_SEQ_POSITION = _seq_positions()
+
+
 def decode_record(payload: bytes, *, after_seq: int = -1) -> Any:
     """A command or a :class:`Checkpoint`; :class:`InvalidCommand` for anything else.
 
-    A command at or before ``after_seq`` is returned as ``None`` without being built (every
-    command's wire form ends with ``seq, ts``), which makes skipping a covered prefix cheap.
+    A command at or before ``after_seq`` is returned as ``None`` without being built (its
+    ``seq`` sits at a fixed place per wire tag), which makes skipping a covered prefix cheap.
     """
     try:
         data = codec.unpack(payload)
@@ -79,7 +90,9 @@ def decode_record(payload: bytes, *, after_seq: int = -1) -> Any:
     if not isinstance(data, list) or not data:
         raise InvalidCommand("a journal record must be a non-empty array")
     if data[0] != CHECKPOINT_TAG:
-        if len(data) >= 3 and type(data[-2]) is int and data[-2] <= after_seq:
+        position = _SEQ_POSITION.get(data[0])
+        if position is not None and len(data) > position and type(data[position]) is int \
+                and data[position] <= after_seq:
             return None
         return input_from_wire(data)
     return _checkpoint(data)
@@ -142,7 +155,8 @@ def _position(payload: bytes) -> Optional[tuple[int, bool]]:
     if data[0] == CHECKPOINT_TAG:
         seq = data[1]
         return (seq, True) if type(seq) is int else None
-    seq = data[-2]
+    index = _SEQ_POSITION.get(data[0])
+    seq = data[index] if index is not None and index < len(data) else None
     return (seq, False) if type(seq) is int else None
 
 

@@ -6,14 +6,14 @@ Every price-triggered thing in the book — liquidations, stop-losses, take-prof
 entries — is an entry ``(level, priority, id)`` in one of four :class:`TriggerIndex` per symbol,
 named after the quote side and direction that fires it:
 
-==============  ===========================  =============================================
+==============  ===========================  =============================================================
 index           fires when                   holds
-==============  ===========================  =============================================
-``bid_falls``   ``bid <= level``             long liquidation, long stop-loss, sell stop
-``bid_rises``   ``bid >= level``             long take-profit, sell limit
+==============  ===========================  =============================================================
+``bid_falls``   ``bid <= level``             long liquidation, long stop-loss, sell stop, ``below`` alert
+``bid_rises``   ``bid >= level``             long take-profit, sell limit, ``above`` alert
 ``ask_rises``   ``ask >= level``             short liquidation, short stop-loss, buy stop
 ``ask_falls``   ``ask <= level``             short take-profit, buy limit
-==============  ===========================  =============================================
+==============  ===========================  =============================================================
 
 An index keeps ``key = sign·level`` in a ``SortedList`` so that, for both directions, the
 crossed entries are exactly the tail with ``key >= sign·price``: popping them costs
@@ -57,7 +57,7 @@ _ID_MASK: Final = (1 << ID_BITS) - 1
 
 #: Processing order within one quote; ties are broken by id.
 PRIORITY = {"liquidation": 0, "stop_loss": 1, "trailing_stop": 2, "take_profit": 3, "entry": 4,
-            "margin_check": 5}
+            "margin_check": 5, "alert": 6}
 
 
 class TriggerIndex:

@@ -433,7 +433,8 @@ def _checkpoint(handle: EngineHandle, first_seq: int, stopping: bool) -> Optiona
 
 
 def _until_next_expiry(engine: Engine, clock: Callable[[], int]) -> Optional[float]:
-    if not engine.expiries:
+    """Seconds until the next pending-order expiry, alert expiry or dead-man deadline (issue 13)."""
+    if not (engine.expiries or engine.alert_expiries or engine.dead_man_deadlines):
         return None
     return max(engine.next_expiry - clock(), 0) / 1e9
 
@@ -539,7 +540,12 @@ async def _publish(handle: EngineHandle, batch: EventBatch) -> None:
     dropped = []
     for subscription in handle.subscriptions:
         if subscription.lossless:
-            await subscription._send.send(batch)
+            # waits only when the subscriber is a full buffer behind; otherwise no checkpoint, so
+            # each lossless subscriber added does not delay the ones after it (the WS server)
+            try:
+                subscription._send.send_nowait(batch)
+            except trio.WouldBlock:
+                await subscription._send.send(batch)
             continue
         try:
             subscription._send.send_nowait(batch)

@@ -9,6 +9,10 @@ snapshot on graceful shutdown is written by the supervisor from the stopped engi
 
 When it starts and after every snapshot it also scrubs the journal's sealed segments
 (:mod:`actors.engine.scrubber`) and records what is damaged on the engine handle.
+
+``io="inline"`` (the deterministic simulation) builds each snapshot and scrubs on the event loop
+instead: under trio's mock clock a worker process or thread finishes at a *real* time, so what
+happens next would depend on the machine (as the engine's ``journal_io``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import trio
 from actors.engine.recovery import journal_dir, snapshot_dir
 from exness_actors.snapshot import list_snapshots
 from actors.engine.scrubber import scrub
+from actors.engine.snapshot_worker import build_snapshot
 
 __all__ = ["run", "SnapshotterStats", "EngineProgress", "snapshot_now", "snapshot_due", "newest_snapshot_seq"]
 
@@ -57,11 +62,12 @@ class SnapshotterStats:
                 "damaged_segments": self.damaged_segments}
 
 
-async def scrub_journal(handle: EngineProgress, cfg: Any, stats: SnapshotterStats) -> None:
-    """Verify the sealed segments in a worker thread; record the damage on ``handle``."""
+async def scrub_journal(handle: EngineProgress, cfg: Any, stats: SnapshotterStats, *, io: str = "thread") -> None:
+    """Verify the sealed segments in a worker thread (``io="inline"``: on the event loop);
+    record the damage on ``handle``."""
+    check = functools.partial(scrub, journal_dir(Path(cfg.data_dir)), archive_dir=cfg.settings.journal.archive_path)
     try:
-        report = await trio.to_thread.run_sync(functools.partial(
-            scrub, journal_dir(Path(cfg.data_dir)), archive_dir=cfg.settings.journal.archive_path))
+        report = check() if io == "inline" else await trio.to_thread.run_sync(check)
     except OSError as exc:
         log.error("event=scrub_failed error=%r", str(exc))
         return
@@ -102,14 +108,19 @@ def newest_snapshot_seq(data_dir: Path) -> int:
 
 
 async def run(*, handle: EngineProgress, cfg: Any, key: bytes, stats: SnapshotterStats | None = None,
+              io: str = "thread",
               task_status: trio.TaskStatus[SnapshotterStats] = trio.TASK_STATUS_IGNORED) -> None:
+    """Snapshot every ``[snapshot] interval_s`` (see the module docstring); ``stats``: counters a
+    restart continues; ``io``: ``"thread"`` (a worker process) or ``"inline"``."""
+    if io not in ("thread", "inline"):
+        raise ValueError(f"io must be 'thread' or 'inline', not {io!r}")
     stats = stats or SnapshotterStats()
     settings = cfg.settings.snapshot
     interval, every_inputs, keep = settings.interval_s, settings.every_inputs, settings.keep
     poll = min(interval, INPUT_POLL_S) if every_inputs else interval
     stats.last_seq = newest_snapshot_seq(Path(cfg.data_dir))
     task_status.started(stats)
-    await scrub_journal(handle, cfg, stats)
+    await scrub_journal(handle, cfg, stats, io=io)
     due_at = trio.current_time() + interval
     while True:
         await trio.sleep(poll)
@@ -119,7 +130,10 @@ async def run(*, handle: EngineProgress, cfg: Any, key: bytes, stats: Snapshotte
             continue
         due_at = trio.current_time() + interval
         try:
-            report = await snapshot_now(cfg.data_dir, target, key, keep)
+            if io == "inline":
+                report = build_snapshot(Path(cfg.data_dir), target, key, keep)
+            else:
+                report = await snapshot_now(cfg.data_dir, target, key, keep)
         except Exception as exc:
             stats.failed += 1
             log.error("event=snapshot_failed target_seq=%d error=%r", target, str(exc))
@@ -129,7 +143,7 @@ async def run(*, handle: EngineProgress, cfg: Any, key: bytes, stats: Snapshotte
             # a fresh segment lets the next recovery skip every segment this snapshot covers
             handle.rotate_requested = True
             handle.request_checkpoint()   # and the journal verifies itself there (short ones too)
-            await scrub_journal(handle, cfg, stats)
+            await scrub_journal(handle, cfg, stats, io=io)
         stats.last_seq = report.get("last_seq", target)
         stats.last_elapsed_ms = report.get("elapsed_ms", 0.0)
         log.info("event=%s last_seq=%s elapsed_ms=%s", report.get("event"), stats.last_seq,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Final, Optional
 
+from exness_actors.account_types import AccountType
 from exness_actors.instruments import Instrument
 from exness_actors.money import CENT_DECIMALS, format_fixed
 from exness_actors.reasons import RejectReason
@@ -20,6 +21,7 @@ __all__ = [
     "MAX_LEVEL", "MAX_AMOUNT", "MAX_BALANCE", "MAX_QTY", "MAX_ID", "OPTIONAL_INT", "TRANSIENT_REASONS",
     "Reject", "money_text", "price_text", "qty_text", "is_int", "is_optional_int", "updated",
     "stop_loss_inert", "check_stop_loss_before_liquidation", "check_slippage", "check_tpsl",
+    "commission_rate", "swap_rate",
 ]
 
 # Bounds on what the core accepts, so that balances, sizes and prices stay well inside the
@@ -115,3 +117,15 @@ def check_tpsl(is_long: bool, reference: int, take_profit: Optional[int],
             raise Reject(_R.INVALID_TPSL, f"stop_loss must be {'below' if is_long else 'above'} {price_text(reference, instrument)}")
     if trailing_stop is not None and not 0 < trailing_stop <= MAX_LEVEL:
         raise Reject(_R.INVALID_TPSL, "trailing_stop must be a positive distance")
+
+
+def commission_rate(account_type: AccountType, instrument: Instrument) -> int:
+    """A cross account's commission per side (ppm): the instrument's operator override, else its type's."""
+    override = instrument.commission_ppm
+    return account_type.commission_ppm if override is None else override
+
+
+def swap_rate(account_type: AccountType, instrument: Instrument, is_long: bool) -> int:
+    """A cross position's daily swap (ppm): the instrument's operator override, else its type's."""
+    override = instrument.swap_long_ppm if is_long else instrument.swap_short_ppm
+    return account_type.swap_ppm(instrument.symbol, is_long) if override is None else override
