@@ -17,22 +17,22 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Callable, Optional
 
 import attrs
 import trio
 
-from actors.engine import actor as engine_actor
-from actors.engine import repair as repair_journal
-from actors.engine import snapshotter
+from actors import topology
 from actors.config import Config, ConfigError, prepare_data_dir
+from actors.engine import repair as repair_journal
 from actors.engine.actor import EngineHandle
 from actors.engine.faults import FatalIOError, fatal_io_error
 from actors.engine.keys import KeyError_, load_or_create_key
 from actors.engine.recovery import Recovered, RecoveryError, account_types_change, journal_dir, recover
-from actors import topology
-from actors.runtime import tune_gc, wait_for_stop_signal
 from actors.engine.snapshot_worker import write_engine_snapshot
+from actors.history import persister
+from actors.runtime import StartupError, tune_gc, wait_for_stop_signal
+from actors.topology import supervised
 from exness_actors import BUILD as CORE_BUILD, BUILD_REASON as CORE_BUILD_REASON
 from exness_actors import codec
 from exness_actors.engine import Engine
@@ -46,67 +46,10 @@ __all__ = ["run_system", "System", "supervised", "StartupError"]
 log = logging.getLogger("exness.supervisor")
 
 
-class StartupError(Exception):
-    """The system cannot start; the message tells the operator what to do."""
-
-
 def setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
         format="ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
-
-
-async def supervised(name: str, actor: Callable[..., Awaitable[Any]], *,
-                     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
-                     max_backoff_s: float = 30.0, **kwargs: Any) -> None:
-    """Run ``actor`` and restart it with exponential backoff whenever it fails."""
-    delay = 0.5
-    started = False
-    while True:
-        began = trio.current_time()
-        try:
-            async with trio.open_nursery() as nursery:
-                info = await nursery.start(functools.partial(actor, **kwargs))
-                if not started:
-                    task_status.started(info)
-                    started = True
-            return
-        except BaseExceptionGroup as group:
-            cancelled, failures = group.split(trio.Cancelled)
-            if cancelled is None:
-                if failures is None or not isinstance(failures, Exception):
-                    raise
-                _restart_or_raise(name, failures, delay)
-            else:
-                # stopping, and the actor failed on its way out (a final flush on a full disk):
-                # one line, and the stop goes on
-                if failures is not None:
-                    log.error("event=actor_failed_while_stopping actor=%s error=%s", name,
-                              ", ".join(repr(error) for error in _leaves(failures)))
-                raise cancelled from None
-        except Exception as exc:  # a non-critical actor failed: log it and restart
-            _restart_or_raise(name, exc, delay)
-        if trio.current_time() - began > 60:
-            delay = 0.5            # it had been healthy for a while: start the backoff afresh
-        await trio.sleep(delay)
-        delay = min(delay * 2, max_backoff_s)
-
-
-def _restart_or_raise(name: str, exc: Exception, delay: float) -> None:
-    """A non-critical actor failed: log it (the caller restarts it), unless restarting cannot help."""
-    config_errors = exc.split(ConfigError)[0] if isinstance(exc, BaseExceptionGroup) else (
-        exc if isinstance(exc, ConfigError) else None)
-    if config_errors is not None:
-        raise StartupError(f"{name}: {config_errors!r}") from None   # restarting cannot help
-    log.error("event=actor_failed actor=%s error=%s restart_in_s=%.1f", name,
-              ", ".join(repr(error) for error in _leaves(exc)), delay)
-
-
-def _leaves(error: BaseException) -> list[BaseException]:
-    """The exceptions inside (nested) exception groups: what a log line should name."""
-    if isinstance(error, BaseExceptionGroup):
-        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
-    return [error]
 
 
 class System:
@@ -117,6 +60,7 @@ class System:
         self.handle = handle
         self.key = key
         self.store = store
+        #: what each actor reported when it started, by its name in actors/topology.py
         self.actors: dict[str, Any] = {}
         self.shutdown_requested = trio.Event()
         self.failure: Optional[FatalIOError] = None
@@ -131,12 +75,10 @@ class System:
     def request_shutdown(self) -> None:
         self.shutdown_requested.set()
 
-
-def _as_placed(name: str, actor: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    """``actor`` run the way its restart policy in actors/topology.py asks."""
-    if topology.spec(name).restart == "backoff":
-        return functools.partial(supervised, name, actor)
-    return actor
+    def fail(self, failure: FatalIOError) -> None:
+        """The engine's journal cannot be written: stop gracefully, then raise ``failure``."""
+        self.failure = failure
+        self.request_shutdown()
 
 
 def _prepare_data_dir(data_dir: Path) -> None:
@@ -171,13 +113,15 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
     "redis"``) runs the engine shard ``shard`` with its journal, snapshotter, persister and
     candles, and serves the command stream over Redis instead of HTTP/WebSocket; with ``[feed]
     source = "redis"`` its quotes come from the feed role (actors/bus/streams.py). Which actors
-    run is :func:`actors.topology.placed`'s answer."""
+    run, and what each is handed, is actors/topology.py's; ``clock`` stamps the engine's inputs."""
     if role not in ("all", "engine"):
         raise StartupError(f"run_system runs the roles all and engine, not {role!r}")
     log.info("event=core_build build=%s reason=%r", CORE_BUILD, CORE_BUILD_REASON)
     _prepare_data_dir(cfg.data_dir)
-    boot = _Boot(cfg=cfg, role=role, shard=shard, feed=feed, clock=clock, handle_signals=handle_signals,
-                 here=topology.placed(role, bus=cfg.settings.bus, feed_source=feed or cfg.settings.feed.source),
+    boot = _Boot(cfg=cfg, role=role, shard=shard, feed=feed, clock=clock,
+                 here=topology.running(role, topology.EMBEDDED, bus=cfg.settings.bus,
+                                       feed_source=feed or cfg.settings.feed.source,
+                                       notifications=cfg.settings.notifications.enabled),
                  **_startup_settings(cfg, role, shard))
     from actors.store.base import open_store
     store = await open_store(cfg)
@@ -186,24 +130,39 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
     recovered_state = (f"seq {engine.last_seq} ({len(engine.accounts)} accounts, {len(engine.positions)} open "
                        f"positions; recovered in {recovered.elapsed_s * 1000:.0f} ms)")   # before the feed moves it
     tune_gc()   # the recovered book is long-lived: keep the cyclic collector off it
-    handle = EngineHandle(engine, cfg.settings.engine.inbox_size)
-    system = System(cfg, handle, boot.key, store)
+    system = System(cfg, EngineHandle(engine, cfg.settings.engine.inbox_size), boot.key, store)
+    ctx = topology.in_process(
+        cfg, mode=topology.EMBEDDED, here=boot.here, handle=system.handle, journal=journal, store=store,
+        key=boot.key, tokens=boot.tokens, shard=shard, feed_source=feed, engine_clock=clock,
+        shutdown=system.shutdown_requested, on_fatal=system.fail, started=system.actors,
+        notification_backlog=[item for item in backlog if item[0] > (boot.notified_seq or 0)])
     try:
-        async with trio.open_nursery() as nursery:
-            candle_updates = await _start_consumers(nursery, system, boot, backlog)
-            await _start_engine(nursery, system, boot, journal)
-            intake = trio.CancelScope()
-            await nursery.start(functools.partial(_start_intake, system, boot, intake, candle_updates))
-            if announce:
-                _announce(system, boot, recovered_state)
-            log.info("event=ready last_seq=%d data_dir=%s", engine.last_seq, cfg.data_dir)
-            task_status.started(system)
-            await system.shutdown_requested.wait()
-            await _drain(system, boot, intake, nursery)
+        with topology.startup_errors_unwrapped():
+            await _run(ctx, system, boot, backlog, recovered_state,
+                       handle_signals=handle_signals, announce=announce, task_status=task_status)
     finally:
         journal.close()
     # The engine has stopped and closed its subscriptions; consumers have flushed and exited.
     await _final_snapshot(system)
+
+
+async def _run(ctx: topology.Context, system: System, boot: _Boot, backlog: list,
+               recovered_state: str, *, handle_signals: bool, announce: bool,
+               task_status: trio.TaskStatus[System]) -> None:
+    """The actors, stage by stage as actors/topology.py places them, until the shutdown drains them."""
+    async with trio.open_nursery() as nursery:
+        if "persister" in boot.here:
+            await persister.catch_up(system.store, backlog, shard=boot.shard)
+        await topology.start_stage(ctx, nursery, "consumer")   # first: they see every batch
+        await topology.start_stage(ctx, nursery, "engine")
+        intake = trio.CancelScope()
+        await nursery.start(functools.partial(_start_intake, ctx, intake, handle_signals=handle_signals))
+        if announce:
+            _announce(system, boot, recovered_state)
+        log.info("event=ready last_seq=%d data_dir=%s", system.handle.last_seq, boot.cfg.data_dir)
+        task_status.started(system)
+        await system.shutdown_requested.wait()
+        await _drain(system, boot, intake, nursery)
 
 
 @attrs.define(kw_only=True)
@@ -214,12 +173,13 @@ class _Boot:
     shard: int
     feed: Optional[str]
     clock: Callable[[], int]
-    handle_signals: bool
     here: tuple[str, ...]
     key: bytes
     core_config: Any
     tokens: Any
     http: Any
+    #: the notifications worker's watermark at start (None: the worker does not run here)
+    notified_seq: Optional[int] = None
 
 
 def _startup_settings(cfg: Config, role: str, shard: int) -> dict[str, Any]:
@@ -243,6 +203,10 @@ async def _recover(boot: _Boot, store: Any, *, repair: bool) -> tuple[Recovered,
     the recovered events the store has not persisted come back as the backlog."""
     cfg, data_dir, shard = boot.cfg, boot.cfg.data_dir, boot.shard
     persisted_seq = await store.last_persisted_seq(shard)
+    replay_from = persisted_seq
+    if "notifications" in boot.here:   # its backlog too: the journal after the lower watermark
+        boot.notified_seq = await store.notifier_seq(shard)
+        replay_from = min(persisted_seq, boot.notified_seq)
     backlog: list[tuple[int, int, list]] = []
 
     async def recover_from(stored_seq: int, *, cut: bool = False) -> Recovered:
@@ -253,12 +217,16 @@ async def _recover(boot: _Boot, store: Any, *, repair: bool) -> tuple[Recovered,
 
     repaired = None
     try:
-        recovered = await recover_from(persisted_seq, cut=repair)
+        recovered = await recover_from(replay_from, cut=repair)
         if recovered.cut is not None:   # --repair cut the journal: cut the history, raise the id floor
             repaired = await repair_journal.reconcile(
                 recovered, store=store, shard=shard, shards=cfg.settings.bus.shards if boot.role == "engine" else 1,
                 stored_seq=persisted_seq, recover_again=functools.partial(recover_from, cut=True))
             recovered = repaired.recovered
+            if boot.notified_seq is not None:   # the notifications of the cut-off inputs go too
+                kept = repaired.report.kept_through_seq
+                await store.cut_notifications(shard, kept)
+                boot.notified_seq = min(boot.notified_seq, kept)
         journal = JournalWriter(journal_dir(data_dir), segment_bytes=cfg.settings.journal.segment_bytes)
         if repaired is not None:
             repair_journal.finish(repaired, data_dir, journal, ts=boot.clock())
@@ -269,89 +237,16 @@ async def _recover(boot: _Boot, store: Any, *, repair: bool) -> tuple[Recovered,
     return recovered, journal, backlog
 
 
-async def _start_consumers(nursery: trio.Nursery, system: System, boot: _Boot,
-                           backlog: list) -> trio.MemoryReceiveChannel[Any]:
-    """The persister and candles (where placed), first, so they see every batch the engine
-    publishes; the backlog is persisted before. Returns the live candle updates for the WS server."""
-    from actors.engine.messages import EventBatch
-    from actors.history import candles as candles_actor
-    from actors.history import persister as persister_actor
-    handle, store, cfg = system.handle, system.store, boot.cfg
-    subscriptions = {name: handle.subscribe(name, max_buffer=256, lossless=True)
-                     for name in ("persister", "candles") if name in boot.here}
-    if backlog and "persister" in boot.here:   # recovered events the store has not persisted
-        await store.apply_batch(EventBatch(backlog, backlog[-1][0]), shard=boot.shard)
-        log.info("event=store_caught_up batches=%d last_seq=%d", len(backlog), backlog[-1][0])
-    if "persister" in boot.here:
-        system.actors["persister"] = await nursery.start(functools.partial(
-            _as_placed("persister", persister_actor.run), inbox=subscriptions["persister"].receive,
-            settings=cfg.settings.persister, store=store, shard=boot.shard))
-    # live candle updates for the WebSocket server (bounded; dropped and counted when full)
-    candle_updates_send, candle_updates_receive = trio.open_memory_channel[Any](1024)
-    if "candles" in boot.here:
-        system.actors["candles"] = await nursery.start(functools.partial(
-            _as_placed("candles", candles_actor.run), inbox=subscriptions["candles"].receive,
-            settings=cfg.settings.candles, symbols=[instrument.symbol for instrument in boot.core_config.instruments],
-            store=store, outbox=candle_updates_send))
-    return candle_updates_receive
-
-
-async def _start_engine(nursery: trio.Nursery, system: System, boot: _Boot, journal: JournalWriter) -> None:
-    """The engine, and in the engine role its Redis edge."""
-    cfg, handle = boot.cfg, system.handle
-    await nursery.start(functools.partial(
-        _engine_until_failure, system, handle=handle, journal=journal, cfg=cfg, fsync=cfg.settings.journal.fsync,
-        fsync_interval_ms=cfg.settings.journal.fsync_interval_ms, clock=boot.clock))
-    system.actors["engine"] = handle
-    if "engine_edge" in boot.here:
-        from actors.bus import roles
-        system.actors["edge"] = await nursery.start(functools.partial(
-            roles.serve_engine_edge, cfg=cfg, handle=handle, shard=boot.shard,
-            quotes=(boot.feed or cfg.settings.feed.source) == "redis", stopping=system.shutdown_requested))
-
-
-async def _start_intake(system: System, boot: _Boot, intake: trio.CancelScope,
-                        candle_updates: trio.MemoryReceiveChannel[Any],
+async def _start_intake(ctx: topology.Context, intake: trio.CancelScope, *, handle_signals: bool,
                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """What brings work to the engine — the feed, the snapshotter, the HTTP API and the WebSocket
     server — in one nursery that ``intake`` cancels first at shutdown."""
-    from actors.feed import price_feed
-    handle, cfg = system.handle, boot.cfg
     with intake:
         async with trio.open_nursery() as inner:
-            if "price_feed" in boot.here:
-                system.actors["price_feed"] = await inner.start(functools.partial(
-                    _as_placed("price_feed", price_feed.run), outbox=handle.inbox_sender(), cfg=cfg,
-                    source=boot.feed))
-            if "snapshotter" in boot.here:
-                system.actors["snapshotter"] = await inner.start(functools.partial(
-                    _as_placed("snapshotter", snapshotter.run), handle=handle, cfg=cfg, key=boot.key))
-            if "gateway" in boot.here:
-                await _start_api(inner, system, boot, candle_updates)
-            if boot.handle_signals:
-                await inner.start(_watch_signals, system)
+            await topology.start_stage(ctx, inner, "intake")
+            if handle_signals:
+                await inner.start(_watch_signals, ctx.shutdown)
             task_status.started()
-
-
-async def _start_api(nursery: trio.Nursery, system: System, boot: _Boot,
-                     candle_updates: trio.MemoryReceiveChannel[Any]) -> None:
-    """The HTTP gateway (essential: not restarted; failing to bind stops the start) and the
-    WebSocket server."""
-    from actors import gateway as gateway_actor
-    from actors.ws import server as ws_actor
-    handle, store, cfg, actors = system.handle, system.store, boot.cfg, system.actors
-    try:
-        actors["gateway"] = await nursery.start(functools.partial(
-            gateway_actor.run, handle=handle, store=store, candles=actors["candles"], cfg=cfg, tokens=boot.tokens,
-            feed_stats=actors.get("price_feed"),
-            ws_stats=lambda: actors["ws"].statistics() if "ws" in actors else {},
-            persister=actors["persister"], shutdown=system.shutdown_requested))
-    except OSError as exc:
-        raise StartupError(f"cannot serve HTTP on {boot.http.host}:"
-                           f"{boot.http.port}: {exc.strerror or exc}") from None
-    actors["ws"] = await nursery.start(functools.partial(
-        _as_placed("ws", ws_actor.run), handle=handle, cfg=cfg, tokens=boot.tokens,
-        candles_inbox=candle_updates, candles=actors["candles"], store=store))
 
 
 def _announce(system: System, boot: _Boot, recovered_state: str) -> None:
@@ -360,7 +255,7 @@ def _announce(system: System, boot: _Boot, recovered_state: str) -> None:
     gateway = system.actors.get("gateway")
     if gateway is None:
         print(f"exness-actors: engine shard {boot.shard} ready at {recovered_state}; data dir "
-              f"{data_dir}; commands from Redis stream {system.actors['edge']['stream']}", flush=True)
+              f"{data_dir}; commands from Redis stream {system.actors['engine_edge']['stream']}", flush=True)
         return
     print(f"exness-actors: engine ready at {recovered_state}; data dir {data_dir}; "
           f"feed {boot.feed or boot.cfg.settings.feed.source}\n"
@@ -403,21 +298,10 @@ async def _final_snapshot(system: System) -> None:
     log.info("event=shutdown_complete last_seq=%d final_snapshot=%s", engine.last_seq, path)
 
 
-async def _engine_until_failure(system: System, *, task_status: trio.TaskStatus[EngineHandle] = trio.TASK_STATUS_IGNORED,
-                                **kwargs: Any) -> None:
-    """The engine actor; a fatal I/O error (its journal cannot be written) becomes a graceful
-    stop of the whole system — requests in flight are answered — instead of a crash."""
-    try:
-        await engine_actor.run(task_status=task_status, **kwargs)
-    except FatalIOError as failure:
-        system.failure = failure
-        system.request_shutdown()
-
-
-async def _watch_signals(system: System, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+async def _watch_signals(shutdown: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                          ) -> None:
     await wait_for_stop_signal(task_status=task_status)
-    system.request_shutdown()
+    shutdown.set()
 
 
 if __name__ == "__main__":   # ``python -m supervisor …`` is the CLI too

@@ -29,14 +29,15 @@ from supervisor import StartupError, run_system, setup_logging
 
 __all__ = ["main"]
 
-DESCRIPTION = "A leveraged crypto CFD trading platform: run it, migrate, check health, replay, verify, backtest, simulate."
+DESCRIPTION = ("A leveraged crypto CFD trading platform: run it, migrate, check health, replay, verify, backtest, "
+               "simulate, manage the back office's operators.")
 
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exness-actors", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
     for add_command in (_add_run, _add_replay, _add_verify, _add_migrate, _add_backtest, _add_health,
-                        _add_simulate):
+                        _add_simulate, _add_operator):
         add_command(commands)
     return parser
 
@@ -92,6 +93,28 @@ def _add_migrate(commands: Any) -> None:
     migrate.add_argument("--data-dir", help="the SQLite store's directory")
     migrate.add_argument("--store", choices=["sqlite", "postgres"],
                          help="sqlite (the data dir's file) | postgres (DATABASE_URL; [store] schema)")
+
+
+def _add_operator(commands: Any) -> None:
+    operator = commands.add_parser(
+        "operator", help="create, list, disable, enable operators (the back office's users)",
+        description="Operators sign in to the back office (/admin, /api/v1/admin). The password of a new "
+                    "operator comes from EXNESS_OPERATOR_PASSWORD or a prompt, never from an argument.")
+    actions = operator.add_subparsers(dest="action", required=True)
+    for name, text in (("create", "create an operator"), ("list", "list the operators"),
+                       ("disable", "stop an operator signing in (revokes their sessions)"),
+                       ("enable", "let a disabled operator sign in again"), ("set-role", "change a role")):
+        action = actions.add_parser(name, help=text)
+        if name != "list":
+            action.add_argument("email")
+        if name in ("create", "set-role"):
+            action.add_argument("--role", required=True, choices=["viewer", "risk", "admin"],
+                                help="viewer: reads; risk: also halts/resumes symbols and force-closes "
+                                     "positions; admin: also changes instruments and adjusts balances")
+        action.add_argument("--config")
+        action.add_argument("--data-dir", help="the SQLite store's directory")
+        action.add_argument("--store", choices=["sqlite", "postgres"],
+                            help="sqlite (the data dir's file) | postgres (DATABASE_URL; [store] schema)")
 
 
 def _add_backtest(commands: Any) -> None:
@@ -639,6 +662,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     if args.command == "migrate":
         return _cmd_migrate(cfg)
+    if args.command == "operator":
+        from actors.operators import run_command
+        return run_command(cfg, args)
     if args.command == "health":
         from actors.bus.streams import check_health
         url = cfg.settings.bus.redis_url

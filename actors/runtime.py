@@ -17,9 +17,13 @@ from typing import Iterator, Optional
 
 import trio
 
-__all__ = ["tune_gc", "GC_THRESHOLDS", "STOP_SIGNALS", "wait_for_stop_signal", "restoring_stop_signals"]
+__all__ = ["StartupError", "tune_gc", "GC_THRESHOLDS", "STOP_SIGNALS", "wait_for_stop_signal", "restoring_stop_signals"]
 
 log = logging.getLogger("exness.supervisor")
+
+class StartupError(Exception):
+    """The system cannot start; the message tells the operator what to do."""
+
 
 #: the signals that ask a process for a graceful stop
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)

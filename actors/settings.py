@@ -19,11 +19,13 @@ from typing import Any, Mapping, Optional
 import attrs
 
 __all__ = ["Settings", "EngineSettings", "JournalSettings", "SnapshotSettings", "CandlesSettings",
-           "PersisterSettings", "StoreSettings", "BusSettings", "FeedSourceSettings", "DataSettings", "parse_settings"]
+           "PersisterSettings", "StoreSettings", "BusSettings", "FeedSourceSettings", "DataSettings", "NotificationSettings",
+           "parse_settings"]
 
 FSYNC_MODES = ("batch", "interval", "off")
 STORE_KINDS = ("sqlite", "postgres")
 BUS_KINDS = ("memory", "redis")
+SMTP_SECURITY = ("none", "starttls", "tls")
 
 
 def _at_least(low: float) -> Any:
@@ -65,6 +67,9 @@ class JournalSettings:
 @attrs.frozen(kw_only=True)
 class SnapshotSettings:
     interval_s: float = attrs.field(default=60.0, validator=_at_least(0))
+    #: also snapshot once this many inputs are durable past the last snapshot (0: by time only),
+    #: so a busy engine's journal tail — what a restart replays — stays short (issue 14)
+    every_inputs: int = attrs.field(default=100_000, validator=_at_least(0))
     keep: int = attrs.field(default=5, validator=_at_least(1))
     key: Optional[str] = None
 
@@ -119,11 +124,40 @@ class DataSettings:
         return Path(self.dir)
 
 
+@attrs.frozen(kw_only=True)
+class NotificationSettings:
+    """``[notifications]``: the notifications worker (actors/notifications/, docs/operations.md)."""
+    enabled: bool = True
+    smtp_host: str = ""
+    smtp_port: int = attrs.field(default=25, validator=_at_least(1))
+    smtp_security: str = attrs.field(default="none", validator=_one_of(SMTP_SECURITY))
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_from: str = "notifications@exness-actors.invalid"
+    smtp_timeout_s: float = attrs.field(default=10.0, validator=_at_least(0.1))
+    smtp_concurrency: int = attrs.field(default=2, validator=_at_least(1))
+    webhook_timeout_s: float = attrs.field(default=5.0, validator=_at_least(0.1))
+    webhook_concurrency: int = attrs.field(default=64, validator=_at_least(1))
+    webhook_per_target: int = attrs.field(default=2, validator=_at_least(1))
+    webhook_allow_http_loopback: bool = True
+    max_attempts: int = attrs.field(default=8, validator=_at_least(1))
+    retry_base_s: float = attrs.field(default=1.0, validator=_at_least(0))
+    retry_max_s: float = attrs.field(default=600.0, validator=_at_least(0))
+    poll_interval_s: float = attrs.field(default=1.0, validator=_at_least(0.01))
+    max_batches: int = attrs.field(default=64, validator=_at_least(1))
+
+    @property
+    def email_available(self) -> bool:
+        """An SMTP server is configured: the e-mail channel can be chosen."""
+        return bool(self.smtp_host)
+
+
 #: section name -> settings class (the order of ``Settings``'s fields)
 SECTIONS: dict[str, type] = {
     "engine": EngineSettings, "journal": JournalSettings, "snapshot": SnapshotSettings,
     "candles": CandlesSettings, "persister": PersisterSettings, "store": StoreSettings,
     "bus": BusSettings, "feed": FeedSourceSettings, "data": DataSettings,
+    "notifications": NotificationSettings,
 }
 
 
@@ -139,6 +173,7 @@ class Settings:
     bus: BusSettings = BusSettings()
     feed: FeedSourceSettings = FeedSourceSettings()
     data: DataSettings = DataSettings()
+    notifications: NotificationSettings = NotificationSettings()
 
 
 def _type_name(kind: Any) -> str:

@@ -61,6 +61,10 @@ symbol, 20 % two or three (``account_symbols``); ``cross_inputs_per_s`` is its t
 above: ``cross_quote_cost_ratio_1m_vs_1k`` (the margin watches must not make a quote touch
 unrelated accounts).
 
+**Price alerts (issue 13).** In the positions phase, ``alert_quote_cost_ratio_20k_vs_0``: two
+1,000-position engines, one also holding 20,000 price alerts 1-3 % outside the inner band, timed on
+the same no-cross quotes (alerts sit in the trigger indexes, so those they do not cross cost nothing).
+
 With ``--quick`` the metric names stay the same (tools key on them) and every line carries
 ``"quick": true``: 10,000 accounts, 100,000 inputs, 1k vs 100k positions.
 """
@@ -90,7 +94,7 @@ from actors.runtime import GC_THRESHOLDS  # noqa: E402  (the engine process's co
 from exness_actors import BUILD as CORE_BUILD  # noqa: E402
 from exness_actors.account_types import AccountType  # noqa: E402
 from exness_actors.commands import (  # noqa: E402
-    CancelOrder, ClosePosition, CreateAccount, OpenAccount, PlaceOrder, Quote,
+    CancelOrder, ClosePosition, CreateAccount, OpenAccount, PlaceAlert, PlaceOrder, Quote,
 )
 from exness_actors.engine import Engine  # noqa: E402
 from exness_actors.events import (  # noqa: E402
@@ -160,10 +164,15 @@ def account_symbols(account_id: int, cross: bool) -> tuple[str, ...]:
     return SYMBOLS[:2 + account_id // 5 % 2]
 
 
+#: the rolling hash format of every engine the benchmark builds (``--hash-format``)
+HASH_FORMAT = 2
+
+
 def make_engine(n_accounts: int, cross: bool = False) -> Engine:
     """A fresh engine with accounts 1..n_accounts funded and a first quote on every symbol
     (cross: typed cross accounts, every other one with commission and swaps)."""
-    engine = Engine(CoreConfig(instruments=INSTRUMENTS, account_types=CROSS_TYPES if cross else ()))
+    engine = Engine(CoreConfig(instruments=INSTRUMENTS, account_types=CROSS_TYPES if cross else (),
+                               hash_format=HASH_FORMAT))
     submit = engine.submit
     for account_id in range(1, n_accounts + 1):
         if cross:
@@ -194,7 +203,8 @@ class Emitter:
     def __call__(self, metric: str, value: float, unit: str, better: str,
                  target: Optional[float] = None) -> None:
         line: dict[str, Any] = {"bench": "core", "metric": metric, "value": round(float(value), 3),
-                                "unit": unit, "target": target, "better": better, "build": CORE_BUILD}
+                                "unit": unit, "target": target, "better": better, "build": CORE_BUILD,
+                                "hash_format": HASH_FORMAT}
         if self.quick:
             line["quick"] = True
         print(json.dumps(line), flush=True)
@@ -694,6 +704,37 @@ def bench_positions(args: argparse.Namespace, emit: Emitter) -> None:
     emit("quote_ns_1k", best_small, "ns", "lower")
     emit("quote_ns_1m", best_big, "ns", "lower")
     emit("quote_cost_ratio_1m_vs_1k", best_big / best_small, "ratio", "lower", 2.0)
+    del big
+    gc.collect()
+    bench_alerts(args, emit)
+
+
+#: price alerts placed for the alert quote-cost comparison (200 on each of 100 accounts)
+ALERTS = 20_000
+
+
+def bench_alerts(args: argparse.Namespace, emit: Emitter) -> None:
+    """Issue 13: price alerts sit in the trigger indexes, so alerts a quote does not cross cost it
+    nothing. Two 1,000-position engines, one also holding 20,000 alerts 1-3 % outside the inner
+    band (half above, half below), timed on the same no-cross quotes."""
+    plain, _ = build_position_engine(1_000, args.seed + 2, measure=False)
+    alerted, _ = build_position_engine(1_000, args.seed + 2, measure=False)
+    rng = random.Random(args.seed + 4)
+    accounts = sorted(alerted.accounts)
+    for index in range(ALERTS):
+        symbol = SYMBOLS[index % len(SYMBOLS)]
+        center = CENTERS[symbol]
+        above = index % 2 == 0
+        distance = center * rng.randint(100, 300) // 10_000
+        events = alerted.submit(PlaceAlert(account_id=accounts[index % len(accounts)], symbol=symbol,
+                                           condition="above" if above else "below",
+                                           price=center + distance if above else center - distance))
+        assert type(events[-1]).__name__ == "AlertPlaced", events
+    log(f"alerts: {len(alerted.alerts):,} alerts placed")
+    best_plain, best_alerted = _compare_quote_costs(args, plain, alerted)
+    if len(alerted.alerts) != ALERTS:
+        log("  WARNING: timed quotes fired alerts (they were meant to cross nothing)")
+    emit("alert_quote_cost_ratio_20k_vs_0", best_alerted / best_plain, "ratio", "lower", 1.5)
 
 
 def bench_cross(args: argparse.Namespace, emit: Emitter) -> None:
@@ -764,7 +805,11 @@ def parse_args(argv: Optional[Iterable[str]] = None) -> argparse.Namespace:
                         help="repetitions of the no-cross quote timing (best is reported)")
     parser.add_argument("--throughput-passes", type=int,
                         help="whole-loop passes of the mix; the best is reported (default 2, quick 1)")
+    parser.add_argument("--hash-format", type=int, choices=(1, 2), default=2,
+                        help="the rolling hash format of the engines (1: the format before issue 14)")
     args = parser.parse_args(list(argv) if argv is not None else None)
+    global HASH_FORMAT
+    HASH_FORMAT = args.hash_format
     if args.accounts is None:
         args.accounts = 10_000 if args.quick else 100_000
     if args.inputs is None:
@@ -785,7 +830,7 @@ def _run_phase_in_child(phase: str, args: argparse.Namespace) -> int:
                "--accounts", str(args.accounts), "--inputs", str(args.inputs),
                "--positions", str(args.positions), "--quotes", str(args.quotes),
                "--quote-reps", str(args.quote_reps),
-               "--throughput-passes", str(args.throughput_passes)]
+               "--throughput-passes", str(args.throughput_passes), "--hash-format", str(args.hash_format)]
     if args.quick:
         command.append("--quick")
     sys.stdout.flush()

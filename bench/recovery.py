@@ -23,12 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from actors.engine.recovery import journal_dir, pin_core_config, recover  # noqa: E402
 from actors.engine.snapshot_worker import write_engine_snapshot  # noqa: E402
-from exness_actors import codec  # noqa: E402
+from exness_actors import BUILD, codec  # noqa: E402
 from exness_actors.commands import ClosePosition, CreateAccount, PlaceOrder, Quote  # noqa: E402
 from exness_actors.engine import HASH_BLOCK, Engine  # noqa: E402
 from exness_actors.instruments import DEFAULT_INSTRUMENTS, CoreConfig  # noqa: E402
 from exness_actors.journal import JournalWriter, encode_frame  # noqa: E402
-from exness_actors.replay import encode_checkpoint  # noqa: E402
+from exness_actors.replay import engine_checkpoint  # noqa: E402
 
 KEY = bytes(range(32))
 PRICES = {"BTCUSDT": 6_500_000, "ETHUSDT": 350_000, "SOLUSDT": 150_000}
@@ -57,7 +57,7 @@ def build(data_dir: Path, accounts: int, positions: int, tail: int, seed: int) -
         events = engine.submit(command, ts=ts)
         frames.append(codec.encode(command))
         if engine.last_seq % HASH_BLOCK == 0:
-            frames.append(encode_checkpoint(engine.last_seq, engine.rolling_hash))
+            frames.append(engine_checkpoint(engine))
         if len(frames) >= 4096:
             writer.append(b"".join(encode_frame(f) for f in frames), first_seq=first_seq)
             frames, first_seq = [], engine.last_seq + 1
@@ -119,8 +119,9 @@ def main() -> None:
         data_dir = Path(tmp)
         live = build(data_dir, size, size, size, args.seed)
         runs = []
+        cpu_runs = []
         for _ in range(3):
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             if args.profile:
                 profiler = cProfile.Profile()
                 recovered = profiler.runcall(recover, data_dir, live.config, KEY)
@@ -128,11 +129,15 @@ def main() -> None:
             else:
                 recovered = recover(data_dir, live.config, KEY)
             runs.append(time.perf_counter() - started)
+            cpu_runs.append(time.process_time() - started_cpu)
             assert recovered.engine.state_hash() == live.state_hash(), "recovered state differs"
             assert recovered.replayed > 0
         best = min(runs) * 1000
         emit("ready_ms", best, "ms", 500, accounts=size, positions=size, tail_inputs=size,
-             runs_ms=[round(r * 1000, 1) for r in runs])
+             runs_ms=[round(r * 1000, 1) for r in runs], build=BUILD)
+        # by CPU time: steadier than wall time on a shared machine (recovery is one thread)
+        emit("ready_cpu_ms", min(cpu_runs) * 1000, "ms", 500, runs_ms=[round(r * 1000, 1) for r in cpu_runs],
+             build=BUILD)
 
 
 if __name__ == "__main__":

@@ -34,9 +34,10 @@ __all__ = ["BUILD", "BUILD_REASON", "COMPILED_AGAINST", "COMPILED_MODULES", "MAN
 
 #: The modules mypyc compiles (the hot path of apply and replay), as paths under the package root.
 COMPILED_MODULES: tuple[str, ...] = (
-    "engine/__init__.py", "engine/_accounts.py", "engine/_cross.py", "engine/_invariants.py", "engine/_market.py",
+    "engine/__init__.py", "engine/_accounts.py", "engine/_broker.py", "engine/_cross.py", "engine/_hashing.py",
+    "engine/_invariants.py", "engine/_market.py",
     "engine/_orders.py", "engine/_positions.py", "engine/_queries.py", "engine/_serialization.py",
-    "engine/_state.py", "engine/_validation.py", "triggers.py", "money.py", "model.py", "codec.py",
+    "engine/_state.py", "engine/_validation.py", "triggers.py", "money.py", "model.py", "codec.py", "replay.py",
 )
 #: Modules the compiled ones import and were compiled against (mypyc bakes their annotations in as
 #: run-time checks): a change in them makes the compiled build stale too.

@@ -21,11 +21,15 @@ import attrs
 from exness_actors.errors import InvalidValue
 from exness_actors.money import parse_fixed
 
-__all__ = ["AccountType", "CROSS", "ISOLATED", "SHIPPED_TYPES", "account_types_from_mapping", "commission_cents",
-           "swap_cents"]
+__all__ = ["AccountType", "CROSS", "ISOLATED", "SHIPPED_TYPES", "SpreadProfile", "account_types_from_mapping",
+           "commission_cents", "profile_quote", "swap_cents"]
 
 CROSS, ISOLATED = "cross", "isolated"
 PPM = 1_000_000
+#: a spread profile ``(multiplier percent, fixed markup ppm or -1)``: how a type marks up the feed's
+#: quote; ``None`` is the instrument's own ``spread_bps`` (the default profile, today's path)
+SpreadProfile = tuple[int, int]
+MAX_SPREAD_PCT = 1_000
 
 
 @attrs.frozen(kw_only=True)
@@ -42,6 +46,11 @@ class AccountType:
     min_deposit: int = 0
     #: per-instrument swap rates ``(symbol, long ppm, short ppm)`` overriding the two above
     instrument_swaps: tuple[tuple[str, int, int], ...] = ()
+    #: the markup on the feed's quote as a percent of the instrument's ``spread_bps`` (100: the
+    #: instrument's own spread) ...
+    spread_pct: int = 100
+    #: ... or, when not -1, a fixed markup per side in ppm of the price for every instrument
+    fixed_spread_ppm: int = -1
 
     def __attrs_post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").isalnum() or not self.name.islower():
@@ -58,6 +67,10 @@ class AccountType:
             raise InvalidValue("margin_mode", "isolated accounts keep today's semantics: no commission, no swaps")
         if self.min_deposit < 0:
             raise InvalidValue("min_deposit", "must not be negative")
+        if not 0 <= self.spread_pct <= MAX_SPREAD_PCT:
+            raise InvalidValue("spread_multiplier", "must be between 0 and 10 (times the instrument's spread)")
+        if not -1 <= self.fixed_spread_ppm < 100_000:
+            raise InvalidValue("fixed_spread_bps", "must be a markup per side of 0 to below 1000 bps")
         for symbol, long_ppm, short_ppm in self.instrument_swaps:
             if self.margin_mode == ISOLATED or not -PPM < long_ppm < PPM or not -PPM < short_ppm < PPM:
                 raise InvalidValue(f"swaps.{symbol}", "swap rates must be below 100 % of notional (and none on isolated types)")
@@ -73,11 +86,20 @@ class AccountType:
     def is_cross(self) -> bool:
         return self.margin_mode == CROSS
 
+    @property
+    def spread_profile(self) -> "SpreadProfile | None":
+        """This type's spread profile; None when it trades on the instruments' own spreads."""
+        if self.fixed_spread_ppm < 0 and self.spread_pct == 100:
+            return None
+        return (self.spread_pct, self.fixed_spread_ppm)
+
     def to_wire(self) -> list[Any]:
         wire = [self.name, self.margin_mode, self.max_leverage, self.margin_call_pct, self.stop_out_pct,
                 self.commission_ppm, self.swap_long_ppm, self.swap_short_ppm, self.swap_free, self.min_deposit]
-        if self.instrument_swaps:
+        if self.instrument_swaps or self.spread_profile is not None:
             wire.append([list(swap) for swap in self.instrument_swaps])
+        if self.spread_profile is not None:   # only then: older types encode (and hash) as before
+            wire.append([self.spread_pct, self.fixed_spread_ppm])
         return wire
 
     @classmethod
@@ -85,20 +107,22 @@ class AccountType:
         (name, mode, leverage, call, stop_out, commission, swap_long, swap_short, swap_free,
          min_deposit, *rest) = data
         swaps = tuple((symbol, long_ppm, short_ppm) for symbol, long_ppm, short_ppm in rest[0]) if rest else ()
+        spread_pct, fixed_ppm = rest[1] if len(rest) > 1 else (100, -1)
         return cls(name=name, margin_mode=mode, max_leverage=leverage, margin_call_pct=call,
                    stop_out_pct=stop_out, commission_ppm=commission, swap_long_ppm=swap_long,
                    swap_short_ppm=swap_short, swap_free=swap_free, min_deposit=min_deposit,
-                   instrument_swaps=swaps)
+                   instrument_swaps=swaps, spread_pct=spread_pct, fixed_spread_ppm=fixed_ppm)
 
 
 #: The shipped kinds, after what Exness publishes (docs/decisions.md, "Issue 16"): ``standard``
 #: (cross, call 60 %, stop-out 0 %, spread only, swap-free), ``raw_spread`` (cross, call 30 %,
-#: stop-out 0 %, 0.35 bps per side, 5 bps a day of swaps, $200 minimum first deposit) and
+#: stop-out 0 %, the feed's raw spread with no markup, 0.35 bps per side, 5 bps a day of swaps,
+#: $200 minimum first deposit) and
 #: ``isolated`` (per-position margin and liquidation, as before account types).
 SHIPPED_TYPES = (
     AccountType(name="isolated", margin_mode=ISOLATED),
     AccountType(name="raw_spread", margin_call_pct=30, stop_out_pct=0, commission_ppm=35,
-                swap_long_ppm=500, swap_short_ppm=500, min_deposit=20_000),
+                swap_long_ppm=500, swap_short_ppm=500, min_deposit=20_000, spread_pct=0),
     AccountType(name="standard", margin_call_pct=60, stop_out_pct=0, swap_free=True),
 )
 
@@ -106,6 +130,15 @@ SHIPPED_TYPES = (
 def commission_cents(notional: int, commission_ppm: int) -> int:
     """One side's commission on ``notional`` cents, rounded up (the house's favour)."""
     return -(-notional * commission_ppm // PPM)
+
+
+def profile_quote(raw_bid: int, raw_ask: int, spread_bps: int, profile: SpreadProfile) -> tuple[int, int]:
+    """The feed's quote marked up by a spread profile: bid down, ask up, each rounded against the
+    trader (bid floored, ask ceiled; the bid never below one price unit)."""
+    spread_pct, fixed_ppm = profile
+    markup = fixed_ppm if fixed_ppm >= 0 else spread_bps * spread_pct   # bps·% = ppm
+    markup = min(markup, PPM - 1)
+    return max(raw_bid * (PPM - markup) // PPM, 1), -(-raw_ask * (PPM + markup) // PPM)
 
 
 def swap_cents(notional: int, swap_ppm: int) -> int:
@@ -134,6 +167,10 @@ def _account_type(name: str, spec: Mapping[str, Any]) -> AccountType:
         min_deposit=parse_fixed(spec.get("min_deposit", "0"), 2, field=f"{field}.min_deposit", allow_zero=True),
         instrument_swaps=tuple(_instrument_swap(symbol, rates, f"{field}.swaps.{symbol}")
                                for symbol, rates in sorted(spec.get("swaps", {}).items())),
+        spread_pct=parse_fixed(str(spec.get("spread_multiplier", "1")), 2, field=f"{field}.spread_multiplier",
+                               allow_zero=True),
+        fixed_spread_ppm=(_ppm(spec["fixed_spread_bps"], f"{field}.fixed_spread_bps")
+                          if "fixed_spread_bps" in spec else -1),
     )
 
 

@@ -18,7 +18,7 @@ the :class:`StrategyView` helpers); they are submitted right after the quote, in
 sequences live inputs, so the same inputs give the same fills, events and state hash.
 
 With ``journal_dir`` every applied input is appended to a journal (``codec.encode`` of the stamped
-command) with a checkpoint ``encode_checkpoint(seq, rolling_hash)`` at every multiple of
+command) with a checkpoint ``engine_checkpoint(engine)`` at every multiple of
 :data:`~exness_actors.engine.HASH_BLOCK` (as the engine actor writes them) and one at the end;
 ``core-config.msgpack`` goes into the journal's parent directory, so ``exness-actors replay DIR``
 (``DIR/journal``) reproduces the run bit for bit.
@@ -63,7 +63,7 @@ from exness_actors.instruments import CoreConfig, Instrument
 from exness_actors.journal import DEFAULT_SEGMENT_BYTES, JournalWriter, encode_frame, list_segments
 from exness_actors.money import CENT_DECIMALS, format_fixed, parse_fixed
 from exness_actors.reasons import BalanceKind, CloseReason
-from exness_actors.replay import encode_checkpoint
+from exness_actors.replay import engine_checkpoint
 
 __all__ = [
     "Tick", "LoadStats", "load_ticks", "StrategyView", "Strategy", "resolve_strategy",
@@ -412,10 +412,10 @@ class _Journal:
             self.first_seq = command.seq
         self.frames.append(encode_frame(codec.encode(command)))
 
-    def checkpoint(self, seq: int, rolling_hash: bytes) -> None:
+    def checkpoint(self, engine: Engine) -> None:
         if not self.frames:
-            self.first_seq = seq + 1
-        self.frames.append(encode_frame(encode_checkpoint(seq, rolling_hash)))
+            self.first_seq = engine.last_seq + 1
+        self.frames.append(encode_frame(engine_checkpoint(engine)))
         self.checkpoints += 1
 
     def flush(self) -> None:
@@ -452,7 +452,7 @@ class _Run:
         if journal is not None:
             journal.add(command)
             if not seq % HASH_BLOCK:
-                journal.checkpoint(seq, self.engine.rolling_hash)
+                journal.checkpoint(self.engine)
             if len(journal.frames) >= _FLUSH_FRAMES:
                 journal.flush()
         if self.kept is not None:
@@ -557,7 +557,7 @@ def run_backtest(ticks: Iterable[Tick], strategy: Any, *, config: CoreConfig,
         quotes = _trade_ticks(run, tick_iterator, strategy, AccountId(account_id), curve, progress)
         curve.finish()
         if journal is not None and engine.last_seq % HASH_BLOCK:
-            journal.checkpoint(engine.last_seq, engine.rolling_hash)
+            journal.checkpoint(engine)
     finally:
         if journal is not None:
             journal.close()
@@ -582,9 +582,9 @@ def _trade_ticks(run: _Run, ticks: Iterator[Tick], strategy: Callable[[StrategyV
             progress(quotes)
         view.symbol = tick.symbol
         view.raw_bid, view.raw_ask = tick.bid, tick.ask
-        book = engine.books[tick.symbol]
-        assert book.bid is not None and book.ask is not None   # the quote was accepted
-        view.bid, view.ask, view.ts = book.bid, book.ask, quote.ts
+        quoted = engine.account_quote(account_id, tick.symbol)   # its type's spread (issue 16)
+        assert quoted is not None   # the quote was accepted
+        view.bid, view.ask, view.ts = quoted[0], quoted[1], quote.ts
         view.index = quotes - 1
         commands = strategy(view)
         if commands:

@@ -17,11 +17,11 @@ from typing import Any, Callable
 import attrs
 import msgpack
 
-from exness_actors.commands import COMMAND_TYPES
+from exness_actors.commands import COMMAND_TYPES, HaltSymbol, ResumeSymbol
 from exness_actors.errors import InvalidCommand
 from exness_actors.events import EVENT_TYPES
 
-__all__ = ["encode", "encode_many", "encode_many_fast", "pack_fast", "BIGINT_EXT", "decode", "to_wire", "from_wire", "pack", "unpack", "TAGS", "wire_schema"]
+__all__ = ["encode", "encode_many", "encode_many_fast", "pack_fast", "WIRE_TUPLE", "BIGINT_EXT", "decode", "to_wire", "from_wire", "pack", "unpack", "TAGS", "wire_schema"]
 
 _REGISTRY: dict[int, type] = {**COMMAND_TYPES, **EVENT_TYPES}
 TAGS: dict[type, int] = {cls: tag for tag, cls in _REGISTRY.items()}
@@ -40,12 +40,34 @@ _GETTERS: dict[type, Callable[[Any], Any]] = {}
 for _cls, _names in _FIELDS.items():
     _getter = attrgetter(*_names)
     _GETTERS[_cls] = _one_field_tuple(_getter) if len(_names) == 1 else _getter
+#: Classes that gained optional fields after journals holding them were written, and how many
+#: fields they had then: trailing fields still at their defaults are left off the wire, so an
+#: old-style record encodes to the very bytes it always did (decoding fills the defaults in).
+_LEGACY_FIELD_COUNT: dict[type, int] = {HaltSymbol: 3, ResumeSymbol: 3}
+
+
+def _trimming(getter: Callable[[Any], Any], defaults: tuple[Any, ...], legacy: int) -> Callable[[Any], tuple[Any, ...]]:
+    """``getter`` without the trailing fields (past ``legacy``) that equal their defaults."""
+    def get(obj: Any) -> tuple[Any, ...]:
+        values: tuple[Any, ...] = getter(obj)
+        count = len(values)
+        while count > legacy and type(values[count - 1]) is type(defaults[count - 1]) \
+                and values[count - 1] == defaults[count - 1]:
+            count -= 1
+        return values[:count]
+    return get
+
+
+for _cls, _legacy in _LEGACY_FIELD_COUNT.items():
+    _GETTERS[_cls] = _trimming(_GETTERS[_cls], tuple(f.default for f in attrs.fields(_cls)), _legacy)
 # Each class carries its tag as a class attribute, so one attrgetter call (in C) builds the whole
 # wire tuple ``(tag, field1, …)`` — the rolling hash packs every event of every input this way.
 for _cls, _tag in TAGS.items():
     setattr(_cls, "_wire_tag", _tag)
 _WIRE: dict[type, Callable[[Any], tuple[Any, ...]]] = {
     cls: attrgetter("_wire_tag", *_FIELDS[cls]) for cls in _REGISTRY.values()}
+#: ``type -> getter`` of a message's wire tuple ``(tag, field1, …)`` (one C call)
+WIRE_TUPLE = _WIRE
 _REQUIRED: dict[type, int] = {
     cls: sum(1 for f in attrs.fields(cls) if f.default is attrs.NOTHING) for cls in _REGISTRY.values()}
 

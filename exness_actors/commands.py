@@ -26,7 +26,9 @@ __all__ = [
     "AccountId", "OrderId", "PositionId", "ClientOrderId",
     "Quote", "Clock", "CreateAccount", "Deposit", "Withdraw", "PlaceOrder", "CancelOrder",
     "ModifyOrder", "ClosePosition", "ModifyPosition", "AddMargin", "HaltSymbol", "ResumeSymbol",
-    "EdgeCursor", "RaiseIdFloor", "Command", "COMMAND_TYPES", "MAX_CLIENT_ID",
+    "EdgeCursor", "RaiseIdFloor", "UpdateInstrument", "AdjustBalance", "ForceClosePosition", "PlaceAlert",
+    "CancelAlert", "CancelAllAfter", "CancelOrders", "Command", "COMMAND_TYPES", "MAX_CLIENT_ID",
+    "MAX_REASON", "MAX_ALERT_NOTE",
 ]
 
 AccountId = NewType("AccountId", int)
@@ -36,6 +38,9 @@ ClientOrderId = NewType("ClientOrderId", str)
 
 #: Longest client_order_id / idempotency key accepted.
 MAX_CLIENT_ID = 64
+#: Longest operator reason and alert note accepted (characters).
+MAX_REASON = 200
+MAX_ALERT_NOTE = 200
 
 
 # --- market data: price feed → engine -------------------------------------------------------
@@ -171,14 +176,63 @@ class AddMargin:
 
 @attrs.define
 class HaltSymbol:
+    """Stop new orders on a symbol (pending entries wait; protective triggers still fire).
+
+    ``operator_id``/``reason`` (issue 13) were appended after ``ts``: a halt journaled before
+    them has neither, and the codec leaves both off when they are at their defaults, so such a
+    record encodes to the very bytes it always did. An operator's halt names both and the core
+    records an ``OperatorAction`` for it."""
     symbol: str
+    seq: int = 0
+    ts: int = 0
+    operator_id: int = 0
+    reason: str = ""
+
+
+@attrs.define
+class ResumeSymbol:
+    """Lift a halt; ``operator_id``/``reason`` as in :class:`HaltSymbol`."""
+    symbol: str
+    seq: int = 0
+    ts: int = 0
+    operator_id: int = 0
+    reason: str = ""
+
+
+@attrs.define
+class UpdateInstrument:
+    """An operator changes an instrument's trading settings (issue 13); it takes effect at its seq.
+
+    ``changes`` is a list of ``[field, value]`` pairs with integer values at the field's scale
+    (``spread_bps``, ``max_leverage``, ``min_qty`` in quantity units, ``maintenance_bps``, and the
+    fee overrides ``commission_ppm``, ``swap_long_ppm``, ``swap_short_ppm``, where ``None`` goes
+    back to the account types' rates). ``actors.wire.codec.parse_instrument_patch`` builds it."""
+    symbol: str
+    changes: list[list[Any]]
+    operator_id: int
+    reason: str
     seq: int = 0
     ts: int = 0
 
 
 @attrs.define
-class ResumeSymbol:
-    symbol: str
+class AdjustBalance:
+    """An operator funds (``amount`` > 0) or debits (< 0) an account, in cents (issue 13)."""
+    account_id: AccountId
+    amount: int
+    operator_id: int
+    reason: str
+    idempotency_key: str = ""
+    seq: int = 0
+    ts: int = 0
+
+
+@attrs.define
+class ForceClosePosition:
+    """An operator closes a whole position at the current quote (close reason ``operator``)."""
+    position_id: PositionId
+    operator_id: int
+    reason: str
     seq: int = 0
     ts: int = 0
 
@@ -190,6 +244,54 @@ class SetAccountTypes:
     change. Each type is in :meth:`~exness_actors.account_types.AccountType.to_wire` form."""
     account_types: list[list[Any]]
     rollover_ns: int
+    seq: int = 0
+    ts: int = 0
+
+
+# --- price alerts and order safety: gateway / WebSocket lane → engine (issue 13) -------------
+
+@attrs.define
+class PlaceAlert:
+    """A price alert: fires once when the marked-up **bid** reaches ``price`` (ticks) —
+    ``above``: bid ≥ price, ``below``: bid ≤ price — then it is gone. Optional ``expires_at``
+    (ns); ``client_alert_id`` makes a retry idempotent."""
+    account_id: AccountId
+    symbol: str
+    condition: str      # "above" | "below"
+    price: int
+    note: str = ""
+    expires_at: Optional[int] = None
+    client_alert_id: str = ""
+    seq: int = 0
+    ts: int = 0
+
+
+@attrs.define
+class CancelAlert:
+    account_id: AccountId
+    alert_id: int
+    seq: int = 0
+    ts: int = 0
+
+
+@attrs.define
+class CancelAllAfter:
+    """The dead-man switch: unless armed again within ``timeout_ns`` (engine time, from the
+    inputs' ``ts``), every pending order of the account is cancelled (reason
+    ``dead_man_switch``). ``0`` disarms."""
+    account_id: AccountId
+    timeout_ns: int
+    seq: int = 0
+    ts: int = 0
+
+
+@attrs.define
+class CancelOrders:
+    """Cancel several pending orders of one account at once (the WebSocket lane's
+    cancel-on-disconnect); ids that are no longer pending are skipped silently."""
+    account_id: AccountId
+    order_ids: list[int]
+    reason: str         # CancelReason: "user" | "cancel_on_disconnect"
     seq: int = 0
     ts: int = 0
 
@@ -233,12 +335,14 @@ class RaiseIdFloor:
 
 Command = Union[Quote, Clock, CreateAccount, Deposit, Withdraw, PlaceOrder, CancelOrder,
                 ModifyOrder, ClosePosition, ModifyPosition, AddMargin, HaltSymbol, ResumeSymbol,
-                EdgeCursor, RaiseIdFloor, OpenAccount, SetAccountTypes]
+                EdgeCursor, RaiseIdFloor, OpenAccount, SetAccountTypes, UpdateInstrument, AdjustBalance,
+                ForceClosePosition, PlaceAlert, CancelAlert, CancelAllAfter, CancelOrders]
 
 #: Wire tags: stable forever (they are in every journal). Append only.
 COMMAND_TYPES: dict[int, type] = {
     1: Quote, 2: Clock, 3: CreateAccount, 4: Deposit, 5: Withdraw, 6: PlaceOrder,
     7: CancelOrder, 8: ModifyOrder, 9: ClosePosition, 10: ModifyPosition, 11: AddMargin,
     12: HaltSymbol, 13: ResumeSymbol, 14: EdgeCursor, 15: RaiseIdFloor, 16: OpenAccount,
-    17: SetAccountTypes,
+    17: SetAccountTypes, 18: UpdateInstrument, 19: AdjustBalance, 20: ForceClosePosition,
+    21: PlaceAlert, 22: CancelAlert, 23: CancelAllAfter, 24: CancelOrders,
 }

@@ -18,7 +18,7 @@ everyone else should use keywords.
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import attrs
 
@@ -28,7 +28,9 @@ __all__ = [
     "QuoteUpdated", "QuoteRejected", "AccountCreated", "BalanceChanged", "CommandRejected",
     "DuplicateCommand", "OrderAccepted", "OrderRejected", "OrderTriggered", "OrderCancelled",
     "OrderModified", "PositionOpened", "PositionUpdated", "PositionClosed", "SymbolHalted",
-    "SymbolResumed", "AccountOpened", "MarginCall", "StopOut", "PositionFees", "AccountTypesChanged", "Event", "EVENT_TYPES",
+    "SymbolResumed", "AccountOpened", "MarginCall", "StopOut", "PositionFees", "AccountTypesChanged",
+    "OperatorAction", "InstrumentUpdated", "AlertPlaced", "AlertTriggered", "AlertCancelled", "DeadManSwitchSet",
+    "DeadManSwitchFired", "Event", "EVENT_TYPES",
 ]
 
 
@@ -256,11 +258,90 @@ class SymbolResumed:
     symbol: str
 
 
+# --- issue 13: the broker's side ------------------------------------------------------------
+
+@attrs.define
+class OperatorAction:
+    """The audit trail: one for every operator command that took effect, after its own events.
+
+    ``action``: ``halt | resume | update_instrument | adjust_balance | close_position``;
+    ``target`` the symbol or the id acted on (as text); ``account_id`` the account concerned
+    (None for a symbol); ``detail`` a compact JSON text (the changes, the amount, the fill)."""
+    operator_id: int
+    action: str
+    account_id: Optional[AccountId]
+    target: str
+    reason: str
+    detail: str
+    ts: int
+
+
+@attrs.define
+class InstrumentUpdated:
+    """An instrument's settings changed (``UpdateInstrument``); ``changes`` as applied."""
+    symbol: str
+    changes: list[list[Any]]
+    ts: int
+
+
+@attrs.define
+class AlertPlaced:
+    alert_id: int
+    account_id: AccountId
+    symbol: str
+    condition: str
+    price: int
+    note: str
+    expires_at: Optional[int]
+    client_alert_id: str
+    ts: int
+
+
+@attrs.define
+class AlertTriggered:
+    """The bid reached the alert's price: ``quote_price`` is the bid that did it. Fires once;
+    the alert is gone afterwards."""
+    alert_id: int
+    account_id: AccountId
+    symbol: str
+    condition: str
+    price: int
+    quote_price: int
+    note: str
+    ts: int
+
+
+@attrs.define
+class AlertCancelled:
+    alert_id: int
+    account_id: AccountId
+    reason: str          # "cancelled" | "expired"
+    ts: int
+
+
+@attrs.define
+class DeadManSwitchSet:
+    """The account's cancel-all-after deadline (engine ns); 0: disarmed."""
+    account_id: AccountId
+    deadline_ns: int
+    ts: int
+
+
+@attrs.define
+class DeadManSwitchFired:
+    """The deadline passed: ``cancelled`` pending orders follow as ``OrderCancelled``
+    (reason ``dead_man_switch``); the switch is disarmed."""
+    account_id: AccountId
+    cancelled: int
+    ts: int
+
+
 Event = Union[QuoteUpdated, QuoteRejected, AccountCreated, BalanceChanged, CommandRejected,
               DuplicateCommand, OrderAccepted, OrderRejected, OrderTriggered, OrderCancelled,
               OrderModified, PositionOpened, PositionUpdated, PositionClosed, SymbolHalted,
               SymbolResumed, AccountOpened, MarginCall, StopOut, PositionFees,
-              AccountTypesChanged]
+              AccountTypesChanged, OperatorAction, InstrumentUpdated, AlertPlaced, AlertTriggered,
+              AlertCancelled, DeadManSwitchSet, DeadManSwitchFired]
 
 #: Wire tags: stable forever. Append only.
 EVENT_TYPES: dict[int, type] = {
@@ -269,5 +350,6 @@ EVENT_TYPES: dict[int, type] = {
     109: OrderTriggered, 110: OrderCancelled, 111: OrderModified, 112: PositionOpened,
     113: PositionUpdated, 114: PositionClosed, 115: SymbolHalted, 116: SymbolResumed,
     117: AccountOpened, 118: MarginCall, 119: StopOut, 120: PositionFees,
-    121: AccountTypesChanged,
+    121: AccountTypesChanged, 122: OperatorAction, 123: InstrumentUpdated, 124: AlertPlaced,
+    125: AlertTriggered, 126: AlertCancelled, 127: DeadManSwitchSet, 128: DeadManSwitchFired,
 }

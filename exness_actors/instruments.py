@@ -8,7 +8,7 @@ into every snapshot so a snapshot is never restored under different scales.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import attrs
 
@@ -20,6 +20,7 @@ __all__ = ["Instrument", "CoreConfig", "core_config_from_mapping", "DEFAULT_INST
            "MAX_SHARD"]
 
 _NS_PER_MS = 1_000_000
+_PPM = 1_000_000
 _NS_PER_DAY = 86_400 * 10**9
 
 
@@ -32,6 +33,11 @@ class Instrument:
     spread_bps: int = 0
     min_qty: int = 1  # in quantity units
     maintenance_bps: int = 0  # maintenance ratio in basis points of the margin
+    #: issue 13: an operator's fee overrides for this symbol (ppm of notional, as the account
+    #: types' rates), applied to cross accounts in place of their type's rates; None: the type's
+    commission_ppm: Optional[int] = None
+    swap_long_ppm: Optional[int] = None
+    swap_short_ppm: Optional[int] = None
 
     def __attrs_post_init__(self) -> None:
         if not self.symbol or not self.symbol.isalnum() or not self.symbol.isupper():
@@ -48,19 +54,35 @@ class Instrument:
             raise InvalidValue("min_qty", f"{self.min_qty!r} must be at least one quantity unit")
         if not isinstance(self.maintenance_bps, int) or not 0 <= self.maintenance_bps < 10_000:
             raise InvalidValue("maintenance_ratio", "must be in [0, 1)")
+        if self.commission_ppm is not None and (type(self.commission_ppm) is not int
+                                                or not 0 <= self.commission_ppm < _PPM):
+            raise InvalidValue("commission_ppm", f"{self.commission_ppm!r} must be an integer in 0..{_PPM - 1}")
+        for name in ("swap_long_ppm", "swap_short_ppm"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or not -_PPM < value < _PPM):
+                raise InvalidValue(name, f"{value!r} must be an integer in {-_PPM + 1}..{_PPM - 1}")
+
+    @property
+    def has_fee_overrides(self) -> bool:
+        return self.commission_ppm is not None or self.swap_long_ppm is not None or self.swap_short_ppm is not None
 
     def scales(self) -> list[Any]:
         return [self.symbol, self.price_decimals, self.qty_decimals]
 
     def to_wire(self) -> list[Any]:
-        return [self.symbol, self.price_decimals, self.qty_decimals, self.max_leverage,
+        wire = [self.symbol, self.price_decimals, self.qty_decimals, self.max_leverage,
                 self.spread_bps, self.min_qty, self.maintenance_bps]
+        if self.has_fee_overrides:   # absent when unused: older states (and hashes) are unchanged
+            wire += [self.commission_ppm, self.swap_long_ppm, self.swap_short_ppm]
+        return wire
 
     @classmethod
     def from_wire(cls, data: list[Any]) -> "Instrument":
-        symbol, pd, qd, lev, spread, min_qty, mm = data
+        symbol, pd, qd, lev, spread, min_qty, mm, *fees = data
+        commission, swap_long, swap_short = fees if fees else (None, None, None)
         return cls(symbol=symbol, price_decimals=pd, qty_decimals=qd, max_leverage=lev,
-                   spread_bps=spread, min_qty=min_qty, maintenance_bps=mm)
+                   spread_bps=spread, min_qty=min_qty, maintenance_bps=mm, commission_ppm=commission,
+                   swap_long_ppm=swap_long, swap_short_ppm=swap_short)
 
 
 #: ids one engine shard may allocate (10**12 orders and as many positions). Shard ids stay below
@@ -83,6 +105,10 @@ class CoreConfig:
     account_types: tuple[AccountType, ...] = ()
     #: the daily swap rollover, nanoseconds after midnight UTC
     rollover_ns: int = 0
+    #: the rolling hash's format (issue 14; exness_actors/engine/_hashing.py): 2 for every new
+    #: engine and data dir; a config read from a wire without it (an older data dir, snapshot
+    #: or state) is format 1, so old journals keep replaying to the hashes they recorded
+    hash_format: int = 2
 
     def __attrs_post_init__(self) -> None:
         symbols = [i.symbol for i in self.instruments]
@@ -94,6 +120,8 @@ class CoreConfig:
             raise InvalidValue("idempotency_window", "must be at least 1")
         if type(self.id_base) is not int or not 0 <= self.id_base <= MAX_ID_BASE:
             raise InvalidValue("id_base", f"must be an integer in 0..{MAX_ID_BASE}")
+        if type(self.hash_format) is not int or self.hash_format not in (1, 2):
+            raise InvalidValue("hash_format", "must be 1 or 2")
         names = [t.name for t in self.account_types]
         if len(set(names)) != len(names):
             raise InvalidValue("accounts.types", "account type names must be unique")
@@ -108,10 +136,12 @@ class CoreConfig:
 
     def to_wire(self) -> list[Any]:
         wire = [[i.to_wire() for i in self.instruments], self.stale_after_ns, self.idempotency_window]
-        if self.id_base or self.account_types:   # absent when unused: older states (and hashes) are unchanged
-            wire.append(self.id_base)
-        if self.account_types:
+        if self.id_base or self.account_types or self.hash_format != 1:
+            wire.append(self.id_base)   # absent when unused: older states (and hashes) are unchanged
+        if self.account_types or self.hash_format != 1:
             wire += [[t.to_wire() for t in self.account_types], self.rollover_ns]
+        if self.hash_format != 1:
+            wire.append(self.hash_format)
         return wire
 
     @classmethod
@@ -120,7 +150,8 @@ class CoreConfig:
         types = tuple(AccountType.from_wire(t) for t in rest[1]) if len(rest) > 1 else ()
         return cls(instruments=tuple(Instrument.from_wire(i) for i in instruments),
                    stale_after_ns=stale, idempotency_window=window, id_base=rest[0] if rest else 0,
-                   account_types=types, rollover_ns=rest[2] if len(rest) > 2 else 0)
+                   account_types=types, rollover_ns=rest[2] if len(rest) > 2 else 0,
+                   hash_format=rest[3] if len(rest) > 3 else 1)
 
     def for_shard(self, shard: int) -> "CoreConfig":
         """This config for engine shard ``shard``: ids from ``shard * SHARD_ID_SPAN + 1``."""

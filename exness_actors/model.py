@@ -21,7 +21,7 @@ from exness_actors.instruments import Instrument
 from exness_actors.reasons import OrderStatus
 from exness_actors.triggers import TrailingBook, TriggerIndex
 
-__all__ = ["Account", "Position", "Order", "Book", "ORDER_TRANSITIONS", "POSITION_TRANSITIONS",
+__all__ = ["Account", "Position", "Order", "Alert", "Book", "ORDER_TRANSITIONS", "POSITION_TRANSITIONS",
            "NEW", "OPEN", "CLOSED", "check_order_transition", "check_position_transition"]
 
 #: Position states: a position is ``open`` while it is in the engine's books; ``new`` and
@@ -60,7 +60,7 @@ def check_position_transition(current: str, target: str) -> None:
 
 class Account:
     __slots__ = ("id", "free", "locked", "positions", "orders", "recent_keys", "finished_orders", "type",
-                 "is_cross", "in_margin_call", "watches")
+                 "is_cross", "in_margin_call", "watches", "alerts", "profile")
 
     def __init__(self, account_id: AccountId, free: int = 0, locked: int = 0,
                  account_type: Optional[AccountType] = None) -> None:
@@ -80,6 +80,11 @@ class Account:
         self.in_margin_call = False
         #: cross only: the ``(index, level)`` margin-check entries now indexed (engine._cross)
         self.watches: list[tuple[TriggerIndex, int]] = []
+        #: issue 13: the account's active price alerts (None until it places one)
+        self.alerts: Optional[dict[int, Alert]] = None
+        #: its type's spread profile: 0 = the instruments' own spreads (``engine.books``), k > 0 =
+        #: ``engine.profile_books[symbol][k - 1]`` (set by the engine when the account opens)
+        self.profile = 0
 
 
 class Position:
@@ -142,6 +147,29 @@ class Order:
     @property
     def side(self) -> str:
         return "buy" if self.is_long else "sell"
+
+
+class Alert:
+    """A price alert (issue 13): fires once when the bid reaches ``price`` from the named side."""
+
+    __slots__ = ("id", "account_id", "symbol", "is_above", "price", "note", "expires_at",
+                 "client_alert_id", "created_at")
+
+    def __init__(self, alert_id: int, account_id: AccountId, symbol: str, is_above: bool, price: int,
+                 note: str, expires_at: Optional[int], client_alert_id: str, created_at: int) -> None:
+        self.id = alert_id
+        self.account_id = account_id
+        self.symbol = symbol
+        self.is_above = is_above
+        self.price = price
+        self.note = note
+        self.expires_at = expires_at
+        self.client_alert_id = client_alert_id
+        self.created_at = created_at
+
+    @property
+    def condition(self) -> str:
+        return "above" if self.is_above else "below"
 
 
 class Book:

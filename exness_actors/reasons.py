@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 
 __all__ = ["RejectReason", "CloseReason", "CancelReason", "OrderStatus", "Side", "OrderType",
-           "BalanceKind", "QuoteRejectReason"]
+           "BalanceKind", "QuoteRejectReason", "AlertCondition", "OperatorActionKind"]
 
 
 class RejectReason(str, enum.Enum):
@@ -36,6 +36,10 @@ class RejectReason(str, enum.Enum):
     INVALID_COMMAND = "INVALID_COMMAND"
     INSUFFICIENT_MARGIN = "INSUFFICIENT_MARGIN"
     UNKNOWN_ACCOUNT_TYPE = "UNKNOWN_ACCOUNT_TYPE"
+    # issue 13: the broker's side
+    INVALID_REASON = "INVALID_REASON"      # an operator command without a reason (or too long)
+    UNKNOWN_ALERT = "UNKNOWN_ALERT"
+    TOO_MANY_ALERTS = "TOO_MANY_ALERTS"
 
 
 class QuoteRejectReason(str, enum.Enum):
@@ -52,12 +56,15 @@ class CloseReason(str, enum.Enum):
     TRAILING_STOP = "trailing_stop"
     LIQUIDATION = "liquidation"
     STOP_OUT = "stop_out"
+    OPERATOR = "operator"                  # force-closed by an operator (issue 13)
 
 
 class CancelReason(str, enum.Enum):
     USER = "user"
     EXPIRED = "expired"
     SIZE_TOO_SMALL = "size_too_small"
+    DEAD_MAN_SWITCH = "dead_man_switch"            # the account's cancel-all-after deadline passed
+    CANCEL_ON_DISCONNECT = "cancel_on_disconnect"  # the WS connection that placed it dropped
 
 
 class OrderStatus(str, enum.Enum):
@@ -90,3 +97,19 @@ class BalanceKind(str, enum.Enum):
     COMMISSION = "commission"              # a cross account's commission at open or close
     SWAP = "swap"                          # overnight swap at the daily rollover (negative = credited)
     BALANCE_RESET = "balance_reset"        # negative balance protection: the house absorbs a cross deficit
+    OPERATOR_ADJUSTMENT = "operator_adjustment"   # an operator funded or debited the account (issue 13)
+
+
+class AlertCondition(str, enum.Enum):
+    """A price alert fires when the (marked-up) bid reaches its price from below / from above."""
+    ABOVE = "above"
+    BELOW = "below"
+
+
+class OperatorActionKind(str, enum.Enum):
+    """``OperatorAction.action``: what an operator command did (the audit trail, issue 13)."""
+    HALT = "halt"
+    RESUME = "resume"
+    UPDATE_INSTRUMENT = "update_instrument"
+    ADJUST_BALANCE = "adjust_balance"
+    CLOSE_POSITION = "close_position"

@@ -6,14 +6,14 @@ Every price-triggered thing in the book — liquidations, stop-losses, take-prof
 entries — is an entry ``(level, priority, id)`` in one of four :class:`TriggerIndex` per symbol,
 named after the quote side and direction that fires it:
 
-==============  ===========================  =============================================
+==============  ===========================  =============================================================
 index           fires when                   holds
-==============  ===========================  =============================================
-``bid_falls``   ``bid <= level``             long liquidation, long stop-loss, sell stop
-``bid_rises``   ``bid >= level``             long take-profit, sell limit
+==============  ===========================  =============================================================
+``bid_falls``   ``bid <= level``             long liquidation, long stop-loss, sell stop, ``below`` alert
+``bid_rises``   ``bid >= level``             long take-profit, sell limit, ``above`` alert
 ``ask_rises``   ``ask >= level``             short liquidation, short stop-loss, buy stop
 ``ask_falls``   ``ask <= level``             short take-profit, buy limit
-==============  ===========================  =============================================
+==============  ===========================  =============================================================
 
 An index keeps ``key = sign·level`` in a ``SortedList`` so that, for both directions, the
 crossed entries are exactly the tail with ``key >= sign·price``: popping them costs
@@ -36,26 +36,28 @@ Invariants: ``best`` equals the largest key (or :data:`NONE`); every member of a
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Final, Iterator
 
 from sortedcontainers import SortedDict, SortedList
 
 __all__ = ["TriggerIndex", "TrailingBook", "NONE", "PRIORITY", "ID_BITS"]
 
 #: Below any key a real price can produce (prices are bounded by the edge to 30 digits).
-NONE = -(10**40)
+NONE: Final = -(10**40)
 
 # Ids take 53 bits: engine shard k numbers from k·10¹² + 1 and the last shard's ids stay below
 # 2**53 (instruments.MAX_SHARD; a test holds the two together).
-ID_BITS = 53
-_PRIORITY_SHIFT = ID_BITS
-_KEY_SHIFT = ID_BITS + 4
-_PRIORITY_MASK = 0xF
-_ID_MASK = (1 << _PRIORITY_SHIFT) - 1
+# Final: the compiled build reads these as C constants, not from the module's dict (they are on
+# every trigger's add, pop and refresh)
+ID_BITS: Final = 53
+_PRIORITY_SHIFT: Final = ID_BITS
+_KEY_SHIFT: Final = ID_BITS + 4
+_PRIORITY_MASK: Final = 0xF
+_ID_MASK: Final = (1 << ID_BITS) - 1
 
 #: Processing order within one quote; ties are broken by id.
 PRIORITY = {"liquidation": 0, "stop_loss": 1, "trailing_stop": 2, "take_profit": 3, "entry": 4,
-            "margin_check": 5}
+            "margin_check": 5, "alert": 6}
 
 
 class TriggerIndex:

@@ -2,7 +2,7 @@
 
 ``build_parity.py record RUNS.json N`` records the inputs of N property-machine runs;
 ``build_parity.py compute RUNS.json`` prints the events (by digest), state hashes and rolling hashes
-of replaying those runs, of simulation seeds and of backtests over the shipped samples, and the
+(in both formats) of replaying those runs, of simulation seeds and of backtests over the shipped samples, and the
 answers to every wrong-typed command field. tests/test_core_build.py records once and computes
 under each build (``EXNESS_CORE_BUILD=pure`` and the compiled default), requiring identical output.
 (The runs are recorded once, not drawn per build: Hypothesis's derandomized draws are not the same
@@ -18,13 +18,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import attrs
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from actors.simulation import SimulationOptions, report_json, run_simulation
 from exness_actors import _build, codec
 from exness_actors.backtest import load_ticks, run_backtest
-from exness_actors.engine import Engine
+from exness_actors.engine import HASH_FORMATS, Engine
 from exness_actors.instruments import DEFAULT_INSTRUMENTS, CoreConfig
 from exness_actors.strategies.examples import MovingAverageCross
 from exness_actors.testing import TradingMachine
@@ -59,12 +60,23 @@ def record_machine_runs(examples: int) -> list[dict[str, Any]]:
 
 
 def replay_machine_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each run under both rolling hash formats (issue 14): the rolling hashes of every block
+    boundary and the end, the state hash (with a snapshot round trip) and the events."""
     found = []
     for run in runs:
-        engine = Engine(CoreConfig.from_wire(run["config"]))
-        outputs = [engine.apply(codec.decode(bytes.fromhex(payload))) for payload in run["inputs"]]
-        found.append({"inputs": len(outputs), "events": events_digest(outputs),
-                      "state_hash": engine.state_hash().hex(), "rolling_hash": engine.rolling_hash.hex()})
+        for hash_format in HASH_FORMATS:
+            config = attrs.evolve(CoreConfig.from_wire(run["config"]), hash_format=hash_format)
+            engine = Engine(config)
+            outputs = []
+            rolling = []
+            for payload in run["inputs"]:
+                outputs.append(engine.apply(codec.decode(bytes.fromhex(payload))))
+                if len(outputs) % 16 == 0:
+                    rolling.append(engine.rolling_hash.hex())
+            restored = Engine.from_state(codec.unpack(codec.pack(engine.to_state())))
+            found.append({"inputs": len(outputs), "events": events_digest(outputs), "format": hash_format,
+                          "state_hash": engine.state_hash().hex(), "rolling_hash": engine.rolling_hash.hex(),
+                          "rolling_along": rolling, "restored": restored.rolling_hash.hex()})
     return found
 
 

@@ -14,13 +14,13 @@ SECOND = 1_000_000_000
 
 
 def make_engine(*, spread_bps: int = 0, maintenance_bps: int = 0, max_leverage: int = 100,
-                min_qty: int = 1, window: int = 1000) -> Engine:
+                min_qty: int = 1, window: int = 1000, hash_format: int = 2) -> Engine:
     config = CoreConfig(
         instruments=(Instrument(symbol=SYMBOL, price_decimals=2, qty_decimals=8,
                                 max_leverage=max_leverage, spread_bps=spread_bps, min_qty=min_qty,
                                 maintenance_bps=maintenance_bps),
                      Instrument(symbol="ETHUSDT", price_decimals=2, qty_decimals=8)),
-        stale_after_ns=5 * SECOND, idempotency_window=window)
+        stale_after_ns=5 * SECOND, idempotency_window=window, hash_format=hash_format)
     return Engine(config)
 
 

@@ -71,11 +71,23 @@ class Harness:
         assert response.status_code == 200, await response.get_data()
         return await response.get_json()
 
-    async def trader(self, email: str) -> dict[str, str]:
-        """Sign up and in; the Authorization header of the new trader."""
+    async def trader(self, email: str, account_type: str = "standard") -> dict[str, str]:
+        """Sign up and in; the Authorization header of the new trader. Sign-up opens a demo
+        ``standard`` (cross) account; another ``account_type`` is opened (demo) and switched to."""
         await self.signup(email)
         tokens = await self.signin(email)
+        if account_type != "standard":
+            tokens = await self.open_and_switch(tokens, account_type)
         return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+    async def open_and_switch(self, tokens: dict, account_type: str, *, demo: bool = True) -> dict:
+        """Open another account of ``account_type`` for the holder of ``tokens``; its token pair."""
+        auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+        _, opened = await self.call("POST", f"{API}/accounts", headers=auth, expect=201,
+                                    json={"type": account_type, "demo": demo})
+        _, switched = await self.call("POST", f"{API}/auth/switch", headers=auth, expect=200,
+                                      json={"account_id": opened["account_id"]})
+        return switched
 
     async def call(self, method: str, path: str, *, headers: Optional[dict] = None, json: Any = None,
                    data: Any = None, expect: Optional[int] = None, **kwargs: Any) -> tuple[int, Any]:

@@ -29,6 +29,9 @@ PUBLIC_NAMES = {
     "actors.simulation": {"SimulationOptions", "SimulationError", "run_simulation", "format_report",
                           "report_json"},
     "actors.wire": {"EdgeError"},
+    "actors.notifications": {"run", "NotificationWorker", "WorkerStatistics", "KINDS", "CHANNELS", "derive",
+                             "notification_json", "PreferencesError", "apply_update", "default_preferences",
+                             "preferences_json"},
     "actors.gateway": {"create_app", "run", "GatewayInfo", "GatewaySettings", "hypercorn_config",
                        "token_issuer_from_config", "openapi_document", "openapi_text", "export_openapi",
                        "OPENAPI_PATH"},
@@ -43,6 +46,7 @@ FORBIDDEN_IMPORTS = {
     "feed": {"gateway", "ws", "bus", "history", "simulation"},
     "gateway": {"ws", "simulation"},
     "ws": {"gateway", "simulation"},
+    "notifications": {"gateway", "ws", "bus", "feed", "history", "simulation"},
 }
 #: modules of the bus that are transport only (the roles module composes the split processes)
 BUS_TRANSPORT = ("actors/bus/streams.py", "actors/bus/redis_client.py")

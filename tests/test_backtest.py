@@ -259,7 +259,8 @@ def test_write_outputs(tmp_path):
 
 
 def test_a_backtest_on_a_commission_account_applies_and_sums_the_fees():
-    # issue 16: raw_spread pays 0.35 bps per side and 5 bps a day of swaps on BTCUSDT
+    # issue 16: raw_spread pays 0.35 bps per side and 5 bps a day of swaps on BTCUSDT, and trades on
+    # the feed's raw quote (no markup): a flat market leaves it exactly its fees down
     config = attrs.evolve(CONFIG, account_types=SHIPPED_TYPES)
     day = 86_400 * 10**9
     ticks = [Tick(day // 2 + i * day // 4, "BTCUSDT", 6_500_000, 6_500_000) for i in range(6)]
@@ -271,7 +272,9 @@ def test_a_backtest_on_a_commission_account_applies_and_sums_the_fees():
     assert result.summary["commission"] == position.commission > 0
     assert result.summary["swap"] == position.swap > 0
     assert (isolated.summary["commission"], isolated.summary["swap"]) == (0, 0)
-    assert result.summary["end_equity"] == isolated.summary["end_equity"] - result.summary["commission"] - result.summary["swap"]
+    assert result.summary["end_equity"] == result.summary["start_equity"] - result.summary["commission"] - result.summary["swap"]
+    # the isolated account pays the instrument's 2 bps spread instead: 499960 = 500000 − 40
+    assert isolated.summary["end_equity"] < isolated.summary["start_equity"]
 
 
 def test_a_backtest_names_an_unknown_account_type():

@@ -111,7 +111,20 @@ def sign_up(page, email: str) -> None:
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign up").click()
-    expect(page.get_by_label("Account").get_by_text("Balance")).to_be_visible()
+    expect(page.get_by_label("Account", exact=True).get_by_text("Balance")).to_be_visible()
+
+
+def open_account(page, type_label: str, *, real: bool = False) -> None:
+    """Open an account from the switcher's dialog ("Open and switch") and wait until it is current."""
+    page.get_by_role("button", name="Open account").click()
+    dialog = page.get_by_role("dialog", name="Open a trading account")
+    dialog.get_by_label("Account type").select_option(label=type_label)
+    dialog.get_by_label("Real" if real else "Demo").check()
+    dialog.get_by_role("button", name="Open and switch").click()
+    expect(dialog).to_be_hidden()
+    kind = "real" if real else "demo"
+    selected = page.get_by_label("Trading account", exact=True).locator("option:checked")
+    expect(selected).to_contain_text(f"{type_label} · {kind}")
 
 
 def bid_cell(page, symbol: str):
@@ -129,6 +142,10 @@ def test_trade_journey_from_signup_to_history(platform, open_page) -> None:
     first_bid = bid_cell(page, "BTCUSDT").inner_text()
     expect(bid_cell(page, "BTCUSDT")).not_to_have_text(first_bid, timeout=10_000)   # quotes move
     sign_up(page, "journey@example.com")
+    expect(page.locator('[data-field="balance"]')).to_have_text("5,000.00")
+    # sign-up opened a Standard (cross) account; this journey trades an isolated one (its
+    # positions have a liquidation price and take added margin)
+    open_account(page, "Isolated")
     expect(page.locator('[data-field="balance"]')).to_have_text("5,000.00")
 
     ask = Decimal(quote(platform, "BTCUSDT")["ask"])
@@ -201,7 +218,7 @@ def test_trade_journey_from_signup_to_history(platform, open_page) -> None:
     expect(page.get_by_role("button", name="Sign in")).to_be_visible()
     page.reload()
     expect(page.get_by_role("button", name="Sign in")).to_be_visible()
-    expect(page.get_by_label("Account")).to_be_hidden()
+    expect(page.get_by_label("Account", exact=True)).to_be_hidden()
 
 
 def test_the_session_is_refreshed_silently(tmp_path, open_page) -> None:
@@ -302,6 +319,7 @@ def test_a_liquidation_shows_a_toast_and_a_history_row(tmp_path, open_page) -> N
     try:
         page, _ = open_page(server.url)
         sign_up(page, "liquidated@example.com")
+        open_account(page, "Isolated")                  # liquidation is per position: isolated margin
         page.get_by_label("Leverage").fill("100")
         expect(bid_cell(page, "BTCUSDT")).to_have_text(re.compile(r"^64,9"), timeout=10_000)
         page.get_by_role("button", name="Buy").click()
@@ -310,6 +328,103 @@ def test_a_liquidation_shows_a_toast_and_a_history_row(tmp_path, open_page) -> N
         expect(page.get_by_role("table", name="History").locator("tbody tr").first).to_contain_text("Liquidation")
     finally:
         server.stop()
+
+
+def test_a_stop_out_of_a_cross_account_shows_a_toast_and_a_history_row(tmp_path, open_page) -> None:
+    """The sign-up's Standard account (cross, stop-out at 0 %) goes all in: 4,900.00 at 100x; the
+    drop to 60000 takes its equity below zero, the position closes with reason stop_out."""
+    recording = tmp_path / "crash.jsonl"
+    _liquidation_recording(recording)
+    server = Platform(tmp_path / "data", feed=f"replay:{recording}", env={"EXNESS_FEED__REPLAY_LOOP": "true"}).start()
+    try:
+        page, _ = open_page(server.url)
+        sign_up(page, "stopped@example.com")
+        expect(page.locator('[data-preview="free-after"]')).to_be_visible()      # no liquidation price
+        expect(page.locator('[data-preview="liquidation-buy"]')).to_be_hidden()
+        page.get_by_label("Margin").fill("4900.00")
+        page.get_by_label("Leverage").fill("100")
+        expect(bid_cell(page, "BTCUSDT")).to_have_text(re.compile(r"^64,9"), timeout=10_000)
+        page.get_by_role("button", name="Buy").click()
+        expect(page.locator(".toast.error")).to_contain_text("Stop-out", timeout=10_000)
+        page.get_by_role("tab", name="History").click()
+        expect(page.get_by_role("table", name="History").locator("tbody tr").first).to_contain_text("Stop-out")
+        expect(page.locator('[data-field="balance"]')).to_have_text("0.00")     # the house covered the rest
+    finally:
+        server.stop()
+
+
+def test_the_account_switcher_opens_accounts_and_shows_commission(platform, open_page) -> None:
+    page, _ = open_page(platform.url)
+    sign_up(page, "switcher@example.com")
+    switcher = page.get_by_label("Trading account", exact=True)
+    expect(switcher.locator("option")).to_have_count(1)
+    expect(switcher.locator("option:checked")).to_contain_text("Standard · demo")
+
+    # a demo Raw Spread account: commission on the position, margin level in the bar
+    open_account(page, "Raw Spread")
+    expect(switcher.locator("option")).to_have_count(2)
+    expect(page.locator('[data-field="balance"]')).to_have_text("5,000.00")
+    buy(page)                                         # 100.00 at 10x: 0.35 bps of ~1,000 = 0.04
+    positions = page.get_by_role("table", name="Open positions")
+    row = positions.locator("tbody tr").first
+    expect(row.locator("td").nth(9)).to_have_text("0.04")
+    expect(row.locator("td").nth(8)).to_have_text("—")                       # cross: no liquidation price
+    expect(page.locator('[data-field="margin_level"]')).to_have_text(re.compile(r"^[\d,]+\.\d\d %$"))
+    positions.get_by_role("button", name="Close").first.click()
+    expect(positions.locator("tbody tr").first).to_contain_text("No open positions")
+    page.get_by_role("tab", name="History").click()
+    history_row = page.get_by_role("table", name="History").locator("tbody tr").first
+    expect(history_row.locator("td").nth(7)).to_have_text("0.08")           # open + close commission
+    page.get_by_role("tab", name="Ledger").click()
+    expect(page.get_by_role("table", name="Ledger").locator("tbody tr").first).to_contain_text("commission")
+
+    # back to the first account: its own (empty) tables and balance
+    switcher.select_option(index=0)
+    expect(switcher.locator("option:checked")).to_contain_text("Standard · demo")
+    expect(page.get_by_role("table", name="Ledger").locator("tbody tr")).to_have_count(1)
+    expect(page.get_by_role("table", name="Ledger").locator("tbody tr").first).to_contain_text("deposit")
+    expect(page.locator('[data-field="balance"]')).to_have_text("5,000.00")
+
+    # a real account opens empty and has no demo funds button; the choice survives a reload
+    open_account(page, "Standard", real=True)
+    expect(page.locator('[data-field="balance"]')).to_have_text("0.00")
+    expect(page.get_by_role("button", name="Funds")).to_be_hidden()
+    page.reload()
+    expect(page.get_by_label("Trading account", exact=True).locator("option:checked")).to_contain_text("Standard · real")
+    expect(page.locator('[data-field="balance"]')).to_have_text("0.00")
+
+
+def test_margin_call_and_stop_out_banners(platform, open_page) -> None:
+    """The account channel's margin_call and stop_out messages (injected into the page's socket,
+    which stays connected to the real server) raise the banner; it can be dismissed."""
+    routes = []
+
+    def handler(ws) -> None:
+        ws.connect_to_server()                        # everything else passes through unchanged
+        routes.append(ws)
+
+    page, _ = open_page(platform.url)
+    page.route_web_socket(re.compile(r"^ws://"), handler)
+    page.reload()
+    expect(page.locator("body[data-ready=true]")).to_be_attached()
+    sign_up(page, "banner@example.com")
+    wait_until(lambda: bool(routes))
+    banner = page.get_by_role("alert").filter(has_text="Margin call")
+    expect(banner).to_be_hidden()
+
+    def inject(data: dict) -> None:
+        routes[-1].send(json.dumps({"channel": "account", "seq": 10_000, "engine_seq": 1, "data": data}))
+
+    inject({"event": "margin_call", "margin_level": "55.10", "equity": "2204.00", "used_margin": "4000.00",
+            "ts": 1_718_064_000_000})
+    expect(banner).to_be_visible()
+    expect(banner).to_contain_text("margin level 55.10 % is at or below 60.00 %")
+    inject({"event": "stop_out", "margin_level": "0.00", "equity": "-3.00", "used_margin": "4000.00",
+            "ts": 1_718_064_000_100})
+    stop_out = page.get_by_role("alert").filter(has_text="Stop-out")
+    expect(stop_out).to_contain_text("positions were closed")
+    stop_out.get_by_role("button", name="Dismiss").click()
+    expect(stop_out).to_be_hidden()
 
 
 @pytest.mark.parametrize("theme", ["light", "dark"])
@@ -329,3 +444,20 @@ def test_phone_viewport(platform, open_page, theme) -> None:
             page.set_viewport_size(DESKTOP)
             page.wait_for_timeout(500)
             page.screenshot(path=str(ROOT / "docs" / "terminal-desktop-light.png"))
+
+
+def test_an_unnumbered_account_summary_does_not_move_the_resume_point(platform, open_page) -> None:
+    """The terminal's socket resumes each channel from the last seq it saw; ``account_summary``
+    messages carry no seq and must leave that point where the last event put it."""
+    page, _ = open_page(platform.url)
+    since = page.evaluate("""async () => {
+        const base = document.querySelector('script[type=module]').src.replace(/main\\.js$/, '');
+        const { Socket } = await import(base + 'socket.js');
+        const socket = new Socket('ws://127.0.0.1:1', {getToken: () => null, onMessage: () => {},
+            onResync: () => {}, onStatus: () => {}, onTokenExpired: () => {}});
+        socket.epoch = 'e';
+        socket.handle({channel: 'account', seq: 41, data: {event: 'balance_changed'}});
+        socket.handle({channel: 'account', data: {event: 'account_summary'}});
+        return socket.subscription(['account']).since;
+    }""")
+    assert since == {"account": 41}

@@ -42,14 +42,16 @@ def checkpoints(tmp_path) -> list[Checkpoint]:
     return [record for record in records if isinstance(record, Checkpoint)]
 
 
-def inputs_then_checkpoint(state_hash: bytes | None = None, *, rolling_hash: bytes | None = None) -> list[bytes]:
-    engine = make_engine()
+def inputs_then_checkpoint(state_hash: bytes | None = None, *, rolling_hash: bytes | None = None,
+                           hash_format: int = 2) -> list[bytes]:
+    engine = make_engine(hash_format=hash_format)
     payloads = []
     for command in (CreateAccount(account_id=1, initial_deposit=500), Quote(symbol=SYMBOL, bid=10, ask=11)):
         engine.submit(command, ts=engine.now + 1)
         payloads.append(codec.encode(command))
     payloads.append(encode_checkpoint(engine.last_seq, rolling_hash or engine.rolling_hash,
-                                      state_hash if state_hash is not None else engine.state_hash()))
+                                      state_hash if state_hash is not None else engine.state_hash(),
+                                      hash_format=engine.hash_format))
     return payloads
 
 
@@ -85,10 +87,10 @@ def test_a_checkpoint_state_hash_is_verified_and_a_wrong_one_is_a_divergence():
 
 
 def test_old_checkpoints_without_a_state_hash_still_verify():
-    payloads = inputs_then_checkpoint()
+    payloads = inputs_then_checkpoint(hash_format=1)
     old = decode_record(payloads[-1])
     payloads[-1] = encode_checkpoint(old.seq, old.rolling_hash)
-    result = replay(make_engine(), payloads)
+    result = replay(make_engine(hash_format=1), payloads)
     assert (result.checkpoints_verified, result.states_verified) == (1, 0)
 
 

@@ -50,6 +50,7 @@ def test_the_compiled_and_the_pure_core_compute_the_same(tmp_path: Path) -> None
 
     assert (pure.pop("build"), compiled.pop("build")) == ("pure", "compiled")
     assert sum(run["inputs"] for run in pure["machine"]) > 1_000
+    assert {run["format"] for run in pure["machine"]} == {1, 2}      # both rolling hash formats
     for part in pure:
         assert compiled[part] == pure[part], f"the builds differ in {part}"
 

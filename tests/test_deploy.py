@@ -646,10 +646,12 @@ def test_an_installed_wheel_carries_its_config_and_migrations(tmp_path: Path) ->
                for path in [ROOT / "config.toml", *sorted((ROOT / "schemas" / "migrations").rglob("*.sql"))]}
     assert shipped <= names, sorted(shipped - names)
     assert "actors/data/binance_sample.jsonl" in names and "actors/static/swagger-ui-bundle.js" in names
-    terminal = {f"actors/{path.relative_to(ROOT / 'actors').as_posix()}"
-                for path in (ROOT / "actors" / "static" / "terminal").rglob("*") if path.is_file()}
-    assert "actors/static/terminal/vendor/lightweight-charts.standalone.production.mjs" in terminal
-    assert terminal <= names, sorted(terminal - names)
+    pages = {f"actors/{path.relative_to(ROOT / 'actors').as_posix()}"
+             for page in ("terminal", "backoffice")
+             for path in (ROOT / "actors" / "static" / page).rglob("*") if path.is_file()}
+    assert "actors/static/terminal/vendor/lightweight-charts.standalone.production.mjs" in pages
+    assert "actors/static/backoffice/main.js" in pages
+    assert pages <= names, sorted(pages - names)
 
     site = tmp_path / "site"
     installed = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),

@@ -13,7 +13,7 @@ from decimal import Decimal
 import pytest
 
 from actors.engine.messages import Overloaded
-from gateway_helpers import API, PASSWORD, bearer, running_gateway
+from gateway_helpers import API, PASSWORD, bearer, gateway_config, running_gateway
 
 
 # ------------------------------------------------------------------ the journey
@@ -28,8 +28,18 @@ async def test_trader_journey_from_signup_to_liquidation_history_and_candles(tmp
         auth = bearer(tokens)
         _, account = await h.call("GET", f"{API}/account", headers=auth, expect=200)
         assert account == {"account_id": user_id, "balance": "5000.00", "locked": "0.00",
-                           "equity": "5000.00", "free_margin": "5000.00", "margin_level": None,
-                           "unrealized_pnl": "0.00", "currency": "USD"}
+                           "used_margin": "0.00", "equity": "5000.00", "free_margin": "5000.00",
+                           "margin_level": None, "unrealized_pnl": "0.00", "currency": "USD",
+                           "account_type": "standard", "margin_mode": "cross", "demo": True,
+                           "margin_call_level": "60.00", "stop_out_level": "0.00", "in_margin_call": False}
+
+        # sign-up opened a Standard (cross) account; this journey trades an isolated one
+        tokens = await h.open_and_switch(tokens, "isolated")
+        auth = bearer(tokens)
+        _, account = await h.call("GET", f"{API}/account", headers=auth, expect=200)
+        assert (account["account_id"], account["account_type"], account["margin_mode"], account["balance"],
+                account["margin_call_level"], account["stop_out_level"]) == (
+            tokens["account_id"], "isolated", "isolated", "5000.00", None, None)
 
         # a quote
         await h.quote_all()
@@ -178,7 +188,7 @@ async def test_pending_order_modify_and_paging(tmp_path) -> None:
 
 async def test_position_margin_and_trailing_stop(tmp_path) -> None:
     async with running_gateway(tmp_path) as h:
-        auth = await h.trader("margin@example.com")
+        auth = await h.trader("margin@example.com", "isolated")   # a position's own margin: isolated
         await h.quote_all()
         _, placed = await h.call("POST", f"{API}/orders", headers=auth, expect=201, json={
             "symbol": "ETHUSDT", "side": "sell", "type": "market", "margin": "100", "leverage": 20})
@@ -313,8 +323,12 @@ async def test_signup_survives_an_engine_failure_and_signin_creates_the_account(
         async def overloaded(command):
             raise Overloaded("engine inbox is full")
 
+        def overloaded_now(item):
+            raise Overloaded("engine inbox is full")
+
         with monkeypatch.context() as patch:
             patch.setattr(handle, "request", overloaded)
+            patch.setattr(handle, "send_nowait", overloaded_now)
             user_id = await h.signup("patient@example.com")
         assert int(user_id) not in handle.engine.accounts
         tokens = await h.signin("patient@example.com")
@@ -357,3 +371,5 @@ async def test_one_debug_line_per_request_without_secrets(tmp_path, caplog) -> N
     text = "\n".join(lines)
     for secret in (PASSWORD, tokens["access_token"], tokens["refresh_token"]):
         assert secret not in text
+
+

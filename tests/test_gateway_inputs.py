@@ -189,7 +189,7 @@ async def test_content_type_and_methods(tmp_path) -> None:
 
 async def test_other_endpoints_bad_input_table(tmp_path) -> None:
     async with running_gateway(tmp_path) as h:
-        auth = await h.trader("others@example.com")
+        auth = await h.trader("others@example.com", "isolated")   # add margin needs an isolated account
         await h.quote_all()
         _, placed = await h.call("POST", f"{API}/orders", headers=auth, expect=201, json=MARKET)
         position_id = placed["position"]["id"]

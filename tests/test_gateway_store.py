@@ -101,3 +101,42 @@ async def test_concurrent_rotations_of_one_token_cannot_both_win(store) -> None:
         for index in range(4):
             nursery.start_soon(rotate, f"new{index}")
     assert sorted(outcomes) == ["reused", "revoked", "revoked", "rotated"]
+
+
+async def test_migration_0016_backfills_each_users_account_and_its_refresh_tokens(tmp_path) -> None:
+    """A data dir from before issue 16: one account per user (id = user id), refresh tokens
+    without an account. After 0016 each user holds that account (isolated, demo, as ready as it
+    was), refresh keeps it, and new accounts take ids past every existing one."""
+    from actors.store.sqlite import MIGRATIONS_DIR
+
+    old = tmp_path / "old-migrations"
+    old.mkdir()
+    for script in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        if script.name < "0016":
+            (old / script.name).write_text(script.read_text())
+    data = tmp_path / "data"
+    before = await SqliteStore.open(data, migrations_dir=old)
+    assert "0016_accounts" not in before.migrations_applied
+    connection = before._connection
+    for user_id, ready in ((1, 1), (2, 0), (3, 1)):
+        connection.execute("INSERT INTO users (email, password_hash, account_id, account_ready, created_at) "
+                           "VALUES (?, 'h', ?, ?, ?)", (f"u{user_id}@example.com", user_id, ready, user_id * 10))
+    connection.execute("INSERT INTO refresh_tokens (token_hash, user_id, family_id, issued_at, expires_at) "
+                       "VALUES (?, 3, 'fam', 0, 100)", (b"t" * 32,))
+    await before.close()
+
+    store = await SqliteStore.open(data)
+    try:
+        assert store.migrations_applied == ["0016_accounts"]
+        assert [(a.account_id, a.user_id, a.account_type, a.demo, a.ready, a.created_at)
+                for user in (1, 2, 3) for a in await store.accounts_of(user)] == [
+            (1, 1, "isolated", True, True, 10), (2, 2, "isolated", True, False, 20),
+            (3, 3, "isolated", True, True, 30)]
+        assert [(await store.user_by_id(user)).account_ready for user in (1, 2, 3)] == [True, False, True]
+        rotation = await store.rotate_refresh_token(b"t" * 32, new_hash=b"u" * 32, now=1, expires_at=100)
+        assert (rotation.outcome, rotation.user_id, rotation.account_id) == ("rotated", 3, 3)
+        extra = await store.open_account(1, account_type="raw_spread", demo=True, created_at=40, limit=10)
+        newcomer = await store.create_user("new@example.com", "h", created_at=50)
+        assert (extra.account_id, newcomer.user_id, newcomer.account_id) == (4, 4, 5)
+    finally:
+        await store.close()

@@ -291,3 +291,54 @@ def test_the_migrate_command_keeps_the_sqlite_path(tmp_path: Path, monkeypatch, 
     out = capsys.readouterr().out
     assert "0001_init" in out and "no pending migrations" in out, out
     assert (tmp_path / "exness.sqlite3").exists()
+
+
+def test_migration_0016_backfills_each_users_account_and_its_refresh_tokens(database_url: str, schema: str,
+                                                                            tmp_path: Path) -> None:
+    """A database from before issue 16: one account per user (id = user id). After 0016 each user
+    holds that account (isolated, demo, as ready as it was), refresh tokens name it, and the
+    accounts' identity hands out ids past every existing one."""
+    old = tmp_path / "old"
+    old.mkdir()
+    for migration in load_migrations():
+        if migration.version < "0016":
+            write(old, migration.path.name, migration.sql)
+    migrate(database_url, schema, old)
+
+    async def seed(connection: asyncpg.Connection) -> None:
+        for user_id, ready in ((1, True), (2, False)):
+            await connection.execute(
+                "INSERT INTO users (email, password_hash, account_id, account_ready, created_at) "
+                "OVERRIDING SYSTEM VALUE SELECT $1, 'h', $2, $3, $4", f"u{user_id}@example.com", user_id,
+                ready, user_id * 10)
+        await connection.execute("INSERT INTO refresh_tokens (token_hash, user_id, family_id, issued_at, "
+                                 "expires_at) VALUES ($1, 2, 'fam', 0, 100)", b"t" * 32)
+    with_connection(database_url, schema, seed)
+
+    assert migrate(database_url, schema) == ["0016_accounts"]
+
+    async def check(connection: asyncpg.Connection) -> tuple:
+        accounts = [tuple(row) for row in await connection.fetch(
+            "SELECT account_id, user_id, account_type, demo, ready, created_at FROM accounts ORDER BY 1")]
+        token_account = await connection.fetchval("SELECT account_id FROM refresh_tokens")
+        fresh = await connection.fetchval("INSERT INTO accounts (user_id, account_type, demo, created_at) "
+                                          "VALUES (1, 'raw_spread', true, 30) RETURNING account_id")
+        columns = {row[0] for row in await connection.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND "
+            "table_name = 'users'", schema)}
+        return accounts, token_account, fresh, columns
+    accounts, token_account, fresh, columns = with_connection(database_url, schema, check)
+    assert accounts == [(1, 1, "isolated", True, True, 10), (2, 2, "isolated", True, False, 20)]
+    assert token_account == 2 and fresh == 3
+    assert "account_ready" not in columns and "account_id" in columns
+
+
+def test_migration_0016_on_an_empty_database_starts_account_ids_at_1(database_url: str, schema: str) -> None:
+    migrate(database_url, schema)
+    first = with_connection(database_url, schema, lambda c: c.fetchval(
+        "INSERT INTO users (email, password_hash, account_id, created_at) VALUES ('a@b.c', 'h', 0, 0) "
+        "RETURNING user_id"))
+    account = with_connection(database_url, schema, lambda c: c.fetchval(
+        "INSERT INTO accounts (user_id, account_type, demo, created_at) VALUES ($1, 'standard', true, 0) "
+        "RETURNING account_id", first))
+    assert (first, account) == (1, 1)

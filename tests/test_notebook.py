@@ -51,8 +51,9 @@ def write(data_dir: Path, *, corrupt: bool = False) -> tuple[Engine, dict[int, b
         frames.append(codec.encode(command))
         hashes[engine.last_seq] = engine.state_hash()
         if engine.last_seq == CHECKPOINT_AT:
-            frames.append(encode_checkpoint(engine.last_seq, bytes(16) if corrupt else engine.rolling_hash))
-    frames.append(encode_checkpoint(engine.last_seq, engine.rolling_hash))
+            frames.append(encode_checkpoint(engine.last_seq, bytes(16) if corrupt else engine.rolling_hash,
+                                            hash_format=engine.hash_format))
+    frames.append(encode_checkpoint(engine.last_seq, engine.rolling_hash, hash_format=engine.hash_format))
     with JournalWriter(data_dir / "journal") as writer:
         writer.append(b"".join(encode_frame(f) for f in frames), first_seq=1)
         writer.fsync()

@@ -13,11 +13,11 @@ from actors.engine.recovery import RecoveryError, journal_dir, recover, snapshot
 from actors.engine.snapshot_worker import build_snapshot, write_engine_snapshot
 from core_helpers import SYMBOL, make_engine
 from exness_actors import codec
-from exness_actors.commands import ClosePosition, CreateAccount, PlaceOrder, Quote
+from exness_actors.commands import ClosePosition, CreateAccount, PlaceOrder, Quote, UpdateInstrument
 from exness_actors.engine import HASH_BLOCK, Engine
 from exness_actors.instruments import CoreConfig, Instrument
 from exness_actors.journal import JournalWriter, encode_frame, list_segments
-from exness_actors.replay import encode_checkpoint
+from exness_actors.replay import engine_checkpoint
 from exness_actors.snapshot import list_snapshots
 
 KEY = bytes(range(32))
@@ -55,7 +55,7 @@ def write_journal(data_dir: Path, engine: Engine, count: int, *, checkpoints: bo
     for command, _events in drive(engine, count):
         frames.append(codec.encode(command))
         if checkpoints and engine.last_seq % 500 == 0:
-            frames.append(encode_checkpoint(engine.last_seq, engine.rolling_hash))
+            frames.append(engine_checkpoint(engine))
         if len(frames) >= 64:
             writer.append(b"".join(encode_frame(f) for f in frames), first_seq=first_seq)
             frames, first_seq = [], engine.last_seq + 1
@@ -173,3 +173,26 @@ def test_snapshot_worker_process_builds_the_live_state(tmp_path):
     # a second worker run with nothing new is a no-op
     assert build_snapshot(tmp_path, live.last_seq, KEY, 2)["event"] == "snapshot_skipped"
     assert os.stat(_path).st_mode & 0o777 == 0o600
+
+
+def test_an_operators_instrument_change_survives_restarts_with_and_without_a_snapshot(tmp_path):
+    """Issue 13: the journaled UpdateInstrument is the truth. A restart with the unchanged config
+    replays it; a snapshot taken after it carries the changed settings and is not refused."""
+    config = make_engine().config
+    recover(tmp_path, config, KEY)                       # the first start pins the config
+    live = make_engine()
+    write_journal(tmp_path, live, 50)
+    change = UpdateInstrument(symbol=SYMBOL, changes=[["spread_bps", 25], ["max_leverage", 20]],
+                              operator_id=3, reason="volatility")
+    live.submit(change, ts=live.now + 1)
+    writer = JournalWriter(journal_dir(tmp_path), segment_bytes=64 * 1024)
+    writer.append(encode_frame(codec.encode(change)), first_seq=live.last_seq)
+    writer.close()
+    replayed = recover(tmp_path, config, KEY).engine
+    assert replayed.instruments[SYMBOL].spread_bps == 25
+    assert replayed.state_hash() == live.state_hash()
+    write_engine_snapshot(tmp_path, live, KEY, keep=3)
+    restored = recover(tmp_path, config, KEY)
+    assert restored.snapshot_seq == live.last_seq and restored.replayed == 0
+    assert restored.engine.instruments[SYMBOL].max_leverage == 20
+    assert restored.engine.state_hash() == live.state_hash()

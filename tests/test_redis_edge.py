@@ -235,6 +235,12 @@ async def test_remote_requests_round_trip_and_time_out_cleanly(tmp_path, url):
         from actors.wire import views as views
         summary = await remote.query(redis_edge.BoxedView(views.account_summary, (9,)))
         assert summary[0]["account_id"] == "9" and summary[0]["balance"] == "5.00"
+        # the stream server's throttled summaries (several accounts of one shard, by name)
+        (rows,) = await remote.query(redis_edge.BoxedView(views.account_summaries, ([9, 404],)))
+        [[account_id, engine_seq, data, symbols]] = rows
+        assert (account_id, data["event"], data["balance"], data["margin_level"], symbols) == (
+            9, "account_summary", "5.00", None, [])
+        assert engine_seq >= reply.seq
         # the engine goes away: requests end in EngineTimeout (HTTP 504), not a hang
         await handle.stop()
         with trio.fail_after(5):
@@ -244,6 +250,13 @@ async def test_remote_requests_round_trip_and_time_out_cleanly(tmp_path, url):
         await remote.cleanup()
         nursery.cancel_scope.cancel()
     journal.close()
+
+
+def test_a_view_of_several_accounts_goes_to_the_shard_of_the_first():
+    from actors.wire import views
+    assert redis_edge._view_account(redis_edge.BoxedView(views.account_summaries, ([7, 9],))) == 7
+    assert redis_edge._view_account(redis_edge.BoxedView(views.account_summaries, ([],))) is None
+    assert redis_edge._view_account(redis_edge.BoxedView(views.account_summary, (5,))) == 5
 
 
 async def test_ws_order_lane_actions_on_a_remote_engine_answer_as_in_embedded_mode(tmp_path, url):

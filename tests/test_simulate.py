@@ -14,12 +14,14 @@ import os
 import subprocess
 import sys
 import tempfile
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from actors import cli
 from actors.simulation.simulate import SimulationOptions, format_report, report_json, run_simulation
+from actors.simulation.traders import ACCOUNT_MIX
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,7 +70,10 @@ def test_seed_tier_runs_clean(tmp_path, seed, options):
     assert_clean(report)
     assert report["requests"]["invalid_request"] and report["orders"].get("accepted filled", 0) > 0
     assert report["checks"]["invariant_checks"] > 10 and report["checks"]["ledger_checks"] > 0
-    assert report["final"]["accounts"] == options["traders"]
+    cross = sum(ACCOUNT_MIX[(index - 1) % 3] != "isolated" for index in range(1, options["traders"] + 1))
+    assert report["final"]["accounts"] == options["traders"] + cross        # sign-ups + typed accounts
+    assert report["accounts_opened"].get("isolated") == options["traders"]          # every sign-up
+    assert sum(report["accounts_opened"].values()) == options["traders"] + cross
     if options.get("crash_every"):
         crashes = report["crashes"]
         assert len(crashes) == int(options["seconds"] // options["crash_every"])
@@ -105,15 +110,16 @@ def test_cli_report_matches_across_processes_and_replay_verifies_the_data_dir(tm
 
 
 def _credit_a_cent(monkeypatch):
-    """An engine bug: new accounts get one cent more than was deposited."""
+    """An engine bug: new accounts get one cent more than was deposited (untyped and typed ones:
+    sign-ups open typed accounts)."""
     from exness_actors.engine import Engine
-    create = Engine._on_create_account
 
-    def broken(self, cmd, events):
-        create(self, cmd, events)
-        if cmd.account_id in self.accounts:
-            self.accounts[cmd.account_id].free += 1
-    monkeypatch.setattr(Engine, "_on_create_account", broken)
+    for name in ("_on_create_account", "_on_open_account"):
+        def broken(self, cmd, events, _open=getattr(Engine, name)):
+            _open(self, cmd, events)
+            if cmd.account_id in self.accounts:
+                self.accounts[cmd.account_id].free += 1
+        monkeypatch.setattr(Engine, name, broken)
 
 
 def _crash_a_view(monkeypatch):
@@ -150,6 +156,43 @@ def test_a_broken_system_is_reported_and_exits_1(tmp_path, capsys, monkeypatch, 
     assert "verdict: VIOLATIONS" in out and f" {kind}: " in out
     report = json.loads(report_file.read_text())
     assert report["violations_by_kind"][kind] > 0 and report["violations"][0]["message"]
+
+
+#: a run whose cross traders are margin called and stopped out (feed gaps: jumps of up to 1.5 %)
+STOPPED_OUT = {"seed": 2, "traders": 6, "seconds": 30.0, "feed_gaps": True, "fsync": "off"}
+
+
+def test_cross_traders_are_margin_called_and_stopped_out_and_stay_settled(tmp_path):
+    report = simulate(tmp_path, "data", **STOPPED_OUT)
+
+    assert_clean(report)        # the checker held every cross account settled after every batch
+    assert report["closes"]["stop_out"] > 0 and report["margin"]["stop-outs"] > 0
+    assert report["margin"]["margin calls"] > 0
+    assert report["accounts_opened"] == {"isolated": 6, "raw_spread": 2, "standard": 2}
+    assert report["final"]["accounts_by_type"] == {"isolated": 6, "raw_spread": 2, "standard": 2}
+    assert Decimal(report["final"]["house_book"]["commission"]) > 0         # raw_spread pays commission
+    assert report["requests"]["all_in"] and report["requests"]["add_margin"]
+    # adding margin to a cross position is refused with a 4xx (a 2xx would have been a violation)
+    assert "400 INVALID_COMMAND" in report["requests"]["add_margin"]
+
+
+def test_an_engine_that_never_settles_cross_accounts_is_reported(tmp_path):
+    """An engine bug: cross accounts are never margin called nor stopped out (patched into the
+    pure core in a child process, as below)."""
+    report_file = tmp_path / "report.json"
+    argv = ["simulate", "--seed", "2", "--traders", "6", "--seconds", "30", "--feed-gaps", "--fsync", "off",
+            "--data-dir", str(tmp_path / "data"), "--report", str(report_file)]
+    script = ("import sys\n"
+              "from actors.cli import main\n"
+              "from exness_actors.engine import Engine\n"
+              "Engine._settle = lambda self, account, events: None\n"
+              f"sys.exit(main({argv!r}))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "EXNESS_CORE_BUILD": "pure"})
+    assert done.returncode == 1, done.stderr[-3000:]
+    report = json.loads(report_file.read_text())
+    messages = [v["message"] for v in report["violations"] if v["kind"] == "invariant"]
+    assert messages and any("was not called" in m or "stop-out level" in m for m in messages), messages
 
 
 def test_an_engine_that_forgets_client_ids_is_reported_and_exits_1(tmp_path):
@@ -204,7 +247,7 @@ def test_replay_reports_progress_at_checkpoints():
         command = CreateAccount(account_id=seq, initial_deposit=100, seq=seq, ts=seq)
         live.apply(command)
         payloads.append(codec.encode(command))
-    payloads.append(encode_checkpoint(3, live.rolling_hash))
+    payloads.append(encode_checkpoint(3, live.rolling_hash, hash_format=live.hash_format))
     seen: list[int] = []
     result = replay(Engine(machine_config()), payloads, progress=seen.append)
     assert seen == [3] and result.checkpoints_verified == 1

@@ -219,10 +219,21 @@ def _sign_up(client: httpx.Client, email: str) -> dict[str, str]:
     return _sign_in(client, email)
 
 
-def _sign_in(client: httpx.Client, email: str) -> dict[str, str]:
-    response = client.post("/api/v1/auth/signin", json={"email": email, "password": PASSWORD})
+def _sign_in(client: httpx.Client, email: str, account_id: str | None = None) -> dict[str, str]:
+    body = {"email": email, "password": PASSWORD} | ({"account_id": account_id} if account_id else {})
+    response = client.post("/api/v1/auth/signin", json=body)
     assert response.status_code == 200, response.text
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def _isolated_account(client: httpx.Client, headers: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """Open a demo isolated account (the engine opens it over the bus) and switch to it."""
+    opened = client.post("/api/v1/accounts", headers=headers, json={"type": "isolated", "demo": True})
+    assert opened.status_code == 201, opened.text
+    account_id = opened.json()["account_id"]
+    switched = client.post("/api/v1/auth/switch", headers=headers, json={"account_id": account_id})
+    assert switched.status_code == 200 and switched.json()["account_id"] == account_id, switched.text
+    return account_id, {"Authorization": f"Bearer {switched.json()['access_token']}"}
 
 
 def _wait_ready(url: str, timeout: float = 30) -> None:
@@ -253,8 +264,10 @@ def test_trader_journey_through_two_gateways_and_the_ws_server(cluster) -> None:
     _wait_ready(gw1.url)
     _wait_ready(gw2.url)
     with httpx.Client(base_url=gw1.url, timeout=10) as one, httpx.Client(base_url=gw2.url, timeout=10) as two:
-        headers = _sign_up(one, "trader@example.com")
-        headers_two = _sign_in(two, "trader@example.com")      # tokens work on every gateway
+        # sign-up opens a Standard (cross) account; this journey adds margin, so it trades an
+        # isolated one, opened and switched to through one gateway and signed in to on the other
+        account_id, headers = _isolated_account(one, _sign_up(one, "trader@example.com"))
+        headers_two = _sign_in(two, "trader@example.com", account_id)      # tokens work on every gateway
         placed = _order(one, headers, "journey-1")
         assert placed.status_code == 201, placed.text
         position_id = placed.json()["position"]["id"]
@@ -280,21 +293,24 @@ def test_trader_journey_through_two_gateways_and_the_ws_server(cluster) -> None:
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "VALIDATION_ERROR"
         token = headers["Authorization"].split()[1]
 
-    async def watch() -> tuple[dict, dict]:
+    async def watch() -> tuple[dict, dict, dict]:
         async with open_websocket_url(ws.url) as socket_:
             await socket_.send_message(json.dumps({"op": "auth", "token": token}))
             await socket_.send_message(json.dumps({"op": "subscribe", "channels": ["quotes:BTCUSDT", "account"]}))
-            quote = account_update = None
+            quote = account_update = summary = None
             ordered = False
             with trio.fail_after(15):
-                while quote is None or account_update is None:
+                while quote is None or account_update is None or summary is None:
                     frame = json.loads(await socket_.get_message())
                     for message in frame if isinstance(frame, list) else [frame]:
                         channel = str(message.get("channel", ""))
                         if channel == "quotes:BTCUSDT" and "data" in message:
                             quote = message
                         if channel.startswith("account") and "data" in message:
-                            account_update = message
+                            if message["data"]["event"] == "account_summary":   # a view over the bus
+                                summary = message
+                            else:
+                                account_update = message
                     if quote is not None and not ordered:
                         # make an account event happen through a gateway while we listen
                         ordered = True
@@ -341,11 +357,12 @@ def test_trader_journey_through_two_gateways_and_the_ws_server(cluster) -> None:
             assert cancelled["order"]["status"] == "cancelled" and cancelled["order"]["price"] == "1100.00"
             again = await lane("lane-10", action="cancel", order_id=order_id)
             assert again["ok"] is False and again["error"]["code"] == "ORDER_NOT_PENDING", again
-            return quote, account_update
+            return quote, account_update, summary
 
-    quote, account_update = trio.run(watch)
+    quote, account_update, summary = trio.run(watch)
     assert quote["data"]["symbol"] == "BTCUSDT"
     assert account_update["channel"].startswith("account")
+    assert summary["data"]["currency"] == "USD" and "seq" not in summary
 
 
 def _load(urls: list[str], headers: dict, stop: threading.Event, acked: dict[str, str],

@@ -24,7 +24,9 @@ import trio
 
 from actors.config import ConfigError, load_config
 from actors.engine.messages import EventBatch
-from actors.store.base import DuplicateEmail, InvalidCursor, Page, Store, StoreClosed, encode_cursor
+from actors.store.base import (
+    AccountRecord, DuplicateEmail, InvalidCursor, Page, Store, StoreClosed, TooManyAccounts, encode_cursor,
+)
 from actors.store.base import open_store as open_store_from_config
 from actors.store.postgres import (
     MigrationError, PostgresStore, candles_query, closed_positions_query, ledger_query,
@@ -34,7 +36,7 @@ from actors.store.sqlite import SqliteStore
 from exness_actors.candles import INTERVAL_NAMES, MINUTE_NS, Candle, aggregate, bucket_start
 from exness_actors.events import (
     BalanceChanged, OrderAccepted, OrderCancelled, OrderModified, OrderTriggered, PositionClosed,
-    PositionOpened, QuoteUpdated,
+    PositionFees, PositionOpened, QuoteUpdated,
 )
 from exness_actors.instruments import MAX_SHARD, SHARD_ID_SPAN
 
@@ -185,7 +187,7 @@ async def test_sqlite_applies_each_migration_once(tmp_path) -> None:
     first = SqliteStore(tmp_path / "db")
     second_open = None
     try:
-        assert first.migrations_applied == ["0001_init", "0002_users", "0003_shards"]
+        assert first.migrations_applied == ["0001_init", "0002_users", "0003_shards", "0008_notifications", "0013_operators", "0016_accounts"]
         await first.close()
         second_open = SqliteStore(tmp_path / "db")
         assert second_open.migrations_applied == []
@@ -293,7 +295,7 @@ async def test_cut_history_removes_rows_past_the_cut_and_rebuilds_orders_changed
 
     assert (cut.rebuild_after_seq, cut.max_order_id, cut.max_position_id) == (1, 2, 2)
     assert cut.accounts == [1, 2]
-    assert cut.removed == {"orders": 1, "positions": 1, "closed_positions": 1, "ledger": 1}
+    assert cut.removed == {"orders": 1, "positions": 1, "closed_positions": 1, "ledger": 1, "audit_log": 0}
     assert await store.last_persisted_seq() == 1
     assert [order.order_id for order in (await store.orders(1)).items] == [2]
     assert (await store.ledger(2)).items == [] and len((await store.ledger(3)).items) == 1
@@ -432,6 +434,24 @@ async def test_closed_positions_keep_partial_closes_and_open_facts(store) -> Non
     assert (rows[1].leverage, rows[1].opened_at, rows[1].closed_at) == (10, opened_at, MONDAY + 3 * SECOND)
     assert (rows[1].open_price, rows[1].close_price, rows[1].pnl, rows[1].credit) == (6_000_000, 6_100_000, 1_000, 11_000)
     assert (rows[0].leverage, rows[0].opened_at) == (None, None)
+
+
+async def test_closed_positions_carry_their_commission_and_swap(store) -> None:
+    tape = Tape()
+    tape.input(tape.accepted(1, type="market", status="filled"), tape.opened(1, 1),
+               tape.accepted(2, type="market", status="filled"), tape.opened(2, 2))
+    # a partial close of 1 and, in the same input, a stop-out of 2: each PositionFees follows its close
+    tape.input(tape.closed(1, qty=400, remaining=600), PositionFees(position_id=1, account_id=1, commission=21, swap=0),
+               tape.closed(2, reason="stop_out"), PositionFees(position_id=2, account_id=1, commission=44, swap=-13))
+    tape.input(tape.closed(1, qty=600, remaining=0), PositionFees(position_id=1, account_id=1, commission=31, swap=250))
+    tape.input(tape.closed(77))                          # an isolated account's close: no fees
+    await store.apply_batch(tape.batch())
+
+    rows = (await store.closed_positions(1)).items
+
+    assert [(r.position_id, r.seq, r.reason, r.commission, r.swap) for r in rows] == [
+        (77, 4, "user", 0, 0), (1, 3, "user", 31, 250), (2, 2, "stop_out", 44, -13), (1, 2, "user", 21, 0)]
+    assert [r.position_id for r in (await store.closed_positions(1, reason="stop_out")).items] == [2]
 
 
 # ------------------------------------------------------------------ pagination and filters
@@ -639,6 +659,75 @@ async def test_forgetting_accounts_ready_after_a_repair(store) -> None:
     await store.forget_accounts_ready([])
     ready = [(await store.user_by_id(user.user_id)).account_ready for user in users]
     assert ready == [False, True, False]
+
+
+async def test_a_user_holds_several_accounts_with_ids_of_their_own(store) -> None:
+    alice = await store.create_user("alice@example.com", "h", created_at=1, account_type="standard", demo=True)
+    assert await store.accounts_of(alice.user_id) == [AccountRecord(
+        account_id=alice.account_id, user_id=alice.user_id, account_type="standard", demo=True, ready=False,
+        created_at=1)]
+
+    raw = await store.open_account(alice.user_id, account_type="raw_spread", demo=False, created_at=5, limit=3)
+    bob = await store.create_user("bob@example.com", "h", created_at=6)       # defaults: standard, demo
+    isolated = await store.open_account(alice.user_id, account_type="isolated", demo=True, created_at=7, limit=3)
+
+    # ids come from one sequence: no account id is ever handed out twice
+    assert (alice.account_id, raw.account_id, bob.account_id, isolated.account_id) == (1, 2, 3, 4)
+    assert bob.user_id == 2 and bob.account_id != bob.user_id
+    assert [(a.account_id, a.account_type, a.demo) for a in await store.accounts_of(alice.user_id)] == [
+        (1, "standard", True), (2, "raw_spread", False), (4, "isolated", True)]
+    assert [a.account_id for a in await store.accounts_of(bob.user_id)] == [3]
+    assert await store.account(2) == raw and await store.account(99) is None
+    with pytest.raises(TooManyAccounts):
+        await store.open_account(alice.user_id, account_type="standard", demo=True, created_at=8, limit=3)
+    assert len(await store.accounts_of(alice.user_id)) == 3
+
+    # readiness is per account; the user's is their first account's
+    await store.mark_account_ready(raw.account_id)
+    assert (await store.account(raw.account_id)).ready and not (await store.user_by_id(alice.user_id)).account_ready
+    await store.mark_account_ready(alice.account_id)
+    assert (await store.user_by_email("alice@example.com")).account_ready
+    await store.forget_accounts_ready([raw.account_id])
+    assert not (await store.account(raw.account_id)).ready
+
+
+async def test_concurrent_account_opens_respect_the_limit(store) -> None:
+    user = await store.create_user("many@example.com", "h", created_at=0)
+    outcomes: list[str] = []
+
+    async def open_one() -> None:
+        try:
+            await store.open_account(user.user_id, account_type="standard", demo=True, created_at=1, limit=3)
+            outcomes.append("opened")
+        except TooManyAccounts:
+            outcomes.append("refused")
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(open_one)
+
+    assert sorted(outcomes) == ["opened", "opened", "refused", "refused", "refused"]
+    assert len(await store.accounts_of(user.user_id)) == 3
+
+
+async def test_a_refresh_family_keeps_its_account(store) -> None:
+    user = await store.create_user("family@example.com", "h", created_at=0)
+    other = await store.open_account(user.user_id, account_type="raw_spread", demo=True, created_at=1, limit=5)
+    await store.add_refresh_token(digest("first"), user_id=user.user_id, family_id="f1", issued_at=0,
+                                  expires_at=100 * SECOND)
+    await store.add_refresh_token(digest("second"), user_id=user.user_id, family_id="f2", issued_at=0,
+                                  expires_at=100 * SECOND, account_id=other.account_id)
+
+    first = await store.rotate_refresh_token(digest("first"), new_hash=digest("first2"), now=SECOND,
+                                             expires_at=100 * SECOND)
+    second = await store.rotate_refresh_token(digest("second"), new_hash=digest("second2"), now=SECOND,
+                                              expires_at=100 * SECOND)
+    again = await store.rotate_refresh_token(digest("second2"), new_hash=digest("second3"), now=2 * SECOND,
+                                             expires_at=100 * SECOND)
+
+    assert (first.outcome, first.account_id) == ("rotated", user.account_id)      # None: the first account
+    assert (second.outcome, second.account_id) == ("rotated", other.account_id)
+    assert (again.outcome, again.account_id) == ("rotated", other.account_id)     # the child keeps it
 
 
 async def test_refresh_rotation_outcomes(store) -> None:
@@ -854,3 +943,52 @@ async def test_open_store_reads_the_postgres_settings(postgres_url_and_schema, t
 
     with pytest.raises(ConfigError, match="DATABASE_URL"):
         await open_store_from_config(load_config(environ={"EXNESS_STORE__KIND": "postgres"}))
+
+
+# ------------------------------------------------------------------ notifications (issue 13)
+
+async def test_notifications_record_deliver_settle_page_and_cut(store) -> None:
+    from actors.store.notifications import Notification, Preferences, Settlement
+
+    def made(seq: int, account: int = 7) -> Notification:
+        return Notification(id=f"0-{seq}-1", account_id=account, shard=0, seq=seq, index=1, kind="order_filled",
+                            created_at=seq * 1000, title=f"fill {seq}", data={"qty": "0.001", "n": seq})
+
+    first = [made(seq) for seq in (1, 2, 3)]
+    deliveries = [(n.id, "webhook", 7) for n in first] + [(first[0].id, "ws", 7)]
+    assert await store.record_notifications(0, 3, first, deliveries, now=100) == 3
+    assert await store.record_notifications(0, 3, first, deliveries, now=100) == 0      # at the watermark
+    assert await store.notifier_seq(0) == 3
+    await store.put_preferences(Preferences(account_id=7, events=("order_filled",), channels=("webhook",),
+                                            webhook_url="https://h.example/x", webhook_secret="k", updated_at=5))
+    assert (await store.preferences(7)).webhook_url == "https://h.example/x"
+    assert set(await store.preferences_many([7, 8])) == {7}
+    due = await store.due_deliveries("webhook", 0, now=100, limit=10, skip={("0-2-1", "webhook")})
+    assert [d.notification.id for d in due] == ["0-1-1", "0-3-1"]
+    assert due[0].notification == first[0] and due[0].webhook_secret == "k" and due[0].channels == ("webhook",)
+    await store.settle_deliveries([
+        Settlement(notification_id="0-1-1", channel="webhook", delivered=True, attempts=1),
+        Settlement(notification_id="0-2-1", channel="webhook", delivered=False, attempts=1, retry_at=500, error="x"),
+        Settlement(notification_id="0-3-1", channel="webhook", delivered=False, attempts=3, error="HTTP 500")],
+        now=200)
+    assert await store.due_deliveries("webhook", 0, now=499, limit=10) == []
+    assert await store.next_due_at("webhook", 0, after=200) == 500
+    assert [d.attempts for d in await store.due_deliveries("webhook", 0, now=500, limit=10)] == [1]
+    (letter,) = (await store.dead_letters(7)).items
+    assert (letter.notification_id, letter.attempts, letter.last_error, letter.failed_at) == ("0-3-1", 3, "HTTP 500", 200)
+
+    page, unread = await store.notifications(7, limit=2)
+    assert [n.id for n in page.items] == ["0-3-1", "0-2-1"] and unread == 3
+    rest, _ = await store.notifications(7, limit=2, cursor=page.next_cursor)
+    assert [n.id for n in rest.items] == ["0-1-1"] and rest.next_cursor is None
+    assert await store.mark_read(7, ["0-1-1", "9-9-9"], now=300) == (1, 2)
+    assert await store.mark_read(8, None, now=300) == (0, 0)
+    unread_page, _ = await store.notifications(7, unread=True)
+    assert [n.id for n in unread_page.items] == ["0-3-1", "0-2-1"]
+    assert await store.mark_read(7, None, now=301) == (2, 0)
+
+    assert await store.cut_notifications(0, 1) == 2                  # --repair kept seq 1 only
+    assert await store.notifier_seq(0) == 1
+    page, _ = await store.notifications(7)
+    assert [n.id for n in page.items] == ["0-1-1"]
+    assert (await store.dead_letters(7)).items == []

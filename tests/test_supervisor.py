@@ -139,7 +139,7 @@ def _journal(data_dir, *, corrupt_checkpoint: bool) -> Engine:
     engine.submit(quote, ts=10)
     frames.append(codec.encode(quote))
     rolling = engine.rolling_hash if not corrupt_checkpoint else bytes(16)
-    frames.append(encode_checkpoint(engine.last_seq, rolling))
+    frames.append(encode_checkpoint(engine.last_seq, rolling, hash_format=engine.hash_format))
     with JournalWriter(journal_dir(data_dir)) as writer:
         writer.append(b"".join(encode_frame(f) for f in frames), first_seq=1)
         writer.fsync()

@@ -15,7 +15,7 @@ from actors.auth_tokens import TokenIssuer
 from actors.ws.server import WsOptions, WsServer
 from exness_actors.commands import Quote
 from exness_actors.money import format_fixed
-from ws_helpers import SECRET, data_of, running_stack
+from ws_helpers import SECRET, data_of, next_event, running_stack
 
 BTC = "quotes:BTCUSDT"
 ETH = "quotes:ETHUSDT"
@@ -133,7 +133,7 @@ async def test_account_channel_needs_auth_and_carries_only_that_accounts_events(
             assert liquidated["data"]["position"]["position_id"] == placed["position"]["id"]
             await a.recv_until(lambda m: m.get("data", {}).get("event") == "balance_changed"
                                and m["data"]["kind"] == "position_close")
-            await b.recv_until(lambda m: m.get("data", {}).get("kind") == "order_release")
+            await b.first_match(lambda m: m.get("data", {}).get("kind") == "order_release")
 
     events_a = data_of(a.received, "account")
     events_b = data_of(b.received, "account")
@@ -200,19 +200,19 @@ async def test_server_that_fell_behind_resubscribes_and_tells_clients_to_resync(
         await client.auth(token)
         await client.subscribe(BTC, "account")
         await stack.quote(6_500_000, 6_500_100)
-        assert (await client.recv())["seq"] == 1
+        assert (await next_event(client))["seq"] == 1
         # What the engine does to a lossy subscriber whose buffer is full (actors/engine/actor.py):
         [subscription] = [s for s in stack.handle.subscriptions if s.name == "ws"]
         subscription.lagged = True
         stack.handle.unsubscribe(subscription)
-        resyncs = [await client.recv() for _ in range(2)]   # every quote and account channel
+        resyncs = [await next_event(client) for _ in range(2)]   # every quote and account channel
         assert sorted((m["channel"], m["op"], m["seq"]) for m in resyncs) == [
             ("account", "resync", 1), (BTC, "resync", 2)]
         with trio.fail_after(5):
             while not [s for s in stack.handle.subscriptions if s.name == "ws"]:
                 await trio.sleep(0.01)
         await stack.quote(6_520_000, 6_520_100)
-        after = await client.recv()
+        after = await next_event(client)
         assert (after["channel"], after["seq"]) == (BTC, 3) and "data" in after   # resubscribed
     assert stack.server.statistics()["server_lags"] == 1
 
@@ -269,7 +269,7 @@ async def test_the_account_channel_resumes_with_since_across_reconnects(tmp_path
             await first.auth(token)
             ack = await first.subscribe("account")
             await first.order("o1", "place", **order)
-            seen, _ = await first.recv_until(lambda m: m.get("data", {}).get("event") == "position_opened")
+            seen = await first.first_match(lambda m: m.get("data", {}).get("event") == "position_opened")
         async with stack.client() as trader:                # activity while the first one is away
             await trader.auth(token)
             missed = await trader.order("o2", "place", **order)

@@ -128,6 +128,16 @@ class Client:
                     return message, skipped
                 skipped.append(message)
 
+    async def first_match(self, predicate: Callable[[dict], bool], timeout: float = 5.0) -> dict:
+        """The first message matching ``predicate``, among those received already or the next
+        ones: an order's events and its ``order_result`` come from two tasks of the server, in
+        either order (so a :meth:`recv_until` for the result may have passed the events)."""
+        for message in self.received:
+            if predicate(message):
+                return message
+        message, _ = await self.recv_until(predicate, timeout)
+        return message
+
     async def request(self, message: dict, reply_op: str, timeout: float = 5.0) -> dict:
         await self.send(message)
         reply, _ = await self.recv_until(lambda m: m.get("op") in (reply_op, "error"), timeout)
@@ -159,7 +169,24 @@ class Client:
 
 
 def data_of(messages: list[dict], channel: str) -> list[dict]:
-    return [m for m in messages if m.get("channel") == channel and "data" in m]
+    """The channel's numbered data messages (events; not the unnumbered ``account_summary``)."""
+    return [m for m in messages if m.get("channel") == channel and "data" in m and "seq" in m]
+
+
+def summaries_of(messages: list[dict]) -> list[dict]:
+    """The ``data`` of the ``account_summary`` messages among ``messages``, in order."""
+    return [m["data"] for m in messages
+            if m.get("channel") == "account" and m.get("data", {}).get("event") == "account_summary"]
+
+
+def is_summary(message: dict) -> bool:
+    return message.get("channel") == "account" and message.get("data", {}).get("event") == "account_summary"
+
+
+async def next_event(client: "Client", timeout: float = 5.0) -> dict:
+    """The next message that is not an (unnumbered, throttled) ``account_summary``."""
+    message, _ = await client.recv_until(lambda m: not is_summary(m), timeout)
+    return message
 
 
 # ------------------------------------------------------------------------------ JSON Schema
@@ -202,7 +229,7 @@ _TYPES: dict[str, Callable[[Any], bool]] = {
 
 def mini_validate(value: Any, schema: dict, root: dict, path: str = "$") -> list[str]:
     """A small JSON Schema validator: $ref (local), type, const, enum, pattern, min/maxLength,
-    minimum, properties, required, additionalProperties, items, min/maxItems, oneOf, anyOf."""
+    minimum, properties, required, additionalProperties, items, min/maxItems, oneOf, anyOf, allOf."""
     import re
     if "$ref" in schema:
         node: Any = root
@@ -250,6 +277,8 @@ def mini_validate(value: Any, schema: dict, root: dict, path: str = "$") -> list
         if matches != 1:
             closest = min(results, key=len) if not matches else []
             errors.append(f"{path}: matches {matches} of oneOf (exactly one expected){closest[:3]}")
+    for option in schema.get("allOf", ()):
+        errors += mini_validate(value, option, root, path)
     if "anyOf" in schema and not any(not mini_validate(value, option, root, path) for option in schema["anyOf"]):
         errors.append(f"{path}: matches none of anyOf")
     return errors

@@ -13,7 +13,14 @@ candles        1m candles from the events stream (consumer group ``candles``) in
 persister      one shard's history from its events stream (consumer group ``persister``) into
                the store; one per shard (``--shard K``)
 snapshotter    snapshots of an engine's journal (shares the engine's data volume)
+notifications  one shard's notifications (``[bus] shard``) from its events stream, read from
+               the stream's start and skipped up to the worker's watermark; publishes the
+               ``notifications`` channel to the ws roles over ``stream:exness:notifications``
 =============  ===========================================================================
+
+Which actors a role process runs, and what each is handed, is actors/topology.py's: this module
+opens, over Redis, the :class:`~actors.topology.Context` fields the placed actors need
+(:class:`_SplitProcess`) and runs them with :func:`run_role`.
 
 Every role keeps a heartbeat in Redis (``exness:health:<role>:<instance>``) that
 ``exness-actors health --role R`` reads for container health checks; it says ``ready`` only
@@ -25,16 +32,17 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Optional
 
 import trio
 
 from actors import topology
 from actors.bus import streams as redis_edge
-from actors.history.candles import CandlesHandle
-from actors.config import prepare_data_dir
+from actors.config import ConfigError, prepare_data_dir
 from actors.engine.actor import EngineHandle
+from actors.engine.keys import load_or_create_key
 from actors.engine.messages import EventBatch
+from actors.history.candles import CandlesHandle
 from actors.runtime import tune_gc, wait_for_stop_signal
 
 __all__ = ["serve_engine_edge", "run_role", "ROLES", "MirrorCandles", "check_shard"]
@@ -43,15 +51,9 @@ log = logging.getLogger("exness.roles")
 
 ROLES = topology.ROLES
 
-#: roles that keep files in ``--data-dir`` (jwt.secret when ``[auth] jwt_secret`` is unset;
-#: the snapshots and their key)
-DATA_DIR_ROLES = ("gateway", "ws", "snapshotter")
-
-
 def _redis_url(cfg: Any) -> str:
     url = cfg.settings.bus.redis_url
     if not url:
-        from actors.config import ConfigError
         raise ConfigError("bus.redis_url: split mode needs Redis; set REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
     return str(url)
 
@@ -64,7 +66,6 @@ def check_shard(cfg: Any, shard: int) -> int:
     """``shard`` when it is one of ``[bus] shards``, else a :class:`ConfigError` saying so."""
     shards = _shards(cfg)
     if not 0 <= shard < shards:
-        from actors.config import ConfigError
         raise ConfigError(f"--shard {shard}: must be in 0..{shards - 1} (bus.shards = {shards})")
     return shard
 
@@ -137,28 +138,34 @@ async def _signals(done: trio.Event, *, task_status: trio.TaskStatus[None] = tri
 async def run_role(cfg: Any, role: str, *, announce: bool = True, handle_signals: bool = True,
                    shutdown: Optional[trio.Event] = None,
                    task_status: trio.TaskStatus[dict] = trio.TASK_STATUS_IGNORED) -> None:
-    """Run one of the roles other than ``all``/``engine`` until a signal (or ``shutdown``)."""
-    runner = _RUNNERS.get(_the_actor_of(cfg, role))
-    if runner is None:
-        raise ValueError(f"role {role!r} runs in supervisor.run_system; the others are {', '.join(_RUNNERS)}")
-    if role in DATA_DIR_ROLES:
-        prepare_data_dir(cfg.data_dir)
+    """Run one of the roles other than ``all``/``engine`` until a signal (or ``shutdown``): the
+    actors actors/topology.py places in ``role``, handed what a :class:`_SplitProcess` opens for
+    them. ``task_status.started`` gets what each actor reported when it started, by name."""
+    if role in ("all", "engine"):
+        raise ValueError(f"role {role!r} runs in supervisor.run_system; the others are "
+                         f"{', '.join(r for r in ROLES if r not in ('all', 'engine'))}")
+    here = topology.running(role, topology.SPLIT, bus=cfg.settings.bus, feed_source=cfg.settings.feed.source)
+    if topology.needs_of(here) & {"tokens", "key"}:
+        prepare_data_dir(cfg.data_dir)   # jwt.secret when [auth] jwt_secret is unset; the snapshot key
     done = shutdown if shutdown is not None else trio.Event()
-    async with _Bus(cfg, role) as bus:
-        async with trio.open_nursery() as nursery:
-            if handle_signals:
-                await nursery.start(_signals, done)
-            info = await nursery.start(functools.partial(runner, cfg=cfg, bus=bus, done=done,
-                                                         announce=announce))
-            tune_gc()   # the started app (routes, schemas, caches) is long-lived: keep the collector off it
-            task_status.started(info)
-            await done.wait()
-            log.info("event=shutdown role=%s", role)
-            stop = info.get("stop") if isinstance(info, dict) else None
-            if stop is not None:
+    with topology.startup_errors_unwrapped():
+        async with _Bus(cfg, role) as bus, _SplitProcess(cfg, role, here, bus, done) as process:
+            async with trio.open_nursery() as nursery:
+                if handle_signals:
+                    await nursery.start(_signals, done)
+                ctx = await process.open(nursery)
+                for stage in topology.STAGES:
+                    await topology.start_stage(ctx, nursery, stage)
+                await nursery.start(functools.partial(redis_edge.heartbeat, bus=bus, role=role, status=process.status))
+                tune_gc()   # the started app (routes, schemas, caches) is long-lived: keep the collector off it
+                if announce:
+                    print(f"exness-actors: {process.announcement()}", flush=True)
+                task_status.started(ctx.started)
+                await done.wait()
+                log.info("event=shutdown role=%s", role)
                 with trio.move_on_after(_graceful_timeout_s(cfg) + 1):
-                    await stop()
-            nursery.cancel_scope.cancel()
+                    await process.stop()
+                nursery.cancel_scope.cancel()
 
 
 def _graceful_timeout_s(cfg: Any) -> float:
@@ -166,170 +173,8 @@ def _graceful_timeout_s(cfg: Any) -> float:
     return GatewaySettings.from_config(cfg).graceful_timeout_s
 
 
-def _tokens(cfg: Any) -> Any:
-    from actors.gateway import token_issuer_from_config
-    return token_issuer_from_config(cfg)
-
-
-async def _mirror(nursery: trio.Nursery, cfg: Any, bus: redis_edge.RedisBus, remote: Any, store: Any,
-                  outbox: Optional[trio.MemorySendChannel] = None) -> MirrorCandles:
-    """Events stream → the remote handle's subscribers and a mirror of the candles."""
-    shards = _shards(cfg)
-    send, receive = trio.open_memory_channel[EventBatch](1024)
-    mirror = MirrorCandles(store=store, outbox=outbox)
-    await mirror.seed([i.symbol for i in cfg.core.instruments])
-    # public quotes come from shard 0 (every shard sees every quote); account events from all
-    streams = [redis_edge.events_stream(k, shards) for k in range(shards)]
-    nursery.start_soon(functools.partial(redis_edge.events_reader, bus=bus, streams=streams, send=send))
-
-    async def fan_out() -> None:
-        async with receive:
-            async for batch in receive:
-                mirror.on_batch(batch)
-                remote.publish(batch)
-    nursery.start_soon(fan_out)
-    return mirror
-
-
-async def _open_store(cfg: Any) -> Any:
-    from actors.store.base import open_store
-    return await open_store(cfg)
-
-
-async def _remote(nursery: trio.Nursery, cfg: Any, bus: redis_edge.RedisBus) -> redis_edge.RemoteEngineHandle:
-    remote = redis_edge.RemoteEngineHandle(
-        bus=bus, core=cfg.core, shards=_shards(cfg),
-        request_timeout_s=cfg.settings.bus.request_timeout_s,
-        max_inflight=cfg.settings.engine.inbox_size)
-    await nursery.start(remote.run)
-    return remote
-
-
-async def _run_gateway(*, cfg: Any, bus: redis_edge.RedisBus, done: trio.Event, announce: bool,
-                       task_status: trio.TaskStatus[dict] = trio.TASK_STATUS_IGNORED) -> None:
-    from actors import gateway as gateway_actor
-    store = await _open_store(cfg)
-    try:
-        async with trio.open_nursery() as nursery:
-            remote = await _remote(nursery, cfg, bus)
-            mirror = await _mirror(nursery, cfg, bus, remote, store)
-            info = await nursery.start(functools.partial(
-                gateway_actor.run, handle=remote, store=store, candles=mirror, cfg=cfg, tokens=_tokens(cfg),
-                shutdown=done))
-
-            def status() -> dict:
-                return {"ready": bus.connected, "reason": "" if bus.connected else "Redis unreachable",
-                        "url": info.url, "in_flight": len(remote._pending)}
-            await nursery.start(functools.partial(redis_edge.heartbeat, bus=bus, role="gateway", status=status))
-            if announce:
-                print(f"exness-actors: gateway HTTP API {info.url}/api/v1 — docs {info.url}/docs — "
-                      f"engine over Redis ({remote.shards} shard(s))", flush=True)
-
-            async def stop() -> None:
-                await info.stopped.wait()
-                await remote.cleanup()
-            task_status.started({"gateway": info, "remote": remote, "url": info.url, "stop": stop})
-    finally:
-        with trio.CancelScope(shield=True):
-            await store.close()
-
-
-async def _run_ws(*, cfg: Any, bus: redis_edge.RedisBus, done: trio.Event, announce: bool,
-                  task_status: trio.TaskStatus[dict] = trio.TASK_STATUS_IGNORED) -> None:
-    from actors.ws import server as ws_actor
-    store = await _open_store(cfg)
-    try:
-        async with trio.open_nursery() as nursery:
-            remote = await _remote(nursery, cfg, bus)
-            candle_send, candle_receive = trio.open_memory_channel[Any](1024)
-            mirror = await _mirror(nursery, cfg, bus, remote, store, outbox=candle_send)
-            server = await nursery.start(functools.partial(
-                ws_actor.run, handle=remote, cfg=cfg, tokens=_tokens(cfg), candles_inbox=candle_receive,
-                candles=mirror, store=store))
-
-            def status() -> dict:
-                return {"ready": bus.connected, "reason": "" if bus.connected else "Redis unreachable",
-                        "url": server.url}
-            await nursery.start(functools.partial(redis_edge.heartbeat, bus=bus, role="ws", status=status))
-            if announce:
-                print(f"exness-actors: WebSocket {server.url} — engine over Redis", flush=True)
-
-            async def stop() -> None:
-                await remote.cleanup()
-            task_status.started({"ws": server, "remote": remote, "url": server.url, "stop": stop})
-    finally:
-        with trio.CancelScope(shield=True):
-            await store.close()
-
-
-async def _run_feed(*, cfg: Any, bus: redis_edge.RedisBus, done: trio.Event, announce: bool,
-                    task_status: trio.TaskStatus[dict] = trio.TASK_STATUS_IGNORED) -> None:
-    from actors.feed import price_feed
-    from actors.config import ConfigError
-    source = cfg.settings.feed.source
-    if source == "redis":
-        raise ConfigError("feed.source: the feed role publishes to Redis; give it a source "
-                          "(synthetic, replay:FILE or binance), not redis")
-    send, receive = trio.open_memory_channel[Any](4096)
-    async with trio.open_nursery() as nursery:
-        published = await nursery.start(functools.partial(redis_edge.run_quote_publisher, bus=bus, receive=receive))
-        feed_stats = await nursery.start(functools.partial(price_feed.run, outbox=send, cfg=cfg))
-
-        def status() -> dict:
-            return {"ready": bus.connected, "reason": "" if bus.connected else "Redis unreachable",
-                    "source": source, **published}
-        await nursery.start(functools.partial(redis_edge.heartbeat, bus=bus, role="feed", status=status))
-        if announce:
-            print(f"exness-actors: feed {source} → Redis stream {redis_edge.QUOTES_STREAM}", flush=True)
-        task_status.started({"published": published, "feed": feed_stats})
-
-
-async def _run_consumer(kind: str, *, cfg: Any, bus: redis_edge.RedisBus, announce: bool,
-                        task_status: trio.TaskStatus[dict]) -> None:
-    from actors.history import candles as candles_actor
-    from actors.history import persister as persister_actor
-    store = await _open_store(cfg)
-    shards = _shards(cfg)
-    try:
-        async with trio.open_nursery() as nursery:
-            send, receive = trio.open_memory_channel[EventBatch](256)
-            # the candles role needs only the quotes: shard 0 sees every quote. A persister keeps
-            # one shard's history (its watermark is per shard): one persister per shard, --shard K
-            shard = 0 if kind == "candles" else check_shard(cfg, cfg.settings.bus.shard)
-            streams = [redis_edge.events_stream(shard, shards)]
-            reader_stats: dict = {}
-            nursery.start_soon(functools.partial(
-                redis_edge.events_reader, bus=bus, streams=streams, send=send, group=kind,
-                consumer=f"{kind}-{redis_edge.default_instance()}", stats=reader_stats))
-            if kind == "candles":
-                actor = await nursery.start(functools.partial(
-                    candles_actor.run, inbox=receive, settings=cfg.settings.candles, store=store,
-                    symbols=[instrument.symbol for instrument in cfg.core.instruments]))
-            else:
-                actor = await nursery.start(functools.partial(
-                    persister_actor.run, inbox=receive, settings=cfg.settings.persister, store=store, shard=shard))
-
-            def status() -> dict:
-                return {"ready": bus.connected, "reason": "" if bus.connected else "Redis unreachable",
-                        **reader_stats}
-            await nursery.start(functools.partial(redis_edge.heartbeat, bus=bus, role=kind, status=status))
-            if announce:
-                print(f"exness-actors: {kind} from Redis {', '.join(streams)} into the {cfg.settings.store.kind} store",
-                      flush=True)
-            task_status.started({kind: actor, "reader": reader_stats})
-    finally:
-        with trio.CancelScope(shield=True):
-            await store.close()
-
-
-async def _run_candles(*, cfg: Any, bus: redis_edge.RedisBus, done: trio.Event, announce: bool,
-                       task_status: trio.TaskStatus[dict] = trio.TASK_STATUS_IGNORED) -> None:
-    await _run_consumer("candles", cfg=cfg, bus=bus, announce=announce, task_status=task_status)
-
-
-async def _run_persister(*, cfg: Any, bus: redis_edge.RedisBus, done: trio.Event, announce: bool,
-                         task_status: trio.TaskStatus[dict] = trio.TASK_STATUS_IGNORED) -> None:
-    await _run_consumer("persister", cfg=cfg, bus=bus, announce=announce, task_status=task_status)
+#: consumers that read their shard's events stream from its start and skip by their own watermark
+_FROM_THE_START = frozenset({"notifications"})
 
 
 class _EngineProgress:
@@ -345,49 +190,176 @@ class _EngineProgress:
         inputs and at a clean stop), so a snapshot taken here cannot ask it for one."""
 
 
-async def _run_snapshotter(*, cfg: Any, bus: redis_edge.RedisBus, done: trio.Event, announce: bool,
-                           task_status: trio.TaskStatus[dict] = trio.TASK_STATUS_IGNORED) -> None:
-    from actors.engine import snapshotter
-    from actors.engine.keys import load_or_create_key
-    key = load_or_create_key(cfg.data_dir, cfg.settings.snapshot.key)
-    shard = cfg.settings.bus.shard
-    engine_instance = cfg.settings.bus.engine_instance or redis_edge.default_instance()
-    progress = _EngineProgress()
+class _SplitProcess:
+    """What a split-mode role process hands its actors: the :class:`~actors.topology.Context`
+    fields the placed actors need (``needs`` in actors/topology.py), opened over Redis — a
+    remote engine handle, the events streams, a candles mirror, the quotes publisher, a remote
+    engine's progress — and closed on the way out."""
 
-    async def follow() -> None:
-        heartbeat_key = redis_edge.health_key("engine", engine_instance)
-        while True:
-            try:
-                raw = await bus.call(lambda client: client.get(heartbeat_key))
-                if raw:
-                    body = json.loads(raw)
-                    if int(body.get("shard", 0)) == shard:
-                        progress.durable_seq = max(progress.durable_seq, int(body.get("durable_seq", 0)))
-            except (redis_edge.BusUnavailable, ValueError):
-                pass
-            await trio.sleep(1.0)
+    def __init__(self, cfg: Any, role: str, here: tuple[str, ...], bus: redis_edge.RedisBus, done: trio.Event) -> None:
+        self.cfg, self.role, self.bus = cfg, role, bus
+        self.needs = topology.needs_of(here)
+        self.ctx = topology.Context(cfg=cfg, mode=topology.SPLIT, here=here, shard=cfg.settings.bus.shard,
+                                    shutdown=done)
+        #: what the heartbeat says besides readiness (readers' and publishers' counters)
+        self.extras: dict[str, Any] = {}
+        self.streams: list[str] = []
 
-    async with trio.open_nursery() as nursery:
+    async def __aenter__(self) -> "_SplitProcess":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        with trio.CancelScope(shield=True):
+            if self.ctx.store is not None:
+                await self.ctx.store.close()
+
+    async def open(self, nursery: trio.Nursery) -> topology.Context:
+        ctx, cfg, needs = self.ctx, self.cfg, self.needs
+        if "store" in needs:
+            from actors.store.base import open_store
+            ctx.store = await open_store(cfg)
+        if "tokens" in needs:
+            from actors.gateway import token_issuer_from_config
+            ctx.tokens = token_issuer_from_config(cfg)
+        if "key" in needs:
+            ctx.key = load_or_create_key(cfg.data_dir, cfg.settings.snapshot.key)
+        if "engine" in needs:
+            ctx.engine = await self._remote(nursery)
+        if "ws" in ctx.here:
+            ctx.candle_updates = trio.open_memory_channel[Any](topology.CANDLE_UPDATES_BUFFER)
+            ctx.notifications = trio.open_memory_channel[Any](topology.NOTIFICATIONS_BUFFER)
+            await nursery.start(functools.partial(redis_edge.notifications_reader, bus=self.bus,
+                                                  send=ctx.notifications[0]))
+        if "notifications" in ctx.here:
+            ctx.notification_sink = redis_edge.notifications_publisher(self.bus)
+        if "engine" in needs or "candles" in needs:
+            await self._follow_events(nursery)
+        if "events" in needs:
+            ctx.events = functools.partial(self._consumer_events, nursery)
+        if "quotes" in needs:
+            ctx.quotes = await self._quote_publisher(nursery)
+        if "progress" in needs:
+            ctx.progress = self._follow_engine(nursery)
+        return ctx
+
+    async def _remote(self, nursery: trio.Nursery) -> redis_edge.RemoteEngineHandle:
+        cfg = self.cfg
+        remote = redis_edge.RemoteEngineHandle(
+            bus=self.bus, core=cfg.core, shards=_shards(cfg), request_timeout_s=cfg.settings.bus.request_timeout_s,
+            max_inflight=cfg.settings.engine.inbox_size)
+        await nursery.start(remote.run)
+        return remote
+
+    async def _follow_events(self, nursery: trio.Nursery) -> None:
+        """Every shard's events stream → the remote handle's subscribers and a mirror of the
+        candles (public quotes come from shard 0, as every shard sees every quote)."""
+        ctx, shards = self.ctx, _shards(self.cfg)
+        mirror: Optional[MirrorCandles] = None
+        if "candles" in self.needs:
+            outbox = ctx.candle_updates[0] if ctx.candle_updates is not None else None
+            mirror = ctx.candles = MirrorCandles(store=ctx.store, outbox=outbox)
+            await mirror.seed([instrument.symbol for instrument in self.cfg.core.instruments])
+        send, receive = trio.open_memory_channel[EventBatch](topology.CANDLE_UPDATES_BUFFER)
+        self.streams = [redis_edge.events_stream(k, shards) for k in range(shards)]
+        nursery.start_soon(functools.partial(redis_edge.events_reader, bus=self.bus, streams=self.streams, send=send))
+        nursery.start_soon(_fan_out, receive, mirror, ctx.engine)
+
+    def _consumer_events(self, nursery: trio.Nursery, name: str, quotes_only: bool) -> trio.MemoryReceiveChannel:
+        """A consumer group ``name`` on one shard's events stream: any shard for the quotes (shard
+        0), else this process's ``--shard`` (a persister keeps one shard's history). The
+        notifications worker reads the stream from its start instead, without a group: it skips
+        what its own watermark in the store covers, so batches it had read but not recorded when
+        it stopped are read again."""
+        cfg = self.cfg
+        shard = 0 if quotes_only else check_shard(cfg, self.ctx.shard)
+        send, receive = trio.open_memory_channel[EventBatch](topology.EVENTS_BUFFER)
+        self.streams = [redis_edge.events_stream(shard, _shards(cfg))]
+        reader_stats = self.extras
+        if name in _FROM_THE_START:
+            reader = functools.partial(redis_edge.events_reader, start="0")
+        else:
+            reader = functools.partial(redis_edge.events_reader, group=name,
+                                       consumer=f"{name}-{redis_edge.default_instance()}")
+        nursery.start_soon(functools.partial(reader, bus=self.bus, streams=self.streams, send=send, stats=reader_stats))
+        return receive
+
+    async def _quote_publisher(self, nursery: trio.Nursery) -> trio.MemorySendChannel:
+        source = self.cfg.settings.feed.source
+        if source == "redis":
+            raise ConfigError("feed.source: the feed role publishes to Redis; give it a source "
+                              "(synthetic, replay:FILE or binance), not redis")
+        send, receive = trio.open_memory_channel[Any](4096)
+        published = await nursery.start(functools.partial(redis_edge.run_quote_publisher, bus=self.bus,
+                                                          receive=receive))
+        self.extras["source"] = source
+        self.extras["published"] = published
+        return send
+
+    def _follow_engine(self, nursery: trio.Nursery) -> _EngineProgress:
+        """The remote engine's durable seq, from its heartbeat (``[bus] engine_instance``)."""
+        progress, bus, shard = _EngineProgress(), self.bus, self.ctx.shard
+        heartbeat_key = redis_edge.health_key("engine", self._engine_instance())
+
+        async def follow() -> None:
+            while True:
+                try:
+                    raw = await bus.call(lambda client: client.get(heartbeat_key))
+                    if raw:
+                        body = json.loads(raw)
+                        if int(body.get("shard", 0)) == shard:
+                            progress.durable_seq = max(progress.durable_seq, int(body.get("durable_seq", 0)))
+                except (redis_edge.BusUnavailable, ValueError):
+                    pass
+                await trio.sleep(1.0)
         nursery.start_soon(follow)
-        stats = await nursery.start(functools.partial(snapshotter.run, handle=progress, cfg=cfg, key=key))
+        return progress
 
-        def status() -> dict:
-            return {"ready": bus.connected, "reason": "" if bus.connected else "Redis unreachable",
-                    "snapshots": stats.written, "last_seq": stats.last_seq}
-        await nursery.start(functools.partial(redis_edge.heartbeat, bus=bus, role="snapshotter", status=status))
-        if announce:
-            print(f"exness-actors: snapshotter for the engine {engine_instance!r} in {cfg.data_dir}", flush=True)
-        task_status.started({"snapshotter": stats})
+    def _engine_instance(self) -> str:
+        return self.cfg.settings.bus.engine_instance or redis_edge.default_instance()
+
+    def status(self) -> dict:
+        """The heartbeat: ready while Redis answers, and what the actors report."""
+        ready = self.bus.connected
+        body: dict[str, Any] = {"ready": ready, "reason": "" if ready else "Redis unreachable", **self.extras}
+        for name, info in self.ctx.started.items():
+            if hasattr(info, "url"):
+                body["url"] = info.url
+            if hasattr(info, "statistics"):
+                body[name] = json.loads(json.dumps(info.statistics(), default=str))
+        if isinstance(self.ctx.engine, redis_edge.RemoteEngineHandle):
+            body["in_flight"] = self.ctx.engine.statistics()["in_flight"]
+        return body
+
+    def announcement(self) -> str:
+        """The line a role process prints when it is ready (tests read the URLs from it)."""
+        started, cfg = self.ctx.started, self.cfg
+        if "gateway" in started:
+            url = started["gateway"].url
+            return f"gateway HTTP API {url}/api/v1 — docs {url}/docs — engine over Redis ({_shards(cfg)} shard(s))"
+        if "ws" in started:
+            return f"WebSocket {started['ws'].url} — engine over Redis"
+        if "price_feed" in started:
+            return f"feed {cfg.settings.feed.source} → Redis stream {redis_edge.QUOTES_STREAM}"
+        if "snapshotter" in started:
+            return f"snapshotter for the engine {self._engine_instance()!r} in {cfg.data_dir}"
+        return (f"{', '.join(started)} from Redis {', '.join(self.streams)} into the "
+                f"{cfg.settings.store.kind} store")
+
+    async def stop(self) -> None:
+        """A graceful stop: the HTTP API answers what is in flight; the remote handle's
+        reply stream is removed."""
+        gateway = self.ctx.started.get("gateway")
+        if gateway is not None:
+            await gateway.stopped.wait()
+        if isinstance(self.ctx.engine, redis_edge.RemoteEngineHandle):
+            await self.ctx.engine.cleanup()
 
 
-#: the split-mode role processes, by the one actor actors/topology.py places in each
-_RUNNERS: dict[str, Callable[..., Awaitable[None]]] = {
-    "gateway": _run_gateway, "ws": _run_ws, "price_feed": _run_feed, "candles": _run_candles,
-    "persister": _run_persister, "snapshotter": _run_snapshotter,
-}
-
-
-def _the_actor_of(cfg: Any, role: str) -> str:
-    """The actor a split-mode ``role`` process runs ("" for the roles that run several)."""
-    here = topology.placed(role, bus=cfg.settings.bus, feed_source=cfg.settings.feed.source)
-    return here[0] if len(here) == 1 else ""
+async def _fan_out(receive: trio.MemoryReceiveChannel[EventBatch], mirror: Optional[MirrorCandles],
+                   remote: Optional[redis_edge.RemoteEngineHandle]) -> None:
+    async with receive:
+        async for batch in receive:
+            if mirror is not None:
+                mirror.on_batch(batch)
+            if remote is not None:
+                remote.publish(batch)

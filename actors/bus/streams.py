@@ -46,7 +46,7 @@ import os
 import random
 import socket
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 import msgpack
 import trio
@@ -73,6 +73,7 @@ __all__ = [
     "RedisBus", "BusUnavailable", "RemoteEngineHandle", "BoxedView", "run_engine_edge",
     "run_quote_publisher", "events_reader", "heartbeat", "command_stream", "events_stream",
     "QUOTES_STREAM", "REPLY_PREFIX", "GROUP", "health_key", "check_health", "parse_id",
+    "NOTIFICATIONS_STREAM", "notifications_publisher", "notifications_reader",
 ]
 
 log = logging.getLogger("exness.redis_edge")
@@ -80,6 +81,8 @@ log = logging.getLogger("exness.redis_edge")
 PREFIX = "stream:exness"
 REPLY_PREFIX = "stream:exnessReceive:"
 QUOTES_STREAM = "stream:exness:quotes"
+#: the notifications worker → every WebSocket server (the ``notifications`` channel)
+NOTIFICATIONS_STREAM = "stream:exness:notifications"
 HEALTH_PREFIX = "exness:health"
 GROUP = "engine"
 HEALTH_TTL_S = 10
@@ -88,6 +91,7 @@ COMMANDS_MAXLEN = 1_000_000
 EVENTS_MAXLEN = 100_000
 QUOTES_MAXLEN = 10_000
 REPLIES_MAXLEN = 10_000
+NOTIFICATIONS_MAXLEN = 10_000
 REPLY_STREAM_TTL_MS = 3_600_000
 
 _packb = msgpack.Packer(use_bin_type=True).pack
@@ -252,7 +256,8 @@ def _views() -> dict[str, Callable]:
 
 
 _ACCOUNT_VIEWS = {"account_summary", "pending_orders", "order_state", "pending_order",
-                  "open_positions", "open_position", "position_symbol", "new_positions"}
+                  "open_positions", "open_position", "position_symbol", "new_positions",
+                  "alerts", "alert", "admin_account"}
 
 
 def _edge_cursor(engine: Any, *, stream: str) -> Optional[tuple[int, int]]:
@@ -260,7 +265,14 @@ def _edge_cursor(engine: Any, *, stream: str) -> Optional[tuple[int, int]]:
     return engine.edge_cursor(stream)
 
 
+#: views about several accounts of one shard (the caller groups them): routed by the first
+_ACCOUNTS_VIEWS = {"account_summaries"}
+
+
 def _view_account(view: BoxedView) -> Optional[int]:
+    if view.function.__name__ in _ACCOUNTS_VIEWS:
+        accounts = view.args[0] if view.args else view.kwargs.get("account_ids")
+        return int(accounts[0]) if accounts else None
     if view.function.__name__ not in _ACCOUNT_VIEWS:
         return None
     if view.args:
@@ -690,6 +702,47 @@ async def events_reader(*, bus: RedisBus, streams: list[str], send: trio.MemoryS
                         await bus.call(ack)
                     except BusUnavailable:
                         pass   # redelivered later; consumers are idempotent by seq
+
+
+# ------------------------------------------------------------------------------- notifications
+
+def notifications_publisher(bus: RedisBus) -> Callable[[list], Awaitable[None]]:
+    """The notifications role's ``sink``: one XADD per batch of ``(account_id, notification)``.
+    It raises while Redis is down, so the worker keeps those deliveries pending and retries."""
+    async def publish(batch: list) -> None:
+        payload = _packb([[account_id, notification] for account_id, notification in batch])
+
+        async def send(client: Any) -> None:
+            await client.xadd(NOTIFICATIONS_STREAM, {"b": payload}, maxlen=NOTIFICATIONS_MAXLEN, approximate=True)
+        await bus.call(send)
+    return publish
+
+
+async def notifications_reader(*, bus: RedisBus, send: trio.MemorySendChannel,
+                               task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """A WebSocket server's feed of notifications (``XREAD`` from now on, no group: a client that
+    missed some reads them over HTTP)."""
+    backoff = Backoff()
+    last = "$"
+    task_status.started()
+    while True:
+        async def read(client: Any, last: str = last) -> Any:
+            return await client.xread({NOTIFICATIONS_STREAM: last}, count=256, block=1000)
+        try:
+            response = await bus.call(read)
+            backoff.reset()
+        except BusUnavailable:
+            await backoff.wait()
+            continue
+        for _stream, entries in response or []:
+            for entry_id, fields in entries:
+                last = entry_id.decode()
+                try:
+                    batch = [(int(account_id), notification) for account_id, notification in _unpackb(fields[b"b"])]
+                except Exception as exc:
+                    log.warning("event=bad_notification_entry error=%r", str(exc))
+                    continue
+                await send.send(batch)
 
 
 # ------------------------------------------------------------------------------- gateway side

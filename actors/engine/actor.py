@@ -50,7 +50,7 @@ from exness_actors.engine import HASH_BLOCK, Engine
 from exness_actors.errors import InvalidCommand
 from exness_actors.instruments import CoreConfig, Instrument
 from exness_actors.journal import FRAME_HEADER, MAX_PAYLOAD_BYTES, JournalWriter, encode_frame
-from exness_actors.replay import encode_checkpoint
+from exness_actors.replay import engine_checkpoint
 
 __all__ = ["run", "EngineHandle", "Query", "Subscription", "submit_between"]
 
@@ -451,16 +451,17 @@ def _checkpoint(handle: EngineHandle, first_seq: int, stopping: bool) -> Optiona
     engine = handle.engine
     last_seq = engine.last_seq
     if stopping and last_seq:
-        return encode_checkpoint(last_seq, engine.rolling_hash, engine.state_hash())
+        return engine_checkpoint(engine, engine.state_hash())
     crossed = last_seq >= first_seq and (last_seq // HASH_BLOCK) != ((first_seq - 1) // HASH_BLOCK)
     if not (crossed or (handle.checkpoint_requested and last_seq >= first_seq)):
         return None
     handle.checkpoint_requested = False
-    return encode_checkpoint(last_seq, engine.rolling_hash)
+    return engine_checkpoint(engine)
 
 
 def _until_next_expiry(engine: Engine, clock: Callable[[], int]) -> Optional[float]:
-    if not engine.expiries:
+    """Seconds until the next pending-order expiry, alert expiry or dead-man deadline (issue 13)."""
+    if not (engine.expiries or engine.alert_expiries or engine.dead_man_deadlines):
         return None
     return max(engine.next_expiry - clock(), 0) / 1e9
 
@@ -566,7 +567,12 @@ async def _publish(handle: EngineHandle, batch: EventBatch) -> None:
     dropped = []
     for subscription in handle.subscriptions:
         if subscription.lossless:
-            await subscription._send.send(batch)
+            # waits only when the subscriber is a full buffer behind; otherwise no checkpoint, so
+            # each lossless subscriber added does not delay the ones after it (the WS server)
+            try:
+                subscription._send.send_nowait(batch)
+            except trio.WouldBlock:
+                await subscription._send.send(batch)
             continue
         try:
             subscription._send.send_nowait(batch)

@@ -68,6 +68,15 @@ def _history_part(wire: list) -> list:
     return [*wire[:3], wire[3] if len(wire) > 3 else 0]
 
 
+def _snapshot_part(wire: list) -> list:
+    """What a snapshot must share with the pinned config: the history part with each instrument
+    cut to its scales. An operator's ``UpdateInstrument`` (issue 13) changes an instrument's
+    trading settings through the journal, so a snapshot taken after one carries settings that
+    differ from the pinned config's, legitimately: the journaled change is the truth."""
+    history = _history_part(wire)
+    return [[list(instrument[:3]) for instrument in history[0]], *history[1:]]
+
+
 def pin_core_config(data_dir: Path, config: CoreConfig) -> CoreConfig:
     """Record the core config on first start; refuse a different one later (account types
     aside). Returns the config the journal began with: replay from scratch starts from it."""
@@ -182,7 +191,7 @@ def _recover(data_dir: Path, config: CoreConfig, key: bytes, *, repair: bool = F
         log.warning("event=snapshot_skipped path=%s reason=%r", path, reason)
     if snapshot is not None:
         engine = Engine.from_state(snapshot.state)
-        if _history_part(engine.config.to_wire()) != _history_part(config.to_wire()):
+        if _snapshot_part(engine.config.to_wire()) != _snapshot_part(config.to_wire()):
             raise RecoveryError(f"snapshot {snapshot.path} was taken under another instrument configuration")
         snapshot_seq = snapshot.last_seq
     else:

@@ -31,8 +31,10 @@ from quart_schema.openapi import OpenAPIProvider
 from quart_trio import QuartTrio
 
 from actors.engine.interface import EngineClient
+from actors.wire import codec as edge
 from actors.auth_tokens import TokenIssuer
-from actors.gateway import _auth, _fast, _market, _ops, _trading, _web
+from actors.gateway import _accounts, _admin, _alerts, _auth, _fast, _market, _notifications, _ops, _trading, _web
+from actors.gateway._admin_schemas import ADMIN_REQUEST_EXAMPLES, ADMIN_SCHEMA_RULES
 from actors.gateway._common import (
     GATEWAY_EXTENSION, Gateway, NoContent, PlainText, json_response, rate_limited)
 from actors.gateway._links import add_links
@@ -59,9 +61,13 @@ _REF_TEMPLATE = "#/components/schemas/{name}"
 _RESPONSE_DESCRIPTIONS = {
     400: "Invalid input: VALIDATION_ERROR (details.field names the field), MALFORMED_JSON, UNKNOWN_SYMBOL",
     401: "Missing, invalid or expired credentials or token",
-    404: "No such resource on this account (UNKNOWN_ORDER, UNKNOWN_POSITION, UNKNOWN_SYMBOL, …); "
+    404: "No such resource on this account (UNKNOWN_ORDER, UNKNOWN_POSITION, UNKNOWN_SYMBOL, UNKNOWN_ACCOUNT, …); "
          "details.resource and details.id name it",
-    409: "Conflict (EMAIL_TAKEN, ORDER_NOT_PENDING)",
+    403: "Forbidden: not allowed for this account (REAL_ACCOUNT_DEPOSIT_FORBIDDEN: a real account is funded "
+         "by the broker), a valid token of the other kind (OPERATOR_TOKEN on a trading route, TRADER_TOKEN on "
+         "/api/v1/admin), a role that may not do this (INSUFFICIENT_ROLE) or a disabled operator "
+         "(OPERATOR_DISABLED)",
+    409: "Conflict (EMAIL_TAKEN, ORDER_NOT_PENDING, ACCOUNT_LIMIT_REACHED)",
     413: "Body larger than [http] max_body_bytes",
     415: "Body not sent as application/json",
     422: "Business rejection: the code is the core's reject reason",
@@ -100,8 +106,9 @@ class _OpenAPI(OpenAPIProvider):
     def build_request_body(self, model: Any, source: Any) -> tuple[dict, dict]:
         schema, components = _schema(model)
         media: dict[str, Any] = {"schema": schema}
-        if model in REQUEST_EXAMPLES:
-            media["examples"] = REQUEST_EXAMPLES[model]
+        examples = REQUEST_EXAMPLES.get(model) or ADMIN_REQUEST_EXAMPLES.get(model)
+        if examples:
+            media["examples"] = examples
         return {"content": {"application/json": media}, "required": model is not CloseRequest}, components
 
     def build_querystring_parameters(self, model: Any) -> tuple[list, dict]:
@@ -139,6 +146,7 @@ class _OpenAPI(OpenAPIProvider):
             if "description" in component:
                 component["description"] = " ".join(component["description"].split())
             component.update(SCHEMA_RULES.get(name, {}))
+            component.update(ADMIN_SCHEMA_RULES.get(name, {}))
         gateway = self._app.extensions["exness_gateway"]
         _fill_symbols(document, list(gateway.symbols))
         add_links(document)
@@ -204,7 +212,8 @@ def create_app(*, handle: Optional[EngineClient], store: Any, candles: Any, cfg:
                 info={"title": API_TITLE, "version": API_VERSION, "description": API_DESCRIPTION},
                 security_schemes={"bearer": {"type": "http", "scheme": "bearer", "bearer_format": "JWT"}},
                 tags=[{"name": name} for name in
-                      ("auth", "account", "market", "orders", "positions", "history", "operations")])
+                      ("auth", "account", "market", "orders", "positions", "alerts", "history", "notifications",
+                       "operations", "admin")])
     app.extensions["exness_gateway"] = gateway
 
     _install_hooks(app, gateway)
@@ -212,6 +221,10 @@ def create_app(*, handle: Optional[EngineClient], store: Any, candles: Any, cfg:
     _auth.register(app, gateway)
     app.extensions[GATEWAY_EXTENSION] = gateway
     _trading.register(app)
+    _accounts.register(app, gateway)
+    _notifications.register(app)
+    _alerts.register(app)
+    _admin.register(app)
     _market.register(app, gateway)
     _ops.register(app, gateway)
     _web.register(app, cfg)

@@ -4,10 +4,12 @@
   threads (at most ``[auth] hash_threads`` at once) so the event loop never stalls. Unknown
   e-mails are checked against a dummy hash, so both failures cost the same and answer the same
   ``INVALID_CREDENTIALS``.
-* **Accounts**: a new user's trading account (id = user id) is created through the engine with
-  the demo deposit. If that step fails (engine overloaded or stopping) the sign-up still succeeds
-  and the first sign-in creates the account; ``ACCOUNT_EXISTS`` counts as success, so the step
-  is idempotent. ``users.account_ready`` records that it is done.
+* **Accounts**: a new user's first trading account is a demo ``standard`` (cross-margin) account
+  with the demo deposit, opened through the engine (:mod:`actors.gateway._accounts`). If that
+  step fails (engine overloaded or stopping) the sign-up still succeeds and the first sign-in
+  opens the account; ``ACCOUNT_EXISTS`` counts as success, so the step is idempotent. A sign-in
+  picks the first account, or the one its ``account_id`` names; ``POST /auth/switch`` issues
+  tokens for another account of the same user (a new refresh family, bound to that account).
 * **Tokens**: a short-lived JWT access token (stateless) and an opaque refresh token
   (``secrets.token_urlsafe(32)``) stored only as its SHA-256. Refresh spends the token and issues
   its child in the same family; presenting a spent token again revokes the whole family (someone
@@ -39,14 +41,15 @@ from quart import Response, current_app, request
 from werkzeug.http import dump_cookie
 
 from actors.wire import codec as edge
+from actors.gateway._accounts import ensure_account, signup_account_type
 from actors.gateway._common import API, Gateway, NoContent, current_gateway, doc, json_response, rate_limited
 from actors.gateway._params import invalid
-from actors.gateway._schemas import Credentials, RefreshRequest, SigninRequest, SignupResult, TokenPair
+from actors.gateway._schemas import (
+    Credentials, RefreshRequest, SigninRequest, SignupResult, SwitchRequest, TokenPair)
 from actors.gateway._settings import GatewaySettings
 from actors.engine.messages import EngineStopped, Overloaded
 from actors.gateway.ratelimit import retry_after_header
-from actors.store.base import DuplicateEmail, UserRecord
-from exness_actors.commands import AccountId, CreateAccount
+from actors.store.base import AccountRecord, DuplicateEmail
 from exness_actors.reasons import RejectReason
 
 __all__ = ["register", "ROUTES", "Passwords", "normalise_email"]
@@ -113,7 +116,7 @@ def normalise_email(value: Any) -> str:
 def _credentials(body: Any, *, signup: bool) -> tuple[str, str]:
     if not isinstance(body, dict):
         raise edge.EdgeError(400, "VALIDATION_ERROR", "the request body must be a JSON object", {})
-    allowed = ("email", "password") if signup else ("email", "password", "refresh_cookie")
+    allowed = ("email", "password") if signup else ("email", "password", "refresh_cookie", "account_id")
     for name in body:
         if name not in allowed:
             raise invalid(name, f"unknown field (allowed: {', '.join(allowed)})")
@@ -139,7 +142,7 @@ def _wants_cookie(body: dict) -> bool:
     return flag
 
 
-def _refresh_token(body: Any) -> tuple[str, bool]:
+def _refresh_token(body: Any, cookie: str = REFRESH_COOKIE) -> tuple[str, bool]:
     """The refresh token to spend and whether it came from the cookie (the body's wins)."""
     if body is None:
         body = {}
@@ -151,19 +154,20 @@ def _refresh_token(body: Any) -> tuple[str, bool]:
     token = body.get("refresh_token")
     from_cookie = token is None
     if from_cookie:
-        token = request.cookies.get(REFRESH_COOKIE)
+        token = request.cookies.get(cookie)
         if not token:
-            raise invalid("refresh_token", f"is required (in the body, or the {REFRESH_COOKIE} cookie of a "
+            raise invalid("refresh_token", f"is required (in the body, or the {cookie} cookie of a "
                                            "sign-in with refresh_cookie)")
     if not isinstance(token, str) or not token or len(token) > MAX_REFRESH_TOKEN:
         raise invalid("refresh_token", "must be the refresh_token string from sign-in or refresh")
     return token, from_cookie
 
 
-def _refresh_cookie(token: str, max_age: int) -> str:
+def _refresh_cookie(token: str, max_age: int, *, name: str = REFRESH_COOKIE,
+                    path: str = REFRESH_COOKIE_PATH) -> str:
     """The ``Set-Cookie`` value carrying ``token`` (an empty token and max_age 0 clear it).
     ``Secure`` when the request came over HTTPS: plain-HTTP development still works."""
-    return dump_cookie(REFRESH_COOKIE, token, max_age=max_age, path=REFRESH_COOKIE_PATH,
+    return dump_cookie(name, token, max_age=max_age, path=path,
                        secure=request.scheme == "https", httponly=True, samesite="Strict")
 
 
@@ -186,15 +190,34 @@ def _passwords() -> Passwords:
     return cast(Passwords, current_app.extensions[PASSWORDS_EXTENSION])
 
 
-async def _ensure_account(gw: Gateway, user: UserRecord) -> None:
-    """Create the user's trading account in the engine (idempotent)."""
-    reply = await gw.handle.request(CreateAccount(account_id=AccountId(user.account_id),
-                                                  initial_deposit=gw.cfg.demo_deposit_cents))
-    rejection = edge.rejection_of(reply.events)
-    if rejection is not None and rejection.code != RejectReason.ACCOUNT_EXISTS.value:
-        log.error("event=account_create_failed user_id=%d code=%s", user.user_id, rejection.code)
-        raise rejection
-    await gw.store.mark_account_ready(user.user_id)
+def _unknown_account(account_id: int) -> edge.EdgeError:
+    """Another user's account and a missing one answer alike: ids are never revealed."""
+    return edge.EdgeError(404, RejectReason.UNKNOWN_ACCOUNT.value,
+                          f"you hold no trading account {account_id} (GET /api/v1/accounts lists yours)",
+                          {**edge.not_found_details("account", account_id), "field": "account_id"})
+
+
+async def _own_account(gw: Gateway, user_id: int, account_id: int) -> AccountRecord:
+    """The user's account ``account_id``, opened in the engine if an earlier step could not."""
+    record = await gw.account_record(account_id)
+    if record is None or record.user_id != user_id:
+        raise _unknown_account(account_id)
+    if not record.ready:
+        fresh = await gw.store.account(account_id)
+        if fresh is not None and not fresh.ready:
+            await ensure_account(gw, fresh)
+        record.ready = True
+    return record
+
+
+async def _new_family(gw: Gateway, user_id: int, account_id: int) -> str:
+    """A new refresh token family for ``account_id``; its first token."""
+    refresh_token = secrets.token_urlsafe(32)
+    now = gw.clock()
+    await gw.store.add_refresh_token(_digest(refresh_token), user_id=user_id, account_id=account_id,
+                                     family_id=secrets.token_hex(16), issued_at=now,
+                                     expires_at=now + gw.settings.refresh_ttl_s * 1_000_000_000)
+    return refresh_token
 
 
 def _issue_pair(gw: Gateway, user_id: int, account_id: int, refresh_token: str, *, cookie: bool) -> Response:
@@ -213,10 +236,11 @@ def _issue_pair(gw: Gateway, user_id: int, account_id: int, refresh_token: str, 
 @doc(request_model=Credentials, response=SignupResult, status=201, errors=(400, 409, 413, 415, 429),
      auth=False, tag="auth")
 async def signup() -> Response:
-    """Create a user and a trading account with the demo deposit.
+    """Create a user and their first trading account: a demo Standard account (cross margin)
+    with the demo deposit.
 
     The e-mail is trimmed and lower-cased; the password needs 8 to 128 characters. A taken
-    e-mail is 409 EMAIL_TAKEN."""
+    e-mail is 409 EMAIL_TAKEN. More accounts: POST /api/v1/accounts."""
     gw = current_gateway()
     wait = gw.signup_limiter.acquire(request.remote_addr)
     if wait:
@@ -225,12 +249,15 @@ async def signup() -> Response:
     email, password = _credentials(await gw.json_body(), signup=True)
     password_hash = await _passwords().hash(password)
     try:
-        user = await gw.store.create_user(email, password_hash, created_at=gw.clock())
+        user = await gw.store.create_user(email, password_hash, created_at=gw.clock(),
+                                          account_type=signup_account_type(gw), demo=True)
     except DuplicateEmail:
         raise edge.EdgeError(409, "EMAIL_TAKEN", "a user with this e-mail already exists; sign in instead",
                              {"field": "email"}) from None
     try:
-        await _ensure_account(gw, user)
+        record = await gw.store.account(user.account_id)
+        assert record is not None   # created with the user
+        await ensure_account(gw, record)
     except (Overloaded, EngineStopped) as exc:
         # The user exists; the first sign-in creates the account.
         log.warning("event=account_create_deferred user_id=%d reason=%s", user.user_id, type(exc).__name__)
@@ -247,11 +274,15 @@ async def signin() -> Response:
     failures for one e-mail from one address are throttled first (429 with Retry-After), so a
     stranger cannot lock the owner out; failures for one e-mail from many addresses, or from
     one address for many e-mails, are throttled past larger budgets. With ``refresh_cookie``
-    the refresh token comes as an HttpOnly cookie instead (for browsers)."""
+    the refresh token comes as an HttpOnly cookie instead (for browsers). The tokens are for
+    the user's first trading account, or the one ``account_id`` names (404 UNKNOWN_ACCOUNT
+    when the user holds no such account)."""
     gw = current_gateway()
     body = await gw.json_body()
     email, password = _credentials(body, signup=False)
     cookie = _wants_cookie(body)
+    wanted = body.get("account_id")
+    wanted_id = edge.parse_message_id(wanted, "account_id") if wanted is not None else None
     address = request.remote_addr
     wait = max(gw.signin_client_failures.retry_after((email, address)),
                gw.signin_email_failures.retry_after(email), gw.signin_ip_failures.retry_after(address))
@@ -265,15 +296,41 @@ async def signin() -> Response:
         gw.signin_email_failures.acquire(email)
         gw.signin_ip_failures.acquire(address)
         raise _unauthorized("INVALID_CREDENTIALS", "wrong e-mail or password")
-    if not user.account_ready:
-        await _ensure_account(gw, user)
-    refresh_token = secrets.token_urlsafe(32)
-    now = gw.clock()
-    await gw.store.add_refresh_token(_digest(refresh_token), user_id=user.user_id,
-                                  family_id=secrets.token_hex(16), issued_at=now,
-                                  expires_at=now + gw.settings.refresh_ttl_s * 1_000_000_000)
-    log.info("event=signin user_id=%d", user.user_id)
-    return _issue_pair(gw, user.user_id, user.account_id, refresh_token, cookie=cookie)
+    account_id = user.account_id if wanted_id is None else wanted_id
+    await _own_account(gw, user.user_id, account_id)
+    refresh_token = await _new_family(gw, user.user_id, account_id)
+    log.info("event=signin user_id=%d account_id=%d", user.user_id, account_id)
+    return _issue_pair(gw, user.user_id, account_id, refresh_token, cookie=cookie)
+
+
+@doc(request_model=SwitchRequest, response=TokenPair, errors=(400, 404, 413, 415, 429, 503), tag="auth")
+async def switch() -> Response:
+    """Tokens for another trading account of the signed-in user.
+
+    The access token names the user; the new pair is for ``account_id`` (a new session: its
+    refresh token keeps that account). Every other endpoint works on the account in the token.
+    An account the user does not hold, another user's included, is 404 UNKNOWN_ACCOUNT. With
+    ``refresh_cookie`` the new refresh token replaces the exness_refresh cookie, and the session
+    of the cookie it replaces is revoked."""
+    gw = current_gateway()
+    claims = gw.authenticate()
+    body = await gw.json_body()
+    if not isinstance(body, dict):
+        raise edge.EdgeError(400, "VALIDATION_ERROR", "the request body must be a JSON object", {})
+    for name in body:
+        if name not in ("account_id", "refresh_cookie"):
+            raise invalid(name, "unknown field (allowed: account_id, refresh_cookie)")
+    if body.get("account_id") is None:
+        raise invalid("account_id", "is required (GET /api/v1/accounts lists your accounts)")
+    account_id = edge.parse_message_id(body["account_id"], "account_id")
+    cookie = _wants_cookie(body)
+    await _own_account(gw, claims.user_id, account_id)
+    refresh_token = await _new_family(gw, claims.user_id, account_id)
+    old = request.cookies.get(REFRESH_COOKIE) if cookie else None
+    if old and len(old) <= MAX_REFRESH_TOKEN:
+        await gw.store.revoke_refresh_family(_digest(old), now=gw.clock())
+    log.info("event=account_switch user_id=%d from=%d to=%d", claims.user_id, claims.account_id, account_id)
+    return _issue_pair(gw, claims.user_id, account_id, refresh_token, cookie=cookie)
 
 
 @doc(request_model=RefreshRequest, response=TokenPair, errors=(400, 401, 413, 415, 429),
@@ -333,6 +390,7 @@ ROUTES: tuple[tuple[str, Callable[..., Awaitable[Response]]], ...] = (
     (f"{API}/auth/signin", signin),
     (f"{API}/auth/refresh", refresh),
     (f"{API}/auth/signout", signout),
+    (f"{API}/auth/switch", switch),
 )
 
 

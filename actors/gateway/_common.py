@@ -25,16 +25,19 @@ from actors.engine.messages import Reply
 from actors.gateway.metrics import GatewayMetrics
 from actors.gateway.ratelimit import RateLimiter, retry_after_header
 from actors.bus.streams import BoxedView
+from actors.store.base import AccountRecord
 from exness_actors.instruments import Instrument
 
 __all__ = ["Gateway", "current_gateway", "GATEWAY_EXTENSION", "json_response", "doc", "NoContent", "PlainText",
-           "rate_limited", "API", "MISSING_TOKEN"]
+           "rate_limited", "API", "MISSING_TOKEN", "bearer_token"]
 
 log = logging.getLogger("exness.gateway")
 
 API = "/api/v1"
 #: How many verified access tokens :meth:`Gateway.authenticate` remembers.
 VERIFIED_TOKENS_KEPT = 10_000
+#: How many accounts' facts (owner, type, demo) :meth:`Gateway.account_record` remembers.
+ACCOUNT_RECORDS_KEPT = 10_000
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 #: a JSON answer's bytes (what :func:`json_response` sends)
@@ -48,6 +51,23 @@ GATEWAY_EXTENSION = "exness.gateway"
 def current_gateway() -> "Gateway":
     """The :class:`Gateway` of the app serving this request (route handlers are plain functions)."""
     return current_app.extensions[GATEWAY_EXTENSION]
+
+
+def parse_bearer(header: Optional[str], signin: str) -> str:
+    """The token of an ``Authorization: Bearer`` header (401 without one; ``signin`` names where
+    to get one)."""
+    if not header:
+        raise AuthError(MISSING_TOKEN, f"this endpoint needs `Authorization: Bearer <access_token>` ({signin} "
+                                       "gives one)")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("INVALID_TOKEN", "the Authorization header must be `Bearer <access_token>`")
+    return token.strip()
+
+
+def bearer_token(signin: str) -> str:
+    """The request's ``Authorization: Bearer`` token (see :func:`parse_bearer`)."""
+    return parse_bearer(request.headers.get("Authorization"), signin)
 
 
 def _mimetype(content_type: str) -> str:
@@ -84,7 +104,7 @@ def doc(*, request_model: Any = None, response: Any = None, status: int = 200,
     """Attach the OpenAPI description of a route (quart-schema's ``document_*``).
 
     ``also`` documents further success responses (status -> model). Every route also lists
-    :data:`ANY_ROUTE_ERRORS`, 401 when ``auth``, and 504 (split mode: the engine did not answer)
+    :data:`ANY_ROUTE_ERRORS`, 401 and 403 (a token of the other kind) when ``auth``, and 504 (split mode: the engine did not answer)
     wherever 503 is listed."""
     def decorate(function: Callable) -> Callable:
         if request_model is not None:
@@ -93,7 +113,8 @@ def doc(*, request_model: Any = None, response: Any = None, status: int = 200,
             function = document_response(response, status)(function)
         for other_status, model in (also or {}).items():
             function = document_response(model, other_status)(function)
-        codes = set(errors) | ANY_ROUTE_ERRORS | ({401} if auth else set()) | ({504} if 503 in errors else set())
+        codes = (set(errors) | ANY_ROUTE_ERRORS | ({401, 403} if auth else set())
+                 | ({504} if 503 in errors else set()))
         for code in sorted(codes):
             function = document_response(ErrorBody, code)(function)
         if query is not None:
@@ -153,6 +174,9 @@ class Gateway:
         # on every request is most of the cost of authenticating. Expiry is still checked on
         # every use; the oldest entries go first when the cache is full.
         self._verified: dict[str, AccessClaims] = {}
+        # Account id -> its store row: owner, type and demo flag never change once opened, so a
+        # deposit or a summary does not read the database each time (``ready`` is not read here).
+        self._account_records: dict[int, AccountRecord] = {}
         self.internal_errors = 0
         self.history_waits_timed_out = 0
 
@@ -170,13 +194,7 @@ class Gateway:
 
         The claims come from a token's verification the first time it is seen, then from a
         bounded cache (until it expires)."""
-        if not header:
-            raise AuthError(MISSING_TOKEN, "this endpoint needs `Authorization: Bearer <access_token>` "
-                                             "(POST /api/v1/auth/signin gives one)")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise AuthError("INVALID_TOKEN", "the Authorization header must be `Bearer <access_token>`")
-        token = token.strip()
+        token = parse_bearer(header, "POST /api/v1/auth/signin")
         claims = self._verified.get(token)
         if claims is None or claims.expires_at <= time.time():
             assert self.tokens is not None
@@ -229,6 +247,19 @@ class Gateway:
         default scales, so its rows still render."""
         instrument = self.instruments.get(symbol)
         return instrument if instrument is not None else Instrument(symbol=symbol)
+
+    async def account_record(self, account_id: int) -> Optional[AccountRecord]:
+        """The store's row of a trading account (owner, type, demo), remembered once read; None
+        for an account the store does not know (made outside the gateway)."""
+        record = self._account_records.get(account_id)
+        if record is None:
+            record = await self.store.account(account_id)
+            if record is not None:
+                records = self._account_records
+                if len(records) >= ACCOUNT_RECORDS_KEPT:
+                    del records[next(iter(records))]
+                records[account_id] = record
+        return record
 
     # ------------------------------------------------------------------ engine
 

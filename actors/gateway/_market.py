@@ -31,14 +31,13 @@ MAX_CANDLES = 1000
 
 
 def register(app: Any, gw: Gateway) -> None:
-    instruments_body = {"instruments": [edge.instrument_json(gw.instruments[symbol]) for symbol in gw.symbols]}
-
     @app.get(f"{API}/instruments")
     @doc(response=InstrumentList, auth=False, errors=(400,), tag="market")
     async def list_instruments() -> Response:
         """Tradable symbols with their decimals, maximum leverage, spread and minimum size."""
         QueryParams(request.args, ())
-        return json_response(instruments_body)
+        # rendered per request: an operator's instrument change (issue 13) shows at once
+        return json_response({"instruments": [edge.instrument_json(gw.instruments[symbol]) for symbol in gw.symbols]})
 
     @app.get(f"{API}/quotes")
     @doc(response=QuoteList, auth=False, errors=(400, 503), tag="market")

@@ -2,7 +2,8 @@
 :mod:`actors.gateway._fast`): the error contract and the headers every response carries.
 
 * :func:`error_answer` maps an exception to ``(status, body, headers)``: :class:`EdgeError`
-  carries its own status; auth failures are 401 with ``WWW-Authenticate``; ``Overloaded`` and
+  carries its own status; auth failures are 401 with ``WWW-Authenticate`` (a valid token of the other kind, trader ↔
+  operator, is 403); ``Overloaded`` and
   ``EngineStopped`` 503 with ``Retry-After``; ``EngineTimeout`` (split mode) 504; werkzeug HTTP
   errors (404 route, 405, 408, 413, …) keep their status; anything else is a bug: logged with its
   traceback, counted, and answered 500 ``INTERNAL_ERROR``. The exception's class is looked up
@@ -18,7 +19,7 @@ from typing import Any, Callable, Optional
 
 from werkzeug.exceptions import HTTPException
 
-from actors.auth_tokens import AuthError
+from actors.auth_tokens import AuthError, WrongTokenKind
 from actors.engine.messages import EngineStopped, EngineTimeout, Overloaded
 from actors.gateway._settings import GatewaySettings
 from actors.store.base import InvalidCursor, StoreClosed
@@ -36,7 +37,7 @@ API_CSP = "default-src 'none'; frame-ancestors 'none'"
 DOCS_CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
             "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "
             "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
-_CORS_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
+_CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 _CORS_HEADERS = "Authorization, Content-Type"
 
 _HTTP_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
@@ -67,6 +68,11 @@ def _edge_error(error: edge.EdgeError, context: "ErrorContext") -> Answer:
 
 def _auth_error(error: AuthError, context: "ErrorContext") -> Answer:
     return _answer(401, error.code, error.message, {}, {"WWW-Authenticate": _challenge(error.code)})
+
+
+def _wrong_token(error: WrongTokenKind, context: "ErrorContext") -> Answer:
+    # a valid token of the other kind (trader ↔ operator): known, but not allowed here
+    return _answer(403, error.code, error.message, {})
 
 
 def _overloaded(error: Overloaded, context: "ErrorContext") -> Answer:
@@ -138,7 +144,7 @@ class ErrorContext:
 
 #: exception class -> its answer; the Quart app registers each as an error handler
 ERROR_TYPES: dict[type, Callable[[Any, ErrorContext], Answer]] = {
-    edge.EdgeError: _edge_error, AuthError: _auth_error, Overloaded: _overloaded, EngineStopped: _stopped,
+    edge.EdgeError: _edge_error, AuthError: _auth_error, WrongTokenKind: _wrong_token, Overloaded: _overloaded, EngineStopped: _stopped,
     EngineTimeout: _timeout, StoreClosed: _store_closed, InvalidCursor: _bad_cursor,
     InvalidCommand: _invalid_command, HTTPException: _http_error, Exception: _bug,
 }

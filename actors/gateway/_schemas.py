@@ -69,6 +69,17 @@ class SigninRequest(Credentials, **_struct):
     refresh_cookie: Annotated[bool, Meta(
         description="true: the refresh token is set as an HttpOnly, SameSite=Strict cookie scoped to "
                     "/api/v1/auth (for browsers) and the body's refresh_token is null")] = False
+    account_id: Annotated[Optional[Id], Meta(
+        description="which of the user's trading accounts the tokens are for; absent: the first one "
+                    "(opened at sign-up)")] = None
+
+
+class SwitchRequest(msgspec.Struct, **_struct):
+    """Tokens for another trading account of the signed-in user (the access token names the user)."""
+    account_id: Annotated[Id, Meta(description="one of the caller's accounts (GET /api/v1/accounts)")]
+    refresh_cookie: Annotated[bool, Meta(
+        description="true: the new refresh token replaces the exness_refresh cookie (whose session is "
+                    "revoked) and the body's refresh_token is null")] = False
 
 
 class SignupResult(msgspec.Struct, kw_only=True):
@@ -94,16 +105,96 @@ class TokenPair(msgspec.Struct, kw_only=True):
 
 # ------------------------------------------------------------------------------------- account
 
+AccountType = Annotated[str, Meta(
+    description="a configured account type (config.toml [accounts]): standard, raw_spread, isolated",
+    examples=["standard"])]
+MarginMode = Literal["cross", "isolated"]
+Level = Annotated[Optional[str], Meta(
+    description="percent of equity / used margin (cross accounts; null for isolated ones)", examples=["60.00"])]
+
+
 class AccountSummary(msgspec.Struct, kw_only=True):
+    """The account in the token, live from the engine. A cross account is judged as a whole:
+    free_margin = equity - used margin, and at margin_level <= stop_out_level its positions are
+    closed, largest loss first. An isolated account's positions each have their own margin and
+    liquidation price, and its free margin is its free balance."""
     account_id: Id
     balance: Annotated[str, Meta(description="free + locked")]
-    locked: Annotated[str, Meta(description="margin of open positions and pending orders")]
+    locked: Annotated[str, Meta(description="margin of open positions and pending orders (= used_margin)")]
+    used_margin: Annotated[str, Meta(description="margin of open positions and pending orders")]
     equity: Annotated[str, Meta(description="balance + unrealized pnl")]
-    free_margin: str
+    free_margin: Annotated[str, Meta(description="cross: equity - used margin; isolated: the free balance")]
     margin_level: Annotated[Optional[str], Meta(
-        description="equity / locked in percent; null with nothing locked")]
+        description="equity / used margin in percent (2 decimals, floored); null with no used margin")]
     unrealized_pnl: str
     currency: Literal["USD"]
+    account_type: AccountType
+    margin_mode: MarginMode
+    demo: Annotated[Optional[bool], Meta(
+        description="true: a demo account; false: a real one (funded by the broker); null for an account "
+                    "the gateway did not open")]
+    margin_call_level: Level
+    stop_out_level: Level
+    in_margin_call: Annotated[bool, Meta(
+        description="a margin call was sent and the level has not recovered above the call level")]
+
+
+class AccountEntry(msgspec.Struct, kw_only=True):
+    """One of the user's trading accounts. The figures are null only while the engine has not
+    confirmed a just-opened account."""
+    account_id: Id
+    account_type: AccountType
+    demo: bool
+    current: Annotated[bool, Meta(description="the account of the access token")]
+    created_at: Millis
+    currency: Literal["USD"]
+    margin_mode: Optional[MarginMode]
+    balance: Optional[str]
+    locked: Optional[str]
+    used_margin: Optional[str]
+    equity: Optional[str]
+    free_margin: Optional[str]
+    margin_level: Annotated[Optional[str], Meta(description="percent; null with no used margin")]
+    unrealized_pnl: Optional[str]
+    margin_call_level: Level
+    stop_out_level: Level
+    in_margin_call: bool
+
+
+class AccountList(msgspec.Struct, kw_only=True):
+    accounts: Annotated[list[AccountEntry], Meta(description="oldest first")]
+
+
+class AccountTypeInfo(msgspec.Struct, kw_only=True):
+    name: AccountType
+    margin_mode: MarginMode
+    max_leverage: Annotated[int, Meta(description="the type's cap; an instrument's own max_leverage may be lower")]
+    margin_call_level: Level
+    stop_out_level: Level
+    commission_bps: Annotated[str, Meta(description="per side, basis points of notional", examples=["0.35"])]
+    swap_long_bps: Annotated[str, Meta(description="per day, basis points of the open notional (negative: credited)")]
+    swap_short_bps: str
+    swap_free: bool
+    min_deposit: Annotated[str, Meta(description="the smallest first deposit into an empty account")]
+    spread_multiplier: Optional[Annotated[str, Meta(
+        description="the type's quotes: bid and ask marked up by this times each instrument's spread_bps "
+                    "(1.00: the instrument's own, 0.00: the feed's raw quote); null with a fixed spread",
+        examples=["1.00"])]] = None
+    fixed_spread_bps: Optional[Annotated[str, Meta(
+        description="the type's quotes: a fixed markup per side in basis points for every instrument; "
+                    "null when spread_multiplier applies", examples=["0.50"])]] = None
+
+
+class AccountTypeList(msgspec.Struct, kw_only=True):
+    account_types: list[AccountTypeInfo]
+    signup_type: Annotated[str, Meta(description="the type a sign-up opens")]
+
+
+class OpenAccountRequest(msgspec.Struct, **_struct):
+    type: AccountType
+    demo: Annotated[bool, Meta(
+        description="true (default): a demo account with the demo deposit; false: a real account, "
+                    "opened with a zero balance and funded by the broker")] = True
 
 
 class FundingRequest(msgspec.Struct, **_struct):
@@ -120,7 +211,11 @@ class LedgerQuery(msgspec.Struct, kw_only=True):
 class LedgerEntry(msgspec.Struct, kw_only=True):
     id: str
     kind: Annotated[str, Meta(description="deposit, withdraw, order_margin, order_release, "
-                                          "position_margin, position_close, add_margin")]
+                                          "position_margin, position_close, add_margin, commission "
+                                          "(cross accounts, at open and close), swap (at the daily "
+                                          "rollover; negative free_delta: charged), balance_reset "
+                                          "(negative balance protection: the house covers a deficit), "
+                                          "operator_adjustment (an operator funded or debited the account)")]
     free_delta: str
     locked_delta: str
     free: str
@@ -227,7 +322,8 @@ class Order(msgspec.Struct, kw_only=True):
     created_at: Millis
     fill_price: Optional[str]
     position_id: Annotated[Optional[str], Meta(description="the position the order opened")]
-    cancel_reason: Annotated[Optional[str], Meta(description="user, expired or size_too_small")]
+    cancel_reason: Annotated[Optional[str], Meta(description="user, expired, size_too_small, dead_man_switch "
+                                                             "or cancel_on_disconnect")]
 
 
 class Position(msgspec.Struct, kw_only=True):
@@ -246,6 +342,9 @@ class Position(msgspec.Struct, kw_only=True):
     unrealized_pnl: Optional[str]
     opened_at: Millis
     order_id: Id
+    commission: Annotated[str, Meta(description="commission charged so far (cross accounts: at open; "
+                                                "0.00 for isolated ones)")]
+    swap: Annotated[str, Meta(description="swaps charged so far (negative: credited)")]
 
 
 class PlacedOrder(msgspec.Struct, kw_only=True):
@@ -297,15 +396,20 @@ class ClosedPart(msgspec.Struct, kw_only=True):
     position_id: Id
     symbol: Symbol
     side: Side
-    close_reason: Annotated[str, Meta(description="user, take_profit, stop_loss, trailing_stop, liquidation")]
+    close_reason: Annotated[str, Meta(description="user, take_profit, stop_loss, trailing_stop, liquidation, "
+                                                  "stop_out, operator")]
     close_price: str
     qty: str
     remaining_qty: str
     open_price: str
     margin: Annotated[str, Meta(description="margin released by this close")]
     pnl: str
-    credit: Annotated[str, Meta(description="what went back to the free balance: max(0, margin + pnl)")]
+    credit: Annotated[str, Meta(description="what went back to the free balance: max(0, margin + pnl) "
+                                            "(isolated; a cross account's is margin + pnl)")]
     closed_at: Millis
+    commission: Annotated[str, Meta(description="commission of the closed part: its share of the opening "
+                                                "commission plus the closing one")]
+    swap: Annotated[str, Meta(description="swaps charged to the closed part (negative: credited)")]
 
 
 class ModifyPositionRequest(msgspec.Struct, **_struct):
@@ -324,7 +428,8 @@ class AddMarginRequest(msgspec.Struct, **_struct):
 
 class HistoryQuery(msgspec.Struct, kw_only=True):
     symbol: Optional[SymbolParam] = None
-    reason: Optional[Literal["user", "take_profit", "stop_loss", "trailing_stop", "liquidation"]] = None
+    reason: Optional[Literal["user", "take_profit", "stop_loss", "trailing_stop", "liquidation", "stop_out",
+                             "operator"]] = None
     start: Annotated[Optional[Millis], Meta(description="closed at or after (ms)")] = None
     end: Annotated[Optional[Millis], Meta(description="closed before (ms); not before start")] = None
     cursor: Cursor = None
@@ -335,7 +440,8 @@ class ClosedPosition(msgspec.Struct, kw_only=True):
     position_id: Id
     symbol: Symbol
     side: Side
-    close_reason: str
+    close_reason: Annotated[str, Meta(description="user, take_profit, stop_loss, trailing_stop, liquidation, "
+                                                  "stop_out")]
     close_price: str
     qty: str
     remaining_qty: str
@@ -346,6 +452,8 @@ class ClosedPosition(msgspec.Struct, kw_only=True):
     leverage: Optional[int]
     opened_at: Optional[int]
     closed_at: Millis
+    commission: Annotated[str, Meta(description="commission of the closed part (open share + close)")]
+    swap: Annotated[str, Meta(description="swaps charged to the closed part (negative: credited)")]
 
 
 class HistoryPage(msgspec.Struct, kw_only=True):
@@ -367,6 +475,48 @@ class Readiness(msgspec.Struct, kw_only=True):
 
 
 
+# ------------------------------------------------------------------ issue 13: alerts, dead-man switch
+
+class PlaceAlertRequest(msgspec.Struct, **_struct):
+    """A price alert: fires once when the bid reaches price (above: bid ≥ price, below: bid ≤ price)."""
+    symbol: SymbolParam
+    condition: Literal["above", "below"]
+    price: Decimal
+    note: Optional[Annotated[str, Meta(max_length=200)]] = None
+    expires_at: Annotated[Optional[Annotated[int, Meta(ge=1, le=MAX_TIMESTAMP_MS)]], Meta(
+        description="ms; in the future; the alert is cancelled (reason expired) then")] = None
+    client_alert_id: Optional[Annotated[str, Meta(
+        max_length=64, description="idempotency key: a repeat answers the original alert (200)")]] = None
+
+
+class Alert(msgspec.Struct, kw_only=True):
+    id: Id
+    symbol: Symbol
+    condition: Literal["above", "below"]
+    price: str
+    note: Optional[str]
+    expires_at: Optional[Millis]
+    client_alert_id: Optional[str]
+    created_at: Millis
+
+
+class AlertList(msgspec.Struct, kw_only=True):
+    alerts: list[Alert]
+
+
+class CancelAllAfterRequest(msgspec.Struct, **_struct):
+    timeout_s: Annotated[int, Meta(ge=0, le=86_400, description="seconds until every pending order is "
+                                                                  "cancelled unless sent again; 0 disarms")]
+
+
+class DeadManSwitch(msgspec.Struct, kw_only=True):
+    armed: bool
+    timeout_s: int
+    deadline: Annotated[Optional[Millis], Meta(description="when the pending orders are cancelled (engine "
+                                                           "time, ms); null when disarmed")]
+    now: Annotated[Millis, Meta(description="the engine time the switch was set at (ms)")]
+
+
 # ------------------------------------------------------------------------------------- documentation
 
 def _example(summary: str, value: Any) -> dict[str, Any]:
@@ -381,6 +531,14 @@ REQUEST_EXAMPLES: dict[type, dict[str, dict[str, Any]]] = {
         "email": "trader@example.com", "password": "correct horse battery"})},
     SigninRequest: {"credentials": _example("e-mail and password", {
         "email": "trader@example.com", "password": "correct horse battery"})},
+    SwitchRequest: {"account_id": _example("tokens for another of your accounts (GET /api/v1/accounts)", {
+        "account_id": "2"})},
+    OpenAccountRequest: {
+        "demo_raw_spread": _example("a demo Raw Spread account (tight spread, commission)", {
+            "type": "raw_spread", "demo": True}),
+        "real_standard": _example("a real Standard account (opens empty; the broker funds it)", {
+            "type": "standard", "demo": False}),
+    },
     RefreshRequest: {"refresh_token": _example("the refresh_token from sign-in or the last refresh", {
         "refresh_token": "paste-the-refresh_token-from-signin"})},
     FundingRequest: {
@@ -414,6 +572,17 @@ REQUEST_EXAMPLES: dict[type, dict[str, dict[str, Any]]] = {
         "remove_stop_loss": _example("remove the stop-loss (null removes)", {"stop_loss": None}),
     },
     AddMarginRequest: {"amount": _example("move 50.00 USD of free balance into the margin", {"amount": "50.00"})},
+    PlaceAlertRequest: {
+        "above": _example("tell me when the bid reaches 70000.00", {
+            "symbol": "BTCUSDT", "condition": "above", "price": "70000.00", "note": "breakout"}),
+        "below_expiring": _example("below, for one day, idempotent", {
+            "symbol": "BTCUSDT", "condition": "below", "price": "60000.00", "expires_at": 4102444800000,
+            "client_alert_id": "alert-0001"}),
+    },
+    CancelAllAfterRequest: {
+        "arm": _example("cancel every pending order unless sent again within 60 s", {"timeout_s": 60}),
+        "disarm": _example("disarm the switch", {"timeout_s": 0}),
+    },
 }
 
 #: JSON Schema rules that span fields, added to the component of the same name.
@@ -427,3 +596,4 @@ SCHEMA_RULES: dict[str, dict[str, Any]] = {
     "ModifyOrderRequest": {"minProperties": 1},
     "ModifyPositionRequest": {"minProperties": 1},
 }
+

@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional
 import attrs
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
+from hypercorn.trio import serve as hypercorn_serve
 from quart_trio import QuartTrio
 
 from actors.auth_tokens import TokenIssuer
@@ -168,6 +168,15 @@ def hypercorn_config(settings: GatewaySettings) -> HypercornConfig:
     return config
 
 
+def _os_error(error: BaseException) -> Optional[OSError]:
+    """The ``OSError`` that stopped hypercorn binding (its nurseries wrap it in groups)."""
+    if isinstance(error, OSError):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        return next((found for inner in error.exceptions if (found := _os_error(inner)) is not None), None)
+    return None
+
+
 def _port_of(bind: str) -> int:
     return int(bind.rsplit(":", 1)[1])
 
@@ -175,20 +184,38 @@ def _port_of(bind: str) -> int:
 async def run(*, handle: Any, store: Any, candles: Any, cfg: Any, tokens: TokenIssuer,
               feed_stats: Any = None, ws_stats: Any = None, persister: Any = None,
               shutdown: Optional[trio.Event] = None, clock: Callable[[], int] = time.time_ns,
+              serve: bool = True,
               task_status: trio.TaskStatus[GatewayInfo] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve the HTTP API on ``[http] host``/``port`` until ``shutdown`` is set (graceful) or
-    the task is cancelled. ``task_status.started`` gets a :class:`GatewayInfo` once listening."""
+    the task is cancelled. ``task_status.started`` gets a :class:`GatewayInfo` once listening.
+
+    ``serve=False`` (the simulation) binds no socket: the started :class:`GatewayInfo` carries
+    the app (``binds`` empty), which a test client drives. A port that cannot be bound is an
+    ``OSError`` naming the address."""
     app = create_app(handle=handle, store=store, candles=candles, cfg=cfg, tokens=tokens,
                      feed_stats=feed_stats, ws_stats=ws_stats, persister=persister, clock=clock)
     settings = GatewaySettings.from_config(cfg)
+    stop = shutdown if shutdown is not None else trio.Event()
+    if not serve:
+        unserved = GatewayInfo(app=app, host=settings.host, port=0, binds=[], shutdown=stop)
+        task_status.started(unserved)
+        await stop.wait()
+        unserved.stopped.set()
+        return
     config = hypercorn_config(settings)
     _early_errors.install()
-    stop = shutdown if shutdown is not None else trio.Event()
     info: Optional[GatewayInfo] = None
     guard = ConnectionGuard(app, settings.max_body_bytes, stop)
     try:
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(functools.partial(serve, guard, config, shutdown_trigger=stop.wait))
+            try:
+                binds = await nursery.start(functools.partial(hypercorn_serve, guard, config, shutdown_trigger=stop.wait))
+            except (OSError, BaseExceptionGroup) as exc:
+                failure = _os_error(exc)
+                if failure is None:
+                    raise
+                raise OSError(failure.errno, f"cannot serve HTTP on {settings.host}:{settings.port}: "
+                                             f"{failure.strerror or failure}") from None
             info = GatewayInfo(app=app, host=settings.host, port=_port_of(binds[0]), binds=list(binds),
                                shutdown=stop)
             log.info("event=gateway_listening url=%s", info.url)

@@ -15,7 +15,8 @@ false sends every request through Quart — the same answers, more CPU per reque
 ``ip_burst`` [20000], ``account_rate_per_s`` [10000], ``account_burst`` [20000],
 ``signup_per_minute`` [600, per IP], ``signin_failures_per_minute`` [5, per e-mail and client
 IP], ``signin_email_failures_per_minute`` [50, per e-mail from any address],
-``signin_ip_failures_per_minute`` [20, per IP].
+``signin_ip_failures_per_minute`` [20, per IP], ``accounts_per_user`` [10: trading accounts one
+user may hold; ``POST /api/v1/accounts`` past it is 409 ACCOUNT_LIMIT_REACHED].
 
 ``[auth]``: ``jwt_secret`` (else ``<data_dir>/jwt.secret``), ``access_ttl_s`` [900],
 ``refresh_ttl_s`` [2592000 = 30 days], ``argon2_time_cost`` [3], ``argon2_memory_kib`` [65536],
@@ -62,6 +63,7 @@ class GatewaySettings:
     signin_failures_per_minute: float = 5.0
     signin_email_failures_per_minute: float = 50.0
     signin_ip_failures_per_minute: float = 20.0
+    accounts_per_user: int = 10
     refresh_ttl_s: int = 30 * 24 * 3600
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65_536
@@ -93,6 +95,7 @@ class GatewaySettings:
             signin_email_failures_per_minute=float(
                 read_setting(cfg, "limits", "signin_email_failures_per_minute", 50, number, low=0)),
             signin_ip_failures_per_minute=float(read_setting(cfg, "limits", "signin_ip_failures_per_minute", 20, number, low=0)),
+            accounts_per_user=read_setting(cfg, "limits", "accounts_per_user", 10, int, low=1),
             refresh_ttl_s=read_setting(cfg, "auth", "refresh_ttl_s", 30 * 24 * 3600, int, low=60),
             argon2_time_cost=read_setting(cfg, "auth", "argon2_time_cost", 3, int, low=1),
             argon2_memory_kib=read_setting(cfg, "auth", "argon2_memory_kib", 65_536, int, low=8),

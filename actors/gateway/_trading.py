@@ -36,8 +36,8 @@ from actors.gateway._schemas import (
 )
 from actors.store.base import decode_cursor, encode_cursor
 from exness_actors.commands import AccountId, CancelOrder, PositionId
-from exness_actors.events import OrderAccepted, PositionClosed, PositionOpened
-from exness_actors.reasons import CloseReason, RejectReason
+from exness_actors.events import BalanceChanged, OrderAccepted, PositionClosed, PositionFees, PositionOpened
+from exness_actors.reasons import BalanceKind, CloseReason, RejectReason
 
 __all__ = ["register", "FAST_ROUTES"]
 
@@ -48,6 +48,7 @@ ReadBody = Callable[..., Awaitable[Any]]
 
 _HISTORY_STATUSES = ("filled", "cancelled", "expired")
 _CLOSE_REASONS = tuple(reason.value for reason in CloseReason)
+_COMMISSION = BalanceKind.COMMISSION.value
 
 
 def _unknown_order(order_id: int) -> EdgeError:
@@ -78,13 +79,32 @@ def _duplicate_rejected(duplicate: Any) -> EdgeError:
 
 
 
+async def with_demo_flag(gw: Gateway, summary: dict, account_id: int) -> dict:
+    """The engine's summary with the store's demo flag (null for an account it does not know)."""
+    record = await gw.account_record(account_id)
+    summary["demo"] = record.demo if record is not None else None
+    return summary
+
+
 async def summary_after(reply: Any, summary: Optional[dict], account_id: int) -> dict:
     gw = current_gateway()
     if summary is None:   # the pipelined query could not be queued (inbox full): ask again
         summary = await gw.query(views.account_summary, account_id)
     if summary is None:
         raise _unknown_account(account_id)
-    return summary
+    return await with_demo_flag(gw, summary, account_id)
+
+
+def _fees_of(events: list, position_id: int) -> dict[str, Optional[str]]:
+    """``commission`` and ``swap`` of a position just opened (the reply's commission charge) or
+    of a part just closed (its ``PositionFees``)."""
+    for event in events:
+        if type(event) is PositionFees and event.position_id == position_id:
+            return {"commission": edge.money(event.commission), "swap": edge.money(event.swap)}
+    ref = str(position_id)
+    commission = sum(-event.free_delta for event in events
+                     if type(event) is BalanceChanged and event.kind == _COMMISSION and event.ref == ref)
+    return {"commission": edge.money(commission), "swap": edge.money(0)}
 
 
 async def order_with_history(gw: Gateway, account_id: int, order_id: int) -> tuple[dict, Optional[int]]:
@@ -107,7 +127,9 @@ async def order_with_history(gw: Gateway, account_id: int, order_id: int) -> tup
 
 @doc(response=AccountSummary, errors=(400, 404, 503), tag="account")
 async def get_account() -> Response:
-    """Balance, locked margin, equity, free margin, margin level and unrealized pnl."""
+    """The account in the token: balance, used margin, equity, free margin, margin level,
+    unrealized pnl, its type and margin mode, demo or real, and its margin-call and stop-out
+    levels."""
     gw = current_gateway()
     claims = gw.authenticate()
     QueryParams(request.args, ())
@@ -119,12 +141,22 @@ async def account_answer(gw: Gateway, account_id: AccountId, argument: str, json
     summary = await gw.query(views.account_summary, account_id)
     if summary is None:
         raise _unknown_account(account_id)
-    return summary, 200
+    return await with_demo_flag(gw, summary, account_id), 200
+
+
+def _real_deposit_forbidden(account_id: int) -> EdgeError:
+    return EdgeError(403, "REAL_ACCOUNT_DEPOSIT_FORBIDDEN",
+                     "a real account is funded by the broker, not through this endpoint; contact support "
+                     "(demo accounts deposit freely)", {"account_id": str(account_id)})
 
 
 async def funding(deposit: bool) -> Response:
     gw = current_gateway()
     claims = gw.authenticate()
+    if deposit:
+        record = await gw.account_record(claims.account_id)
+        if record is not None and not record.demo:
+            raise _real_deposit_forbidden(claims.account_id)
     command = edge.parse_funding(await gw.json_body(), claims.account_id, deposit=deposit)
     _, reply, summary = await gw.submit(
         command, after=functools.partial(views.account_summary, account_id=claims.account_id))
@@ -137,11 +169,12 @@ async def funding(deposit: bool) -> Response:
     return json_response(await summary_after(reply, summary, claims.account_id))
 
 
-@doc(request_model=FundingRequest, response=AccountSummary, errors=(400, 413, 415, 422, 503), tag="account")
+@doc(request_model=FundingRequest, response=AccountSummary, errors=(400, 403, 413, 415, 422, 503), tag="account")
 async def deposit() -> Response:
-    """Add funds; answers the account summary.
+    """Add funds to a demo account; answers the account summary.
 
-    A repeat with the same idempotency_key changes nothing and answers the summary again."""
+    A repeat with the same idempotency_key changes nothing and answers the summary again. A
+    real account is funded by the broker: 403 REAL_ACCOUNT_DEPOSIT_FORBIDDEN."""
     return await funding(True)
 
 
@@ -220,7 +253,10 @@ async def place_order_answer(gw: Gateway, account_id: AccountId, argument: str, 
                                               opened.position_id if opened is not None else None)}
     if opened is not None:
         position = fresh.get(opened.position_id) if fresh else None
-        body["position"] = position or edge.position_opened_json(opened, instrument)
+        if position is None:
+            position = edge.position_opened_json(opened, instrument)
+            position.update(_fees_of(events, opened.position_id))
+        body["position"] = position
     return body, 201
 
 
@@ -375,7 +411,9 @@ async def close_answer(gw: Gateway, account_id: AccountId, position_id: str, jso
         raise rejection
     for event in reply.events:
         if type(event) is PositionClosed:
-            return edge.position_closed_json(event, gw.instrument(event.symbol)), 200
+            closed = edge.position_closed_json(event, gw.instrument(event.symbol))
+            closed.update(_fees_of(reply.events, event.position_id))
+            return closed, 200
     raise RuntimeError(f"unexpected reply to ClosePosition: {reply.events!r}")  # pragma: no cover
 
 
@@ -409,7 +447,10 @@ async def modify_position(position_id: str) -> Response:
 @doc(request_model=AddMarginRequest, response=Position, errors=(400, 404, 413, 415, 422, 503),
      tag="positions")
 async def add_margin(position_id: str) -> Response:
-    """Move free balance into a position's margin (its liquidation price moves away)."""
+    """Move free balance into a position's margin (its liquidation price moves away).
+
+    Isolated accounts only: a cross account's positions share its whole equity (400
+    INVALID_COMMAND; deposit instead)."""
     gw = current_gateway()
     claims = gw.authenticate()
     identifier = edge.parse_position_id(position_id)
@@ -424,7 +465,7 @@ async def add_margin(position_id: str) -> Response:
 async def position_history() -> Response:
     """Closed positions (each partial close is its own entry), newest first.
 
-    Filters: symbol, reason (user, take_profit, stop_loss, trailing_stop, liquidation),
+    Filters: symbol, reason (user, take_profit, stop_loss, trailing_stop, liquidation, stop_out),
     start/end (ms, on the close time; start inclusive, end exclusive)."""
     gw = current_gateway()
     claims = gw.authenticate()

@@ -1,7 +1,9 @@
-"""The web trading terminal: its page at ``/`` and its versioned assets under ``/terminal/``.
+"""The web pages: the trading terminal at ``/`` (assets under ``/terminal/``) and the broker's
+back office at ``/admin`` (assets under ``/backoffice/``; it signs operators in and reads
+``/api/v1/admin``).
 
-The page is plain ES modules and CSS in ``actors/static/terminal/`` (shipped in the wheel). Its
-assets are served under ``/terminal/<version>/…`` where the version is a digest of the directory's
+Each page is plain ES modules and CSS in ``actors/static/<name>/`` (shipped in the wheel). Its
+assets are served under ``/<name>/<version>/…`` where the version is a digest of the directory's
 files, so they are cached for a year (``immutable``) and a new release changes every URL; the
 page itself is ``no-cache``. ``index.html`` is a template with two placeholders: the asset base
 and the WebSocket URL (a ``<meta>`` tag, so the page needs no inline script).
@@ -33,9 +35,10 @@ from werkzeug.security import safe_join
 from actors.config import ConfigError
 from actors.gateway._settings import read_setting
 
-__all__ = ["register", "asset_version", "TERMINAL_DIR", "WebSettings"]
+__all__ = ["register", "asset_version", "TERMINAL_DIR", "BACKOFFICE_DIR", "WebSettings"]
 
 TERMINAL_DIR = Path(__file__).resolve().parent.parent / "static" / "terminal"
+BACKOFFICE_DIR = Path(__file__).resolve().parent.parent / "static" / "backoffice"
 ASSET_CACHE = "public, max-age=31536000, immutable"
 _CONTENT_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css",
                   ".svg": "image/svg+xml", ".png": "image/png"}
@@ -48,12 +51,12 @@ def _page_csp(ws_origin: str) -> str:
 
 
 @functools.cache
-def asset_version() -> str:
-    """A digest of every file under the terminal directory (names and contents)."""
+def asset_version(directory: Path = TERMINAL_DIR) -> str:
+    """A digest of every file under a page's directory (names and contents)."""
     digest = hashlib.sha256()
-    for path in sorted(TERMINAL_DIR.rglob("*")):
+    for path in sorted(directory.rglob("*")):
         if path.is_file() and path.name != "index.html":
-            digest.update(path.relative_to(TERMINAL_DIR).as_posix().encode())
+            digest.update(path.relative_to(directory).as_posix().encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
@@ -95,23 +98,23 @@ def _origin(url: str) -> str:
 
 
 @functools.cache
-def _template() -> str:
-    return (TERMINAL_DIR / "index.html").read_text(encoding="utf-8")
+def _template(directory: Path) -> str:
+    return (directory / "index.html").read_text(encoding="utf-8")
 
 
-async def page(settings: WebSettings) -> Response:
-    """The terminal's page, its asset base and WebSocket URL filled in."""
+async def page(settings: WebSettings, directory: Path = TERMINAL_DIR) -> Response:
+    """A page (the terminal's by default), its asset base and WebSocket URL filled in."""
     ws_url = _ws_url(settings)
-    body = (_template().replace("{{base}}", f"/terminal/{asset_version()}")
+    body = (_template(directory).replace("{{base}}", f"/{directory.name}/{asset_version(directory)}")
             .replace("{{ws_url}}", html.escape(ws_url, quote=True)))
     return Response(body, status=200, content_type="text/html; charset=utf-8", headers={
         "Cache-Control": "no-cache", "Content-Security-Policy": _page_csp(_origin(ws_url))})
 
 
 @functools.cache
-def _asset(name: str) -> tuple[bytes, str]:
+def _asset(directory: Path, name: str) -> tuple[bytes, str]:
     """A file's bytes and content type, read once (the directory is part of the release)."""
-    joined = safe_join(str(TERMINAL_DIR), name)
+    joined = safe_join(str(directory), name)
     if joined is None or name == "index.html" or not Path(joined).is_file():
         raise NotFound()
     content_type = (_CONTENT_TYPES.get(Path(joined).suffix) or mimetypes.guess_type(joined)[0]
@@ -121,11 +124,11 @@ def _asset(name: str) -> tuple[bytes, str]:
     return Path(joined).read_bytes(), content_type
 
 
-async def asset(version: str, name: str) -> Response:
-    """A file of the terminal under its versioned URL; any other version is 404."""
-    if version != asset_version():
+async def asset(version: str, name: str, directory: Path = TERMINAL_DIR) -> Response:
+    """A file of a page under its versioned URL; any other version is 404."""
+    if version != asset_version(directory):
         raise NotFound()
-    body, content_type = _asset(name)
+    body, content_type = _asset(directory, name)
     return Response(body, status=200, content_type=content_type, headers={"Cache-Control": ASSET_CACHE})
 
 
@@ -141,3 +144,13 @@ def register(app: Any, cfg: Any) -> None:
     @hide
     async def terminal_asset(version: str, name: str) -> Response:
         return await asset(version, name)
+
+    @app.get("/admin")
+    @hide
+    async def backoffice_page() -> Response:
+        return await page(settings, BACKOFFICE_DIR)
+
+    @app.get("/backoffice/<version>/<path:name>")
+    @hide
+    async def backoffice_asset(version: str, name: str) -> Response:
+        return await asset(version, name, BACKOFFICE_DIR)

@@ -33,7 +33,7 @@ from actors.engine.messages import EventBatch
 from actors.settings import PersisterSettings
 from actors.store.base import Store
 
-__all__ = ["run", "rebuild", "Persister", "PersisterStatistics", "MAX_WRITE_ATTEMPTS"]
+__all__ = ["run", "catch_up", "rebuild", "Persister", "PersisterStatistics", "MAX_WRITE_ATTEMPTS"]
 
 logger = logging.getLogger("exness.persister")
 
@@ -118,6 +118,14 @@ class Persister:
         logger.debug("event=written batches=%d inputs=%d rows=%d last_seq=%d ms=%.1f",
                      len(fresh), len(combined.items), rows, newest, self._last_write_ms)
         return rows
+
+
+async def catch_up(store: Store, backlog: list, *, shard: int = 0) -> None:
+    """Persist what recovery replayed past the store's watermark (``backlog``: the recovered
+    ``(seq, ts, events)``), before the persister starts: it then begins at the engine's seq."""
+    if backlog:
+        await store.apply_batch(EventBatch(backlog, backlog[-1][0]), shard=shard)
+        logger.info("event=store_caught_up batches=%d last_seq=%d", len(backlog), backlog[-1][0])
 
 
 async def run(*, inbox: trio.MemoryReceiveChannel[EventBatch], store: Store, shard: int = 0,

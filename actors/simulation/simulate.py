@@ -18,8 +18,11 @@ journal, snapshots and SQLite store: ``exness-actors replay DIR`` verifies the r
 
 The report (:func:`format_report` prints it; ``--report FILE`` writes it as JSON) holds the
 options, what the traders did and got (HTTP answers by action and status), the journal's inputs
-by type, orders by outcome, closes by reason, crashes and recoveries, faults injected, invariant
-checks run, violations (empty when clean), the final state and the replay verdict.
+by type, orders by outcome, closes by reason (``stop_out`` among them), margin calls and
+stop-outs of the cross accounts, the typed accounts opened, crashes and recoveries, faults
+injected, invariant checks run (cross accounts settled among them: none left at or below its
+stop-out level after an input), violations (empty when clean), the final state (with the
+house's book and the accounts by type) and the replay verdict.
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ from actors.simulation.runtime import deterministic_trio, seeded_random
 from actors.simulation.world import MAX_VIOLATIONS_KEPT, SimulationAborted, World
 from exness_actors.engine import Engine
 from exness_actors.events import (
-    CommandRejected, DuplicateCommand, OrderAccepted, OrderCancelled, OrderRejected, OrderTriggered,
-    PositionClosed, PositionOpened, QuoteRejected, QuoteUpdated,
+    AccountOpened, CommandRejected, DuplicateCommand, MarginCall, OrderAccepted, OrderCancelled, OrderRejected,
+    OrderTriggered, PositionClosed, PositionOpened, QuoteRejected, QuoteUpdated, StopOut,
 )
 from exness_actors.journal import iter_payloads
 from exness_actors.money import format_fixed
@@ -104,9 +107,11 @@ def simulation_config(options: SimulationOptions) -> Config:
     tables: dict[str, Any] = {
         "data": {"dir": str(options.data_dir)},
         "journal": {"fsync": options.fsync},
-        "engine": {"inbox_size": 256},   # a burst past it is shed with 503 (allowed, counted)
         "feed": {"source": "synthetic", "ticks_per_s": options.ticks_per_s, "unchanged_refresh_s": 1.0},
         "snapshot": {"interval_s": options.snapshot_every_s, "keep": 3},
+        # the traders' models (adding margin, liquidations) are isolated margin's: sign-ups open
+        # isolated accounts here, not the shipped Standard (cross) one
+        "accounts": {"signup_type": "isolated"},
         # rate limiters read time.monotonic: off, so no answer depends on the wall clock
         "limits": {"ip_rate_per_s": 0, "account_rate_per_s": 0, "signup_per_minute": 0,
                    "signin_failures_per_minute": 0, "signin_email_failures_per_minute": 0,
@@ -212,6 +217,12 @@ def _final_checks(world: World) -> dict[str, Any]:
                     tallies["positions"]["partially closed"] += 1
             elif kind is CommandRejected:
                 tallies["commands_rejected"][f"{event.command} {event.reason}"] += 1
+            elif kind is MarginCall:
+                tallies["margin"]["margin calls"] += 1
+            elif kind is StopOut:
+                tallies["margin"]["stop-outs"] += 1
+            elif kind is AccountOpened:
+                tallies["accounts_opened"][event.account_type] += 1
 
     replayed = Engine(world.core_config)
     verdict: dict[str, Any] = {}
@@ -274,6 +285,8 @@ def _report(world: World, final: dict[str, Any]) -> dict[str, Any]:
         "duplicates": _sorted(tallies.get("duplicates", {})),
         "positions": _sorted(tallies.get("positions", {})),
         "closes": _sorted(tallies.get("closes", {})),
+        "margin": _sorted(tallies.get("margin", {})),
+        "accounts_opened": _sorted(tallies.get("accounts_opened", {})),
         "commands_rejected": _sorted(tallies.get("commands_rejected", {})),
         "crashes": world.crashes,
         "faults": {
@@ -288,7 +301,7 @@ def _report(world: World, final: dict[str, Any]) -> dict[str, Any]:
             "ledger_checks": world.ledger_checks,
             "acknowledged_commands": world.acks.total,
             "acknowledged_verified_in_journal": world.acks.verified,
-            "snapshots_written": world.snapshots_written,
+            "snapshots_written": world.snapshotter_stats.written,
             "gateway_internal_errors": world.internal_errors,
         },
         "violations": world.violations,
@@ -299,6 +312,10 @@ def _report(world: World, final: dict[str, Any]) -> dict[str, Any]:
             "rolling_hash": engine.rolling_hash.hex(), "accounts": len(engine.accounts),
             "open_positions": len(engine.positions), "pending_orders": len(engine.orders),
             "house_pnl": format_fixed(engine.house, 2),
+            "house_book": {source: format_fixed(cents, 2) for source, cents in sorted(engine.house_book().items())},
+            "accounts_by_type": _sorted(collections.Counter(
+                account.type.name if account.type is not None else "untyped (isolated)"
+                for account in engine.accounts.values())),
             "deposits": format_fixed(engine.total_deposits, 2),
             "withdrawals": format_fixed(engine.total_withdrawals, 2),
         },
@@ -340,6 +357,8 @@ def format_report(report: dict[str, Any], *, timings: bool = True) -> str:
     section("duplicates answered", report["duplicates"])
     section("positions", report["positions"])
     section("closes by reason", report["closes"])
+    section("margin calls and stop-outs (cross accounts)", report["margin"])
+    section("typed accounts opened", report["accounts_opened"])
     section("commands rejected", report["commands_rejected"])
     lines.append("requests by action (status code):")
     for action, answers in report["requests"].items():

@@ -9,6 +9,15 @@ trailing stops; cancels and modifications; full and partial closes; added margin
 withdrawals; reads; token refreshes (sometimes reusing a spent refresh token); malformed or
 invalid requests; and repeats of earlier ``client_order_id``\\ s.
 
+**Account types** (issue 16): traders take turns being ``isolated`` (the account sign-up opens,
+untyped), ``standard`` and ``raw_spread`` (cross margin; raw_spread pays commission and swaps).
+A cross trader opens its typed account after its first sign-in (``POST /api/v1/accounts``,
+or finds it in ``GET /api/v1/accounts`` after a crash cut the answer off), switches to it
+(``POST /api/v1/auth/switch``) and trades there; later sign-ins name it (``account_id``). Cross traders also go **all in** now and then (a market order
+whose margin is most of their free margin, at the instrument's top leverage), so that price moves
+bring margin calls and stop-outs; adding margin to a cross position is a deliberate mistake
+(a 4xx is expected).
+
 Requests go through the gateway app's **test client** (``app.test_client()``): routing, the
 before/after hooks, authentication, exact JSON parsing, the error handlers and the engine round
 trips are the code that serves real sockets, only hypercorn and the socket are left out (they
@@ -38,10 +47,14 @@ import trio
 from quart_trio.testing import TrioClient
 from quart_trio.testing.connections import TestHTTPConnection
 
+from actors.engine.messages import EngineStopped, Overloaded
 from actors.simulation.runtime import seeded_random, simulated_ns
+from exness_actors.commands import AccountId, OpenAccount
 from exness_actors.engine import TRANSIENT_REASONS
+from exness_actors.events import AccountOpened, CommandRejected
+from exness_actors.reasons import RejectReason
 
-__all__ = ["Trader", "ACTIONS", "test_client"]
+__all__ = ["Trader", "ACTIONS", "CROSS_ACTIONS", "ACCOUNT_MIX", "test_client"]
 
 API = "/api/v1"
 _MISSING = object()
@@ -63,8 +76,16 @@ ACTIONS: tuple[tuple[str, int], ...] = (
     ("read", 10),
     ("refresh_token", 2),
 )
+#: a cross trader's steps: the same, plus going all in
+CROSS_ACTIONS: tuple[tuple[str, int], ...] = ACTIONS + (("all_in", 6),)
 _ACTION_NAMES = tuple(name for name, _ in ACTIONS)
 _ACTION_WEIGHTS = tuple(weight for _, weight in ACTIONS)
+_CROSS_NAMES = tuple(name for name, _ in CROSS_ACTIONS)
+_CROSS_WEIGHTS = tuple(weight for _, weight in CROSS_ACTIONS)
+
+#: trader ``i`` trades on an account of type ``ACCOUNT_MIX[(i - 1) % 3]`` ("isolated": the
+#: untyped account sign-up opens)
+ACCOUNT_MIX = ("isolated", "standard", "raw_spread")
 
 _LEVERAGES = (1, 2, 5, 10, 20, 50, 100)
 _MARGINS = (5, 10, 20, 50, 100, 250)
@@ -125,6 +146,10 @@ class Trader:
         self.password = f"simulated password {index}"
         self.client: Any = None
         self.account_id: Optional[int] = None
+        self.user_id: Optional[int] = None
+        self.account_type = ACCOUNT_MIX[(index - 1) % len(ACCOUNT_MIX)]
+        #: a cross trader's typed account, once open (it trades there, not on the sign-up's)
+        self.typed_account_id: Optional[int] = None
         self.auth: Optional[dict[str, str]] = None
         self.refresh_token: Optional[str] = None
         self.spent_refresh_tokens: list[str] = []
@@ -148,13 +173,18 @@ class Trader:
         while self.auth is None:
             if not await self._sign_in():
                 await trio.sleep(0.5)
+        while self.account_type != "isolated" and self.typed_account_id is None:
+            if not await self._open_typed_account():
+                await trio.sleep(0.5)
         if self.in_flight is not None:
             await self._retry_in_flight()
+        names, weights = (_ACTION_NAMES, _ACTION_WEIGHTS) if self.typed_account_id is None else (
+            _CROSS_NAMES, _CROSS_WEIGHTS)
         while True:
             if self.next_at >= end_at:
                 return
             await trio.sleep_until(self.next_at)
-            action = self.rng.choices(_ACTION_NAMES, _ACTION_WEIGHTS)[0]
+            action = self.rng.choices(names, weights)[0]
             self.next_at += self.rng.expovariate(1.0 / self.interval_s)
             await getattr(self, f"_{action}")()
 
@@ -163,8 +193,10 @@ class Trader:
                                           json={"email": self.email, "password": self.password}, auth=False)
         if status not in (201, 409):
             return False
-        status, body = await self.request("signin", "POST", f"{API}/auth/signin",
-                                          json={"email": self.email, "password": self.password}, auth=False)
+        credentials: dict[str, Any] = {"email": self.email, "password": self.password}
+        if self.typed_account_id is not None:
+            credentials["account_id"] = self.typed_account_id
+        status, body = await self.request("signin", "POST", f"{API}/auth/signin", json=credentials, auth=False)
         if status != 200:
             return False
         self._take_tokens(body)
@@ -180,6 +212,30 @@ class Trader:
         self.auth = {"Authorization": f"Bearer {body['access_token']}"}
         self.refresh_token = body["refresh_token"]
         self.account_id = int(body["account_id"])
+        self.user_id = int(body["user_id"])
+
+    async def _open_typed_account(self) -> bool:
+        """A cross trader's account of its type, opened once: after a crash cut the answer off,
+        the account may exist, so the listing is read first. Then the tokens are switched to it."""
+        status, listing = await self.request("read", "GET", f"{API}/accounts")
+        if status != 200:
+            return False
+        mine = [int(item["account_id"]) for item in listing["accounts"] if item["account_type"] == self.account_type]
+        if mine:
+            account_id = mine[0]
+        else:
+            status, opened = await self.request("open_account", "POST", f"{API}/accounts",
+                                                json={"type": self.account_type, "demo": True})
+            if status != 201:
+                return False
+            account_id = int(opened["account_id"])
+        status, body = await self.request("switch_account", "POST", f"{API}/auth/switch",
+                                          json={"account_id": account_id})
+        if status != 200:
+            return False
+        self.typed_account_id = account_id
+        self._take_tokens(body)
+        return True
 
     # ------------------------------------------------------------------ HTTP
 
@@ -447,7 +503,25 @@ class Trader:
         if position is None:
             return await self._market_order()
         amount = format(Decimal(self.rng.randint(100, 5_000)) / 100, "f")
-        await self.request("add_margin", "POST", f"{API}/positions/{position['id']}/margin", json={"amount": amount})
+        # a cross account's positions share its equity: adding margin to one is refused (4xx)
+        await self.request("add_margin", "POST", f"{API}/positions/{position['id']}/margin", json={"amount": amount},
+                           invalid=self.typed_account_id is not None)
+
+    async def _all_in(self) -> None:
+        """A cross trader bets most of its free margin at the top leverage: the next adverse
+        move brings a margin call, a larger one a stop-out."""
+        status, account = await self.request("read", "GET", f"{API}/account")
+        if status != 200:
+            return
+        free_margin = Decimal(account["free_margin"])
+        margin = (free_margin * Decimal(self.rng.randint(50, 95)) / 100).quantize(Decimal("0.01"), rounding=ROUND_DOWN)
+        if margin < 1:
+            return await self._deposit()
+        symbol = self._symbol()
+        body = {"symbol": symbol, "side": "buy" if self.rng.random() < 0.5 else "sell", "type": "market",
+                "margin": format(margin, "f"), "leverage": int(self.instruments[symbol]["max_leverage"]),
+                "client_order_id": self._next_client_id()}
+        await self._place("all_in", body)
 
     # ------------------------------------------------------------------ funding
 

@@ -4,12 +4,14 @@ Theory of operation
 -------------------
 A run is a sequence of **epochs**, one per life of the system. An epoch recovers the engine
 from the data dir with the normal recovery path (newest valid snapshot + journal tail, torn
-tail truncated), catches the store up, and starts — in ``run_system``'s order — the persister
-and candle builder (lossless subscribers), the invariant checker (another lossless subscriber),
-the engine actor (journal written inline, timestamps from the simulated clock), the synthetic
-price feed, the snapshot task and the gateway app, then the traders
-(:mod:`actors.simulation.traders`). The last epoch ends at ``seconds`` with a graceful stop
-(intake stops, the engine drains, consumers finish, a final snapshot is written).
+tail truncated), catches the store up, and starts the embedded platform's actors from the
+topology table (actors/topology.py), stage by stage as ``run_system`` does and with the same
+arguments, in :data:`~actors.topology.SIMULATION` mode — the one place where the simulation
+differs: journal writes, snapshots and scrubs inline on the event loop, the gateway's app without
+its HTTP server, no WebSocket server, no restarts — plus the invariant checker (another lossless
+subscriber) and the traders (:mod:`actors.simulation.traders`), who call the gateway's app
+through a test client. The last epoch ends at ``seconds`` with a graceful stop (intake stops,
+the engine drains, consumers finish, a final snapshot is written).
 
 **Crashes** (``crash_every``): at each seeded crash time the epoch's cancel scope is cancelled —
 every actor and every request in flight stops where it is, nothing is flushed, no final
@@ -48,19 +50,19 @@ from typing import Any, Callable, Optional
 
 import trio
 
-from actors.history import candles as candles_actor
-from actors.engine import actor as engine_actor
-from actors.history import persister as persister_actor
-from actors.feed import price_feed
+from actors import topology
 from actors.config import Config
 from actors.engine.actor import EngineHandle, Subscription
-from actors.gateway import create_app, token_issuer_from_config
 from actors.engine.keys import load_or_create_key
 from actors.engine.messages import EventBatch, Reply, Request
 from actors.engine.recovery import Recovered, RecoveryError, journal_dir, recover
+from actors.engine.snapshot_worker import write_engine_snapshot
+from actors.engine.snapshotter import SnapshotterStats
+from actors.feed import price_feed
+from actors.gateway import token_issuer_from_config
+from actors.history import persister as persister_actor
 from actors.simulation.runtime import seeded_random, simulated_ns
 from actors.simulation.traders import Trader, test_client
-from actors.engine.snapshot_worker import build_snapshot, write_engine_snapshot
 from actors.store.sqlite import SqliteStore
 from exness_actors import codec
 from exness_actors.commands import PlaceOrder
@@ -77,17 +79,11 @@ __all__ = ["World", "AckLog", "SimulationAborted", "MAX_VIOLATIONS_KEPT"]
 log = logging.getLogger("exness.simulation")
 
 #: Violations kept in full in the report (all are counted).
-#: what the simulation runs of the embedded topology (actors/topology.py), in its order: all
-#: but the WebSocket server; the gateway is driven through its test client and snapshots are
-#: taken inline (tests/test_topology.py keeps this in step with the table)
-SIMULATED_ACTORS = ("persister", "candles", "engine", "price_feed", "snapshotter", "gateway")
-
 MAX_VIOLATIONS_KEPT = 50
 #: Simulated downtime between a crash and the restart.
 RESTART_DELAY_S = 0.5
 #: The slow lossless subscriber reads one batch this often (simulated seconds).
 SLOW_READER_DELAY_S = 0.05
-_SNAPSHOTS_KEPT = 3
 
 
 class SimulationAborted(Exception):
@@ -211,6 +207,7 @@ class _Epoch:
         self.handle: Optional[_AckingHandle] = None
         self.apps: list[Any] = []
         self.lossy: Optional[Subscription] = None
+        self.context: Optional[topology.Context] = None
 
 
 class World:
@@ -234,9 +231,10 @@ class World:
         self.seen_seq = 0
         self.deposits = 0
         self.withdrawals = 0
-        self.snapshots_written = 0
-        self.snapshot_seq = 0
         self.feed_stats = price_feed.FeedStats()
+        self.snapshotter_stats = SnapshotterStats()
+        #: the embedded platform's actors, as the simulation runs them (actors/topology.py)
+        self.actors = topology.running("all", topology.SIMULATION, bus=cfg.settings.bus, feed_source="synthetic")
         self.gaps = _FeedGaps(options.seed) if options.feed_gaps else None
         self.slow_reader_batches = 0
         self.lossy_dropped = 0
@@ -311,36 +309,25 @@ class World:
         cfg = self._epoch_config(epoch.index, engine)
         journal = epoch.journal = _TrackedJournal(journal_dir(data_dir))
         handle = epoch.handle = _AckingHandle(engine, cfg.settings.engine.inbox_size, self.acks)
+        ctx = epoch.context = topology.in_process(
+            cfg, mode=topology.SIMULATION, here=self.actors, handle=handle, journal=journal, store=store, key=key,
+            tokens=token_issuer_from_config(cfg), clock=simulated_ns, engine_clock=simulated_ns,
+            stats={"price_feed": self.feed_stats, "snapshotter": self.snapshotter_stats})
+        if self.gaps is not None:
+            ctx.quotes = self.gaps.outbox(ctx.quotes)
         async with trio.open_nursery() as nursery:
-            persister_sub = handle.subscribe("persister", max_buffer=256, lossless=True)
-            candles_sub = handle.subscribe("candles", max_buffer=256, lossless=True)
             checker_sub = handle.subscribe("simulation-invariants", max_buffer=4096, lossless=True)
             if options.slow_consumers:
                 epoch.lossy = handle.subscribe("simulation-never-reads", max_buffer=16, lossless=False)
-                slow_sub = handle.subscribe("simulation-slow-reader", max_buffer=8, lossless=True)
-            if backlog:
-                await store.apply_batch(EventBatch(backlog, backlog[-1][0]))
-            persister = await nursery.start(functools.partial(
-                persister_actor.run, inbox=persister_sub.receive, settings=cfg.settings.persister, store=store))
-            candles = await nursery.start(functools.partial(
-                candles_actor.run, inbox=candles_sub.receive, settings=cfg.settings.candles,
-                symbols=[instrument.symbol for instrument in cfg.core.instruments], store=store))
+                nursery.start_soon(self._slow_reader, handle.subscribe("simulation-slow-reader", max_buffer=8,
+                                                                       lossless=True))
+            await persister_actor.catch_up(store, backlog)
+            await topology.start_stage(ctx, nursery, "consumer")
             nursery.start_soon(self._checker, checker_sub, engine)
-            if options.slow_consumers:
-                nursery.start_soon(self._slow_reader, slow_sub)
-            await nursery.start(functools.partial(
-                engine_actor.run, handle=handle, journal=journal, cfg=cfg, fsync=options.fsync,
-                clock=simulated_ns, journal_io="inline"))
+            await topology.start_stage(ctx, nursery, "engine")
             async with trio.open_nursery() as intake:
-                outbox: Any = handle.inbox_sender()
-                if self.gaps is not None:
-                    outbox = self.gaps.outbox(outbox)
-                await intake.start(functools.partial(
-                    price_feed.run, outbox=outbox, cfg=cfg, source="synthetic", stats=self.feed_stats))
-                intake.start_soon(self._snapshots, handle, key)
-                app = create_app(handle=handle, store=store, candles=candles, cfg=cfg,
-                                 tokens=token_issuer_from_config(cfg), persister=persister,
-                                 clock=simulated_ns)
+                await topology.start_stage(ctx, intake, "intake")
+                app = ctx.started["gateway"].app
                 epoch.apps.append(app)
                 for trader in self.traders:
                     intake.start_soon(trader.run, test_client(app), options.seconds)
@@ -350,7 +337,7 @@ class World:
         # graceful end: the engine drained and closed its subscriptions; the consumers finished
         journal.close()
         self._count_epoch(epoch)
-        write_engine_snapshot(data_dir, engine, key, _SNAPSHOTS_KEPT)
+        write_engine_snapshot(data_dir, engine, key, cfg.settings.snapshot.keep)
         stored = await store.last_persisted_seq()
         if stored != engine.last_seq:
             self.violation("store_behind", f"after the graceful stop the store holds seq {stored}, "
@@ -425,19 +412,6 @@ class World:
             last = batch.last_seq
             self.slow_reader_batches += 1
             await trio.sleep(SLOW_READER_DELAY_S)
-
-    async def _snapshots(self, handle: EngineHandle, key: bytes) -> None:
-        """The snapshotter's loop, building each snapshot in-process (the worker's function)."""
-        while True:
-            await trio.sleep(self.options.snapshot_every_s)
-            target = handle.durable_seq
-            if target <= self.snapshot_seq:
-                continue
-            report = build_snapshot(self.data_dir, target, key, _SNAPSHOTS_KEPT)
-            if report.get("event") == "snapshot_written":
-                self.snapshots_written += 1
-                handle.rotate_requested = True
-            self.snapshot_seq = report.get("last_seq", target)
 
     # ------------------------------------------------------------------ crashes
 

@@ -20,10 +20,18 @@ What is stored (DESIGN.md §4 persister and candles, §5 history resources):
   1), the last engine seq whose rows are all stored. ``apply_batch`` writes a batch's rows and
   this seq in **one transaction** and skips inputs at or below it, so re-sending batches (a
   restart, a rebuild from the journal) never duplicates a row.
-* ``users`` and ``refresh_tokens`` — written and read by the gateway (migration 0002). A user's
-  trading account has the user's id. Refresh tokens are kept as SHA-256 digests only; rotation
-  and family revocation are single transactions (:meth:`Store.rotate_refresh_token`), so two
-  concurrent uses of one token can never both succeed.
+* ``users``, ``accounts`` and ``refresh_tokens`` — written and read by the gateway (migrations
+  0002 and 0016). A user holds one or more trading accounts (:class:`AccountRecord`: type, demo or
+  real); the first is opened at sign-up and is the one a sign-in picks by default
+  (``users.account_id``). Account ids come from the ``accounts`` table's own sequence (the first
+  account of a user who signed up before 0016 kept the user's id). Refresh tokens are kept as
+  SHA-256 digests only, each family bound to one account; rotation and family revocation are
+  single transactions (:meth:`Store.rotate_refresh_token`), so two concurrent uses of one token
+  can never both succeed.
+* ``operators`` and ``operator_refresh_tokens`` — the broker's staff (migration 0013), created by
+  ``exness-actors operator create``, signed in at ``/api/v1/admin/signin``; their refresh tokens
+  work exactly like the traders'. ``audit_log`` — one row per ``OperatorAction`` event, written by
+  the persister in the same transaction as the rest of the batch, read by ``GET /api/v1/admin/audit``.
 
 Pages: list queries return a :class:`Page` — newest first, ``limit`` items at most, and an opaque
 ``next_cursor`` (None on the last page) that encodes the last returned key. Orderings are total
@@ -44,10 +52,12 @@ from actors.engine.messages import EventBatch
 from exness_actors.candles import Candle, bucket_start, interval_ns
 from exness_actors.events import (
     BalanceChanged,
+    OperatorAction,
     OrderAccepted,
     OrderCancelled,
     OrderModified,
     PositionClosed,
+    PositionFees,
     PositionOpened,
 )
 from exness_actors.errors import InvalidValue
@@ -61,7 +71,9 @@ __all__ = [
     "check_limit", "check_shard", "open_store", "MAX_PAGE_LIMIT", "DEFAULT_PAGE_LIMIT", "ledger_page",
     "closed_positions_page", "orders_page", "candle_bound", "MAX_TIME_NS",
     "HistoryCut", "HISTORY_CUT_TABLES", "history_cut_sql", "history_cut_args",
-    "UserRecord", "DuplicateEmail", "RefreshRotation", "ROTATION_OUTCOMES",
+    "UserRecord", "DuplicateEmail", "RefreshRotation", "ROTATION_OUTCOMES", "AccountRecord",
+    "TooManyAccounts", "OperatorRecord", "AuditEntry", "AccountOwner", "audit_page", "AUDIT_COLUMNS",
+    "OPERATOR_ROLES", "MAX_OWNER_MATCHES",
 ]
 
 DEFAULT_PAGE_LIMIT = 50
@@ -71,7 +83,14 @@ MAX_TIME_NS = 2**63 - 1
 #: The largest value of each key a cursor carries, by query: what the store columns it is
 #: compared with can hold (BIGINT; the ledger's ``idx`` is an INTEGER in PostgreSQL).
 _CURSOR_KEY_LIMITS = {"ledger": (2**63 - 1, 2**31 - 1), "positions": (2**63 - 1, 2**63 - 1),
-                      "orders": (2**63 - 1,), "candles": (MAX_TIME_NS,)}
+                      "orders": (2**63 - 1,), "candles": (MAX_TIME_NS,),
+                      "audit": (MAX_TIME_NS, 2**31 - 1, 2**63 - 1, 2**31 - 1), "accounts": (2**63 - 1,),
+                      "notifications": (2**63 - 1, 2**31 - 1),
+                      "dead_letters": (MAX_TIME_NS, 2**31 - 1, 2**63 - 1, 2**31 - 1)}
+#: The operators' roles, least to most allowed (``actors.operators`` says what each may do).
+OPERATOR_ROLES = ("viewer", "risk", "admin")
+#: The most accounts :meth:`Store.account_owners_matching` returns at once.
+MAX_OWNER_MATCHES = 1000
 
 T = TypeVar("T")
 
@@ -86,6 +105,10 @@ class StoreClosed(RuntimeError):
 
 class DuplicateEmail(ValueError):
     """:meth:`Store.create_user` with an e-mail address that already has a user (HTTP 409)."""
+
+
+class TooManyAccounts(ValueError):
+    """:meth:`Store.open_account` for a user who already holds ``limit`` accounts (HTTP 409)."""
 
 
 # ---------------------------------------------------------------------------------- row types
@@ -130,6 +153,10 @@ class ClosedPosition:
     margin: int
     pnl: int
     credit: int
+    commission: int
+    """commission of the closed part, at its open and at this close (cross accounts; else 0)"""
+    swap: int
+    """swaps charged to the closed part (negative: credited; cross accounts; else 0)"""
     remaining_qty: int
     leverage: Optional[int]
     opened_at: Optional[int]
@@ -171,13 +198,68 @@ class OrderRecord:
 @attrs.define(slots=True, kw_only=True, eq=True, repr=True)
 class UserRecord:
     """A trader. ``email`` is normalised (trimmed, lower-case); ``password_hash`` an argon2id PHC
-    string; ``account_ready`` is true once the engine confirmed the trading account."""
+    string; ``account_id`` the account a sign-in picks when it names none (the first one opened)
+    and ``account_ready`` whether the engine has confirmed that account."""
     user_id: int
     email: str
     password_hash: str
     account_id: int
     account_ready: bool
     created_at: int
+
+
+@attrs.define(slots=True, kw_only=True, eq=True, repr=True)
+class AccountRecord:
+    """One trading account of a user. ``account_type`` names a configured account type (the
+    engine's ``OpenAccount``); ``demo`` accounts get the demo deposit and deposit freely, real ones
+    open empty and are funded by an operator; ``ready`` is true once the engine confirmed it.
+    Nothing but ``ready`` ever changes."""
+    account_id: int
+    user_id: int
+    account_type: str
+    demo: bool
+    ready: bool
+    created_at: int
+
+
+#: Column order of :class:`AccountRecord` in the stores' SELECTs.
+ACCOUNT_COLUMNS = tuple(attrs.fields_dict(AccountRecord))
+
+
+@attrs.define(slots=True, kw_only=True, eq=True, repr=True)
+class OperatorRecord:
+    """One of the broker's staff. ``role``: one of :data:`OPERATOR_ROLES`; a ``disabled``
+    operator cannot sign in and their tokens stop working."""
+    operator_id: int
+    email: str
+    password_hash: str
+    role: str
+    disabled: bool
+    created_at: int
+
+
+@attrs.define(slots=True, kw_only=True, eq=True, repr=True)
+class AuditEntry:
+    """One ``OperatorAction`` (``index``: its position among its input's events)."""
+    shard: int
+    seq: int
+    index: int
+    operator_id: int
+    action: str
+    account_id: Optional[int]
+    target: str
+    reason: str
+    detail: str
+    ts: int
+
+
+@attrs.define(slots=True, kw_only=True, eq=True, repr=True)
+class AccountOwner:
+    """Who holds a trading account, and whether it is a demo one (the back office's account search)."""
+    account_id: int
+    user_id: int
+    email: str
+    demo: bool
 
 
 #: What :meth:`Store.rotate_refresh_token` can answer.
@@ -203,8 +285,11 @@ class RefreshRotation:
 ORDER_COLUMNS = tuple(attrs.fields_dict(OrderRecord))
 LEDGER_COLUMNS = ("account_id", "seq", "idx", "kind", "free_delta", "locked_delta", "free",
                   "locked", "ref", "ts")
+AUDIT_COLUMNS = ("shard", "seq", "idx", "operator_id", "action", "account_id", "target", "reason",
+                 "detail", "ts")
 CLOSED_COLUMNS = tuple(name for name in attrs.fields_dict(ClosedPosition)
                        if name not in ("leverage", "opened_at"))
+_CLOSED_COMMISSION = CLOSED_COLUMNS.index("commission")
 POSITION_COLUMNS = ("position_id", "account_id", "order_id", "symbol", "side", "qty", "open_price",
                     "margin", "leverage", "liquidation_price", "take_profit", "stop_loss",
                     "trailing_stop", "opened_at", "seq")
@@ -228,11 +313,12 @@ class BatchRows:
     orders_finished: list[tuple] = attrs.Factory(list)     # status, cancel_reason, updated_at, seq, order_id
     positions_closed: list[tuple] = attrs.Factory(list)    # CLOSED_COLUMNS
     ledger: list[tuple] = attrs.Factory(list)              # LEDGER_COLUMNS
+    audit: list[tuple] = attrs.Factory(list)               # AUDIT_COLUMNS but the shard (the store adds it)
 
     def count(self) -> int:
         return (len(self.orders_accepted) + len(self.positions_opened) + len(self.orders_modified)
                 + len(self.orders_filled) + len(self.orders_finished) + len(self.positions_closed)
-                + len(self.ledger))
+                + len(self.ledger) + len(self.audit))
 
 
 _EXPIRED = CancelReason.EXPIRED.value
@@ -243,10 +329,12 @@ _STATUS_FILLED = OrderStatus.FILLED.value
 
 def rows_from_items(items: Iterable[tuple[int, int, list]]) -> BatchRows:
     """Translate ``(seq, ts, events)`` items into rows. Events that are not history (quotes,
-    rejections, duplicates, halts, position updates) produce none."""
+    rejections, duplicates, halts, position updates) produce none; an ``OperatorAction`` is an
+    audit row."""
     rows = BatchRows()
     orders_accepted = rows.orders_accepted
     ledger = rows.ledger
+    closed = rows.positions_closed
     for seq, ts, events in items:
         for index, event in enumerate(events):
             kind = type(event)
@@ -272,10 +360,20 @@ def rows_from_items(items: Iterable[tuple[int, int, list]]) -> BatchRows:
                 rows.orders_filled.append((event.open_price, event.position_id, event.ts, seq,
                                            event.order_id))
             elif kind is PositionClosed:
-                rows.positions_closed.append((
+                closed.append((
                     event.position_id, seq, event.account_id, event.symbol, event.side,
                     event.reason, event.qty, event.open_price, event.price, event.margin,
-                    event.pnl, event.credit, event.remaining_qty, event.ts))
+                    event.pnl, event.credit, 0, 0, event.remaining_qty, event.ts))
+            elif kind is PositionFees:
+                # follows its PositionClosed in the same input: fill that row's fees
+                for back in range(len(closed) - 1, -1, -1):
+                    row = closed[back]
+                    if row[1] != seq:
+                        break
+                    if row[0] == event.position_id:
+                        closed[back] = (*row[:_CLOSED_COMMISSION], event.commission, event.swap,
+                                        *row[_CLOSED_COMMISSION + 2:])
+                        break
             elif kind is OrderCancelled:
                 status = _STATUS_EXPIRED if event.reason == _EXPIRED else _STATUS_CANCELLED
                 rows.orders_finished.append((status, event.reason, event.ts, seq, event.order_id))
@@ -283,6 +381,9 @@ def rows_from_items(items: Iterable[tuple[int, int, list]]) -> BatchRows:
                 rows.orders_modified.append((event.price, event.qty, event.take_profit,
                                              event.stop_loss, event.expires_at, ts, seq,
                                              event.order_id))
+            elif kind is OperatorAction:
+                rows.audit.append((seq, index, event.operator_id, event.action, event.account_id,
+                                   event.target, event.reason, event.detail, event.ts))
     return rows
 
 
@@ -339,6 +440,7 @@ HISTORY_CUT_TABLES = {
     "closed_positions": ("FROM closed_positions WHERE position_id > {low} AND position_id <= {high} "
                          "AND seq > {seq}"),
     "ledger": "FROM ledger WHERE seq > {seq} AND account_id % {shards} = {shard}",
+    "audit_log": "FROM audit_log WHERE shard = {shard} AND seq > {seq}",
 }
 HISTORY_CUT_QUERIES = {
     "max_order_id": "SELECT max(order_id) FROM orders WHERE order_id > {low} AND order_id <= {high}",
@@ -409,6 +511,13 @@ def orders_page(rows: Sequence[Sequence[Any]], limit: int) -> Page[OrderRecord]:
     """Rows in ``ORDER_COLUMNS`` order."""
     items = [OrderRecord(**dict(zip(ORDER_COLUMNS, row))) for row in rows[:limit]]
     return _page(items, len(rows) > limit, "orders", lambda o: (o.order_id,))
+
+
+def audit_page(rows: Sequence[Sequence[Any]], limit: int) -> Page[AuditEntry]:
+    """Rows in ``AUDIT_COLUMNS`` order, newest first by (ts, shard, seq, idx)."""
+    items = [AuditEntry(shard=r[0], seq=r[1], index=r[2], operator_id=r[3], action=r[4], account_id=r[5],
+                        target=r[6], reason=r[7], detail=r[8], ts=r[9]) for r in rows[:limit]]
+    return _page(items, len(rows) > limit, "audit", lambda e: (e.ts, e.shard, e.seq, e.index))
 
 
 # ------------------------------------------------------------------------------------ protocol
@@ -486,10 +595,11 @@ class Store(Protocol):
         """The order, or None when it does not exist or belongs to another account."""
         ...
 
-    # -- users and refresh tokens (gateway)
-    async def create_user(self, email: str, password_hash: str, *, created_at: int) -> UserRecord:
-        """Insert a user (``account_id`` = the new ``user_id``, ``account_ready`` false);
-        :class:`DuplicateEmail` when the (normalised) e-mail is taken."""
+    # -- users, their accounts and refresh tokens (gateway)
+    async def create_user(self, email: str, password_hash: str, *, created_at: int,
+                          account_type: str = "standard", demo: bool = True) -> UserRecord:
+        """Insert a user and their first trading account (``account_type``, ``demo``; not
+        ready) in one transaction; :class:`DuplicateEmail` when the (normalised) e-mail is taken."""
         ...
 
     async def user_by_email(self, email: str) -> Optional[UserRecord]:
@@ -498,18 +608,32 @@ class Store(Protocol):
     async def user_by_id(self, user_id: int) -> Optional[UserRecord]:
         ...
 
-    async def mark_account_ready(self, user_id: int) -> None:
-        """Record that the engine has the user's trading account."""
+    async def open_account(self, user_id: int, *, account_type: str, demo: bool, created_at: int,
+                           limit: int) -> AccountRecord:
+        """Add a trading account (not ready) to the user; :class:`TooManyAccounts` when they
+        already hold ``limit`` (checked in the same transaction)."""
+        ...
+
+    async def accounts_of(self, user_id: int) -> list[AccountRecord]:
+        """The user's accounts, oldest first."""
+        ...
+
+    async def account(self, account_id: int) -> Optional[AccountRecord]:
+        ...
+
+    async def mark_account_ready(self, account_id: int) -> None:
+        """Record that the engine has the trading account."""
         ...
 
     async def forget_accounts_ready(self, account_ids: list[int]) -> None:
         """Record that the engine no longer has these accounts (a repair cut off their
-        creation): the owners' next sign-in creates them again."""
+        creation): the next sign-in or switch to them creates them again."""
         ...
 
     async def add_refresh_token(self, token_hash: bytes, *, user_id: int, family_id: str,
-                                issued_at: int, expires_at: int) -> None:
-        """Store the first token of a new family (a sign-in)."""
+                                issued_at: int, expires_at: int, account_id: Optional[int] = None) -> None:
+        """Store the first token of a new family (a sign-in or a switch) for ``account_id``
+        (None: the user's first account)."""
         ...
 
     async def rotate_refresh_token(self, token_hash: bytes, *, new_hash: bytes, now: int,
@@ -526,6 +650,59 @@ class Store(Protocol):
 
     async def purge_refresh_tokens(self, *, before: int) -> int:
         """Delete tokens that expired before ``before`` (ns); return how many."""
+        ...
+
+    # -- account owners (the back office's account search)
+    async def account_owners_matching(self, email_contains: str, *, after: int = 0,
+                                      limit: int = MAX_OWNER_MATCHES) -> list[AccountOwner]:
+        """Accounts whose holder's e-mail contains ``email_contains`` (already lower-case),
+        ascending by account id above ``after``, at most ``limit``."""
+        ...
+
+    async def account_owners(self, account_ids: Sequence[int]) -> dict[int, AccountOwner]:
+        """The holders of these accounts (accounts without one are left out)."""
+        ...
+
+    # -- operators and their refresh tokens (the back office)
+    async def create_operator(self, email: str, password_hash: str, *, role: str,
+                              created_at: int) -> OperatorRecord:
+        """Insert an operator; :class:`DuplicateEmail` when the e-mail is taken by another one."""
+        ...
+
+    async def operator_by_email(self, email: str) -> Optional[OperatorRecord]:
+        ...
+
+    async def operator_by_id(self, operator_id: int) -> Optional[OperatorRecord]:
+        ...
+
+    async def operators(self) -> list[OperatorRecord]:
+        """Every operator, by id."""
+        ...
+
+    async def update_operator(self, email: str, *, role: Optional[str] = None,
+                              disabled: Optional[bool] = None, now: int = 0) -> Optional[OperatorRecord]:
+        """Change an operator's role or disabled flag (None: unchanged) and answer the result
+        (None: no such operator). Disabling also revokes every refresh token they hold."""
+        ...
+
+    async def add_operator_refresh_token(self, token_hash: bytes, *, operator_id: int, family_id: str,
+                                         issued_at: int, expires_at: int) -> None:
+        ...
+
+    async def rotate_operator_refresh_token(self, token_hash: bytes, *, new_hash: bytes, now: int,
+                                            expires_at: int) -> RefreshRotation:
+        """As :meth:`rotate_refresh_token`; ``user_id`` is the operator's id, ``account_id`` None."""
+        ...
+
+    async def revoke_operator_refresh_family(self, token_hash: bytes, *, now: int) -> bool:
+        ...
+
+    # -- the audit log (persister writes, the back office reads)
+    async def audit(self, *, operator_id: Optional[int] = None, action: Optional[str] = None,
+                    start: Optional[int] = None, end: Optional[int] = None, cursor: Optional[str] = None,
+                    limit: int = DEFAULT_PAGE_LIMIT) -> Page[AuditEntry]:
+        """Newest first: ``ORDER BY ts DESC, shard DESC, seq DESC, idx DESC``; ``start``/``end``
+        bound ``ts`` (ns, start inclusive, end exclusive)."""
         ...
 
 

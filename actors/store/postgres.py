@@ -54,7 +54,11 @@ import trio
 from actors._shipped import shipped_path
 from actors.aio_bridge import AsyncioBridge, open_bridge
 from actors.engine.messages import EventBatch
+from actors.store._notify_postgres import PostgresNotifications
 from actors.store.base import (
+    ACCOUNT_COLUMNS,
+    AUDIT_COLUMNS,
+    MAX_OWNER_MATCHES,
     HISTORY_CUT_QUERIES,
     HISTORY_CUT_TABLES,
     CLOSED_COLUMNS,
@@ -62,15 +66,21 @@ from actors.store.base import (
     LEDGER_COLUMNS,
     ORDER_COLUMNS,
     POSITION_COLUMNS,
+    AccountRecord,
+    AccountOwner,
+    AuditEntry,
     ClosedPosition,
     DuplicateEmail,
     HistoryCut,
     LedgerEntry,
+    OperatorRecord,
     OrderRecord,
     Page,
     RefreshRotation,
     StoreClosed,
+    TooManyAccounts,
     UserRecord,
+    audit_page,
     candle_bound,
     check_limit,
     check_shard,
@@ -87,7 +97,7 @@ from exness_actors.candles import WEEK_OFFSET_NS, Candle, interval_ns
 __all__ = [
     "PostgresStore", "open_postgres_store", "migrate_postgres", "MigrationError", "Migration",
     "load_migrations", "apply_migrations", "pending_migrations", "MIGRATIONS_DIR",
-    "ledger_query", "closed_positions_query", "orders_query", "candles_query", "quote_identifier",
+    "ledger_query", "closed_positions_query", "orders_query", "candles_query", "audit_query", "quote_identifier",
     "describe_url", "DEFAULT_POOL_SIZE",
 ]
 
@@ -294,8 +304,15 @@ _LEDGER_SELECT = f"SELECT {', '.join(LEDGER_COLUMNS)} FROM ledger"
 _CLOSED_NAMES = CLOSED_COLUMNS[:-1] + ("leverage", "opened_at", "closed_at")
 _CLOSED_SELECT = f"SELECT {', '.join(_CLOSED_NAMES)} FROM closed_positions"
 _ORDER_SELECT = f"SELECT {', '.join(ORDER_COLUMNS)} FROM orders"
-_USER_SELECT = ("SELECT user_id, email, password_hash, account_id, account_ready, created_at "
-                "FROM users")
+# the first account's readiness is the account's (migration 0016)
+_USER_SELECT = ("SELECT u.user_id, u.email, u.password_hash, u.account_id, coalesce(a.ready, false), "
+                "u.created_at FROM users AS u LEFT JOIN accounts AS a ON a.account_id = u.account_id")
+_ACCOUNT_SELECT = f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM accounts"
+_OPERATOR_SELECT = "SELECT operator_id, email, password_hash, role, disabled, created_at FROM operators"
+_AUDIT_SELECT = f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit_log"
+# every account a user holds (migration 0016), with the holder's e-mail
+_OWNER_SELECT = ("SELECT a.account_id, a.user_id, u.email, a.demo FROM accounts AS a "
+                 "JOIN users AS u ON u.user_id = a.user_id")
 
 
 def ledger_query(account_id: int, cursor: Optional[str], limit: int) -> tuple[str, list[Any]]:
@@ -343,6 +360,24 @@ def orders_query(account_id: int, *, status: Optional[str], symbol: Optional[str
         conditions.append(f"order_id < {param(order_id)}")
     sql = (f"{_ORDER_SELECT} WHERE {' AND '.join(conditions)} "
            f"ORDER BY order_id DESC LIMIT {param(limit + 1)}")
+    return sql, param.values
+
+
+def audit_query(*, operator_id: Optional[int], action: Optional[str], start: Optional[int],
+                end: Optional[int], cursor: Optional[str], limit: int) -> tuple[str, list[Any]]:
+    """Indexes: audit_log_by_{time,operator,action} ([operator_id|action,] ts, shard, seq, idx),
+    scanned backwards."""
+    param = _Parameters()
+    conditions = ["true"]
+    for template, value in (("operator_id = {}", operator_id), ("action = {}", action),
+                            ("ts >= {}", start), ("ts < {}", end)):
+        if value is not None:
+            conditions.append(template.format(param(value)))
+    if cursor is not None:
+        ts, shard, seq, index = decode_cursor(cursor, "audit", 4)
+        conditions.append(f"(ts, shard, seq, idx) < ({param(ts)}, {param(shard)}, {param(seq)}, {param(index)})")
+    sql = (f"{_AUDIT_SELECT} WHERE {' AND '.join(conditions)} "
+           f"ORDER BY ts DESC, shard DESC, seq DESC, idx DESC LIMIT {param(limit + 1)}")
     return sql, param.values
 
 
@@ -420,10 +455,10 @@ _UPSERT_CANDLES = (
 # rows impossible; ON CONFLICT DO NOTHING is a second line of defence, as in the SQLite store.
 _COLUMN_TYPES = {
     **dict.fromkeys(("symbol", "side", "type", "status", "client_order_id", "cancel_reason",
-                     "reason", "kind", "ref"), "text"),
-    **dict.fromkeys(("margin", "pnl", "credit", "free_delta", "locked_delta", "free", "locked"),
-                    "numeric"),
-    **dict.fromkeys(("leverage", "idx"), "integer"),
+                     "reason", "kind", "ref", "action", "target", "detail"), "text"),
+    **dict.fromkeys(("margin", "pnl", "credit", "commission", "swap", "free_delta", "locked_delta",
+                     "free", "locked"), "numeric"),
+    **dict.fromkeys(("leverage", "idx", "shard"), "integer"),
 }   # every other column is bigint (migration 0001)
 
 
@@ -462,6 +497,8 @@ _INSERT_CLOSED = (
     "ON CONFLICT DO NOTHING")
 _INSERT_LEDGER = (f"INSERT INTO ledger ({', '.join(LEDGER_COLUMNS)}) "
                   f"SELECT * FROM {_unnest(LEDGER_COLUMNS)} ON CONFLICT DO NOTHING")
+_INSERT_AUDIT = (f"INSERT INTO audit_log ({', '.join(AUDIT_COLUMNS)}) "
+                 f"SELECT * FROM {_unnest(AUDIT_COLUMNS)} ON CONFLICT DO NOTHING")
 
 
 # ------------------------------------------------------------------ asyncio side (one per call)
@@ -548,7 +585,8 @@ async def _db_apply_batch(pool: asyncpg.Pool, items: list, last_seq: int, shard:
                                 (_FILL_ORDERS, rows.orders_filled),
                                 (_FINISH_ORDERS, rows.orders_finished),
                                 (_INSERT_CLOSED, rows.positions_closed),
-                                (_INSERT_LEDGER, rows.ledger)):
+                                (_INSERT_LEDGER, rows.ledger),
+                                (_INSERT_AUDIT, [(shard, *row) for row in rows.audit])):
             if parameters:
                 await connection.execute(sql, *zip(*parameters))    # rows -> column arrays
         await connection.execute("UPDATE persister_shards SET last_seq = $1 WHERE shard = $2", last_seq, shard)
@@ -565,7 +603,8 @@ async def _db_cut_history(pool: asyncpg.Pool, args: dict[str, int]) -> HistoryCu
         accounts: set[int] = set()
         removed: dict[str, int] = {}
         for table, rows in HISTORY_CUT_TABLES.items():
-            accounts.update(row[0] for row in await fetch(f"SELECT DISTINCT account_id {rows}"))
+            accounts.update(row[0] for row in await fetch(f"SELECT DISTINCT account_id {rows}")
+                            if row[0] is not None)
             removed[table] = (await fetch(f"SELECT count(*) {rows}"))[0][0]
             await fetch(f"DELETE {rows}")
         stored = await connection.fetchval(
@@ -578,24 +617,42 @@ async def _db_cut_history(pool: asyncpg.Pool, args: dict[str, int]) -> HistoryCu
                       removed=removed)
 
 
+_INSERT_ACCOUNT = ("INSERT INTO accounts (user_id, account_type, demo, ready, created_at) "
+                   "VALUES ($1, $2, $3, false, $4) RETURNING account_id")
+
+
 async def _db_create_user(pool: asyncpg.Pool, email: str, password_hash: str,
-                          created_at: int) -> Optional[int]:
-    """The new user's id, or None when the e-mail is taken. The NOT EXISTS guard keeps a
-    duplicate sign-up from drawing an id from the sequence (ids stay dense, as in SQLite); the
-    unique index still decides a race between two sign-ups with one address."""
+                          created_at: int, account_type: str, demo: bool) -> Optional[tuple[int, int]]:
+    """The new user's id and first account's id, or None when the e-mail is taken. The NOT
+    EXISTS guard keeps a duplicate sign-up from drawing an id from the sequence (ids stay dense,
+    as in SQLite); the unique index still decides a race between two sign-ups with one address."""
     try:
         async with pool.acquire() as connection, connection.transaction():
             user_id = await connection.fetchval(
-                "INSERT INTO users (email, password_hash, account_id, account_ready, created_at) "
-                "SELECT $1::text, $2::text, 0, false, $3::bigint "
+                "INSERT INTO users (email, password_hash, account_id, created_at) "
+                "SELECT $1::text, $2::text, 0, $3::bigint "
                 "WHERE NOT EXISTS (SELECT 1 FROM users WHERE email = $1::text) RETURNING user_id",
                 email, password_hash, created_at)
-            if user_id is not None:
-                await connection.execute("UPDATE users SET account_id = user_id WHERE user_id = $1",
-                                         user_id)
-            return user_id
+            if user_id is None:
+                return None
+            account_id = await connection.fetchval(_INSERT_ACCOUNT, user_id, account_type, demo, created_at)
+            await connection.execute("UPDATE users SET account_id = $1 WHERE user_id = $2",
+                                     account_id, user_id)
+            return user_id, account_id
     except asyncpg.UniqueViolationError:
         return None
+
+
+async def _db_open_account(pool: asyncpg.Pool, user_id: int, account_type: str, demo: bool,
+                           created_at: int, limit: int) -> Optional[int]:
+    """The new account's id, or None when the user already holds ``limit`` accounts. The user's
+    row is locked first, so two concurrent opens for one user count one after the other."""
+    async with pool.acquire() as connection, connection.transaction():
+        await connection.execute("SELECT 1 FROM users WHERE user_id = $1 FOR UPDATE", user_id)
+        held = await connection.fetchval("SELECT count(*) FROM accounts WHERE user_id = $1", user_id)
+        if held >= limit:
+            return None
+        return await connection.fetchval(_INSERT_ACCOUNT, user_id, account_type, demo, created_at)
 
 
 async def _db_execute(pool: asyncpg.Pool, sql: str, args: Sequence[Any]) -> str:
@@ -613,7 +670,8 @@ async def _db_rotate(pool: asyncpg.Pool, token_hash: bytes, new_hash: bytes, now
         await connection.execute(_LOCK_TOKEN_FAMILY, family_id)
         # Read again under the lock: the state the previous holder committed.
         row = await connection.fetchrow(
-            "SELECT t.user_id, t.family_id, t.expires_at, t.spent_at, t.revoked_at, u.account_id "
+            "SELECT t.user_id, t.family_id, t.expires_at, t.spent_at, t.revoked_at, "
+            "coalesce(t.account_id, u.account_id) "
             "FROM refresh_tokens AS t JOIN users AS u ON u.user_id = t.user_id "
             "WHERE t.token_hash = $1 FOR UPDATE OF t", token_hash)
         if row is None:                     # purged meanwhile
@@ -632,8 +690,8 @@ async def _db_rotate(pool: asyncpg.Pool, token_hash: bytes, new_hash: bytes, now
                                  now, token_hash)
         await connection.execute(
             "INSERT INTO refresh_tokens (token_hash, user_id, family_id, parent_hash, issued_at, "
-            "expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
-            new_hash, user_id, family_id, token_hash, now, expires_at)
+            "expires_at, account_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            new_hash, user_id, family_id, token_hash, now, expires_at, account_id)
         return RefreshRotation(outcome="rotated", **known)
 
 
@@ -647,6 +705,78 @@ async def _db_revoke_family(pool: asyncpg.Pool, token_hash: bytes, now: int) -> 
         await connection.execute("UPDATE refresh_tokens SET revoked_at = $1 "
                                  "WHERE family_id = $2 AND revoked_at IS NULL", now, family_id)
         return True
+
+
+async def _db_rotate_operator(pool: asyncpg.Pool, token_hash: bytes, new_hash: bytes, now: int,
+                              expires_at: int) -> RefreshRotation:
+    """:func:`_db_rotate` for an operator's token (``user_id`` is the operator's id, no account)."""
+    async with pool.acquire() as connection, connection.transaction():
+        family_id = await connection.fetchval(
+            "SELECT family_id FROM operator_refresh_tokens WHERE token_hash = $1", token_hash)
+        if family_id is None:
+            return RefreshRotation(outcome="unknown")
+        await connection.execute(_LOCK_TOKEN_FAMILY, family_id)
+        row = await connection.fetchrow(
+            "SELECT operator_id, family_id, expires_at, spent_at, revoked_at FROM operator_refresh_tokens "
+            "WHERE token_hash = $1 FOR UPDATE", token_hash)
+        if row is None:                     # purged meanwhile
+            return RefreshRotation(outcome="unknown")
+        operator_id, family_id, token_expires, spent_at, revoked_at = row
+        known = dict(user_id=operator_id, family_id=family_id)
+        if revoked_at is not None:
+            return RefreshRotation(outcome="revoked", **known)
+        if spent_at is not None:
+            await connection.execute("UPDATE operator_refresh_tokens SET revoked_at = $1 "
+                                     "WHERE family_id = $2 AND revoked_at IS NULL", now, family_id)
+            return RefreshRotation(outcome="reused", **known)
+        if token_expires <= now:
+            return RefreshRotation(outcome="expired", **known)
+        await connection.execute("UPDATE operator_refresh_tokens SET spent_at = $1 WHERE token_hash = $2",
+                                 now, token_hash)
+        await connection.execute(
+            "INSERT INTO operator_refresh_tokens (token_hash, operator_id, family_id, parent_hash, issued_at, "
+            "expires_at) VALUES ($1, $2, $3, $4, $5, $6)", new_hash, operator_id, family_id, token_hash, now,
+            expires_at)
+        return RefreshRotation(outcome="rotated", **known)
+
+
+async def _db_revoke_operator_family(pool: asyncpg.Pool, token_hash: bytes, now: int) -> bool:
+    async with pool.acquire() as connection, connection.transaction():
+        family_id = await connection.fetchval(
+            "SELECT family_id FROM operator_refresh_tokens WHERE token_hash = $1", token_hash)
+        if family_id is None:
+            return False
+        await connection.execute(_LOCK_TOKEN_FAMILY, family_id)
+        await connection.execute("UPDATE operator_refresh_tokens SET revoked_at = $1 "
+                                 "WHERE family_id = $2 AND revoked_at IS NULL", now, family_id)
+        return True
+
+
+async def _db_create_operator(pool: asyncpg.Pool, email: str, password_hash: str, role: str,
+                              created_at: int) -> Optional[int]:
+    """The new operator's id, or None when the e-mail is taken."""
+    try:
+        async with pool.acquire() as connection:
+            return await connection.fetchval(
+                "INSERT INTO operators (email, password_hash, role, disabled, created_at) "
+                "SELECT $1::text, $2::text, $3::text, false, $4::bigint "
+                "WHERE NOT EXISTS (SELECT 1 FROM operators WHERE email = $1::text) RETURNING operator_id",
+                email, password_hash, role, created_at)
+    except asyncpg.UniqueViolationError:
+        return None
+
+
+async def _db_update_operator(pool: asyncpg.Pool, email: str, role: Optional[str],
+                              disabled: Optional[bool], now: int) -> Optional[asyncpg.Record]:
+    async with pool.acquire() as connection, connection.transaction():
+        row = await connection.fetchrow(
+            f"UPDATE operators SET role = coalesce($2, role), disabled = coalesce($3, disabled) "
+            f"WHERE email = $1 RETURNING operator_id, email, password_hash, role, disabled, created_at",
+            email, role, disabled)
+        if row is not None and disabled:
+            await connection.execute("UPDATE operator_refresh_tokens SET revoked_at = $1 "
+                                     "WHERE operator_id = $2 AND revoked_at IS NULL", now, row[0])
+        return row
 
 
 # SKIP LOCKED: a token being rotated right now is left for the next purge, so a purge never
@@ -671,7 +801,7 @@ def describe_url(url: str) -> str:
         return "(unparsable URL)"
 
 
-class PostgresStore:
+class PostgresStore(PostgresNotifications):
     """The :class:`actors.store.base.Store` on PostgreSQL. Open it with :func:`open_postgres_store`
     (or ``open_store(cfg)`` with ``[store] kind = "postgres"``); close it with :meth:`close`."""
 
@@ -791,36 +921,56 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ users and refresh tokens
 
-    async def create_user(self, email: str, password_hash: str, *,
-                          created_at: int) -> UserRecord:
-        user_id = await self._call(_db_create_user, email, password_hash, created_at)
-        if user_id is None:
+    async def create_user(self, email: str, password_hash: str, *, created_at: int,
+                          account_type: str = "standard", demo: bool = True) -> UserRecord:
+        created = await self._call(_db_create_user, email, password_hash, created_at, account_type, demo)
+        if created is None:
             raise DuplicateEmail(f"a user with e-mail {email!r} exists")
+        user_id, account_id = created
         return UserRecord(user_id=user_id, email=email, password_hash=password_hash,
-                          account_id=user_id, account_ready=False, created_at=created_at)
+                          account_id=account_id, account_ready=False, created_at=created_at)
 
     async def user_by_email(self, email: str) -> Optional[UserRecord]:
-        rows = await self._call(_db_fetch, f"{_USER_SELECT} WHERE email = $1", (email,))
+        rows = await self._call(_db_fetch, f"{_USER_SELECT} WHERE u.email = $1", (email,))
         return _user(rows[0]) if rows else None
 
     async def user_by_id(self, user_id: int) -> Optional[UserRecord]:
-        rows = await self._call(_db_fetch, f"{_USER_SELECT} WHERE user_id = $1", (user_id,))
+        rows = await self._call(_db_fetch, f"{_USER_SELECT} WHERE u.user_id = $1", (user_id,))
         return _user(rows[0]) if rows else None
 
-    async def mark_account_ready(self, user_id: int) -> None:
-        await self._call(_db_execute, "UPDATE users SET account_ready = true WHERE user_id = $1",
-                         (user_id,))
+    async def open_account(self, user_id: int, *, account_type: str, demo: bool, created_at: int,
+                           limit: int) -> AccountRecord:
+        account_id = await self._call(_db_open_account, user_id, account_type, demo, created_at, limit)
+        if account_id is None:
+            raise TooManyAccounts(f"user {user_id} already holds {limit} accounts (at most {limit})")
+        return AccountRecord(account_id=account_id, user_id=user_id, account_type=account_type, demo=demo,
+                             ready=False, created_at=created_at)
+
+    async def accounts_of(self, user_id: int) -> list[AccountRecord]:
+        rows = await self._call(_db_fetch, f"{_ACCOUNT_SELECT} WHERE user_id = $1 ORDER BY account_id",
+                                (user_id,))
+        return [AccountRecord(**dict(zip(ACCOUNT_COLUMNS, row))) for row in rows]
+
+    async def account(self, account_id: int) -> Optional[AccountRecord]:
+        rows = await self._call(_db_fetch, f"{_ACCOUNT_SELECT} WHERE account_id = $1", (account_id,))
+        return AccountRecord(**dict(zip(ACCOUNT_COLUMNS, rows[0]))) if rows else None
+
+    async def mark_account_ready(self, account_id: int) -> None:
+        await self._call(_db_execute, "UPDATE accounts SET ready = true WHERE account_id = $1",
+                         (account_id,))
 
     async def forget_accounts_ready(self, account_ids: list[int]) -> None:
-        await self._call(_db_execute, "UPDATE users SET account_ready = false WHERE account_id = ANY($1::bigint[])",
+        await self._call(_db_execute, "UPDATE accounts SET ready = false WHERE account_id = ANY($1::bigint[])",
                          (list(account_ids),))
 
     async def add_refresh_token(self, token_hash: bytes, *, user_id: int,
-                                family_id: str, issued_at: int, expires_at: int) -> None:
+                                family_id: str, issued_at: int, expires_at: int,
+                                account_id: Optional[int] = None) -> None:
         await self._call(_db_execute,
                          "INSERT INTO refresh_tokens (token_hash, user_id, family_id, parent_hash, "
-                         "issued_at, expires_at) VALUES ($1, $2, $3, NULL, $4, $5)",
-                         (token_hash, user_id, family_id, issued_at, expires_at))
+                         "issued_at, expires_at, account_id) SELECT $1::bytea, $2::bigint, $3::text, NULL, $4::bigint, $5::bigint, "
+                         "coalesce($6::bigint, account_id) FROM users WHERE user_id = $2",
+                         (token_hash, user_id, family_id, issued_at, expires_at, account_id))
 
     async def rotate_refresh_token(self, token_hash: bytes, *, new_hash: bytes,
                                    now: int, expires_at: int) -> RefreshRotation:
@@ -832,10 +982,81 @@ class PostgresStore:
     async def purge_refresh_tokens(self, *, before: int) -> int:
         return _affected(await self._call(_db_execute, _PURGE_TOKENS, (before,)))
 
+    # ------------------------------------------------------------------ account owners
+
+    async def account_owners_matching(self, email_contains: str, *, after: int = 0,
+                                      limit: int = MAX_OWNER_MATCHES) -> list[AccountOwner]:
+        rows = await self._call(_db_fetch, f"{_OWNER_SELECT} WHERE strpos(u.email, $1) > 0 AND a.account_id > $2 "
+                                           "ORDER BY a.account_id LIMIT $3",
+                                (email_contains, after, min(limit, MAX_OWNER_MATCHES)))
+        return [AccountOwner(account_id=row[0], user_id=row[1], email=row[2], demo=bool(row[3])) for row in rows]
+
+    async def account_owners(self, account_ids: Sequence[int]) -> dict[int, AccountOwner]:
+        ids = sorted(set(account_ids))[:MAX_OWNER_MATCHES]
+        if not ids:
+            return {}
+        rows = await self._call(_db_fetch, f"{_OWNER_SELECT} WHERE a.account_id = ANY($1::bigint[])", (ids,))
+        return {row[0]: AccountOwner(account_id=row[0], user_id=row[1], email=row[2], demo=bool(row[3])) for row in rows}
+
+    # ------------------------------------------------------------------ operators
+
+    async def create_operator(self, email: str, password_hash: str, *, role: str,
+                              created_at: int) -> OperatorRecord:
+        operator_id = await self._call(_db_create_operator, email, password_hash, role, created_at)
+        if operator_id is None:
+            raise DuplicateEmail(f"an operator with e-mail {email!r} exists")
+        return OperatorRecord(operator_id=operator_id, email=email, password_hash=password_hash, role=role,
+                              disabled=False, created_at=created_at)
+
+    async def operator_by_email(self, email: str) -> Optional[OperatorRecord]:
+        rows = await self._call(_db_fetch, f"{_OPERATOR_SELECT} WHERE email = $1", (email,))
+        return _operator(rows[0]) if rows else None
+
+    async def operator_by_id(self, operator_id: int) -> Optional[OperatorRecord]:
+        rows = await self._call(_db_fetch, f"{_OPERATOR_SELECT} WHERE operator_id = $1", (operator_id,))
+        return _operator(rows[0]) if rows else None
+
+    async def operators(self) -> list[OperatorRecord]:
+        return [_operator(row) for row in await self._call(_db_fetch, f"{_OPERATOR_SELECT} ORDER BY operator_id", ())]
+
+    async def update_operator(self, email: str, *, role: Optional[str] = None,
+                              disabled: Optional[bool] = None, now: int = 0) -> Optional[OperatorRecord]:
+        row = await self._call(_db_update_operator, email, role, disabled, now)
+        return None if row is None else _operator(row)
+
+    async def add_operator_refresh_token(self, token_hash: bytes, *, operator_id: int, family_id: str,
+                                         issued_at: int, expires_at: int) -> None:
+        await self._call(_db_execute,
+                         "INSERT INTO operator_refresh_tokens (token_hash, operator_id, family_id, parent_hash, "
+                         "issued_at, expires_at) VALUES ($1, $2, $3, NULL, $4, $5)",
+                         (token_hash, operator_id, family_id, issued_at, expires_at))
+
+    async def rotate_operator_refresh_token(self, token_hash: bytes, *, new_hash: bytes, now: int,
+                                            expires_at: int) -> RefreshRotation:
+        return await self._call(_db_rotate_operator, token_hash, new_hash, now, expires_at)
+
+    async def revoke_operator_refresh_family(self, token_hash: bytes, *, now: int) -> bool:
+        return await self._call(_db_revoke_operator_family, token_hash, now)
+
+    # ------------------------------------------------------------------ audit log
+
+    async def audit(self, *, operator_id: Optional[int] = None, action: Optional[str] = None,
+                    start: Optional[int] = None, end: Optional[int] = None, cursor: Optional[str] = None,
+                    limit: int = DEFAULT_PAGE_LIMIT) -> Page[AuditEntry]:
+        check_limit(limit)
+        sql, args = audit_query(operator_id=operator_id, action=action, start=start, end=end,
+                                cursor=cursor, limit=limit)
+        return audit_page(await self._call(_db_fetch, sql, args), limit)
+
 
 def _user(row: Sequence[Any]) -> UserRecord:
     return UserRecord(user_id=row[0], email=row[1], password_hash=row[2], account_id=row[3],
                       account_ready=bool(row[4]), created_at=row[5])
+
+
+def _operator(row: Sequence[Any]) -> OperatorRecord:
+    return OperatorRecord(operator_id=row[0], email=row[1], password_hash=row[2], role=row[3],
+                          disabled=bool(row[4]), created_at=row[5])
 
 
 async def open_postgres_store(url: str, *, schema: Optional[str] = None, migrate: bool = True,

@@ -32,7 +32,11 @@ import trio
 
 from actors._shipped import shipped_path
 from actors.engine.messages import EventBatch
+from actors.store._notify_sqlite import SqliteNotifications
 from actors.store.base import (
+    ACCOUNT_COLUMNS,
+    AUDIT_COLUMNS,
+    MAX_OWNER_MATCHES,
     HISTORY_CUT_QUERIES,
     HISTORY_CUT_TABLES,
     CLOSED_COLUMNS,
@@ -40,15 +44,21 @@ from actors.store.base import (
     LEDGER_COLUMNS,
     ORDER_COLUMNS,
     POSITION_COLUMNS,
+    AccountRecord,
+    AccountOwner,
+    AuditEntry,
     ClosedPosition,
     DuplicateEmail,
     HistoryCut,
     LedgerEntry,
+    OperatorRecord,
     OrderRecord,
     Page,
     RefreshRotation,
     StoreClosed,
+    TooManyAccounts,
     UserRecord,
+    audit_page,
     candle_bound,
     check_limit,
     check_shard,
@@ -100,16 +110,26 @@ _INSERT_CLOSED = (
     f"WHERE true ON CONFLICT DO NOTHING")
 _INSERT_LEDGER = (f"INSERT INTO ledger ({', '.join(LEDGER_COLUMNS)}) "
                   f"VALUES ({_placeholders(len(LEDGER_COLUMNS))}) ON CONFLICT DO NOTHING")
+_INSERT_AUDIT = (f"INSERT INTO audit_log ({', '.join(AUDIT_COLUMNS)}) "
+                 f"VALUES ({_placeholders(len(AUDIT_COLUMNS))}) ON CONFLICT DO NOTHING")
 
 _LEDGER_SELECT = f"SELECT {', '.join(LEDGER_COLUMNS)} FROM ledger"
-_CLOSED_FIELDS = ", ".join(CLOSED_COLUMNS[:-1] + ("leverage", "opened_at", "closed_at"))
+_CLOSED_NAMES = CLOSED_COLUMNS[:-1] + ("leverage", "opened_at", "closed_at")
+_CLOSED_FIELDS = ", ".join(_CLOSED_NAMES)
 _CLOSED_SELECT = f"SELECT {_CLOSED_FIELDS} FROM closed_positions"
 _ORDER_SELECT = f"SELECT {', '.join(ORDER_COLUMNS)} FROM orders"
-_USER_SELECT = ("SELECT user_id, email, password_hash, account_id, account_ready, created_at "
-                "FROM users")
+# the first account's readiness is the account's (migration 0016)
+_USER_SELECT = ("SELECT u.user_id, u.email, u.password_hash, u.account_id, coalesce(a.ready, 0), "
+                "u.created_at FROM users AS u LEFT JOIN accounts AS a ON a.account_id = u.account_id")
+_ACCOUNT_SELECT = f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM accounts"
+_OPERATOR_SELECT = "SELECT operator_id, email, password_hash, role, disabled, created_at FROM operators"
+_AUDIT_SELECT = f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit_log"
+# every account a user holds (migration 0016), with the holder's e-mail
+_OWNER_SELECT = ("SELECT a.account_id, a.user_id, u.email, a.demo FROM accounts AS a "
+                 "JOIN users AS u ON u.user_id = a.user_id")
 
 
-class SqliteStore:
+class SqliteStore(SqliteNotifications):
     """The :class:`actors.store.base.Store` of embedded mode. ``SqliteStore(data_dir)`` opens (creating
     the directory and the file when missing) and migrates synchronously — fine at startup, or use
     ``await SqliteStore.open(data_dir)`` from trio code."""
@@ -274,7 +294,8 @@ class SqliteStore:
                                 (_FILL_ORDER, rows.orders_filled),
                                 (_FINISH_ORDER, rows.orders_finished),
                                 (_INSERT_CLOSED, [(*row, row[0]) for row in rows.positions_closed]),
-                                (_INSERT_LEDGER, rows.ledger)):
+                                (_INSERT_LEDGER, rows.ledger),
+                                (_INSERT_AUDIT, [(shard, *row) for row in rows.audit])):
             if parameters:
                 connection.executemany(sql, parameters)
         connection.execute("INSERT INTO persister_shards (shard, last_seq) VALUES (?, ?) "
@@ -342,33 +363,51 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ users and refresh tokens
 
-    async def create_user(self, email: str, password_hash: str, *,
-                          created_at: int) -> UserRecord:
+    async def create_user(self, email: str, password_hash: str, *, created_at: int,
+                          account_type: str = "standard", demo: bool = True) -> UserRecord:
         return await self._call(self._transaction, functools.partial(
-            _create_user, email=email, password_hash=password_hash, created_at=created_at))
+            _create_user, email=email, password_hash=password_hash, created_at=created_at,
+            account_type=account_type, demo=demo))
 
     async def user_by_email(self, email: str) -> Optional[UserRecord]:
-        rows = await self._call(self._query, f"{_USER_SELECT} WHERE email = ?", [email])
+        rows = await self._call(self._query, f"{_USER_SELECT} WHERE u.email = ?", [email])
         return _user(rows[0]) if rows else None
 
     async def user_by_id(self, user_id: int) -> Optional[UserRecord]:
-        rows = await self._call(self._query, f"{_USER_SELECT} WHERE user_id = ?", [user_id])
+        rows = await self._call(self._query, f"{_USER_SELECT} WHERE u.user_id = ?", [user_id])
         return _user(rows[0]) if rows else None
 
-    async def mark_account_ready(self, user_id: int) -> None:
+    async def open_account(self, user_id: int, *, account_type: str, demo: bool, created_at: int,
+                           limit: int) -> AccountRecord:
+        return await self._call(self._transaction, functools.partial(
+            _open_account, user_id=user_id, account_type=account_type, demo=demo,
+            created_at=created_at, limit=limit))
+
+    async def accounts_of(self, user_id: int) -> list[AccountRecord]:
+        rows = await self._call(self._query, f"{_ACCOUNT_SELECT} WHERE user_id = ? ORDER BY account_id",
+                                [user_id])
+        return [_account(row) for row in rows]
+
+    async def account(self, account_id: int) -> Optional[AccountRecord]:
+        rows = await self._call(self._query, f"{_ACCOUNT_SELECT} WHERE account_id = ?", [account_id])
+        return _account(rows[0]) if rows else None
+
+    async def mark_account_ready(self, account_id: int) -> None:
         await self._call(self._transaction, lambda connection: connection.execute(
-            "UPDATE users SET account_ready = 1 WHERE user_id = ?", (user_id,)))
+            "UPDATE accounts SET ready = 1 WHERE account_id = ?", (account_id,)))
 
     async def forget_accounts_ready(self, account_ids: list[int]) -> None:
         await self._call(self._transaction, lambda connection: connection.executemany(
-            "UPDATE users SET account_ready = 0 WHERE account_id = ?", [(account,) for account in account_ids]))
+            "UPDATE accounts SET ready = 0 WHERE account_id = ?", [(account,) for account in account_ids]))
 
     async def add_refresh_token(self, token_hash: bytes, *, user_id: int,
-                                family_id: str, issued_at: int, expires_at: int) -> None:
+                                family_id: str, issued_at: int, expires_at: int,
+                                account_id: Optional[int] = None) -> None:
         await self._call(self._transaction, lambda connection: connection.execute(
             "INSERT INTO refresh_tokens (token_hash, user_id, family_id, parent_hash, issued_at, "
-            "expires_at) VALUES (?, ?, ?, NULL, ?, ?)",
-            (token_hash, user_id, family_id, issued_at, expires_at)))
+            "expires_at, account_id) SELECT ?, ?, ?, NULL, ?, ?, coalesce(?, account_id) "
+            "FROM users WHERE user_id = ?",
+            (token_hash, user_id, family_id, issued_at, expires_at, account_id, user_id)))
 
     async def rotate_refresh_token(self, token_hash: bytes, *, new_hash: bytes,
                                    now: int, expires_at: int) -> RefreshRotation:
@@ -383,10 +422,85 @@ class SqliteStore:
         return await self._call(self._transaction, lambda connection: connection.execute(
             "DELETE FROM refresh_tokens WHERE expires_at < ?", (before,)).rowcount)
 
+    # ------------------------------------------------------------------ account owners
+
+    async def account_owners_matching(self, email_contains: str, *, after: int = 0,
+                                      limit: int = MAX_OWNER_MATCHES) -> list[AccountOwner]:
+        rows = await self._call(self._query, f"{_OWNER_SELECT} WHERE instr(u.email, ?) > 0 AND a.account_id > ? "
+                                             "ORDER BY a.account_id LIMIT ?",
+                                [email_contains, after, min(limit, MAX_OWNER_MATCHES)])
+        return [AccountOwner(account_id=row[0], user_id=row[1], email=row[2], demo=bool(row[3])) for row in rows]
+
+    async def account_owners(self, account_ids: Sequence[int]) -> dict[int, AccountOwner]:
+        ids = sorted(set(account_ids))[:MAX_OWNER_MATCHES]
+        if not ids:
+            return {}
+        rows = await self._call(self._query, f"{_OWNER_SELECT} WHERE a.account_id IN ({_placeholders(len(ids))})",
+                                ids)
+        return {row[0]: AccountOwner(account_id=row[0], user_id=row[1], email=row[2], demo=bool(row[3])) for row in rows}
+
+    # ------------------------------------------------------------------ operators
+
+    async def create_operator(self, email: str, password_hash: str, *, role: str,
+                              created_at: int) -> OperatorRecord:
+        return await self._call(self._transaction, functools.partial(
+            _create_operator, email=email, password_hash=password_hash, role=role, created_at=created_at))
+
+    async def operator_by_email(self, email: str) -> Optional[OperatorRecord]:
+        rows = await self._call(self._query, f"{_OPERATOR_SELECT} WHERE email = ?", [email])
+        return _operator(rows[0]) if rows else None
+
+    async def operator_by_id(self, operator_id: int) -> Optional[OperatorRecord]:
+        rows = await self._call(self._query, f"{_OPERATOR_SELECT} WHERE operator_id = ?", [operator_id])
+        return _operator(rows[0]) if rows else None
+
+    async def operators(self) -> list[OperatorRecord]:
+        return [_operator(row) for row in await self._call(
+            self._query, f"{_OPERATOR_SELECT} ORDER BY operator_id", [])]
+
+    async def update_operator(self, email: str, *, role: Optional[str] = None,
+                              disabled: Optional[bool] = None, now: int = 0) -> Optional[OperatorRecord]:
+        return await self._call(self._transaction, functools.partial(
+            _update_operator, email=email, role=role, disabled=disabled, now=now))
+
+    async def add_operator_refresh_token(self, token_hash: bytes, *, operator_id: int, family_id: str,
+                                         issued_at: int, expires_at: int) -> None:
+        await self._call(self._transaction, lambda connection: connection.execute(
+            "INSERT INTO operator_refresh_tokens (token_hash, operator_id, family_id, parent_hash, issued_at, "
+            "expires_at) VALUES (?, ?, ?, NULL, ?, ?)", (token_hash, operator_id, family_id, issued_at, expires_at)))
+
+    async def rotate_operator_refresh_token(self, token_hash: bytes, *, new_hash: bytes, now: int,
+                                            expires_at: int) -> RefreshRotation:
+        return await self._call(self._transaction, functools.partial(
+            _rotate_operator, token_hash=token_hash, new_hash=new_hash, now=now, expires_at=expires_at))
+
+    async def revoke_operator_refresh_family(self, token_hash: bytes, *, now: int) -> bool:
+        return await self._call(self._transaction, functools.partial(
+            _revoke_operator_family, token_hash=token_hash, now=now))
+
+    # ------------------------------------------------------------------ audit log
+
+    async def audit(self, *, operator_id: Optional[int] = None, action: Optional[str] = None,
+                    start: Optional[int] = None, end: Optional[int] = None, cursor: Optional[str] = None,
+                    limit: int = DEFAULT_PAGE_LIMIT) -> Page[AuditEntry]:
+        check_limit(limit)
+        conditions, parameters = ["true"], []   # type: tuple[list[str], list[Any]]
+        for condition, value in (("operator_id = ?", operator_id), ("action = ?", action),
+                                 ("ts >= ?", start), ("ts < ?", end)):
+            if value is not None:
+                conditions.append(condition)
+                parameters.append(value)
+        if cursor is not None:
+            conditions.append("(ts, shard, seq, idx) < (?, ?, ?, ?)")
+            parameters.extend(decode_cursor(cursor, "audit", 4))
+        sql = (f"{_AUDIT_SELECT} WHERE {' AND '.join(conditions)} "
+               "ORDER BY ts DESC, shard DESC, seq DESC, idx DESC LIMIT ?")
+        rows = await self._call(self._query, sql, [*parameters, limit + 1])
+        return audit_page(rows, limit)
+
 
 def _closed_position(row: tuple) -> ClosedPosition:
-    names = CLOSED_COLUMNS[:-1] + ("leverage", "opened_at", "closed_at")
-    return ClosedPosition(**dict(zip(names, row)))
+    return ClosedPosition(**dict(zip(_CLOSED_NAMES, row)))
 
 
 def _user(row: tuple) -> UserRecord:
@@ -394,27 +508,53 @@ def _user(row: tuple) -> UserRecord:
                       account_ready=bool(row[4]), created_at=row[5])
 
 
+def _account(row: tuple) -> AccountRecord:
+    record = AccountRecord(**dict(zip(ACCOUNT_COLUMNS, row)))
+    record.demo, record.ready = bool(record.demo), bool(record.ready)
+    return record
+
+
+def _insert_account(connection: sqlite3.Connection, user_id: int, account_type: str, demo: bool,
+                    created_at: int) -> AccountRecord:
+    # AUTOINCREMENT never reuses an id, so an account id is never handed out twice.
+    cursor = connection.execute(
+        "INSERT INTO accounts (user_id, account_type, demo, ready, created_at) VALUES (?, ?, ?, 0, ?)",
+        (user_id, account_type, int(demo), created_at))
+    account_id = cursor.lastrowid
+    assert account_id is not None   # an INSERT sets it
+    return AccountRecord(account_id=account_id, user_id=user_id, account_type=account_type, demo=demo,
+                         ready=False, created_at=created_at)
+
+
 def _create_user(connection: sqlite3.Connection, email: str, password_hash: str,
-                 created_at: int) -> UserRecord:
+                 created_at: int, account_type: str, demo: bool) -> UserRecord:
     try:
-        # The account id is the user id; AUTOINCREMENT never reuses an id, so an account id is
-        # never handed to a second user even after a row is deleted.
         cursor = connection.execute(
-            "INSERT INTO users (email, password_hash, account_id, account_ready, created_at) "
-            "VALUES (?, ?, 0, 0, ?)", (email, password_hash, created_at))
+            "INSERT INTO users (email, password_hash, account_id, created_at) VALUES (?, ?, 0, ?)",
+            (email, password_hash, created_at))
     except sqlite3.IntegrityError:
         raise DuplicateEmail(f"a user with e-mail {email!r} exists") from None
     user_id = cursor.lastrowid
     assert user_id is not None   # an INSERT sets it
-    connection.execute("UPDATE users SET account_id = ? WHERE user_id = ?", (user_id, user_id))
+    account = _insert_account(connection, user_id, account_type, demo, created_at)
+    connection.execute("UPDATE users SET account_id = ? WHERE user_id = ?", (account.account_id, user_id))
     return UserRecord(user_id=user_id, email=email, password_hash=password_hash,
-                      account_id=user_id, account_ready=False, created_at=created_at)
+                      account_id=account.account_id, account_ready=False, created_at=created_at)
+
+
+def _open_account(connection: sqlite3.Connection, user_id: int, account_type: str, demo: bool,
+                  created_at: int, limit: int) -> AccountRecord:
+    held = connection.execute("SELECT count(*) FROM accounts WHERE user_id = ?", (user_id,)).fetchone()[0]
+    if held >= limit:
+        raise TooManyAccounts(f"user {user_id} already holds {held} accounts (at most {limit})")
+    return _insert_account(connection, user_id, account_type, demo, created_at)
 
 
 def _rotate(connection: sqlite3.Connection, token_hash: bytes, new_hash: bytes, now: int,
             expires_at: int) -> RefreshRotation:
     row = connection.execute(
-        "SELECT t.user_id, t.family_id, t.expires_at, t.spent_at, t.revoked_at, u.account_id "
+        "SELECT t.user_id, t.family_id, t.expires_at, t.spent_at, t.revoked_at, "
+        "coalesce(t.account_id, u.account_id) "
         "FROM refresh_tokens AS t JOIN users AS u ON u.user_id = t.user_id "
         "WHERE t.token_hash = ?", (token_hash,)).fetchone()
     if row is None:
@@ -433,8 +573,8 @@ def _rotate(connection: sqlite3.Connection, token_hash: bytes, new_hash: bytes, 
                        (now, token_hash))
     connection.execute(
         "INSERT INTO refresh_tokens (token_hash, user_id, family_id, parent_hash, issued_at, "
-        "expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-        (new_hash, user_id, family_id, token_hash, now, expires_at))
+        "expires_at, account_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (new_hash, user_id, family_id, token_hash, now, expires_at, account_id))
     return RefreshRotation(outcome="rotated", **known)
 
 
@@ -448,6 +588,80 @@ def _revoke_family(connection: sqlite3.Connection, token_hash: bytes, now: int) 
     return True
 
 
+def _rotate_operator(connection: sqlite3.Connection, token_hash: bytes, new_hash: bytes, now: int,
+                     expires_at: int) -> RefreshRotation:
+    """:func:`_rotate` for an operator's token (``user_id`` is the operator's id, no account)."""
+    row = connection.execute("SELECT operator_id, family_id, expires_at, spent_at, revoked_at "
+                             "FROM operator_refresh_tokens WHERE token_hash = ?", (token_hash,)).fetchone()
+    if row is None:
+        return RefreshRotation(outcome="unknown")
+    operator_id, family_id, token_expires, spent_at, revoked_at = row
+    known = dict(user_id=operator_id, family_id=family_id)
+    if revoked_at is not None:
+        return RefreshRotation(outcome="revoked", **known)
+    if spent_at is not None:
+        connection.execute("UPDATE operator_refresh_tokens SET revoked_at = ? "
+                           "WHERE family_id = ? AND revoked_at IS NULL", (now, family_id))
+        return RefreshRotation(outcome="reused", **known)
+    if token_expires <= now:
+        return RefreshRotation(outcome="expired", **known)
+    connection.execute("UPDATE operator_refresh_tokens SET spent_at = ? WHERE token_hash = ?", (now, token_hash))
+    connection.execute(
+        "INSERT INTO operator_refresh_tokens (token_hash, operator_id, family_id, parent_hash, issued_at, "
+        "expires_at) VALUES (?, ?, ?, ?, ?, ?)", (new_hash, operator_id, family_id, token_hash, now, expires_at))
+    return RefreshRotation(outcome="rotated", **known)
+
+
+def _revoke_operator_family(connection: sqlite3.Connection, token_hash: bytes, now: int) -> bool:
+    row = connection.execute("SELECT family_id FROM operator_refresh_tokens WHERE token_hash = ?",
+                             (token_hash,)).fetchone()
+    if row is None:
+        return False
+    connection.execute("UPDATE operator_refresh_tokens SET revoked_at = ? "
+                       "WHERE family_id = ? AND revoked_at IS NULL", (now, row[0]))
+    return True
+
+
+def _operator(row: tuple) -> OperatorRecord:
+    return OperatorRecord(operator_id=row[0], email=row[1], password_hash=row[2], role=row[3],
+                          disabled=bool(row[4]), created_at=row[5])
+
+
+def _create_operator(connection: sqlite3.Connection, email: str, password_hash: str, role: str,
+                     created_at: int) -> OperatorRecord:
+    try:
+        cursor = connection.execute(
+            "INSERT INTO operators (email, password_hash, role, disabled, created_at) VALUES (?, ?, ?, 0, ?)",
+            (email, password_hash, role, created_at))
+    except sqlite3.IntegrityError as error:
+        if "UNIQUE" in str(error):
+            raise DuplicateEmail(f"an operator with e-mail {email!r} exists") from None
+        raise
+    operator_id = cursor.lastrowid
+    assert operator_id is not None   # an INSERT sets it
+    return OperatorRecord(operator_id=operator_id, email=email, password_hash=password_hash, role=role,
+                          disabled=False, created_at=created_at)
+
+
+def _update_operator(connection: sqlite3.Connection, email: str, role: Optional[str],
+                     disabled: Optional[bool], now: int) -> Optional[OperatorRecord]:
+    row = connection.execute(f"{_OPERATOR_SELECT} WHERE email = ?", (email,)).fetchone()
+    if row is None:
+        return None
+    operator = _operator(row)
+    if role is not None:
+        connection.execute("UPDATE operators SET role = ? WHERE operator_id = ?", (role, operator.operator_id))
+        operator.role = role
+    if disabled is not None:
+        connection.execute("UPDATE operators SET disabled = ? WHERE operator_id = ?",
+                           (int(disabled), operator.operator_id))
+        operator.disabled = disabled
+        if disabled:
+            connection.execute("UPDATE operator_refresh_tokens SET revoked_at = ? "
+                               "WHERE operator_id = ? AND revoked_at IS NULL", (now, operator.operator_id))
+    return operator
+
+
 def _cut_history(args: dict[str, int], connection: sqlite3.Connection) -> HistoryCut:
     def fetch(template: str) -> list[tuple]:
         sql, names = history_cut_sql(template, "?")
@@ -457,7 +671,7 @@ def _cut_history(args: dict[str, int], connection: sqlite3.Connection) -> Histor
     accounts: set[int] = set()
     removed: dict[str, int] = {}
     for table, rows in HISTORY_CUT_TABLES.items():
-        accounts.update(row[0] for row in fetch(f"SELECT DISTINCT account_id {rows}"))
+        accounts.update(row[0] for row in fetch(f"SELECT DISTINCT account_id {rows}") if row[0] is not None)
         removed[table] = fetch(f"SELECT count(*) {rows}")[0][0]
         fetch(f"DELETE {rows}")
     stored = SqliteStore._last_seq(connection, args["shard"])

@@ -18,16 +18,17 @@ from decimal import Decimal
 from typing import Any, Iterable, Literal, Mapping, Optional, overload
 
 from exness_actors.commands import (
-    MAX_CLIENT_ID, AccountId, AddMargin, ClientOrderId, ClosePosition, Deposit, ModifyOrder, ModifyPosition,
-    OrderId, PlaceOrder, PositionId, Withdraw,
+    MAX_ALERT_NOTE, MAX_CLIENT_ID, AccountId, AddMargin, CancelAllAfter, ClientOrderId, ClosePosition, Deposit,
+    ModifyOrder, ModifyPosition, OrderId, PlaceAlert, PlaceOrder, PositionId, Withdraw,
 )
 from exness_actors.engine import Engine
 from exness_actors.errors import InvalidValue
 from exness_actors.events import (
-    CommandRejected, DuplicateCommand, OrderAccepted, OrderRejected, PositionClosed, PositionOpened,
+    AlertPlaced, CommandRejected, DuplicateCommand, OrderAccepted, OrderRejected, PositionClosed,
+    PositionOpened,
 )
 from exness_actors.instruments import Instrument
-from exness_actors.model import Order, Position
+from exness_actors.model import Alert, Order, Position
 from exness_actors.money import format_fixed, parse_fixed, parse_integer, parse_integer_text
 from exness_actors.reasons import RejectReason
 
@@ -39,6 +40,9 @@ __all__ = [
     "MAX_RESOURCE_ID", "parse_message_id", "parse_order_id", "parse_position_id",
     "order_accepted_json", "order_record_json", "pending_order_json", "position_opened_json",
     "position_closed_json", "closed_position_json", "ledger_entry_json", "candle_json",
+    "margin_level_text", "account_summary_event_json",
+    "parse_instrument_patch", "INSTRUMENT_PATCH_FIELDS", "parse_place_alert", "parse_cancel_all_after",
+    "alert_json", "alert_placed_json", "parse_alert_id", "MAX_DEAD_MAN_S", "ALERT_FIELDS",
 ]
 
 _NS_PER_MS = 1_000_000
@@ -80,7 +84,8 @@ _STATUS = {
     RejectReason.UNKNOWN_ACCOUNT.value: 404, RejectReason.UNKNOWN_ORDER.value: 404,
     RejectReason.UNKNOWN_POSITION.value: 404, RejectReason.UNKNOWN_SYMBOL.value: 400,
     RejectReason.ORDER_NOT_PENDING.value: 409, RejectReason.ACCOUNT_EXISTS.value: 409,
-    RejectReason.INVALID_COMMAND.value: 400,
+    RejectReason.INVALID_COMMAND.value: 400, RejectReason.UNKNOWN_ALERT.value: 404,
+    RejectReason.TOO_MANY_ALERTS.value: 409,
 }
 
 
@@ -94,7 +99,8 @@ def not_found_details(resource: str, identifier: Any) -> dict[str, str]:
     return {"resource": resource, "id": str(identifier)}
 
 
-_RESOURCE_OF = {RejectReason.UNKNOWN_ORDER.value: "order", RejectReason.UNKNOWN_POSITION.value: "position"}
+_RESOURCE_OF = {RejectReason.UNKNOWN_ORDER.value: "order", RejectReason.UNKNOWN_POSITION.value: "position",
+                RejectReason.UNKNOWN_ALERT.value: "alert"}
 
 
 def rejection_of(events: list) -> Optional[EdgeError]:
@@ -335,6 +341,108 @@ def parse_funding(body: Any, account_id: int, *, deposit: bool) -> Deposit | Wit
                idempotency_key=_text(body, "idempotency_key", MAX_CLIENT_ID))
 
 
+# ------------------------------------------------------------------------------ issue 13
+
+#: The body fields of ``PATCH /api/v1/admin/instruments/{symbol}``: the names ``config.toml``
+#: and ``GET /api/v1/instruments`` use, at their decimal scales.
+INSTRUMENT_PATCH_FIELDS = ("spread_bps", "max_leverage", "min_qty", "maintenance_ratio", "commission_bps",
+                           "swap_long_bps", "swap_short_bps")
+_FEE_CORE_FIELDS = {"commission_bps": "commission_ppm", "swap_long_bps": "swap_long_ppm",
+                    "swap_short_bps": "swap_short_ppm"}
+_PPM = 1_000_000
+
+
+def _fee_ppm(body: Mapping[str, Any], name: str, *, signed: bool) -> Optional[int]:
+    """A fee in basis points (two decimals: 0.01 bps = 1 ppm) as ppm; ``null`` → None (reset)."""
+    value = body[name]
+    if value is None:
+        return None
+    if isinstance(value, float):
+        raise _invalid(name, "must be a decimal string or exact number")
+    try:
+        ppm = parse_fixed(value, 2, field=name, allow_zero=True, allow_negative=signed)
+    except InvalidValue as exc:
+        raise _invalid(name, exc.problem) from None
+    if not -_PPM < ppm < _PPM:
+        raise _invalid(name, "must be below 10000 bps (100 % of notional)")
+    return ppm
+
+
+def parse_instrument_patch(body: Any, instrument: Instrument) -> list[list[Any]]:
+    """An operator's instrument change → ``UpdateInstrument.changes`` (``[[core field, value], …]``
+    with integers at the core's scale), in the order of :data:`INSTRUMENT_PATCH_FIELDS`.
+
+    ``spread_bps`` (0..9999) and ``max_leverage`` (1..1000) are integers; ``min_qty`` a quantity
+    at the instrument's scale; ``maintenance_ratio`` a ratio below 1 with up to 4 decimals;
+    ``commission_bps`` (≥ 0) and ``swap_long_bps``/``swap_short_bps`` (signed, per day) fee
+    overrides for cross accounts in bps with up to 2 decimals, ``null`` going back to the account
+    types' rates. Bad input is a 400 ``VALIDATION_ERROR`` naming the field."""
+    body = _check_fields(body, INSTRUMENT_PATCH_FIELDS)
+    if not body:
+        raise EdgeError(400, "VALIDATION_ERROR", f"nothing to change: give one of {', '.join(INSTRUMENT_PATCH_FIELDS)}", {})
+    changes: list[list[Any]] = []
+    for name in INSTRUMENT_PATCH_FIELDS:
+        if name not in body:
+            continue
+        if name in _FEE_CORE_FIELDS:
+            changes.append([_FEE_CORE_FIELDS[name], _fee_ppm(body, name, signed=name != "commission_bps")])
+            continue
+        if body[name] is None:
+            raise _invalid(name, "cannot be removed (give a value)")
+        if name == "spread_bps":
+            changes.append(["spread_bps", _integer(body, name, 0, 9_999)])
+        elif name == "max_leverage":
+            changes.append(["max_leverage", _integer(body, name, 1, 1_000)])
+        elif name == "min_qty":
+            changes.append(["min_qty", _decimal(body, name, instrument.qty_decimals)])
+        else:
+            ratio = _decimal(body, name, 4, allow_zero=True)
+            if ratio >= 10_000:
+                raise _invalid(name, "must be below 1")
+            changes.append(["maintenance_bps", ratio])
+    return changes
+
+
+#: The body fields of ``POST /api/v1/alerts``.
+ALERT_FIELDS = ("symbol", "condition", "price", "note", "expires_at", "client_alert_id")
+
+
+def parse_place_alert(body: Any, account_id: int, instruments: Mapping[str, Instrument]) -> PlaceAlert:
+    """``POST /api/v1/alerts`` → :class:`PlaceAlert` (the price at the instrument's scale)."""
+    body = _check_fields(body, ALERT_FIELDS, ("symbol", "condition", "price"))
+    instrument = _instrument(body, instruments)
+    return PlaceAlert(account_id=AccountId(account_id), symbol=instrument.symbol,
+                      condition=_choice(body, "condition", ("above", "below")),
+                      price=_decimal(body, "price", instrument.price_decimals),
+                      note=_text(body, "note", MAX_ALERT_NOTE), expires_at=_timestamp(body, "expires_at"),
+                      client_alert_id=_text(body, "client_alert_id", MAX_CLIENT_ID))
+
+
+#: The longest dead-man timeout, in seconds (one day).
+MAX_DEAD_MAN_S = 86_400
+
+
+def parse_cancel_all_after(body: Any, account_id: int) -> CancelAllAfter:
+    """``POST /api/v1/orders/cancel-all-after {timeout_s}`` (whole seconds; 0 disarms)."""
+    body = _check_fields(body, ("timeout_s",), ("timeout_s",))
+    timeout_s = _integer(body, "timeout_s", 0, MAX_DEAD_MAN_S)
+    return CancelAllAfter(account_id=AccountId(account_id), timeout_ns=timeout_s * 10**9)
+
+
+def alert_json(alert: Alert, instrument: Instrument) -> dict:
+    return {"id": str(alert.id), "symbol": alert.symbol, "condition": alert.condition,
+            "price": _price(alert.price, instrument), "note": alert.note or None,
+            "expires_at": ns_to_ms(alert.expires_at), "client_alert_id": alert.client_alert_id or None,
+            "created_at": ns_to_ms(alert.created_at)}
+
+
+def alert_placed_json(event: AlertPlaced, instrument: Instrument) -> dict:
+    return {"id": str(event.alert_id), "symbol": event.symbol, "condition": event.condition,
+            "price": _price(event.price, instrument), "note": event.note or None,
+            "expires_at": ns_to_ms(event.expires_at), "client_alert_id": event.client_alert_id or None,
+            "created_at": ns_to_ms(event.ts)}
+
+
 def parse_path_id(value: str, name: str) -> int:
     """A resource id from the URL: a positive integer, else 404 (never 500)."""
     try:
@@ -352,6 +460,11 @@ def parse_order_id(value: str) -> OrderId:
 def parse_position_id(value: str) -> PositionId:
     """A position id from the URL (404 UNKNOWN_POSITION when it cannot be one)."""
     return PositionId(parse_path_id(value, "position"))
+
+
+def parse_alert_id(value: str) -> int:
+    """An alert id from the URL (404 UNKNOWN_ALERT when it cannot be one)."""
+    return parse_path_id(value, "alert")
 
 
 def parse_message_id(value: Any, field: str) -> int:
@@ -403,10 +516,19 @@ def position_json(position: Position, engine: Engine) -> dict:
         "trailing_stop_price": _price(engine.trailing_level(position), instrument),
         "unrealized_pnl": money(engine.unrealized_pnl(position)),
         "opened_at": ns_to_ms(position.opened_at), "order_id": str(position.order_id),
+        "commission": money(position.commission), "swap": money(position.swap),
     }
 
 
+def _level_percent(level: Optional[int]) -> Optional[str]:
+    """An account type's margin-call or stop-out level (integer percent) as ``"60.00"``."""
+    return None if level is None else format_fixed(level * 100, 2)
+
+
 def account_json(summary: Mapping[str, Any]) -> dict:
+    """The account summary of :meth:`~exness_actors.engine.Engine.account_summary`. An account
+    made without a type (before account types existed) is margined exactly as the ``isolated``
+    type, and is named so."""
     level = summary["margin_level"]
     margin_level = None
     if level is not None:
@@ -414,9 +536,42 @@ def account_json(summary: Mapping[str, Any]) -> dict:
         margin_level = format_fixed(equity * 10_000 // locked, 2)   # percent, 2 decimals, floored
     return {
         "balance": money(summary["balance"]), "locked": money(summary["locked"]),
+        "used_margin": money(summary["locked"]),
         "equity": money(summary["equity"]), "free_margin": money(summary["free_margin"]),
         "margin_level": margin_level, "unrealized_pnl": money(summary["unrealized_pnl"]),
-        "currency": "USD",
+        "currency": "USD", "account_type": summary["account_type"] or "isolated",
+        "margin_mode": summary["margin_mode"],
+        "margin_call_level": _level_percent(summary["margin_call_level"]),
+        "stop_out_level": _level_percent(summary["stop_out_level"]),
+        "in_margin_call": bool(summary["in_margin_call"]),
+    }
+
+
+def margin_level_text(equity: int, used_margin: int) -> Optional[str]:
+    """Equity / used margin as a percentage with 2 decimals, floored (None with no used margin)."""
+    if not used_margin:
+        return None
+    return format_fixed(equity * 10_000 // used_margin, 2)
+
+
+def _percent(level: Optional[int]) -> Optional[str]:
+    return None if level is None else format_fixed(level * 100, 2)
+
+
+def account_summary_event_json(summary: Mapping[str, Any], ts: int) -> dict:
+    """The WebSocket ``account_summary`` of :meth:`~exness_actors.engine.Engine.account_summary`:
+    balance, equity, used and free margin, margin level (null with no used margin) and the
+    account type's levels (percent; null for an isolated account), at engine time ``ts``."""
+    return {
+        "event": "account_summary", "balance": money(summary["balance"]),
+        "equity": money(summary["equity"]), "used_margin": money(summary["locked"]),
+        "free_margin": money(summary["free_margin"]),
+        "margin_level": margin_level_text(summary["equity"], summary["locked"]),
+        "unrealized_pnl": money(summary["unrealized_pnl"]), "currency": "USD",
+        "account_type": summary["account_type"], "margin_mode": summary["margin_mode"],
+        "margin_call_level": _percent(summary["margin_call_level"]),
+        "stop_out_level": _percent(summary["stop_out_level"]),
+        "in_margin_call": bool(summary["in_margin_call"]), "ts": ns_to_ms(ts),
     }
 
 
@@ -531,6 +686,7 @@ def closed_position_json(record: Any, instrument: Instrument) -> dict:
         "open_price": _price(record.open_price, instrument), "margin": money(record.margin),
         "pnl": money(record.pnl), "credit": money(record.credit), "leverage": record.leverage,
         "opened_at": ns_to_ms(record.opened_at), "closed_at": ns_to_ms(record.closed_at),
+        "commission": money(record.commission), "swap": money(record.swap),
     }
 
 

@@ -34,11 +34,15 @@ from typing import Any, Iterable, Mapping, Optional, Union
 from exness_actors.candles import INTERVAL_NAMES
 from exness_actors.instruments import Instrument
 
-__all__ = ["Channel", "ChannelError", "Channels", "ChannelKey", "ACCOUNT"]
+__all__ = ["Channel", "ChannelError", "Channels", "ChannelKey", "ACCOUNT", "NOTIFICATIONS", "PRIVATE"]
 
 ACCOUNT = "account"
+#: the account's notifications (fed by the notifications worker, not by the engine's events)
+NOTIFICATIONS = "notifications"
+#: the channels that need {"op":"auth"} and are keyed by the account inside
+PRIVATE = (ACCOUNT, NOTIFICATIONS)
 
-#: ("quotes", symbol) | ("candles", symbol, interval) | ("account", account_id)
+#: ("quotes", symbol) | ("candles", symbol, interval) | ("account" or "notifications", account_id)
 ChannelKey = Union[tuple[str, str], tuple[str, str, str], tuple[str, int]]
 
 
@@ -56,7 +60,7 @@ class Channel:
     """One stream: its seq, replay ring buffer and subscribers (see the module docstring)."""
 
     __slots__ = ("key", "wire", "seq", "floor", "replay", "last_data", "subscribers", "out",
-                 "instrument")
+                 "instrument", "summary", "summary_key")
 
     def __init__(self, key: ChannelKey, wire: str, replay_size: int, *, seq: int = 0,
                  instrument: Optional[Instrument] = None) -> None:
@@ -69,6 +73,9 @@ class Channel:
         self.subscribers: dict[Any, None] = {}   # insertion-ordered set of clients
         self.out: list[str] = []              # staged for the current broadcast
         self.instrument = instrument
+        # account channels: the newest account_summary sent (not numbered, never replayed)
+        self.summary: Optional[str] = None
+        self.summary_key: Optional[tuple] = None
 
     def record(self, text: str, *, data: bool = True) -> None:
         """Keep an encoded message (whose seq is ``self.seq``) for replay."""
@@ -105,7 +112,9 @@ class Channels:
             for symbol, instrument in instruments.items()}
         self.candles: dict[tuple[str, str], Channel] = {}
         self.accounts: OrderedDict[int, Channel] = OrderedDict()
-        self._retired_seq: dict[int, int] = {}
+        self.notifications: OrderedDict[int, Channel] = OrderedDict()
+        self._private = {ACCOUNT: self.accounts, NOTIFICATIONS: self.notifications}
+        self._retired_seq: dict[tuple[str, int], int] = {}
         self.evicted = 0
 
     # -- names
@@ -114,10 +123,10 @@ class Channels:
         """``(key, wire name)`` of a channel name a client sent; :class:`ChannelError` otherwise."""
         if not isinstance(name, str) or not name or len(name) > 64:
             raise ChannelError("UNKNOWN_CHANNEL", "a channel name must be a non-empty string", name)
-        if name == ACCOUNT:
+        if name in PRIVATE:
             if account_id is None:
-                raise ChannelError("AUTH_REQUIRED", "the account channel needs {\"op\":\"auth\"} first", name)
-            return (ACCOUNT, account_id), ACCOUNT
+                raise ChannelError("AUTH_REQUIRED", f"the {name} channel needs {{\"op\":\"auth\"}} first", name)
+            return (name, account_id), name
         parts = name.split(":")
         kind = parts[0]
         if kind == "quotes" and len(parts) == 2:
@@ -132,7 +141,7 @@ class Channels:
                 raise ChannelError("UNKNOWN_CHANNEL", f"unknown candle interval {interval!r} "
                                    f"(one of {', '.join(INTERVAL_NAMES)})", name)
         raise ChannelError("UNKNOWN_CHANNEL", f"unknown channel {name!r}: use quotes:SYMBOL, "
-                           f"candles:SYMBOL:INTERVAL or account; symbols: "
+                           f"candles:SYMBOL:INTERVAL, account or notifications; symbols: "
                            f"{', '.join(sorted(self.instruments))}", name)
 
     # -- lookup and creation
@@ -149,39 +158,44 @@ class Channels:
                     key, f"candles:{symbol}:{interval}", self.replay_size,
                     instrument=self.instruments[symbol])
             return channel
-        return self._account(key[1])  # type: ignore[arg-type]
+        return self._account(kind, key[1])  # type: ignore[arg-type]
 
-    def _account(self, account_id: int) -> Channel:
-        channel = self.accounts.get(account_id)
+    def _account(self, kind: str, account_id: int) -> Channel:
+        """An account's private channel of ``kind`` (``account`` or ``notifications``)."""
+        channels = self._private[kind]
+        channel = channels.get(account_id)
         if channel is not None:
-            self.accounts.move_to_end(account_id)
+            channels.move_to_end(account_id)
             return channel
-        retired = self._retired_seq.pop(account_id, None)
+        retired = self._retired_seq.pop((kind, account_id), None)
         if retired is None:
-            channel = Channel((ACCOUNT, account_id), ACCOUNT, self.account_replay_size)
+            channel = Channel((kind, account_id), kind, self.account_replay_size)
         else:   # events since it was evicted were not kept: nothing before now can be replayed
-            channel = Channel((ACCOUNT, account_id), ACCOUNT, self.account_replay_size, seq=retired + 1)
-        self.accounts[account_id] = channel
-        self._evict()
+            channel = Channel((kind, account_id), kind, self.account_replay_size, seq=retired + 1)
+        channels[account_id] = channel
+        self._evict(kind)
         return channel
 
     def touch(self, channel: Channel) -> None:
         """A channel lost its last subscriber: it is now the most recently used."""
-        if channel.key[0] == ACCOUNT and channel.key[1] in self.accounts:
-            self.accounts.move_to_end(channel.key[1])  # type: ignore[arg-type]
+        channels = self._private.get(str(channel.key[0]))
+        account_id = channel.key[1]
+        if channels is not None and isinstance(account_id, int) and account_id in channels:
+            channels.move_to_end(account_id)
 
-    def _evict(self) -> None:
-        excess = len(self.accounts) - self.max_account_channels
+    def _evict(self, kind: str) -> None:
+        channels = self._private[kind]
+        excess = len(channels) - self.max_account_channels
         if excess <= 0:
             return
         victims = []
-        for account_id, channel in self.accounts.items():
+        for account_id, channel in channels.items():
             if not channel.subscribers:
                 victims.append(account_id)
                 if len(victims) == excess:
                     break
         for account_id in victims:
-            self._retired_seq[account_id] = self.accounts.pop(account_id).seq
+            self._retired_seq[(kind, account_id)] = channels.pop(account_id).seq
             self.evicted += 1
 
     def all_event_channels(self) -> Iterable[Channel]:

@@ -41,7 +41,8 @@ from actors.wire.codec import (
 from actors.engine.actor import submit_between
 from actors.wire import views as views
 from actors.bus.streams import BoxedView
-from exness_actors.commands import AccountId, CancelOrder, ModifyOrder, OrderId
+from exness_actors.commands import AccountId, CancelOrder, CancelOrders, ModifyOrder, OrderId
+from exness_actors.reasons import CancelReason
 from exness_actors.events import (
     OrderAccepted,
     OrderCancelled,
@@ -53,7 +54,8 @@ from exness_actors.events import (
 from exness_actors.instruments import Instrument
 
 __all__ = ["ACTIONS", "SYNCHRONOUS_ACTIONS", "named_id", "route", "build_command", "outcome", "duplicate_outcome",
-           "viewed_outcome", "error_json"]
+           "viewed_outcome", "error_json", "placed_pending_orders", "cancel_on_disconnect_commands",
+           "MAX_CANCEL_ORDERS"]
 
 #: action → the id field it names (None: place)
 ACTIONS: dict[str, Optional[str]] = {
@@ -65,6 +67,30 @@ SYNCHRONOUS_ACTIONS = frozenset({"place", "close"})
 _ENVELOPE = frozenset({"op", "id", "action"})
 _MODIFY_ORDER_FIELDS = ("price", "take_profit", "stop_loss", "expires_at")
 DUPLICATE_LOOKUP_S = 2.0
+#: the most order ids one cancel-on-disconnect command names (the core's limit of CancelOrders)
+MAX_CANCEL_ORDERS = 10_000
+_CANCEL_ON_DISCONNECT = CancelReason.CANCEL_ON_DISCONNECT.value
+
+
+def placed_pending_orders(events: list) -> dict[int, int]:
+    """``order id → account id`` of the pending orders a reply's events placed (cancel-on-disconnect)."""
+    return {event.order_id: event.account_id for event in events
+            if type(event) is OrderAccepted and event.status == "pending"}
+
+
+def cancel_on_disconnect_commands(placed: Mapping[int, int]) -> list[CancelOrders]:
+    """One ``CancelOrders`` (reason ``cancel_on_disconnect``) per account, ids in order, at most
+    :data:`MAX_CANCEL_ORDERS` each; the core skips the ids no longer pending."""
+    by_account: dict[int, list[int]] = {}
+    for order_id, account_id in placed.items():
+        by_account.setdefault(account_id, []).append(order_id)
+    commands = []
+    for account_id in sorted(by_account):
+        ids = sorted(by_account[account_id])
+        for start in range(0, len(ids), MAX_CANCEL_ORDERS):
+            commands.append(CancelOrders(account_id=AccountId(account_id), order_ids=ids[start:start + MAX_CANCEL_ORDERS],
+                                         reason=_CANCEL_ON_DISCONNECT))
+    return commands
 
 
 def error_json(error: EdgeError) -> dict:

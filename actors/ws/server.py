@@ -34,6 +34,12 @@ One broadcaster, bounded everywhere, never in the engine's way:
   ``"lagged: send buffer full"`` (the close frame follows whatever frame is in flight, so a
   client that reads again sees the reason; one that never reads is cut off after
   ``close_timeout_s``). Nobody else waits for it.
+* **Account summaries** (:mod:`actors.ws._summaries`): balance, equity, used and free margin
+  and margin level are state, not events. One task asks the engine for them through a named
+  view, only for subscribed accounts that had an event or hold a symbol that was quoted, at
+  most once per ``account_summary_interval_ms`` (last value wins), and sends each only when it
+  changed. ``margin_call`` and ``stop_out`` are events like the others, once per core event;
+  ``position_closed`` carries the commission and swap of its :class:`PositionFees`.
 * **Order lane** (:mod:`actors.ws._orders`): the reader task parses and validates a message
   and puts a :class:`~actors.engine.messages.Request` in the engine inbox with a reply slot that, when
   the engine releases the durable reply, only queues it for the results task: no task per
@@ -59,7 +65,9 @@ batches), ``ping_interval_s`` (20), ``pong_timeout_s`` (10), ``idle_timeout_s`` 
 ``max_errors_per_minute`` (60), ``send_buffer_bytes`` (0 = kernel default; SO_SNDBUF of each
 client socket), ``flush_interval_ms`` (0: the shortest time between two flush rounds),
 ``flush_duty`` (0.5: the most of the CPU a saturated flusher takes), ``writer`` (``flusher``, or
-``tasks`` for a writer task per client, for comparison).
+``tasks`` for a writer task per client, for comparison), ``account_summary_interval_ms`` (250:
+the shortest time between two rounds of ``account_summary`` messages, so at most 4 per second
+per account).
 """
 
 from __future__ import annotations
@@ -82,10 +90,12 @@ from wsproto.events import TextMessage
 from wsproto.utilities import LocalProtocolError
 
 from actors.ws._candles import IntervalFolder
-from actors.ws._channels import ACCOUNT, Channel, ChannelError, Channels
-from actors.ws._format import ACCOUNT_EVENT_TYPES, account_event_json, candle_json
+from actors.ws._channels import ACCOUNT, NOTIFICATIONS, PRIVATE, Channel, ChannelError, Channels
+from actors.ws._format import ACCOUNT_EVENT_TYPES, NO_FEES, account_event_json, candle_json, fees_by_position
+from actors.ws._summaries import SummaryTracker, chunked_by_shard, summary_key
 from actors.ws._orders import (
-    ACTIONS, build_command, duplicate_outcome, error_json, named_id, outcome, route, viewed_outcome,
+    ACTIONS, MAX_CANCEL_ORDERS, build_command, cancel_on_disconnect_commands, duplicate_outcome, error_json, named_id,
+    outcome, placed_pending_orders, route, viewed_outcome,
 )
 from actors.auth_tokens import AccessClaims, AuthError, TokenIssuer
 from actors.config import ConfigError
@@ -98,7 +108,7 @@ from exness_actors.candles import Candle, bucket_start
 from exness_actors.errors import InvalidCommand
 from exness_actors.commands import AccountId
 from exness_actors.events import (
-    OrderAccepted, OrderCancelled, OrderTriggered, PositionClosed, PositionOpened, QuoteUpdated,
+    OrderAccepted, OrderCancelled, OrderTriggered, PositionClosed, PositionFees, PositionOpened, QuoteUpdated,
 )
 from exness_actors.money import format_fixed
 
@@ -124,6 +134,7 @@ client → server (text frames; one JSON object, or a JSON array of up to max_ba
   {"op":"order","id":corr,"action":"place|cancel|modify_order|close|modify_position|add_margin",...}
 server → client (one JSON object per frame, or a JSON array of them when several were pending):
   data:    {"channel","seq","engine_seq"?,"data"}        resync: {"channel","op":"resync","seq","reason"}
+  notifications: {"channel":"notifications","seq","event":"notification","notification":{"id","kind",...}}
   replies: subscribed / unsubscribed / authenticated / pong / order_result / error
 """
 
@@ -167,6 +178,7 @@ class WsOptions:
     flush_interval_ms: float = 0.0
     flush_duty: float = 0.5
     writer: str = "flusher"
+    account_summary_interval_ms: float = 250.0
 
     @classmethod
     def from_config(cls, cfg: Any) -> "WsOptions":
@@ -218,7 +230,7 @@ class _Client:
     __slots__ = ("id", "ws", "server", "pending", "pending_bytes", "wake", "closing", "close_event",
                  "channels", "claims", "inflight", "last_message_at", "error_times", "cancel_scope",
                  "ping_scope", "frames", "messages", "fd", "partial", "holds_lock",
-                 "drain_wake", "gone", "wait_scope")
+                 "drain_wake", "gone", "wait_scope", "cancel_on_disconnect", "placed")
 
     def __init__(self, client_id: int, ws: WebSocketConnection, server: "WsServer") -> None:
         self.id = client_id
@@ -245,6 +257,9 @@ class _Client:
         self.drain_wake = trio.Event()
         self.gone = False
         self.wait_scope: Optional[trio.CancelScope] = None   # keepalive's wait between checks
+        #: issue 13: cancel the pending orders placed through this connection when it drops
+        self.cancel_on_disconnect = False
+        self.placed: dict[int, int] = {}          # pending order id -> account id, placed through it
 
     def push(self, text: str) -> None:
         if self.closing is not None:
@@ -362,6 +377,10 @@ class WsServer:
         self._results_wake = trio.Event()
         self._candle_folders: dict[str, IntervalFolder] = {}
         self._nursery: Optional[trio.Nursery] = None
+        self._summaries = SummaryTracker()
+        self._fees_events: Optional[list] = None       # the events _fees indexes (see _fees_of)
+        self._fees: dict[int, list[tuple[int, int]]] = {}
+        self._summary_wake = trio.Event()
         # statistics
         self.connections_total = 0
         self.messages_published = 0
@@ -382,6 +401,11 @@ class WsServer:
         self.events_unformatted = 0
         self.batches = 0
         self.candles_received = 0
+        self.summaries_sent = 0
+        self.summary_rounds = 0
+        self.summary_failures = 0
+        self.notifications_received = 0
+        self.cancels_on_disconnect = 0
 
     @property
     def url(self) -> str:
@@ -401,7 +425,11 @@ class WsServer:
             "orders": self.orders, "orders_rejected": self.orders_rejected,
             "orders_overloaded": self.orders_overloaded, "protocol_errors": self.protocol_errors,
             "events_unformatted": self.events_unformatted, "candles_received": self.candles_received,
+            "notifications_received": self.notifications_received,
+            "cancels_on_disconnect": self.cancels_on_disconnect,
             "account_channels": len(self.channels.accounts), "account_channels_evicted": self.channels.evicted,
+            "summaries_sent": self.summaries_sent, "summary_rounds": self.summary_rounds,
+            "summary_failures": self.summary_failures,
         }
 
     # -------------------------------------------------------------- engine events → channels
@@ -456,7 +484,7 @@ class WsServer:
         self.batches += 1
         staged = self._staged
         quotes = self.channels.quotes
-        accounts = self.channels.accounts
+        holders = self._summaries.holders
         fmt = format_fixed
         published = 0
         for engine_seq, _ts, events in batch.items:
@@ -478,35 +506,56 @@ class WsServer:
                         if not channel.out:
                             staged.append(channel)
                         channel.out.append(text)
+                    if holders and event.symbol in holders:    # watched accounts' equity moved
+                        self._summary_due(moved=event.symbol)
                 elif kind in _ACCOUNT_EVENTS:
-                    if kind is OrderAccepted and event.status == "pending":
-                        self._order_symbols[event.order_id] = (event.symbol, event.account_id)
-                    elif kind is PositionOpened:
-                        self._position_symbols[event.position_id] = (event.symbol, event.account_id)
-                    channel = accounts.get(event.account_id)
-                    if channel is not None:
-                        data = account_event_json(event, self.instruments, self._order_symbol,
-                                                  self._position_symbol)
-                        if data is None:
-                            self.events_unformatted += 1
-                            log.warning("event=account_event_unformatted type=%s", kind.__name__)
-                        else:
-                            channel.seq += 1
-                            text = _text({"channel": ACCOUNT, "seq": channel.seq,
-                                          "engine_seq": engine_seq, "data": data})
-                            channel.record(text)
-                            published += 1
-                            if channel.subscribers:
-                                if not channel.out:
-                                    staged.append(channel)
-                                channel.out.append(text)
-                    if kind is OrderTriggered or kind is OrderCancelled:
-                        self._order_symbols.pop(event.order_id, None)
-                    elif kind is PositionClosed and event.remaining_qty == 0:
-                        self._position_symbols.pop(event.position_id, None)
+                    published += self._on_account_event(event, kind, engine_seq, events)
         self.messages_published += published
         if staged:
             self._broadcast_staged()
+
+    def _on_account_event(self, event: Any, kind: type, engine_seq: int, events: list) -> int:
+        """Publish one account event on its channel (if anyone ever subscribed to it) and keep
+        the symbol maps current; the number of messages published (0 or 1)."""
+        published = 0
+        if kind is OrderAccepted and event.status == "pending":
+            self._order_symbols[event.order_id] = (event.symbol, event.account_id)
+        elif kind is PositionOpened:
+            self._position_symbols[event.position_id] = (event.symbol, event.account_id)
+        channel = self.channels.accounts.get(event.account_id)
+        if channel is not None and kind is not PositionFees:   # fees ride on their position_closed
+            fees = self._fees_of(events, event.position_id) if kind is PositionClosed else NO_FEES
+            data = account_event_json(event, self.instruments, self._order_symbol,
+                                      self._position_symbol, fees)
+            if data is None:
+                self.events_unformatted += 1
+                log.warning("event=account_event_unformatted type=%s", kind.__name__)
+            else:
+                channel.seq += 1
+                text = _text({"channel": ACCOUNT, "seq": channel.seq,
+                              "engine_seq": engine_seq, "data": data})
+                channel.record(text)
+                published = 1
+                if channel.subscribers:
+                    if not channel.out:
+                        self._staged.append(channel)
+                    channel.out.append(text)
+        if channel is not None and channel.subscribers:
+            self._summary_due(account_id=event.account_id)
+        if kind is OrderTriggered or kind is OrderCancelled:
+            self._order_symbols.pop(event.order_id, None)
+        elif kind is PositionClosed and event.remaining_qty == 0:
+            self._position_symbols.pop(event.position_id, None)
+        return published
+
+    def _fees_of(self, events: list, position_id: int) -> tuple[int, int]:
+        """The commission and swap of the next close of ``position_id`` in ``events`` (one
+        input's events, indexed once: a quote may close thousands of positions)."""
+        if self._fees_events is not events:
+            self._fees_events = events
+            self._fees = fees_by_position(events)
+        pending = self._fees.get(position_id)
+        return pending.pop(0) if pending else NO_FEES
 
     def _broadcast_staged(self) -> None:
         for channel in self._staged:
@@ -528,10 +577,97 @@ class WsServer:
             client.push(text)
 
     def _mark_gap(self, reason: str) -> None:
+        for account_id, channel in self.channels.accounts.items():   # events were lost: re-read
+            if channel.subscribers:
+                self._summary_due(account_id=account_id)
         for channel in list(self.channels.all_event_channels()):
             self._publish(channel, {"channel": channel.wire, "op": "resync", "seq": 0, "reason": reason},
                           data=False)
             self.resyncs_sent += len(channel.subscribers)
+
+    # -------------------------------------------------------------- account summaries
+
+    def _summary_due(self, *, account_id: Optional[int] = None, moved: Optional[str] = None) -> None:
+        """An account (or the holders of a quoted symbol) needs a fresh ``account_summary``."""
+        summaries = self._summaries
+        if not summaries.pending:
+            self._summary_wake.set()
+        if account_id is not None:
+            summaries.dirty.add(account_id)
+        if moved is not None:
+            summaries.moved.add(moved)
+
+    def _watched(self, account_id: int) -> bool:
+        channel = self.channels.accounts.get(account_id)
+        return channel is not None and bool(channel.subscribers)
+
+    async def publish_summaries(self) -> None:
+        """The summaries' throttle (:mod:`actors.ws._summaries`): a round as soon as something
+        is due, then at most one round per ``account_summary_interval_ms``."""
+        interval = self.options.account_summary_interval_ms / 1000
+        while True:
+            await self._summary_wake.wait()
+            self._summary_wake = trio.Event()
+            started = trio.current_time()
+            await self._summary_round()
+            await trio.sleep_until(started + interval)
+
+    async def _summary_round(self) -> None:
+        due = self._summaries.take_due(self._watched)
+        if not due:
+            return
+        self.summary_rounds += 1
+        for chunk in chunked_by_shard(due, self.handle.shard_of):
+            try:
+                (rows,) = await self.handle.query(BoxedView(views.account_summaries, (chunk,)))
+            except (Overloaded, EngineStopped, EngineTimeout):   # busy: try these again next round
+                self.summary_failures += 1
+                for account_id in chunk:
+                    self._summary_due(account_id=account_id)
+                continue
+            except Exception:     # a bug in the view must cost these summaries, not the server
+                self.summary_failures += 1
+                log.exception("event=account_summaries_failed accounts=%d", len(chunk))
+                continue
+            for account_id, engine_seq, data, symbols in rows:
+                self._publish_summary(int(account_id), engine_seq, data, symbols)
+
+    def _publish_summary(self, account_id: int, engine_seq: int, data: dict, symbols: list) -> None:
+        """Send a summary to the account's subscribers unless it is the one they have."""
+        channel = self.channels.accounts.get(account_id)
+        if channel is None or not channel.subscribers:
+            self._summaries.forget(account_id)
+            return
+        self._summaries.hold(account_id, symbols)
+        key = summary_key(data)
+        if key == channel.summary_key:
+            return
+        channel.summary_key = key
+        channel.summary = text = _text({"channel": ACCOUNT, "engine_seq": engine_seq, "data": data})
+        self.summaries_sent += len(channel.subscribers)
+        for client in channel.subscribers:
+            client.push(text)
+    # -------------------------------------------------------------- notifications → channels
+
+    async def consume_notifications(self, inbox: trio.MemoryReceiveChannel) -> None:
+        """Lists of ``(account_id, notification json)`` from the notifications worker (in-process,
+        or the notifications stream in split mode), published on the accounts' ``notifications``
+        channels. An account whose channel nobody opened reads them over HTTP instead.
+
+        The inbox is not closed on exit: it belongs to the supervisor (the actor may restart).
+        """
+        channels = self.channels.notifications
+        while True:
+            try:
+                batch = await inbox.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            for account_id, notification in batch:
+                self.notifications_received += 1
+                channel = channels.get(account_id)
+                if channel is not None:
+                    self._publish(channel, {"channel": NOTIFICATIONS, "seq": 0, "event": "notification",
+                                            "notification": notification})
 
     # -------------------------------------------------------------- candles → channels
 
@@ -615,6 +751,8 @@ class WsServer:
                 self.channels.touch(channel)
         client.channels = {}
         self.clients.pop(client, None)
+        if client.cancel_on_disconnect:
+            self._cancel_placed(client)
 
     async def _reader(self, client: _Client) -> None:
         ws = client.ws
@@ -835,7 +973,7 @@ class WsServer:
         if claims is None or claims.expires_at > self.wall_clock():
             return
         client.claims = None
-        removed = [key for key in client.channels if key[0] == ACCOUNT]
+        removed = [key for key in client.channels if key[0] in PRIVATE]
         for key in removed:
             channel = client.channels.pop(key)
             channel.subscribers.pop(client, None)
@@ -843,7 +981,7 @@ class WsServer:
         client.push(_text({"op": "error", "code": "TOKEN_EXPIRED",
                            "message": "the access token has expired: send a fresh one with "
                                       "{\"op\":\"auth\"} and subscribe to account again with since",
-                           "details": {"unsubscribed": [ACCOUNT] if removed else []}}))
+                           "details": {"unsubscribed": sorted({key[0] for key in removed})}}))
 
     def _drop_lagged(self, client: _Client) -> None:
         self.dropped_lagged += 1
@@ -897,6 +1035,8 @@ class WsServer:
                 self._on_unsubscribe(client, message)
             elif op == "auth":
                 self._on_auth(client, message)
+            elif op == "cancel_on_disconnect":
+                self._on_cancel_on_disconnect(client, message)
             elif op == "ping":
                 client.push(_text({"op": "pong", "ts": int(self.wall_clock() * 1000)}
                                   | ({"id": request_id} if request_id is not None else {})))
@@ -904,7 +1044,7 @@ class WsServer:
                 raise _ProtocolError("BAD_MESSAGE", "the message has no \"op\"")
             else:
                 raise _ProtocolError("UNKNOWN_OP", f"unknown op {op!r}: use subscribe, unsubscribe, "
-                                                   "auth, ping or order", {"op": str(op)[:64]})
+                                                   "auth, ping, order or cancel_on_disconnect", {"op": str(op)[:64]})
         except _ProtocolError as error:
             self._error(client, request_id, error.code, error.message, error.details)
 
@@ -938,7 +1078,8 @@ class WsServer:
         if epoch is not None and not isinstance(epoch, str):
             raise _ProtocolError("VALIDATION_ERROR", "epoch: must be a string", {"field": "epoch"})
         claims = client.claims
-        if claims is not None and claims.expires_at <= self.wall_clock() and ACCOUNT in names:
+        if claims is not None and claims.expires_at <= self.wall_clock() and any(
+                name in PRIVATE for name in names):
             raise _ProtocolError("TOKEN_EXPIRED", "the access token has expired: send a fresh one "
                                  "with {\"op\":\"auth\"} first")
         account_id = claims.account_id if claims is not None else None
@@ -986,8 +1127,12 @@ class WsServer:
                                                  "another server run): reload over HTTP"}))
                 elif missed:
                     client.push_many(missed, sum(map(len, missed)))
-            elif key[0] != ACCOUNT and channel.last_data is not None:
+            elif key[0] not in PRIVATE and channel.last_data is not None:
                 client.push(channel.last_data)     # the current quote / candle at once
+            if key[0] == ACCOUNT:                  # the newest summary at once, then a fresh one
+                if channel.summary is not None:
+                    client.push(channel.summary)
+                self._summary_due(account_id=key[1])
             channel.subscribers[client] = None
             client.channels[key] = channel
 
@@ -1021,7 +1166,7 @@ class WsServer:
             raise _ProtocolError(error.code, error.message) from None
         previous = client.claims
         if previous is not None and previous.account_id != claims.account_id:
-            for key in [key for key in client.channels if key[0] == ACCOUNT]:
+            for key in [key for key in client.channels if key[0] in PRIVATE]:
                 channel = client.channels.pop(key)
                 channel.subscribers.pop(client, None)
                 self.channels.touch(channel)
@@ -1092,6 +1237,60 @@ class WsServer:
             return
         client.inflight += 1
 
+    # -------------------------------------------------------------- cancel-on-disconnect (issue 13)
+
+    def _on_cancel_on_disconnect(self, client: _Client, message: dict) -> None:
+        """``{"op":"cancel_on_disconnect","enabled":true}``: when this connection drops, the pending
+        orders placed through it are cancelled (``CancelOrders``, reason ``cancel_on_disconnect``)."""
+        _check_fields(message, ("op", "enabled", "id"))
+        enabled = message.get("enabled")
+        if not isinstance(enabled, bool):
+            raise _ProtocolError("VALIDATION_ERROR", "enabled: must be true or false",
+                                 {"field": "enabled", "problem": "must be true or false"})
+        if client.claims is None:
+            raise _ProtocolError("AUTH_REQUIRED", "cancel_on_disconnect needs {\"op\":\"auth\"} first")
+        client.cancel_on_disconnect = enabled
+        client.push(_text({"op": "cancel_on_disconnect", "enabled": enabled, "orders": len(client.placed)}
+                          | ({"id": message["id"]} if _is_id(message.get("id")) else {})))
+
+    def _note_placed(self, client: _Client, events: list) -> None:
+        """Remember the pending orders a placement through ``client`` created; one that comes
+        back after the connection dropped is cancelled at once."""
+        placed = placed_pending_orders(events)
+        if not placed:
+            return
+        client.placed.update(placed)
+        if len(client.placed) > MAX_CANCEL_ORDERS:   # forget those the stream saw finish
+            client.placed = {order_id: account_id for order_id, account_id in client.placed.items()
+                             if order_id in self._order_symbols}
+        if client.gone and client.cancel_on_disconnect:
+            self._cancel_placed(client)
+
+    def _cancel_placed(self, client: _Client) -> None:
+        commands = cancel_on_disconnect_commands(client.placed)
+        client.placed = {}
+        if self._nursery is None:
+            return
+        for command in commands:
+            self.cancels_on_disconnect += 1
+            self._nursery.start_soon(self._send_cancel, command)
+
+    async def _send_cancel(self, command: Any) -> None:
+        """Submit a cancel-on-disconnect, retrying a full inbox with backoff (bounded)."""
+        for attempt in range(6):
+            try:
+                reply = await self.handle.request(command)
+            except Overloaded:
+                await trio.sleep(0.05 * 2 ** attempt)
+                continue
+            except Exception as error:   # engine stopped or unreachable: nothing to cancel with
+                log.warning("event=cancel_on_disconnect_failed account_id=%s error=%r", command.account_id, error)
+                return
+            log.info("event=cancel_on_disconnect account_id=%s orders=%d cancelled=%d", command.account_id,
+                     len(command.order_ids), sum(1 for event in reply.events if type(event) is OrderCancelled))
+            return
+        log.warning("event=cancel_on_disconnect_failed account_id=%s error=overloaded", command.account_id)
+
     def _named_symbol(self, action: str, target: Optional[int], account_id: int) -> tuple[Optional[str], bool]:
         """The symbol of the order or position the action names, if this account's, and whether
         the action goes through views (:func:`~actors.ws._orders.route`; a placement: neither)."""
@@ -1114,6 +1313,8 @@ class WsServer:
             for slot, value in ready:
                 client = slot.client
                 client.inflight -= 1
+                if not isinstance(value, BaseException):
+                    self._note_placed(client, value.events)
                 if client.closing is not None:
                     continue
                 if isinstance(value, BaseException):
@@ -1225,7 +1426,7 @@ class _TunedListener(trio.abc.Listener[trio.SocketStream]):
 
 async def run(*, handle: EngineClient, cfg: Any, tokens: TokenIssuer,
               candles_inbox: Optional[trio.MemoryReceiveChannel] = None, candles: Any = None,
-              store: Any = None,
+              store: Any = None, notifications_inbox: Optional[trio.MemoryReceiveChannel] = None,
               task_status: trio.TaskStatus[WsServer] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve the WebSocket API on ``[ws] host:port`` until cancelled.
 
@@ -1233,7 +1434,8 @@ async def run(*, handle: EngineClient, cfg: Any, tokens: TokenIssuer,
     secret as the gateway). ``candles_inbox``: the receive side of the candles actor's
     ``outbox``. ``candles``: the :class:`~actors.history.candles.CandlesHandle` (seeds the running candle
     of the larger intervals). ``store``: answers duplicate ``client_order_id`` with the original
-    order. ``task_status.started`` gets the :class:`WsServer` (``.port`` is the bound port).
+    order. ``notifications_inbox``: what the notifications worker publishes (the ``notifications``
+    channel). ``task_status.started`` gets the :class:`WsServer` (``.port`` is the bound port).
     On cancellation, or when the engine stops (its event stream ends), every client is closed
     with 1001 (waiting at most :data:`SHUTDOWN_CLOSE_S`) and ``run`` returns.
     """
@@ -1261,8 +1463,11 @@ async def run(*, handle: EngineClient, cfg: Any, tokens: TokenIssuer,
             server._nursery = nursery
             await nursery.start(server.consume_engine)
             nursery.start_soon(server.deliver_results)
+            nursery.start_soon(server.publish_summaries)
             if candles_inbox is not None:
                 nursery.start_soon(server.consume_candles, candles_inbox)
+            if notifications_inbox is not None:
+                nursery.start_soon(server.consume_notifications, notifications_inbox)
             handlers = await nursery.start(serve_connections)
             handlers.start_soon(server.flush_clients)   # lives as long as the connections it writes to
             try:

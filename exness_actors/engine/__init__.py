@@ -49,34 +49,37 @@ Modules (h11-style: one public class here, the parts in private modules)
 * :mod:`._state` — :class:`~._state.EngineState`: the fields, the idempotency memory, the
   expiry queue and the trigger indexing every handler shares;
 * :mod:`._queries` and :mod:`._invariants` — read queries and the invariant checks;
-* :mod:`._accounts`, :mod:`._cross`, :mod:`._positions`, :mod:`._orders`, :mod:`._market` — the handlers, each
-  layer a subclass of the one before, so :class:`Engine` is one plain class;
+* :mod:`._accounts`, :mod:`._cross`, :mod:`._positions`, :mod:`._orders`, :mod:`._market`,
+  :mod:`._broker` — the handlers, each layer a subclass of the one before, so :class:`Engine` is
+  one plain class (``_broker``: operator commands, price alerts, the dead-man switch, issue 13);
 * :mod:`._validation` — bounds and the pure checks a handler runs before it changes anything;
 * :mod:`._serialization` — the canonical state encoding, its hash, and restoring it.
 """
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Callable, Optional
 
 from exness_actors import codec
 from exness_actors.commands import (
-    AddMargin, CancelOrder, Clock, ClosePosition, Command, CreateAccount, Deposit, EdgeCursor,
-    HaltSymbol, ModifyOrder, ModifyPosition, OpenAccount, PlaceOrder, Quote, RaiseIdFloor, ResumeSymbol,
-    SetAccountTypes, Withdraw,
+    AddMargin, AdjustBalance, CancelAlert, CancelAllAfter, CancelOrder, CancelOrders, Clock, ClosePosition, Command,
+    CreateAccount, Deposit, EdgeCursor, ForceClosePosition, HaltSymbol, ModifyOrder, ModifyPosition, OpenAccount,
+    PlaceAlert, PlaceOrder, Quote, RaiseIdFloor, ResumeSymbol, SetAccountTypes, UpdateInstrument, Withdraw,
 )
 from exness_actors.errors import InvalidCommand
 from exness_actors.events import Event, QuoteUpdated
 from exness_actors.instruments import CoreConfig
 
+from ._broker import BrokerRules
+from ._hashing import HASH_BLOCK, HASH_FORMAT_V1, HASH_FORMAT_V2, HASH_FORMATS, add_input, fold, pack_block
 from ._market import MarketRules
 from ._serialization import hash_state, restore_state, to_state
-from ._state import HASH_BLOCK, STATE_FORMAT, STATE_FORMAT_ACCOUNTS
+from ._state import MAX_ALERTS_PER_ACCOUNT, STATE_FORMAT, STATE_FORMAT_ACCOUNTS, STATE_FORMAT_BROKER
 from ._validation import MAX_AMOUNT, MAX_BALANCE, MAX_ID, MAX_QTY, TRANSIENT_REASONS
 
-__all__ = ["Engine", "STATE_FORMAT", "STATE_FORMAT_ACCOUNTS", "TRANSIENT_REASONS", "HASH_BLOCK", "MAX_ID", "MAX_AMOUNT",
-           "MAX_BALANCE", "MAX_QTY"]
+__all__ = ["Engine", "STATE_FORMAT", "STATE_FORMAT_ACCOUNTS", "STATE_FORMAT_BROKER", "MAX_ALERTS_PER_ACCOUNT",
+           "TRANSIENT_REASONS", "HASH_BLOCK", "HASH_FORMAT_V1", "HASH_FORMAT_V2", "HASH_FORMATS", "MAX_ID",
+           "MAX_AMOUNT", "MAX_BALANCE", "MAX_QTY"]
 
 _pack = codec.pack_fast
 _QUOTE_UPDATED_TAG = codec.TAGS[QuoteUpdated]
@@ -84,7 +87,7 @@ _QUOTE_UPDATED_TAG = codec.TAGS[QuoteUpdated]
 Handler = Callable[[Any, list[Event]], None]
 
 
-class Engine(MarketRules):
+class Engine(BrokerRules):
     """The whole trading state and the rules that move it. See the module docstring."""
 
     def __init__(self, config: CoreConfig) -> None:
@@ -97,6 +100,10 @@ class Engine(MarketRules):
             AddMargin: self._on_add_margin, HaltSymbol: self._on_halt, ResumeSymbol: self._on_resume,
             EdgeCursor: self._on_edge_cursor, RaiseIdFloor: self._on_raise_id_floor,
             OpenAccount: self._on_open_account, SetAccountTypes: self._on_set_account_types,
+            UpdateInstrument: self._on_update_instrument, AdjustBalance: self._on_adjust_balance,
+            ForceClosePosition: self._on_force_close, PlaceAlert: self._on_place_alert,
+            CancelAlert: self._on_cancel_alert, CancelAllAfter: self._on_cancel_all_after,
+            CancelOrders: self._on_cancel_orders,
         }
 
     # ------------------------------------------------------------------ entry points
@@ -124,20 +131,27 @@ class Engine(MarketRules):
         if self._dirty:
             self._settle_accounts(events)
         self.last_seq = seq
-        if len(events) == 1 and type(events[0]) is QuoteUpdated:
+        if self._hash_v2:
+            add_input(self._hash_items, events)
+        elif len(events) == 1 and type(events[0]) is QuoteUpdated:
             event = events[0]   # the common case, packed without the generic dispatch
             self._hash_buffer += _pack([(_QUOTE_UPDATED_TAG, event.symbol, event.bid, event.ask, event.ts)])
         else:
             self._hash_buffer += codec.encode_many_fast(events)
         if not seq % HASH_BLOCK:
-            self._hash_base = hashlib.blake2b(self._hash_base + self._hash_buffer, digest_size=16).digest()
+            self._hash_base = fold(self._hash_base, self._hash_block())
             self._hash_buffer = bytearray()
+            self._hash_items = []
         return events
+
+    def _hash_block(self) -> bytes:
+        """The rolling hash's current block, as it is folded (:mod:`._hashing`)."""
+        return pack_block(self._hash_items) if self._hash_v2 else bytes(self._hash_buffer)
 
     @property
     def rolling_hash(self) -> bytes:
         """Digest of every event emitted so far (journal checkpoints record it with the seq)."""
-        return hashlib.blake2b(self._hash_base + self._hash_buffer, digest_size=16).digest()
+        return fold(self._hash_base, self._hash_block())
 
     def submit(self, command: Command, ts: Optional[int] = None) -> list[Event]:
         """Stamp the next ``seq`` (and ``ts``, never going back in time) and apply.
@@ -165,7 +179,7 @@ class Engine(MarketRules):
 
     @classmethod
     def from_state(cls, state: list[Any]) -> "Engine":
-        if state[0] not in (STATE_FORMAT, STATE_FORMAT_ACCOUNTS):
+        if state[0] not in (STATE_FORMAT, STATE_FORMAT_ACCOUNTS, STATE_FORMAT_BROKER):
             raise InvalidCommand(f"unsupported state format {state[0]}")
         engine = cls(CoreConfig.from_wire(state[1]))
         restore_state(engine, state)

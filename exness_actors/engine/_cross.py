@@ -58,7 +58,7 @@ from exness_actors.reasons import RejectReason as _R
 from ._accounts import AccountRules
 from ._queries import Leg
 from ._state import MARGIN_CHECK, NEVER
-from ._validation import MAX_AMOUNT, MAX_ID, MAX_LEVEL, is_int, money_text
+from ._validation import MAX_AMOUNT, MAX_ID, MAX_LEVEL, commission_rate, is_int, money_text, swap_rate
 
 __all__ = ["CrossRules", "NO_SHORT_LIQUIDATION", "DAY_NS"]
 
@@ -95,7 +95,8 @@ class CrossRules(AccountRules):
             return self._reject_command(cmd, account_id, _R.UNKNOWN_ACCOUNT_TYPE, f"account_type must be one of: {names}", events)
         if not is_int(deposit) or not 0 <= deposit <= MAX_AMOUNT:
             return self._reject_command(cmd, account_id, _R.INVALID_AMOUNT, "initial_deposit must be a non-negative number of cents", events)
-        self.accounts[account_id] = Account(account_id, free=deposit, account_type=account_type)
+        account = self.accounts[account_id] = Account(account_id, free=deposit, account_type=account_type)
+        account.profile = self._use_profile(account_type)
         self.total_deposits += deposit
         events.append(AccountOpened(account_id=account_id, account_type=account_type.name, balance=deposit))
         if deposit:
@@ -117,12 +118,37 @@ class CrossRules(AccountRules):
         self.config = config
         if self.next_rollover == NEVER and types:
             self.next_rollover = 0
-        for account in self.accounts.values():
+        for account_id in sorted(self.accounts):
+            account = self.accounts[account_id]
             if account.type is not None:
                 account.type = config.account_type(account.type.name)
+                profile = self._use_profile(account.type)
+                if profile != account.profile:
+                    self._refile(account, profile)
                 if account.is_cross:
                     self._dirty.add(account.id)
         events.append(AccountTypesChanged(names=[t.name for t in types], rollover_ns=config.rollover_ns))
+
+    def _refile(self, account: Account, profile: int) -> None:
+        """Move the account's triggers to another spread profile's books (its type's spread was
+        changed): same levels, trailing stops keep their peaks; what the new prices already
+        cross fires on the symbol's next quote."""
+        peaks: dict[int, int] = {}
+        self._unwatch(account)
+        for pid in sorted(account.positions):
+            position = account.positions[pid]
+            book = self._book_of(account, position.symbol)
+            if position.trailing_stop is not None:
+                peaks[pid] = (book.long_trailing if position.is_long else book.short_trailing).peak_of(pid)
+            self._unindex_position(book, position)
+        for oid in sorted(account.orders):
+            self._unindex_order(self._book_of(account, account.orders[oid].symbol), account.orders[oid], expiry=False)
+        account.profile = profile
+        for pid in sorted(account.positions):
+            position = account.positions[pid]
+            self._index_position(self._book_of(account, position.symbol), position, trailing_peak=peaks.get(pid))
+        for oid in sorted(account.orders):
+            self._index_order(self._book_of(account, account.orders[oid].symbol), account.orders[oid])
 
     # ------------------------------------------------------------------ the account as a whole
 
@@ -159,7 +185,7 @@ class CrossRules(AccountRules):
     def _close_largest_loss(self, account: Account, events: list[Event]) -> None:
         worst: Optional[tuple[int, int, Position]] = None
         for position in account.positions.values():
-            book = self.books[position.symbol]
+            book = self._book_of(account, position.symbol)
             price = book.bid if position.is_long else book.ask
             assert price is not None
             pnl = pnl_cents(position.is_long, position.qty, position.open_price, price,
@@ -168,7 +194,7 @@ class CrossRules(AccountRules):
                 worst = (pnl, position.id, position)
         assert worst is not None
         position = worst[2]
-        book = self.books[position.symbol]
+        book = self._book_of(account, position.symbol)
         price = book.bid if position.is_long else book.ask
         assert price is not None
         self._close(position, position.qty, price, STOP_OUT, events)
@@ -201,7 +227,7 @@ class CrossRules(AccountRules):
         watches = account.watches
         for (symbol, is_long) in sorted(legs):
             qty, weighted, count, pnl = legs[(symbol, is_long)]
-            book = self.books[symbol]
+            book = self._book_of(account, symbol)
             scale = 10 ** (book.instrument.price_decimals + book.instrument.qty_decimals)
             loss_cents = -(-loss_share // 100)        # a leg may lose at most this minus one cent
             base = (pnl + count - loss_cents) * scale
@@ -237,11 +263,14 @@ class CrossRules(AccountRules):
 
     def _open_commission(self, account: Account, position: Position, events: list[Event]) -> None:
         account_type = account.type
-        if account_type is None or not account_type.commission_ppm:
+        if account_type is None:
             return
         instrument = self.instruments[position.symbol]
+        rate = commission_rate(account_type, instrument)
+        if not rate:
+            return
         fee = commission_cents(notional_cents(position.qty, position.open_price, instrument.price_decimals,
-                                              instrument.qty_decimals), account_type.commission_ppm)
+                                              instrument.qty_decimals), rate)
         position.commission += fee
         self.house_commission += fee
         self._charge(account, fee, KIND_COMMISSION, str(position.id), events)
@@ -254,7 +283,7 @@ class CrossRules(AccountRules):
         assert account_type is not None
         instrument = self.instruments[position.symbol]
         fee = commission_cents(notional_cents(qty, price, instrument.price_decimals, instrument.qty_decimals),
-                               account_type.commission_ppm)
+                               commission_rate(account_type, instrument))
         commission = -(-position.commission * qty // whole) if qty != whole else position.commission
         swap = position.swap * qty // whole if qty != whole else position.swap
         position.commission -= commission
@@ -288,10 +317,10 @@ class CrossRules(AccountRules):
             return
         for position_id in sorted(account.positions):
             position = account.positions[position_id]
-            rate = account_type.swap_ppm(position.symbol, position.is_long)
+            instrument = self.instruments[position.symbol]
+            rate = swap_rate(account_type, instrument, position.is_long)
             if not rate:
                 continue
-            instrument = self.instruments[position.symbol]
             swap = days * swap_cents(notional_cents(position.qty, position.open_price, instrument.price_decimals,
                                                     instrument.qty_decimals), rate)
             position.swap += swap

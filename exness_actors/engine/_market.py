@@ -1,4 +1,4 @@
-"""Market handlers: quotes and the triggers they fire, the clock, halts, and process-edge records.
+"""Market handlers: quotes and the triggers they fire, the clock, and process-edge records.
 
 A quote gets the instrument's spread markup (bid down, ask up), then pops from the symbol's
 trigger indexes (:mod:`exness_actors.triggers`) only what it crosses and processes it in the
@@ -6,7 +6,12 @@ fixed order of :data:`~exness_actors.triggers.PRIORITY` — liquidations, stop-l
 stops, take-profits, pending entries, then cross accounts' margin watches (which only mark the
 account; it is settled after the quote, :mod:`._cross`) — ties by id. Long positions close at the bid, shorts at
 the ask. While a symbol is halted its pending entries do not fire, but protective triggers and
-closes still work. A crossed or non-positive quote is counted and refused with no state change.
+closes still work (halts are :mod:`._broker`'s). Price alerts (issue 13) come last and watch
+the bid. A crossed or non-positive quote is counted and refused with no state change.
+
+Per-type spreads: after the default book (the instrument's spread, the market's quote in
+``QuoteUpdated``), each spread profile in use marks the same raw quote up its own way in its own
+book and pops that book's indexes (:meth:`EngineState._book_of`; docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -16,20 +21,19 @@ from typing import Any
 from exness_actors.commands import (
     MAX_CLIENT_ID, AccountId, Clock, OrderId, PositionId,
 )
-from exness_actors.events import CommandRejected, Event, QuoteRejected, QuoteUpdated, SymbolHalted, SymbolResumed
+from exness_actors.events import CommandRejected, Event, QuoteRejected, QuoteUpdated
 from exness_actors.model import Book
 from exness_actors.reasons import QuoteRejectReason, RejectReason
-from exness_actors.reasons import RejectReason as _R
 
 from ._orders import OrderRules
-from ._state import CLOSE_REASON, ENTRY, MARGIN_CHECK, TRAIL
+from ._state import ALERT, CLOSE_REASON, ENTRY, MARGIN_CHECK, TRAIL
 from ._validation import MAX_ID, MAX_LEVEL, is_int
 
 __all__ = ["MarketRules"]
 
 
 class MarketRules(OrderRules):
-    """Quotes, the clock, halts and resumes, edge cursors and id floors."""
+    """Quotes, the clock, edge cursors and id floors."""
 
     def _on_quote(self, quote: Any, events: list[Event]) -> None:
         book = self.books.get(quote.symbol)
@@ -62,7 +66,18 @@ class MarketRules(OrderRules):
         book.raw_ask = raw_ask
         book.quote_ts = ts = quote.ts
         events.append(QuoteUpdated(quote.symbol, bid, ask, ts))
+        self._pop_triggers(book, bid, ask, events)
+        if self.profile_books:   # per-type spreads: one more book per profile in use, in profile order
+            profiles = self.profiles
+            for number, extra in enumerate(self.profile_books[quote.symbol]):
+                self._mark_up(extra, raw_bid, raw_ask, profiles[number])
+                extra.quote_ts = ts
+                extra_bid, extra_ask = extra.bid, extra.ask
+                assert extra_bid is not None and extra_ask is not None
+                self._pop_triggers(extra, extra_bid, extra_ask, events)
 
+    def _pop_triggers(self, book: Book, bid: int, ask: int, events: list[Event]) -> None:
+        """Pop what the book's new quote crosses from its indexes and process it."""
         crossed: list[tuple[int, int]] = []
         long_trailing = book.long_trailing
         if long_trailing.min_peak < bid or long_trailing.best_level >= bid:
@@ -91,6 +106,10 @@ class MarketRules(OrderRules):
         for priority, ident in crossed:
             if priority == MARGIN_CHECK:
                 self._dirty.add(AccountId(ident))   # settled after the quote (engine._cross)
+            elif priority == ALERT:
+                bid = book.bid
+                assert bid is not None
+                self._fire_alert(ident, bid, events)   # alerts watch the bid, halted or not
             elif priority == ENTRY:
                 order = self.orders.get(OrderId(ident))
                 if order is None:
@@ -132,18 +151,3 @@ class MarketRules(OrderRules):
             return
         self.next_order_id = OrderId(max(self.next_order_id, orders))
         self.next_position_id = PositionId(max(self.next_position_id, positions))
-
-
-    def _on_halt(self, cmd: Any, events: list[Event]) -> None:
-        book = self.books.get(cmd.symbol)
-        if book is None:
-            return self._reject_command(cmd, None, _R.UNKNOWN_SYMBOL, f"unknown symbol {cmd.symbol!r}", events)
-        book.halted = True
-        events.append(SymbolHalted(symbol=cmd.symbol))
-
-    def _on_resume(self, cmd: Any, events: list[Event]) -> None:
-        book = self.books.get(cmd.symbol)
-        if book is None:
-            return self._reject_command(cmd, None, _R.UNKNOWN_SYMBOL, f"unknown symbol {cmd.symbol!r}", events)
-        book.halted = False
-        events.append(SymbolResumed(symbol=cmd.symbol))

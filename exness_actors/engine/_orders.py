@@ -15,7 +15,8 @@ from exness_actors.commands import (
     MAX_CLIENT_ID, ClientOrderId, OrderId,
 )
 from exness_actors.events import (
-    BalanceChanged, Event, OrderAccepted, OrderCancelled, OrderModified, OrderRejected, OrderTriggered,
+    BalanceChanged, DeadManSwitchFired, Event, OrderAccepted, OrderCancelled, OrderModified, OrderRejected,
+    OrderTriggered,
 )
 from exness_actors.model import (
     NEW, OPEN, ORDER_TRANSITIONS, POSITION_TRANSITIONS, Account, Book, Order, check_order_transition,
@@ -33,7 +34,7 @@ from ._state import (
     KIND_POSITION_MARGIN, LIMIT, LIQ, MARKET, PENDING, REJECTED, SELL, SL, STOP, TP,
 )
 from ._validation import (
-    MAX_AMOUNT, MAX_ID, MAX_LEVEL, MAX_QTY, OPTIONAL_INT, Reject, check_slippage,
+    MAX_AMOUNT, MAX_ID, MAX_LEVEL, MAX_QTY, OPTIONAL_INT, Reject, check_slippage, commission_rate,
     check_stop_loss_before_liquidation, check_tpsl, is_int, is_optional_int, money_text,
     price_text, qty_text, stop_loss_inert, updated,
 )
@@ -84,7 +85,7 @@ class OrderRules(PositionRules):
         instrument = self.instruments.get(cmd.symbol)
         if instrument is None:
             raise Reject(_R.UNKNOWN_SYMBOL, f"unknown symbol {cmd.symbol!r}")
-        book = self.books[cmd.symbol]
+        book = self._book_of(account, cmd.symbol)
         side, order_type = cmd.side, cmd.type
         if side == BUY:
             is_long = True
@@ -216,7 +217,7 @@ class OrderRules(PositionRules):
         """A cross order's margin and opening commission must fit the account's free margin."""
         assert account.type is not None
         commission = commission_cents(notional_cents(qty, price, instrument.price_decimals, instrument.qty_decimals),
-                                      account.type.commission_ppm)
+                                      commission_rate(account.type, instrument))
         shortfall = self._check_free_margin(account, margin, commission)
         if shortfall is not None:
             raise Reject(_R.INSUFFICIENT_MARGIN, shortfall)
@@ -236,7 +237,7 @@ class OrderRules(PositionRules):
         if order is None:
             return self._reject_missing_order(cmd, account, events)
         check_order_transition(PENDING, CANCELLED)
-        self._unindex_order(self.books[order.symbol], order, expiry=True)
+        self._unindex_order(self._book_of(account, order.symbol), order, expiry=True)
         self._finish_order(order, CANCELLED, CancelReason.USER._value_, events)
 
     def _on_modify_order(self, cmd: Any, events: list[Event]) -> None:
@@ -250,7 +251,7 @@ class OrderRules(PositionRules):
             if not (is_optional_int(cmd.price) and is_optional_int(cmd.take_profit) and is_optional_int(cmd.stop_loss)
                     and is_optional_int(cmd.expires_at)):
                 raise Reject(_R.INVALID_COMMAND, "prices and times must be integers at their scale")
-            book = self.books[order.symbol]
+            book = self._book_of(account, order.symbol)
             instrument = book.instrument
             price = order.price if cmd.price is None else cmd.price
             if price <= 0 or price > MAX_LEVEL:
@@ -360,6 +361,8 @@ class OrderRules(PositionRules):
             account.locked, str(order.id), self.now))
 
     def _expire(self, events: list[Event]) -> None:
+        """Everything due by now, in a fixed order: pending orders' expiries, then dead-man
+        switches (issue 13; deadline order, ties by account id), then alerts' expiries."""
         expiries = self.expiries
         now = self.now
         while expiries and expiries[0][0] <= now:
@@ -367,5 +370,27 @@ class OrderRules(PositionRules):
             check_order_transition(PENDING, EXPIRED)
             expiries.pop(0)
             self._refresh_next_expiry()
-            self._unindex_order(self.books[order.symbol], order, expiry=False)
+            self._unindex_order(self._book_for(order.account_id, order.symbol), order, expiry=False)
             self._finish_order(order, EXPIRED, CancelReason.EXPIRED._value_, events)
+        deadlines = self.dead_man_deadlines
+        while deadlines and deadlines[0][0] <= now:
+            account_id = deadlines[0][1]
+            self._set_dead_man(account_id, 0)
+            self._fire_dead_man(self.accounts[account_id], events)
+        alert_expiries = self.alert_expiries
+        while alert_expiries and alert_expiries[0][0] <= now:
+            self._cancel_alert(self.alerts[alert_expiries[0][1]], "expired", events)
+        self._refresh_next_expiry()
+
+    def _fire_dead_man(self, account: Account, events: list[Event]) -> None:
+        """The account's dead-man switch ran out: cancel every pending order it has, by id."""
+        order_ids = sorted(account.orders)
+        events.append(DeadManSwitchFired(account.id, len(order_ids), self.now))
+        for order_id in order_ids:
+            self._cancel_pending(account.orders[order_id], CancelReason.DEAD_MAN_SWITCH._value_, events)
+
+    def _cancel_pending(self, order: Order, reason: str, events: list[Event]) -> None:
+        """Cancel a pending order with ``reason`` (out of its index and expiry queue first)."""
+        check_order_transition(PENDING, CANCELLED)
+        self._unindex_order(self._book_for(order.account_id, order.symbol), order, expiry=True)
+        self._finish_order(order, CANCELLED, reason, events)

@@ -59,9 +59,9 @@ class PositionRules(CrossRules):
 
     def _close(self, position: Position, qty: int, price: int, reason: str, events: list[Event]) -> None:
         """Close ``qty`` of ``position`` at ``price`` (the whole of it when qty == position.qty)."""
-        book = self.books[position.symbol]
-        instrument = book.instrument
         account = self.accounts[position.account_id]
+        book = self._book_of(account, position.symbol)
+        instrument = book.instrument
         full = qty == position.qty
         target = CLOSED if full else OPEN
         if target not in POSITION_TRANSITIONS[OPEN]:   # the table read inline: closes are hot
@@ -164,7 +164,7 @@ class PositionRules(CrossRules):
         position = self._owned_position(cmd, events)
         if position is None:
             return
-        book = self.books[position.symbol]
+        book = self._book_for(position.account_id, position.symbol)
         qty = position.qty if cmd.qty is None else cmd.qty
         reason = None
         if not is_int(qty) or not 0 < qty <= position.qty:
@@ -183,7 +183,7 @@ class PositionRules(CrossRules):
         position = self._owned_position(cmd, events)
         if position is None:
             return
-        book = self.books[position.symbol]
+        book = self._book_for(position.account_id, position.symbol)
         if not (is_optional_int(cmd.take_profit) and is_optional_int(cmd.stop_loss) and is_optional_int(cmd.trailing_stop)):
             return self._reject_command(cmd, position.account_id, _R.INVALID_COMMAND,
                                         "prices and distances must be integers at their scale", events, ref=position.id)
@@ -225,7 +225,7 @@ class PositionRules(CrossRules):
         if amount > account.free:
             return self._reject_command(cmd, account.id, _R.INSUFFICIENT_BALANCE,
                                         f"free balance {money_text(account.free)} is less than {money_text(amount)}", events, ref=position.id)
-        book = self.books[position.symbol]
+        book = self._book_of(account, position.symbol)
         account.free -= amount
         account.locked += amount
         if position.is_long:

@@ -34,6 +34,17 @@ class EngineQueries(EngineState):
             return None
         return book.bid, book.ask, book.quote_ts
 
+    def account_quote(self, account_id: AccountId, symbol: str) -> Optional[tuple[int, int, int]]:
+        """The quote ``account_id`` trades ``symbol`` on (its type's spread profile); the market's
+        quote for an unknown or default-spread account."""
+        account = self.accounts.get(account_id)
+        if account is None or not account.profile or symbol not in self.books:
+            return self.quote(symbol)
+        book = self._book_of(account, symbol)
+        if book.bid is None or book.ask is None:
+            return None
+        return book.bid, book.ask, book.quote_ts
+
     def stale_symbols(self) -> list[str]:
         """Symbols whose last quote is too old to trade on now (never-quoted ones are left out)."""
         now, stale_after = self.now, self._stale_after
@@ -42,7 +53,7 @@ class EngineQueries(EngineState):
 
     def unrealized_pnl(self, position: Position) -> int:
         """Pnl if closed now at the current quote, floored; never below −margin when isolated."""
-        book = self.books[position.symbol]
+        book = self._book_for(position.account_id, position.symbol)
         price = book.bid if position.is_long else book.ask
         if price is None:
             return 0
@@ -55,7 +66,7 @@ class EngineQueries(EngineState):
         """The price at which the position's trailing stop fires now."""
         if position.trailing_stop is None:
             return None
-        book = self.books[position.symbol]
+        book = self._book_for(position.account_id, position.symbol)
         if position.is_long:
             return book.long_trailing.peak_of(position.id) - position.trailing_stop
         return -book.short_trailing.peak_of(position.id) + position.trailing_stop
@@ -64,9 +75,9 @@ class EngineQueries(EngineState):
         """Σ floored pnl of the account's positions now, and its legs' aggregates."""
         unrealized = 0
         legs: dict[tuple[str, bool], Leg] = {}
-        books = self.books
+        books = self.books if not account.profile else None
         for position in account.positions.values():
-            book = books[position.symbol]
+            book = books[position.symbol] if books is not None else self._book_of(account, position.symbol)
             instrument = book.instrument
             price = book.bid if position.is_long else book.ask
             assert price is not None

@@ -10,8 +10,9 @@ cents, ticks or units. See docs/decisions.md ("issue 15, item 9").
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Final, Optional
 
+from exness_actors.account_types import AccountType
 from exness_actors.instruments import Instrument
 from exness_actors.money import CENT_DECIMALS, format_fixed
 from exness_actors.reasons import RejectReason
@@ -20,16 +21,17 @@ __all__ = [
     "MAX_LEVEL", "MAX_AMOUNT", "MAX_BALANCE", "MAX_QTY", "MAX_ID", "OPTIONAL_INT", "TRANSIENT_REASONS",
     "Reject", "money_text", "price_text", "qty_text", "is_int", "is_optional_int", "updated",
     "stop_loss_inert", "check_stop_loss_before_liquidation", "check_slippage", "check_tpsl",
+    "commission_rate", "swap_rate",
 ]
 
 # Bounds on what the core accepts, so that balances, sizes and prices stay well inside the
 # 64-bit integers the journal and every client can carry (the codec still carries any int
 # exactly, for outcomes such as the pnl of an absurd price move).
-MAX_LEVEL = 10**12                  # ticks: a price, TP/SL level or trailing distance
-MAX_AMOUNT = 10**13                 # cents: one deposit, withdrawal or margin (100 bn USD)
-MAX_BALANCE = 10**15                # cents: an account's free + locked after a deposit
-MAX_QTY = 1 << 62                   # quantity units of one position
-MAX_ID = (1 << 63) - 1
+MAX_LEVEL: Final = 10**12                  # ticks: a price, TP/SL level or trailing distance
+MAX_AMOUNT: Final = 10**13                 # cents: one deposit, withdrawal or margin (100 bn USD)
+MAX_BALANCE: Final = 10**15                # cents: an account's free + locked after a deposit
+MAX_QTY: Final = 1 << 62                   # quantity units of one position
+MAX_ID: Final = (1 << 63) - 1
 
 OPTIONAL_INT = frozenset({int, type(None)})
 
@@ -115,3 +117,15 @@ def check_tpsl(is_long: bool, reference: int, take_profit: Optional[int],
             raise Reject(_R.INVALID_TPSL, f"stop_loss must be {'below' if is_long else 'above'} {price_text(reference, instrument)}")
     if trailing_stop is not None and not 0 < trailing_stop <= MAX_LEVEL:
         raise Reject(_R.INVALID_TPSL, "trailing_stop must be a positive distance")
+
+
+def commission_rate(account_type: AccountType, instrument: Instrument) -> int:
+    """A cross account's commission per side (ppm): the instrument's operator override, else its type's."""
+    override = instrument.commission_ppm
+    return account_type.commission_ppm if override is None else override
+
+
+def swap_rate(account_type: AccountType, instrument: Instrument, is_long: bool) -> int:
+    """A cross position's daily swap (ppm): the instrument's operator override, else its type's."""
+    override = instrument.swap_long_ppm if is_long else instrument.swap_short_ppm
+    return account_type.swap_ppm(instrument.symbol, is_long) if override is None else override

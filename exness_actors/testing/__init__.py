@@ -9,7 +9,8 @@ from exness_actors.testing.strategies import (
     UNKNOWN_SYMBOL, account_ids, add_margins, cancel_orders, client_order_ids, clocks,
     close_positions, command_strategies, commands, core_configs, create_accounts, deposits,
     halt_symbols, instruments, modify_orders, modify_positions, place_orders, price_paths, prices,
-    quotes, resume_symbols, symbols, time_steps, withdraws,
+    quotes, resume_symbols, symbols, time_steps, withdraws, update_instruments, adjust_balances, force_closes,
+    place_alerts, cancel_alerts, cancel_all_afters, cancel_orders_in_bulk,
 )
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "account_ids", "client_order_ids", "clocks", "create_accounts", "deposits", "withdraws",
     "place_orders", "cancel_orders", "modify_orders", "close_positions", "modify_positions",
     "add_margins", "halt_symbols", "resume_symbols", "commands", "command_strategies",
-    "UNKNOWN_SYMBOL",
+    "update_instruments", "adjust_balances", "force_closes", "place_alerts", "cancel_alerts", "cancel_all_afters",
+    "cancel_orders_in_bulk", "UNKNOWN_SYMBOL",
 ]

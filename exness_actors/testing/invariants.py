@@ -12,10 +12,14 @@ values (liquidation prices, pending quantities) with :mod:`exness_actors.money`:
 * no free or locked balance is negative;
 * ``locked`` of each account = Σ its positions' margins + Σ its pending orders' margins;
 * each record is where its owner says it is, with the derived values the money functions give;
-* no position's stop-loss lies at or beyond its liquidation price (it could never fire).
+* no position's stop-loss lies at or beyond its liquidation price (it could never fire);
+* cross accounts are settled (issue 16): none with open positions is at or below its type's
+  stop-out level, and one at or below its margin-call level has been called (equity recomputed
+  here from the positions and the current quotes).
 
 :func:`assert_triggers_respected` states what must hold right after a quote: nothing the quote
-crossed is still open or pending (pending entries excepted while the symbol is halted).
+crossed is still open or pending (pending entries excepted while the symbol is halted), each
+judged at its account's own prices (per-type spreads, :func:`account_prices`).
 
 :func:`replay` re-applies a recorded list of sequenced inputs to a fresh engine; every input is
 copied through the codec first, so the recording is never shared with (or mutated by) the
@@ -29,16 +33,28 @@ from __future__ import annotations
 from typing import Any, Iterable, NoReturn, Optional
 
 from exness_actors import codec
+from exness_actors.account_types import profile_quote
 from exness_actors.commands import AccountId, OrderId, PositionId
 from exness_actors.engine import Engine
 from exness_actors.instruments import CoreConfig
-from exness_actors.money import qty_for_margin
+from exness_actors.money import pnl_cents, qty_for_margin
 
-__all__ = ["check_all", "assert_triggers_respected", "replay", "copy_input"]
+__all__ = ["check_all", "assert_triggers_respected", "account_prices", "replay", "copy_input"]
 
 
 def _fail(message: str) -> NoReturn:
     raise AssertionError(message)
+
+
+def account_prices(engine: Engine, account_id: AccountId, symbol: str) -> tuple[Optional[int], Optional[int]]:
+    """The bid and ask ``account_id`` trades ``symbol`` on, recomputed from the feed's raw quote
+    and its type's spread profile (never read from the engine's profile books)."""
+    book = engine.books[symbol]
+    account = engine.accounts[account_id]
+    profile = account.type.spread_profile if account.type is not None else None
+    if profile is None or book.bid is None:
+        return book.bid, book.ask
+    return profile_quote(book.raw_bid, book.raw_ask, book.instrument.spread_bps, profile)
 
 
 def check_all(engine: Engine, *, deposits: Optional[int] = None,
@@ -62,6 +78,53 @@ def check_all(engine: Engine, *, deposits: Optional[int] = None,
     _check_orders(engine, margins, orders_of)
     _check_accounts(engine, margins, positions_of, orders_of)
     _check_books(engine)
+    _check_cross_accounts(engine)
+    _check_alerts(engine)
+
+
+def _check_cross_accounts(engine: Engine) -> None:
+    """No cross account is left at or below its stop-out level, nor uncalled at its call level."""
+    for account_id, account in engine.accounts.items():
+        account_type = account.type
+        if not account.is_cross or account_type is None:
+            continue
+        unrealized = 0
+        for position in account.positions.values():
+            book = engine.books[position.symbol]
+            bid, ask = account_prices(engine, account_id, position.symbol)
+            price = bid if position.is_long else ask
+            if price is None:
+                _fail(f"cross account {account_id} holds {position.symbol} with no quote")
+            unrealized += pnl_cents(position.is_long, position.qty, position.open_price, price,
+                                    book.instrument.price_decimals, book.instrument.qty_decimals)
+        equity, used = account.free + account.locked + unrealized, account.locked
+        if account.positions and equity * 100 <= account_type.stop_out_pct * used:
+            _fail(f"cross account {account_id} stays at margin level {equity}/{used} with open positions, "
+                  f"at or below its stop-out level {account_type.stop_out_pct} %")
+        if used and equity * 100 <= account_type.margin_call_pct * used and not account.in_margin_call:
+            _fail(f"cross account {account_id} is at margin level {equity}/{used}, at or below its call "
+                  f"level {account_type.margin_call_pct} %, and was not called")
+
+
+
+def _check_alerts(engine: Engine) -> None:
+    """Each price alert (issue 13): its owner, its symbol, its expiry still ahead; the expiry queue."""
+    expiring = set()
+    for alert_id, alert in engine.alerts.items():
+        account = engine.accounts.get(alert.account_id)
+        if alert.id != alert_id or account is None or (account.alerts or {}).get(alert_id) is not alert:
+            _fail(f"alert {alert_id} is not filed under its account {alert.account_id}")
+        if alert.symbol not in engine.books or alert.price <= 0:
+            _fail(f"alert {alert_id} on {alert.symbol!r} at {alert.price}")
+        if alert.expires_at is not None:
+            if alert.expires_at <= engine.now:
+                _fail(f"alert {alert_id} expired at {alert.expires_at} but is still active at {engine.now}")
+            expiring.add((alert.expires_at, alert_id))
+    if set(engine.alert_expiries) != expiring:
+        _fail(f"alert expiry schedule {list(engine.alert_expiries)} != the alerts' expiries {sorted(expiring)}")
+    for account_id, deadline in engine.dead_man.items():
+        if deadline <= engine.now:
+            _fail(f"account {account_id}'s dead-man switch passed its deadline {deadline} at {engine.now} unfired")
 
 
 def _check_positions(engine: Engine, margins: dict[AccountId, int],
@@ -176,6 +239,7 @@ def assert_triggers_respected(engine: Engine, symbol: str) -> None:
     take-profit ``bid >= tp``, trailing ``bid <= level``), shorts on the ask symmetrically.
     Pending entries (buy limit ``ask <= price``, buy stop ``ask >= price``, sell limit
     ``bid >= price``, sell stop ``bid <= price``) may only wait while the symbol is halted.
+    Price alerts (``above``: ``bid >= price``, ``below``: ``bid <= price``) never survive one.
     """
     book = engine.books[symbol]
     bid, ask = book.bid, book.ask
@@ -187,6 +251,8 @@ def assert_triggers_respected(engine: Engine, symbol: str) -> None:
     for position in engine.positions.values():
         if position.symbol != symbol:
             continue
+        bid, ask = account_prices(engine, position.account_id, symbol)
+        assert bid is not None and ask is not None
         pid = position.id
         trailing = engine.trailing_level(position)
         if position.is_long:
@@ -207,11 +273,16 @@ def assert_triggers_respected(engine: Engine, symbol: str) -> None:
                 _fail(f"short {pid} is open with ask {ask} <= take-profit {position.take_profit}")
             if trailing is not None and ask >= trailing:
                 _fail(f"short {pid} is open with ask {ask} >= trailing-stop level {trailing}")
+    for alert in engine.alerts.values():
+        if alert.symbol == symbol and (bid >= alert.price if alert.is_above else bid <= alert.price):
+            _fail(f"alert {alert.id} ({alert.condition} {alert.price}) is still active with the bid at {bid}")
     if book.halted:
         return
     for order in engine.orders.values():
         if order.symbol != symbol:
             continue
+        bid, ask = account_prices(engine, order.account_id, symbol)
+        assert bid is not None and ask is not None
         if order.is_long:
             crossed = ask <= order.price if order.type == "limit" else ask >= order.price
             market = ask

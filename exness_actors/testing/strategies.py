@@ -31,9 +31,10 @@ from typing import Any, Mapping, Optional, Sequence, TypeVar
 from hypothesis import strategies as st
 
 from exness_actors.commands import (
-    MAX_CLIENT_ID, AccountId, AddMargin, CancelOrder, ClientOrderId, Clock, ClosePosition, CreateAccount, OpenAccount, SetAccountTypes,
-    Deposit, EdgeCursor, HaltSymbol, ModifyOrder, ModifyPosition, OrderId, PlaceOrder, PositionId, Quote,
-    RaiseIdFloor, ResumeSymbol, Withdraw,
+    MAX_CLIENT_ID, AccountId, AddMargin, AdjustBalance, CancelAlert, CancelAllAfter, CancelOrder, CancelOrders,
+    ClientOrderId, Clock, ClosePosition, CreateAccount, Deposit, EdgeCursor, ForceClosePosition, HaltSymbol,
+    ModifyOrder, ModifyPosition, OpenAccount, OrderId, PlaceAlert, PlaceOrder, PositionId, Quote, RaiseIdFloor,
+    ResumeSymbol, SetAccountTypes, UpdateInstrument, Withdraw,
 )
 from exness_actors.instruments import MAX_SHARD, SHARD_ID_SPAN, CoreConfig, Instrument
 
@@ -42,7 +43,8 @@ __all__ = [
     "account_ids", "client_order_ids", "clocks", "create_accounts", "deposits", "withdraws",
     "place_orders", "cancel_orders", "modify_orders", "close_positions", "modify_positions",
     "add_margins", "halt_symbols", "resume_symbols", "edge_cursors", "raise_id_floors", "commands", "command_strategies",
-    "UNKNOWN_SYMBOL",
+    "update_instruments", "adjust_balances", "force_closes", "place_alerts", "cancel_alerts", "cancel_all_afters",
+    "cancel_orders_in_bulk", "UNKNOWN_SYMBOL",
 ]
 
 #: A symbol no generated configuration contains (it has a lower-case letter).
@@ -515,11 +517,129 @@ def add_margins(draw: st.DrawFn, *, positions: Sequence[Any] = (),
 def _symbol_command(cls: type, symbols: Sequence[str], invalid_percent: int) -> st.SearchStrategy[Any]:
     @st.composite
     def build(draw: st.DrawFn) -> Any:
-        if not symbols or _invalid(draw, invalid_percent):
-            return cls(symbol=UNKNOWN_SYMBOL)
-        return cls(symbol=draw(st.sampled_from(tuple(symbols))))
+        symbol = UNKNOWN_SYMBOL if not symbols or _invalid(draw, invalid_percent) else \
+            draw(st.sampled_from(tuple(symbols)))
+        if _maybe(draw, 30):   # an operator's halt or resume (issue 13), sometimes without a reason
+            operator_id, reason = _operator(draw, invalid_percent)
+            return cls(symbol=symbol, operator_id=operator_id, reason=reason)
+        return cls(symbol=symbol)
 
     return build()
+
+
+_REASONS = ("risk review", "feed outage", "client request", "compliance")
+
+
+def _operator(draw: st.DrawFn, invalid_percent: int) -> tuple[int, str]:
+    """An operator id and a reason (issue 13); sometimes a zero id or an empty reason."""
+    if _invalid(draw, invalid_percent):
+        return draw(st.sampled_from(((0, "x"), (1, ""), (-1, "x"), (1, "x" * 201))))
+    return draw(st.integers(1, 5)), draw(st.sampled_from(_REASONS))
+
+
+#: value ranges of the instrument fields an operator may change (valid draws)
+_INSTRUMENT_CHANGES: dict[str, st.SearchStrategy[Any]] = {
+    "spread_bps": st.integers(0, 50), "max_leverage": st.integers(1, 200), "min_qty": st.integers(1, 10_000),
+    "maintenance_bps": st.integers(0, 5_000), "commission_ppm": st.one_of(st.none(), st.integers(0, 1_000)),
+    "swap_long_ppm": st.one_of(st.none(), st.integers(-500, 500)),
+    "swap_short_ppm": st.one_of(st.none(), st.integers(-500, 500)),
+}
+
+
+@st.composite
+def update_instruments(draw: st.DrawFn, symbols: Sequence[str] = ("BTCUSD",), *,
+                       invalid_percent: int = 10) -> UpdateInstrument:
+    """An operator's instrument change (issue 13); sometimes an unknown field or a bad value."""
+    symbol = UNKNOWN_SYMBOL if not symbols or _invalid(draw, invalid_percent) else draw(st.sampled_from(tuple(symbols)))
+    fields = draw(st.lists(st.sampled_from(sorted(_INSTRUMENT_CHANGES)), min_size=1, max_size=3, unique=True))
+    changes: list[list[Any]] = [[field, draw(_INSTRUMENT_CHANGES[field])] for field in fields]
+    if _invalid(draw, invalid_percent):
+        changes.append(draw(st.sampled_from((["price_decimals", 3], ["spread_bps", -1], ["max_leverage", 0]))))
+    operator_id, reason = _operator(draw, invalid_percent)
+    return UpdateInstrument(symbol=symbol, changes=changes, operator_id=operator_id, reason=reason)
+
+
+@st.composite
+def adjust_balances(draw: st.DrawFn, *, accounts: Sequence[int] = (), keys: Sequence[str] = (),
+                    max_amount: int = 10**6, invalid_percent: int = 10) -> AdjustBalance:
+    """An operator funds or debits an account (issue 13); sometimes zero, or too large a debit."""
+    account = _pick_id(draw, accounts, invalid_percent)
+    amount = 0 if _invalid(draw, invalid_percent) else draw(st.integers(1, max_amount)) * draw(st.sampled_from((1, -1)))
+    operator_id, reason = _operator(draw, invalid_percent)
+    key = draw(st.sampled_from(tuple(keys))) if keys and _maybe(draw, 50) else ""
+    return AdjustBalance(account_id=AccountId(account), amount=amount, operator_id=operator_id, reason=reason,
+                         idempotency_key=key)
+
+
+@st.composite
+def force_closes(draw: st.DrawFn, *, positions: Sequence[Any] = (), invalid_percent: int = 10) -> ForceClosePosition:
+    """An operator force-closes a position (issue 13); sometimes an unknown one."""
+    if positions and not _invalid(draw, invalid_percent):
+        position_id = draw(st.sampled_from(tuple(positions))).id
+    else:
+        position_id = draw(st.integers(10**9, 10**9 + 100))
+    operator_id, reason = _operator(draw, invalid_percent)
+    return ForceClosePosition(position_id=PositionId(position_id), operator_id=operator_id, reason=reason)
+
+
+@st.composite
+def place_alerts(draw: st.DrawFn, *, accounts: Sequence[int] = (), symbols: Sequence[str] = ("BTCUSD",),
+                 reference_prices: Optional[Mapping[str, int]] = None, now: int = 0,
+                 client_ids: Sequence[str] = (), invalid_percent: int = 10) -> PlaceAlert:
+    """A price alert around the reference price (issue 13); sometimes on the wrong side of the
+    market, at a bad price or with an expiry in the past."""
+    account = _pick_id(draw, accounts, invalid_percent)
+    symbol = UNKNOWN_SYMBOL if not symbols or _invalid(draw, invalid_percent) else draw(st.sampled_from(tuple(symbols)))
+    reference = _reference(reference_prices, symbol) if reference_prices and symbol in reference_prices \
+        else _DEFAULT_REFERENCE
+    condition = draw(st.sampled_from(("above", "below")))
+    if _invalid(draw, invalid_percent):
+        condition = draw(st.sampled_from(("above", "below", "crosses")))
+        price = draw(st.sampled_from((0, -1, reference)))
+    else:
+        offset = max(1, reference * draw(st.integers(1, 300)) // _BPS)
+        price = reference + offset if condition == "above" else max(1, reference - offset)
+    expires_at = None
+    if _maybe(draw, 30):
+        expires_at = now + draw(st.integers(-_NS_PER_S, 60 * _NS_PER_S))
+    client_alert_id = draw(st.sampled_from(tuple(client_ids))) if client_ids and _maybe(draw, 30) else ""
+    note = draw(st.sampled_from(("", "take profit zone", "é" * 201 if invalid_percent else "")))
+    return PlaceAlert(account_id=AccountId(account), symbol=symbol, condition=condition, price=price, note=note,
+                      expires_at=expires_at, client_alert_id=client_alert_id)
+
+
+@st.composite
+def cancel_alerts(draw: st.DrawFn, *, alerts: Sequence[Any] = (), accounts: Sequence[int] = (),
+                  invalid_percent: int = 10) -> CancelAlert:
+    """Cancel an alert (the engine's ``Alert`` records carry their owner); sometimes an unknown one."""
+    if alerts and not _invalid(draw, invalid_percent):
+        alert = draw(st.sampled_from(tuple(alerts)))
+        return CancelAlert(account_id=alert.account_id, alert_id=alert.id)
+    return CancelAlert(account_id=AccountId(_pick_id(draw, accounts, invalid_percent)),
+                       alert_id=draw(st.integers(10**9, 10**9 + 100)))
+
+
+@st.composite
+def cancel_all_afters(draw: st.DrawFn, *, accounts: Sequence[int] = (), invalid_percent: int = 10) -> CancelAllAfter:
+    """Arm (a few seconds) or disarm (0) an account's dead-man switch; sometimes a negative timeout."""
+    account = _pick_id(draw, accounts, invalid_percent)
+    if _invalid(draw, invalid_percent):
+        return CancelAllAfter(account_id=AccountId(account), timeout_ns=-1)
+    timeout = 0 if draw(st.integers(0, 3)) == 0 else draw(st.integers(1, 5_000)) * _NS_PER_MS
+    return CancelAllAfter(account_id=AccountId(account), timeout_ns=timeout)
+
+
+@st.composite
+def cancel_orders_in_bulk(draw: st.DrawFn, *, orders: Sequence[Any] = (), accounts: Sequence[int] = (),
+                          invalid_percent: int = 10) -> CancelOrders:
+    """Cancel several orders of one account (cancel-on-disconnect); ids of other accounts and
+    unknown ids are mixed in (skipped silently)."""
+    account = _pick_id(draw, accounts, invalid_percent)
+    owned = [order.id for order in orders if order.account_id == account]
+    others = [order.id for order in orders if order.account_id != account]
+    ids = draw(st.lists(st.sampled_from(owned + others + [10**9 + 7]), max_size=6))
+    reason = "bogus" if _invalid(draw, invalid_percent) else draw(st.sampled_from(("cancel_on_disconnect", "user")))
+    return CancelOrders(account_id=AccountId(account), order_ids=ids, reason=reason)
 
 
 def halt_symbols(symbols: Sequence[str] = ("BTCUSD",), *, invalid_percent: int = 10) -> st.SearchStrategy[HaltSymbol]:
@@ -577,6 +697,14 @@ def command_strategies(*, accounts: Sequence[int] = (), symbols: Sequence[str] =
         RaiseIdFloor: raise_id_floors(invalid_percent=invalid_percent),
         OpenAccount: open_accounts(accounts=accounts, invalid_percent=invalid_percent),
         SetAccountTypes: set_account_types(invalid_percent=invalid_percent),
+        UpdateInstrument: update_instruments(symbols, invalid_percent=invalid_percent),
+        AdjustBalance: adjust_balances(accounts=accounts, invalid_percent=invalid_percent),
+        ForceClosePosition: force_closes(positions=positions, invalid_percent=invalid_percent),
+        PlaceAlert: place_alerts(accounts=accounts, symbols=symbols, reference_prices=reference_prices, now=now,
+                                 invalid_percent=invalid_percent),
+        CancelAlert: cancel_alerts(accounts=accounts, invalid_percent=invalid_percent),
+        CancelAllAfter: cancel_all_afters(accounts=accounts, invalid_percent=invalid_percent),
+        CancelOrders: cancel_orders_in_bulk(orders=orders, accounts=accounts, invalid_percent=invalid_percent),
     }
 
 

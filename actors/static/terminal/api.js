@@ -60,6 +60,11 @@ function setSession(pair) {
   listeners.forEach((listener) => listener(pair));
 }
 
+// Tokens for another account of the signed-in user; the cookie moves to that account too.
+export async function switchAccount(accountId) {
+  setSession(await call("POST", "/auth/switch", { account_id: String(accountId), refresh_cookie: true }));
+}
+
 export async function signIn(email, password) {
   setSession(await send("POST", "/auth/signin", { email, password, refresh_cookie: true }, { auth: false }));
 }

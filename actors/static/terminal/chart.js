@@ -128,12 +128,13 @@ const newest = (items) =>
 
 function wanted() {
   const result = new Map();
+  const cross = Boolean(state.account && state.account.margin_mode === "cross"); // no liquidation price
   for (const position of newest(state.positions.values())) {
     const side = position.side === "buy" ? "Long" : "Short";
     result.set(`p${position.id}:entry`, ["entry", position.open_price, `${side} #${position.id}`]);
     result.set(`p${position.id}:tp`, ["take_profit", position.take_profit, `TP #${position.id}`]);
     result.set(`p${position.id}:sl`, ["stop_loss", position.stop_loss, `SL #${position.id}`]);
-    result.set(`p${position.id}:liq`, ["liquidation", position.liquidation_price, `Liq. #${position.id}`]);
+    if (!cross) result.set(`p${position.id}:liq`, ["liquidation", position.liquidation_price, `Liq. #${position.id}`]);
   }
   for (const order of newest(state.orders.values())) {
     result.set(`o${order.id}:entry`, ["order", order.price, `${order.side} ${order.type} #${order.id}`]);

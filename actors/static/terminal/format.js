@@ -39,4 +39,5 @@ export const REASONS = {
   stop_loss: "Stop loss",
   trailing_stop: "Trailing stop",
   liquidation: "Liquidation",
+  stop_out: "Stop-out",
 };

@@ -1,9 +1,10 @@
 // The terminal's entry point: wires the HTTP API, the socket, the chart, the ticket and the
 // tables to the state, and draws quotes at most once per animation frame.
 
+import * as accounts from "./accounts.js";
 import * as api from "./api.js";
 import { INTERVALS, applyTheme, drawLines, liveCandle, loadCandles, mountChart, priceLines, linesOffScreen } from "./chart.js";
-import { floorDiv, fromUnits, toUnits } from "./decimal.js";
+import { floorDiv, fromUnits, money, moneyText, toUnits } from "./decimal.js";
 import { group, REASONS, signed } from "./format.js";
 import { Socket, SocketDown } from "./socket.js";
 import * as store from "./state.js";
@@ -83,6 +84,7 @@ async function trade(request) {
 function applyResult(request, result) {
   if (request.action === "place") {
     if (result.position) store.putPosition(result.position);
+    if (result.position && result.position.commission === undefined) reloadFees();
     else if (result.order && result.order.status === "pending") store.putOrder(result.order);
   } else if (request.action === "cancel") {
     store.removeOrder(String(request.order_id));
@@ -96,9 +98,33 @@ async function tableAction(request) {
 
 // -------------------------------------------------------------------------- account events
 
+let feesReload = null;
+
+// Commission and swaps change positions' fees: read them again (once for a burst of charges).
+function reloadFees() {
+  if (feesReload) return;
+  feesReload = setTimeout(() => {
+    feesReload = null;
+    api.get("/positions").then((answer) => store.setPositions(answer.positions), () => {});
+  }, 200);
+}
+
 const ACCOUNT_EVENTS = {
   balance_changed(event) {
-    if (state.account) store.setAccount({ ...state.account, free_margin: event.free, locked: event.locked });
+    if (state.account) {
+      const balance = moneyText(money(event.free) + money(event.locked));
+      store.setAccount({ ...state.account, balance, locked: event.locked, used_margin: event.locked });
+    }
+    if (event.kind === "commission" || event.kind === "swap") reloadFees();
+  },
+  account_summary(event) {
+    if (state.account) store.setAccount({ ...state.account, ...without(event, "event", "ts"), locked: event.used_margin });
+  },
+  margin_call(event) {
+    accounts.marginCall(event);
+  },
+  stop_out(event) {
+    accounts.stopOut(event);
   },
   order_accepted({ order }) {
     if (order.status === "pending") store.putOrder(order);
@@ -118,6 +144,7 @@ const ACCOUNT_EVENTS = {
   },
   position_opened({ position }) {
     store.putPosition(position);
+    if (position.commission === undefined) reloadFees(); // the event's rendering has no fees
     toast(`Filled: ${position.side} ${position.qty} ${position.symbol} at ${group(position.open_price)}`, "fill");
   },
   position_updated(event) {
@@ -127,7 +154,7 @@ const ACCOUNT_EVENTS = {
     if (/^0(\.0*)?$/.test(closed.remaining_qty)) store.removePosition(closed.position_id);
     else store.updatePosition(closed.position_id, { qty: closed.remaining_qty, margin: closed.margin });
     const reason = REASONS[closed.close_reason] || closed.close_reason;
-    const kind = closed.close_reason === "liquidation" ? "error" : "fill";
+    const kind = closed.close_reason === "liquidation" || closed.close_reason === "stop_out" ? "error" : "fill";
     toast(
       `${reason}: #${closed.position_id} ${closed.qty} ${closed.symbol} at ${group(closed.close_price)}, ` +
         `P&L ${signed(closed.pnl)}`,
@@ -136,6 +163,7 @@ const ACCOUNT_EVENTS = {
     loadPage("history");
   },
   account_created() {},
+  account_opened() {},
 };
 
 // ------------------------------------------------------------------------------ the socket
@@ -337,12 +365,26 @@ function showTab(tab) {
 
 function setSignedIn(signedIn) {
   state.signedIn = signedIn;
+  document.getElementById("account-switch").hidden = !signedIn;
   document.getElementById("auth-form").hidden = signedIn;
   document.getElementById("ticket").hidden = !signedIn;
   document.getElementById("account-bar").hidden = !signedIn;
   document.getElementById("signout-button").hidden = !signedIn;
-  document.getElementById("funds-button").hidden = !signedIn;
+  document.getElementById("funds-button").hidden = !signedIn || Boolean(state.account && state.account.demo === false);
   document.querySelector(".tables").hidden = !signedIn;
+}
+
+// Another account of the same user (the switcher): its own positions, orders, history.
+async function showSwitchedAccount() {
+  accounts.reset();
+  tables.renderHistory([], { append: false });
+  tables.renderLedger([], { append: false });
+  tables.showMore("history", null);
+  tables.showMore("ledger", null);
+  await reloadAccount();
+  const tab = document.querySelector('[role="tab"][aria-selected="true"]');
+  showTab(tab.getAttribute("aria-controls").replace("tab-", ""));
+  ticket.refresh();
 }
 
 async function onSession(pair) {
@@ -351,18 +393,25 @@ async function onSession(pair) {
     if (state.signedIn) {
       setSignedIn(false);
       socket.authenticate(null);
+      state.accountId = null;
+      accounts.reset();
       store.setPositions([]);
       store.setOrders([]);
     }
     return;
   }
   localStorage.setItem(SESSION_FLAG, "1");
-  socket.authenticate(pair.access_token);
+  const switched = state.accountId !== null && state.accountId !== pair.account_id;
+  state.accountId = pair.account_id;
+  socket.authenticate(pair.access_token, { newAccount: switched });
   if (!state.signedIn) {
     await reloadAccount(); // before the ticket shows: a snapshot must not overwrite a newer fill
     setSignedIn(true);
     ticket.refresh();
+  } else if (switched) {
+    await showSwitchedAccount();
   }
+  if (switched || !document.getElementById("account-select").options.length) await accounts.loadAccounts();
 }
 
 function mountAuth() {
@@ -450,7 +499,12 @@ async function start() {
     tables.renderOrders();
     drawLines();
   });
-  store.on("account", () => tables.renderAccount());
+  store.on("account", () => {
+    tables.renderAccount();
+    accounts.syncBanner();
+    document.getElementById("funds-button").hidden = !state.signedIn || state.account.demo === false;
+    ticket.refresh();
+  });
   quotes.forEach(store.setQuote);
   const symbols = [...state.instruments.keys()];
   socket.subscribe([
@@ -466,6 +520,7 @@ async function start() {
   tables.renderOrders();
   mountAuth();
   mountFunds();
+  accounts.mountAccounts({ toast });
   api.onSession((pair) => onSession(pair).catch((error) => toast(error.message, "error")));
   setInterval(markStale, 1000);
   loadCandles().catch(() => toast("Could not load candles", "error"));

@@ -78,12 +78,14 @@ export class Socket {
     if (known.length) this.send({ op: "unsubscribe", channels: known });
   }
 
-  // A new access token: authenticate again and (re)join the account channel.
-  authenticate(token) {
+  // A new access token: authenticate again and (re)join the account channel. Another account
+  // (a switch) starts that channel afresh: its seqs are not the previous account's.
+  authenticate(token, { newAccount = false } = {}) {
     if (!token) {
       this.unsubscribe(["account"]);
       return;
     }
+    if (newAccount) this.lastSeq.delete("account");
     this.send({ op: "auth", token });
     this.channels.add("account");
     this.send(this.subscription(["account"]));
@@ -96,7 +98,7 @@ export class Socket {
 
   handle(message) {
     if (message.channel !== undefined) {
-      this.lastSeq.set(message.channel, message.seq);
+      if (message.seq !== undefined) this.lastSeq.set(message.channel, message.seq); // summaries have none
       if (message.op === "resync") this.onResync(message.channel);
       else this.onMessage(message);
       return;

@@ -7,7 +7,8 @@ export const state = {
   instruments: new Map(), // symbol -> instrument (decimals, leverage, maintenance_ratio)
   quotes: new Map(), // symbol -> {bid, ask, ts}
   dayOpen: new Map(), // symbol -> open of the day's candle
-  account: null, // the HTTP account summary, kept live from balance events
+  account: null, // the HTTP account summary, kept live from balance events and summaries
+  accountId: null, // the account of the access token (the one every request works on)
   positions: new Map(), // id -> position
   orders: new Map(), // id -> pending order
   symbol: "BTCUSDT",

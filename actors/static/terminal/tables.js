@@ -58,7 +58,10 @@ function units(position, instrument) {
   return entry;
 }
 
-// Unrealized P&L at the current quote as the core computes it: floored, never below −margin.
+const crossAccount = () => Boolean(state.account && state.account.margin_mode === "cross");
+
+// Unrealized P&L at the current quote as the core computes it: floored, and for an isolated
+// account never below −margin (a cross account's positions share its equity).
 export function unrealized(position) {
   const instrument = state.instruments.get(position.symbol);
   const quote = state.quotes.get(position.symbol);
@@ -67,7 +70,7 @@ export function unrealized(position) {
   const isLong = position.side === "buy";
   const { qty, open, floor } = units(position, instrument);
   const pnl = pnlCents(isLong, qty, open, toUnits(isLong ? quote.bid : quote.ask, pd), pd, qd);
-  return pnl < floor ? floor : pnl;
+  return pnl < floor && !crossAccount() ? floor : pnl;
 }
 
 export function mountTables({ onAction }) {
@@ -87,6 +90,7 @@ export function mountTables({ onAction }) {
 const positionRows = new Map(); // position id -> {signature, row}: unchanged rows are kept
 
 function positionRow(position) {
+  const cross = crossAccount();
   const signature = [
     position.qty,
     position.open_price,
@@ -94,6 +98,9 @@ function positionRow(position) {
     position.take_profit,
     position.stop_loss,
     position.liquidation_price,
+    position.commission,
+    position.swap,
+    cross,
   ].join("|");
   const cached = positionRows.get(position.id);
   if (cached && cached.signature === signature) return cached.row;
@@ -111,7 +118,9 @@ function positionRow(position) {
     cell(`${position.leverage}×`, "num"),
     cell(group(position.take_profit), "num"),
     cell(group(position.stop_loss), "num"),
-    cell(group(position.liquidation_price), "num"),
+    cell(cross ? "—" : group(position.liquidation_price), "num"), // a cross account has a stop-out level instead
+    cell(group(position.commission), "num"),
+    cell(signed(position.swap), "num"),
     pnl,
     actionsCell(
       button("Edit", () => editPosition(state.positions.get(id))),
@@ -142,7 +151,7 @@ export function renderPositions() {
     }
   }
   if (!state.positions.size) {
-    empty(tbody, 11, "No open positions");
+    empty(tbody, 13, "No open positions");
     return;
   }
   const sorted = [...state.positions.values()].sort((a, b) => Number(b.id) - Number(a.id));
@@ -209,13 +218,15 @@ export function renderHistory(positions, { append }) {
       cell(group(closed.open_price), "num"),
       cell(group(closed.close_price), "num"),
       cell(REASONS[closed.close_reason] || closed.close_reason, `reason ${closed.close_reason}`),
+      cell(group(closed.commission), "num"),
+      cell(signed(closed.swap), "num"),
       cell(signed(closed.pnl), `num ${tone(closed.pnl)}`),
     );
     return row;
   });
   if (append) tbody.append(...rows);
   else if (rows.length) tbody.replaceChildren(...rows);
-  else empty(tbody, 8, "No closed positions yet");
+  else empty(tbody, 10, "No closed positions yet");
 }
 
 export function renderLedger(entries, { append }) {
@@ -224,7 +235,7 @@ export function renderLedger(entries, { append }) {
     const row = document.createElement("tr");
     row.append(
       cell(time(entry.ts)),
-      cell(entry.kind.replace("_", " ")),
+      cell(entry.kind.replaceAll("_", " ")),
       cell(signed(entry.free_delta), "num"),
       cell(signed(entry.locked_delta), "num"),
       cell(group(entry.balance), "num"),
@@ -243,30 +254,42 @@ export function showMore(name, cursor) {
   more.dataset.cursor = cursor || "";
 }
 
-// The account bar, live: balance = free + locked; equity adds the unrealized P&L.
-export function renderAccount() {
-  const bar = document.getElementById("account-bar");
+// The account's figures, live: equity = balance + the unrealized P&L at the current quotes;
+// free margin = equity − used margin for a cross account, the free balance for an isolated one;
+// margin level = equity / used margin (as the server computes them). Null before the summary.
+export function accountFigures() {
   const account = state.account;
-  if (!account) return;
-  const free = money(account.free_margin);
+  if (!account) return null;
+  const balance = money(account.balance);
   const locked = money(account.locked);
   let upnl = 0n;
   for (const position of state.positions.values()) {
     upnl += lastPnl.has(position.id) ? lastPnl.get(position.id) : unrealized(position);
   }
-  const equity = free + locked + upnl;
-  const level = locked > 0n ? fromUnits(floorDiv(equity * 10000n, locked), 2) : null; // as the server
+  const equity = balance + upnl;
+  const cross = crossAccount();
+  const level = locked > 0n ? fromUnits(floorDiv(equity * 10000n, locked), 2) : null;
+  return { balance, locked, equity, free: cross ? equity - locked : balance - locked, level, cross };
+}
+
+export function renderAccount() {
+  const bar = document.getElementById("account-bar");
+  const figures = accountFigures();
+  if (!figures) return;
   const values = {
-    balance: group(moneyText(free + locked)),
-    equity: group(moneyText(equity)),
-    locked: group(moneyText(locked)),
-    free_margin: group(moneyText(free)),
-    margin_level: percent(level),
+    balance: group(moneyText(figures.balance)),
+    equity: group(moneyText(figures.equity)),
+    locked: group(moneyText(figures.locked)),
+    free_margin: group(moneyText(figures.free)),
+    margin_level: percent(figures.level),
   };
   for (const [name, text] of Object.entries(values)) {
     const dd = bar.querySelector(`[data-field="${name}"]`);
     if (dd.textContent !== text) dd.textContent = text;
   }
+  const call = state.account.margin_call_level;
+  const low = figures.cross && figures.level !== null && call && money(figures.level) <= money(call);
+  bar.querySelector('[data-field="margin_level"]').classList.toggle("alert", Boolean(low));
 }
 
 // ---------------------------------------------------------------------------------- dialog
@@ -312,6 +335,11 @@ export function openDialog(title, fields, buttons) {
 const removable = (value, before) => (value.trim() ? value.trim() : before ? null : undefined);
 
 function editPosition(position) {
+  const isolated = !crossAccount(); // a cross account's positions share its equity: no margin of their own
+  const marginAction = [
+    "Add margin",
+    (values) => actions({ action: "add_margin", position_id: position.id, amount: values.amount.trim() }),
+  ];
   openDialog(
     `Position #${position.id} · ${position.symbol} ${position.side}`,
     [
@@ -319,7 +347,7 @@ function editPosition(position) {
       ["Stop loss", "stop_loss", position.stop_loss],
       ["Trailing stop", "trailing_stop", position.trailing_stop],
       ["Close quantity", "qty", ""],
-      ["Add margin", "amount", ""],
+      ...(isolated ? [["Add margin", "amount", ""]] : []),
     ],
     [
       [
@@ -335,10 +363,7 @@ function editPosition(position) {
         "primary",
       ],
       ["Close part", (values) => actions({ action: "close", position_id: position.id, qty: values.qty.trim() })],
-      [
-        "Add margin",
-        (values) => actions({ action: "add_margin", position_id: position.id, amount: values.amount.trim() }),
-      ],
+      ...(isolated ? [marginAction] : []),
     ],
   );
 }

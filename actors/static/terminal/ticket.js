@@ -5,6 +5,7 @@
 
 import { DecimalError, fromUnits, liquidationPrice, money, qtyForMargin, ratioToBps, toUnits } from "./decimal.js";
 import { group } from "./format.js";
+import { accountFigures } from "./tables.js";
 import { state } from "./state.js";
 
 const OPTIONAL_PRICES = ["take_profit", "stop_loss", "trailing_stop"];
@@ -77,6 +78,17 @@ export function refresh() {
   show("margin", buy ? `${group(buy.margin)} USD` : "—");
   show("liquidation-buy", buy ? group(buy.liquidation) : "—");
   show("liquidation-sell", sell ? group(sell.liquidation) : "—");
+  // a cross account has no liquidation price per position: what the order leaves free instead
+  const cross = Boolean(state.account && state.account.margin_mode === "cross");
+  for (const row of form.querySelectorAll("[data-isolated]")) row.hidden = cross;
+  for (const row of form.querySelectorAll("[data-cross]")) row.hidden = !cross;
+  show("free-after", cross && buy ? group(freeAfter(buy.margin)) : "—");
+}
+
+// The free margin left after an order's margin, at the current quotes.
+function freeAfter(margin) {
+  const figures = accountFigures();
+  return figures ? fromUnits(figures.free - money(margin), 2) : null;
 }
 
 function request(side) {
@@ -112,9 +124,11 @@ async function submit(side) {
     const result = await placeOrder(request(side));
     const { order, position } = result;
     if (position) {
+      const cross = Boolean(state.account && state.account.margin_mode === "cross");
       fill.textContent =
         `Filled ${position.side} ${position.qty} ${position.symbol} at ${group(position.open_price)}` +
-        ` · margin ${group(position.margin)} · liquidation ${group(position.liquidation_price)}`;
+        ` · margin ${group(position.margin)}` +
+        (cross ? " · cross margin" : ` · liquidation ${group(position.liquidation_price)}`);
     } else if (order) {
       fill.textContent = `Order #${order.id} placed: ${order.side} ${order.type} at ${group(order.price)}`;
     }

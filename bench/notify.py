@@ -1,0 +1,251 @@
+"""The notifications worker: webhook deliveries per second, and what the worker costs the engine.
+
+* ``webhooks_per_s`` — 1,000 accounts, each with its own webhook URL (1,000 subscribers) on a
+  loopback receiver in another process (trio + h11, answers 200 at once); N fills are handed to
+  the worker at once and the clock runs until every delivery is settled in the store (signed
+  POST, outcome recorded). SQLite store, e-mail off, the ws sink a no-op.
+* ``engine_ratio`` — the engine actor's inputs per second (journal on, fsync ``off`` so the
+  worker's cost is not hidden behind fsyncs; one producer with back-pressure, as
+  ``bench/journal.py``) with the worker subscribed (lossless, every account with ws + webhook;
+  wired as the platform wires it: its e-mail and webhook rounds yield while the engine has
+  inputs queued) over the same run without it. The input mix: quotes with a market order every
+  ``--orders-every`` inputs (each order is a fill, so a notification and two deliveries).
+  ``engine_ratio_all_fills`` is the same with every input an order: the worst case.
+
+    python bench/notify.py [--quick]
+
+Prints one JSON object per figure. The machine is shared (2 cores): figures vary run to run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from actors.engine import actor as engine_actor  # noqa: E402
+from actors.engine.actor import EngineHandle  # noqa: E402
+from actors.engine.messages import EventBatch, Overloaded  # noqa: E402
+from actors.notifications import KINDS  # noqa: E402
+from actors.notifications import worker as notify_worker  # noqa: E402
+from actors.settings import NotificationSettings  # noqa: E402
+from actors.store.notifications import Preferences  # noqa: E402
+from actors.store.sqlite import SqliteStore  # noqa: E402
+from exness_actors.commands import CreateAccount, PlaceOrder, Quote  # noqa: E402
+from exness_actors.engine import Engine  # noqa: E402
+from exness_actors.events import PositionOpened  # noqa: E402
+from exness_actors.instruments import DEFAULT_INSTRUMENTS, CoreConfig  # noqa: E402
+from exness_actors.journal import JournalWriter  # noqa: E402
+
+SUBSCRIBERS = 1_000
+INSTRUMENTS = {i.symbol: i for i in DEFAULT_INSTRUMENTS}
+
+
+def emit(metric: str, value: float, unit: str, target: float | None = None, better: str = "higher",
+         **extra) -> None:
+    line = {"bench": "notify", "metric": metric, "value": round(value, 3), "unit": unit, "target": target,
+            "better": better}
+    line.update(extra)
+    print(json.dumps(line), flush=True)
+
+
+# ------------------------------------------------------------------ the receiving end (its own process)
+
+async def _serve_connection(stream: trio.SocketStream, counter: list[int]) -> None:
+    import h11
+    connection = h11.Connection(h11.SERVER)
+    try:
+        while True:
+            event = connection.next_event()
+            if event is h11.NEED_DATA:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                connection.receive_data(data)
+                continue
+            if isinstance(event, h11.EndOfMessage):
+                counter[0] += 1
+                await stream.send_all(connection.send(h11.Response(status_code=200, headers=[
+                    ("content-length", "0")])) + connection.send(h11.EndOfMessage()))
+                connection.start_next_cycle()
+            elif isinstance(event, h11.ConnectionClosed):
+                return
+    except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
+        return
+
+
+async def serve_webhooks(port_file: str) -> None:
+    counter = [0]
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    Path(port_file).write_text(str(listeners[0].socket.getsockname()[1]))
+    await trio.serve_listeners(functools.partial(_serve_connection, counter=counter), listeners)
+
+
+class Receiver:
+    def __init__(self, directory: Path) -> None:
+        port_file = directory / "port"
+        self.process = subprocess.Popen([sys.executable, __file__, "--serve-webhooks", str(port_file)])
+        deadline = time.monotonic() + 30
+        while not (port_file.exists() and port_file.read_text()):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the webhook receiver did not start")
+            time.sleep(0.05)
+        self.port = int(port_file.read_text())
+
+    def url(self, account: int) -> str:
+        return f"http://127.0.0.1:{self.port}/hook/{account}"
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+# ------------------------------------------------------------------ webhooks per second
+
+def settings() -> NotificationSettings:
+    return NotificationSettings(poll_interval_s=0.05, webhook_concurrency=64, webhook_per_target=2)
+
+
+async def subscribe_all(store: SqliteStore, receiver: Receiver) -> None:
+    for account in range(1, SUBSCRIBERS + 1):
+        await store.put_preferences(Preferences(account_id=account, events=KINDS, channels=("ws", "webhook"),
+                                                webhook_url=receiver.url(account), webhook_secret=f"s{account}",
+                                                updated_at=1))
+
+
+def fill(seq: int, account: int) -> PositionOpened:
+    return PositionOpened(position_id=seq, account_id=account, order_id=seq, symbol="BTCUSDT", side="buy",
+                          qty=153_846, open_price=6_500_000, margin=10_000, leverage=10, liquidation_price=5_850_000,
+                          take_profit=None, stop_loss=None, trailing_stop=None, ts=seq)
+
+
+async def no_ws(batch: list) -> None:
+    return None
+
+
+async def measure_webhooks(directory: Path, receiver: Receiver, notifications: int) -> dict:
+    store = await SqliteStore.open(directory)
+    await subscribe_all(store, receiver)
+    items = [(seq, seq, [fill(seq, 1 + seq % SUBSCRIBERS)]) for seq in range(1, notifications + 1)]
+    send, receive = trio.open_memory_channel(1024)
+    async with trio.open_nursery() as nursery:
+        worker = await nursery.start(functools.partial(
+            notify_worker.run, inbox=receive, store=store, settings=settings(), instruments=INSTRUMENTS, sink=no_ws))
+        started = time.perf_counter()
+        for first in range(0, len(items), 1000):
+            chunk = items[first:first + 1000]
+            await send.send(EventBatch(chunk, chunk[-1][0]))
+        webhook = worker.dispatchers["webhook"]
+        while webhook.delivered + webhook.failed_attempts < notifications or worker.statistics().settled < 2 * notifications:
+            await trio.sleep(0.01)
+        elapsed = time.perf_counter() - started
+        nursery.cancel_scope.cancel()
+    await store.close()
+    return {"per_s": notifications / elapsed, "delivered": webhook.delivered, "failed": webhook.failed_attempts,
+            "seconds": elapsed}
+
+
+# ------------------------------------------------------------------ the engine with and without the worker
+
+def make_engine() -> Engine:
+    engine = Engine(CoreConfig(instruments=DEFAULT_INSTRUMENTS, stale_after_ns=10**19))
+    for account in range(1, SUBSCRIBERS + 1):
+        engine.submit(CreateAccount(account_id=account, initial_deposit=10**12), ts=1)
+    engine.submit(Quote(symbol="BTCUSDT", bid=6_500_000, ask=6_500_100), ts=2)
+    return engine
+
+
+def command(index: int, orders_every: int) -> object:
+    if index % orders_every == 0:
+        return PlaceOrder(account_id=1 + index % SUBSCRIBERS, symbol="BTCUSDT", side="buy" if index % 2 else "sell",
+                          type="market", margin=10_000, leverage=10)
+    bid = 6_500_000 + (index % 200) - 100
+    return Quote(symbol="BTCUSDT", bid=bid, ask=bid + 100)
+
+
+async def engine_rate(directory: Path, seconds: float, orders_every: int, receiver: Receiver | None) -> dict:
+    engine = make_engine()
+    journal = JournalWriter(directory / "journal")
+    handle = EngineHandle(engine, 65_536)
+    store = await SqliteStore.open(directory) if receiver is not None else None
+    async with trio.open_nursery() as nursery:
+        worker = None
+        if receiver is not None:
+            await subscribe_all(store, receiver)
+            subscription = handle.subscribe("notifications", max_buffer=256, lossless=True)
+            worker = await nursery.start(functools.partial(   # wired as the platform wires it
+                notify_worker.run, inbox=subscription.receive, store=store, settings=settings(),
+                instruments=INSTRUMENTS, sink=no_ws, engine_busy=lambda: bool(handle.statistics()["inbox_depth"])))
+        await nursery.start(functools.partial(engine_actor.run, handle=handle, journal=journal, fsync="off"))
+        start_seq = handle.durable_seq
+        started = time.perf_counter()
+        deadline = started + seconds
+        index = 0
+        while time.perf_counter() < deadline:
+            for _ in range(512):
+                index += 1
+                item = command(index, orders_every)
+                try:
+                    handle.send_nowait(item)
+                except Overloaded:
+                    await handle.send(item)
+            await trio.sleep(0)
+        while handle.durable_seq < start_seq + index:
+            await trio.sleep(0.001)
+        elapsed = time.perf_counter() - started
+        result = {"per_s": index / elapsed, "inputs": index}
+        if worker is not None:
+            stats = worker.statistics()
+            result.update(notifications=stats.notifications, worker_lag=stats.lag)
+        await handle.stop()
+        nursery.cancel_scope.cancel()
+    journal.close()
+    if store is not None:
+        await store.close()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seconds", type=float)
+    parser.add_argument("--orders-every", type=int, default=10, help="one market order every N inputs (default 10)")
+    parser.add_argument("--serve-webhooks", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_webhooks:
+        trio.run(serve_webhooks, args.serve_webhooks)
+        return
+    seconds = args.seconds or (2.0 if args.quick else 8.0)
+    notifications = 2_000 if args.quick else 10_000
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        receiver = Receiver(root)
+        try:
+            hooks = trio.run(measure_webhooks, root / "hooks", receiver, notifications)
+            print(f"[webhooks] {hooks}", file=sys.stderr)
+            emit("webhooks_per_s", hooks["per_s"], "1/s", subscribers=SUBSCRIBERS, notifications=notifications)
+            for label, every in (("", args.orders_every), ("_all_fills", 1)):
+                without = trio.run(engine_rate, root / f"without{label}", seconds, every, None)
+                with_worker = trio.run(engine_rate, root / f"with{label}", seconds, every, receiver)
+                print(f"[engine{label}] without {without} with {with_worker}", file=sys.stderr)
+                emit(f"engine_ratio{label}", with_worker["per_s"] / without["per_s"], "ratio",
+                     0.9 if not label else None, inputs_per_s_without=round(without["per_s"]),
+                     inputs_per_s_with=round(with_worker["per_s"]), orders_every=every,
+                     notifications=with_worker.get("notifications"))
+        finally:
+            receiver.close()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()
