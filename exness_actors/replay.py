@@ -61,6 +61,11 @@ def encode_checkpoint(seq: int, rolling_hash: bytes, state_hash: Optional[bytes]
     return packed
 
 
+def engine_checkpoint(engine: Engine, state_hash: Optional[bytes] = None) -> bytes:
+    """The checkpoint record of ``engine`` at its ``last_seq``, in the format it computes."""
+    return encode_checkpoint(engine.last_seq, engine.rolling_hash, state_hash, hash_format=engine.hash_format)
+
+
 def _seq_positions() -> dict[int, int]:
     """Wire tag → index of ``seq`` in the command's wire list (the tag is element 0). Not
     always the last but one: commands that gained optional fields after ``seq, ts`` (an
@@ -70,11 +75,6 @@ def _seq_positions() -> dict[int, int]:
 
 
 _SEQ_POSITION = _seq_positions()
-
-
-def engine_checkpoint(engine: Engine, state_hash: Optional[bytes] = None) -> bytes:
-    """The checkpoint record of ``engine`` at its ``last_seq``, in the format it computes."""
-    return encode_checkpoint(engine.last_seq, engine.rolling_hash, state_hash, hash_format=engine.hash_format)
 
 
 def decode_record(payload: bytes, *, after_seq: int = -1) -> Any:
@@ -155,10 +155,8 @@ def _position(payload: bytes) -> Optional[tuple[int, bool]]:
     if data[0] == CHECKPOINT_TAG:
         seq = data[1]
         return (seq, True) if type(seq) is int else None
-    position = _SEQ_POSITION.get(data[0])
-    if position is None or len(data) <= position:
-        return None
-    seq = data[position]
+    index = _SEQ_POSITION.get(data[0])
+    seq = data[index] if index is not None and index < len(data) else None
     return (seq, False) if type(seq) is int else None
 
 

@@ -31,7 +31,7 @@ async def test_the_snapshotter_role_survives_a_written_snapshot(tmp_path, monkey
 
 # ------------------------------------------------------------------ a snapshot policy by inputs too
 
-async def no_scrub(*_args) -> None:
+async def no_scrub(*_args, **_kwargs) -> None:
     pass
 
 

@@ -72,7 +72,6 @@ from exness_actors.instruments import CoreConfig
 
 from ._broker import BrokerRules
 from ._hashing import HASH_BLOCK, HASH_FORMAT_V1, HASH_FORMAT_V2, HASH_FORMATS, add_input, fold, pack_block
-from ._market import MarketRules
 from ._serialization import hash_state, restore_state, to_state
 from ._state import MAX_ALERTS_PER_ACCOUNT, STATE_FORMAT, STATE_FORMAT_ACCOUNTS, STATE_FORMAT_BROKER
 from ._validation import MAX_AMOUNT, MAX_BALANCE, MAX_ID, MAX_QTY, TRANSIENT_REASONS

@@ -46,6 +46,10 @@ def to_state(state: EngineState) -> list[Any]:
     return encoded
 
 
+def _hash_block(state: EngineState) -> bytes:
+    return pack_block(state._hash_items) if state._hash_v2 else bytes(state._hash_buffer)
+
+
 def _broker_extras(state: EngineState) -> list[Any]:
     """The alerts, the alert id counter and the armed dead-man switches; empty when unused."""
     if state.next_alert_id == state.config.id_base + 1 and not state.dead_man:
@@ -63,10 +67,6 @@ def _restore_broker_extras(state: EngineState, extras: list[Any]) -> None:
                                created_at))
     for account_id, deadline in dead_man:
         state._set_dead_man(account_id, deadline)
-
-
-def _hash_block(state: EngineState) -> bytes:
-    return pack_block(state._hash_items) if state._hash_v2 else bytes(state._hash_buffer)
 
 
 def _account_extras(state: EngineState) -> list[Any]:
