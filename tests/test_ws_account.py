@@ -88,8 +88,10 @@ async def test_a_raw_spread_close_carries_its_commission(tmp_path):
             assert placed["ok"], placed
             closing = await client.order("o2", "close", position_id=placed["position"]["id"])
             assert closing["ok"], closing
-            closed, _ = await client.recv_until(lambda m: m.get("data", {}).get("event") == "position_closed")
-            await client.recv_until(lambda m: m.get("data", {}).get("kind") == "commission")   # the close's
+            # the close's events and its order_result come from two server tasks, in either order
+            closed = await client.first_match(lambda m: m.get("data", {}).get("event") == "position_closed")
+            while sum(m.get("data", {}).get("kind") == "commission" for m in client.received) < 2:
+                await client.recv_until(lambda m: m.get("data", {}).get("kind") == "commission")  # the close's
     events = [m["data"] for m in data_of(client.received, "account")]
     charged = [e for e in events if e["event"] == "balance_changed" and e["kind"] == "commission"]
     assert len(charged) == 2                                 # at open and at close
