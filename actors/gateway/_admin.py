@@ -414,7 +414,10 @@ async def _symbol_action(command: Any, symbol: str) -> Response:
     right after (200 only when every shard applied it: :func:`_on_every_shard`)."""
     gw = current_gateway()
     name = type(command).__name__
-    outcomes = await _on_every_shard(functools.partial(_submit_on, command), f"{name} {symbol}", command=True)
+    try:
+        outcomes = await _on_every_shard(functools.partial(_submit_on, command), f"{name} {symbol}", command=True)
+    finally:
+        _house().forget()   # some shard may have applied it even when the answer is an error
     _one_outcome(command, [reply for reply, _ in outcomes])
     for event in outcomes[0][0].events:
         if type(event) is InstrumentUpdated:
@@ -426,7 +429,6 @@ async def _symbol_action(command: Any, symbol: str) -> Response:
         symbols = await _all_symbols()
     else:
         symbols = merged_symbols([value for _, value in outcomes])
-    _house().forget()
     log.info("event=operator_action command=%s symbol=%s operator_id=%d shards=%d", name, symbol,
              command.operator_id, len(outcomes))
     return json_response(next(row for row in symbols if row["symbol"] == symbol))
@@ -436,7 +438,10 @@ async def _symbol_action(command: Any, symbol: str) -> Response:
      tag="admin")
 async def admin_halt_symbol(symbol: str) -> Response:
     """Halt a symbol: new orders are refused, pending entries wait, protective triggers
-    (take-profit, stop-loss, trailing stops, liquidations, stop-outs) still fire. Journaled."""
+    (take-profit, stop-loss, trailing stops, liquidations, stop-outs) still fire. Journaled.
+
+    With several engine shards every shard applies it; 503 SHARDS_UNAVAILABLE names any shard
+    that did not confirm (details.shards, details.applied_on): repeating the halt is safe."""
     claims = await operator(HALT)
     instrument = _symbol(symbol)
     body = await current_gateway().json_body()
@@ -448,7 +453,8 @@ async def admin_halt_symbol(symbol: str) -> Response:
 @doc(request_model=ReasonRequest, response=AdminSymbol, errors=(400, 403, 404, 409, 413, 415, 422, 502, 503),
      tag="admin")
 async def admin_resume_symbol(symbol: str) -> Response:
-    """Lift a halt: orders are taken again and waiting entries can trigger. Journaled."""
+    """Lift a halt: orders are taken again and waiting entries can trigger. Journaled. Every
+    engine shard applies it (as a halt: 503 SHARDS_UNAVAILABLE names a shard that did not)."""
     claims = await operator(HALT)
     instrument = _symbol(symbol)
     body = await current_gateway().json_body()
@@ -462,7 +468,8 @@ async def admin_resume_symbol(symbol: str) -> Response:
 async def admin_patch_instrument(symbol: str) -> Response:
     """Change an instrument's spread, maximum leverage, minimum quantity, maintenance ratio or
     fees. Journaled: it takes effect at its sequence number, replays identically and needs no
-    config edit. Answers the instrument as it trades now."""
+    config edit. Answers the instrument as it trades now. Every engine shard applies it (as a
+    halt: 503 SHARDS_UNAVAILABLE names a shard that did not), and every gateway follows it."""
     claims = await operator(INSTRUMENT)
     instrument = _symbol(symbol)
     body = await current_gateway().json_body()
@@ -629,7 +636,8 @@ async def admin_adjust_balance(account_id: str) -> Response:
 
 @doc(request_model=ReasonRequest, response=ClosedPart, errors=(400, 403, 404, 413, 415, 422, 503), tag="admin")
 async def admin_close_position(position_id: str) -> Response:
-    """Force-close a whole position at the current quote (close reason operator). Journaled."""
+    """Force-close a whole position at the current quote (close reason operator). Journaled.
+    With several engine shards it goes to the shard that opened the position (its id says which)."""
     claims = await operator(CLOSE)
     gw = current_gateway()
     identifier = PositionId(edge.parse_position_id(position_id))
@@ -680,7 +688,8 @@ async def _operator_filter(value: Optional[str]) -> Optional[int]:
 
 @doc(response=AuditPage, query=AuditQuery, errors=(400, 403, 503), tag="admin")
 async def admin_audit() -> Response:
-    """Every operator action, newest first, from the engine's journal (via the persister).
+    """Every operator action, newest first, from the engine's journal (via the persister). With
+    several engine shards a halt, resume or instrument change has one entry per shard (shard).
 
     Filters: operator (id or e-mail), action (halt, resume, update_instrument, adjust_balance,
     close_position), from/to (ms; from inclusive, to exclusive)."""
