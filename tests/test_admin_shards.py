@@ -9,7 +9,13 @@ import functools
 import pytest
 import trio
 
+from actors.auth_tokens import TokenIssuer
 from actors.bus import streams as redis_edge
+from actors.config import load_config
+from actors.gateway._common import Gateway
+from actors.gateway._settings import GatewaySettings
+from actors.gateway.metrics import GatewayMetrics
+from actors.ws.server import WsOptions, WsServer
 from actors.engine.messages import EventBatch, ReplySlot, Request
 from actors.gateway._admin import merged_figures, merged_scan, merged_symbols
 from exness_actors.commands import HaltSymbol, UpdateInstrument
@@ -113,7 +119,11 @@ async def test_a_remote_handle_starts_from_the_engines_instruments_and_follows_t
             async for batch in receive:
                 remote.publish(batch)
         nursery.start_soon(fan_out)
-        copy = remote.instruments                   # what a gateway or stream server holds
+        cfg = load_config(environ={})
+        gateway = Gateway(handle=remote, store=None, candles=None, cfg=cfg, tokens=None,
+                          settings=GatewaySettings.from_config(cfg), metrics=GatewayMetrics())
+        stream_server = WsServer(handle=remote, options=WsOptions.from_config(cfg), tokens=TokenIssuer(b"k" * 32))
+        copy = remote.instruments
         await nursery.start(remote.run)
         with trio.fail_after(5):
             while copy["BTCUSDT"].max_leverage != 200:
@@ -126,8 +136,9 @@ async def test_a_remote_handle_starts_from_the_engines_instruments_and_follows_t
                 await trio.sleep(0.01)
             while remote.instrument_refreshes < 2:  # and it asked the engine again after the event
                 await trio.sleep(0.01)
-        assert copy is remote.instruments
         assert copy == handle.engine.instruments
+        # the gateway (order checks at the edge, /instruments) and the stream server hold this copy
+        assert gateway.instruments is copy and stream_server.instruments is copy
         assert remote.statistics()["instrument_refreshes"] >= 2
         await remote.cleanup()
         nursery.cancel_scope.cancel()

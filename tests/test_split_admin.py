@@ -112,7 +112,12 @@ def test_operator_commands_and_house_figures_cover_every_shard(cluster) -> None:
         assert (btc["halted"], btc["halted_shards"]) == (False, [])
         assert a.get(f"{ADMIN}/pnl", headers=admin).status_code == 200
         accounts = a.get(f"{ADMIN}/accounts", headers=admin).json()["accounts"]
-        assert {row["account_id"] for row in accounts} >= {"1", "2"}, accounts
+        assert [row["account_id"] for row in accounts] == ["1", "2"], accounts      # in id order
+        near_call = a.get(f"{ADMIN}/accounts?min_margin_level=100", headers=admin).json()["accounts"]
+        assert [row["account_id"] for row in near_call] == ["1", "2"], near_call
+        assert a.get(f"{ADMIN}/accounts?max_margin_level=100", headers=admin).json()["accounts"] == []
+        found = a.get(f"{ADMIN}/accounts?email=odd@", headers=admin).json()["accounts"]
+        assert [(row["account_id"], row["email"], row["positions"]) for row in found] == [("1", "odd@example.com", 1)]
 
         # a halt through gateway A: every shard halts, orders of both shards' accounts are refused
         halted = a.post(f"{ADMIN}/symbols/BTCUSDT/halt", headers=admin, json={"reason": "exchange outage"})
