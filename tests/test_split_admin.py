@@ -152,6 +152,14 @@ def test_operator_commands_and_house_figures_cover_every_shard(cluster) -> None:
             assert _eventually(lambda: _max_leverage(c, "BTCUSDT") == 200, timeout=10)
             assert _order(c, even, leverage=150).status_code == 201
 
+        changes = a.get(f"{ADMIN}/audit?action=update_instrument", headers=admin).json()["entries"]
+        assert sorted((entry["shard"], entry["detail"]["max_leverage"]) for entry in changes) == [(0, 200), (1, 200)]
+
+        # an adjustment goes to the account's shard (account 1: shard 1)
+        adjusted = a.post(f"{ADMIN}/accounts/1/adjust", headers=admin, json={"amount": "2.50", "reason": "goodwill"})
+        assert adjusted.status_code == 200, adjusted.text
+        assert adjusted.json()["account_id"] == "1"
+
         # a forced close of shard 1's position is routed to shard 1
         closed = a.post(f"{ADMIN}/positions/{opened['odd']['id']}/close", headers=admin, json={"reason": "risk"})
         assert closed.status_code == 200, closed.text
