@@ -22,7 +22,7 @@ action is one journaled command carrying the operator's id and reason (``HaltSym
 emits an ``OperatorAction`` for each that took effect, which the persister writes to the audit
 log — the journal is the audit trail, the store its index.
 
-Split mode with ``[bus] shards`` > 1 (docs/decisions.md, "Operator commands on every shard"):
+Split mode with ``[bus] shards`` > 1 (docs/decisions.md, "Issue 13, the sharded gap"):
 
 * halt, resume and instrument changes go to **every** shard at once, each journaling its own
   input with the same operator id and reason (so the audit log has one entry per shard, each
