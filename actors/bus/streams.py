@@ -48,6 +48,7 @@ import socket
 import time
 from typing import Any, Awaitable, Callable, Optional
 
+import attrs
 import msgpack
 import trio
 
@@ -67,13 +68,15 @@ from actors.engine.messages import (
 from exness_actors import codec
 from exness_actors.commands import Clock, EdgeCursor, Quote
 from exness_actors.errors import InvalidCommand
-from exness_actors.instruments import CoreConfig
+from exness_actors.events import InstrumentUpdated
+from exness_actors.instruments import SHARD_ID_SPAN, CoreConfig, Instrument
 
 __all__ = [
     "RedisBus", "BusUnavailable", "RemoteEngineHandle", "BoxedView", "run_engine_edge",
     "run_quote_publisher", "events_reader", "heartbeat", "command_stream", "events_stream",
     "QUOTES_STREAM", "REPLY_PREFIX", "GROUP", "health_key", "check_health", "parse_id",
     "NOTIFICATIONS_STREAM", "notifications_publisher", "notifications_reader",
+    "ShardClient", "shard_clients", "shard_of_position",
 ]
 
 log = logging.getLogger("exness.redis_edge")
@@ -763,7 +766,13 @@ class RemoteEngineHandle(Subscribers):
                  instance: Optional[str] = None) -> None:
         self.bus = bus
         self.core_config = core
+        #: the instruments as the engine trades them: the configured ones until the engine's
+        #: view answers (asked at start and after every ``InstrumentUpdated``), changed in place
+        #: so every holder of this dict (the gateway, the stream server) follows
         self.instruments = {i.symbol: i for i in core.instruments}
+        self._instruments_wanted = trio.Event()
+        self._instruments_wanted.set()
+        self.instrument_refreshes = 0
         self.shards = max(1, int(shards))
         self.request_timeout_s = request_timeout_s
         self.max_inflight = max_inflight
@@ -804,7 +813,9 @@ class RemoteEngineHandle(Subscribers):
     def durable_seq_of(self, shard: int) -> int:
         return self.durable_seqs[shard]
 
-    def send_nowait(self, item: Any) -> None:
+    def send_nowait(self, item: Any, shard: Optional[int] = None) -> None:
+        """Queue a request or a query for the shard of its account (shard 0 when it names none),
+        or for ``shard`` when given (:class:`ShardClient`)."""
         if not self.accepting:
             raise EngineStopped("the message bus (Redis) is unavailable")
         if len(self._pending) >= self.max_inflight:
@@ -813,17 +824,21 @@ class RemoteEngineHandle(Subscribers):
         if type(item) is Request:
             command, slot = item.command, item.reply
             payload: Any = codec.encode(command)
-            shard = self.shard_of(getattr(command, "account_id", None))
+            if shard is None:
+                shard = self.shard_of(getattr(command, "account_id", None))
             kind = 0
         elif type(item) is Query:
             view = item.fn if isinstance(item.fn, BoxedView) else None
             if view is None:
                 raise TypeError("a remote engine answers only BoxedView queries")
             payload = view.wire()
-            shard = self.shard_of(_view_account(view))
+            if shard is None:
+                shard = self.shard_of(_view_account(view))
             slot, kind = item.reply, 1
         else:
             raise TypeError(f"cannot send {type(item).__name__} to a remote engine")
+        if not 0 <= shard < self.shards:
+            raise ValueError(f"shard {shard} is not one of the {self.shards} engine shards")
         corr = self._next_corr
         self._next_corr += 1
         self._pending[corr] = (slot, trio.current_time() + self.request_timeout_s, shard)
@@ -843,6 +858,12 @@ class RemoteEngineHandle(Subscribers):
         self.send_nowait(Query(fn if isinstance(fn, BoxedView) else BoxedView(fn), slot))
         return await slot.wait()
 
+    def on_shard(self, shard: int) -> "ShardClient":
+        """A client whose every request and query goes to engine shard ``shard``."""
+        if not 0 <= shard < self.shards:
+            raise ValueError(f"shard {shard} is not one of the {self.shards} engine shards")
+        return ShardClient(self, shard)
+
     # The engine handle's own bookkeeping. Lossless or not, a remote subscriber is fed from the
     # events stream without waiting: one that falls behind is dropped (lagged) and re-syncs, as
     # WebSocket clients do.
@@ -854,6 +875,7 @@ class RemoteEngineHandle(Subscribers):
         return {"remote": True, "bus_connected": self.bus.connected, "reply_stream": self.reply_stream,
                 "in_flight": len(self._pending), "sent": self.sent, "bursts": self.bursts,
                 "timeouts": self.timeouts, "overloads": self.overloads, "durable_seq": self.durable_seq,
+                "instrument_refreshes": self.instrument_refreshes,
                 "durable_seqs": list(self.durable_seqs), "shards": self.shards, "subscriptions": [s.statistics() for s in self.subscriptions]}
 
     # -- tasks ------------------------------------------------------------------------------
@@ -863,10 +885,16 @@ class RemoteEngineHandle(Subscribers):
             nursery.start_soon(self._flusher)
             nursery.start_soon(self._reader)
             nursery.start_soon(self._sweeper)
+            nursery.start_soon(self._instrument_refresher)
             task_status.started()
 
     def publish(self, batch: EventBatch) -> None:
-        """Hand one event batch (from :func:`events_reader`) to the local subscribers."""
+        """Hand one event batch (from :func:`events_reader`) to the local subscribers, after
+        applying its ``InstrumentUpdated`` events to :attr:`instruments`."""
+        for _seq, _ts, events in batch.items:
+            for event in events:
+                if type(event) is InstrumentUpdated:
+                    self._instrument_updated(event)
         dropped = []
         for subscription in self.subscriptions:
             try:
@@ -876,6 +904,48 @@ class RemoteEngineHandle(Subscribers):
                 dropped.append(subscription)
         for subscription in dropped:
             self.unsubscribe(subscription)
+
+    def _instrument_updated(self, event: InstrumentUpdated) -> None:
+        """Follow an operator's instrument change at once, then ask the engine for its
+        instruments again: events and view answers travel different streams, so only an answer
+        asked for after the event is known to be at least as new as it."""
+        instrument = self.instruments.get(event.symbol)
+        if instrument is not None:
+            try:
+                self.instruments[event.symbol] = attrs.evolve(instrument, **dict(event.changes))
+            except (TypeError, ValueError) as exc:
+                log.warning("event=bad_instrument_update symbol=%s error=%r", event.symbol, str(exc))
+        self._instruments_wanted.set()
+
+    async def _instrument_refresher(self) -> None:
+        """Keep :attr:`instruments` equal to the engine's (shard 0's: every shard applies the
+        same operator changes): at start — a process started after a change must not trade on
+        the configured values — and after each ``InstrumentUpdated``. Asks one at a time, so a
+        later answer is always the newer; retries with backoff while the engine is away."""
+        from actors.wire import views
+        backoff = Backoff(first=0.2, cap=5.0)
+        while True:
+            await self._instruments_wanted.wait()
+            self._instruments_wanted = trio.Event()
+            while True:
+                try:
+                    (wires,) = await self.query(BoxedView(views.traded_instruments))
+                    break
+                except (EngineTimeout, EngineStopped, Overloaded):
+                    await backoff.wait()
+                except Exception as exc:   # an engine that does not know the view: keep trying
+                    log.warning("event=instrument_refresh_failed error=%r", str(exc))
+                    await backoff.wait()
+            backoff.reset()
+            for wire in wires:
+                try:
+                    instrument = Instrument.from_wire(wire)
+                except Exception as exc:
+                    log.warning("event=bad_instrument_view error=%r", str(exc))
+                    continue
+                if instrument.symbol in self.instruments:
+                    self.instruments[instrument.symbol] = instrument
+            self.instrument_refreshes += 1
 
     def _fail(self, corrs: list[int], error: BaseException) -> None:
         for corr in corrs:
@@ -976,6 +1046,47 @@ class RemoteEngineHandle(Subscribers):
                 await self.bus.call(delete)
         except BusUnavailable:
             pass
+
+
+class ShardClient:
+    """One shard of a sharded remote engine: every request and query sent through it goes to
+    that shard, whatever account it names. What the back office uses to reach each shard with
+    a symbol-wide command or a house-wide view (:func:`shard_clients`)."""
+
+    remote = True
+
+    __slots__ = ("engine", "shard")
+
+    def __init__(self, engine: RemoteEngineHandle, shard: int) -> None:
+        self.engine = engine
+        self.shard = shard
+
+    def send_nowait(self, item: Any) -> None:
+        self.engine.send_nowait(item, self.shard)
+
+    async def request(self, command: Any) -> Reply:
+        slot = ReplySlot()
+        self.send_nowait(Request(command, slot))
+        return await slot.wait()
+
+    async def query(self, fn: Callable) -> Any:
+        slot = ReplySlot()
+        self.send_nowait(Query(fn if isinstance(fn, BoxedView) else BoxedView(fn), slot))
+        return await slot.wait()
+
+
+def shard_clients(handle: Any) -> list[Any]:
+    """A client per engine shard, in shard order: a sharded remote engine's :class:`ShardClient`
+    s, else ``[handle]`` (one engine, in-process or remote: the path stays as cheap as a call)."""
+    if isinstance(handle, RemoteEngineHandle) and handle.shards > 1:
+        return [ShardClient(handle, shard) for shard in range(handle.shards)]
+    return [handle]
+
+
+def shard_of_position(position_id: int) -> int:
+    """The engine shard that opened ``position_id`` (the same holds for order ids): shard ``k``
+    numbers its ids from ``k × SHARD_ID_SPAN + 1`` (docs/decisions.md, "ids by range")."""
+    return max(0, (position_id - 1) // SHARD_ID_SPAN)
 
 
 # ------------------------------------------------------------------------------- health

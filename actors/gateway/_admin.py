@@ -22,8 +22,20 @@ action is one journaled command carrying the operator's id and reason (``HaltSym
 emits an ``OperatorAction`` for each that took effect, which the persister writes to the audit
 log — the journal is the audit trail, the store its index.
 
-Split mode with ``[bus] shards`` > 1: commands and views that name no account reach shard 0
-only (docs/decisions.md).
+Split mode with ``[bus] shards`` > 1 (docs/decisions.md, "Issue 13, the sharded gap"):
+
+* halt, resume and instrument changes go to **every** shard at once, each journaling its own
+  input with the same operator id and reason (so the audit log has one entry per shard, each
+  labelled with its ``shard``). The answer is 200 only when every shard applied it; when some
+  shard did not answer, 503 ``SHARDS_UNAVAILABLE`` names them (``details.shards``) and the ones
+  that did (``details.applied_on``) — repeating the action is safe, a halted symbol halts again;
+* a forced close goes to the shard that opened the position: shard ``k`` numbers its ids from
+  ``k × 10¹² + 1`` (:func:`actors.bus.streams.shard_of_position`);
+* a balance adjustment and one account's detail go to the account's shard (``account_id % shards``);
+* the house's figures, the symbols and the account listings ask every shard and merge
+  (integer sums; accounts in id order); a shard that does not answer is 503 ``SHARDS_UNAVAILABLE``.
+
+One engine (embedded, or split mode with one shard) takes the plain path: one call, as before.
 """
 
 from __future__ import annotations
@@ -37,6 +49,9 @@ import attrs
 import trio
 from quart import Response, current_app, request
 
+from actors.bus.streams import BoxedView, shard_clients, shard_of_position
+from actors.engine.actor import submit_between
+from actors.engine.messages import EngineStopped, EngineTimeout, Overloaded, Reply
 from actors.gateway._admin_auth import (
     ADMIN, admin_me, admin_refresh, admin_signin, admin_signout, operator,
 )
@@ -134,6 +149,88 @@ def _account_id(value: str) -> AccountId:
     return AccountId(edge.parse_path_id(value, "account"))
 
 
+# ------------------------------------------------------------------ every shard
+
+#: what each way of not answering is called in ``SHARDS_UNAVAILABLE``'s details
+_UNAVAILABLE = ((EngineTimeout, "ENGINE_TIMEOUT"), (EngineStopped, "ENGINE_STOPPED"), (Overloaded, "OVERLOADED"))
+
+
+def _shard_list(shards: Any) -> str:
+    return ", ".join(str(shard) for shard in shards)
+
+
+async def _on_every_shard(run: Callable[[Any], Awaitable[Any]], what: str, *, command: bool = False) -> list[Any]:
+    """``run(client)`` on every engine shard at once (:func:`~actors.bus.streams.shard_clients`);
+    the answers in shard order.
+
+    One engine: one plain call, its errors as they are (503 busy or stopped, 504 timeout). Several
+    shards: when some did not answer (timed out, bus down, busy) 503 ``SHARDS_UNAVAILABLE``
+    naming them — for a ``command``, also the shards that applied it, and that repeating it is
+    safe — rather than an answer that silently leaves a shard out. Other errors propagate."""
+    clients = shard_clients(current_gateway().handle)
+    if len(clients) == 1:
+        return [await run(clients[0])]
+    answers: list[Any] = [None] * len(clients)
+    failed: dict[int, str] = {}
+    errors: dict[int, Exception] = {}
+
+    async def one(shard: int, client: Any) -> None:
+        try:
+            answers[shard] = await run(client)
+        except Exception as exc:
+            for kind, code in _UNAVAILABLE:
+                if isinstance(exc, kind):
+                    failed[shard] = code
+                    return
+            errors[shard] = exc
+
+    async with trio.open_nursery() as nursery:
+        for shard, client in enumerate(clients):
+            nursery.start_soon(one, shard, client)
+    if failed:
+        shards = sorted(failed)
+        answered = [shard for shard in range(len(clients)) if shard not in failed and shard not in errors]
+        details: dict[str, Any] = {"shards": shards, "errors": {str(shard): failed[shard] for shard in shards}}
+        if command:
+            details["applied_on"] = answered
+            message = (f"{what}: engine shard(s) {_shard_list(shards)} did not confirm it "
+                       f"({', '.join(sorted(set(failed.values())))}); it was applied on shard(s) "
+                       f"{_shard_list(answered) or 'none'}. Repeat the action once the shard is back: "
+                       "it is safe, every shard applies it again")
+        else:
+            message = (f"{what}: engine shard(s) {_shard_list(shards)} did not answer "
+                       f"({', '.join(sorted(set(failed.values())))}); the figures would leave them out")
+        log.warning("event=shards_unavailable what=%s shards=%s", what, _shard_list(shards))
+        raise EdgeError(503, "SHARDS_UNAVAILABLE", message, details, headers={"Retry-After": "1"})
+    if errors:
+        raise errors[min(errors)]
+    return answers
+
+
+async def _view(client: Any, function: Callable, *args: Any) -> Any:
+    """``function(engine, *args)`` run by one shard's engine (the value, unboxed)."""
+    (value,) = await client.query(BoxedView(function, args))
+    return value
+
+
+def _one_outcome(command: Any, replies: list[Reply]) -> None:
+    """Raise the rejection when the shards refused ``command`` (all alike: they validate it the
+    same way), or 502 ``SHARDS_DISAGREE`` when some applied it and some refused it."""
+    rejections = {shard: edge.rejection_of(reply.events) for shard, reply in enumerate(replies)}
+    refused = {shard: error for shard, error in rejections.items() if error is not None}
+    if not refused:
+        return
+    if len(refused) == len(replies):
+        raise refused[0]
+    applied = [shard for shard in rejections if shard not in refused]
+    raise EdgeError(502, "SHARDS_DISAGREE",
+                    f"{type(command).__name__} was applied on shard(s) {_shard_list(applied)} but refused on "
+                    f"shard(s) {_shard_list(sorted(refused))} "
+                    f"({'; '.join(f'{shard}: {error.code}' for shard, error in sorted(refused.items()))})",
+                    {"applied_on": applied,
+                     "refused": {str(shard): error.code for shard, error in sorted(refused.items())}})
+
+
 # ------------------------------------------------------------------ the house
 
 
@@ -152,7 +249,9 @@ class HouseFigures:
     async def get(self) -> dict:
         now = trio.current_time()
         if self._value is None or now - self._at > self.max_age_s:
-            self._value = await current_gateway().query(views.house_figures)
+            per_shard = await _on_every_shard(lambda client: _view(client, views.house_figures),
+                                              "the house's figures")
+            self._value = merged_figures(per_shard)
             self._at = now
         assert self._value is not None
         return self._value
@@ -162,6 +261,31 @@ class HouseFigures:
 
 
 HOUSE_EXTENSION = "exness_house_figures"
+
+_NO_EXPOSURE = {"long_qty": 0, "short_qty": 0, "long_notional": 0, "short_notional": 0}
+
+
+def merged_figures(per_shard: list[dict]) -> dict:
+    """Every shard's :func:`~actors.wire.views.house_figures` as one: the realized book and each
+    symbol's quantities and notionals summed (exact integers), the quote of shard 0 (every shard
+    trades the same quotes stream; they may be a tick apart), and a symbol halted when any shard
+    has it halted, with ``halted_shards`` naming which (several shards only)."""
+    if len(per_shard) == 1:
+        return per_shard[0]
+    book: dict[str, int] = {}
+    exposure: dict[str, dict[str, int]] = {}
+    for figures in per_shard:
+        for key, value in figures["book"].items():
+            book[key] = book.get(key, 0) + value
+        for symbol, row in figures["exposure"].items():
+            total = exposure.setdefault(symbol, dict(_NO_EXPOSURE))
+            for key in _NO_EXPOSURE:
+                total[key] += row[key]
+    symbols = {}
+    for symbol, first in per_shard[0]["symbols"].items():
+        halted = [shard for shard, figures in enumerate(per_shard) if figures["symbols"].get(symbol, first)["halted"]]
+        symbols[symbol] = {"bid": first["bid"], "ask": first["ask"], "halted": bool(halted), "halted_shards": halted}
+    return {"book": book, "exposure": exposure, "symbols": symbols}
 
 
 def _house() -> HouseFigures:
@@ -176,8 +300,7 @@ def _by_symbol(figures: dict) -> dict[str, dict[str, Any]]:
     gw = current_gateway()
     rows = {}
     for symbol, quote in figures["symbols"].items():
-        row = dict(figures["exposure"].get(symbol) or
-                   {"long_qty": 0, "short_qty": 0, "long_notional": 0, "short_notional": 0})
+        row = dict(figures["exposure"].get(symbol) or _NO_EXPOSURE)
         instrument = gw.instrument(symbol)
         traders = 0
         if quote["bid"] is not None and quote["ask"] is not None:
@@ -230,6 +353,8 @@ async def admin_exposure() -> Response:
             "house_unrealized": money(row["house_unrealized"]), "halted": row["halted"],
             "bid": None if row["bid"] is None else format_fixed(row["bid"], price),
             "ask": None if row["ask"] is None else format_fixed(row["ask"], price)})
+        if "halted_shards" in row:
+            out[-1]["halted_shards"] = row["halted_shards"]
         for key in totals:
             totals[key] += row[key]
     return json_response({"symbols": out, "totals": {
@@ -247,35 +372,76 @@ async def admin_symbols() -> Response:
     whether it is halted."""
     await operator(READ)
     QueryParams(request.args, ())
-    return json_response({"symbols": await current_gateway().query(views.admin_symbols)})
+    return json_response({"symbols": await _all_symbols()})
+
+
+#: an admin_symbols row's keys that are not the instrument's
+_SYMBOL_STATE = ("symbol", "halted", "bid", "ask", "quote_ts")
+
+
+def merged_symbols(per_shard: list[list[dict]]) -> list[dict]:
+    """Every shard's :func:`~actors.wire.views.admin_symbols` as one list: shard 0's rows (its
+    instruments and quotes), a symbol halted when any shard has it halted, and — several shards
+    only — ``halted_shards`` and ``differing_shards`` (shards whose instrument differs from
+    shard 0's: an instrument change some shard has not applied)."""
+    if len(per_shard) == 1:
+        return per_shard[0]
+    by_shard = [{row["symbol"]: row for row in rows} for rows in per_shard]
+    merged = []
+    for first in per_shard[0]:
+        symbol = first["symbol"]
+        rows = [shard_rows.get(symbol, first) for shard_rows in by_shard]
+        halted = [shard for shard, row in enumerate(rows) if row["halted"]]
+        differing = [shard for shard, row in enumerate(rows)
+                     if any(row.get(key) != value for key, value in first.items() if key not in _SYMBOL_STATE)]
+        merged.append({**first, "halted": bool(halted), "halted_shards": halted, "differing_shards": differing})
+    return merged
+
+
+async def _all_symbols() -> list[dict]:
+    return merged_symbols(await _on_every_shard(lambda client: _view(client, views.admin_symbols),
+                                                "the symbols"))
+
+
+async def _submit_on(command: Any, client: Any) -> tuple[Reply, Any]:
+    """``command`` to one shard with that shard's symbols right after it (one round trip)."""
+    _, reply, symbols = await submit_between(client, command, after=BoxedView(views.admin_symbols))
+    return reply, symbols
 
 
 async def _symbol_action(command: Any, symbol: str) -> Response:
-    """Submit an operator's symbol command; answer the symbol as it is right after."""
+    """Submit an operator's symbol command to every engine shard; answer the symbol as it is
+    right after (200 only when every shard applied it: :func:`_on_every_shard`)."""
     gw = current_gateway()
-    _, reply, symbols = await gw.submit(command, after=views.admin_symbols)
-    rejection = edge.rejection_of(reply.events)
-    if rejection is not None:
-        raise rejection
-    for event in reply.events:
+    name = type(command).__name__
+    try:
+        outcomes = await _on_every_shard(functools.partial(_submit_on, command), f"{name} {symbol}", command=True)
+    finally:
+        _house().forget()   # some shard may have applied it even when the answer is an error
+    _one_outcome(command, [reply for reply, _ in outcomes])
+    for event in outcomes[0][0].events:
         if type(event) is InstrumentUpdated:
             # this gateway checks orders against its copy of the instruments: keep it current
-            # (other gateways of a split deployment keep theirs until they restart; the core
-            # checks every order against its own either way — docs/decisions.md)
+            # at once (in split mode the copy also follows the events stream, so every other
+            # gateway and stream server follows too — docs/decisions.md)
             gw.instruments[symbol] = attrs.evolve(gw.instruments[symbol], **dict(event.changes))
-    if symbols is None:
-        symbols = await gw.query(views.admin_symbols)
-    _house().forget()
-    log.info("event=operator_action command=%s symbol=%s operator_id=%d", type(command).__name__, symbol,
-             command.operator_id)
+    if any(symbols is None for _, symbols in outcomes):
+        symbols = await _all_symbols()
+    else:
+        symbols = merged_symbols([value for _, value in outcomes])
+    log.info("event=operator_action command=%s symbol=%s operator_id=%d shards=%d", name, symbol,
+             command.operator_id, len(outcomes))
     return json_response(next(row for row in symbols if row["symbol"] == symbol))
 
 
-@doc(request_model=ReasonRequest, response=AdminSymbol, errors=(400, 403, 404, 409, 413, 415, 422, 503),
+@doc(request_model=ReasonRequest, response=AdminSymbol, errors=(400, 403, 404, 409, 413, 415, 422, 502, 503),
      tag="admin")
 async def admin_halt_symbol(symbol: str) -> Response:
     """Halt a symbol: new orders are refused, pending entries wait, protective triggers
-    (take-profit, stop-loss, trailing stops, liquidations, stop-outs) still fire. Journaled."""
+    (take-profit, stop-loss, trailing stops, liquidations, stop-outs) still fire. Journaled.
+
+    With several engine shards every shard applies it; 503 SHARDS_UNAVAILABLE names any shard
+    that did not confirm (details.shards, details.applied_on): repeating the halt is safe."""
     claims = await operator(HALT)
     instrument = _symbol(symbol)
     body = await current_gateway().json_body()
@@ -284,10 +450,11 @@ async def admin_halt_symbol(symbol: str) -> Response:
                                            reason=_reason(body)), instrument.symbol)
 
 
-@doc(request_model=ReasonRequest, response=AdminSymbol, errors=(400, 403, 404, 409, 413, 415, 422, 503),
+@doc(request_model=ReasonRequest, response=AdminSymbol, errors=(400, 403, 404, 409, 413, 415, 422, 502, 503),
      tag="admin")
 async def admin_resume_symbol(symbol: str) -> Response:
-    """Lift a halt: orders are taken again and waiting entries can trigger. Journaled."""
+    """Lift a halt: orders are taken again and waiting entries can trigger. Journaled. Every
+    engine shard applies it (as a halt: 503 SHARDS_UNAVAILABLE names a shard that did not)."""
     claims = await operator(HALT)
     instrument = _symbol(symbol)
     body = await current_gateway().json_body()
@@ -296,12 +463,13 @@ async def admin_resume_symbol(symbol: str) -> Response:
                                              reason=_reason(body)), instrument.symbol)
 
 
-@doc(request_model=InstrumentPatch, response=AdminSymbol, errors=(400, 403, 404, 413, 415, 422, 503),
+@doc(request_model=InstrumentPatch, response=AdminSymbol, errors=(400, 403, 404, 413, 415, 422, 502, 503),
      tag="admin")
 async def admin_patch_instrument(symbol: str) -> Response:
     """Change an instrument's spread, maximum leverage, minimum quantity, maintenance ratio or
     fees. Journaled: it takes effect at its sequence number, replays identically and needs no
-    config edit. Answers the instrument as it trades now."""
+    config edit. Answers the instrument as it trades now. Every engine shard applies it (as a
+    halt: 503 SHARDS_UNAVAILABLE names a shard that did not), and every gateway follows it."""
     claims = await operator(INSTRUMENT)
     instrument = _symbol(symbol)
     body = await current_gateway().json_body()
@@ -323,16 +491,50 @@ def _with_owner(row: dict, owner: Optional[AccountOwner]) -> dict:
     return row
 
 
+def merged_scan(per_shard: list[tuple[list[dict], Optional[int]]]) -> tuple[list[dict], Optional[int]]:
+    """Every shard's :func:`~actors.wire.views.admin_account_scan` of the same range as one, in
+    account id order: each shard looked at its accounts up to its own last id, so the merged
+    rows are complete only up to the smallest of those (a shard that answered None has no
+    more); the rows past it are left for the next call, which starts there."""
+    if len(per_shard) == 1:
+        return per_shard[0]
+    bound = min((last for _, last in per_shard if last is not None), default=None)
+    rows = sorted((row for found, _ in per_shard for row in found), key=lambda row: int(row["account_id"]))
+    if bound is not None:
+        rows = [row for row in rows if int(row["account_id"]) <= bound]
+    return rows, bound
+
+
 async def _scan_accounts(after: int, limit: int, bounds: tuple) -> tuple[list[dict], Optional[int]]:
-    gw = current_gateway()
     rows: list[dict] = []
     for _ in range(SCAN_CALLS):
-        found, last = await gw.query(views.admin_account_scan, after, limit - len(rows), bounds)
-        rows.extend(found)
-        if last is None or len(rows) >= limit:
-            return rows, last
+        wanted = limit - len(rows)
+        found, last = merged_scan(await _on_every_shard(
+            lambda client: _view(client, views.admin_account_scan, after, wanted, bounds), "the accounts"))
+        for row in found:
+            rows.append(row)
+            if len(rows) >= limit:
+                return rows, int(row["account_id"])
+        if last is None:
+            return rows, None
         after = last
     return rows, after
+
+
+async def _account_rows(account_ids: list[int], bounds: tuple) -> list[dict]:
+    """:func:`~actors.wire.views.admin_account_rows` of these accounts, each asked of its own
+    shard (one view per shard, at once), in the order given."""
+    gw = current_gateway()
+    clients = shard_clients(gw.handle)
+    if len(clients) == 1:
+        return await _view(clients[0], views.admin_account_rows, account_ids, bounds)
+    by_shard: list[list[int]] = [[] for _ in clients]
+    for account_id in account_ids:
+        by_shard[gw.handle.shard_of(account_id)].append(account_id)
+    found = await _on_every_shard(
+        lambda client: _view(client, views.admin_account_rows, by_shard[client.shard], bounds), "the accounts")
+    rows = {int(row["account_id"]): row for shard_rows in found for row in shard_rows}
+    return [rows[account_id] for account_id in account_ids if account_id in rows]
 
 
 async def _matching_accounts(email: str, after: int, limit: int, bounds: tuple) -> tuple[list[dict], Optional[int]]:
@@ -342,7 +544,7 @@ async def _matching_accounts(email: str, after: int, limit: int, bounds: tuple) 
         owners = await gw.store.account_owners_matching(email, after=after, limit=MAX_OWNER_MATCHES)
         if not owners:
             return rows, None
-        found = await gw.query(views.admin_account_rows, [owner.account_id for owner in owners], bounds)
+        found = await _account_rows([owner.account_id for owner in owners], bounds)
         by_id = {owner.account_id: owner for owner in owners}
         for row in found:
             rows.append(_with_owner(row, by_id[int(row["account_id"])]))
@@ -434,14 +636,24 @@ async def admin_adjust_balance(account_id: str) -> Response:
 
 @doc(request_model=ReasonRequest, response=ClosedPart, errors=(400, 403, 404, 413, 415, 422, 503), tag="admin")
 async def admin_close_position(position_id: str) -> Response:
-    """Force-close a whole position at the current quote (close reason operator). Journaled."""
+    """Force-close a whole position at the current quote (close reason operator). Journaled.
+    With several engine shards it goes to the shard that opened the position (its id says which)."""
     claims = await operator(CLOSE)
     gw = current_gateway()
     identifier = PositionId(edge.parse_position_id(position_id))
     body = await gw.json_body()
     _only(body, ("reason",))
-    _, reply, _ = await gw.submit(ForceClosePosition(position_id=identifier, operator_id=claims.operator_id,
-                                                     reason=_reason(body)))
+    command = ForceClosePosition(position_id=identifier, operator_id=claims.operator_id, reason=_reason(body))
+    clients = shard_clients(gw.handle)
+    if len(clients) == 1:
+        _, reply, _ = await gw.submit(command)
+    else:   # the shard that opened it holds it (ids by range)
+        shard = shard_of_position(identifier)
+        if shard >= len(clients):
+            raise EdgeError(404, "UNKNOWN_POSITION", f"no open position {identifier}",
+                            {"reason": "UNKNOWN_POSITION", "ref": str(identifier),
+                             **edge.not_found_details("position", identifier)})
+        _, reply, _ = await submit_between(clients[shard], command)
     rejection = edge.rejection_of(reply.events)
     if rejection is not None:
         raise rejection
@@ -476,7 +688,8 @@ async def _operator_filter(value: Optional[str]) -> Optional[int]:
 
 @doc(response=AuditPage, query=AuditQuery, errors=(400, 403, 503), tag="admin")
 async def admin_audit() -> Response:
-    """Every operator action, newest first, from the engine's journal (via the persister).
+    """Every operator action, newest first, from the engine's journal (via the persister). With
+    several engine shards a halt, resume or instrument change has one entry per shard (shard).
 
     Filters: operator (id or e-mail), action (halt, resume, update_instrument, adjust_balance,
     close_position), from/to (ms; from inclusive, to exclusive)."""
@@ -489,12 +702,14 @@ async def admin_audit() -> Response:
     if start is not None and end is not None and start > end:
         raise invalid("to", "must not be before from")
     cursor, limit = params.cursor(), params.limit()
-    await gw.history_caught_up(0)
+    for shard in range(len(shard_clients(gw.handle))):   # every shard's persister writes its own
+        await gw.shard_history_caught_up(shard)
     page = await gw.store.audit(operator_id=operator_id, action=action, start=start, end=end, cursor=cursor,
                                 limit=limit)
     emails = {record.operator_id: record.email for record in await gw.store.operators()}
     return json_response({"entries": [{
-        "id": f"{entry.shard}-{entry.seq}-{entry.index}", "operator_id": str(entry.operator_id),
+        "id": f"{entry.shard}-{entry.seq}-{entry.index}", "shard": entry.shard,
+        "operator_id": str(entry.operator_id),
         "operator_email": emails.get(entry.operator_id), "action": entry.action,
         "account_id": None if entry.account_id is None else str(entry.account_id), "target": entry.target,
         "reason": entry.reason, "detail": _detail(entry.detail), "ts": edge.ns_to_ms(entry.ts),

@@ -52,6 +52,11 @@ class Operator(msgspec.Struct, kw_only=True):
     permissions: Annotated[list[str], Meta(description="read, halt, close, instrument, adjust")]
 
 
+HaltedShards = Annotated[list[int], Meta(description=(
+    "split mode with several engine shards only: the shards on which the symbol is halted (all of them "
+    "after a halt that every shard applied)"))]
+
+
 # ------------------------------------------------------------------------------------- the house
 
 class HouseBook(msgspec.Struct, kw_only=True):
@@ -90,9 +95,10 @@ class SymbolExposure(msgspec.Struct, kw_only=True):
     short_notional: Money
     net_notional: Money
     house_unrealized: Money
-    halted: bool
+    halted: Annotated[bool, Meta(description="halted (on any engine shard)")]
     bid: Optional[str]
     ask: Optional[str]
+    halted_shards: Union[HaltedShards, UnsetType] = UNSET
 
 
 class ExposureTotals(msgspec.Struct, kw_only=True):
@@ -110,10 +116,14 @@ class Exposure(msgspec.Struct, kw_only=True):
 # ------------------------------------------------------------------------------------- symbols
 
 class AdminSymbol(Instrument, kw_only=True):
-    halted: bool
+    halted: Annotated[bool, Meta(description="halted (on any engine shard)")]
     bid: Optional[str]
     ask: Optional[str]
     quote_ts: Optional[Millis]
+    halted_shards: Union[HaltedShards, UnsetType] = UNSET
+    differing_shards: Union[Annotated[list[int], Meta(description=(
+        "split mode with several engine shards only: the shards whose instrument differs from shard 0's "
+        "(an instrument change they did not apply: repeat it)"))], UnsetType] = UNSET
 
 
 class AdminSymbolList(msgspec.Struct, kw_only=True):
@@ -199,6 +209,9 @@ class AuditQuery(msgspec.Struct, kw_only=True):
 
 class AuditEntry(msgspec.Struct, kw_only=True):
     id: Annotated[str, Meta(description="shard-seq-index of the engine input")]
+    shard: Annotated[int, Meta(description=(
+        "the engine shard that journaled it: a halt, resume or instrument change is applied by every "
+        "shard of a sharded deployment, so it has one entry per shard"))]
     operator_id: Id
     operator_email: Optional[str]
     action: str

@@ -152,11 +152,17 @@ class Gateway:
         self.metrics = metrics
         self.persister = persister
         self.clock = clock
-        if handle is not None:
-            instruments = handle.instruments
-        else:   # documentation export: no engine
-            instruments = {i.symbol: i for i in cfg.core.instruments}
-        self.instruments: dict[str, Instrument] = dict(instruments)
+        self.instruments: dict[str, Instrument]
+        if handle is None:   # documentation export: no engine
+            self.instruments = {i.symbol: i for i in cfg.core.instruments}
+        elif handle.remote:
+            # split mode: the remote handle's copy follows every InstrumentUpdated (and is read
+            # from the engine at start), so share it rather than keep one of our own
+            self.instruments = cast(dict, handle.instruments)
+        else:
+            # in-process: the core's own dict, which must not be read outside the engine's
+            # turn; a copy, kept current by the admin routes (the only gateway there is)
+            self.instruments = dict(handle.instruments)
         self.symbols: tuple[str, ...] = tuple(sorted(self.instruments))
         self.common_headers = CommonHeaders(settings)
         self.ip_limiter = RateLimiter(settings.ip_rate_per_s, settings.ip_burst)
@@ -289,7 +295,10 @@ class Gateway:
         there."""
         if self.handle is None:
             return
-        shard = self.handle.shard_of(account_id)
+        await self.shard_history_caught_up(self.handle.shard_of(account_id))
+
+    async def shard_history_caught_up(self, shard: int) -> None:
+        """:meth:`history_caught_up` for everything engine shard ``shard`` had made durable."""
         target = self.handle.durable_seq_of(shard)
         persister = self.persister
         if persister is not None and persister.last_seq >= target:

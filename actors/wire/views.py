@@ -22,7 +22,7 @@ from exness_actors.commands import AccountId, OrderId, PositionId
 __all__ = [
     "account_summary", "pending_orders", "order_state", "pending_order", "open_positions",
     "open_position", "position_symbol", "new_positions", "quotes", "account_quotes", "quote_times",
-    "owned_symbols", "account_summaries", "alerts", "alert",
+    "owned_symbols", "account_summaries", "alerts", "alert", "traded_instruments",
 ]
 
 
@@ -118,6 +118,13 @@ def _quotes(engine: Engine, symbols: tuple[str, ...], account_id: Optional[Accou
         else:
             out.append(edge.quote_json(symbol, quote, engine.instruments[symbol]))
     return out
+
+
+def traded_instruments(engine: Engine) -> list[list]:
+    """Every instrument as the engine trades it now (after operator changes), in its wire form
+    (``Instrument.to_wire``): what a remote handle's copy starts from and re-reads after an
+    ``InstrumentUpdated`` (split mode)."""
+    return [engine.instruments[symbol].to_wire() for symbol in sorted(engine.instruments)]
 
 
 def quote_times(engine: Engine) -> dict[str, Optional[int]]:
