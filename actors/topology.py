@@ -212,7 +212,9 @@ def _notifications(ctx: Context) -> dict[str, Any]:
     return {"inbox": _require(ctx.events, "events")("notifications", False), "store": ctx.store, "shard": ctx.shard,
             "settings": ctx.cfg.settings.notifications,
             "instruments": {instrument.symbol: instrument for instrument in ctx.cfg.core.instruments},
-            "sink": sink, "backlog": ctx.notification_backlog, "engine_busy": ctx.engine_busy}
+            "sink": sink, "backlog": ctx.notification_backlog, "engine_busy": ctx.engine_busy,
+            # split mode reads a trimmed Redis stream; in-process the subscription is lossless
+            "detect_gaps": ctx.mode.name == SPLIT.name}
 
 
 def _engine(ctx: Context) -> dict[str, Any]:
@@ -246,6 +248,7 @@ def _gateway(ctx: Context) -> dict[str, Any]:
     started = ctx.started
     return {"handle": ctx.engine, "store": ctx.store, "candles": started.get("candles", ctx.candles), "cfg": ctx.cfg,
             "tokens": ctx.tokens, "feed_stats": started.get("price_feed"), "persister": started.get("persister"),
+            "notifications": started.get("notifications"),
             "ws_stats": functools.partial(_statistics_of, started, "ws") if "ws" in ctx.here else None,
             "shutdown": ctx.shutdown, "clock": ctx.clock, "serve": ctx.mode.serve}
 
@@ -285,7 +288,7 @@ ACTORS: tuple[ActorSpec, ...] = (
               roles=frozenset({"all", "engine", "candles"}), own_role_flag="candles_role"),
     ActorSpec(name="notifications", run="actors.notifications:run", arguments=_notifications,
               needs=("events", "store", "shard", "cfg", "notifications", "notification_sink",
-                     "notification_backlog", "engine_busy"),
+                     "notification_backlog", "engine_busy", "mode"),
               restart="backoff", stage="consumer", roles=frozenset({"all", "notifications"})),
     ActorSpec(name="engine", run="actors.engine.actor:run", arguments=_engine,
               needs=("engine", "journal", "cfg", "engine_clock", "mode"), restart="fail-fast", stage="engine",
