@@ -150,7 +150,7 @@ class NotificationSettings:
     #: rows the purge deletes per transaction (it never holds a long lock)
     retention_batch: int = attrs.field(default=1000, validator=_at_least(1))
     #: split mode: the notifications role serves Prometheus ``/metrics`` on this port; 0 = off
-    metrics_port: int = attrs.field(default=9464, validator=_at_least(0))
+    metrics_port: int = attrs.field(default=0, validator=_at_least(0))
     metrics_host: str = "127.0.0.1"
 
     @property

@@ -34,6 +34,7 @@ import json
 import logging
 from typing import Any, Optional
 
+import attrs
 import trio
 
 from actors import topology
@@ -344,8 +345,12 @@ class _SplitProcess:
             if hasattr(info, "url"):
                 body["url"] = info.url
             if hasattr(info, "statistics"):
-                body[name] = json.loads(json.dumps(info.statistics(), default=str))
-        gaps = body.get("notifications", {}).get("gap_inputs") if isinstance(body.get("notifications"), dict) else 0
+                statistics = info.statistics()
+                if attrs.has(type(statistics)):      # e.g. the notifications worker's: a JSON object
+                    statistics = attrs.asdict(statistics)
+                body[name] = json.loads(json.dumps(statistics, default=str))
+        worker = body.get("notifications")
+        gaps = worker.get("gap_inputs") if isinstance(worker, dict) else 0
         if gaps:
             first, last = body["notifications"]["last_gap"]
             body["detail"] = (f"input gap: {gaps} input(s) of the events stream were never seen (latest: seqs "
