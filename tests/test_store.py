@@ -880,6 +880,23 @@ async def test_postgres_list_queries_walk_an_index_in_page_order(postgres_store,
 
 
 @pytest.mark.services
+async def test_postgres_retention_walks_the_age_index_oldest_first(postgres_store) -> None:
+    """The purge's query reads the oldest notifications of one shard through
+    ``notifications_by_age`` (migration 0017): no sort, no sequential scan of the table."""
+    from actors.store.notifications import EXPIRED, numbered
+
+    async def explain(connection: asyncpg.Connection) -> list:
+        async with connection.transaction():
+            await connection.execute("SET LOCAL enable_seqscan = off")
+            await connection.execute("SET LOCAL enable_bitmapscan = off")
+            return await connection.fetch(f"EXPLAIN {numbered(EXPIRED)}", 0, MONDAY, 1000)
+
+    plan = plan_of(await postgres_store.run_with_connection(explain))
+    assert re.search(r"Index Scan using \S*notifications_by_age ", plan), plan
+    assert "Sort" not in plan and "Seq Scan" not in plan, plan
+
+
+@pytest.mark.services
 async def test_postgres_candle_buckets_use_the_primary_key(postgres_store) -> None:
     await postgres_store.write_candles(irregular_minutes())
     sql, args = candles_query(BTC, "1w", MONDAY, MONDAY + 21 * DAY, 10)
