@@ -135,6 +135,29 @@ async def test_the_embedded_gateway_exports_the_worker_on_its_metrics(tmp_path):
     assert "exness_notifications_channels" not in text      # not the generic export besides
 
 
+async def test_a_restarted_actor_replaces_its_handle_where_metrics_read_it(autojump_clock):
+    """The gateway reads the worker's statistics through ``Context.started`` at scrape time; a
+    worker restarted with backoff announces its new handle there (else the metrics would freeze
+    on the failed one)."""
+    from actors import topology
+    handles = iter(["first worker", "second worker"])
+    announced: dict = {}
+
+    async def fails_once(*, task_status=trio.TASK_STATUS_IGNORED):
+        handle = next(handles)
+        task_status.started(handle)
+        if handle == "first worker":
+            raise RuntimeError("the store went away")
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        first = await nursery.start(functools.partial(topology.supervised, "notifications", fails_once,
+                                                      announce_to=announced))
+        await trio.sleep(1)
+        assert (first, announced) == ("first worker", {"notifications": "second worker"})
+        nursery.cancel_scope.cancel()
+
+
 # ------------------------------------------------------------------ retention schedule
 
 class PurgeLog:

@@ -193,8 +193,8 @@ def create_app(*, handle: Optional[EngineClient], store: Any, candles: Any, cfg:
     ``tokens``: the shared :class:`~actors.auth_tokens.TokenIssuer`. ``feed_stats``,
     ``ws_stats`` (anything with ``statistics()``) and ``persister`` (the persister actor's handle;
     history reads use its ``last_seq`` to wait for their own writes without a database round
-    trip) and ``notifications`` (the notifications worker in this process: its figures on
-    ``/metrics``) are optional. ``clock`` gives wall time in ns (readiness and token times).
+    trip) and ``notifications`` (the statistics of the notifications worker in this process, or
+    a callable returning them: its figures on ``/metrics``) are optional. ``clock`` gives wall time in ns (readiness and token times).
     All of ``handle``, ``store``, ``candles`` and ``tokens`` may be None only to build the
     OpenAPI document.
     """

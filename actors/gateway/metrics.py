@@ -93,7 +93,8 @@ class StatisticsCollector:
             if component == "feed":
                 yield from self._feed(stats)
             if component == "notifications":     # labelled families of its own (by shard, channel)
-                yield from worker_metrics(stats, shard=int(getattr(source, "shard", 0)))
+                if stats:
+                    yield from worker_metrics(stats, shard=int(stats.get("shard") or 0))
                 continue
             yield from self._generic(component, stats)
 

@@ -82,6 +82,7 @@ class WorkerStatistics:
     last_gap: Optional[tuple[int, int]] = None
     purged: int = 0           # notifications the retention purge removed (_retention.py)
     outbox: dict[str, dict[str, int]] = attrs.Factory(dict)   # channel -> pending/dead rows (_outbox.py)
+    shard: int = 0
 
 
 def http_client(settings: NotificationSettings) -> WebhookClient:
@@ -135,7 +136,7 @@ class NotificationWorker:
             channels={name: dispatcher.statistics() for name, dispatcher in self.dispatchers.items()},
             gaps=gaps.gaps if gaps else 0, gap_inputs=gaps.gap_inputs if gaps else 0,
             last_gap=gaps.last_gap if gaps else None, purged=self.retention.purged,
-            outbox=self.outbox.counts)
+            outbox=self.outbox.counts, shard=self.shard)
 
     async def derive_batches(self, batches: Sequence[EventBatch]) -> int:
         """Derive and record ``batches`` (in seq order); return the notifications recorded."""
