@@ -294,3 +294,18 @@ async def test_a_stream_trimmed_past_the_watermark_is_reported_with_its_range_an
             while not await trio.to_thread.run_sync(healthy_with_detail):
                 await trio.sleep(0.2)
         done.set()
+
+
+async def test_a_metrics_port_in_use_stops_the_role_with_what_to_do(split_cfg):
+    import socket
+    from actors.runtime import StartupError
+    cfg, _ = split_cfg
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = cfg.with_overrides({"notifications": {"metrics_port": port}})
+        with trio.fail_after(30), pytest.raises(
+                StartupError, match=rf"notifications: cannot serve /metrics on 127\.0\.0\.1:{port}: .*metrics_port"):
+            await roles.run_role(cfg, "notifications", announce=False, handle_signals=False)
+
