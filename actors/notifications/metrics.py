@@ -38,7 +38,7 @@ _GAUGES = {
     "exness_notifications_last_seq": ("every input of the shard up to this seq is derived", "last_seq"),
     "exness_notifications_recorded_seq": ("...and up to this seq the store's watermark says so", "recorded_seq"),
     "exness_notifications_received_seq": ("the newest input seq the worker has received", "received_seq"),
-    "exness_notifications_lag_inputs": ("inputs received but not derived yet", "lag"),
+    "exness_notifications_lag_inputs": ("inputs of the batches in hand not recorded yet", "lag"),
     "exness_notifications_inbox_depth": ("engine event batches waiting for the worker", "inbox_depth"),
 }
 #: counter name (prometheus adds ``_total``) -> (help, statistics key)
