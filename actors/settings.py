@@ -145,6 +145,13 @@ class NotificationSettings:
     retry_max_s: float = attrs.field(default=600.0, validator=_at_least(0))
     poll_interval_s: float = attrs.field(default=1.0, validator=_at_least(0.01))
     max_batches: int = attrs.field(default=64, validator=_at_least(1))
+    #: notifications older than this whose deliveries are settled are purged; 0 = keep forever
+    retention_days: int = attrs.field(default=90, validator=_at_least(0))
+    #: rows the purge deletes per transaction (it never holds a long lock)
+    retention_batch: int = attrs.field(default=1000, validator=_at_least(1))
+    #: split mode: the notifications role serves Prometheus ``/metrics`` on this port; 0 = off
+    metrics_port: int = attrs.field(default=0, validator=_at_least(0))
+    metrics_host: str = "127.0.0.1"
 
     @property
     def email_available(self) -> bool:

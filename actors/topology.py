@@ -212,7 +212,9 @@ def _notifications(ctx: Context) -> dict[str, Any]:
     return {"inbox": _require(ctx.events, "events")("notifications", False), "store": ctx.store, "shard": ctx.shard,
             "settings": ctx.cfg.settings.notifications,
             "instruments": {instrument.symbol: instrument for instrument in ctx.cfg.core.instruments},
-            "sink": sink, "backlog": ctx.notification_backlog, "engine_busy": ctx.engine_busy}
+            "sink": sink, "backlog": ctx.notification_backlog, "engine_busy": ctx.engine_busy,
+            # split mode reads a trimmed Redis stream; in-process the subscription is lossless
+            "detect_gaps": ctx.mode.name == SPLIT.name}
 
 
 def _engine(ctx: Context) -> dict[str, Any]:
@@ -246,6 +248,9 @@ def _gateway(ctx: Context) -> dict[str, Any]:
     started = ctx.started
     return {"handle": ctx.engine, "store": ctx.store, "candles": started.get("candles", ctx.candles), "cfg": ctx.cfg,
             "tokens": ctx.tokens, "feed_stats": started.get("price_feed"), "persister": started.get("persister"),
+            # read at scrape time: a restarted worker replaces the one before in ``started``
+            "notifications": (functools.partial(_statistics_of, started, "notifications")
+                              if "notifications" in ctx.here else None),
             "ws_stats": functools.partial(_statistics_of, started, "ws") if "ws" in ctx.here else None,
             "shutdown": ctx.shutdown, "clock": ctx.clock, "serve": ctx.mode.serve}
 
@@ -285,7 +290,7 @@ ACTORS: tuple[ActorSpec, ...] = (
               roles=frozenset({"all", "engine", "candles"}), own_role_flag="candles_role"),
     ActorSpec(name="notifications", run="actors.notifications:run", arguments=_notifications,
               needs=("events", "store", "shard", "cfg", "notifications", "notification_sink",
-                     "notification_backlog", "engine_busy"),
+                     "notification_backlog", "engine_busy", "mode"),
               restart="backoff", stage="consumer", roles=frozenset({"all", "notifications"})),
     ActorSpec(name="engine", run="actors.engine.actor:run", arguments=_engine,
               needs=("engine", "journal", "cfg", "engine_clock", "mode"), restart="fail-fast", stage="engine",
@@ -369,7 +374,7 @@ def bound(row: ActorSpec, ctx: Context) -> Callable[..., Awaitable[Any]]:
     if row.restart == "fail-fast":
         return functools.partial(_fail_fast, actor, ctx)
     if row.restart == "backoff" and ctx.mode.restarts:
-        return functools.partial(supervised, row.name, actor)
+        return functools.partial(supervised, row.name, actor, announce_to=ctx.started)
     return actor
 
 
@@ -423,8 +428,11 @@ async def _fail_fast(actor: Callable[..., Awaitable[Any]], ctx: Context, *,
 
 async def supervised(name: str, actor: Callable[..., Awaitable[Any]], *,
                      task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
-                     max_backoff_s: float = 30.0, **kwargs: Any) -> None:
-    """Run ``actor`` and restart it with exponential backoff whenever it fails."""
+                     max_backoff_s: float = 30.0, announce_to: Optional[dict[str, Any]] = None,
+                     **kwargs: Any) -> None:
+    """Run ``actor`` and restart it with exponential backoff whenever it fails. ``announce_to``
+    (a process's ``Context.started``) gets what each start reported, under ``name``: a restarted
+    actor's handle replaces the one before, so what reads it at run time (metrics) follows it."""
     delay = 0.5
     started = False
     while True:
@@ -432,6 +440,8 @@ async def supervised(name: str, actor: Callable[..., Awaitable[Any]], *,
         try:
             async with trio.open_nursery() as nursery:
                 info = await nursery.start(functools.partial(actor, **kwargs))
+                if announce_to is not None:
+                    announce_to[name] = info
                 if not started:
                     task_status.started(info)
                     started = True

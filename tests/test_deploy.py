@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from actors import cli
+from actors.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_PATH = ROOT / "docker-compose.yml"
@@ -36,7 +37,7 @@ ENV_EXAMPLE_PATH = ROOT / ".env.example"
 OPERATIONS_DOC_PATH = ROOT / "docs" / "operations.md"
 
 EXPECTED_SERVICES = {"redis", "postgres", "migrate", "engine", "gateway-1", "gateway-2", "ws", "feed",
-                     "candles", "snapshotter"}
+                     "candles", "snapshotter", "notifications"}
 ONE_SHOT_SERVICES = {"migrate"}
 DEPENDS_ON_CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|(^|_)KEY$|TOKEN", re.IGNORECASE)
@@ -78,11 +79,12 @@ RUN_ROLES: dict[str, tuple[dict[str, Callable[[str], bool]], dict[str, Callable[
     "candles": ({"--bus": _one_of("redis"), "--store": _one_of("postgres")}, {}),
     "persister": ({"--bus": _one_of("redis"), "--store": _one_of("postgres")}, {}),
     "snapshotter": ({"--bus": _one_of("redis"), "--data-dir": _absolute_path}, {"--shard": _non_negative_int}),
+    "notifications": ({"--bus": _one_of("redis"), "--store": _one_of("postgres")}, {"--shard": _non_negative_int}),
 }
 # `migrate` may take --store; docker-compose.yml gives the store kind as EXNESS_STORE__KIND instead
 MIGRATE_OPTIONAL_FLAGS = {"--store": _one_of("postgres")}
 ROLES_WITH_DATA_VOLUME = {"engine", "snapshotter"}
-STATELESS_ROLES = {"gateway", "ws", "feed", "candles", "persister"}
+STATELESS_ROLES = {"gateway", "ws", "feed", "candles", "persister", "notifications"}
 
 
 def contract_errors(argv: list[str]) -> list[str]:
@@ -281,7 +283,7 @@ def test_compose_defines_the_whole_topology(compose: dict[str, Any]) -> None:
     roles = {name: role_of(argv) for name, argv in app_services(compose).items()}
     assert roles == {"migrate": None, "engine": "engine", "gateway-1": "gateway", "gateway-2": "gateway",
                      "ws": "ws", "feed": "feed", "candles": "candles",
-                     "snapshotter": "snapshotter"}
+                     "snapshotter": "snapshotter", "notifications": "notifications"}
     assert app_services(compose)["migrate"][:1] == ["migrate"]
 
 
@@ -353,9 +355,9 @@ def test_start_order_is_a_valid_dependency_graph(compose: dict[str, Any]) -> Non
                 assert dependency in ONE_SHOT_SERVICES, f"{name} waits for long-running {dependency} to exit"
     order = _topological_order(graph)
     position = {name: index for index, name in enumerate(order)}
-    for later in ("migrate", "engine", "gateway-1", "gateway-2", "ws", "candles"):
+    for later in ("migrate", "engine", "gateway-1", "gateway-2", "ws", "candles", "notifications"):
         assert position["postgres"] < position[later]
-    for later in ("engine", "gateway-1", "gateway-2", "ws", "feed", "candles", "snapshotter"):
+    for later in ("engine", "gateway-1", "gateway-2", "ws", "feed", "candles", "snapshotter", "notifications"):
         assert position["redis"] < position[later]
     assert graph["migrate"].get("postgres") == "service_healthy"
     assert graph["snapshotter"].get("engine") == "service_healthy"
@@ -413,8 +415,22 @@ def test_services_get_the_environment_their_role_needs(compose: dict[str, Any]) 
         _environment(services["snapshotter"])["EXNESS_BUS__ENGINE_INSTANCE"]
     assert _environment(services["gateway-1"])["EXNESS_HTTP__HOST"] == "0.0.0.0"
     assert _environment(services["ws"])["EXNESS_WS__HOST"] == "0.0.0.0"
-    for name in ("feed", "snapshotter", "migrate", "engine", "candles"):
+    for name in ("feed", "snapshotter", "migrate", "engine", "candles", "notifications"):
         assert "EXNESS_AUTH__JWT_SECRET" not in _environment(services[name]), f"{name} has no use for the JWT secret"
+
+
+def test_the_notifications_worker_serves_metrics_on_the_compose_network_only(compose: dict[str, Any]) -> None:
+    """Its own /metrics listener (split mode has no gateway in its process): bound on every
+    interface of the container, exposed to the compose network (Prometheus), not published."""
+    service = compose["services"]["notifications"]
+    environment = _environment(service)
+    port = environment["EXNESS_NOTIFICATIONS__METRICS_PORT"]
+    assert _port(port) and environment["EXNESS_NOTIFICATIONS__METRICS_HOST"] == "0.0.0.0"
+    assert [str(exposed) for exposed in service["expose"]] == [port]
+    assert "ports" not in service
+    assert service["restart"] == "unless-stopped" and service["image"] == compose["x-app"]["image"]
+    cfg = load_config(environ=environment)    # the variables parse into the typed settings
+    assert cfg.settings.notifications.metrics_port == int(port)
 
 
 def test_gateways_publish_different_host_ports(compose: dict[str, Any]) -> None:

@@ -315,7 +315,7 @@ def test_migration_0016_backfills_each_users_account_and_its_refresh_tokens(data
                                  "expires_at) VALUES ($1, 2, 'fam', 0, 100)", b"t" * 32)
     with_connection(database_url, schema, seed)
 
-    assert migrate(database_url, schema) == ["0016_accounts"]
+    assert migrate(database_url, schema)[0] == "0016_accounts"          # (and any later ones)
 
     async def check(connection: asyncpg.Connection) -> tuple:
         accounts = [tuple(row) for row in await connection.fetch(

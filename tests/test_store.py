@@ -187,7 +187,8 @@ async def test_sqlite_applies_each_migration_once(tmp_path) -> None:
     first = SqliteStore(tmp_path / "db")
     second_open = None
     try:
-        assert first.migrations_applied == ["0001_init", "0002_users", "0003_shards", "0008_notifications", "0013_operators", "0016_accounts"]
+        assert first.migrations_applied == ["0001_init", "0002_users", "0003_shards", "0008_notifications", "0013_operators", "0016_accounts",
+                                            "0017_notification_retention"]
         await first.close()
         second_open = SqliteStore(tmp_path / "db")
         assert second_open.migrations_applied == []
@@ -879,6 +880,23 @@ async def test_postgres_list_queries_walk_an_index_in_page_order(postgres_store,
 
 
 @pytest.mark.services
+async def test_postgres_retention_walks_the_age_index_oldest_first(postgres_store) -> None:
+    """The purge's query reads the oldest notifications of one shard through
+    ``notifications_by_age`` (migration 0017): no sort, no sequential scan of the table."""
+    from actors.store.notifications import EXPIRED, numbered
+
+    async def explain(connection: asyncpg.Connection) -> list:
+        async with connection.transaction():
+            await connection.execute("SET LOCAL enable_seqscan = off")
+            await connection.execute("SET LOCAL enable_bitmapscan = off")
+            return await connection.fetch(f"EXPLAIN {numbered(EXPIRED)}", 0, MONDAY, 1000)
+
+    plan = plan_of(await postgres_store.run_with_connection(explain))
+    assert re.search(r"Index Scan using \S*notifications_by_age ", plan), plan
+    assert "Sort" not in plan and "Seq Scan" not in plan, plan
+
+
+@pytest.mark.services
 async def test_postgres_candle_buckets_use_the_primary_key(postgres_store) -> None:
     await postgres_store.write_candles(irregular_minutes())
     sql, args = candles_query(BTC, "1w", MONDAY, MONDAY + 21 * DAY, 10)
@@ -992,3 +1010,45 @@ async def test_notifications_record_deliver_settle_page_and_cut(store) -> None:
     page, _ = await store.notifications(7)
     assert [n.id for n in page.items] == ["0-1-1"]
     assert (await store.dead_letters(7)).items == []
+
+
+async def test_retention_purges_old_settled_notifications_in_bounded_batches(store) -> None:
+    """Old and settled (delivered, or dead-lettered) notifications go with their dead-letter rows,
+    at most ``limit`` per call, oldest first; a pending delivery keeps its notification however
+    old; another shard's and younger ones stay. Times are injected: nothing sleeps."""
+    from actors.notifications._retention import cutoff, purge_expired
+    from actors.store.notifications import Notification, Settlement
+
+    day = 86_400 * SECOND
+    now = 400 * day
+
+    def made(shard: int, seq: int, age_days: int) -> Notification:
+        return Notification(id=f"{shard}-{seq}-0", account_id=7, shard=shard, seq=seq, index=0, kind="order_filled",
+                            created_at=now - age_days * day, title=f"fill {seq}", data={})
+
+    old = [made(0, seq, 200 - seq) for seq in range(1, 7)]       # 199 … 194 days old
+    young = [made(0, 7, 10)]
+    other_shard = [made(1, 1, 300)]
+    await store.record_notifications(0, 7, old + young, [(n.id, "webhook", 7) for n in old + young], now=1)
+    await store.record_notifications(1, 1, other_shard, [], now=1)
+    settled = [Settlement(notification_id=n.id, channel="webhook", delivered=True, attempts=1) for n in old[:4]]
+    settled.append(Settlement(notification_id=old[4].id, channel="webhook", delivered=False, attempts=8,
+                              error="HTTP 500"))                 # dead-lettered: settled
+    settled.append(Settlement(notification_id=young[0].id, channel="webhook", delivered=True, attempts=1))
+    await store.settle_deliveries(settled, now=2)                # old[5] stays pending (retrying)
+    assert await store.outbox_counts(0) == {("webhook", "pending"): 1, ("webhook", "dead"): 1}
+    assert (await store.dead_letters(7)).items[0].notification_id == old[4].id
+
+    before = cutoff(now, 90)
+    assert await store.purge_notifications(0, before=before, limit=2) == 2      # the two oldest
+    page, _ = await store.notifications(7, limit=50)
+    assert [n.id for n in page.items] == ["0-7-0", "0-6-0", "0-5-0", "0-4-0", "0-3-0", "1-1-0"]
+    assert await purge_expired(store, 0, now=now, retention_days=90, batch=2) == 3   # two calls: 2, then 1
+    page, _ = await store.notifications(7, limit=50)
+    assert [n.id for n in page.items] == ["0-7-0", "0-6-0", "1-1-0"]   # pending, young, another shard's
+    assert (await store.dead_letters(7)).items == []             # the dead-letter row went with it
+    assert await store.outbox_counts(0) == {("webhook", "pending"): 1}
+    assert await purge_expired(store, 0, now=now, retention_days=0, batch=2) == 0   # 0: keep forever
+    assert await store.purge_notifications(1, before=before, limit=10) == 1
+    assert await store.notifier_seq(0) == 7                      # the watermark is not retention's
+

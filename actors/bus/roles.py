@@ -34,6 +34,7 @@ import json
 import logging
 from typing import Any, Optional
 
+import attrs
 import trio
 
 from actors import topology
@@ -43,7 +44,7 @@ from actors.engine.actor import EngineHandle
 from actors.engine.keys import load_or_create_key
 from actors.engine.messages import EventBatch
 from actors.history.candles import CandlesHandle
-from actors.runtime import tune_gc, wait_for_stop_signal
+from actors.runtime import StartupError, tune_gc, wait_for_stop_signal
 
 __all__ = ["serve_engine_edge", "run_role", "ROLES", "MirrorCandles", "check_shard"]
 
@@ -156,6 +157,7 @@ async def run_role(cfg: Any, role: str, *, announce: bool = True, handle_signals
                 ctx = await process.open(nursery)
                 for stage in topology.STAGES:
                     await topology.start_stage(ctx, nursery, stage)
+                await process.serve_metrics(nursery)
                 await nursery.start(functools.partial(redis_edge.heartbeat, bus=bus, role=role, status=process.status))
                 tune_gc()   # the started app (routes, schemas, caches) is long-lived: keep the collector off it
                 if announce:
@@ -317,15 +319,42 @@ class _SplitProcess:
     def _engine_instance(self) -> str:
         return self.cfg.settings.bus.engine_instance or redis_edge.default_instance()
 
+    async def serve_metrics(self, nursery: trio.Nursery) -> None:
+        """The notifications role's Prometheus ``/metrics`` (``[notifications] metrics_port``; 0:
+        none): it has no HTTP server of its own, and a gateway would export it once per gateway."""
+        settings = self.cfg.settings.notifications
+        if "notifications" not in self.ctx.started or not settings.metrics_port:
+            return
+        from actors.notifications.metrics import serve_metrics
+        try:
+            listener = await nursery.start(functools.partial(
+                serve_metrics, source=lambda: self.ctx.started.get("notifications"), host=settings.metrics_host,
+                port=settings.metrics_port))
+        except OSError as error:
+            raise StartupError(f"notifications: cannot serve /metrics on {settings.metrics_host}:"
+                               f"{settings.metrics_port}: {error.strerror or error} "
+                               "(set [notifications] metrics_port, or 0 for none)") from None
+        self.extras["metrics_url"] = listener.url
+
     def status(self) -> dict:
-        """The heartbeat: ready while Redis answers, and what the actors report."""
+        """The heartbeat: ready while Redis answers, and what the actors report (a gap in the
+        notifications worker's events stream is a ``detail``: it stays ready, the loss is past)."""
         ready = self.bus.connected
         body: dict[str, Any] = {"ready": ready, "reason": "" if ready else "Redis unreachable", **self.extras}
         for name, info in self.ctx.started.items():
             if hasattr(info, "url"):
                 body["url"] = info.url
             if hasattr(info, "statistics"):
-                body[name] = json.loads(json.dumps(info.statistics(), default=str))
+                statistics = info.statistics()
+                if attrs.has(type(statistics)):      # e.g. the notifications worker's: a JSON object
+                    statistics = attrs.asdict(statistics)
+                body[name] = json.loads(json.dumps(statistics, default=str))
+        worker = body.get("notifications")
+        gaps = worker.get("gap_inputs") if isinstance(worker, dict) else 0
+        if gaps:
+            first, last = body["notifications"]["last_gap"]
+            body["detail"] = (f"input gap: {gaps} input(s) of the events stream were never seen (latest: seqs "
+                              f"{first}-{last}); their notifications are lost")
         if isinstance(self.ctx.engine, redis_edge.RemoteEngineHandle):
             body["in_flight"] = self.ctx.engine.statistics()["in_flight"]
         return body

@@ -9,7 +9,8 @@ Streams and keys (``[bus] prefix`` is ``stream:exness``; shard ``k`` of ``shards
 ``stream:exnessReceive:<gateway id>``          replies, engine → the one gateway that asked (each
                                                gateway reads only its own stream)
 ``stream:exness:events`` / ``…:events:<k>``    every durable engine batch's events, engine → WS
-                                               servers, candles (one entry per engine batch)
+                                               servers, candles (one entry per engine batch:
+                                               ``[last_seq, items, first_seq]``)
 ``stream:exness:quotes``                       raw quotes, feed → every engine shard
 ``exness:health:<role>:<instance>``            heartbeat (JSON, expires after 10 s) read by
                                                ``exness-actors health`` and the readiness checks
@@ -535,13 +536,15 @@ async def _replier(bus: RedisBus, stream: str, from_reader: trio.MemoryReceiveCh
 
 
 def encode_event_batch(batch: EventBatch) -> bytes:
+    """``[last_seq, items, first_seq]`` (an entry of an older engine has no ``first_seq``)."""
     return _packb([batch.last_seq, [[seq, ts, [codec.encode(e) for e in events]]
-                                    for seq, ts, events in batch.items]])
+                                    for seq, ts, events in batch.items], batch.first_seq])
 
 
 def decode_event_batch(raw: bytes) -> EventBatch:
-    last_seq, items = _unpackb(raw)
-    return EventBatch([(seq, ts, [codec.decode(e) for e in events]) for seq, ts, events in items], last_seq)
+    last_seq, items, *rest = _unpackb(raw)
+    return EventBatch([(seq, ts, [codec.decode(e) for e in events]) for seq, ts, events in items], last_seq,
+                      int(rest[0]) if rest else 0)
 
 
 async def _events_publisher(bus: RedisBus, subscription: Any, stream: str, stats: dict) -> None:
@@ -1129,4 +1132,5 @@ def check_health(url: str, role: str, instance: Optional[str] = None) -> tuple[b
         return False, f"unreadable heartbeat at {key}"
     if not body.get("ready", False):
         return False, f"{role} is up but not ready: {body.get('reason', 'starting')}"
-    return True, f"{role} ready ({key})"
+    detail = body.get("detail")
+    return True, f"{role} ready ({key})" + (f"; {detail}" if detail else "")

@@ -512,7 +512,7 @@ async def _journal_task(handle: EngineHandle, journal: JournalWriter,
                         slot.fail(value)
                     else:
                         slot.set(value)
-                await _publish(handle, EventBatch(batch.items, batch.last_seq))
+                await _publish(handle, EventBatch(batch.items, batch.last_seq, batch.first_seq))
 
 
 def _stop_on_journal_failure(handle: EngineHandle, journal: JournalWriter, error: OSError,

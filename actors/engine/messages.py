@@ -99,9 +99,11 @@ class Request:
 class EventBatch:
     """The events of one durable batch: ``items`` is a list of ``(seq, ts, events)`` per input
     that produced events (inputs without events are left out); ``last_seq`` is the batch's last
-    sequence number even when it produced no events."""
+    sequence number even when it produced no events; ``first_seq`` its first (0: not known —
+    batches rebuilt from the journal), so a reader of a trimmed stream can name what it missed."""
     items: list[tuple[int, int, list]]
     last_seq: int
+    first_seq: int = 0
 
 
 class Burst:

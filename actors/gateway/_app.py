@@ -184,7 +184,8 @@ def _error(status: int, body: dict, headers: Optional[dict] = None) -> Response:
 
 def create_app(*, handle: Optional[EngineClient], store: Any, candles: Any, cfg: Any,
                tokens: Optional[TokenIssuer], feed_stats: Any = None, ws_stats: Any = None,
-               persister: Any = None, clock: Callable[[], int] = time.time_ns) -> QuartTrio:
+               persister: Any = None, notifications: Any = None,
+               clock: Callable[[], int] = time.time_ns) -> QuartTrio:
     """The HTTP API over a running engine (see the package docstring).
 
     ``handle``: the :class:`~actors.engine.actor.EngineHandle`; ``store``: the
@@ -192,12 +193,14 @@ def create_app(*, handle: Optional[EngineClient], store: Any, candles: Any, cfg:
     ``tokens``: the shared :class:`~actors.auth_tokens.TokenIssuer`. ``feed_stats``,
     ``ws_stats`` (anything with ``statistics()``) and ``persister`` (the persister actor's handle;
     history reads use its ``last_seq`` to wait for their own writes without a database round
-    trip) are optional. ``clock`` gives wall time in ns (readiness and token times).
+    trip) and ``notifications`` (the statistics of the notifications worker in this process, or
+    a callable returning them: its figures on ``/metrics``) are optional. ``clock`` gives wall time in ns (readiness and token times).
     All of ``handle``, ``store``, ``candles`` and ``tokens`` may be None only to build the
     OpenAPI document.
     """
     settings = GatewaySettings.from_config(cfg)
-    components = {"feed": feed_stats, "ws": ws_stats, "candles": candles, "persister": persister}
+    components = {"feed": feed_stats, "ws": ws_stats, "candles": candles, "persister": persister,
+                  "notifications": notifications}
     metrics = GatewayMetrics(handle=handle, components={k: v for k, v in components.items() if v is not None},
                              clock=clock)
     gateway = Gateway(handle=handle, store=store, candles=candles, cfg=cfg, tokens=tokens,

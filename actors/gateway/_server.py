@@ -183,7 +183,7 @@ def _port_of(bind: str) -> int:
 
 async def run(*, handle: Any, store: Any, candles: Any, cfg: Any, tokens: TokenIssuer,
               feed_stats: Any = None, ws_stats: Any = None, persister: Any = None,
-              shutdown: Optional[trio.Event] = None, clock: Callable[[], int] = time.time_ns,
+              notifications: Any = None, shutdown: Optional[trio.Event] = None, clock: Callable[[], int] = time.time_ns,
               serve: bool = True,
               task_status: trio.TaskStatus[GatewayInfo] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve the HTTP API on ``[http] host``/``port`` until ``shutdown`` is set (graceful) or
@@ -193,7 +193,8 @@ async def run(*, handle: Any, store: Any, candles: Any, cfg: Any, tokens: TokenI
     the app (``binds`` empty), which a test client drives. A port that cannot be bound is an
     ``OSError`` naming the address."""
     app = create_app(handle=handle, store=store, candles=candles, cfg=cfg, tokens=tokens,
-                     feed_stats=feed_stats, ws_stats=ws_stats, persister=persister, clock=clock)
+                     feed_stats=feed_stats, ws_stats=ws_stats, persister=persister,
+                     notifications=notifications, clock=clock)
     settings = GatewaySettings.from_config(cfg)
     stop = shutdown if shutdown is not None else trio.Event()
     if not serve:

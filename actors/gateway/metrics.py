@@ -11,7 +11,8 @@ build several apps in one process). Two kinds of series:
 * **read at scrape time** from the actors (:class:`StatisticsCollector`): the engine handle
   (inbox depth, commands, overloads, journal fsync latency, subscriber queues), the age of each
   symbol's last quote (the feed lag as the engine sees it), and the ``statistics()`` of the feed,
-  candles, persister and WebSocket server when they are given. Unknown statistics are exported
+  candles, persister, WebSocket server and notifications worker (its own labelled families,
+  :mod:`actors.notifications.metrics`) when they are given. Unknown statistics are exported
   generically: every top-level number becomes a gauge ``exness_<component>_<name>``.
 
 Reading the engine's quotes at scrape time bypasses the engine's query path on purpose: a
@@ -29,6 +30,8 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 import attrs
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from actors.notifications.metrics import worker_metrics
 
 __all__ = ["GatewayMetrics", "StatisticsCollector", "CONTENT_TYPE", "statistics_of"]
 
@@ -89,6 +92,10 @@ class StatisticsCollector:
                 continue
             if component == "feed":
                 yield from self._feed(stats)
+            if component == "notifications":     # labelled families of its own (by shard, channel)
+                if stats:
+                    yield from worker_metrics(stats, shard=int(stats.get("shard") or 0))
+                continue
             yield from self._generic(component, stats)
 
     def _engine(self) -> Iterable[Metric]:

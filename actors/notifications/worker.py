@@ -42,6 +42,9 @@ from actors.notifications._channels import USER_AGENT
 from actors.notifications._http import WebhookClient
 from actors.notifications._dispatch import (
     Dispatcher, EmailDispatcher, Settler, WebhookDispatcher, WsDispatcher)
+from actors.notifications._gaps import GapDetector
+from actors.notifications._outbox import OutboxGauge
+from actors.notifications._retention import Retention
 from actors.notifications.kinds import derive
 from actors.notifications.preferences import default_preferences
 from actors.settings import NotificationSettings
@@ -74,6 +77,12 @@ class WorkerStatistics:
     store_errors: int
     settled: int
     channels: dict[str, dict[str, Any]]
+    gaps: int = 0             # split mode: stream gaps found (actors/notifications/_gaps.py)...
+    gap_inputs: int = 0       # ...and the inputs they skipped
+    last_gap: Optional[tuple[int, int]] = None
+    purged: int = 0           # notifications the retention purge removed (_retention.py)
+    outbox: dict[str, dict[str, int]] = attrs.Factory(dict)   # channel -> pending/dead rows (_outbox.py)
+    shard: int = 0
 
 
 def http_client(settings: NotificationSettings) -> WebhookClient:
@@ -103,6 +112,11 @@ class NotificationWorker:
             ("ws", ws), ("email", settings.email_available), ("webhook", True)) if on)
         self.dispatchers: dict[str, Dispatcher] = {}
         self.settler = Settler(store, clock)
+        #: split mode: finds inputs the events stream no longer had (None: not checked)
+        self.gap_detector: Optional[GapDetector] = None
+        self.retention = Retention(store=store, shard=shard, retention_days=settings.retention_days,
+                                   batch=settings.retention_batch, clock=clock)
+        self.outbox = OutboxGauge(store=store, shard=shard)
         self._notifications = 0
         self._batches = 0
         self._errors = 0
@@ -113,21 +127,28 @@ class NotificationWorker:
         self._preferences_cache: dict[int, tuple[Preferences, float]] = {}
 
     def statistics(self) -> WorkerStatistics:
+        gaps = self.gap_detector
         return WorkerStatistics(
             last_seq=self.last_seq, recorded_seq=self.recorded_seq, received_seq=self._received_seq,
             lag=max(0, self._received_seq - self.last_seq), notifications=self._notifications,
             batches=self._batches, inbox_depth=self._inbox.statistics().current_buffer_used if self._inbox else 0,
             store_errors=self._errors, settled=self.settler.settled,
-            channels={name: dispatcher.statistics() for name, dispatcher in self.dispatchers.items()})
+            channels={name: dispatcher.statistics() for name, dispatcher in self.dispatchers.items()},
+            gaps=gaps.gaps if gaps else 0, gap_inputs=gaps.gap_inputs if gaps else 0,
+            last_gap=gaps.last_gap if gaps else None, purged=self.retention.purged,
+            outbox=self.outbox.counts, shard=self.shard)
 
     async def derive_batches(self, batches: Sequence[EventBatch]) -> int:
         """Derive and record ``batches`` (in seq order); return the notifications recorded."""
         self._batches += len(batches)
+        if self.gap_detector is not None:
+            self.gap_detector.check(batches)
         items = [item for batch in batches for item in batch.items if item[0] > self.last_seq]
-        if not items:
+        # the watermark covers every input of the batches, events or not (exact for the gap check)
+        last_seq = max([self.last_seq, *(batch.last_seq for batch in batches), *(item[0] for item in items)])
+        if last_seq <= self.last_seq:
             return 0
         self.unrecorded = items
-        last_seq = max(item[0] for item in items)
         self._received_seq = max(self._received_seq, last_seq)
         notifications = derive(items, self.instruments, shard=self.shard)
         if not notifications:
@@ -227,6 +248,7 @@ async def run(*, inbox: trio.MemoryReceiveChannel[EventBatch], store: Any, setti
               instruments: Mapping[str, Instrument], shard: int = 0, sink: Optional[Sink] = None,
               backlog: Iterable[tuple[int, int, list]] = (), clock: Callable[[], int] = time.time_ns,
               client: Optional[WebhookClient] = None, engine_busy: Optional[Callable[[], bool]] = None,
+              detect_gaps: bool = False,
               task_status: trio.TaskStatus[NotificationWorker] = trio.TASK_STATUS_IGNORED) -> None:
     """Derive and deliver the notifications of engine shard ``shard`` until the inbox closes or
     the actor is cancelled (see the module docstring).
@@ -239,10 +261,14 @@ async def run(*, inbox: trio.MemoryReceiveChannel[EventBatch], store: Any, setti
     not recorded when it fails (the supervisor hands the same list to the restarted worker).
     ``client``: the webhook HTTP client (default: :func:`http_client`). ``engine_busy``: True while
     an engine in this process has inputs queued; e-mail and webhook deliveries then start at most
-    once per ``poll_interval_s`` (they wait in the outbox; the engine gets the interpreter)."""
+    once per ``poll_interval_s`` (they wait in the outbox; the engine gets the interpreter).
+    ``detect_gaps`` (split mode): report inputs the events stream no longer had
+    (:mod:`actors.notifications._gaps`)."""
     last_seq = await store.notifier_seq(shard)
     worker = NotificationWorker(store=store, settings=settings, instruments=instruments, shard=shard,
                                 last_seq=last_seq, clock=clock, inbox=inbox, ws=sink is not None)
+    if detect_gaps:
+        worker.gap_detector = GapDetector(shard=shard, covered=last_seq)
     pending = sorted({item[0]: item for item in backlog if item[0] > last_seq}.values(), key=lambda item: item[0])
     if pending:
         recorded = await worker.derive_batches([EventBatch(pending, pending[-1][0])])
@@ -258,6 +284,8 @@ async def run(*, inbox: trio.MemoryReceiveChannel[EventBatch], store: Any, setti
         async with trio.open_nursery() as nursery:
             await _start_dispatchers(nursery, worker, sink, client, engine_busy)
             nursery.start_soon(_keep_watermark, worker)
+            nursery.start_soon(worker.retention.run)
+            nursery.start_soon(worker.outbox.run)
             task_status.started(worker)
             await _derive_forever(worker, inbox)
             await worker.write_watermark()

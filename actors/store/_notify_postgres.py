@@ -28,6 +28,8 @@ _PREFERENCES_MANY = (f"SELECT {sql.PREFERENCE_COLUMNS} FROM notification_prefere
 _UPSERT_PREFERENCES = numbered(sql.UPSERT_PREFERENCES)
 _UNREAD = numbered(sql.UNREAD)
 _READ_ALL = numbered(sql.READ_ALL)
+_EXPIRED = numbered(sql.EXPIRED)
+_OUTBOX_COUNTS = numbered(sql.OUTBOX_COUNTS)
 _READ_MANY = ("UPDATE notifications SET read_at = $1 WHERE account_id = $2 AND id = ANY($3::text[]) "
               "AND read_at IS NULL")
 
@@ -96,9 +98,28 @@ class PostgresNotifications:
                                 (account_id, *keys, limit + 1))
         return sql.dead_letters_page([tuple(row) for row in rows], limit)
 
+    async def purge_notifications(self, shard: int, *, before: int, limit: int) -> int:
+        check_shard(shard)
+        return await self._call(_db_purge, shard, before, limit)
+
+    async def outbox_counts(self, shard: int) -> dict[tuple[str, str], int]:
+        check_shard(shard)
+        rows = await self._call(_db_fetch, _OUTBOX_COUNTS, (shard,))
+        return {(row[0], row[1]): int(row[2]) for row in rows}
+
     async def cut_notifications(self, shard: int, after_seq: int) -> int:
         check_shard(shard)
         return await self._call(_db_cut, shard, after_seq)
+
+
+async def _db_purge(pool: asyncpg.Pool, shard: int, before: int, limit: int) -> int:
+    async with pool.acquire() as connection, connection.transaction():
+        ids = [row[0] for row in await connection.fetch(_EXPIRED, shard, before, limit)]
+        if ids:
+            await connection.execute("DELETE FROM notification_deliveries WHERE notification_id = ANY($1::text[])",
+                                     ids)
+            await connection.execute("DELETE FROM notifications WHERE id = ANY($1::text[])", ids)
+    return len(ids)
 
 
 async def _db_cut(pool: asyncpg.Pool, shard: int, after_seq: int) -> int:

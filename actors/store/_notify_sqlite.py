@@ -91,9 +91,26 @@ class SqliteNotifications:
                                 (account_id, *keys, limit + 1))
         return sql.dead_letters_page(rows, limit)
 
+    async def purge_notifications(self, shard: int, *, before: int, limit: int) -> int:
+        check_shard(shard)
+        return await self._call(self._transaction, functools.partial(_purge, shard, before, limit))
+
+    async def outbox_counts(self, shard: int) -> dict[tuple[str, str], int]:
+        check_shard(shard)
+        rows = await self._call(self._query, sql.OUTBOX_COUNTS, (shard,))
+        return {(row[0], row[1]): int(row[2]) for row in rows}
+
     async def cut_notifications(self, shard: int, after_seq: int) -> int:
         check_shard(shard)
         return await self._call(self._transaction, functools.partial(_cut, shard, after_seq))
+
+
+def _purge(shard: int, before: int, limit: int, connection: sqlite3.Connection) -> int:
+    ids = [(row[0],) for row in connection.execute(sql.EXPIRED, (shard, before, limit))]
+    if ids:
+        connection.executemany("DELETE FROM notification_deliveries WHERE notification_id = ?", ids)
+        connection.executemany("DELETE FROM notifications WHERE id = ?", ids)
+    return len(ids)
 
 
 def _cut(shard: int, after_seq: int, connection: sqlite3.Connection) -> int:

@@ -159,6 +159,17 @@ class NotificationStore(Protocol):
         """The account's deliveries that gave up, newest first."""
         ...
 
+    async def purge_notifications(self, shard: int, *, before: int, limit: int) -> int:
+        """Retention: in one transaction, delete up to ``limit`` of the shard's notifications
+        created before ``before`` (ns) that have no pending delivery (all delivered, or
+        dead-lettered), with their dead-letter rows. Returns how many went (fewer than ``limit``:
+        nothing older is left to purge)."""
+        ...
+
+    async def outbox_counts(self, shard: int) -> dict[tuple[str, str], int]:
+        """The shard's outbox rows by ``(channel, status)``: ``pending`` and ``dead`` (metrics)."""
+        ...
+
     async def cut_notifications(self, shard: int, after_seq: int) -> int:
         """``run --repair`` cut the shard's journal after ``after_seq``: remove the notifications
         of later inputs (and their deliveries) and lower the watermark to ``after_seq``, so the
@@ -206,6 +217,13 @@ CUT_DELIVERIES = ("DELETE FROM notification_deliveries WHERE shard = ? AND notif
                   "(SELECT id FROM notifications WHERE shard = ? AND seq > ?)")
 CUT_NOTIFICATIONS = "DELETE FROM notifications WHERE shard = ? AND seq > ?"
 LOWER_NOTIFIER_SEQ = "UPDATE notifier_shards SET last_seq = ? WHERE shard = ? AND last_seq > ?"
+#: retention (:meth:`NotificationStore.purge_notifications`): the oldest settled notifications
+#: (index ``notifications_by_age``, migration 0017); a pending delivery keeps its notification
+EXPIRED = ("SELECT n.id FROM notifications AS n WHERE n.shard = ? AND n.created_at < ? AND NOT EXISTS "
+           "(SELECT 1 FROM notification_deliveries AS d WHERE d.notification_id = n.id AND d.status = 'pending') "
+           "ORDER BY n.created_at LIMIT ?")
+OUTBOX_COUNTS = ("SELECT channel, status, count(*) FROM notification_deliveries WHERE shard = ? "
+                 "GROUP BY channel, status")
 DEAD_COLUMNS = "d.notification_id, d.channel, n.kind, d.attempts, d.last_error, n.created_at, d.updated_at"
 
 
