@@ -5,6 +5,6 @@ import { createSession } from "./common/session.js";
 
 export const { call, get, onSession, resume, signIn, signOut } = createSession({
   base: "/api/v1/admin",
-  auth: "",
+  authPath: "",
   flag: "exness-admin-session",
 });

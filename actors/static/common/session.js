@@ -14,19 +14,19 @@ export class ApiError extends Error {
   }
 }
 
-// base: the API's prefix ("/api/v1"); auth: the prefix of its signin/refresh/signout routes
+// base: the API's prefix ("/api/v1"); authPath: the prefix of its signin/refresh/signout routes
 // below base ("/auth", or "" for the back office's /api/v1/admin/signin); flag: the localStorage
 // key that says a refresh cookie may be waiting, so a page that never signed in does not ask.
-export function createSession({ base, auth, flag }) {
+export function createSession({ base, authPath, flag }) {
   const listeners = new Set();
   let accessToken = null;
   let refreshTimer = null;
   let refreshing = null;
 
-  async function send(method, path, body, { auth: withToken = true } = {}) {
+  async function send(method, path, body, { auth = true } = {}) {
     const headers = { Accept: "application/json" };
     if (body !== undefined) headers["Content-Type"] = "application/json";
-    if (withToken && accessToken) headers.Authorization = `Bearer ${accessToken}`;
+    if (auth && accessToken) headers.Authorization = `Bearer ${accessToken}`;
     const response = await fetch(base + path, {
       method,
       headers,
@@ -66,7 +66,7 @@ export function createSession({ base, auth, flag }) {
   // Spend the cookie for a new pair; concurrent callers share one refresh.
   function refresh() {
     if (!refreshing) {
-      refreshing = send("POST", `${auth}/refresh`, {}, { auth: false })
+      refreshing = send("POST", `${authPath}/refresh`, {}, { auth: false })
         .then(begin, (error) => {
           if (error.status === 401 || error.status === 400) begin(null);
           throw error;
@@ -87,7 +87,7 @@ export function createSession({ base, auth, flag }) {
     token: () => accessToken,
     onSession: (listener) => listeners.add(listener),
     async signIn(email, password) {
-      begin(await send("POST", `${auth}/signin`, { email, password, refresh_cookie: true }, { auth: false }));
+      begin(await send("POST", `${authPath}/signin`, { email, password, refresh_cookie: true }, { auth: false }));
     },
     // Resume a session from the cookie on load: true when signed in again.
     async resume() {
@@ -101,7 +101,7 @@ export function createSession({ base, auth, flag }) {
     },
     async signOut() {
       try {
-        await send("POST", `${auth}/signout`, {}, { auth: false });
+        await send("POST", `${authPath}/signout`, {}, { auth: false });
       } finally {
         begin(null);
       }

@@ -3,7 +3,7 @@
 
 import { createSession } from "./common/session.js";
 
-const session = createSession({ base: "/api/v1", auth: "/auth", flag: "exness-session" });
+const session = createSession({ base: "/api/v1", authPath: "/auth", flag: "exness-session" });
 
 export const { call, get, onSession, refresh, resume, signIn, signOut, token } = session;
 export const publicGet = (path) => session.send("GET", path, undefined, { auth: false });
