@@ -663,10 +663,11 @@ def test_an_installed_wheel_carries_its_config_and_migrations(tmp_path: Path) ->
     assert shipped <= names, sorted(shipped - names)
     assert "actors/data/binance_sample.jsonl" in names and "actors/static/swagger-ui-bundle.js" in names
     pages = {f"actors/{path.relative_to(ROOT / 'actors').as_posix()}"
-             for page in ("terminal", "backoffice")
+             for page in ("terminal", "backoffice", "common")
              for path in (ROOT / "actors" / "static" / page).rglob("*") if path.is_file()}
     assert "actors/static/terminal/vendor/lightweight-charts.standalone.production.mjs" in pages
     assert "actors/static/backoffice/main.js" in pages
+    assert "actors/static/common/session.js" in pages and "actors/static/common/base.css" in pages
     assert pages <= names, sorted(pages - names)
 
     site = tmp_path / "site"

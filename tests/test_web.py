@@ -116,3 +116,108 @@ async def test_refresh_cookie_must_be_a_boolean(tmp_path, value) -> None:
         status, body = await h.call("POST", f"{API}/auth/signin", json={
             "email": "flag@example.com", "password": PASSWORD, "refresh_cookie": value})
         assert (status, body["error"]["details"]["field"]) == (400, "refresh_cookie")
+
+
+# ------------------------------------------------------------------ the shared module (static/common)
+
+PAGES = {"/": "terminal", "/admin": "backoffice"}
+CONTENT_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+                 ".svg": "image/svg+xml"}
+# The headers a served asset carries, page-own or shared alike (not those that describe the body).
+VARYING = {"content-length", "content-type", "date", "etag", "last-modified"}
+
+
+def _lasting(headers) -> dict[str, str]:
+    return {key.lower(): value for key, value in headers.items() if key.lower() not in VARYING}
+
+
+def _common_files():
+    from actors.gateway._web import COMMON_DIR
+    return sorted(path for path in COMMON_DIR.rglob("*") if path.is_file())
+
+
+async def test_the_shared_assets_are_served_in_each_pages_tree_with_the_same_headers(tmp_path) -> None:
+    from actors.gateway._web import BACKOFFICE_DIR, COMMON_DIR, TERMINAL_DIR
+    from actors.gateway._web import asset_version as version_of
+    directories = {"terminal": TERMINAL_DIR, "backoffice": BACKOFFICE_DIR}
+    assert {path.suffix for path in _common_files()} == set(CONTENT_TYPES)
+    async with running_gateway(tmp_path) as h:
+        for route, name in PAGES.items():
+            base = f"/{name}/{version_of(directories[name])}"
+            html = await (await h.client.get(route)).get_data(as_text=True)
+            # the shared stylesheet first, then the page's own: the page adds to it
+            assert re.findall(r'<link rel="stylesheet" href="([^"]+)">', html) == [
+                f"{base}/common/base.css", f"{base}/{name}.css"]
+            assert f'<link rel="icon" href="{base}/common/icon.svg"' in html
+            own = await h.client.get(f"{base}/main.js")
+            assert own.status_code == 200
+            for path in _common_files():
+                relative = path.relative_to(COMMON_DIR).as_posix()
+                response = await h.client.get(f"{base}/common/{relative}")
+                assert response.status_code == 200, (name, relative)
+                assert response.headers["Content-Type"] == CONTENT_TYPES[path.suffix], relative
+                assert response.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+                assert await response.get_data() == path.read_bytes()
+                assert _lasting(response.headers) == _lasting(own.headers), relative
+            for bad in ("common/../main.js", "common/../../terminal/main.js", "common/nothing.js", "common/",
+                        "index.html", "common/index.html"):
+                status, _ = await h.call("GET", f"{base}/{bad}")
+                assert status == 404, bad
+        status, _ = await h.call("GET", f"/terminal/0000000000/common/base.css")
+        assert status == 404
+
+
+def test_a_change_to_a_shared_file_gives_the_page_a_new_version(tmp_path) -> None:
+    from actors.gateway._web import page_files, page_version
+    page, common = tmp_path / "page", tmp_path / "common"
+    page.mkdir(), common.mkdir()
+    (page / "index.html").write_text("{{base}}")
+    (page / "main.js").write_text("import './common/session.js';\n")
+    (common / "session.js").write_text("export const a = 1;\n")
+    assert [name for name, _ in page_files(page, common)] == ["main.js", "common/session.js"]
+    before = page_version(page, common)
+    (common / "session.js").write_text("export const a = 2;\n")
+    assert page_version(page, common) != before
+    (page / "index.html").write_text("{{base}} changed")          # the template is not an asset
+    assert page_version(page, common) == page_version(page, common)
+
+
+def _code_lines(path) -> list[str]:
+    """A file's lines that carry code: stripped, without blanks, comments and lone punctuation."""
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith(("//", "/*", "*")) or re.fullmatch(r"[{}()\[\];,]+", line):
+            continue
+        lines.append(line)
+    return lines
+
+
+def _runs(path, length: int = 6) -> set[tuple[str, ...]]:
+    lines = _code_lines(path)
+    return {tuple(lines[start:start + length]) for start in range(len(lines) - length + 1)}
+
+
+def test_neither_page_carries_its_own_copy_of_the_shared_code() -> None:
+    from actors.gateway._web import BACKOFFICE_DIR, COMMON_DIR, TERMINAL_DIR
+    pages = {"terminal": TERMINAL_DIR, "backoffice": BACKOFFICE_DIR}
+    for directory in pages.values():
+        # its common/ URLs are the shared directory's: a page's own common/ would be shadowed
+        assert not (directory / "common").exists(), directory
+    own_files = [path for directory in pages.values() for path in sorted(directory.rglob("*"))
+                 if path.suffix in (".js", ".css") and "vendor" not in path.parts]
+    # what common/ defines is defined nowhere else
+    for marker, shared in (("class ApiError", "session.js"), ("fetch(", "session.js"), ("--bg:", "base.css"),
+                           ("function toast(", "dom.js"), (".toast {", "base.css"), ("function group(", "format.js"),
+                           ("exness-theme", "dom.js"), ("function cell(", "dom.js")):
+        assert marker in (COMMON_DIR / shared).read_text(), marker
+        assert [path.name for path in own_files if marker in path.read_text()] == [], marker
+    # and no run of six lines of code of a shared file stands again in a page's file
+    shared_runs = {path.name: _runs(path) for path in _common_files() if path.suffix in (".js", ".css")}
+    for path in own_files:
+        for name, runs in shared_runs.items():
+            assert not runs & _runs(path), f"{path.relative_to(COMMON_DIR.parent)} repeats common/{name}"
+    # nor between the two pages' own code
+    terminal = set().union(*(_runs(path) for path in own_files if TERMINAL_DIR in path.parents))
+    backoffice = set().union(*(_runs(path) for path in own_files if BACKOFFICE_DIR in path.parents))
+    assert not terminal & backoffice, sorted(terminal & backoffice)[:3]

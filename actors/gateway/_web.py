@@ -8,6 +8,13 @@ files, so they are cached for a year (``immutable``) and a new release changes e
 page itself is ``no-cache``. ``index.html`` is a template with two placeholders: the asset base
 and the WebSocket URL (a ``<meta>`` tag, so the page needs no inline script).
 
+What both pages share (the session and fetch wrapper, formatting, toasts, the theme switch, the
+base stylesheet, the icon) is written once in ``actors/static/common/`` and served inside each
+page's tree as ``/<name>/<version>/common/…``, its files part of that page's version: a module
+imports ``./common/session.js`` relative to itself, so no page needs an import map (an inline
+script its CSP would refuse) or a second version in its URLs. A page directory therefore has no
+``common`` entry of its own.
+
 Content-Security-Policy of the page: scripts, styles, images and fonts from this origin only (no
 inline script or style, no ``eval``), ``connect-src`` this origin and the WebSocket's origin.
 
@@ -35,10 +42,13 @@ from werkzeug.security import safe_join
 from actors.config import ConfigError
 from actors.gateway._settings import read_setting
 
-__all__ = ["register", "asset_version", "TERMINAL_DIR", "BACKOFFICE_DIR", "WebSettings"]
+__all__ = ["register", "asset_version", "page_files", "page_version", "TERMINAL_DIR", "BACKOFFICE_DIR", "COMMON_DIR",
+           "WebSettings"]
 
 TERMINAL_DIR = Path(__file__).resolve().parent.parent / "static" / "terminal"
 BACKOFFICE_DIR = Path(__file__).resolve().parent.parent / "static" / "backoffice"
+COMMON_DIR = Path(__file__).resolve().parent.parent / "static" / "common"
+COMMON_PREFIX = "common/"
 ASSET_CACHE = "public, max-age=31536000, immutable"
 _CONTENT_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css",
                   ".svg": "image/svg+xml", ".png": "image/png"}
@@ -50,15 +60,30 @@ def _page_csp(ws_origin: str) -> str:
             "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 
 
+def page_files(directory: Path, common: Path = COMMON_DIR) -> list[tuple[str, Path]]:
+    """A page's assets by the name each is served under: its own files (not the ``index.html``
+    template), then the shared ones under ``common/``."""
+    own = [(path.relative_to(directory).as_posix(), path) for path in sorted(directory.rglob("*"))
+           if path.is_file() and path.name != "index.html"]
+    shared = [(COMMON_PREFIX + path.relative_to(common).as_posix(), path) for path in sorted(common.rglob("*"))
+              if path.is_file()]
+    return own + shared
+
+
+def page_version(directory: Path, common: Path = COMMON_DIR) -> str:
+    """A digest of every file a page serves (names and contents), the shared ones included: a
+    change to ``common/`` moves both pages to new URLs."""
+    digest = hashlib.sha256()
+    for name, path in page_files(directory, common):
+        digest.update(name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 @functools.cache
 def asset_version(directory: Path = TERMINAL_DIR) -> str:
-    """A digest of every file under a page's directory (names and contents)."""
-    digest = hashlib.sha256()
-    for path in sorted(directory.rglob("*")):
-        if path.is_file() and path.name != "index.html":
-            digest.update(path.relative_to(directory).as_posix().encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:12]
+    """The page's version (page_version), computed once: the files are part of the release."""
+    return page_version(directory)
 
 
 def _checked_ws_url(value: Any) -> str:
@@ -113,9 +138,13 @@ async def page(settings: WebSettings, directory: Path = TERMINAL_DIR) -> Respons
 
 @functools.cache
 def _asset(directory: Path, name: str) -> tuple[bytes, str]:
-    """A file's bytes and content type, read once (the directory is part of the release)."""
-    joined = safe_join(str(directory), name)
-    if joined is None or name == "index.html" or not Path(joined).is_file():
+    """A file's bytes and content type, read once (the directory is part of the release);
+    ``common/…`` is the shared directory's."""
+    if name.startswith(COMMON_PREFIX):
+        joined = safe_join(str(COMMON_DIR), name.removeprefix(COMMON_PREFIX))
+    else:
+        joined = None if name == "index.html" else safe_join(str(directory), name)
+    if joined is None or not Path(joined).is_file():
         raise NotFound()
     content_type = (_CONTENT_TYPES.get(Path(joined).suffix) or mimetypes.guess_type(joined)[0]
                     or "text/plain")

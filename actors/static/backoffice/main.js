@@ -4,11 +4,11 @@
 // role cannot use are not shown (the server refuses them anyway).
 
 import * as api from "./api.js";
+import { button, cell, fill, mountTheme, toast } from "./common/dom.js";
+import { group, time, tone } from "./common/format.js";
 
 const POLL_MS = 2000;
 const AUDIT_POLL_MS = 5000;
-const SESSION_FLAG = "exness-admin-session";
-const THEME_KEY = "exness-theme";
 
 let permissions = new Set();
 let pollTimer = null;
@@ -20,35 +20,6 @@ const $ = (id) => document.getElementById(id);
 
 // ------------------------------------------------------------------------------ formatting
 
-function group(text) {
-  if (text === null || text === undefined || text === "") return "—";
-  const negative = text.startsWith("-");
-  const [whole, fraction] = text.replace("-", "").split(".");
-  const grouped = whole.replace(/\B(?=(\d{3})+(?!\d))/g, ",");
-  return (negative ? "−" : "") + grouped + (fraction !== undefined ? "." + fraction : "");
-}
-
-function tone(text) {
-  if (!text || /^-?0(\.0*)?$/.test(text)) return "";
-  return text.startsWith("-") ? "down" : "up";
-}
-
-function time(ms) {
-  const date = new Date(ms);
-  const pad = (n) => String(n).padStart(2, "0");
-  return (
-    `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ` +
-    `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`
-  );
-}
-
-function cell(text, className = "") {
-  const td = document.createElement("td");
-  td.textContent = text;
-  if (className) td.className = className;
-  return td;
-}
-
 // an amount that can win or lose (pnl, a ledger change): green or red
 function money(text) {
   return cell(group(text), `num ${tone(text)}`.trim());
@@ -57,38 +28,6 @@ function money(text) {
 // an amount that is just a level (balance, margin)
 function amount(text) {
   return cell(group(text), "num");
-}
-
-function button(label, name, onClick, className = "small") {
-  const element = document.createElement("button");
-  element.type = "button";
-  element.className = className;
-  element.textContent = label;
-  element.setAttribute("aria-label", name);
-  element.addEventListener("click", onClick);
-  return element;
-}
-
-function fill(tbody, rows, columns, empty) {
-  tbody.replaceChildren(...rows);
-  if (!rows.length) {
-    const tr = document.createElement("tr");
-    const td = cell(empty, "empty");
-    td.colSpan = columns;
-    tr.append(td);
-    tbody.append(tr);
-  }
-}
-
-function toast(text, kind = "info") {
-  const element = document.createElement("div");
-  element.className = `toast ${kind}`;
-  element.setAttribute("role", kind === "error" ? "alert" : "status");
-  element.textContent = text;
-  const box = $("toasts");
-  box.append(element);
-  while (box.children.length > 4) box.firstElementChild.remove();
-  setTimeout(() => element.remove(), 6000);
 }
 
 // ------------------------------------------------------------------------------ the reason dialog
@@ -164,11 +103,15 @@ function exposureRow(row) {
   if (permissions.has("halt")) {
     const verb = row.halted ? "Resume" : "Halt";
     actions.append(
-      button(verb, `${verb} ${row.symbol}`, () =>
-        act(`${verb} ${row.symbol}`, "POST", `/symbols/${row.symbol}/${verb.toLowerCase()}`, {}, (symbolRow) => {
-          toast(`${row.symbol} ${symbolRow.halted ? "halted" : "resumed"}`);
-          refreshDesk();
-        }),
+      button(
+        verb,
+        () =>
+          act(`${verb} ${row.symbol}`, "POST", `/symbols/${row.symbol}/${verb.toLowerCase()}`, {}, (symbolRow) => {
+            toast(`${row.symbol} ${symbolRow.halted ? "halted" : "resumed"}`);
+            refreshDesk();
+          }),
+        "small",
+        `${verb} ${row.symbol}`,
       ),
     );
   }
@@ -225,7 +168,7 @@ function accountQuery(cursor) {
 function accountRow(row) {
   const tr = document.createElement("tr");
   const id = cell("");
-  id.append(button(`#${row.account_id}`, `Account ${row.account_id}`, () => showAccount(row.account_id), "link"));
+  id.append(button(`#${row.account_id}`, () => showAccount(row.account_id), "link", `Account ${row.account_id}`));
   tr.append(
     id,
     cell(row.email || "—"),
@@ -262,7 +205,6 @@ function positionRow(position) {
     actions.append(
       button(
         "Close",
-        `Close position ${position.id}`,
         () =>
           act(`Close position ${position.id}`, "POST", `/positions/${position.id}/close`, {}, (closed) => {
             toast(`Position ${closed.position_id} closed at ${group(closed.close_price)}`);
@@ -270,6 +212,7 @@ function positionRow(position) {
             refreshDesk();
           }),
         "small danger",
+        `Close position ${position.id}`,
       ),
     );
   }
@@ -396,12 +339,10 @@ async function onSession(pair) {
   $("signout-button").hidden = !signedIn;
   $("whoami").hidden = !signedIn;
   if (!signedIn) {
-    localStorage.removeItem(SESSION_FLAG);
     stopPolling();
     permissions = new Set();
     return;
   }
-  localStorage.setItem(SESSION_FLAG, "1");
   const me = await api.get("/me");
   permissions = new Set(me.permissions);
   $("whoami").textContent = `${me.email} · ${me.role}`;
@@ -435,21 +376,11 @@ function mountForms() {
   });
 }
 
-function mountTheme() {
-  const preferred = matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light";
-  document.documentElement.dataset.theme = localStorage.getItem(THEME_KEY) || preferred;
-  $("theme-button").addEventListener("click", () => {
-    const theme = document.documentElement.dataset.theme === "dark" ? "light" : "dark";
-    document.documentElement.dataset.theme = theme;
-    localStorage.setItem(THEME_KEY, theme);
-  });
-}
-
 async function start() {
   mountTheme();
   mountForms();
   api.onSession((pair) => onSession(pair).catch((error) => toast(error.message, "error")));
-  if (localStorage.getItem(SESSION_FLAG)) await api.resume();
+  await api.resume();
   document.body.dataset.ready = "true";
 }
 

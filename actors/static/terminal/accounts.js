@@ -3,7 +3,7 @@
 // in_margin_call after a reload).
 
 import * as api from "./api.js";
-import { percent } from "./format.js";
+import { percent } from "./common/format.js";
 import { state } from "./state.js";
 
 const TYPE_NAMES = { standard: "Standard", raw_spread: "Raw Spread", isolated: "Isolated" };

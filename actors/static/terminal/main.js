@@ -4,8 +4,9 @@
 import * as accounts from "./accounts.js";
 import * as api from "./api.js";
 import { INTERVALS, applyTheme, drawLines, liveCandle, loadCandles, mountChart, priceLines, linesOffScreen } from "./chart.js";
+import { mountTheme, toast } from "./common/dom.js";
+import { group, signed } from "./common/format.js";
 import { floorDiv, fromUnits, money, moneyText, toUnits } from "./decimal.js";
-import { group, REASONS, signed } from "./format.js";
 import { Socket, SocketDown } from "./socket.js";
 import * as store from "./state.js";
 import { state } from "./state.js";
@@ -14,8 +15,6 @@ import * as ticket from "./ticket.js";
 
 const STALE_AFTER_MS = 5000; // the engine's default [engine] stale_after_ms
 const RENDER_INTERVAL_MS = 250;
-const SESSION_FLAG = "exness-session";
-const THEME_KEY = "exness-theme";
 const HTTP_ROUTES = {
   place: (r) => ["POST", "/orders", without(r, "action")],
   cancel: (r) => ["DELETE", `/orders/${r.order_id}`],
@@ -37,19 +36,6 @@ function without(object, ...names) {
   return Object.fromEntries(
     Object.entries(object).filter(([name, value]) => !names.includes(name) && value !== undefined),
   );
-}
-
-// ------------------------------------------------------------------------------------ toasts
-
-function toast(text, kind = "info") {
-  const element = document.createElement("div");
-  element.className = `toast ${kind}`;
-  element.setAttribute("role", kind === "error" ? "alert" : "status");
-  element.textContent = text;
-  const box = document.getElementById("toasts");
-  box.append(element);
-  while (box.children.length > 4) box.firstElementChild.remove();
-  setTimeout(() => element.remove(), 6000);
 }
 
 // ---------------------------------------------------------------------------- order routing
@@ -153,7 +139,7 @@ const ACCOUNT_EVENTS = {
   position_closed({ position: closed }) {
     if (/^0(\.0*)?$/.test(closed.remaining_qty)) store.removePosition(closed.position_id);
     else store.updatePosition(closed.position_id, { qty: closed.remaining_qty, margin: closed.margin });
-    const reason = REASONS[closed.close_reason] || closed.close_reason;
+    const reason = tables.REASONS[closed.close_reason] || closed.close_reason;
     const kind = closed.close_reason === "liquidation" || closed.close_reason === "stop_out" ? "error" : "fill";
     toast(
       `${reason}: #${closed.position_id} ${closed.qty} ${closed.symbol} at ${group(closed.close_price)}, ` +
@@ -389,7 +375,6 @@ async function showSwitchedAccount() {
 
 async function onSession(pair) {
   if (!pair) {
-    localStorage.removeItem(SESSION_FLAG);
     if (state.signedIn) {
       setSignedIn(false);
       socket.authenticate(null);
@@ -400,7 +385,6 @@ async function onSession(pair) {
     }
     return;
   }
-  localStorage.setItem(SESSION_FLAG, "1");
   const switched = state.accountId !== null && state.accountId !== pair.account_id;
   state.accountId = pair.account_id;
   socket.authenticate(pair.access_token, { newAccount: switched });
@@ -454,26 +438,10 @@ function mountFunds() {
   }
 }
 
-// ------------------------------------------------------------------------------ the theme
-
-function setTheme(theme) {
-  document.documentElement.dataset.theme = theme;
-  localStorage.setItem(THEME_KEY, theme);
-  applyTheme();
-}
-
-function mountTheme() {
-  const preferred = matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light";
-  document.documentElement.dataset.theme = localStorage.getItem(THEME_KEY) || preferred;
-  document
-    .getElementById("theme-button")
-    .addEventListener("click", () => setTheme(document.documentElement.dataset.theme === "dark" ? "light" : "dark"));
-}
-
 // ------------------------------------------------------------------------------------ start
 
 async function start() {
-  mountTheme();
+  mountTheme(applyTheme);
   setSignedIn(false);
   const wsUrl = document.querySelector('meta[name="exness-ws-url"]').content;
   socket = new Socket(wsUrl, {
@@ -524,7 +492,7 @@ async function start() {
   api.onSession((pair) => onSession(pair).catch((error) => toast(error.message, "error")));
   setInterval(markStale, 1000);
   loadCandles().catch(() => toast("Could not load candles", "error"));
-  if (localStorage.getItem(SESSION_FLAG)) await api.resume();
+  await api.resume();
   document.body.dataset.ready = "true";
 }
 

@@ -1,42 +1,29 @@
 // The tables: open positions with live P&L, pending orders, history and ledger (paginated),
 // and the edit dialog for close / partial close / TP-SL-trailing / add margin / modify order.
 
+import { button, cell, fill } from "./common/dom.js";
+import { group, percent, signed, time, tone } from "./common/format.js";
 import { floorDiv, fromUnits, money, moneyText, pnlCents, toUnits } from "./decimal.js";
-import { group, percent, REASONS, signed, time, tone } from "./format.js";
 import { state } from "./state.js";
+
+// How a closed position's close_reason reads in the history table and the close toast.
+export const REASONS = {
+  user: "Closed",
+  take_profit: "Take profit",
+  stop_loss: "Stop loss",
+  trailing_stop: "Trailing stop",
+  liquidation: "Liquidation",
+  stop_out: "Stop-out",
+};
 
 const pnlCells = new Map(); // position id -> its P&L cell
 let actions;
-
-function cell(text, className) {
-  const td = document.createElement("td");
-  td.textContent = text;
-  if (className) td.className = className;
-  return td;
-}
-
-function button(label, handler, className = "small") {
-  const element = document.createElement("button");
-  element.type = "button";
-  element.textContent = label;
-  element.className = className;
-  element.addEventListener("click", handler);
-  return element;
-}
 
 function actionsCell(...buttons) {
   const td = document.createElement("td");
   td.className = "actions";
   td.append(...buttons);
   return td;
-}
-
-function empty(tbody, columns, text) {
-  const row = document.createElement("tr");
-  const td = cell(text, "empty");
-  td.colSpan = columns;
-  row.append(td);
-  tbody.replaceChildren(row);
 }
 
 const parsed = new Map(); // position id -> its numbers as units, parsed once per change
@@ -151,7 +138,7 @@ export function renderPositions() {
     }
   }
   if (!state.positions.size) {
-    empty(tbody, 13, "No open positions");
+    fill(tbody, [], 13, "No open positions");
     return;
   }
   const sorted = [...state.positions.values()].sort((a, b) => Number(b.id) - Number(a.id));
@@ -178,7 +165,7 @@ export function renderOrders() {
   const tbody = document.querySelector("#orders tbody");
   document.querySelector('[data-count="orders"]').textContent = state.orders.size || "";
   if (!state.orders.size) {
-    empty(tbody, 9, "No pending orders");
+    fill(tbody, [], 9, "No pending orders");
     return;
   }
   const rows = [...state.orders.values()]
@@ -225,8 +212,7 @@ export function renderHistory(positions, { append }) {
     return row;
   });
   if (append) tbody.append(...rows);
-  else if (rows.length) tbody.replaceChildren(...rows);
-  else empty(tbody, 10, "No closed positions yet");
+  else fill(tbody, rows, 10, "No closed positions yet");
 }
 
 export function renderLedger(entries, { append }) {
@@ -244,8 +230,7 @@ export function renderLedger(entries, { append }) {
     return row;
   });
   if (append) tbody.append(...rows);
-  else if (rows.length) tbody.replaceChildren(...rows);
-  else empty(tbody, 6, "No entries yet");
+  else fill(tbody, rows, 6, "No entries yet");
 }
 
 export function showMore(name, cursor) {

@@ -3,8 +3,8 @@
 // the server's numbers after the fill. Orders go over the WebSocket order lane with a
 // client_order_id and fall back to HTTP, with the same id, when the socket is down.
 
+import { group } from "./common/format.js";
 import { DecimalError, fromUnits, liquidationPrice, money, qtyForMargin, ratioToBps, toUnits } from "./decimal.js";
-import { group } from "./format.js";
 import { accountFigures } from "./tables.js";
 import { state } from "./state.js";
 

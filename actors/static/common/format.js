@@ -1,5 +1,5 @@
-// Display formatting of the server's decimal strings: grouping and signs are added to the text,
-// the digits are never recomputed.
+// Display formatting of the server's decimal strings (both pages): grouping and signs are added to
+// the text, the digits are never recomputed.
 
 export function group(text) {
   if (text === null || text === undefined || text === "") return "—";
@@ -32,12 +32,3 @@ export function time(ms) {
     `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`
   );
 }
-
-export const REASONS = {
-  user: "Closed",
-  take_profit: "Take profit",
-  stop_loss: "Stop loss",
-  trailing_stop: "Trailing stop",
-  liquidation: "Liquidation",
-  stop_out: "Stop-out",
-};
