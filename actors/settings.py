@@ -26,6 +26,7 @@ FSYNC_MODES = ("batch", "interval", "off")
 STORE_KINDS = ("sqlite", "postgres")
 BUS_KINDS = ("memory", "redis")
 SMTP_SECURITY = ("none", "starttls", "tls")
+NOTIFICATION_DELIVERY = ("auto", "process", "inline")
 
 
 def _at_least(low: float) -> Any:
@@ -145,6 +146,9 @@ class NotificationSettings:
     retry_max_s: float = attrs.field(default=600.0, validator=_at_least(0))
     poll_interval_s: float = attrs.field(default=1.0, validator=_at_least(0.01))
     max_batches: int = attrs.field(default=64, validator=_at_least(1))
+    #: where e-mail and webhooks are delivered: ``process`` (a child process of the worker),
+    #: ``inline`` (the worker's tasks), ``auto`` (a child where an engine shares the process)
+    delivery: str = attrs.field(default="auto", validator=_one_of(NOTIFICATION_DELIVERY))
 
     @property
     def email_available(self) -> bool:

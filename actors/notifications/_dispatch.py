@@ -60,6 +60,7 @@ class Settler:
         self.clock = clock
         self._pending: list[tuple[Settlement, "Dispatcher"]] = []
         self._wake = trio.Event()
+        self._writing = False
         self.settled = 0
         self.errors = 0
 
@@ -73,6 +74,7 @@ class Settler:
             await trio.sleep(_SETTLE_EVERY_S)        # let outcomes gather into one transaction
             self._wake = trio.Event()
             batch, self._pending = self._pending, []
+            self._writing = True
             failures = 0
             while True:
                 try:
@@ -83,9 +85,15 @@ class Settler:
                     self.errors += 1
                     log.warning("event=settle_failed settlements=%d attempt=%d error=%r", len(batch), failures, error)
                     await trio.sleep(min(0.1 * 2 ** failures, 5.0))
+            self._writing = False
             self.settled += len(batch)
             for settlement, dispatcher in batch:
                 dispatcher.settled(settlement)
+
+    async def flush(self) -> None:
+        """Wait until every outcome added so far is written (``run`` writes them)."""
+        while self._pending or self._writing:
+            await trio.sleep(_SETTLE_EVERY_S)
 
 
 class Dispatcher:
