@@ -353,3 +353,71 @@ async def test_deliveries_yield_to_a_saturated_engine_in_the_same_process(tmp_pa
             nursery.cancel_scope.cancel()
     assert len(receiver.at("/hook")) == 4
     await store.close()
+
+
+# ------------------------------------------------------------------ the delivery child process
+
+def test_delivery_runs_in_a_child_where_an_engine_shares_the_process(tmp_path):
+    from actors.notifications._delivery import delivery_mode
+    store = SqliteStore(tmp_path)
+    assert delivery_mode("auto", store, engine_in_process=True) == "process"      # embedded mode
+    assert delivery_mode("auto", store, engine_in_process=False) == "inline"      # split mode's own role
+    assert delivery_mode("process", store, engine_in_process=False) == "process"
+    assert delivery_mode("inline", store, engine_in_process=True) == "inline"
+    assert delivery_mode("process", object(), engine_in_process=True) == "inline"  # not SQLite: inline
+    with pytest.raises(ValueError, match="delivery"):
+        NotificationSettings(delivery="thread")
+    trio.run(store.close)
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return any(line.split()[1:2] == ["Z"] for line in status if line.startswith("State:"))
+    except FileNotFoundError:
+        return True
+
+
+async def test_a_killed_delivery_child_is_restarted_and_loses_nothing(tmp_path):
+    """SIGKILL the child while a webhook is in flight: a new child starts, sends that delivery
+    again (same id: at-least-once) and goes on with new ones; the store's outbox ends empty."""
+    import os
+    import signal
+    import threading
+    store = await SqliteStore.open(tmp_path)
+    with WebhookReceiver() as receiver:
+        receiver.hold["/hook"] = held = threading.Event()
+        await webhook_account(store, 1, receiver.url("/hook"), channels=("webhook",))
+        async with trio.open_nursery() as nursery:
+            worker, send = await start_worker(nursery, store, settings_for(), delivery="process")
+            await send.send(EventBatch([(1, TS, [opened(position_id=1)])], 1))
+            await trio.to_thread.run_sync(receiver.wait_for, lambda: receiver.at("/hook"))
+            first = worker.delivery.pid
+            os.kill(first, signal.SIGKILL)
+            held.set()
+            await wait_until(lambda: worker.delivery.starts == 2 and worker.delivery.pid not in (None, first))
+            assert process_gone(first)
+            await send.send(EventBatch([(2, TS, [closed("take_profit", 1)])], 2))
+            await wait_until(lambda: worker.dispatchers["webhook"].delivered == 2)
+            await wait_until(lambda: worker.statistics().settled >= 2)
+            assert worker.statistics().delivery_process["starts"] == 2
+            nursery.cancel_scope.cancel()
+    ids = [hook.headers["X-Exness-Notification-Id"] for hook in receiver.at("/hook")]
+    assert set(ids) == {"0-1-0", "0-2-0"} and ids.count("0-1-0") == 2 and ids.count("0-2-0") == 1
+    assert await store.due_deliveries("webhook", 0, now=2**62, limit=10) == []
+    assert (await store.dead_letters(1)).items == []
+    await store.close()
+
+
+async def test_stopping_the_worker_ends_its_delivery_child(tmp_path):
+    store = await SqliteStore.open(tmp_path)
+    async with trio.open_nursery() as nursery:
+        worker, send = await start_worker(nursery, store, settings_for(), delivery="process")
+        with trio.fail_after(30):
+            await worker.delivery.ready.wait()
+        pid = worker.delivery.pid
+        assert pid is not None and not process_gone(pid)
+        nursery.cancel_scope.cancel()
+    assert process_gone(pid)
+    assert worker.delivery.pid is None
+    await store.close()

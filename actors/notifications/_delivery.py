@@ -92,42 +92,47 @@ def store_data_dir(store: Any) -> Optional[Path]:
     return Path(store.path).parent if isinstance(store, SqliteStore) else None
 
 
-@attrs.define(slots=True)
-class RemoteDispatcher:
-    """A dispatcher of the child process as the worker sees it: the last reported statistics;
-    :meth:`poke` asks the child to look at the outbox now."""
+_COUNTERS = ("delivered", "failed_attempts", "dead", "dropped", "store_errors", "deferred_rounds")
 
-    channel: str
-    owner: "DeliveryProcess"
-    delivered: int = 0
-    failed_attempts: int = 0
-    dead: int = 0
-    dropped: int = 0
-    store_errors: int = 0
-    deferred_rounds: int = 0
-    in_flight: int = 0
-    per_target: dict[str, int] = attrs.Factory(dict)
+
+class RemoteDispatcher:
+    """A dispatcher of the child process as the worker sees it: the last reported statistics
+    (counters add up over the children's restarts); :meth:`poke` asks the child to look at the
+    outbox now."""
+
+    def __init__(self, channel: str, owner: "DeliveryProcess") -> None:
+        self.channel = channel
+        self.owner = owner
+        self.in_flight = 0
+        self.per_target: dict[str, int] = {}
+        self._before = dict.fromkeys(_COUNTERS, 0)
+        self._now = dict.fromkeys(_COUNTERS, 0)
+
+    def __getattr__(self, name: str) -> int:
+        if name in _COUNTERS:
+            return self._before[name] + self._now[name]
+        raise AttributeError(name)
 
     def poke(self) -> None:
         self.owner.poke()
 
     def statistics(self) -> dict[str, Any]:
-        statistics = {"in_flight": self.in_flight, "delivered": self.delivered,
-                      "failed_attempts": self.failed_attempts, "dead": self.dead, "dropped": self.dropped,
-                      "store_errors": self.store_errors, "deferred_rounds": self.deferred_rounds}
+        statistics: dict[str, Any] = {"in_flight": self.in_flight}
+        statistics.update((name, self._before[name] + self._now[name]) for name in _COUNTERS)
         if self.channel == "webhook":
             statistics["targets_busy"] = len(self.per_target)
         return statistics
 
     def update(self, report: dict[str, Any]) -> None:
         self.in_flight = report.get("in_flight", 0)
-        self.delivered = report.get("delivered", 0)
-        self.failed_attempts = report.get("failed_attempts", 0)
-        self.dead = report.get("dead", 0)
-        self.dropped = report.get("dropped", 0)
-        self.store_errors = report.get("store_errors", 0)
-        self.deferred_rounds = report.get("deferred_rounds", 0)
         self.per_target = report.get("per_target", {})
+        self._now = {name: report.get(name, 0) for name in _COUNTERS}
+
+    def child_exited(self) -> None:
+        self.in_flight = 0
+        self.per_target = {}
+        self._before = {name: self._before[name] + self._now[name] for name in _COUNTERS}
+        self._now = dict.fromkeys(_COUNTERS, 0)
 
 
 class DeliveryProcess:
@@ -197,6 +202,8 @@ class DeliveryProcess:
                 self.pid = None
                 self._settled_before += self._settled_now
                 self._settled_now = 0
+                for dispatcher in self.dispatchers.values():
+                    dispatcher.child_exited()
         return process.returncode
 
     async def _send_pokes(self, stdin: trio.abc.SendStream) -> None:

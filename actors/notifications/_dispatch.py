@@ -41,7 +41,7 @@ from actors.notifications import _channels
 from actors.notifications._http import WebhookClient
 from actors.notifications.kinds import notification_json
 from actors.settings import NotificationSettings
-from actors.store.notifications import DueDelivery, NotificationStore, Settlement
+from actors.store.notifications import DueDelivery, Notification, NotificationStore, Settlement
 
 __all__ = ["Dispatcher", "Settler", "WebhookDispatcher", "EmailDispatcher", "WsDispatcher", "EMAILS_PER_SESSION"]
 
@@ -308,17 +308,64 @@ class EmailDispatcher(Dispatcher):
 
 
 class WsDispatcher(Dispatcher):
-    """Publishes to the stream servers: ``sink([(account_id, notification json), …])``."""
+    """Publishes to the stream servers: ``sink([(account_id, notification json), …])``.
+
+    What the deriver just recorded is handed over in memory (:meth:`hand_over`) and published
+    without being read back from the outbox (a round trip through the store per recorded batch
+    was most of this channel's cost). The outbox is read at start and every ``poll_interval_s``
+    for what is left there (deliveries a stopped worker had not settled). A handed-over delivery
+    is in flight until its outcome is written, so the outbox read never sends it again."""
 
     channel = "ws"
 
     def __init__(self, *, sink: Callable[[list[tuple[int, dict]]], Awaitable[None]], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.sink = sink
+        self._handed: list[DueDelivery] = []
 
-    async def start(self, due: Sequence[DueDelivery]) -> int:
+    def hand_over(self, notifications: Sequence[Notification]) -> None:
+        """Publish these (recorded with a ``ws`` delivery) without reading the outbox."""
+        for notification in notifications:
+            key = (notification.id, self.channel)
+            if key in self.inflight:
+                continue
+            self.inflight.add(key)
+            self._handed.append(DueDelivery(notification=notification, channel=self.channel, attempts=0,
+                                            webhook_url=None, webhook_secret=None, email=None,
+                                            channels=(self.channel,)))
+        self._wake.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        poll = self.settings.poll_interval_s
+        read_outbox_at = trio.current_time()       # at once: what a stopped worker left
+        while True:
+            self._wake = trio.Event()
+            if self._handed:
+                handed, self._handed = self._handed, []
+                await self._publish(handed)
+                continue
+            if trio.current_time() >= read_outbox_at:
+                try:
+                    due = await self.store.due_deliveries(self.channel, self.shard, now=self.clock(), limit=_FETCH,
+                                                          skip=self.inflight)
+                except Exception as error:
+                    self.store_errors += 1
+                    log.warning("event=outbox_read_failed channel=%s error=%r", self.channel, error)
+                    due = []
+                fresh = [delivery for delivery in due if delivery.key not in self.inflight]
+                fresh = [delivery for delivery in fresh if self._still_wanted(delivery)]
+                if fresh:
+                    self.inflight.update(delivery.key for delivery in fresh)
+                    await self._publish(fresh)
+                if len(due) >= _FETCH:
+                    continue
+                read_outbox_at = trio.current_time() + poll
+            with trio.move_on_at(read_outbox_at):
+                await self._wake.wait()
+
+    async def _publish(self, due: Sequence[DueDelivery]) -> None:
         await self.sink([(delivery.notification.account_id, notification_json(delivery.notification))
                          for delivery in due])
         for delivery in due:
             self._settle(delivery, None)
-        return len(due)

@@ -133,11 +133,14 @@ class NotificationWorker:
     async def derive_batches(self, batches: Sequence[EventBatch]) -> int:
         """Derive and record ``batches`` (in seq order); return the notifications recorded."""
         self._batches += len(batches)
-        items = [item for batch in batches for item in batch.items if item[0] > self.last_seq]
+        known = self.last_seq      # batches come in seq order: only one after a restart straddles it
+        items = [item for batch in batches if batch.last_seq > known
+                 for item in (batch.items if batch.items and batch.items[0][0] > known
+                              else [item for item in batch.items if item[0] > known])]
         if not items:
             return 0
         self.unrecorded = items
-        last_seq = max(item[0] for item in items)
+        last_seq = items[-1][0]
         self._received_seq = max(self._received_seq, last_seq)
         notifications = derive(items, self.instruments, shard=self.shard)
         if not notifications:
@@ -177,7 +180,10 @@ class NotificationWorker:
         self._notifications += len(kept)
         for channel in {channel for _, channel, _ in deliveries}:
             dispatcher = self.dispatchers.get(channel)
-            if dispatcher is not None:
+            if isinstance(dispatcher, WsDispatcher):     # published from memory, not read back
+                to_ws = {nid for nid, delivery_channel, _ in deliveries if delivery_channel == "ws"}
+                dispatcher.hand_over([n for n in kept if n.id in to_ws])
+            elif dispatcher is not None:
                 dispatcher.poke()
         return len(kept)
 
