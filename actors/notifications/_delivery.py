@@ -184,7 +184,7 @@ class DeliveryProcess:
         async with trio.open_nursery() as nursery:
             process = await nursery.start(functools.partial(
                 trio.run_process, command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, check=False,
-                deliver_cancel=_stop_child))
+                deliver_cancel=_stop_child, env=_child_environment()))
             self.starts += 1
             self.pid = process.pid
             log.info("event=delivery_process_started pid=%d shard=%d start=%d data_dir=%s", process.pid,
@@ -227,6 +227,15 @@ class DeliveryProcess:
             for channel, statistics in report.get("channels", {}).items():
                 if channel in self.dispatchers:
                     self.dispatchers[channel].update(statistics)
+
+
+def _child_environment() -> dict[str, str]:
+    """This environment, with the directory this ``actors`` package is in first on
+    ``PYTHONPATH``: the child imports the same code however the parent was started."""
+    import actors
+    root = str(Path(actors.__file__).resolve().parent.parent)
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
 
 
 async def _stop_child(process: trio.Process) -> None:
