@@ -421,3 +421,49 @@ async def test_stopping_the_worker_ends_its_delivery_child(tmp_path):
     assert process_gone(pid)
     assert worker.delivery.pid is None
     await store.close()
+
+
+async def test_the_child_writing_the_same_sqlite_file_never_fails_the_persisters_writes(tmp_path):
+    """Two processes write one SQLite file (WAL, busy_timeout): the child settles webhook
+    deliveries while this process writes history batches as the persister does; no write fails."""
+    store = await SqliteStore.open(tmp_path)
+    fills = 300
+    with WebhookReceiver() as receiver:
+        await webhook_account(store, 1, receiver.url("/hook"), channels=("webhook",))
+        async with trio.open_nursery() as nursery:
+            worker, send = await start_worker(nursery, store, settings_for(webhook_concurrency=16, webhook_per_target=16),
+                                              delivery="process")
+            await worker.delivery.ready.wait()
+            await send.send(EventBatch([(seq, TS, [opened(position_id=seq, order_id=seq)])
+                                        for seq in range(1, fills + 1)], fills))
+            for seq in range(1, fills + 1):          # the persister's transactions, one per batch, meanwhile
+                await store.apply_batch(EventBatch([(seq, TS, [opened(position_id=seq, order_id=seq)])], seq))
+            await wait_until(lambda: worker.dispatchers["webhook"].delivered == fills, timeout=60)
+            nursery.cancel_scope.cancel()
+    assert await store.last_persisted_seq(0) == fills
+    webhook = worker.dispatchers["webhook"]
+    assert webhook.failed_attempts == webhook.store_errors == worker.delivery.settle_errors == 0
+    assert await store.due_deliveries("webhook", 0, now=2**62, limit=10) == []
+    await store.close()
+
+
+async def test_ws_deliveries_a_stopped_worker_left_are_published_by_the_next(tmp_path):
+    """What the deriver records goes to the ws sink from memory; what is still in the outbox at
+    start (a worker stopped before publishing it) is read from there — each published once."""
+    store = await SqliteStore.open(tmp_path)
+    (left,) = derive([(1, TS, [opened(position_id=1)])], INSTRUMENTS)
+    await store.record_notifications(0, 1, [left], [(left.id, "ws", 1)], now=1)
+    published = []
+
+    async def sink(batch):
+        published.extend(batch)
+
+    async with trio.open_nursery() as nursery:
+        worker, send = await start_worker(nursery, store, settings_for(), sink=sink)
+        await send.send(EventBatch([(2, TS, [opened(position_id=2)])], 2))
+        await wait_until(lambda: worker.statistics().settled == 2)
+        await trio.sleep(0.2)                       # several outbox reads later: nothing twice
+        nursery.cancel_scope.cancel()
+    assert sorted(body["id"] for _, body in published) == ["0-1-0", "0-2-0"]
+    assert await store.due_deliveries("ws", 0, now=2**62, limit=10) == []
+    await store.close()

@@ -153,17 +153,25 @@ class DeliveryProcess:
         #: settlements the children wrote (their counts add up over restarts)
         self._settled_before = 0
         self._settled_now = 0
+        self._settle_errors_before = 0
+        self._settle_errors_now = 0
         self._poked = trio.Event()
 
     @property
     def settled(self) -> int:
         return self._settled_before + self._settled_now
 
+    @property
+    def settle_errors(self) -> int:
+        """Outcome writes that failed (and were retried) in the children."""
+        return self._settle_errors_before + self._settle_errors_now
+
     def poke(self) -> None:
         self._poked.set()
 
     def statistics(self) -> dict[str, Any]:
-        return {"pid": self.pid, "starts": self.starts, "running": self.pid is not None}
+        return {"pid": self.pid, "starts": self.starts, "running": self.pid is not None,
+                "settle_errors": self.settle_errors}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -202,6 +210,8 @@ class DeliveryProcess:
                 self.pid = None
                 self._settled_before += self._settled_now
                 self._settled_now = 0
+                self._settle_errors_before += self._settle_errors_now
+                self._settle_errors_now = 0
                 for dispatcher in self.dispatchers.values():
                     dispatcher.child_exited()
         return process.returncode
@@ -224,6 +234,7 @@ class DeliveryProcess:
                 self.ready.set()
                 continue
             self._settled_now = report.get("settled", 0)
+            self._settle_errors_now = report.get("settle_errors", 0)
             for channel, statistics in report.get("channels", {}).items():
                 if channel in self.dispatchers:
                     self.dispatchers[channel].update(statistics)
@@ -269,7 +280,7 @@ def _report(settler: Settler, dispatchers: dict[str, Dispatcher]) -> dict[str, A
         if isinstance(dispatcher, WebhookDispatcher):
             statistics["per_target"] = {url: count for url, count in dispatcher.per_target.items() if count}
         channels[name] = statistics
-    return {"settled": settler.settled, "channels": channels}
+    return {"settled": settler.settled, "settle_errors": settler.errors, "channels": channels}
 
 
 async def _report_forever(stdout: trio.lowlevel.FdStream, settler: Settler,
