@@ -321,18 +321,16 @@ class WsDispatcher(Dispatcher):
     def __init__(self, *, sink: Callable[[list[tuple[int, dict]]], Awaitable[None]], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.sink = sink
-        self._handed: list[DueDelivery] = []
+        self._handed: list[Notification] = []
 
     def hand_over(self, notifications: Sequence[Notification]) -> None:
         """Publish these (recorded with a ``ws`` delivery) without reading the outbox."""
+        inflight, channel = self.inflight, self.channel
         for notification in notifications:
-            key = (notification.id, self.channel)
-            if key in self.inflight:
-                continue
-            self.inflight.add(key)
-            self._handed.append(DueDelivery(notification=notification, channel=self.channel, attempts=0,
-                                            webhook_url=None, webhook_secret=None, email=None,
-                                            channels=(self.channel,)))
+            key = (notification.id, channel)
+            if key not in inflight:
+                inflight.add(key)
+                self._handed.append(notification)
         self._wake.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -343,7 +341,11 @@ class WsDispatcher(Dispatcher):
             self._wake = trio.Event()
             if self._handed:
                 handed, self._handed = self._handed, []
-                await self._publish(handed)
+                await self.sink([(notification.account_id, notification_json(notification)) for notification in handed])
+                self.delivered += len(handed)
+                for notification in handed:     # first attempt, delivered: what _settle would make
+                    self.settler.add(Settlement(notification_id=notification.id, channel=self.channel,
+                                                delivered=True, attempts=1), self)
                 continue
             if trio.current_time() >= read_outbox_at:
                 try:
