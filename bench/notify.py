@@ -11,7 +11,8 @@
   ``bench/journal.py``) with the worker subscribed (lossless, every account with ws + webhook;
   wired as the platform wires it: e-mail and webhooks in the delivery child process — or, with
   ``--delivery inline``, in the worker's tasks, yielding while the engine has inputs queued) over
-  the same run without it. The input mix: quotes with a market order every ``--orders-every``
+  the same run without it (``webhooks_delivered``: how many of the run's webhooks went out while
+  it ran; ``notifications``: how many the worker had recorded). The input mix: quotes with a market order every ``--orders-every``
   inputs (each order is a fill, so a notification and two deliveries). ``engine_ratio_all_fills``
   is the same with every input an order: the worst case. ``--repeat N`` alternates N runs
   without and with and reports the median of the N ratios.
@@ -253,6 +254,7 @@ async def engine_rate(directory: Path, seconds: float, orders_every: int, receiv
             stats = worker.statistics()
             child_after = child_cpu_s(worker)
             result.update(notifications=stats.notifications, worker_lag=stats.lag,
+                          webhooks_delivered=worker.dispatchers["webhook"].delivered,
                           delivery="process" if worker.delivery is not None else "inline",
                           child_cpu_s=None if child_before is None or child_after is None
                           else round(child_after - child_before, 3))
@@ -304,6 +306,7 @@ def main() -> None:
                      0.9 if not label else None, inputs_per_s_without=round(without["per_s"]),
                      inputs_per_s_with=round(with_worker["per_s"]), orders_every=every,
                      notifications=with_worker.get("notifications"), delivery=with_worker.get("delivery"),
+                     webhooks_delivered=with_worker.get("webhooks_delivered"),
                      runs=len(runs), ratios=[round(run[0], 3) for run in runs])
                 emit(f"engine_cpu_ratio{label}", statistics.median(run[1] for run in runs), "ratio", None,
                      cpu_per_input_us_without=round(without["cpu_per_input_us"], 2),

@@ -68,6 +68,9 @@ RESTART_MAX_S = 10.0
 HEALTHY_AFTER_S = 30.0
 #: a stopped child that has not exited this long after its stdin closed is killed
 STOP_GRACE_S = 3.0
+#: the child's outcomes gather this long into one transaction: fewer writes to the file the
+#: engine's process writes too (each one may make the other process's writer wait)
+SETTLE_EVERY_S = 0.1
 #: what the child writes its outcomes within when it is asked to stop
 _FLUSH_S = 2.0
 _POKE = b"p\n"
@@ -319,7 +322,7 @@ async def child_main() -> None:
     shard = int(config["shard"])
     store = await SqliteStore.open(config["data_dir"])
     client = http_client(settings)
-    settler = Settler(store, time.time_ns)
+    settler = Settler(store, time.time_ns, every_s=SETTLE_EVERY_S)
     common: dict[str, Any] = dict(store=store, settler=settler, settings=settings, shard=shard, clock=time.time_ns)
     dispatchers: dict[str, Dispatcher] = {"webhook": WebhookDispatcher(client=client, **common)}
     if settings.email_available:

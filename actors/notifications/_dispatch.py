@@ -55,9 +55,12 @@ _SETTLE_EVERY_S = 0.02
 class Settler:
     """Writes outcomes in batches; tells each dispatcher when its deliveries are settled."""
 
-    def __init__(self, store: NotificationStore, clock: Callable[[], int]) -> None:
+    def __init__(self, store: NotificationStore, clock: Callable[[], int], *,
+                 every_s: float = _SETTLE_EVERY_S) -> None:
         self.store = store
         self.clock = clock
+        #: outcomes gather this long into one transaction
+        self.every_s = every_s
         self._pending: list[tuple[Settlement, "Dispatcher"]] = []
         self._wake = trio.Event()
         self._writing = False
@@ -71,7 +74,7 @@ class Settler:
     async def run(self) -> None:
         while True:
             await self._wake.wait()
-            await trio.sleep(_SETTLE_EVERY_S)        # let outcomes gather into one transaction
+            await trio.sleep(self.every_s)        # let outcomes gather into one transaction
             self._wake = trio.Event()
             batch, self._pending = self._pending, []
             self._writing = True
@@ -93,7 +96,7 @@ class Settler:
     async def flush(self) -> None:
         """Wait until every outcome added so far is written (``run`` writes them)."""
         while self._pending or self._writing:
-            await trio.sleep(_SETTLE_EVERY_S)
+            await trio.sleep(self.every_s)
 
 
 class Dispatcher:
