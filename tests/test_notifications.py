@@ -394,10 +394,10 @@ async def test_a_killed_delivery_child_is_restarted_and_loses_nothing(tmp_path):
             await trio.to_thread.run_sync(receiver.wait_for, lambda: receiver.at("/hook"))
             first = worker.delivery.pid
             os.kill(first, signal.SIGKILL)
+            await send.send(EventBatch([(2, TS, [closed("take_profit", 1)])], 2))   # pokes a dead child
             held.set()
             await wait_until(lambda: worker.delivery.starts == 2 and worker.delivery.pid not in (None, first))
             assert process_gone(first)
-            await send.send(EventBatch([(2, TS, [closed("take_profit", 1)])], 2))
             await wait_until(lambda: worker.dispatchers["webhook"].delivered == 2)
             await wait_until(lambda: worker.statistics().settled >= 2)
             assert worker.statistics().delivery_process["starts"] == 2

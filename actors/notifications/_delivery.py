@@ -181,7 +181,11 @@ class DeliveryProcess:
         backoff = RESTART_BACKOFF_S
         while True:
             began = trio.current_time()
-            code = await self._run_child()
+            try:
+                code = await self._run_child()
+            except OSError as error:      # it could not be started: try again after the backoff
+                log.error("event=delivery_process_failed_to_start error=%r", error)
+                code = None
             if trio.current_time() - began >= HEALTHY_AFTER_S:
                 backoff = RESTART_BACKOFF_S
             log.warning("event=delivery_process_exited code=%s restart_in_s=%.1f", code, backoff)
@@ -224,7 +228,10 @@ class DeliveryProcess:
         while True:
             await self._poked.wait()
             self._poked = trio.Event()
-            await stdin.send_all(_POKE)
+            try:
+                await stdin.send_all(_POKE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return                  # the child is gone: _run_child sees its exit
 
     async def _read_reports(self, stdout: trio.abc.ReceiveStream) -> None:
         async for line in _lines(stdout):
