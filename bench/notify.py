@@ -12,8 +12,9 @@
   wired as the platform wires it: e-mail and webhooks in the delivery child process — or, with
   ``--delivery inline``, in the worker's tasks, yielding while the engine has inputs queued) over
   the same run without it (``webhooks_delivered``: how many of the run's webhooks went out while
-  it ran; ``notifications``: how many the worker had recorded). The input mix: quotes with a market order every ``--orders-every``
-  inputs (each order is a fill, so a notification and two deliveries). ``engine_ratio_all_fills``
+  it ran; ``notifications``: how many the worker had recorded). The input mix: quotes with a
+  market order every ``--orders-every`` inputs (each order is a fill, so a notification and two
+  deliveries). ``engine_ratio_all_fills``
   is the same with every input an order: the worst case. ``--repeat N`` alternates N runs
   without and with and reports the median of the N ratios.
 * ``engine_cpu_ratio`` (and ``_all_fills``) — the engine process's CPU seconds per input without
