@@ -26,6 +26,7 @@ FSYNC_MODES = ("batch", "interval", "off")
 STORE_KINDS = ("sqlite", "postgres")
 BUS_KINDS = ("memory", "redis")
 SMTP_SECURITY = ("none", "starttls", "tls")
+NOTIFICATION_DELIVERY = ("auto", "process", "inline")
 
 
 def _at_least(low: float) -> Any:
@@ -152,6 +153,10 @@ class NotificationSettings:
     #: split mode: the notifications role serves Prometheus ``/metrics`` on this port; 0 = off
     metrics_port: int = attrs.field(default=0, validator=_at_least(0))
     metrics_host: str = "127.0.0.1"
+
+    #: where e-mail and webhooks are delivered: ``process`` (a child process of the worker),
+    #: ``inline`` (the worker's tasks), ``auto`` (a child where an engine shares the process)
+    delivery: str = attrs.field(default="auto", validator=_one_of(NOTIFICATION_DELIVERY))
 
     @property
     def email_available(self) -> bool:

@@ -4,15 +4,28 @@
   loopback receiver in another process (trio + h11, answers 200 at once); N fills are handed to
   the worker at once and the clock runs until every delivery is settled in the store (signed
   POST, outcome recorded). SQLite store, e-mail off, the ws sink a no-op.
+  Delivered as the platform delivers (``--delivery``, default ``auto``: the embedded platform's
+  child process; ``inline`` for the worker's own tasks, as before).
 * ``engine_ratio`` — the engine actor's inputs per second (journal on, fsync ``off`` so the
   worker's cost is not hidden behind fsyncs; one producer with back-pressure, as
   ``bench/journal.py``) with the worker subscribed (lossless, every account with ws + webhook;
-  wired as the platform wires it: its e-mail and webhook rounds yield while the engine has
-  inputs queued) over the same run without it. The input mix: quotes with a market order every
-  ``--orders-every`` inputs (each order is a fill, so a notification and two deliveries).
-  ``engine_ratio_all_fills`` is the same with every input an order: the worst case.
+  wired as the platform wires it: e-mail and webhooks in the delivery child process — or, with
+  ``--delivery inline``, in the worker's tasks, yielding while the engine has inputs queued) over
+  the same run without it (``webhooks_delivered``: how many of the run's webhooks went out while
+  it ran; ``notifications``: how many the worker had recorded). The input mix: quotes with a
+  market order every ``--orders-every`` inputs (each order is a fill, so a notification and two
+  deliveries). ``engine_ratio_all_fills``
+  is the same with every input an order: the worst case. ``--repeat N`` alternates N runs
+  without and with and reports the median of the N ratios.
+* ``engine_cpu_ratio`` (and ``_all_fills``) — the engine process's CPU seconds per input without
+  the worker over with it (``time.process_time``: the engine's thread, the worker's tasks in it and
+  the store's threads; the delivery child and the receiver are other processes). Less noisy than
+  wall time on a shared machine: it says what the worker costs the engine's interpreter, not
+  whether a core was free. ``child_cpu_s`` is the delivery child's CPU over the same run.
+  ``engine_thread_cpu_ratio`` is the same with the CPU of the engine's thread only
+  (``time.thread_time``: the engine and the worker's trio tasks, not the store's threads).
 
-    python bench/notify.py [--quick]
+    python bench/notify.py [--quick] [--delivery auto|process|inline] [--repeat N]
 
 Prints one JSON object per figure. The machine is shared (2 cores): figures vary run to run.
 """
@@ -23,6 +36,7 @@ import argparse
 import functools
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -133,14 +147,39 @@ async def no_ws(batch: list) -> None:
     return None
 
 
-async def measure_webhooks(directory: Path, receiver: Receiver, notifications: int) -> dict:
+def delivery_of(mode: str) -> str:
+    """``--delivery`` as the worker's ``delivery``: ``auto`` is what the embedded platform does."""
+    return "process" if mode == "auto" else mode
+
+
+async def ready(worker) -> None:
+    """The delivery child runs (its start-up is not measured)."""
+    if worker.delivery is not None:
+        with trio.fail_after(60):
+            await worker.delivery.ready.wait()
+
+
+def child_cpu_s(worker) -> float | None:
+    """The delivery child's CPU seconds so far (Linux ``/proc``)."""
+    if worker is None or worker.delivery is None or worker.delivery.pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{worker.delivery.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure_webhooks(directory: Path, receiver: Receiver, notifications: int, delivery: str) -> dict:
     store = await SqliteStore.open(directory)
     await subscribe_all(store, receiver)
     items = [(seq, seq, [fill(seq, 1 + seq % SUBSCRIBERS)]) for seq in range(1, notifications + 1)]
     send, receive = trio.open_memory_channel(1024)
     async with trio.open_nursery() as nursery:
         worker = await nursery.start(functools.partial(
-            notify_worker.run, inbox=receive, store=store, settings=settings(), instruments=INSTRUMENTS, sink=no_ws))
+            notify_worker.run, inbox=receive, store=store, settings=settings(), instruments=INSTRUMENTS, sink=no_ws,
+            delivery=delivery_of(delivery)))
+        await ready(worker)
         started = time.perf_counter()
         for first in range(0, len(items), 1000):
             chunk = items[first:first + 1000]
@@ -173,7 +212,8 @@ def command(index: int, orders_every: int) -> object:
     return Quote(symbol="BTCUSDT", bid=bid, ask=bid + 100)
 
 
-async def engine_rate(directory: Path, seconds: float, orders_every: int, receiver: Receiver | None) -> dict:
+async def engine_rate(directory: Path, seconds: float, orders_every: int, receiver: Receiver | None,
+                      delivery: str = "auto") -> dict:
     engine = make_engine()
     journal = JournalWriter(directory / "journal")
     handle = EngineHandle(engine, 65_536)
@@ -185,9 +225,13 @@ async def engine_rate(directory: Path, seconds: float, orders_every: int, receiv
             subscription = handle.subscribe("notifications", max_buffer=256, lossless=True)
             worker = await nursery.start(functools.partial(   # wired as the platform wires it
                 notify_worker.run, inbox=subscription.receive, store=store, settings=settings(),
-                instruments=INSTRUMENTS, sink=no_ws, engine_busy=lambda: bool(handle.statistics()["inbox_depth"])))
+                instruments=INSTRUMENTS, sink=no_ws, engine_busy=lambda: bool(handle.statistics()["inbox_depth"]),
+                delivery=None if delivery == "auto" else delivery))
+            await ready(worker)
         await nursery.start(functools.partial(engine_actor.run, handle=handle, journal=journal, fsync="off"))
         start_seq = handle.durable_seq
+        child_before = child_cpu_s(worker)
+        cpu_started, thread_started = time.process_time(), time.thread_time()
         started = time.perf_counter()
         deadline = started + seconds
         index = 0
@@ -203,10 +247,18 @@ async def engine_rate(directory: Path, seconds: float, orders_every: int, receiv
         while handle.durable_seq < start_seq + index:
             await trio.sleep(0.001)
         elapsed = time.perf_counter() - started
-        result = {"per_s": index / elapsed, "inputs": index}
+        cpu_s = time.process_time() - cpu_started
+        thread_s = time.thread_time() - thread_started
+        result = {"per_s": index / elapsed, "inputs": index, "cpu_s": cpu_s, "cpu_per_input_us": cpu_s / index * 1e6,
+                  "thread_cpu_per_input_us": thread_s / index * 1e6}
         if worker is not None:
             stats = worker.statistics()
-            result.update(notifications=stats.notifications, worker_lag=stats.lag)
+            child_after = child_cpu_s(worker)
+            result.update(notifications=stats.notifications, worker_lag=stats.lag,
+                          webhooks_delivered=worker.dispatchers["webhook"].delivered,
+                          delivery="process" if worker.delivery is not None else "inline",
+                          child_cpu_s=None if child_before is None or child_after is None
+                          else round(child_after - child_before, 3))
         await handle.stop()
         nursery.cancel_scope.cancel()
     journal.close()
@@ -220,6 +272,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seconds", type=float)
     parser.add_argument("--orders-every", type=int, default=10, help="one market order every N inputs (default 10)")
+    parser.add_argument("--delivery", choices=("auto", "process", "inline"), default="auto",
+                        help="where e-mail and webhooks go out (default auto: as the embedded platform, a child)")
+    parser.add_argument("--repeat", type=int, default=1, help="alternate N runs without/with; median ratios")
+    parser.add_argument("--skip-webhooks", action="store_true", help="only the engine ratios")
     parser.add_argument("--serve-webhooks", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_webhooks:
@@ -231,17 +287,37 @@ def main() -> None:
         root = Path(tmp)
         receiver = Receiver(root)
         try:
-            hooks = trio.run(measure_webhooks, root / "hooks", receiver, notifications)
-            print(f"[webhooks] {hooks}", file=sys.stderr)
-            emit("webhooks_per_s", hooks["per_s"], "1/s", subscribers=SUBSCRIBERS, notifications=notifications)
+            if not args.skip_webhooks:
+                hooks = trio.run(measure_webhooks, root / "hooks", receiver, notifications, args.delivery)
+                print(f"[webhooks] {hooks}", file=sys.stderr)
+                emit("webhooks_per_s", hooks["per_s"], "1/s", subscribers=SUBSCRIBERS, notifications=notifications,
+                     delivery=delivery_of(args.delivery))
             for label, every in (("", args.orders_every), ("_all_fills", 1)):
-                without = trio.run(engine_rate, root / f"without{label}", seconds, every, None)
-                with_worker = trio.run(engine_rate, root / f"with{label}", seconds, every, receiver)
-                print(f"[engine{label}] without {without} with {with_worker}", file=sys.stderr)
-                emit(f"engine_ratio{label}", with_worker["per_s"] / without["per_s"], "ratio",
+                runs = []
+                for attempt in range(args.repeat):
+                    without = trio.run(engine_rate, root / f"without{label}{attempt}", seconds, every, None)
+                    with_worker = trio.run(engine_rate, root / f"with{label}{attempt}", seconds, every, receiver,
+                                           args.delivery)
+                    print(f"[engine{label}] without {without} with {with_worker}", file=sys.stderr)
+                    runs.append((with_worker["per_s"] / without["per_s"],
+                                 without["cpu_per_input_us"] / with_worker["cpu_per_input_us"], without, with_worker,
+                                 without["thread_cpu_per_input_us"] / with_worker["thread_cpu_per_input_us"]))
+                ratio, _cpu, without, with_worker, _thread = sorted(runs, key=lambda run: run[0])[len(runs) // 2]
+                emit(f"engine_ratio{label}", ratio, "ratio",
                      0.9 if not label else None, inputs_per_s_without=round(without["per_s"]),
                      inputs_per_s_with=round(with_worker["per_s"]), orders_every=every,
-                     notifications=with_worker.get("notifications"))
+                     notifications=with_worker.get("notifications"), delivery=with_worker.get("delivery"),
+                     webhooks_delivered=with_worker.get("webhooks_delivered"),
+                     runs=len(runs), ratios=[round(run[0], 3) for run in runs])
+                emit(f"engine_cpu_ratio{label}", statistics.median(run[1] for run in runs), "ratio", None,
+                     cpu_per_input_us_without=round(without["cpu_per_input_us"], 2),
+                     cpu_per_input_us_with=round(with_worker["cpu_per_input_us"], 2),
+                     child_cpu_s=with_worker.get("child_cpu_s"), delivery=with_worker.get("delivery"),
+                     ratios=[round(run[1], 3) for run in runs])
+                emit(f"engine_thread_cpu_ratio{label}", statistics.median(run[4] for run in runs), "ratio", None,
+                     thread_cpu_per_input_us_without=round(without["thread_cpu_per_input_us"], 2),
+                     thread_cpu_per_input_us_with=round(with_worker["thread_cpu_per_input_us"], 2),
+                     delivery=with_worker.get("delivery"), ratios=[round(run[4], 3) for run in runs])
         finally:
             receiver.close()
 

@@ -146,11 +146,17 @@ def test_the_retry_delay_doubles_up_to_its_cap():
 
 # ------------------------------------------------------------------ the worker
 
-async def start_worker(nursery, store, settings, *, sink=None, backlog=()):
+@pytest.fixture(params=["inline", "process"])
+def delivery(request):
+    """Where e-mail and webhooks are delivered: the worker's tasks, or its child process."""
+    return request.param
+
+
+async def start_worker(nursery, store, settings, *, sink=None, backlog=(), delivery="inline"):
     send, receive = trio.open_memory_channel(64)
     worker = await nursery.start(functools.partial(
         notify_worker.run, inbox=receive, store=store, settings=settings, instruments=INSTRUMENTS, sink=sink,
-        backlog=backlog))
+        backlog=backlog, delivery=delivery))
     return worker, send
 
 
@@ -167,7 +173,7 @@ async def webhook_account(store, account_id: int, url: str, channels=("ws", "web
     return preferences
 
 
-async def test_a_fill_reaches_a_signed_webhook_and_the_ws_sink(tmp_path):
+async def test_a_fill_reaches_a_signed_webhook_and_the_ws_sink(tmp_path, delivery):
     store = await SqliteStore.open(tmp_path)
     published = []
 
@@ -177,7 +183,7 @@ async def test_a_fill_reaches_a_signed_webhook_and_the_ws_sink(tmp_path):
     with WebhookReceiver() as receiver:
         await webhook_account(store, 1, receiver.url("/one"))
         async with trio.open_nursery() as nursery:
-            worker, send = await start_worker(nursery, store, settings_for(), sink=sink)
+            worker, send = await start_worker(nursery, store, settings_for(), sink=sink, delivery=delivery)
             await send.send(EventBatch([(3, TS, [quote(), opened()])], 3))
             await wait_until(lambda: receiver.at("/one") and published)
             await wait_until(lambda: worker.statistics().settled == 2)
@@ -194,14 +200,14 @@ async def test_a_fill_reaches_a_signed_webhook_and_the_ws_sink(tmp_path):
     await store.close()
 
 
-async def test_a_failing_webhook_is_retried_with_backoff_then_dead_lettered(tmp_path):
+async def test_a_failing_webhook_is_retried_with_backoff_then_dead_lettered(tmp_path, delivery):
     store = await SqliteStore.open(tmp_path)
     settings = settings_for(max_attempts=4, retry_base_s=0.05, retry_max_s=1.0)
     with WebhookReceiver() as receiver:
         receiver.status["/down"] = [500]
         await webhook_account(store, 1, receiver.url("/down"), channels=("webhook",))
         async with trio.open_nursery() as nursery:
-            worker, send = await start_worker(nursery, store, settings)
+            worker, send = await start_worker(nursery, store, settings, delivery=delivery)
             await send.send(EventBatch([(3, TS, [opened()])], 3))
             await wait_until(lambda: worker.dispatchers["webhook"].dead == 1)
             await wait_until(lambda: worker.statistics().settled == 4)
@@ -218,13 +224,13 @@ async def test_a_failing_webhook_is_retried_with_backoff_then_dead_lettered(tmp_
     await store.close()
 
 
-async def test_a_retry_that_succeeds_delivers_once(tmp_path):
+async def test_a_retry_that_succeeds_delivers_once(tmp_path, delivery):
     store = await SqliteStore.open(tmp_path)
     with WebhookReceiver() as receiver:
         receiver.status["/flaky"] = [503, 503, 200]
         await webhook_account(store, 1, receiver.url("/flaky"), channels=("webhook",))
         async with trio.open_nursery() as nursery:
-            worker, send = await start_worker(nursery, store, settings_for())
+            worker, send = await start_worker(nursery, store, settings_for(), delivery=delivery)
             await send.send(EventBatch([(3, TS, [opened()])], 3))
             await wait_until(lambda: worker.dispatchers["webhook"].delivered == 1)
             await wait_until(lambda: worker.statistics().settled == 3)
@@ -234,7 +240,7 @@ async def test_a_retry_that_succeeds_delivers_once(tmp_path):
     await store.close()
 
 
-async def test_a_dead_target_does_not_delay_another_account(tmp_path):
+async def test_a_dead_target_does_not_delay_another_account(tmp_path, delivery):
     store = await SqliteStore.open(tmp_path)
     settings = settings_for(webhook_timeout_s=30.0, webhook_per_target=2)
     with WebhookReceiver() as receiver:
@@ -242,14 +248,14 @@ async def test_a_dead_target_does_not_delay_another_account(tmp_path):
         await webhook_account(store, 1, receiver.url("/dead"), channels=("webhook",))
         await webhook_account(store, 2, receiver.url("/alive"), channels=("webhook",))
         async with trio.open_nursery() as nursery:
-            worker, send = await start_worker(nursery, store, settings)
+            worker, send = await start_worker(nursery, store, settings, delivery=delivery)
             # account 1 first, five fills: its target hangs on every one of them
             await send.send(EventBatch([(seq, TS, [opened(position_id=seq, account_id=1)]) for seq in range(1, 6)], 5))
             await wait_until(lambda: len(receiver.at("/dead")) == 2)     # its two slots are taken
             await send.send(EventBatch([(6, TS, [opened(position_id=6, account_id=2)])], 6))
             await wait_until(lambda: receiver.at("/alive"))
             # account 2 was served while account 1's requests still hang (none answered yet)
-            assert worker.dispatchers["webhook"].per_target[receiver.url("/dead")] == 2
+            await wait_until(lambda: worker.dispatchers["webhook"].per_target.get(receiver.url("/dead")) == 2)
             assert len(receiver.at("/dead")) == 2
             trio_event.set()
             await wait_until(lambda: worker.dispatchers["webhook"].delivered == 6)
@@ -257,14 +263,14 @@ async def test_a_dead_target_does_not_delay_another_account(tmp_path):
     await store.close()
 
 
-async def test_email_goes_to_the_accounts_address(tmp_path):
+async def test_email_goes_to_the_accounts_address(tmp_path, delivery):
     store = await SqliteStore.open(tmp_path)
     user = await store.create_user("trader@example.com", "hash", created_at=1)
     with SmtpReceiver() as smtp:
         await store.put_preferences(Preferences(account_id=user.account_id, events=KINDS, channels=("email",),
                                                 updated_at=1))
         async with trio.open_nursery() as nursery:
-            worker, send = await start_worker(nursery, store, settings_for(smtp))
+            worker, send = await start_worker(nursery, store, settings_for(smtp), delivery=delivery)
             await send.send(EventBatch([(3, TS, [opened(account_id=user.account_id)])], 3))
             await trio.to_thread.run_sync(smtp.wait_for, lambda: smtp.messages)
             await wait_until(lambda: worker.statistics().settled == 1)
@@ -276,7 +282,7 @@ async def test_email_goes_to_the_accounts_address(tmp_path):
     await store.close()
 
 
-async def test_preferences_filter_kinds_and_channels(tmp_path):
+async def test_preferences_filter_kinds_and_channels(tmp_path, delivery):
     store = await SqliteStore.open(tmp_path)
     published = []
 
@@ -285,7 +291,7 @@ async def test_preferences_filter_kinds_and_channels(tmp_path):
 
     await store.put_preferences(Preferences(account_id=1, events=("take_profit",), channels=("ws",), updated_at=1))
     async with trio.open_nursery() as nursery:
-        worker, send = await start_worker(nursery, store, settings_for(), sink=sink)
+        worker, send = await start_worker(nursery, store, settings_for(), sink=sink, delivery=delivery)
         await send.send(EventBatch([(3, TS, [opened(), closed("take_profit"), opened(account_id=2)])], 3))
         await wait_until(lambda: len(published) == 2)
         nursery.cancel_scope.cancel()
@@ -293,7 +299,7 @@ async def test_preferences_filter_kinds_and_channels(tmp_path):
     await store.close()
 
 
-async def test_a_worker_cancelled_mid_delivery_loses_nothing(tmp_path):
+async def test_a_worker_cancelled_mid_delivery_loses_nothing(tmp_path, delivery):
     """Cancel the worker while a webhook is in flight and before a later batch is derived; a new
     worker over the same store (and the journal's events after its watermark) delivers all."""
     store = await SqliteStore.open(tmp_path)
@@ -303,14 +309,14 @@ async def test_a_worker_cancelled_mid_delivery_loses_nothing(tmp_path):
         receiver.hold["/hook"] = held = threading.Event()
         await webhook_account(store, 1, receiver.url("/hook"), channels=("webhook",))
         async with trio.open_nursery() as nursery:
-            worker, send = await start_worker(nursery, store, settings_for())
+            worker, send = await start_worker(nursery, store, settings_for(), delivery=delivery)
             await send.send(EventBatch(items[:1], 1))
             await trio.to_thread.run_sync(receiver.wait_for, lambda: receiver.at("/hook"))
             nursery.cancel_scope.cancel()       # mid-delivery; batches 2 and 3 never reached it
         assert await store.notifier_seq(0) == 1
         held.set()
         async with trio.open_nursery() as nursery:
-            worker, send = await start_worker(nursery, store, settings_for(), backlog=items)
+            worker, send = await start_worker(nursery, store, settings_for(), backlog=items, delivery=delivery)
             await wait_until(lambda: worker.dispatchers["webhook"].delivered == 2)
             await wait_until(lambda: worker.statistics().settled == 2)
             nursery.cancel_scope.cancel()
@@ -333,7 +339,7 @@ async def test_deliveries_yield_to_a_saturated_engine_in_the_same_process(tmp_pa
         async with trio.open_nursery() as nursery:
             worker = await nursery.start(functools.partial(
                 notify_worker.run, inbox=receive, store=store, settings=settings_for(poll_interval_s=0.2),
-                instruments=INSTRUMENTS, engine_busy=lambda: busy[0]))
+                instruments=INSTRUMENTS, engine_busy=lambda: busy[0], delivery="inline"))
             webhook = worker.dispatchers["webhook"]
             await send.send(EventBatch([(seq, TS, [opened(position_id=seq)]) for seq in range(1, 4)], 3))
             await wait_until(lambda: webhook.deferred_rounds >= 2)
@@ -346,4 +352,118 @@ async def test_deliveries_yield_to_a_saturated_engine_in_the_same_process(tmp_pa
             assert webhook.deferred_rounds == rounds          # idle engine: no deferral
             nursery.cancel_scope.cancel()
     assert len(receiver.at("/hook")) == 4
+    await store.close()
+
+
+# ------------------------------------------------------------------ the delivery child process
+
+def test_delivery_runs_in_a_child_where_an_engine_shares_the_process(tmp_path):
+    from actors.notifications._delivery import delivery_mode
+    store = SqliteStore(tmp_path)
+    assert delivery_mode("auto", store, engine_in_process=True) == "process"      # embedded mode
+    assert delivery_mode("auto", store, engine_in_process=False) == "inline"      # split mode's own role
+    assert delivery_mode("process", store, engine_in_process=False) == "process"
+    assert delivery_mode("inline", store, engine_in_process=True) == "inline"
+    assert delivery_mode("process", object(), engine_in_process=True) == "inline"  # not SQLite: inline
+    with pytest.raises(ValueError, match="delivery"):
+        NotificationSettings(delivery="thread")
+    trio.run(store.close)
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return any(line.split()[1:2] == ["Z"] for line in status if line.startswith("State:"))
+    except FileNotFoundError:
+        return True
+
+
+async def test_a_killed_delivery_child_is_restarted_and_loses_nothing(tmp_path):
+    """SIGKILL the child while a webhook is in flight: a new child starts, sends that delivery
+    again (same id: at-least-once) and goes on with new ones; the store's outbox ends empty."""
+    import os
+    import signal
+    import threading
+    store = await SqliteStore.open(tmp_path)
+    with WebhookReceiver() as receiver:
+        receiver.hold["/hook"] = held = threading.Event()
+        await webhook_account(store, 1, receiver.url("/hook"), channels=("webhook",))
+        async with trio.open_nursery() as nursery:
+            worker, send = await start_worker(nursery, store, settings_for(), delivery="process")
+            await send.send(EventBatch([(1, TS, [opened(position_id=1)])], 1))
+            await trio.to_thread.run_sync(receiver.wait_for, lambda: receiver.at("/hook"))
+            first = worker.delivery.pid
+            os.kill(first, signal.SIGKILL)
+            await send.send(EventBatch([(2, TS, [closed("take_profit", 1)])], 2))   # pokes a dead child
+            held.set()
+            await wait_until(lambda: worker.delivery.starts == 2 and worker.delivery.pid not in (None, first))
+            assert process_gone(first)
+            await wait_until(lambda: worker.dispatchers["webhook"].delivered == 2)
+            await wait_until(lambda: worker.statistics().settled >= 2)
+            assert worker.statistics().delivery_process["starts"] == 2
+            nursery.cancel_scope.cancel()
+    ids = [hook.headers["X-Exness-Notification-Id"] for hook in receiver.at("/hook")]
+    assert set(ids) == {"0-1-0", "0-2-0"} and ids.count("0-1-0") == 2 and ids.count("0-2-0") == 1
+    assert await store.due_deliveries("webhook", 0, now=2**62, limit=10) == []
+    assert (await store.dead_letters(1)).items == []
+    await store.close()
+
+
+async def test_stopping_the_worker_ends_its_delivery_child(tmp_path):
+    store = await SqliteStore.open(tmp_path)
+    async with trio.open_nursery() as nursery:
+        worker, send = await start_worker(nursery, store, settings_for(), delivery="process")
+        with trio.fail_after(30):
+            await worker.delivery.ready.wait()
+        pid = worker.delivery.pid
+        assert pid is not None and not process_gone(pid)
+        nursery.cancel_scope.cancel()
+    assert process_gone(pid)
+    assert worker.delivery.pid is None
+    await store.close()
+
+
+async def test_the_child_writing_the_same_sqlite_file_never_fails_the_persisters_writes(tmp_path):
+    """Two processes write one SQLite file (WAL, busy_timeout): the child settles webhook
+    deliveries while this process writes history batches as the persister does; no write fails."""
+    store = await SqliteStore.open(tmp_path)
+    fills = 300
+    with WebhookReceiver() as receiver:
+        await webhook_account(store, 1, receiver.url("/hook"), channels=("webhook",))
+        async with trio.open_nursery() as nursery:
+            worker, send = await start_worker(nursery, store, settings_for(webhook_concurrency=16, webhook_per_target=16),
+                                              delivery="process")
+            await worker.delivery.ready.wait()
+            await send.send(EventBatch([(seq, TS, [opened(position_id=seq, order_id=seq)])
+                                        for seq in range(1, fills + 1)], fills))
+            for seq in range(1, fills + 1):          # the persister's transactions, one per batch, meanwhile
+                await store.apply_batch(EventBatch([(seq, TS, [opened(position_id=seq, order_id=seq)])], seq))
+            await wait_until(lambda: worker.dispatchers["webhook"].delivered == fills, timeout=60)
+            nursery.cancel_scope.cancel()
+    assert await store.last_persisted_seq(0) == fills
+    webhook = worker.dispatchers["webhook"]
+    assert webhook.failed_attempts == webhook.store_errors == worker.delivery.settle_errors == 0
+    assert await store.due_deliveries("webhook", 0, now=2**62, limit=10) == []
+    await store.close()
+
+
+async def test_ws_deliveries_a_stopped_worker_left_are_published_by_the_next(tmp_path):
+    """What the deriver records goes to the ws sink from memory; what is still in the outbox at
+    start (a worker stopped before publishing it) is read from there — each published once."""
+    store = await SqliteStore.open(tmp_path)
+    (left,) = derive([(1, TS, [opened(position_id=1)])], INSTRUMENTS)
+    await store.record_notifications(0, 1, [left], [(left.id, "ws", 1)], now=1)
+    published = []
+
+    async def sink(batch):
+        published.extend(batch)
+
+    async with trio.open_nursery() as nursery:
+        worker, send = await start_worker(nursery, store, settings_for(), sink=sink)
+        await send.send(EventBatch([(2, TS, [opened(position_id=2)])], 2))
+        await wait_until(lambda: worker.statistics().settled == 2)
+        await trio.sleep(0.2)                       # several outbox reads later: nothing twice
+        nursery.cancel_scope.cancel()
+    assert sorted(body["id"] for _, body in published) == ["0-1-0", "0-2-0"]
+    assert await store.due_deliveries("ws", 0, now=2**62, limit=10) == []
     await store.close()

@@ -132,3 +132,54 @@ async def test_a_fill_reaches_ws_email_and_a_signed_webhook_across_a_crash(tmp_p
     assert smtp.recipients[0] == ["crash@example.com"] and "filled" in message["Subject"]
     # recorded once, with the id every channel carried
     assert [n["id"] for n in listed["notifications"]] == [notification_id]
+
+
+def delivery_child_pid(log: Path) -> int:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for line in log.read_text().splitlines():
+            if "event=delivery_process_started" in line:
+                return int(line.split(" pid=", 1)[1].split()[0])
+        time.sleep(0.1)
+    raise AssertionError("the platform logged no delivery process")
+
+
+def gone(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return any(line.split()[1:2] == ["Z"] for line in status.splitlines() if line.startswith("State:"))
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_the_platform_ends_its_delivery_child(tmp_path, how):
+    """``exness-actors run`` delivers e-mail and webhooks from a child process: a graceful stop
+    ends it, and so does the platform's death (SIGKILL: the child's stdin closes) — never an
+    orphan left delivering."""
+    import signal
+    log = tmp_path / "platform.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "EXNESS_HTTP__PORT": "0", "EXNESS_WS__PORT": "0"}
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "supervisor", "run", "--data-dir", str(tmp_path / "data"), "--feed", "synthetic"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        try:
+            while "HTTP API " not in (line := process.stdout.readline()):   # started (its signal handlers too)
+                assert line or process.poll() is None, "the platform exited"
+            child = delivery_child_pid(log)
+            assert not gone(child)
+            process.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGKILL)
+            process.wait(timeout=60)
+            deadline = time.monotonic() + 15
+            while not gone(child) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert gone(child)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            process.stdout.close()
+    if how == "sigterm":
+        assert process.returncode == 0
+        assert "event=delivery_process_stopped" in log.read_text()

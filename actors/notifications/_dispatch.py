@@ -41,7 +41,7 @@ from actors.notifications import _channels
 from actors.notifications._http import WebhookClient
 from actors.notifications.kinds import notification_json
 from actors.settings import NotificationSettings
-from actors.store.notifications import DueDelivery, NotificationStore, Settlement
+from actors.store.notifications import DueDelivery, Notification, NotificationStore, Settlement
 
 __all__ = ["Dispatcher", "Settler", "WebhookDispatcher", "EmailDispatcher", "WsDispatcher", "EMAILS_PER_SESSION"]
 
@@ -55,11 +55,15 @@ _SETTLE_EVERY_S = 0.02
 class Settler:
     """Writes outcomes in batches; tells each dispatcher when its deliveries are settled."""
 
-    def __init__(self, store: NotificationStore, clock: Callable[[], int]) -> None:
+    def __init__(self, store: NotificationStore, clock: Callable[[], int], *,
+                 every_s: float = _SETTLE_EVERY_S) -> None:
         self.store = store
         self.clock = clock
+        #: outcomes gather this long into one transaction
+        self.every_s = every_s
         self._pending: list[tuple[Settlement, "Dispatcher"]] = []
         self._wake = trio.Event()
+        self._writing = False
         self.settled = 0
         self.errors = 0
 
@@ -70,9 +74,10 @@ class Settler:
     async def run(self) -> None:
         while True:
             await self._wake.wait()
-            await trio.sleep(_SETTLE_EVERY_S)        # let outcomes gather into one transaction
+            await trio.sleep(self.every_s)        # let outcomes gather into one transaction
             self._wake = trio.Event()
             batch, self._pending = self._pending, []
+            self._writing = True
             failures = 0
             while True:
                 try:
@@ -83,9 +88,15 @@ class Settler:
                     self.errors += 1
                     log.warning("event=settle_failed settlements=%d attempt=%d error=%r", len(batch), failures, error)
                     await trio.sleep(min(0.1 * 2 ** failures, 5.0))
+            self._writing = False
             self.settled += len(batch)
             for settlement, dispatcher in batch:
                 dispatcher.settled(settlement)
+
+    async def flush(self) -> None:
+        """Wait until every outcome added so far is written (``run`` writes them)."""
+        while self._pending or self._writing:
+            await trio.sleep(self.every_s)
 
 
 class Dispatcher:
@@ -300,17 +311,66 @@ class EmailDispatcher(Dispatcher):
 
 
 class WsDispatcher(Dispatcher):
-    """Publishes to the stream servers: ``sink([(account_id, notification json), …])``."""
+    """Publishes to the stream servers: ``sink([(account_id, notification json), …])``.
+
+    What the deriver just recorded is handed over in memory (:meth:`hand_over`) and published
+    without being read back from the outbox (a round trip through the store per recorded batch
+    was most of this channel's cost). The outbox is read at start and every ``poll_interval_s``
+    for what is left there (deliveries a stopped worker had not settled). A handed-over delivery
+    is in flight until its outcome is written, so the outbox read never sends it again."""
 
     channel = "ws"
 
     def __init__(self, *, sink: Callable[[list[tuple[int, dict]]], Awaitable[None]], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.sink = sink
+        self._handed: list[Notification] = []
 
-    async def start(self, due: Sequence[DueDelivery]) -> int:
+    def hand_over(self, notifications: Sequence[Notification]) -> None:
+        """Publish these (recorded with a ``ws`` delivery) without reading the outbox."""
+        inflight, channel = self.inflight, self.channel
+        for notification in notifications:
+            key = (notification.id, channel)
+            if key not in inflight:
+                inflight.add(key)
+                self._handed.append(notification)
+        self._wake.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        poll = self.settings.poll_interval_s
+        read_outbox_at = trio.current_time()       # at once: what a stopped worker left
+        while True:
+            self._wake = trio.Event()
+            if self._handed:
+                handed, self._handed = self._handed, []
+                await self.sink([(notification.account_id, notification_json(notification)) for notification in handed])
+                self.delivered += len(handed)
+                for notification in handed:     # first attempt, delivered: what _settle would make
+                    self.settler.add(Settlement(notification_id=notification.id, channel=self.channel,
+                                                delivered=True, attempts=1), self)
+                continue
+            if trio.current_time() >= read_outbox_at:
+                try:
+                    due = await self.store.due_deliveries(self.channel, self.shard, now=self.clock(), limit=_FETCH,
+                                                          skip=self.inflight)
+                except Exception as error:
+                    self.store_errors += 1
+                    log.warning("event=outbox_read_failed channel=%s error=%r", self.channel, error)
+                    due = []
+                fresh = [delivery for delivery in due if delivery.key not in self.inflight]
+                fresh = [delivery for delivery in fresh if self._still_wanted(delivery)]
+                if fresh:
+                    self.inflight.update(delivery.key for delivery in fresh)
+                    await self._publish(fresh)
+                if len(due) >= _FETCH:
+                    continue
+                read_outbox_at = trio.current_time() + poll
+            with trio.move_on_at(read_outbox_at):
+                await self._wake.wait()
+
+    async def _publish(self, due: Sequence[DueDelivery]) -> None:
         await self.sink([(delivery.notification.account_id, notification_json(delivery.notification))
                          for delivery in due])
         for delivery in due:
             self._settle(delivery, None)
-        return len(due)

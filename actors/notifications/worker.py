@@ -18,7 +18,10 @@ Two halves joined only by the store, so the engine never waits for a mail server
    batches, as for the persister.
 2. **Delivering** (:mod:`actors.notifications._dispatch`): one dispatcher per channel reads the
    outbox at its own pace, with per-target limits, retries with exponential backoff and a
-   dead-letter list.
+   dead-letter list. Where an engine shares this interpreter (embedded mode, ``[notifications]
+   delivery = "auto"``) the e-mail and webhook dispatchers run in a child process the worker
+   starts, restarts and stops (:mod:`actors.notifications._delivery`): their CPU is not the
+   engine's. The ``ws`` dispatcher always runs here (it feeds this process's WebSocket server).
 
 Nothing is lost in a crash: at start the worker reads its watermark; the journal's events after
 it come back as ``backlog`` (embedded: the supervisor's recovery replays them, as for the
@@ -39,6 +42,7 @@ import trio
 
 from actors.engine.messages import EventBatch
 from actors.notifications._channels import USER_AGENT
+from actors.notifications._delivery import DeliveryProcess, RemoteDispatcher, delivery_mode, store_data_dir
 from actors.notifications._http import WebhookClient
 from actors.notifications._dispatch import (
     Dispatcher, EmailDispatcher, Settler, WebhookDispatcher, WsDispatcher)
@@ -83,6 +87,8 @@ class WorkerStatistics:
     purged: int = 0           # notifications the retention purge removed (_retention.py)
     outbox: dict[str, dict[str, int]] = attrs.Factory(dict)   # channel -> pending/dead rows (_outbox.py)
     shard: int = 0
+    #: the delivery child process (``pid``, ``starts``, ``running``); None when delivery is inline
+    delivery_process: Optional[dict[str, Any]] = None
 
 
 def http_client(settings: NotificationSettings) -> WebhookClient:
@@ -110,7 +116,9 @@ class NotificationWorker:
         #: channels this worker creates deliveries for
         self.channels = tuple(channel for channel, on in (
             ("ws", ws), ("email", settings.email_available), ("webhook", True)) if on)
-        self.dispatchers: dict[str, Dispatcher] = {}
+        self.dispatchers: dict[str, Dispatcher | RemoteDispatcher] = {}
+        #: the child process delivering e-mail and webhooks (None: they are delivered here)
+        self.delivery: Optional[DeliveryProcess] = None
         self.settler = Settler(store, clock)
         #: split mode: finds inputs the events stream no longer had (None: not checked)
         self.gap_detector: Optional[GapDetector] = None
@@ -132,21 +140,26 @@ class NotificationWorker:
             last_seq=self.last_seq, recorded_seq=self.recorded_seq, received_seq=self._received_seq,
             lag=max(0, self._received_seq - self.last_seq), notifications=self._notifications,
             batches=self._batches, inbox_depth=self._inbox.statistics().current_buffer_used if self._inbox else 0,
-            store_errors=self._errors, settled=self.settler.settled,
+            store_errors=self._errors,
+            settled=self.settler.settled + (self.delivery.settled if self.delivery is not None else 0),
             channels={name: dispatcher.statistics() for name, dispatcher in self.dispatchers.items()},
             gaps=gaps.gaps if gaps else 0, gap_inputs=gaps.gap_inputs if gaps else 0,
             last_gap=gaps.last_gap if gaps else None, purged=self.retention.purged,
-            outbox=self.outbox.counts, shard=self.shard)
+            outbox=self.outbox.counts, shard=self.shard,
+            delivery_process=self.delivery.statistics() if self.delivery is not None else None)
 
     async def derive_batches(self, batches: Sequence[EventBatch]) -> int:
         """Derive and record ``batches`` (in seq order); return the notifications recorded."""
         self._batches += len(batches)
         if self.gap_detector is not None:
             self.gap_detector.check(batches)
-        items = [item for batch in batches for item in batch.items if item[0] > self.last_seq]
+        known = self.last_seq      # batches come in seq order: only one after a restart straddles it
+        items = [item for batch in batches if batch.last_seq > known
+                 for item in (batch.items if batch.items and batch.items[0][0] > known
+                              else [item for item in batch.items if item[0] > known])]
         # the watermark covers every input of the batches, events or not (exact for the gap check)
-        last_seq = max([self.last_seq, *(batch.last_seq for batch in batches), *(item[0] for item in items)])
-        if last_seq <= self.last_seq:
+        last_seq = max([known, *(batch.last_seq for batch in batches), *(items[-1][:1] if items else ())])
+        if last_seq <= known:
             return 0
         self.unrecorded = items
         self._received_seq = max(self._received_seq, last_seq)
@@ -188,7 +201,10 @@ class NotificationWorker:
         self._notifications += len(kept)
         for channel in {channel for _, channel, _ in deliveries}:
             dispatcher = self.dispatchers.get(channel)
-            if dispatcher is not None:
+            if isinstance(dispatcher, WsDispatcher):     # published from memory, not read back
+                to_ws = {nid for nid, delivery_channel, _ in deliveries if delivery_channel == "ws"}
+                dispatcher.hand_over([n for n in kept if n.id in to_ws])
+            elif dispatcher is not None:
                 dispatcher.poke()
         return len(kept)
 
@@ -229,13 +245,20 @@ async def _keep_watermark(worker: NotificationWorker) -> None:
 
 
 async def _start_dispatchers(nursery: trio.Nursery, worker: NotificationWorker, sink: Optional[Sink],
-                             client: WebhookClient, engine_busy: Optional[Callable[[], bool]]) -> None:
+                             client: WebhookClient, engine_busy: Optional[Callable[[], bool]], delivery: str) -> None:
     common = dict(store=worker.store, settler=worker.settler, settings=worker.settings, shard=worker.shard,
                   clock=worker.clock)
-    dispatchers: dict[str, Dispatcher] = {"webhook": WebhookDispatcher(client=client, engine_busy=engine_busy,
-                                                                       **common)}
-    if worker.settings.email_available:
-        dispatchers["email"] = EmailDispatcher(engine_busy=engine_busy, **common)
+    dispatchers: dict[str, Dispatcher] = {}
+    if delivery == "process":
+        data_dir = store_data_dir(worker.store)
+        assert data_dir is not None      # delivery_mode chose "process": an SQLite store
+        worker.delivery = DeliveryProcess(data_dir=data_dir, settings=worker.settings, shard=worker.shard)
+        await nursery.start(worker.delivery.run)
+        worker.dispatchers.update(worker.delivery.dispatchers)
+    else:
+        dispatchers["webhook"] = WebhookDispatcher(client=client, engine_busy=engine_busy, **common)
+        if worker.settings.email_available:
+            dispatchers["email"] = EmailDispatcher(engine_busy=engine_busy, **common)
     if sink is not None:
         dispatchers["ws"] = WsDispatcher(sink=sink, **common)
     nursery.start_soon(worker.settler.run)
@@ -249,6 +272,7 @@ async def run(*, inbox: trio.MemoryReceiveChannel[EventBatch], store: Any, setti
               backlog: Iterable[tuple[int, int, list]] = (), clock: Callable[[], int] = time.time_ns,
               client: Optional[WebhookClient] = None, engine_busy: Optional[Callable[[], bool]] = None,
               detect_gaps: bool = False,
+              delivery: Optional[str] = None,
               task_status: trio.TaskStatus[NotificationWorker] = trio.TASK_STATUS_IGNORED) -> None:
     """Derive and deliver the notifications of engine shard ``shard`` until the inbox closes or
     the actor is cancelled (see the module docstring).
@@ -260,10 +284,12 @@ async def run(*, inbox: trio.MemoryReceiveChannel[EventBatch], store: Any, setti
     restart: emptied once derived, and refilled with what the worker had taken from the inbox but
     not recorded when it fails (the supervisor hands the same list to the restarted worker).
     ``client``: the webhook HTTP client (default: :func:`http_client`). ``engine_busy``: True while
-    an engine in this process has inputs queued; e-mail and webhook deliveries then start at most
-    once per ``poll_interval_s`` (they wait in the outbox; the engine gets the interpreter).
-    ``detect_gaps`` (split mode): report inputs the events stream no longer had
-    (:mod:`actors.notifications._gaps`)."""
+    an engine in this process has inputs queued; e-mail and webhook deliveries delivered inline
+    then start at most once per ``poll_interval_s`` (they wait in the outbox; the engine gets the
+    interpreter). ``delivery``: ``process`` or ``inline`` (default: ``settings.delivery``, where
+    ``auto`` is a child process when ``engine_busy`` is given, i.e. an engine shares this process;
+    see :func:`~actors.notifications._delivery.delivery_mode`). ``detect_gaps`` (split mode):
+    report inputs the events stream no longer had (:mod:`actors.notifications._gaps`)."""
     last_seq = await store.notifier_seq(shard)
     worker = NotificationWorker(store=store, settings=settings, instruments=instruments, shard=shard,
                                 last_seq=last_seq, clock=clock, inbox=inbox, ws=sink is not None)
@@ -279,10 +305,12 @@ async def run(*, inbox: trio.MemoryReceiveChannel[EventBatch], store: Any, setti
         backlog.clear()
     owned_client = client is None
     client = client if client is not None else http_client(settings)
-    log.info("event=started shard=%d last_seq=%d channels=%s", shard, worker.last_seq, ",".join(worker.channels))
+    delivery = delivery_mode(delivery or settings.delivery, store, engine_in_process=engine_busy is not None)
+    log.info("event=started shard=%d last_seq=%d channels=%s delivery=%s", shard, worker.last_seq,
+             ",".join(worker.channels), delivery)
     try:
         async with trio.open_nursery() as nursery:
-            await _start_dispatchers(nursery, worker, sink, client, engine_busy)
+            await _start_dispatchers(nursery, worker, sink, client, engine_busy, delivery)
             nursery.start_soon(_keep_watermark, worker)
             nursery.start_soon(worker.retention.run)
             nursery.start_soon(worker.outbox.run)
