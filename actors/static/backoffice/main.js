@@ -62,7 +62,7 @@ function shardProblem(title, error) {
   if (error.code === "SHARDS_DISAGREE") {
     const refused = Object.entries(details.refused || {});
     const ids = refused.map(([shard]) => shard);
-    const why = refused.map(([shard, code]) => `${shard}: ${code}`).join("; ");
+    const why = refused.map(([shard, code]) => `shard ${shard}: ${code}`).join("; ");
     return [
       `${title} ${where} but was refused by ${shardList(ids)} (${why}).`,
       `The shards do not agree about this symbol. Retry; if ${shardList(ids)} refuses again, ` +
@@ -70,9 +70,9 @@ function shardProblem(title, error) {
     ];
   }
   const missing = details.shards || [];
-  const why = missing.map((shard) => `${shard} ${SHARD_ERRORS[details.errors?.[shard]] || "did not answer"}`);
+  const why = missing.map((shard) => `shard ${shard} ${SHARD_ERRORS[details.errors?.[shard]] || "did not answer"}`);
   return [
-    `${title} ${where}, but ${shardList(missing)} did not confirm it (${why.join("; ")}).`,
+    `${title} ${where}, but not confirmed by ${shardList(missing)}: ${why.join("; ")}.`,
     `Retry once ${shardList(missing)} is back: repeating it is safe, a shard that already applied it ` +
       "just applies it again.",
   ];
@@ -237,6 +237,15 @@ function exposureRow(row) {
   symbol.scope = "row";
   symbol.textContent = row.symbol;
   const [status, partial] = statusCell(row);
+  if (status.querySelector(".badge")) {
+    // the status may be scrolled out of sight (a phone): a mark by the symbol says to look
+    const mark = document.createElement("span");
+    mark.className = "shard-mark";
+    mark.textContent = "⚠";
+    mark.title = "Not the same on every shard: see the status";
+    mark.setAttribute("aria-hidden", "true");
+    symbol.append(" ", mark);
+  }
   const actions = cell("", "actions");
   if (permissions.has("halt")) {
     const verbs = partial ? ["Halt", "Resume"] : [row.halted ? "Resume" : "Halt"];
@@ -458,7 +467,7 @@ function auditRow(entry, withShard) {
     cell(entry.operator_email || `#${entry.operator_id}`),
     cell(entry.action),
     cell(entry.target),
-    ...(withShard ? [cell(String(entry.shard), "num")] : []),
+    ...(withShard ? [cell(String(entry.shard))] : []),
     cell(entry.reason),
     cell(detail, "detail"),
   );
