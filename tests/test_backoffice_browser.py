@@ -299,6 +299,8 @@ class TwoShards:
         self.differing: dict[str, list[int]] = {}
         self.answers: list[tuple[int, dict, list[int]]] = []
         self.audit_extra: list[dict] = []
+        self.down: list[int] = []       # shards that do not answer the house's figures
+        page.route(re.compile(r"/api/v1/admin/pnl$"), self._pnl)
         page.route(re.compile(r"/api/v1/admin/exposure$"), self._exposure)
         page.route(re.compile(r"/api/v1/admin/symbols$"), self._symbols)
         page.route(re.compile(r"/api/v1/admin/audit\?"), self._audit)
@@ -307,6 +309,16 @@ class TwoShards:
     def _shards(self, row: dict) -> None:
         row["halted_shards"] = self.halted.get(row["symbol"], [0, 1] if row["halted"] else [])
         row["halted"] = bool(row["halted_shards"])
+
+    def _pnl(self, route) -> None:
+        if not self.down:
+            route.continue_()
+            return
+        listed = ", ".join(map(str, self.down))
+        route.fulfill(status=503, json=conforms("ErrorBody", {"error": {"code": "SHARDS_UNAVAILABLE", "message": (
+            f"house figures: engine shard(s) {listed} did not answer (ENGINE_TIMEOUT); the figures would leave "
+            "them out"), "details": {"shards": self.down, "errors": {str(shard): "ENGINE_TIMEOUT"
+                                                                     for shard in self.down}}}}))
 
     def _exposure(self, route) -> None:
         response = route.fetch()
@@ -429,6 +441,13 @@ def test_an_admin_sees_the_shards(platform, trader, open_admin, tmp_path) -> Non
     expect(btc.locator("td.status")).to_have_text("Trading")
     expect(page.get_by_role("status").filter(has_text="BTCUSDT resumed")).to_be_visible()
     expect(audit.locator("tbody tr").filter(has_text="shards agree again").first).to_contain_text("resume")
+    # a shard that does not answer the house's figures: the live marker says which, until it does
+    live = page.get_by_label("House P&L").get_by_role("status")
+    shards.down = [1]
+    expect(live).to_have_text("paused: shard 1 not answering")
+    shards.down = []
+    expect(live).to_have_text("live")
+
     status, placed = http(platform, "POST", "/api/v1/orders", {   # the real engine trades it again
         "symbol": "BTCUSDT", "side": "buy", "type": "market", "margin": "10.00", "leverage": 5}, token=trader["token"])
     assert status == 201, placed
