@@ -4,10 +4,15 @@
 Journeys: an admin signs in, watches exposure and the house's P&L move with the synthetic feed,
 halts and resumes a symbol (a trader's order is refused meanwhile), finds an account by e-mail,
 adjusts its balance and force-closes its position, reads it all in the audit log, and keeps the
-session across a reload; a viewer sees the same desk without the buttons their role cannot use.
-Every journey asserts no console errors and no CSP violations.
+session across a reload; a viewer sees the same desk without the buttons their role cannot use
+(and, with one engine, no shard facts). Several engine shards (split mode) are played by
+Playwright routes that turn this one-engine platform's admin answers into a two-shard
+deployment's, each checked against its component in schemas/openapi.json: a halt shard 1 missed
+shows as partial and is finished with the Halt button, a 503/502 shard error is explained in a
+dialog whose Retry sends the action again. Every journey asserts no console errors and no CSP
+violations.
 
-``EXNESS_WEB_SCREENSHOTS=1`` also rewrites docs/backoffice.png.
+``EXNESS_WEB_SCREENSHOTS=1`` also rewrites docs/backoffice.png and docs/backoffice-shards.png.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -33,6 +39,8 @@ expect = playwright_api.expect
 
 OPERATOR_PASSWORD = "back office password"
 UNAUTHORIZED = re.compile(r"Failed to load resource: the server responded with a status of 401")
+SHARD_ERROR = re.compile(r"Failed to load resource: the server responded with a status of 50[23]")
+OPENAPI = json.loads((ROOT / "schemas" / "openapi.json").read_text())
 TRADER_PASSWORD = "correct horse battery"
 
 
@@ -115,7 +123,7 @@ def sign_in(page, email: str, password: str = OPERATOR_PASSWORD) -> None:
 
 
 def answer_reason(page, reason: str) -> None:
-    dialog = page.get_by_role("dialog")
+    dialog = page.get_by_role("dialog").filter(has=page.get_by_label("Reason"))    # (not the shards one)
     dialog.get_by_label("Reason").fill(reason)
     dialog.get_by_role("button", name="Confirm").click()
     expect(dialog).to_be_hidden()
@@ -230,6 +238,12 @@ def test_a_viewer_sees_the_desk_without_the_buttons(platform, trader, open_admin
     detail = page.get_by_label("Account detail")
     expect(detail.get_by_role("heading")).to_contain_text(trader["email"])
     expect(detail.get_by_role("form", name="Adjust balance")).to_be_hidden()
+    # one engine: no shard facts anywhere (the page as it always was)
+    audit = page.get_by_role("table", name="Audit log")
+    expect(audit.locator("tbody tr").first).to_contain_text("admin@broker.example")
+    expect(audit.get_by_role("columnheader")).to_have_count(6)
+    expect(exposure.locator(".badge")).to_have_count(0)
+    expect(exposure.locator('tr[data-symbol="BTCUSDT"] td.status')).to_have_text("Trading")
     # and the server refuses what the page does not offer
     _, pair = http(platform, "POST", "/api/v1/admin/signin",
                    {"email": "viewer@broker.example", "password": OPERATOR_PASSWORD})
@@ -244,3 +258,196 @@ def test_the_desk_fits_a_phone(platform, open_admin) -> None:
     expect(page.get_by_role("table", name="Exposure and P&L by symbol").locator("tbody tr")).to_have_count(3)
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= PHONE["width"], f"the page scrolls sideways: {width}px"
+
+
+# ------------------------------------------------------------------------------ several shards
+
+def conforms(component: str, instance: Any) -> Any:
+    """``instance`` after checking it against ``component`` of schemas/openapi.json: the fixtures
+    stay in the documented schema."""
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = {"$ref": f"#/components/schemas/{component}", "components": OPENAPI["components"]}
+    jsonschema.Draft202012Validator(schema).validate(instance)
+    return instance
+
+
+def shards_unavailable(what: str, missing: list[int], applied: list[int]) -> dict:
+    """A 503 body as _admin._on_every_shard answers it for a command (docs/backoffice.md)."""
+    return conforms("ErrorBody", {"error": {"code": "SHARDS_UNAVAILABLE", "message": (
+        f"{what}: engine shard(s) {', '.join(map(str, missing))} did not confirm it (ENGINE_TIMEOUT); it was "
+        f"applied on shard(s) {', '.join(map(str, applied))}. Repeat the action once the shard is back: it is safe, "
+        "every shard applies it again"), "details": {
+        "shards": missing, "errors": {str(shard): "ENGINE_TIMEOUT" for shard in missing}, "applied_on": applied}}})
+
+
+def shards_disagree(what: str, applied: list[int], refused: dict[int, str]) -> dict:
+    return conforms("ErrorBody", {"error": {"code": "SHARDS_DISAGREE", "message": (
+        f"{what} was applied on shard(s) {', '.join(map(str, applied))} but refused on shard(s) "
+        f"{', '.join(map(str, refused))}"), "details": {
+        "applied_on": applied, "refused": {str(shard): code for shard, code in refused.items()}}}})
+
+
+class TwoShards:
+    """Playwright routes that make the one-engine platform's admin API answer as a deployment with
+    two engine shards: rows carry ``halted_shards`` (``halted`` per shard from ``self.halted``) and
+    ``differing_shards``, every halt/resume/instrument entry of the audit log has its shard-1 twin,
+    and a halt or resume answers the next of ``self.answers`` (status, body, shards halted after it)
+    — or, when none is queued, goes to the real engine (which then halts or resumes every shard)."""
+
+    def __init__(self, page) -> None:
+        self.halted: dict[str, list[int]] = {}
+        self.differing: dict[str, list[int]] = {}
+        self.answers: list[tuple[int, dict, list[int]]] = []
+        self.audit_extra: list[dict] = []
+        self.down: list[int] = []       # shards that do not answer the house's figures
+        page.route(re.compile(r"/api/v1/admin/pnl$"), self._pnl)
+        page.route(re.compile(r"/api/v1/admin/exposure$"), self._exposure)
+        page.route(re.compile(r"/api/v1/admin/symbols$"), self._symbols)
+        page.route(re.compile(r"/api/v1/admin/audit\?"), self._audit)
+        page.route(re.compile(r"/api/v1/admin/symbols/[A-Z]+/(halt|resume)$"), self._action)
+
+    def _shards(self, row: dict) -> None:
+        row["halted_shards"] = self.halted.get(row["symbol"], [0, 1] if row["halted"] else [])
+        row["halted"] = bool(row["halted_shards"])
+
+    def _pnl(self, route) -> None:
+        if not self.down:
+            route.continue_()
+            return
+        listed = ", ".join(map(str, self.down))
+        route.fulfill(status=503, json=conforms("ErrorBody", {"error": {"code": "SHARDS_UNAVAILABLE", "message": (
+            f"house figures: engine shard(s) {listed} did not answer (ENGINE_TIMEOUT); the figures would leave "
+            "them out"), "details": {"shards": self.down, "errors": {str(shard): "ENGINE_TIMEOUT"
+                                                                     for shard in self.down}}}}))
+
+    def _exposure(self, route) -> None:
+        response = route.fetch()
+        body = response.json()
+        for row in body["symbols"]:
+            self._shards(row)
+        route.fulfill(response=response, json=conforms("Exposure", body))
+
+    def _symbols(self, route) -> None:
+        response = route.fetch()
+        body = response.json()
+        for row in body["symbols"]:
+            self._shards(row)
+            row["differing_shards"] = self.differing.get(row["symbol"], [])
+        route.fulfill(response=response, json=conforms("AdminSymbolList", body))
+
+    def _audit(self, route) -> None:
+        response = route.fetch()
+        body = response.json()
+        entries = list(self.audit_extra)
+        for entry in body["entries"]:
+            entries.append(entry)
+            if entry["action"] in ("halt", "resume", "update_instrument"):
+                entries.append({**entry, "shard": 1, "id": "1-" + entry["id"].split("-", 1)[1]})
+        body["entries"] = sorted(entries, key=lambda entry: (-entry["ts"], entry["shard"]))
+        route.fulfill(response=response, json=conforms("AuditPage", body))
+
+    def _action(self, route) -> None:
+        symbol, verb = route.request.url.rsplit("/", 2)[-2:]
+        if self.answers:
+            status, body, halted = self.answers.pop(0)
+            self.halted[symbol] = halted
+            route.fulfill(status=status, json=body)
+            return
+        response = route.fetch()
+        assert response.status == 200, response.text()
+        self.halted[symbol] = [0, 1] if verb == "halt" else []
+        row = response.json()
+        self._shards(row)
+        row["differing_shards"] = self.differing.get(symbol, [])
+        route.fulfill(response=response, json=conforms("AdminSymbol", row))
+
+
+def test_an_admin_sees_the_shards(platform, trader, open_admin, tmp_path) -> None:
+    page, console = open_admin(platform.url)
+    console.tolerate = SHARD_ERROR       # the browser reports the 503 and 502 answers itself
+    shards = TwoShards(page)
+    shards.differing["ETHUSDT"] = [1]
+    sign_in(page, "admin@broker.example")
+    exposure = page.get_by_role("table", name="Exposure and P&L by symbol")
+    btc, eth = exposure.locator('tr[data-symbol="BTCUSDT"]'), exposure.locator('tr[data-symbol="ETHUSDT"]')
+    expect(btc.locator("td.status")).to_have_text("Trading")
+    expect(eth.locator("td.status")).to_contain_text("instrument differs on shard 1")
+    expect(eth.locator(".shard-mark")).to_be_visible()              # by the symbol: seen on a phone too
+    expect(btc.locator(".shard-mark")).to_have_count(0)
+    audit = page.get_by_role("table", name="Audit log")
+    expect(audit.get_by_role("columnheader", name="Shard")).to_be_visible()    # several shards: always
+
+    # a halt shard 1 does not confirm: the dialog says what happened and what to do
+    shards.answers.append((503, shards_unavailable("HaltSymbol BTCUSDT", [1], [0]), [0]))
+    shards.audit_extra.append(conforms("AuditEntry", {
+        "id": "0-999999-0", "shard": 0, "operator_id": "1", "operator_email": "admin@broker.example",
+        "action": "halt", "account_id": None, "target": "BTCUSDT", "reason": "shard drill", "detail": {},
+        "ts": int(time.time() * 1000)}))     # the newest entry
+    exposure.get_by_role("button", name="Halt BTCUSDT").click()
+    answer_reason(page, "shard drill")
+    dialog = page.get_by_role("dialog", name="Halt BTCUSDT: not on every shard")
+    expect(dialog).to_contain_text("Halt BTCUSDT was applied on shard 0, but not confirmed by shard 1: "
+                                   "shard 1 did not answer in time.")
+    expect(dialog).to_contain_text("Retry once shard 1 is back: repeating it is safe")
+    expect(btc.locator("td.status")).to_contain_text("Halted on shard 0")
+    expect(btc.locator("td.status .badge")).to_have_text("partial: trading on shard 1")
+    page.screenshot(path=str(tmp_path / "shards-dialog.png"))
+    dialog.get_by_role("button", name="Close").click()
+    expect(dialog).to_be_hidden()
+
+    # partial: both buttons; the audit log's shard column shows the lone shard-0 entry
+    expect(btc.get_by_role("button")).to_have_text(["Halt", "Resume"])
+    first = audit.locator("tbody tr").first
+    expect(first).to_contain_text("shard drill")
+    expect(first.locator("td").nth(4)).to_have_text("0")
+    page.evaluate("document.getElementById('toasts').replaceChildren()")
+    page.screenshot(path=str(tmp_path / "shards-desktop.png"), full_page=True)
+    if os.environ.get("EXNESS_WEB_SCREENSHOTS") == "1":
+        page.screenshot(path=str(ROOT / "docs" / "backoffice-shards.png"), full_page=True)
+
+    # the same on a phone: the badges fit, the page does not scroll sideways
+    phone, _ = open_admin(platform.url, PHONE, "dark")
+    phone_shards = TwoShards(phone)
+    phone_shards.halted, phone_shards.differing = shards.halted, shards.differing
+    phone_shards.audit_extra = shards.audit_extra
+    sign_in(phone, "admin@broker.example")
+    expect(phone.locator('tr[data-symbol="BTCUSDT"] .badge')).to_have_text("partial: trading on shard 1")
+    width = phone.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"the page scrolls sideways: {width}px"
+    phone.screenshot(path=str(tmp_path / "shards-phone.png"), full_page=True)
+    phone.get_by_label("Exposure").evaluate("panel => { panel.scrollLeft = panel.scrollWidth; }")
+    phone.screenshot(path=str(tmp_path / "shards-phone-status.png"))
+    print("screenshots:", tmp_path)
+
+    # the Halt button finishes it: the real engine halts, every shard has it
+    btc.get_by_role("button", name="Halt BTCUSDT").click()
+    answer_reason(page, "finish the halt")
+    expect(btc.locator("td.status")).to_have_text("Halted on shards 0, 1")
+    expect(btc.get_by_role("button")).to_have_text(["Resume"])
+    expect(page.get_by_role("status").filter(has_text="BTCUSDT halted")).to_be_visible()
+    expect(audit.locator("tbody tr").filter(has_text="finish the halt")).to_have_count(2)   # shards 0 and 1
+
+    # shards that disagree: the dialog names the refusal; Retry sends it again, with the same reason
+    shards.answers.append((502, shards_disagree("ResumeSymbol BTCUSDT", [0], {1: "UNKNOWN_SYMBOL"}), [1]))
+    btc.get_by_role("button", name="Resume BTCUSDT").click()
+    answer_reason(page, "shards agree again")
+    dialog = page.get_by_role("dialog", name="Resume BTCUSDT: the shards disagree")
+    expect(dialog).to_contain_text("Resume BTCUSDT was applied on shard 0 but was refused by shard 1 "
+                                   "(shard 1: UNKNOWN_SYMBOL).")
+    expect(btc.locator("td.status")).to_contain_text("Halted on shard 1")
+    expect(btc.locator("td.status .badge")).to_have_text("partial: trading on shard 0")
+    dialog.get_by_role("button", name="Retry").click()
+    expect(dialog).to_be_hidden()
+    expect(btc.locator("td.status")).to_have_text("Trading")
+    expect(page.get_by_role("status").filter(has_text="BTCUSDT resumed")).to_be_visible()
+    expect(audit.locator("tbody tr").filter(has_text="shards agree again").first).to_contain_text("resume")
+    # a shard that does not answer the house's figures: the live marker says which, until it does
+    live = page.get_by_label("House P&L").get_by_role("status")
+    shards.down = [1]
+    expect(live).to_have_text("paused: shard 1 not answering")
+    shards.down = []
+    expect(live).to_have_text("live")
+
+    status, placed = http(platform, "POST", "/api/v1/orders", {   # the real engine trades it again
+        "symbol": "BTCUSDT", "side": "buy", "type": "market", "margin": "10.00", "leverage": 5}, token=trader["token"])
+    assert status == 201, placed

@@ -1,7 +1,8 @@
 // The back office: operator sign-in, the house's P&L and exposure by symbol (polled while the
 // page is visible), halt/resume per symbol, account search and detail (force close, balance
 // adjustment), and the audit log. What an operator may do comes from GET /me: buttons their
-// role cannot use are not shown (the server refuses them anyway).
+// role cannot use are not shown (the server refuses them anyway). With several engine shards
+// (split mode) it also shows the shard facts the API adds (see "engine shards" below).
 
 import * as api from "./api.js";
 import { button, cell, fill, mountTheme, toast } from "./common/dom.js";
@@ -17,6 +18,98 @@ let accountsCursor = null;
 let openAccount = null;
 
 const $ = (id) => document.getElementById(id);
+
+// ------------------------------------------------------------------------------ engine shards
+
+// With `[bus] shards` > 1 the admin API adds shard facts: `halted_shards` on /exposure and
+// /symbols rows, `differing_shards` on /symbols rows, `shard` on audit entries (always 0 with one
+// engine), and halt/resume may answer 503 SHARDS_UNAVAILABLE or 502 SHARDS_DISAGREE naming shards.
+// With one shard none of the fields appear and the page draws exactly what it always did.
+const SHARD_PROBLEMS = new Set(["SHARDS_UNAVAILABLE", "SHARDS_DISAGREE"]);
+const SHARD_ERRORS = {
+  ENGINE_TIMEOUT: "did not answer in time",
+  ENGINE_STOPPED: "is stopped",
+  OVERLOADED: "is overloaded",
+};
+
+let sharded = false; // the deployment has several shards: /exposure rows carry halted_shards
+let shardsKnown = 1; // 1 + the highest shard id any answer named (the API does not say how many)
+let differing = new Map(); // symbol -> the shards whose instrument differs from shard 0's
+let lastAudit = null; // the audit page on screen, drawn again when the shard column appears
+
+function learnShards(ids) {
+  for (const id of ids) shardsKnown = Math.max(shardsKnown, Number(id) + 1);
+}
+
+function shardList(ids) {
+  return `${ids.length === 1 ? "shard" : "shards"} ${ids.join(", ")}`;
+}
+
+function badge(text, title) {
+  const span = document.createElement("span");
+  span.className = "badge";
+  span.textContent = text;
+  span.title = title;
+  return span;
+}
+
+// What a 503 SHARDS_UNAVAILABLE or 502 SHARDS_DISAGREE means, in an operator's words:
+// [what happened, what to do].
+function shardProblem(title, error) {
+  const details = error.details;
+  const applied = details.applied_on || [];
+  const where = applied.length ? `was applied on ${shardList(applied)}` : "was applied on no shard";
+  if (error.code === "SHARDS_DISAGREE") {
+    const refused = Object.entries(details.refused || {});
+    const ids = refused.map(([shard]) => shard);
+    const why = refused.map(([shard, code]) => `shard ${shard}: ${code}`).join("; ");
+    return [
+      `${title} ${where} but was refused by ${shardList(ids)} (${why}).`,
+      `The shards do not agree about this symbol. Retry; if ${shardList(ids)} refuses again, ` +
+        "check that every shard runs the same instruments (the engine logs say why).",
+    ];
+  }
+  const missing = details.shards || [];
+  const why = missing.map((shard) => `shard ${shard} ${SHARD_ERRORS[details.errors?.[shard]] || "did not answer"}`);
+  return [
+    `${title} ${where}, but not confirmed by ${shardList(missing)}: ${why.join("; ")}.`,
+    `Retry once ${shardList(missing)} is back: repeating it is safe, a shard that already applied it ` +
+      "just applies it again.",
+  ];
+}
+
+// Show a shard problem; resolves to true when the operator asks to retry.
+function askRetry(title, error) {
+  const dialog = $("shards-dialog");
+  const form = $("shards-form");
+  const [what, todo] = shardProblem(title, error);
+  $("shards-title").textContent =
+    error.code === "SHARDS_DISAGREE" ? `${title}: the shards disagree` : `${title}: not on every shard`;
+  $("shards-what").textContent = what;
+  $("shards-todo").textContent = todo;
+  dialog.showModal();
+  return new Promise((resolve) => {
+    const done = (value) => {
+      form.removeEventListener("submit", retry);
+      close.removeEventListener("click", dismiss);
+      dialog.removeEventListener("cancel", dismiss);
+      if (dialog.open) dialog.close();
+      resolve(value);
+    };
+    const retry = (event) => {
+      event.preventDefault();
+      done(true);
+    };
+    const dismiss = (event) => {
+      event.preventDefault();
+      done(false);
+    };
+    const close = form.querySelector("[data-cancel]");
+    form.addEventListener("submit", retry);
+    close.addEventListener("click", dismiss);
+    dialog.addEventListener("cancel", dismiss);
+  });
+}
 
 // ------------------------------------------------------------------------------ formatting
 
@@ -68,15 +161,28 @@ function askReason(title) {
   });
 }
 
+// A shard problem (some shard did not apply it) opens a dialog that says which and offers to
+// send the same action again, with the same reason: every shard applies it again harmlessly.
 async function act(title, method, path, body, done) {
   const reason = await askReason(title);
   if (reason === null) return;
-  try {
-    const result = await api.call(method, path, { ...body, reason });
-    done(result);
-    refreshAudit();
-  } catch (error) {
-    toast(`${title}: ${error.message}`, "error");
+  for (;;) {
+    try {
+      const result = await api.call(method, path, { ...body, reason });
+      done(result);
+      refreshAudit();
+      return;
+    } catch (error) {
+      if (!SHARD_PROBLEMS.has(error.code)) {
+        toast(`${title}: ${error.message}`, "error");
+        return;
+      }
+      const { shards = [], applied_on = [], refused = {} } = error.details;
+      learnShards([...shards, ...applied_on, ...Object.keys(refused)]);
+      refreshDesk();
+      refreshAudit();
+      if (!(await askRetry(title, error))) return;
+    }
   }
 }
 
@@ -92,28 +198,71 @@ function renderPnl(pnl) {
   }
 }
 
+// The status of a symbol: with several shards, which shards have it halted, "partial" when
+// some shard the page knows of still trades it (both buttons then: halt or resume every shard),
+// and a flag when some shard's instrument differs from shard 0's.
+function statusCell(row) {
+  const td = cell(row.halted ? "Halted" : "Trading", row.halted ? "status halted" : "status");
+  const halted = row.halted_shards;
+  let trading = [];
+  if (halted && row.halted) {
+    td.textContent = `Halted on ${shardList(halted)}`;
+    trading = [...Array(shardsKnown).keys()].filter((shard) => !halted.includes(shard));
+    if (trading.length) {
+      td.classList.add("partial");
+      td.append(
+        badge(
+          `partial: trading on ${shardList(trading)}`,
+          "Not every shard applied the halt. Halt again to finish it, or resume to lift it everywhere.",
+        ),
+      );
+    }
+  }
+  const apart = differing.get(row.symbol) || [];
+  if (apart.length) {
+    td.append(
+      badge(
+        `instrument differs on ${shardList(apart)}`,
+        "An instrument change did not reach every shard: make the same change again.",
+      ),
+    );
+  }
+  return [td, trading.length > 0];
+}
+
 function exposureRow(row) {
   const tr = document.createElement("tr");
   tr.dataset.symbol = row.symbol;
   const symbol = document.createElement("th");
   symbol.scope = "row";
   symbol.textContent = row.symbol;
-  const status = cell(row.halted ? "Halted" : "Trading", row.halted ? "status halted" : "status");
+  const [status, partial] = statusCell(row);
+  if (status.querySelector(".badge")) {
+    // the status may be scrolled out of sight (a phone): a mark by the symbol says to look
+    const mark = document.createElement("span");
+    mark.className = "shard-mark";
+    mark.textContent = "⚠";
+    mark.title = "Not the same on every shard: see the status";
+    mark.setAttribute("aria-hidden", "true");
+    symbol.append(" ", mark);
+  }
   const actions = cell("", "actions");
   if (permissions.has("halt")) {
-    const verb = row.halted ? "Resume" : "Halt";
-    actions.append(
-      button(
-        verb,
-        () =>
-          act(`${verb} ${row.symbol}`, "POST", `/symbols/${row.symbol}/${verb.toLowerCase()}`, {}, (symbolRow) => {
-            toast(`${row.symbol} ${symbolRow.halted ? "halted" : "resumed"}`);
-            refreshDesk();
-          }),
-        "small",
-        `${verb} ${row.symbol}`,
-      ),
-    );
+    const verbs = partial ? ["Halt", "Resume"] : [row.halted ? "Resume" : "Halt"];
+    for (const verb of verbs) {
+      actions.append(
+        button(
+          verb,
+          () =>
+            act(`${verb} ${row.symbol}`, "POST", `/symbols/${row.symbol}/${verb.toLowerCase()}`, {}, (symbolRow) => {
+              toast(`${row.symbol} ${symbolRow.halted ? "halted" : "resumed"}`);
+              refreshDesk();
+            }),
+          "small",
+          `${verb} ${row.symbol}`,
+        ),
+      );
+    }
   }
   tr.append(
     symbol,
@@ -138,15 +287,34 @@ function renderExposure(exposure) {
   }
 }
 
+// Several shards only: which shards' instruments differ from shard 0's (GET /symbols).
+async function refreshDiffering() {
+  try {
+    const { symbols } = await api.get("/symbols");
+    differing = new Map(symbols.map((row) => [row.symbol, row.differing_shards || []]));
+    for (const row of symbols) learnShards([...(row.differing_shards || []), ...(row.halted_shards || [])]);
+  } catch {
+    // the flags stay as they were; the exposure's own answer says when shards do not answer
+  }
+}
+
 async function refreshDesk() {
   try {
     const [pnl, exposure] = await Promise.all([api.get("/pnl"), api.get("/exposure")]);
+    const wasSharded = sharded;
+    sharded = exposure.symbols.some((row) => row.halted_shards !== undefined);
+    if (sharded) {
+      for (const row of exposure.symbols) learnShards(row.halted_shards);
+      await refreshDiffering();
+    }
     renderPnl(pnl);
     renderExposure(exposure);
+    if (sharded !== wasSharded && lastAudit) renderAudit(lastAudit);
     $("live-state").textContent = "live";
     $("live-state").classList.remove("stale");
   } catch (error) {
-    $("live-state").textContent = "paused";
+    const missing = error.code === "SHARDS_UNAVAILABLE" ? error.details.shards || [] : [];
+    $("live-state").textContent = missing.length ? `paused: ${shardList(missing)} not answering` : "paused";
     $("live-state").classList.add("stale");
     if (error.status === 401 || error.status === 403) toast(error.message, "error");
   }
@@ -291,7 +459,7 @@ async function adjust(event) {
 
 // ------------------------------------------------------------------------------ audit
 
-function auditRow(entry) {
+function auditRow(entry, withShard) {
   const tr = document.createElement("tr");
   const detail = typeof entry.detail === "string" ? entry.detail : JSON.stringify(entry.detail);
   tr.append(
@@ -299,10 +467,23 @@ function auditRow(entry) {
     cell(entry.operator_email || `#${entry.operator_id}`),
     cell(entry.action),
     cell(entry.target),
+    ...(withShard ? [cell(String(entry.shard))] : []),
     cell(entry.reason),
     cell(detail, "detail"),
   );
   return tr;
+}
+
+// The Shard column: whenever the deployment has several shards (a halt one shard missed is a
+// single shard-0 entry: the column must be there to show it), or an entry names a shard other
+// than 0; never with one engine.
+function renderAudit(page) {
+  lastAudit = page;
+  learnShards(page.entries.map((entry) => entry.shard ?? 0));
+  const withShard = sharded || page.entries.some((entry) => entry.shard);
+  $("audit-shard").hidden = !withShard;
+  const rows = page.entries.map((entry) => auditRow(entry, withShard));
+  fill($("audit").tBodies[0], rows, withShard ? 7 : 6, "No operator action yet.");
 }
 
 async function refreshAudit() {
@@ -312,7 +493,7 @@ async function refreshAudit() {
   if (form.action.value) params.set("action", form.action.value);
   try {
     const page = await api.get(`/audit?${params}`);
-    fill($("audit").tBodies[0], page.entries.map(auditRow), 6, "No operator action yet.");
+    renderAudit(page);
   } catch (error) {
     if (error.status !== 401) toast(`Audit log: ${error.message}`, "error");
   }
@@ -341,6 +522,10 @@ async function onSession(pair) {
   if (!signedIn) {
     stopPolling();
     permissions = new Set();
+    sharded = false;
+    shardsKnown = 1;
+    differing = new Map();
+    lastAudit = null;
     return;
   }
   const me = await api.get("/me");
