@@ -7,6 +7,7 @@ code before) still load; and both builds agree.
 
 from __future__ import annotations
 
+import marshal
 import os
 import shutil
 import subprocess
@@ -88,7 +89,7 @@ def test_recovery_reports_where_its_time_went(live) -> None:
     assert all(value >= 0 for value in recovered.stages_ms.values())
 
 
-@pytest.mark.parametrize("damage", ["format", "shape", "count"])
+@pytest.mark.parametrize("damage", ["format", "shape", "count", "unreadable", "not-ints"])
 def test_stored_indexes_that_do_not_fit_the_state_are_rederived(live, damage: str) -> None:
     data_dir, _engine = live
     snapshot = read_snapshot(list_snapshots(snapshot_dir(data_dir))[-1][1], key=KEY)
@@ -98,9 +99,10 @@ def test_stored_indexes_that_do_not_fit_the_state_are_rederived(live, damage: st
     elif damage == "shape":
         indexes[1].pop()
     else:
-        keys, lows = next(column for column in indexes[1] if column[0])
-        column = next(column for column in indexes[1] if column[0])
-        column[0], column[1] = keys[8:], lows[8:]       # one entry fewer
+        position = next(i for i, column in enumerate(indexes[1]) if marshal.loads(column))
+        entries = marshal.loads(indexes[1][position])
+        indexes[1][position] = {"count": marshal.dumps(entries[1:]), "unreadable": b"\x00junk",
+                                "not-ints": marshal.dumps([str(entry) for entry in entries])}[damage]
 
     restored = Engine.from_state(snapshot.state, indexes)
 

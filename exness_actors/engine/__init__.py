@@ -176,7 +176,7 @@ class Engine(BrokerRules):
         """BLAKE2b of a state from :meth:`to_state` (to hash and store it without encoding twice)."""
         return hash_state(state)
 
-    def export_indexes(self) -> Optional[list[Any]]:
+    def export_indexes(self) -> list[Any]:
         """The trigger indexes ready to load: a snapshot stores them beside :meth:`to_state`
         (taken at the same seq), so :meth:`from_state` need not re-derive them (._serialization)."""
         return export_indexes(self)
