@@ -141,8 +141,9 @@ class Recovered:
     """With a cut: the last input kept (a repair's own RaiseIdFloor after it does not count)."""
     stages_ms: dict[str, float] = attrs.Factory(dict)
     """CPU milliseconds of each stage: ``snapshot_read`` (read, decrypt, decode), ``engine_restore``
-    (``Engine.from_state``), ``journal_scan`` (read and check the frames), ``tail_replay``
-    (decode and apply the inputs after the snapshot, verify checkpoints)."""
+    (``Engine.from_state``, then freeing the decoded snapshot), ``journal_scan`` (read and check
+    the frames), ``tail_replay`` (decode and apply the inputs after the snapshot, verify
+    checkpoints)."""
 
 
 @contextlib.contextmanager
@@ -208,6 +209,7 @@ def _recover(data_dir: Path, config: CoreConfig, key: bytes, *, repair: bool = F
         if _snapshot_part(engine.config.to_wire()) != _snapshot_part(config.to_wire()):
             raise RecoveryError(f"snapshot {snapshot.path} was taken under another instrument configuration")
         snapshot_seq = snapshot.last_seq
+        snapshot = None       # its decoded state is garbage now: freed here (and counted), not at return
     else:
         engine = Engine(start_config)
         snapshot_seq = 0
