@@ -133,13 +133,23 @@ print(BUILD, recovered.engine.state_hash().hex(), recovered.engine.rolling_hash.
 """
 
 
-def test_the_pure_build_recovers_the_same_state(live, tmp_path: Path) -> None:
-    data_dir, engine = live
-    copy = tmp_path / "data"
-    shutil.copytree(data_dir, copy)
+@pytest.mark.parametrize("snapshot_format", [2, 1])
+def test_the_pure_build_recovers_the_same_state(live, tmp_path: Path, snapshot_format: int) -> None:
+    if snapshot_format == 2:
+        data_dir, engine = live
+        expected = [engine.state_hash().hex(), engine.rolling_hash.hex()]
+    else:
+        data_dir = V1_FIXTURE
+        expected = [(V1_FIXTURE / "expected_state_hash").read_text().strip(),
+                    recover(_copy(V1_FIXTURE, tmp_path / "compiled"), recovery_config(), KEY).engine.rolling_hash.hex()]
     env = {**os.environ, "EXNESS_CORE_BUILD": "pure"}
+    child = _CHILD.format(tests=str(Path(__file__).parent), data_dir=str(_copy(data_dir, tmp_path / "pure")))
 
-    out = subprocess.run([sys.executable, "-c", _CHILD.format(tests=str(Path(__file__).parent), data_dir=str(copy))],
-                         env=env, capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True, text=True, check=True).stdout.split()
 
-    assert out == ["pure", engine.state_hash().hex(), engine.rolling_hash.hex()]
+    assert out == ["pure", *expected]
+
+
+def _copy(data_dir: Path, to: Path) -> Path:
+    shutil.copytree(data_dir, to)
+    return to
