@@ -14,8 +14,8 @@ positions and orders, so the canonical state (and its hash) leaves them out, but
 is the largest part of a restore (every position's triggers computed and encoded as big ints). A
 snapshot therefore stores them beside the state — per book and index, the sorted entries of the
 positions' fixed-level triggers and the pending orders' entries, as the ``marshal`` image of the
-list of entry ints (big ints: msgpack stops at 64 bits; marshal reads them back in one C loop, ten
-times cheaper than rebuilding them from two int64 columns) — and :func:`restore_state` bulk-loads
+list of entry ints (big ints: msgpack stops at 64 bits; marshal reads them back in one C loop,
+about three times cheaper than rebuilding them from two int64 columns) — and :func:`restore_state` bulk-loads
 them instead of indexing each position. What a restore re-creates itself (alerts, trailing
 stops, cross accounts' margin watches) is left out. Loaded and re-derived indexes are equal;
 stored indexes whose layout, shape or entry count do not fit the state's positions and orders are
@@ -218,7 +218,8 @@ def hash_state(encoded: list[Any]) -> bytes:
 
 def restore_state(state: EngineState, encoded: list[Any], indexes: Any = None) -> None:
     """Fill a fresh state (built from the encoding's config) with the rest of the encoding;
-    ``indexes`` (from :func:`export_indexes`, taken with the same state) are loaded as they are."""
+    ``indexes`` (from :func:`export_indexes`, taken with the same state) are loaded as they are
+    (and ignored, the indexes re-derived, when they do not fit the state)."""
     (_fmt, _config, now, last_seq, next_order_id, next_position_id, house, deposits,
      withdrawals, rolling, accounts, positions, orders, books) = encoded[:14]
     cursors = encoded[14] if len(encoded) > 14 else []
@@ -274,8 +275,7 @@ def _restore_positions(state: EngineState, positions: list[Any], *, indexed: boo
         if not indexed:
             state._index_position(state._book_of(account, symbol), position, trailing_peak=peak)
         elif trailing is not None:
-            book = state._book_of(account, symbol)
-            (book.long_trailing if is_long else book.short_trailing).add(pid, trailing, peak)
+            state._index_trailing(state._book_of(account, symbol), position, peak)
 
 
 def _restore_orders(state: EngineState, orders: list[Any], *, indexed: bool) -> None:
