@@ -341,7 +341,8 @@ def _replay_start(args: argparse.Namespace, data_dir: Path, config: Any) -> Any:
         if args.until is not None and seq > args.until:
             continue
         try:
-            engine = Engine.from_state(read_snapshot(path, key=key).state)
+            snapshot = read_snapshot(path, key=key)
+            engine = Engine.from_state(snapshot.state, snapshot.indexes)
             print(f"starting from snapshot {path.name} (seq {seq})")
             return engine
         except (SnapshotError, ValueError) as exc:

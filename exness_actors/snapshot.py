@@ -5,7 +5,14 @@ Theory of operation
 A snapshot lets a restart skip replaying the journal from the beginning: load the newest *valid* snapshot,
 then replay the journal records after its ``last_seq``. The content is a msgpack map::
 
-    {"format_version": 1, "scales": ..., "last_seq": int, "state_hash": bytes, "state": ...}
+    {"format_version": 2, "scales": ..., "last_seq": int, "state_hash": bytes, "state": ...,
+     "indexes": ...}
+
+``indexes`` (format 2) are the engine's trigger indexes ready to load
+(:meth:`~exness_actors.engine.Engine.export_indexes`): derived data, stored so that a restore need
+not re-derive them. A snapshot without them is written and read as format 1, the layout before
+them; both are read. An older build refuses format 2 as unsupported (it is skipped, and an older
+snapshot or the journal is used instead).
 
 sealed in a file ``snapshot-{last_seq:020d}.snap`` laid out as::
 
@@ -50,6 +57,7 @@ __all__ = [
     "KEY_SIZE",
     "MAGIC",
     "NONCE_SIZE",
+    "READABLE_VERSIONS",
     "Snapshot",
     "SnapshotCorrupt",
     "SnapshotError",
@@ -65,7 +73,9 @@ __all__ = [
 StrPath = str | os.PathLike[str]
 
 MAGIC = b"EXSNAP01"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: the versions this build reads: 1 (no stored indexes) and 2
+READABLE_VERSIONS = (1, 2)
 KEY_SIZE = 32
 NONCE_SIZE = 12
 TAG_SIZE = 16
@@ -110,6 +120,8 @@ class Snapshot:
     last_seq: int
     state_hash: bytes
     state: Any
+    indexes: Any = None
+    """Format 2: the trigger indexes ready to load (``Engine.from_state(state, indexes)``)."""
 
 
 # ---------------------------------------------------------------------------------------------- naming
@@ -148,8 +160,12 @@ def write_snapshot(
     state_hash: bytes,
     scales: Any,
     state: Any,
+    indexes: Any = None,
 ) -> Path:
     """Seal a snapshot and write it atomically and durably; return its path.
+
+    With ``indexes`` (taken from the same engine as ``state``) the snapshot is format 2, without
+    them format 1.
 
     `nonce` must be 12 fresh random bytes, never reused with the same key (pass ``os.urandom(12)``).
     The file is created with mode 0600; `directory` is created if missing.
@@ -161,12 +177,14 @@ def write_snapshot(
     if not isinstance(state_hash, bytes):
         raise TypeError(f"state_hash must be bytes, got {type(state_hash).__name__}")
     content = {
-        "format_version": FORMAT_VERSION,
+        "format_version": 1 if indexes is None else FORMAT_VERSION,
         "scales": scales,
         "last_seq": last_seq,
         "state_hash": state_hash,
         "state": state,
     }
+    if indexes is not None:
+        content["indexes"] = indexes
     plaintext = codec.pack(content)
     ciphertext_length = len(plaintext) + TAG_SIZE
     header = _HEADER.pack(MAGIC, last_seq, ciphertext_length)
@@ -250,10 +268,13 @@ def _decode_content(path: Path, plaintext: bytes, header_seq: int) -> Snapshot:
     if missing:
         raise SnapshotCorrupt(path, f"content lacks field(s) {', '.join(missing)}")
     format_version = content["format_version"]
-    if type(format_version) is not int or format_version != FORMAT_VERSION:
+    if type(format_version) is not int or format_version not in READABLE_VERSIONS:
         raise SnapshotCorrupt(
-            path, f"unsupported format_version {format_version!r} (this build reads version {FORMAT_VERSION})"
+            path, f"unsupported format_version {format_version!r} (this build reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))})"
         )
+    if format_version >= 2 and "indexes" not in content:
+        raise SnapshotCorrupt(path, f"format_version {format_version} content lacks field indexes")
     last_seq = content["last_seq"]
     if type(last_seq) is not int or last_seq != header_seq:
         raise SnapshotCorrupt(path, f"content last_seq {last_seq!r} does not match the header's {header_seq}")
@@ -267,6 +288,7 @@ def _decode_content(path: Path, plaintext: bytes, header_seq: int) -> Snapshot:
         last_seq=last_seq,
         state_hash=state_hash,
         state=content["state"],
+        indexes=content.get("indexes"),
     )
 
 

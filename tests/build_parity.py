@@ -73,10 +73,11 @@ def replay_machine_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 outputs.append(engine.apply(codec.decode(bytes.fromhex(payload))))
                 if len(outputs) % 16 == 0:
                     rolling.append(engine.rolling_hash.hex())
-            restored = Engine.from_state(codec.unpack(codec.pack(engine.to_state())))
+            restored = Engine.from_state(*codec.unpack(codec.pack([engine.to_state(), engine.export_indexes()])))
             found.append({"inputs": len(outputs), "events": events_digest(outputs), "format": hash_format,
                           "state_hash": engine.state_hash().hex(), "rolling_hash": engine.rolling_hash.hex(),
-                          "rolling_along": rolling, "restored": restored.rolling_hash.hex()})
+                          "rolling_along": rolling, "restored": restored.rolling_hash.hex(),
+                          "restored_state_hash": restored.state_hash().hex()})
     return found
 
 

@@ -95,6 +95,24 @@ def test_round_trip(tmp_path: Path) -> None:
     assert path.name == "snapshot-00000000000000001234.snap"
 
 
+def test_round_trip_with_indexes_is_format_2(tmp_path: Path) -> None:
+    indexes = [1, [[b"\x01" * 8, b"\x02" * 8]]]
+    path = write_snapshot(tmp_path, key=KEY, nonce=nonce_for(5), last_seq=5, state_hash=b"h" * 32,
+                          scales=SCALES, state=make_state(5), indexes=indexes)
+
+    snapshot = read_snapshot(path, key=KEY)
+
+    assert (snapshot.format_version, snapshot.indexes, snapshot.state) == (2, indexes, make_state(5))
+
+
+def test_hand_sealed_format_1_has_no_indexes(tmp_path: Path) -> None:
+    path = seal_by_hand(tmp_path, 9, valid_content(9))
+
+    snapshot = read_snapshot(path, key=KEY)
+
+    assert (snapshot.format_version, snapshot.indexes) == (1, None)
+
+
 def test_hand_sealed_file_matches_the_documented_layout(tmp_path: Path) -> None:
     path = seal_by_hand(tmp_path, 9, valid_content(9))
 
@@ -213,12 +231,13 @@ def test_not_a_snapshot_is_corrupt(tmp_path: Path) -> None:
         (None, msgpack.packb(valid_content(3)) + b"\x00", "not valid msgpack"),
         ([1, 2, 3], None, "expected a map"),
         ({"format_version": 1, "last_seq": 3}, None, "lacks field"),
-        (valid_content(3, format_version=2), None, "unsupported format_version 2"),
+        (valid_content(3, format_version=3), None, "unsupported format_version 3"),
+        (valid_content(3, format_version=2), None, "lacks field indexes"),
         (valid_content(3, format_version=True), None, "unsupported format_version"),
         (valid_content(3, last_seq=4), None, "does not match the header"),
         (valid_content(3, state_hash="text"), None, "expected bytes"),
     ],
-    ids=["garbage", "extra-data", "not-a-map", "missing-fields", "future-version", "bool-version",
+    ids=["garbage", "extra-data", "not-a-map", "missing-fields", "future-version", "v2-without-indexes", "bool-version",
          "seq-mismatch", "hash-not-bytes"],
 )
 def test_bad_content_is_corrupt(tmp_path: Path, content: object, plaintext: bytes | None, message: str) -> None:

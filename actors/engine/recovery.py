@@ -139,6 +139,11 @@ class Recovered:
     lost: list[LostInput] = attrs.Factory(list)
     kept_through_seq: int = 0
     """With a cut: the last input kept (a repair's own RaiseIdFloor after it does not count)."""
+    stages_ms: dict[str, float] = attrs.Factory(dict)
+    """CPU milliseconds of each stage: ``snapshot_read`` (read, decrypt, decode), ``engine_restore``
+    (``Engine.from_state``, then freeing the decoded snapshot), ``journal_scan`` (read and check
+    the frames), ``tail_replay`` (decode and apply the inputs after the snapshot, verify
+    checkpoints)."""
 
 
 @contextlib.contextmanager
@@ -175,6 +180,15 @@ def _recover(data_dir: Path, config: CoreConfig, key: bytes, *, repair: bool = F
     """Rebuild the engine. With ``persisted_seq``, start from a snapshot no newer than it, so
     ``on_events`` sees every event the store has not persisted yet."""
     started = time.perf_counter()
+    stages: dict[str, float] = {}
+    stage_started = time.process_time()
+
+    def stage_done(name: str) -> None:
+        nonlocal stage_started
+        now = time.process_time()
+        stages[name] = round((now - stage_started) * 1000, 1)
+        stage_started = now
+
     start_config = pin_core_config(data_dir, config)
     pending = unreported_evidence(data_dir)
     if pending and not repair:
@@ -189,14 +203,17 @@ def _recover(data_dir: Path, config: CoreConfig, key: bytes, *, repair: bool = F
         snapshot = _newest_at_or_before(snapshots, key, persisted_seq, skipped)
     for path, reason in skipped:
         log.warning("event=snapshot_skipped path=%s reason=%r", path, reason)
+    stage_done("snapshot_read")
     if snapshot is not None:
-        engine = Engine.from_state(snapshot.state)
+        engine = Engine.from_state(snapshot.state, snapshot.indexes)
         if _snapshot_part(engine.config.to_wire()) != _snapshot_part(config.to_wire()):
             raise RecoveryError(f"snapshot {snapshot.path} was taken under another instrument configuration")
         snapshot_seq = snapshot.last_seq
+        snapshot = None       # its decoded state is garbage now: freed here (and counted), not at return
     else:
         engine = Engine(start_config)
         snapshot_seq = 0
+    stage_done("engine_restore")
     try:
         scan = scan_journal(journal_dir(data_dir), repair=repair, after_seq=engine.last_seq or None)
     except Exception as exc:
@@ -207,21 +224,25 @@ def _recover(data_dir: Path, config: CoreConfig, key: bytes, *, repair: bool = F
         truncate_torn_tail(scan)
     for line in scan.repaired:
         log.warning("event=journal_repaired detail=%r", line)
+    stage_done("journal_scan")
     wanted = on_events
     if on_events is not None and persisted_seq is not None:
         def wanted(seq: int, ts: int, events: list) -> None:
             if seq > persisted_seq:
                 on_events(seq, ts, events)
     result = replay(engine, scan.payloads, on_events=wanted, verify_state=False)   # the restart budget
+    stage_done("tail_replay")
     elapsed = time.perf_counter() - started
-    log.info("event=recovered snapshot_seq=%d replayed=%d last_seq=%d checkpoints=%d elapsed_ms=%.1f",
-             snapshot_seq, result.inputs, engine.last_seq, result.checkpoints_verified, elapsed * 1000)
+    log.info("event=recovered snapshot_seq=%d replayed=%d last_seq=%d checkpoints=%d elapsed_ms=%.1f "
+             "stages_cpu_ms=%s", snapshot_seq, result.inputs, engine.last_seq, result.checkpoints_verified,
+             elapsed * 1000, ",".join(f"{name}:{ms}" for name, ms in stages.items()))
     cut = scan.cut if scan.cut is not None or not pending else evidence_cut(pending)
     if cut is None:
-        return Recovered(engine, snapshot_seq, result.inputs, skipped, scan.torn_tail, scan.repaired, elapsed)
+        return Recovered(engine, snapshot_seq, result.inputs, skipped, scan.torn_tail, scan.repaired, elapsed,
+                         stages_ms=stages)
     kept = kept_through_seq(engine, scan.payloads)
     return Recovered(engine, snapshot_seq, result.inputs, skipped, scan.torn_tail, scan.repaired, elapsed,
-                     cut, lost_inputs(cut, kept), kept)
+                     cut, lost_inputs(cut, kept), kept, stages_ms=stages)
 
 
 _EVIDENCE = re.compile(r"journal-\d{20}\.seg(?:\.from-(\d+))?\.corrupt(?:\.\d+)?")

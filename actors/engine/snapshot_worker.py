@@ -33,9 +33,10 @@ def write_engine_snapshot(data_dir: Path, engine: Engine, key: bytes, keep: int)
     with gc_paused():
         state = engine.to_state()
         state_hash = Engine.hash_state(state)
+        indexes = engine.export_indexes()     # stored ready to load: recovery need not re-derive them
     path = write_snapshot(snapshot_dir(data_dir), key=key, nonce=os.urandom(12),
                           last_seq=engine.last_seq, state_hash=state_hash,
-                          scales=engine.config.scales(), state=state)
+                          scales=engine.config.scales(), state=state, indexes=indexes)
     prune_snapshots(snapshot_dir(data_dir), keep=keep)
     return path
 
@@ -47,7 +48,7 @@ def build_snapshot(data_dir: Path, target_seq: int, key: bytes, keep: int) -> di
     if snapshot is not None and snapshot.last_seq >= target_seq:
         return {"event": "snapshot_skipped", "reason": "up to date", "last_seq": snapshot.last_seq}
     if snapshot is not None and snapshot.last_seq <= target_seq:
-        engine = Engine.from_state(snapshot.state)
+        engine = Engine.from_state(snapshot.state, snapshot.indexes)
     else:
         engine = Engine(CoreConfig.from_wire(pinned))
     base = engine.last_seq

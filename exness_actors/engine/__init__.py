@@ -72,7 +72,7 @@ from exness_actors.instruments import CoreConfig
 
 from ._broker import BrokerRules
 from ._hashing import HASH_BLOCK, HASH_FORMAT_V1, HASH_FORMAT_V2, HASH_FORMATS, add_input, fold, pack_block
-from ._serialization import hash_state, restore_state, to_state
+from ._serialization import export_indexes, hash_state, restore_state, to_state
 from ._state import MAX_ALERTS_PER_ACCOUNT, STATE_FORMAT, STATE_FORMAT_ACCOUNTS, STATE_FORMAT_BROKER
 from ._validation import MAX_AMOUNT, MAX_BALANCE, MAX_ID, MAX_QTY, TRANSIENT_REASONS
 
@@ -176,11 +176,18 @@ class Engine(BrokerRules):
         """BLAKE2b of a state from :meth:`to_state` (to hash and store it without encoding twice)."""
         return hash_state(state)
 
+    def export_indexes(self) -> list[Any]:
+        """The trigger indexes ready to load: a snapshot stores them beside :meth:`to_state`
+        (taken at the same seq), so :meth:`from_state` need not re-derive them (._serialization)."""
+        return export_indexes(self)
+
     @classmethod
-    def from_state(cls, state: list[Any]) -> "Engine":
+    def from_state(cls, state: list[Any], indexes: Any = None) -> "Engine":
+        """The engine of a :meth:`to_state` encoding; ``indexes`` from :meth:`export_indexes` of
+        the same engine are loaded instead of re-derived (ignored if they do not fit the state)."""
         if state[0] not in (STATE_FORMAT, STATE_FORMAT_ACCOUNTS, STATE_FORMAT_BROKER):
             raise InvalidCommand(f"unsupported state format {state[0]}")
         engine = cls(CoreConfig.from_wire(state[1]))
-        restore_state(engine, state)
+        restore_state(engine, state, indexes)
         engine._watch_all()
         return engine

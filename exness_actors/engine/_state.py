@@ -332,12 +332,20 @@ class EngineState:
         for index, level, priority in self._position_triggers(book, position):
             index.add(level, priority, pid)
         if position.trailing_stop is not None:
-            if trailing_peak is None:   # a new stop starts from the current closing price
-                price = book.bid if position.is_long else book.ask
-                assert price is not None
-                trailing_peak = price if position.is_long else -price
-            trailing = book.long_trailing if position.is_long else book.short_trailing
-            trailing.add(pid, position.trailing_stop, trailing_peak)
+            self._index_trailing(book, position, trailing_peak)
+
+    @staticmethod
+    def _index_trailing(book: Book, position: Position, peak: Optional[int]) -> None:
+        """Add the position's trailing stop at ``peak`` (None: a new stop, which starts from the
+        current closing price)."""
+        distance = position.trailing_stop
+        assert distance is not None
+        if peak is None:
+            price = book.bid if position.is_long else book.ask
+            assert price is not None
+            peak = price if position.is_long else -price
+        trailing = book.long_trailing if position.is_long else book.short_trailing
+        trailing.add(position.id, distance, peak)
 
     def _unindex_position(self, book: Book, position: Position) -> None:
         pid = position.id

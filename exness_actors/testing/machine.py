@@ -64,7 +64,7 @@ from exness_actors.testing.strategies import (
 )
 from exness_actors.triggers import PRIORITY
 
-__all__ = ["TradingMachine", "machine_config", "ledger_view", "SYMBOLS", "START_PRICES", "STALE_AFTER_NS"]
+__all__ = ["TradingMachine", "machine_config", "ledger_view", "index_view", "SYMBOLS", "START_PRICES", "STALE_AFTER_NS"]
 
 _NS_PER_MS = 1_000_000
 _NS_PER_S = 1_000_000_000
@@ -425,11 +425,17 @@ class TradingMachine(RuleBasedStateMachine):
     @precondition(lambda self: len(self.snapshots) < _MAX_SNAPSHOTS)
     @rule()
     def take_snapshot(self) -> None:
-        """Remember the state, packed like a real snapshot; check it restores to the same hash."""
-        blob = codec.pack(self.engine.to_state())
-        restored = Engine.from_state(codec.unpack(blob))
+        """Remember the state and its stored trigger indexes, packed like a real snapshot; check
+        it restores to the same hash, and that loading the stored indexes gives exactly the
+        indexes re-deriving them gives (contents and order; margin watches included, which both
+        re-derive)."""
+        blob = codec.pack([self.engine.to_state(), self.engine.export_indexes()])
+        state, indexes = codec.unpack(blob)
+        restored = Engine.from_state(state, indexes)
         if restored.state_hash() != self.engine.state_hash():
             raise AssertionError("a restored snapshot has a different state hash")
+        if index_view(restored) != index_view(Engine.from_state(state)):
+            raise AssertionError("the loaded trigger indexes differ from the re-derived ones")
         if ledger_view(restored) != ledger_view(self.engine):
             raise AssertionError(f"a restored snapshot differs from the live engine:\n"
                                  f"{ledger_view(restored)}\n{ledger_view(self.engine)}")
@@ -478,7 +484,7 @@ class TradingMachine(RuleBasedStateMachine):
     def check_snapshots(self) -> None:
         """snapshot → restore → continue ends exactly where never snapshotting did."""
         for applied, blob in self.snapshots:
-            engine = Engine.from_state(codec.unpack(blob))
+            engine = Engine.from_state(*codec.unpack(blob))
             outputs = [engine.apply(copy_input(command)) for command in self.inputs[applied:]]
             _same_outputs(outputs, self.outputs[applied:], applied, f"restore at input {applied}")
             if engine.state_hash() != self.engine.state_hash():
@@ -782,6 +788,16 @@ def ledger_view(engine: Engine) -> tuple[Any, ...]:
         tuple(sorted((s, b.bid, b.ask, b.quote_ts, b.halted) for s, b in engine.books.items())),
         tuple(engine.expiries),
     )
+
+
+def index_view(engine: Engine) -> list[Any]:
+    """Every trigger index's and trailing book's entries, in their order, book by book (the
+    default books, then each symbol's spread-profile books)."""
+    books = list(engine.books.values()) + [book for symbol in sorted(engine.profile_books)
+                                           for book in engine.profile_books[symbol]]
+    return [[list(index.items()) for index in (book.bid_falls, book.bid_rises, book.ask_rises, book.ask_falls,
+                                               book.long_trailing, book.short_trailing)]
+            for book in books]
 
 
 def _raw_bid_for(level: int, spread_bps: int) -> int:
