@@ -2,8 +2,9 @@
 
 Wall-clock figures on a shared machine move 2–6× with the load; instruction counts do not. Each
 figure is the difference of two runs of the same scenario with ``--small`` and ``--large``
-inputs, divided by the difference in inputs, so the set-up (imports, the 1,000 accounts, trio's
-start) cancels out. Scenarios:
+inputs (3,000 and 13,000; replay journals of 5,000 and 25,000 inputs, the first 1,000 of them
+opening the accounts), divided by the difference in inputs, so the set-up (imports, the 1,000
+accounts, trio's start) cancels out. Scenarios:
 
 * ``durable``: market orders fed by one producer through the engine actor
   (``actors/engine/actor.py``, ``fsync = "batch"``), as ``bench/journal.py``'s pipelined load;
@@ -165,13 +166,16 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scenarios", default="durable,core,replay,replay_core,replay_decode")
-    parser.add_argument("--small", type=int, default=3_000)
-    parser.add_argument("--large", type=int, default=13_000)
+    parser.add_argument("--small", type=int, help="inputs of the smaller run (default 3,000; replay 5,000)")
+    parser.add_argument("--large", type=int, help="inputs of the larger run (default 13,000; replay 25,000)")
     parser.add_argument("--keep", help="keep the callgrind output files in this directory (for callgrind_annotate)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for scenario in args.scenarios.split(","):
-            print(json.dumps(measure(scenario, args.small, args.large, Path(tmp), args.keep)), flush=True)
+            replaying = scenario.startswith("replay")
+            small = args.small or (5_000 if replaying else 3_000)
+            large = args.large or (25_000 if replaying else 13_000)
+            print(json.dumps(measure(scenario, small, large, Path(tmp), args.keep)), flush=True)
 
 
 if __name__ == "__main__":
