@@ -330,3 +330,18 @@ async def test_a_blocked_send_waits_for_room_and_is_refused_once_the_engine_stop
         with trio.fail_after(5):
             while not refused:
                 await trio.sleep(0.01)
+
+
+async def test_a_flood_of_quotes_on_the_channel_lane_does_not_starve_the_commands(tmp_path):
+    handle = EngineHandle(make_engine(), 100)
+    feed = handle.inbox_sender()
+    for step in range(10):
+        feed.send_nowait(Quote(symbol=SYMBOL, bid=6_500_000 + step, ask=6_500_100 + step))
+    for account in (1, 2, 3):
+        handle.send_nowait(CreateAccount(account_id=account))
+    batch = await engine_actor._next_items(handle, 4, trio_clock)
+    assert [type(item) for item in batch] == [Quote, Quote, CreateAccount, CreateAccount]
+    assert [item.bid for item in batch[:2]] == [6_500_000, 6_500_001]
+    assert [item.account_id for item in batch[2:]] == [1, 2]
+    batch = await engine_actor._next_items(handle, 4, trio_clock)
+    assert [getattr(item, "account_id", None) for item in batch] == [None, None, None, 3]

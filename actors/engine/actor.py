@@ -29,10 +29,12 @@ The inbox is bounded; :meth:`EngineHandle.request` raises :class:`Overloaded` wh
 deque (``send_nowait``, ``request``, ``query``, ``send``, ``stop``: the gateway, the WebSocket
 server, the bus), which the apply task takes in bulk — a list copy per batch instead of a channel
 operation per command on each side — and a trio memory channel whose send clones
-(:meth:`EngineHandle.inbox_sender`) are the price feed's and the Redis quotes reader's. The apply
-task drains the channel, then the deque; when both are empty it waits on the channel, and the
-first item put into the deque while it waits sends it a wake-up there. When idle and a pending order's expiry is due, a ``Clock`` input is
-injected so expiries happen without other traffic.
+(:meth:`EngineHandle.inbox_sender`) are the price feed's and the Redis quotes reader's. A batch
+takes the channel's items, then the deque's, and keeps at least half of itself for the deque when
+the deque holds that much, so a flood of quotes cannot starve the commands. When both lanes are
+empty the apply task waits on the channel, and the first item put into the deque meanwhile sends
+it a wake-up there. When idle and a pending order's expiry is due, a ``Clock`` input is injected
+so expiries happen without other traffic.
 """
 
 from __future__ import annotations
@@ -357,7 +359,7 @@ async def _apply_task(handle: EngineHandle, to_journal: trio.MemorySendChannel, 
 async def _next_items(handle: EngineHandle, max_batch: int, clock: Callable[[], int]) -> list[Any]:
     """Wait for work (or inject a ``Clock`` when an order expiry falls due first), then take
     what the inbox holds (at most ``max_batch`` items; a burst counts as one): the channel's
-    items one by one, then the handle's queue in bulk."""
+    items one by one, then the handle's queue in bulk (see the module doc for the shares)."""
     receive = handle._receive
     queue = handle._queue
     items: list[Any] = []
@@ -378,8 +380,9 @@ async def _next_items(handle: EngineHandle, max_batch: int, clock: Callable[[], 
             items.append(Clock())
     receive_nowait = receive.receive_nowait
     append = items.append
+    channel_room = max_batch - min(len(queue), max_batch // 2)    # half a batch kept for the queue
     try:
-        while len(items) < max_batch:
+        while len(items) < channel_room:
             item = receive_nowait()
             if item is not _WAKE:
                 append(item)
