@@ -29,17 +29,6 @@ _FIELDS: dict[type, tuple[str, ...]] = {
     cls: tuple(f.name for f in attrs.fields(cls)) for cls in _REGISTRY.values()}
 
 
-def _one_field_tuple(getter: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
-    """attrgetter of one name returns the value, not a 1-tuple: wrap it (a def, not a lambda: mypyc)."""
-    def get(obj: Any) -> tuple[Any, ...]:
-        return (getter(obj),)
-    return get
-
-
-_GETTERS: dict[type, Callable[[Any], Any]] = {}
-for _cls, _names in _FIELDS.items():
-    _getter = attrgetter(*_names)
-    _GETTERS[_cls] = _one_field_tuple(_getter) if len(_names) == 1 else _getter
 #: Classes that gained optional fields after journals holding them were written, and how many
 #: fields they had then: trailing fields still at their defaults are left off the wire, so an
 #: old-style record encodes to the very bytes it always did (decoding fills the defaults in).
@@ -47,7 +36,7 @@ _LEGACY_FIELD_COUNT: dict[type, int] = {HaltSymbol: 3, ResumeSymbol: 3}
 
 
 def _trimming(getter: Callable[[Any], Any], defaults: tuple[Any, ...], legacy: int) -> Callable[[Any], tuple[Any, ...]]:
-    """``getter`` without the trailing fields (past ``legacy``) that equal their defaults."""
+    """``getter`` without the trailing items (past ``legacy``) that equal their defaults."""
     def get(obj: Any) -> tuple[Any, ...]:
         values: tuple[Any, ...] = getter(obj)
         count = len(values)
@@ -58,16 +47,19 @@ def _trimming(getter: Callable[[Any], Any], defaults: tuple[Any, ...], legacy: i
     return get
 
 
-for _cls, _legacy in _LEGACY_FIELD_COUNT.items():
-    _GETTERS[_cls] = _trimming(_GETTERS[_cls], tuple(f.default for f in attrs.fields(_cls)), _legacy)
 # Each class carries its tag as a class attribute, so one attrgetter call (in C) builds the whole
-# wire tuple ``(tag, field1, …)`` — the rolling hash packs every event of every input this way.
+# wire tuple ``(tag, field1, …)``: encoding a command for the journal, and the rolling hash's
+# encoding of every event, are one getter call and one packer call.
 for _cls, _tag in TAGS.items():
     setattr(_cls, "_wire_tag", _tag)
+# (every class has a field, so the getter always names two attributes or more and returns a tuple)
 _WIRE: dict[type, Callable[[Any], tuple[Any, ...]]] = {
-    cls: attrgetter("_wire_tag", *_FIELDS[cls]) for cls in _REGISTRY.values()}
-#: ``type -> getter`` of a message's wire tuple ``(tag, field1, …)`` (one C call)
-WIRE_TUPLE = _WIRE
+    cls: attrgetter("_wire_tag", *names) for cls, names in _FIELDS.items()}
+#: ``type -> getter`` of a message's wire tuple ``(tag, field1, …)`` (one C call; the rolling hash)
+WIRE_TUPLE = dict(_WIRE)
+for _cls, _legacy in _LEGACY_FIELD_COUNT.items():
+    # the journal's encoding of these trims trailing defaults (the tag is item 0, hence the + 1)
+    _WIRE[_cls] = _trimming(_WIRE[_cls], (None, *(f.default for f in attrs.fields(_cls))), _legacy + 1)
 _REQUIRED: dict[type, int] = {
     cls: sum(1 for f in attrs.fields(cls) if f.default is attrs.NOTHING) for cls in _REGISTRY.values()}
 
@@ -105,8 +97,7 @@ def _pack(obj: Any) -> bytes:
 
 
 def to_wire(message: Any) -> list[Any]:
-    cls = type(message)
-    return [TAGS[cls], *_GETTERS[cls](message)]
+    return list(_WIRE[type(message)](message))
 
 
 def from_wire(data: Any) -> Any:
@@ -128,19 +119,19 @@ def from_wire(data: Any) -> Any:
 
 def encode(message: Any) -> bytes:
     """Pack one message to bytes."""
-    cls = type(message)
-    return _pack((TAGS[cls], *_GETTERS[cls](message)))
+    return _pack(_WIRE[type(message)](message))
 
 
 def encode_many(messages: list[Any]) -> bytes:
     """Pack a list of messages as one msgpack array (one call for a whole reply)."""
-    return _pack([(TAGS[type(m)], *_GETTERS[type(m)](m)) for m in messages])
+    return _pack([_WIRE[type(m)](m) for m in messages])
 
 
 def encode_many_fast(messages: list[Any]) -> bytes:
     """Like :func:`encode_many` (one msgpack array of every message's wire tuple) — the
-    rolling-hash stream of one input's events — with one precomputed function per class."""
-    return _pack([_WIRE[type(m)](m) for m in messages])
+    rolling-hash stream of one input's events — with the untrimmed wire tuples (the bytes format 1
+    of the rolling hash always hashed)."""
+    return _pack([WIRE_TUPLE[type(m)](m) for m in messages])
 
 
 def pack_fast(obj: Any) -> bytes:

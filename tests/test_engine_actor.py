@@ -252,3 +252,96 @@ async def test_a_journal_write_failure_refuses_every_request_held_and_raises_one
     assert all(isinstance(outcome, EngineStopped) for outcome in outcomes[1:]), outcomes
     with pytest.raises(EngineStopped):
         await handle.request(CreateAccount(account_id=99, initial_deposit=100))
+
+
+# ------------------------------------------------------------------ the inbox's two lanes (issue 14)
+
+
+async def test_both_inbox_lanes_are_applied_each_in_its_producers_order(tmp_path):
+    """The handle's queue (taken whole per batch) and the channel lane (the feed's clones) both
+    reach the core, each producer's items in the order it sent them; a put into the queue wakes
+    an apply task that waits on the channel."""
+    async with trio.open_nursery() as nursery:
+        handle, journal = await start(nursery, tmp_path, fsync="off")
+        feed = handle.inbox_sender()
+        await trio.sleep(0.01)                                  # the apply task now waits
+        await handle.request(CreateAccount(account_id=1, initial_deposit=10**9))
+        for step in range(50):
+            await feed.send(Quote(symbol=SYMBOL, bid=6_500_000 + step, ask=6_500_100 + step))
+            handle.send_nowait(CreateAccount(account_id=100 + step))
+        await handle.query(lambda engine: None)                 # after everything above
+        await handle.stop()
+    journal.close()
+    records = [decode_record(payload) for payload in scan_journal(tmp_path / "journal").payloads]
+    inputs = [record for record in records if type(record) is not Checkpoint]
+    assert [r.account_id for r in inputs if type(r) is CreateAccount] == [1] + list(range(100, 150))
+    assert [r.bid for r in inputs if type(r) is Quote] == [6_500_000 + step for step in range(50)]
+    assert [r.seq for r in inputs] == list(range(1, 102))
+
+
+async def _fill(handle: EngineHandle, first_account: int) -> int:
+    """Send commands until the inbox reports overload (the pipeline held at a gated fsync)."""
+    for account in range(first_account, first_account + 50):
+        try:
+            handle.send_nowait(CreateAccount(account_id=account))
+        except Overloaded:
+            return account
+        await trio.sleep(0.01)
+    pytest.fail("the inbox never reported overload")
+
+
+async def test_a_blocked_send_waits_for_room_and_is_refused_once_the_engine_stops(tmp_path):
+    journal = GatedJournal(tmp_path / "journal")
+    async with trio.open_nursery() as nursery:
+        handle, _ = await start(nursery, tmp_path, journal=journal, inbox_size=2)
+        next_account = await _fill(handle, 1)
+        sent: list[int] = []
+
+        async def blocked_sender(account: int) -> None:
+            await handle.send(CreateAccount(account_id=account))
+            sent.append(account)
+
+        nursery.start_soon(blocked_sender, next_account)
+        await trio.sleep(0.05)
+        assert sent == [] and handle.statistics()["inbox_depth"] == 2
+        journal.gate.set()                                      # the engine takes the queue...
+        with trio.fail_after(5):
+            while not sent:
+                await trio.sleep(0.01)
+        assert sent == [next_account]                           # ...and the blocked send gets in
+        # full again while the engine stops: a blocked send is refused, not left hanging
+        await trio.sleep(0.05)
+        journal.gate.clear()
+        await _fill(handle, 1000)
+        refused: list[BaseException] = []
+
+        async def refused_sender() -> None:
+            try:
+                while True:
+                    await handle.send(CreateAccount(account_id=9))
+            except EngineStopped as exc:
+                refused.append(exc)
+
+        nursery.start_soon(refused_sender)
+        await trio.sleep(0.05)
+        nursery.start_soon(handle.stop)
+        await trio.sleep(0.05)
+        journal.gate.set()
+        with trio.fail_after(5):
+            while not refused:
+                await trio.sleep(0.01)
+
+
+async def test_a_flood_of_quotes_on_the_channel_lane_does_not_starve_the_commands(tmp_path):
+    handle = EngineHandle(make_engine(), 100)
+    feed = handle.inbox_sender()
+    for step in range(10):
+        feed.send_nowait(Quote(symbol=SYMBOL, bid=6_500_000 + step, ask=6_500_100 + step))
+    for account in (1, 2, 3):
+        handle.send_nowait(CreateAccount(account_id=account))
+    batch = await engine_actor._next_items(handle, 4, trio_clock)
+    assert [type(item) for item in batch] == [Quote, Quote, CreateAccount, CreateAccount]
+    assert [item.bid for item in batch[:2]] == [6_500_000, 6_500_001]
+    assert [item.account_id for item in batch[2:]] == [1, 2]
+    batch = await engine_actor._next_items(handle, 4, trio_clock)
+    assert [getattr(item, "account_id", None) for item in batch] == [None, None, None, 3]

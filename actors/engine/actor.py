@@ -25,8 +25,16 @@ in memory ahead of durability is never observable: replies, events *and read que
 travel through the inbox like commands and are answered with their batch) wait for the fsync.
 
 The inbox is bounded; :meth:`EngineHandle.request` raises :class:`Overloaded` when it is full
-(the gateway answers 503). When idle and a pending order's expiry is due, a ``Clock`` input is
-injected so expiries happen without other traffic.
+(the gateway answers 503). It has two lanes, each keeping its producers' order: the handle's own
+deque (``send_nowait``, ``request``, ``query``, ``send``, ``stop``: the gateway, the WebSocket
+server, the bus), which the apply task takes in bulk — a list copy per batch instead of a channel
+operation per command on each side — and a trio memory channel whose send clones
+(:meth:`EngineHandle.inbox_sender`) are the price feed's and the Redis quotes reader's. A batch
+takes the channel's items, then the deque's, and keeps at least half of itself for the deque when
+the deque holds that much, so a flood of quotes cannot starve the commands. When both lanes are
+empty the apply task waits on the channel, and the first item put into the deque meanwhile sends
+it a wake-up there. When idle and a pending order's expiry is due, a ``Clock`` input is injected
+so expiries happen without other traffic.
 """
 
 from __future__ import annotations
@@ -58,6 +66,13 @@ log = logging.getLogger("exness.engine")
 
 
 _STOP = Stop()
+
+
+class _Wake:
+    """Put into the channel lane to wake the apply task when the queue gets an item."""
+
+
+_WAKE = _Wake()
 
 
 class Subscription:
@@ -143,7 +158,14 @@ class EngineHandle(Subscribers):
 
     def __init__(self, engine: Engine, inbox_size: int) -> None:
         self.engine = engine
-        self._send, self._receive = trio.open_memory_channel[InboxItem](inbox_size)
+        self.inbox_size = inbox_size
+        #: the handle's own lane of the inbox (see the module doc), taken whole by the apply task
+        self._queue: deque[InboxItem] = deque()
+        #: the apply task waits on the channel and nothing is queued: the next put wakes it
+        self._apply_waiting = False
+        #: producers blocked in :meth:`send` until the apply task takes the queue
+        self._room = trio.Event()
+        self._send, self._receive = trio.open_memory_channel[Any](inbox_size)
         self.accepting = True
         self.failure: Optional[FatalIOError] = None
         self.rotate_requested = False
@@ -190,17 +212,42 @@ class EngineHandle(Subscribers):
         """Fire and forget (quotes, clock). Raises :class:`Overloaded` when the inbox is full."""
         if not self.accepting:
             raise EngineStopped("the engine is not taking commands")
-        try:
-            self._send.send_nowait(command)
-        except trio.WouldBlock:
+        self._put_nowait(command)
+
+    def _put_nowait(self, item: InboxItem) -> None:
+        queue = self._queue
+        if len(queue) >= self.inbox_size:
             self.overloads += 1
-            raise Overloaded("engine inbox is full") from None
+            raise Overloaded("engine inbox is full")
+        queue.append(item)
+        if self._apply_waiting:
+            self._apply_waiting = False
+            try:
+                self._send.send_nowait(_WAKE)
+            except trio.WouldBlock:
+                pass        # the channel is full, so the apply task is runnable already
 
     async def send(self, command: Any) -> None:
         """Fire and forget with back-pressure (the price feed)."""
         if not self.accepting:
             raise EngineStopped("the engine is not taking commands")
-        await self._send.send(command)
+        await self._put(command, stopping=False)
+
+    async def _put(self, item: InboxItem, *, stopping: bool) -> None:
+        """Queue ``item``, waiting for room (a checkpoint either way, as a channel's send); a
+        command still waiting when the engine stops is refused (``stopping``: the stop itself)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while len(self._queue) >= self.inbox_size:
+            await self._room.wait()
+            if not (self.accepting or stopping):
+                raise EngineStopped("the engine is not taking commands")
+        self._put_nowait(item)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def _took(self) -> None:
+        """The apply task took the queue: wake the producers waiting for room."""
+        self._room.set()
+        self._room = trio.Event()
 
     def inbox_sender(self) -> trio.MemorySendChannel:
         """A clone of the inbox's send side for a producer that owns back-pressure (the feed)."""
@@ -217,11 +264,7 @@ class EngineHandle(Subscribers):
         if not self.accepting:
             raise EngineStopped("the engine is not taking commands")
         slot = ReplySlot()
-        try:
-            self._send.send_nowait(Query(fn, slot))
-        except trio.WouldBlock:
-            self.overloads += 1
-            raise Overloaded("engine inbox is full") from None
+        self._put_nowait(Query(fn, slot))
         return await slot.wait()
 
     def request_checkpoint(self) -> None:
@@ -232,7 +275,7 @@ class EngineHandle(Subscribers):
         """Stop intake; the engine drains what it has, makes it durable and returns."""
         if self.accepting:
             self.accepting = False
-            await self._send.send(_STOP)
+            await self._put(_STOP, stopping=True)
 
     # -- observability -------------------------------------------------------------------------
 
@@ -242,11 +285,10 @@ class EngineHandle(Subscribers):
         return {symbol: quote[2] for symbol, quote in quotes.items() if quote is not None}
 
     def statistics(self) -> dict[str, Any]:
-        inbox = self._send.statistics()
         latencies = sorted(self.fsync_latencies)
         return {
-            "inbox_depth": inbox.current_buffer_used,
-            "inbox_capacity": inbox.max_buffer_size,
+            "inbox_depth": len(self._queue) + self._send.statistics().current_buffer_used,
+            "inbox_capacity": self.inbox_size,
             "last_seq": self.engine.last_seq,
             "durable_seq": self.durable_seq,
             "batches": self.batches,
@@ -316,24 +358,46 @@ async def _apply_task(handle: EngineHandle, to_journal: trio.MemorySendChannel, 
 
 async def _next_items(handle: EngineHandle, max_batch: int, clock: Callable[[], int]) -> list[Any]:
     """Wait for work (or inject a ``Clock`` when an order expiry falls due first), then take
-    what else the inbox holds (at most ``max_batch`` items; a burst counts as one)."""
+    what the inbox holds (at most ``max_batch`` items; a burst counts as one): the channel's
+    items one by one, then the handle's queue in bulk (see the module doc for the shares)."""
     receive = handle._receive
+    queue = handle._queue
     items: list[Any] = []
-    timeout = _until_next_expiry(handle.engine, clock)
-    if timeout is None:
-        items.append(await receive.receive())
-    else:
-        with trio.move_on_after(timeout):
-            items.append(await receive.receive())
-        if not items:
+    if not queue:
+        timeout = _until_next_expiry(handle.engine, clock)
+        handle._apply_waiting = True
+        try:
+            if timeout is None:
+                items.append(await receive.receive())
+            else:
+                with trio.move_on_after(timeout):
+                    items.append(await receive.receive())
+        finally:
+            handle._apply_waiting = False
+        if items and items[0] is _WAKE:
+            items.clear()
+        elif not items and not queue:
             items.append(Clock())
     receive_nowait = receive.receive_nowait
     append = items.append
+    channel_room = max_batch - min(len(queue), max_batch // 2)    # half a batch kept for the queue
     try:
-        for _ in range(max_batch - 1):
-            append(receive_nowait())
+        while len(items) < channel_room:
+            item = receive_nowait()
+            if item is not _WAKE:
+                append(item)
     except trio.WouldBlock:
         pass
+    room = max_batch - len(items)
+    if queue and room > 0:
+        if len(queue) <= room:
+            items.extend(queue)
+            queue.clear()
+        else:
+            popleft = queue.popleft
+            for _ in range(room):
+                append(popleft())
+        handle._took()
     return items
 
 
@@ -541,11 +605,15 @@ def _refuse(replies: list, handle: EngineHandle) -> None:
 
 
 def _refuse_inbox(handle: EngineHandle) -> None:
+    left: list[Any] = list(handle._queue)
+    handle._queue.clear()
+    handle._took()      # producers blocked for room see that the engine stopped
     while True:
         try:
-            item = handle._receive.receive_nowait()
+            left.append(handle._receive.receive_nowait())
         except (trio.WouldBlock, trio.EndOfChannel):
-            return
+            break
+    for item in left:
         for part in item.items if type(item) is Burst else (item,):
             if type(part) is Request or type(part) is Query:
                 part.reply.fail(_stopped(handle))
