@@ -39,6 +39,7 @@ from typing import Any, Awaitable, Callable, Optional
 import trio
 from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout
 
+from actors import stage_profile
 from actors.gateway._common import Gateway, dumps, rate_limited
 from actors.gateway._responses import ErrorContext, error_answer
 from actors.gateway._trading import FAST_ROUTES
@@ -185,6 +186,8 @@ class FastRoutes:
     async def _serve(self, scope: dict, send: Callable, route: _Route, argument: str, request: _Request) -> None:
         gateway = self.gateway
         started = time.perf_counter()
+        profile = stage_profile.ACTIVE   # None unless profiling (EXNESS_STAGE_PROFILE)
+        stamps = profile.request(route.rule) if profile is not None else None
         method = scope["method"]
         account: Any = "-"
         extra: Optional[dict] = None
@@ -198,12 +201,17 @@ class FastRoutes:
             claims = gateway.verify_bearer(request.authorization)
             account = claims.account_id
             gateway.limit_account(claims)
+            if stamps is not None:
+                stamps.authenticated = time.time_ns()
             data, status = await route.answer(gateway, claims.account_id, argument, request.json_body)
         except _Disconnected:
             return
         except Exception as error:
             context = ErrorContext(method, scope["path"], gateway.settings, gateway.count_internal_error)
             status, data, extra = error_answer(error, context)
+        if stamps is not None:
+            stamps.answered = time.time_ns()
+            stamps.status = status
         body = dumps(data).encode()
         headers = [_JSON, (_CONTENT_LENGTH, b"%d" % len(body))]
         if extra:   # first, as in Quart's response
@@ -218,11 +226,15 @@ class FastRoutes:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("event=http_request method=%s route=%s status=%d ms=%.2f account=%s ip=%s",
                       method, route.rule, status, elapsed * 1000, account, _remote_addr(scope))
+        if stamps is not None:
+            stamps.rendered = time.time_ns()
         if request.declared and not request.body_read:
             await _answer_draining(send, status, headers, body, request)
-            return
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        else:
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        if stamps is not None:
+            stamps.sent = time.time_ns()
 
 
 async def _answer_draining(send: Callable, status: int, headers: list, body: bytes, request: _Request) -> None:
