@@ -87,7 +87,8 @@ class _Route:
 class _Request:
     """What the fast path reads from one request: a few headers, and the body when asked."""
 
-    __slots__ = ("receive", "authorization", "content_type", "origin", "declared", "body_read", "gateway")
+    __slots__ = ("receive", "authorization", "content_type", "origin", "declared", "length_known", "body_read",
+                 "gateway")
 
     def __init__(self, receive: Callable, gateway: Gateway) -> None:
         self.receive = receive
@@ -96,6 +97,7 @@ class _Request:
         self.content_type = ""
         self.origin: Optional[str] = None
         self.declared = 0
+        self.length_known = False   # a Content-Length header came (an ASGI test client may send none)
         self.body_read = False
 
     def read_headers(self, headers: list[tuple[bytes, bytes]], max_body_bytes: int) -> bool:
@@ -112,6 +114,7 @@ class _Request:
                 if not value.isdigit() or self.declared:
                     return False
                 self.declared = int(value)
+                self.length_known = True
                 if self.declared > max_body_bytes:
                     return False
             elif name == b"origin":
@@ -129,7 +132,16 @@ class _Request:
         return self.gateway.parse_body(await self._read(), self.content_type, optional=optional)
 
     async def _read(self) -> bytes:
+        """The body. With a ``Content-Length``, read until that many bytes arrived: the server's
+        closing empty message is not waited for (h11 holds a body to its declared length, so
+        nothing can follow), and a body declared empty is not waited for at all. Each
+        ``receive`` is a scheduling round of the whole event loop, which under load is most of
+        a request's latency (see docs/decisions.md, issue 14's tail). Without one (an ASGI
+        client that does not send it), until the server's last message."""
         self.body_read = True
+        declared = self.declared if self.length_known else -1
+        if not declared:
+            return b""
         limit = self.gateway.settings.max_body_bytes
         chunks = []
         size = 0
@@ -143,7 +155,7 @@ class _Request:
                 if size > limit:
                     raise RequestEntityTooLarge()
                 chunks.append(chunk)
-                if not message.get("more_body", False):
+                if size >= declared >= 0 or not message.get("more_body", False):
                     break
         if waited.cancelled_caught:
             raise RequestTimeout()
