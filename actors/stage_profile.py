@@ -111,11 +111,20 @@ class _LoopSteps(trio.abc.Instrument):
             second[1] += cpu
         if elapsed >= LONG_STEP_NS:
             long_steps = profile.long_steps
-            item = (elapsed, now - elapsed, name, cpu)
+            item = (elapsed, now - elapsed, _owner(task), cpu)
             if len(long_steps) < LONG_STEPS_KEPT:
                 heapq.heappush(long_steps, item)
             else:
                 heapq.heappushpop(long_steps, item)
+
+
+def _owner(task: trio.lowlevel.Task) -> str:
+    """Who a step belonged to: the task's name, and where it is waiting now (a wrapper such as
+    the topology's ``_fail_fast`` names no actor; the frames it awaits do)."""
+    frames = [f"{frame.f_globals.get('__name__', '?')}.{frame.f_code.co_name}"
+              for frame, _line in task.iter_await_frames()]
+    inner = [frame for frame in frames if not frame.startswith(("trio.", "contextlib.", "actors.topology."))]
+    return f"{task.name} @ {' > '.join(inner[:3]) if inner else '-'}"
 
 
 class Profile:
