@@ -14,7 +14,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from quart_trio import QuartTrio
 
 from actors.auth_tokens import TokenIssuer
-from actors.gateway import _early_errors
+from actors.gateway import _early_errors, _h11_sends
 from actors.gateway._app import create_app
 from actors.gateway._settings import GatewaySettings
 
@@ -209,6 +209,7 @@ async def run(*, handle: Any, store: Any, candles: Any, cfg: Any, tokens: TokenI
         return
     config = hypercorn_config(settings)
     _early_errors.install()
+    _h11_sends.install()
     info: Optional[GatewayInfo] = None
     guard = ConnectionGuard(app, settings.max_body_bytes, stop)
     try:
