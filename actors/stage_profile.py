@@ -25,7 +25,6 @@ Measurement only: nothing here changes what is answered.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import gc
 import heapq
 import json
@@ -37,7 +36,7 @@ from typing import Any, Iterator, Optional
 
 import trio
 
-__all__ = ["ACTIVE", "ENV", "Profile", "RequestStamps", "profiling"]
+__all__ = ["ACTIVE", "ENV", "Profile", "RequestStamps", "Stamped", "profiling"]
 
 #: the environment variable naming the file the profile is written to (unset: no profiling)
 ENV = "EXNESS_STAGE_PROFILE"
@@ -48,8 +47,6 @@ LONG_STEPS_KEPT = 2000
 
 #: the running profile, or None (the normal case)
 ACTIVE: Optional["Profile"] = None
-#: the stamps of the request the current task serves (each request runs in its own task)
-CURRENT: contextvars.ContextVar[Optional["RequestStamps"]] = contextvars.ContextVar("request_stamps", default=None)
 
 
 class RequestStamps:
@@ -67,6 +64,28 @@ class RequestStamps:
     def row(self) -> list:
         return [self.route, self.status, self.arrived, self.authenticated, self.submitted, self.applied,
                 self.seq, self.replied, self.answered, self.rendered, self.sent]
+
+
+class Stamped:
+    """The gateway as a profiled request's handler sees it: the same object, except that
+    ``submit`` stamps the request's submit, apply (the reply's ``ts`` and ``seq``) and reply."""
+
+    def __init__(self, gateway: Any, stamps: RequestStamps) -> None:
+        self._gateway = gateway
+        self._stamps = stamps
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._gateway, name)
+
+    async def submit(self, command: Any, **kwargs: Any) -> Any:
+        stamps = self._stamps
+        stamps.submitted = time.time_ns()
+        result = await self._gateway.submit(command, **kwargs)
+        stamps.replied = time.time_ns()
+        reply = result[1]
+        stamps.applied = reply.ts
+        stamps.seq = reply.seq
+        return result
 
 
 class _LoopSteps(trio.abc.Instrument):
@@ -144,25 +163,7 @@ class Profile:
     def request(self, route: str) -> RequestStamps:
         stamps = RequestStamps(route, time.time_ns())
         self.requests.append(stamps)
-        CURRENT.set(stamps)
         return stamps
-
-    @staticmethod
-    def wrap_submit(submit: Any) -> Any:
-        """``Gateway.submit``, stamping the current request's submit, apply (the reply's ``ts``,
-        ``seq``) and reply."""
-        async def timed_submit(self: Any, command: Any, **kwargs: Any) -> Any:
-            stamps = CURRENT.get()
-            if stamps is None:
-                return await submit(self, command, **kwargs)
-            stamps.submitted = time.time_ns()
-            result = await submit(self, command, **kwargs)
-            stamps.replied = time.time_ns()
-            reply = result[1]
-            stamps.applied = reply.ts
-            stamps.seq = reply.seq
-            return result
-        return timed_submit
 
     def wrap_write(self, write: Any) -> Any:
         """The journal task's ``_write(journal, data, first_seq, do_fsync)``, timed (worker thread)."""
@@ -201,12 +202,9 @@ def profiling() -> Iterator[Optional[Profile]]:
         yield None
         return
     from actors.engine import actor as engine_actor   # the journal task looks ``_write`` up per call
-    from actors.gateway._common import Gateway
     profile = Profile(Path(target))
     original_write = engine_actor._write
     engine_actor._write = profile.wrap_write(original_write)   # type: ignore[assignment]
-    original_submit = Gateway.submit
-    Gateway.submit = profile.wrap_submit(original_submit)   # type: ignore[method-assign]
     instrument = _LoopSteps(profile)
     trio.lowlevel.add_instrument(instrument)
     gc.callbacks.append(profile.on_gc)
@@ -219,5 +217,4 @@ def profiling() -> Iterator[Optional[Profile]]:
         with contextlib.suppress(KeyError):
             trio.lowlevel.remove_instrument(instrument)
         engine_actor._write = original_write   # type: ignore[assignment]
-        Gateway.submit = original_submit   # type: ignore[method-assign]
         profile.path.write_text(json.dumps(profile.dump()))

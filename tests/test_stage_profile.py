@@ -40,7 +40,7 @@ async def _one_order(tmp_path, *, check_during=None) -> int:
 
 async def test_off_unless_the_environment_names_a_file(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv(stage_profile.ENV, raising=False)
-    write, submit = engine_actor._write, Gateway.submit
+    write, submit = engine_actor._write, Gateway.submit   # the profile patches neither of these for good
 
     def nothing_patched() -> None:
         assert stage_profile.ACTIVE is None
@@ -52,7 +52,7 @@ async def test_off_unless_the_environment_names_a_file(tmp_path, monkeypatch) ->
 async def test_a_profiled_run_stamps_each_stage_of_an_order_and_puts_everything_back(tmp_path, monkeypatch) -> None:
     target = tmp_path / "profile.json"
     monkeypatch.setenv(stage_profile.ENV, str(target))
-    write, submit = engine_actor._write, Gateway.submit
+    write, submit = engine_actor._write, Gateway.submit   # the profile patches neither of these for good
 
     def active() -> None:
         assert stage_profile.ACTIVE is not None and engine_actor._write is not write

@@ -215,7 +215,8 @@ class FastRoutes:
             gateway.limit_account(claims)
             if stamps is not None:
                 stamps.authenticated = time.time_ns()
-            data, status = await route.answer(gateway, claims.account_id, argument, request.json_body)
+            answering = gateway if stamps is None else stage_profile.Stamped(gateway, stamps)
+            data, status = await route.answer(answering, claims.account_id, argument, request.json_body)
         except _Disconnected:
             return
         except Exception as error:
