@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 import attrs
 import trio
 
-from actors import topology
+from actors import stage_profile, topology
 from actors.config import Config, ConfigError, prepare_data_dir
 from actors.engine import repair as repair_journal
 from actors.engine.actor import EngineHandle
@@ -137,7 +137,7 @@ async def run_system(cfg: Config, *, repair: bool = False, feed: Optional[str] =
         shutdown=system.shutdown_requested, on_fatal=system.fail, started=system.actors,
         notification_backlog=[item for item in backlog if item[0] > (boot.notified_seq or 0)])
     try:
-        with topology.startup_errors_unwrapped():
+        with topology.startup_errors_unwrapped(), stage_profile.profiling():
             await _run(ctx, system, boot, backlog, recovered_state,
                        handle_signals=handle_signals, announce=announce, task_status=task_status)
     finally:

@@ -36,6 +36,18 @@ by other load on a shared machine). Each phase has a short warm-up that is not m
 Output: one JSON line per figure on stdout; progress on stderr. ``--quick``: 3 s phases, 64 users.
 ``--py-spy FILE``: record the server with py-spy (raw folded stacks) during the 32-connection
 order phase (sampling pauses the server, so those numbers are a bit lower).
+
+``--stages``: start the server with ``EXNESS_STAGE_PROFILE`` (``actors/stage_profile.py``) and
+report, for the 32-connection order phase's window, where an order's time goes on the server —
+one ``stage_*`` line per stage (p50/p90/p99/max in ms): ``auth`` (arrival in the app to
+authenticated: per-IP limit, JWT, per-account limit), ``parse`` (to submitted: body read and
+validation), ``queue`` (to the engine's apply stamp), ``commit_wait`` (apply stamp to the start
+of the write + fsync that covered it: the rest of the batch's apply and the previous fsync),
+``fsync`` (that write + fsync), ``reply`` (fsync end to the handler holding the reply),
+``answer`` (building the answer), ``render``, ``write`` (sending the response), ``server``
+(arrival to sent) — then ``loop_steps`` (the task names holding the event loop longest, per
+step and in total) and ``gc`` (collections by generation). The stamps cost a little CPU, so
+the profiled run's throughput is not the unprofiled one's.
 """
 
 from __future__ import annotations
@@ -376,7 +388,7 @@ access_ttl_s = 3600
 
 
 class Server:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *, stage_profile: Optional[Path] = None) -> None:
         self.tmp = tmp
         self.port = free_port()
         self.ws_port = free_port()
@@ -387,8 +399,11 @@ class Server:
         command = [sys.executable, str(ROOT / "supervisor.py"), "run", "--config", str(config),
                    "--data-dir", str(tmp / "data"), "--http-port", str(self.port),
                    "--ws-port", str(self.ws_port), "--feed", "synthetic"]
+        env = dict(os.environ)
+        if stage_profile is not None:
+            env["EXNESS_STAGE_PROFILE"] = str(stage_profile)
         self.proc = subprocess.Popen(command, cwd=str(ROOT), stdout=self.stdout, stderr=self.stderr,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, env=env)
         self.pid = self.proc.pid
 
     def tail(self, lines: int = 20) -> str:
@@ -424,10 +439,13 @@ def run_phase(server: Server, tmp: Path, *, mode: str, connections: int, seconds
                             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     profiler: Optional[subprocess.Popen] = None
     result: Optional[dict] = None
+    window_ns = [0]
     try:
         assert load.stdout is not None
         for line in load.stdout:
             message = json.loads(line)
+            if message.get("event") == "window_start":
+                window_ns[0] = time.time_ns()
             if message.get("event") == "window_start" and py_spy:
                 duration = max(1, int(min(10, seconds)))
                 pyspy_bin = Path(sys.executable).with_name("py-spy")
@@ -451,6 +469,7 @@ def run_phase(server: Server, tmp: Path, *, mode: str, connections: int, seconds
     if load.returncode != 0 or result is None:
         raise RuntimeError(f"load generator failed (exit {load.returncode}) in phase {mode} c={connections}")
     elapsed = result["elapsed_s"]
+    result["window_ns"] = (window_ns[0], window_ns[0] + int(elapsed * 1e9))
     result["per_s"] = result["ok"] / elapsed
     result["opens_per_s"] = result["opens"] / elapsed
     result["error_count"] = sum(result["errors"].values()) + result["unfinished"]
@@ -503,6 +522,79 @@ def report_pair(connections: int, noop: dict, orders: dict) -> None:
          unfinished=orders["unfinished"])
 
 
+STAGES = (("auth", "arrived", "authenticated"), ("parse", "authenticated", "submitted"),
+          ("queue", "submitted", "applied"), ("commit_wait", "applied", "write_start"),
+          ("fsync", "write_start", "write_end"), ("reply", "write_end", "replied"),
+          ("answer", "replied", "answered"), ("render", "answered", "rendered"),
+          ("write", "rendered", "sent"), ("server", "arrived", "sent"))
+
+
+def _ms_quantiles(values: list[float]) -> dict:
+    values.sort()
+    return {"n": len(values), "p50_ms": round(quantile(values, 0.5) / 1e6, 3),
+            "p90_ms": round(quantile(values, 0.9) / 1e6, 3), "p99_ms": round(quantile(values, 0.99) / 1e6, 3),
+            "max_ms": round(values[-1] / 1e6, 3) if values else float("nan"),
+            "mean_ms": round(sum(values) / len(values) / 1e6, 3) if values else float("nan")}
+
+
+def report_stages(profile: dict, window: tuple[int, int]) -> None:
+    """The ``--stages`` lines for the requests that arrived within ``window`` (wall-clock ns)."""
+    import bisect
+    start, end = window
+    fields = profile["request_fields"]
+    writes = profile["writes"]            # sorted by first_seq
+    write_seqs = [write[0] for write in writes]
+    per_stage: dict[str, list[float]] = {name: [] for name, _, _ in STAGES}
+    for row in profile["requests"]:
+        stamps = dict(zip(fields, row))
+        if not (start <= stamps["arrived"] < end) or not stamps["sent"]:
+            continue
+        if stamps["seq"] and writes:
+            at = bisect.bisect_right(write_seqs, stamps["seq"]) - 1
+            if at >= 0:
+                stamps["write_start"], stamps["write_end"] = writes[at][1], writes[at][2]
+        for name, first, last in STAGES:
+            if stamps.get(first) and stamps.get(last):
+                per_stage[name].append(stamps[last] - stamps[first])
+    for name, _, _ in STAGES:
+        emit(f"stage_{name}", _ms_quantiles(per_stage[name])["p99_ms"], "ms", None, "lower",
+             phase="orders_c32", **_ms_quantiles(per_stage[name]))
+    in_window = [w for w in writes if start <= w[1] < end]
+    emit("stage_group_commits", len(in_window), "count", None, "lower", phase="orders_c32",
+         commands_per_fsync=round(len(per_stage["fsync"]) / len(in_window), 2) if in_window else None)
+    seconds = {int(second): entry for second, entry in profile["per_second"].items()}
+    whole = range(start // 1_000_000_000 + 1, end // 1_000_000_000)   # the window's whole seconds
+    in_seconds = [row for row in profile["requests"]
+                  if row[2] // 1_000_000_000 in whole and row[fields.index("sent")]]
+    steps_in = sum(seconds.get(second, [0, 0])[0] for second in whole)
+    cpu_in = sum(seconds.get(second, [0, 0])[1] for second in whole)
+    emit("loop_steps_per_order", steps_in / len(in_seconds) if in_seconds else float("nan"), "steps", None,
+         "lower", phase="orders_c32", seconds=len(whole), orders=len(in_seconds),
+         loop_cpu_ms_per_order=round(cpu_in / len(in_seconds) / 1e6, 4) if in_seconds else None,
+         note="task steps (scheduling rounds x tasks) and event-loop thread CPU per answered order")
+    steps = sorted(profile["steps"].items(), key=lambda item: -item[1][4])
+    emit("loop_longest_cpu_steps", steps[0][1][4] / 1e6 if steps else 0, "ms", None, "lower", scope="whole run",
+         by_task=[{"task": name, "max_cpu_ms": round(entry[4] / 1e6, 3), "max_wall_ms": round(entry[2] / 1e6, 3),
+                   "steps": entry[0], "cpu_s": round(entry[3] / 1e9, 3), "wall_s": round(entry[1] / 1e9, 3)}
+                  for name, entry in steps[:12]])
+    long_in_window = [step for step in profile["long_steps"] if start <= step[1] < end]
+    by_task: dict[str, list] = {}
+    for elapsed, _at, name, cpu in long_in_window:
+        by_task.setdefault(name, []).append((elapsed, cpu))
+    emit("loop_steps_over_1ms", len(long_in_window), "count", None, "lower", phase="orders_c32",
+         note="wall-clock step length; cpu_ms is the thread's CPU in those steps (the rest: descheduled)",
+         by_task=sorted(({"task": name, "count": len(values), "max_ms": round(max(v[0] for v in values) / 1e6, 3),
+                          "total_ms": round(sum(v[0] for v in values) / 1e6, 3),
+                          "cpu_ms": round(sum(v[1] for v in values) / 1e6, 3)} for name, values in by_task.items()),
+                        key=lambda item: -item["total_ms"])[:12])
+    collections = [entry for entry in profile["gc"] if start <= entry[1] < end]
+    emit("gc_pauses", len(collections), "count", None, "lower", phase="orders_c32",
+         by_generation={str(gen): {"count": sum(1 for e in collections if e[0] == gen),
+                                   "max_ms": round(max((e[2] for e in collections if e[0] == gen), default=0) / 1e6, 3),
+                                   "total_ms": round(sum(e[2] for e in collections if e[0] == gen) / 1e6, 3)}
+                        for gen in (0, 1, 2)})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 s phases, 64 users")
@@ -510,6 +602,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, help="accounts to trade from (default 256; --quick 64)")
     parser.add_argument("--py-spy", metavar="FILE",
                         help="record the server with py-spy (raw) during the 32-connection order phase")
+    parser.add_argument("--stages", action="store_true",
+                        help="profile the server's stages, loop steps and GC (see the docstring)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data dir (server logs)")
     parser.add_argument("--load-generator", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -524,7 +618,8 @@ def main() -> None:
     started = time.perf_counter()
     tmp_context = tempfile.TemporaryDirectory(prefix="http_orders-")
     tmp = Path(tmp_context.name)
-    server = Server(tmp)
+    profile_path = tmp / "stage-profile.json" if args.stages else None
+    server = Server(tmp, stage_profile=profile_path)
     log(f"server pid {server.pid} on port {server.port}; data dir {tmp}")
     results: dict[str, dict] = {}
     try:
@@ -560,6 +655,11 @@ def main() -> None:
     finally:
         code = server.stop()
         log(f"server exited with {code}")
+        if profile_path is not None and "orders_c32" in results:
+            if profile_path.exists():
+                report_stages(json.loads(profile_path.read_text()), results["orders_c32"]["window_ns"])
+            else:
+                log("no stage profile was written")
         if args.keep:
             log(f"kept {tmp}")
         else:

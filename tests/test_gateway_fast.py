@@ -329,3 +329,72 @@ def test_a_fast_route_matches_what_werkzeug_routes_to_it(rule, path, argument) -
         return {}, 200
 
     assert _Route(rule, answer, reads_body=False).argument(path) == argument
+
+
+class _Messages:
+    """An ASGI ``receive`` that hands out ``messages`` then blocks forever (as a server does
+    when nothing more will come); counts the calls."""
+
+    def __init__(self, *messages: dict) -> None:
+        self.messages = list(messages)
+        self.calls = 0
+
+    async def __call__(self) -> dict:
+        self.calls += 1
+        if self.messages:
+            await trio.lowlevel.checkpoint()
+            return self.messages.pop(0)
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+def _lean_request(receive: Any, content_length: Optional[int]) -> Any:
+    from types import SimpleNamespace
+
+    from actors.gateway._common import Gateway
+    from actors.gateway._fast import _Request
+
+    gateway = SimpleNamespace(settings=SimpleNamespace(max_body_bytes=1 << 16), parse_body=Gateway.parse_body)
+    request = _Request(receive, gateway)
+    headers = [(b"content-type", b"application/json")]
+    if content_length is not None:
+        headers.append((b"content-length", b"%d" % content_length))
+    assert request.read_headers(headers, 1 << 16)
+    return request
+
+
+async def test_the_lean_path_reads_a_body_up_to_its_declared_length_without_waiting_for_more(autojump_clock) -> None:
+    body = json.dumps(ORDER).encode()
+    # in one message whose closing empty message never comes, and in three chunks
+    for messages in ([{"type": "http.request", "body": body, "more_body": True}],
+                     [{"type": "http.request", "body": body[:5], "more_body": True},
+                      {"type": "http.request", "body": body[5:9], "more_body": True},
+                      {"type": "http.request", "body": body[9:], "more_body": True}]):
+        receive = _Messages(*messages)
+        with trio.fail_after(1):   # the autojump clock fails at once if the read waits for more
+            assert await _lean_request(receive, len(body)).json_body() == ORDER
+        assert receive.calls == len(messages)
+
+
+async def test_the_lean_path_does_not_wait_for_a_body_declared_empty(autojump_clock) -> None:
+    receive = _Messages()
+    request = _lean_request(receive, 0)
+    with trio.fail_after(1):
+        assert await request.json_body(optional=True) is None
+    assert receive.calls == 0 and request.body_read
+
+
+async def test_without_a_content_length_the_lean_path_reads_to_the_servers_last_message(autojump_clock) -> None:
+    body = json.dumps(ORDER).encode()
+    receive = _Messages({"type": "http.request", "body": body, "more_body": True},
+                        {"type": "http.request", "body": b"", "more_body": False})
+    with trio.fail_after(1):
+        assert await _lean_request(receive, None).json_body() == ORDER
+    assert receive.calls == 2
+
+
+async def test_the_lean_path_still_ends_a_body_at_the_servers_last_message(autojump_clock) -> None:
+    """A server that ends the body early (a client that went away mid-body) still ends the read."""
+    receive = _Messages({"type": "http.request", "body": b"{}", "more_body": False})
+    with trio.fail_after(1):
+        assert await _lean_request(receive, 10).json_body() == {}

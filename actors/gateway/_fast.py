@@ -39,6 +39,7 @@ from typing import Any, Awaitable, Callable, Optional
 import trio
 from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout
 
+from actors import stage_profile
 from actors.gateway._common import Gateway, dumps, rate_limited
 from actors.gateway._responses import ErrorContext, error_answer
 from actors.gateway._trading import FAST_ROUTES
@@ -86,7 +87,8 @@ class _Route:
 class _Request:
     """What the fast path reads from one request: a few headers, and the body when asked."""
 
-    __slots__ = ("receive", "authorization", "content_type", "origin", "declared", "body_read", "gateway")
+    __slots__ = ("receive", "authorization", "content_type", "origin", "declared", "length_known", "body_read",
+                 "gateway")
 
     def __init__(self, receive: Callable, gateway: Gateway) -> None:
         self.receive = receive
@@ -95,6 +97,7 @@ class _Request:
         self.content_type = ""
         self.origin: Optional[str] = None
         self.declared = 0
+        self.length_known = False   # a Content-Length header came (an ASGI test client may send none)
         self.body_read = False
 
     def read_headers(self, headers: list[tuple[bytes, bytes]], max_body_bytes: int) -> bool:
@@ -111,6 +114,7 @@ class _Request:
                 if not value.isdigit() or self.declared:
                     return False
                 self.declared = int(value)
+                self.length_known = True
                 if self.declared > max_body_bytes:
                     return False
             elif name == b"origin":
@@ -128,7 +132,16 @@ class _Request:
         return self.gateway.parse_body(await self._read(), self.content_type, optional=optional)
 
     async def _read(self) -> bytes:
+        """The body. With a ``Content-Length``, read until that many bytes arrived: the server's
+        closing empty message is not waited for (h11 holds a body to its declared length, so
+        nothing can follow), and a body declared empty is not waited for at all. Each
+        ``receive`` is a scheduling round of the whole event loop, which under load is most of
+        a request's latency (see docs/decisions.md, issue 14's tail). Without one (an ASGI
+        client that does not send it), until the server's last message."""
         self.body_read = True
+        declared = self.declared if self.length_known else -1
+        if not declared:
+            return b""
         limit = self.gateway.settings.max_body_bytes
         chunks = []
         size = 0
@@ -142,7 +155,7 @@ class _Request:
                 if size > limit:
                     raise RequestEntityTooLarge()
                 chunks.append(chunk)
-                if not message.get("more_body", False):
+                if size >= declared >= 0 or not message.get("more_body", False):
                     break
         if waited.cancelled_caught:
             raise RequestTimeout()
@@ -185,6 +198,8 @@ class FastRoutes:
     async def _serve(self, scope: dict, send: Callable, route: _Route, argument: str, request: _Request) -> None:
         gateway = self.gateway
         started = time.perf_counter()
+        profile = stage_profile.ACTIVE   # None unless profiling (EXNESS_STAGE_PROFILE)
+        stamps = profile.request(route.rule) if profile is not None else None
         method = scope["method"]
         account: Any = "-"
         extra: Optional[dict] = None
@@ -198,12 +213,18 @@ class FastRoutes:
             claims = gateway.verify_bearer(request.authorization)
             account = claims.account_id
             gateway.limit_account(claims)
-            data, status = await route.answer(gateway, claims.account_id, argument, request.json_body)
+            if stamps is not None:
+                stamps.authenticated = time.time_ns()
+            answering = gateway if stamps is None else stage_profile.Stamped(gateway, stamps)
+            data, status = await route.answer(answering, claims.account_id, argument, request.json_body)
         except _Disconnected:
             return
         except Exception as error:
             context = ErrorContext(method, scope["path"], gateway.settings, gateway.count_internal_error)
             status, data, extra = error_answer(error, context)
+        if stamps is not None:
+            stamps.answered = time.time_ns()
+            stamps.status = status
         body = dumps(data).encode()
         headers = [_JSON, (_CONTENT_LENGTH, b"%d" % len(body))]
         if extra:   # first, as in Quart's response
@@ -218,11 +239,15 @@ class FastRoutes:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("event=http_request method=%s route=%s status=%d ms=%.2f account=%s ip=%s",
                       method, route.rule, status, elapsed * 1000, account, _remote_addr(scope))
+        if stamps is not None:
+            stamps.rendered = time.time_ns()
         if request.declared and not request.body_read:
             await _answer_draining(send, status, headers, body, request)
-            return
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        else:
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        if stamps is not None:
+            stamps.sent = time.time_ns()
 
 
 async def _answer_draining(send: Callable, status: int, headers: list, body: bytes, request: _Request) -> None:

@@ -14,7 +14,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from quart_trio import QuartTrio
 
 from actors.auth_tokens import TokenIssuer
-from actors.gateway import _early_errors
+from actors.gateway import _early_errors, _h11_sends
 from actors.gateway._app import create_app
 from actors.gateway._settings import GatewaySettings
 
@@ -114,7 +114,7 @@ def _declared_length(scope: dict) -> int:
 class _Exchange:
     """One request and its response passing through :class:`ConnectionGuard`."""
 
-    __slots__ = ("_receive", "_send", "_max_bytes", "_declared", "_draining", "complete", "_arrived")
+    __slots__ = ("_receive", "_send", "_max_bytes", "_declared", "_draining", "complete", "_arrived", "_received")
 
     def __init__(self, receive: Callable, send: Callable, max_bytes: int, declared: int,
                  draining: trio.Event) -> None:
@@ -125,10 +125,14 @@ class _Exchange:
         self._draining = draining
         self.complete = declared == 0   # no body: h11 has its end before the app starts
         self._arrived: Optional[trio.Event] = None
+        self._received = 0
 
     async def receive(self) -> dict:
         message = await self._receive()
-        if not message.get("more_body", False):   # the body's end, or http.disconnect
+        self._received += len(message.get("body", b""))
+        # the body's end, http.disconnect, or every declared byte (h11 holds a body to its
+        # Content-Length, so the lean path need not wait for the server's closing empty message)
+        if not message.get("more_body", False) or 0 < self._declared <= self._received:
             self.complete = True
             if self._arrived is not None:
                 self._arrived.set()
@@ -205,6 +209,7 @@ async def run(*, handle: Any, store: Any, candles: Any, cfg: Any, tokens: TokenI
         return
     config = hypercorn_config(settings)
     _early_errors.install()
+    _h11_sends.install()
     info: Optional[GatewayInfo] = None
     guard = ConnectionGuard(app, settings.max_body_bytes, stop)
     try:
