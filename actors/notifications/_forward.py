@@ -52,8 +52,8 @@ _packb = msgpack.Packer(use_bin_type=True).pack
 class Forwarder:
     """The frames forwarded to the child and not yet derived by it (see the module docstring)."""
 
-    def __init__(self, *, last_seq: int, limit: int = FORWARD_BUFFER_INPUTS) -> None:
-        self.limit = limit
+    def __init__(self, *, last_seq: int, limit: Optional[int] = None) -> None:
+        self.limit = limit if limit is not None else FORWARD_BUFFER_INPUTS
         #: ``(last_seq, items, encoded frame)`` in seq order, until the child derived past them
         self.frames: deque[tuple[int, list, bytes]] = deque()
         #: inputs in :attr:`frames`
