@@ -90,6 +90,18 @@ def test_only_inputs_that_can_notify_are_forwarded():
     assert derive([(1, TS, [quote(), quote()])], INSTRUMENTS) == []
 
 
+def test_a_forwarded_frame_derives_what_the_full_events_derive():
+    """The frame keeps only the events that can notify (None elsewhere): same notifications, same ids."""
+    from actors.notifications._forward import decode_frame, encode_frame
+    items = [(7, TS, [quote(), opened(), quote()]),
+             (8, TS, [quote(), StopOut(account_id=1, equity=0, used_margin=10_000, ts=TS), closed("stop_out", 11)]),
+             (9, TS, [OrderCancelled(order_id=9, account_id=1, reason="expired", ts=TS)])]
+    batch = decode_frame(encode_frame(items, 12))
+    assert batch.last_seq == 12 and batch.items[0][2][0] is None and batch.items[0][2][1] == opened()
+    assert derive(batch.items, INSTRUMENTS) == derive(items, INSTRUMENTS)
+    assert [n.id for n in derive(batch.items, INSTRUMENTS)] == ["0-7-1", "0-8-1", "0-9-0"]
+
+
 def test_a_stop_out_carries_the_positions_its_input_closed():
     events = [StopOut(account_id=1, equity=0, used_margin=10_000, ts=TS), closed("stop_out", 11),
               closed("stop_out", 12), closed("stop_out", 13, account_id=2)]

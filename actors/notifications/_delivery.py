@@ -55,7 +55,8 @@ import msgpack
 import trio
 
 from actors.notifications._dispatch import Dispatcher, EmailDispatcher, Settler, WebhookDispatcher
-from actors.notifications._forward import Forwarder, WsForward, notification_from_wire, notification_wire
+from actors.notifications._forward import (
+    Forwarder, WsForward, decode_frame, notification_from_wire, notification_wire)
 from actors.settings import NotificationSettings
 from actors.store.notifications import Notification
 from exness_actors.instruments import Instrument
@@ -161,6 +162,8 @@ class DeliveryProcess:
         self.on_ws = on_ws
         self._notifications_before = 0
         self._notifications_now = 0
+        self._record_errors_before = 0
+        self._record_errors_now = 0
         self._child_ready = trio.Event()
         channels = ("email", "webhook") if settings.email_available else ("webhook",)
         self.dispatchers = {channel: RemoteDispatcher(channel, self) for channel in channels}
@@ -184,6 +187,11 @@ class DeliveryProcess:
     def notifications(self) -> int:
         """Notifications the children recorded (process mode)."""
         return self._notifications_before + self._notifications_now
+
+    @property
+    def record_errors(self) -> int:
+        """Failed writes of derived notifications in the children (each retried; process mode)."""
+        return self._record_errors_before + self._record_errors_now
 
     @property
     def settle_errors(self) -> int:
@@ -248,6 +256,8 @@ class DeliveryProcess:
                 self._settle_errors_now = 0
                 self._notifications_before += self._notifications_now
                 self._notifications_now = 0
+                self._record_errors_before += self._record_errors_now
+                self._record_errors_now = 0
                 for dispatcher in self.dispatchers.values():
                     dispatcher.child_exited()
         return process.returncode
@@ -286,6 +296,7 @@ class DeliveryProcess:
                 continue
             if "derived" in report:           # process mode: the child derived (and recorded) up to here
                 self._notifications_now = report.get("notifications", 0)
+                self._record_errors_now = report.get("store_errors", 0)
                 if report.get("ws") and self.on_ws is not None:
                     self.on_ws([notification_from_wire(wire) for wire in report["ws"]])
                 if forwarder is not None:
@@ -381,18 +392,17 @@ async def _objects(stream: trio.abc.ReceiveStream) -> Any:
 async def _derive_forever(worker: Any, batches: trio.MemoryReceiveChannel, ws: WsForward, out: _Out) -> None:
     """Process mode: derive and record what the worker forwarded, report how far (and the ``ws``
     notifications) after each group."""
-    from actors.bus.streams import decode_event_batch
     max_batches = worker.settings.max_batches
     async for raw in batches:
-        group = [decode_event_batch(raw)]
+        group = [decode_frame(raw)]
         while len(group) < max_batches:
             try:
-                group.append(decode_event_batch(batches.receive_nowait()))
+                group.append(decode_frame(batches.receive_nowait()))
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
         await worker.derive_batches(group)
         await out.send({"derived": worker.last_seq, "recorded": worker.recorded_seq,
-                        "notifications": worker.notifications, "ws": [notification_wire(n) for n in ws.take()]})
+                        "notifications": worker.notifications, "store_errors": worker.record_errors, "ws": [notification_wire(n) for n in ws.take()]})
 
 
 async def _until_stopped(cancel_scope: trio.CancelScope) -> None:

@@ -6,10 +6,11 @@ In process mode (``[notifications] delivery = "process"``, or ``auto`` in embedd
 child process (:mod:`actors.notifications._delivery`) derives, records *and* delivers. The
 worker only forwards: it takes the lossless event batches as before, keeps the inputs whose events
 can make a notification (:func:`~actors.notifications.kinds.can_notify`, next to ``derive``: one
-table decides both), encodes them as the split mode's events stream does
-(:func:`~actors.bus.streams.encode_event_batch`, msgpack of the core codec) and queues them for
-the child's stdin with the group's last seq — so the child's watermark advances over inputs that
-make nothing (quotes) without them being sent.
+table decides both), encodes them — msgpack of the core codec's wire tuples, in one call per
+frame, with ``None`` in place of each event that cannot make a notification (``derive`` skips it;
+the positions, and so the ids, are kept) — and queues them for the child's stdin with the group's
+last seq, so the child's watermark advances over inputs that make nothing (quotes) without them
+being sent.
 
 **Nothing is lost.** A forwarded frame stays in :attr:`Forwarder.frames` until the child reports
 that it derived past it (``derived``: everything up to that seq is recorded, or made no
@@ -34,11 +35,12 @@ import msgpack
 import trio
 
 from actors.engine.messages import EventBatch
-from actors.notifications.kinds import can_notify
+from actors.notifications.kinds import NOTIFYING_EVENTS, can_notify
 from actors.store.notifications import Notification
+from exness_actors import codec
 
 __all__ = ["Forwarder", "WsForward", "FORWARD_BUFFER_INPUTS", "EMPTY_EVERY_S", "notification_wire",
-           "notification_from_wire"]
+           "notification_from_wire", "encode_frame", "decode_frame"]
 
 #: the most inputs forwarded and not yet derived by the child (then the forwarder waits)
 FORWARD_BUFFER_INPUTS = 8192
@@ -47,6 +49,20 @@ FORWARD_BUFFER_INPUTS = 8192
 EMPTY_EVERY_S = 0.1
 
 _packb = msgpack.Packer(use_bin_type=True).pack
+
+
+def encode_frame(items: Sequence[tuple[int, int, list]], last_seq: int) -> bytes:
+    """``[last_seq, [[seq, ts, [wire tuple or None, …]], …]]`` (see the module docstring)."""
+    wire, notifying = codec.WIRE_TUPLE, NOTIFYING_EVENTS
+    return codec.pack_fast([last_seq, [[seq, ts, [wire[type(event)](event) if type(event) in notifying else None
+                                                   for event in events]] for seq, ts, events in items]])
+
+
+def decode_frame(raw: bytes) -> EventBatch:
+    last_seq, items = codec.unpack(raw)
+    from_wire = codec.from_wire
+    return EventBatch([(seq, ts, [None if event is None else from_wire(event) for event in events])
+                       for seq, ts, events in items], last_seq)
 
 
 class Forwarder:
@@ -79,7 +95,6 @@ class Forwarder:
 
     async def forward(self, batches: Sequence[EventBatch]) -> None:
         """Queue the inputs of ``batches`` that can make a notification; wait while the frames are full."""
-        from actors.bus.streams import encode_event_batch
         known = self.forwarded_seq
         items = [item for batch in batches if batch.last_seq > known
                  for item in batch.items if item[0] > known and can_notify(item[2])]
@@ -92,7 +107,7 @@ class Forwarder:
                 self.waits += 1
                 self._room = trio.Event()
                 await self._room.wait()
-            self.frames.append((last_seq, items, _packb(encode_event_batch(EventBatch(items, last_seq)))))
+            self.frames.append((last_seq, items, _packb(encode_frame(items, last_seq))))
             self.buffered += len(items)
             self.forwarded_inputs += len(items)
             self.forwarded_seq = last_seq
@@ -120,7 +135,6 @@ class Forwarder:
 
     async def write_forever(self, stdin: trio.abc.SendStream) -> None:
         """Write the frames (and the seq of empty stretches) to one child's stdin, in seq order."""
-        from actors.bus.streams import encode_event_batch
         while True:
             with trio.move_on_after(EMPTY_EVERY_S):
                 await self._wake.wait()
@@ -128,7 +142,7 @@ class Forwarder:
             out = [frame for seq, _, frame in self.frames if seq > self.sent_seq]
             top = self.frames[-1][0] if out else self.sent_seq
             if self.forwarded_seq > max(top, self.sent_seq):
-                out.append(_packb(encode_event_batch(EventBatch([], self.forwarded_seq))))
+                out.append(_packb(encode_frame([], self.forwarded_seq)))
                 top = self.forwarded_seq
             if out:
                 await stdin.send_all(b"".join(out))

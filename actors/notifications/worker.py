@@ -148,6 +148,11 @@ class NotificationWorker:
         """Notifications recorded since the start (by the child too, in process mode)."""
         return self._notifications + (self.delivery.notifications if self.delivery is not None else 0)
 
+    @property
+    def record_errors(self) -> int:
+        """Failed writes of derived notifications (by the child too, in process mode)."""
+        return self._errors + (self.delivery.record_errors if self.delivery is not None else 0)
+
     def statistics(self) -> WorkerStatistics:
         gaps = self.gap_detector
         last_seq, recorded_seq, received_seq = self.last_seq, self.recorded_seq, self._received_seq
@@ -160,7 +165,7 @@ class NotificationWorker:
             last_seq=last_seq, recorded_seq=recorded_seq, received_seq=received_seq,
             lag=max(0, received_seq - last_seq), notifications=self.notifications,
             batches=self._batches, inbox_depth=self._inbox.statistics().current_buffer_used if self._inbox else 0,
-            store_errors=self._errors,
+            store_errors=self.record_errors,
             settled=self.settler.settled + (self.delivery.settled if self.delivery is not None else 0),
             channels={name: dispatcher.statistics() for name, dispatcher in self.dispatchers.items()},
             gaps=gaps.gaps if gaps else 0, gap_inputs=gaps.gap_inputs if gaps else 0,
