@@ -13,15 +13,20 @@ dispatcher stay in the worker (the ``ws`` channel feeds the WebSocket server of 
 actors.notifications._delivery_child`` with :func:`trio.run_process` and talks to it over its standard
 streams:
 
-* **stdin**, parent → child: one JSON line first (the data dir, the ``[notifications]`` settings,
-  the shard — on a pipe, so the SMTP password is never on a command line), then one ``p`` per
-  *poke* (the deriver recorded deliveries: look at the outbox now). **End of file stops the
+* **stdin**, parent → child, msgpack objects: the config map first (the data dir, the
+  ``[notifications]`` settings, the shard, whether it derives, the instruments — on a pipe, so the
+  SMTP password is never on a command line), then, in process mode, the forwarder's frames (bin:
+  :mod:`actors.notifications._forward`) that the child derives and records itself, or, for a
+  delivery-only child, one ``"p"`` per *poke* (look at the outbox now). **End of file stops the
   child**: when the worker is cancelled the pipe is closed (and the child killed if it is not gone
   within :data:`STOP_GRACE_S`); when the whole process dies, even by SIGKILL, the kernel closes
   the pipe — the child is never orphaned. It ignores SIGINT (a Ctrl-C in a terminal reaches the
   whole process group; the parent decides when it ends) and stops on SIGTERM.
-* **stdout**, child → parent: JSON lines — ``{"ready": pid}`` once its dispatchers run, then its
-  dispatchers' statistics at most every :data:`REPORT_EVERY_S` when they changed. The worker's
+* **stdout**, child → parent: JSON lines — ``{"ready": pid}`` once its dispatchers run (with
+  ``derived``/``recorded``: its store's watermark, in process mode), then its dispatchers'
+  statistics at most every :data:`REPORT_EVERY_S` when they changed, and in process mode one line
+  per derived group: how far it derived (the forwarder releases those frames), what it recorded,
+  and the notifications with a ``ws`` delivery (the worker publishes them). The worker's
   ``dispatchers["email"|"webhook"]`` are :class:`RemoteDispatcher` views of the last report.
 
 A child that exits (it crashed, it was killed) is started again after a backoff
@@ -402,7 +407,8 @@ async def _derive_forever(worker: Any, batches: trio.MemoryReceiveChannel, ws: W
                 break
         await worker.derive_batches(group)
         await out.send({"derived": worker.last_seq, "recorded": worker.recorded_seq,
-                        "notifications": worker.notifications, "store_errors": worker.record_errors, "ws": [notification_wire(n) for n in ws.take()]})
+                        "notifications": worker.notifications, "store_errors": worker.record_errors,
+                        "ws": [notification_wire(n) for n in ws.take()]})
 
 
 async def _until_stopped(cancel_scope: trio.CancelScope) -> None:

@@ -47,6 +47,8 @@ FORWARD_BUFFER_INPUTS = 8192
 #: the longest the child's watermark trails a stretch without forwarded inputs (plus its own
 #: :data:`~actors.notifications.worker.WATERMARK_EVERY_S` before it writes it)
 EMPTY_EVERY_S = 0.1
+#: frames gather this long into one write to the child (fewer wake-ups and system calls here)
+WRITE_EVERY_S = 0.01
 
 _packb = msgpack.Packer(use_bin_type=True).pack
 
@@ -138,6 +140,7 @@ class Forwarder:
         while True:
             with trio.move_on_after(EMPTY_EVERY_S):
                 await self._wake.wait()
+            await trio.sleep(WRITE_EVERY_S)      # let frames gather into one write
             self._wake = trio.Event()
             out = [frame for seq, _, frame in self.frames if seq > self.sent_seq]
             top = self.frames[-1][0] if out else self.sent_seq

@@ -23,6 +23,10 @@ Two halves joined only by the store, so the engine never waits for a mail server
    starts, restarts and stops (:mod:`actors.notifications._delivery`): their CPU is not the
    engine's. The ``ws`` dispatcher always runs here (it feeds this process's WebSocket server).
 
+In that process mode the child derives and records as well: the worker keeps only a forwarder
+(:mod:`actors.notifications._forward`) that sends it the inputs that can make a notification and
+holds them until the child reports them derived; the child reports the ``ws`` notifications back.
+
 Nothing is lost in a crash: at start the worker reads its watermark; the journal's events after
 it come back as ``backlog`` (embedded: the supervisor's recovery replays them, as for the
 persister; split mode: the events stream is read from its beginning and what is at or below the
