@@ -516,6 +516,7 @@ async def test_the_forwarder_waits_when_its_frames_are_full_and_drops_nothing():
         nursery.start_soon(third)
         await trio.testing.wait_all_tasks_blocked()
         assert done == [] and forwarder.waits == 1         # full: it waits (the inbox back-pressures)
+        assert [item[0] for item in forwarder.unrecorded] == [1, 3, 4]    # a worker restart derives them
         forwarder.derived(1)
         await trio.testing.wait_all_tasks_blocked()
         assert done == [4]

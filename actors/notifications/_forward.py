@@ -87,13 +87,15 @@ class Forwarder:
         self.forwarded_inputs = 0
         #: times :meth:`forward` waited for room (the back-pressure)
         self.waits = 0
+        #: the inputs of a call of :meth:`forward` waiting for room (taken from the inbox, not in a frame)
+        self._waiting: list[tuple[int, int, list]] = []
         self._wake = trio.Event()
         self._room = trio.Event()
 
     @property
     def unrecorded(self) -> list[tuple[int, int, list]]:
         """The inputs forwarded and not derived yet (a restarted worker derives them again)."""
-        return [item for _, items, _ in self.frames for item in items if item[0] > self.derived_seq]
+        return [item for _, items, _ in self.frames for item in items if item[0] > self.derived_seq] + self._waiting
 
     async def forward(self, batches: Sequence[EventBatch]) -> None:
         """Queue the inputs of ``batches`` that can make a notification; wait while the frames are full."""
@@ -105,10 +107,12 @@ class Forwarder:
         if last_seq <= known:
             return
         if items:
+            self._waiting = items
             while self.buffered and self.buffered + len(items) > self.limit:
                 self.waits += 1
                 self._room = trio.Event()
                 await self._room.wait()
+            self._waiting = []
             self.frames.append((last_seq, items, _packb(encode_frame(items, last_seq))))
             self.buffered += len(items)
             self.forwarded_inputs += len(items)
