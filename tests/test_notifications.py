@@ -669,3 +669,21 @@ async def test_process_mode_back_pressures_the_inbox_when_the_child_falls_behind
     page, _ = await store.notifications(1, limit=50)
     assert sorted(n.seq for n in page.items) == list(range(1, 21))
     await store.close()
+
+
+@pytest.mark.parametrize("delivery", ["inline", "process"])
+async def test_a_closed_inbox_ends_the_worker_with_everything_recorded(tmp_path, delivery):
+    """The inbox closes (a stop): the worker returns once what it took is recorded, and the
+    store's watermark covers the last input, quotes included (process mode: the child's)."""
+    store = await SqliteStore.open(tmp_path)
+    async with trio.open_nursery() as nursery:
+        worker, send = await start_worker(nursery, store, settings_for(), delivery=delivery)
+        for seq in range(1, 6):
+            await send.send(make_fill(seq))
+        await send.send(EventBatch([(7, TS, [quote()])], 9))
+        await send.aclose()
+    assert worker.statistics().last_seq == 9 and worker.statistics().notifications == 5
+    assert await store.notifier_seq(0) == 9
+    page, _ = await store.notifications(1, limit=50)
+    assert sorted(n.seq for n in page.items) == [1, 2, 3, 4, 5]
+    await store.close()
