@@ -9,8 +9,9 @@
 * ``engine_ratio`` — the engine actor's inputs per second (journal on, fsync ``off`` so the
   worker's cost is not hidden behind fsyncs; one producer with back-pressure, as
   ``bench/journal.py``) with the worker subscribed (lossless, every account with ws + webhook;
-  wired as the platform wires it: e-mail and webhooks in the delivery child process — or, with
-  ``--delivery inline``, in the worker's tasks, yielding while the engine has inputs queued) over
+  wired as the platform wires it: in process mode the worker only forwards the inputs that can
+  notify, and the child process derives, records and delivers e-mail and webhooks — or, with
+  ``--delivery inline``, all of it in the worker's tasks, yielding while the engine has inputs queued) over
   the same run without it (``webhooks_delivered``: how many of the run's webhooks went out while
   it ran; ``notifications``: how many the worker had recorded). The input mix: quotes with a
   market order every ``--orders-every`` inputs (each order is a fill, so a notification and two
@@ -21,7 +22,8 @@
   the worker over with it (``time.process_time``: the engine's thread, the worker's tasks in it and
   the store's threads; the delivery child and the receiver are other processes). Less noisy than
   wall time on a shared machine: it says what the worker costs the engine's interpreter, not
-  whether a core was free. ``child_cpu_s`` is the delivery child's CPU over the same run.
+  whether a core was free. ``child_cpu_s`` is the child's CPU over the same run (deriving,
+  recording and delivering, in process mode).
   ``engine_thread_cpu_ratio`` is the same with the CPU of the engine's thread only
   (``time.thread_time``: the engine and the worker's trio tasks, not the store's threads).
 
@@ -257,6 +259,7 @@ async def engine_rate(directory: Path, seconds: float, orders_every: int, receiv
             result.update(notifications=stats.notifications, worker_lag=stats.lag,
                           webhooks_delivered=worker.dispatchers["webhook"].delivered,
                           delivery="process" if worker.delivery is not None else "inline",
+                          forwarder=stats.forwarder,
                           child_cpu_s=None if child_before is None or child_after is None
                           else round(child_after - child_before, 3))
         await handle.stop()

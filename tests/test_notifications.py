@@ -11,6 +11,7 @@ import json
 
 import pytest
 import trio
+import trio.testing
 
 from actors.engine.messages import EventBatch
 from actors.notifications import KINDS, derive, notification_json
@@ -74,6 +75,31 @@ def test_each_event_makes_its_kind(event, kind, fields):
 ])
 def test_other_events_make_none(event):
     assert derive([(1, TS, [event])], INSTRUMENTS) == []
+
+
+def test_only_inputs_that_can_notify_are_forwarded():
+    """The forwarder's predicate and derive share one table: every kind's event class can notify,
+    an input without one of them makes nothing (the forwarder drops it)."""
+    from actors.notifications.kinds import NOTIFYING_EVENTS, can_notify
+    notifying = [opened(), closed("take_profit"), MarginCall(account_id=1, equity=1, used_margin=2, ts=TS),
+                 StopOut(account_id=1, equity=0, used_margin=1, ts=TS),
+                 OrderCancelled(order_id=9, account_id=1, reason="expired", ts=TS)]
+    for event in notifying:
+        assert can_notify([quote(), event]) and type(event) in NOTIFYING_EVENTS
+    assert not can_notify([quote()]) and not can_notify([])
+    assert derive([(1, TS, [quote(), quote()])], INSTRUMENTS) == []
+
+
+def test_a_forwarded_frame_derives_what_the_full_events_derive():
+    """The frame keeps only the events that can notify (None elsewhere): same notifications, same ids."""
+    from actors.notifications._forward import decode_frame, encode_frame
+    items = [(7, TS, [quote(), opened(), quote()]),
+             (8, TS, [quote(), StopOut(account_id=1, equity=0, used_margin=10_000, ts=TS), closed("stop_out", 11)]),
+             (9, TS, [OrderCancelled(order_id=9, account_id=1, reason="expired", ts=TS)])]
+    batch = decode_frame(encode_frame(items, 12))
+    assert batch.last_seq == 12 and batch.items[0][2][0] is None and batch.items[0][2][1] == opened()
+    assert derive(batch.items, INSTRUMENTS) == derive(items, INSTRUMENTS)
+    assert [n.id for n in derive(batch.items, INSTRUMENTS)] == ["0-7-1", "0-8-1", "0-9-0"]
 
 
 def test_a_stop_out_carries_the_positions_its_input_closed():
@@ -466,4 +492,198 @@ async def test_ws_deliveries_a_stopped_worker_left_are_published_by_the_next(tmp
         nursery.cancel_scope.cancel()
     assert sorted(body["id"] for _, body in published) == ["0-1-0", "0-2-0"]
     assert await store.due_deliveries("ws", 0, now=2**62, limit=10) == []
+    await store.close()
+
+
+# ------------------------------------------------------------------ process mode: deriving in the child
+
+def make_fill(seq: int, account_id: int = 1) -> EventBatch:
+    return EventBatch([(seq, TS, [quote(), opened(position_id=seq, order_id=seq, account_id=account_id)])], seq)
+
+
+async def test_the_forwarder_waits_when_its_frames_are_full_and_drops_nothing():
+    from actors.notifications._forward import Forwarder
+    forwarder = Forwarder(last_seq=0, limit=2)
+    await forwarder.forward([make_fill(1)])
+    await forwarder.forward([EventBatch([(2, TS, [quote()])], 2), make_fill(3)])   # the quote is not kept
+    assert forwarder.buffered == 2 and forwarder.forwarded_seq == 3
+    done = []
+
+    async def third():
+        await forwarder.forward([make_fill(4)])
+        done.append(4)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(third)
+        await trio.testing.wait_all_tasks_blocked()
+        assert done == [] and forwarder.waits == 1         # full: it waits (the inbox back-pressures)
+        assert [item[0] for item in forwarder.unrecorded] == [1, 3, 4]    # a worker restart derives them
+        forwarder.derived(1)
+        await trio.testing.wait_all_tasks_blocked()
+        assert done == [4]
+    assert [seq for seq, _, _ in forwarder.frames] == [3, 4]
+    assert [item[0] for item in forwarder.unrecorded] == [3, 4]
+    forwarder.child_ready(3, 3)                            # a new child recorded up to 3: 4 is resent
+    assert forwarder.sent_seq == 3 and [seq for seq, _, _ in forwarder.frames] == [4]
+
+
+async def test_process_mode_a_fill_reaches_ws_webhook_and_email_derived_in_the_child(tmp_path):
+    store = await SqliteStore.open(tmp_path)
+    user = await store.create_user("trader@example.com", "hash", created_at=1)
+    account = user.account_id
+    published = []
+
+    async def sink(batch):
+        published.extend(batch)
+
+    with WebhookReceiver() as receiver, SmtpReceiver() as smtp:
+        await webhook_account(store, account, receiver.url("/one"), channels=("ws", "webhook", "email"))
+        async with trio.open_nursery() as nursery:
+            worker, send = await start_worker(nursery, store, settings_for(smtp), sink=sink, delivery="process")
+            await send.send(EventBatch([(2, TS, [quote()])], 2))
+            await send.send(make_fill(3, account))
+            await wait_until(lambda: receiver.at("/one") and published and smtp.messages)
+            await wait_until(lambda: worker.statistics().settled == 3)
+            stats = worker.statistics()
+            assert stats.notifications == 1 and stats.last_seq == 3
+            assert stats.forwarder["forwarded_inputs"] == 1 and stats.forwarder["buffered_inputs"] == 0
+            assert worker._notifications == 0          # recorded by the child, not here
+            nursery.cancel_scope.cancel()
+    (hook,) = receiver.at("/one")
+    assert hook.headers["X-Exness-Notification-Id"] == "0-3-1"
+    assert published == [(account, json.loads(hook.body))]
+    assert smtp.messages[0]["X-Exness-Notification-Id"] == "0-3-1"
+    page, _ = await store.notifications(account)
+    assert [n.id for n in page.items] == ["0-3-1"]
+    assert await store.notifier_seq(0) == 3
+    await store.close()
+
+
+@pytest.mark.parametrize("delivery", ["inline", "process"])
+async def test_the_watermark_advances_over_quote_only_stretches(tmp_path, delivery):
+    store = await SqliteStore.open(tmp_path)
+    async with trio.open_nursery() as nursery:
+        worker, send = await start_worker(nursery, store, settings_for(), delivery=delivery)
+        for seq in range(1, 51):
+            await send.send(EventBatch([(seq, TS, [quote()])], seq))
+        await send.send(EventBatch([], 60))                  # a batch of inputs without events
+        with trio.fail_after(20):
+            while await store.notifier_seq(0) != 60:
+                await trio.sleep(0.05)
+        assert worker.statistics().last_seq == 60
+        if delivery == "process":
+            assert worker.forwarder.forwarded_inputs == 0     # nothing was worth forwarding
+        nursery.cancel_scope.cancel()
+    await store.close()
+
+
+class WriteLock:
+    """Holds the SQLite file's write lock from another connection: the child cannot record."""
+
+    def __init__(self, path) -> None:
+        import sqlite3
+        self.connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+    def __enter__(self) -> "WriteLock":
+        self.connection.execute("BEGIN IMMEDIATE")
+        return self
+
+    def release(self) -> None:
+        if self.connection.in_transaction:
+            self.connection.execute("ROLLBACK")
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+        self.connection.close()
+
+
+async def test_a_child_killed_between_forwarding_and_recording_loses_nothing(tmp_path):
+    """SIGKILL the child (by PID) while it cannot record what was forwarded: the worker keeps the
+    frames, the next child starts from the store's watermark, they are sent again, and every
+    notification is recorded exactly once (same ids) and delivered at least once."""
+    import os
+    import signal
+    store = await SqliteStore.open(tmp_path)
+    with WebhookReceiver() as receiver:
+        await webhook_account(store, 1, receiver.url("/hook"), channels=("webhook",))
+        async with trio.open_nursery() as nursery:
+            worker, send = await start_worker(nursery, store, settings_for(), delivery="process")
+            await send.send(make_fill(1))
+            await wait_until(lambda: receiver.at("/hook"))
+            first = worker.delivery.pid
+            with WriteLock(store.path) as lock:
+                for seq in (2, 3, 4):
+                    await send.send(make_fill(seq))
+                await send.send(EventBatch([(5, TS, [quote()])], 5))
+                await wait_until(lambda: worker.forwarder.sent_seq == 5)      # written to the child's stdin
+                await trio.sleep(0.2)
+                assert worker.forwarder.derived_seq == 1 and worker.forwarder.buffered == 3
+                os.kill(first, signal.SIGKILL)
+                await wait_until(lambda: process_gone(first))
+                lock.release()
+            await wait_until(lambda: worker.delivery.starts == 2 and worker.delivery.pid not in (None, first))
+            await wait_until(lambda: worker.forwarder.derived_seq == 5 and worker.forwarder.buffered == 0)
+            await send.send(make_fill(6))
+            expected = {f"0-{seq}-1" for seq in (1, 2, 3, 4, 6)}       # 5 was a quote
+            await wait_until(lambda: {hook.headers["X-Exness-Notification-Id"]
+                                      for hook in receiver.at("/hook")} == expected)
+            with trio.fail_after(20):           # every delivery settled
+                while await store.due_deliveries("webhook", 0, now=2**62, limit=10):
+                    await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+    ids = [hook.headers["X-Exness-Notification-Id"] for hook in receiver.at("/hook")]
+    assert set(ids) == expected                                      # each delivered at least once
+    page, _ = await store.notifications(1, limit=50)
+    assert sorted(n.id for n in page.items) == sorted(expected)      # each recorded exactly once
+    assert await store.due_deliveries("webhook", 0, now=2**62, limit=10) == []
+    assert await store.notifier_seq(0) >= 6
+    await store.close()
+
+
+async def test_process_mode_back_pressures_the_inbox_when_the_child_falls_behind(tmp_path, monkeypatch):
+    """The child cannot record (the file's write lock is held): the forwarder keeps at most its
+    bound, then stops reading the inbox (which fills: the engine would wait); nothing is dropped."""
+    from actors.notifications import _forward
+    monkeypatch.setattr(_forward, "FORWARD_BUFFER_INPUTS", 3)
+    store = await SqliteStore.open(tmp_path)
+    send, receive = trio.open_memory_channel(2)
+    async with trio.open_nursery() as nursery:
+        worker = await nursery.start(functools.partial(
+            notify_worker.run, inbox=receive, store=store, settings=settings_for(), instruments=INSTRUMENTS,
+            delivery="process"))
+        await worker.delivery.ready.wait()
+        with WriteLock(store.path) as lock:
+            sent = 0
+            with trio.move_on_after(3):
+                for seq in range(1, 21):
+                    await send.send(make_fill(seq))
+                    sent = seq
+            assert sent < 20                              # the inbox back-pressured the sender
+            forwarder = worker.forwarder
+            assert forwarder.buffered <= 3 and forwarder.waits >= 1
+            lock.release()
+            with trio.fail_after(30):
+                for seq in range(sent + 1, 21):
+                    await send.send(make_fill(seq))
+        await wait_until(lambda: worker.statistics().last_seq == 20, timeout=30)
+        nursery.cancel_scope.cancel()
+    page, _ = await store.notifications(1, limit=50)
+    assert sorted(n.seq for n in page.items) == list(range(1, 21))
+    await store.close()
+
+
+@pytest.mark.parametrize("delivery", ["inline", "process"])
+async def test_a_closed_inbox_ends_the_worker_with_everything_recorded(tmp_path, delivery):
+    """The inbox closes (a stop): the worker returns once what it took is recorded, and the
+    store's watermark covers the last input, quotes included (process mode: the child's)."""
+    store = await SqliteStore.open(tmp_path)
+    async with trio.open_nursery() as nursery:
+        worker, send = await start_worker(nursery, store, settings_for(), delivery=delivery)
+        for seq in range(1, 6):
+            await send.send(make_fill(seq))
+        await send.send(EventBatch([(7, TS, [quote()])], 9))
+        await send.aclose()
+    assert worker.statistics().last_seq == 9 and worker.statistics().notifications == 5
+    assert await store.notifier_seq(0) == 9
+    page, _ = await store.notifications(1, limit=50)
+    assert sorted(n.seq for n in page.items) == [1, 2, 3, 4, 5]
     await store.close()

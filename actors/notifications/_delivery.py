@@ -13,15 +13,20 @@ dispatcher stay in the worker (the ``ws`` channel feeds the WebSocket server of 
 actors.notifications._delivery_child`` with :func:`trio.run_process` and talks to it over its standard
 streams:
 
-* **stdin**, parent → child: one JSON line first (the data dir, the ``[notifications]`` settings,
-  the shard — on a pipe, so the SMTP password is never on a command line), then one ``p`` per
-  *poke* (the deriver recorded deliveries: look at the outbox now). **End of file stops the
+* **stdin**, parent → child, msgpack objects: the config map first (the data dir, the
+  ``[notifications]`` settings, the shard, whether it derives, the instruments — on a pipe, so the
+  SMTP password is never on a command line), then, in process mode, the forwarder's frames (bin:
+  :mod:`actors.notifications._forward`) that the child derives and records itself, or, for a
+  delivery-only child, one ``"p"`` per *poke* (look at the outbox now). **End of file stops the
   child**: when the worker is cancelled the pipe is closed (and the child killed if it is not gone
   within :data:`STOP_GRACE_S`); when the whole process dies, even by SIGKILL, the kernel closes
   the pipe — the child is never orphaned. It ignores SIGINT (a Ctrl-C in a terminal reaches the
   whole process group; the parent decides when it ends) and stops on SIGTERM.
-* **stdout**, child → parent: JSON lines — ``{"ready": pid}`` once its dispatchers run, then its
-  dispatchers' statistics at most every :data:`REPORT_EVERY_S` when they changed. The worker's
+* **stdout**, child → parent: JSON lines — ``{"ready": pid}`` once its dispatchers run (with
+  ``derived``/``recorded``: its store's watermark, in process mode), then its dispatchers'
+  statistics at most every :data:`REPORT_EVERY_S` when they changed, and in process mode one line
+  per derived group: how far it derived (the forwarder releases those frames), what it recorded,
+  and the notifications with a ``ws`` delivery (the worker publishes them). The worker's
   ``dispatchers["email"|"webhook"]`` are :class:`RemoteDispatcher` views of the last report.
 
 A child that exits (it crashed, it was killed) is started again after a backoff
@@ -48,13 +53,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import attrs
+import msgpack
 import trio
 
 from actors.notifications._dispatch import Dispatcher, EmailDispatcher, Settler, WebhookDispatcher
+from actors.notifications._forward import (
+    Forwarder, WsForward, decode_frame, notification_from_wire, notification_wire)
 from actors.settings import NotificationSettings
+from actors.store.notifications import Notification
+from exness_actors.instruments import Instrument
 
 __all__ = ["DeliveryProcess", "RemoteDispatcher", "delivery_mode", "store_data_dir", "REPORT_EVERY_S"]
 
@@ -73,7 +83,8 @@ STOP_GRACE_S = 3.0
 SETTLE_EVERY_S = 0.1
 #: what the child writes its outcomes within when it is asked to stop
 _FLUSH_S = 2.0
-_POKE = b"p\n"
+_packb = msgpack.Packer(use_bin_type=True).pack
+_POKE = _packb("p")
 
 
 def delivery_mode(wanted: str, store: Any, *, engine_in_process: bool) -> str:
@@ -142,10 +153,23 @@ class DeliveryProcess:
     """Runs the e-mail and webhook dispatchers of one shard in a child process, restarting it when
     it exits (see the module docstring). ``run`` is its task; cancelling it ends the child."""
 
-    def __init__(self, *, data_dir: Path, settings: NotificationSettings, shard: int) -> None:
+    def __init__(self, *, data_dir: Path, settings: NotificationSettings, shard: int,
+                 forwarder: Optional[Forwarder] = None, instruments: Mapping[str, Instrument] = {},
+                 ws: bool = False, on_ws: Optional[Callable[[list[Notification]], None]] = None) -> None:
         self.data_dir = data_dir
         self.settings = settings
         self.shard = shard
+        #: process mode: the child derives and records too, from what this forwards
+        self.forwarder = forwarder
+        self.instruments = instruments
+        #: the child records ``ws`` deliveries and reports them to ``on_ws``
+        self.ws = ws
+        self.on_ws = on_ws
+        self._notifications_before = 0
+        self._notifications_now = 0
+        self._record_errors_before = 0
+        self._record_errors_now = 0
+        self._child_ready = trio.Event()
         channels = ("email", "webhook") if settings.email_available else ("webhook",)
         self.dispatchers = {channel: RemoteDispatcher(channel, self) for channel in channels}
         #: the child's pid while one runs
@@ -163,6 +187,16 @@ class DeliveryProcess:
     @property
     def settled(self) -> int:
         return self._settled_before + self._settled_now
+
+    @property
+    def notifications(self) -> int:
+        """Notifications the children recorded (process mode)."""
+        return self._notifications_before + self._notifications_now
+
+    @property
+    def record_errors(self) -> int:
+        """Failed writes of derived notifications in the children (each retried; process mode)."""
+        return self._record_errors_before + self._record_errors_now
 
     @property
     def settle_errors(self) -> int:
@@ -195,7 +229,9 @@ class DeliveryProcess:
     async def _run_child(self) -> Optional[int]:
         command = [sys.executable, "-m", "actors.notifications._delivery_child"]
         config = {"data_dir": str(self.data_dir), "shard": self.shard, "settings": attrs.asdict(self.settings),
-                  "log_level": logging.getLogger("exness").getEffectiveLevel()}
+                  "log_level": logging.getLogger("exness").getEffectiveLevel(),
+                  "derive": self.forwarder is not None, "ws": self.ws,
+                  "instruments": [attrs.asdict(instrument) for instrument in self.instruments.values()]}
         async with trio.open_nursery() as nursery:
             process = await nursery.start(functools.partial(
                 trio.run_process, command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, check=False,
@@ -204,9 +240,13 @@ class DeliveryProcess:
             self.pid = process.pid
             log.info("event=delivery_process_started pid=%d shard=%d start=%d data_dir=%s", process.pid,
                      self.shard, self.starts, self.data_dir)
+            self._child_ready = trio.Event()
             try:
-                await process.stdin.send_all(json.dumps(config).encode() + b"\n")
-                nursery.start_soon(self._send_pokes, process.stdin)
+                await process.stdin.send_all(_packb(config))
+                if self.forwarder is not None:
+                    nursery.start_soon(self._forward, process.stdin)
+                else:
+                    nursery.start_soon(self._send_pokes, process.stdin)
                 await self._read_reports(process.stdout)     # until the child's stdout closes
                 await process.wait()
                 nursery.cancel_scope.cancel()
@@ -219,9 +259,21 @@ class DeliveryProcess:
                 self._settled_now = 0
                 self._settle_errors_before += self._settle_errors_now
                 self._settle_errors_now = 0
+                self._notifications_before += self._notifications_now
+                self._notifications_now = 0
+                self._record_errors_before += self._record_errors_now
+                self._record_errors_now = 0
                 for dispatcher in self.dispatchers.values():
                     dispatcher.child_exited()
         return process.returncode
+
+    async def _forward(self, stdin: trio.abc.SendStream) -> None:
+        assert self.forwarder is not None
+        await self._child_ready.wait()       # the child said where its watermark is
+        try:
+            await self.forwarder.write_forever(stdin)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return                      # the child is gone: _run_child sees its exit
 
     async def _send_pokes(self, stdin: trio.abc.SendStream) -> None:
         self._poked.set()          # a new child looks at the outbox at once anyway; this is cheap
@@ -240,9 +292,23 @@ class DeliveryProcess:
             except ValueError:
                 log.warning("event=delivery_process_bad_report line=%r", line[:200])
                 continue
+            forwarder = self.forwarder
             if "ready" in report:
+                if forwarder is not None:
+                    forwarder.child_ready(int(report["derived"]), int(report["recorded"]))
+                self._child_ready.set()
                 self.ready.set()
                 continue
+            if "derived" in report:           # process mode: the child derived (and recorded) up to here
+                self._notifications_now = report.get("notifications", 0)
+                self._record_errors_now = report.get("store_errors", 0)
+                if report.get("ws") and self.on_ws is not None:
+                    self.on_ws([notification_from_wire(wire) for wire in report["ws"]])
+                if forwarder is not None:
+                    forwarder.derived(int(report["derived"]), report.get("recorded"))
+                continue
+            if forwarder is not None and "recorded" in report:
+                forwarder.recorded_seq = int(report["recorded"])
             self._settled_now = report.get("settled", 0)
             self._settle_errors_now = report.get("settle_errors", 0)
             for channel, statistics in report.get("channels", {}).items():
@@ -293,15 +359,56 @@ def _report(settler: Settler, dispatchers: dict[str, Dispatcher]) -> dict[str, A
     return {"settled": settler.settled, "settle_errors": settler.errors, "channels": channels}
 
 
-async def _report_forever(stdout: trio.lowlevel.FdStream, settler: Settler,
-                          dispatchers: dict[str, Dispatcher]) -> None:
+class _Out:
+    """The child's stdout: one JSON line per report, from several tasks."""
+
+    def __init__(self, stream: trio.abc.SendStream) -> None:
+        self.stream = stream
+        self.lock = trio.Lock()
+
+    async def send(self, report: dict[str, Any]) -> None:
+        line = json.dumps(report, separators=(",", ":")).encode() + b"\n"
+        async with self.lock:
+            await self.stream.send_all(line)
+
+
+async def _report_forever(out: _Out, settler: Settler, dispatchers: dict[str, Dispatcher],
+                          worker: Any = None) -> None:
     last: Optional[dict[str, Any]] = None
     while True:
         report = _report(settler, dispatchers)
+        if worker is not None:
+            report["recorded"] = worker.recorded_seq
         if report != last:
-            await stdout.send_all(json.dumps(report).encode() + b"\n")
+            await out.send(report)
             last = report
         await trio.sleep(REPORT_EVERY_S)
+
+
+async def _objects(stream: trio.abc.ReceiveStream) -> Any:
+    """The msgpack objects of the parent's stdin: the config, then frames (bytes) and pokes."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+    async for chunk in stream:
+        unpacker.feed(chunk)
+        for obj in unpacker:
+            yield obj
+
+
+async def _derive_forever(worker: Any, batches: trio.MemoryReceiveChannel, ws: WsForward, out: _Out) -> None:
+    """Process mode: derive and record what the worker forwarded, report how far (and the ``ws``
+    notifications) after each group."""
+    max_batches = worker.settings.max_batches
+    async for raw in batches:
+        group = [decode_frame(raw)]
+        while len(group) < max_batches:
+            try:
+                group.append(decode_frame(batches.receive_nowait()))
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        await worker.derive_batches(group)
+        await out.send({"derived": worker.last_seq, "recorded": worker.recorded_seq,
+                        "notifications": worker.notifications, "store_errors": worker.record_errors,
+                        "ws": [notification_wire(n) for n in ws.take()]})
 
 
 async def _until_stopped(cancel_scope: trio.CancelScope) -> None:
@@ -313,15 +420,16 @@ async def _until_stopped(cancel_scope: trio.CancelScope) -> None:
 
 
 async def child_main() -> None:
-    """The child: read the config line, run the dispatchers, poke them on ``p``, stop at EOF."""
-    from actors.notifications.worker import http_client
+    """The child: read the config, run the dispatchers, poke them on ``p``; in process mode derive
+    and record the frames the worker forwards; stop at EOF."""
+    from actors.notifications.worker import NotificationWorker, http_client, keep_watermark
     from actors.store.sqlite import SqliteStore
 
     stdin = trio.lowlevel.FdStream(os.dup(0))
-    stdout = trio.lowlevel.FdStream(os.dup(1))
-    lines = _lines(stdin)
+    out = _Out(trio.lowlevel.FdStream(os.dup(1)))
+    objects = _objects(stdin)
     try:
-        config = json.loads(await lines.__anext__())
+        config = await objects.__anext__()
     except StopAsyncIteration:
         return
     logging.getLogger().setLevel(int(config.get("log_level", logging.INFO)))
@@ -334,6 +442,16 @@ async def child_main() -> None:
     dispatchers: dict[str, Dispatcher] = {"webhook": WebhookDispatcher(client=client, **common)}
     if settings.email_available:
         dispatchers["email"] = EmailDispatcher(**common)
+    worker: Any = None
+    ws = WsForward()
+    to_derive, from_parent = trio.open_memory_channel[bytes](float("inf"))    # bounded by the worker's frames
+    if config.get("derive"):
+        instruments = {spec["symbol"]: Instrument(**spec) for spec in config.get("instruments", [])}
+        worker = NotificationWorker(store=store, settings=settings, instruments=instruments, shard=shard,
+                                    last_seq=await store.notifier_seq(shard), ws=bool(config.get("ws")))
+        worker.dispatchers.update(dispatchers)
+        if config.get("ws"):
+            worker.dispatchers["ws"] = ws
     try:
         async with trio.open_nursery() as nursery:
             settler_scope = trio.CancelScope()
@@ -345,14 +463,31 @@ async def child_main() -> None:
             async with trio.open_nursery() as delivering:
                 for dispatcher in dispatchers.values():
                     await delivering.start(dispatcher.run)
-                await stdout.send_all(json.dumps({"ready": os.getpid()}).encode() + b"\n")
+                derived = trio.Event()
+                if worker is not None:
+                    async def derive() -> None:
+                        await _derive_forever(worker, from_parent, ws, out)
+                        derived.set()
+                    delivering.start_soon(derive)
+                    delivering.start_soon(keep_watermark, worker)
+                    await out.send({"ready": os.getpid(), "derived": worker.last_seq, "recorded": worker.recorded_seq})
+                else:
+                    await out.send({"ready": os.getpid()})
                 delivering.start_soon(_until_stopped, delivering.cancel_scope)
-                delivering.start_soon(_report_forever, stdout, settler, dispatchers)   # stdout is its own now
-                log.info("event=delivery_process_ready pid=%d shard=%d channels=%s", os.getpid(), shard,
-                         ",".join(dispatchers))
-                async for _ in lines:          # each line is a poke; the end of stdin is the stop
-                    for dispatcher in dispatchers.values():
-                        dispatcher.poke()
+                delivering.start_soon(_report_forever, out, settler, dispatchers, worker)
+                log.info("event=delivery_process_ready pid=%d shard=%d channels=%s derive=%s", os.getpid(), shard,
+                         ",".join(dispatchers), worker is not None)
+                async for obj in objects:      # frames to derive and pokes; the end of stdin is the stop
+                    if isinstance(obj, bytes):
+                        to_derive.send_nowait(obj)
+                    else:
+                        for dispatcher in dispatchers.values():
+                            dispatcher.poke()
+                to_derive.close()
+                if worker is not None:          # what was forwarded is recorded, the watermark written
+                    with trio.move_on_after(_FLUSH_S):
+                        await derived.wait()
+                        await worker.write_watermark()
                 delivering.cancel_scope.cancel()
             with trio.move_on_after(_FLUSH_S):   # what was sent is written before the exit
                 await settler.flush()

@@ -46,8 +46,8 @@ from exness_actors.events import (
 from exness_actors.instruments import Instrument
 from exness_actors.money import format_fixed
 
-__all__ = ["Notification", "KINDS", "CHANNELS", "derive", "notification_id", "notification_json",
-           "notification_body"]
+__all__ = ["Notification", "KINDS", "CHANNELS", "derive", "can_notify", "NOTIFYING_EVENTS", "notification_id",
+           "notification_json", "notification_body"]
 
 #: every kind, in the order the documentation lists them
 KINDS: tuple[str, ...] = ("order_filled", "take_profit", "stop_loss", "trailing_stop", "liquidation",
@@ -193,6 +193,21 @@ _DERIVERS: dict[type, _Deriver] = {
     PositionOpened: _filled, PositionClosed: _closed, MarginCall: _margin_call, StopOut: _stop_out,
     OrderCancelled: _expired, AlertTriggered: _alert, DeadManSwitchFired: _dead_man, OperatorAction: _operator,
 }
+
+
+#: the event classes that can make a notification (an input without one makes none)
+NOTIFYING_EVENTS: frozenset[type] = frozenset(_DERIVERS)
+
+
+def can_notify(events: Iterable[Any]) -> bool:
+    """True when :func:`derive` could make a notification of an input with these events (it
+    makes none of an input for which this is False). The process-mode forwarder
+    (:mod:`actors.notifications._forward`) keeps only such inputs; one table decides both."""
+    notifying = NOTIFYING_EVENTS
+    for event in events:
+        if type(event) in notifying:
+            return True
+    return False
 
 
 def derive(items: Iterable[tuple[int, int, list]], instruments: Mapping[str, Instrument], *,

@@ -23,6 +23,10 @@ Two halves joined only by the store, so the engine never waits for a mail server
    starts, restarts and stops (:mod:`actors.notifications._delivery`): their CPU is not the
    engine's. The ``ws`` dispatcher always runs here (it feeds this process's WebSocket server).
 
+In that process mode the child derives and records as well: the worker keeps only a forwarder
+(:mod:`actors.notifications._forward`) that sends it the inputs that can make a notification and
+holds them until the child reports them derived; the child reports the ``ws`` notifications back.
+
 Nothing is lost in a crash: at start the worker reads its watermark; the journal's events after
 it come back as ``backlog`` (embedded: the supervisor's recovery replays them, as for the
 persister; split mode: the events stream is read from its beginning and what is at or below the
@@ -46,6 +50,7 @@ from actors.notifications._delivery import DeliveryProcess, RemoteDispatcher, de
 from actors.notifications._http import WebhookClient
 from actors.notifications._dispatch import (
     Dispatcher, EmailDispatcher, Settler, WebhookDispatcher, WsDispatcher)
+from actors.notifications._forward import Forwarder, WsForward
 from actors.notifications._gaps import GapDetector
 from actors.notifications._outbox import OutboxGauge
 from actors.notifications._retention import Retention
@@ -55,7 +60,8 @@ from actors.settings import NotificationSettings
 from actors.store.notifications import Notification, NotificationStore, Preferences
 from exness_actors.instruments import Instrument
 
-__all__ = ["run", "NotificationWorker", "WorkerStatistics", "WATERMARK_EVERY_S", "Sink", "http_client"]
+__all__ = ["run", "NotificationWorker", "WorkerStatistics", "WATERMARK_EVERY_S", "Sink", "http_client",
+           "keep_watermark", "STOP_DRAIN_S"]
 
 log = logging.getLogger("exness.notifications")
 
@@ -64,6 +70,8 @@ WATERMARK_EVERY_S = 1.0
 #: preferences read for a batch are reused this long (a change applies to what is derived after it)
 PREFERENCES_TTL_S = 1.0
 _MAX_WRITE_ATTEMPTS = 5
+#: process mode, the inbox closed: the longest the worker waits for the child to derive what it forwarded
+STOP_DRAIN_S = 10.0
 
 #: publishes ``[(account_id, notification json), …]`` to the stream servers
 Sink = Callable[[list[tuple[int, dict]]], Awaitable[None]]
@@ -89,6 +97,9 @@ class WorkerStatistics:
     shard: int = 0
     #: the delivery child process (``pid``, ``starts``, ``running``); None when delivery is inline
     delivery_process: Optional[dict[str, Any]] = None
+    #: process mode: the forwarder's frames not yet derived by the child (``buffered_inputs``,
+    #: ``frames``, ``limit``, ``forwarded_inputs``, ``waits``); None inline
+    forwarder: Optional[dict[str, Any]] = None
 
 
 def http_client(settings: NotificationSettings) -> WebhookClient:
@@ -116,9 +127,11 @@ class NotificationWorker:
         #: channels this worker creates deliveries for
         self.channels = tuple(channel for channel, on in (
             ("ws", ws), ("email", settings.email_available), ("webhook", True)) if on)
-        self.dispatchers: dict[str, Dispatcher | RemoteDispatcher] = {}
+        self.dispatchers: dict[str, Dispatcher | RemoteDispatcher | WsForward] = {}
         #: the child process delivering e-mail and webhooks (None: they are delivered here)
         self.delivery: Optional[DeliveryProcess] = None
+        #: process mode: the child derives and records; this only forwards (None: derived here)
+        self.forwarder: Optional[Forwarder] = None
         self.settler = Settler(store, clock)
         #: split mode: finds inputs the events stream no longer had (None: not checked)
         self.gap_detector: Optional[GapDetector] = None
@@ -134,19 +147,36 @@ class NotificationWorker:
         #: account -> (preferences, when read): one store query per batch at most, none while fresh
         self._preferences_cache: dict[int, tuple[Preferences, float]] = {}
 
+    @property
+    def notifications(self) -> int:
+        """Notifications recorded since the start (by the child too, in process mode)."""
+        return self._notifications + (self.delivery.notifications if self.delivery is not None else 0)
+
+    @property
+    def record_errors(self) -> int:
+        """Failed writes of derived notifications (by the child too, in process mode)."""
+        return self._errors + (self.delivery.record_errors if self.delivery is not None else 0)
+
     def statistics(self) -> WorkerStatistics:
         gaps = self.gap_detector
+        last_seq, recorded_seq, received_seq = self.last_seq, self.recorded_seq, self._received_seq
+        forwarder = self.forwarder
+        if forwarder is not None:
+            last_seq = max(last_seq, forwarder.derived_seq)
+            recorded_seq = max(recorded_seq, forwarder.recorded_seq)
+            received_seq = max(received_seq, forwarder.forwarded_seq)
         return WorkerStatistics(
-            last_seq=self.last_seq, recorded_seq=self.recorded_seq, received_seq=self._received_seq,
-            lag=max(0, self._received_seq - self.last_seq), notifications=self._notifications,
+            last_seq=last_seq, recorded_seq=recorded_seq, received_seq=received_seq,
+            lag=max(0, received_seq - last_seq), notifications=self.notifications,
             batches=self._batches, inbox_depth=self._inbox.statistics().current_buffer_used if self._inbox else 0,
-            store_errors=self._errors,
+            store_errors=self.record_errors,
             settled=self.settler.settled + (self.delivery.settled if self.delivery is not None else 0),
             channels={name: dispatcher.statistics() for name, dispatcher in self.dispatchers.items()},
             gaps=gaps.gaps if gaps else 0, gap_inputs=gaps.gap_inputs if gaps else 0,
             last_gap=gaps.last_gap if gaps else None, purged=self.retention.purged,
             outbox=self.outbox.counts, shard=self.shard,
-            delivery_process=self.delivery.statistics() if self.delivery is not None else None)
+            delivery_process=self.delivery.statistics() if self.delivery is not None else None,
+            forwarder=forwarder.statistics() if forwarder is not None else None)
 
     async def derive_batches(self, batches: Sequence[EventBatch]) -> int:
         """Derive and record ``batches`` (in seq order); return the notifications recorded."""
@@ -201,7 +231,7 @@ class NotificationWorker:
         self._notifications += len(kept)
         for channel in {channel for _, channel, _ in deliveries}:
             dispatcher = self.dispatchers.get(channel)
-            if isinstance(dispatcher, WsDispatcher):     # published from memory, not read back
+            if isinstance(dispatcher, (WsDispatcher, WsForward)):    # published from memory, not read back
                 to_ws = {nid for nid, delivery_channel, _ in deliveries if delivery_channel == "ws"}
                 dispatcher.hand_over([n for n in kept if n.id in to_ws])
             elif dispatcher is not None:
@@ -235,7 +265,21 @@ async def _derive_forever(worker: NotificationWorker, inbox: trio.MemoryReceiveC
         await worker.derive_batches(batches)
 
 
-async def _keep_watermark(worker: NotificationWorker) -> None:
+async def _forward_forever(worker: NotificationWorker, forwarder: Forwarder,
+                           inbox: trio.MemoryReceiveChannel) -> None:
+    max_batches = worker.settings.max_batches
+    async for batch in inbox:
+        batches = [batch]
+        while len(batches) < max_batches:
+            try:
+                batches.append(inbox.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        worker._batches += len(batches)
+        await forwarder.forward(batches)
+
+
+async def keep_watermark(worker: NotificationWorker) -> None:
     while True:
         await trio.sleep(WATERMARK_EVERY_S)
         try:
@@ -252,7 +296,15 @@ async def _start_dispatchers(nursery: trio.Nursery, worker: NotificationWorker, 
     if delivery == "process":
         data_dir = store_data_dir(worker.store)
         assert data_dir is not None      # delivery_mode chose "process": an SQLite store
-        worker.delivery = DeliveryProcess(data_dir=data_dir, settings=worker.settings, shard=worker.shard)
+
+        def to_ws(notifications: list[Notification]) -> None:
+            dispatcher = worker.dispatchers.get("ws")
+            if isinstance(dispatcher, WsDispatcher):
+                dispatcher.hand_over(notifications)
+        worker.forwarder = Forwarder(last_seq=worker.last_seq)
+        worker.delivery = DeliveryProcess(data_dir=data_dir, settings=worker.settings, shard=worker.shard,
+                                          forwarder=worker.forwarder, instruments=worker.instruments,
+                                          ws=sink is not None, on_ws=to_ws)
         await nursery.start(worker.delivery.run)
         worker.dispatchers.update(worker.delivery.dispatchers)
     else:
@@ -311,16 +363,24 @@ async def run(*, inbox: trio.MemoryReceiveChannel[EventBatch], store: Any, setti
     try:
         async with trio.open_nursery() as nursery:
             await _start_dispatchers(nursery, worker, sink, client, engine_busy, delivery)
-            nursery.start_soon(_keep_watermark, worker)
             nursery.start_soon(worker.retention.run)
             nursery.start_soon(worker.outbox.run)
-            task_status.started(worker)
-            await _derive_forever(worker, inbox)
-            await worker.write_watermark()
+            forwarder = worker.forwarder
+            if forwarder is None:
+                nursery.start_soon(keep_watermark, worker)
+                task_status.started(worker)
+                await _derive_forever(worker, inbox)
+                await worker.write_watermark()
+            else:                          # the child derives, records and writes the watermark
+                task_status.started(worker)
+                await _forward_forever(worker, forwarder, inbox)
+                with trio.move_on_after(STOP_DRAIN_S):
+                    while forwarder.derived_seq < forwarder.forwarded_seq:
+                        await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
     except BaseException:
         if isinstance(backlog, list):     # a restart derives these again (same ids)
-            backlog.extend(worker.unrecorded)
+            backlog.extend(worker.forwarder.unrecorded if worker.forwarder is not None else worker.unrecorded)
         raise
     finally:
         if owned_client:
