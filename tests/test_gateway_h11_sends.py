@@ -154,3 +154,15 @@ async def test_the_idle_timer_still_restarts_and_stops(hypercorn_as_shipped) -> 
         await timer.stop()
         assert timer._handle is None and not timer._lock.locked()
     assert fired == []
+
+
+async def test_a_cancelled_caller_is_cancelled_at_a_free_lock_as_at_trio_acquire() -> None:
+    """A free lock is taken without a scheduling round, but cancellation still lands there: the
+    code after the lock must not run on in a cancelled scope (it answered 500 during shutdown)."""
+    lock = trio.Lock()
+    reached = False
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await _h11_sends._acquire(lock)
+        reached = True
+    assert (reached, lock.locked(), scope.cancelled_caught) == (False, False, True)
