@@ -69,7 +69,7 @@ async def test_operator_signin_answers_the_token_pair_with_the_role(tmp_path) ->
         assert (pair["token_type"], pair["role"], pair["email"], pair["operator_id"]) == (
             "Bearer", "risk", "ops@broker.example", "1")
         assert me == {"operator_id": "1", "email": "ops@broker.example", "role": "risk",
-                      "permissions": ["close", "halt", "read"]}
+                      "permissions": ["close", "halt", "read"], "shards": 1}
         assert (status, wrong["error"]["code"]) == (401, "INVALID_CREDENTIALS")
         # operators are not traders: the trader sign-in does not know them
         assert (status_trader, as_trader["error"]["code"]) == (401, "INVALID_CREDENTIALS")

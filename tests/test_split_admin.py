@@ -111,6 +111,7 @@ def test_operator_commands_and_house_figures_cover_every_shard(cluster) -> None:
         assert Decimal(btc["long_qty"]) == Decimal(opened["odd"]["qty"]) + Decimal(opened["even"]["qty"])
         assert (btc["halted"], btc["halted_shards"]) == (False, [])
         assert a.get(f"{ADMIN}/pnl", headers=admin).status_code == 200
+        assert a.get(f"{ADMIN}/me", headers=admin).json()["shards"] == 2
         accounts = a.get(f"{ADMIN}/accounts", headers=admin).json()["accounts"]
         assert [row["account_id"] for row in accounts] == ["1", "2"], accounts      # in id order
         near_call = a.get(f"{ADMIN}/accounts?min_margin_level=100", headers=admin).json()["accounts"]

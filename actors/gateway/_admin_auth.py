@@ -31,6 +31,7 @@ from actors.gateway._params import QueryParams
 from actors.gateway._schemas import RefreshRequest
 from actors.gateway.ratelimit import retry_after_header
 from actors.operators import PERMISSIONS, READ, allowed
+from actors.bus.streams import shard_clients
 from actors.store.base import OperatorRecord
 from actors.wire import codec as edge
 
@@ -178,10 +179,12 @@ async def admin_signout() -> Response:
 
 @doc(response=Operator, errors=(400, 403), tag="admin")
 async def admin_me() -> Response:
-    """The signed-in operator: id, e-mail, role and what the role may do."""
+    """The signed-in operator: id, e-mail, role, what the role may do, and how many engine shards there are."""
     claims = await operator(READ)
     QueryParams(request.args, ())
     record = await current_gateway().store.operator_by_id(claims.operator_id)
     assert record is not None
+    handle = current_gateway().handle
     return json_response({"operator_id": str(record.operator_id), "email": record.email, "role": record.role,
-                          "permissions": sorted(PERMISSIONS[record.role])})
+                          "permissions": sorted(PERMISSIONS[record.role]),
+                          "shards": len(shard_clients(handle)) if handle is not None else 1})

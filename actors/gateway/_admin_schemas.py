@@ -50,6 +50,9 @@ class Operator(msgspec.Struct, kw_only=True):
     email: str
     role: Role
     permissions: Annotated[list[str], Meta(description="read, halt, close, instrument, adjust")]
+    shards: Annotated[int, Meta(ge=1, description=(
+        "how many engine shards the deployment runs (1 embedded; `[bus] shards` in split mode): symbol-wide "
+        "actions and house figures cover all of them"))]
 
 
 HaltedShards = Annotated[list[int], Meta(description=(

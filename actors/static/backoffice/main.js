@@ -33,7 +33,8 @@ const SHARD_ERRORS = {
 };
 
 let sharded = false; // the deployment has several shards: /exposure rows carry halted_shards
-let shardsKnown = 1; // 1 + the highest shard id any answer named (the API does not say how many)
+let shardsDeclared = 1; // how many engine shards the deployment runs (GET /me `shards`)
+let shardsKnown = 1; // that, or 1 + the highest shard id any answer named if higher
 let differing = new Map(); // symbol -> the shards whose instrument differs from shard 0's
 let lastAudit = null; // the audit page on screen, drawn again when the shard column appears
 
@@ -302,7 +303,7 @@ async function refreshDesk() {
   try {
     const [pnl, exposure] = await Promise.all([api.get("/pnl"), api.get("/exposure")]);
     const wasSharded = sharded;
-    sharded = exposure.symbols.some((row) => row.halted_shards !== undefined);
+    sharded = shardsDeclared > 1 || exposure.symbols.some((row) => row.halted_shards !== undefined);
     if (sharded) {
       for (const row of exposure.symbols) learnShards(row.halted_shards);
       await refreshDiffering();
@@ -530,6 +531,8 @@ async function onSession(pair) {
   }
   const me = await api.get("/me");
   permissions = new Set(me.permissions);
+  shardsDeclared = me.shards || 1;
+  shardsKnown = Math.max(shardsKnown, shardsDeclared);
   $("whoami").textContent = `${me.email} · ${me.role}`;
   await Promise.all([refreshDesk(), refreshAudit()]);
   startPolling();
