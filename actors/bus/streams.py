@@ -1067,15 +1067,9 @@ class ShardClient:
     def send_nowait(self, item: Any) -> None:
         self.engine.send_nowait(item, self.shard)
 
-    async def request(self, command: Any) -> Reply:
-        slot = ReplySlot()
-        self.send_nowait(Request(command, slot))
-        return await slot.wait()
-
-    async def query(self, fn: Callable) -> Any:
-        slot = ReplySlot()
-        self.send_nowait(Query(fn if isinstance(fn, BoxedView) else BoxedView(fn), slot))
-        return await slot.wait()
+    # the handle's own, written on ``send_nowait``: here they reach this client's shard
+    request = RemoteEngineHandle.request
+    query = RemoteEngineHandle.query
 
 
 def shard_clients(handle: Any) -> list[Any]:

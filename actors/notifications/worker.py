@@ -253,28 +253,26 @@ class NotificationWorker:
         return {account: cache[account][0] for account in accounts}
 
 
+def _with_waiting(first: EventBatch, inbox: trio.MemoryReceiveChannel, max_batches: int) -> list[EventBatch]:
+    """``first`` and the batches already waiting in ``inbox`` after it, up to ``max_batches``."""
+    batches = [first]
+    while len(batches) < max_batches:
+        try:
+            batches.append(inbox.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
+    return batches
+
+
 async def _derive_forever(worker: NotificationWorker, inbox: trio.MemoryReceiveChannel) -> None:
-    max_batches = worker.settings.max_batches
     async for batch in inbox:
-        batches = [batch]
-        while len(batches) < max_batches:
-            try:
-                batches.append(inbox.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
-        await worker.derive_batches(batches)
+        await worker.derive_batches(_with_waiting(batch, inbox, worker.settings.max_batches))
 
 
 async def _forward_forever(worker: NotificationWorker, forwarder: Forwarder,
                            inbox: trio.MemoryReceiveChannel) -> None:
-    max_batches = worker.settings.max_batches
     async for batch in inbox:
-        batches = [batch]
-        while len(batches) < max_batches:
-            try:
-                batches.append(inbox.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
+        batches = _with_waiting(batch, inbox, worker.settings.max_batches)
         worker._batches += len(batches)
         await forwarder.forward(batches)
 
